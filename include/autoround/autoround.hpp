@@ -1,0 +1,27 @@
+#pragma once
+// autoround-cpp: AutoRound weight quantization (SignRound) for C++.
+// The umbrella header: includes the public headers and nothing else.
+
+#include "core/config.hpp"
+#include "core/error.hpp"
+#include "core/fp16.hpp"
+#include "core/matrix.hpp"
+
+#include "quantizer/group_layout.hpp"
+#include "quantizer/int_quantizer.hpp"
+#include "quantizer/quantized_weight.hpp"
+#include "quantizer/quantizer.hpp"
+
+#include "optimizer/adam.hpp"
+#include "optimizer/optimizer.hpp"
+#include "optimizer/schedule.hpp"
+#include "optimizer/sign_sgd.hpp"
+
+#include "backend/backend.hpp"
+#include "backend/cpu.hpp"
+
+#include "tune/index_sampler.hpp"
+#include "tune/layer_tuner.hpp"
+#include "tune/python_random.hpp"
+#include "tune/tunable_weight.hpp"
+#include "tune/tune_options.hpp"

@@ -1,0 +1,23 @@
+#pragma once
+// Compile-time configuration vocabulary shared by every policy.
+#include <limits>
+
+namespace autoround {
+
+/// Sentinel for "chosen at run time", as Eigen::Dynamic: `IntQuantizer<Dynamic, Dynamic, Dynamic>`.
+/// Not -1, because -1 already means "one group per output row" in AutoRound's group_size.
+inline constexpr int Dynamic = std::numeric_limits<int>::min();
+
+/// AutoRound's group_size = -1: one group spans a whole output row (per-channel quantization).
+inline constexpr int PerChannel = -1;
+
+enum class Symmetry : int {
+  Asymmetric = 0,  ///< int_asym: codes 0..2^b-1 with a zero point
+  Symmetric = 1,   ///< int_sym ("full range"): codes -2^(b-1)..2^(b-1)-1, no zero point
+};
+inline constexpr Symmetry Asymmetric = Symmetry::Asymmetric;
+inline constexpr Symmetry Symmetric = Symmetry::Symmetric;
+
+using Index = long;  // signed, like Eigen::Index, so sizes subtract safely
+
+}  // namespace autoround

@@ -1,0 +1,52 @@
+#pragma once
+// The result of quantizing one linear layer: integer codes, one (scale, zero) per group, the
+// quantizer that made them, and how tuning went. Packers (format/) read this type.
+#include <cstdint>
+#include <vector>
+
+#include "../core/matrix.hpp"
+#include "group_layout.hpp"
+#include "quantizer.hpp"
+
+namespace autoround {
+
+/// How tuning went, in the reference's terms (its log line "loss iter 0: A -> iter B: C").
+struct TuningStats {
+  int steps_run = 0;        ///< optimizer steps taken (iters, or fewer with dynamic_max_gap)
+  double rtn_loss = 0.0;    ///< loss at step 0, before any update: plain round-to-nearest
+  double best_loss = 0.0;   ///< lowest loss seen; the parameters that gave it are the result
+  int best_step = 0;        ///< the step that loss was seen at
+  double seconds = 0.0;     ///< wall time of the tuning loop
+};
+
+template <Quantizer Q>
+struct QuantizedWeight {
+  Q quantizer;
+  GroupLayout layout;               ///< rows = out_features, cols = in_features
+  std::vector<std::uint8_t> codes;  ///< [rows, cols] row-major, each in [0, 2^bits - 1]
+  std::vector<float> scales;        ///< [rows, groups_per_row], each exactly representable in fp16
+  std::vector<std::int32_t> zeros;  ///< [rows, groups_per_row]; sym: 2^(bits-1) everywhere
+  TuningStats stats;
+
+  Index rows() const { return layout.rows(); }
+  Index cols() const { return layout.cols(); }
+  float scale(Index row, Index col) const { return scales[group_index(row, col)]; }
+  std::int32_t zero(Index row, Index col) const { return zeros[group_index(row, col)]; }
+  std::uint8_t code(Index row, Index col) const { return codes[static_cast<std::size_t>(row * cols() + col)]; }
+
+  /// w = scale * (code - zero), in float32 (what a runtime computes from the packed file).
+  RowMatrix dequantize() const {
+    RowMatrix w(rows(), cols());
+    for (Index r = 0; r < rows(); ++r)
+      for (Index c = 0; c < cols(); ++c)
+        w(r, c) = scale(r, c) * (static_cast<float>(code(r, c)) - static_cast<float>(zero(r, c)));
+    return w;
+  }
+
+ private:
+  std::size_t group_index(Index row, Index col) const {
+    return static_cast<std::size_t>(row * layout.groups_per_row() + col / layout.group_size());
+  }
+};
+
+}  // namespace autoround

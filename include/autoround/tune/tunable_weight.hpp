@@ -1,0 +1,135 @@
+#pragma once
+// The tunable state of one quantized linear layer, as the reference's WrapperLinear holds it:
+// a rounding offset v per weight (init 0) and clipping scales min_scale / max_scale per group
+// (init 1, projected onto [0, 1] before every use), with the forward (fake-quantize the whole
+// weight) and the straight-through backward over all groups. Layer and block tuners share it.
+#include <algorithm>
+#include <cmath>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "../backend/backend.hpp"
+#include "../core/matrix.hpp"
+#include "../quantizer/group_layout.hpp"
+#include "../quantizer/int_quantizer.hpp"
+#include "../quantizer/quantized_weight.hpp"
+#include "../quantizer/quantizer.hpp"
+
+namespace autoround {
+
+namespace detail {
+/// First non-finite element of a matrix, reported by name and position.
+inline void require_finite(MatrixView m, const std::string& name) {
+  if (m.allFinite()) return;
+  for (Index r = 0; r < m.rows(); ++r)
+    for (Index c = 0; c < m.cols(); ++c)
+      if (!std::isfinite(m(r, c)))
+        throw Error(name + ": element (" + std::to_string(r) + ", " + std::to_string(c) + ") is " +
+                    (std::isnan(m(r, c)) ? "NaN" : "infinite"));
+}
+}  // namespace detail
+
+template <Quantizer Q>
+class TunableWeight {
+ public:
+  TunableWeight(const Q& quantizer, MatrixView weight, const std::string& name = "weight")
+      : quantizer_(quantizer), weight_(weight), layout_(weight.rows(), weight.cols(), quantizer.group_size()) {
+    detail::require_finite(weight, name);
+    ranges_.resize(static_cast<std::size_t>(layout_.group_count()));
+    for (Index r = 0; r < layout_.rows(); ++r)
+      for (Index g = 0; g < layout_.groups_per_row(); ++g)
+        ranges_[static_cast<std::size_t>(r * layout_.groups_per_row() + g)] = group_range(row_group(weight_, r, g));
+    rounding.assign(static_cast<std::size_t>(weight.size()), 0.0f);
+    min_scale.assign(ranges_.size(), 1.0f);
+    max_scale.assign(ranges_.size(), 1.0f);
+    quants_.resize(ranges_.size());
+  }
+
+  const GroupLayout& layout() const { return layout_; }
+  const Q& quantizer() const { return quantizer_; }
+  MatrixView weight() const { return weight_; }
+
+  /// Project the clipping scales onto [0, 1] (the reference clamps their .data before each use).
+  void clamp_scales() {
+    for (auto* scales : {&min_scale, &max_scale})
+      for (float& s : *scales) s = std::clamp(s, 0.0f, 1.0f);
+  }
+
+  /// out = fake-quantized weight under the current parameters (caches each group's scale/zero).
+  template <Backend B>
+  void forward(const B& backend, MutableMatrixView out) {
+    clamp_scales();
+    backend.parallel_for(layout_.rows(), [&](Index r) {
+      for (Index g = 0; g < layout_.groups_per_row(); ++g) {
+        const auto k = group_index(r, g);
+        quants_[k] = quantizer_.group_quant(ranges_[k], min_scale[k], max_scale[k]);
+        quantizer_.fake_quantize(row_group(weight_, r, g), row_group(rounding, r, g), quants_[k],
+                                 row_group(out, r, g));
+      }
+    });
+  }
+
+  /// Given dL/d(fake-quantized weight) in `grad` (overwritten in place with dL/dv), fill
+  /// dL/dmin_scale and dL/dmax_scale. Uses the scales cached by the last forward().
+  template <Backend B>
+  void backward(const B& backend, MutableMatrixView grad, std::vector<float>& grad_min_scale,
+                std::vector<float>& grad_max_scale) const {
+    grad_min_scale.resize(ranges_.size());
+    grad_max_scale.resize(ranges_.size());
+    backend.parallel_for(layout_.rows(), [&](Index r) {
+      for (Index g = 0; g < layout_.groups_per_row(); ++g) {
+        const auto k = group_index(r, g);
+        const auto grad_group = row_group(grad, r, g);
+        const ScaleGrad sg = quantizer_.backward(row_group(weight_, r, g), row_group(rounding, r, g), ranges_[k],
+                                                 min_scale[k], max_scale[k], quants_[k], grad_group, grad_group);
+        grad_min_scale[k] = sg.min_scale;
+        grad_max_scale[k] = sg.max_scale;
+      }
+    });
+  }
+
+  /// Final integer codes and per-group scale/zero under the current parameters.
+  QuantizedWeight<Q> encode() {
+    clamp_scales();
+    QuantizedWeight<Q> result{quantizer_, layout_, {}, {}, {}, {}};
+    result.codes.resize(static_cast<std::size_t>(weight_.size()));
+    result.scales.resize(ranges_.size());
+    result.zeros.resize(ranges_.size());
+    for (Index r = 0; r < layout_.rows(); ++r)
+      for (Index g = 0; g < layout_.groups_per_row(); ++g) {
+        const auto k = group_index(r, g);
+        const GroupQuant gq = quantizer_.group_quant(ranges_[k], min_scale[k], max_scale[k]);
+        result.scales[k] = gq.scale;
+        result.zeros[k] = static_cast<std::int32_t>(gq.zero);
+        const auto w = row_group(weight_, r, g);
+        quantizer_.encode(w, row_group(rounding, r, g), gq,
+                          std::span<std::uint8_t>(result.codes.data() + (w.data() - weight_.data()), w.size()));
+      }
+    return result;
+  }
+
+  std::vector<float> rounding;   ///< v, one per weight, [rows, cols] row-major
+  std::vector<float> min_scale;  ///< one per group, [rows, groups_per_row]
+  std::vector<float> max_scale;  ///< one per group
+
+ private:
+  std::size_t group_index(Index r, Index g) const { return static_cast<std::size_t>(r * layout_.groups_per_row() + g); }
+
+  template <class M>
+  auto row_group(M&& m, Index r, Index g) const {
+    auto* base = m.data() + r * layout_.cols() + layout_.group_begin(g);
+    return std::span(base, static_cast<std::size_t>(layout_.group_length(g)));
+  }
+  std::span<const float> row_group(const std::vector<float>& m, Index r, Index g) const {
+    return {m.data() + r * layout_.cols() + layout_.group_begin(g), static_cast<std::size_t>(layout_.group_length(g))};
+  }
+
+  Q quantizer_;
+  MatrixView weight_;
+  GroupLayout layout_;
+  std::vector<GroupRange> ranges_;
+  std::vector<GroupQuant> quants_;
+};
+
+}  // namespace autoround

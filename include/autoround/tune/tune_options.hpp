@@ -1,0 +1,30 @@
+#pragma once
+// The knobs of AutoRound's tuning loop, with the reference's defaults (auto_round/cli RECIPES
+// "default", sign_round/config.py).
+#include <cstdint>
+
+#include "../core/config.hpp"
+
+namespace autoround {
+
+struct TuneOptions {
+  int iters = 200;                    ///< optimizer steps; 0 = plain round-to-nearest (RTN)
+  float lr = 0.0f;                    ///< rounding lr; 0 = auto: 1/iters (2/iters for <= 3 bits, iters >= 1000)
+  float minmax_lr = 0.0f;             ///< lr of the min/max clipping scales; 0 = same as lr
+  bool enable_minmax_tuning = true;   ///< false freezes min_scale = max_scale = 1
+  Index seqlen = 0;                   ///< input rows per calibration sample; 0 = all rows are one sample
+  Index batch_size = 8;               ///< samples per step (capped at the number of samples)
+  std::uint64_t seed = 42;            ///< seeds the minibatch sampler (Python's random, as the reference)
+  bool use_best = true;               ///< keep the lowest-loss parameters (reference: not_use_best_mse=False)
+  int dynamic_max_gap = -1;           ///< stop after this many steps without a new best; -1 = never
+
+  /// The learning rate the reference picks when none is given.
+  float rounding_lr(int bits) const {
+    if (lr > 0.0f) return lr;
+    if (iters <= 0) return 0.0f;
+    return (iters >= 1000 && bits <= 3 ? 2.0f : 1.0f) / static_cast<float>(iters);
+  }
+  float clipping_lr(int bits) const { return minmax_lr > 0.0f ? minmax_lr : rounding_lr(bits); }
+};
+
+}  // namespace autoround
