@@ -1,0 +1,113 @@
+#pragma once
+// A LLaMA-family decoder held in float32: configuration, weights, and loading from GGUF
+// (llama.cpp's names: token_embd, blk.N.attn_q ..., output_norm, output).
+//
+// RoPE: llama.cpp's converter permutes the rows of attn_q / attn_k so that rotating *adjacent*
+// pairs (x[2i], x[2i+1]) is equivalent to Hugging Face's rotate-half; weights read from GGUF
+// therefore use RopeStyle::AdjacentPairs, weights read from a Hugging Face checkpoint HalfSplit.
+#include <array>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "../core/error.hpp"
+#include "../core/matrix.hpp"
+#include "../format/gguf_reader.hpp"
+
+namespace autoround {
+
+enum class RopeStyle { AdjacentPairs, HalfSplit };
+
+struct LlamaConfig {
+  Index layers = 0, hidden = 0, intermediate = 0, heads = 0, kv_heads = 0, head_dim = 0, vocab = 0;
+  float rope_theta = 10000.0f;
+  float rms_eps = 1e-5f;
+  RopeStyle rope_style = RopeStyle::HalfSplit;
+  bool tied_embeddings = true;
+};
+
+/// The seven linear layers of a block, in execution order.
+enum class Linear { Query, Key, Value, Output, Gate, Up, Down };
+inline constexpr std::array<Linear, 7> all_linears{Linear::Query, Linear::Key,  Linear::Value, Linear::Output,
+                                                   Linear::Gate,  Linear::Up,   Linear::Down};
+inline const char* gguf_name(Linear l) {
+  constexpr const char* names[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+  return names[static_cast<int>(l)];
+}
+inline const char* hf_name(Linear l) {
+  constexpr const char* names[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                                   "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
+  return names[static_cast<int>(l)];
+}
+
+struct LlamaBlock {
+  std::array<RowMatrix, 7> linear;  ///< [out, in] each, indexed by Linear
+  Eigen::VectorXf attn_norm, ffn_norm;
+  RowMatrix& operator[](Linear l) { return linear[static_cast<std::size_t>(l)]; }
+  const RowMatrix& operator[](Linear l) const { return linear[static_cast<std::size_t>(l)]; }
+};
+
+struct LlamaModel {
+  LlamaConfig config;
+  RowMatrix embedding;  ///< [vocab, hidden]
+  std::vector<LlamaBlock> blocks;
+  Eigen::VectorXf final_norm;
+  RowMatrix output;  ///< [vocab, hidden]; empty when tied to the embedding
+  const RowMatrix& lm_head() const { return config.tied_embeddings ? embedding : output; }
+};
+
+/// Load a llama-architecture GGUF file, dequantizing every tensor to float32.
+inline LlamaModel load_llama_gguf(const std::string& path) {
+  const GgufFile file(path);
+  const std::string arch = file.get_string("general.architecture");
+  if (arch != "llama") throw Error(path + ": architecture '" + arch + "' is not supported (llama only)");
+  LlamaModel m;
+  LlamaConfig& c = m.config;
+  c.layers = static_cast<Index>(file.get_uint("llama.block_count"));
+  c.hidden = static_cast<Index>(file.get_uint("llama.embedding_length"));
+  c.intermediate = static_cast<Index>(file.get_uint("llama.feed_forward_length"));
+  c.heads = static_cast<Index>(file.get_uint("llama.attention.head_count"));
+  c.kv_heads = file.find("llama.attention.head_count_kv") ? static_cast<Index>(file.get_uint("llama.attention.head_count_kv")) : c.heads;
+  if (c.heads <= 0 || c.kv_heads <= 0 || c.hidden % c.heads != 0 || c.heads % c.kv_heads != 0)
+    throw Error(path + ": inconsistent head counts (" + std::to_string(c.heads) + " heads, " + std::to_string(c.kv_heads) +
+                " kv heads, hidden " + std::to_string(c.hidden) + ")");
+  c.head_dim = c.hidden / c.heads;
+  if (file.find("llama.rope.freq_base")) c.rope_theta = static_cast<float>(file.get_float("llama.rope.freq_base"));
+  c.rms_eps = static_cast<float>(file.get_float("llama.attention.layer_norm_rms_epsilon"));
+  c.rope_style = RopeStyle::AdjacentPairs;
+
+  auto load = [&](const std::string& name, Index rows, Index cols) {
+    const GgufTensor& t = file.tensor(name);
+    if (t.rows() != rows || t.cols() != cols)
+      throw Error(path + ": tensor '" + name + "' is " + std::to_string(t.rows()) + "x" + std::to_string(t.cols()) +
+                  ", expected " + std::to_string(rows) + "x" + std::to_string(cols));
+    return file.to_float(t);
+  };
+  auto load_vector = [&](const std::string& name, Index n) -> Eigen::VectorXf {
+    const RowMatrix v = load(name, 1, n);
+    return v.row(0).transpose();
+  };
+  m.embedding = load("token_embd.weight", file.tensor("token_embd.weight").rows(), c.hidden);
+  c.vocab = m.embedding.rows();
+  const Index q_out = c.heads * c.head_dim, kv_out = c.kv_heads * c.head_dim;
+  const std::array<std::pair<Index, Index>, 7> shapes{{{q_out, c.hidden}, {kv_out, c.hidden}, {kv_out, c.hidden},
+                                                       {c.hidden, q_out}, {c.intermediate, c.hidden},
+                                                       {c.intermediate, c.hidden}, {c.hidden, c.intermediate}}};
+  for (Index b = 0; b < c.layers; ++b) {
+    LlamaBlock block;
+    const std::string prefix = "blk." + std::to_string(b) + ".";
+    for (Linear l : all_linears) {
+      const auto [rows, cols] = shapes[static_cast<std::size_t>(l)];
+      block[l] = load(prefix + gguf_name(l) + ".weight", rows, cols);
+    }
+    block.attn_norm = load_vector(prefix + "attn_norm.weight", c.hidden);
+    block.ffn_norm = load_vector(prefix + "ffn_norm.weight", c.hidden);
+    m.blocks.push_back(std::move(block));
+  }
+  m.final_norm = load_vector("output_norm.weight", c.hidden);
+  c.tied_embeddings = file.find_tensor("output.weight") == nullptr;
+  if (!c.tied_embeddings) m.output = load("output.weight", c.vocab, c.hidden);
+  return m;
+}
+
+}  // namespace autoround

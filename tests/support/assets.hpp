@@ -1,0 +1,31 @@
+#pragma once
+// Where the real model and text live (scripts/fetch-assets.sh puts them there), and what a test
+// does when they are missing: outside CI it is skipped loudly (exit 77, shown as skipped by
+// CTest); in CI (CI set in the environment) it fails, since CI must run it.
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+namespace test_assets {
+
+inline std::string dir() {
+  if (const char* env = std::getenv("AUTOROUND_ASSETS"); env && *env) return env;
+  return AUTOROUND_ASSETS_DIR;
+}
+inline std::string model() { return dir() + "/smollm2-135m-instruct-q4_1.gguf"; }
+inline std::string calibration_tokens() { return dir() + "/kjv-calib.tokens"; }
+inline std::string evaluation_tokens() { return dir() + "/kjv-eval.tokens"; }
+
+/// Call first in main(): exits when an asset is missing.
+inline void require_all() {
+  for (const std::string& path : {model(), calibration_tokens(), evaluation_tokens()}) {
+    if (std::filesystem::exists(path)) continue;
+    const bool in_ci = std::getenv("CI") != nullptr;
+    std::fprintf(stderr, "%s: asset %s is missing; run scripts/fetch-assets.sh\n",
+                 in_ci ? "FAILED (CI must have the assets)" : "SKIPPED", path.c_str());
+    std::exit(in_ci ? 1 : 77);
+  }
+}
+
+}  // namespace test_assets
