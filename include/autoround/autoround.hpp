@@ -22,6 +22,7 @@
 
 #include "tune/index_sampler.hpp"
 #include "tune/layer_tuner.hpp"
+#include "tune/layer_tuning_run.hpp"
 #include "tune/python_random.hpp"
 #include "tune/tunable_weight.hpp"
 #include "tune/tune_options.hpp"

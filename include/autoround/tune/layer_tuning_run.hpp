@@ -1,0 +1,162 @@
+#pragma once
+// One layer-wise tuning run, step by step: what LayerTuner::tune loops over, exposed for
+// benchmarks and for users who drive their own loop (logging, custom stopping).
+//
+// step(): draw a minibatch, fake-quantize the weight, loss = mean((X Wq^T - X_fp W^T)^2),
+// straight-through backward, one optimizer step with the scheduled learning rate. The
+// parameters that gave the lowest loss are kept (the reference's best-step rule).
+#include <algorithm>
+#include <limits>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../backend/backend.hpp"
+#include "../core/matrix.hpp"
+#include "../optimizer/optimizer.hpp"
+#include "../quantizer/quantized_weight.hpp"
+#include "../quantizer/quantizer.hpp"
+#include "index_sampler.hpp"
+#include "tunable_weight.hpp"
+#include "tune_options.hpp"
+
+namespace autoround {
+
+template <Quantizer Q, Optimizer O, Backend B>
+class LayerTuningRun {
+ public:
+  /// `fp_inputs` (may be null): the full-precision layer's inputs when they differ from the
+  /// quantized layer's `inputs` (the reference's fp_inputs / q_inputs).
+  LayerTuningRun(const TuneOptions& options, const Q& quantizer, const O& optimizer, const B& backend,
+                 MatrixView weight, MatrixView inputs, const MatrixView* fp_inputs, const std::string& name)
+      : options_(options), optimizer_(optimizer), backend_(backend), weight_(weight), inputs_(inputs),
+        fp_inputs_(fp_inputs ? *fp_inputs : inputs), separate_fp_(fp_inputs != nullptr),
+        state_(quantizer, weight, name + ".weight"),
+        seqlen_(check_inputs(options, weight, inputs, fp_inputs, name)),
+        sampler_(inputs.rows() / seqlen_, std::min(options.batch_size, inputs.rows() / seqlen_), options.seed) {
+    const Index batch_rows = std::min(options.batch_size, inputs.rows() / seqlen_) * seqlen_;
+    batch_.resize(batch_rows, weight.cols());
+    if (separate_fp_) {
+      fp_batch_.resize(batch_rows, weight.cols());
+      fp_out_.resize(batch_rows, weight.rows());
+    }
+    qweight_.resize(weight.rows(), weight.cols());
+    grad_.resize(weight.rows(), weight.cols());
+    diff_.resize(batch_rows, weight.rows());
+    rounding_state_ = optimizer_.make_state(state_.rounding.size());
+    min_state_ = optimizer_.make_state(state_.min_scale.size());
+    max_state_ = optimizer_.make_state(state_.max_scale.size());
+    lr_ = options.rounding_lr(quantizer.bits());
+    minmax_lr_ = options.clipping_lr(quantizer.bits());
+    snapshot();
+  }
+
+  /// Run step `stats().steps_run`; returns its loss (measured before the update).
+  double step() {
+    const int step = stats_.steps_run;
+    const auto samples = sampler_.next_batch();
+    gather(inputs_, samples, batch_);
+    state_.forward(backend_, mutable_view(qweight_));
+    if (separate_fp_) {  // diff = batch Wq^T - fp_batch W^T
+      gather(fp_inputs_, samples, fp_batch_);
+      backend_.matmul_nt(view(batch_), view(qweight_), mutable_view(diff_));
+      backend_.matmul_nt(view(fp_batch_), weight_, mutable_view(fp_out_));
+      diff_ -= fp_out_;
+    } else {  // same inputs: diff = batch (Wq - W)^T, one GEMM, no cancellation of large outputs
+      qweight_ -= weight_;
+      backend_.matmul_nt(view(batch_), view(qweight_), mutable_view(diff_));
+    }
+    const double loss = static_cast<double>(diff_.squaredNorm()) / static_cast<double>(diff_.size());
+    if (step == 0) stats_.rtn_loss = loss;
+    stats_.steps_run = step + 1;
+    if (loss < best_loss_) {
+      best_loss_ = loss;
+      stats_.best_loss = loss;
+      stats_.best_step = step;
+      if (options_.use_best) snapshot();
+    }
+    if (!options_.use_best && step == options_.iters - 1) snapshot();  // reference: parameters before the last update
+
+    diff_ *= static_cast<float>(2.0 / static_cast<double>(diff_.size()));  // d mean(diff^2) / d diff
+    backend_.matmul_tn(view(diff_), view(batch_), mutable_view(grad_));    // dL/dWq = diff^T batch
+    state_.backward(backend_, mutable_view(grad_), grad_min_, grad_max_);   // grad_ now holds dL/dv
+    const float factor = optimizer_.rate_factor(step, options_.iters);
+    optimizer_.update(state_.rounding, std::span<const float>(grad_.data(), static_cast<std::size_t>(grad_.size())),
+                      lr_ * factor, rounding_state_);
+    if (options_.enable_minmax_tuning) {
+      optimizer_.update(state_.min_scale, grad_min_, minmax_lr_ * factor, min_state_);
+      optimizer_.update(state_.max_scale, grad_max_, minmax_lr_ * factor, max_state_);
+    }
+    return loss;
+  }
+
+  /// Whether the loop should go on: iters not reached and, with dynamic_max_gap, not stalled.
+  bool running() const {
+    if (stats_.steps_run >= options_.iters) return false;
+    return !(options_.use_best && options_.dynamic_max_gap > 0 && stats_.steps_run > 0 &&
+             stats_.steps_run - 1 - stats_.best_step >= options_.dynamic_max_gap);
+  }
+
+  const TuningStats& stats() const { return stats_; }
+
+  /// Encode the kept (best) parameters.
+  QuantizedWeight<Q> result() {
+    state_.rounding = best_rounding_;
+    state_.min_scale = best_min_;
+    state_.max_scale = best_max_;
+    QuantizedWeight<Q> q = state_.encode();
+    q.stats = stats_;
+    return q;
+  }
+
+ private:
+  static Index check_inputs(const TuneOptions& options, MatrixView weight, MatrixView inputs, const MatrixView* fp_inputs,
+                            const std::string& name) {
+    detail::require(inputs.cols() == weight.cols(),
+                    name + ": calibration inputs have " + std::to_string(inputs.cols()) +
+                        " features but the weight has " + std::to_string(weight.cols()) + " input features");
+    detail::require(inputs.rows() > 0, name + ": no calibration inputs");
+    detail::require_finite(inputs, name + ".inputs");
+    if (fp_inputs) {
+      detail::require(fp_inputs->rows() == inputs.rows() && fp_inputs->cols() == inputs.cols(),
+                      name + ": full-precision inputs must have the shape of the quantized-layer inputs");
+      detail::require_finite(*fp_inputs, name + ".fp_inputs");
+    }
+    const Index seqlen = options.seqlen > 0 ? options.seqlen : inputs.rows();
+    detail::require(inputs.rows() % seqlen == 0, name + ": " + std::to_string(inputs.rows()) +
+                                                     " input rows are not a whole number of samples of seqlen = " +
+                                                     std::to_string(seqlen));
+    return seqlen;
+  }
+
+  void snapshot() {
+    best_rounding_ = state_.rounding;
+    best_min_ = state_.min_scale;
+    best_max_ = state_.max_scale;
+  }
+
+  // Copy the chosen samples (seqlen_ consecutive rows each) into one contiguous batch.
+  void gather(MatrixView source, std::span<const Index> samples, RowMatrix& batch) const {
+    for (std::size_t i = 0; i < samples.size(); ++i)
+      batch.middleRows(static_cast<Index>(i) * seqlen_, seqlen_) = source.middleRows(samples[i] * seqlen_, seqlen_);
+  }
+
+  TuneOptions options_;
+  O optimizer_;
+  B backend_;
+  MatrixView weight_, inputs_, fp_inputs_;
+  bool separate_fp_;
+  TunableWeight<Q> state_;
+  Index seqlen_;
+  IndexSampler sampler_;
+  RowMatrix batch_, fp_batch_, fp_out_, qweight_, grad_, diff_;
+  std::vector<float> grad_min_, grad_max_;
+  typename O::State rounding_state_{}, min_state_{}, max_state_{};
+  float lr_ = 0, minmax_lr_ = 0;
+  double best_loss_ = std::numeric_limits<double>::max();
+  std::vector<float> best_rounding_, best_min_, best_max_;
+  TuningStats stats_;
+};
+
+}  // namespace autoround
