@@ -9,6 +9,19 @@
 
 namespace autoround {
 
+/// What the linear layers of one block saw, stacked over samples (rows = tokens).
+struct BlockInputs {
+  RowMatrix attention_in, output_in, mlp_in, down_in;
+  const RowMatrix& of(Linear l) const {
+    switch (l) {
+      case Linear::Query: case Linear::Key: case Linear::Value: return attention_in;
+      case Linear::Output: return output_in;
+      case Linear::Gate: case Linear::Up: return mlp_in;
+      default: return down_in;
+    }
+  }
+};
+
 inline BlockInputs collect_block_inputs(const LlamaModel& m, std::span<const std::int32_t> tokens, Index nsamples,
                                         Index seqlen, Index block) {
   if (block < 0 || block >= static_cast<Index>(m.blocks.size()))
@@ -24,7 +37,7 @@ inline BlockInputs collect_block_inputs(const LlamaModel& m, std::span<const std
   for (Index s = 0; s < nsamples; ++s) {
     RowMatrix h = embed(m, tokens.subspan(static_cast<std::size_t>(s * seqlen), static_cast<std::size_t>(seqlen)));
     for (Index b = 0; b < block; ++b) block_forward(m.blocks[static_cast<std::size_t>(b)], m.config, h);
-    BlockInputs seen;
+    BlockCache seen;
     block_forward(m.blocks[static_cast<std::size_t>(block)], m.config, h, &seen);
     append(stacked.attention_in, seen.attention_in, s);
     append(stacked.output_in, seen.output_in, s);

@@ -1,0 +1,94 @@
+// Backward of a LLaMA block (RMSNorm, RoPE, causal GQA softmax attention, SwiGLU, residuals)
+// against central finite differences of its forward, on a small random block.
+#include <doctest/doctest.h>
+
+#include <autoround/model/llama_block.hpp>
+#include <cmath>
+#include <random>
+#include <string>
+
+using namespace autoround;
+
+namespace {
+LlamaBlock random_block(const LlamaConfig& c, std::mt19937& rng) {
+  std::normal_distribution<float> normal;
+  auto matrix = [&](Index r, Index k, float scale) {
+    RowMatrix m(r, k);
+    for (Index i = 0; i < m.size(); ++i) m.data()[i] = scale * normal(rng);
+    return m;
+  };
+  LlamaBlock b;
+  const Index q = c.heads * c.head_dim, kv = c.kv_heads * c.head_dim;
+  b[Linear::Query] = matrix(q, c.hidden, 0.4f);
+  b[Linear::Key] = matrix(kv, c.hidden, 0.4f);
+  b[Linear::Value] = matrix(kv, c.hidden, 0.4f);
+  b[Linear::Output] = matrix(c.hidden, q, 0.3f);
+  b[Linear::Gate] = matrix(c.intermediate, c.hidden, 0.3f);
+  b[Linear::Up] = matrix(c.intermediate, c.hidden, 0.3f);
+  b[Linear::Down] = matrix(c.hidden, c.intermediate, 0.3f);
+  b.attn_norm = Eigen::VectorXf::Ones(c.hidden) + 0.2f * matrix(c.hidden, 1, 1.0f).col(0);
+  b.ffn_norm = Eigen::VectorXf::Ones(c.hidden) + 0.2f * matrix(c.hidden, 1, 1.0f).col(0);
+  return b;
+}
+}  // namespace
+
+TEST_CASE_TEMPLATE_DEFINE("block backward matches finite differences", Style, block_gradient_test) {
+  LlamaConfig c;
+  c.hidden = 16, c.heads = 4, c.kv_heads = 2, c.head_dim = 4, c.intermediate = 24, c.rope_theta = 100.0f;
+  c.rope_style = Style::value;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal;
+  const LlamaBlock block = random_block(c, rng);
+  const Index tokens = 6;
+  RowMatrix x(tokens, c.hidden), weights_of_loss(tokens, c.hidden);
+  for (Index i = 0; i < x.size(); ++i) x.data()[i] = normal(rng), weights_of_loss.data()[i] = normal(rng);
+
+  // L = sum(C ⊙ block(x)): dL/d out = C
+  auto loss = [&](const LlamaBlock& b) {
+    RowMatrix h = x;
+    block_forward(b, c, h);
+    return static_cast<double>(h.cwiseProduct(weights_of_loss).sum());
+  };
+  RowMatrix h = x;
+  BlockCache cache;
+  block_forward(block, c, h, &cache);
+  std::array<RowMatrix, 7> grads;
+  for (Linear l : all_linears) grads[static_cast<std::size_t>(l)] = RowMatrix::Zero(block[l].rows(), block[l].cols());
+  block_backward(BlockWeights::of(block), c, cache, weights_of_loss, grads);
+
+  // Float32 forward: finite differences carry ~3e-4 of rounding noise here. Per entry we allow
+  // that; along a random direction through a whole matrix the derivative is large and the
+  // check is tight (1e-3 relative).
+  const float step = 1e-2f;
+  for (Linear l : all_linears) {
+    const RowMatrix& g = grads[static_cast<std::size_t>(l)];
+    const std::string name = gguf_name(l);
+    CAPTURE(name);
+    for (Index probe = 0; probe < 6; ++probe) {
+      const Index r = (probe * 7 + 3) % block[l].rows(), k = (probe * 5 + 1) % block[l].cols();
+      LlamaBlock plus = block, minus = block;
+      plus[l](r, k) += step;
+      minus[l](r, k) -= step;
+      const double fd = (loss(plus) - loss(minus)) / (2.0 * step);
+      CAPTURE(r);
+      CAPTURE(k);
+      CHECK(std::abs(g(r, k) - fd) < 6e-4 + 1e-2 * std::abs(fd));
+    }
+    RowMatrix direction(block[l].rows(), block[l].cols());
+    for (Index i = 0; i < direction.size(); ++i) direction.data()[i] = normal(rng);
+    LlamaBlock plus = block, minus = block;
+    const float small = 2e-3f;  // the whole matrix moves: keep the curvature error small
+    plus[l] += small * direction;
+    minus[l] -= small * direction;
+    const double fd = (loss(plus) - loss(minus)) / (2.0 * small);
+    const double analytic = static_cast<double>(g.cwiseProduct(direction).sum());
+    CHECK(analytic == doctest::Approx(fd).epsilon(1e-3));
+  }
+}
+struct Adjacent {
+  static constexpr RopeStyle value = RopeStyle::AdjacentPairs;
+};
+struct HalfSplit {
+  static constexpr RopeStyle value = RopeStyle::HalfSplit;
+};
+TEST_CASE_TEMPLATE_INVOKE(block_gradient_test, Adjacent, HalfSplit);
