@@ -17,12 +17,24 @@
 #include "optimizer/schedule.hpp"
 #include "optimizer/sign_sgd.hpp"
 
+#include "format/ggml_blocks.hpp"
+#include "format/gguf_reader.hpp"
+
+#include "model/calibration.hpp"
+#include "model/llama_block.hpp"
+#include "model/llama_forward.hpp"
+#include "model/llama_model.hpp"
+#include "model/perplexity.hpp"
+#include "model/token_file.hpp"
+
 #include "backend/backend.hpp"
 #include "backend/cpu.hpp"
 
+#include "tune/block_tuning_run.hpp"
 #include "tune/index_sampler.hpp"
 #include "tune/layer_tuner.hpp"
 #include "tune/layer_tuning_run.hpp"
+#include "tune/model_quantizer.hpp"
 #include "tune/python_random.hpp"
 #include "tune/tunable_weight.hpp"
 #include "tune/tune_options.hpp"

@@ -1,0 +1,194 @@
+#pragma once
+// Block-wise AutoRound (sign_round/quantizer.py, quantize_block): tune the rounding offsets and
+// clipping scales of all quantized linear layers of one transformer block together, so the
+// quantized block reproduces the full-precision block's output on the calibration samples.
+//
+// step(): draw batch_size samples, fake-quantize every tuned layer, run the block forward on
+// each sample, loss = mean((block_q(x) − block_fp(x))²) over the batch, backward through the
+// block to every tuned weight, straight-through backward to v / min_scale / max_scale, one
+// optimizer step per layer (each with the learning rate for its own bit width). The parameters
+// of the lowest-loss step are kept.
+#include <array>
+#include <limits>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../backend/backend.hpp"
+#include "../model/llama_block.hpp"
+#include "../optimizer/optimizer.hpp"
+#include "../quantizer/quantized_weight.hpp"
+#include "../quantizer/quantizer.hpp"
+#include "index_sampler.hpp"
+#include "tunable_weight.hpp"
+#include "tune_options.hpp"
+
+namespace autoround {
+
+template <Quantizer Q, Optimizer O, Backend B>
+class BlockTuningRun {
+ public:
+  using LayerQuantizers = std::array<std::optional<Q>, 7>;  ///< nullopt: layer stays in full precision
+  using LayerResults = std::array<std::optional<QuantizedWeight<Q>>, 7>;
+
+  /// `inputs`: one [seqlen, hidden] matrix per calibration sample (what this block receives);
+  /// the targets are the full-precision block's outputs on those same inputs. `block` and
+  /// `inputs` must outlive the run.
+  BlockTuningRun(const TuneOptions& options, const LayerQuantizers& quantizers, const O& optimizer, const B& backend,
+                 const LlamaBlock& block, const LlamaConfig& config, std::span<const RowMatrix> inputs,
+                 const std::string& name)
+      : options_(options), optimizer_(optimizer), backend_(backend), block_(block), config_(config), inputs_(inputs),
+        sampler_(static_cast<Index>(inputs.size()), std::min<Index>(options.batch_size, static_cast<Index>(inputs.size())),
+                 options.seed) {
+    detail::require(!inputs.empty(), name + ": no calibration samples");
+    for (const RowMatrix& x : inputs)
+      detail::require(x.cols() == config.hidden && x.rows() == inputs[0].rows(),
+                      name + ": calibration samples must all be [seqlen, " + std::to_string(config.hidden) + "]");
+    targets_.reserve(inputs.size());
+    for (const RowMatrix& x : inputs) {
+      RowMatrix h = x;
+      block_forward(block, config, h);
+      targets_.push_back(std::move(h));
+    }
+    for (Linear l : all_linears) {
+      const auto i = static_cast<std::size_t>(l);
+      if (!quantizers[i]) continue;
+      Layer layer(TunableWeight<Q>(*quantizers[i], view(block[l]), name + "." + hf_name(l)));
+      layer.qweight.resize(block[l].rows(), block[l].cols());
+      layer.rounding_state = optimizer_.make_state(layer.tunable.rounding.size());
+      layer.min_state = optimizer_.make_state(layer.tunable.min_scale.size());
+      layer.max_state = optimizer_.make_state(layer.tunable.max_scale.size());
+      layer.lr = options.rounding_lr(quantizers[i]->bits());
+      layer.minmax_lr = options.clipping_lr(quantizers[i]->bits());
+      layers_[i].emplace(std::move(layer));
+    }
+    snapshot();
+  }
+
+  double step() {
+    const int step = stats_.steps_run;
+    const auto samples = sampler_.next_batch();
+    const BlockWeights weights = quantized_weights();
+    std::array<RowMatrix, 7> grads;
+    for (Linear l : all_linears) grads[static_cast<std::size_t>(l)] = RowMatrix::Zero(block_[l].rows(), block_[l].cols());
+    const double count = static_cast<double>(samples.size()) * static_cast<double>(inputs_[0].size());
+    double loss = 0;
+    BlockCache cache;
+    for (Index s : samples) {
+      RowMatrix out = inputs_[static_cast<std::size_t>(s)];
+      block_forward(weights, config_, out, &cache);
+      out -= targets_[static_cast<std::size_t>(s)];
+      loss += static_cast<double>(out.squaredNorm());
+      out *= static_cast<float>(2.0 / count);  // d mean(diff^2) / d out
+      block_backward(weights, config_, cache, out, grads);
+    }
+    loss /= count;
+    if (step == 0) stats_.rtn_loss = loss;
+    stats_.steps_run = step + 1;
+    if (loss < best_loss_) {
+      best_loss_ = loss;
+      stats_.best_loss = loss;
+      stats_.best_step = step;
+      if (options_.use_best) snapshot();
+    }
+    if (!options_.use_best && step == options_.iters - 1) snapshot();
+
+    const float factor = optimizer_.rate_factor(step, options_.iters);
+    for (Linear l : all_linears) {
+      const auto i = static_cast<std::size_t>(l);
+      if (!layers_[i]) continue;
+      Layer& layer = *layers_[i];
+      layer.tunable.backward(backend_, mutable_view(grads[i]), layer.grad_min, layer.grad_max);
+      optimizer_.update(layer.tunable.rounding, std::span<const float>(grads[i].data(), static_cast<std::size_t>(grads[i].size())),
+                        layer.lr * factor, layer.rounding_state);
+      if (options_.enable_minmax_tuning) {
+        optimizer_.update(layer.tunable.min_scale, layer.grad_min, layer.minmax_lr * factor, layer.min_state);
+        optimizer_.update(layer.tunable.max_scale, layer.grad_max, layer.minmax_lr * factor, layer.max_state);
+      }
+    }
+    return loss;
+  }
+
+  /// Loss over every calibration sample under the current parameters (no update): the block
+  /// error a round-to-nearest run (iters = 0) reports.
+  double evaluate() {
+    BlockWeights weights = quantized_weights();
+    double loss = 0;
+    for (std::size_t s = 0; s < inputs_.size(); ++s) {
+      RowMatrix out = inputs_[s];
+      block_forward(weights, config_, out);
+      loss += static_cast<double>((out - targets_[s]).squaredNorm());
+    }
+    return loss / (static_cast<double>(inputs_.size()) * static_cast<double>(inputs_[0].size()));
+  }
+
+  bool running() const {
+    if (stats_.steps_run >= options_.iters) return false;
+    return !(options_.use_best && options_.dynamic_max_gap > 0 && stats_.steps_run > 0 &&
+             stats_.steps_run - 1 - stats_.best_step >= options_.dynamic_max_gap);
+  }
+
+  const TuningStats& stats() const { return stats_; }
+
+  /// Encode every tuned layer with the kept (best) parameters.
+  LayerResults result() {
+    LayerResults results;
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+      if (!layers_[i]) continue;
+      Layer& layer = *layers_[i];
+      layer.tunable.rounding = layer.best_rounding;
+      layer.tunable.min_scale = layer.best_min;
+      layer.tunable.max_scale = layer.best_max;
+      results[i] = layer.tunable.encode();
+      results[i]->stats = stats_;
+    }
+    return results;
+  }
+
+ private:
+  struct Layer {
+    explicit Layer(TunableWeight<Q> t) : tunable(std::move(t)) {}
+    TunableWeight<Q> tunable;
+    RowMatrix qweight;
+    std::vector<float> grad_min, grad_max;
+    typename O::State rounding_state, min_state, max_state;
+    float lr = 0, minmax_lr = 0;
+    std::vector<float> best_rounding, best_min, best_max;
+  };
+
+  // Fake-quantize every tuned layer under the current parameters; the others stay as they are.
+  BlockWeights quantized_weights() {
+    BlockWeights weights = BlockWeights::of(block_);
+    for (std::size_t i = 0; i < layers_.size(); ++i)
+      if (layers_[i]) {
+        layers_[i]->tunable.forward(backend_, mutable_view(layers_[i]->qweight));
+        weights.linear[i] = &layers_[i]->qweight;
+      }
+    return weights;
+  }
+
+  void snapshot() {
+    for (auto& layer : layers_)
+      if (layer) {
+        layer->best_rounding = layer->tunable.rounding;
+        layer->best_min = layer->tunable.min_scale;
+        layer->best_max = layer->tunable.max_scale;
+      }
+  }
+
+  TuneOptions options_;
+  O optimizer_;
+  B backend_;
+  const LlamaBlock& block_;
+  LlamaConfig config_;
+  std::span<const RowMatrix> inputs_;
+  std::vector<RowMatrix> targets_;
+  IndexSampler sampler_;
+  std::array<std::optional<Layer>, 7> layers_;
+  double best_loss_ = std::numeric_limits<double>::max();
+  TuningStats stats_;
+};
+
+}  // namespace autoround

@@ -1,0 +1,116 @@
+#pragma once
+// Whole-model AutoRound for LLaMA-family decoders, block by block, as the reference runs it:
+//   1. the calibration samples (nsamples windows of seqlen tokens) are embedded;
+//   2. for each block: the inputs it receives are the outputs of the already-quantized blocks
+//      before it (enable_quanted_input), the targets are the full-precision block on those same
+//      inputs; its linear layers are tuned together (BlockTuningRun) or rounded (iters = 0);
+//      the block's weights are replaced by their dequantized values and the inputs of the next
+//      block are this quantized block's outputs.
+// Only one block's activations are held at a time. Embeddings, norms and the LM head stay in
+// full precision, as do layers whose shape is not a multiple of 32 (the reference's rule).
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <regex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "../backend/cpu.hpp"
+#include "../model/llama_forward.hpp"
+#include "../optimizer/sign_sgd.hpp"
+#include "../quantizer/int_quantizer.hpp"
+#include "block_tuning_run.hpp"
+
+namespace autoround {
+
+/// A per-layer override: layers whose name ("model.layers.3.mlp.down_proj") matches `pattern`
+/// get `spec`, or stay in full precision when `spec` is empty (mixed precision).
+struct LayerOverride {
+  std::string pattern;
+  std::optional<QuantSpec> spec;
+};
+
+struct ModelQuantOptions {
+  QuantSpec spec{4, 128, Asymmetric};
+  TuneOptions tune{};               ///< iters, lr, batch_size, seed, ...
+  Index nsamples = 128;             ///< calibration samples
+  Index seqlen = 2048;              ///< tokens per sample
+  std::vector<LayerOverride> overrides;
+};
+
+struct BlockReport {
+  Index block = 0;
+  TuningStats stats;  ///< loss of the block output: step 0 (RTN) and best
+  int quantized_layers = 0;
+  double seconds = 0;
+};
+
+/// Called after each block, e.g. to print progress.
+using BlockProgress = std::function<void(const BlockReport&, Index blocks)>;
+/// Called after each tuning step: block, step, loss (for progress bars).
+using StepProgress = std::function<void(Index block, int step, double loss)>;
+
+inline std::string layer_name(Index block, Linear l) { return "model.layers." + std::to_string(block) + "." + hf_name(l); }
+
+/// The quantizer a layer gets, or nullopt to leave it in full precision.
+inline std::optional<DynamicIntQuantizer> quantizer_for(const ModelQuantOptions& options, const std::string& name,
+                                                        const RowMatrix& weight) {
+  std::optional<QuantSpec> spec = options.spec;
+  for (const LayerOverride& o : options.overrides)
+    if (std::regex_search(name, std::regex(o.pattern))) spec = o.spec;
+  if (!spec || weight.rows() % 32 != 0 || weight.cols() % 32 != 0) return std::nullopt;
+  return DynamicIntQuantizer(*spec);
+}
+
+/// Quantize every block of `model` in place (its linear weights become their dequantized
+/// values, ready for evaluation); returns the quantized weights, per block and layer.
+template <Optimizer O = SignSGD<LinearDecay>, Backend B = Cpu>
+std::vector<std::array<std::optional<QuantizedWeight<DynamicIntQuantizer>>, 7>> quantize_model(
+    LlamaModel& model, std::span<const std::int32_t> calibration, const ModelQuantOptions& options,
+    const BlockProgress& on_block = {}, const StepProgress& on_step = {}, O optimizer = O{}, B backend = B{}) {
+  using Results = std::array<std::optional<QuantizedWeight<DynamicIntQuantizer>>, 7>;
+  if (options.nsamples <= 0 || options.seqlen <= 0 ||
+      options.nsamples * options.seqlen > static_cast<Index>(calibration.size()))
+    throw Error("calibration: nsamples = " + std::to_string(options.nsamples) + " x seqlen = " +
+                std::to_string(options.seqlen) + " needs more than the " + std::to_string(calibration.size()) +
+                " calibration tokens given");
+  std::vector<RowMatrix> inputs;
+  for (Index s = 0; s < options.nsamples; ++s)
+    inputs.push_back(embed(model, calibration.subspan(static_cast<std::size_t>(s * options.seqlen),
+                                                      static_cast<std::size_t>(options.seqlen))));
+  std::vector<Results> all;
+  const Index blocks = static_cast<Index>(model.blocks.size());
+  for (Index b = 0; b < blocks; ++b) {
+    const auto start = std::chrono::steady_clock::now();
+    LlamaBlock& block = model.blocks[static_cast<std::size_t>(b)];
+    typename BlockTuningRun<DynamicIntQuantizer, O, B>::LayerQuantizers quantizers;
+    BlockReport report;
+    report.block = b;
+    for (Linear l : all_linears) {
+      quantizers[static_cast<std::size_t>(l)] = quantizer_for(options, layer_name(b, l), block[l]);
+      report.quantized_layers += quantizers[static_cast<std::size_t>(l)].has_value();
+    }
+    BlockTuningRun<DynamicIntQuantizer, O, B> run(options.tune, quantizers, optimizer, backend, block, model.config,
+                                                  inputs, "model.layers." + std::to_string(b));
+    while (run.running()) {
+      const double loss = run.step();
+      if (on_step) on_step(b, run.stats().steps_run - 1, loss);
+    }
+    if (options.tune.iters == 0) {  // round-to-nearest: still report the block's output error
+      report.stats.rtn_loss = report.stats.best_loss = run.evaluate();
+    } else {
+      report.stats = run.stats();
+    }
+    Results results = run.result();
+    for (Linear l : all_linears)
+      if (const auto& q = results[static_cast<std::size_t>(l)]) block[l] = q->dequantize();
+    for (RowMatrix& x : inputs) block_forward(block, model.config, x);  // the quantized block feeds the next
+    report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (on_block) on_block(report, blocks);
+    all.push_back(std::move(results));
+  }
+  return all;
+}
+
+}  // namespace autoround

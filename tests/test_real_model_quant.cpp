@@ -1,0 +1,46 @@
+// The main job on the real model: block-wise AutoRound beats round-to-nearest in perplexity on
+// held-out text, at W2G64 and W4G128 (small iters / samples so that it runs in CI; the full
+// settings and their numbers are in docs/accuracy.md).
+#include <doctest/doctest.h>
+
+#include <autoround/autoround.hpp>
+
+#include "support/assets.hpp"
+
+using namespace autoround;
+
+namespace {
+struct Outcome {
+  double rtn, tuned;
+};
+Outcome perplexities(QuantSpec spec, int iters) {
+  const LlamaModel original = load_llama_gguf(test_assets::model());
+  const auto calibration = read_token_file(test_assets::calibration_tokens());
+  const auto evaluation = read_token_file(test_assets::evaluation_tokens());
+  ModelQuantOptions options;
+  options.spec = spec;
+  options.nsamples = 8;
+  options.seqlen = 64;
+  options.tune.batch_size = 4;
+  options.tune.iters = 0;
+  LlamaModel rtn = original;
+  quantize_model(rtn, calibration, options);
+  options.tune.iters = iters;
+  LlamaModel tuned = original;
+  quantize_model(tuned, calibration, options);
+  return {perplexity(rtn, evaluation, 512, 2).perplexity, perplexity(tuned, evaluation, 512, 2).perplexity};
+}
+}  // namespace
+
+TEST_CASE("W4G128 asym: AutoRound perplexity below RTN's") {
+  const Outcome o = perplexities({4, 128, Asymmetric}, 40);
+  MESSAGE("W4G128 asym, 40 iters, 8 x 64 calibration tokens: perplexity RTN " << o.rtn << ", AutoRound " << o.tuned);
+  CHECK(o.tuned < o.rtn);
+}
+
+TEST_CASE("W2G64 asym: AutoRound far below RTN, which collapses") {
+  const Outcome o = perplexities({2, 64, Asymmetric}, 40);
+  MESSAGE("W2G64 asym, 40 iters, 8 x 64 calibration tokens: perplexity RTN " << o.rtn << ", AutoRound " << o.tuned);
+  CHECK(o.rtn > 1000);
+  CHECK(o.tuned < 0.5 * o.rtn);
+}
