@@ -134,3 +134,25 @@ TEST_CASE("hostile headers") {
     CHECK_THROWS_WITH_AS(GgufFile{"/nonexistent/model.gguf"}, doctest::Contains("/nonexistent/model.gguf: cannot open"), Error);
   }
 }
+
+TEST_CASE("a file written by the reference writer (gguf-py, scripts/make_gguf_seed.py)") {
+  const GgufFile f(AUTOROUND_FIXTURES_DIR "/../fuzz/corpus/gguf/tiny.gguf");
+  CHECK(f.get_string("general.architecture") == "llama");
+  CHECK(f.get_uint("llama.block_count") == 2);
+  CHECK(f.get_uint("test.u32") == 7);
+  CHECK(f.get_float("test.f32") == 0.5);
+  CHECK(f.find("test.bool")->b);
+  CHECK(f.get_string("test.string") == "h\xc3\xa9llo");
+  CHECK(f.find("test.array")->array.size() == 3);
+  CHECK(f.find("test.strings")->array[1].s == "bc");
+  const RowMatrix a = f.to_float("f32");
+  CHECK(a.rows() == 2);
+  CHECK(a.cols() == 4);
+  CHECK(a(1, 3) == 3.5f);
+  CHECK(f.to_float("f16")(2, 1) == 1.25f);
+  // values gguf-py's dequantize gives for this Q8_0 tensor
+  const RowMatrix q = f.to_float("q8_0");
+  CHECK(q(0, 0) == doctest::Approx(-1.9688721).epsilon(1e-7));
+  CHECK(q(0, 20) == doctest::Approx(-0.71313477).epsilon(1e-7));
+  CHECK(q(1, 31) == doctest::Approx(1.9688721).epsilon(1e-7));
+}

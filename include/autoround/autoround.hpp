@@ -19,6 +19,7 @@
 
 #include "format/ggml_blocks.hpp"
 #include "format/gguf_reader.hpp"
+#include "format/safetensors.hpp"
 
 #include "model/calibration.hpp"
 #include "model/llama_block.hpp"

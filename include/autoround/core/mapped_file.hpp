@@ -1,5 +1,6 @@
 #pragma once
 // A read-only memory-mapped file (RAII). Readers hand out views into it, never copies.
+// It can also own a buffer already in memory (bytes received elsewhere, fuzzing).
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -11,6 +12,7 @@
 #include <span>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "error.hpp"
 
@@ -37,10 +39,17 @@ class MappedFile {
     }
     ::close(fd);
   }
+  /// An in-memory "file" named `name` (the name appears in error messages).
+  MappedFile(std::string name, std::vector<std::byte> bytes) : path_(std::move(name)), owned_(std::move(bytes)) {
+    data_ = owned_.data();
+    size_ = owned_.size();
+  }
   MappedFile(MappedFile&& other) noexcept
-      : path_(std::move(other.path_)), data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+      : path_(std::move(other.path_)), owned_(std::move(other.owned_)), data_(std::exchange(other.data_, nullptr)),
+        size_(std::exchange(other.size_, 0)) {}
   MappedFile& operator=(MappedFile&& other) noexcept {
     std::swap(path_, other.path_);
+    std::swap(owned_, other.owned_);
     std::swap(data_, other.data_);
     std::swap(size_, other.size_);
     return *this;
@@ -48,7 +57,7 @@ class MappedFile {
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
   ~MappedFile() {
-    if (data_) ::munmap(const_cast<std::byte*>(data_), size_);
+    if (data_ && owned_.empty() && size_ > 0) ::munmap(const_cast<std::byte*>(data_), size_);
   }
 
   std::span<const std::byte> bytes() const { return {data_, size_}; }
@@ -56,6 +65,7 @@ class MappedFile {
 
  private:
   std::string path_;
+  std::vector<std::byte> owned_;  // empty when the bytes are mapped
   const std::byte* data_ = nullptr;
   std::size_t size_ = 0;
 };

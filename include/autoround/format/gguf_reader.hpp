@@ -49,6 +49,8 @@ struct GgufTensor {
 class GgufFile {
  public:
   explicit GgufFile(const std::string& path) : file_(path) { parse(); }
+  /// Parse bytes already in memory; `name` stands for the file in error messages.
+  GgufFile(const std::string& name, std::vector<std::byte> bytes) : file_(name, std::move(bytes)) { parse(); }
 
   const std::string& path() const { return file_.path(); }
   std::uint32_t version() const { return version_; }
