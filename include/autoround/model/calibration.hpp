@@ -12,14 +12,7 @@ namespace autoround {
 /// What the linear layers of one block saw, stacked over samples (rows = tokens).
 struct BlockInputs {
   RowMatrix attention_in, output_in, mlp_in, down_in;
-  const RowMatrix& of(Linear l) const {
-    switch (l) {
-      case Linear::Query: case Linear::Key: case Linear::Value: return attention_in;
-      case Linear::Output: return output_in;
-      case Linear::Gate: case Linear::Up: return mlp_in;
-      default: return down_in;
-    }
-  }
+  const RowMatrix& of(Linear l) const { return input_of(*this, l); }
 };
 
 inline BlockInputs collect_block_inputs(const LlamaModel& m, std::span<const std::int32_t> tokens, Index nsamples,

@@ -32,18 +32,23 @@ struct BlockWeights {
   }
 };
 
+/// Which input of the block a linear layer reads: q/k/v the normed hidden state, the output
+/// projection the attention result, gate/up the second normed state, down the SwiGLU product.
+template <class Inputs>
+const RowMatrix& input_of(const Inputs& in, Linear l) {
+  switch (l) {
+    case Linear::Query: case Linear::Key: case Linear::Value: return in.attention_in;
+    case Linear::Output: return in.output_in;
+    case Linear::Gate: case Linear::Up: return in.mlp_in;
+    default: return in.down_in;
+  }
+}
+
 /// Intermediate values of one forward (one sequence).
 struct BlockCache {
   RowMatrix x, attention_in, q, k, v, output_in, h, mlp_in, gate, up, down_in;
   std::vector<RowMatrix> probabilities;  ///< per query head [T, T], causal
-  const RowMatrix& input_of(Linear l) const {
-    switch (l) {
-      case Linear::Query: case Linear::Key: case Linear::Value: return attention_in;
-      case Linear::Output: return output_in;
-      case Linear::Gate: case Linear::Up: return mlp_in;
-      default: return down_in;
-    }
-  }
+  const RowMatrix& of(Linear l) const { return input_of(*this, l); }
 };
 
 namespace detail {

@@ -21,6 +21,7 @@
 #include "../optimizer/optimizer.hpp"
 #include "../quantizer/quantized_weight.hpp"
 #include "../quantizer/quantizer.hpp"
+#include "best_step.hpp"
 #include "index_sampler.hpp"
 #include "tunable_weight.hpp"
 #include "tune_options.hpp"
@@ -41,7 +42,8 @@ class BlockTuningRun {
                  const std::string& name)
       : options_(options), optimizer_(optimizer), backend_(backend), block_(block), config_(config), inputs_(inputs),
         sampler_(static_cast<Index>(inputs.size()), std::min<Index>(options.batch_size, static_cast<Index>(inputs.size())),
-                 options.seed) {
+                 options.seed),
+        tracker_(options) {
     detail::require(!inputs.empty(), name + ": no calibration samples");
     for (const RowMatrix& x : inputs)
       detail::require(x.cols() == config.hidden && x.rows() == inputs[0].rows(),
@@ -68,7 +70,7 @@ class BlockTuningRun {
   }
 
   double step() {
-    const int step = stats_.steps_run;
+    const int step = tracker_.next_step();
     const auto samples = sampler_.next_batch();
     const BlockWeights weights = quantized_weights();
     std::array<RowMatrix, 7> grads;
@@ -85,15 +87,7 @@ class BlockTuningRun {
       block_backward(weights, config_, cache, out, grads);
     }
     loss /= count;
-    if (step == 0) stats_.rtn_loss = loss;
-    stats_.steps_run = step + 1;
-    if (loss < best_loss_) {
-      best_loss_ = loss;
-      stats_.best_loss = loss;
-      stats_.best_step = step;
-      if (options_.use_best) snapshot();
-    }
-    if (!options_.use_best && step == options_.iters - 1) snapshot();
+    if (tracker_.record(loss)) snapshot();
 
     const float factor = optimizer_.rate_factor(step, options_.iters);
     for (Linear l : all_linears) {
@@ -124,13 +118,9 @@ class BlockTuningRun {
     return loss / (static_cast<double>(inputs_.size()) * static_cast<double>(inputs_[0].size()));
   }
 
-  bool running() const {
-    if (stats_.steps_run >= options_.iters) return false;
-    return !(options_.use_best && options_.dynamic_max_gap > 0 && stats_.steps_run > 0 &&
-             stats_.steps_run - 1 - stats_.best_step >= options_.dynamic_max_gap);
-  }
+  bool running() const { return tracker_.running(); }
 
-  const TuningStats& stats() const { return stats_; }
+  const TuningStats& stats() const { return tracker_.stats(); }
 
   /// Encode every tuned layer with the kept (best) parameters.
   LayerResults result() {
@@ -142,7 +132,7 @@ class BlockTuningRun {
       layer.tunable.min_scale = layer.best_min;
       layer.tunable.max_scale = layer.best_max;
       results[i] = layer.tunable.encode();
-      results[i]->stats = stats_;
+      results[i]->stats = tracker_.stats();
     }
     return results;
   }
@@ -187,8 +177,7 @@ class BlockTuningRun {
   std::vector<RowMatrix> targets_;
   IndexSampler sampler_;
   std::array<std::optional<Layer>, 7> layers_;
-  double best_loss_ = std::numeric_limits<double>::max();
-  TuningStats stats_;
+  BestStepTracker tracker_;
 };
 
 }  // namespace autoround

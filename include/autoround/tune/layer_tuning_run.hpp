@@ -17,6 +17,7 @@
 #include "../optimizer/optimizer.hpp"
 #include "../quantizer/quantized_weight.hpp"
 #include "../quantizer/quantizer.hpp"
+#include "best_step.hpp"
 #include "index_sampler.hpp"
 #include "tunable_weight.hpp"
 #include "tune_options.hpp"
@@ -34,7 +35,8 @@ class LayerTuningRun {
         fp_inputs_(fp_inputs ? *fp_inputs : inputs), separate_fp_(fp_inputs != nullptr),
         state_(quantizer, weight, name + ".weight"),
         seqlen_(check_inputs(options, weight, inputs, fp_inputs, name)),
-        sampler_(inputs.rows() / seqlen_, std::min(options.batch_size, inputs.rows() / seqlen_), options.seed) {
+        sampler_(inputs.rows() / seqlen_, std::min(options.batch_size, inputs.rows() / seqlen_), options.seed),
+        tracker_(options) {
     const Index batch_rows = std::min(options.batch_size, inputs.rows() / seqlen_) * seqlen_;
     batch_.resize(batch_rows, weight.cols());
     if (separate_fp_) {
@@ -54,7 +56,7 @@ class LayerTuningRun {
 
   /// Run step `stats().steps_run`; returns its loss (measured before the update).
   double step() {
-    const int step = stats_.steps_run;
+    const int step = tracker_.next_step();
     const auto samples = sampler_.next_batch();
     gather(inputs_, samples, batch_);
     state_.forward(backend_, mutable_view(qweight_));
@@ -68,15 +70,7 @@ class LayerTuningRun {
       backend_.matmul_nt(view(batch_), view(qweight_), mutable_view(diff_));
     }
     const double loss = static_cast<double>(diff_.squaredNorm()) / static_cast<double>(diff_.size());
-    if (step == 0) stats_.rtn_loss = loss;
-    stats_.steps_run = step + 1;
-    if (loss < best_loss_) {
-      best_loss_ = loss;
-      stats_.best_loss = loss;
-      stats_.best_step = step;
-      if (options_.use_best) snapshot();
-    }
-    if (!options_.use_best && step == options_.iters - 1) snapshot();  // reference: parameters before the last update
+    if (tracker_.record(loss)) snapshot();
 
     diff_ *= static_cast<float>(2.0 / static_cast<double>(diff_.size()));  // d mean(diff^2) / d diff
     backend_.matmul_tn(view(diff_), view(batch_), mutable_view(grad_));    // dL/dWq = diff^T batch
@@ -92,13 +86,9 @@ class LayerTuningRun {
   }
 
   /// Whether the loop should go on: iters not reached and, with dynamic_max_gap, not stalled.
-  bool running() const {
-    if (stats_.steps_run >= options_.iters) return false;
-    return !(options_.use_best && options_.dynamic_max_gap > 0 && stats_.steps_run > 0 &&
-             stats_.steps_run - 1 - stats_.best_step >= options_.dynamic_max_gap);
-  }
+  bool running() const { return tracker_.running(); }
 
-  const TuningStats& stats() const { return stats_; }
+  const TuningStats& stats() const { return tracker_.stats(); }
 
   /// Encode the kept (best) parameters.
   QuantizedWeight<Q> result() {
@@ -106,7 +96,7 @@ class LayerTuningRun {
     state_.min_scale = best_min_;
     state_.max_scale = best_max_;
     QuantizedWeight<Q> q = state_.encode();
-    q.stats = stats_;
+    q.stats = tracker_.stats();
     return q;
   }
 
@@ -154,9 +144,8 @@ class LayerTuningRun {
   std::vector<float> grad_min_, grad_max_;
   typename O::State rounding_state_{}, min_state_{}, max_state_{};
   float lr_ = 0, minmax_lr_ = 0;
-  double best_loss_ = std::numeric_limits<double>::max();
   std::vector<float> best_rounding_, best_min_, best_max_;
-  TuningStats stats_;
+  BestStepTracker tracker_;
 };
 
 }  // namespace autoround
