@@ -33,9 +33,18 @@ struct Bytes {
   }
 };
 
+// A file in the temp directory that is removed when the test binary exits.
 std::string write_temp(const Bytes& b, const std::string& name) {
+  struct Cleanup {
+    std::vector<std::filesystem::path> paths;
+    ~Cleanup() {
+      for (const auto& p : paths) std::filesystem::remove(p);
+    }
+  };
+  static Cleanup cleanup;
   const auto path = std::filesystem::temp_directory_path() / ("autoround_test_" + name + ".gguf");
   std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(b.data.data()), static_cast<std::streamsize>(b.data.size()));
+  cleanup.paths.push_back(path);
   return path.string();
 }
 

@@ -80,6 +80,7 @@ TEST_CASE("our writer reproduces the reference file byte for byte, and writes at
   w.write(path);
   CHECK(read_bytes(path.string()) == read_bytes(fixture));
   CHECK_FALSE(fs::exists(path.string() + ".tmp"));
+  fs::remove(path);
   CHECK_THROWS_WITH_AS(SafetensorsWriter().add<float>("x", Dtype::F32, {2, 2}, std::vector<float>(3)),
                        doctest::Contains("tensor 'x': 12 bytes do not hold its shape"), Error);
 }

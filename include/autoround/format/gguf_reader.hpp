@@ -133,19 +133,35 @@ class GgufFile {
     GgufValue v;
     switch (type) {
       case 0: v.u = c.read<std::uint8_t>("u8 value"); break;
-      case 1: v.kind = GgufValue::Kind::Signed, v.i = c.read<std::int8_t>("i8 value"); break;
+      case 1:
+        v.kind = GgufValue::Kind::Signed;
+        v.i = c.read<std::int8_t>("i8 value");
+        break;
       case 2: v.u = c.read<std::uint16_t>("u16 value"); break;
-      case 3: v.kind = GgufValue::Kind::Signed, v.i = c.read<std::int16_t>("i16 value"); break;
+      case 3:
+        v.kind = GgufValue::Kind::Signed;
+        v.i = c.read<std::int16_t>("i16 value");
+        break;
       case 4: v.u = c.read<std::uint32_t>("u32 value"); break;
-      case 5: v.kind = GgufValue::Kind::Signed, v.i = c.read<std::int32_t>("i32 value"); break;
-      case 6: v.kind = GgufValue::Kind::Float, v.f = c.read<float>("f32 value"); break;
+      case 5:
+        v.kind = GgufValue::Kind::Signed;
+        v.i = c.read<std::int32_t>("i32 value");
+        break;
+      case 6:
+        v.kind = GgufValue::Kind::Float;
+        v.f = c.read<float>("f32 value");
+        break;
       case 7: {
         const auto b = c.read<std::uint8_t>("bool value");
         if (b > 1) throw Error(path() + ": bool value " + std::to_string(b) + " at byte " + std::to_string(c.pos - 1));
-        v.kind = GgufValue::Kind::Bool, v.b = b == 1;
+        v.kind = GgufValue::Kind::Bool;
+        v.b = b == 1;
         break;
       }
-      case 8: v.kind = GgufValue::Kind::String, v.s = c.read_string("string value"); break;
+      case 8:
+        v.kind = GgufValue::Kind::String;
+        v.s = c.read_string("string value");
+        break;
       case 9: {
         if (depth > 4) throw Error(path() + ": arrays nested deeper than 4 levels");
         const auto element_type = c.read<std::uint32_t>("array type");
@@ -157,8 +173,14 @@ class GgufFile {
         break;
       }
       case 10: v.u = c.read<std::uint64_t>("u64 value"); break;
-      case 11: v.kind = GgufValue::Kind::Signed, v.i = c.read<std::int64_t>("i64 value"); break;
-      case 12: v.kind = GgufValue::Kind::Float, v.f = c.read<double>("f64 value"); break;
+      case 11:
+        v.kind = GgufValue::Kind::Signed;
+        v.i = c.read<std::int64_t>("i64 value");
+        break;
+      case 12:
+        v.kind = GgufValue::Kind::Float;
+        v.f = c.read<double>("f64 value");
+        break;
       default:
         throw Error(path() + ": unknown metadata value type " + std::to_string(type) + " at byte " + std::to_string(c.pos));
     }
