@@ -25,6 +25,7 @@
 #include "../core/fp16.hpp"
 #include "../core/mapped_file.hpp"
 #include "../core/matrix.hpp"
+#include "ggml_blocks.hpp"
 
 namespace autoround {
 
@@ -95,26 +96,14 @@ class SafetensorsFile {
   /// F32 / F16 / BF16 tensor as float32 [rows, cols] (1-D tensors: one row; more dims: last is cols).
   RowMatrix to_float(const std::string& name) const {
     const SafetensorsTensor& t = tensor(name);
+    if (t.dtype != Dtype::F32 && t.dtype != Dtype::F16 && t.dtype != Dtype::BF16)
+      throw Error(path() + ": tensor '" + name + "' is " + dtype_name(t.dtype) + ", not a float type");
     const Index cols = t.shape.empty() ? 1 : static_cast<Index>(t.shape.back());
     const Index rows = cols == 0 ? 0 : static_cast<Index>(t.element_count()) / cols;
     RowMatrix m(rows, cols);
-    const std::byte* p = t.data.data();
-    for (Index i = 0; i < m.size(); ++i) {
-      if (t.dtype == Dtype::F32) {
-        std::memcpy(m.data() + i, p + 4 * i, 4);
-      } else if (t.dtype == Dtype::F16 || t.dtype == Dtype::BF16) {
-        std::uint16_t h;
-        std::memcpy(&h, p + 2 * i, 2);
-        if (t.dtype == Dtype::F16) {
-          m.data()[i] = half_bits_to_float(h);
-        } else {
-          const std::uint32_t f = static_cast<std::uint32_t>(h) << 16;
-          std::memcpy(m.data() + i, &f, 4);
-        }
-      } else {
-        throw Error(path() + ": tensor '" + name + "' is " + dtype_name(t.dtype) + ", not a float type");
-      }
-    }
+    // plain little-endian floats: the same layouts ggml's F32 / F16 / BF16 tensors use
+    const ggml::Type as = t.dtype == Dtype::F32 ? ggml::Type::F32 : t.dtype == Dtype::F16 ? ggml::Type::F16 : ggml::Type::BF16;
+    ggml::dequantize(as, t.data, std::span<float>(m.data(), static_cast<std::size_t>(m.size())));
     return m;
   }
 

@@ -4,7 +4,6 @@
 // (The block itself, forward and backward, is in llama_block.hpp.)
 #include <Eigen/Core>
 #include <cmath>
-#include <limits>
 #include <span>
 
 #include "../core/matrix.hpp"
