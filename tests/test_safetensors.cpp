@@ -69,6 +69,7 @@ TEST_CASE("the reference package's file reads back with its values, zero-copy") 
   CHECK(q.data() == reinterpret_cast<const std::int32_t*>(f.tensor("model.layers.0.self_attn.q_proj.qweight").data.data()));
   CHECK(f.to_float("model.layers.0.self_attn.q_proj.scales")(1, 2) == 5.0f / 16 + 0.25f);
   CHECK(f.tensor("empty").element_count() == 0);
+  CHECK(f.to_float("empty").size() == 0);  // no bytes, no copy (found by the fuzzer under UBSan)
   CHECK_THROWS_WITH_AS(f.view_as<float>("lm_head.codes", Dtype::F32), doctest::Contains("is U8, not F32"), Error);
   CHECK_THROWS_WITH_AS(f.tensor("nope"), doctest::Contains("no tensor named 'nope'"), Error);
 }

@@ -58,7 +58,8 @@ inline void dequantize(Type type, std::span<const std::byte> bytes, std::span<fl
   const std::byte* p = bytes.data();
   switch (type) {
     case Type::F32:
-      std::memcpy(out.data(), p, out.size() * 4);
+      // An empty tensor may come with null pointers, which memcpy must never see.
+      if (!out.empty()) std::memcpy(out.data(), p, out.size() * 4);
       return;
     case Type::F16:
       for (std::size_t i = 0; i < out.size(); ++i) {
