@@ -23,9 +23,18 @@
 
 namespace autoround {
 
-/// One metadata value. Integers keep their sign class; arrays hold values of one type.
+/// GGUF's metadata value types (the u32 written before each value).
+enum class GgufType : std::uint32_t {
+  U8 = 0, I8 = 1, U16 = 2, I16 = 3, U32 = 4, I32 = 5, F32 = 6, Bool = 7, String = 8, Array = 9,
+  U64 = 10, I64 = 11, F64 = 12,
+};
+
+/// One metadata value. Integers keep their sign class; arrays hold values of one type. `type`
+/// (and `element_type` for arrays) is the exact type on disk, so that a writer can copy it.
 struct GgufValue {
   enum class Kind { Unsigned, Signed, Float, Bool, String, Array } kind = Kind::Unsigned;
+  GgufType type = GgufType::U32;
+  GgufType element_type = GgufType::U8;
   std::uint64_t u = 0;
   std::int64_t i = 0;
   double f = 0;
@@ -56,6 +65,8 @@ class GgufFile {
   std::uint32_t version() const { return version_; }
   const std::vector<GgufTensor>& tensors() const { return tensors_; }
   const std::map<std::string, GgufValue>& metadata() const { return metadata_; }
+  /// Metadata keys in the order the file lists them.
+  const std::vector<std::string>& metadata_order() const { return metadata_order_; }
 
   const GgufTensor* find_tensor(const std::string& name) const {
     const auto it = std::find_if(tensors_.begin(), tensors_.end(), [&](const GgufTensor& t) { return t.name == name; });
@@ -131,6 +142,7 @@ class GgufFile {
 
   GgufValue read_value(Cursor& c, std::uint32_t type, int depth) {
     GgufValue v;
+    v.type = static_cast<GgufType>(type);
     switch (type) {
       case 0: v.u = c.read<std::uint8_t>("u8 value"); break;
       case 1:
@@ -168,6 +180,7 @@ class GgufFile {
         const auto count = c.read<std::uint64_t>("array length");
         c.need(count, "array elements");  // every element takes at least one byte
         v.kind = GgufValue::Kind::Array;
+        v.element_type = static_cast<GgufType>(element_type);
         v.array.reserve(static_cast<std::size_t>(count));
         for (std::uint64_t k = 0; k < count; ++k) v.array.push_back(read_value(c, element_type, depth + 1));
         break;
@@ -201,6 +214,7 @@ class GgufFile {
       const auto type = c.read<std::uint32_t>("metadata type");
       GgufValue value = read_value(c, type, 0);
       if (!metadata_.emplace(key, std::move(value)).second) throw Error(p + ": metadata key '" + key + "' appears twice");
+      metadata_order_.push_back(key);
     }
     std::uint64_t alignment = 32;
     if (const GgufValue* a = find("general.alignment")) {
@@ -254,6 +268,7 @@ class GgufFile {
   MappedFile file_;
   std::uint32_t version_ = 0;
   std::map<std::string, GgufValue> metadata_;
+  std::vector<std::string> metadata_order_;
   std::vector<GgufTensor> tensors_;
 };
 

@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "../core/atomic_file.hpp"
 #include "../core/error.hpp"
 #include "../core/fp16.hpp"
 #include "../core/mapped_file.hpp"
@@ -289,19 +290,7 @@ class SafetensorsWriter {
   }
 
   /// Write to `path` via `path.tmp` and a rename: the file is complete or absent.
-  void write(const std::filesystem::path& path) const {
-    const auto bytes = serialize();
-    const auto tmp = std::filesystem::path(path.string() + ".tmp");
-    {
-      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-      out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-      if (!out.flush()) {
-        std::filesystem::remove(tmp);
-        throw Error(tmp.string() + ": write failed");
-      }
-    }
-    std::filesystem::rename(tmp, path);
-  }
+  void write(const std::filesystem::path& path) const { write_file_atomically(path, serialize()); }
 
  private:
   struct Entry {
