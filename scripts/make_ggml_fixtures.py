@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Write tests/fixtures/reference_quants.gguf with the reference tools:
   - the container by gguf-py's GGUFWriter (pip install gguf==0.19.0), metadata of every type;
-  - Q4_0 / Q4_1 / Q8_0 blocks by gguf-py's numpy quantizers (gguf.quants.quantize);
+  - Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 blocks by gguf-py's numpy quantizers (gguf.quants.quantize);
   - Q2_K / Q3_K / Q4_K / Q5_K / Q6_K blocks (gguf-py has no k-quant quantizer) by llama.cpp
     itself: ggml_quantize_chunk from the libggml-base built by `pip install llama-cpp-python==0.3.36`
-    (CMAKE_ARGS="-DGGML_NATIVE=OFF"), i.e. quantize_row_*_ref of ggml-quants.c. Q4_0/Q4_1/Q8_0
+    (CMAKE_ARGS="-DGGML_NATIVE=OFF"; or GGML_BASE_LIB=path/to/libggml-base.so), i.e. quantize_row_*_ref
+    of ggml-quants.c. The Q4_0..Q8_0 blocks
     from ggml are checked equal to gguf-py's here.
 Each quantized tensor NAME comes with NAME.dequantized (F32), gguf-py's dequantization of it.
 The input (tensor "input", F32 [8, 512]) is heavy-tailed noise with the cases that exercise the
@@ -76,7 +77,7 @@ def main(path):
     w.add_int64("test.i64", -(2**62))
     w.add_float64("test.f64", 1e-300)
     w.add_tensor("input", x)
-    for qtype in (T.Q4_0, T.Q4_1, T.Q8_0):
+    for qtype in (T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0):
         q = gguf.quants.quantize(x, qtype)
         assert np.array_equal(q, ggml_quantize(lib, qtype, x)), f"gguf-py and ggml disagree on {qtype.name}"
         w.add_tensor(qtype.name.lower(), q, raw_dtype=qtype)

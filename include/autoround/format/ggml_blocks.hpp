@@ -49,7 +49,19 @@ struct BlockQ4_1 {
   std::uint16_t d, m;
   std::uint8_t qs[16];
 };
-static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20);
+/// Q5_0 / Q5_1: as Q4_0 / Q4_1 with a fifth bit per weight, bit j of the little-endian u32 qh.
+struct BlockQ5_0 {
+  std::uint16_t d;
+  std::uint8_t qh[4];
+  std::uint8_t qs[16];
+};
+struct BlockQ5_1 {
+  std::uint16_t d, m;
+  std::uint8_t qh[4];
+  std::uint8_t qs[16];
+};
+static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20 &&
+              sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24);
 
 inline constexpr int QK_K = 256;  ///< weights per k-quant super-block
 
@@ -116,6 +128,8 @@ inline TypeTraits traits(Type t) {
     case Type::Q8_0: return {32, sizeof(BlockQ8_0), "Q8_0"};
     case Type::Q4_0: return {32, sizeof(BlockQ4_0), "Q4_0"};
     case Type::Q4_1: return {32, sizeof(BlockQ4_1), "Q4_1"};
+    case Type::Q5_0: return {32, sizeof(BlockQ5_0), "Q5_0"};
+    case Type::Q5_1: return {32, sizeof(BlockQ5_1), "Q5_1"};
     case Type::Q2_K: return {QK_K, sizeof(BlockQ2_K), "Q2_K"};
     case Type::Q3_K: return {QK_K, sizeof(BlockQ3_K), "Q3_K"};
     case Type::Q4_K: return {QK_K, sizeof(BlockQ4_K), "Q4_K"};
@@ -187,6 +201,28 @@ inline void dequantize(Type type, std::span<const std::byte> bytes, std::span<fl
           out[b * 32 + j] = d * static_cast<float>(block.qs[j] & 15) + m;
           out[b * 32 + j + 16] = d * static_cast<float>(block.qs[j] >> 4) + m;
         }
+      }
+      return;
+    case Type::Q5_0:
+    case Type::Q5_1:
+      for (std::size_t b = 0; b < out.size() / 32; ++b) {
+        const bool has_min = type == Type::Q5_1;
+        std::uint16_t d, m = 0;
+        std::uint32_t qh;
+        std::memcpy(&d, p, 2);
+        if (has_min) std::memcpy(&m, p + 2, 2);
+        const std::byte* rest = p + (has_min ? 4 : 2);
+        std::memcpy(&qh, rest, 4);
+        std::uint8_t qs[16];
+        std::memcpy(qs, rest + 4, 16);
+        const float df = half_bits_to_float(d), mf = half_bits_to_float(m);
+        for (int j = 0; j < 16; ++j) {
+          const int lo = (qs[j] & 15) | static_cast<int>(((qh >> j) & 1) << 4);
+          const int hi = (qs[j] >> 4) | static_cast<int>(((qh >> (j + 16)) & 1) << 4);
+          out[b * 32 + j] = has_min ? df * static_cast<float>(lo) + mf : df * static_cast<float>(lo - 16);
+          out[b * 32 + j + 16] = has_min ? df * static_cast<float>(hi) + mf : df * static_cast<float>(hi - 16);
+        }
+        p += has_min ? sizeof(BlockQ5_1) : sizeof(BlockQ5_0);
       }
       return;
     case Type::Q2_K:

@@ -239,6 +239,47 @@ inline BlockQ4_1 quantize_q4_1(const float* x) {
   return y;
 }
 
+inline BlockQ5_0 quantize_q5_0(const float* x) {
+  float amax = 0, max = 0;
+  for (int j = 0; j < 32; ++j)
+    if (amax < std::fabs(x[j])) { amax = std::fabs(x[j]); max = x[j]; }
+  const float d = max / -16, id = d != 0 ? 1.0f / d : 0.0f;
+  BlockQ5_0 y{};
+  y.d = float_to_half_bits(d);
+  std::uint32_t qh = 0;
+  for (int j = 0; j < 16; ++j) {
+    const int lo = std::min(31, static_cast<int>(static_cast<std::int8_t>(x[j] * id + 16.5f)));
+    const int hi = std::min(31, static_cast<int>(static_cast<std::int8_t>(x[j + 16] * id + 16.5f)));
+    y.qs[j] = static_cast<std::uint8_t>((lo & 0xF) | ((hi & 0xF) << 4));
+    qh |= static_cast<std::uint32_t>((lo & 0x10) >> 4) << j;
+    qh |= static_cast<std::uint32_t>((hi & 0x10) >> 4) << (j + 16);
+  }
+  std::memcpy(y.qh, &qh, 4);
+  return y;
+}
+
+inline BlockQ5_1 quantize_q5_1(const float* x) {
+  float min = x[0], max = x[0];
+  for (int j = 0; j < 32; ++j) {
+    if (x[j] < min) min = x[j];
+    if (x[j] > max) max = x[j];
+  }
+  const float d = (max - min) / 31, id = d != 0 ? 1.0f / d : 0.0f;
+  BlockQ5_1 y{};
+  y.d = float_to_half_bits(d);
+  y.m = float_to_half_bits(min);
+  std::uint32_t qh = 0;
+  for (int j = 0; j < 16; ++j) {
+    const int lo = static_cast<std::uint8_t>((x[j] - min) * id + 0.5f);
+    const int hi = static_cast<std::uint8_t>((x[j + 16] - min) * id + 0.5f);
+    y.qs[j] = static_cast<std::uint8_t>((lo & 0xF) | ((hi & 0xF) << 4));
+    qh |= static_cast<std::uint32_t>((lo & 0x10) >> 4) << j;
+    qh |= static_cast<std::uint32_t>((hi & 0x10) >> 4) << (j + 16);
+  }
+  std::memcpy(y.qh, &qh, 4);
+  return y;
+}
+
 inline BlockQ8_0 quantize_q8_0(const float* x) {
   float amax = 0;
   for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
@@ -416,7 +457,7 @@ inline std::size_t quantized_size(Type type, std::size_t n) {
   return n / t.block_weights * t.block_bytes;
 }
 
-/// Quantize float weights into ggml blocks of `type` (F32, F16, Q4_0, Q4_1, Q8_0, Q2_K..Q6_K),
+/// Quantize float weights into ggml blocks of `type` (F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K),
 /// as llama.cpp's quantize_row_*_ref. `x.size()` must be a whole number of blocks.
 inline std::vector<std::byte> quantize(Type type, std::span<const float> x) {
   std::vector<std::byte> out(quantized_size(type, x.size()));
@@ -431,6 +472,8 @@ inline std::vector<std::byte> quantize(Type type, std::span<const float> x) {
     case Type::Q4_0: detail::quantize_blocks<BlockQ4_0>(x, out, 32, detail::quantize_q4_0); break;
     case Type::Q4_1: detail::quantize_blocks<BlockQ4_1>(x, out, 32, detail::quantize_q4_1); break;
     case Type::Q8_0: detail::quantize_blocks<BlockQ8_0>(x, out, 32, detail::quantize_q8_0); break;
+    case Type::Q5_0: detail::quantize_blocks<BlockQ5_0>(x, out, 32, detail::quantize_q5_0); break;
+    case Type::Q5_1: detail::quantize_blocks<BlockQ5_1>(x, out, 32, detail::quantize_q5_1); break;
     case Type::Q2_K: detail::quantize_blocks<BlockQ2_K>(x, out, QK_K, detail::quantize_q2_k); break;
     case Type::Q3_K: detail::quantize_blocks<BlockQ3_K>(x, out, QK_K, detail::quantize_q3_k); break;
     case Type::Q4_K:
