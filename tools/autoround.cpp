@@ -1,11 +1,13 @@
 // autoround: quantize a LLaMA-family model block by block with AutoRound, and measure perplexity.
 //
-//   autoround quantize --model M.gguf --calibration C.tokens --output DIR [--bits 4] [--group-size 128]
+//   autoround quantize --model M.gguf|HF_DIR --calibration C.tokens --output DIR [--bits 4] [--group-size 128]
 //                      [--sym] [--iters 200] [--nsamples 128] [--seqlen 2048] [--batch-size 8]
 //                      [--recipe default|best|light|rtn] [--layer 'REGEX=BITS[:GROUP[:sym|asym]]|fp']...
-//                      [--eval E.tokens] [--overwrite]
-//   autoround eval --model M.gguf --text E.tokens [--context 512] [--windows 0]
+//                      [--format auto_round,auto_gptq,auto_awq,gguf:q4_0] [--eval E.tokens] [--overwrite]
+//   autoround eval --model M.gguf|HF_DIR [--quantized DIR]... --text E.tokens [--context 512] [--windows 0]
 //
+// Output: DIR/<format>/ for each format (auto_round/, auto_gptq/, auto_awq/: Hugging Face
+// checkpoints; gguf-q4_0/model-q4_0.gguf), and DIR/quantization_report.json.
 // Token files hold the model's token ids, one per line (scripts/tokenize_gguf.py writes them).
 #include <CLI/CLI.hpp>
 #include <autoround/autoround.hpp>
@@ -64,13 +66,50 @@ LayerOverride parse_override(const std::string& text, const QuantSpec& base) {
 }
 
 void write_atomically(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    out << text;
-    if (!out.flush()) throw Error(tmp.string() + ": write failed");
+  write_file_atomically(path, std::as_bytes(std::span<const char>(text.data(), text.size())));
+}
+
+/// One entry of --format.
+struct OutputFormat {
+  std::string name;                  ///< as given: "auto_round", "gguf:q4_0", ...
+  std::optional<HfFormat> hf;        ///< a Hugging Face checkpoint layout
+  std::optional<GgufScheme> gguf;    ///< or a GGUF file
+  std::string directory() const { return gguf ? "gguf-" + gguf->name : name; }
+};
+
+std::vector<OutputFormat> parse_formats(const std::string& list) {
+  std::vector<OutputFormat> formats;
+  std::istringstream in(list);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    OutputFormat f{item, {}, {}};
+    if (item == "auto_round") f.hf = HfFormat::AutoRound;
+    else if (item == "auto_gptq") f.hf = HfFormat::AutoGptq;
+    else if (item == "auto_awq") f.hf = HfFormat::AutoAwq;
+    else if (item.rfind("gguf:", 0) == 0) f.gguf = gguf_scheme(item.substr(5));
+    else throw Error("--format '" + item + "': expected auto_round, auto_gptq, auto_awq or gguf:TYPE");
+    for (const auto& g : formats)
+      if (g.name == item) throw Error("--format '" + item + "' is given twice");
+    formats.push_back(f);
   }
-  fs::rename(tmp, path);
+  if (formats.empty()) throw Error("--format: no format given");
+  return formats;
+}
+
+/// Refuse, before hours of tuning, a scheme a requested format cannot hold.
+void check_formats(const std::vector<OutputFormat>& formats, const ModelQuantOptions& options, bool gguf_source) {
+  std::vector<QuantSpec> specs{options.spec};
+  for (const auto& o : options.overrides)
+    if (o.spec) specs.push_back(*o.spec);
+  for (const auto& f : formats) {
+    if (f.gguf && !gguf_source) throw Error("--format " + f.name + ": GGUF output needs a GGUF source model (its metadata and tokenizer)");
+    if (!f.hf) continue;
+    for (const QuantSpec& s : specs) {
+      if (*f.hf == HfFormat::AutoAwq && s.bits != 4) throw Error("--format auto_awq: AWQ is 4-bit only");
+      if (s.bits != 2 && s.bits != 3 && s.bits != 4 && s.bits != 8)
+        throw Error("--format " + f.name + ": " + std::to_string(s.bits) + "-bit weights cannot be packed (2, 3, 4 or 8 bits)");
+    }
+  }
 }
 
 struct ProgressBar {
@@ -90,10 +129,15 @@ struct ProgressBar {
 };
 
 int quantize(const std::string& model_path, const std::string& calibration_path, const std::string& eval_path,
-             const fs::path& output, bool overwrite, ModelQuantOptions options, Index eval_windows) {
+             const fs::path& output, bool overwrite, ModelQuantOptions options, Index eval_windows,
+             const std::vector<OutputFormat>& formats) {
   if (fs::exists(output) && !overwrite)
     throw Error(output.string() + ": already exists (pass --overwrite to replace it)");
-  LlamaModel model = load_llama_gguf(model_path);
+  const bool gguf_source = !fs::is_directory(model_path);
+  check_formats(formats, options, gguf_source);
+  std::optional<GgufFile> source_gguf;
+  if (gguf_source) source_gguf.emplace(model_path);
+  LlamaModel model = load_llama(model_path);
   const auto calibration = read_token_file(calibration_path);
   std::optional<PerplexityResult> before;
   std::vector<std::int32_t> evaluation;
@@ -105,7 +149,7 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   ProgressBar bar{static_cast<Index>(model.blocks.size()), options.tune.iters};
   std::vector<BlockReport> reports;
   const auto start = std::chrono::steady_clock::now();
-  quantize_model(  // the quantized weights go unused until the format writers exist
+  const std::vector<BlockResults> layers = quantize_model(
       model, calibration, options, [&](const BlockReport& r, Index) { reports.push_back(r); },
       [&](Index b, int s, double loss) { bar.step(b, s, loss); });
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -136,11 +180,48 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
     std::printf("perplexity after:  %.4f (before %.4f)\n", after.perplexity, before->perplexity);
     report["perplexity"] = {{"before", before->perplexity}, {"after", after.perplexity}, {"tokens", after.tokens_scored}};
   }
-  // Written only when everything above succeeded; the directory appears complete or not at all.
+  // Everything goes into DIR.partial, renamed to DIR only when complete: never half-written.
   const fs::path staging = output.string() + ".partial";
   fs::remove_all(staging);
   fs::create_directories(staging);
-  write_atomically(staging / "quantization_report.json", report.dump(2) + "\n");
+  try {
+    const QuantizedLlama quantized{model, layers, options};
+    const ExportSource source{source_gguf ? &*source_gguf : nullptr, gguf_source ? fs::path() : fs::path(model_path)};
+    for (const OutputFormat& f : formats) {
+      const fs::path dir = staging / f.directory();
+      fs::create_directories(dir);
+      const auto t0 = std::chrono::steady_clock::now();
+      if (f.hf) {
+        const auto fp_layers = export_hf_checkpoint(quantized, *f.hf, dir, source);
+        std::size_t quantized_layers = 0;
+        for (const auto& block : layers)
+          for (const auto& l : block) quantized_layers += l.has_value();
+        const std::size_t dropped = fp_layers.size() - (static_cast<std::size_t>(model.config.layers) * 7 - quantized_layers);
+        report["formats"][f.name]["float16_layers"] = fp_layers;
+        if (dropped > 0)
+          std::printf("warning: %s cannot hold %zu quantized layers (shape does not fit its packing); they are written as float16 of their quantized values\n",
+                      f.name.c_str(), dropped);
+      } else {
+        const auto choices = export_gguf_model(quantized, *source_gguf, *f.gguf, dir / ("model-" + f.gguf->name + ".gguf"));
+        std::size_t tuned = 0;
+        for (const auto& ch : choices) tuned += ch.tuned;
+        report["formats"][f.name]["tensors_with_tuned_values"] = tuned;
+        if (tuned == 0)
+          std::printf("note: %s stores no AutoRound-tuned tensor (its block type does not match W%dG%d %s); it is RTN\n",
+                      f.name.c_str(), options.spec.bits, options.spec.group_size, options.spec.symmetry == Symmetric ? "sym" : "asym");
+      }
+      std::uintmax_t bytes = 0;
+      for (const auto& entry : fs::directory_iterator(dir)) bytes += entry.file_size();
+      report["formats"][f.name]["directory"] = f.directory();
+      report["formats"][f.name]["bytes"] = bytes;
+      std::printf("wrote %-12s %s/ (%.1f MB, %.1f s)\n", f.name.c_str(), (output / f.directory()).c_str(), static_cast<double>(bytes) / 1e6,
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    write_atomically(staging / "quantization_report.json", report.dump(2) + "\n");
+  } catch (...) {
+    fs::remove_all(staging);
+    throw;
+  }
   if (fs::exists(output)) fs::remove_all(output);
   fs::rename(staging, output);
   std::printf("wrote %s\n", (output / "quantization_report.json").c_str());
@@ -162,12 +243,14 @@ int main(int argc, char** argv) {
   Index eval_windows = 0;
   int iters = -1, threads = 0;
   Index nsamples = -1;
-  q->add_option("--model", model_path, "GGUF model (llama architecture)")->required()->check(CLI::ExistingFile);
+  std::string format_list = "auto_round";
+  q->add_option("--model", model_path, "GGUF file or Hugging Face directory (llama architecture)")->required()->check(CLI::ExistingPath);
+  auto* format_option = q->add_option("--format", format_list, "comma-separated: auto_round, auto_gptq, auto_awq, gguf:TYPE");
   q->add_option("--calibration", calibration_path, "calibration token ids")->check(CLI::ExistingFile);
   q->add_option("--output", output, "output directory")->required();
-  q->add_option("--bits", options.spec.bits, "weight bits (2-8)")->check(CLI::Range(2, 8));
-  q->add_option("--group-size", options.spec.group_size, "weights per group (-1: per channel)");
-  q->add_flag("--sym", sym, "symmetric quantization");
+  auto* bits_option = q->add_option("--bits", options.spec.bits, "weight bits (2-8)")->check(CLI::Range(2, 8));
+  auto* group_option = q->add_option("--group-size", options.spec.group_size, "weights per group (-1: per channel)");
+  auto* sym_option = q->add_flag("--sym", sym, "symmetric quantization");
   q->add_option("--recipe", recipe, "default | best | light | rtn")->check(CLI::IsMember({"default", "best", "light", "rtn"}));
   q->add_option("--iters", iters, "tuning steps per block (overrides the recipe)")->check(CLI::NonNegativeNumber);
   q->add_option("--nsamples", nsamples, "calibration samples (overrides the recipe)")->check(CLI::PositiveNumber);
@@ -185,7 +268,9 @@ int main(int argc, char** argv) {
   auto* e = app.add_subcommand("eval", "perplexity of a model on token ids");
   std::string text_path;
   Index context = 512;
-  e->add_option("--model", model_path, "GGUF model")->required()->check(CLI::ExistingFile);
+  std::vector<std::string> quantized_paths;
+  e->add_option("--model", model_path, "GGUF file or Hugging Face directory")->required()->check(CLI::ExistingPath);
+  e->add_option("--quantized", quantized_paths, "also score these (GGUF files or checkpoint directories)")->check(CLI::ExistingPath);
   e->add_option("--text", text_path, "token ids")->required()->check(CLI::ExistingFile);
   e->add_option("--context", context, "tokens per window")->check(CLI::Range(2, 1 << 20));
   e->add_option("--windows", eval_windows, "windows to score (0: all)")->check(CLI::NonNegativeNumber);
@@ -194,8 +279,14 @@ int main(int argc, char** argv) {
   try {
     if (threads > 0) Eigen::setNbThreads(threads);
     if (*e) {
-      const PerplexityResult r = perplexity(load_llama_gguf(model_path), read_token_file(text_path), context, eval_windows);
-      std::printf("perplexity %.4f over %ld tokens (%ld windows of %ld)\n", r.perplexity, r.tokens_scored, r.windows, context);
+      const auto tokens = read_token_file(text_path);
+      std::vector<std::string> paths{model_path};
+      paths.insert(paths.end(), quantized_paths.begin(), quantized_paths.end());
+      for (const std::string& p : paths) {
+        const PerplexityResult r = perplexity(load_llama(p), tokens, context, eval_windows);
+        std::printf("perplexity %.4f over %ld tokens (%ld windows of %ld): %s\n", r.perplexity, r.tokens_scored, r.windows,
+                    context, p.c_str());
+      }
       return 0;
     }
     // recipes of the reference's CLI, then explicit flags on top
@@ -207,9 +298,18 @@ int main(int argc, char** argv) {
     if (iters >= 0) options.tune.iters = iters;
     if (nsamples > 0) options.nsamples = nsamples;
     options.spec.symmetry = sym ? Symmetric : Asymmetric;
+    const auto formats = parse_formats(format_list);
+    // As the reference: asking only for a GGUF type that stores a scheme exactly (q4_0 = W4G32
+    // sym, q4_1 = W4G32 asym, q8_0 = W8G32 sym) picks that scheme unless it was given.
+    if (formats.size() == 1 && formats[0].gguf && format_option->count() > 0)
+      if (const auto exact = exact_spec_for(*formats[0].gguf)) {
+        if (bits_option->count() == 0) options.spec.bits = exact->bits;
+        if (group_option->count() == 0) options.spec.group_size = exact->group_size;
+        if (sym_option->count() == 0) options.spec.symmetry = exact->symmetry;
+      }
     DynamicIntQuantizer check(options.spec);
     for (const std::string& text : layer_overrides) options.overrides.push_back(parse_override(text, options.spec));
-    return quantize(model_path, calibration_path, eval_path, output, overwrite, options, eval_windows);
+    return quantize(model_path, calibration_path, eval_path, output, overwrite, options, eval_windows, formats);
   } catch (const std::exception& error) {
     std::fprintf(stderr, "autoround: error: %s\n", error.what());
     return 1;

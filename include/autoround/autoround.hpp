@@ -2,6 +2,7 @@
 // autoround-cpp: AutoRound weight quantization (SignRound) for C++.
 // The umbrella header: includes the public headers and nothing else.
 
+#include "core/atomic_file.hpp"
 #include "core/config.hpp"
 #include "core/error.hpp"
 #include "core/fp16.hpp"
@@ -19,9 +20,17 @@
 
 #include "format/ggml_blocks.hpp"
 #include "format/gguf_reader.hpp"
+#include "format/gguf_writer.hpp"
 #include "format/safetensors.hpp"
 
+#include "pack/awq.hpp"
+#include "pack/bit_stream.hpp"
+#include "pack/ggml_quantize.hpp"
+#include "pack/gptq.hpp"
+#include "pack/int_weight_view.hpp"
+
 #include "model/calibration.hpp"
+#include "model/hf_loader.hpp"
 #include "model/llama_block.hpp"
 #include "model/llama_forward.hpp"
 #include "model/llama_model.hpp"
@@ -39,3 +48,8 @@
 #include "tune/python_random.hpp"
 #include "tune/tunable_weight.hpp"
 #include "tune/tune_options.hpp"
+
+#include "export/gguf_model.hpp"
+#include "export/hf_checkpoint.hpp"
+#include "export/quantized_llama.hpp"
+#include "export/tokenizer_files.hpp"

@@ -9,6 +9,8 @@
 // overrides or by shape) are written as float16. config.json carries `quantization_config` with
 // the reference's keys; tokenizer.json, tokenizer_config.json and generation_config.json make
 // the directory loadable on its own. Every file is written atomically.
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -55,16 +57,35 @@ inline void add_f16(SafetensorsWriter& w, const std::string& name, const float* 
   w.add<std::uint16_t>(name, Dtype::F16, std::move(shape), h);
 }
 
+/// A float as JSON shows it in a config written by Python: 1e-05, not 9.999999747378752e-06.
+inline double short_float(float x) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, "%.7g", static_cast<double>(x));
+  return std::strtod(buffer, nullptr);
+}
+
 inline std::string exact_regex(const std::string& name) {
   return "^" + std::regex_replace(name, std::regex(R"([.])"), R"(\.)") + "$";
 }
 
 }  // namespace detail
 
-/// Write `q` into the existing directory `dir` in `format`. `source` is the GGUF file the model
-/// was loaded from (tokenizer, context length, special tokens).
-inline void export_hf_checkpoint(const QuantizedLlama& q, HfFormat format, const std::filesystem::path& dir,
-                                 const GgufFile& source) {
+/// Where the model came from: a GGUF file (tokenizer files are rebuilt from its metadata) or a
+/// Hugging Face directory (its config.json is extended, its tokenizer files are copied).
+struct ExportSource {
+  const GgufFile* gguf = nullptr;
+  std::filesystem::path hf_dir;
+};
+
+/// Files of a Hugging Face model directory that belong to the tokenizer and generation settings.
+inline constexpr const char* kTokenizerFiles[] = {"tokenizer.json", "tokenizer_config.json", "tokenizer.model",
+                                                  "special_tokens_map.json", "vocab.json", "merges.txt",
+                                                  "added_tokens.json", "generation_config.json", "chat_template.jinja"};
+
+/// Write `q` into the existing directory `dir` in `format`. Returns the names of the linear
+/// layers written in float16 (left in full precision, or not fitting the format).
+inline std::vector<std::string> export_hf_checkpoint(const QuantizedLlama& q, HfFormat format, const std::filesystem::path& dir,
+                                 const ExportSource& source) {
   const LlamaModel& m = q.model;
   const LlamaConfig& c = m.config;
   const QuantSpec& spec = q.options.spec;
@@ -87,7 +108,11 @@ inline void export_hf_checkpoint(const QuantizedLlama& q, HfFormat format, const
       const bool permuted = gguf_rope && (l == Linear::Query || l == Linear::Key);
       const auto rows = permuted ? hf_rows_from_gguf(block[l].rows(), c.head_dim) : std::vector<Index>{};
       const auto& quantized = q.quantized(b, l);
-      if (!quantized) {
+      // AWQ has no short last group: such layers are written as float16 (listed in
+      // modules_to_not_convert) holding their dequantized values, so the checkpoint still computes
+      // what the quantized model computes (the reference would leave them unquantized).
+      const bool fits = format != HfFormat::AutoAwq || !quantized || quantized->cols() % quantized->layout.group_size() == 0;
+      if (!quantized || !fits) {
         const RowMatrix weight = permuted ? permute_rows(block[l], rows) : block[l];
         detail::add_f16(w, name + ".weight", weight.data(), {weight.rows(), weight.cols()});
         extra[name] = {{"bits", 16}, {"data_type", "float"}};
@@ -130,8 +155,8 @@ inline void export_hf_checkpoint(const QuantizedLlama& q, HfFormat format, const
                                {"data_type", "int"}};
   if (t.iters != 200) qc["iters"] = t.iters;
   const float default_lr = t.iters > 0 ? 1.0f / static_cast<float>(t.iters) : 5e-3f;
-  if (t.rounding_lr(spec.bits) != default_lr) qc["lr"] = t.rounding_lr(spec.bits);
-  if (t.clipping_lr(spec.bits) != default_lr) qc["minmax_lr"] = t.clipping_lr(spec.bits);
+  if (t.iters > 0 && t.rounding_lr(spec.bits) != default_lr) qc["lr"] = detail::short_float(t.rounding_lr(spec.bits));
+  if (t.iters > 0 && t.clipping_lr(spec.bits) != default_lr) qc["minmax_lr"] = detail::short_float(t.clipping_lr(spec.bits));
   if (q.options.nsamples != 128) qc["nsamples"] = q.options.nsamples;
   if (q.options.seqlen != 2048) qc["seqlen"] = q.options.seqlen;
   if (t.batch_size != 8) qc["batch_size"] = t.batch_size;
@@ -158,23 +183,38 @@ inline void export_hf_checkpoint(const QuantizedLlama& q, HfFormat format, const
     qc["modules_to_not_convert"] = not_converted;
   }
 
-  const TokenizerFiles tok = tokenizer_files_from_gguf(source);
-  nlohmann::ordered_json config = {
-      {"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"}, {"hidden_size", c.hidden},
-      {"intermediate_size", c.intermediate}, {"num_attention_heads", c.heads}, {"num_key_value_heads", c.kv_heads},
-      {"num_hidden_layers", c.layers}, {"head_dim", c.head_dim}, {"hidden_act", "silu"}, {"rms_norm_eps", c.rms_eps},
-      {"rope_theta", c.rope_theta}, {"vocab_size", c.vocab}, {"tie_word_embeddings", c.tied_embeddings},
-      {"attention_bias", false}, {"mlp_bias", false}, {"torch_dtype", "float16"}};
-  const std::string arch = source.find("general.architecture") ? source.get_string("general.architecture") : "llama";
-  if (source.find(arch + ".context_length")) config["max_position_embeddings"] = source.get_uint(arch + ".context_length");
-  for (const char* key : {"bos_token_id", "eos_token_id"})
-    if (tok.generation_config.contains(key)) config[key] = tok.generation_config[key];
+  nlohmann::ordered_json config;
+  if (source.gguf) {
+    const GgufFile& gguf = *source.gguf;
+    const TokenizerFiles tok = tokenizer_files_from_gguf(gguf);
+    config = {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"}, {"hidden_size", c.hidden},
+              {"intermediate_size", c.intermediate}, {"num_attention_heads", c.heads}, {"num_key_value_heads", c.kv_heads},
+              {"num_hidden_layers", c.layers}, {"head_dim", c.head_dim}, {"hidden_act", "silu"}, {"rms_norm_eps", detail::short_float(c.rms_eps)},
+              {"rope_theta", detail::short_float(c.rope_theta)}, {"vocab_size", c.vocab}, {"tie_word_embeddings", c.tied_embeddings},
+              {"attention_bias", false}, {"mlp_bias", false}};
+    const std::string arch = gguf.find("general.architecture") ? gguf.get_string("general.architecture") : "llama";
+    if (gguf.find(arch + ".context_length")) config["max_position_embeddings"] = gguf.get_uint(arch + ".context_length");
+    for (const char* key : {"bos_token_id", "eos_token_id"})
+      if (tok.generation_config.contains(key)) config[key] = tok.generation_config[key];
+    detail::write_json(dir / "tokenizer.json", tok.tokenizer);
+    detail::write_json(dir / "tokenizer_config.json", tok.tokenizer_config);
+    detail::write_json(dir / "generation_config.json", tok.generation_config);
+  } else {
+    std::ifstream in(source.hf_dir / "config.json");
+    try {
+      config = nlohmann::ordered_json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error((source.hf_dir / "config.json").string() + ": " + e.what());
+    }
+    for (const char* file : kTokenizerFiles)
+      if (std::filesystem::exists(source.hf_dir / file))
+        std::filesystem::copy_file(source.hf_dir / file, dir / file, std::filesystem::copy_options::overwrite_existing);
+  }
+  config["torch_dtype"] = "float16";
   config["quantization_config"] = qc;
   detail::write_json(dir / "config.json", config);
   detail::write_json(dir / "quantization_config.json", qc);
-  detail::write_json(dir / "tokenizer.json", tok.tokenizer);
-  detail::write_json(dir / "tokenizer_config.json", tok.tokenizer_config);
-  detail::write_json(dir / "generation_config.json", tok.generation_config);
+  return not_converted;
 }
 
 }  // namespace autoround

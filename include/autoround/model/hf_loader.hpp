@@ -1,0 +1,194 @@
+#pragma once
+// Loading a LLaMA-family model from a Hugging Face directory: config.json plus safetensors
+// (model.safetensors or shards through model.safetensors.index.json), every weight to float32.
+// Linear layers may be plain (.weight in F32/F16/BF16) or quantized checkpoints in the layouts we
+// export (auto_round, auto_gptq without act-order, auto_awq), which are unpacked and dequantized:
+// this is how a written checkpoint is read back and scored.
+// Supported: model_type llama / mistral (no biases, no q/k norms), no rope_scaling.
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <string>
+
+#include "../core/error.hpp"
+#include "../format/safetensors.hpp"
+#include "../pack/awq.hpp"
+#include "../pack/gptq.hpp"
+#include "llama_model.hpp"
+
+namespace autoround {
+
+namespace detail {
+
+template <class T>
+std::vector<T> copy_tensor(const SafetensorsCheckpoint& ckpt, const std::string& name, Dtype dtype,
+                           std::vector<std::int64_t> shape) {
+  const SafetensorsTensor& t = ckpt.tensor(name);
+  if (t.dtype != dtype) throw Error("tensor '" + name + "' is " + dtype_name(t.dtype) + ", expected " + dtype_name(dtype));
+  if (t.shape != shape) {
+    std::string want, got;
+    for (auto d : shape) want += std::to_string(d) + " ";
+    for (auto d : t.shape) got += std::to_string(d) + " ";
+    throw Error("tensor '" + name + "' has shape [ " + got + "], expected [ " + want + "]");
+  }
+  std::vector<T> v(t.data.size() / sizeof(T));
+  if (!v.empty()) std::memcpy(v.data(), t.data.data(), t.data.size());
+  return v;
+}
+
+
+/// The quantization of one layer as a checkpoint's quantization_config describes it.
+struct CheckpointLayerScheme {
+  std::string method;  ///< "auto-round", "gptq" or "awq"
+  bool minus_one = false;
+  int bits = 4, group_size = 128;
+  bool sym = false;
+};
+
+inline CheckpointLayerScheme scheme_of(const nlohmann::json& qc, const std::string& layer) {
+  CheckpointLayerScheme s;
+  s.method = qc.value("quant_method", "");
+  s.bits = qc.value("bits", 4);
+  s.group_size = qc.value("group_size", 128);
+  s.sym = qc.value("sym", false);
+  if (s.method == "auto-round") {
+    s.minus_one = qc.value("packing_format", "auto_round").find("gptq") != std::string::npos;
+    if (qc.contains("extra_config") && qc["extra_config"].contains(layer)) {
+      const auto& e = qc["extra_config"][layer];
+      s.bits = e.value("bits", s.bits);
+      s.group_size = e.value("group_size", s.group_size);
+      s.sym = e.value("sym", s.sym);
+    }
+  } else if (s.method == "gptq") {
+    s.minus_one = true;
+    if (qc.contains("dynamic"))
+      for (const auto& [key, value] : qc["dynamic"].items())
+        if (key.rfind("+:", 0) == 0 && std::regex_search(layer, std::regex(key.substr(2)))) {
+          s.bits = value.value("bits", s.bits);
+          s.group_size = value.value("group_size", s.group_size);
+          s.sym = value.value("sym", s.sym);
+        }
+  } else if (s.method != "awq") {
+    throw Error("quantization_config: quant_method '" + s.method + "' is not supported (auto-round, gptq, awq)");
+  }
+  return s;
+}
+
+inline RowMatrix load_quantized_linear(const SafetensorsCheckpoint& ckpt, const nlohmann::json& qc, const std::string& name,
+                                       Index out, Index in) {
+  const CheckpointLayerScheme s = scheme_of(qc, name);
+  const Index group = s.group_size == -1 ? in : std::min<Index>(s.group_size, in);
+  const Index groups = (in + group - 1) / group;
+  std::vector<std::uint16_t> scales;
+  const auto f16 = [&](std::vector<std::int64_t> shape) {
+    return copy_tensor<std::uint16_t>(ckpt, name + ".scales", Dtype::F16, std::move(shape));
+  };
+  if (s.method == "awq") {
+    AwqTensors t{in, out, group, copy_tensor<std::int32_t>(ckpt, name + ".qweight", Dtype::I32, {in, out / 8}),
+                 copy_tensor<std::int32_t>(ckpt, name + ".qzeros", Dtype::I32, {in / group, out / 8}), f16({in / group, out})};
+    return unpack_awq(t, s.sym ? Symmetric : Asymmetric, name).dequantize();
+  }
+  GptqTensors t;
+  t.bits = s.bits;
+  t.in_features = in;
+  t.out_features = out;
+  t.group_size = group;
+  t.zero_convention = s.minus_one ? GptqZeros::MinusOne : GptqZeros::Stored;
+  t.qweight = copy_tensor<std::int32_t>(ckpt, name + ".qweight", Dtype::I32, {in * s.bits / 32, out});
+  t.qzeros = copy_tensor<std::int32_t>(ckpt, name + ".qzeros", Dtype::I32, {groups, out * s.bits / 32});
+  t.scales = f16({groups, out});
+  if (ckpt.contains(name + ".g_idx")) {
+    const auto g_idx = copy_tensor<std::int32_t>(ckpt, name + ".g_idx", Dtype::I32, {in});
+    for (Index i = 0; i < in; ++i)
+      if (g_idx[static_cast<std::size_t>(i)] != i / group)
+        throw Error("tensor '" + name + ".g_idx': act-order (desc_act) checkpoints are not supported");
+  }
+  return unpack_gptq(t, s.sym ? Symmetric : Asymmetric, name).dequantize();
+}
+
+}  // namespace detail
+
+inline LlamaModel load_llama_hf(const std::filesystem::path& dir) {
+  const auto config_path = dir / "config.json";
+  std::ifstream in(config_path);
+  if (!in) throw Error(config_path.string() + ": cannot open (is " + dir.string() + " a Hugging Face model directory?)");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(config_path.string() + ": not valid JSON: " + e.what());
+  }
+  const std::string type = j.value("model_type", "");
+  if (type != "llama" && type != "mistral")
+    throw Error(config_path.string() + ": model_type '" + type + "' is not supported (llama, mistral)");
+  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
+    throw Error(config_path.string() + ": rope_scaling is not supported yet");
+  if (j.value("attention_bias", false) || j.value("mlp_bias", false))
+    throw Error(config_path.string() + ": attention/MLP biases are not supported yet");
+  LlamaModel m;
+  LlamaConfig& c = m.config;
+  try {
+    c.hidden = j.at("hidden_size").get<Index>();
+    c.intermediate = j.at("intermediate_size").get<Index>();
+    c.heads = j.at("num_attention_heads").get<Index>();
+    c.kv_heads = j.value("num_key_value_heads", c.heads);
+    c.layers = j.at("num_hidden_layers").get<Index>();
+    c.head_dim = j.contains("head_dim") && !j["head_dim"].is_null() ? j["head_dim"].get<Index>() : c.hidden / std::max<Index>(c.heads, 1);
+    c.rms_eps = j.value("rms_norm_eps", 1e-6f);
+    c.rope_theta = j.value("rope_theta", 10000.0f);
+    c.tied_embeddings = j.value("tie_word_embeddings", false);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(config_path.string() + ": " + e.what());
+  }
+  if (c.heads <= 0 || c.kv_heads <= 0 || c.heads % c.kv_heads != 0 || c.head_dim <= 0 || c.layers <= 0)
+    throw Error(config_path.string() + ": inconsistent head counts or layer count");
+  c.rope_style = RopeStyle::HalfSplit;
+  const nlohmann::json qc = j.value("quantization_config", nlohmann::json::object());
+
+  const SafetensorsCheckpoint ckpt(dir);
+  const auto load = [&](const std::string& name, Index rows, Index cols) {
+    RowMatrix w = ckpt.to_float(name);
+    if (rows == 1 && w.size() == cols) w.resize(1, cols);
+    if (w.rows() != rows || w.cols() != cols)
+      throw Error("tensor '" + name + "' is " + std::to_string(w.rows()) + "x" + std::to_string(w.cols()) + ", expected " +
+                  std::to_string(rows) + "x" + std::to_string(cols));
+    return w;
+  };
+  const auto vector = [&](const std::string& name) -> Eigen::VectorXf { return load(name, 1, c.hidden).row(0).transpose(); };
+  m.embedding = ckpt.to_float("model.embed_tokens.weight");
+  c.vocab = m.embedding.rows();
+  if (m.embedding.cols() != c.hidden) throw Error("tensor 'model.embed_tokens.weight' does not have hidden_size columns");
+  const Index q_out = c.heads * c.head_dim, kv_out = c.kv_heads * c.head_dim;
+  const std::array<std::pair<Index, Index>, 7> shapes{{{q_out, c.hidden}, {kv_out, c.hidden}, {kv_out, c.hidden},
+                                                       {c.hidden, q_out}, {c.intermediate, c.hidden},
+                                                       {c.intermediate, c.hidden}, {c.hidden, c.intermediate}}};
+  for (Index b = 0; b < c.layers; ++b) {
+    LlamaBlock block;
+    const std::string prefix = "model.layers." + std::to_string(b) + ".";
+    for (Linear l : all_linears) {
+      const std::string name = prefix + hf_name(l);
+      const auto [rows, cols] = shapes[static_cast<std::size_t>(l)];
+      block[l] = ckpt.contains(name + ".weight") ? load(name + ".weight", rows, cols)
+                                                 : detail::load_quantized_linear(ckpt, qc, name, rows, cols);
+    }
+    block.attn_norm = vector(prefix + "input_layernorm.weight");
+    block.ffn_norm = vector(prefix + "post_attention_layernorm.weight");
+    m.blocks.push_back(std::move(block));
+  }
+  m.final_norm = vector("model.norm.weight");
+  if (!c.tied_embeddings) m.output = load("lm_head.weight", c.vocab, c.hidden);
+  return m;
+}
+
+}  // namespace autoround
+
+namespace autoround {
+
+/// A directory is read as a Hugging Face checkpoint, a file as GGUF.
+inline LlamaModel load_llama(const std::filesystem::path& path) {
+  if (std::filesystem::is_directory(path)) return load_llama_hf(path);
+  return load_llama_gguf(path.string());
+}
+
+}  // namespace autoround
