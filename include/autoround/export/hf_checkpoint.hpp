@@ -14,7 +14,6 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <regex>
 #include <string>
 #include <vector>
 
@@ -65,7 +64,13 @@ inline double short_float(float x) {
 }
 
 inline std::string exact_regex(const std::string& name) {
-  return "^" + std::regex_replace(name, std::regex(R"([.])"), R"(\.)") + "$";
+  std::string r = "^";
+  for (char ch : name) {
+    if (ch == '.') r += '\\';
+    r += ch;
+  }
+  r += '$';
+  return r;
 }
 
 }  // namespace detail

@@ -1,0 +1,96 @@
+// Written formats read back: the real model is quantized (a few tuning steps), exported as
+// auto_round, auto_gptq, auto_awq and GGUF, and each output is loaded again (our Hugging Face and
+// GGUF loaders). Every quantized linear layer must come back bit-identical to the in-memory
+// quantized model (after undoing GGUF's q/k row order), and perplexity must agree.
+#include <doctest/doctest.h>
+
+#include <autoround/autoround.hpp>
+#include <filesystem>
+
+#include "support/assets.hpp"
+
+using namespace autoround;
+namespace fs = std::filesystem;
+
+namespace {
+struct Quantized {
+  LlamaModel model;
+  std::vector<BlockResults> layers;
+  ModelQuantOptions options;
+  double ppl = 0;
+};
+
+Quantized quantize(QuantSpec spec) {
+  Quantized q{load_llama_gguf(test_assets::model()), {}, {}, 0};
+  q.options.spec = spec;
+  q.options.nsamples = 8;
+  q.options.seqlen = 64;
+  q.options.tune.batch_size = 4;
+  q.options.tune.iters = 2;
+  q.layers = quantize_model(q.model, read_token_file(test_assets::calibration_tokens()), q.options);
+  q.ppl = perplexity(q.model, read_token_file(test_assets::evaluation_tokens()), 512, 2).perplexity;
+  return q;
+}
+
+/// Linear layers of `back` equal to those of `q` (an HF checkpoint holds q/k in half-split order).
+void check_same_linears(const Quantized& q, const LlamaModel& back, bool hf_layout) {
+  int different = 0;
+  for (Index b = 0; b < q.model.config.layers; ++b)
+    for (Linear l : all_linears) {
+      const RowMatrix& ours = q.model.blocks[static_cast<std::size_t>(b)][l];
+      const bool permuted = hf_layout && (l == Linear::Query || l == Linear::Key);
+      const RowMatrix expected = permuted ? permute_rows(ours, hf_rows_from_gguf(ours.rows(), q.model.config.head_dim)) : ours;
+      different += expected != back.blocks[static_cast<std::size_t>(b)][l];
+    }
+  CHECK(different == 0);
+}
+
+double ppl_of(const LlamaModel& m) { return perplexity(m, read_token_file(test_assets::evaluation_tokens()), 512, 2).perplexity; }
+}  // namespace
+
+TEST_CASE("W4G32 sym: auto_round, auto_gptq, auto_awq and gguf:q4_0 read back bit for bit") {
+  const Quantized q = quantize({4, 32, Symmetric});
+  const GgufFile source(test_assets::model());
+  const QuantizedLlama view{q.model, q.layers, q.options};
+  const fs::path dir = fs::temp_directory_path() / "autoround_test_export";
+  fs::remove_all(dir);
+  for (HfFormat f : {HfFormat::AutoRound, HfFormat::AutoGptq, HfFormat::AutoAwq}) {
+    const std::string name = format_name(f);
+    CAPTURE(name);
+    const fs::path out = dir / format_name(f);
+    fs::create_directories(out);
+    CHECK(export_hf_checkpoint(view, f, out, {&source, {}}).empty());  // every layer fits at G32
+    const LlamaModel back = load_llama(out);
+    check_same_linears(q, back, true);
+    const double ppl = ppl_of(back);
+    MESSAGE(name << ": perplexity in memory " << q.ppl << ", read back " << ppl);
+    CHECK(ppl == doctest::Approx(q.ppl).epsilon(2e-3));  // norms and embeddings stored as fp16
+  }
+  const fs::path gguf = dir / "model-q4_0.gguf";
+  const auto choices = export_gguf_model(view, source, gguf_scheme("q4_0"), gguf);
+  std::size_t tuned = 0;
+  for (const auto& c : choices) tuned += c.tuned;
+  CHECK(tuned == static_cast<std::size_t>(7 * q.model.config.layers));
+  const LlamaModel back = load_llama(gguf);
+  check_same_linears(q, back, false);
+  const double ppl = ppl_of(back);
+  MESSAGE("gguf:q4_0: perplexity in memory " << q.ppl << ", read back " << ppl);
+  CHECK(ppl == doctest::Approx(q.ppl).epsilon(2e-3));  // token_embd re-encoded as Q8_0
+  fs::remove_all(dir);
+}
+
+TEST_CASE("W4G32 asym: auto_round (zero points stored) and gguf:q4_1 read back") {
+  const Quantized q = quantize({4, 32, Asymmetric});
+  const GgufFile source(test_assets::model());
+  const QuantizedLlama view{q.model, q.layers, q.options};
+  const fs::path dir = fs::temp_directory_path() / "autoround_test_export_asym";
+  fs::remove_all(dir);
+  fs::create_directories(dir / "auto_round");
+  export_hf_checkpoint(view, HfFormat::AutoRound, dir / "auto_round", {&source, {}});
+  check_same_linears(q, load_llama(dir / "auto_round"), true);
+  export_gguf_model(view, source, gguf_scheme("q4_1"), dir / "model-q4_1.gguf");
+  const double ppl = ppl_of(load_llama(dir / "model-q4_1.gguf"));  // m = -scale * zero rounded to fp16
+  MESSAGE("gguf:q4_1: perplexity in memory " << q.ppl << ", read back " << ppl);
+  CHECK(ppl == doctest::Approx(q.ppl).epsilon(5e-3));
+  fs::remove_all(dir);
+}
