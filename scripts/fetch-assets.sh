@@ -25,8 +25,8 @@ die() { echo "fetch-assets: $*" >&2; exit 1; }
 if [ ! -x pyenv/bin/python ]; then
   python3 -m venv pyenv || die "python3 -m venv failed"
 fi
-pyenv/bin/python -c 'import gguf, tokenizers' 2>/dev/null ||
-  pyenv/bin/pip install -q 'gguf==0.19.0' 'tokenizers==0.23.3' 'numpy<3' || die "pip install failed"
+pyenv/bin/python -c 'import gguf, tokenizers, safetensors' 2>/dev/null ||
+  pyenv/bin/pip install -q 'gguf==0.19.0' 'tokenizers==0.23.3' 'safetensors==0.4.5' 'numpy<3' || die "pip install failed"
 
 if ! ok "$model" "$model_sha"; then
   tmp=$(mktemp -d)

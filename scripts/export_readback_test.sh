@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# CTest's export_readback: examples/export_formats writes the real model in every format, then
+# scripts/check_exports.py reads the outputs with the reference tools (gguf-py, safetensors,
+# tokenizers) from the asset step's Python environment. Without that environment: skipped
+# (exit 77) outside CI, failed in CI.
+# usage: export_readback_test.sh EXPORT_FORMATS_BINARY ASSETS_DIR WORK_DIR
+set -euo pipefail
+binary=$1 assets=$2 work=$3
+python=$assets/pyenv/bin/python
+if ! "$python" -c 'import gguf, safetensors, tokenizers' 2>/dev/null; then
+  echo "export_readback: $python with gguf, safetensors and tokenizers is missing (run scripts/fetch-assets.sh)"
+  if [ -n "${CI:-}" ]; then exit 1; else exit 77; fi
+fi
+"$binary" --output "$work" --windows 2
+"$python" "$(dirname "$0")/check_exports.py" "$work" "$assets"
+rm -rf "$work"
