@@ -50,8 +50,10 @@ inline AwqTensors pack_awq(const IntWeightView& w, const std::string& name = "we
   AwqTensors t{in, out, w.layout.group_size(), {}, {}, {}};
   const Index words = out / 8;
   t.qweight.resize(static_cast<std::size_t>(in * words));
-  for (Index i = 0; i < in; ++i)
-    for (Index k = 0; k < words; ++k)
+  // eight output rows at a time, read along the input: the reads stay sequential
+#pragma omp parallel for schedule(static)
+  for (Index k = 0; k < words; ++k)
+    for (Index i = 0; i < in; ++i)
       t.qweight[static_cast<std::size_t>(i * words + k)] =
           detail::awq_word([&](int j) { return static_cast<std::int32_t>(w.code(8 * k + j, i)); });
   t.qzeros.resize(static_cast<std::size_t>(groups * words));

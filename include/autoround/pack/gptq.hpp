@@ -67,6 +67,7 @@ inline GptqTensors pack_gptq(const IntWeightView& w, GptqZeros zeros, bool with_
 
   // qweight[k][o]: run k / run of column o, packed along the input axis.
   t.qweight.assign(static_cast<std::size_t>(qrows * out), 0);
+#pragma omp parallel for schedule(static)
   for (Index o = 0; o < out; ++o)
     for (Index r = 0; r < in / run; ++r)
       detail::pack_run(
