@@ -1,0 +1,168 @@
+#pragma once
+// CUDA kernels of AutoRound's inner loop for integer quantizers: group ranges, the
+// quantize-dequantize forward, its straight-through backward (dL/dv, dL/dmin_scale,
+// dL/dmax_scale), the SignSGD update, and a deterministic squared-error sum.
+//
+// Each formula is IntQuantizer's (quantizer/int_quantizer.hpp), written with explicitly rounded
+// operations (__fmul_rn, __fadd_rn, __fdiv_rn, rintf, __float2half_rn) so that no fused
+// multiply-add changes a rounding: results are bit-identical to the CPU path. One thread owns one
+// group and walks it in order, so even the double-precision scale-gradient sums match the CPU's
+// summation order. Reductions across threads (the loss) use a fixed tree: deterministic.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "../../quantizer/quantizer.hpp"
+
+namespace autoround::cuda {
+
+/// What every kernel needs to know about the layer: [rows, cols] weights in groups of
+/// group_size along a row (the last group of a row may be shorter).
+struct QdqShape {
+  long rows = 0, cols = 0, group_size = 0, groups_per_row = 0;
+  int bits = 4;
+  bool symmetric = false;
+  float scale_threshold = 0;  ///< fp16(1e-5), as IntQuantizer
+  __host__ __device__ long groups() const { return rows * groups_per_row; }
+  __host__ __device__ long begin(long g) const { return (g / groups_per_row) * cols + (g % groups_per_row) * group_size; }
+  __host__ __device__ long length(long g) const {
+    const long start = (g % groups_per_row) * group_size;
+    return cols - start < group_size ? cols - start : group_size;
+  }
+};
+
+namespace device {
+
+__device__ inline float round_to_half(float x) { return __half2float(__float2half_rn(x)); }
+__device__ inline float clampf(float x, float lo, float hi) { return fminf(fmaxf(x, lo), hi); }
+
+/// IntQuantizer::group_quant
+__device__ inline GroupQuant group_quant(const QdqShape& s, GroupRange r, float min_scale, float max_scale) {
+  if (!s.symmetric) {
+    const float maxq = static_cast<float>((1 << s.bits) - 1);
+    const float wmin = __fmul_rn(r.wmin, min_scale), wmax = __fmul_rn(r.wmax, max_scale);
+    const float scale = fmaxf(round_to_half(__fdiv_rn(__fsub_rn(wmax, wmin), maxq)), s.scale_threshold);
+    return {scale, rintf(__fdiv_rn(-wmin, scale))};
+  }
+  const float maxq = static_cast<float>(1 << (s.bits - 1));
+  const float a = -__fmul_rn(r.wmin, min_scale), b = __fmul_rn(r.wmax, max_scale);
+  const float signed_max = (b < a ? 1.0f : -1.0f) * fmaxf(b, a);
+  float scale = round_to_half(__fdiv_rn(signed_max, maxq));
+  scale = scale < 0.0f ? fminf(scale, -s.scale_threshold) : fmaxf(scale, s.scale_threshold);
+  return {scale, maxq};
+}
+
+}  // namespace device
+
+/// ranges[g] = (min(min(w), 0), max(max(w), 0)) of group g.
+__global__ inline void group_range_kernel(QdqShape s, const float* w, GroupRange* ranges) {
+  const long g = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (g >= s.groups()) return;
+  const float* x = w + s.begin(g);
+  GroupRange r;
+  for (long i = 0; i < s.length(g); ++i) {
+    r.wmin = fminf(r.wmin, x[i]);
+    r.wmax = fmaxf(r.wmax, x[i]);
+  }
+  ranges[g] = r;
+}
+
+/// Clamp the clipping scales to [0, 1], cache each group's (scale, zero), write the
+/// fake-quantized weight. Also the codes when `codes` is not null (the final encode).
+__global__ inline void qdq_forward_kernel(QdqShape s, const float* w, const float* v, const GroupRange* ranges,
+                                          float* min_scale, float* max_scale, GroupQuant* quants, float* out,
+                                          std::uint8_t* codes) {
+  const long g = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (g >= s.groups()) return;
+  min_scale[g] = device::clampf(min_scale[g], 0.0f, 1.0f);
+  max_scale[g] = device::clampf(max_scale[g], 0.0f, 1.0f);
+  const GroupQuant q = device::group_quant(s, ranges[g], min_scale[g], max_scale[g]);
+  quants[g] = q;
+  const float maxc = static_cast<float>((1 << s.bits) - 1);
+  const long at = s.begin(g);
+  for (long i = 0; i < s.length(g); ++i) {
+    const float code = device::clampf(__fadd_rn(rintf(__fadd_rn(__fdiv_rn(w[at + i], q.scale), v[at + i])), q.zero), 0.0f, maxc);
+    if (out) out[at + i] = __fmul_rn(q.scale, __fsub_rn(code, q.zero));
+    if (codes) codes[at + i] = static_cast<std::uint8_t>(code);
+  }
+}
+
+/// Straight-through backward (IntQuantizer::backward): `grad` holds dL/d(fake-quantized weight)
+/// and is overwritten with dL/dv; grad_min / grad_max receive dL/dmin_scale, dL/dmax_scale.
+__global__ inline void qdq_backward_kernel(QdqShape s, const float* w, const float* v, const GroupRange* ranges,
+                                           const float* min_scale, const float* max_scale, const GroupQuant* quants,
+                                           float* grad, float* grad_min, float* grad_max) {
+  const long g = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (g >= s.groups()) return;
+  const GroupRange range = ranges[g];
+  const GroupQuant q = quants[g];
+  const float maxc = static_cast<float>((1 << s.bits) - 1);
+  const float wmin = __fmul_rn(range.wmin, min_scale[g]);
+  double grad_scale = 0.0, grad_zero_clipped = 0.0;
+  const long at = s.begin(g);
+  for (long i = 0; i < s.length(g); ++i) {
+    const float u = __fadd_rn(rintf(__fadd_rn(__fdiv_rn(w[at + i], q.scale), v[at + i])), q.zero);
+    const bool inside = u >= 0.0f && u <= maxc;
+    const float code = device::clampf(u, 0.0f, maxc);
+    const double gi = grad[at + i];
+    grad[at + i] = inside ? static_cast<float>(__dmul_rn(gi, static_cast<double>(q.scale))) : 0.0f;
+    double d = static_cast<double>(__fsub_rn(code, q.zero));
+    if (inside) {
+      d = __dsub_rn(d, __ddiv_rn(static_cast<double>(w[at + i]), static_cast<double>(q.scale)));
+    } else if (!s.symmetric) {
+      d = __dsub_rn(d, __ddiv_rn(static_cast<double>(wmin), static_cast<double>(q.scale)));
+      grad_zero_clipped = __dadd_rn(grad_zero_clipped, gi);
+    }
+    grad_scale = __dadd_rn(grad_scale, __dmul_rn(gi, d));
+  }
+  if (!s.symmetric) {
+    const float maxq = maxc;
+    const float raw = device::round_to_half(__fdiv_rn(__fsub_rn(__fmul_rn(range.wmax, max_scale[g]), wmin), maxq));
+    const double pass = raw >= s.scale_threshold ? 1.0 : 0.0;
+    const double d_wmax = __ddiv_rn(__dmul_rn(grad_scale, pass), maxq);
+    const double d_wmin = __dadd_rn(__ddiv_rn(__dmul_rn(-grad_scale, pass), maxq), grad_zero_clipped);
+    grad_min[g] = static_cast<float>(__dmul_rn(d_wmin, range.wmin));
+    grad_max[g] = static_cast<float>(__dmul_rn(d_wmax, range.wmax));
+    return;
+  }
+  const float maxq = static_cast<float>(1 << (s.bits - 1));
+  const float a = -__fmul_rn(range.wmin, min_scale[g]), b = __fmul_rn(range.wmax, max_scale[g]);
+  const float signed_max = (b < a ? 1.0f : -1.0f) * fmaxf(b, a);
+  const float raw = device::round_to_half(__fdiv_rn(signed_max, maxq));
+  const bool pass = raw < 0.0f ? raw <= -s.scale_threshold : raw >= s.scale_threshold;
+  const double d_signed_max = pass ? __ddiv_rn(grad_scale, maxq) : 0.0;
+  const double sign = b < a ? 1.0 : -1.0;
+  const double share_a = a > b ? 1.0 : (a == b ? 0.5 : 0.0);
+  const double d_a = __dmul_rn(__dmul_rn(d_signed_max, sign), share_a);
+  const double d_b = __dmul_rn(__dmul_rn(d_signed_max, sign), 1.0 - share_a);
+  grad_min[g] = static_cast<float>(__dmul_rn(d_a, -static_cast<double>(range.wmin)));
+  grad_max[g] = static_cast<float>(__dmul_rn(d_b, static_cast<double>(range.wmax)));
+}
+
+/// SignSGD: p -= lr * sign(g), sign(0) = 0.
+__global__ inline void sign_sgd_kernel(float* params, const float* grads, float lr, long n) {
+  const long i = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  const float g = grads[i];
+  params[i] = __fsub_rn(params[i], g > 0.0f ? lr : (g < 0.0f ? -lr : 0.0f));
+}
+
+/// partial[block] = sum over the block's elements of (a - b)^2 in double, by a fixed tree.
+__global__ inline void squared_error_kernel(const float* a, const float* b, long n, double* partial) {
+  __shared__ double sums[256];
+  double local = 0.0;
+  for (long i = blockIdx.x * 256L + threadIdx.x; i < n; i += 256L * gridDim.x) {
+    const double d = static_cast<double>(a[i]) - static_cast<double>(b[i]);
+    local = __dadd_rn(local, __dmul_rn(d, d));
+  }
+  sums[threadIdx.x] = local;
+  __syncthreads();
+  for (int stride = 128; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) sums[threadIdx.x] = __dadd_rn(sums[threadIdx.x], sums[threadIdx.x + stride]);
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) partial[blockIdx.x] = sums[0];
+}
+
+}  // namespace autoround::cuda

@@ -1,0 +1,95 @@
+#pragma once
+// One quantized linear layer's tunable state on the GPU (the device twin of TunableWeight):
+// weights, rounding offsets v, clipping scales, group ranges and cached (scale, zero) live in
+// device memory; forward / backward / SignSGD step / encode run as the kernels of
+// qdq_kernels.cuh. Bit-identical to TunableWeight on the CPU (tests/cuda/test_cuda_qdq.cu).
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "../../core/fp16.hpp"
+#include "../../quantizer/int_quantizer.hpp"
+#include "device_buffer.hpp"
+#include "qdq_kernels.cuh"
+
+namespace autoround::cuda {
+
+inline unsigned blocks_for(long n, unsigned threads = 128) { return static_cast<unsigned>((n + threads - 1) / threads); }
+
+class QdqLayer {
+ public:
+  /// `weight` is [rows, cols] row-major float32 on the host.
+  QdqLayer(QuantSpec spec, long rows, long cols, std::span<const float> weight) : weight_(weight) {
+    DynamicIntQuantizer check(spec);  // validates bits / group size
+    shape_.rows = rows;
+    shape_.cols = cols;
+    shape_.group_size = spec.group_size == PerChannel || spec.group_size > cols ? cols : spec.group_size;
+    shape_.groups_per_row = (cols + shape_.group_size - 1) / shape_.group_size;
+    shape_.bits = spec.bits;
+    shape_.symmetric = spec.symmetry == Symmetric;
+    shape_.scale_threshold = detail::scale_threshold;
+    const auto groups = static_cast<std::size_t>(shape_.groups());
+    rounding_ = DeviceBuffer<float>(std::vector<float>(weight.size(), 0.0f));
+    min_scale_ = DeviceBuffer<float>(std::vector<float>(groups, 1.0f));
+    max_scale_ = DeviceBuffer<float>(std::vector<float>(groups, 1.0f));
+    ranges_ = DeviceBuffer<GroupRange>(groups);
+    quants_ = DeviceBuffer<GroupQuant>(groups);
+    group_range_kernel<<<blocks_for(shape_.groups()), 128>>>(shape_, weight_.data(), ranges_.data());
+    check(cudaGetLastError(), "group_range_kernel");
+  }
+
+  const QdqShape& shape() const { return shape_; }
+  DeviceBuffer<float>& rounding() { return rounding_; }
+  DeviceBuffer<float>& min_scale() { return min_scale_; }
+  DeviceBuffer<float>& max_scale() { return max_scale_; }
+  const DeviceBuffer<float>& weight() const { return weight_; }
+
+  /// out (device, rows x cols) = fake-quantized weight.
+  void forward(float* out) {
+    qdq_forward_kernel<<<blocks_for(shape_.groups()), 128>>>(shape_, weight_.data(), rounding_.data(), ranges_.data(),
+                                                             min_scale_.data(), max_scale_.data(), quants_.data(), out,
+                                                             nullptr);
+    check(cudaGetLastError(), "qdq_forward_kernel");
+  }
+  /// grad (device): dL/d(fake-quantized weight) in, dL/dv out; scale gradients into the buffers.
+  void backward(float* grad, float* grad_min, float* grad_max) const {
+    qdq_backward_kernel<<<blocks_for(shape_.groups()), 128>>>(shape_, weight_.data(), rounding_.data(), ranges_.data(),
+                                                              min_scale_.data(), max_scale_.data(), quants_.data(), grad,
+                                                              grad_min, grad_max);
+    check(cudaGetLastError(), "qdq_backward_kernel");
+  }
+  /// Final codes (device, rows x cols) under the current parameters.
+  void encode(std::uint8_t* codes) {
+    qdq_forward_kernel<<<blocks_for(shape_.groups()), 128>>>(shape_, weight_.data(), rounding_.data(), ranges_.data(),
+                                                             min_scale_.data(), max_scale_.data(), quants_.data(), nullptr,
+                                                             codes);
+    check(cudaGetLastError(), "qdq_forward_kernel (encode)");
+  }
+  std::vector<GroupQuant> quants() const { return quants_.download(); }
+
+ private:
+  QdqShape shape_;
+  DeviceBuffer<float> weight_;
+  DeviceBuffer<float> rounding_, min_scale_, max_scale_;
+  DeviceBuffer<GroupRange> ranges_;
+  DeviceBuffer<GroupQuant> quants_;
+};
+
+inline void sign_sgd(DeviceBuffer<float>& params, const float* grads, float lr) {
+  const long n = static_cast<long>(params.size());
+  sign_sgd_kernel<<<blocks_for(n, 256), 256>>>(params.data(), grads, lr, n);
+  check(cudaGetLastError(), "sign_sgd_kernel");
+}
+
+/// sum((a - b)^2) over n elements, in double, deterministically (fixed grid, fixed tree).
+inline double squared_error(const float* a, const float* b, long n) {
+  constexpr unsigned grid = 120;
+  DeviceBuffer<double> partial(grid);
+  squared_error_kernel<<<grid, 256>>>(a, b, n, partial.data());
+  check(cudaGetLastError(), "squared_error_kernel");
+  double sum = 0.0;
+  for (double p : partial.download()) sum += p;
+  return sum;
+}
+
+}  // namespace autoround::cuda
