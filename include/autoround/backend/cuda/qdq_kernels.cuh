@@ -8,6 +8,8 @@
 // multiply-add changes a rounding: results are bit-identical to the CPU path. One thread owns one
 // group and walks it in order, so even the double-precision scale-gradient sums match the CPU's
 // summation order. Reductions across threads (the loss) use a fixed tree: deterministic.
+// The kernels are templates (launched as name<><<<...>>>) so that this header can be included by
+// several translation units.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -56,7 +58,8 @@ __device__ inline GroupQuant group_quant(const QdqShape& s, GroupRange r, float 
 }  // namespace device
 
 /// ranges[g] = (min(min(w), 0), max(max(w), 0)) of group g.
-__global__ inline void group_range_kernel(QdqShape s, const float* w, GroupRange* ranges) {
+template <int = 0>  // a template: header-defined kernels, one definition per program
+__global__ void group_range_kernel(QdqShape s, const float* w, GroupRange* ranges) {
   const long g = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
   if (g >= s.groups()) return;
   const float* x = w + s.begin(g);
@@ -70,7 +73,8 @@ __global__ inline void group_range_kernel(QdqShape s, const float* w, GroupRange
 
 /// Clamp the clipping scales to [0, 1], cache each group's (scale, zero), write the
 /// fake-quantized weight. Also the codes when `codes` is not null (the final encode).
-__global__ inline void qdq_forward_kernel(QdqShape s, const float* w, const float* v, const GroupRange* ranges,
+template <int = 0>  // a template: header-defined kernels, one definition per program
+__global__ void qdq_forward_kernel(QdqShape s, const float* w, const float* v, const GroupRange* ranges,
                                           float* min_scale, float* max_scale, GroupQuant* quants, float* out,
                                           std::uint8_t* codes) {
   const long g = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
@@ -90,7 +94,8 @@ __global__ inline void qdq_forward_kernel(QdqShape s, const float* w, const floa
 
 /// Straight-through backward (IntQuantizer::backward): `grad` holds dL/d(fake-quantized weight)
 /// and is overwritten with dL/dv; grad_min / grad_max receive dL/dmin_scale, dL/dmax_scale.
-__global__ inline void qdq_backward_kernel(QdqShape s, const float* w, const float* v, const GroupRange* ranges,
+template <int = 0>  // a template: header-defined kernels, one definition per program
+__global__ void qdq_backward_kernel(QdqShape s, const float* w, const float* v, const GroupRange* ranges,
                                            const float* min_scale, const float* max_scale, const GroupQuant* quants,
                                            float* grad, float* grad_min, float* grad_max) {
   const long g = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
@@ -141,7 +146,8 @@ __global__ inline void qdq_backward_kernel(QdqShape s, const float* w, const flo
 }
 
 /// SignSGD: p -= lr * sign(g), sign(0) = 0.
-__global__ inline void sign_sgd_kernel(float* params, const float* grads, float lr, long n) {
+template <int = 0>  // a template: header-defined kernels, one definition per program
+__global__ void sign_sgd_kernel(float* params, const float* grads, float lr, long n) {
   const long i = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
   if (i >= n) return;
   const float g = grads[i];
@@ -149,7 +155,8 @@ __global__ inline void sign_sgd_kernel(float* params, const float* grads, float 
 }
 
 /// partial[block] = sum over the block's elements of (a - b)^2 in double, by a fixed tree.
-__global__ inline void squared_error_kernel(const float* a, const float* b, long n, double* partial) {
+template <int = 0>  // a template: header-defined kernels, one definition per program
+__global__ void squared_error_kernel(const float* a, const float* b, long n, double* partial) {
   __shared__ double sums[256];
   double local = 0.0;
   for (long i = blockIdx.x * 256L + threadIdx.x; i < n; i += 256L * gridDim.x) {

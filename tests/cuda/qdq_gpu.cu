@@ -1,0 +1,31 @@
+#include <autoround/backend/cuda/qdq_layer.cuh>
+
+#include "qdq_gpu.hpp"
+
+using namespace autoround;
+
+int gpu_count() { return cuda::device_count(); }
+
+QdqResult run_qdq_on_gpu(const QdqCase& c) {
+  cuda::QdqLayer layer(c.spec, c.rows, c.cols, c.weight);
+  layer.rounding().upload(c.rounding);
+  layer.min_scale().upload(c.min_scale);
+  layer.max_scale().upload(c.max_scale);
+  const auto n = c.weight.size(), groups = c.min_scale.size();
+  cuda::DeviceBuffer<float> out(n), grad(std::span<const float>(c.grad_out)), grad_min(groups), grad_max(groups);
+  cuda::DeviceBuffer<std::uint8_t> codes(n);
+  QdqResult r;
+  layer.forward(out.data());
+  r.out = out.download();
+  r.squared_error = cuda::squared_error(out.data(), layer.weight().data(), static_cast<long>(n));
+  layer.backward(grad.data(), grad_min.data(), grad_max.data());
+  r.grad_v = grad.download();
+  r.grad_min = grad_min.download();
+  r.grad_max = grad_max.download();
+  layer.encode(codes.data());
+  r.codes = codes.download();
+  cuda::sign_sgd(layer.rounding(), grad.data(), c.lr);
+  r.rounding_after_step = layer.rounding().download();
+  cuda::check(cudaDeviceSynchronize(), "synchronize");
+  return r;
+}

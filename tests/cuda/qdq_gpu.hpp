@@ -1,0 +1,25 @@
+#pragma once
+// The GPU half of test_cuda_qdq: runs one layer's qdq forward, backward, encode, SignSGD step
+// and squared error with the CUDA kernels (compiled by nvcc in qdq_gpu.cu), so that the test
+// itself, and the CPU reference it compares with, stay plain C++.
+#include <cstdint>
+#include <vector>
+
+#include <autoround/quantizer/quantizer.hpp>
+#include <autoround/core/config.hpp>
+
+struct QdqCase {
+  autoround::QuantSpec spec;
+  long rows = 0, cols = 0;
+  std::vector<float> weight, rounding, min_scale, max_scale, grad_out;
+  float lr = 0.005f;
+};
+
+struct QdqResult {
+  std::vector<float> out, grad_v, grad_min, grad_max, rounding_after_step;
+  std::vector<std::uint8_t> codes;
+  double squared_error = 0;  ///< sum((out - weight)^2)
+};
+
+QdqResult run_qdq_on_gpu(const QdqCase& c);
+int gpu_count();

@@ -1,0 +1,88 @@
+// The CUDA kernels against the CPU path on the same inputs, bit for bit: fake-quantized weight,
+// dL/dv, dL/dmin_scale, dL/dmax_scale, codes, the SignSGD step; the squared error to 1e-12.
+// Random weights and gradients: this checks formulas, not accuracy. Without a GPU the binary
+// prints why and exits 77, which CTest shows as skipped (CI has none; scripts/gpu-tests.sh
+// runs it on the lent GPU machine).
+#define DOCTEST_CONFIG_IMPLEMENT
+#include <doctest/doctest.h>
+
+#include <autoround/autoround.hpp>
+#include <cstdio>
+#include <cstring>
+#include <random>
+
+#include "qdq_gpu.hpp"
+
+using namespace autoround;
+
+namespace {
+QdqCase make_case(QuantSpec spec, long rows, long cols, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::student_t_distribution<float> heavy(3.0f);
+  std::uniform_real_distribution<float> offset(-0.5f, 0.5f), clip(0.4f, 1.2f), unit(-1.0f, 1.0f);
+  QdqCase c{spec, rows, cols, {}, {}, {}, {}, {}, 0.005f};
+  const GroupLayout layout(rows, cols, spec.group_size);
+  for (long i = 0; i < rows * cols; ++i) {
+    c.weight.push_back(0.02f * heavy(rng));
+    c.rounding.push_back(offset(rng));
+    c.grad_out.push_back(unit(rng) * (i % 7 == 0 ? 0.0f : 1.0f));  // some exact zeros for sign(0)
+  }
+  for (long g = 0; g < layout.group_count(); ++g) {
+    c.min_scale.push_back(clip(rng));  // above 1 is clamped to 1, as the reference clamps .data
+    c.max_scale.push_back(clip(rng));
+  }
+  return c;
+}
+
+template <class T>
+bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+}  // namespace
+
+TEST_CASE("CUDA qdq forward, STE backward, encode and SignSGD equal the CPU bit for bit") {
+  const QuantSpec specs[] = {{4, 128, Asymmetric}, {4, 128, Symmetric}, {2, 64, Asymmetric}, {3, 32, Symmetric},
+                             {8, 32, Asymmetric}, {4, PerChannel, Asymmetric}};
+  unsigned seed = 1;
+  for (const QuantSpec& spec : specs)
+    for (long cols : {256L, 200L}) {  // 200: a short last group
+      CAPTURE(spec.bits);
+      CAPTURE(spec.group_size);
+      CAPTURE(cols);
+      const QdqCase c = make_case(spec, 48, cols, seed++);
+      const QdqResult gpu = run_qdq_on_gpu(c);
+
+      const RowMatrix w = Eigen::Map<const RowMatrix>(c.weight.data(), c.rows, c.cols);
+      TunableWeight<DynamicIntQuantizer> cpu(DynamicIntQuantizer(spec), view(w));
+      cpu.rounding = c.rounding;
+      cpu.min_scale = c.min_scale;
+      cpu.max_scale = c.max_scale;
+      RowMatrix out(c.rows, c.cols);
+      cpu.forward(Cpu{}, mutable_view(out));
+      RowMatrix grad = Eigen::Map<const RowMatrix>(c.grad_out.data(), c.rows, c.cols);
+      std::vector<float> grad_min, grad_max;
+      cpu.backward(Cpu{}, mutable_view(grad), grad_min, grad_max);
+      const auto codes = cpu.encode().codes;
+      std::vector<float> stepped = cpu.rounding;
+      SignSGD<>::State state;
+      SignSGD<>{}.update(stepped, std::span<const float>(grad.data(), static_cast<std::size_t>(grad.size())), c.lr, state);
+
+      CHECK(same_bits(gpu.out, std::vector<float>(out.data(), out.data() + out.size())));
+      CHECK(same_bits(gpu.grad_v, std::vector<float>(grad.data(), grad.data() + grad.size())));
+      CHECK(same_bits(gpu.grad_min, grad_min));
+      CHECK(same_bits(gpu.grad_max, grad_max));
+      CHECK(same_bits(gpu.codes, codes));
+      CHECK(same_bits(gpu.rounding_after_step, stepped));
+      const double expected = (out - w).cast<double>().squaredNorm();
+      CHECK(gpu.squared_error == doctest::Approx(expected).epsilon(1e-12));
+    }
+}
+
+int main(int argc, char** argv) {
+  if (gpu_count() == 0) {
+    std::printf("test_cuda_qdq: SKIPPED: no CUDA device here (run scripts/gpu-tests.sh on a GPU machine)\n");
+    return 77;
+  }
+  doctest::Context context(argc, argv);
+  return context.run();
+}
