@@ -5,9 +5,8 @@
 //
 // Each formula is IntQuantizer's (quantizer/int_quantizer.hpp), written with explicitly rounded
 // operations (__fmul_rn, __fadd_rn, __fdiv_rn, rintf, __float2half_rn) so that no fused
-// multiply-add changes a rounding: results are bit-identical to the CPU path. One thread owns one
-// group and walks it in order, so even the double-precision scale-gradient sums match the CPU's
-// summation order. Reductions across threads (the loss) use a fixed tree: deterministic.
+// multiply-add changes a rounding: results are bit-identical to the CPU path. A warp owns a group;
+// its double-precision scale-gradient sums take the terms in element order (the CPU's order). Reductions across threads (the loss) use a fixed tree: deterministic.
 // The kernels are templates (launched as name<><<<...>>>) so that this header can be included by
 // several translation units.
 #include <cuda_fp16.h>
@@ -71,21 +70,29 @@ __global__ void group_range_kernel(QdqShape s, const float* w, GroupRange* range
   ranges[g] = r;
 }
 
+/// One warp per group: its lanes read the group 32 consecutive weights at a time (coalesced).
+constexpr int kWarpsPerBlock = 8;
+__device__ inline long warp_group() { return blockIdx.x * static_cast<long>(kWarpsPerBlock) + threadIdx.x / 32; }
+
 /// Clamp the clipping scales to [0, 1], cache each group's (scale, zero), write the
 /// fake-quantized weight. Also the codes when `codes` is not null (the final encode).
-template <int = 0>  // a template: header-defined kernels, one definition per program
+template <int = 0>
 __global__ void qdq_forward_kernel(QdqShape s, const float* w, const float* v, const GroupRange* ranges,
-                                          float* min_scale, float* max_scale, GroupQuant* quants, float* out,
-                                          std::uint8_t* codes) {
-  const long g = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+                                   float* min_scale, float* max_scale, GroupQuant* quants, float* out,
+                                   std::uint8_t* codes) {
+  const long g = warp_group();
+  const int lane = threadIdx.x % 32;
   if (g >= s.groups()) return;
-  min_scale[g] = device::clampf(min_scale[g], 0.0f, 1.0f);
-  max_scale[g] = device::clampf(max_scale[g], 0.0f, 1.0f);
-  const GroupQuant q = device::group_quant(s, ranges[g], min_scale[g], max_scale[g]);
-  quants[g] = q;
+  const float lo = device::clampf(min_scale[g], 0.0f, 1.0f), hi = device::clampf(max_scale[g], 0.0f, 1.0f);
+  const GroupQuant q = device::group_quant(s, ranges[g], lo, hi);
+  if (lane == 0) {
+    min_scale[g] = lo;
+    max_scale[g] = hi;
+    quants[g] = q;
+  }
   const float maxc = static_cast<float>((1 << s.bits) - 1);
-  const long at = s.begin(g);
-  for (long i = 0; i < s.length(g); ++i) {
+  const long at = s.begin(g), length = s.length(g);
+  for (long i = lane; i < length; i += 32) {
     const float code = device::clampf(__fadd_rn(rintf(__fadd_rn(__fdiv_rn(w[at + i], q.scale), v[at + i])), q.zero), 0.0f, maxc);
     if (out) out[at + i] = __fmul_rn(q.scale, __fsub_rn(code, q.zero));
     if (codes) codes[at + i] = static_cast<std::uint8_t>(code);
@@ -94,33 +101,46 @@ __global__ void qdq_forward_kernel(QdqShape s, const float* w, const float* v, c
 
 /// Straight-through backward (IntQuantizer::backward): `grad` holds dL/d(fake-quantized weight)
 /// and is overwritten with dL/dv; grad_min / grad_max receive dL/dmin_scale, dL/dmax_scale.
-template <int = 0>  // a template: header-defined kernels, one definition per program
+/// Lanes compute their elements' terms in parallel; the double sums then take them in element
+/// order through warp shuffles, which is the CPU's summation order: bit-identical results.
+template <int = 0>
 __global__ void qdq_backward_kernel(QdqShape s, const float* w, const float* v, const GroupRange* ranges,
-                                           const float* min_scale, const float* max_scale, const GroupQuant* quants,
-                                           float* grad, float* grad_min, float* grad_max) {
-  const long g = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+                                    const float* min_scale, const float* max_scale, const GroupQuant* quants,
+                                    float* grad, float* grad_min, float* grad_max) {
+  const long g = warp_group();
+  const int lane = threadIdx.x % 32;
   if (g >= s.groups()) return;
   const GroupRange range = ranges[g];
   const GroupQuant q = quants[g];
   const float maxc = static_cast<float>((1 << s.bits) - 1);
   const float wmin = __fmul_rn(range.wmin, min_scale[g]);
   double grad_scale = 0.0, grad_zero_clipped = 0.0;
-  const long at = s.begin(g);
-  for (long i = 0; i < s.length(g); ++i) {
-    const float u = __fadd_rn(rintf(__fadd_rn(__fdiv_rn(w[at + i], q.scale), v[at + i])), q.zero);
-    const bool inside = u >= 0.0f && u <= maxc;
-    const float code = device::clampf(u, 0.0f, maxc);
-    const double gi = grad[at + i];
-    grad[at + i] = inside ? static_cast<float>(__dmul_rn(gi, static_cast<double>(q.scale))) : 0.0f;
-    double d = static_cast<double>(__fsub_rn(code, q.zero));
-    if (inside) {
-      d = __dsub_rn(d, __ddiv_rn(static_cast<double>(w[at + i]), static_cast<double>(q.scale)));
-    } else if (!s.symmetric) {
-      d = __dsub_rn(d, __ddiv_rn(static_cast<double>(wmin), static_cast<double>(q.scale)));
-      grad_zero_clipped = __dadd_rn(grad_zero_clipped, gi);
+  const long at = s.begin(g), length = s.length(g);
+  for (long base = 0; base < length; base += 32) {
+    const long i = base + lane;
+    double term = 0.0, clipped = 0.0;
+    if (i < length) {
+      const float u = __fadd_rn(rintf(__fadd_rn(__fdiv_rn(w[at + i], q.scale), v[at + i])), q.zero);
+      const bool inside = u >= 0.0f && u <= maxc;
+      const float code = device::clampf(u, 0.0f, maxc);
+      const double gi = grad[at + i];
+      grad[at + i] = inside ? static_cast<float>(__dmul_rn(gi, static_cast<double>(q.scale))) : 0.0f;
+      double d = static_cast<double>(__fsub_rn(code, q.zero));
+      if (inside) {
+        d = __dsub_rn(d, __ddiv_rn(static_cast<double>(w[at + i]), static_cast<double>(q.scale)));
+      } else if (!s.symmetric) {
+        d = __dsub_rn(d, __ddiv_rn(static_cast<double>(wmin), static_cast<double>(q.scale)));
+        clipped = gi;  // adding 0.0 for the others leaves the sum's bits unchanged
+      }
+      term = __dmul_rn(gi, d);
     }
-    grad_scale = __dadd_rn(grad_scale, __dmul_rn(gi, d));
+    const int count = length - base < 32 ? static_cast<int>(length - base) : 32;
+    for (int k = 0; k < count; ++k) {
+      grad_scale = __dadd_rn(grad_scale, __shfl_sync(0xffffffffu, term, k));
+      grad_zero_clipped = __dadd_rn(grad_zero_clipped, __shfl_sync(0xffffffffu, clipped, k));
+    }
   }
+  if (lane != 0) return;
   if (!s.symmetric) {
     const float maxq = maxc;
     const float raw = device::round_to_half(__fdiv_rn(__fsub_rn(__fmul_rn(range.wmax, max_scale[g]), wmin), maxq));

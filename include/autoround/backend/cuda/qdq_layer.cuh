@@ -47,21 +47,21 @@ class QdqLayer {
 
   /// out (device, rows x cols) = fake-quantized weight.
   void forward(float* out) {
-    qdq_forward_kernel<><<<blocks_for(shape_.groups()), 128>>>(shape_, weight_.data(), rounding_.data(), ranges_.data(),
+    qdq_forward_kernel<><<<warp_blocks(), 32 * kWarpsPerBlock>>>(shape_, weight_.data(), rounding_.data(), ranges_.data(),
                                                              min_scale_.data(), max_scale_.data(), quants_.data(), out,
                                                              nullptr);
     check(cudaGetLastError(), "qdq_forward_kernel");
   }
   /// grad (device): dL/d(fake-quantized weight) in, dL/dv out; scale gradients into the buffers.
   void backward(float* grad, float* grad_min, float* grad_max) const {
-    qdq_backward_kernel<><<<blocks_for(shape_.groups()), 128>>>(shape_, weight_.data(), rounding_.data(), ranges_.data(),
+    qdq_backward_kernel<><<<warp_blocks(), 32 * kWarpsPerBlock>>>(shape_, weight_.data(), rounding_.data(), ranges_.data(),
                                                               min_scale_.data(), max_scale_.data(), quants_.data(), grad,
                                                               grad_min, grad_max);
     check(cudaGetLastError(), "qdq_backward_kernel");
   }
   /// Final codes (device, rows x cols) under the current parameters.
   void encode(std::uint8_t* codes) {
-    qdq_forward_kernel<><<<blocks_for(shape_.groups()), 128>>>(shape_, weight_.data(), rounding_.data(), ranges_.data(),
+    qdq_forward_kernel<><<<warp_blocks(), 32 * kWarpsPerBlock>>>(shape_, weight_.data(), rounding_.data(), ranges_.data(),
                                                              min_scale_.data(), max_scale_.data(), quants_.data(), nullptr,
                                                              codes);
     check(cudaGetLastError(), "qdq_forward_kernel (encode)");
@@ -69,6 +69,8 @@ class QdqLayer {
   std::vector<GroupQuant> quants() const { return quants_.download(); }
 
  private:
+  unsigned warp_blocks() const { return blocks_for(shape_.groups(), kWarpsPerBlock); }
+
   QdqShape shape_;
   DeviceBuffer<float> weight_;
   DeviceBuffer<float> rounding_, min_scale_, max_scale_;
