@@ -143,7 +143,8 @@ inline std::vector<std::string> export_hf_checkpoint(const QuantizedLlama& q, Hf
         w.add<std::int32_t>(name + ".qzeros", Dtype::I32, {t.groups(), out / 8}, t.qzeros);
         w.add<std::uint16_t>(name + ".scales", Dtype::F16, {t.groups(), out}, t.scales);
       } else {
-        const bool v1 = format == HfFormat::AutoGptq || s.symmetry == Symmetric;
+        // the packing is chosen once for the checkpoint (packing_format), as the reference does
+        const bool v1 = format == HfFormat::AutoGptq || spec.symmetry == Symmetric;
         const GptqTensors t = pack_gptq(qw, v1 ? GptqZeros::MinusOne : GptqZeros::Stored, format == HfFormat::AutoGptq, name);
         w.add<std::int32_t>(name + ".qweight", Dtype::I32, {t.qweight_rows(), out}, t.qweight);
         w.add<std::int32_t>(name + ".qzeros", Dtype::I32, {t.groups(), t.qzeros_cols()}, t.qzeros);

@@ -1,0 +1,218 @@
+// Hugging Face directories on a small random model (no assets needed): a plain float checkpoint
+// loads back exactly; quantized auto_round / auto_gptq / auto_awq exports, mixed precision
+// included, load back with every linear layer bit-identical; bad directories give errors that
+// name the file, tensor or setting.
+#include <doctest/doctest.h>
+
+#include <autoround/autoround.hpp>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+using namespace autoround;
+namespace fs = std::filesystem;
+
+namespace {
+LlamaModel tiny_model() {
+  LlamaModel m;
+  LlamaConfig& c = m.config;
+  c.layers = 2, c.hidden = 64, c.heads = 4, c.kv_heads = 2, c.head_dim = 16, c.intermediate = 128, c.vocab = 96;
+  c.rope_theta = 10000.0f, c.rms_eps = 1e-5f, c.rope_style = RopeStyle::HalfSplit, c.tied_embeddings = false;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 0.05f);
+  const auto matrix = [&](Index r, Index k) {
+    RowMatrix x(r, k);
+    for (Index i = 0; i < x.size(); ++i) x.data()[i] = normal(rng);
+    return x;
+  };
+  m.embedding = matrix(c.vocab, c.hidden);
+  m.output = matrix(c.vocab, c.hidden);
+  m.final_norm = Eigen::VectorXf::Ones(c.hidden) + matrix(c.hidden, 1).col(0);
+  for (Index b = 0; b < c.layers; ++b) {
+    LlamaBlock block;
+    block[Linear::Query] = matrix(64, 64), block[Linear::Key] = matrix(32, 64), block[Linear::Value] = matrix(32, 64);
+    block[Linear::Output] = matrix(64, 64), block[Linear::Gate] = matrix(128, 64), block[Linear::Up] = matrix(128, 64);
+    block[Linear::Down] = matrix(64, 128);
+    block.attn_norm = Eigen::VectorXf::Ones(c.hidden) + matrix(c.hidden, 1).col(0);
+    block.ffn_norm = Eigen::VectorXf::Ones(c.hidden) + matrix(c.hidden, 1).col(0);
+    m.blocks.push_back(block);
+  }
+  return m;
+}
+
+void write_text(const fs::path& p, const std::string& text) { std::ofstream(p) << text; }
+
+const char* kConfig = R"({"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+  "num_key_value_heads": 2, "num_hidden_layers": 2, "rms_norm_eps": 1e-05, "rope_theta": 10000.0,
+  "vocab_size": 96, "tie_word_embeddings": false})";
+
+/// A plain float32 Hugging Face directory holding `m`.
+fs::path write_float_checkpoint(const LlamaModel& m, const fs::path& dir) {
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  SafetensorsWriter w;
+  const auto add = [&](const std::string& name, const float* data, std::vector<std::int64_t> shape) {
+    std::size_t n = 1;
+    for (auto d : shape) n *= static_cast<std::size_t>(d);
+    w.add<float>(name, Dtype::F32, shape, std::span<const float>(data, n));
+  };
+  const LlamaConfig& c = m.config;
+  add("model.embed_tokens.weight", m.embedding.data(), {c.vocab, c.hidden});
+  add("lm_head.weight", m.output.data(), {c.vocab, c.hidden});
+  add("model.norm.weight", m.final_norm.data(), {c.hidden});
+  for (Index b = 0; b < c.layers; ++b) {
+    const std::string p = "model.layers." + std::to_string(b) + ".";
+    const LlamaBlock& block = m.blocks[static_cast<std::size_t>(b)];
+    add(p + "input_layernorm.weight", block.attn_norm.data(), {c.hidden});
+    add(p + "post_attention_layernorm.weight", block.ffn_norm.data(), {c.hidden});
+    for (Linear l : all_linears) add(p + hf_name(l) + ".weight", block[l].data(), {block[l].rows(), block[l].cols()});
+  }
+  w.write(dir / "model.safetensors");
+  write_text(dir / "config.json", kConfig);
+  write_text(dir / "tokenizer_config.json", R"({"tokenizer_class": "PreTrainedTokenizerFast"})");
+  return dir;
+}
+
+bool same_linears(const LlamaModel& a, const LlamaModel& b) {
+  for (std::size_t k = 0; k < a.blocks.size(); ++k)
+    for (Linear l : all_linears)
+      if (a.blocks[k][l] != b.blocks[k][l]) return false;
+  return true;
+}
+
+std::vector<std::int32_t> random_tokens(std::size_t n) {
+  std::mt19937 rng(3);
+  std::vector<std::int32_t> t(n);
+  for (auto& x : t) x = static_cast<std::int32_t>(rng() % 96);
+  return t;
+}
+}  // namespace
+
+TEST_CASE("a float checkpoint loads back exactly, through load_llama") {
+  const LlamaModel m = tiny_model();
+  const auto dir = write_float_checkpoint(m, fs::temp_directory_path() / "autoround_hf_float");
+  const LlamaModel back = load_llama(dir);
+  CHECK(same_linears(m, back));
+  CHECK(back.embedding == m.embedding);
+  CHECK(back.output == m.output);
+  CHECK(back.config.rope_style == RopeStyle::HalfSplit);
+  CHECK(back.config.head_dim == 16);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("quantized exports with mixed precision load back bit-identical") {
+  const LlamaModel original = tiny_model();
+  const auto source = write_float_checkpoint(original, fs::temp_directory_path() / "autoround_hf_source");
+  LlamaModel m = original;
+  ModelQuantOptions options;
+  options.spec = {4, 32, Asymmetric};
+  options.tune.iters = 0;
+  options.nsamples = 2;
+  options.seqlen = 16;
+  options.overrides = {{"mlp\\.down_proj", std::nullopt}, {"layers\\.1\\.self_attn\\.v_proj", QuantSpec{8, 32, Symmetric}}};
+  const auto layers = quantize_model(m, random_tokens(32), options);
+  const QuantizedLlama q{m, layers, options};
+  for (HfFormat f : {HfFormat::AutoRound, HfFormat::AutoGptq}) {
+    const std::string name = format_name(f);
+    CAPTURE(name);
+    const fs::path out = fs::temp_directory_path() / ("autoround_hf_" + name);
+    fs::remove_all(out);
+    fs::create_directories(out);
+    const auto fp16_layers = export_hf_checkpoint(q, f, out, {nullptr, source});
+    CHECK(fp16_layers.size() == 2);  // the two down_proj layers
+    CHECK(fs::exists(out / "tokenizer_config.json"));  // copied from the source directory
+    const LlamaModel back = load_llama(out);
+    for (std::size_t k = 0; k < m.blocks.size(); ++k)
+      for (Linear l : all_linears) {
+        if (l == Linear::Down) continue;  // stored as float16
+        CHECK(back.blocks[k][l] == m.blocks[k][l]);
+      }
+    std::ifstream in(out / "config.json");
+    const auto config = nlohmann::json::parse(in);
+    const auto& qc = config.at("quantization_config");
+    if (f == HfFormat::AutoRound) {
+      CHECK(qc.at("packing_format") == "auto_round");
+      CHECK(qc.at("extra_config").at("model.layers.1.self_attn.v_proj").at("bits") == 8);
+      CHECK(qc.at("extra_config").at("model.layers.0.mlp.down_proj").at("bits") == 16);
+    } else {
+      CHECK(qc.at("quant_method") == "gptq");
+      CHECK(qc.at("dynamic").contains("-:^model\\.layers\\.0\\.mlp\\.down_proj$"));
+    }
+    fs::remove_all(out);
+  }
+  const fs::path awq = fs::temp_directory_path() / "autoround_hf_awq";
+  fs::create_directories(awq);
+  CHECK_THROWS_WITH_AS(export_hf_checkpoint(q, HfFormat::AutoAwq, awq, {nullptr, source}),
+                       doctest::Contains("model.layers.1.self_attn.v_proj: AWQ checkpoints hold one scheme"), Error);
+  fs::remove_all(awq);
+  fs::remove_all(source);
+}
+
+TEST_CASE("bad checkpoint directories are refused with the reason") {
+  const LlamaModel m = tiny_model();
+  const auto dir = write_float_checkpoint(m, fs::temp_directory_path() / "autoround_hf_bad");
+  const std::string config = kConfig;
+  const auto with = [&](const std::string& from, const std::string& to) {
+    std::string c = config;
+    c.replace(c.find(from), from.size(), to);
+    write_text(dir / "config.json", c);
+  };
+  with("\"llama\"", "\"qwen2\"");
+  CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("model_type 'qwen2' is not supported"), Error);
+  with("\"vocab_size\": 96", "\"vocab_size\": 96, \"rope_scaling\": {\"type\": \"llama3\"}");
+  CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("rope_scaling is not supported"), Error);
+  with("\"num_attention_heads\": 4", "\"num_attention_heads\": 3");
+  CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("inconsistent head counts"), Error);
+  write_text(dir / "config.json", "{ not json");
+  CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("config.json: not valid JSON"), Error);
+  fs::remove(dir / "config.json");
+  CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("config.json: cannot open"), Error);
+  write_text(dir / "config.json", config);
+  with("\"intermediate_size\": 128", "\"intermediate_size\": 96");
+  CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("tensor 'model.layers.0.mlp.gate_proj.weight' is 128x64, expected 96x64"), Error);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("act-order GPTQ checkpoints and mis-shaped packed tensors are refused") {
+  const auto dir = fs::temp_directory_path() / "autoround_hf_gptq_bad";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  auto q = make_unpacked(4, 32, Asymmetric, 32, 64);
+  std::fill(q.scales.begin(), q.scales.end(), 0.5f);
+  std::fill(q.zeros.begin(), q.zeros.end(), 3);  // v1 stores zero - 1: keep it representable
+  for (std::size_t i = 0; i < q.codes.size(); ++i) q.codes[i] = static_cast<std::uint8_t>(i % 16);
+  const GptqTensors t = pack_gptq(q, GptqZeros::MinusOne, true);
+  const nlohmann::json qc = {{"quant_method", "gptq"}, {"bits", 4}, {"group_size", 32}, {"sym", false}};
+  const auto write = [&](std::vector<std::int32_t> g_idx, std::vector<std::int64_t> qweight_shape) {
+    SafetensorsWriter w;
+    w.add<std::int32_t>("layer.qweight", Dtype::I32, qweight_shape, t.qweight);
+    w.add<std::int32_t>("layer.qzeros", Dtype::I32, {2, 4}, t.qzeros);
+    w.add<std::uint16_t>("layer.scales", Dtype::F16, {2, 32}, t.scales);
+    w.add<std::int32_t>("layer.g_idx", Dtype::I32, {64}, g_idx);
+    w.write(dir / "model.safetensors");
+    return SafetensorsCheckpoint(dir);
+  };
+  CHECK(detail::load_quantized_linear(write(t.g_idx, {8, 32}), qc, "layer", 32, 64) == q.dequantize());
+  std::vector<std::int32_t> shuffled = t.g_idx;
+  std::swap(shuffled[0], shuffled[40]);
+  CHECK_THROWS_WITH_AS(detail::load_quantized_linear(write(shuffled, {8, 32}), qc, "layer", 32, 64),
+                       doctest::Contains("act-order (desc_act) checkpoints are not supported"), Error);
+  CHECK_THROWS_WITH_AS(detail::load_quantized_linear(write(t.g_idx, {32, 8}), qc, "layer", 32, 64),
+                       doctest::Contains("tensor 'layer.qweight' has shape [ 32 8 ], expected [ 8 32 ]"), Error);
+  CHECK_THROWS_WITH_AS(detail::load_quantized_linear(write(t.g_idx, {8, 32}), {{"quant_method", "bitsandbytes"}}, "layer", 32, 64),
+                       doctest::Contains("quant_method 'bitsandbytes' is not supported"), Error);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("GGUF writer and scheme names refuse what they cannot write") {
+  GgufWriter w;
+  CHECK_THROWS_WITH_AS(w.add_tensor("t", {32, 2}, ggml::Type::Q4_0, std::vector<std::byte>(35)),
+                       doctest::Contains("tensor 't': 35 bytes do not hold its shape"), Error);
+  CHECK_THROWS_WITH_AS(w.add_tensor("t", {20, 2}, ggml::Type::Q4_0, std::vector<std::byte>(36)),
+                       doctest::Contains("rows of 20 are not whole Q4_0 blocks"), Error);
+  w.add_tensor("t", {32, 2}, ggml::Type::Q4_0, std::vector<std::byte>(36));
+  CHECK_THROWS_WITH_AS(w.add_tensor("t", {32, 2}, ggml::Type::Q4_0, std::vector<std::byte>(36)),
+                       doctest::Contains("tensor 't' added twice"), Error);
+  CHECK_THROWS_WITH_AS(gguf_scheme("q9_k"), doctest::Contains("gguf:q9_k: unknown GGUF type"), Error);
+  CHECK(gguf_scheme("q4_k_m").more_bits_mix);
+}
