@@ -159,16 +159,12 @@ inline LlamaModel load_llama_hf(const std::filesystem::path& dir) {
   m.embedding = ckpt.to_float("model.embed_tokens.weight");
   c.vocab = m.embedding.rows();
   if (m.embedding.cols() != c.hidden) throw Error("tensor 'model.embed_tokens.weight' does not have hidden_size columns");
-  const Index q_out = c.heads * c.head_dim, kv_out = c.kv_heads * c.head_dim;
-  const std::array<std::pair<Index, Index>, 7> shapes{{{q_out, c.hidden}, {kv_out, c.hidden}, {kv_out, c.hidden},
-                                                       {c.hidden, q_out}, {c.intermediate, c.hidden},
-                                                       {c.intermediate, c.hidden}, {c.hidden, c.intermediate}}};
   for (Index b = 0; b < c.layers; ++b) {
     LlamaBlock block;
     const std::string prefix = "model.layers." + std::to_string(b) + ".";
     for (Linear l : all_linears) {
       const std::string name = prefix + hf_name(l);
-      const auto [rows, cols] = shapes[static_cast<std::size_t>(l)];
+      const auto [rows, cols] = linear_shape(c, l);
       block[l] = ckpt.contains(name + ".weight") ? load(name + ".weight", rows, cols)
                                                  : detail::load_quantized_linear(ckpt, qc, name, rows, cols);
     }

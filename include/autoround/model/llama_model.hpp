@@ -40,6 +40,20 @@ inline const char* hf_name(Linear l) {
   return names[static_cast<int>(l)];
 }
 
+/// [out, in] of each linear layer of a block.
+inline std::pair<Index, Index> linear_shape(const LlamaConfig& c, Linear l) {
+  const Index q_out = c.heads * c.head_dim, kv_out = c.kv_heads * c.head_dim;
+  switch (l) {
+    case Linear::Query: return {q_out, c.hidden};
+    case Linear::Key:
+    case Linear::Value: return {kv_out, c.hidden};
+    case Linear::Output: return {c.hidden, q_out};
+    case Linear::Gate:
+    case Linear::Up: return {c.intermediate, c.hidden};
+    default: return {c.hidden, c.intermediate};
+  }
+}
+
 struct LlamaBlock {
   std::array<RowMatrix, 7> linear;  ///< [out, in] each, indexed by Linear
   Eigen::VectorXf attn_norm, ffn_norm;
@@ -89,15 +103,11 @@ inline LlamaModel load_llama_gguf(const std::string& path) {
   };
   m.embedding = load("token_embd.weight", file.tensor("token_embd.weight").rows(), c.hidden);
   c.vocab = m.embedding.rows();
-  const Index q_out = c.heads * c.head_dim, kv_out = c.kv_heads * c.head_dim;
-  const std::array<std::pair<Index, Index>, 7> shapes{{{q_out, c.hidden}, {kv_out, c.hidden}, {kv_out, c.hidden},
-                                                       {c.hidden, q_out}, {c.intermediate, c.hidden},
-                                                       {c.intermediate, c.hidden}, {c.hidden, c.intermediate}}};
   for (Index b = 0; b < c.layers; ++b) {
     LlamaBlock block;
     const std::string prefix = "blk." + std::to_string(b) + ".";
     for (Linear l : all_linears) {
-      const auto [rows, cols] = shapes[static_cast<std::size_t>(l)];
+      const auto [rows, cols] = linear_shape(c, l);
       block[l] = load(prefix + gguf_name(l) + ".weight", rows, cols);
     }
     block.attn_norm = load_vector(prefix + "attn_norm.weight", c.hidden);

@@ -212,10 +212,24 @@ inline void pack_scale_min_k4(const std::uint8_t* ls, const std::uint8_t* lm, st
   }
 }
 
-inline BlockQ4_0 quantize_q4_0(const float* x) {
+/// The value of largest magnitude in a 32-weight block (the first one on ties), sign kept.
+inline float signed_absmax(const float* x) {
   float amax = 0, max = 0;
   for (int j = 0; j < 32; ++j)
     if (amax < std::fabs(x[j])) { amax = std::fabs(x[j]); max = x[j]; }
+  return max;
+}
+inline void min_max(const float* x, float& min, float& max) {
+  min = x[0];
+  max = x[0];
+  for (int j = 0; j < 32; ++j) {
+    if (x[j] < min) min = x[j];
+    if (x[j] > max) max = x[j];
+  }
+}
+
+inline BlockQ4_0 quantize_q4_0(const float* x) {
+  const float max = signed_absmax(x);
   const float d = max / -8, id = d != 0 ? 1.0f / d : 0.0f;
   BlockQ4_0 y{};
   y.d = float_to_half_bits(d);
@@ -225,11 +239,8 @@ inline BlockQ4_0 quantize_q4_0(const float* x) {
 }
 
 inline BlockQ4_1 quantize_q4_1(const float* x) {
-  float min = x[0], max = x[0];
-  for (int j = 0; j < 32; ++j) {
-    if (x[j] < min) min = x[j];
-    if (x[j] > max) max = x[j];
-  }
+  float min, max;
+  min_max(x, min, max);
   const float d = (max - min) / 15, id = d != 0 ? 1.0f / d : 0.0f;
   BlockQ4_1 y{};
   y.d = float_to_half_bits(d);
@@ -240,9 +251,7 @@ inline BlockQ4_1 quantize_q4_1(const float* x) {
 }
 
 inline BlockQ5_0 quantize_q5_0(const float* x) {
-  float amax = 0, max = 0;
-  for (int j = 0; j < 32; ++j)
-    if (amax < std::fabs(x[j])) { amax = std::fabs(x[j]); max = x[j]; }
+  const float max = signed_absmax(x);
   const float d = max / -16, id = d != 0 ? 1.0f / d : 0.0f;
   BlockQ5_0 y{};
   y.d = float_to_half_bits(d);
@@ -259,11 +268,8 @@ inline BlockQ5_0 quantize_q5_0(const float* x) {
 }
 
 inline BlockQ5_1 quantize_q5_1(const float* x) {
-  float min = x[0], max = x[0];
-  for (int j = 0; j < 32; ++j) {
-    if (x[j] < min) min = x[j];
-    if (x[j] > max) max = x[j];
-  }
+  float min, max;
+  min_max(x, min, max);
   const float d = (max - min) / 31, id = d != 0 ? 1.0f / d : 0.0f;
   BlockQ5_1 y{};
   y.d = float_to_half_bits(d);
