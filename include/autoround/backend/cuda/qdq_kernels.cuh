@@ -9,6 +9,7 @@
 // its double-precision scale-gradient sums take the terms in element order (the CPU's order). Reductions across threads (the loss) use a fixed tree: deterministic.
 // The kernels are templates (launched as name<><<<...>>>) so that this header can be included by
 // several translation units.
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -174,13 +175,35 @@ __global__ void sign_sgd_kernel(float* params, const float* grads, float lr, lon
   params[i] = __fsub_rn(params[i], g > 0.0f ? lr : (g < 0.0f ? -lr : 0.0f));
 }
 
-/// partial[block] = sum over the block's elements of (a - b)^2 in double, by a fixed tree.
+/// x[i] -= y[i] (the step's Wq - W), in float32 as the CPU.
+template <int = 0>
+__global__ void subtract_kernel(float* x, const float* y, long n) {
+  const long i = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (i < n) x[i] = __fsub_rn(x[i], y[i]);
+}
+
+/// x[i] *= a (the step's diff * 2/N), in float32 as the CPU.
+template <int = 0>
+__global__ void scale_kernel(float* x, float a, long n) {
+  const long i = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (i < n) x[i] = __fmul_rn(x[i], a);
+}
+
+/// out[i] = bf16(a * x[i] - (y ? y[i] : 0)), rounded to nearest even: the GEMM operands of a
+/// bf16 step (Wq - W, and diff * 2/N).
+template <int = 0>
+__global__ void to_bf16_kernel(const float* x, float a, const float* y, __nv_bfloat16* out, long n) {
+  const long i = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (i < n) out[i] = __float2bfloat16_rn(y ? __fsub_rn(x[i], y[i]) : __fmul_rn(x[i], a));
+}
+
+/// partial[block] = sum over the block's elements of (a - b)^2 in double (b may be null: 0), by a fixed tree.
 template <int = 0>  // a template: header-defined kernels, one definition per program
 __global__ void squared_error_kernel(const float* a, const float* b, long n, double* partial) {
   __shared__ double sums[256];
   double local = 0.0;
   for (long i = blockIdx.x * 256L + threadIdx.x; i < n; i += 256L * gridDim.x) {
-    const double d = static_cast<double>(a[i]) - static_cast<double>(b[i]);
+    const double d = static_cast<double>(a[i]) - (b ? static_cast<double>(b[i]) : 0.0);
     local = __dadd_rn(local, __dmul_rn(d, d));
   }
   sums[threadIdx.x] = local;

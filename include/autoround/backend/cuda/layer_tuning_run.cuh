@@ -1,0 +1,166 @@
+#pragma once
+// Layer-wise AutoRound on the GPU: the algorithm of LayerTuningRun (the same IndexSampler
+// minibatches, the same LinearDecay schedule, the same best-step rule, TuneOptions and
+// QuantizedWeight), with the weight, the calibration inputs and every tunable parameter in device
+// memory: per step, the minibatch is gathered on the device, the qdq forward / STE backward /
+// SignSGD kernels are bit-identical to the CPU's, and the two GEMMs run in cuBLAS float32. Loss
+// and weight gradient therefore differ from the CPU's only by GEMM summation order
+// (tests/cuda/test_cuda_layer_run.cpp measures how far the chosen codes drift).
+//
+// GEMM precision: float32 (the CPU's numerics) or bfloat16 operands with float32 accumulation
+// (GemmPrecision::BFloat16: what the reference's default amp autocast gives its GEMMs on CUDA;
+// the GEMM operands are the inputs and Wq - W, resp. the scaled output difference, rounded to
+// bf16; loss, gradients and every parameter stay float32).
+//
+// Not yet a Backend policy of the shared LayerTuningRun template: that template keeps its
+// matrices in host memory. SignSGD with LinearDecay only (the reference default).
+#include <cuda_runtime.h>
+
+#include <string>
+#include <vector>
+
+#include "../../core/matrix.hpp"
+#include "../../optimizer/sign_sgd.hpp"
+#include "../../quantizer/int_quantizer.hpp"
+#include "../../quantizer/quantized_weight.hpp"
+#include "../../tune/best_step.hpp"
+#include "../../tune/index_sampler.hpp"
+#include "../../tune/tune_options.hpp"
+#include "blas.hpp"
+#include "qdq_layer.cuh"
+
+namespace autoround::cuda {
+
+enum class GemmPrecision { Float32, BFloat16 };
+
+template <class Q = DynamicIntQuantizer>
+class LayerTuningRun {
+ public:
+  LayerTuningRun(const TuneOptions& options, const Q& quantizer, MatrixView weight, MatrixView inputs,
+                 const std::string& name = "layer", GemmPrecision precision = GemmPrecision::Float32)
+      : options_(options), quantizer_(quantizer), bf16_(precision == GemmPrecision::BFloat16), rows_(weight.rows()), cols_(weight.cols()),
+        seqlen_(options.seqlen > 0 ? options.seqlen : inputs.rows()),
+        layer_(quantizer.spec(), weight.rows(), weight.cols(), host_copy(weight)),
+        inputs_(host_copy(inputs)),
+        sampler_(inputs.rows() / seqlen_, std::min(options.batch_size, inputs.rows() / seqlen_), options.seed),
+        tracker_(options) {
+    detail::require(inputs.cols() == weight.cols(), name + ": calibration inputs have " + std::to_string(inputs.cols()) +
+                                                        " features but the weight has " + std::to_string(weight.cols()));
+    detail::require(inputs.rows() % seqlen_ == 0, name + ": input rows are not a whole number of samples of seqlen");
+    batch_rows_ = std::min(options.batch_size, inputs.rows() / seqlen_) * seqlen_;
+    const auto n = static_cast<std::size_t>(rows_ * cols_), groups = static_cast<std::size_t>(layer_.shape().groups());
+    batch_ = DeviceBuffer<float>(bf16_ ? 0 : static_cast<std::size_t>(batch_rows_ * cols_));
+    qweight_ = DeviceBuffer<float>(n);
+    grad_ = DeviceBuffer<float>(n);
+    diff_ = DeviceBuffer<float>(static_cast<std::size_t>(batch_rows_ * rows_));
+    grad_min_ = DeviceBuffer<float>(groups);
+    grad_max_ = DeviceBuffer<float>(groups);
+    best_rounding_ = DeviceBuffer<float>(n);
+    best_min_ = DeviceBuffer<float>(groups);
+    best_max_ = DeviceBuffer<float>(groups);
+    if (bf16_) {
+      const long in_n = static_cast<long>(inputs_.size());
+      inputs_bf16_ = DeviceBuffer<__nv_bfloat16>(inputs_.size());
+      to_bf16_kernel<><<<blocks_for(in_n, 256), 256>>>(inputs_.data(), 1.0f, nullptr, inputs_bf16_.data(), in_n);
+      inputs_ = DeviceBuffer<float>();  // only the bf16 copy is read from here on
+      batch_bf16_ = DeviceBuffer<__nv_bfloat16>(static_cast<std::size_t>(batch_rows_ * cols_));
+      delta_bf16_ = DeviceBuffer<__nv_bfloat16>(n);
+      diff_bf16_ = DeviceBuffer<__nv_bfloat16>(diff_.size());
+    }
+    lr_ = options.rounding_lr(quantizer.bits());
+    minmax_lr_ = options.clipping_lr(quantizer.bits());
+    snapshot();
+  }
+
+  double step() {
+    const int step = tracker_.next_step();
+    const auto samples = sampler_.next_batch();
+    const std::size_t sample_floats = static_cast<std::size_t>(seqlen_ * cols_);
+    for (std::size_t i = 0; i < samples.size(); ++i) {
+      const std::size_t from = static_cast<std::size_t>(samples[i]) * sample_floats;
+      if (bf16_)
+        check(cudaMemcpyAsync(batch_bf16_.data() + i * sample_floats, inputs_bf16_.data() + from,
+                              sample_floats * sizeof(__nv_bfloat16), cudaMemcpyDeviceToDevice),
+              "gather minibatch");
+      else
+        check(cudaMemcpyAsync(batch_.data() + i * sample_floats, inputs_.data() + from, sample_floats * sizeof(float),
+                              cudaMemcpyDeviceToDevice),
+              "gather minibatch");
+    }
+    const long n = rows_ * cols_, diff_n = batch_rows_ * rows_;
+    const float two_over_n = static_cast<float>(2.0 / static_cast<double>(diff_n));
+    layer_.forward(qweight_.data());
+    if (bf16_) {
+      to_bf16_kernel<><<<blocks_for(n, 256), 256>>>(qweight_.data(), 1.0f, layer_.weight().data(), delta_bf16_.data(), n);
+      blas_.matmul_nt(batch_bf16_.data(), delta_bf16_.data(), diff_.data(), batch_rows_, rows_, cols_);
+    } else {
+      subtract_kernel<><<<blocks_for(n, 256), 256>>>(qweight_.data(), layer_.weight().data(), n);  // Wq - W
+      blas_.matmul_nt(batch_.data(), qweight_.data(), diff_.data(), batch_rows_, rows_, cols_);   // X (Wq - W)^T
+    }
+    const double loss = squared_error(diff_.data(), nullptr, diff_n) / static_cast<double>(diff_n);
+    if (tracker_.record(loss)) snapshot();
+    if (bf16_) {
+      to_bf16_kernel<><<<blocks_for(diff_n, 256), 256>>>(diff_.data(), two_over_n, nullptr, diff_bf16_.data(), diff_n);
+      blas_.matmul_tn(diff_bf16_.data(), batch_bf16_.data(), grad_.data(), batch_rows_, rows_, cols_);
+    } else {
+      scale_kernel<><<<blocks_for(diff_n, 256), 256>>>(diff_.data(), two_over_n, diff_n);
+      blas_.matmul_tn(diff_.data(), batch_.data(), grad_.data(), batch_rows_, rows_, cols_);  // dL/dWq
+    }
+    layer_.backward(grad_.data(), grad_min_.data(), grad_max_.data());                         // grad_ = dL/dv
+    const float factor = SignSGD<LinearDecay>{}.rate_factor(step, options_.iters);
+    sign_sgd(layer_.rounding(), grad_.data(), lr_ * factor);
+    if (options_.enable_minmax_tuning) {
+      sign_sgd(layer_.min_scale(), grad_min_.data(), minmax_lr_ * factor);
+      sign_sgd(layer_.max_scale(), grad_max_.data(), minmax_lr_ * factor);
+    }
+    return loss;
+  }
+
+  bool running() const { return tracker_.running(); }
+  const TuningStats& stats() const { return tracker_.stats(); }
+
+  /// Encode the kept (best) parameters, on the device, and bring the result to the host.
+  QuantizedWeight<Q> result() {
+    copy(best_rounding_, layer_.rounding());
+    copy(best_min_, layer_.min_scale());
+    copy(best_max_, layer_.max_scale());
+    DeviceBuffer<std::uint8_t> codes(static_cast<std::size_t>(rows_ * cols_));
+    layer_.encode(codes.data());
+    QuantizedWeight<Q> q{quantizer_, GroupLayout(rows_, cols_, quantizer_.group_size()), codes.download(), {}, {}, tracker_.stats()};
+    for (const GroupQuant& gq : layer_.quants()) {
+      q.scales.push_back(gq.scale);
+      q.zeros.push_back(static_cast<std::int32_t>(gq.zero));
+    }
+    return q;
+  }
+
+ private:
+  static std::vector<float> host_copy(MatrixView m) {
+    std::vector<float> v(static_cast<std::size_t>(m.size()));
+    Eigen::Map<RowMatrix>(v.data(), m.rows(), m.cols()) = m;
+    return v;
+  }
+  static void copy(const DeviceBuffer<float>& from, DeviceBuffer<float>& to) {
+    check(cudaMemcpyAsync(to.data(), from.data(), from.size() * sizeof(float), cudaMemcpyDeviceToDevice), "copy parameters");
+  }
+  void snapshot() {
+    copy(layer_.rounding(), best_rounding_);
+    copy(layer_.min_scale(), best_min_);
+    copy(layer_.max_scale(), best_max_);
+  }
+
+  TuneOptions options_;
+  Q quantizer_;
+  bool bf16_;
+  Index rows_, cols_, seqlen_, batch_rows_ = 0;
+  QdqLayer layer_;
+  DeviceBuffer<float> inputs_, batch_, qweight_, grad_, diff_, grad_min_, grad_max_;
+  DeviceBuffer<float> best_rounding_, best_min_, best_max_;
+  DeviceBuffer<__nv_bfloat16> inputs_bf16_, batch_bf16_, delta_bf16_, diff_bf16_;
+  IndexSampler sampler_;
+  BestStepTracker tracker_;
+  Blas blas_;
+  float lr_ = 0, minmax_lr_ = 0;
+};
+
+}  // namespace autoround::cuda

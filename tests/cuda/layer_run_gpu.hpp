@@ -1,0 +1,16 @@
+#pragma once
+// The GPU half of test_cuda_layer_run (compiled by nvcc in layer_run_gpu.cu).
+#include <vector>
+
+#include <autoround/core/matrix.hpp>
+#include <autoround/quantizer/int_quantizer.hpp>
+#include <autoround/quantizer/quantized_weight.hpp>
+#include <autoround/tune/tune_options.hpp>
+
+struct GpuLayerRun {
+  autoround::QuantizedWeight<autoround::DynamicIntQuantizer> result;
+  std::vector<double> losses;
+};
+
+GpuLayerRun run_layer_on_gpu(const autoround::TuneOptions& options, autoround::QuantSpec spec, autoround::MatrixView weight,
+                             autoround::MatrixView inputs, bool bf16_gemms = false);
