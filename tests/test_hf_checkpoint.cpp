@@ -159,8 +159,10 @@ TEST_CASE("bad checkpoint directories are refused with the reason") {
   };
   with("\"llama\"", "\"qwen2\"");
   CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("model_type 'qwen2' is not supported"), Error);
-  with("\"vocab_size\": 96", "\"vocab_size\": 96, \"rope_scaling\": {\"type\": \"llama3\"}");
-  CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("rope_scaling is not supported"), Error);
+  with("\"vocab_size\": 96", "\"vocab_size\": 96, \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0}");
+  CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("rope_scaling type 'yarn' is not supported"), Error);
+  with("\"vocab_size\": 96", "\"vocab_size\": 96, \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 4.0}");
+  CHECK(load_llama_hf(dir).config.rope_divisors == std::vector<float>(8, 4.0f));
   with("\"num_attention_heads\": 4", "\"num_attention_heads\": 3");
   CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("inconsistent head counts"), Error);
   write_text(dir / "config.json", "{ not json");
@@ -215,4 +217,32 @@ TEST_CASE("GGUF writer and scheme names refuse what they cannot write") {
                        doctest::Contains("tensor 't' added twice"), Error);
   CHECK_THROWS_WITH_AS(gguf_scheme("q9_k"), doctest::Contains("gguf:q9_k: unknown GGUF type"), Error);
   CHECK(gguf_scheme("q4_k_m").more_bits_mix);
+}
+
+TEST_CASE("llama3 RoPE scaling equals transformers' _compute_llama3_parameters") {
+  // divisors (unscaled / scaled frequency) printed by transformers 5.23 for head_dim 128,
+  // theta 500000, factor 8, low_freq_factor 1, high_freq_factor 4, original 8192 positions
+  const std::vector<std::pair<int, float>> expected{{0, 1.0f},         {28, 1.0f},         {29, 1.207484f}, {30, 1.553415f},
+                                                    {31, 2.026313f},   {32, 2.69453f},     {33, 3.684253f}, {34, 5.257327f},
+                                                    {35, 8.0f},        {63, 8.0f}};
+  const auto d = rope_llama3_divisors(500000.0f, 128, 8.0, 1.0, 4.0, 8192.0);
+  REQUIRE(d.size() == 64);
+  for (const auto& [i, value] : expected) {
+    CAPTURE(i);
+    CHECK(d[static_cast<std::size_t>(i)] == doctest::Approx(value).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("linear RoPE scaling by 2 rotates position t as the unscaled rotation rotates t / 2") {
+  LlamaConfig c;
+  c.head_dim = 8, c.rope_theta = 100.0f, c.rope_style = RopeStyle::HalfSplit;
+  RowMatrix x = RowMatrix::Random(8, 8);
+  RowMatrix scaled = x;
+  c.rope_divisors.assign(4, 2.0f);
+  detail::apply_rope(scaled, 1, c);
+  c.rope_divisors.clear();
+  RowMatrix plain(4, 8);
+  for (Index t = 0; t < 4; ++t) plain.row(t) = x.row(2 * t);  // row t of `plain` sits at position t
+  detail::apply_rope(plain, 1, c);
+  for (Index t = 0; t < 4; ++t) CHECK((scaled.row(2 * t) - plain.row(t)).cwiseAbs().maxCoeff() < 1e-6f);
 }

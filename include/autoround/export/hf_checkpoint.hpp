@@ -192,6 +192,8 @@ inline std::vector<std::string> export_hf_checkpoint(const QuantizedLlama& q, Hf
   nlohmann::ordered_json config;
   if (source.gguf) {
     const GgufFile& gguf = *source.gguf;
+    detail::require(c.rope_divisors.empty(), gguf.path() + ": RoPE scaling stored as rope_freqs / linear factors cannot be "
+                                                           "written as a config.json rope_scaling yet");
     const TokenizerFiles tok = tokenizer_files_from_gguf(gguf);
     config = {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"}, {"hidden_size", c.hidden},
               {"intermediate_size", c.intermediate}, {"num_attention_heads", c.heads}, {"num_key_value_heads", c.kv_heads},

@@ -122,8 +122,6 @@ inline LlamaModel load_llama_hf(const std::filesystem::path& dir) {
   const std::string type = j.value("model_type", "");
   if (type != "llama" && type != "mistral")
     throw Error(config_path.string() + ": model_type '" + type + "' is not supported (llama, mistral)");
-  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
-    throw Error(config_path.string() + ": rope_scaling is not supported yet");
   if (j.value("attention_bias", false) || j.value("mlp_bias", false))
     throw Error(config_path.string() + ": attention/MLP biases are not supported yet");
   LlamaModel m;
@@ -144,6 +142,19 @@ inline LlamaModel load_llama_hf(const std::filesystem::path& dir) {
   if (c.heads <= 0 || c.kv_heads <= 0 || c.heads % c.kv_heads != 0 || c.head_dim <= 0 || c.layers <= 0)
     throw Error(config_path.string() + ": inconsistent head counts or layer count");
   c.rope_style = RopeStyle::HalfSplit;
+  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
+    const auto& r = j["rope_scaling"];
+    const std::string kind = r.value("rope_type", r.value("type", ""));
+    const double factor = r.value("factor", 1.0);
+    if (kind == "linear") {
+      c.rope_divisors.assign(static_cast<std::size_t>(c.head_dim / 2), static_cast<float>(factor));
+    } else if (kind == "llama3") {
+      c.rope_divisors = rope_llama3_divisors(c.rope_theta, c.head_dim, factor, r.value("low_freq_factor", 1.0),
+                                             r.value("high_freq_factor", 4.0), r.value("original_max_position_embeddings", 8192.0));
+    } else if (kind != "default") {
+      throw Error(config_path.string() + ": rope_scaling type '" + kind + "' is not supported (linear, llama3)");
+    }
+  }
   const nlohmann::json qc = j.value("quantization_config", nlohmann::json::object());
 
   const SafetensorsCheckpoint ckpt(dir);

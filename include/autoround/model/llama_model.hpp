@@ -21,10 +21,36 @@ enum class RopeStyle { AdjacentPairs, HalfSplit };
 struct LlamaConfig {
   Index layers = 0, hidden = 0, intermediate = 0, heads = 0, kv_heads = 0, head_dim = 0, vocab = 0;
   float rope_theta = 10000.0f;
+  /// RoPE scaling as one divisor per rotated pair: frequency i is theta^(-2i/head_dim) / divisor[i]
+  /// (empty: no scaling). Linear scaling divides all by its factor; llama3 scaling divides low
+  /// frequencies by its factor and blends in between (rope_llama3_divisors); GGUF files store
+  /// the divisors themselves (rope_freqs.weight).
+  std::vector<float> rope_divisors;
   float rms_eps = 1e-5f;
   RopeStyle rope_style = RopeStyle::HalfSplit;
   bool tied_embeddings = true;
 };
+
+/// Llama 3.1's RoPE scaling (transformers' _compute_llama3_parameters), as divisors of the
+/// unscaled frequencies: wavelengths above original_max / low_freq_factor are divided by
+/// `factor`, those below original_max / high_freq_factor kept, those between blended.
+inline std::vector<float> rope_llama3_divisors(float theta, Index head_dim, double factor, double low_freq_factor,
+                                               double high_freq_factor, double original_max_positions) {
+  constexpr double pi = 3.14159265358979323846;
+  std::vector<float> divisors(static_cast<std::size_t>(head_dim / 2));
+  const double low_wavelen = original_max_positions / low_freq_factor, high_wavelen = original_max_positions / high_freq_factor;
+  for (Index i = 0; i < head_dim / 2; ++i) {
+    const double frequency = std::pow(static_cast<double>(theta), -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+    const double wavelen = 2 * pi / frequency;
+    double scaled = wavelen > low_wavelen ? frequency / factor : frequency;
+    if (wavelen >= high_wavelen && wavelen <= low_wavelen) {
+      const double smooth = (original_max_positions / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+      scaled = (1 - smooth) * frequency / factor + smooth * frequency;
+    }
+    divisors[static_cast<std::size_t>(i)] = static_cast<float>(frequency / scaled);
+  }
+  return divisors;
+}
 
 /// The seven linear layers of a block, in execution order.
 enum class Linear { Query, Key, Value, Output, Gate, Up, Down };
@@ -89,6 +115,19 @@ inline LlamaModel load_llama_gguf(const std::string& path) {
   if (file.find("llama.rope.freq_base")) c.rope_theta = static_cast<float>(file.get_float("llama.rope.freq_base"));
   c.rms_eps = static_cast<float>(file.get_float("llama.attention.layer_norm_rms_epsilon"));
   c.rope_style = RopeStyle::AdjacentPairs;
+  const std::string scaling = file.find("llama.rope.scaling.type") ? file.get_string("llama.rope.scaling.type") : "none";
+  if (scaling == "linear") {
+    c.rope_divisors.assign(static_cast<std::size_t>(c.head_dim / 2), static_cast<float>(file.get_float("llama.rope.scaling.factor")));
+  } else if (scaling != "none") {
+    throw Error(path + ": RoPE scaling '" + scaling + "' is not supported (linear; llama3 comes as rope_freqs.weight)");
+  }
+  if (const GgufTensor* freqs = file.find_tensor("rope_freqs.weight")) {  // llama3 scaling, precomputed
+    if (freqs->element_count != static_cast<std::uint64_t>(c.head_dim / 2))
+      throw Error(path + ": rope_freqs.weight has " + std::to_string(freqs->element_count) + " values, expected " +
+                  std::to_string(c.head_dim / 2));
+    const RowMatrix f = file.to_float(*freqs);
+    c.rope_divisors.assign(f.data(), f.data() + f.size());
+  }
 
   auto load = [&](const std::string& name, Index rows, Index cols) {
     const GgufTensor& t = file.tensor(name);
