@@ -1,5 +1,6 @@
-// Backward of a LLaMA block (RMSNorm, RoPE, causal GQA softmax attention, SwiGLU, residuals)
-// against central finite differences of its forward, on a small random block.
+// Backward of a LLaMA block (RMSNorm, RoPE, causal GQA softmax attention, SwiGLU, residuals;
+// with Qwen2's q/k/v biases in the half-split case) against central finite differences of its
+// forward, on a small random block.
 #include <doctest/doctest.h>
 
 #include <autoround/model/llama_block.hpp>
@@ -38,7 +39,9 @@ TEST_CASE_TEMPLATE_DEFINE("block backward matches finite differences", Style, bl
   c.rope_style = Style::value;
   std::mt19937 rng(5);
   std::normal_distribution<float> normal;
-  const LlamaBlock block = random_block(c, rng);
+  LlamaBlock block = random_block(c, rng);
+  if (c.rope_style == RopeStyle::HalfSplit)  // Qwen2: q/k/v projection biases (HalfSplit RoPE)
+    for (std::size_t j = 0; j < 3; ++j) block.qkv_bias[j] = 0.3f * random_block(c, rng)[all_linears[j]].col(0);
   const Index tokens = 6;
   RowMatrix x(tokens, c.hidden), weights_of_loss(tokens, c.hidden);
   for (Index i = 0; i < x.size(); ++i) x.data()[i] = normal(rng), weights_of_loss.data()[i] = normal(rng);
@@ -76,11 +79,15 @@ TEST_CASE_TEMPLATE_DEFINE("block backward matches finite differences", Style, bl
     }
     RowMatrix direction(block[l].rows(), block[l].cols());
     for (Index i = 0; i < direction.size(); ++i) direction.data()[i] = normal(rng);
-    LlamaBlock plus = block, minus = block;
-    const float small = 2e-3f;  // the whole matrix moves: keep the curvature error small
-    plus[l] += small * direction;
-    minus[l] -= small * direction;
-    const double fd = (loss(plus) - loss(minus)) / (2.0 * small);
+    // the whole matrix moves: central differences at h and h/2, Richardson-extrapolated so
+    // that the h^2 curvature term cancels
+    const auto central = [&](float small) {
+      LlamaBlock plus = block, minus = block;
+      plus[l] += small * direction;
+      minus[l] -= small * direction;
+      return (loss(plus) - loss(minus)) / (2.0 * small);
+    };
+    const double fd = (4.0 * central(1e-3f) - central(2e-3f)) / 3.0;
     const double analytic = static_cast<double>(g.cwiseProduct(direction).sum());
     CHECK(analytic == doctest::Approx(fd).epsilon(1e-3));
   }

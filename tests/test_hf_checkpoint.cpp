@@ -47,7 +47,7 @@ const char* kConfig = R"({"model_type": "llama", "hidden_size": 64, "intermediat
   "vocab_size": 96, "tie_word_embeddings": false})";
 
 /// A plain float32 Hugging Face directory holding `m`.
-fs::path write_float_checkpoint(const LlamaModel& m, const fs::path& dir) {
+fs::path write_float_checkpoint(const LlamaModel& m, const fs::path& dir, const std::string& config = kConfig) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   SafetensorsWriter w;
@@ -65,10 +65,12 @@ fs::path write_float_checkpoint(const LlamaModel& m, const fs::path& dir) {
     const LlamaBlock& block = m.blocks[static_cast<std::size_t>(b)];
     add(p + "input_layernorm.weight", block.attn_norm.data(), {c.hidden});
     add(p + "post_attention_layernorm.weight", block.ffn_norm.data(), {c.hidden});
+    for (std::size_t k = 0; k < 3; ++k)
+      if (block.qkv_bias[k].size() > 0) add(p + hf_name(all_linears[k]) + ".bias", block.qkv_bias[k].data(), {block.qkv_bias[k].size()});
     for (Linear l : all_linears) add(p + hf_name(l) + ".weight", block[l].data(), {block[l].rows(), block[l].cols()});
   }
   w.write(dir / "model.safetensors");
-  write_text(dir / "config.json", kConfig);
+  write_text(dir / "config.json", config);
   write_text(dir / "tokenizer_config.json", R"({"tokenizer_class": "PreTrainedTokenizerFast"})");
   return dir;
 }
@@ -157,8 +159,10 @@ TEST_CASE("bad checkpoint directories are refused with the reason") {
     c.replace(c.find(from), from.size(), to);
     write_text(dir / "config.json", c);
   };
-  with("\"llama\"", "\"qwen2\"");
-  CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("model_type 'qwen2' is not supported"), Error);
+  with("\"llama\"", "\"qwen3\"");
+  CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("model_type 'qwen3' is not supported"), Error);
+  with("\"llama\"", "\"qwen2\"");  // a Qwen2 checkpoint without its biases
+  CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("has no tensor named 'model.layers.0.self_attn.q_proj.bias'"), Error);
   with("\"vocab_size\": 96", "\"vocab_size\": 96, \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0}");
   CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("rope_scaling type 'yarn' is not supported"), Error);
   with("\"vocab_size\": 96", "\"vocab_size\": 96, \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 4.0}");
@@ -245,4 +249,46 @@ TEST_CASE("linear RoPE scaling by 2 rotates position t as the unscaled rotation 
   for (Index t = 0; t < 4; ++t) plain.row(t) = x.row(2 * t);  // row t of `plain` sits at position t
   detail::apply_rope(plain, 1, c);
   for (Index t = 0; t < 4; ++t) CHECK((scaled.row(2 * t) - plain.row(t)).cwiseAbs().maxCoeff() < 1e-6f);
+}
+
+TEST_CASE("Qwen2: q/k/v biases load, survive quantized export, and shift the outputs") {
+  LlamaModel m = tiny_model();
+  m.config.model_type = "qwen2";
+  std::mt19937 rng(8);
+  std::normal_distribution<float> normal(0.0f, 0.5f);
+  for (auto& block : m.blocks)
+    for (std::size_t k = 0; k < 3; ++k) {
+      block.qkv_bias[k].resize(linear_shape(m.config, all_linears[k]).first);
+      for (Index i = 0; i < block.qkv_bias[k].size(); ++i) block.qkv_bias[k][i] = round_to_half(normal(rng));  // fp16-exact
+    }
+  std::string config = kConfig;
+  config.replace(config.find("\"llama\""), 7, "\"qwen2\"");
+  const auto source = write_float_checkpoint(m, fs::temp_directory_path() / "autoround_hf_qwen2", config);
+  const LlamaModel back = load_llama(source);
+  CHECK(back.config.model_type == "qwen2");
+  CHECK(back.blocks[1].qkv_bias[2] == m.blocks[1].qkv_bias[2]);
+  const auto tokens = random_tokens(12);
+  const RowMatrix logits = forward_logits(back, tokens);
+  LlamaModel no_bias = back;
+  for (auto& block : no_bias.blocks)
+    for (auto& b : block.qkv_bias) b.resize(0);
+  CHECK((forward_logits(no_bias, tokens) - logits).cwiseAbs().maxCoeff() > 1e-3f);  // the biases matter
+
+  LlamaModel q = back;
+  ModelQuantOptions options;
+  options.spec = {4, 32, Symmetric};
+  options.tune.iters = 0;
+  options.nsamples = 2;
+  options.seqlen = 16;
+  const auto layers = quantize_model(q, random_tokens(32), options);
+  const fs::path out = fs::temp_directory_path() / "autoround_hf_qwen2_q";
+  fs::remove_all(out);
+  fs::create_directories(out);
+  export_hf_checkpoint({q, layers, options}, HfFormat::AutoRound, out, {nullptr, source});
+  const LlamaModel reread = load_llama(out);
+  CHECK(same_linears(q, reread));
+  CHECK(reread.blocks[0].qkv_bias[0] == q.blocks[0].qkv_bias[0]);
+  CHECK((forward_logits(reread, tokens) - forward_logits(q, tokens)).cwiseAbs().maxCoeff() < 1e-2f);  // fp16 norms/embeddings
+  fs::remove_all(out);
+  fs::remove_all(source);
 }

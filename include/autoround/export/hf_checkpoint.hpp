@@ -108,6 +108,9 @@ inline std::vector<std::string> export_hf_checkpoint(const QuantizedLlama& q, Hf
     const std::string prefix = "model.layers." + std::to_string(b) + ".";
     detail::add_f16(w, prefix + "input_layernorm.weight", block.attn_norm.data(), {c.hidden});
     detail::add_f16(w, prefix + "post_attention_layernorm.weight", block.ffn_norm.data(), {c.hidden});
+    for (std::size_t k = 0; k < 3; ++k)  // Qwen2's q/k/v biases, float16 as the reference's QuantLinear keeps them
+      if (block.qkv_bias[k].size() > 0)
+        detail::add_f16(w, prefix + hf_name(all_linears[k]) + ".bias", block.qkv_bias[k].data(), {block.qkv_bias[k].size()});
     for (Linear l : all_linears) {
       const std::string name = prefix + hf_name(l);
       const bool permuted = gguf_rope && (l == Linear::Query || l == Linear::Key);
@@ -195,11 +198,18 @@ inline std::vector<std::string> export_hf_checkpoint(const QuantizedLlama& q, Hf
     detail::require(c.rope_divisors.empty(), gguf.path() + ": RoPE scaling stored as rope_freqs / linear factors cannot be "
                                                            "written as a config.json rope_scaling yet");
     const TokenizerFiles tok = tokenizer_files_from_gguf(gguf);
-    config = {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"}, {"hidden_size", c.hidden},
+    const bool qwen2 = c.model_type == "qwen2";
+    config = {{"architectures", {qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"}}, {"model_type", qwen2 ? "qwen2" : "llama"},
+              {"hidden_size", c.hidden},
               {"intermediate_size", c.intermediate}, {"num_attention_heads", c.heads}, {"num_key_value_heads", c.kv_heads},
               {"num_hidden_layers", c.layers}, {"head_dim", c.head_dim}, {"hidden_act", "silu"}, {"rms_norm_eps", detail::short_float(c.rms_eps)},
               {"rope_theta", detail::short_float(c.rope_theta)}, {"vocab_size", c.vocab}, {"tie_word_embeddings", c.tied_embeddings},
               {"attention_bias", false}, {"mlp_bias", false}};
+    if (qwen2) {
+      config.erase("attention_bias");
+      config.erase("mlp_bias");
+      config["use_sliding_window"] = false;
+    }
     const std::string arch = gguf.find("general.architecture") ? gguf.get_string("general.architecture") : "llama";
     if (gguf.find(arch + ".context_length")) config["max_position_embeddings"] = gguf.get_uint(arch + ".context_length");
     for (const char* key : {"bos_token_id", "eos_token_id"})

@@ -186,7 +186,7 @@ class SafetensorsFile {
 /// A checkpoint directory: model.safetensors, or shards listed in model.safetensors.index.json.
 class SafetensorsCheckpoint {
  public:
-  explicit SafetensorsCheckpoint(const std::filesystem::path& dir) {
+  explicit SafetensorsCheckpoint(const std::filesystem::path& dir) : dir_(dir.string()) {
     const auto index = dir / "model.safetensors.index.json";
     if (std::filesystem::exists(index)) {
       std::ifstream in(index);
@@ -216,7 +216,7 @@ class SafetensorsCheckpoint {
   }
   const SafetensorsFile& file_of(const std::string& name) const {
     const auto it = where_.find(name);
-    if (it == where_.end()) throw Error("checkpoint has no tensor named '" + name + "'");
+    if (it == where_.end()) throw Error(dir_ + ": checkpoint has no tensor named '" + name + "'");
     return files_[it->second];
   }
   bool contains(const std::string& name) const { return where_.count(name) != 0; }
@@ -229,6 +229,7 @@ class SafetensorsCheckpoint {
   }
 
  private:
+  std::string dir_;
   std::vector<SafetensorsFile> files_;
   std::map<std::string, std::size_t> where_;
 };

@@ -4,7 +4,8 @@
 // Linear layers may be plain (.weight in F32/F16/BF16) or quantized checkpoints in the layouts we
 // export (auto_round, auto_gptq without act-order, auto_awq), which are unpacked and dequantized:
 // this is how a written checkpoint is read back and scored.
-// Supported: model_type llama / mistral (no biases, no q/k norms), no rope_scaling.
+// Supported: model_type llama / mistral (no biases), qwen2 (q/k/v biases); RoPE scaling linear
+// and llama3; not yet Qwen3's q/k norms or sliding-window attention.
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -120,12 +121,15 @@ inline LlamaModel load_llama_hf(const std::filesystem::path& dir) {
     throw Error(config_path.string() + ": not valid JSON: " + e.what());
   }
   const std::string type = j.value("model_type", "");
-  if (type != "llama" && type != "mistral")
-    throw Error(config_path.string() + ": model_type '" + type + "' is not supported (llama, mistral)");
+  if (type != "llama" && type != "mistral" && type != "qwen2")
+    throw Error(config_path.string() + ": model_type '" + type + "' is not supported (llama, mistral, qwen2)");
+  if (j.value("use_sliding_window", false))
+    throw Error(config_path.string() + ": sliding-window attention is not supported");
   if (j.value("attention_bias", false) || j.value("mlp_bias", false))
     throw Error(config_path.string() + ": attention/MLP biases are not supported yet");
   LlamaModel m;
   LlamaConfig& c = m.config;
+  c.model_type = type;
   try {
     c.hidden = j.at("hidden_size").get<Index>();
     c.intermediate = j.at("intermediate_size").get<Index>();
@@ -179,6 +183,13 @@ inline LlamaModel load_llama_hf(const std::filesystem::path& dir) {
       block[l] = ckpt.contains(name + ".weight") ? load(name + ".weight", rows, cols)
                                                  : detail::load_quantized_linear(ckpt, qc, name, rows, cols);
     }
+    if (c.model_type == "qwen2")  // q/k/v projections carry biases
+      for (std::size_t k = 0; k < 3; ++k) {
+        const Linear l = all_linears[k];
+        const std::string name = prefix + hf_name(l) + ".bias";
+        const RowMatrix bias = load(name, 1, linear_shape(c, l).first);
+        block.qkv_bias[k] = bias.row(0).transpose();
+      }
     block.attn_norm = vector(prefix + "input_layernorm.weight");
     block.ffn_norm = vector(prefix + "post_attention_layernorm.weight");
     m.blocks.push_back(std::move(block));

@@ -21,11 +21,13 @@ struct BlockWeights {
   std::array<const RowMatrix*, 7> linear{};
   const Eigen::VectorXf* attn_norm = nullptr;
   const Eigen::VectorXf* ffn_norm = nullptr;
+  std::array<const Eigen::VectorXf*, 3> qkv_bias{};  ///< may point to empty vectors (no bias)
   const RowMatrix& operator[](Linear l) const { return *linear[static_cast<std::size_t>(l)]; }
 
   static BlockWeights of(const LlamaBlock& b) {
     BlockWeights w;
     for (Linear l : all_linears) w.linear[static_cast<std::size_t>(l)] = &b[l];
+    for (std::size_t j = 0; j < 3; ++j) w.qkv_bias[j] = &b.qkv_bias[j];
     w.attn_norm = &b.attn_norm;
     w.ffn_norm = &b.ffn_norm;
     return w;
@@ -110,6 +112,10 @@ inline void block_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix
   RowMatrix q = xn * w[Linear::Query].transpose();
   RowMatrix k = xn * w[Linear::Key].transpose();
   RowMatrix v = xn * w[Linear::Value].transpose();
+  // Qwen2's projection biases: constants for tuning, they only shift the outputs
+  RowMatrix* projected[3] = {&q, &k, &v};
+  for (std::size_t j = 0; j < 3; ++j)
+    if (w.qkv_bias[j] && w.qkv_bias[j]->size() > 0) projected[j]->rowwise() += w.qkv_bias[j]->transpose();
   detail::apply_rope(q, c.heads, c);
   detail::apply_rope(k, c.kv_heads, c);
   RowMatrix attention(tokens, c.heads * d);

@@ -29,6 +29,7 @@ struct LlamaConfig {
   float rms_eps = 1e-5f;
   RopeStyle rope_style = RopeStyle::HalfSplit;
   bool tied_embeddings = true;
+  std::string model_type = "llama";  ///< "llama" / "mistral", or "qwen2" (q/k/v projections with biases)
 };
 
 /// Llama 3.1's RoPE scaling (transformers' _compute_llama3_parameters), as divisors of the
@@ -83,6 +84,7 @@ inline std::pair<Index, Index> linear_shape(const LlamaConfig& c, Linear l) {
 struct LlamaBlock {
   std::array<RowMatrix, 7> linear;  ///< [out, in] each, indexed by Linear
   Eigen::VectorXf attn_norm, ffn_norm;
+  std::array<Eigen::VectorXf, 3> qkv_bias;  ///< Qwen2's q/k/v projection biases; empty when absent (LLaMA)
   RowMatrix& operator[](Linear l) { return linear[static_cast<std::size_t>(l)]; }
   const RowMatrix& operator[](Linear l) const { return linear[static_cast<std::size_t>(l)]; }
 };
@@ -100,24 +102,28 @@ struct LlamaModel {
 inline LlamaModel load_llama_gguf(const std::string& path) {
   const GgufFile file(path);
   const std::string arch = file.get_string("general.architecture");
-  if (arch != "llama") throw Error(path + ": architecture '" + arch + "' is not supported (llama only)");
+  if (arch != "llama" && arch != "qwen2")
+    throw Error(path + ": architecture '" + arch + "' is not supported (llama, qwen2)");
   LlamaModel m;
   LlamaConfig& c = m.config;
-  c.layers = static_cast<Index>(file.get_uint("llama.block_count"));
-  c.hidden = static_cast<Index>(file.get_uint("llama.embedding_length"));
-  c.intermediate = static_cast<Index>(file.get_uint("llama.feed_forward_length"));
-  c.heads = static_cast<Index>(file.get_uint("llama.attention.head_count"));
-  c.kv_heads = file.find("llama.attention.head_count_kv") ? static_cast<Index>(file.get_uint("llama.attention.head_count_kv")) : c.heads;
+  c.layers = static_cast<Index>(file.get_uint(arch + ".block_count"));
+  c.hidden = static_cast<Index>(file.get_uint(arch + ".embedding_length"));
+  c.intermediate = static_cast<Index>(file.get_uint(arch + ".feed_forward_length"));
+  c.heads = static_cast<Index>(file.get_uint(arch + ".attention.head_count"));
+  c.kv_heads = file.find(arch + ".attention.head_count_kv") ? static_cast<Index>(file.get_uint(arch + ".attention.head_count_kv")) : c.heads;
   if (c.heads <= 0 || c.kv_heads <= 0 || c.hidden % c.heads != 0 || c.heads % c.kv_heads != 0)
     throw Error(path + ": inconsistent head counts (" + std::to_string(c.heads) + " heads, " + std::to_string(c.kv_heads) +
                 " kv heads, hidden " + std::to_string(c.hidden) + ")");
   c.head_dim = c.hidden / c.heads;
-  if (file.find("llama.rope.freq_base")) c.rope_theta = static_cast<float>(file.get_float("llama.rope.freq_base"));
-  c.rms_eps = static_cast<float>(file.get_float("llama.attention.layer_norm_rms_epsilon"));
-  c.rope_style = RopeStyle::AdjacentPairs;
-  const std::string scaling = file.find("llama.rope.scaling.type") ? file.get_string("llama.rope.scaling.type") : "none";
+  if (file.find(arch + ".rope.freq_base")) c.rope_theta = static_cast<float>(file.get_float(arch + ".rope.freq_base"));
+  c.rms_eps = static_cast<float>(file.get_float(arch + ".attention.layer_norm_rms_epsilon"));
+  c.model_type = arch;
+  // llama.cpp's converter permutes LLaMA's q/k rows for adjacent-pair RoPE; Qwen2 keeps the
+  // Hugging Face layout and uses the half-split ("NEOX") pairing.
+  c.rope_style = arch == "llama" ? RopeStyle::AdjacentPairs : RopeStyle::HalfSplit;
+  const std::string scaling = file.find(arch + ".rope.scaling.type") ? file.get_string(arch + ".rope.scaling.type") : "none";
   if (scaling == "linear") {
-    c.rope_divisors.assign(static_cast<std::size_t>(c.head_dim / 2), static_cast<float>(file.get_float("llama.rope.scaling.factor")));
+    c.rope_divisors.assign(static_cast<std::size_t>(c.head_dim / 2), static_cast<float>(file.get_float(arch + ".rope.scaling.factor")));
   } else if (scaling != "none") {
     throw Error(path + ": RoPE scaling '" + scaling + "' is not supported (linear; llama3 comes as rope_freqs.weight)");
   }
@@ -149,6 +155,11 @@ inline LlamaModel load_llama_gguf(const std::string& path) {
       const auto [rows, cols] = linear_shape(c, l);
       block[l] = load(prefix + gguf_name(l) + ".weight", rows, cols);
     }
+    if (c.model_type == "qwen2")
+      for (int j = 0; j < 3; ++j) {
+        const Linear l = all_linears[static_cast<std::size_t>(j)];
+        block.qkv_bias[static_cast<std::size_t>(j)] = load_vector(prefix + gguf_name(l) + ".bias", linear_shape(c, l).first);
+      }
     block.attn_norm = load_vector(prefix + "attn_norm.weight", c.hidden);
     block.ffn_norm = load_vector(prefix + "ffn_norm.weight", c.hidden);
     m.blocks.push_back(std::move(block));
