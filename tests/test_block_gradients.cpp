@@ -1,5 +1,5 @@
 // Backward of a LLaMA block (RMSNorm, RoPE, causal GQA softmax attention, SwiGLU, residuals;
-// with Qwen2's q/k/v biases in the half-split case) against central finite differences of its
+// with Qwen2's q/k/v biases and Qwen3's q/k norms in the half-split case) against central finite differences of its
 // forward, on a small random block.
 #include <doctest/doctest.h>
 
@@ -40,8 +40,11 @@ TEST_CASE_TEMPLATE_DEFINE("block backward matches finite differences", Style, bl
   std::mt19937 rng(5);
   std::normal_distribution<float> normal;
   LlamaBlock block = random_block(c, rng);
-  if (c.rope_style == RopeStyle::HalfSplit)  // Qwen2: q/k/v projection biases (HalfSplit RoPE)
+  if (c.rope_style == RopeStyle::HalfSplit) {  // Qwen2's q/k/v biases and Qwen3's q/k norms (half-split RoPE)
     for (std::size_t j = 0; j < 3; ++j) block.qkv_bias[j] = 0.3f * random_block(c, rng)[all_linears[j]].col(0);
+    block.q_norm = Eigen::VectorXf::Ones(c.head_dim) + 0.3f * random_block(c, rng)[Linear::Query].col(0).head(c.head_dim);
+    block.k_norm = Eigen::VectorXf::Ones(c.head_dim) + 0.3f * random_block(c, rng)[Linear::Key].col(0).head(c.head_dim);
+  }
   const Index tokens = 6;
   RowMatrix x(tokens, c.hidden), weights_of_loss(tokens, c.hidden);
   for (Index i = 0; i < x.size(); ++i) x.data()[i] = normal(rng), weights_of_loss.data()[i] = normal(rng);

@@ -159,8 +159,10 @@ TEST_CASE("bad checkpoint directories are refused with the reason") {
     c.replace(c.find(from), from.size(), to);
     write_text(dir / "config.json", c);
   };
-  with("\"llama\"", "\"qwen3\"");
-  CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("model_type 'qwen3' is not supported"), Error);
+  with("\"llama\"", "\"gemma3\"");
+  CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("model_type 'gemma3' is not supported"), Error);
+  with("\"llama\"", "\"qwen3\"");  // a Qwen3 checkpoint without its q/k norms
+  CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("has no tensor named 'model.layers.0.self_attn.q_norm.weight'"), Error);
   with("\"llama\"", "\"qwen2\"");  // a Qwen2 checkpoint without its biases
   CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("has no tensor named 'model.layers.0.self_attn.q_proj.bias'"), Error);
   with("\"vocab_size\": 96", "\"vocab_size\": 96, \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0}");
@@ -289,6 +291,61 @@ TEST_CASE("Qwen2: q/k/v biases load, survive quantized export, and shift the out
   CHECK(same_linears(q, reread));
   CHECK(reread.blocks[0].qkv_bias[0] == q.blocks[0].qkv_bias[0]);
   CHECK((forward_logits(reread, tokens) - forward_logits(q, tokens)).cwiseAbs().maxCoeff() < 1e-2f);  // fp16 norms/embeddings
+  fs::remove_all(out);
+  fs::remove_all(source);
+}
+
+TEST_CASE("Qwen3: per-head q/k norms load, change the outputs, and survive quantized export") {
+  LlamaModel m = tiny_model();
+  m.config.model_type = "qwen3";
+  std::mt19937 rng(9);
+  std::normal_distribution<float> normal(1.0f, 0.3f);
+  for (auto& block : m.blocks) {
+    block.q_norm.resize(16);
+    block.k_norm.resize(16);
+    for (Index i = 0; i < 16; ++i) block.q_norm[i] = round_to_half(normal(rng)), block.k_norm[i] = round_to_half(normal(rng));
+  }
+  std::string config = kConfig;
+  config.replace(config.find("\"llama\""), 7, "\"qwen3\"");
+  const auto source = write_float_checkpoint(m, fs::temp_directory_path() / "autoround_hf_qwen3", config);
+  {  // the norms are written by the exporter only; the float source needs them too
+    SafetensorsWriter w;
+    const SafetensorsCheckpoint ckpt(source);
+    for (const std::string& name : ckpt.names()) {
+      const RowMatrix x = ckpt.to_float(name);
+      const auto& shape = ckpt.tensor(name).shape;
+      w.add<float>(name, Dtype::F32, shape, std::span<const float>(x.data(), static_cast<std::size_t>(x.size())));
+    }
+    for (Index b = 0; b < 2; ++b) {
+      const std::string p = "model.layers." + std::to_string(b) + ".self_attn.";
+      const LlamaBlock& block = m.blocks[static_cast<std::size_t>(b)];
+      w.add<float>(p + "q_norm.weight", Dtype::F32, {16}, std::span<const float>(block.q_norm.data(), 16));
+      w.add<float>(p + "k_norm.weight", Dtype::F32, {16}, std::span<const float>(block.k_norm.data(), 16));
+    }
+    w.write(source / "model.safetensors");
+  }
+  const LlamaModel back = load_llama(source);
+  CHECK(back.blocks[1].k_norm == m.blocks[1].k_norm);
+  const auto tokens = random_tokens(12);
+  LlamaModel without = back;
+  for (auto& block : without.blocks) block.q_norm.resize(0), block.k_norm.resize(0);
+  CHECK((forward_logits(without, tokens) - forward_logits(back, tokens)).cwiseAbs().maxCoeff() > 1e-3f);
+
+  LlamaModel q = back;
+  ModelQuantOptions options;
+  options.spec = {4, 32, Asymmetric};
+  options.tune.iters = 2;  // through the block backward with the norms
+  options.nsamples = 2;
+  options.seqlen = 16;
+  options.tune.batch_size = 2;
+  const auto layers = quantize_model(q, random_tokens(32), options);
+  const fs::path out = fs::temp_directory_path() / "autoround_hf_qwen3_q";
+  fs::remove_all(out);
+  fs::create_directories(out);
+  export_hf_checkpoint({q, layers, options}, HfFormat::AutoGptq, out, {nullptr, source});
+  const LlamaModel reread = load_llama(out);
+  CHECK(same_linears(q, reread));
+  CHECK(reread.blocks[0].q_norm == q.blocks[0].q_norm);
   fs::remove_all(out);
   fs::remove_all(source);
 }

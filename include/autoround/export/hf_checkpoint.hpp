@@ -108,6 +108,10 @@ inline std::vector<std::string> export_hf_checkpoint(const QuantizedLlama& q, Hf
     const std::string prefix = "model.layers." + std::to_string(b) + ".";
     detail::add_f16(w, prefix + "input_layernorm.weight", block.attn_norm.data(), {c.hidden});
     detail::add_f16(w, prefix + "post_attention_layernorm.weight", block.ffn_norm.data(), {c.hidden});
+    if (block.q_norm.size() > 0) {  // Qwen3
+      detail::add_f16(w, prefix + "self_attn.q_norm.weight", block.q_norm.data(), {block.q_norm.size()});
+      detail::add_f16(w, prefix + "self_attn.k_norm.weight", block.k_norm.data(), {block.k_norm.size()});
+    }
     for (std::size_t k = 0; k < 3; ++k)  // Qwen2's q/k/v biases, float16 as the reference's QuantLinear keeps them
       if (block.qkv_bias[k].size() > 0)
         detail::add_f16(w, prefix + hf_name(all_linears[k]) + ".bias", block.qkv_bias[k].data(), {block.qkv_bias[k].size()});
@@ -198,14 +202,15 @@ inline std::vector<std::string> export_hf_checkpoint(const QuantizedLlama& q, Hf
     detail::require(c.rope_divisors.empty(), gguf.path() + ": RoPE scaling stored as rope_freqs / linear factors cannot be "
                                                            "written as a config.json rope_scaling yet");
     const TokenizerFiles tok = tokenizer_files_from_gguf(gguf);
-    const bool qwen2 = c.model_type == "qwen2";
-    config = {{"architectures", {qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"}}, {"model_type", qwen2 ? "qwen2" : "llama"},
+    const bool qwen2 = c.model_type == "qwen2", qwen3 = c.model_type == "qwen3";
+    config = {{"architectures", {qwen2 ? "Qwen2ForCausalLM" : qwen3 ? "Qwen3ForCausalLM" : "LlamaForCausalLM"}},
+              {"model_type", qwen2 || qwen3 ? c.model_type : "llama"},
               {"hidden_size", c.hidden},
               {"intermediate_size", c.intermediate}, {"num_attention_heads", c.heads}, {"num_key_value_heads", c.kv_heads},
               {"num_hidden_layers", c.layers}, {"head_dim", c.head_dim}, {"hidden_act", "silu"}, {"rms_norm_eps", detail::short_float(c.rms_eps)},
               {"rope_theta", detail::short_float(c.rope_theta)}, {"vocab_size", c.vocab}, {"tie_word_embeddings", c.tied_embeddings},
               {"attention_bias", false}, {"mlp_bias", false}};
-    if (qwen2) {
+    if (qwen2 || qwen3) {
       config.erase("attention_bias");
       config.erase("mlp_bias");
       config["use_sliding_window"] = false;

@@ -4,8 +4,8 @@
 // Linear layers may be plain (.weight in F32/F16/BF16) or quantized checkpoints in the layouts we
 // export (auto_round, auto_gptq without act-order, auto_awq), which are unpacked and dequantized:
 // this is how a written checkpoint is read back and scored.
-// Supported: model_type llama / mistral (no biases), qwen2 (q/k/v biases); RoPE scaling linear
-// and llama3; not yet Qwen3's q/k norms or sliding-window attention.
+// Supported: model_type llama / mistral (no biases), qwen2 (q/k/v biases), qwen3 (q/k norms);
+// RoPE scaling linear and llama3; not sliding-window attention.
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -121,8 +121,8 @@ inline LlamaModel load_llama_hf(const std::filesystem::path& dir) {
     throw Error(config_path.string() + ": not valid JSON: " + e.what());
   }
   const std::string type = j.value("model_type", "");
-  if (type != "llama" && type != "mistral" && type != "qwen2")
-    throw Error(config_path.string() + ": model_type '" + type + "' is not supported (llama, mistral, qwen2)");
+  if (type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3")
+    throw Error(config_path.string() + ": model_type '" + type + "' is not supported (llama, mistral, qwen2, qwen3)");
   if (j.value("use_sliding_window", false))
     throw Error(config_path.string() + ": sliding-window attention is not supported");
   if (j.value("attention_bias", false) || j.value("mlp_bias", false))
@@ -190,6 +190,10 @@ inline LlamaModel load_llama_hf(const std::filesystem::path& dir) {
         const RowMatrix bias = load(name, 1, linear_shape(c, l).first);
         block.qkv_bias[k] = bias.row(0).transpose();
       }
+    if (c.model_type == "qwen3") {  // per-head RMSNorm of q and k
+      block.q_norm = load(prefix + "self_attn.q_norm.weight", 1, c.head_dim).row(0).transpose();
+      block.k_norm = load(prefix + "self_attn.k_norm.weight", 1, c.head_dim).row(0).transpose();
+    }
     block.attn_norm = vector(prefix + "input_layernorm.weight");
     block.ffn_norm = vector(prefix + "post_attention_layernorm.weight");
     m.blocks.push_back(std::move(block));

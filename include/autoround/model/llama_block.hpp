@@ -22,12 +22,17 @@ struct BlockWeights {
   const Eigen::VectorXf* attn_norm = nullptr;
   const Eigen::VectorXf* ffn_norm = nullptr;
   std::array<const Eigen::VectorXf*, 3> qkv_bias{};  ///< may point to empty vectors (no bias)
+  const Eigen::VectorXf* q_norm = nullptr;            ///< Qwen3; may point to an empty vector
+  const Eigen::VectorXf* k_norm = nullptr;
+  bool has_qk_norm() const { return q_norm && q_norm->size() > 0; }
   const RowMatrix& operator[](Linear l) const { return *linear[static_cast<std::size_t>(l)]; }
 
   static BlockWeights of(const LlamaBlock& b) {
     BlockWeights w;
     for (Linear l : all_linears) w.linear[static_cast<std::size_t>(l)] = &b[l];
     for (std::size_t j = 0; j < 3; ++j) w.qkv_bias[j] = &b.qkv_bias[j];
+    w.q_norm = &b.q_norm;
+    w.k_norm = &b.k_norm;
     w.attn_norm = &b.attn_norm;
     w.ffn_norm = &b.ffn_norm;
     return w;
@@ -49,6 +54,7 @@ const RowMatrix& input_of(const Inputs& in, Linear l) {
 /// Intermediate values of one forward (one sequence).
 struct BlockCache {
   RowMatrix x, attention_in, q, k, v, output_in, h, mlp_in, gate, up, down_in;
+  RowMatrix q_projected, k_projected;  ///< q and k before Qwen3's per-head norms (only with them)
   std::vector<RowMatrix> probabilities;  ///< per query head [T, T], causal
   const RowMatrix& of(Linear l) const { return input_of(*this, l); }
 };
@@ -74,6 +80,21 @@ inline RowMatrix rms_norm_backward(const RowMatrix& x, const Eigen::VectorXf& we
     const Eigen::RowVectorXf u = dy.row(t).cwiseProduct(weight.transpose());
     dx.row(t) = r * u - x.row(t) * (r * r * r * u.dot(x.row(t)) / d);
   }
+  return dx;
+}
+
+/// RMSNorm of each head's slice (Qwen3's q_norm / k_norm), and its backward.
+inline RowMatrix head_rms_norm(const RowMatrix& x, Index heads, Index head_dim, const Eigen::VectorXf& weight, float eps) {
+  RowMatrix out(x.rows(), x.cols());
+  for (Index h = 0; h < heads; ++h) out.middleCols(h * head_dim, head_dim) = rms_norm(x.middleCols(h * head_dim, head_dim), weight, eps);
+  return out;
+}
+inline RowMatrix head_rms_norm_backward(const RowMatrix& x, Index heads, Index head_dim, const Eigen::VectorXf& weight, float eps,
+                                        const RowMatrix& dy) {
+  RowMatrix dx(x.rows(), x.cols());
+  for (Index h = 0; h < heads; ++h)
+    dx.middleCols(h * head_dim, head_dim) = rms_norm_backward(x.middleCols(h * head_dim, head_dim), weight, eps,
+                                                              dy.middleCols(h * head_dim, head_dim));
   return dx;
 }
 
@@ -116,6 +137,16 @@ inline void block_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix
   RowMatrix* projected[3] = {&q, &k, &v};
   for (std::size_t j = 0; j < 3; ++j)
     if (w.qkv_bias[j] && w.qkv_bias[j]->size() > 0) projected[j]->rowwise() += w.qkv_bias[j]->transpose();
+  if (w.has_qk_norm()) {  // Qwen3: RMSNorm over each head of q and k, before RoPE
+    RowMatrix qn = detail::head_rms_norm(q, c.heads, d, *w.q_norm, c.rms_eps);
+    RowMatrix kn = detail::head_rms_norm(k, c.kv_heads, d, *w.k_norm, c.rms_eps);
+    if (cache) {
+      cache->q_projected = std::move(q);
+      cache->k_projected = std::move(k);
+    }
+    q = std::move(qn);
+    k = std::move(kn);
+  }
   detail::apply_rope(q, c.heads, c);
   detail::apply_rope(k, c.kv_heads, c);
   RowMatrix attention(tokens, c.heads * d);
@@ -211,6 +242,10 @@ inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const Bl
   }
   detail::apply_rope(d_q, c.heads, c, -1.0f);
   detail::apply_rope(d_k, c.kv_heads, c, -1.0f);
+  if (w.has_qk_norm()) {
+    d_q = detail::head_rms_norm_backward(cache.q_projected, c.heads, d, *w.q_norm, c.rms_eps, d_q);
+    d_k = detail::head_rms_norm_backward(cache.k_projected, c.kv_heads, d, *w.k_norm, c.rms_eps, d_k);
+  }
   grad(Linear::Query).noalias() += d_q.transpose() * cache.attention_in;
   grad(Linear::Key).noalias() += d_k.transpose() * cache.attention_in;
   grad(Linear::Value).noalias() += d_v.transpose() * cache.attention_in;

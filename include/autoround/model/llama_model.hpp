@@ -29,7 +29,7 @@ struct LlamaConfig {
   float rms_eps = 1e-5f;
   RopeStyle rope_style = RopeStyle::HalfSplit;
   bool tied_embeddings = true;
-  std::string model_type = "llama";  ///< "llama" / "mistral", or "qwen2" (q/k/v projections with biases)
+  std::string model_type = "llama";  ///< "llama" / "mistral", "qwen2" (q/k/v biases), "qwen3" (q/k norms)
 };
 
 /// Llama 3.1's RoPE scaling (transformers' _compute_llama3_parameters), as divisors of the
@@ -85,6 +85,7 @@ struct LlamaBlock {
   std::array<RowMatrix, 7> linear;  ///< [out, in] each, indexed by Linear
   Eigen::VectorXf attn_norm, ffn_norm;
   std::array<Eigen::VectorXf, 3> qkv_bias;  ///< Qwen2's q/k/v projection biases; empty when absent (LLaMA)
+  Eigen::VectorXf q_norm, k_norm;           ///< Qwen3's per-head RMSNorm of q and k [head_dim]; empty when absent
   RowMatrix& operator[](Linear l) { return linear[static_cast<std::size_t>(l)]; }
   const RowMatrix& operator[](Linear l) const { return linear[static_cast<std::size_t>(l)]; }
 };
@@ -102,8 +103,8 @@ struct LlamaModel {
 inline LlamaModel load_llama_gguf(const std::string& path) {
   const GgufFile file(path);
   const std::string arch = file.get_string("general.architecture");
-  if (arch != "llama" && arch != "qwen2")
-    throw Error(path + ": architecture '" + arch + "' is not supported (llama, qwen2)");
+  if (arch != "llama" && arch != "qwen2" && arch != "qwen3")
+    throw Error(path + ": architecture '" + arch + "' is not supported (llama, qwen2, qwen3)");
   LlamaModel m;
   LlamaConfig& c = m.config;
   c.layers = static_cast<Index>(file.get_uint(arch + ".block_count"));
@@ -114,7 +115,8 @@ inline LlamaModel load_llama_gguf(const std::string& path) {
   if (c.heads <= 0 || c.kv_heads <= 0 || c.hidden % c.heads != 0 || c.heads % c.kv_heads != 0)
     throw Error(path + ": inconsistent head counts (" + std::to_string(c.heads) + " heads, " + std::to_string(c.kv_heads) +
                 " kv heads, hidden " + std::to_string(c.hidden) + ")");
-  c.head_dim = c.hidden / c.heads;
+  c.head_dim = file.find(arch + ".attention.key_length") ? static_cast<Index>(file.get_uint(arch + ".attention.key_length"))
+                                                         : c.hidden / c.heads;
   if (file.find(arch + ".rope.freq_base")) c.rope_theta = static_cast<float>(file.get_float(arch + ".rope.freq_base"));
   c.rms_eps = static_cast<float>(file.get_float(arch + ".attention.layer_norm_rms_epsilon"));
   c.model_type = arch;
@@ -160,6 +162,10 @@ inline LlamaModel load_llama_gguf(const std::string& path) {
         const Linear l = all_linears[static_cast<std::size_t>(j)];
         block.qkv_bias[static_cast<std::size_t>(j)] = load_vector(prefix + gguf_name(l) + ".bias", linear_shape(c, l).first);
       }
+    if (c.model_type == "qwen3") {
+      block.q_norm = load_vector(prefix + "attn_q_norm.weight", c.head_dim);
+      block.k_norm = load_vector(prefix + "attn_k_norm.weight", c.head_dim);
+    }
     block.attn_norm = load_vector(prefix + "attn_norm.weight", c.hidden);
     block.ffn_norm = load_vector(prefix + "ffn_norm.weight", c.hidden);
     m.blocks.push_back(std::move(block));
