@@ -67,6 +67,10 @@ fs::path write_float_checkpoint(const LlamaModel& m, const fs::path& dir, const 
     add(p + "post_attention_layernorm.weight", block.ffn_norm.data(), {c.hidden});
     for (std::size_t k = 0; k < 3; ++k)
       if (block.qkv_bias[k].size() > 0) add(p + hf_name(all_linears[k]) + ".bias", block.qkv_bias[k].data(), {block.qkv_bias[k].size()});
+    if (block.q_norm.size() > 0) {
+      add(p + "self_attn.q_norm.weight", block.q_norm.data(), {block.q_norm.size()});
+      add(p + "self_attn.k_norm.weight", block.k_norm.data(), {block.k_norm.size()});
+    }
     for (Linear l : all_linears) add(p + hf_name(l) + ".weight", block[l].data(), {block[l].rows(), block[l].cols()});
   }
   w.write(dir / "model.safetensors");
@@ -308,22 +312,6 @@ TEST_CASE("Qwen3: per-head q/k norms load, change the outputs, and survive quant
   std::string config = kConfig;
   config.replace(config.find("\"llama\""), 7, "\"qwen3\"");
   const auto source = write_float_checkpoint(m, fs::temp_directory_path() / "autoround_hf_qwen3", config);
-  {  // the norms are written by the exporter only; the float source needs them too
-    SafetensorsWriter w;
-    const SafetensorsCheckpoint ckpt(source);
-    for (const std::string& name : ckpt.names()) {
-      const RowMatrix x = ckpt.to_float(name);
-      const auto& shape = ckpt.tensor(name).shape;
-      w.add<float>(name, Dtype::F32, shape, std::span<const float>(x.data(), static_cast<std::size_t>(x.size())));
-    }
-    for (Index b = 0; b < 2; ++b) {
-      const std::string p = "model.layers." + std::to_string(b) + ".self_attn.";
-      const LlamaBlock& block = m.blocks[static_cast<std::size_t>(b)];
-      w.add<float>(p + "q_norm.weight", Dtype::F32, {16}, std::span<const float>(block.q_norm.data(), 16));
-      w.add<float>(p + "k_norm.weight", Dtype::F32, {16}, std::span<const float>(block.k_norm.data(), 16));
-    }
-    w.write(source / "model.safetensors");
-  }
   const LlamaModel back = load_llama(source);
   CHECK(back.blocks[1].k_norm == m.blocks[1].k_norm);
   const auto tokens = random_tokens(12);

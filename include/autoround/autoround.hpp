@@ -41,6 +41,7 @@
 #include "backend/cpu.hpp"
 
 #include "tune/block_tuning_run.hpp"
+#include "tune/calibration_inputs.hpp"
 #include "tune/index_sampler.hpp"
 #include "tune/layer_tuner.hpp"
 #include "tune/layer_tuning_run.hpp"

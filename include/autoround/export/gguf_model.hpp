@@ -90,11 +90,14 @@ inline std::vector<GgufTensorChoice> export_gguf_model(const QuantizedLlama& q, 
 
   std::vector<GgufTensorChoice> choices;
   const Index layers = q.model.config.layers;
-  for (const GgufTensor& t : source.tensors()) {
+  // the source's float values, dequantized only for the tensors that are re-quantized from them
+  const auto quantized_from_source = [&](const GgufTensor& t, ggml::Type type) {
     const RowMatrix x = source.to_float(t);
-    const std::span<const float> values(x.data(), static_cast<std::size_t>(x.size()));
+    return ggml::quantize(type, std::span<const float>(x.data(), static_cast<std::size_t>(x.size())));
+  };
+  for (const GgufTensor& t : source.tensors()) {
     if (t.dims.size() == 1) {
-      w.add_tensor(t.name, t.dims, ggml::Type::F32, ggml::quantize(ggml::Type::F32, values));
+      w.add_tensor(t.name, t.dims, ggml::Type::F32, quantized_from_source(t, ggml::Type::F32));
       choices.push_back({t.name, ggml::Type::F32});
       continue;
     }
@@ -103,9 +106,12 @@ inline std::vector<GgufTensorChoice> export_gguf_model(const QuantizedLlama& q, 
     std::optional<Linear> linear;
     if (t.name.rfind("blk.", 0) == 0) {
       const auto dot = t.name.find('.', 4);
-      block = std::stoll(t.name.substr(4, dot - 4));
-      for (Linear l : all_linears)
-        if (t.name.substr(dot + 1) == std::string(gguf_name(l)) + ".weight") linear = l;
+      const std::string number = t.name.substr(4, dot == std::string::npos ? std::string::npos : dot - 4);
+      if (!number.empty() && number.size() < 10 && number.find_first_not_of("0123456789") == std::string::npos) {
+        block = std::stoll(number);
+        for (Linear l : all_linears)
+          if (t.name.substr(dot + 1) == std::string(gguf_name(l)) + ".weight") linear = l;
+      }
     }
     ggml::Type type = scheme.base;
     const bool is_output = t.name == "output.weight" || (t.name == "token_embd.weight" && !source.find_tensor("output.weight"));
@@ -122,7 +128,7 @@ inline std::vector<GgufTensorChoice> export_gguf_model(const QuantizedLlama& q, 
         continue;
       }
     }
-    w.add_tensor(t.name, t.dims, type, ggml::quantize(type, values));
+    w.add_tensor(t.name, t.dims, type, quantized_from_source(t, type));
     choices.push_back({t.name, type});
   }
   w.write(path);

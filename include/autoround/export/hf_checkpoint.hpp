@@ -22,6 +22,7 @@
 #include "../format/gguf_reader.hpp"
 #include "../format/safetensors.hpp"
 #include "../pack/awq.hpp"
+#include "../pack/ggml_quantize.hpp"
 #include "../pack/gptq.hpp"
 #include "quantized_llama.hpp"
 #include "tokenizer_files.hpp"
@@ -51,9 +52,7 @@ inline void write_json(const std::filesystem::path& path, const nlohmann::ordere
 inline void add_f16(SafetensorsWriter& w, const std::string& name, const float* data, std::vector<std::int64_t> shape) {
   std::size_t n = 1;
   for (auto d : shape) n *= static_cast<std::size_t>(d);
-  std::vector<std::uint16_t> h(n);
-  for (std::size_t i = 0; i < n; ++i) h[i] = float_to_half_bits(data[i]);
-  w.add<std::uint16_t>(name, Dtype::F16, std::move(shape), h);
+  w.add(name, Dtype::F16, std::move(shape), ggml::quantize(ggml::Type::F16, std::span<const float>(data, n)));
 }
 
 /// A float as JSON shows it in a config written by Python: 1e-05, not 9.999999747378752e-06.

@@ -26,6 +26,7 @@
 #include <cstring>
 #include <span>
 #include <string>
+#include <type_traits>
 
 #include "../core/error.hpp"
 #include "../core/fp16.hpp"
@@ -150,6 +151,21 @@ void for_each_block(const std::byte* bytes, std::span<float> out, F f) {
   }
 }
 
+/// Q4_K and Q5_K: weight 64h + l (l < 32) is the low nibble of qs[32h + l], 64h + 32 + l its
+/// high nibble; Q5_K's fifth bit of weight i is bit i / 32 of qh[i % 32].
+template <class Block>
+void dequantize_q45_k(const Block& x, float* y) {
+  const float d = half_bits_to_float(x.d), dmin = half_bits_to_float(x.dmin);
+  for (int i = 0; i < QK_K; ++i) {
+    const int h = i / 64, l = i % 32, shift = (i % 64) < 32 ? 0 : 4;
+    std::uint8_t sc, m;
+    scale_min_k4(i / 32, x.scales, sc, m);
+    int q = (x.qs[32 * h + l] >> shift) & 0xF;
+    if constexpr (std::is_same_v<Block, BlockQ5_K>) q |= ((x.qh[l] >> (i / 32)) & 1) << 4;
+    y[i] = d * static_cast<float>(sc) * static_cast<float>(q) - dmin * static_cast<float>(m);
+  }
+}
+
 /// Dequantize `out.size()` weights stored as `type` in `bytes` (sizes checked by the caller).
 inline void dequantize(Type type, std::span<const std::byte> bytes, std::span<float> out) {
   const std::byte* p = bytes.data();
@@ -249,32 +265,8 @@ inline void dequantize(Type type, std::span<const std::byte> bytes, std::span<fl
         }
       });
       return;
-    case Type::Q4_K:
-      for_each_block<BlockQ4_K>(p, out, [](const BlockQ4_K& x, float* y) {
-        const float d = half_bits_to_float(x.d), dmin = half_bits_to_float(x.dmin);
-        // weight 64h + l (l < 32) is the low nibble of qs[32h + l], 64h + 32 + l its high nibble
-        for (int i = 0; i < QK_K; ++i) {
-          const int h = i / 64, l = i % 32, shift = (i % 64) < 32 ? 0 : 4;
-          std::uint8_t sc, m;
-          scale_min_k4(i / 32, x.scales, sc, m);
-          const int q = (x.qs[32 * h + l] >> shift) & 0xF;
-          y[i] = d * static_cast<float>(sc) * static_cast<float>(q) - dmin * static_cast<float>(m);
-        }
-      });
-      return;
-    case Type::Q5_K:
-      for_each_block<BlockQ5_K>(p, out, [](const BlockQ5_K& x, float* y) {
-        const float d = half_bits_to_float(x.d), dmin = half_bits_to_float(x.dmin);
-        // low 4 bits as Q4_K; the fifth bit of weight i is bit i / 32 of qh[i % 32]
-        for (int i = 0; i < QK_K; ++i) {
-          const int h = i / 64, l = i % 32, shift = (i % 64) < 32 ? 0 : 4;
-          std::uint8_t sc, m;
-          scale_min_k4(i / 32, x.scales, sc, m);
-          const int q = ((x.qs[32 * h + l] >> shift) & 0xF) | (((x.qh[l] >> (i / 32)) & 1) << 4);
-          y[i] = d * static_cast<float>(sc) * static_cast<float>(q) - dmin * static_cast<float>(m);
-        }
-      });
-      return;
+    case Type::Q4_K: for_each_block<BlockQ4_K>(p, out, dequantize_q45_k<BlockQ4_K>); return;
+    case Type::Q5_K: for_each_block<BlockQ5_K>(p, out, dequantize_q45_k<BlockQ5_K>); return;
     case Type::Q6_K:
       for_each_block<BlockQ6_K>(p, out, [](const BlockQ6_K& x, float* y) {
         const float d = half_bits_to_float(x.d);

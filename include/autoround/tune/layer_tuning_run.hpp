@@ -18,6 +18,7 @@
 #include "../quantizer/quantized_weight.hpp"
 #include "../quantizer/quantizer.hpp"
 #include "best_step.hpp"
+#include "calibration_inputs.hpp"
 #include "index_sampler.hpp"
 #include "tunable_weight.hpp"
 #include "tune_options.hpp"
@@ -34,7 +35,7 @@ class LayerTuningRun {
       : options_(options), optimizer_(optimizer), backend_(backend), weight_(weight), inputs_(inputs),
         fp_inputs_(fp_inputs ? *fp_inputs : inputs), separate_fp_(fp_inputs != nullptr),
         state_(quantizer, weight, name + ".weight"),
-        seqlen_(check_inputs(options, weight, inputs, fp_inputs, name)),
+        seqlen_(detail::check_calibration_inputs(options, weight, inputs, fp_inputs, name)),
         sampler_(inputs.rows() / seqlen_, std::min(options.batch_size, inputs.rows() / seqlen_), options.seed),
         tracker_(options) {
     const Index batch_rows = std::min(options.batch_size, inputs.rows() / seqlen_) * seqlen_;
@@ -101,25 +102,6 @@ class LayerTuningRun {
   }
 
  private:
-  static Index check_inputs(const TuneOptions& options, MatrixView weight, MatrixView inputs, const MatrixView* fp_inputs,
-                            const std::string& name) {
-    detail::require(inputs.cols() == weight.cols(),
-                    name + ": calibration inputs have " + std::to_string(inputs.cols()) +
-                        " features but the weight has " + std::to_string(weight.cols()) + " input features");
-    detail::require(inputs.rows() > 0, name + ": no calibration inputs");
-    detail::require_finite(inputs, name + ".inputs");
-    if (fp_inputs) {
-      detail::require(fp_inputs->rows() == inputs.rows() && fp_inputs->cols() == inputs.cols(),
-                      name + ": full-precision inputs must have the shape of the quantized-layer inputs");
-      detail::require_finite(*fp_inputs, name + ".fp_inputs");
-    }
-    const Index seqlen = options.seqlen > 0 ? options.seqlen : inputs.rows();
-    detail::require(inputs.rows() % seqlen == 0, name + ": " + std::to_string(inputs.rows()) +
-                                                     " input rows are not a whole number of samples of seqlen = " +
-                                                     std::to_string(seqlen));
-    return seqlen;
-  }
-
   void snapshot() {
     best_rounding_ = state_.rounding;
     best_min_ = state_.min_scale;

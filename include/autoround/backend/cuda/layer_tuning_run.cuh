@@ -24,6 +24,7 @@
 #include "../../quantizer/int_quantizer.hpp"
 #include "../../quantizer/quantized_weight.hpp"
 #include "../../tune/best_step.hpp"
+#include "../../tune/calibration_inputs.hpp"
 #include "../../tune/index_sampler.hpp"
 #include "../../tune/tune_options.hpp"
 #include "blas.hpp"
@@ -39,14 +40,11 @@ class LayerTuningRun {
   LayerTuningRun(const TuneOptions& options, const Q& quantizer, MatrixView weight, MatrixView inputs,
                  const std::string& name = "layer", GemmPrecision precision = GemmPrecision::Float32)
       : options_(options), quantizer_(quantizer), bf16_(precision == GemmPrecision::BFloat16), rows_(weight.rows()), cols_(weight.cols()),
-        seqlen_(options.seqlen > 0 ? options.seqlen : inputs.rows()),
+        seqlen_(detail::check_calibration_inputs(options, weight, inputs, nullptr, name)),
         layer_(quantizer.spec(), weight.rows(), weight.cols(), host_copy(weight)),
         inputs_(host_copy(inputs)),
         sampler_(inputs.rows() / seqlen_, std::min(options.batch_size, inputs.rows() / seqlen_), options.seed),
         tracker_(options) {
-    detail::require(inputs.cols() == weight.cols(), name + ": calibration inputs have " + std::to_string(inputs.cols()) +
-                                                        " features but the weight has " + std::to_string(weight.cols()));
-    detail::require(inputs.rows() % seqlen_ == 0, name + ": input rows are not a whole number of samples of seqlen");
     batch_rows_ = std::min(options.batch_size, inputs.rows() / seqlen_) * seqlen_;
     const auto n = static_cast<std::size_t>(rows_ * cols_), groups = static_cast<std::size_t>(layer_.shape().groups());
     batch_ = DeviceBuffer<float>(bf16_ ? 0 : static_cast<std::size_t>(batch_rows_ * cols_));
