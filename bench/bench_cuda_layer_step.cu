@@ -4,7 +4,7 @@
 // rate it achieves. Random weights and inputs: shape-only timing.
 //
 //   bench_cuda_layer_step [out in tokens_per_sample]
-#include <autoround/backend/cuda/layer_tuning_run.cuh>
+#include <autoround/backend/cuda/cuda_runs.cuh>
 
 #include <chrono>
 #include <cstdio>
@@ -43,8 +43,9 @@ int main(int argc, char** argv) {
   o.batch_size = samples;
   double step[2];
   for (int p = 0; p < 2; ++p) {
-    cuda::LayerTuningRun<DynamicIntQuantizer> run(o, DynamicIntQuantizer({4, 128, Asymmetric}), view(w), view(x), "bench",
-                                                  p == 0 ? cuda::GemmPrecision::Float32 : cuda::GemmPrecision::BFloat16);
+    LayerTuningRun<DynamicIntQuantizer, SignSGD<>, Cuda> run(o, DynamicIntQuantizer({4, 128, Asymmetric}), SignSGD<>{},
+                                                             Cuda{p == 0 ? GemmPrecision::Float32 : GemmPrecision::BFloat16}, view(w),
+                                                             view(x), nullptr, "bench");
     step[p] = seconds_per_call([&] { run.step(); }, 10);
   }
 
@@ -68,7 +69,7 @@ int main(int argc, char** argv) {
   const char* names[] = {"float32", "bf16 operands, float32 accumulation"};
   for (int p = 0; p < 2; ++p) {
     std::printf("| two GEMMs alone, %s (cuBLAS) | %.2f | %.1f | 1.00 |\n", names[p], gemms[p] * 1e3, flop / gemms[p] / 1e12);
-    std::printf("| AutoRound step, %s (cuda::LayerTuningRun) | %.2f | %.1f | %.3f |\n", names[p], step[p] * 1e3,
+    std::printf("| AutoRound step, %s (LayerTuningRun<..., Cuda>) | %.2f | %.1f | %.3f |\n", names[p], step[p] * 1e3,
                 flop / step[p] / 1e12, step[p] / gemms[p]);
   }
   return 0;

@@ -14,3 +14,9 @@ struct GpuLayerRun {
 
 GpuLayerRun run_layer_on_gpu(const autoround::TuneOptions& options, autoround::QuantSpec spec, autoround::MatrixView weight,
                              autoround::MatrixView inputs, bool bf16_gemms = false);
+
+/// LayerTuner<DynamicIntQuantizer, SignSGD<>, Cuda> with separate full-precision inputs.
+autoround::QuantizedWeight<autoround::DynamicIntQuantizer> tune_layer_on_gpu(const autoround::TuneOptions& options,
+                                                                             autoround::QuantSpec spec, autoround::MatrixView weight,
+                                                                             autoround::MatrixView inputs,
+                                                                             autoround::MatrixView fp_inputs);

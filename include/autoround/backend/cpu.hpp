@@ -53,6 +53,6 @@ struct Cpu {
   };
 };
 
-static_assert(Backend<Cpu>);
+static_assert(HostBackend<Cpu>);
 
 }  // namespace autoround

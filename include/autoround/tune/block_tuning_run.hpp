@@ -31,6 +31,8 @@ namespace autoround {
 template <Quantizer Q, Optimizer O, Backend B>
 class BlockTuningRun {
  public:
+  static_assert(HostBackend<B>, "a device backend (Cuda) runs its own specialization of this template: include "
+                                "autoround/backend/cuda/cuda_runs.cuh from a file nvcc compiles (SignSGD<LinearDecay> only)");
   using LayerQuantizers = std::array<std::optional<Q>, 7>;  ///< nullopt: layer stays in full precision
   using LayerResults = std::array<std::optional<QuantizedWeight<Q>>, 7>;
 
@@ -179,5 +181,12 @@ class BlockTuningRun {
   std::array<std::optional<Layer>, 7> layers_;
   BestStepTracker tracker_;
 };
+
+/// Replace each sample by the block's output on it (the quantized block feeding the next, in
+/// quantize_model). Device backends overload this.
+template <HostBackend B>
+void forward_block(const B&, const LlamaBlock& block, const LlamaConfig& config, std::span<RowMatrix> hidden) {
+  for (RowMatrix& x : hidden) block_forward(block, config, x);
+}
 
 }  // namespace autoround

@@ -28,6 +28,8 @@ namespace autoround {
 template <Quantizer Q, Optimizer O, Backend B>
 class LayerTuningRun {
  public:
+  static_assert(HostBackend<B>, "a device backend (Cuda) runs its own specialization of this template: include "
+                                "autoround/backend/cuda/cuda_runs.cuh from a file nvcc compiles (SignSGD<LinearDecay> only)");
   /// `fp_inputs` (may be null): the full-precision layer's inputs when they differ from the
   /// quantized layer's `inputs` (the reference's fp_inputs / q_inputs).
   LayerTuningRun(const TuneOptions& options, const Q& quantizer, const O& optimizer, const B& backend,

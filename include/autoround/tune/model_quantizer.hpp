@@ -105,7 +105,7 @@ std::vector<std::array<std::optional<QuantizedWeight<DynamicIntQuantizer>>, 7>> 
     Results results = run.result();
     for (Linear l : all_linears)
       if (const auto& q = results[static_cast<std::size_t>(l)]) block[l] = q->dequantize();
-    for (RowMatrix& x : inputs) block_forward(block, model.config, x);  // the quantized block feeds the next
+    forward_block(backend, block, model.config, std::span<RowMatrix>(inputs));  // the quantized block feeds the next
     report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (on_block) on_block(report, blocks);
     all.push_back(std::move(results));

@@ -57,7 +57,7 @@ class TunableWeight {
   }
 
   /// out = fake-quantized weight under the current parameters (caches each group's scale/zero).
-  template <Backend B>
+  template <HostBackend B>
   void forward(const B& backend, MutableMatrixView out) {
     clamp_scales();
     backend.parallel_for(layout_.rows(), [&](Index r) {
@@ -72,7 +72,7 @@ class TunableWeight {
 
   /// Given dL/d(fake-quantized weight) in `grad` (overwritten in place with dL/dv), fill
   /// dL/dmin_scale and dL/dmax_scale. Uses the scales cached by the last forward().
-  template <Backend B>
+  template <HostBackend B>
   void backward(const B& backend, MutableMatrixView grad, std::vector<float>& grad_min_scale,
                 std::vector<float>& grad_max_scale) const {
     grad_min_scale.resize(ranges_.size());

@@ -10,6 +10,7 @@
 #include <cuda_bf16.h>
 
 #include <string>
+#include <type_traits>
 
 #include "../../core/error.hpp"
 
@@ -39,6 +40,34 @@ class Blas {
           "matmul_tn");
   }
 
+  /// General row-major GEMM: C[m, n] = alpha op(A) op(B) + beta C, where op(A) is [m, k] (A stored
+  /// [k, m] when trans_a) and op(B) is [k, n] (B stored [n, k] when trans_b); ld* are row strides.
+  /// T is float (float32 GEMM) or __nv_bfloat16 (bf16 operands, float32 accumulation and C).
+  template <class T>
+  void gemm(bool trans_a, bool trans_b, long m, long n, long k, float alpha, const T* a, long lda, const T* b, long ldb,
+            float beta, float* c, long ldc) const {
+    // row-major C = A B is column-major C^T = B^T A^T: swap the operands, keep the flags
+    check(cublasGemmEx(handle_, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(n),
+                       static_cast<int>(m), static_cast<int>(k), &alpha, b, data_type<T>(), static_cast<int>(ldb), a,
+                       data_type<T>(), static_cast<int>(lda), &beta, c, CUDA_R_32F, static_cast<int>(ldc), CUBLAS_COMPUTE_32F,
+                       CUBLAS_GEMM_DEFAULT),
+          "gemm");
+  }
+
+  /// `count` independent GEMMs of one shape, operands given by device arrays of pointers (so
+  /// that heads sharing a KV head can read the same K/V: grouped-query attention).
+  template <class T>
+  void gemm_batched(bool trans_a, bool trans_b, long m, long n, long k, float alpha, const T* const* a, long lda,
+                    const T* const* b, long ldb, float beta, float* const* c, long ldc, long count) const {
+    check(cublasGemmBatchedEx(handle_, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+                              static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &alpha,
+                              reinterpret_cast<const void* const*>(b), data_type<T>(), static_cast<int>(ldb),
+                              reinterpret_cast<const void* const*>(a), data_type<T>(), static_cast<int>(lda), &beta,
+                              reinterpret_cast<void* const*>(c), CUDA_R_32F, static_cast<int>(ldc), static_cast<int>(count),
+                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+          "gemm_batched");
+  }
+
   void matmul_nt(const __nv_bfloat16* x, const __nv_bfloat16* w, float* y, long m, long n, long k) const {
     gemm_bf16(CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, w, k, x, k, y, n, "matmul_nt (bf16)");
   }
@@ -54,6 +83,11 @@ class Blas {
                        static_cast<int>(lda), b, CUDA_R_16BF, static_cast<int>(ldb), &zero, c, CUDA_R_32F, static_cast<int>(ldc),
                        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
           what);
+  }
+
+  template <class T>
+  static constexpr cudaDataType_t data_type() {
+    return std::is_same_v<T, float> ? CUDA_R_32F : CUDA_R_16BF;
   }
 
   cublasHandle_t handle_{};

@@ -1,5 +1,6 @@
 #pragma once
-// Layer-wise AutoRound on the GPU: the algorithm of LayerTuningRun (the same IndexSampler
+// Layer-wise AutoRound on the GPU: the device implementation behind LayerTuningRun<Q,
+// SignSGD<LinearDecay>, Cuda> (cuda_runs.cuh). The algorithm of LayerTuningRun (the same IndexSampler
 // minibatches, the same LinearDecay schedule, the same best-step rule, TuneOptions and
 // QuantizedWeight), with the weight, the calibration inputs and every tunable parameter in device
 // memory: per step, the minibatch is gathered on the device, the qdq forward / STE backward /
@@ -9,11 +10,9 @@
 //
 // GEMM precision: float32 (the CPU's numerics) or bfloat16 operands with float32 accumulation
 // (GemmPrecision::BFloat16: what the reference's default amp autocast gives its GEMMs on CUDA;
-// the GEMM operands are the inputs and Wq - W, resp. the scaled output difference, rounded to
-// bf16; loss, gradients and every parameter stay float32).
-//
-// Not yet a Backend policy of the shared LayerTuningRun template: that template keeps its
-// matrices in host memory. SignSGD with LinearDecay only (the reference default).
+// the GEMM operands are the inputs and Wq - W (or, with separate full-precision inputs, Wq and
+// W), resp. the scaled output difference, rounded to bf16; loss, gradients and every parameter
+// stay float32). SignSGD with LinearDecay only (the reference default).
 #include <cuda_runtime.h>
 
 #include <string>
@@ -27,27 +26,31 @@
 #include "../../tune/calibration_inputs.hpp"
 #include "../../tune/index_sampler.hpp"
 #include "../../tune/tune_options.hpp"
+#include "../cuda.hpp"
 #include "blas.hpp"
 #include "qdq_layer.cuh"
 
 namespace autoround::cuda {
 
-enum class GemmPrecision { Float32, BFloat16 };
-
 template <class Q = DynamicIntQuantizer>
 class LayerTuningRun {
  public:
+  /// `fp_inputs` (may be null): the full-precision layer's inputs when they differ from the
+  /// quantized layer's `inputs` (the reference's fp_inputs / q_inputs).
   LayerTuningRun(const TuneOptions& options, const Q& quantizer, MatrixView weight, MatrixView inputs,
-                 const std::string& name = "layer", GemmPrecision precision = GemmPrecision::Float32)
-      : options_(options), quantizer_(quantizer), bf16_(precision == GemmPrecision::BFloat16), rows_(weight.rows()), cols_(weight.cols()),
-        seqlen_(detail::check_calibration_inputs(options, weight, inputs, nullptr, name)),
+                 const MatrixView* fp_inputs = nullptr, const std::string& name = "layer",
+                 GemmPrecision precision = GemmPrecision::Float32)
+      : options_(options), quantizer_(quantizer), bf16_(precision == GemmPrecision::BFloat16), separate_fp_(fp_inputs != nullptr),
+        rows_(weight.rows()), cols_(weight.cols()),
+        seqlen_(detail::check_calibration_inputs(options, weight, inputs, fp_inputs, name)),
         layer_(quantizer.spec(), weight.rows(), weight.cols(), host_copy(weight)),
-        inputs_(host_copy(inputs)),
+        inputs_(host_copy(inputs)), fp_inputs_(separate_fp_ ? host_copy(*fp_inputs) : std::vector<float>{}),
         sampler_(inputs.rows() / seqlen_, std::min(options.batch_size, inputs.rows() / seqlen_), options.seed),
         tracker_(options) {
     batch_rows_ = std::min(options.batch_size, inputs.rows() / seqlen_) * seqlen_;
     const auto n = static_cast<std::size_t>(rows_ * cols_), groups = static_cast<std::size_t>(layer_.shape().groups());
     batch_ = DeviceBuffer<float>(bf16_ ? 0 : static_cast<std::size_t>(batch_rows_ * cols_));
+    if (separate_fp_ && !bf16_) fp_batch_ = DeviceBuffer<float>(batch_.size());
     qweight_ = DeviceBuffer<float>(n);
     grad_ = DeviceBuffer<float>(n);
     diff_ = DeviceBuffer<float>(static_cast<std::size_t>(batch_rows_ * rows_));
@@ -63,6 +66,15 @@ class LayerTuningRun {
       inputs_ = DeviceBuffer<float>();  // only the bf16 copy is read from here on
       batch_bf16_ = DeviceBuffer<__nv_bfloat16>(static_cast<std::size_t>(batch_rows_ * cols_));
       delta_bf16_ = DeviceBuffer<__nv_bfloat16>(n);
+      if (separate_fp_) {
+        fp_inputs_bf16_ = DeviceBuffer<__nv_bfloat16>(fp_inputs_.size());
+        to_bf16_kernel<><<<blocks_for(in_n, 256), 256>>>(fp_inputs_.data(), 1.0f, nullptr, fp_inputs_bf16_.data(), in_n);
+        fp_inputs_ = DeviceBuffer<float>();
+        fp_batch_bf16_ = DeviceBuffer<__nv_bfloat16>(batch_bf16_.size());
+        weight_bf16_ = DeviceBuffer<__nv_bfloat16>(n);
+        to_bf16_kernel<><<<blocks_for(static_cast<long>(n), 256), 256>>>(layer_.weight().data(), 1.0f, nullptr, weight_bf16_.data(),
+                                                                         static_cast<long>(n));
+      }
       diff_bf16_ = DeviceBuffer<__nv_bfloat16>(diff_.size());
     }
     lr_ = options.rounding_lr(quantizer.bits());
@@ -75,20 +87,32 @@ class LayerTuningRun {
     const auto samples = sampler_.next_batch();
     const std::size_t sample_floats = static_cast<std::size_t>(seqlen_ * cols_);
     for (std::size_t i = 0; i < samples.size(); ++i) {
-      const std::size_t from = static_cast<std::size_t>(samples[i]) * sample_floats;
-      if (bf16_)
-        check(cudaMemcpyAsync(batch_bf16_.data() + i * sample_floats, inputs_bf16_.data() + from,
-                              sample_floats * sizeof(__nv_bfloat16), cudaMemcpyDeviceToDevice),
-              "gather minibatch");
-      else
-        check(cudaMemcpyAsync(batch_.data() + i * sample_floats, inputs_.data() + from, sample_floats * sizeof(float),
-                              cudaMemcpyDeviceToDevice),
-              "gather minibatch");
+      const std::size_t from = static_cast<std::size_t>(samples[i]) * sample_floats, to = i * sample_floats;
+      if (bf16_) {
+        gather(batch_bf16_.data() + to, inputs_bf16_.data() + from, sample_floats);
+        if (separate_fp_) gather(fp_batch_bf16_.data() + to, fp_inputs_bf16_.data() + from, sample_floats);
+      } else {
+        gather(batch_.data() + to, inputs_.data() + from, sample_floats);
+        if (separate_fp_) gather(fp_batch_.data() + to, fp_inputs_.data() + from, sample_floats);
+      }
     }
     const long n = rows_ * cols_, diff_n = batch_rows_ * rows_;
     const float two_over_n = static_cast<float>(2.0 / static_cast<double>(diff_n));
     layer_.forward(qweight_.data());
-    if (bf16_) {
+    if (separate_fp_) {  // diff = X Wq^T - X_fp W^T: two GEMMs, the second subtracting in place
+      if (bf16_) {
+        to_bf16_kernel<><<<blocks_for(n, 256), 256>>>(qweight_.data(), 1.0f, nullptr, delta_bf16_.data(), n);
+        blas_.gemm<__nv_bfloat16>(false, true, batch_rows_, rows_, cols_, 1.0f, batch_bf16_.data(), cols_, delta_bf16_.data(), cols_,
+                                  0.0f, diff_.data(), rows_);
+        blas_.gemm<__nv_bfloat16>(false, true, batch_rows_, rows_, cols_, -1.0f, fp_batch_bf16_.data(), cols_, weight_bf16_.data(),
+                                  cols_, 1.0f, diff_.data(), rows_);
+      } else {
+        blas_.gemm<float>(false, true, batch_rows_, rows_, cols_, 1.0f, batch_.data(), cols_, qweight_.data(), cols_, 0.0f,
+                          diff_.data(), rows_);
+        blas_.gemm<float>(false, true, batch_rows_, rows_, cols_, -1.0f, fp_batch_.data(), cols_, layer_.weight().data(), cols_,
+                          1.0f, diff_.data(), rows_);
+      }
+    } else if (bf16_) {
       to_bf16_kernel<><<<blocks_for(n, 256), 256>>>(qweight_.data(), 1.0f, layer_.weight().data(), delta_bf16_.data(), n);
       blas_.matmul_nt(batch_bf16_.data(), delta_bf16_.data(), diff_.data(), batch_rows_, rows_, cols_);
     } else {
@@ -138,6 +162,10 @@ class LayerTuningRun {
     Eigen::Map<RowMatrix>(v.data(), m.rows(), m.cols()) = m;
     return v;
   }
+  template <class T>
+  static void gather(T* to, const T* from, std::size_t count) {
+    check(cudaMemcpyAsync(to, from, count * sizeof(T), cudaMemcpyDeviceToDevice), "gather minibatch");
+  }
   static void copy(const DeviceBuffer<float>& from, DeviceBuffer<float>& to) {
     check(cudaMemcpyAsync(to.data(), from.data(), from.size() * sizeof(float), cudaMemcpyDeviceToDevice), "copy parameters");
   }
@@ -149,12 +177,12 @@ class LayerTuningRun {
 
   TuneOptions options_;
   Q quantizer_;
-  bool bf16_;
+  bool bf16_, separate_fp_;
   Index rows_, cols_, seqlen_, batch_rows_ = 0;
   QdqLayer layer_;
-  DeviceBuffer<float> inputs_, batch_, qweight_, grad_, diff_, grad_min_, grad_max_;
+  DeviceBuffer<float> inputs_, fp_inputs_, batch_, fp_batch_, qweight_, grad_, diff_, grad_min_, grad_max_;
   DeviceBuffer<float> best_rounding_, best_min_, best_max_;
-  DeviceBuffer<__nv_bfloat16> inputs_bf16_, batch_bf16_, delta_bf16_, diff_bf16_;
+  DeviceBuffer<__nv_bfloat16> inputs_bf16_, fp_inputs_bf16_, batch_bf16_, fp_batch_bf16_, delta_bf16_, diff_bf16_, weight_bf16_;
   IndexSampler sampler_;
   BestStepTracker tracker_;
   Blas blas_;

@@ -1,0 +1,153 @@
+// Block-wise AutoRound on the GPU for a LLaMA-3-8B-shaped decoder block (hidden 4096,
+// intermediate 14336, 32 heads, 8 KV heads, head_dim 128; every linear layer W4G128 asym):
+//  (a) one tuning step on a minibatch of 8 samples × 2048 tokens (the reference's batch), as the
+//      GEMM FLOPs it executes per second, against the GPU's bf16 (and float32) GEMM rate
+//      measured in the same run on one large cuBLAS GEMM;
+//  (b) whole-block tuning at the reference's default settings (200 steps, 128 samples × 2048
+//      tokens, batch 8): setup (upload, full-precision targets), the steps and the encode.
+// Random weights and inputs: shape-only timing (the work per step does not depend on values).
+//
+//   bench_cuda_block_step [seqlen=2048] [samples=128] [fp32-whole-block=0]
+#include <autoround/backend/cuda/cuda_runs.cuh>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+
+using namespace autoround;
+
+namespace {
+
+double seconds(const std::function<void()>& f) {
+  cuda::check(cudaDeviceSynchronize(), "sync");
+  const auto t0 = std::chrono::steady_clock::now();
+  f();
+  cuda::check(cudaDeviceSynchronize(), "timing");
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// A cheap deterministic generator (sum of two uniforms): the values do not matter here.
+struct Noise {
+  std::uint64_t state;
+  float operator()() {
+    auto next = [&] {
+      state ^= state << 13, state ^= state >> 7, state ^= state << 17;
+      return static_cast<float>(state >> 40) / static_cast<float>(1 << 24) - 0.5f;
+    };
+    return 2.45f * (next() + next());  // mean 0, variance about 1
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (cuda::device_count() == 0) {
+    std::printf("bench_cuda_block_step: no CUDA device\n");
+    return 77;
+  }
+  const Index seqlen = argc > 1 ? std::atol(argv[1]) : 2048, samples = argc > 2 ? std::atol(argv[2]) : 128;
+  const bool fp32_whole = argc > 3 && std::atoi(argv[3]) != 0;
+  LlamaConfig c;
+  c.hidden = 4096, c.intermediate = 14336, c.heads = 32, c.kv_heads = 8, c.head_dim = 128, c.rope_theta = 500000.0f;
+  Noise noise{0x9e3779b97f4a7c15ull};
+  LlamaBlock block;
+  double params = 0, params_no_qkv = 0;
+  for (Linear l : all_linears) {
+    const auto [out, in] = linear_shape(c, l);
+    block[l].resize(out, in);
+    for (Index i = 0; i < block[l].size(); ++i) block[l].data()[i] = 0.02f * noise();
+    params += static_cast<double>(out * in);
+    if (l != Linear::Query && l != Linear::Key && l != Linear::Value) params_no_qkv += static_cast<double>(out * in);
+  }
+  block.attn_norm = Eigen::VectorXf::Ones(c.hidden);
+  block.ffn_norm = Eigen::VectorXf::Ones(c.hidden);
+  std::vector<RowMatrix> inputs(static_cast<std::size_t>(samples), RowMatrix(seqlen, c.hidden));
+  for (RowMatrix& x : inputs)
+    for (Index i = 0; i < x.size(); ++i) x.data()[i] = noise();
+  std::array<std::optional<DynamicIntQuantizer>, 7> quantizers;
+  for (auto& q : quantizers) q = DynamicIntQuantizer({4, 128, Asymmetric});
+
+  // FLOPs of the GEMMs one step runs: forward projections, weight gradients of all seven, input
+  // gradients of o/gate/up/down (the block input is a constant: none for q/k/v), and per sample
+  // and head the attention products (S = QKᵀ, O = PV; dP, dQ, dK, dV), computed over the whole
+  // [seqlen, seqlen] square (the causal mask is applied by the softmax).
+  const Index batch = 8;
+  const double tokens = static_cast<double>(batch * seqlen);
+  const double flop = 2 * tokens * (2 * params + params_no_qkv) +
+                      12.0 * static_cast<double>(seqlen) * static_cast<double>(seqlen) * static_cast<double>(c.head_dim) *
+                          static_cast<double>(batch * c.heads);
+
+  const std::span<const RowMatrix> one_batch(inputs.data(), static_cast<std::size_t>(batch));
+  double step[2];
+  const char* names[] = {"float32", "bf16 operands, float32 accumulation"};
+  for (int p = 0; p < 2; ++p) {
+    TuneOptions o;
+    o.iters = 1 << 30;  // the learning rate stays away from 0 over the timed steps
+    BlockTuningRun<DynamicIntQuantizer, SignSGD<>, Cuda> run(o, quantizers, SignSGD<>{},
+                                                             Cuda{p == 0 ? GemmPrecision::Float32 : GemmPrecision::BFloat16}, block, c,
+                                                             one_batch, "bench");
+    run.step();
+    const int repeats = p == 0 ? 3 : 10;
+    step[p] = seconds([&] {
+                for (int i = 0; i < repeats; ++i) run.step();
+              }) / repeats;
+  }
+
+  // The GPU's GEMM rate on one large GEMM of the block's largest shape, same run
+  double rate[2];
+  {
+    const long m = batch * seqlen, n = c.intermediate, k = c.hidden;
+    cuda::DeviceBuffer<float> a(static_cast<std::size_t>(m * k)), b(static_cast<std::size_t>(n * k)), y(static_cast<std::size_t>(m * n));
+    cuda::DeviceBuffer<__nv_bfloat16> ab(a.size()), bb(b.size());
+    cuda::check(cudaMemset(a.data(), 0, a.size() * 4), "memset");
+    cuda::check(cudaMemset(b.data(), 0, b.size() * 4), "memset");
+    cuda::check(cudaMemset(ab.data(), 0, ab.size() * 2), "memset");
+    cuda::check(cudaMemset(bb.data(), 0, bb.size() * 2), "memset");
+    cuda::Blas blas;
+    const double gemm_flop = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+    blas.gemm<float>(false, true, m, n, k, 1.0f, a.data(), k, b.data(), k, 0.0f, y.data(), n);
+    rate[0] = gemm_flop * 3 / seconds([&] {
+                for (int i = 0; i < 3; ++i) blas.gemm<float>(false, true, m, n, k, 1.0f, a.data(), k, b.data(), k, 0.0f, y.data(), n);
+              });
+    blas.gemm<__nv_bfloat16>(false, true, m, n, k, 1.0f, ab.data(), k, bb.data(), k, 0.0f, y.data(), n);
+    rate[1] = gemm_flop * 10 / seconds([&] {
+                for (int i = 0; i < 10; ++i)
+                  blas.gemm<__nv_bfloat16>(false, true, m, n, k, 1.0f, ab.data(), k, bb.data(), k, 0.0f, y.data(), n);
+              });
+  }
+  std::printf("\n| LLaMA-3-8B block step, 8 x %ld tokens, W4G128 asym | ms | GEMM TFLOP/s | / GPU bf16 GEMM rate | / GPU fp32 GEMM rate |\n",
+              seqlen);
+  std::printf("|---|---|---|---|---|\n");
+  std::printf("| GPU GEMM rate, one %ldx%ldx%ld cuBLAS GEMM, bf16 | | %.1f | 1.00 | |\n", batch * seqlen, c.intermediate, c.hidden,
+              rate[1] / 1e12);
+  std::printf("| GPU GEMM rate, same GEMM, float32 | | %.1f | | 1.00 |\n", rate[0] / 1e12);
+  for (int p = 0; p < 2; ++p)
+    std::printf("| BlockTuningRun<..., Cuda> step, %s (%.2f TFLOP of GEMMs) | %.1f | %.1f | %.3f | %.3f |\n", names[p], flop / 1e12,
+                step[p] * 1e3, flop / step[p] / 1e12, flop / step[p] / rate[1], flop / step[p] / rate[0]);
+
+  // (b) whole-block tuning at the reference's defaults
+  for (int p = fp32_whole ? 0 : 1; p < 2; ++p) {
+    TuneOptions o;  // iters 200, batch 8, seed 42: the reference's defaults
+    double setup = 0, steps = 0, encode = 0, used_gib = 0;
+    {
+      std::optional<BlockTuningRun<DynamicIntQuantizer, SignSGD<>, Cuda>> run;
+      setup = seconds([&] {
+        run.emplace(o, quantizers, SignSGD<>{}, Cuda{p == 0 ? GemmPrecision::Float32 : GemmPrecision::BFloat16}, block, c, inputs,
+                    "bench");
+      });
+      std::size_t free_bytes = 0, total_bytes = 0;
+      cuda::check(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo");
+      used_gib = static_cast<double>(total_bytes - free_bytes) / (1024.0 * 1024.0 * 1024.0);
+      steps = seconds([&] {
+        while (run->running()) run->step();
+      });
+      encode = seconds([&] { (void)run->result(); });
+    }
+    std::printf("\nwhole block, %s, %ld samples x %ld tokens, 200 steps of batch 8: setup (upload + targets) %.1f s, "
+                "steps %.1f s, encode + download %.2f s, total %.1f s; GPU memory in use %.1f GiB\n",
+                names[p], samples, seqlen, setup, steps, encode, setup + steps + encode, used_gib);
+  }
+  return 0;
+}

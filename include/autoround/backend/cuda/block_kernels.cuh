@@ -1,0 +1,213 @@
+#pragma once
+// CUDA kernels of a LLaMA decoder block's forward and backward (model/llama_block.hpp is the CPU
+// original; every formula here is written as it is there): RMSNorm, RoPE, causal softmax,
+// SwiGLU, Qwen2's projection biases, and the sum over the query heads that share a KV head.
+// The GEMMs (projections and attention products) are cuBLAS calls in cuda::BlockTuningRun.
+//
+// Row kernels (RMSNorm, softmax) give each row one thread block and reduce in float32 through
+// a fixed tree: deterministic, but in another order than the CPU's (Eigen's vectorised sums),
+// so results agree to rounding, not bit for bit. Element-wise kernels round every operation
+// explicitly (no fused multiply-add), as the CPU build (-ffp-contract=off).
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+namespace autoround::cuda {
+
+namespace device {
+
+/// Sum of one float per thread over a block of 256 threads, by a fixed tree; every thread gets it.
+__device__ inline float block_sum(float value, float* shared /* [256] */) {
+  shared[threadIdx.x] = value;
+  __syncthreads();
+  for (int stride = 128; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) shared[threadIdx.x] = __fadd_rn(shared[threadIdx.x], shared[threadIdx.x + stride]);
+    __syncthreads();
+  }
+  const float total = shared[0];
+  __syncthreads();
+  return total;
+}
+
+__device__ inline float block_max(float value, float* shared /* [256] */) {
+  shared[threadIdx.x] = value;
+  __syncthreads();
+  for (int stride = 128; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) shared[threadIdx.x] = fmaxf(shared[threadIdx.x], shared[threadIdx.x + stride]);
+    __syncthreads();
+  }
+  const float total = shared[0];
+  __syncthreads();
+  return total;
+}
+
+}  // namespace device
+
+constexpr int kRowThreads = 256;  ///< block size of the row kernels (block_sum assumes it)
+
+/// out[r] = x[r] ⊙ g / sqrt(mean(x[r]²) + eps); inv_rms[r] keeps 1/sqrt(...) for the backward.
+/// One block per row. Also per-head norms (Qwen3): rows = tokens × heads, cols = head_dim.
+/// Outputs (either may be null): float32 `out`, and `copy` in bf16 (a GEMM operand).
+template <int = 0>
+__global__ void rms_norm_kernel(const float* x, const float* g, float* out, __nv_bfloat16* copy, float* inv_rms, long cols,
+                                float eps) {
+  __shared__ float shared[kRowThreads];
+  const float* row = x + blockIdx.x * cols;
+  float sum = 0.0f;
+  for (long i = threadIdx.x; i < cols; i += kRowThreads) sum = __fadd_rn(sum, __fmul_rn(row[i], row[i]));
+  const float mean_square = __fdiv_rn(device::block_sum(sum, shared), static_cast<float>(cols));
+  const float r = __fdiv_rn(1.0f, sqrtf(__fadd_rn(mean_square, eps)));
+  if (threadIdx.x == 0) inv_rms[blockIdx.x] = r;
+  for (long i = threadIdx.x; i < cols; i += kRowThreads) {
+    const float value = __fmul_rn(__fmul_rn(row[i], g[i]), r);
+    if (out) out[blockIdx.x * cols + i] = value;
+    if (copy) copy[blockIdx.x * cols + i] = __float2bfloat16_rn(value);
+  }
+}
+
+/// dx = (residual +) r u − x r³ (u·x) / d, with u = g ⊙ dy and r = inv_rms of the row; into
+/// `dx` and/or, in bf16, `copy` (either may be null).
+template <int = 0>
+__global__ void rms_norm_backward_kernel(const float* x, const float* g, const float* inv_rms, const float* dy,
+                                         const float* residual, float* dx, __nv_bfloat16* copy, long cols) {
+  __shared__ float shared[kRowThreads];
+  const long base = blockIdx.x * cols;
+  float dot = 0.0f;
+  for (long i = threadIdx.x; i < cols; i += kRowThreads) dot = __fadd_rn(dot, __fmul_rn(__fmul_rn(dy[base + i], g[i]), x[base + i]));
+  const float u_dot_x = device::block_sum(dot, shared);
+  const float r = inv_rms[blockIdx.x];
+  const float c = __fdiv_rn(__fmul_rn(__fmul_rn(__fmul_rn(r, r), r), u_dot_x), static_cast<float>(cols));
+  for (long i = threadIdx.x; i < cols; i += kRowThreads) {
+    const float value = __fsub_rn(__fmul_rn(r, __fmul_rn(dy[base + i], g[i])), __fmul_rn(x[base + i], c));
+    const float total = residual ? __fadd_rn(residual[base + i], value) : value;
+    if (dx) dx[base + i] = total;
+    if (copy) copy[base + i] = __float2bfloat16_rn(total);
+  }
+}
+
+/// Rotate each head's pairs in place: rows are tokens (position = row % seqlen), `table` holds
+/// (cos, sin) per position and pair; direction −1 is the inverse (the backward).
+template <int = 0>
+__global__ void rope_kernel(float* x, __nv_bfloat16* copy, const float2* table, long rows, long heads, long head_dim,
+                            long seqlen, bool adjacent_pairs, float direction) {
+  const long half = head_dim / 2;
+  const long id = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (id >= rows * heads * half) return;
+  const long i = id % half, h = (id / half) % heads, r = id / (half * heads);
+  const float2 cs = table[(r % seqlen) * half + i];
+  const float sin_a = __fmul_rn(direction, cs.y);
+  float* head = x + r * heads * head_dim + h * head_dim;
+  const long a = adjacent_pairs ? 2 * i : i, b = adjacent_pairs ? 2 * i + 1 : i + half;
+  const float x0 = head[a], x1 = head[b];
+  const float y0 = __fsub_rn(__fmul_rn(x0, cs.x), __fmul_rn(x1, sin_a)), y1 = __fadd_rn(__fmul_rn(x0, sin_a), __fmul_rn(x1, cs.x));
+  head[a] = y0;
+  head[b] = y1;
+  if (copy) {
+    __nv_bfloat16* out = copy + r * heads * head_dim + h * head_dim;
+    out[a] = __float2bfloat16_rn(y0);
+    out[b] = __float2bfloat16_rn(y1);
+  }
+}
+
+/// Causal softmax of attention scores: one block per row of a [seqlen, seqlen] matrix (rows of
+/// all matrices stacked); entries after the row's own position become 0. The probabilities go
+/// to `scores` itself (float32, may be null: then `scores` is only scratch) and/or, in bf16, to
+/// `copy` (the next GEMMs' operand).
+template <int = 0>
+__global__ void causal_softmax_kernel(float* scores, bool keep_float, __nv_bfloat16* copy, long seqlen) {
+  __shared__ float shared[kRowThreads];
+  const long t = blockIdx.x % seqlen;
+  float* row = scores + blockIdx.x * seqlen;
+  float max = -INFINITY;
+  for (long j = threadIdx.x; j <= t; j += kRowThreads) max = fmaxf(max, row[j]);
+  max = device::block_max(max, shared);
+  float sum = 0.0f;
+  for (long j = threadIdx.x; j <= t; j += kRowThreads) {
+    const float e = expf(__fsub_rn(row[j], max));
+    row[j] = e;
+    sum = __fadd_rn(sum, e);
+  }
+  sum = device::block_sum(sum, shared);
+  for (long j = threadIdx.x; j < seqlen; j += kRowThreads) {
+    const float p = j <= t ? __fdiv_rn(row[j], sum) : 0.0f;
+    if (keep_float) row[j] = p;
+    if (copy) copy[blockIdx.x * seqlen + j] = __float2bfloat16_rn(p);
+  }
+}
+
+/// Softmax backward: dS = scale · P ⊙ (dP − Σ_j P_j dP_j), row by row. dP comes in `dp`; dS
+/// goes back to `dp` (when keep_float) and/or, in bf16, to `copy`. P is float32 or bf16.
+template <class P>
+__global__ void softmax_backward_kernel(const P* p, float* dp, bool keep_float, __nv_bfloat16* copy, long seqlen, float scale) {
+  __shared__ float shared[kRowThreads];
+  const long t = blockIdx.x % seqlen, base = blockIdx.x * seqlen;
+  float dot = 0.0f;
+  for (long j = threadIdx.x; j <= t; j += kRowThreads) dot = __fadd_rn(dot, __fmul_rn(static_cast<float>(p[base + j]), dp[base + j]));
+  dot = device::block_sum(dot, shared);
+  for (long j = threadIdx.x; j < seqlen; j += kRowThreads) {
+    const float pj = static_cast<float>(p[base + j]);
+    const float ds = j <= t ? __fmul_rn(__fsub_rn(__fmul_rn(pj, dp[base + j]), __fmul_rn(pj, dot)), scale) : 0.0f;
+    if (keep_float) dp[base + j] = ds;
+    if (copy) copy[base + j] = __float2bfloat16_rn(ds);
+  }
+}
+
+/// act = silu(gate) ⊙ up, into `act` and/or, in bf16, `copy`.
+template <int = 0>
+__global__ void swiglu_kernel(const float* gate, const float* up, float* act, __nv_bfloat16* copy, long n) {
+  const long i = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  const float g = gate[i];
+  const float a = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), up[i]);
+  if (act) act[i] = a;
+  if (copy) copy[i] = __float2bfloat16_rn(a);
+}
+
+/// d_up = d_act · silu(gate);  d_gate = d_act · up · σ(gate) (1 + gate (1 − σ(gate))). Into
+/// float32 outputs and/or bf16 copies (any may be null).
+template <int = 0>
+__global__ void swiglu_backward_kernel(const float* gate, const float* up, const float* d_act, float* d_gate, float* d_up,
+                                       __nv_bfloat16* d_gate_copy, __nv_bfloat16* d_up_copy, long n) {
+  const long i = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  const float g = gate[i], sigma = __fdiv_rn(1.0f, __fadd_rn(1.0f, expf(-g)));
+  const float du = __fmul_rn(__fmul_rn(d_act[i], g), sigma);
+  const float dg = __fmul_rn(__fmul_rn(__fmul_rn(d_act[i], up[i]), sigma), __fadd_rn(1.0f, __fmul_rn(g, __fsub_rn(1.0f, sigma))));
+  if (d_up) d_up[i] = du;
+  if (d_gate) d_gate[i] = dg;
+  if (d_up_copy) d_up_copy[i] = __float2bfloat16_rn(du);
+  if (d_gate_copy) d_gate_copy[i] = __float2bfloat16_rn(dg);
+}
+
+/// x[r, c] += bias[c] (Qwen2's q/k/v projection biases).
+template <int = 0>
+__global__ void add_bias_kernel(float* x, const float* bias, long rows, long cols) {
+  const long i = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (i < rows * cols) x[i] = __fadd_rn(x[i], bias[i % cols]);
+}
+
+/// Grouped-query attention's backward: the gradients of the query heads that share a KV head
+/// add up, in head order. per_head [rows, kv_heads·group·head_dim] → out [rows, kv_heads·head_dim].
+template <int = 0>
+__global__ void sum_head_groups_kernel(const float* per_head, float* out, long rows, long kv_heads, long group, long head_dim) {
+  const long i = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (i >= rows * kv_heads * head_dim) return;
+  const long r = i / (kv_heads * head_dim), kv = (i / head_dim) % kv_heads, e = i % head_dim;
+  const float* from = per_head + r * kv_heads * group * head_dim + kv * group * head_dim + e;
+  float sum = 0.0f;
+  for (long g = 0; g < group; ++g) sum = __fadd_rn(sum, from[g * head_dim]);
+  out[i] = sum;
+}
+
+/// grad = (out − target) · factor: the loss gradient 2 (out − target) / N; `copy` (may be
+/// null) gets it in bf16.
+template <int = 0>
+__global__ void scaled_difference_kernel(const float* out, const float* target, float* grad, __nv_bfloat16* copy, float factor,
+                                         long n) {
+  const long i = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  const float g = __fmul_rn(__fsub_rn(out[i], target[i]), factor);
+  grad[i] = g;
+  if (copy) copy[i] = __float2bfloat16_rn(g);
+}
+
+}  // namespace autoround::cuda

@@ -1,0 +1,534 @@
+#pragma once
+// Block-wise AutoRound on the GPU: the device implementation behind BlockTuningRun<Q,
+// SignSGD<LinearDecay>, Cuda> (cuda_runs.cuh). The algorithm of autoround::BlockTuningRun (the same
+// IndexSampler minibatches, LinearDecay schedule, per-bit-width learning rates, best-step rule,
+// TuneOptions and QuantizedWeight results) with the block's weights, the calibration inputs,
+// their full-precision targets and every tunable parameter in device memory.
+//
+// One step: gather the minibatch (batch_size samples × seqlen tokens, processed together as one
+// [batch·seqlen, hidden] matrix), fake-quantize the tuned layers (qdq kernels, bit-identical to
+// the CPU's), the block forward (cuBLAS GEMMs for the seven projections and, per sample and
+// head, the attention products; kernels of block_kernels.cuh for the rest), the mean squared
+// error against the targets, the backward to the seven weights, the straight-through backward to
+// v / min_scale / max_scale and SignSGD. Input gradients of the q/k/v projections are not
+// computed: the block input is a constant of block-wise tuning.
+//
+// GEMM precision: float32 (the CPU backend's numerics; results differ from it only by
+// summation order), or bf16 operands with float32 accumulation (GemmPrecision::BFloat16: the
+// precision the reference's default amp autocast gives the block's matmuls on CUDA; attention
+// probabilities and gradients are rounded to bf16 before their GEMMs, softmax, norms, loss,
+// gradients and parameters stay float32). The targets are computed with the same precision.
+//
+// Memory: inputs and targets of all samples (2 · nsamples · seqlen · hidden floats), the
+// block's weights and tuning state (about 5 floats per weight), and the activations of one
+// minibatch including its [batch · heads, seqlen, seqlen] attention probabilities.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <array>
+#include <cmath>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "../../core/matrix.hpp"
+#include "../../model/llama_block.hpp"
+#include "../../optimizer/sign_sgd.hpp"
+#include "../../quantizer/int_quantizer.hpp"
+#include "../../quantizer/quantized_weight.hpp"
+#include "../../tune/best_step.hpp"
+#include "../../tune/index_sampler.hpp"
+#include "../../tune/tune_options.hpp"
+#include "../cuda.hpp"
+#include "blas.hpp"
+#include "block_kernels.cuh"
+#include "layer_tuning_run.cuh"
+#include "qdq_layer.cuh"
+
+namespace autoround::cuda {
+
+template <class Q = DynamicIntQuantizer>
+class BlockTuningRun {
+ public:
+  using LayerQuantizers = std::array<std::optional<Q>, 7>;  ///< nullopt: layer stays in full precision
+  using LayerResults = std::array<std::optional<QuantizedWeight<Q>>, 7>;
+
+  /// `inputs`: one [seqlen, hidden] matrix per calibration sample; copied to the device.
+  BlockTuningRun(const TuneOptions& options, const LayerQuantizers& quantizers, const LlamaBlock& block,
+                 const LlamaConfig& config, std::span<const RowMatrix> inputs, const std::string& name = "block",
+                 GemmPrecision precision = GemmPrecision::Float32)
+      : options_(options), config_(config), bf16_(precision == GemmPrecision::BFloat16),
+        samples_(static_cast<long>(inputs.size())), seqlen_(inputs.empty() ? 0 : inputs[0].rows()),
+        batch_(std::min<long>(options.batch_size, static_cast<long>(inputs.size()))),
+        sampler_(static_cast<Index>(inputs.size()), batch_, options.seed), tracker_(options) {
+    detail::require(!inputs.empty(), name + ": no calibration samples");
+    for (const RowMatrix& x : inputs)
+      detail::require(x.cols() == config.hidden && x.rows() == seqlen_,
+                      name + ": calibration samples must all be [seqlen, " + std::to_string(config.hidden) + "]");
+    detail::require(config.heads > 0 && config.kv_heads > 0 && config.heads % config.kv_heads == 0 && config.head_dim % 2 == 0,
+                    name + ": heads must be a multiple of kv_heads and head_dim even");
+    for (Linear l : all_linears) {
+      const auto [out, in] = linear_shape(config, l);
+      detail::require(block[l].rows() == out && block[l].cols() == in,
+                      name + "." + hf_name(l) + ": weight shape does not match the configuration");
+    }
+    upload_constants(block);
+    for (Linear l : all_linears) setup_layer(l, block[l], quantizers[static_cast<std::size_t>(l)], name);
+    allocate();
+    build_attention_batches();
+    compute_targets(inputs);
+    snapshot();
+  }
+
+  /// Run step `stats().steps_run`; returns its loss (measured before the update).
+  double step() {
+    const int step = tracker_.next_step();
+    const auto samples = sampler_.next_batch();
+    const long nb = static_cast<long>(samples.size()), rows = nb * seqlen_, hidden = config_.hidden;
+    for (long i = 0; i < nb; ++i) {
+      const std::size_t from = static_cast<std::size_t>(samples[static_cast<std::size_t>(i)] * seqlen_ * hidden);
+      copy_floats(x_.data() + i * seqlen_ * hidden, inputs_.data() + from, seqlen_ * hidden);
+      copy_floats(target_.data() + i * seqlen_ * hidden, targets_.data() + from, seqlen_ * hidden);
+    }
+    for (Layer& layer : layers_)
+      if (layer.qdq) {
+        layer.qdq->forward(layer.weight.f.data());
+        layer.weight.refresh();
+      }
+    if (bf16_) forward<__nv_bfloat16>(nb); else forward<float>(nb);
+    const long n = rows * hidden;
+    const double loss = squared_error(d_out_.f.data(), target_.data(), n) / static_cast<double>(n);
+    if (tracker_.record(loss)) snapshot();
+    scaled_difference_kernel<><<<blocks_for(n, 256), 256>>>(d_out_.f.data(), target_.data(), d_out_.f.data(),
+                                                              d_out_.bf16_out(), static_cast<float>(2.0 / static_cast<double>(n)), n);
+    if (bf16_) backward<__nv_bfloat16>(nb); else backward<float>(nb);
+    const float factor = SignSGD<LinearDecay>{}.rate_factor(step, options_.iters);
+    for (Layer& layer : layers_) {
+      if (!layer.qdq) continue;
+      layer.qdq->backward(layer.grad.data(), layer.grad_min.data(), layer.grad_max.data());
+      sign_sgd(layer.qdq->rounding(), layer.grad.data(), layer.lr * factor);
+      if (options_.enable_minmax_tuning) {
+        sign_sgd(layer.qdq->min_scale(), layer.grad_min.data(), layer.minmax_lr * factor);
+        sign_sgd(layer.qdq->max_scale(), layer.grad_max.data(), layer.minmax_lr * factor);
+      }
+    }
+    check(cudaGetLastError(), "block step");
+    return loss;
+  }
+
+  bool running() const { return tracker_.running(); }
+  const TuningStats& stats() const { return tracker_.stats(); }
+
+  /// Loss over every calibration sample under the current parameters (no update): the block
+  /// error a round-to-nearest run (iters = 0) reports.
+  double evaluate() {
+    for (Layer& layer : layers_)
+      if (layer.qdq) {
+        layer.qdq->forward(layer.weight.f.data());
+        layer.weight.refresh();
+      }
+    const long sample_floats = seqlen_ * config_.hidden;
+    double sum = 0;
+    for (long first = 0; first < samples_; first += batch_) {
+      const long nb = std::min(batch_, samples_ - first);
+      copy_floats(x_.data(), inputs_.data() + first * sample_floats, nb * sample_floats);
+      if (bf16_) forward<__nv_bfloat16>(nb); else forward<float>(nb);
+      sum += squared_error(d_out_.f.data(), targets_.data() + first * sample_floats, nb * sample_floats);
+    }
+    return sum / (static_cast<double>(samples_) * static_cast<double>(sample_floats));
+  }
+
+  /// The targets (the block as given, in full precision, on every sample) copied to `out`, one
+  /// [seqlen, hidden] matrix per sample: a run without tuned layers is a batched block forward.
+  void download_targets(std::span<RowMatrix> out) const {
+    detail::require(static_cast<long>(out.size()) == samples_, "download_targets: one matrix per calibration sample");
+    const long sample_floats = seqlen_ * config_.hidden;
+    for (long s = 0; s < samples_; ++s) {
+      RowMatrix& m = out[static_cast<std::size_t>(s)];
+      m.resize(seqlen_, config_.hidden);
+      check(cudaMemcpy(m.data(), targets_.data() + s * sample_floats, static_cast<std::size_t>(sample_floats) * sizeof(float),
+                       cudaMemcpyDeviceToHost),
+            "copy block outputs to the host");
+    }
+  }
+
+  /// Encode every tuned layer with the kept (best) parameters.
+  LayerResults result() {
+    LayerResults results;
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+      Layer& layer = layers_[i];
+      if (!layer.qdq) continue;
+      copy_floats(layer.qdq->rounding().data(), layer.best_rounding.data(), static_cast<long>(layer.best_rounding.size()));
+      copy_floats(layer.qdq->min_scale().data(), layer.best_min.data(), static_cast<long>(layer.best_min.size()));
+      copy_floats(layer.qdq->max_scale().data(), layer.best_max.data(), static_cast<long>(layer.best_max.size()));
+      DeviceBuffer<std::uint8_t> codes(layer.best_rounding.size());
+      layer.qdq->encode(codes.data());
+      QuantizedWeight<Q> q{*layer.quantizer, GroupLayout(layer.rows, layer.cols, layer.quantizer->group_size()),
+                           codes.download(), {}, {}, tracker_.stats()};
+      for (const GroupQuant& gq : layer.qdq->quants()) {
+        q.scales.push_back(gq.scale);
+        q.zeros.push_back(static_cast<std::int32_t>(gq.zero));
+      }
+      results[i] = std::move(q);
+    }
+    return results;
+  }
+
+ private:
+  // A row-major device matrix: float32, and in bf16 mode a bf16 copy (the GEMM operand). A
+  // matrix that is only ever a GEMM operand has no float32 values in bf16 mode (float_too false).
+  struct Tensor {
+    DeviceBuffer<float> f;
+    DeviceBuffer<__nv_bfloat16> h;
+    void allocate(long n, bool bf16, bool float_too = true) {
+      if (float_too || !bf16) f = DeviceBuffer<float>(static_cast<std::size_t>(n));
+      if (bf16) h = DeviceBuffer<__nv_bfloat16>(static_cast<std::size_t>(n));
+    }
+    float* float_out() { return f.size() ? f.data() : nullptr; }
+    __nv_bfloat16* bf16_out() { return h.size() ? h.data() : nullptr; }
+    void refresh(long n = -1) {  // bf16 copy of the first n values (all by default)
+      if (h.size() == 0) return;
+      if (n < 0) n = static_cast<long>(f.size());
+      to_bf16_kernel<><<<blocks_for(n, 256), 256>>>(f.data(), 1.0f, nullptr, h.data(), n);
+    }
+    template <class T>
+    const T* as() const {
+      if constexpr (std::is_same_v<T, float>) return f.data(); else return h.data();
+    }
+    template <class T>
+    T* as() {
+      if constexpr (std::is_same_v<T, float>) return f.data(); else return h.data();
+    }
+  };
+
+  struct Layer {
+    long rows = 0, cols = 0;
+    Tensor weight;                // what the block computes with: full precision, or fake-quantized
+    std::optional<Q> quantizer;   // tuned layers only
+    std::optional<QdqLayer> qdq;
+    DeviceBuffer<float> grad, grad_min, grad_max, best_rounding, best_min, best_max;
+    float lr = 0, minmax_lr = 0;
+  };
+
+  // Device pointer arrays of one batched attention GEMM (per sample and query head).
+  struct Batched {
+    DeviceBuffer<const void*> a, b;
+    DeviceBuffer<float*> c;
+  };
+
+  static void copy_floats(float* to, const float* from, long n) {
+    check(cudaMemcpyAsync(to, from, static_cast<std::size_t>(n) * sizeof(float), cudaMemcpyDeviceToDevice), "device copy");
+  }
+  static DeviceBuffer<float> upload(const Eigen::VectorXf& v) {
+    return DeviceBuffer<float>(std::span<const float>(v.data(), static_cast<std::size_t>(v.size())));
+  }
+
+  void upload_constants(const LlamaBlock& block) {
+    attn_norm_ = upload(block.attn_norm);
+    ffn_norm_ = upload(block.ffn_norm);
+    for (std::size_t j = 0; j < 3; ++j) bias_[j] = upload(block.qkv_bias[j]);
+    qk_norm_ = block.q_norm.size() > 0;
+    if (qk_norm_) {
+      q_norm_ = upload(block.q_norm);
+      k_norm_ = upload(block.k_norm);
+    }
+    // RoPE (cos, sin) per position and pair, computed as the CPU does (double angle, float result)
+    const long half = config_.head_dim / 2;
+    std::vector<float2> table(static_cast<std::size_t>(seqlen_ * half));
+    for (long i = 0; i < half; ++i) {
+      double frequency = std::pow(static_cast<double>(config_.rope_theta), -2.0 * static_cast<double>(i) / static_cast<double>(config_.head_dim));
+      if (!config_.rope_divisors.empty()) frequency /= static_cast<double>(config_.rope_divisors[static_cast<std::size_t>(i)]);
+      for (long t = 0; t < seqlen_; ++t) {
+        const double angle = static_cast<double>(t) * frequency;
+        table[static_cast<std::size_t>(t * half + i)] = {static_cast<float>(std::cos(angle)), static_cast<float>(std::sin(angle))};
+      }
+    }
+    rope_ = DeviceBuffer<float2>(std::span<const float2>(table));
+  }
+
+  void setup_layer(Linear l, const RowMatrix& w, const std::optional<Q>& quantizer, const std::string& name) {
+    Layer& layer = layers_[static_cast<std::size_t>(l)];
+    layer.rows = w.rows();
+    layer.cols = w.cols();
+    const std::span<const float> host(w.data(), static_cast<std::size_t>(w.size()));
+    layer.weight.allocate(w.size(), bf16_);
+    layer.weight.f.upload(host);
+    layer.weight.refresh();
+    if (!quantizer) return;
+    detail::require(w.allFinite(), name + "." + hf_name(l) + ": weight has NaN or Inf values");
+    layer.quantizer = *quantizer;
+    layer.qdq.emplace(quantizer->spec(), w.rows(), w.cols(), host);
+    const auto n = static_cast<std::size_t>(w.size()), groups = static_cast<std::size_t>(layer.qdq->shape().groups());
+    layer.grad = DeviceBuffer<float>(n);
+    layer.best_rounding = DeviceBuffer<float>(n);
+    layer.grad_min = DeviceBuffer<float>(groups);
+    layer.grad_max = DeviceBuffer<float>(groups);
+    layer.best_min = DeviceBuffer<float>(groups);
+    layer.best_max = DeviceBuffer<float>(groups);
+    layer.lr = options_.rounding_lr(quantizer->bits());
+    layer.minmax_lr = options_.clipping_lr(quantizer->bits());
+  }
+
+  void allocate() {
+    const long rows = batch_ * seqlen_, hidden = config_.hidden, inter = config_.intermediate;
+    const long q_cols = config_.heads * config_.head_dim, kv_cols = config_.kv_heads * config_.head_dim;
+    const long scores = batch_ * config_.heads * seqlen_ * seqlen_;
+    auto floats = [](long n) { return DeviceBuffer<float>(static_cast<std::size_t>(n)); };
+    x_ = floats(rows * hidden);
+    target_ = floats(rows * hidden);
+    h_ = floats(rows * hidden);
+    gate_ = floats(rows * inter);
+    up_ = floats(rows * inter);
+    d_act_ = floats(rows * inter);
+    d_yn_ = floats(rows * hidden);
+    dk_heads_ = floats(rows * q_cols);
+    dv_heads_ = floats(rows * q_cols);
+    inv_rms1_ = floats(rows);
+    inv_rms2_ = floats(rows);
+    if (qk_norm_) {
+      q_projected_ = floats(rows * q_cols);
+      k_projected_ = floats(rows * kv_cols);
+      inv_rms_q_ = floats(rows * config_.heads);
+      inv_rms_k_ = floats(rows * config_.kv_heads);
+      norm_scratch_ = floats(rows * q_cols);
+    }
+    d_out_.allocate(rows * hidden, bf16_);
+    for (Tensor* t : {&xn_, &yn_, &d_h_}) t->allocate(rows * hidden, bf16_, false);
+    for (Tensor* t : {&q_, &attention_, &d_attention_, &dq_}) t->allocate(rows * q_cols, bf16_);
+    for (Tensor* t : {&k_, &v_, &dk_, &dv_}) t->allocate(rows * kv_cols, bf16_);
+    for (Tensor* t : {&act_, &d_gate_, &d_up_}) t->allocate(rows * inter, bf16_, false);
+    // attention: float32 probabilities P and float32 dP → dS, in place; in bf16 mode the float32
+    // square is only the GEMM output (S, then dP) and P, dS are kept in bf16
+    p_.allocate(scores, bf16_, false);
+    ds_.allocate(scores, bf16_);
+  }
+
+  // Pointer arrays for the six attention GEMMs, one entry per (sample, query head), sample-major
+  // so that a smaller final batch uses a prefix.
+  void build_attention_batches() {
+    if (bf16_) build_attention_batches<__nv_bfloat16>(); else build_attention_batches<float>();
+  }
+  template <class T>
+  void build_attention_batches() {
+    const long d = config_.head_dim, group = config_.heads / config_.kv_heads;
+    const long ldq = config_.heads * d, ldk = config_.kv_heads * d, square = seqlen_ * seqlen_;
+    const auto count = static_cast<std::size_t>(batch_ * config_.heads);
+    auto make = [&](auto a_of, auto b_of, auto c_of) {
+      std::vector<const void*> a(count), b(count);
+      std::vector<float*> c(count);
+      for (long s = 0; s < batch_; ++s)
+        for (long h = 0; h < config_.heads; ++h) {
+          const auto i = static_cast<std::size_t>(s * config_.heads + h);
+          a[i] = a_of(s, h, h / group);
+          b[i] = b_of(s, h, h / group);
+          c[i] = c_of(s, h, h / group);
+        }
+      Batched batched;
+      batched.a = DeviceBuffer<const void*>(std::span<const void* const>(a));
+      batched.b = DeviceBuffer<const void*>(std::span<const void* const>(b));
+      batched.c = DeviceBuffer<float*>(std::span<float* const>(c));
+      return batched;
+    };
+    auto q_at = [&](Tensor& t, long s, long h) { return t.template as<T>() + s * seqlen_ * ldq + h * d; };
+    auto kv_at = [&](Tensor& t, long s, long kv) { return t.template as<T>() + s * seqlen_ * ldk + kv * d; };
+    auto square_at = [&](Tensor& t, long s, long h) { return t.template as<T>() + (s * config_.heads + h) * square; };
+    auto q_float = [&](float* base, long s, long h) { return base + s * seqlen_ * ldq + h * d; };
+    float* scores_out = bf16_ ? ds_.f.data() : p_.f.data();
+    scores_ = make([&](long s, long h, long) { return q_at(q_, s, h); }, [&](long s, long, long kv) { return kv_at(k_, s, kv); },
+                   [&](long s, long h, long) { return scores_out + (s * config_.heads + h) * square; });
+    context_ = make([&](long s, long h, long) { return square_at(p_, s, h); }, [&](long s, long, long kv) { return kv_at(v_, s, kv); },
+                    [&](long s, long h, long) { return q_float(attention_.f.data(), s, h); });
+    d_scores_ = make([&](long s, long h, long) { return q_at(d_attention_, s, h); },
+                     [&](long s, long, long kv) { return kv_at(v_, s, kv); },
+                     [&](long s, long h, long) { return ds_.f.data() + (s * config_.heads + h) * square; });
+    d_query_ = make([&](long s, long h, long) { return square_at(ds_, s, h); }, [&](long s, long, long kv) { return kv_at(k_, s, kv); },
+                    [&](long s, long h, long) { return q_float(dq_.f.data(), s, h); });
+    d_key_ = make([&](long s, long h, long) { return square_at(ds_, s, h); }, [&](long s, long h, long) { return q_at(q_, s, h); },
+                  [&](long s, long h, long) { return q_float(dk_heads_.data(), s, h); });
+    d_value_ = make([&](long s, long h, long) { return square_at(p_, s, h); },
+                    [&](long s, long h, long) { return q_at(d_attention_, s, h); },
+                    [&](long s, long h, long) { return q_float(dv_heads_.data(), s, h); });
+  }
+
+  template <class T>
+  void batched(const Batched& g, bool trans_a, bool trans_b, long m, long n, long k, float alpha, long lda, long ldb, long ldc,
+               long count) {
+    blas_.gemm_batched<T>(trans_a, trans_b, m, n, k, alpha, reinterpret_cast<const T* const*>(g.a.data()), lda,
+                          reinterpret_cast<const T* const*>(g.b.data()), ldb, 0.0f, g.c.data(), ldc, count);
+  }
+
+  // y [rows, out] (= or +=) x [rows, in] · W^T
+  template <class T>
+  void project(Linear l, long rows, const Tensor& x, float* y, float beta = 0.0f) {
+    const Layer& layer = layers_[static_cast<std::size_t>(l)];
+    blas_.gemm<T>(false, true, rows, layer.rows, layer.cols, 1.0f, x.template as<T>(), layer.cols, layer.weight.template as<T>(),
+                  layer.cols, beta, y, layer.rows);
+  }
+  // dx [rows, in] (= or +=) dy [rows, out] · W
+  template <class T>
+  void project_back(Linear l, long rows, const Tensor& dy, float* dx, float beta = 0.0f) {
+    const Layer& layer = layers_[static_cast<std::size_t>(l)];
+    blas_.gemm<T>(false, false, rows, layer.cols, layer.rows, 1.0f, dy.template as<T>(), layer.rows,
+                  layer.weight.template as<T>(), layer.cols, beta, dx, layer.cols);
+  }
+  // dW [out, in] = dy^T · x, for tuned layers only
+  template <class T>
+  void weight_gradient(Linear l, long rows, const Tensor& dy, const Tensor& x) {
+    Layer& layer = layers_[static_cast<std::size_t>(l)];
+    if (!layer.qdq) return;
+    blas_.gemm<T>(true, false, layer.rows, layer.cols, rows, 1.0f, dy.template as<T>(), layer.rows, x.template as<T>(), layer.cols,
+                  0.0f, layer.grad.data(), layer.cols);
+  }
+
+  void rope(float* x, __nv_bfloat16* copy, long rows, long heads, float direction) {
+    const long n = rows * heads * (config_.head_dim / 2);
+    rope_kernel<><<<blocks_for(n, 256), 256>>>(x, copy, rope_.data(), rows, heads, config_.head_dim, seqlen_,
+                                                config_.rope_style == RopeStyle::AdjacentPairs, direction);
+  }
+
+  // Block forward on the first nb samples of x_: output into d_out_.f, intermediates kept.
+  template <class T>
+  void forward(long nb) {
+    const long rows = nb * seqlen_, hidden = config_.hidden, inter = config_.intermediate, d = config_.head_dim;
+    const long heads = config_.heads, kv_heads = config_.kv_heads, q_cols = heads * d, kv_cols = kv_heads * d;
+    rms_norm_kernel<><<<static_cast<unsigned>(rows), kRowThreads>>>(x_.data(), attn_norm_.data(), xn_.float_out(), xn_.bf16_out(),
+                                                                   inv_rms1_.data(), hidden, config_.rms_eps);
+    Tensor* qkv[3] = {&q_, &k_, &v_};
+    for (std::size_t j = 0; j < 3; ++j) {
+      const Linear l = all_linears[j];
+      project<T>(l, rows, xn_, qkv[j]->f.data());
+      if (bias_[j].size() > 0) {
+        const long cols = layers_[j].rows;
+        add_bias_kernel<><<<blocks_for(rows * cols, 256), 256>>>(qkv[j]->f.data(), bias_[j].data(), rows, cols);
+      }
+    }
+    if (qk_norm_) {  // Qwen3: RMSNorm over each head of q and k, before RoPE
+      copy_floats(q_projected_.data(), q_.f.data(), rows * q_cols);
+      copy_floats(k_projected_.data(), k_.f.data(), rows * kv_cols);
+      rms_norm_kernel<><<<static_cast<unsigned>(rows * heads), kRowThreads>>>(q_projected_.data(), q_norm_.data(), q_.f.data(),
+                                                                             nullptr, inv_rms_q_.data(), d, config_.rms_eps);
+      rms_norm_kernel<><<<static_cast<unsigned>(rows * kv_heads), kRowThreads>>>(k_projected_.data(), k_norm_.data(), k_.f.data(),
+                                                                                nullptr, inv_rms_k_.data(), d, config_.rms_eps);
+    }
+    rope(q_.f.data(), q_.bf16_out(), rows, heads, 1.0f);
+    rope(k_.f.data(), k_.bf16_out(), rows, kv_heads, 1.0f);
+    v_.refresh(rows * kv_cols);
+    const long count = nb * heads;
+    batched<T>(scores_, false, true, seqlen_, seqlen_, d, 1.0f / std::sqrt(static_cast<float>(d)), q_cols, kv_cols, seqlen_, count);
+    if (bf16_)
+      causal_softmax_kernel<><<<static_cast<unsigned>(count * seqlen_), kRowThreads>>>(ds_.f.data(), false, p_.h.data(), seqlen_);
+    else
+      causal_softmax_kernel<><<<static_cast<unsigned>(count * seqlen_), kRowThreads>>>(p_.f.data(), true, nullptr, seqlen_);
+    batched<T>(context_, false, false, seqlen_, d, seqlen_, 1.0f, seqlen_, kv_cols, q_cols, count);
+    attention_.refresh(rows * q_cols);
+    copy_floats(h_.data(), x_.data(), rows * hidden);
+    project<T>(Linear::Output, rows, attention_, h_.data(), 1.0f);  // h = x + attention Wo^T
+    rms_norm_kernel<><<<static_cast<unsigned>(rows), kRowThreads>>>(h_.data(), ffn_norm_.data(), yn_.float_out(), yn_.bf16_out(),
+                                                                   inv_rms2_.data(), hidden, config_.rms_eps);
+    project<T>(Linear::Gate, rows, yn_, gate_.data());
+    project<T>(Linear::Up, rows, yn_, up_.data());
+    swiglu_kernel<><<<blocks_for(rows * inter, 256), 256>>>(gate_.data(), up_.data(), act_.float_out(), act_.bf16_out(),
+                                                            rows * inter);
+    copy_floats(d_out_.f.data(), h_.data(), rows * hidden);
+    project<T>(Linear::Down, rows, act_, d_out_.f.data(), 1.0f);  // out = h + act Wd^T
+  }
+
+  // Block backward from dL/d(out) in d_out_ to the tuned layers' weight gradients.
+  template <class T>
+  void backward(long nb) {
+    const long rows = nb * seqlen_, hidden = config_.hidden, inter = config_.intermediate, d = config_.head_dim;
+    const long heads = config_.heads, kv_heads = config_.kv_heads, q_cols = heads * d, kv_cols = kv_heads * d;
+    weight_gradient<T>(Linear::Down, rows, d_out_, act_);
+    project_back<T>(Linear::Down, rows, d_out_, d_act_.data());
+    swiglu_backward_kernel<><<<blocks_for(rows * inter, 256), 256>>>(gate_.data(), up_.data(), d_act_.data(), d_gate_.float_out(),
+                                                                     d_up_.float_out(), d_gate_.bf16_out(), d_up_.bf16_out(),
+                                                                     rows * inter);
+    weight_gradient<T>(Linear::Gate, rows, d_gate_, yn_);
+    weight_gradient<T>(Linear::Up, rows, d_up_, yn_);
+    project_back<T>(Linear::Gate, rows, d_gate_, d_yn_.data());
+    project_back<T>(Linear::Up, rows, d_up_, d_yn_.data(), 1.0f);
+    rms_norm_backward_kernel<><<<static_cast<unsigned>(rows), kRowThreads>>>(
+        h_.data(), ffn_norm_.data(), inv_rms2_.data(), d_yn_.data(), d_out_.f.data(), d_h_.float_out(), d_h_.bf16_out(), hidden);
+    weight_gradient<T>(Linear::Output, rows, d_h_, attention_);
+    project_back<T>(Linear::Output, rows, d_h_, d_attention_.f.data());
+    d_attention_.refresh(rows * q_cols);
+    const long count = nb * heads;
+    batched<T>(d_scores_, false, true, seqlen_, seqlen_, d, 1.0f, q_cols, kv_cols, seqlen_, count);  // dP = dO V^T
+    const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+    if (bf16_)
+      softmax_backward_kernel<<<static_cast<unsigned>(count * seqlen_), kRowThreads>>>(p_.h.data(), ds_.f.data(), false, ds_.h.data(),
+                                                                                       seqlen_, scale);
+    else
+      softmax_backward_kernel<<<static_cast<unsigned>(count * seqlen_), kRowThreads>>>(p_.f.data(), ds_.f.data(), true, nullptr,
+                                                                                       seqlen_, scale);
+    batched<T>(d_query_, false, false, seqlen_, d, seqlen_, 1.0f, seqlen_, kv_cols, q_cols, count);  // dQ = dS K
+    batched<T>(d_key_, true, false, seqlen_, d, seqlen_, 1.0f, seqlen_, q_cols, q_cols, count);      // dK_h = dS^T Q
+    batched<T>(d_value_, true, false, seqlen_, d, seqlen_, 1.0f, seqlen_, q_cols, q_cols, count);    // dV_h = P^T dO
+    const long group = heads / kv_heads;
+    sum_head_groups_kernel<><<<blocks_for(rows * kv_cols, 256), 256>>>(dk_heads_.data(), dk_.f.data(), rows, kv_heads, group, d);
+    sum_head_groups_kernel<><<<blocks_for(rows * kv_cols, 256), 256>>>(dv_heads_.data(), dv_.f.data(), rows, kv_heads, group, d);
+    rope(dq_.f.data(), qk_norm_ ? nullptr : dq_.bf16_out(), rows, heads, -1.0f);
+    rope(dk_.f.data(), qk_norm_ ? nullptr : dk_.bf16_out(), rows, kv_heads, -1.0f);
+    if (qk_norm_) {  // the norms' backward, into scratch (float32 mode: copied back) or the bf16 operand
+      rms_norm_backward_kernel<><<<static_cast<unsigned>(rows * heads), kRowThreads>>>(
+          q_projected_.data(), q_norm_.data(), inv_rms_q_.data(), dq_.f.data(), nullptr, norm_scratch_.data(), dq_.bf16_out(), d);
+      copy_floats(dq_.f.data(), norm_scratch_.data(), rows * q_cols);
+      rms_norm_backward_kernel<><<<static_cast<unsigned>(rows * kv_heads), kRowThreads>>>(
+          k_projected_.data(), k_norm_.data(), inv_rms_k_.data(), dk_.f.data(), nullptr, norm_scratch_.data(), dk_.bf16_out(), d);
+      copy_floats(dk_.f.data(), norm_scratch_.data(), rows * kv_cols);
+    }
+    dv_.refresh(rows * kv_cols);
+    weight_gradient<T>(Linear::Query, rows, dq_, xn_);
+    weight_gradient<T>(Linear::Key, rows, dk_, xn_);
+    weight_gradient<T>(Linear::Value, rows, dv_, xn_);
+  }
+
+  // Targets: the full-precision block's outputs on every sample, batch by batch.
+  void compute_targets(std::span<const RowMatrix> inputs) {
+    const long hidden = config_.hidden, sample_floats = seqlen_ * hidden;
+    inputs_ = DeviceBuffer<float>(static_cast<std::size_t>(samples_ * sample_floats));
+    targets_ = DeviceBuffer<float>(inputs_.size());
+    for (long s = 0; s < samples_; ++s)  // a RowMatrix is row-major and contiguous: one copy per sample
+      check(cudaMemcpy(inputs_.data() + s * sample_floats, inputs[static_cast<std::size_t>(s)].data(),
+                       static_cast<std::size_t>(sample_floats) * sizeof(float), cudaMemcpyHostToDevice),
+            "copy calibration inputs to the device");
+    for (long first = 0; first < samples_; first += batch_) {
+      const long nb = std::min(batch_, samples_ - first);
+      copy_floats(x_.data(), inputs_.data() + first * sample_floats, nb * sample_floats);
+      if (bf16_) forward<__nv_bfloat16>(nb); else forward<float>(nb);
+      copy_floats(targets_.data() + first * sample_floats, d_out_.f.data(), nb * sample_floats);
+    }
+    check(cudaDeviceSynchronize(), "block targets");
+  }
+
+  void snapshot() {
+    for (Layer& layer : layers_)
+      if (layer.qdq) {
+        copy_floats(layer.best_rounding.data(), layer.qdq->rounding().data(), static_cast<long>(layer.best_rounding.size()));
+        copy_floats(layer.best_min.data(), layer.qdq->min_scale().data(), static_cast<long>(layer.best_min.size()));
+        copy_floats(layer.best_max.data(), layer.qdq->max_scale().data(), static_cast<long>(layer.best_max.size()));
+      }
+  }
+
+  TuneOptions options_;
+  LlamaConfig config_;
+  bool bf16_;
+  long samples_, seqlen_, batch_;
+  IndexSampler sampler_;
+  BestStepTracker tracker_;
+  Blas blas_;
+  std::array<Layer, 7> layers_;
+  DeviceBuffer<float> attn_norm_, ffn_norm_, q_norm_, k_norm_;
+  std::array<DeviceBuffer<float>, 3> bias_;
+  bool qk_norm_ = false;
+  DeviceBuffer<float2> rope_;
+  DeviceBuffer<float> inputs_, targets_;  // all samples
+  // one minibatch
+  DeviceBuffer<float> x_, target_, h_, gate_, up_, d_act_, d_yn_, dk_heads_, dv_heads_, inv_rms1_, inv_rms2_;
+  DeviceBuffer<float> q_projected_, k_projected_, inv_rms_q_, inv_rms_k_, norm_scratch_;
+  Tensor xn_, q_, k_, v_, p_, attention_, yn_, act_, d_out_, d_gate_, d_up_, d_h_, d_attention_, ds_, dq_, dk_, dv_;
+  Batched scores_, context_, d_scores_, d_query_, d_key_, d_value_;
+};
+
+}  // namespace autoround::cuda

@@ -1,0 +1,32 @@
+#pragma once
+// The GPU half of test_cuda_block_run (compiled by nvcc in block_run_gpu.cu).
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include <autoround/core/matrix.hpp>
+#include <autoround/model/llama_model.hpp>
+#include <autoround/quantizer/int_quantizer.hpp>
+#include <autoround/quantizer/quantized_weight.hpp>
+#include <autoround/tune/model_quantizer.hpp>
+#include <autoround/tune/tune_options.hpp>
+
+using ModelResults = std::vector<std::array<std::optional<autoround::QuantizedWeight<autoround::DynamicIntQuantizer>>, 7>>;
+
+struct GpuBlockRun {
+  std::array<std::optional<autoround::QuantizedWeight<autoround::DynamicIntQuantizer>>, 7> result;
+  std::vector<double> losses;
+  double final_loss = 0;  ///< evaluate() after result(): all samples, kept parameters
+};
+
+/// BlockTuningRun<DynamicIntQuantizer, SignSGD<>, Cuda> run to the end.
+GpuBlockRun run_block_on_gpu(const autoround::TuneOptions& options,
+                             const std::array<std::optional<autoround::DynamicIntQuantizer>, 7>& quantizers,
+                             const autoround::LlamaBlock& block, const autoround::LlamaConfig& config,
+                             std::span<const autoround::RowMatrix> inputs, bool bf16_gemms);
+
+/// quantize_model<SignSGD<>, Cuda>.
+ModelResults quantize_model_on_gpu(autoround::LlamaModel& model, std::span<const std::int32_t> calibration,
+                                   const autoround::ModelQuantOptions& options, std::vector<autoround::BlockReport>& reports);

@@ -1,0 +1,276 @@
+// Block-wise AutoRound on the GPU (cuda::BlockTuningRun) against the CPU BlockTuningRun on the
+// same small random blocks and calibration inputs: the same sampler, schedule and best-step
+// rule, so with float32 GEMMs the per-step losses agree to rounding (GEMM and row-reduction
+// order differ) and the chosen codes agree for the overwhelming majority of weights. Two
+// blocks: LLaMA (half-split RoPE, GQA, every layer W4G32 asym) and Qwen3-like (adjacent-pair
+// RoPE with scaling divisors, q/k/v biases, q/k norms, mixed precision: q_proj left in full
+// precision, k/v W4 sym, the rest W2G32 asym). Random data: this checks the implementation,
+// not accuracy. Skips (exit 77) without a GPU.
+#define DOCTEST_CONFIG_IMPLEMENT
+#include <doctest/doctest.h>
+
+#include <autoround/autoround.hpp>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+#include <string>
+
+#include "block_run_gpu.hpp"
+#include "qdq_gpu.hpp"
+
+using namespace autoround;
+
+namespace {
+
+LlamaBlock random_block(const LlamaConfig& c, bool qwen, std::mt19937& rng) {
+  std::student_t_distribution<float> heavy(4.0f);
+  std::normal_distribution<float> normal;
+  LlamaBlock b;
+  for (Linear l : all_linears) {
+    const auto [out, in] = linear_shape(c, l);
+    b[l].resize(out, in);
+    for (Index i = 0; i < b[l].size(); ++i) b[l].data()[i] = heavy(rng) / std::sqrt(static_cast<float>(in));
+  }
+  auto around_one = [&](Index n) {
+    Eigen::VectorXf v(n);
+    for (Index i = 0; i < n; ++i) v[i] = 1.0f + 0.2f * normal(rng);
+    return v;
+  };
+  b.attn_norm = around_one(c.hidden);
+  b.ffn_norm = around_one(c.hidden);
+  if (qwen) {
+    for (std::size_t j = 0; j < 3; ++j) b.qkv_bias[j] = 0.3f * (around_one(linear_shape(c, all_linears[j]).first).array() - 1.0f);
+    b.q_norm = around_one(c.head_dim);
+    b.k_norm = around_one(c.head_dim);
+  }
+  return b;
+}
+
+struct Case {
+  std::string name;
+  bool qwen;
+};
+
+}  // namespace
+
+TEST_CASE("GPU block tuning follows the CPU run step for step") {
+  for (const Case& test : {Case{"llama", false}, Case{"qwen3-like", true}}) {
+    CAPTURE(test.name);
+    LlamaConfig c;
+    c.hidden = 64, c.heads = 4, c.kv_heads = 2, c.head_dim = 16, c.intermediate = 96, c.rope_theta = 1000.0f;
+    if (test.qwen) {
+      c.rope_style = RopeStyle::AdjacentPairs;
+      c.rope_divisors = rope_llama3_divisors(c.rope_theta, c.head_dim, 4.0, 1.0, 4.0, 64.0);
+      c.model_type = "qwen3";
+    }
+    std::mt19937 rng(test.qwen ? 11 : 7);
+    const LlamaBlock block = random_block(c, test.qwen, rng);
+    std::normal_distribution<float> normal;
+    std::vector<RowMatrix> inputs(6, RowMatrix(24, c.hidden));
+    for (RowMatrix& x : inputs)
+      for (Index i = 0; i < x.size(); ++i) x.data()[i] = normal(rng) * ((i % c.hidden) % 13 == 0 ? 6.0f : 1.0f);
+
+    std::array<std::optional<DynamicIntQuantizer>, 7> quantizers;
+    for (Linear l : all_linears) {
+      QuantSpec spec{4, 32, Asymmetric};
+      if (test.qwen) spec = (l == Linear::Key || l == Linear::Value) ? QuantSpec{4, 32, Symmetric} : QuantSpec{2, 32, Asymmetric};
+      if (!(test.qwen && l == Linear::Query)) quantizers[static_cast<std::size_t>(l)] = DynamicIntQuantizer(spec);
+    }
+    TuneOptions o;
+    o.iters = 40;
+    o.batch_size = 4;  // 6 samples: the sampler reshuffles every other step
+
+    BlockTuningRun<DynamicIntQuantizer, SignSGD<>, Cpu> cpu(o, quantizers, SignSGD<>{}, Cpu{}, block, c, inputs, "cpu");
+    std::vector<double> losses;
+    while (cpu.running()) losses.push_back(cpu.step());
+    const auto cpu_result = cpu.result();
+    const double cpu_final = cpu.evaluate();
+    const GpuBlockRun gpu = run_block_on_gpu(o, quantizers, block, c, inputs, false);
+
+    // Step by step the runs agree to rounding until a gradient whose sign rounding decides
+    // (a sum within float noise of 0) takes SignSGD another way; from there the runs differ
+    // as two CPU runs with another summation order would. The first 25 steps must be that
+    // close on these blocks; the whole run must tune as well.
+    REQUIRE(losses.size() == gpu.losses.size());
+    double early = 0, worst = 0;
+    std::string trajectory;
+    for (std::size_t s = 0; s < losses.size(); ++s) {
+      const double d = std::fabs(gpu.losses[s] / losses[s] - 1.0);
+      worst = std::max(worst, d);
+      if (s < 25) early = std::max(early, d);
+      trajectory += " " + std::to_string(d);
+    }
+    std::size_t same = 0, total = 0;
+    for (Linear l : all_linears) {
+      const auto i = static_cast<std::size_t>(l);
+      REQUIRE(cpu_result[i].has_value() == gpu.result[i].has_value());
+      if (!cpu_result[i]) continue;
+      CHECK(cpu_result[i]->quantizer.spec().bits == gpu.result[i]->quantizer.spec().bits);
+      for (std::size_t k = 0; k < cpu_result[i]->codes.size(); ++k) same += cpu_result[i]->codes[k] == gpu.result[i]->codes[k];
+      total += cpu_result[i]->codes.size();
+    }
+    const double agreement = static_cast<double>(same) / static_cast<double>(total);
+    const TuningStats& cs = cpu_result[1]->stats;
+    const TuningStats& gs = gpu.result[1]->stats;
+    MESSAGE(test.name << ": RTN loss CPU " << cs.rtn_loss << " GPU " << gs.rtn_loss << ", best CPU " << cs.best_loss << " (step "
+                      << cs.best_step << ") GPU " << gs.best_loss << " (step " << gs.best_step << "), all samples after tuning CPU "
+                      << cpu_final << " GPU " << gpu.final_loss << "; per-step relative loss differences:" << trajectory
+                      << "; codes equal for " << 100.0 * agreement << "% of weights");
+    CHECK(gs.rtn_loss == doctest::Approx(cs.rtn_loss).epsilon(1e-4).scale(0));
+    CHECK(early < 1e-4);
+    CHECK(gs.best_loss == doctest::Approx(cs.best_loss).epsilon(0.1).scale(0));
+    CHECK(gpu.final_loss == doctest::Approx(cpu_final).epsilon(0.1).scale(0));
+    CHECK(agreement > 0.75);
+    if (worst < 1e-4) CHECK(agreement > 0.999);  // no divergence: the same codes
+    CHECK(cs.best_loss < 0.9 * cs.rtn_loss);     // the tuning does something on this block
+
+    // bf16 GEMM operands (the reference's amp precision): a coarser loss, so the path drifts;
+    // it must still tune and start from nearly the float32 RTN loss.
+    const GpuBlockRun bf16 = run_block_on_gpu(o, quantizers, block, c, inputs, true);
+    const TuningStats& bs = bf16.result[1]->stats;
+    MESSAGE(test.name << " bf16 GEMMs: RTN loss " << bs.rtn_loss << ", best " << bs.best_loss << " (step " << bs.best_step << ")");
+    CHECK(bs.rtn_loss == doctest::Approx(cs.rtn_loss).epsilon(3e-2).scale(0));
+    CHECK(bs.best_loss < 0.9 * bs.rtn_loss);
+  }
+}
+
+TEST_CASE("quantize_model with the Cuda policy follows the CPU pipeline") {
+  LlamaModel model;
+  LlamaConfig& c = model.config;
+  c.layers = 2, c.hidden = 64, c.heads = 4, c.kv_heads = 1, c.head_dim = 16, c.intermediate = 128, c.vocab = 40;
+  std::mt19937 rng(17);
+  std::normal_distribution<float> normal;
+  model.embedding.resize(c.vocab, c.hidden);
+  for (Index i = 0; i < model.embedding.size(); ++i) model.embedding.data()[i] = normal(rng);
+  for (Index b = 0; b < c.layers; ++b) model.blocks.push_back(random_block(c, false, rng));
+  model.final_norm = Eigen::VectorXf::Ones(c.hidden);
+  std::vector<std::int32_t> tokens(6 * 20);
+  for (auto& t : tokens) t = static_cast<std::int32_t>(rng() % static_cast<unsigned>(c.vocab));
+  ModelQuantOptions options;
+  options.spec = {4, 32, Asymmetric};
+  options.nsamples = 6;
+  options.seqlen = 20;
+  options.tune.iters = 20;
+  options.tune.batch_size = 4;
+  options.overrides.push_back({"layers\\.1\\.mlp\\.down_proj", QuantSpec{2, 32, Asymmetric}});  // mixed precision
+
+  LlamaModel cpu_model = model, gpu_model = model;
+  std::vector<BlockReport> cpu_reports, gpu_reports;
+  const auto cpu = quantize_model(cpu_model, tokens, options, [&](const BlockReport& r, Index) { cpu_reports.push_back(r); });
+  const auto gpu = quantize_model_on_gpu(gpu_model, tokens, options, gpu_reports);
+  REQUIRE(cpu.size() == 2);
+  REQUIRE(gpu.size() == 2);
+  std::size_t same = 0, total = 0;
+  for (std::size_t b = 0; b < 2; ++b) {
+    CAPTURE(b);
+    MESSAGE("block " << b << ": RTN loss CPU " << cpu_reports[b].stats.rtn_loss << " GPU " << gpu_reports[b].stats.rtn_loss
+                     << ", best CPU " << cpu_reports[b].stats.best_loss << " GPU " << gpu_reports[b].stats.best_loss);
+    CHECK(gpu_reports[b].stats.rtn_loss == doctest::Approx(cpu_reports[b].stats.rtn_loss).epsilon(b == 0 ? 1e-4 : 1e-2).scale(0));
+    CHECK(gpu_reports[b].stats.best_loss == doctest::Approx(cpu_reports[b].stats.best_loss).epsilon(0.1).scale(0));
+    for (std::size_t l = 0; l < 7; ++l) {
+      REQUIRE(cpu[b][l].has_value() == gpu[b][l].has_value());  // k/v [16, 64] stay full precision: not a multiple of 32
+      if (!cpu[b][l]) continue;
+      CHECK(cpu[b][l]->quantizer.bits() == gpu[b][l]->quantizer.bits());
+      for (std::size_t k = 0; k < cpu[b][l]->codes.size(); ++k) same += cpu[b][l]->codes[k] == gpu[b][l]->codes[k];
+      total += cpu[b][l]->codes.size();
+    }
+  }
+  CHECK(gpu[1][6]->quantizer.bits() == 2);
+  const double agreement = static_cast<double>(same) / static_cast<double>(total);
+  MESSAGE("quantize_model: codes equal for " << 100.0 * agreement << "% of weights");
+  CHECK(agreement > 0.9);
+  // the dequantized weights the pipeline leaves in the model are the results
+  CHECK(gpu_model.blocks[1][Linear::Down].isApprox(gpu[1][6]->dequantize()));
+}
+
+TEST_CASE("real block: the GPU run chooses the CPU run's codes") {
+  // one block of the real model with its real calibration inputs, written by make_real_block
+  // (scripts/gpu-deps.sh) where the assets are
+  const char* env = std::getenv("AUTOROUND_REAL_BLOCK");
+  const std::string path = env && *env ? env : ".deps/real_block.safetensors";
+  if (!std::filesystem::exists(path)) {
+    MESSAGE("SKIPPED: " << path << " is missing (scripts/gpu-deps.sh writes it from the assets)");
+    return;
+  }
+  const SafetensorsFile file(path);
+  auto meta = [&](const char* key) { return file.metadata().at(key); };
+  LlamaConfig c;
+  c.hidden = std::stol(meta("hidden")), c.intermediate = std::stol(meta("intermediate")), c.heads = std::stol(meta("heads"));
+  c.kv_heads = std::stol(meta("kv_heads")), c.head_dim = std::stol(meta("head_dim"));
+  c.rope_theta = std::stof(meta("rope_theta")), c.rms_eps = std::stof(meta("rms_eps"));
+  c.rope_style = meta("rope_style") == "adjacent" ? RopeStyle::AdjacentPairs : RopeStyle::HalfSplit;
+  LlamaBlock block;
+  for (Linear l : all_linears) block[l] = file.to_float(hf_name(l));
+  block.attn_norm = file.to_float("attn_norm").row(0).transpose();
+  block.ffn_norm = file.to_float("ffn_norm").row(0).transpose();
+  const auto& shape = file.tensor("inputs").shape;
+  const RowMatrix all = file.to_float("inputs");
+  std::vector<RowMatrix> inputs;
+  for (std::int64_t s = 0; s < shape[0]; ++s) inputs.push_back(all.middleRows(s * shape[1], shape[1]));
+
+  // SignSGD moves every parameter by ±lr whatever the gradient's size, so a gradient within
+  // float noise of 0 can go either way, and once one code differs the runs part. On real
+  // activations (large hidden states, loss = small difference of large outputs) that noise is
+  // larger than on the random blocks above. The yardstick is the CPU itself: the same run with
+  // every input moved by one ulp (the same problem up to float rounding). The GPU run must
+  // stay as close to the CPU run as that, and tune as well.
+  std::vector<RowMatrix> nudged = inputs;
+  for (RowMatrix& x : nudged)
+    for (Index i = 0; i < x.size(); ++i) x.data()[i] = std::nextafter(x.data()[i], i % 2 ? 1e30f : -1e30f);
+  for (QuantSpec spec : {QuantSpec{4, 128, Asymmetric}, QuantSpec{2, 64, Asymmetric}}) {
+    CAPTURE(spec.bits);
+    std::array<std::optional<DynamicIntQuantizer>, 7> quantizers;
+    for (auto& q : quantizers) q = DynamicIntQuantizer(spec);
+    TuneOptions o;
+    o.iters = 50;  // batch 8 of the 16 samples
+    auto run_cpu = [&](const std::vector<RowMatrix>& x) {
+      BlockTuningRun<DynamicIntQuantizer, SignSGD<>, Cpu> cpu(o, quantizers, SignSGD<>{}, Cpu{}, block, c, x, "cpu");
+      while (cpu.running()) cpu.step();
+      return cpu.result();
+    };
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto cpu_result = run_cpu(inputs);
+    const double cpu_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const auto cpu_nudged = run_cpu(nudged);
+    const auto t1 = std::chrono::steady_clock::now();
+    const GpuBlockRun gpu = run_block_on_gpu(o, quantizers, block, c, inputs, false);
+    const double gpu_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+    const GpuBlockRun bf16 = run_block_on_gpu(o, quantizers, block, c, inputs, true);
+    auto agreement = [&](const auto& other) {
+      std::size_t same = 0, total = 0;
+      for (std::size_t i = 0; i < 7; ++i) {
+        for (std::size_t k = 0; k < cpu_result[i]->codes.size(); ++k) same += cpu_result[i]->codes[k] == other[i]->codes[k];
+        total += cpu_result[i]->codes.size();
+      }
+      return static_cast<double>(same) / static_cast<double>(total);
+    };
+    const double nudged_agreement = agreement(cpu_nudged), gpu_agreement = agreement(gpu.result),
+                 bf16_agreement = agreement(bf16.result);
+    const TuningStats& cs = cpu_result[0]->stats;
+    const TuningStats& ns = cpu_nudged[0]->stats;
+    const TuningStats& gs = gpu.result[0]->stats;
+    const TuningStats& bs = bf16.result[0]->stats;
+    MESSAGE("real block " << meta("block") << ", W" << spec.bits << "G" << spec.group_size << " asym, " << inputs.size() << " x "
+                          << shape[1] << " tokens, " << o.iters << " steps: RTN loss CPU " << cs.rtn_loss << ", CPU one ulp off "
+                          << ns.rtn_loss << ", GPU " << gs.rtn_loss << ", GPU-bf16 " << bs.rtn_loss << "; best " << cs.best_loss << ", "
+                          << ns.best_loss << ", " << gs.best_loss << ", " << bs.best_loss << "; codes equal to the CPU run's: CPU one ulp off "
+                          << 100.0 * nudged_agreement << "%, GPU " << 100.0 * gpu_agreement << "%, GPU-bf16 " << 100.0 * bf16_agreement
+                          << "%; time CPU (" << Cpu{}.threads() << " threads) " << cpu_seconds << " s, GPU " << gpu_seconds << " s");
+    CHECK(gs.rtn_loss == doctest::Approx(cs.rtn_loss).epsilon(1e-4).scale(0));
+    CHECK(gpu_agreement > nudged_agreement - 0.05);
+    CHECK(gs.best_loss == doctest::Approx(cs.best_loss).epsilon(0.05).scale(0));
+    CHECK(bs.best_loss == doctest::Approx(cs.best_loss).epsilon(0.1).scale(0));  // bf16: a coarser loss
+    CHECK(cs.best_loss < 0.9 * cs.rtn_loss);
+  }
+}
+
+int main(int argc, char** argv) {
+  if (gpu_count() == 0) {
+    std::printf("test_cuda_block_run: SKIPPED: no CUDA device here (run scripts/gpu-tests.sh on a GPU machine)\n");
+    return 77;
+  }
+  doctest::Context context(argc, argv);
+  return context.run();
+}
