@@ -58,4 +58,22 @@ for part in calib eval; do
   fi
   [ -s "kjv-$part.tokens" ] || pyenv/bin/python "$here/tokenize_gguf.py" "$model" "kjv-$part.txt" "kjv-$part.tokens"
 done
+
+# A real SentencePiece model and real text for the tokenizer test: test_model.model (trained on
+# botchan.txt) and botchan.txt (Project Gutenberg) from the sentencepiece 0.2.1 source distribution.
+spm_sdist_sha=8138cec27c2f2282f4a34d9a016e3374cd40e5c6e9cb335063db66a0a3b71fad
+declare -A spm_sha=(
+  [spm-test_model.model]=4884d27bf50494e080aa99dbb868f27b68b6a3b6bd128da37ad6057c5e3cf5a2
+  [botchan.txt]=464bd5300c24fce16fcc4555d4231a57632caae4d0090ad6aa92854a3b227ba7
+)
+if ! ok spm-test_model.model "${spm_sha[spm-test_model.model]}" || ! ok botchan.txt "${spm_sha[botchan.txt]}"; then
+  tmp=$(mktemp -d)
+  pyenv/bin/pip download -q --no-deps --no-binary :all: -d "$tmp" 'sentencepiece==0.2.1' || die "pip download sentencepiece failed"
+  ok "$tmp/sentencepiece-0.2.1.tar.gz" "$spm_sdist_sha" || die "sentencepiece-0.2.1.tar.gz: sha256 differs from the recorded one"
+  tar xzf "$tmp/sentencepiece-0.2.1.tar.gz" -C "$tmp" sentencepiece-0.2.1/test/test_model.model sentencepiece-0.2.1/test/botchan.txt
+  cp "$tmp/sentencepiece-0.2.1/test/test_model.model" spm-test_model.model
+  cp "$tmp/sentencepiece-0.2.1/test/botchan.txt" botchan.txt
+  rm -rf "$tmp"
+  for f in spm-test_model.model botchan.txt; do ok "$f" "${spm_sha[$f]}" || die "$f: sha256 differs from the recorded one"; done
+fi
 echo "assets ready in $cache"

@@ -1,14 +1,18 @@
 // autoround: quantize a LLaMA-family model block by block with AutoRound, and measure perplexity.
 //
-//   autoround quantize --model M.gguf|HF_DIR --calibration C.tokens --output DIR [--bits 4] [--group-size 128]
+//   autoround quantize --model M.gguf|HF_DIR --calibration C.tokens|C.txt --output DIR [--bits 4] [--group-size 128]
 //                      [--sym] [--iters 200] [--nsamples 128] [--seqlen 2048] [--batch-size 8]
 //                      [--recipe default|best|light|rtn] [--layer 'REGEX=BITS[:GROUP[:sym|asym]]|fp']...
-//                      [--format auto_round,auto_gptq,auto_awq,gguf:q4_0] [--eval E.tokens] [--overwrite]
-//   autoround eval --model M.gguf|HF_DIR [--quantized DIR]... --text E.tokens [--context 512] [--windows 0]
+//                      [--format auto_round,auto_gptq,auto_awq,gguf:q4_0] [--eval E.tokens|E.txt] [--overwrite]
+//                      [--tokenizer tokenizer.model]
+//   autoround eval --model M.gguf|HF_DIR [--quantized DIR]... --text E.tokens|E.txt [--tokenizer tokenizer.model]
+//                  [--context 512] [--windows 0]
 //
 // Output: DIR/<format>/ for each format (auto_round/, auto_gptq/, auto_awq/: Hugging Face
 // checkpoints; gguf-q4_0/model-q4_0.gguf), and DIR/quantization_report.json.
-// Token files hold the model's token ids, one per line (scripts/tokenize_gguf.py writes them).
+// Token files hold the model's token ids, one per line (scripts/tokenize_gguf.py writes them);
+// with --tokenizer (a SentencePiece tokenizer.model; builds with libsentencepiece) the
+// calibration and evaluation files are plain text, tokenized whole, BOS first.
 #include <CLI/CLI.hpp>
 #include <autoround/autoround.hpp>
 #include <chrono>
@@ -17,11 +21,29 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#if defined(AUTOROUND_HAS_SENTENCEPIECE)
+#include <autoround/model/sentencepiece_tokenizer.hpp>
+#endif
 
 using namespace autoround;
 namespace fs = std::filesystem;
 
 namespace {
+
+/// Token ids from a token-id file, or with a tokenizer model, from a text file.
+std::vector<std::int32_t> load_tokens(const std::string& path, const std::string& tokenizer_path, Index model_vocab) {
+  if (tokenizer_path.empty()) return read_token_file(path);
+#if defined(AUTOROUND_HAS_SENTENCEPIECE)
+  const SentencePieceTokenizer tokenizer(tokenizer_path);
+  if (tokenizer.vocab_size() != model_vocab)
+    std::fprintf(stderr, "autoround: warning: %s has %d tokens, the model %ld: is it the model's own tokenizer?\n",
+                 tokenizer_path.c_str(), tokenizer.vocab_size(), model_vocab);
+  return tokenize_text_file(path, tokenizer);
+#else
+  (void)model_vocab;
+  throw Error("--tokenizer " + tokenizer_path + ": this autoround was built without SentencePiece (install libsentencepiece-dev and rebuild)");
+#endif
+}
 
 std::string asset(const std::string& file) {
   const char* env = std::getenv("AUTOROUND_ASSETS");
@@ -129,8 +151,8 @@ struct ProgressBar {
 };
 
 int quantize(const std::string& model_path, const std::string& calibration_path, const std::string& eval_path,
-             const fs::path& output, bool overwrite, ModelQuantOptions options, Index eval_windows,
-             const std::vector<OutputFormat>& formats) {
+             const std::string& tokenizer_path, const fs::path& output, bool overwrite, ModelQuantOptions options,
+             Index eval_windows, const std::vector<OutputFormat>& formats) {
   if (fs::exists(output) && !overwrite)
     throw Error(output.string() + ": already exists (pass --overwrite to replace it)");
   const bool gguf_source = !fs::is_directory(model_path);
@@ -138,11 +160,11 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   std::optional<GgufFile> source_gguf;
   if (gguf_source) source_gguf.emplace(model_path);
   LlamaModel model = load_llama(model_path);
-  const auto calibration = read_token_file(calibration_path);
+  const auto calibration = load_tokens(calibration_path, tokenizer_path, model.config.vocab);
   std::optional<PerplexityResult> before;
   std::vector<std::int32_t> evaluation;
   if (!eval_path.empty()) {
-    evaluation = read_token_file(eval_path);
+    evaluation = load_tokens(eval_path, tokenizer_path, model.config.vocab);
     before = perplexity(model, evaluation, 512, eval_windows);
     std::printf("perplexity before: %.4f (%ld tokens)\n", before->perplexity, before->tokens_scored);
   }
@@ -236,7 +258,7 @@ int main(int argc, char** argv) {
 
   auto* q = app.add_subcommand("quantize", "quantize a model block by block");
   std::string model_path, calibration_path = asset("kjv-calib.tokens"), eval_path, recipe = "default";
-  std::string output;
+  std::string output, tokenizer_path;
   bool overwrite = false, sym = false;
   ModelQuantOptions options;
   std::vector<std::string> layer_overrides;
@@ -246,7 +268,9 @@ int main(int argc, char** argv) {
   std::string format_list = "auto_round";
   q->add_option("--model", model_path, "GGUF file or Hugging Face directory (llama architecture)")->required()->check(CLI::ExistingPath);
   auto* format_option = q->add_option("--format", format_list, "comma-separated: auto_round, auto_gptq, auto_awq, gguf:TYPE");
-  q->add_option("--calibration", calibration_path, "calibration token ids")->check(CLI::ExistingFile);
+  q->add_option("--calibration", calibration_path, "calibration token ids (text with --tokenizer)")->check(CLI::ExistingFile);
+  q->add_option("--tokenizer", tokenizer_path, "SentencePiece tokenizer.model: --calibration and --eval are text files")
+      ->check(CLI::ExistingFile);
   q->add_option("--output", output, "output directory")->required();
   auto* bits_option = q->add_option("--bits", options.spec.bits, "weight bits (2-8)")->check(CLI::Range(2, 8));
   auto* group_option = q->add_option("--group-size", options.spec.group_size, "weights per group (-1: per channel)");
@@ -271,7 +295,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> quantized_paths;
   e->add_option("--model", model_path, "GGUF file or Hugging Face directory")->required()->check(CLI::ExistingPath);
   e->add_option("--quantized", quantized_paths, "also score these (GGUF files or checkpoint directories)")->check(CLI::ExistingPath);
-  e->add_option("--text", text_path, "token ids")->required()->check(CLI::ExistingFile);
+  e->add_option("--text", text_path, "token ids (text with --tokenizer)")->required()->check(CLI::ExistingFile);
+  e->add_option("--tokenizer", tokenizer_path, "SentencePiece tokenizer.model: --text is a text file")->check(CLI::ExistingFile);
   e->add_option("--context", context, "tokens per window")->check(CLI::Range(2, 1 << 20));
   e->add_option("--windows", eval_windows, "windows to score (0: all)")->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
@@ -279,11 +304,13 @@ int main(int argc, char** argv) {
   try {
     if (threads > 0) Eigen::setNbThreads(threads);
     if (*e) {
-      const auto tokens = read_token_file(text_path);
       std::vector<std::string> paths{model_path};
       paths.insert(paths.end(), quantized_paths.begin(), quantized_paths.end());
+      std::vector<std::int32_t> tokens;
       for (const std::string& p : paths) {
-        const PerplexityResult r = perplexity(load_llama(p), tokens, context, eval_windows);
+        const LlamaModel model = load_llama(p);
+        if (tokens.empty()) tokens = load_tokens(text_path, tokenizer_path, model.config.vocab);
+        const PerplexityResult r = perplexity(model, tokens, context, eval_windows);
         std::printf("perplexity %.4f over %ld tokens (%ld windows of %ld): %s\n", r.perplexity, r.tokens_scored, r.windows,
                     context, p.c_str());
       }
@@ -309,7 +336,7 @@ int main(int argc, char** argv) {
       }
     DynamicIntQuantizer check(options.spec);
     for (const std::string& text : layer_overrides) options.overrides.push_back(parse_override(text, options.spec));
-    return quantize(model_path, calibration_path, eval_path, output, overwrite, options, eval_windows, formats);
+    return quantize(model_path, calibration_path, eval_path, tokenizer_path, output, overwrite, options, eval_windows, formats);
   } catch (const std::exception& error) {
     std::fprintf(stderr, "autoround: error: %s\n", error.what());
     return 1;

@@ -16,10 +16,12 @@ inline std::string dir() {
 inline std::string model() { return dir() + "/smollm2-135m-instruct-q4_1.gguf"; }
 inline std::string calibration_tokens() { return dir() + "/kjv-calib.tokens"; }
 inline std::string evaluation_tokens() { return dir() + "/kjv-eval.tokens"; }
+inline std::string sentencepiece_model() { return dir() + "/spm-test_model.model"; }
+inline std::string sentencepiece_text() { return dir() + "/botchan.txt"; }
 
 /// Call first in main(): exits when an asset is missing.
 inline void require_all() {
-  for (const std::string& path : {model(), calibration_tokens(), evaluation_tokens()}) {
+  for (const std::string& path : {model(), calibration_tokens(), evaluation_tokens(), sentencepiece_model(), sentencepiece_text()}) {
     if (std::filesystem::exists(path)) continue;
     const bool in_ci = std::getenv("CI") != nullptr;
     std::fprintf(stderr, "%s: asset %s is missing; run scripts/fetch-assets.sh\n",
