@@ -100,7 +100,7 @@ TEST_CASE("GPU block tuning follows the CPU run step for step") {
       const double d = std::fabs(gpu.losses[s] / losses[s] - 1.0);
       worst = std::max(worst, d);
       if (s < 25) early = std::max(early, d);
-      trajectory += " " + std::to_string(d);
+      trajectory.append(" ").append(std::to_string(d));
     }
     std::size_t same = 0, total = 0;
     for (Linear l : all_linears) {

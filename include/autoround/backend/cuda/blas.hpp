@@ -22,7 +22,11 @@ inline void check(cublasStatus_t status, const char* what) {
 
 class Blas {
  public:
-  Blas() { check(cublasCreate(&handle_), "cublasCreate"); }
+  /// GEMMs are queued on `stream` (0: the legacy default stream).
+  explicit Blas(cudaStream_t stream = nullptr) {
+    check(cublasCreate(&handle_), "cublasCreate");
+    check(cublasSetStream(handle_, stream), "cublasSetStream");
+  }
   Blas(const Blas&) = delete;
   Blas& operator=(const Blas&) = delete;
   ~Blas() { cublasDestroy(handle_); }

@@ -94,23 +94,23 @@ class BlockTuningRun {
     for (Layer& layer : layers_)
       if (layer.qdq) {
         layer.qdq->forward(layer.weight.f.data());
-        layer.weight.refresh();
+        layer.weight.refresh(stream());
       }
     if (bf16_) forward<__nv_bfloat16>(nb); else forward<float>(nb);
     const long n = rows * hidden;
-    const double loss = squared_error(d_out_.f.data(), target_.data(), n) / static_cast<double>(n);
+    const double loss = squared_error(d_out_.f.data(), target_.data(), n, stream()) / static_cast<double>(n);
     if (tracker_.record(loss)) snapshot();
-    scaled_difference_kernel<><<<blocks_for(n, 256), 256>>>(d_out_.f.data(), target_.data(), d_out_.f.data(),
+    scaled_difference_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(d_out_.f.data(), target_.data(), d_out_.f.data(),
                                                               d_out_.bf16_out(), static_cast<float>(2.0 / static_cast<double>(n)), n);
     if (bf16_) backward<__nv_bfloat16>(nb); else backward<float>(nb);
     const float factor = SignSGD<LinearDecay>{}.rate_factor(step, options_.iters);
     for (Layer& layer : layers_) {
       if (!layer.qdq) continue;
       layer.qdq->backward(layer.grad.data(), layer.grad_min.data(), layer.grad_max.data());
-      sign_sgd(layer.qdq->rounding(), layer.grad.data(), layer.lr * factor);
+      sign_sgd(layer.qdq->rounding(), layer.grad.data(), layer.lr * factor, stream());
       if (options_.enable_minmax_tuning) {
-        sign_sgd(layer.qdq->min_scale(), layer.grad_min.data(), layer.minmax_lr * factor);
-        sign_sgd(layer.qdq->max_scale(), layer.grad_max.data(), layer.minmax_lr * factor);
+        sign_sgd(layer.qdq->min_scale(), layer.grad_min.data(), layer.minmax_lr * factor, stream());
+        sign_sgd(layer.qdq->max_scale(), layer.grad_max.data(), layer.minmax_lr * factor, stream());
       }
     }
     check(cudaGetLastError(), "block step");
@@ -126,7 +126,7 @@ class BlockTuningRun {
     for (Layer& layer : layers_)
       if (layer.qdq) {
         layer.qdq->forward(layer.weight.f.data());
-        layer.weight.refresh();
+        layer.weight.refresh(stream());
       }
     const long sample_floats = seqlen_ * config_.hidden;
     double sum = 0;
@@ -134,7 +134,7 @@ class BlockTuningRun {
       const long nb = std::min(batch_, samples_ - first);
       copy_floats(x_.data(), inputs_.data() + first * sample_floats, nb * sample_floats);
       if (bf16_) forward<__nv_bfloat16>(nb); else forward<float>(nb);
-      sum += squared_error(d_out_.f.data(), targets_.data() + first * sample_floats, nb * sample_floats);
+      sum += squared_error(d_out_.f.data(), targets_.data() + first * sample_floats, nb * sample_floats, stream());
     }
     return sum / (static_cast<double>(samples_) * static_cast<double>(sample_floats));
   }
@@ -187,10 +187,10 @@ class BlockTuningRun {
     }
     float* float_out() { return f.size() ? f.data() : nullptr; }
     __nv_bfloat16* bf16_out() { return h.size() ? h.data() : nullptr; }
-    void refresh(long n = -1) {  // bf16 copy of the first n values (all by default)
+    void refresh(cudaStream_t stream, long n = -1) {  // bf16 copy of the first n values (all by default)
       if (h.size() == 0) return;
       if (n < 0) n = static_cast<long>(f.size());
-      to_bf16_kernel<><<<blocks_for(n, 256), 256>>>(f.data(), 1.0f, nullptr, h.data(), n);
+      to_bf16_kernel<><<<blocks_for(n, 256), 256, 0, stream>>>(f.data(), 1.0f, nullptr, h.data(), n);
     }
     template <class T>
     const T* as() const {
@@ -217,8 +217,9 @@ class BlockTuningRun {
     DeviceBuffer<float*> c;
   };
 
-  static void copy_floats(float* to, const float* from, long n) {
-    check(cudaMemcpyAsync(to, from, static_cast<std::size_t>(n) * sizeof(float), cudaMemcpyDeviceToDevice), "device copy");
+  cudaStream_t stream() const { return stream_.get(); }
+  void copy_floats(float* to, const float* from, long n) const {
+    check(cudaMemcpyAsync(to, from, static_cast<std::size_t>(n) * sizeof(float), cudaMemcpyDeviceToDevice, stream()), "device copy");
   }
   static DeviceBuffer<float> upload(const Eigen::VectorXf& v) {
     return DeviceBuffer<float>(std::span<const float>(v.data(), static_cast<std::size_t>(v.size())));
@@ -254,11 +255,11 @@ class BlockTuningRun {
     const std::span<const float> host(w.data(), static_cast<std::size_t>(w.size()));
     layer.weight.allocate(w.size(), bf16_);
     layer.weight.f.upload(host);
-    layer.weight.refresh();
+    layer.weight.refresh(stream());
     if (!quantizer) return;
     detail::require(w.allFinite(), name + "." + hf_name(l) + ": weight has NaN or Inf values");
     layer.quantizer = *quantizer;
-    layer.qdq.emplace(quantizer->spec(), w.rows(), w.cols(), host);
+    layer.qdq.emplace(quantizer->spec(), w.rows(), w.cols(), host, stream());
     const auto n = static_cast<std::size_t>(w.size()), groups = static_cast<std::size_t>(layer.qdq->shape().groups());
     layer.grad = DeviceBuffer<float>(n);
     layer.best_rounding = DeviceBuffer<float>(n);
@@ -383,7 +384,7 @@ class BlockTuningRun {
 
   void rope(float* x, __nv_bfloat16* copy, long rows, long heads, float direction) {
     const long n = rows * heads * (config_.head_dim / 2);
-    rope_kernel<><<<blocks_for(n, 256), 256>>>(x, copy, rope_.data(), rows, heads, config_.head_dim, seqlen_,
+    rope_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(x, copy, rope_.data(), rows, heads, config_.head_dim, seqlen_,
                                                 config_.rope_style == RopeStyle::AdjacentPairs, direction);
   }
 
@@ -392,7 +393,7 @@ class BlockTuningRun {
   void forward(long nb) {
     const long rows = nb * seqlen_, hidden = config_.hidden, inter = config_.intermediate, d = config_.head_dim;
     const long heads = config_.heads, kv_heads = config_.kv_heads, q_cols = heads * d, kv_cols = kv_heads * d;
-    rms_norm_kernel<><<<static_cast<unsigned>(rows), kRowThreads>>>(x_.data(), attn_norm_.data(), xn_.float_out(), xn_.bf16_out(),
+    rms_norm_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(x_.data(), attn_norm_.data(), xn_.float_out(), xn_.bf16_out(),
                                                                    inv_rms1_.data(), hidden, config_.rms_eps);
     Tensor* qkv[3] = {&q_, &k_, &v_};
     for (std::size_t j = 0; j < 3; ++j) {
@@ -400,35 +401,35 @@ class BlockTuningRun {
       project<T>(l, rows, xn_, qkv[j]->f.data());
       if (bias_[j].size() > 0) {
         const long cols = layers_[j].rows;
-        add_bias_kernel<><<<blocks_for(rows * cols, 256), 256>>>(qkv[j]->f.data(), bias_[j].data(), rows, cols);
+        add_bias_kernel<><<<blocks_for(rows * cols, 256), 256, 0, stream()>>>(qkv[j]->f.data(), bias_[j].data(), rows, cols);
       }
     }
     if (qk_norm_) {  // Qwen3: RMSNorm over each head of q and k, before RoPE
       copy_floats(q_projected_.data(), q_.f.data(), rows * q_cols);
       copy_floats(k_projected_.data(), k_.f.data(), rows * kv_cols);
-      rms_norm_kernel<><<<static_cast<unsigned>(rows * heads), kRowThreads>>>(q_projected_.data(), q_norm_.data(), q_.f.data(),
+      rms_norm_kernel<><<<static_cast<unsigned>(rows * heads), kRowThreads, 0, stream()>>>(q_projected_.data(), q_norm_.data(), q_.f.data(),
                                                                              nullptr, inv_rms_q_.data(), d, config_.rms_eps);
-      rms_norm_kernel<><<<static_cast<unsigned>(rows * kv_heads), kRowThreads>>>(k_projected_.data(), k_norm_.data(), k_.f.data(),
+      rms_norm_kernel<><<<static_cast<unsigned>(rows * kv_heads), kRowThreads, 0, stream()>>>(k_projected_.data(), k_norm_.data(), k_.f.data(),
                                                                                 nullptr, inv_rms_k_.data(), d, config_.rms_eps);
     }
     rope(q_.f.data(), q_.bf16_out(), rows, heads, 1.0f);
     rope(k_.f.data(), k_.bf16_out(), rows, kv_heads, 1.0f);
-    v_.refresh(rows * kv_cols);
+    v_.refresh(stream(), rows * kv_cols);
     const long count = nb * heads;
     batched<T>(scores_, false, true, seqlen_, seqlen_, d, 1.0f / std::sqrt(static_cast<float>(d)), q_cols, kv_cols, seqlen_, count);
     if (bf16_)
-      causal_softmax_kernel<><<<static_cast<unsigned>(count * seqlen_), kRowThreads>>>(ds_.f.data(), false, p_.h.data(), seqlen_);
+      causal_softmax_kernel<><<<static_cast<unsigned>(count * seqlen_), kRowThreads, 0, stream()>>>(ds_.f.data(), false, p_.h.data(), seqlen_);
     else
-      causal_softmax_kernel<><<<static_cast<unsigned>(count * seqlen_), kRowThreads>>>(p_.f.data(), true, nullptr, seqlen_);
+      causal_softmax_kernel<><<<static_cast<unsigned>(count * seqlen_), kRowThreads, 0, stream()>>>(p_.f.data(), true, nullptr, seqlen_);
     batched<T>(context_, false, false, seqlen_, d, seqlen_, 1.0f, seqlen_, kv_cols, q_cols, count);
-    attention_.refresh(rows * q_cols);
+    attention_.refresh(stream(), rows * q_cols);
     copy_floats(h_.data(), x_.data(), rows * hidden);
     project<T>(Linear::Output, rows, attention_, h_.data(), 1.0f);  // h = x + attention Wo^T
-    rms_norm_kernel<><<<static_cast<unsigned>(rows), kRowThreads>>>(h_.data(), ffn_norm_.data(), yn_.float_out(), yn_.bf16_out(),
+    rms_norm_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(h_.data(), ffn_norm_.data(), yn_.float_out(), yn_.bf16_out(),
                                                                    inv_rms2_.data(), hidden, config_.rms_eps);
     project<T>(Linear::Gate, rows, yn_, gate_.data());
     project<T>(Linear::Up, rows, yn_, up_.data());
-    swiglu_kernel<><<<blocks_for(rows * inter, 256), 256>>>(gate_.data(), up_.data(), act_.float_out(), act_.bf16_out(),
+    swiglu_kernel<><<<blocks_for(rows * inter, 256), 256, 0, stream()>>>(gate_.data(), up_.data(), act_.float_out(), act_.bf16_out(),
                                                             rows * inter);
     copy_floats(d_out_.f.data(), h_.data(), rows * hidden);
     project<T>(Linear::Down, rows, act_, d_out_.f.data(), 1.0f);  // out = h + act Wd^T
@@ -441,44 +442,44 @@ class BlockTuningRun {
     const long heads = config_.heads, kv_heads = config_.kv_heads, q_cols = heads * d, kv_cols = kv_heads * d;
     weight_gradient<T>(Linear::Down, rows, d_out_, act_);
     project_back<T>(Linear::Down, rows, d_out_, d_act_.data());
-    swiglu_backward_kernel<><<<blocks_for(rows * inter, 256), 256>>>(gate_.data(), up_.data(), d_act_.data(), d_gate_.float_out(),
+    swiglu_backward_kernel<><<<blocks_for(rows * inter, 256), 256, 0, stream()>>>(gate_.data(), up_.data(), d_act_.data(), d_gate_.float_out(),
                                                                      d_up_.float_out(), d_gate_.bf16_out(), d_up_.bf16_out(),
                                                                      rows * inter);
     weight_gradient<T>(Linear::Gate, rows, d_gate_, yn_);
     weight_gradient<T>(Linear::Up, rows, d_up_, yn_);
     project_back<T>(Linear::Gate, rows, d_gate_, d_yn_.data());
     project_back<T>(Linear::Up, rows, d_up_, d_yn_.data(), 1.0f);
-    rms_norm_backward_kernel<><<<static_cast<unsigned>(rows), kRowThreads>>>(
+    rms_norm_backward_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(
         h_.data(), ffn_norm_.data(), inv_rms2_.data(), d_yn_.data(), d_out_.f.data(), d_h_.float_out(), d_h_.bf16_out(), hidden);
     weight_gradient<T>(Linear::Output, rows, d_h_, attention_);
     project_back<T>(Linear::Output, rows, d_h_, d_attention_.f.data());
-    d_attention_.refresh(rows * q_cols);
+    d_attention_.refresh(stream(), rows * q_cols);
     const long count = nb * heads;
     batched<T>(d_scores_, false, true, seqlen_, seqlen_, d, 1.0f, q_cols, kv_cols, seqlen_, count);  // dP = dO V^T
     const float scale = 1.0f / std::sqrt(static_cast<float>(d));
     if (bf16_)
-      softmax_backward_kernel<<<static_cast<unsigned>(count * seqlen_), kRowThreads>>>(p_.h.data(), ds_.f.data(), false, ds_.h.data(),
+      softmax_backward_kernel<<<static_cast<unsigned>(count * seqlen_), kRowThreads, 0, stream()>>>(p_.h.data(), ds_.f.data(), false, ds_.h.data(),
                                                                                        seqlen_, scale);
     else
-      softmax_backward_kernel<<<static_cast<unsigned>(count * seqlen_), kRowThreads>>>(p_.f.data(), ds_.f.data(), true, nullptr,
+      softmax_backward_kernel<<<static_cast<unsigned>(count * seqlen_), kRowThreads, 0, stream()>>>(p_.f.data(), ds_.f.data(), true, nullptr,
                                                                                        seqlen_, scale);
     batched<T>(d_query_, false, false, seqlen_, d, seqlen_, 1.0f, seqlen_, kv_cols, q_cols, count);  // dQ = dS K
     batched<T>(d_key_, true, false, seqlen_, d, seqlen_, 1.0f, seqlen_, q_cols, q_cols, count);      // dK_h = dS^T Q
     batched<T>(d_value_, true, false, seqlen_, d, seqlen_, 1.0f, seqlen_, q_cols, q_cols, count);    // dV_h = P^T dO
     const long group = heads / kv_heads;
-    sum_head_groups_kernel<><<<blocks_for(rows * kv_cols, 256), 256>>>(dk_heads_.data(), dk_.f.data(), rows, kv_heads, group, d);
-    sum_head_groups_kernel<><<<blocks_for(rows * kv_cols, 256), 256>>>(dv_heads_.data(), dv_.f.data(), rows, kv_heads, group, d);
+    sum_head_groups_kernel<><<<blocks_for(rows * kv_cols, 256), 256, 0, stream()>>>(dk_heads_.data(), dk_.f.data(), rows, kv_heads, group, d);
+    sum_head_groups_kernel<><<<blocks_for(rows * kv_cols, 256), 256, 0, stream()>>>(dv_heads_.data(), dv_.f.data(), rows, kv_heads, group, d);
     rope(dq_.f.data(), qk_norm_ ? nullptr : dq_.bf16_out(), rows, heads, -1.0f);
     rope(dk_.f.data(), qk_norm_ ? nullptr : dk_.bf16_out(), rows, kv_heads, -1.0f);
     if (qk_norm_) {  // the norms' backward, into scratch (float32 mode: copied back) or the bf16 operand
-      rms_norm_backward_kernel<><<<static_cast<unsigned>(rows * heads), kRowThreads>>>(
+      rms_norm_backward_kernel<><<<static_cast<unsigned>(rows * heads), kRowThreads, 0, stream()>>>(
           q_projected_.data(), q_norm_.data(), inv_rms_q_.data(), dq_.f.data(), nullptr, norm_scratch_.data(), dq_.bf16_out(), d);
       copy_floats(dq_.f.data(), norm_scratch_.data(), rows * q_cols);
-      rms_norm_backward_kernel<><<<static_cast<unsigned>(rows * kv_heads), kRowThreads>>>(
+      rms_norm_backward_kernel<><<<static_cast<unsigned>(rows * kv_heads), kRowThreads, 0, stream()>>>(
           k_projected_.data(), k_norm_.data(), inv_rms_k_.data(), dk_.f.data(), nullptr, norm_scratch_.data(), dk_.bf16_out(), d);
       copy_floats(dk_.f.data(), norm_scratch_.data(), rows * kv_cols);
     }
-    dv_.refresh(rows * kv_cols);
+    dv_.refresh(stream(), rows * kv_cols);
     weight_gradient<T>(Linear::Query, rows, dq_, xn_);
     weight_gradient<T>(Linear::Key, rows, dk_, xn_);
     weight_gradient<T>(Linear::Value, rows, dv_, xn_);
@@ -499,7 +500,7 @@ class BlockTuningRun {
       if (bf16_) forward<__nv_bfloat16>(nb); else forward<float>(nb);
       copy_floats(targets_.data() + first * sample_floats, d_out_.f.data(), nb * sample_floats);
     }
-    check(cudaDeviceSynchronize(), "block targets");
+    stream_.synchronize();
   }
 
   void snapshot() {
@@ -511,13 +512,14 @@ class BlockTuningRun {
       }
   }
 
+  Stream stream_;  // first: everything below queues its work on it
   TuneOptions options_;
   LlamaConfig config_;
   bool bf16_;
   long samples_, seqlen_, batch_;
   IndexSampler sampler_;
   BestStepTracker tracker_;
-  Blas blas_;
+  Blas blas_{stream_.get()};
   std::array<Layer, 7> layers_;
   DeviceBuffer<float> attn_norm_, ffn_norm_, q_norm_, k_norm_;
   std::array<DeviceBuffer<float>, 3> bias_;

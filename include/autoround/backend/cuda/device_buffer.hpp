@@ -1,5 +1,5 @@
 #pragma once
-// Device memory and streams for the CUDA backend: plain cudaMalloc/cudaFree behind RAII, every
+// Device memory and streams for the CUDA backend: plain cudaMalloc/cudaFree and streams behind RAII, every
 // CUDA call checked and reported with what was being done.
 #include <cuda_runtime.h>
 
@@ -26,6 +26,24 @@ inline int device_count() {
   }
   return n;
 }
+
+/// An owned CUDA stream. Created blocking (not cudaStreamNonBlocking): the legacy default
+/// stream, which the synchronous cudaMemcpy of DeviceBuffer::upload/download uses, waits for
+/// the work queued on it, so a download always sees the results.
+class Stream {
+ public:
+  Stream() { check(cudaStreamCreate(&stream_), "cudaStreamCreate"); }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  ~Stream() {
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+  cudaStream_t get() const { return stream_; }
+  void synchronize() const { check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"); }
+
+ private:
+  cudaStream_t stream_{};
+};
 
 template <class T>
 class DeviceBuffer {

@@ -43,7 +43,7 @@ class LayerTuningRun {
       : options_(options), quantizer_(quantizer), bf16_(precision == GemmPrecision::BFloat16), separate_fp_(fp_inputs != nullptr),
         rows_(weight.rows()), cols_(weight.cols()),
         seqlen_(detail::check_calibration_inputs(options, weight, inputs, fp_inputs, name)),
-        layer_(quantizer.spec(), weight.rows(), weight.cols(), host_copy(weight)),
+        layer_(quantizer.spec(), weight.rows(), weight.cols(), host_copy(weight), stream_.get()),
         inputs_(host_copy(inputs)), fp_inputs_(separate_fp_ ? host_copy(*fp_inputs) : std::vector<float>{}),
         sampler_(inputs.rows() / seqlen_, std::min(options.batch_size, inputs.rows() / seqlen_), options.seed),
         tracker_(options) {
@@ -62,17 +62,17 @@ class LayerTuningRun {
     if (bf16_) {
       const long in_n = static_cast<long>(inputs_.size());
       inputs_bf16_ = DeviceBuffer<__nv_bfloat16>(inputs_.size());
-      to_bf16_kernel<><<<blocks_for(in_n, 256), 256>>>(inputs_.data(), 1.0f, nullptr, inputs_bf16_.data(), in_n);
+      to_bf16_kernel<><<<blocks_for(in_n, 256), 256, 0, stream()>>>(inputs_.data(), 1.0f, nullptr, inputs_bf16_.data(), in_n);
       inputs_ = DeviceBuffer<float>();  // only the bf16 copy is read from here on
       batch_bf16_ = DeviceBuffer<__nv_bfloat16>(static_cast<std::size_t>(batch_rows_ * cols_));
       delta_bf16_ = DeviceBuffer<__nv_bfloat16>(n);
       if (separate_fp_) {
         fp_inputs_bf16_ = DeviceBuffer<__nv_bfloat16>(fp_inputs_.size());
-        to_bf16_kernel<><<<blocks_for(in_n, 256), 256>>>(fp_inputs_.data(), 1.0f, nullptr, fp_inputs_bf16_.data(), in_n);
+        to_bf16_kernel<><<<blocks_for(in_n, 256), 256, 0, stream()>>>(fp_inputs_.data(), 1.0f, nullptr, fp_inputs_bf16_.data(), in_n);
         fp_inputs_ = DeviceBuffer<float>();
         fp_batch_bf16_ = DeviceBuffer<__nv_bfloat16>(batch_bf16_.size());
         weight_bf16_ = DeviceBuffer<__nv_bfloat16>(n);
-        to_bf16_kernel<><<<blocks_for(static_cast<long>(n), 256), 256>>>(layer_.weight().data(), 1.0f, nullptr, weight_bf16_.data(),
+        to_bf16_kernel<><<<blocks_for(static_cast<long>(n), 256), 256, 0, stream()>>>(layer_.weight().data(), 1.0f, nullptr, weight_bf16_.data(),
                                                                          static_cast<long>(n));
       }
       diff_bf16_ = DeviceBuffer<__nv_bfloat16>(diff_.size());
@@ -101,7 +101,7 @@ class LayerTuningRun {
     layer_.forward(qweight_.data());
     if (separate_fp_) {  // diff = X Wq^T - X_fp W^T: two GEMMs, the second subtracting in place
       if (bf16_) {
-        to_bf16_kernel<><<<blocks_for(n, 256), 256>>>(qweight_.data(), 1.0f, nullptr, delta_bf16_.data(), n);
+        to_bf16_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(qweight_.data(), 1.0f, nullptr, delta_bf16_.data(), n);
         blas_.gemm<__nv_bfloat16>(false, true, batch_rows_, rows_, cols_, 1.0f, batch_bf16_.data(), cols_, delta_bf16_.data(), cols_,
                                   0.0f, diff_.data(), rows_);
         blas_.gemm<__nv_bfloat16>(false, true, batch_rows_, rows_, cols_, -1.0f, fp_batch_bf16_.data(), cols_, weight_bf16_.data(),
@@ -113,27 +113,27 @@ class LayerTuningRun {
                           1.0f, diff_.data(), rows_);
       }
     } else if (bf16_) {
-      to_bf16_kernel<><<<blocks_for(n, 256), 256>>>(qweight_.data(), 1.0f, layer_.weight().data(), delta_bf16_.data(), n);
+      to_bf16_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(qweight_.data(), 1.0f, layer_.weight().data(), delta_bf16_.data(), n);
       blas_.matmul_nt(batch_bf16_.data(), delta_bf16_.data(), diff_.data(), batch_rows_, rows_, cols_);
     } else {
-      subtract_kernel<><<<blocks_for(n, 256), 256>>>(qweight_.data(), layer_.weight().data(), n);  // Wq - W
+      subtract_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(qweight_.data(), layer_.weight().data(), n);  // Wq - W
       blas_.matmul_nt(batch_.data(), qweight_.data(), diff_.data(), batch_rows_, rows_, cols_);   // X (Wq - W)^T
     }
-    const double loss = squared_error(diff_.data(), nullptr, diff_n) / static_cast<double>(diff_n);
+    const double loss = squared_error(diff_.data(), nullptr, diff_n, stream()) / static_cast<double>(diff_n);
     if (tracker_.record(loss)) snapshot();
     if (bf16_) {
-      to_bf16_kernel<><<<blocks_for(diff_n, 256), 256>>>(diff_.data(), two_over_n, nullptr, diff_bf16_.data(), diff_n);
+      to_bf16_kernel<><<<blocks_for(diff_n, 256), 256, 0, stream()>>>(diff_.data(), two_over_n, nullptr, diff_bf16_.data(), diff_n);
       blas_.matmul_tn(diff_bf16_.data(), batch_bf16_.data(), grad_.data(), batch_rows_, rows_, cols_);
     } else {
-      scale_kernel<><<<blocks_for(diff_n, 256), 256>>>(diff_.data(), two_over_n, diff_n);
+      scale_kernel<><<<blocks_for(diff_n, 256), 256, 0, stream()>>>(diff_.data(), two_over_n, diff_n);
       blas_.matmul_tn(diff_.data(), batch_.data(), grad_.data(), batch_rows_, rows_, cols_);  // dL/dWq
     }
     layer_.backward(grad_.data(), grad_min_.data(), grad_max_.data());                         // grad_ = dL/dv
     const float factor = SignSGD<LinearDecay>{}.rate_factor(step, options_.iters);
-    sign_sgd(layer_.rounding(), grad_.data(), lr_ * factor);
+    sign_sgd(layer_.rounding(), grad_.data(), lr_ * factor, stream());
     if (options_.enable_minmax_tuning) {
-      sign_sgd(layer_.min_scale(), grad_min_.data(), minmax_lr_ * factor);
-      sign_sgd(layer_.max_scale(), grad_max_.data(), minmax_lr_ * factor);
+      sign_sgd(layer_.min_scale(), grad_min_.data(), minmax_lr_ * factor, stream());
+      sign_sgd(layer_.max_scale(), grad_max_.data(), minmax_lr_ * factor, stream());
     }
     return loss;
   }
@@ -162,12 +162,14 @@ class LayerTuningRun {
     Eigen::Map<RowMatrix>(v.data(), m.rows(), m.cols()) = m;
     return v;
   }
+  cudaStream_t stream() const { return stream_.get(); }
   template <class T>
-  static void gather(T* to, const T* from, std::size_t count) {
-    check(cudaMemcpyAsync(to, from, count * sizeof(T), cudaMemcpyDeviceToDevice), "gather minibatch");
+  void gather(T* to, const T* from, std::size_t count) const {
+    check(cudaMemcpyAsync(to, from, count * sizeof(T), cudaMemcpyDeviceToDevice, stream()), "gather minibatch");
   }
-  static void copy(const DeviceBuffer<float>& from, DeviceBuffer<float>& to) {
-    check(cudaMemcpyAsync(to.data(), from.data(), from.size() * sizeof(float), cudaMemcpyDeviceToDevice), "copy parameters");
+  void copy(const DeviceBuffer<float>& from, DeviceBuffer<float>& to) const {
+    check(cudaMemcpyAsync(to.data(), from.data(), from.size() * sizeof(float), cudaMemcpyDeviceToDevice, stream()),
+          "copy parameters");
   }
   void snapshot() {
     copy(layer_.rounding(), best_rounding_);
@@ -175,6 +177,7 @@ class LayerTuningRun {
     copy(layer_.max_scale(), best_max_);
   }
 
+  Stream stream_;  // first: everything below queues its work on it
   TuneOptions options_;
   Q quantizer_;
   bool bf16_, separate_fp_;
@@ -185,7 +188,7 @@ class LayerTuningRun {
   DeviceBuffer<__nv_bfloat16> inputs_bf16_, fp_inputs_bf16_, batch_bf16_, fp_batch_bf16_, delta_bf16_, diff_bf16_, weight_bf16_;
   IndexSampler sampler_;
   BestStepTracker tracker_;
-  Blas blas_;
+  Blas blas_{stream_.get()};
   float lr_ = 0, minmax_lr_ = 0;
 };
 

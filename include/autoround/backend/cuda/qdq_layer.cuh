@@ -18,8 +18,9 @@ inline unsigned blocks_for(long n, unsigned threads = 128) { return static_cast<
 
 class QdqLayer {
  public:
-  /// `weight` is [rows, cols] row-major float32 on the host.
-  QdqLayer(QuantSpec spec, long rows, long cols, std::span<const float> weight) : weight_(weight) {
+  /// `weight` is [rows, cols] row-major float32 on the host; kernels are queued on `stream`.
+  QdqLayer(QuantSpec spec, long rows, long cols, std::span<const float> weight, cudaStream_t stream = nullptr)
+      : weight_(weight), stream_(stream) {
     const DynamicIntQuantizer validated(spec);  // validates bits / group size
     (void)validated;
     shape_.rows = rows;
@@ -35,7 +36,7 @@ class QdqLayer {
     max_scale_ = DeviceBuffer<float>(std::vector<float>(groups, 1.0f));
     ranges_ = DeviceBuffer<GroupRange>(groups);
     quants_ = DeviceBuffer<GroupQuant>(groups);
-    group_range_kernel<><<<blocks_for(shape_.groups()), 128>>>(shape_, weight_.data(), ranges_.data());
+    group_range_kernel<><<<blocks_for(shape_.groups()), 128, 0, stream_>>>(shape_, weight_.data(), ranges_.data());
     check(cudaGetLastError(), "group_range_kernel");
   }
 
@@ -47,21 +48,21 @@ class QdqLayer {
 
   /// out (device, rows x cols) = fake-quantized weight.
   void forward(float* out) {
-    qdq_forward_kernel<><<<warp_blocks(), 32 * kWarpsPerBlock>>>(shape_, weight_.data(), rounding_.data(), ranges_.data(),
+    qdq_forward_kernel<><<<warp_blocks(), 32 * kWarpsPerBlock, 0, stream_>>>(shape_, weight_.data(), rounding_.data(), ranges_.data(),
                                                              min_scale_.data(), max_scale_.data(), quants_.data(), out,
                                                              nullptr);
     check(cudaGetLastError(), "qdq_forward_kernel");
   }
   /// grad (device): dL/d(fake-quantized weight) in, dL/dv out; scale gradients into the buffers.
   void backward(float* grad, float* grad_min, float* grad_max) const {
-    qdq_backward_kernel<><<<warp_blocks(), 32 * kWarpsPerBlock>>>(shape_, weight_.data(), rounding_.data(), ranges_.data(),
+    qdq_backward_kernel<><<<warp_blocks(), 32 * kWarpsPerBlock, 0, stream_>>>(shape_, weight_.data(), rounding_.data(), ranges_.data(),
                                                               min_scale_.data(), max_scale_.data(), quants_.data(), grad,
                                                               grad_min, grad_max);
     check(cudaGetLastError(), "qdq_backward_kernel");
   }
   /// Final codes (device, rows x cols) under the current parameters.
   void encode(std::uint8_t* codes) {
-    qdq_forward_kernel<><<<warp_blocks(), 32 * kWarpsPerBlock>>>(shape_, weight_.data(), rounding_.data(), ranges_.data(),
+    qdq_forward_kernel<><<<warp_blocks(), 32 * kWarpsPerBlock, 0, stream_>>>(shape_, weight_.data(), rounding_.data(), ranges_.data(),
                                                              min_scale_.data(), max_scale_.data(), quants_.data(), nullptr,
                                                              codes);
     check(cudaGetLastError(), "qdq_forward_kernel (encode)");
@@ -76,19 +77,20 @@ class QdqLayer {
   DeviceBuffer<float> rounding_, min_scale_, max_scale_;
   DeviceBuffer<GroupRange> ranges_;
   DeviceBuffer<GroupQuant> quants_;
+  cudaStream_t stream_;
 };
 
-inline void sign_sgd(DeviceBuffer<float>& params, const float* grads, float lr) {
+inline void sign_sgd(DeviceBuffer<float>& params, const float* grads, float lr, cudaStream_t stream = nullptr) {
   const long n = static_cast<long>(params.size());
-  sign_sgd_kernel<><<<blocks_for(n, 256), 256>>>(params.data(), grads, lr, n);
+  sign_sgd_kernel<><<<blocks_for(n, 256), 256, 0, stream>>>(params.data(), grads, lr, n);
   check(cudaGetLastError(), "sign_sgd_kernel");
 }
 
 /// sum((a - b)^2) over n elements, in double, deterministically (fixed grid, fixed tree).
-inline double squared_error(const float* a, const float* b, long n) {
+inline double squared_error(const float* a, const float* b, long n, cudaStream_t stream = nullptr) {
   constexpr unsigned grid = 120;
   DeviceBuffer<double> partial(grid);
-  squared_error_kernel<><<<grid, 256>>>(a, b, n, partial.data());
+  squared_error_kernel<><<<grid, 256, 0, stream>>>(a, b, n, partial.data());
   check(cudaGetLastError(), "squared_error_kernel");
   double sum = 0.0;
   for (double p : partial.download()) sum += p;
