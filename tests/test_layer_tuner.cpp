@@ -150,5 +150,5 @@ TEST_CASE("separate full-precision inputs: target from fp inputs, prediction fro
   // with identical inputs, both code paths see the same loss at step 0 (up to float rounding)
   const auto same = LayerTuner<Q>(small_options(1)).tune(view(p.weight), view(p.inputs), view(p.inputs));
   const auto plain = LayerTuner<Q>(small_options(1)).tune(view(p.weight), view(p.inputs));
-  CHECK(same.stats.rtn_loss == doctest::Approx(plain.stats.rtn_loss).epsilon(1e-3));
+  CHECK(same.stats.rtn_loss == doctest::Approx(plain.stats.rtn_loss).epsilon(1e-3).scale(0));  // relative
 }
