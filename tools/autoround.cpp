@@ -4,7 +4,7 @@
 //                      [--sym] [--iters 200] [--nsamples 128] [--seqlen 2048] [--batch-size 8]
 //                      [--recipe default|best|light|rtn] [--layer 'REGEX=BITS[:GROUP[:sym|asym]]|fp']...
 //                      [--format auto_round,auto_gptq,auto_awq,gguf:q4_0] [--eval E.tokens|E.txt] [--overwrite]
-//                      [--tokenizer tokenizer.model]
+//                      [--tokenizer tokenizer.model] [--device cpu|cuda] [--gemm bf16|fp32]
 //   autoround eval --model M.gguf|HF_DIR [--quantized DIR]... --text E.tokens|E.txt [--tokenizer tokenizer.model]
 //                  [--context 512] [--windows 0]
 //
@@ -13,6 +13,9 @@
 // Token files hold the model's token ids, one per line (scripts/tokenize_gguf.py writes them);
 // with --tokenizer (a SentencePiece tokenizer.model; builds with libsentencepiece) the
 // calibration and evaluation files are plain text, tokenized whole, BOS first.
+// --device cuda (the autoround-cuda build, tools/autoround_cuda.cu) tunes every block on the GPU
+// with the Cuda policy of the same quantize_model template; --gemm picks its GEMM precision
+// (bf16 operands, the reference's amp default on CUDA, or float32, the CPU's numerics).
 #include <CLI/CLI.hpp>
 #include <autoround/autoround.hpp>
 #include <chrono>
@@ -23,6 +26,9 @@
 #include <string>
 #if defined(AUTOROUND_HAS_SENTENCEPIECE)
 #include <autoround/model/sentencepiece_tokenizer.hpp>
+#endif
+#if defined(AUTOROUND_WITH_CUDA)
+#include <autoround/backend/cuda/cuda_runs.cuh>
 #endif
 
 using namespace autoround;
@@ -150,9 +156,15 @@ struct ProgressBar {
   }
 };
 
+/// Where the blocks are tuned.
+struct Device {
+  bool cuda = false;
+  GemmPrecision precision = GemmPrecision::BFloat16;
+};
+
 int quantize(const std::string& model_path, const std::string& calibration_path, const std::string& eval_path,
              const std::string& tokenizer_path, const fs::path& output, bool overwrite, ModelQuantOptions options,
-             Index eval_windows, const std::vector<OutputFormat>& formats) {
+             Index eval_windows, const std::vector<OutputFormat>& formats, Device device) {
   if (fs::exists(output) && !overwrite)
     throw Error(output.string() + ": already exists (pass --overwrite to replace it)");
   const bool gguf_source = !fs::is_directory(model_path);
@@ -171,9 +183,16 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   ProgressBar bar{static_cast<Index>(model.blocks.size()), options.tune.iters};
   std::vector<BlockReport> reports;
   const auto start = std::chrono::steady_clock::now();
-  const std::vector<BlockResults> layers = quantize_model(
-      model, calibration, options, [&](const BlockReport& r, Index) { reports.push_back(r); },
-      [&](Index b, int s, double loss) { bar.step(b, s, loss); });
+  const auto on_block = [&](const BlockReport& r, Index) { reports.push_back(r); };
+  const auto on_step = [&](Index b, int s, double loss) { bar.step(b, s, loss); };
+  std::vector<BlockResults> layers;
+  if (device.cuda) {
+#if defined(AUTOROUND_WITH_CUDA)
+    layers = quantize_model<SignSGD<>, Cuda>(model, calibration, options, on_block, on_step, SignSGD<>{}, Cuda{device.precision});
+#endif
+  } else {
+    layers = quantize_model(model, calibration, options, on_block, on_step);
+  }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::fprintf(stderr, "\n");
 
@@ -193,6 +212,7 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   report["seqlen"] = options.seqlen;
   report["batch_size"] = options.tune.batch_size;
   report["seed"] = options.tune.seed;
+  report["device"] = device.cuda ? (device.precision == GemmPrecision::BFloat16 ? "cuda (bf16 GEMMs)" : "cuda (float32 GEMMs)") : "cpu";
   report["seconds"] = seconds;
   for (const BlockReport& r : reports)
     report["blocks"].push_back({{"block", r.block}, {"quantized_layers", r.quantized_layers}, {"rtn_loss", r.stats.rtn_loss},
@@ -258,7 +278,7 @@ int main(int argc, char** argv) {
 
   auto* q = app.add_subcommand("quantize", "quantize a model block by block");
   std::string model_path, calibration_path = asset("kjv-calib.tokens"), eval_path, recipe = "default";
-  std::string output, tokenizer_path;
+  std::string output, tokenizer_path, device_name = "cpu", gemm = "bf16";
   bool overwrite = false, sym = false;
   ModelQuantOptions options;
   std::vector<std::string> layer_overrides;
@@ -288,6 +308,8 @@ int main(int argc, char** argv) {
   q->add_option("--eval-windows", eval_windows, "512-token windows to score (0: all)")->check(CLI::NonNegativeNumber);
   q->add_option("--threads", threads, "CPU threads (0: all)")->check(CLI::NonNegativeNumber);
   q->add_flag("--overwrite", overwrite, "replace an existing output directory");
+  q->add_option("--device", device_name, "cpu, or cuda (the autoround-cuda build)")->check(CLI::IsMember({"cpu", "cuda"}));
+  q->add_option("--gemm", gemm, "GEMM precision on cuda: bf16 (the reference's amp) or fp32")->check(CLI::IsMember({"bf16", "fp32"}));
 
   auto* e = app.add_subcommand("eval", "perplexity of a model on token ids");
   std::string text_path;
@@ -336,7 +358,14 @@ int main(int argc, char** argv) {
       }
     DynamicIntQuantizer check(options.spec);
     for (const std::string& text : layer_overrides) options.overrides.push_back(parse_override(text, options.spec));
-    return quantize(model_path, calibration_path, eval_path, tokenizer_path, output, overwrite, options, eval_windows, formats);
+    Device device{device_name == "cuda", gemm == "fp32" ? GemmPrecision::Float32 : GemmPrecision::BFloat16};
+#if defined(AUTOROUND_WITH_CUDA)
+    if (device.cuda && cuda::device_count() == 0) throw Error("--device cuda: no CUDA device found");
+#else
+    if (device.cuda) throw Error("--device cuda: this autoround was built without CUDA (use autoround-cuda, built where nvcc is found)");
+#endif
+    return quantize(model_path, calibration_path, eval_path, tokenizer_path, output, overwrite, options, eval_windows, formats,
+                    device);
   } catch (const std::exception& error) {
     std::fprintf(stderr, "autoround: error: %s\n", error.what());
     return 1;
