@@ -12,7 +12,9 @@
 // checkpoints; gguf-q4_0/model-q4_0.gguf), and DIR/quantization_report.json.
 // Token files hold the model's token ids, one per line (scripts/tokenize_gguf.py writes them);
 // with --tokenizer (a SentencePiece tokenizer.model; builds with libsentencepiece) the
-// calibration and evaluation files are plain text, tokenized whole, BOS first.
+// calibration and evaluation files are plain text, tokenized whole, BOS first, or, for
+// calibration, a .jsonl corpus of documents sampled as the reference samples pile-10k
+// (calibration_samples). One stream is cut into consecutive windows from its start.
 // --device cuda (the autoround-cuda build, tools/autoround_cuda.cu) tunes every block on the GPU
 // with the Cuda policy of the same quantize_model template; --gemm picks its GEMM precision
 // (bf16 operands, the reference's amp default on CUDA, or float32, the CPU's numerics).
@@ -47,6 +49,29 @@ std::vector<std::int32_t> load_tokens(const std::string& path, const std::string
   return tokenize_text_file(path, tokenizer);
 #else
   (void)model_vocab;
+  throw Error("--tokenizer " + tokenizer_path + ": this autoround was built without SentencePiece (install libsentencepiece-dev and rebuild)");
+#endif
+}
+
+/// Documents of a JSON-lines corpus ({"text": ...} per line, as pile-10k), each tokenized (BOS first).
+std::vector<TokenSequence> load_documents(const std::string& path, const std::string& tokenizer_path) {
+  if (tokenizer_path.empty()) throw Error(path + ": a .jsonl corpus needs --tokenizer (its documents are text)");
+#if defined(AUTOROUND_HAS_SENTENCEPIECE)
+  const SentencePieceTokenizer tokenizer(tokenizer_path);
+  std::ifstream in(path);
+  if (!in) throw Error(path + ": cannot open");
+  std::vector<TokenSequence> documents;
+  std::string line;
+  for (std::size_t number = 1; std::getline(in, line); ++number) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const auto record = nlohmann::json::parse(line, nullptr, false);
+    if (record.is_discarded() || !record.is_object() || !record.contains("text") || !record["text"].is_string())
+      throw Error(path + ": line " + std::to_string(number) + " is not a JSON object with a \"text\" string");
+    documents.push_back(tokenizer.encode(record["text"].get<std::string>()));
+  }
+  if (documents.empty()) throw Error(path + ": no documents");
+  return documents;
+#else
   throw Error("--tokenizer " + tokenizer_path + ": this autoround was built without SentencePiece (install libsentencepiece-dev and rebuild)");
 #endif
 }
@@ -172,7 +197,19 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   std::optional<GgufFile> source_gguf;
   if (gguf_source) source_gguf.emplace(model_path);
   LlamaModel model = load_llama(model_path);
-  const auto calibration = load_tokens(calibration_path, tokenizer_path, model.config.vocab);
+  // a corpus of documents: the reference's sampling; one stream: consecutive windows
+  std::vector<TokenSequence> samples;
+  if (fs::path(calibration_path).extension() == ".jsonl") {
+    const auto documents = load_documents(calibration_path, tokenizer_path);
+    samples = calibration_samples(documents, options.nsamples, options.seqlen, options.tune.seed);
+    std::printf("calibration: %zu samples of %ld tokens from %zu documents\n", samples.size(), options.seqlen, documents.size());
+    if (static_cast<Index>(samples.size()) < options.nsamples)
+      std::fprintf(stderr, "autoround: warning: only %zu documents have %ld tokens; using them (nsamples = %ld asked)\n",
+                   samples.size(), options.seqlen, options.nsamples);
+    options.nsamples = static_cast<Index>(samples.size());
+  } else {
+    samples = consecutive_windows(load_tokens(calibration_path, tokenizer_path, model.config.vocab), options.nsamples, options.seqlen);
+  }
   std::optional<PerplexityResult> before;
   std::vector<std::int32_t> evaluation;
   if (!eval_path.empty()) {
@@ -188,10 +225,11 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   std::vector<BlockResults> layers;
   if (device.cuda) {
 #if defined(AUTOROUND_WITH_CUDA)
-    layers = quantize_model<SignSGD<>, Cuda>(model, calibration, options, on_block, on_step, SignSGD<>{}, Cuda{device.precision});
+    layers = quantize_model<SignSGD<>, Cuda>(model, std::span<const TokenSequence>(samples), options, on_block, on_step, SignSGD<>{},
+                                             Cuda{device.precision});
 #endif
   } else {
-    layers = quantize_model(model, calibration, options, on_block, on_step);
+    layers = quantize_model(model, std::span<const TokenSequence>(samples), options, on_block, on_step);
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::fprintf(stderr, "\n");
@@ -288,7 +326,10 @@ int main(int argc, char** argv) {
   std::string format_list = "auto_round";
   q->add_option("--model", model_path, "GGUF file or Hugging Face directory (llama architecture)")->required()->check(CLI::ExistingPath);
   auto* format_option = q->add_option("--format", format_list, "comma-separated: auto_round, auto_gptq, auto_awq, gguf:TYPE");
-  q->add_option("--calibration", calibration_path, "calibration token ids (text with --tokenizer)")->check(CLI::ExistingFile);
+  q->add_option("--calibration", calibration_path,
+                "calibration token ids, text with --tokenizer, or a .jsonl corpus of {\"text\": ...} documents with --tokenizer "
+                "(sampled as the reference: shuffled by --seed, cut to --seqlen, shorter ones dropped)")
+      ->check(CLI::ExistingFile);
   q->add_option("--tokenizer", tokenizer_path, "SentencePiece tokenizer.model: --calibration and --eval are text files")
       ->check(CLI::ExistingFile);
   q->add_option("--output", output, "output directory")->required();

@@ -30,6 +30,7 @@
 #include "pack/int_weight_view.hpp"
 
 #include "model/calibration.hpp"
+#include "model/calibration_samples.hpp"
 #include "model/hf_loader.hpp"
 #include "model/llama_block.hpp"
 #include "model/llama_forward.hpp"

@@ -1,6 +1,6 @@
 #pragma once
 // Whole-model AutoRound for LLaMA-family decoders, block by block, as the reference runs it:
-//   1. the calibration samples (nsamples windows of seqlen tokens) are embedded;
+//   1. the calibration samples (calibration_samples / consecutive_windows) are embedded;
 //   2. for each block: the inputs it receives are the outputs of the already-quantized blocks
 //      before it (enable_quanted_input), the targets are the full-precision block on those same
 //      inputs; its linear layers are tuned together (BlockTuningRun) or rounded (iters = 0);
@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "../backend/cpu.hpp"
+#include "../model/calibration_samples.hpp"
 #include "../model/llama_forward.hpp"
 #include "../optimizer/sign_sgd.hpp"
 #include "../quantizer/int_quantizer.hpp"
@@ -65,20 +66,18 @@ inline std::optional<DynamicIntQuantizer> quantizer_for(const ModelQuantOptions&
 
 /// Quantize every block of `model` in place (its linear weights become their dequantized
 /// values, ready for evaluation); returns the quantized weights, per block and layer.
+/// `samples`: the calibration sequences (calibration_samples, consecutive_windows), all of one length.
 template <Optimizer O = SignSGD<LinearDecay>, Backend B = Cpu>
 std::vector<std::array<std::optional<QuantizedWeight<DynamicIntQuantizer>>, 7>> quantize_model(
-    LlamaModel& model, std::span<const std::int32_t> calibration, const ModelQuantOptions& options,
+    LlamaModel& model, std::span<const TokenSequence> samples, const ModelQuantOptions& options,
     const BlockProgress& on_block = {}, const StepProgress& on_step = {}, O optimizer = O{}, B backend = B{}) {
   using Results = std::array<std::optional<QuantizedWeight<DynamicIntQuantizer>>, 7>;
-  if (options.nsamples <= 0 || options.seqlen <= 0 ||
-      options.nsamples * options.seqlen > static_cast<Index>(calibration.size()))
-    throw Error("calibration: nsamples = " + std::to_string(options.nsamples) + " x seqlen = " +
-                std::to_string(options.seqlen) + " needs more than the " + std::to_string(calibration.size()) +
-                " calibration tokens given");
+  detail::require(!samples.empty(), "calibration: no samples");
   std::vector<RowMatrix> inputs;
-  for (Index s = 0; s < options.nsamples; ++s)
-    inputs.push_back(embed(model, calibration.subspan(static_cast<std::size_t>(s * options.seqlen),
-                                                      static_cast<std::size_t>(options.seqlen))));
+  for (const TokenSequence& sample : samples) {
+    detail::require(sample.size() == samples[0].size() && !sample.empty(), "calibration: samples must all have one length");
+    inputs.push_back(embed(model, sample));
+  }
   std::vector<Results> all;
   const Index blocks = static_cast<Index>(model.blocks.size());
   for (Index b = 0; b < blocks; ++b) {
@@ -111,6 +110,15 @@ std::vector<std::array<std::optional<QuantizedWeight<DynamicIntQuantizer>>, 7>> 
     all.push_back(std::move(results));
   }
   return all;
+}
+
+/// As above, on options.nsamples consecutive windows of options.seqlen tokens of one stream.
+template <Optimizer O = SignSGD<LinearDecay>, Backend B = Cpu>
+std::vector<std::array<std::optional<QuantizedWeight<DynamicIntQuantizer>>, 7>> quantize_model(
+    LlamaModel& model, std::span<const std::int32_t> calibration, const ModelQuantOptions& options,
+    const BlockProgress& on_block = {}, const StepProgress& on_step = {}, O optimizer = O{}, B backend = B{}) {
+  const std::vector<TokenSequence> samples = consecutive_windows(calibration, options.nsamples, options.seqlen);
+  return quantize_model<O, B>(model, std::span<const TokenSequence>(samples), options, on_block, on_step, optimizer, backend);
 }
 
 }  // namespace autoround
