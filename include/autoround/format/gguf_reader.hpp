@@ -143,38 +143,38 @@ class GgufFile {
   GgufValue read_value(Cursor& c, std::uint32_t type, int depth) {
     GgufValue v;
     v.type = static_cast<GgufType>(type);
-    switch (type) {
-      case 0: v.u = c.read<std::uint8_t>("u8 value"); break;
-      case 1:
+    switch (static_cast<GgufType>(type)) {
+      case GgufType::U8: v.u = c.read<std::uint8_t>("u8 value"); break;
+      case GgufType::I8:
         v.kind = GgufValue::Kind::Signed;
         v.i = c.read<std::int8_t>("i8 value");
         break;
-      case 2: v.u = c.read<std::uint16_t>("u16 value"); break;
-      case 3:
+      case GgufType::U16: v.u = c.read<std::uint16_t>("u16 value"); break;
+      case GgufType::I16:
         v.kind = GgufValue::Kind::Signed;
         v.i = c.read<std::int16_t>("i16 value");
         break;
-      case 4: v.u = c.read<std::uint32_t>("u32 value"); break;
-      case 5:
+      case GgufType::U32: v.u = c.read<std::uint32_t>("u32 value"); break;
+      case GgufType::I32:
         v.kind = GgufValue::Kind::Signed;
         v.i = c.read<std::int32_t>("i32 value");
         break;
-      case 6:
+      case GgufType::F32:
         v.kind = GgufValue::Kind::Float;
         v.f = c.read<float>("f32 value");
         break;
-      case 7: {
+      case GgufType::Bool: {
         const auto b = c.read<std::uint8_t>("bool value");
         if (b > 1) throw Error(path() + ": bool value " + std::to_string(b) + " at byte " + std::to_string(c.pos - 1));
         v.kind = GgufValue::Kind::Bool;
         v.b = b == 1;
         break;
       }
-      case 8:
+      case GgufType::String:
         v.kind = GgufValue::Kind::String;
         v.s = c.read_string("string value");
         break;
-      case 9: {
+      case GgufType::Array: {
         if (depth > 4) throw Error(path() + ": arrays nested deeper than 4 levels");
         const auto element_type = c.read<std::uint32_t>("array type");
         const auto count = c.read<std::uint64_t>("array length");
@@ -185,12 +185,12 @@ class GgufFile {
         for (std::uint64_t k = 0; k < count; ++k) v.array.push_back(read_value(c, element_type, depth + 1));
         break;
       }
-      case 10: v.u = c.read<std::uint64_t>("u64 value"); break;
-      case 11:
+      case GgufType::U64: v.u = c.read<std::uint64_t>("u64 value"); break;
+      case GgufType::I64:
         v.kind = GgufValue::Kind::Signed;
         v.i = c.read<std::int64_t>("i64 value");
         break;
-      case 12:
+      case GgufType::F64:
         v.kind = GgufValue::Kind::Float;
         v.f = c.read<double>("f64 value");
         break;
