@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Perplexity table of docs/accuracy.md: the float model, then RTN and AutoRound at each scheme,
 # all with the autoround CLI on the asset model. Usage: scripts/accuracy-table.sh [BUILD_DIR]
-# On a GPU: AUTOROUND=build/tools/autoround-cuda DEVICE="--device cuda --gemm fp32" scripts/accuracy-table.sh
+# On a GPU: DEVICE="--device cuda --gemm fp32" scripts/accuracy-table.sh (AUTOROUND= picks another binary)
 # Settings (2-core friendly, stated in the docs): 16 calibration samples x 128 tokens, batch 8,
 # 200 iters (reference default), evaluation on the first 16 windows x 512 tokens of John.
 set -euo pipefail

@@ -15,8 +15,8 @@
 // calibration and evaluation files are plain text, tokenized whole, BOS first, or, for
 // calibration, a .jsonl corpus of documents sampled as the reference samples pile-10k
 // (calibration_samples). One stream is cut into consecutive windows from its start.
-// --device cuda (the autoround-cuda build, tools/autoround_cuda.cu) tunes every block on the GPU
-// with the Cuda policy of the same quantize_model template; --gemm picks its GEMM precision
+// --device cuda (builds where nvcc is found) tunes every block on the GPU with the Cuda policy
+// of the same quantize_model template (tools/cuda_pipeline.cu); --gemm picks its GEMM precision
 // (bf16 operands, the reference's amp default on CUDA, or float32, the CPU's numerics).
 #include <CLI/CLI.hpp>
 #include <autoround/autoround.hpp>
@@ -29,8 +29,8 @@
 #if defined(AUTOROUND_HAS_SENTENCEPIECE)
 #include <autoround/model/sentencepiece_tokenizer.hpp>
 #endif
-#if defined(AUTOROUND_WITH_CUDA)
-#include <autoround/backend/cuda/cuda_runs.cuh>
+#if defined(AUTOROUND_CUDA_PIPELINE)
+#include "cuda_pipeline.hpp"
 #endif
 
 using namespace autoround;
@@ -224,9 +224,8 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   const auto on_step = [&](Index b, int s, double loss) { bar.step(b, s, loss); };
   std::vector<BlockResults> layers;
   if (device.cuda) {
-#if defined(AUTOROUND_WITH_CUDA)
-    layers = quantize_model<SignSGD<>, Cuda>(model, std::span<const TokenSequence>(samples), options, on_block, on_step, SignSGD<>{},
-                                             Cuda{device.precision});
+#if defined(AUTOROUND_CUDA_PIPELINE)
+    layers = autoround_cli::quantize_model_on_cuda(model, samples, options, on_block, on_step, device.precision);
 #endif
   } else {
     layers = quantize_model(model, std::span<const TokenSequence>(samples), options, on_block, on_step);
@@ -349,7 +348,7 @@ int main(int argc, char** argv) {
   q->add_option("--eval-windows", eval_windows, "512-token windows to score (0: all)")->check(CLI::NonNegativeNumber);
   q->add_option("--threads", threads, "CPU threads (0: all)")->check(CLI::NonNegativeNumber);
   q->add_flag("--overwrite", overwrite, "replace an existing output directory");
-  q->add_option("--device", device_name, "cpu, or cuda (the autoround-cuda build)")->check(CLI::IsMember({"cpu", "cuda"}));
+  q->add_option("--device", device_name, "cpu, or cuda (builds with nvcc)")->check(CLI::IsMember({"cpu", "cuda"}));
   q->add_option("--gemm", gemm, "GEMM precision on cuda: bf16 (the reference's amp) or fp32")->check(CLI::IsMember({"bf16", "fp32"}));
 
   auto* e = app.add_subcommand("eval", "perplexity of a model on token ids");
@@ -400,10 +399,10 @@ int main(int argc, char** argv) {
     DynamicIntQuantizer check(options.spec);
     for (const std::string& text : layer_overrides) options.overrides.push_back(parse_override(text, options.spec));
     Device device{device_name == "cuda", gemm == "fp32" ? GemmPrecision::Float32 : GemmPrecision::BFloat16};
-#if defined(AUTOROUND_WITH_CUDA)
-    if (device.cuda && cuda::device_count() == 0) throw Error("--device cuda: no CUDA device found");
+#if defined(AUTOROUND_CUDA_PIPELINE)
+    if (device.cuda && autoround_cli::cuda_device_count() == 0) throw Error("--device cuda: no CUDA device found");
 #else
-    if (device.cuda) throw Error("--device cuda: this autoround was built without CUDA (use autoround-cuda, built where nvcc is found)");
+    if (device.cuda) throw Error("--device cuda: this autoround was built without CUDA (rebuild where nvcc is found)");
 #endif
     return quantize(model_path, calibration_path, eval_path, tokenizer_path, output, overwrite, options, eval_windows, formats,
                     device);
