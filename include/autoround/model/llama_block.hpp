@@ -98,14 +98,21 @@ inline RowMatrix head_rms_norm_backward(const RowMatrix& x, Index heads, Index h
   return dx;
 }
 
+/// Rotation frequency of pair i: theta^(-2i/head_dim), over the scaling divisor if any (double,
+/// as every RoPE here computes its angles).
+inline double rope_frequency(const LlamaConfig& c, Index i) {
+  double frequency = std::pow(static_cast<double>(c.rope_theta), -2.0 * static_cast<double>(i) / static_cast<double>(c.head_dim));
+  if (!c.rope_divisors.empty()) frequency /= static_cast<double>(c.rope_divisors[static_cast<std::size_t>(i)]);
+  return frequency;
+}
+
 /// Rotate each head's pairs by direction · position · theta^(-2i/head_dim) (over the scaling
 /// divisor, if any); direction -1 undoes
 /// it, which is also the backward (a rotation's transpose is its inverse).
 inline void apply_rope(RowMatrix& x, Index heads, const LlamaConfig& c, float direction = 1.0f) {
   const Index half = c.head_dim / 2;
   for (Index i = 0; i < half; ++i) {
-    double frequency = std::pow(static_cast<double>(c.rope_theta), -2.0 * static_cast<double>(i) / static_cast<double>(c.head_dim));
-    if (!c.rope_divisors.empty()) frequency /= static_cast<double>(c.rope_divisors[static_cast<std::size_t>(i)]);
+    const double frequency = rope_frequency(c, i);
     const Index a = c.rope_style == RopeStyle::AdjacentPairs ? 2 * i : i;
     const Index b = c.rope_style == RopeStyle::AdjacentPairs ? 2 * i + 1 : i + half;
     for (Index t = 0; t < x.rows(); ++t) {

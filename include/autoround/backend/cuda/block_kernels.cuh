@@ -15,30 +15,28 @@ namespace autoround::cuda {
 
 namespace device {
 
-/// Sum of one float per thread over a block of 256 threads, by a fixed tree; every thread gets it.
-__device__ inline float block_sum(float value, float* shared /* [256] */) {
-  shared[threadIdx.x] = value;
-  __syncthreads();
-  for (int stride = 128; stride > 0; stride /= 2) {
-    if (threadIdx.x < stride) shared[threadIdx.x] = __fadd_rn(shared[threadIdx.x], shared[threadIdx.x + stride]);
-    __syncthreads();
-  }
-  const float total = shared[0];
-  __syncthreads();
-  return total;
-}
+struct Add {
+  __device__ float operator()(float a, float b) const { return __fadd_rn(a, b); }
+};
+struct Max {
+  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
 
-__device__ inline float block_max(float value, float* shared /* [256] */) {
+/// One float per thread combined over a block of 256 threads by a fixed tree; every thread gets it.
+template <class Op>
+__device__ inline float block_reduce(float value, float* shared /* [256] */, Op op) {
   shared[threadIdx.x] = value;
   __syncthreads();
   for (int stride = 128; stride > 0; stride /= 2) {
-    if (threadIdx.x < stride) shared[threadIdx.x] = fmaxf(shared[threadIdx.x], shared[threadIdx.x + stride]);
+    if (threadIdx.x < stride) shared[threadIdx.x] = op(shared[threadIdx.x], shared[threadIdx.x + stride]);
     __syncthreads();
   }
   const float total = shared[0];
   __syncthreads();
   return total;
 }
+__device__ inline float block_sum(float value, float* shared) { return block_reduce(value, shared, Add{}); }
+__device__ inline float block_max(float value, float* shared) { return block_reduce(value, shared, Max{}); }
 
 }  // namespace device
 

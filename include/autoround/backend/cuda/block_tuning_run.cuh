@@ -162,15 +162,7 @@ class BlockTuningRun {
       copy_floats(layer.qdq->rounding().data(), layer.best_rounding.data(), static_cast<long>(layer.best_rounding.size()));
       copy_floats(layer.qdq->min_scale().data(), layer.best_min.data(), static_cast<long>(layer.best_min.size()));
       copy_floats(layer.qdq->max_scale().data(), layer.best_max.data(), static_cast<long>(layer.best_max.size()));
-      DeviceBuffer<std::uint8_t> codes(layer.best_rounding.size());
-      layer.qdq->encode(codes.data());
-      QuantizedWeight<Q> q{*layer.quantizer, GroupLayout(layer.rows, layer.cols, layer.quantizer->group_size()),
-                           codes.download(), {}, {}, tracker_.stats()};
-      for (const GroupQuant& gq : layer.qdq->quants()) {
-        q.scales.push_back(gq.scale);
-        q.zeros.push_back(static_cast<std::int32_t>(gq.zero));
-      }
-      results[i] = std::move(q);
+      results[i] = layer.qdq->result(*layer.quantizer, tracker_.stats());
     }
     return results;
   }
@@ -238,8 +230,7 @@ class BlockTuningRun {
     const long half = config_.head_dim / 2;
     std::vector<float2> table(static_cast<std::size_t>(seqlen_ * half));
     for (long i = 0; i < half; ++i) {
-      double frequency = std::pow(static_cast<double>(config_.rope_theta), -2.0 * static_cast<double>(i) / static_cast<double>(config_.head_dim));
-      if (!config_.rope_divisors.empty()) frequency /= static_cast<double>(config_.rope_divisors[static_cast<std::size_t>(i)]);
+      const double frequency = detail::rope_frequency(config_, i);
       for (long t = 0; t < seqlen_; ++t) {
         const double angle = static_cast<double>(t) * frequency;
         table[static_cast<std::size_t>(t * half + i)] = {static_cast<float>(std::cos(angle)), static_cast<float>(std::sin(angle))};

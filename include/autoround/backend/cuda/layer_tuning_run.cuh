@@ -146,14 +146,7 @@ class LayerTuningRun {
     copy(best_rounding_, layer_.rounding());
     copy(best_min_, layer_.min_scale());
     copy(best_max_, layer_.max_scale());
-    DeviceBuffer<std::uint8_t> codes(static_cast<std::size_t>(rows_ * cols_));
-    layer_.encode(codes.data());
-    QuantizedWeight<Q> q{quantizer_, GroupLayout(rows_, cols_, quantizer_.group_size()), codes.download(), {}, {}, tracker_.stats()};
-    for (const GroupQuant& gq : layer_.quants()) {
-      q.scales.push_back(gq.scale);
-      q.zeros.push_back(static_cast<std::int32_t>(gq.zero));
-    }
-    return q;
+    return layer_.result(quantizer_, tracker_.stats());
   }
 
  private:

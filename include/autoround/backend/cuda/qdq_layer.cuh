@@ -9,6 +9,7 @@
 
 #include "../../core/fp16.hpp"
 #include "../../quantizer/int_quantizer.hpp"
+#include "../../quantizer/quantized_weight.hpp"
 #include "device_buffer.hpp"
 #include "qdq_kernels.cuh"
 
@@ -68,6 +69,19 @@ class QdqLayer {
     check(cudaGetLastError(), "qdq_forward_kernel (encode)");
   }
   std::vector<GroupQuant> quants() const { return quants_.download(); }
+
+  /// The final codes and per-group (scale, zero) under the current parameters, on the host.
+  template <class Q>
+  QuantizedWeight<Q> result(const Q& quantizer, const TuningStats& stats) {
+    DeviceBuffer<std::uint8_t> codes(static_cast<std::size_t>(shape_.rows * shape_.cols));
+    encode(codes.data());
+    QuantizedWeight<Q> q{quantizer, GroupLayout(shape_.rows, shape_.cols, quantizer.group_size()), codes.download(), {}, {}, stats};
+    for (const GroupQuant& gq : quants()) {
+      q.scales.push_back(gq.scale);
+      q.zeros.push_back(static_cast<std::int32_t>(gq.zero));
+    }
+    return q;
+  }
 
  private:
   unsigned warp_blocks() const { return blocks_for(shape_.groups(), kWarpsPerBlock); }
