@@ -6,6 +6,7 @@
 
 #include <autoround/autoround.hpp>
 #include <filesystem>
+#include <map>
 
 #include "support/assets.hpp"
 
@@ -93,4 +94,48 @@ TEST_CASE("W4G32 asym: auto_round (zero points stored) and gguf:q4_1 read back")
   MESSAGE("gguf:q4_1: perplexity in memory " << q.ppl << ", read back " << ppl);
   CHECK(ppl == doctest::Approx(q.ppl).epsilon(5e-3));
   fs::remove_all(dir);
+}
+
+TEST_CASE("gguf:q4_k_m tuned: every linear layer tuned for its block type and written with its tuned values") {
+  // As the reference tunes gguf:q4_k_m: Q4_K layers through int_asym_dq, Q6_K ones (attn_v /
+  // ffn_down of the use_more_bits layers) through int_sym_dq, and the rows that cannot hold
+  // k-quants (576 = 2.25 x 256 here) through the fallback type's scheme (Q5_0, Q8_0).
+  const GgufScheme scheme = gguf_scheme("q4_k_m");
+  LlamaModel model = load_llama_gguf(test_assets::model());
+  ModelQuantOptions options;
+  options.overrides = gguf_tuning_overrides(scheme, model);
+  REQUIRE(needs_double_quant(options.overrides));
+  options.nsamples = 8;
+  options.seqlen = 64;
+  options.tune.batch_size = 4;
+  options.tune.iters = 2;
+  const auto layers = quantize_model<SignSGD<LinearDecay>, Cpu, DynamicDoubleQuantizer>(
+      model, read_token_file(test_assets::calibration_tokens()), options);
+  const GgufFile source(test_assets::model());
+  const QuantizedLlama view{model, layers, options};
+  const fs::path path = fs::temp_directory_path() / "autoround_test_export_q4_k_m.gguf";
+  const auto choices = export_gguf_model(view, source, scheme, path);
+  std::map<std::string, int> tuned_types;
+  for (const auto& c : choices)
+    if (c.tuned) ++tuned_types[ggml::traits(c.type).name];
+  CHECK(tuned_types["Q4_K"] + tuned_types["Q6_K"] + tuned_types["Q5_0"] + tuned_types["Q8_0"] == 7 * model.config.layers);
+  CHECK(tuned_types["Q4_K"] > 0);
+  CHECK(tuned_types["Q6_K"] > 0);
+  // what llama.cpp reads back is the tuned model, up to the fp16 rounding of the k-quants' d/dmin
+  const LlamaModel back = load_llama(path);
+  double worst = 0;
+  for (Index b = 0; b < model.config.layers; ++b)
+    for (Linear l : all_linears) {
+      const RowMatrix& ours = model.blocks[static_cast<std::size_t>(b)][l];
+      const RowMatrix& read = back.blocks[static_cast<std::size_t>(b)][l];
+      worst = std::max(worst, static_cast<double>((ours - read).cwiseAbs().maxCoeff() / ours.cwiseAbs().maxCoeff()));
+    }
+  MESSAGE("gguf:q4_k_m tuned: " << tuned_types["Q4_K"] << " Q4_K, " << tuned_types["Q6_K"] << " Q6_K, "
+                                << tuned_types["Q5_0"] << " Q5_0, " << tuned_types["Q8_0"] << " Q8_0 tensors hold tuned values; "
+                                << "largest difference read back / in memory: " << worst << " of the tensor's largest weight");
+  CHECK(worst < 2e-3);
+  const double in_memory = ppl_of(model), read_back = ppl_of(back);
+  MESSAGE("perplexity in memory " << in_memory << ", read back " << read_back);
+  CHECK(read_back == doctest::Approx(in_memory).epsilon(5e-3));
+  fs::remove(path);
 }

@@ -8,6 +8,7 @@
 #include "core/fp16.hpp"
 #include "core/matrix.hpp"
 
+#include "quantizer/double_quantizer.hpp"
 #include "quantizer/group_layout.hpp"
 #include "quantizer/int_quantizer.hpp"
 #include "quantizer/quantized_weight.hpp"
@@ -26,6 +27,7 @@
 #include "pack/awq.hpp"
 #include "pack/bit_stream.hpp"
 #include "pack/ggml_quantize.hpp"
+#include "pack/ggml_tuned_kquant.hpp"
 #include "pack/gptq.hpp"
 #include "pack/int_weight_view.hpp"
 

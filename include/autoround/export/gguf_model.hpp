@@ -2,16 +2,17 @@
 // A quantized GGUF model for llama.cpp: the source GGUF's metadata (architecture, tokenizer, ...)
 // copied in order with general.file_type set, and every tensor re-encoded:
 //   - norms (1-D) as F32;
-//   - a linear layer whose AutoRound scheme *is* the block type (W4G32 sym = Q4_0, W4G32 asym =
-//     Q4_1, W8G32 sym = Q8_0) keeps its tuned codes and scales (encode_tuned);
+//   - a linear layer whose AutoRound scheme *is* the block type keeps its tuned codes and scales
+//     (encode_tuned): W4G32 sym = Q4_0, W4G32 asym = Q4_1, W5G32 = Q5_0 / Q5_1, W8G32 sym = Q8_0,
+//     and the double-quantized k-quant schemes (DoubleQuantizer, gguf_tuning_overrides) = Q2_K..Q6_K;
 //   - every other 2-D tensor is quantized from the source's float weights with llama.cpp's
-//     reference quantizer (AutoRound-tuned k-quants, the reference's "double quantization" of
-//     k-quant scales, are not implemented: k-quant files are round-to-nearest);
+//     reference quantizer (round-to-nearest);
 //   - output.weight as Q6_K (Q8_0 for q8_0 files), as llama.cpp does; with tied embeddings
 //     token_embd.weight is the output matrix and gets the same rule;
 //   - "q4_k_m": attn_v and ffn_down use Q6_K in the layers llama.cpp's use_more_bits picks;
 //   - rows that are not a multiple of 256 cannot hold k-quants; like llama.cpp we fall back:
 //     Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, and Q2_K/Q3_K -> Q4_0 (llama.cpp: IQ4_NL).
+#include <algorithm>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -19,6 +20,7 @@
 #include "../format/gguf_reader.hpp"
 #include "../format/gguf_writer.hpp"
 #include "../pack/ggml_quantize.hpp"
+#include "../pack/ggml_tuned_kquant.hpp"
 #include "quantized_llama.hpp"
 
 namespace autoround {
@@ -46,15 +48,21 @@ inline GgufScheme gguf_scheme(const std::string& name) {
   throw Error("gguf:" + name + ": unknown GGUF type (q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q4_k_m, q5_k, q6_k)");
 }
 
-/// The AutoRound scheme whose tuned weights a GGUF type stores exactly, if any.
-inline std::optional<QuantSpec> exact_spec_for(const GgufScheme& s) {
-  switch (s.base) {
-    case ggml::Type::Q4_0: return QuantSpec{4, 32, Symmetric};
-    case ggml::Type::Q4_1: return QuantSpec{4, 32, Asymmetric};
-    case ggml::Type::Q8_0: return QuantSpec{8, 32, Symmetric};
-    default: return std::nullopt;
+/// The AutoRound scheme whose tuned weights a ggml type stores exactly, if any: the integer
+/// schemes of Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 and the double-quantized ones of Q2_K..Q6_K (the
+/// latter need a DoubleQuantizer).
+inline std::optional<QuantSpec> exact_spec_for(ggml::Type type) {
+  using T = ggml::Type;
+  switch (type) {
+    case T::Q4_0: return QuantSpec{4, 32, Symmetric};
+    case T::Q4_1: return QuantSpec{4, 32, Asymmetric};
+    case T::Q5_0: return QuantSpec{5, 32, Symmetric};
+    case T::Q5_1: return QuantSpec{5, 32, Asymmetric};
+    case T::Q8_0: return QuantSpec{8, 32, Symmetric};
+    default: return ggml::double_quant_spec_for(type);
   }
 }
+inline std::optional<QuantSpec> exact_spec_for(const GgufScheme& s) { return exact_spec_for(s.base); }
 
 namespace detail {
 inline ggml::Type fit_row(ggml::Type t, Index cols) {
@@ -73,6 +81,43 @@ inline bool use_more_bits(Index layer, Index layers) {
 }
 }  // namespace detail
 
+/// The block type a tensor of the source gets under `scheme` (llama.cpp's choices, above).
+/// `block`/`linear`: set for the blocks' linear layers.
+inline ggml::Type gguf_tensor_type(const GgufScheme& scheme, Index cols, std::optional<Index> block,
+                                   std::optional<Linear> linear, Index layers, bool is_output) {
+  ggml::Type type = scheme.base;
+  if (is_output) type = scheme.base == ggml::Type::Q8_0 ? ggml::Type::Q8_0 : ggml::Type::Q6_K;
+  if (scheme.more_bits_mix && block && linear && (*linear == Linear::Value || *linear == Linear::Down) &&
+      detail::use_more_bits(*block, layers))
+    type = ggml::Type::Q6_K;
+  return detail::fit_row(type, cols);
+}
+
+/// Per-layer schemes that make AutoRound tune every linear layer of `model` for the block type
+/// it will be stored as (as the reference tunes gguf:q4_k_m with int_asym_dq for Q4_K layers,
+/// int_sym_dq for Q6_K ones, and the fallback types' schemes): one exact-name override per
+/// layer. Layers whose type has no tuned encoding stay in full precision while tuning.
+/// Run quantize_model with DynamicDoubleQuantizer when any of them is a k-quant.
+inline std::vector<LayerOverride> gguf_tuning_overrides(const GgufScheme& scheme, const LlamaModel& model) {
+  std::vector<LayerOverride> overrides;
+  const Index layers = model.config.layers;
+  for (Index b = 0; b < layers; ++b)
+    for (Linear l : all_linears) {
+      const RowMatrix& w = model.blocks[static_cast<std::size_t>(b)][l];
+      const ggml::Type type = gguf_tensor_type(scheme, w.cols(), b, l, layers, false);
+      std::string pattern = "^" + layer_name(b, l) + "$";
+      for (std::size_t i = 0; i < pattern.size(); ++i)
+        if (pattern[i] == '.') pattern.insert(i++, "\\");
+      overrides.push_back({pattern, exact_spec_for(type)});
+    }
+  return overrides;
+}
+
+/// Whether any of those schemes needs double quantization (a DoubleQuantizer).
+inline bool needs_double_quant(const std::vector<LayerOverride>& overrides) {
+  return std::any_of(overrides.begin(), overrides.end(), [](const LayerOverride& o) { return o.spec && o.spec->super_group_size > 0; });
+}
+
 /// How each tensor of an export was stored: for the report and the tests.
 struct GgufTensorChoice {
   std::string name;
@@ -80,8 +125,9 @@ struct GgufTensorChoice {
   bool tuned = false;  ///< AutoRound's codes and scales, unchanged
 };
 
-inline std::vector<GgufTensorChoice> export_gguf_model(const QuantizedLlama& q, const GgufFile& source,
-                                                       const GgufScheme& scheme, const std::filesystem::path& path) {
+template <WeightQuantizer Q>
+std::vector<GgufTensorChoice> export_gguf_model(const QuantizedLlama<Q>& q, const GgufFile& source, const GgufScheme& scheme,
+                                                const std::filesystem::path& path) {
   const std::uint64_t alignment = source.find("general.alignment") ? source.get_uint("general.alignment") : 32;
   GgufWriter w(alignment);
   for (const std::string& key : source.metadata_order()) w.set(key, source.metadata().at(key));
@@ -113,17 +159,22 @@ inline std::vector<GgufTensorChoice> export_gguf_model(const QuantizedLlama& q, 
           if (t.name.substr(dot + 1) == std::string(gguf_name(l)) + ".weight") linear = l;
       }
     }
-    ggml::Type type = scheme.base;
     const bool is_output = t.name == "output.weight" || (t.name == "token_embd.weight" && !source.find_tensor("output.weight"));
-    if (is_output) type = scheme.base == ggml::Type::Q8_0 ? ggml::Type::Q8_0 : ggml::Type::Q6_K;
-    if (scheme.more_bits_mix && block && linear && (*linear == Linear::Value || *linear == Linear::Down) &&
-        detail::use_more_bits(*block, layers))
-      type = ggml::Type::Q6_K;
-    type = detail::fit_row(type, t.cols());
+    const ggml::Type type = gguf_tensor_type(scheme, t.cols(), block, linear, layers, is_output);
     if (block && linear && *block < static_cast<Index>(q.layers.size())) {
       const auto& tuned = q.quantized(*block, *linear);
-      if (tuned && ggml::exact_type_for(tuned->quantizer.bits(), tuned->layout.group_size(), tuned->quantizer.symmetry()) == type) {
-        w.add_tensor(t.name, t.dims, type, ggml::encode_tuned(type, int_view(*tuned), t.name));
+      if (tuned && exact_spec_for(type) == tuned->quantizer.spec()) {
+        if constexpr (SuperGroupQuantizer<Q>) {
+          if (tuned->quantizer.double_quantized()) {
+            w.add_tensor(t.name, t.dims, type, ggml::encode_tuned(type, double_quant_view(*tuned), t.name));
+          } else {  // a DoubleQuantizer without a second level holds IntQuantizer's codes
+            const IntWeightView view{tuned->quantizer.bits(), tuned->quantizer.symmetry(), tuned->layout,
+                                     tuned->codes, tuned->scales, tuned->zeros};
+            w.add_tensor(t.name, t.dims, type, ggml::encode_tuned(type, view, t.name));
+          }
+        } else {
+          w.add_tensor(t.name, t.dims, type, ggml::encode_tuned(type, int_view(*tuned), t.name));
+        }
         choices.push_back({t.name, type, true});
         continue;
       }

@@ -88,7 +88,7 @@ inline constexpr const char* kTokenizerFiles[] = {"tokenizer.json", "tokenizer_c
 
 /// Write `q` into the existing directory `dir` in `format`. Returns the names of the linear
 /// layers written in float16 (left in full precision, or not fitting the format).
-inline std::vector<std::string> export_hf_checkpoint(const QuantizedLlama& q, HfFormat format, const std::filesystem::path& dir,
+inline std::vector<std::string> export_hf_checkpoint(const QuantizedLlama<>& q, HfFormat format, const std::filesystem::path& dir,
                                  const ExportSource& source) {
   const LlamaModel& m = q.model;
   const LlamaConfig& c = m.config;

@@ -14,14 +14,16 @@
 
 namespace autoround {
 
-using BlockResults = std::array<std::optional<QuantizedWeight<DynamicIntQuantizer>>, 7>;
+using BlockResults = LayerResults<DynamicIntQuantizer>;
 
+/// `Q`: DynamicIntQuantizer (every format), or DynamicDoubleQuantizer (GGUF k-quants).
+template <WeightQuantizer Q = DynamicIntQuantizer>
 struct QuantizedLlama {
   const LlamaModel& model;
-  const std::vector<BlockResults>& layers;  ///< per block, per Linear; empty = left in full precision
+  const std::vector<LayerResults<Q>>& layers;  ///< per block, per Linear; empty = left in full precision
   const ModelQuantOptions& options;
 
-  const std::optional<QuantizedWeight<DynamicIntQuantizer>>& quantized(Index block, Linear l) const {
+  const std::optional<QuantizedWeight<Q>>& quantized(Index block, Linear l) const {
     return layers.at(static_cast<std::size_t>(block))[static_cast<std::size_t>(l)];
   }
 };
@@ -46,15 +48,22 @@ inline RowMatrix permute_rows(const RowMatrix& w, const std::vector<Index>& from
   return out;
 }
 
-template <Quantizer Q>
+template <WeightQuantizer Q>
 QuantizedWeight<Q> permute_rows(const QuantizedWeight<Q>& q, const std::vector<Index>& from) {
   QuantizedWeight<Q> out = q;
+  const auto move_row = [&](const auto& in, auto& to, std::size_t per_row, std::size_t src, std::size_t dst) {
+    if (!in.empty()) std::copy_n(in.begin() + static_cast<long>(src * per_row), per_row, to.begin() + static_cast<long>(dst * per_row));
+  };
   const auto cols = static_cast<std::size_t>(q.cols()), groups = static_cast<std::size_t>(q.layout.groups_per_row());
+  const auto supers = q.super_scales.size() / static_cast<std::size_t>(q.rows());
   for (Index r = 0; r < q.rows(); ++r) {
     const auto src = static_cast<std::size_t>(from[static_cast<std::size_t>(r)]), dst = static_cast<std::size_t>(r);
-    std::copy_n(q.codes.begin() + static_cast<long>(src * cols), cols, out.codes.begin() + static_cast<long>(dst * cols));
-    std::copy_n(q.scales.begin() + static_cast<long>(src * groups), groups, out.scales.begin() + static_cast<long>(dst * groups));
-    std::copy_n(q.zeros.begin() + static_cast<long>(src * groups), groups, out.zeros.begin() + static_cast<long>(dst * groups));
+    move_row(q.codes, out.codes, cols, src, dst);
+    move_row(q.scales, out.scales, groups, src, dst);
+    move_row(q.zeros, out.zeros, groups, src, dst);
+    move_row(q.mins, out.mins, groups, src, dst);
+    move_row(q.super_scales, out.super_scales, supers, src, dst);
+    move_row(q.super_mins, out.super_mins, supers, src, dst);
   }
   return out;
 }

@@ -502,16 +502,18 @@ inline std::vector<std::byte> quantize(Type type, std::span<const float> x) {
 }
 
 /// The ggml type that stores AutoRound-tuned weights of this scheme exactly (codes unchanged,
-/// scale as d), if there is one: W4G32 sym -> Q4_0, W4G32 asym -> Q4_1, W8G32 sym -> Q8_0.
+/// scale as d), if there is one: W4G32 sym -> Q4_0, W4G32 asym -> Q4_1, W5G32 sym -> Q5_0,
+/// W5G32 asym -> Q5_1, W8G32 sym -> Q8_0.
 inline std::optional<Type> exact_type_for(int bits, Index group_size, Symmetry symmetry) {
   if (group_size != 32) return std::nullopt;
   if (bits == 4) return symmetry == Symmetric ? Type::Q4_0 : Type::Q4_1;
+  if (bits == 5) return symmetry == Symmetric ? Type::Q5_0 : Type::Q5_1;
   if (bits == 8 && symmetry == Symmetric) return Type::Q8_0;
   return std::nullopt;
 }
 
-/// Encode tuned weights into `type` blocks without re-deciding any rounding: Q4_0 d = scale,
-/// nibble = code (w = d * (code - 8)); Q8_0 d = scale, q = code - 128; Q4_1 d = scale and
+/// Encode tuned weights into `type` blocks without re-deciding any rounding: Q4_0 / Q5_0 d = scale,
+/// q = code (w = d * (code - 8 or 16)); Q8_0 d = scale, q = code - 128; Q4_1 / Q5_1 d = scale and
 /// m = fp16(-scale * zero) (w = d * code + m; the one approximation: m is rounded to fp16).
 inline std::vector<std::byte> encode_tuned(Type type, const IntWeightView& w, const std::string& name = "weight") {
   const auto exact = exact_type_for(w.bits, w.layout.group_size(), w.symmetry);
@@ -538,6 +540,27 @@ inline std::vector<std::byte> encode_tuned(Type type, const IntWeightView& w, co
         for (int j = 0; j < 16; ++j) y.qs[j] = static_cast<std::uint8_t>(code(j) | (code(j + 16) << 4));
         std::memcpy(p, &y, sizeof y);
         p += sizeof y;
+      } else if (type == Type::Q5_0 || type == Type::Q5_1) {
+        // low nibbles as Q4; bit 4 of weight j in bit j of qh
+        std::uint8_t qs[16];
+        std::uint32_t qh = 0;
+        for (int j = 0; j < 16; ++j) {
+          qs[j] = static_cast<std::uint8_t>((code(j) & 0xF) | ((code(j + 16) & 0xF) << 4));
+          qh |= static_cast<std::uint32_t>(code(j) >> 4) << j | static_cast<std::uint32_t>(code(j + 16) >> 4) << (j + 16);
+        }
+        if (type == Type::Q5_0) {
+          BlockQ5_0 y{d, {}, {}};
+          std::memcpy(y.qh, &qh, 4);
+          std::memcpy(y.qs, qs, 16);
+          std::memcpy(p, &y, sizeof y);
+          p += sizeof y;
+        } else {
+          BlockQ5_1 y{d, float_to_half_bits(-w.scale(r, b) * static_cast<float>(w.zero(r, b))), {}, {}};
+          std::memcpy(y.qh, &qh, 4);
+          std::memcpy(y.qs, qs, 16);
+          std::memcpy(p, &y, sizeof y);
+          p += sizeof y;
+        }
       } else {
         BlockQ4_1 y{d, float_to_half_bits(-w.scale(r, b) * static_cast<float>(w.zero(r, b))), {}};
         for (int j = 0; j < 16; ++j) y.qs[j] = static_cast<std::uint8_t>(code(j) | (code(j + 16) << 4));

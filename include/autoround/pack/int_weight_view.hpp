@@ -42,7 +42,7 @@ inline QuantizedWeight<DynamicIntQuantizer> make_unpacked(int bits, Index group_
                                                           Index rows, Index cols) {
   const GroupLayout layout(rows, cols, static_cast<int>(group_size));
   QuantizedWeight<DynamicIntQuantizer> q{DynamicIntQuantizer(QuantSpec{bits, static_cast<int>(group_size), symmetry}),
-                                         layout, {}, {}, {}, {}};
+                                         layout, {}, {}, {}, {}, {}, {}, {}};
   q.codes.resize(static_cast<std::size_t>(rows * cols));
   q.scales.resize(static_cast<std::size_t>(layout.group_count()));
   q.zeros.resize(static_cast<std::size_t>(layout.group_count()));

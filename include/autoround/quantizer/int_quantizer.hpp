@@ -31,6 +31,10 @@ struct QuantSpec {
   int bits = 4;
   int group_size = 128;
   Symmetry symmetry = Asymmetric;
+  /// Double quantization (GGUF k-quants, DoubleQuantizer): groups per super-group and the bits
+  /// of each group scale's code; 0 = none (IntQuantizer).
+  int super_group_size = 0;
+  int super_bits = 0;
   friend bool operator==(const QuantSpec&, const QuantSpec&) = default;
 };
 
@@ -92,6 +96,8 @@ class IntQuantizer {
 
   /// Run-time configuration. The parts fixed at compile time must agree with `spec`.
   explicit IntQuantizer(QuantSpec spec) : spec_(spec) {
+    detail::require(spec.super_group_size == 0 && spec.super_bits == 0,
+                    "super_group_size / super_bits: double quantization needs a DoubleQuantizer");
     detail::require(spec.bits >= 2 && spec.bits <= 8, detail::bits_error(spec.bits));
     detail::require(spec.group_size == PerChannel || spec.group_size > 0,
                     "group_size = " + std::to_string(spec.group_size) + ": must be positive or -1 (per channel)");

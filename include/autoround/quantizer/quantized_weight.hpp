@@ -19,27 +19,34 @@ struct TuningStats {
   double seconds = 0.0;     ///< wall time of the tuning loop
 };
 
-template <Quantizer Q>
+template <WeightQuantizer Q>
 struct QuantizedWeight {
   Q quantizer;
   GroupLayout layout;               ///< rows = out_features, cols = in_features
   std::vector<std::uint8_t> codes;  ///< [rows, cols] row-major, each in [0, 2^bits - 1]
-  std::vector<float> scales;        ///< [rows, groups_per_row], each exactly representable in fp16
+  std::vector<float> scales;        ///< [rows, groups_per_row]; fp16-representable, except double-quantized ones
   std::vector<std::int32_t> zeros;  ///< [rows, groups_per_row]; sym: 2^(bits-1) everywhere
   TuningStats stats;
+  // Double quantization (DoubleQuantizer; empty otherwise), as the reference exports it:
+  std::vector<float> mins;          ///< [rows, groups_per_row]: w = scale * (code - zero) - min
+  std::vector<float> super_scales;  ///< [rows, groups_per_row / super_group_size]: d, scales are k * d
+  std::vector<float> super_mins;    ///< same shape: dmin, mins are k * dmin (asymmetric only)
 
   Index rows() const { return layout.rows(); }
   Index cols() const { return layout.cols(); }
   float scale(Index row, Index col) const { return scales[group_index(row, col)]; }
   std::int32_t zero(Index row, Index col) const { return zeros[group_index(row, col)]; }
+  float min(Index row, Index col) const { return mins.empty() ? 0.0f : mins[group_index(row, col)]; }
   std::uint8_t code(Index row, Index col) const { return codes[static_cast<std::size_t>(row * cols() + col)]; }
 
-  /// w = scale * (code - zero), in float32 (what a runtime computes from the packed file).
+  /// w = scale * (code - zero) - min, in float32: the tuned fake-quantized weight.
   RowMatrix dequantize() const {
     RowMatrix w(rows(), cols());
     for (Index r = 0; r < rows(); ++r)
-      for (Index c = 0; c < cols(); ++c)
-        w(r, c) = scale(r, c) * (static_cast<float>(code(r, c)) - static_cast<float>(zero(r, c)));
+      for (Index c = 0; c < cols(); ++c) {
+        const float code_minus_zero = static_cast<float>(code(r, c)) - static_cast<float>(zero(r, c));
+        w(r, c) = mins.empty() ? scale(r, c) * code_minus_zero : scale(r, c) * code_minus_zero - min(r, c);
+      }
     return w;
   }
 

@@ -19,10 +19,19 @@ struct GroupRange {
   float wmax = 0.0f;
 };
 
-/// One group's dequantization: w = scale * (code - zero).
+/// One group's dequantization: w = scale * (code - zero) - min. `min` is 0 except for
+/// double-quantized asymmetric k-quants (DoubleQuantizer), whose offset is not a whole code.
 struct GroupQuant {
   float scale = 1.0f;
   float zero = 0.0f;
+  float min = 0.0f;
+};
+
+/// One super-group's second-level scales (GGUF k-quants' d and dmin): each group's scale is
+/// a small integer times `scale`, each group's min a small integer times `min`.
+struct SuperQuant {
+  float scale = 0.0f;
+  float min = 0.0f;
 };
 
 /// Gradient of the loss with respect to one group's min_scale and max_scale.
@@ -49,5 +58,29 @@ concept Quantizer = std::copy_constructible<Q> && requires(const Q q, GroupRange
   // straight-through backward: writes dL/dv into `out`, returns dL/dmin_scale and dL/dmax_scale
   { q.backward(w, v, range, s, s, gq, grad_out, out) } -> std::same_as<ScaleGrad>;
 };
+
+/// A policy whose groups are quantized together in super-groups (GGUF k-quants: the group
+/// scales are themselves quantized per super-group), so that the forward and the backward of
+/// the scales see a whole super-group at once. See DoubleQuantizer.
+template <class Q>
+concept SuperGroupQuantizer = std::copy_constructible<Q> &&
+    requires(const Q q, std::span<const GroupRange> ranges, std::span<const float> s, std::span<GroupQuant> quants,
+             std::span<const GroupQuant> cquants, GroupQuant gq, std::span<const float> w, std::span<float> out,
+             std::span<std::uint8_t> codes, std::span<ScaleGrad> grads) {
+  { q.bits() } -> std::convertible_to<int>;
+  { q.group_size() } -> std::convertible_to<int>;
+  { q.symmetry() } -> std::same_as<Symmetry>;
+  { q.super_group_size() } -> std::convertible_to<int>;  // groups per super-group
+  // each group's (scale, zero, min) of one super-group; returns its second-level scales
+  { q.quantize_super_group(ranges, s, s, quants) } -> std::same_as<SuperQuant>;
+  { q.fake_quantize(w, w, gq, out) } -> std::same_as<void>;
+  { q.encode(w, w, gq, codes) } -> std::same_as<void>;
+  // straight-through backward of one super-group: dL/dv into `out`, dL/d clipping scales into `grads`
+  { q.backward(w, w, ranges, s, s, cquants, w, out, grads) } -> std::same_as<void>;
+};
+
+/// What the tuners accept: a per-group Quantizer or a SuperGroupQuantizer.
+template <class Q>
+concept WeightQuantizer = Quantizer<Q> || SuperGroupQuantizer<Q>;
 
 }  // namespace autoround

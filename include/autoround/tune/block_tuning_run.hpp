@@ -28,7 +28,7 @@
 
 namespace autoround {
 
-template <Quantizer Q, Optimizer O, Backend B>
+template <WeightQuantizer Q, Optimizer O, Backend B>
 class BlockTuningRun {
  public:
   static_assert(HostBackend<B>, "a device backend (Cuda) runs its own specialization of this template: include "

@@ -25,7 +25,7 @@
 
 namespace autoround {
 
-template <Quantizer Q, Optimizer O = SignSGD<LinearDecay>, Backend B = Cpu>
+template <WeightQuantizer Q, Optimizer O = SignSGD<LinearDecay>, Backend B = Cpu>
 class LayerTuner {
  public:
   explicit LayerTuner(TuneOptions options = {})
@@ -82,14 +82,14 @@ class LayerTuner {
 };
 
 /// Plain round-to-nearest with the reference's formulas (AutoRound with iters = 0).
-template <Quantizer Q>
+template <WeightQuantizer Q>
 QuantizedWeight<Q> quantize_rtn(const Q& quantizer, MatrixView weight, const std::string& name = "weight") {
   TunableWeight<Q> state(quantizer, weight, name);
   return state.encode();
 }
 
 /// Mean squared difference between the outputs of the full-precision and the quantized layer.
-template <Quantizer Q>
+template <WeightQuantizer Q>
 double output_mse(MatrixView weight, const QuantizedWeight<Q>& quantized, MatrixView inputs) {
   const RowMatrix delta = quantized.dequantize() - weight;
   const RowMatrix diff = inputs * delta.transpose();

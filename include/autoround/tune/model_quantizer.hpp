@@ -20,6 +20,7 @@
 #include "../model/calibration_samples.hpp"
 #include "../model/llama_forward.hpp"
 #include "../optimizer/sign_sgd.hpp"
+#include "../quantizer/double_quantizer.hpp"
 #include "../quantizer/int_quantizer.hpp"
 #include "block_tuning_run.hpp"
 
@@ -54,24 +55,30 @@ using StepProgress = std::function<void(Index block, int step, double loss)>;
 
 inline std::string layer_name(Index block, Linear l) { return "model.layers." + std::to_string(block) + "." + hf_name(l); }
 
-/// The quantizer a layer gets, or nullopt to leave it in full precision.
-inline std::optional<DynamicIntQuantizer> quantizer_for(const ModelQuantOptions& options, const std::string& name,
-                                                        const RowMatrix& weight) {
+/// The quantizer a layer gets, or nullopt to leave it in full precision. `Q` is constructed from
+/// the layer's QuantSpec: DynamicIntQuantizer, or DynamicDoubleQuantizer for GGUF k-quant schemes.
+template <WeightQuantizer Q = DynamicIntQuantizer>
+std::optional<Q> quantizer_for(const ModelQuantOptions& options, const std::string& name, const RowMatrix& weight) {
   std::optional<QuantSpec> spec = options.spec;
   for (const LayerOverride& o : options.overrides)
     if (std::regex_search(name, std::regex(o.pattern))) spec = o.spec;
   if (!spec || weight.rows() % 32 != 0 || weight.cols() % 32 != 0) return std::nullopt;
-  return DynamicIntQuantizer(*spec);
+  return Q(*spec);
 }
+
+/// Per block, per Linear: the quantized weights, or nullopt where a layer stayed in full precision.
+template <WeightQuantizer Q = DynamicIntQuantizer>
+using LayerResults = std::array<std::optional<QuantizedWeight<Q>>, 7>;
 
 /// Quantize every block of `model` in place (its linear weights become their dequantized
 /// values, ready for evaluation); returns the quantized weights, per block and layer.
 /// `samples`: the calibration sequences (calibration_samples, consecutive_windows), all of one length.
-template <Optimizer O = SignSGD<LinearDecay>, Backend B = Cpu>
-std::vector<std::array<std::optional<QuantizedWeight<DynamicIntQuantizer>>, 7>> quantize_model(
-    LlamaModel& model, std::span<const TokenSequence> samples, const ModelQuantOptions& options,
-    const BlockProgress& on_block = {}, const StepProgress& on_step = {}, O optimizer = O{}, B backend = B{}) {
-  using Results = std::array<std::optional<QuantizedWeight<DynamicIntQuantizer>>, 7>;
+/// `Q`: the quantizer type every layer's spec is read into (DynamicDoubleQuantizer for GGUF k-quants).
+template <Optimizer O = SignSGD<LinearDecay>, Backend B = Cpu, WeightQuantizer Q = DynamicIntQuantizer>
+std::vector<LayerResults<Q>> quantize_model(LlamaModel& model, std::span<const TokenSequence> samples,
+                                            const ModelQuantOptions& options, const BlockProgress& on_block = {},
+                                            const StepProgress& on_step = {}, O optimizer = O{}, B backend = B{}) {
+  using Results = LayerResults<Q>;
   detail::require(!samples.empty(), "calibration: no samples");
   std::vector<RowMatrix> inputs;
   for (const TokenSequence& sample : samples) {
@@ -83,14 +90,14 @@ std::vector<std::array<std::optional<QuantizedWeight<DynamicIntQuantizer>>, 7>> 
   for (Index b = 0; b < blocks; ++b) {
     const auto start = std::chrono::steady_clock::now();
     LlamaBlock& block = model.blocks[static_cast<std::size_t>(b)];
-    typename BlockTuningRun<DynamicIntQuantizer, O, B>::LayerQuantizers quantizers;
+    typename BlockTuningRun<Q, O, B>::LayerQuantizers quantizers;
     BlockReport report;
     report.block = b;
     for (Linear l : all_linears) {
-      quantizers[static_cast<std::size_t>(l)] = quantizer_for(options, layer_name(b, l), block[l]);
+      quantizers[static_cast<std::size_t>(l)] = quantizer_for<Q>(options, layer_name(b, l), block[l]);
       report.quantized_layers += quantizers[static_cast<std::size_t>(l)].has_value();
     }
-    BlockTuningRun<DynamicIntQuantizer, O, B> run(options.tune, quantizers, optimizer, backend, block, model.config,
+    BlockTuningRun<Q, O, B> run(options.tune, quantizers, optimizer, backend, block, model.config,
                                                   inputs, "model.layers." + std::to_string(b));
     while (run.running()) {
       const double loss = run.step();
@@ -113,12 +120,12 @@ std::vector<std::array<std::optional<QuantizedWeight<DynamicIntQuantizer>>, 7>> 
 }
 
 /// As above, on options.nsamples consecutive windows of options.seqlen tokens of one stream.
-template <Optimizer O = SignSGD<LinearDecay>, Backend B = Cpu>
-std::vector<std::array<std::optional<QuantizedWeight<DynamicIntQuantizer>>, 7>> quantize_model(
-    LlamaModel& model, std::span<const std::int32_t> calibration, const ModelQuantOptions& options,
-    const BlockProgress& on_block = {}, const StepProgress& on_step = {}, O optimizer = O{}, B backend = B{}) {
+template <Optimizer O = SignSGD<LinearDecay>, Backend B = Cpu, WeightQuantizer Q = DynamicIntQuantizer>
+std::vector<LayerResults<Q>> quantize_model(LlamaModel& model, std::span<const std::int32_t> calibration,
+                                            const ModelQuantOptions& options, const BlockProgress& on_block = {},
+                                            const StepProgress& on_step = {}, O optimizer = O{}, B backend = B{}) {
   const std::vector<TokenSequence> samples = consecutive_windows(calibration, options.nsamples, options.seqlen);
-  return quantize_model<O, B>(model, std::span<const TokenSequence>(samples), options, on_block, on_step, optimizer, backend);
+  return quantize_model<O, B, Q>(model, std::span<const TokenSequence>(samples), options, on_block, on_step, optimizer, backend);
 }
 
 }  // namespace autoround

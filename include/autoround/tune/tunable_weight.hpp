@@ -3,6 +3,7 @@
 // a rounding offset v per weight (init 0) and clipping scales min_scale / max_scale per group
 // (init 1, projected onto [0, 1] before every use), with the forward (fake-quantize the whole
 // weight) and the straight-through backward over all groups. Layer and block tuners share it.
+// A SuperGroupQuantizer (GGUF k-quants) sees each row's groups a super-group at a time.
 #include <algorithm>
 #include <cmath>
 #include <span>
@@ -19,6 +20,9 @@
 namespace autoround {
 
 namespace detail {
+/// The most groups of one super-group TunableWeight handles (DoubleQuantizer::max_groups).
+inline constexpr std::size_t max_super_group = 32;
+
 /// First non-finite element of a matrix, reported by name and position.
 inline void require_finite(MatrixView m, const std::string& name) {
   if (m.allFinite()) return;
@@ -30,11 +34,22 @@ inline void require_finite(MatrixView m, const std::string& name) {
 }
 }  // namespace detail
 
-template <Quantizer Q>
+template <WeightQuantizer Q>
 class TunableWeight {
+  static constexpr bool super_groups = SuperGroupQuantizer<Q>;
+
  public:
   TunableWeight(const Q& quantizer, MatrixView weight, const std::string& name = "weight")
       : quantizer_(quantizer), weight_(weight), layout_(weight.rows(), weight.cols(), quantizer.group_size()) {
+    if constexpr (super_groups) {
+      super_ = quantizer.super_group_size();
+      const Index span = layout_.group_size() * super_;
+      detail::require(super_ == 1 || weight.cols() % span == 0,
+                      name + ": in_features = " + std::to_string(weight.cols()) + " is not a multiple of the super-group (" +
+                          std::to_string(super_) + " groups of " + std::to_string(layout_.group_size()) + " = " +
+                          std::to_string(span) + " weights)");
+      supers_.resize(static_cast<std::size_t>(layout_.group_count() / super_));
+    }
     detail::require_finite(weight, name);
     ranges_.resize(static_cast<std::size_t>(layout_.group_count()));
     for (Index r = 0; r < layout_.rows(); ++r)
@@ -63,7 +78,11 @@ class TunableWeight {
     backend.parallel_for(layout_.rows(), [&](Index r) {
       for (Index g = 0; g < layout_.groups_per_row(); ++g) {
         const auto k = group_index(r, g);
-        quants_[k] = quantizer_.group_quant(ranges_[k], min_scale[k], max_scale[k]);
+        if constexpr (super_groups) {
+          if (g % super_ == 0) supers_[k / static_cast<std::size_t>(super_)] = quantize_super_group(k);
+        } else {
+          quants_[k] = quantizer_.group_quant(ranges_[k], min_scale[k], max_scale[k]);
+        }
         quantizer_.fake_quantize(row_group(weight_, r, g), row_group(rounding, r, g), quants_[k],
                                  row_group(out, r, g));
       }
@@ -77,29 +96,71 @@ class TunableWeight {
                 std::vector<float>& grad_max_scale) const {
     grad_min_scale.resize(ranges_.size());
     grad_max_scale.resize(ranges_.size());
-    backend.parallel_for(layout_.rows(), [&](Index r) {
-      for (Index g = 0; g < layout_.groups_per_row(); ++g) {
-        const auto k = group_index(r, g);
-        const auto grad_group = row_group(grad, r, g);
-        const ScaleGrad sg = quantizer_.backward(row_group(weight_, r, g), row_group(rounding, r, g), ranges_[k],
-                                                 min_scale[k], max_scale[k], quants_[k], grad_group, grad_group);
-        grad_min_scale[k] = sg.min_scale;
-        grad_max_scale[k] = sg.max_scale;
-      }
-    });
+    if constexpr (super_groups) {
+      backend.parallel_for(layout_.rows(), [&](Index r) {
+        ScaleGrad sg[detail::max_super_group];
+        for (Index g = 0; g < layout_.groups_per_row(); g += super_) {
+          const auto k = group_index(r, g);
+          const auto n = static_cast<std::size_t>(super_);
+          const auto begin = r * layout_.cols() + layout_.group_begin(g);
+          const auto length = static_cast<std::size_t>(layout_.group_begin(g + super_ - 1) + layout_.group_length(g + super_ - 1) -
+                                                        layout_.group_begin(g));
+          const std::span<float> grad_span(grad.data() + begin, length);
+          quantizer_.backward(std::span<const float>(weight_.data() + begin, length),
+                              std::span<const float>(rounding.data() + begin, length),
+                              std::span<const GroupRange>(ranges_.data() + k, n),
+                              std::span<const float>(min_scale.data() + k, n), std::span<const float>(max_scale.data() + k, n),
+                              std::span<const GroupQuant>(quants_.data() + k, n), grad_span, grad_span, std::span(sg, n));
+          for (std::size_t j = 0; j < n; ++j) {
+            grad_min_scale[k + j] = sg[j].min_scale;
+            grad_max_scale[k + j] = sg[j].max_scale;
+          }
+        }
+      });
+    } else {
+      backend.parallel_for(layout_.rows(), [&](Index r) {
+        for (Index g = 0; g < layout_.groups_per_row(); ++g) {
+          const auto k = group_index(r, g);
+          const auto grad_group = row_group(grad, r, g);
+          const ScaleGrad sg = quantizer_.backward(row_group(weight_, r, g), row_group(rounding, r, g), ranges_[k],
+                                                   min_scale[k], max_scale[k], quants_[k], grad_group, grad_group);
+          grad_min_scale[k] = sg.min_scale;
+          grad_max_scale[k] = sg.max_scale;
+        }
+      });
+    }
   }
 
   /// Final integer codes and per-group scale/zero under the current parameters.
   QuantizedWeight<Q> encode() {
     clamp_scales();
-    QuantizedWeight<Q> result{quantizer_, layout_, {}, {}, {}, {}};
+    QuantizedWeight<Q> result{quantizer_, layout_, {}, {}, {}, {}, {}, {}, {}};
     result.codes.resize(static_cast<std::size_t>(weight_.size()));
     result.scales.resize(ranges_.size());
     result.zeros.resize(ranges_.size());
+    const bool double_quantized = super_groups && super_ > 1;
+    if (double_quantized) {
+      result.mins.resize(ranges_.size());
+      result.super_scales.resize(supers_.size());
+      result.super_mins.resize(supers_.size());
+    }
     for (Index r = 0; r < layout_.rows(); ++r)
       for (Index g = 0; g < layout_.groups_per_row(); ++g) {
         const auto k = group_index(r, g);
-        const GroupQuant gq = quantizer_.group_quant(ranges_[k], min_scale[k], max_scale[k]);
+        GroupQuant gq;
+        if constexpr (super_groups) {
+          if (g % super_ == 0) {
+            const SuperQuant sq = quantize_super_group(k);
+            if (double_quantized) {
+              result.super_scales[k / static_cast<std::size_t>(super_)] = sq.scale;
+              result.super_mins[k / static_cast<std::size_t>(super_)] = sq.min;
+            }
+          }
+          gq = quants_[k];
+          if (double_quantized) result.mins[k] = gq.min;
+        } else {
+          gq = quantizer_.group_quant(ranges_[k], min_scale[k], max_scale[k]);
+        }
         result.scales[k] = gq.scale;
         result.zeros[k] = static_cast<std::int32_t>(gq.zero);
         const auto w = row_group(weight_, r, g);
@@ -116,6 +177,14 @@ class TunableWeight {
  private:
   std::size_t group_index(Index r, Index g) const { return static_cast<std::size_t>(r * layout_.groups_per_row() + g); }
 
+  /// The super-group whose first group is k: fills quants_[k, k + super_) and returns its d / dmin.
+  SuperQuant quantize_super_group(std::size_t k) {
+    const auto n = static_cast<std::size_t>(super_);
+    return quantizer_.quantize_super_group(std::span<const GroupRange>(ranges_.data() + k, n),
+                                           std::span<const float>(min_scale.data() + k, n),
+                                           std::span<const float>(max_scale.data() + k, n), std::span(quants_.data() + k, n));
+  }
+
   template <class M>
   auto row_group(M&& m, Index r, Index g) const {
     auto* base = m.data() + r * layout_.cols() + layout_.group_begin(g);
@@ -130,6 +199,8 @@ class TunableWeight {
   GroupLayout layout_;
   std::vector<GroupRange> ranges_;
   std::vector<GroupQuant> quants_;
+  Index super_ = 1;                 ///< groups per super-group (SuperGroupQuantizer)
+  std::vector<SuperQuant> supers_;  ///< one per super-group, from the last forward()
 };
 
 }  // namespace autoround
