@@ -1,7 +1,9 @@
 // Quantize every linear layer of a real model with round-to-nearest (W4G32 sym: a scheme all
 // four formats hold exactly) and write it as auto_round, auto_gptq, auto_awq and GGUF (q4_0,
 // which keeps the quantized codes, and q4_k_m, which llama.cpp's quantizer makes from the float
-// weights); then read every output back and score it.
+// weights); then quantize it again with each layer's GGUF scheme (q4_k_m: Q4_K / Q6_K layers
+// through AutoRound's double quantization, DoubleQuantizer) and write that as q4_k_m holding the
+// quantized values. Every output is read back and scored.
 //
 //   export_formats [--model M.gguf] [--evaluation E.tokens] [--windows 4] --output DIR
 //
@@ -92,6 +94,19 @@ int main(int argc, char** argv) {
       const auto t0 = std::chrono::steady_clock::now();
       export_gguf_model(quantized, source, gguf_scheme(type), file);
       row(std::string("gguf:") + type, file, seconds_since(t0));
+      sums[file.filename().string()] = checksums(GgufFile(file.string()));
+    }
+    {  // q4_k_m with every linear layer quantized for its block type (the quantize command tunes these)
+      LlamaModel kmodel = load_llama_gguf(model_path);
+      ModelQuantOptions koptions = options;
+      koptions.overrides = gguf_tuning_overrides(gguf_scheme("q4_k_m"), kmodel);
+      const auto klayers = quantize_model<SignSGD<LinearDecay>, Cpu, DynamicDoubleQuantizer>(
+          kmodel, std::span<const std::int32_t>(evaluation).first(32), koptions);
+      std::printf("| (q4_k_m schemes in memory: perplexity %.4f) | | | | |\n", perplexity(kmodel, evaluation, 512, windows).perplexity);
+      const fs::path file = fs::path(output) / "model-q4_k_m-kquant-schemes.gguf";
+      const auto t0 = std::chrono::steady_clock::now();
+      export_gguf_model(QuantizedLlama<DynamicDoubleQuantizer>{kmodel, klayers, koptions}, source, gguf_scheme("q4_k_m"), file);
+      row("gguf:q4_k_m (k-quant schemes)", file, seconds_since(t0));
       sums[file.filename().string()] = checksums(GgufFile(file.string()));
     }
     const std::string text = sums.dump() + "\n";

@@ -187,9 +187,15 @@ struct Device {
   GemmPrecision precision = GemmPrecision::BFloat16;
 };
 
+/// Whether each layer is tuned for the GGUF block type it is written as (only --format gguf:TYPE,
+/// no --bits/--group-size/--sym/--layer): k-quant layers through the double quantization.
+struct GgufTuning {
+  bool enabled = false;
+};
+
 int quantize(const std::string& model_path, const std::string& calibration_path, const std::string& eval_path,
              const std::string& tokenizer_path, const fs::path& output, bool overwrite, ModelQuantOptions options,
-             Index eval_windows, const std::vector<OutputFormat>& formats, Device device) {
+             Index eval_windows, const std::vector<OutputFormat>& formats, Device device, GgufTuning gguf_tuning) {
   if (fs::exists(output) && !overwrite)
     throw Error(output.string() + ": already exists (pass --overwrite to replace it)");
   const bool gguf_source = !fs::is_directory(model_path);
@@ -197,6 +203,8 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   std::optional<GgufFile> source_gguf;
   if (gguf_source) source_gguf.emplace(model_path);
   LlamaModel model = load_llama(model_path);
+  if (gguf_tuning.enabled) options.overrides = gguf_tuning_overrides(*formats[0].gguf, model);
+  const bool kquants = needs_double_quant(options.overrides);
   // a corpus of documents: the reference's sampling; one stream: consecutive windows
   std::vector<TokenSequence> samples;
   if (fs::path(calibration_path).extension() == ".jsonl") {
@@ -223,7 +231,15 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   const auto on_block = [&](const BlockReport& r, Index) { reports.push_back(r); };
   const auto on_step = [&](Index b, int s, double loss) { bar.step(b, s, loss); };
   std::vector<BlockResults> layers;
-  if (device.cuda) {
+  std::vector<LayerResults<DynamicDoubleQuantizer>> kquant_layers;
+  if (kquants && device.cuda) {
+#if defined(AUTOROUND_CUDA_PIPELINE)
+    kquant_layers = autoround_cli::quantize_kquant_model_on_cuda(model, samples, options, on_block, on_step, device.precision);
+#endif
+  } else if (kquants) {
+    kquant_layers = quantize_model<SignSGD<LinearDecay>, Cpu, DynamicDoubleQuantizer>(
+        model, std::span<const TokenSequence>(samples), options, on_block, on_step);
+  } else if (device.cuda) {
 #if defined(AUTOROUND_CUDA_PIPELINE)
     layers = autoround_cli::quantize_model_on_cuda(model, samples, options, on_block, on_step, device.precision);
 #endif
@@ -242,6 +258,7 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   nlohmann::json report;
   report["model"] = model_path;
   report["bits"] = options.spec.bits;
+  report["tuned_for_gguf_block_types"] = gguf_tuning.enabled;
   report["group_size"] = options.spec.group_size;
   report["sym"] = options.spec.symmetry == Symmetric;
   report["iters"] = options.tune.iters;
@@ -281,11 +298,17 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
           std::printf("warning: %s cannot hold %zu quantized layers (shape does not fit its packing); they are written as float16 of their quantized values\n",
                       f.name.c_str(), dropped);
       } else {
-        const auto choices = export_gguf_model(quantized, *source_gguf, *f.gguf, dir / ("model-" + f.gguf->name + ".gguf"));
+        const fs::path file = dir / ("model-" + f.gguf->name + ".gguf");
+        const auto choices = kquants ? export_gguf_model(QuantizedLlama<DynamicDoubleQuantizer>{model, kquant_layers, options},
+                                                         *source_gguf, *f.gguf, file)
+                                     : export_gguf_model(quantized, *source_gguf, *f.gguf, file);
         std::size_t tuned = 0;
         for (const auto& ch : choices) tuned += ch.tuned;
         report["formats"][f.name]["tensors_with_tuned_values"] = tuned;
-        if (tuned == 0)
+        if (gguf_tuning.enabled)
+          std::printf("%s: %zu of %zu tensors hold AutoRound-tuned values (each linear layer tuned for its block type)\n",
+                      f.name.c_str(), tuned, choices.size());
+        else if (tuned == 0)
           std::printf("note: %s stores no AutoRound-tuned tensor (its block type does not match W%dG%d %s); it is RTN\n",
                       f.name.c_str(), options.spec.bits, options.spec.group_size, options.spec.symmetry == Symmetric ? "sym" : "asym");
       }
@@ -390,11 +413,16 @@ int main(int argc, char** argv) {
     const auto formats = parse_formats(format_list);
     // As the reference: asking only for a GGUF type that stores a scheme exactly (q4_0 = W4G32
     // sym, q4_1 = W4G32 asym, q8_0 = W8G32 sym) picks that scheme unless it was given.
+    // Asking only for a GGUF type, with no scheme flags, tunes each layer for the block type it is
+    // written as (k-quants through their double quantization, as the reference's gguf:q*_k).
+    GgufTuning gguf_tuning;
     if (formats.size() == 1 && formats[0].gguf && format_option->count() > 0)
       if (const auto exact = exact_spec_for(*formats[0].gguf)) {
         if (bits_option->count() == 0) options.spec.bits = exact->bits;
         if (group_option->count() == 0) options.spec.group_size = exact->group_size;
         if (sym_option->count() == 0) options.spec.symmetry = exact->symmetry;
+        gguf_tuning.enabled = bits_option->count() == 0 && group_option->count() == 0 && sym_option->count() == 0 &&
+                              layer_overrides.empty();
       }
     DynamicIntQuantizer check(options.spec);
     for (const std::string& text : layer_overrides) options.overrides.push_back(parse_override(text, options.spec));
@@ -405,7 +433,7 @@ int main(int argc, char** argv) {
     if (device.cuda) throw Error("--device cuda: this autoround was built without CUDA (rebuild where nvcc is found)");
 #endif
     return quantize(model_path, calibration_path, eval_path, tokenizer_path, output, overwrite, options, eval_windows, formats,
-                    device);
+                    device, gguf_tuning);
   } catch (const std::exception& error) {
     std::fprintf(stderr, "autoround: error: %s\n", error.what());
     return 1;

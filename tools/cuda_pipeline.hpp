@@ -17,6 +17,15 @@ using ModelResults = std::vector<std::array<std::optional<autoround::QuantizedWe
                                                                    const autoround::StepProgress& on_step,
                                                                    autoround::GemmPrecision precision);
 
+/// The same with every layer's spec read into a DynamicDoubleQuantizer (GGUF k-quant schemes).
+using KQuantModelResults = std::vector<autoround::LayerResults<autoround::DynamicDoubleQuantizer>>;
+[[gnu::visibility("default")]] KQuantModelResults quantize_kquant_model_on_cuda(autoround::LlamaModel& model,
+                                                                                std::span<const autoround::TokenSequence> samples,
+                                                                                const autoround::ModelQuantOptions& options,
+                                                                                const autoround::BlockProgress& on_block,
+                                                                                const autoround::StepProgress& on_step,
+                                                                                autoround::GemmPrecision precision);
+
 [[gnu::visibility("default")]] int cuda_device_count();
 
 }  // namespace autoround_cli

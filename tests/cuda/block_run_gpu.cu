@@ -23,3 +23,10 @@ ModelResults quantize_model_on_gpu(LlamaModel& model, std::span<const std::int32
   return quantize_model<SignSGD<>, Cuda>(
       model, calibration, options, [&](const BlockReport& r, Index) { reports.push_back(r); }, {}, SignSGD<>{}, Cuda{});
 }
+
+std::vector<LayerResults<DynamicDoubleQuantizer>> quantize_kquant_model_on_gpu(LlamaModel& model, std::span<const std::int32_t> calibration,
+                                                                              const ModelQuantOptions& options,
+                                                                              std::vector<BlockReport>& reports) {
+  return quantize_model<SignSGD<>, Cuda, DynamicDoubleQuantizer>(
+      model, calibration, options, [&](const BlockReport& r, Index) { reports.push_back(r); }, {}, SignSGD<>{}, Cuda{});
+}

@@ -30,3 +30,8 @@ GpuBlockRun run_block_on_gpu(const autoround::TuneOptions& options,
 /// quantize_model<SignSGD<>, Cuda>.
 ModelResults quantize_model_on_gpu(autoround::LlamaModel& model, std::span<const std::int32_t> calibration,
                                    const autoround::ModelQuantOptions& options, std::vector<autoround::BlockReport>& reports);
+
+/// quantize_model<SignSGD<>, Cuda, DynamicDoubleQuantizer>: GGUF k-quant schemes on the GPU.
+std::vector<autoround::LayerResults<autoround::DynamicDoubleQuantizer>> quantize_kquant_model_on_gpu(
+    autoround::LlamaModel& model, std::span<const std::int32_t> calibration, const autoround::ModelQuantOptions& options,
+    std::vector<autoround::BlockReport>& reports);

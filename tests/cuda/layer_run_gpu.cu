@@ -19,3 +19,9 @@ QuantizedWeight<DynamicIntQuantizer> tune_layer_on_gpu(const TuneOptions& option
                                                        MatrixView inputs, MatrixView fp_inputs) {
   return LayerTuner<DynamicIntQuantizer, SignSGD<>, Cuda>(options, DynamicIntQuantizer(spec)).tune(weight, inputs, fp_inputs, "gpu");
 }
+
+QuantizedWeight<DynamicDoubleQuantizer> tune_kquant_layer_on_gpu(const TuneOptions& options, QuantSpec spec, MatrixView weight,
+                                                                 MatrixView inputs, MatrixView fp_inputs) {
+  return LayerTuner<DynamicDoubleQuantizer, SignSGD<>, Cuda>(options, DynamicDoubleQuantizer(spec))
+      .tune(weight, inputs, fp_inputs, "gpu");
+}

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include <autoround/core/matrix.hpp>
+#include <autoround/quantizer/double_quantizer.hpp>
 #include <autoround/quantizer/int_quantizer.hpp>
 #include <autoround/quantizer/quantized_weight.hpp>
 #include <autoround/tune/tune_options.hpp>
@@ -20,3 +21,10 @@ autoround::QuantizedWeight<autoround::DynamicIntQuantizer> tune_layer_on_gpu(con
                                                                              autoround::QuantSpec spec, autoround::MatrixView weight,
                                                                              autoround::MatrixView inputs,
                                                                              autoround::MatrixView fp_inputs);
+
+/// LayerTuner<DynamicDoubleQuantizer, SignSGD<>, Cuda>: a GGUF k-quant scheme tuned on the GPU.
+autoround::QuantizedWeight<autoround::DynamicDoubleQuantizer> tune_kquant_layer_on_gpu(const autoround::TuneOptions& options,
+                                                                                       autoround::QuantSpec spec,
+                                                                                       autoround::MatrixView weight,
+                                                                                       autoround::MatrixView inputs,
+                                                                                       autoround::MatrixView fp_inputs);

@@ -185,6 +185,65 @@ TEST_CASE("quantize_model with the Cuda policy follows the CPU pipeline") {
   CHECK(gpu_model.blocks[1][Linear::Down].isApprox(gpu[1][6]->dequantize()));
 }
 
+TEST_CASE("quantize_model with double-quantized schemes (DoubleQuantizer) on the GPU follows the CPU pipeline") {
+  // the model of the test above (small enough that 20 steps stay in step on both sides), with
+  // double-quantized schemes whose super-groups fit its 64 / 128 columns: the GGUF k-quants'
+  // formulas with smaller super-groups, plus an integer scheme through the same quantizer type
+  LlamaModel model;
+  LlamaConfig& c = model.config;
+  c.layers = 2, c.hidden = 64, c.heads = 4, c.kv_heads = 1, c.head_dim = 16, c.intermediate = 128, c.vocab = 40;
+  std::mt19937 rng(17);
+  std::normal_distribution<float> normal;
+  model.embedding.resize(c.vocab, c.hidden);
+  for (Index i = 0; i < model.embedding.size(); ++i) model.embedding.data()[i] = normal(rng);
+  for (Index b = 0; b < c.layers; ++b) model.blocks.push_back(random_block(c, false, rng));
+  model.final_norm = Eigen::VectorXf::Ones(c.hidden);
+  std::vector<std::int32_t> tokens(6 * 20);
+  for (auto& t : tokens) t = static_cast<std::int32_t>(rng() % static_cast<unsigned>(c.vocab));
+  ModelQuantOptions options;
+  options.spec = {4, 32, Asymmetric, 2, 6};                                       // Q4_K's formulas, 2 groups per super-group
+  options.overrides.push_back({"mlp\\.down_proj", QuantSpec{6, 16, Symmetric, 8, 8}});  // Q6_K's
+  options.overrides.push_back({"layers\\.1\\.mlp\\.up_proj", QuantSpec{5, 32, Symmetric}});  // plain
+  options.nsamples = 6;
+  options.seqlen = 20;
+  options.tune.iters = 20;
+  options.tune.batch_size = 4;
+  LlamaModel cpu_model = model, gpu_model = model;
+  std::vector<BlockReport> cpu_reports, gpu_reports;
+  const auto cpu = quantize_model<SignSGD<>, Cpu, DynamicDoubleQuantizer>(
+      cpu_model, tokens, options, [&](const BlockReport& r, Index) { cpu_reports.push_back(r); });
+  const auto gpu = quantize_kquant_model_on_gpu(gpu_model, tokens, options, gpu_reports);
+  for (std::size_t b = 0; b < 2; ++b) {
+    std::size_t same = 0, total = 0;
+    for (std::size_t l = 0; l < 7; ++l) {
+      REQUIRE(cpu[b][l].has_value() == gpu[b][l].has_value());
+      if (!cpu[b][l]) continue;
+      CHECK(cpu[b][l]->quantizer.spec() == gpu[b][l]->quantizer.spec());
+      CHECK(cpu[b][l]->super_scales.size() == gpu[b][l]->super_scales.size());
+      for (std::size_t k = 0; k < cpu[b][l]->codes.size(); ++k) same += cpu[b][l]->codes[k] == gpu[b][l]->codes[k];
+      total += cpu[b][l]->codes.size();
+    }
+    const double agreement = static_cast<double>(same) / static_cast<double>(total);
+    MESSAGE("double-quantized block " << b << ": RTN loss CPU " << cpu_reports[b].stats.rtn_loss << " GPU "
+                                      << gpu_reports[b].stats.rtn_loss << ", best CPU " << cpu_reports[b].stats.best_loss << " (step "
+                                      << cpu_reports[b].stats.best_step << ") GPU " << gpu_reports[b].stats.best_loss
+                                      << ", codes equal for " << 100.0 * agreement << "%");
+    CHECK(cpu_reports[b].stats.best_loss < 0.9 * cpu_reports[b].stats.rtn_loss);
+    if (b == 0) {  // same inputs: the runs stay in step
+      CHECK(gpu_reports[b].stats.rtn_loss == doctest::Approx(cpu_reports[b].stats.rtn_loss).epsilon(1e-4).scale(0));
+      CHECK(gpu_reports[b].stats.best_loss == doctest::Approx(cpu_reports[b].stats.best_loss).epsilon(1e-4).scale(0));
+      CHECK(agreement > 0.99);
+    } else {  // inputs from block 0's GPU / CPU forward, a few ulps apart: SignSGD ties flip, the runs drift
+      CHECK(gpu_reports[b].stats.rtn_loss == doctest::Approx(cpu_reports[b].stats.rtn_loss).epsilon(1e-3).scale(0));
+      CHECK(gpu_reports[b].stats.best_loss == doctest::Approx(cpu_reports[b].stats.best_loss).epsilon(0.05).scale(0));
+      CHECK(agreement > 0.6);  // 76.7% on an H100
+    }
+  }
+  CHECK(gpu[1][6]->quantizer.bits() == 6);
+  CHECK(gpu[1][5]->super_scales.empty());  // the plain scheme
+  CHECK(gpu_model.blocks[1][Linear::Down].isApprox(gpu[1][6]->dequantize()));
+}
+
 TEST_CASE("real block: the GPU run chooses the CPU run's codes") {
   // one block of the real model with its real calibration inputs, written by make_real_block
   // (scripts/gpu-deps.sh) where the assets are

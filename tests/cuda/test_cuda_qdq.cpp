@@ -40,6 +40,45 @@ bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
 }
 }  // namespace
 
+namespace {
+/// The GPU's forward, backward, encode and SignSGD step against TunableWeight<Q> on the CPU.
+template <class Q>
+void check_against_cpu(const QdqCase& c) {
+  const QdqResult gpu = run_qdq_on_gpu(c);
+  const RowMatrix w = Eigen::Map<const RowMatrix>(c.weight.data(), c.rows, c.cols);
+  TunableWeight<Q> cpu(Q(c.spec), view(w));
+  cpu.rounding = c.rounding;
+  cpu.min_scale = c.min_scale;
+  cpu.max_scale = c.max_scale;
+  RowMatrix out(c.rows, c.cols);
+  cpu.forward(Cpu{}, mutable_view(out));
+  RowMatrix grad = Eigen::Map<const RowMatrix>(c.grad_out.data(), c.rows, c.cols);
+  std::vector<float> grad_min, grad_max;
+  cpu.backward(Cpu{}, mutable_view(grad), grad_min, grad_max);
+  const auto encoded = cpu.encode();
+  std::vector<float> stepped = cpu.rounding;
+  SignSGD<>::State state;
+  SignSGD<>{}.update(stepped, std::span<const float>(grad.data(), static_cast<std::size_t>(grad.size())), c.lr, state);
+
+  if (!same_bits(gpu.out, std::vector<float>(out.data(), out.data() + out.size()))) {
+    std::size_t differ = 0, first = 0;
+    for (std::size_t i = 0; i < gpu.out.size(); ++i)
+      if (std::memcmp(&gpu.out[i], out.data() + i, 4) != 0 && differ++ == 0) first = i;
+    MESSAGE(differ << " fake-quantized values differ; first at " << first << " (row " << first / c.cols << ", col "
+                   << first % c.cols << "): GPU " << gpu.out[first] << " CPU " << out.data()[first] << ", weight "
+                   << c.weight[first] << ", v " << c.rounding[first]);
+  }
+  CHECK(same_bits(gpu.out, std::vector<float>(out.data(), out.data() + out.size())));
+  CHECK(same_bits(gpu.grad_v, std::vector<float>(grad.data(), grad.data() + grad.size())));
+  CHECK(same_bits(gpu.grad_min, grad_min));
+  CHECK(same_bits(gpu.grad_max, grad_max));
+  CHECK(same_bits(gpu.codes, encoded.codes));
+  CHECK(same_bits(gpu.rounding_after_step, stepped));
+  const double expected = (out.cast<double>() - w.cast<double>()).squaredNorm();
+  CHECK(gpu.squared_error == doctest::Approx(expected).epsilon(1e-12).scale(0));
+}
+}  // namespace
+
 TEST_CASE("CUDA qdq forward, STE backward, encode and SignSGD equal the CPU bit for bit") {
   const QuantSpec specs[] = {{4, 128, Asymmetric}, {4, 128, Symmetric}, {2, 64, Asymmetric}, {3, 32, Symmetric},
                              {8, 32, Asymmetric}, {4, PerChannel, Asymmetric}};
@@ -49,32 +88,18 @@ TEST_CASE("CUDA qdq forward, STE backward, encode and SignSGD equal the CPU bit 
       CAPTURE(spec.bits);
       CAPTURE(spec.group_size);
       CAPTURE(cols);
-      const QdqCase c = make_case(spec, 48, cols, seed++);
-      const QdqResult gpu = run_qdq_on_gpu(c);
+      check_against_cpu<DynamicIntQuantizer>(make_case(spec, 48, cols, seed++));
+    }
+}
 
-      const RowMatrix w = Eigen::Map<const RowMatrix>(c.weight.data(), c.rows, c.cols);
-      TunableWeight<DynamicIntQuantizer> cpu(DynamicIntQuantizer(spec), view(w));
-      cpu.rounding = c.rounding;
-      cpu.min_scale = c.min_scale;
-      cpu.max_scale = c.max_scale;
-      RowMatrix out(c.rows, c.cols);
-      cpu.forward(Cpu{}, mutable_view(out));
-      RowMatrix grad = Eigen::Map<const RowMatrix>(c.grad_out.data(), c.rows, c.cols);
-      std::vector<float> grad_min, grad_max;
-      cpu.backward(Cpu{}, mutable_view(grad), grad_min, grad_max);
-      const auto codes = cpu.encode().codes;
-      std::vector<float> stepped = cpu.rounding;
-      SignSGD<>::State state;
-      SignSGD<>{}.update(stepped, std::span<const float>(grad.data(), static_cast<std::size_t>(grad.size())), c.lr, state);
-
-      CHECK(same_bits(gpu.out, std::vector<float>(out.data(), out.data() + out.size())));
-      CHECK(same_bits(gpu.grad_v, std::vector<float>(grad.data(), grad.data() + grad.size())));
-      CHECK(same_bits(gpu.grad_min, grad_min));
-      CHECK(same_bits(gpu.grad_max, grad_max));
-      CHECK(same_bits(gpu.codes, codes));
-      CHECK(same_bits(gpu.rounding_after_step, stepped));
-      const double expected = (out.cast<double>() - w.cast<double>()).squaredNorm();
-      CHECK(gpu.squared_error == doctest::Approx(expected).epsilon(1e-12).scale(0));
+TEST_CASE("CUDA double quantization (GGUF k-quant schemes) equals DoubleQuantizer on the CPU bit for bit") {
+  unsigned seed = 100;
+  for (ggml::Type type : {ggml::Type::Q2_K, ggml::Type::Q3_K, ggml::Type::Q4_K, ggml::Type::Q5_K, ggml::Type::Q6_K})
+    for (long cols : {256L, 768L}) {
+      const QuantSpec spec = *ggml::double_quant_spec_for(type);
+      CAPTURE(spec.bits);
+      CAPTURE(cols);
+      check_against_cpu<DynamicDoubleQuantizer>(make_case(spec, 40, cols, seed++));
     }
 }
 

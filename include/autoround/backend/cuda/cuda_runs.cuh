@@ -17,7 +17,7 @@
 
 namespace autoround {
 
-template <Quantizer Q>
+template <WeightQuantizer Q>
 class LayerTuningRun<Q, SignSGD<LinearDecay>, Cuda> : public cuda::LayerTuningRun<Q> {
  public:
   LayerTuningRun(const TuneOptions& options, const Q& quantizer, const SignSGD<LinearDecay>&, const Cuda& backend, MatrixView weight,
@@ -25,7 +25,7 @@ class LayerTuningRun<Q, SignSGD<LinearDecay>, Cuda> : public cuda::LayerTuningRu
       : cuda::LayerTuningRun<Q>(options, quantizer, weight, inputs, fp_inputs, name, backend.precision) {}
 };
 
-template <Quantizer Q>
+template <WeightQuantizer Q>
 class BlockTuningRun<Q, SignSGD<LinearDecay>, Cuda> : public cuda::BlockTuningRun<Q> {
  public:
   using LayerQuantizers = typename cuda::BlockTuningRun<Q>::LayerQuantizers;

@@ -26,7 +26,10 @@ struct QdqShape {
   int bits = 4;
   bool symmetric = false;
   float scale_threshold = 0;  ///< fp16(1e-5), as IntQuantizer
+  int super_group = 0;        ///< DoubleQuantizer: groups per super-group (0: none)
+  int super_bits = 0;         ///< DoubleQuantizer: bits of the scales' codes
   __host__ __device__ long groups() const { return rows * groups_per_row; }
+  __host__ __device__ long supers() const { return super_group > 0 ? groups() / super_group : 0; }
   __host__ __device__ long begin(long g) const { return (g / groups_per_row) * cols + (g % groups_per_row) * group_size; }
   __host__ __device__ long length(long g) const {
     const long start = (g % groups_per_row) * group_size;

@@ -2,15 +2,18 @@
 // One quantized linear layer's tunable state on the GPU (the device twin of TunableWeight):
 // weights, rounding offsets v, clipping scales, group ranges and cached (scale, zero) live in
 // device memory; forward / backward / SignSGD step / encode run as the kernels of
-// qdq_kernels.cuh. Bit-identical to TunableWeight on the CPU (tests/cuda/test_cuda_qdq.cu).
+// qdq_kernels.cuh, or, for a double-quantized spec (GGUF k-quants, super_group_size > 0), of
+// double_quant_kernels.cuh. Bit-identical to TunableWeight on the CPU (tests/cuda/test_cuda_qdq.cpp).
 #include <cstdint>
 #include <span>
 #include <vector>
 
 #include "../../core/fp16.hpp"
+#include "../../quantizer/double_quantizer.hpp"
 #include "../../quantizer/int_quantizer.hpp"
 #include "../../quantizer/quantized_weight.hpp"
 #include "device_buffer.hpp"
+#include "double_quant_kernels.cuh"
 #include "qdq_kernels.cuh"
 
 namespace autoround::cuda {
@@ -22,8 +25,14 @@ class QdqLayer {
   /// `weight` is [rows, cols] row-major float32 on the host; kernels are queued on `stream`.
   QdqLayer(QuantSpec spec, long rows, long cols, std::span<const float> weight, cudaStream_t stream = nullptr)
       : weight_(weight), stream_(stream) {
-    const DynamicIntQuantizer validated(spec);  // validates bits / group size
+    const DynamicDoubleQuantizer validated(spec);  // validates bits / group size / super-groups
     (void)validated;
+    if (spec.super_group_size > 0)
+      detail::require(cols % (static_cast<long>(spec.group_size) * spec.super_group_size) == 0,
+                      "in_features = " + std::to_string(cols) + " is not a multiple of the super-group (" +
+                          std::to_string(spec.super_group_size) + " groups of " + std::to_string(spec.group_size) + ")");
+    shape_.super_group = spec.super_group_size;
+    shape_.super_bits = spec.super_bits;
     shape_.rows = rows;
     shape_.cols = cols;
     shape_.group_size = spec.group_size == PerChannel || spec.group_size > cols ? cols : spec.group_size;
@@ -37,6 +46,10 @@ class QdqLayer {
     max_scale_ = DeviceBuffer<float>(std::vector<float>(groups, 1.0f));
     ranges_ = DeviceBuffer<GroupRange>(groups);
     quants_ = DeviceBuffer<GroupQuant>(groups);
+    if (double_quantized()) {
+      supers_ = DeviceBuffer<SuperQuant>(static_cast<std::size_t>(shape_.supers()));
+      group_grads_ = DeviceBuffer<GroupQuantGrad>(groups);
+    }
     group_range_kernel<><<<blocks_for(shape_.groups()), 128, 0, stream_>>>(shape_, weight_.data(), ranges_.data());
     check(cudaGetLastError(), "group_range_kernel");
   }
@@ -47,8 +60,11 @@ class QdqLayer {
   DeviceBuffer<float>& max_scale() { return max_scale_; }
   const DeviceBuffer<float>& weight() const { return weight_; }
 
+  bool double_quantized() const { return shape_.super_group > 0; }
+
   /// out (device, rows x cols) = fake-quantized weight.
   void forward(float* out) {
+    if (double_quantized()) return dq_forward(out, nullptr);
     qdq_forward_kernel<><<<warp_blocks(), 32 * kWarpsPerBlock, 0, stream_>>>(shape_, weight_.data(), rounding_.data(), ranges_.data(),
                                                              min_scale_.data(), max_scale_.data(), quants_.data(), out,
                                                              nullptr);
@@ -56,6 +72,15 @@ class QdqLayer {
   }
   /// grad (device): dL/d(fake-quantized weight) in, dL/dv out; scale gradients into the buffers.
   void backward(float* grad, float* grad_min, float* grad_max) const {
+    if (double_quantized()) {
+      dq_backward_kernel<><<<warp_blocks(), 32 * kWarpsPerBlock, 0, stream_>>>(shape_, weight_.data(), rounding_.data(),
+                                                                             quants_.data(), grad, group_grads_.data());
+      check(cudaGetLastError(), "dq_backward_kernel");
+      super_backward_kernel<><<<blocks_for(shape_.supers(), 64), 64, 0, stream_>>>(
+          shape_, ranges_.data(), min_scale_.data(), max_scale_.data(), group_grads_.data(), grad_min, grad_max);
+      check(cudaGetLastError(), "super_backward_kernel");
+      return;
+    }
     qdq_backward_kernel<><<<warp_blocks(), 32 * kWarpsPerBlock, 0, stream_>>>(shape_, weight_.data(), rounding_.data(), ranges_.data(),
                                                               min_scale_.data(), max_scale_.data(), quants_.data(), grad,
                                                               grad_min, grad_max);
@@ -63,6 +88,7 @@ class QdqLayer {
   }
   /// Final codes (device, rows x cols) under the current parameters.
   void encode(std::uint8_t* codes) {
+    if (double_quantized()) return dq_forward(nullptr, codes);
     qdq_forward_kernel<><<<warp_blocks(), 32 * kWarpsPerBlock, 0, stream_>>>(shape_, weight_.data(), rounding_.data(), ranges_.data(),
                                                              min_scale_.data(), max_scale_.data(), quants_.data(), nullptr,
                                                              codes);
@@ -75,15 +101,31 @@ class QdqLayer {
   QuantizedWeight<Q> result(const Q& quantizer, const TuningStats& stats) {
     DeviceBuffer<std::uint8_t> codes(static_cast<std::size_t>(shape_.rows * shape_.cols));
     encode(codes.data());
-    QuantizedWeight<Q> q{quantizer, GroupLayout(shape_.rows, shape_.cols, quantizer.group_size()), codes.download(), {}, {}, stats};
+    QuantizedWeight<Q> q{quantizer, GroupLayout(shape_.rows, shape_.cols, quantizer.group_size()), codes.download(), {}, {}, stats,
+                         {}, {}, {}};
     for (const GroupQuant& gq : quants()) {
       q.scales.push_back(gq.scale);
       q.zeros.push_back(static_cast<std::int32_t>(gq.zero));
+      if (double_quantized()) q.mins.push_back(gq.min);
     }
+    if (double_quantized())
+      for (const SuperQuant& sq : supers_.download()) {
+        q.super_scales.push_back(sq.scale);
+        q.super_mins.push_back(sq.min);
+      }
     return q;
   }
 
  private:
+  void dq_forward(float* out, std::uint8_t* codes) {
+    super_quant_kernel<><<<blocks_for(shape_.supers(), 64), 64, 0, stream_>>>(shape_, ranges_.data(), min_scale_.data(),
+                                                                            max_scale_.data(), quants_.data(), supers_.data());
+    check(cudaGetLastError(), "super_quant_kernel");
+    dq_forward_kernel<><<<warp_blocks(), 32 * kWarpsPerBlock, 0, stream_>>>(shape_, weight_.data(), rounding_.data(),
+                                                                          quants_.data(), out, codes);
+    check(cudaGetLastError(), "dq_forward_kernel");
+  }
+
   unsigned warp_blocks() const { return blocks_for(shape_.groups(), kWarpsPerBlock); }
 
   QdqShape shape_;
@@ -91,6 +133,8 @@ class QdqLayer {
   DeviceBuffer<float> rounding_, min_scale_, max_scale_;
   DeviceBuffer<GroupRange> ranges_;
   DeviceBuffer<GroupQuant> quants_;
+  DeviceBuffer<SuperQuant> supers_;          // double quantization only
+  mutable DeviceBuffer<GroupQuantGrad> group_grads_;  // double quantization only (backward scratch)
   cudaStream_t stream_;
 };
 
