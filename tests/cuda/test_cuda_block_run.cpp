@@ -53,6 +53,19 @@ struct Case {
   bool qwen;
 };
 
+/// A 2-block LLaMA model (hidden 64, GQA 4:1) with random weights, for the pipeline tests.
+LlamaModel small_random_model(std::mt19937& rng) {
+  LlamaModel model;
+  LlamaConfig& c = model.config;
+  c.layers = 2, c.hidden = 64, c.heads = 4, c.kv_heads = 1, c.head_dim = 16, c.intermediate = 128, c.vocab = 40;
+  std::normal_distribution<float> normal;
+  model.embedding.resize(c.vocab, c.hidden);
+  for (Index i = 0; i < model.embedding.size(); ++i) model.embedding.data()[i] = normal(rng);
+  for (Index b = 0; b < c.layers; ++b) model.blocks.push_back(random_block(c, false, rng));
+  model.final_norm = Eigen::VectorXf::Ones(c.hidden);
+  return model;
+}
+
 }  // namespace
 
 TEST_CASE("GPU block tuning follows the CPU run step for step") {
@@ -137,17 +150,10 @@ TEST_CASE("GPU block tuning follows the CPU run step for step") {
 }
 
 TEST_CASE("quantize_model with the Cuda policy follows the CPU pipeline") {
-  LlamaModel model;
-  LlamaConfig& c = model.config;
-  c.layers = 2, c.hidden = 64, c.heads = 4, c.kv_heads = 1, c.head_dim = 16, c.intermediate = 128, c.vocab = 40;
   std::mt19937 rng(17);
-  std::normal_distribution<float> normal;
-  model.embedding.resize(c.vocab, c.hidden);
-  for (Index i = 0; i < model.embedding.size(); ++i) model.embedding.data()[i] = normal(rng);
-  for (Index b = 0; b < c.layers; ++b) model.blocks.push_back(random_block(c, false, rng));
-  model.final_norm = Eigen::VectorXf::Ones(c.hidden);
+  const LlamaModel model = small_random_model(rng);
   std::vector<std::int32_t> tokens(6 * 20);
-  for (auto& t : tokens) t = static_cast<std::int32_t>(rng() % static_cast<unsigned>(c.vocab));
+  for (auto& t : tokens) t = static_cast<std::int32_t>(rng() % static_cast<unsigned>(model.config.vocab));
   ModelQuantOptions options;
   options.spec = {4, 32, Asymmetric};
   options.nsamples = 6;
@@ -189,17 +195,10 @@ TEST_CASE("quantize_model with double-quantized schemes (DoubleQuantizer) on the
   // the model of the test above (small enough that 20 steps stay in step on both sides), with
   // double-quantized schemes whose super-groups fit its 64 / 128 columns: the GGUF k-quants'
   // formulas with smaller super-groups, plus an integer scheme through the same quantizer type
-  LlamaModel model;
-  LlamaConfig& c = model.config;
-  c.layers = 2, c.hidden = 64, c.heads = 4, c.kv_heads = 1, c.head_dim = 16, c.intermediate = 128, c.vocab = 40;
   std::mt19937 rng(17);
-  std::normal_distribution<float> normal;
-  model.embedding.resize(c.vocab, c.hidden);
-  for (Index i = 0; i < model.embedding.size(); ++i) model.embedding.data()[i] = normal(rng);
-  for (Index b = 0; b < c.layers; ++b) model.blocks.push_back(random_block(c, false, rng));
-  model.final_norm = Eigen::VectorXf::Ones(c.hidden);
+  const LlamaModel model = small_random_model(rng);
   std::vector<std::int32_t> tokens(6 * 20);
-  for (auto& t : tokens) t = static_cast<std::int32_t>(rng() % static_cast<unsigned>(c.vocab));
+  for (auto& t : tokens) t = static_cast<std::int32_t>(rng() % static_cast<unsigned>(model.config.vocab));
   ModelQuantOptions options;
   options.spec = {4, 32, Asymmetric, 2, 6};                                       // Q4_K's formulas, 2 groups per super-group
   options.overrides.push_back({"mlp\\.down_proj", QuantSpec{6, 16, Symmetric, 8, 8}});  // Q6_K's

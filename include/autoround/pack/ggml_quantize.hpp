@@ -212,6 +212,50 @@ inline void pack_scale_min_k4(const std::uint8_t* ls, const std::uint8_t* lm, st
   }
 }
 
+/// Q3_K: the 6-bit code l (scale + 32) of sub-block j: low nibbles in bytes 0..7, top 2 bits in 8..11.
+inline void pack_q3_k_scale(int j, int l, std::uint8_t* scales) {
+  if (j < 8) scales[j] = static_cast<std::uint8_t>(l & 0xF);
+  else scales[j - 8] |= static_cast<std::uint8_t>((l & 0xF) << 4);
+  l >>= 4;
+  scales[j % 4 + 8] |= static_cast<std::uint8_t>(l << (2 * (j / 4)));
+}
+/// Q3_K: levels 0..7 (value + 4): bit 2 into hmask (weight j: bit j/32 of byte j%32), the rest as 2-bit.
+template <class Level>
+void pack_q3_k_levels(const Level* L, std::uint8_t* hmask, std::uint8_t* qs) {
+  std::uint8_t low[QK_K];
+  for (int j = 0; j < QK_K; ++j) {
+    int l = L[j];
+    if (l > 3) {
+      hmask[j % 32] |= static_cast<std::uint8_t>(1 << (j / 32));
+      l -= 4;
+    }
+    low[j] = static_cast<std::uint8_t>(l);
+  }
+  pack_2bit(low, qs);
+}
+/// Q4_K / Q5_K: levels 0..Nmax, weight 64h+l in the low nibble of qs[32h+l], 64h+32+l in its
+/// high nibble; Q5_K's bit 4 of weight i in bit i/32 of qh[i%32].
+template <int Nmax, class Block>
+void pack_q45_k_levels(const std::uint8_t* L, Block& y) {
+  for (int j = 0; j < QK_K; j += 64)
+    for (int l = 0; l < 32; ++l) {
+      const int l1 = L[j + l], l2 = L[j + l + 32];
+      if constexpr (Nmax == 31) y.qh[l] |= static_cast<std::uint8_t>(((l1 >> 4) << (j / 32)) | ((l2 >> 4) << (j / 32 + 1)));
+      y.qs[j / 2 + l] = static_cast<std::uint8_t>((l1 & 0xF) | ((l2 & 0xF) << 4));
+    }
+}
+/// Q6_K: levels 0..63 (value + 32): low nibbles in ql, top 2 bits in qh.
+template <class Level>
+void pack_q6_k_levels(const Level* L, BlockQ6_K& y) {
+  for (int j = 0; j < QK_K; j += 128)
+    for (int l = 0; l < 32; ++l) {
+      const auto q = [&](int k) { return static_cast<std::uint8_t>(L[j + l + 32 * k]); };
+      y.ql[j / 2 + l] = static_cast<std::uint8_t>((q(0) & 0xF) | ((q(2) & 0xF) << 4));
+      y.ql[j / 2 + l + 32] = static_cast<std::uint8_t>((q(1) & 0xF) | ((q(3) & 0xF) << 4));
+      y.qh[j / 4 + l] = static_cast<std::uint8_t>((q(0) >> 4) | ((q(1) >> 4) << 2) | ((q(2) >> 4) << 4) | ((q(3) >> 4) << 6));
+    }
+}
+
 /// The value of largest magnitude in a 32-weight block (the first one on ties), sign kept.
 inline float signed_absmax(const float* x) {
   float amax = 0, max = 0;
@@ -339,11 +383,8 @@ inline BlockQ3_K quantize_q3_k(const float* x) {
   if (max_scale != 0) {
     const float iscale = -32.f / max_scale;
     for (int j = 0; j < 16; ++j) {
-      int l = std::max(-32, std::min(31, static_cast<int>(static_cast<std::int8_t>(nearest_int(iscale * scales[j]))))) + 32;
-      if (j < 8) y.scales[j] = static_cast<std::uint8_t>(l & 0xF);
-      else y.scales[j - 8] |= static_cast<std::uint8_t>((l & 0xF) << 4);
-      l >>= 4;
-      y.scales[j % 4 + 8] |= static_cast<std::uint8_t>(l << (2 * (j / 4)));
+      const int l = std::max(-32, std::min(31, static_cast<int>(static_cast<std::int8_t>(nearest_int(iscale * scales[j]))))) + 32;
+      pack_q3_k_scale(j, l, y.scales);
     }
     y.d = float_to_half_bits(1 / iscale);
   }
@@ -353,16 +394,7 @@ inline BlockQ3_K quantize_q3_k(const float* x) {
     for (int i = 0; i < 16; ++i)
       L[16 * j + i] = static_cast<std::int8_t>(std::max(-4, std::min(3, nearest_int(x[16 * j + i] / d))) + 4);
   }
-  std::uint8_t low[QK_K];
-  for (int j = 0; j < QK_K; ++j) {
-    int l = L[j];
-    if (l > 3) {
-      y.hmask[j % 32] |= static_cast<std::uint8_t>(1 << (j / 32));
-      l -= 4;
-    }
-    low[j] = static_cast<std::uint8_t>(l);
-  }
-  pack_2bit(low, y.qs);
+  pack_q3_k_levels(L, y.hmask, y.qs);
   return y;
 }
 
@@ -401,17 +433,7 @@ Block quantize_q45_k(const float* x, float rmin, float rdelta, int nstep) {
     for (int i = 0; i < 32; ++i)
       L[32 * j + i] = static_cast<std::uint8_t>(std::max(0, std::min(Nmax, nearest_int((x[32 * j + i] + dm) / d))));
   }
-  if constexpr (Nmax == 15) {
-    for (int j = 0; j < QK_K; j += 64)
-      for (int l = 0; l < 32; ++l) y.qs[j / 2 + l] = static_cast<std::uint8_t>(L[j + l] | (L[j + l + 32] << 4));
-  } else {
-    for (int j = 0; j < QK_K; j += 64)
-      for (int l = 0; l < 32; ++l) {
-        const int l1 = L[j + l], l2 = L[j + l + 32];
-        y.qh[l] |= static_cast<std::uint8_t>(((l1 >> 4) << (j / 32)) | ((l2 >> 4) << (j / 32 + 1)));
-        y.qs[j / 2 + l] = static_cast<std::uint8_t>((l1 & 0xF) | ((l2 & 0xF) << 4));
-      }
-  }
+  pack_q45_k_levels<Nmax>(L, y);
   return y;
 }
 
@@ -434,13 +456,7 @@ inline BlockQ6_K quantize_q6_k(const float* x) {
     for (int i = 0; i < 16; ++i)
       L[16 * j + i] = static_cast<std::int8_t>(std::max(-32, std::min(31, nearest_int(x[16 * j + i] / d))) + 32);
   }
-  for (int j = 0; j < QK_K; j += 128)
-    for (int l = 0; l < 32; ++l) {
-      const auto q = [&](int k) { return static_cast<std::uint8_t>(L[j + l + 32 * k]); };
-      y.ql[j / 2 + l] = static_cast<std::uint8_t>((q(0) & 0xF) | ((q(2) & 0xF) << 4));
-      y.ql[j / 2 + l + 32] = static_cast<std::uint8_t>((q(1) & 0xF) | ((q(3) & 0xF) << 4));
-      y.qh[j / 4 + l] = static_cast<std::uint8_t>((q(0) >> 4) | ((q(1) >> 4) << 2) | ((q(2) >> 4) << 4) | ((q(3) >> 4) << 6));
-    }
+  pack_q6_k_levels(L, y);
   return y;
 }
 

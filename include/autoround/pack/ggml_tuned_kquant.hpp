@@ -111,12 +111,7 @@ Block encode_tuned_q45_k(const DoubleQuantWeightView& w, Index r, Index b) {
           clampf(round_even((row.value(QK_K * b + 32 * j + i) + dm_tmp) * inv), 0, static_cast<float>(Nmax)));
   }
   pack_scale_min_k4(ls, lm, y.scales);
-  for (int j = 0; j < QK_K; j += 64)
-    for (int l = 0; l < 32; ++l) {
-      const int l1 = L[j + l], l2 = L[j + l + 32];
-      if constexpr (Nmax == 31) y.qh[l] |= static_cast<std::uint8_t>(((l1 >> 4) << (j / 32)) | ((l2 >> 4) << (j / 32 + 1)));
-      y.qs[j / 2 + l] = static_cast<std::uint8_t>((l1 & 0xF) | ((l2 & 0xF) << 4));
-    }
+  pack_q45_k_levels<Nmax>(L, y);
   return y;
 }
 
@@ -151,22 +146,9 @@ inline BlockQ3_K encode_tuned_q3_k(const DoubleQuantWeightView& w, Index r, Inde
     const float inv = autoround::detail::reciprocal(scale);
     for (int i = 0; i < 16; ++i)
       L[16 * j + i] = static_cast<std::uint8_t>(clampf(round_even(row.value(QK_K * b + 16 * j + i) * inv), -4, 3) + 4);
-    int l = static_cast<int>(clampf(round_even(scale * autoround::detail::reciprocal(d)), -32, 31)) + 32;
-    if (j < 8) y.scales[j] = static_cast<std::uint8_t>(l & 0xF);
-    else y.scales[j - 8] |= static_cast<std::uint8_t>((l & 0xF) << 4);
-    l >>= 4;
-    y.scales[j % 4 + 8] |= static_cast<std::uint8_t>(l << (2 * (j / 4)));
+    pack_q3_k_scale(j, static_cast<int>(clampf(round_even(scale * autoround::detail::reciprocal(d)), -32, 31)) + 32, y.scales);
   }
-  std::uint8_t low[QK_K];
-  for (int j = 0; j < QK_K; ++j) {
-    int l = L[j];
-    if (l > 3) {
-      y.hmask[j % 32] |= static_cast<std::uint8_t>(1 << (j / 32));
-      l -= 4;
-    }
-    low[j] = static_cast<std::uint8_t>(l);
-  }
-  pack_2bit(low, y.qs);
+  pack_q3_k_levels(L, y.hmask, y.qs);
   y.d = float_to_half_bits(d);
   return y;
 }
@@ -188,13 +170,7 @@ inline BlockQ6_K encode_tuned_q6_k(const DoubleQuantWeightView& w, Index r, Inde
     for (int i = 0; i < 16; ++i)  // the reference adds the offset 32 before rounding
       L[16 * j + i] = static_cast<std::uint8_t>(clampf(round_even(row.value(QK_K * b + 16 * j + i) * inv + 32.0f), 0, 63));
   }
-  for (int j = 0; j < QK_K; j += 128)
-    for (int l = 0; l < 32; ++l) {
-      const auto q = [&](int k) { return L[j + l + 32 * k]; };
-      y.ql[j / 2 + l] = static_cast<std::uint8_t>((q(0) & 0xF) | ((q(2) & 0xF) << 4));
-      y.ql[j / 2 + l + 32] = static_cast<std::uint8_t>((q(1) & 0xF) | ((q(3) & 0xF) << 4));
-      y.qh[j / 4 + l] = static_cast<std::uint8_t>((q(0) >> 4) | ((q(1) >> 4) << 2) | ((q(2) >> 4) << 4) | ((q(3) >> 4) << 6));
-    }
+  pack_q6_k_levels(L, y);
   return y;
 }
 

@@ -43,6 +43,9 @@ class TunableWeight {
       : quantizer_(quantizer), weight_(weight), layout_(weight.rows(), weight.cols(), quantizer.group_size()) {
     if constexpr (super_groups) {
       super_ = quantizer.super_group_size();
+      detail::require(super_ >= 1 && super_ <= static_cast<Index>(detail::max_super_group),
+                      name + ": super_group_size = " + std::to_string(super_) + ": must be between 1 and " +
+                          std::to_string(detail::max_super_group));
       const Index span = layout_.group_size() * super_;
       detail::require(super_ == 1 || weight.cols() % span == 0,
                       name + ": in_features = " + std::to_string(weight.cols()) + " is not a multiple of the super-group (" +
