@@ -1,6 +1,7 @@
 // Packing throughput of every export format, in GB/s of fp32 weights in (rows x cols x 4
 // bytes, whatever the packer actually reads), against a plain memcpy of those fp32 bytes in the
-// same run. Random weights, rounded to W4G32 sym (a scheme every format holds): shape-only timing.
+// same run. Random weights, rounded to W4G32 sym (a scheme every format holds), and to Q4_K's
+// double-quantized scheme for the tuned k-quant encoder: shape-only timing.
 //
 //   bench_packing [--benchmark_filter=...]   (4096 x 4096 weights)
 #include <benchmark/benchmark.h>
@@ -54,6 +55,14 @@ void BM_GgufQ4_0Tuned(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(ggml::encode_tuned(ggml::Type::Q4_0, int_view(quantized())).data());
   report_bytes(state);
 }
+const QuantizedWeight<Q4KQuantizer>& quantized_q4_k() {
+  static const auto q = quantize_rtn(Q4KQuantizer{}, view(weights()));
+  return q;
+}
+void BM_GgufQ4_KTuned(benchmark::State& state) {
+  for (auto _ : state) benchmark::DoNotOptimize(ggml::encode_tuned(ggml::Type::Q4_K, double_quant_view(quantized_q4_k())).data());
+  report_bytes(state);
+}
 void BM_GgufQuantize(benchmark::State& state) {
   const auto type = static_cast<ggml::Type>(state.range(0));
   const std::span<const float> x(weights().data(), static_cast<std::size_t>(weights().size()));
@@ -84,6 +93,7 @@ BENCHMARK(BM_AutoRound)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_AutoGptq)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_AutoAwq)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_GgufQ4_0Tuned)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_GgufQ4_KTuned)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_GgufQuantize)
     ->Arg(static_cast<int>(ggml::Type::Q4_0))->Arg(static_cast<int>(ggml::Type::Q8_0))
     ->Arg(static_cast<int>(ggml::Type::Q4_K))->Arg(static_cast<int>(ggml::Type::Q6_K))
@@ -93,6 +103,7 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   ThroughputReporter reporter;
   (void)quantized();  // build the inputs outside the timings
+  (void)quantized_q4_k();
   benchmark::RunSpecifiedBenchmarks(&reporter);
   const auto memcpy_rate = reporter.bytes_per_second.find("BM_Memcpy");
   if (memcpy_rate != reporter.bytes_per_second.end()) {
