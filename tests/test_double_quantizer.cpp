@@ -12,6 +12,7 @@
 #include <autoround/tune/layer_tuner.hpp>
 #include <autoround/tune/tunable_weight.hpp>
 #include <cmath>
+#include <cstring>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -148,6 +149,33 @@ TEST_CASE("tuned k-quant blocks equal AutoRound's GGUF packer byte for byte, and
     }
     CHECK_MESSAGE(beyond == 0, beyond << " of " << back.size() << " values differ from the tuned ones by more than the fp16 rounding of d/dmin");
   }
+}
+
+TEST_CASE("Q4_K blocks unpack to the tuned codes bit for bit") {
+  const Case c = load("q4_k");
+  TunableWeight<DynamicDoubleQuantizer> state(DynamicDoubleQuantizer(c.spec), view(c.weight), "q4_k");
+  state.rounding = floats("q4_k.v");
+  state.min_scale = floats("q4_k.min_scale");
+  state.max_scale = floats("q4_k.max_scale");
+  const auto result = state.encode();
+  const std::vector<std::byte> bytes = ggml::encode_tuned(ggml::Type::Q4_K, double_quant_view(result));
+  std::size_t compared = 0, differ = 0;
+  for (std::size_t b = 0; b < bytes.size() / sizeof(ggml::BlockQ4_K); ++b) {
+    ggml::BlockQ4_K y;
+    std::memcpy(&y, bytes.data() + b * sizeof y, sizeof y);
+    CHECK(half_bits_to_float(y.d) == round_to_half(result.super_scales[b]));
+    CHECK(half_bits_to_float(y.dmin) == round_to_half(result.super_mins[b]));
+    for (int i = 0; i < ggml::QK_K; ++i) {
+      std::uint8_t scale_code, min_code;
+      ggml::scale_min_k4(i / 32, y.scales, scale_code, min_code);
+      if (scale_code == 0) continue;  // every level dequantizes alike there
+      const int level = (i % 64 < 32) ? (y.qs[32 * (i / 64) + i % 32] & 0xF) : (y.qs[32 * (i / 64) + i % 32] >> 4);
+      ++compared;
+      differ += level != result.codes[b * ggml::QK_K + static_cast<std::size_t>(i)];
+    }
+  }
+  CHECK(compared > 0);
+  CHECK_MESSAGE(differ == 0, differ << " of " << compared << " levels differ from the tuned codes");
 }
 
 TEST_CASE("DoubleQuantizer: bad configurations and shapes are named") {
