@@ -164,17 +164,12 @@ std::vector<GgufTensorChoice> export_gguf_model(const QuantizedLlama<Q>& q, cons
     if (block && linear && *block < static_cast<Index>(q.layers.size())) {
       const auto& tuned = q.quantized(*block, *linear);
       if (tuned && exact_spec_for(type) == tuned->quantizer.spec()) {
-        if constexpr (SuperGroupQuantizer<Q>) {
-          if (tuned->quantizer.double_quantized()) {
-            w.add_tensor(t.name, t.dims, type, ggml::encode_tuned(type, double_quant_view(*tuned), t.name));
-          } else {  // a DoubleQuantizer without a second level holds IntQuantizer's codes
-            const IntWeightView view{tuned->quantizer.bits(), tuned->quantizer.symmetry(), tuned->layout,
-                                     tuned->codes, tuned->scales, tuned->zeros};
-            w.add_tensor(t.name, t.dims, type, ggml::encode_tuned(type, view, t.name));
-          }
-        } else {
-          w.add_tensor(t.name, t.dims, type, ggml::encode_tuned(type, int_view(*tuned), t.name));
-        }
+        const auto encoded = [&] {
+          if constexpr (SuperGroupQuantizer<Q>)
+            if (tuned->quantizer.double_quantized()) return ggml::encode_tuned(type, double_quant_view(*tuned), t.name);
+          return ggml::encode_tuned(type, int_view(*tuned), t.name);
+        }();
+        w.add_tensor(t.name, t.dims, type, encoded);
         choices.push_back({t.name, type, true});
         continue;
       }

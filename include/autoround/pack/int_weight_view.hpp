@@ -28,8 +28,10 @@ struct IntWeightView {
   std::int32_t zero(Index r, Index g) const { return zeros[static_cast<std::size_t>(r * groups() + g)]; }
 };
 
-template <Quantizer Q>
+/// Also a DoubleQuantizer's weights without a second level (its codes are IntQuantizer's).
+template <WeightQuantizer Q>
 IntWeightView int_view(const QuantizedWeight<Q>& q) {
+  detail::require(q.mins.empty(), "QuantizedWeight: double-quantized weights (group mins) have no integer view");
   const auto groups = static_cast<std::size_t>(q.layout.group_count());
   detail::require(q.codes.size() == static_cast<std::size_t>(q.rows() * q.cols()) && q.scales.size() == groups &&
                       q.zeros.size() == groups,

@@ -198,8 +198,7 @@ class DoubleQuantizer {
     }
   }
 
-  /// Most groups one super-group may have (Q2_K/Q3_K/Q6_K: 16 groups of 16).
-  static constexpr std::size_t max_groups = 32;
+  static constexpr std::size_t max_groups = max_super_group;
 
  private:
   static constexpr float asym_threshold = 1e-5f;  // the float32 clamps after the double quantization

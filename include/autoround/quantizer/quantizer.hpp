@@ -6,6 +6,7 @@
 // w ≈ scale * (code - zero). The tuner needs the forward (fake-quantize), the
 // straight-through-estimator backward, and the final encoding; formats need bits and group size.
 #include <concepts>
+#include <cstddef>
 #include <cstdint>
 #include <span>
 
@@ -58,6 +59,10 @@ concept Quantizer = std::copy_constructible<Q> && requires(const Q q, GroupRange
   // straight-through backward: writes dL/dv into `out`, returns dL/dmin_scale and dL/dmax_scale
   { q.backward(w, v, range, s, s, gq, grad_out, out) } -> std::same_as<ScaleGrad>;
 };
+
+/// The most groups one super-group may have (GGUF's Q2_K/Q3_K/Q6_K use 16): the tuners keep a
+/// super-group's per-group values in fixed arrays of this size.
+inline constexpr std::size_t max_super_group = 32;
 
 /// A policy whose groups are quantized together in super-groups (GGUF k-quants: the group
 /// scales are themselves quantized per super-group), so that the forward and the backward of

@@ -20,9 +20,6 @@
 namespace autoround {
 
 namespace detail {
-/// The most groups of one super-group TunableWeight handles (DoubleQuantizer::max_groups).
-inline constexpr std::size_t max_super_group = 32;
-
 /// First non-finite element of a matrix, reported by name and position.
 inline void require_finite(MatrixView m, const std::string& name) {
   if (m.allFinite()) return;
@@ -43,9 +40,9 @@ class TunableWeight {
       : quantizer_(quantizer), weight_(weight), layout_(weight.rows(), weight.cols(), quantizer.group_size()) {
     if constexpr (super_groups) {
       super_ = quantizer.super_group_size();
-      detail::require(super_ >= 1 && super_ <= static_cast<Index>(detail::max_super_group),
+      detail::require(super_ >= 1 && super_ <= static_cast<Index>(max_super_group),
                       name + ": super_group_size = " + std::to_string(super_) + ": must be between 1 and " +
-                          std::to_string(detail::max_super_group));
+                          std::to_string(max_super_group));
       const Index span = layout_.group_size() * super_;
       detail::require(super_ == 1 || weight.cols() % span == 0,
                       name + ": in_features = " + std::to_string(weight.cols()) + " is not a multiple of the super-group (" +
@@ -101,7 +98,7 @@ class TunableWeight {
     grad_max_scale.resize(ranges_.size());
     if constexpr (super_groups) {
       backend.parallel_for(layout_.rows(), [&](Index r) {
-        ScaleGrad sg[detail::max_super_group];
+        ScaleGrad sg[max_super_group];
         for (Index g = 0; g < layout_.groups_per_row(); g += super_) {
           const auto k = group_index(r, g);
           const auto n = static_cast<std::size_t>(super_);

@@ -18,7 +18,7 @@ struct GroupQuantGrad {
 
 namespace device {
 
-constexpr int kMaxSuperGroup = 32;  // DoubleQuantizer::max_groups
+constexpr int kMaxSuperGroup = static_cast<int>(max_super_group);
 
 __device__ inline float std_min(float a, float b) { return b < a ? b : a; }
 __device__ inline float std_max(float a, float b) { return a < b ? b : a; }
