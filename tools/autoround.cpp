@@ -204,6 +204,9 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   if (gguf_source) source_gguf.emplace(model_path);
   LlamaModel model = load_llama(model_path);
   if (gguf_tuning.enabled) options.overrides = gguf_tuning_overrides(*formats[0].gguf, model);
+  // the loss skips padding as the reference does: the tokenizer's pad id, when the model names one
+  if (!options.pad_token && source_gguf && source_gguf->find("tokenizer.ggml.padding_token_id"))
+    options.pad_token = static_cast<std::int32_t>(source_gguf->get_uint("tokenizer.ggml.padding_token_id"));
   const bool kquants = needs_double_quant(options.overrides);
   // a corpus of documents: the reference's sampling; one stream: consecutive windows
   std::vector<TokenSequence> samples;
@@ -266,6 +269,8 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   report["seqlen"] = options.seqlen;
   report["batch_size"] = options.tune.batch_size;
   report["seed"] = options.tune.seed;
+  report["streams"] = options.streams == ActivationStreams::Two ? "two" : options.streams == ActivationStreams::FullPrecision ? "fp" : "quantized";
+  report["loss_mask"] = options.mask_loss;
   report["device"] = device.cuda ? (device.precision == GemmPrecision::BFloat16 ? "cuda (bf16 GEMMs)" : "cuda (float32 GEMMs)") : "cpu";
   report["seconds"] = seconds;
   for (const BlockReport& r : reports)
@@ -341,6 +346,9 @@ int main(int argc, char** argv) {
   std::string output, tokenizer_path, device_name = "cpu", gemm = "bf16";
   bool overwrite = false, sym = false;
   ModelQuantOptions options;
+  std::string streams = "two";
+  bool no_loss_mask = false;
+  std::int64_t pad_token = -1;
   std::vector<std::string> layer_overrides;
   Index eval_windows = 0;
   int iters = -1, threads = 0;
@@ -366,6 +374,12 @@ int main(int argc, char** argv) {
   q->add_option("--lr", options.tune.lr, "rounding learning rate (default 1/iters)")->check(CLI::NonNegativeNumber);
   q->add_option("--minmax-lr", options.tune.minmax_lr, "clipping learning rate (default: lr)")->check(CLI::NonNegativeNumber);
   q->add_option("--seed", options.tune.seed, "sampler seed");
+  q->add_option("--streams", streams,
+                "activations a block is tuned on: two (the reference: quantized inputs, targets from the "
+                "full-precision model), fp (both from the full-precision model), quantized (both from the quantized model)")
+      ->check(CLI::IsMember({"two", "fp", "quantized"}));
+  q->add_flag("--no-loss-mask", no_loss_mask, "count every position in the block loss (the reference skips the last and padding)");
+  q->add_option("--pad-token", pad_token, "pad token id the loss skips (default: the model's, if it has one)");
   q->add_option("--layer", layer_overrides, "per-layer override REGEX=BITS[:GROUP[:sym|asym]] or REGEX=fp");
   q->add_option("--eval", eval_path, "token ids to measure perplexity on before and after")->check(CLI::ExistingFile);
   q->add_option("--eval-windows", eval_windows, "512-token windows to score (0: all)")->check(CLI::NonNegativeNumber);
@@ -410,6 +424,10 @@ int main(int argc, char** argv) {
     if (iters >= 0) options.tune.iters = iters;
     if (nsamples > 0) options.nsamples = nsamples;
     options.spec.symmetry = sym ? Symmetric : Asymmetric;
+    options.streams = streams == "fp" ? ActivationStreams::FullPrecision
+                      : streams == "quantized" ? ActivationStreams::Quantized : ActivationStreams::Two;
+    options.mask_loss = !no_loss_mask;
+    if (pad_token >= 0) options.pad_token = static_cast<std::int32_t>(pad_token);
     const auto formats = parse_formats(format_list);
     // As the reference: asking only for a GGUF type that stores a scheme exactly (q4_0 = W4G32
     // sym, q4_1 = W4G32 asym, q8_0 = W8G32 sym) picks that scheme unless it was given.

@@ -11,15 +11,21 @@
 //
 // consecutive_windows: a single long token stream (a book, a token-id file) has no documents;
 // it is cut into nsamples non-overlapping windows from the start.
+//
+// loss_masks: which positions of each sample the block loss counts (auto_round/calibration/llm.py
+// `calib` marks the others -100): not the last position (it predicts nothing), not padding
+// (tokens equal to the pad id; without a pad id, the run of repeats of the last token before it).
 #include <algorithm>
 #include <cstdint>
 #include <numeric>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "../core/error.hpp"
 #include "../core/matrix.hpp"
+#include "../tune/block_calibration.hpp"
 #include "../tune/python_random.hpp"
 
 namespace autoround {
@@ -57,6 +63,28 @@ inline std::vector<TokenSequence> consecutive_windows(std::span<const std::int32
     samples.emplace_back(first, first + seqlen);
   }
   return samples;
+}
+
+/// One loss mask per sample (1 = the position counts), by the reference's rule above.
+inline std::vector<LossMask> loss_masks(std::span<const TokenSequence> samples, std::optional<std::int32_t> pad_token) {
+  std::vector<LossMask> masks;
+  masks.reserve(samples.size());
+  for (const TokenSequence& ids : samples) {
+    LossMask mask(ids.size(), 1.0f);
+    if (ids.empty()) {
+      masks.push_back(std::move(mask));
+      continue;
+    }
+    if (pad_token) {
+      for (std::size_t t = 0; t < ids.size(); ++t)
+        if (ids[t] == *pad_token) mask[t] = 0.0f;
+    } else {
+      for (std::size_t t = ids.size() - 1; t-- > 0 && ids[t] == ids.back();) mask[t] = 0.0f;
+    }
+    mask.back() = 0.0f;
+    masks.push_back(std::move(mask));
+  }
+  return masks;
 }
 
 }  // namespace autoround

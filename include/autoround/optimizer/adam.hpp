@@ -22,7 +22,8 @@ struct Adam {
   float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
 
   State make_state(std::size_t n) const { return {std::vector<float>(n, 0.0f), std::vector<float>(n, 0.0f), 0}; }
-  float rate_factor(int step, int total) const { return schedule.factor(step, total); }
+  /// The learning rate of `step` for a parameter group whose base rate is `base`.
+  float rate(float base, int step, int total) const { return scheduled_rate(schedule, base, step, total); }
   void update(std::span<float> params, std::span<const float> grads, float lr, State& state) const {
     ++state.steps;
     const double correction1 = 1.0 - std::pow(static_cast<double>(beta1), state.steps);

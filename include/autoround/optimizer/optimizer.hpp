@@ -14,7 +14,7 @@ concept Optimizer = std::copy_constructible<O> &&
              float lr, int step, int total, std::size_t n) {
       typename O::State;
       { o.make_state(n) } -> std::same_as<typename O::State>;  // state for n parameters
-      { o.rate_factor(step, total) } -> std::convertible_to<float>;  // its schedule
+      { o.rate(lr, step, total) } -> std::convertible_to<float>;  // its schedule: the rate of step for base rate lr
       { o.update(params, grads, lr, state) } -> std::same_as<void>;
     };
 

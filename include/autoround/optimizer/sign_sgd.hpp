@@ -15,7 +15,8 @@ struct SignSGD {
   Schedule schedule{};
 
   State make_state(std::size_t) const { return {}; }
-  float rate_factor(int step, int total) const { return schedule.factor(step, total); }
+  /// The learning rate of `step` for a parameter group whose base rate is `base`.
+  float rate(float base, int step, int total) const { return scheduled_rate(schedule, base, step, total); }
   void update(std::span<float> params, std::span<const float> grads, float lr, State&) const {
     for (std::size_t i = 0; i < params.size(); ++i) {
       const float g = grads[i];

@@ -51,6 +51,10 @@ inline float round_half_even(float x) {
 /// AutoRound's q_scale_thresh (1e-5), as the fp16 value the clamp of an fp16 scale compares to.
 inline const float scale_threshold = round_to_half(1e-5f);
 
+/// Two gradients that autograd holds as fp16 tensors, each rounded to fp16, added as PyTorch
+/// adds fp16 tensors (in float, rounded to fp16 once more).
+inline float fp16_sum(float a, float b) { return round_to_half(round_to_half(a) + round_to_half(b)); }
+
 inline std::string bits_error(int bits) {
   return "bits = " + std::to_string(bits) + ": must be between 2 and 8";
 }
@@ -153,7 +157,14 @@ class IntQuantizer {
   }
 
   /// Straight-through backward (round has gradient 1, clamp passes gradient only inside its
-  /// range, the fp16 cast of the scale is the identity), as autograd differentiates int.py.
+  /// range), as autograd differentiates int.py, including where it rounds to fp16: the scale is
+  /// an fp16 tensor, so each product that uses it hands back its gradient rounded to fp16 (the
+  /// group sum is taken first), and the fp16 contributions are added in fp16:
+  ///   asym: fp16(fp16(fp16(A) + fp16(B)) + fp16(C)),  sym: fp16(fp16(A) + fp16(B)),
+  /// A = Σ g·(code − zero) (scale · (q − zero)), B = −Σ_inside g·w/s (w / scale),
+  /// C = −Σ_clipped g·wmin/s (the zero point −wmin / scale). Below 6e-8 a gradient flushes to 0
+  /// and SignSGD leaves that clipping scale alone, as the reference does (the runs scale the
+  /// loss by TuneOptions::loss_scale = 1000 first, as the reference does).
   ScaleGrad backward(std::span<const float> w, std::span<const float> v, GroupRange range, float min_scale,
                      float max_scale, GroupQuant gq, std::span<const float> grad_out,
                      std::span<float> grad_v) const {
@@ -161,24 +172,23 @@ class IntQuantizer {
     const float s = gq.scale;
     const bool asym = symmetry() == Asymmetric;
     const float wmin = range.wmin * min_scale;  // asym: the clipped minimum the zero point saw
-    double grad_scale = 0.0, grad_zero_clipped = 0.0;
+    double product = 0.0, division = 0.0, zero_point = 0.0, grad_zero_clipped = 0.0;
     for (std::size_t i = 0; i < w.size(); ++i) {
       const float u = detail::round_half_even(w[i] / s + v[i]) + gq.zero;
       const bool inside = u >= 0.0f && u <= maxc;
       const float code = std::clamp(u, 0.0f, maxc);
       const double g = grad_out[i];
       grad_v[i] = inside ? static_cast<float>(g * s) : 0.0f;
-      // d out / d scale: (code - zero) from the product, -w/s through w/s when not clipped;
-      // asym and clipped: the zero point moves with the scale (d zero / d scale = wmin / s^2).
-      double d_out_d_scale = static_cast<double>(code - gq.zero);
+      product += g * static_cast<double>(code - gq.zero);
       if (inside) {
-        d_out_d_scale -= static_cast<double>(w[i]) / s;
-      } else if (asym) {
-        d_out_d_scale -= static_cast<double>(wmin) / s;
+        division -= g * static_cast<double>(w[i]) / s;
+      } else if (asym) {  // clipped: the zero point moves with the scale (d zero / d scale = wmin / s^2)
+        zero_point -= g * static_cast<double>(wmin) / s;
         grad_zero_clipped += g;
       }
-      grad_scale += g * d_out_d_scale;
     }
+    float grad_scale = detail::fp16_sum(static_cast<float>(product), static_cast<float>(division));
+    if (asym) grad_scale = detail::fp16_sum(grad_scale, static_cast<float>(zero_point));
     if (asym) {
       const float maxq = maxc;
       const float raw = round_to_half((range.wmax * max_scale - wmin) / maxq);

@@ -15,13 +15,16 @@ class BestStepTracker {
   explicit BestStepTracker(const TuneOptions& options) : options_(options) {}
 
   /// Record the loss of the next step; true when the current parameters must be kept.
-  bool record(double loss) {
+  /// Steps are ranked by loss / `normalizer`: the reference ranks a masked block loss divided by
+  /// the minibatch's count of unmasked tokens (which varies with the minibatch when samples
+  /// hold padding); the stats keep the loss itself.
+  bool record(double loss, double normalizer = 1.0) {
     const int step = stats_.steps_run;
     if (step == 0) stats_.rtn_loss = loss;
     stats_.steps_run = step + 1;
     bool keep = false;
-    if (loss < best_) {
-      best_ = loss;
+    if (loss / normalizer < best_) {
+      best_ = loss / normalizer;
       stats_.best_loss = loss;
       stats_.best_step = step;
       keep = options_.use_best;

@@ -4,7 +4,10 @@
 // quantized block reproduces the full-precision block's output on the calibration samples.
 //
 // step(): draw batch_size samples, fake-quantize every tuned layer, run the block forward on
-// each sample, loss = mean((block_q(x) − block_fp(x))²) over the batch, backward through the
+// each sample's input (the quantized stream), loss = mean((mask · (block_q(x_q) − target))²)
+// over the batch (target: the full-precision block on the full-precision stream, see
+// block_calibration.hpp; the mean divides by every position, masked or not, as the
+// reference's), backward (of loss_scale × loss, as the reference) through the
 // block to every tuned weight, straight-through backward to v / min_scale / max_scale, one
 // optimizer step per layer (each with the learning rate for its own bit width). The parameters
 // of the lowest-loss step are kept.
@@ -22,6 +25,7 @@
 #include "../quantizer/quantized_weight.hpp"
 #include "../quantizer/quantizer.hpp"
 #include "best_step.hpp"
+#include "block_calibration.hpp"
 #include "index_sampler.hpp"
 #include "tunable_weight.hpp"
 #include "tune_options.hpp"
@@ -42,19 +46,27 @@ class BlockTuningRun {
   BlockTuningRun(const TuneOptions& options, const LayerQuantizers& quantizers, const O& optimizer, const B& backend,
                  const LlamaBlock& block, const LlamaConfig& config, std::span<const RowMatrix> inputs,
                  const std::string& name)
-      : options_(options), optimizer_(optimizer), backend_(backend), block_(block), config_(config), inputs_(inputs),
-        sampler_(static_cast<Index>(inputs.size()), std::min<Index>(options.batch_size, static_cast<Index>(inputs.size())),
-                 options.seed),
+      : BlockTuningRun(options, quantizers, optimizer, backend, block, config, BlockCalibration{inputs}, name) {}
+
+  /// Inputs, targets (the two streams) and loss masks as `calibration` says (all must outlive the run).
+  BlockTuningRun(const TuneOptions& options, const LayerQuantizers& quantizers, const O& optimizer, const B& backend,
+                 const LlamaBlock& block, const LlamaConfig& config, const BlockCalibration& calibration,
+                 const std::string& name)
+      : options_(options), optimizer_(optimizer), backend_(backend), block_(block), config_(config),
+        inputs_(calibration.inputs), masks_(calibration.masks),
+        sampler_(make_sampler(options, calibration)),
         tracker_(options) {
-    detail::require(!inputs.empty(), name + ": no calibration samples");
-    for (const RowMatrix& x : inputs)
-      detail::require(x.cols() == config.hidden && x.rows() == inputs[0].rows(),
-                      name + ": calibration samples must all be [seqlen, " + std::to_string(config.hidden) + "]");
-    targets_.reserve(inputs.size());
-    for (const RowMatrix& x : inputs) {
-      RowMatrix h = x;
-      block_forward(block, config, h);
-      targets_.push_back(std::move(h));
+    detail::check_block_calibration(calibration, config.hidden, name);
+    if (calibration.targets.empty()) {
+      own_targets_.reserve(inputs_.size());
+      for (const RowMatrix& x : inputs_) {
+        RowMatrix h = x;
+        block_forward(block, config, h);
+        own_targets_.push_back(std::move(h));
+      }
+      targets_ = own_targets_;
+    } else {
+      targets_ = calibration.targets;
     }
     for (Linear l : all_linears) {
       const auto i = static_cast<std::size_t>(l);
@@ -84,24 +96,24 @@ class BlockTuningRun {
       RowMatrix out = inputs_[static_cast<std::size_t>(s)];
       block_forward(weights, config_, out, &cache);
       out -= targets_[static_cast<std::size_t>(s)];
+      apply_mask(s, out);
       loss += static_cast<double>(out.squaredNorm());
-      out *= static_cast<float>(2.0 / count);  // d mean(diff^2) / d out
+      out *= static_cast<float>(options_.loss_scale * 2.0 / count);  // d (loss_scale · mean(diff^2)) / d out
       block_backward(weights, config_, cache, out, grads);
     }
     loss /= count;
-    if (tracker_.record(loss)) snapshot();
+    if (tracker_.record(loss, valid_positions(samples))) snapshot();
 
-    const float factor = optimizer_.rate_factor(step, options_.iters);
     for (Linear l : all_linears) {
       const auto i = static_cast<std::size_t>(l);
       if (!layers_[i]) continue;
       Layer& layer = *layers_[i];
       layer.tunable.backward(backend_, mutable_view(grads[i]), layer.grad_min, layer.grad_max);
       optimizer_.update(layer.tunable.rounding, std::span<const float>(grads[i].data(), static_cast<std::size_t>(grads[i].size())),
-                        layer.lr * factor, layer.rounding_state);
+                        optimizer_.rate(layer.lr, step, options_.iters), layer.rounding_state);
       if (options_.enable_minmax_tuning) {
-        optimizer_.update(layer.tunable.min_scale, layer.grad_min, layer.minmax_lr * factor, layer.min_state);
-        optimizer_.update(layer.tunable.max_scale, layer.grad_max, layer.minmax_lr * factor, layer.max_state);
+        optimizer_.update(layer.tunable.min_scale, layer.grad_min, optimizer_.rate(layer.minmax_lr, step, options_.iters), layer.min_state);
+        optimizer_.update(layer.tunable.max_scale, layer.grad_max, optimizer_.rate(layer.minmax_lr, step, options_.iters), layer.max_state);
       }
     }
     return loss;
@@ -115,7 +127,9 @@ class BlockTuningRun {
     for (std::size_t s = 0; s < inputs_.size(); ++s) {
       RowMatrix out = inputs_[s];
       block_forward(weights, config_, out);
-      loss += static_cast<double>((out - targets_[s]).squaredNorm());
+      out -= targets_[s];
+      apply_mask(static_cast<Index>(s), out);
+      loss += static_cast<double>(out.squaredNorm());
     }
     return loss / (static_cast<double>(inputs_.size()) * static_cast<double>(inputs_[0].size()));
   }
@@ -161,6 +175,29 @@ class BlockTuningRun {
     return weights;
   }
 
+  static IndexSampler make_sampler(const TuneOptions& options, const BlockCalibration& c) {
+    const auto n = static_cast<Index>(c.inputs.size());
+    const Index batch = std::min<Index>(options.batch_size, n);
+    return c.random ? IndexSampler(n, batch, *c.random) : IndexSampler(n, batch, options.seed);
+  }
+
+  // Zero the masked positions (rows) of one sample's output difference.
+  void apply_mask(Index sample, RowMatrix& diff) const {
+    if (masks_.empty()) return;
+    const LossMask& mask = masks_[static_cast<std::size_t>(sample)];
+    for (Index t = 0; t < diff.rows(); ++t)
+      if (mask[static_cast<std::size_t>(t)] == 0.0f) diff.row(t).setZero();
+  }
+
+  // The reference ranks steps by the masked loss over the minibatch's count of unmasked tokens.
+  double valid_positions(std::span<const Index> samples) const {
+    if (masks_.empty()) return 1.0;
+    double valid = 0;
+    for (Index s : samples)
+      for (float m : masks_[static_cast<std::size_t>(s)]) valid += m != 0.0f;
+    return valid > 0 ? valid : 1.0;
+  }
+
   void snapshot() {
     for (auto& layer : layers_)
       if (layer) {
@@ -175,8 +212,9 @@ class BlockTuningRun {
   B backend_;
   const LlamaBlock& block_;
   LlamaConfig config_;
-  std::span<const RowMatrix> inputs_;
-  std::vector<RowMatrix> targets_;
+  std::span<const RowMatrix> inputs_, targets_;
+  std::span<const LossMask> masks_;
+  std::vector<RowMatrix> own_targets_;  // when the caller gives none
   IndexSampler sampler_;
   std::array<std::optional<Layer>, 7> layers_;
   BestStepTracker tracker_;

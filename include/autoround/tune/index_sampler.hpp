@@ -15,18 +15,25 @@ namespace autoround {
 
 class IndexSampler {
  public:
-  IndexSampler(Index nsamples, Index batch_size, std::uint64_t seed) : random_(seed), batch_size_(batch_size) {
-    detail::require(batch_size > 0 && batch_size <= nsamples,
-                    "batch_size = " + std::to_string(batch_size) + ": must be in [1, nsamples = " +
-                        std::to_string(nsamples) + "]");
-    indices_.resize(static_cast<std::size_t>(nsamples));
-    std::iota(indices_.begin(), indices_.end(), Index{0});
-    random_.shuffle(indices_);
+  /// Draws from its own random stream, seeded with `seed`.
+  IndexSampler(Index nsamples, Index batch_size, std::uint64_t seed)
+      : own_(seed), random_(&own_), batch_size_(batch_size) {
+    init(nsamples);
   }
+  /// Draws from `shared` (which must outlive the sampler): the reference's samplers all use
+  /// Python's one global `random`, seeded once, so block b's minibatches continue the stream
+  /// where block b-1's left it.
+  IndexSampler(Index nsamples, Index batch_size, PythonRandom& shared) : random_(&shared), batch_size_(batch_size) {
+    init(nsamples);
+  }
+  IndexSampler(const IndexSampler& other)
+      : own_(other.own_), random_(other.random_ == &other.own_ ? &own_ : other.random_), indices_(other.indices_),
+        batch_size_(other.batch_size_), position_(other.position_) {}
+  IndexSampler& operator=(const IndexSampler&) = delete;
 
   std::span<const Index> next_batch() {
     if (position_ + batch_size_ > static_cast<Index>(indices_.size())) {
-      random_.shuffle(indices_);
+      random_->shuffle(indices_);
       position_ = 0;
     }
     std::span<const Index> batch(indices_.data() + position_, static_cast<std::size_t>(batch_size_));
@@ -35,7 +42,17 @@ class IndexSampler {
   }
 
  private:
-  PythonRandom random_;
+  void init(Index nsamples) {
+    detail::require(batch_size_ > 0 && batch_size_ <= nsamples,
+                    "batch_size_ = " + std::to_string(batch_size_) + ": must be in [1, nsamples = " +
+                        std::to_string(nsamples) + "]");
+    indices_.resize(static_cast<std::size_t>(nsamples));
+    std::iota(indices_.begin(), indices_.end(), Index{0});
+    random_->shuffle(indices_);
+  }
+
+  PythonRandom own_{0};
+  PythonRandom* random_;
   std::vector<Index> indices_;
   Index batch_size_;
   Index position_ = 0;

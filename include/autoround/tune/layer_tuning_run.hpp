@@ -75,15 +75,15 @@ class LayerTuningRun {
     const double loss = static_cast<double>(diff_.squaredNorm()) / static_cast<double>(diff_.size());
     if (tracker_.record(loss)) snapshot();
 
-    diff_ *= static_cast<float>(2.0 / static_cast<double>(diff_.size()));  // d mean(diff^2) / d diff
+    // d (loss_scale · mean(diff^2)) / d diff: the reference backpropagates 1000 × the loss
+    diff_ *= static_cast<float>(options_.loss_scale * 2.0 / static_cast<double>(diff_.size()));
     backend_.matmul_tn(view(diff_), view(batch_), mutable_view(grad_));    // dL/dWq = diff^T batch
     state_.backward(backend_, mutable_view(grad_), grad_min_, grad_max_);   // grad_ now holds dL/dv
-    const float factor = optimizer_.rate_factor(step, options_.iters);
     optimizer_.update(state_.rounding, std::span<const float>(grad_.data(), static_cast<std::size_t>(grad_.size())),
-                      lr_ * factor, rounding_state_);
+                      optimizer_.rate(lr_, step, options_.iters), rounding_state_);
     if (options_.enable_minmax_tuning) {
-      optimizer_.update(state_.min_scale, grad_min_, minmax_lr_ * factor, min_state_);
-      optimizer_.update(state_.max_scale, grad_max_, minmax_lr_ * factor, max_state_);
+      optimizer_.update(state_.min_scale, grad_min_, optimizer_.rate(minmax_lr_, step, options_.iters), min_state_);
+      optimizer_.update(state_.max_scale, grad_max_, optimizer_.rate(minmax_lr_, step, options_.iters), max_state_);
     }
     return loss;
   }

@@ -1,13 +1,19 @@
 #pragma once
-// Whole-model AutoRound for LLaMA-family decoders, block by block, as the reference runs it:
-//   1. the calibration samples (calibration_samples / consecutive_windows) are embedded;
-//   2. for each block: the inputs it receives are the outputs of the already-quantized blocks
-//      before it (enable_quanted_input), the targets are the full-precision block on those same
-//      inputs; its linear layers are tuned together (BlockTuningRun) or rounded (iters = 0);
-//      the block's weights are replaced by their dequantized values and the inputs of the next
-//      block are this quantized block's outputs.
-// Only one block's activations are held at a time. Embeddings, norms and the LM head stay in
-// full precision, as do layers whose shape is not a multiple of 32 (the reference's rule).
+// Whole-model AutoRound for LLaMA-family decoders, block by block, as the reference runs it
+// (compressors/orchestrator.py, algorithms/composer.py `compress_block`):
+//   1. the calibration samples (calibration_samples / consecutive_windows) are embedded; this
+//      starts two activation streams, the full-precision one (the unquantized model's own
+//      activations) and the quantized one (what the already quantized blocks compute);
+//   2. for each block: the targets are the full-precision block on the fp stream (they become
+//      the next block's fp inputs); its linear layers are tuned together on the quantized stream
+//      (BlockTuningRun, loss masked as loss_masks says) or rounded (iters = 0); the block's
+//      weights are replaced by their dequantized values and the quantized stream goes through
+//      the quantized block.
+// Memory: two activation sets (nsamples × seqlen × hidden floats each) on the host, as the
+// reference holds them (it frees a block's fp inputs once their targets exist; we compute the
+// targets in place). ActivationStreams selects the reference's other mode and our old one.
+// Embeddings, norms and the LM head stay in full precision, as do layers whose shape is not a
+// multiple of 32 (the reference's rule).
 #include <chrono>
 #include <functional>
 #include <optional>
@@ -33,12 +39,27 @@ struct LayerOverride {
   std::optional<QuantSpec> spec;
 };
 
+/// Which activations a block is tuned on and against.
+enum class ActivationStreams {
+  /// The reference's default (enable_quanted_input=True): quantized block on the quantized
+  /// stream against the full-precision block on the full-precision stream.
+  Two,
+  /// The reference's enable_quanted_input=False: both sides on the full-precision stream.
+  FullPrecision,
+  /// Quantized block and full-precision block both on the quantized stream (what autoround-cpp
+  /// did before it carried two streams; one activation set less).
+  Quantized,
+};
+
 struct ModelQuantOptions {
   QuantSpec spec{4, 128, Asymmetric};
   TuneOptions tune{};               ///< iters, lr, batch_size, seed, ...
   Index nsamples = 128;             ///< calibration samples
   Index seqlen = 2048;              ///< tokens per sample
   std::vector<LayerOverride> overrides;
+  ActivationStreams streams = ActivationStreams::Two;
+  bool mask_loss = true;                    ///< skip the last position and padding (loss_masks)
+  std::optional<std::int32_t> pad_token;    ///< the tokenizer's pad id, if it has one
 };
 
 struct BlockReport {
@@ -80,11 +101,16 @@ std::vector<LayerResults<Q>> quantize_model(LlamaModel& model, std::span<const T
                                             const StepProgress& on_step = {}, O optimizer = O{}, B backend = B{}) {
   using Results = LayerResults<Q>;
   detail::require(!samples.empty(), "calibration: no samples");
-  std::vector<RowMatrix> inputs;
+  std::vector<RowMatrix> fp;  // the full-precision stream
   for (const TokenSequence& sample : samples) {
     detail::require(sample.size() == samples[0].size() && !sample.empty(), "calibration: samples must all have one length");
-    inputs.push_back(embed(model, sample));
+    fp.push_back(embed(model, sample));
   }
+  const std::vector<LossMask> masks = options.mask_loss ? loss_masks(samples, options.pad_token) : std::vector<LossMask>{};
+  // the quantized stream (ActivationStreams::Two) starts as a copy; the one-stream modes use `fp` alone
+  std::vector<RowMatrix> quantized;
+  if (options.streams == ActivationStreams::Two) quantized = fp;
+  PythonRandom random(options.tune.seed);  // the minibatch order continues from block to block
   std::vector<Results> all;
   const Index blocks = static_cast<Index>(model.blocks.size());
   for (Index b = 0; b < blocks; ++b) {
@@ -97,21 +123,35 @@ std::vector<LayerResults<Q>> quantize_model(LlamaModel& model, std::span<const T
       quantizers[static_cast<std::size_t>(l)] = quantizer_for<Q>(options, layer_name(b, l), block[l]);
       report.quantized_layers += quantizers[static_cast<std::size_t>(l)].has_value();
     }
-    BlockTuningRun<Q, O, B> run(options.tune, quantizers, optimizer, backend, block, model.config,
-                                                  inputs, "model.layers." + std::to_string(b));
-    while (run.running()) {
-      const double loss = run.step();
-      if (on_step) on_step(b, run.stats().steps_run - 1, loss);
+    BlockCalibration calibration{std::span<const RowMatrix>(fp), {}, masks, &random};
+    if (options.streams == ActivationStreams::Two) {
+      forward_block(backend, block, model.config, std::span<RowMatrix>(fp));  // fp now holds the targets
+      calibration.inputs = quantized;
+      calibration.targets = fp;
     }
-    if (options.tune.iters == 0) {  // round-to-nearest: still report the block's output error
-      report.stats.rtn_loss = report.stats.best_loss = run.evaluate();
-    } else {
-      report.stats = run.stats();
+    Results results;
+    {
+      BlockTuningRun<Q, O, B> run(options.tune, quantizers, optimizer, backend, block, model.config, calibration,
+                                  "model.layers." + std::to_string(b));
+      while (run.running()) {
+        const double loss = run.step();
+        if (on_step) on_step(b, run.stats().steps_run - 1, loss);
+      }
+      if (options.tune.iters == 0) {  // round-to-nearest: still report the block's output error
+        report.stats.rtn_loss = report.stats.best_loss = run.evaluate();
+      } else {
+        report.stats = run.stats();
+      }
+      results = run.result();
     }
-    Results results = run.result();
+    if (options.streams == ActivationStreams::FullPrecision)  // the fp block feeds the next
+      forward_block(backend, block, model.config, std::span<RowMatrix>(fp));
     for (Linear l : all_linears)
       if (const auto& q = results[static_cast<std::size_t>(l)]) block[l] = q->dequantize();
-    forward_block(backend, block, model.config, std::span<RowMatrix>(inputs));  // the quantized block feeds the next
+    if (options.streams == ActivationStreams::Two)
+      forward_block(backend, block, model.config, std::span<RowMatrix>(quantized));  // the quantized block feeds the next
+    else if (options.streams == ActivationStreams::Quantized)
+      forward_block(backend, block, model.config, std::span<RowMatrix>(fp));
     report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (on_block) on_block(report, blocks);
     all.push_back(std::move(results));

@@ -17,6 +17,12 @@ struct TuneOptions {
   std::uint64_t seed = 42;            ///< seeds the minibatch sampler (Python's random, as the reference)
   bool use_best = true;               ///< keep the lowest-loss parameters (reference: not_use_best_mse=False)
   int dynamic_max_gap = -1;           ///< stop after this many steps without a new best; -1 = never
+  /// The factor the loss is multiplied by before the backward: the reference backpropagates
+  /// 1000 × the mean squared error (sign_round/quantizer.py `_scale_loss_and_backward`). SignSGD
+  /// only sees signs, but the fp16 rounding of the clipping scales' gradients (IntQuantizer,
+  /// DoubleQuantizer: autograd carries them through the fp16 scale) flushes to zero below
+  /// 6e-8, so the factor decides which clipping scales move.
+  float loss_scale = 1000.0f;
 
   /// The learning rate the reference picks when none is given.
   float rounding_lr(int bits) const {

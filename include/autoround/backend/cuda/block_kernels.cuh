@@ -208,4 +208,14 @@ __global__ void scaled_difference_kernel(const float* out, const float* target, 
   if (copy) copy[i] = __float2bfloat16_rn(g);
 }
 
+/// Zero the masked rows (positions) of a and b, [rows, cols] each: mask[r] = 0 drops row r
+/// from the loss (BlockCalibration::masks).
+template <int = 0>
+__global__ void mask_rows_kernel(float* a, float* b, const float* mask, long cols, long n) {
+  const long i = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (i >= n || mask[i / cols] != 0.0f) return;
+  a[i] = 0.0f;
+  b[i] = 0.0f;
+}
+
 }  // namespace autoround::cuda

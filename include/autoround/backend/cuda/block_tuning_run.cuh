@@ -19,6 +19,10 @@
 // probabilities and gradients are rounded to bf16 before their GEMMs, softmax, norms, loss,
 // gradients and parameters stay float32). The targets are computed with the same precision.
 //
+// Inputs, targets (given: the two streams of quantize_model; or computed from the inputs) and
+// loss masks as BlockCalibration says; the loss is scaled by TuneOptions::loss_scale before
+// the backward, as on the CPU.
+//
 // Memory: inputs and targets of all samples (2 · nsamples · seqlen · hidden floats), the
 // block's weights and tuning state (about 5 floats per weight), and the activations of one
 // minibatch including its [batch · heads, seqlen, seqlen] attention probabilities.
@@ -38,6 +42,7 @@
 #include "../../quantizer/int_quantizer.hpp"
 #include "../../quantizer/quantized_weight.hpp"
 #include "../../tune/best_step.hpp"
+#include "../../tune/block_calibration.hpp"
 #include "../../tune/index_sampler.hpp"
 #include "../../tune/tune_options.hpp"
 #include "../cuda.hpp"
@@ -58,14 +63,19 @@ class BlockTuningRun {
   BlockTuningRun(const TuneOptions& options, const LayerQuantizers& quantizers, const LlamaBlock& block,
                  const LlamaConfig& config, std::span<const RowMatrix> inputs, const std::string& name = "block",
                  GemmPrecision precision = GemmPrecision::Float32)
+      : BlockTuningRun(options, quantizers, block, config, BlockCalibration{inputs}, name, precision) {}
+
+  /// Inputs, targets and loss masks as `calibration` says; all are copied to the device.
+  BlockTuningRun(const TuneOptions& options, const LayerQuantizers& quantizers, const LlamaBlock& block,
+                 const LlamaConfig& config, const BlockCalibration& calibration, const std::string& name = "block",
+                 GemmPrecision precision = GemmPrecision::Float32)
       : options_(options), config_(config), bf16_(precision == GemmPrecision::BFloat16),
-        samples_(static_cast<long>(inputs.size())), seqlen_(inputs.empty() ? 0 : inputs[0].rows()),
-        batch_(std::min<long>(options.batch_size, static_cast<long>(inputs.size()))),
-        sampler_(static_cast<Index>(inputs.size()), batch_, options.seed), tracker_(options) {
-    detail::require(!inputs.empty(), name + ": no calibration samples");
-    for (const RowMatrix& x : inputs)
-      detail::require(x.cols() == config.hidden && x.rows() == seqlen_,
-                      name + ": calibration samples must all be [seqlen, " + std::to_string(config.hidden) + "]");
+        samples_(static_cast<long>(calibration.inputs.size())),
+        seqlen_(calibration.inputs.empty() ? 0 : calibration.inputs[0].rows()),
+        batch_(std::min<long>(options.batch_size, static_cast<long>(calibration.inputs.size()))),
+        sampler_(calibration.random ? IndexSampler(samples_, batch_, *calibration.random) : IndexSampler(samples_, batch_, options.seed)),
+        tracker_(options) {
+    detail::check_block_calibration(calibration, config.hidden, name);
     detail::require(config.heads > 0 && config.kv_heads > 0 && config.heads % config.kv_heads == 0 && config.head_dim % 2 == 0,
                     name + ": heads must be a multiple of kv_heads and head_dim even");
     for (Linear l : all_linears) {
@@ -77,7 +87,7 @@ class BlockTuningRun {
     for (Linear l : all_linears) setup_layer(l, block[l], quantizers[static_cast<std::size_t>(l)], name);
     allocate();
     build_attention_batches();
-    compute_targets(inputs);
+    upload_calibration(calibration);
     snapshot();
   }
 
@@ -90,6 +100,8 @@ class BlockTuningRun {
       const std::size_t from = static_cast<std::size_t>(samples[static_cast<std::size_t>(i)] * seqlen_ * hidden);
       copy_floats(x_.data() + i * seqlen_ * hidden, inputs_.data() + from, seqlen_ * hidden);
       copy_floats(target_.data() + i * seqlen_ * hidden, targets_.data() + from, seqlen_ * hidden);
+      if (!host_masks_.empty())
+        copy_floats(mask_.data() + i * seqlen_, masks_.data() + samples[static_cast<std::size_t>(i)] * seqlen_, seqlen_);
     }
     for (Layer& layer : layers_)
       if (layer.qdq) {
@@ -98,19 +110,21 @@ class BlockTuningRun {
       }
     if (bf16_) forward<__nv_bfloat16>(nb); else forward<float>(nb);
     const long n = rows * hidden;
+    if (!host_masks_.empty()) mask_rows(d_out_.f.data(), target_.data(), mask_.data(), n);
     const double loss = squared_error(d_out_.f.data(), target_.data(), n, stream()) / static_cast<double>(n);
-    if (tracker_.record(loss)) snapshot();
-    scaled_difference_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(d_out_.f.data(), target_.data(), d_out_.f.data(),
-                                                              d_out_.bf16_out(), static_cast<float>(2.0 / static_cast<double>(n)), n);
+    if (tracker_.record(loss, valid_positions(samples))) snapshot();
+    scaled_difference_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(
+        d_out_.f.data(), target_.data(), d_out_.f.data(), d_out_.bf16_out(),
+        static_cast<float>(options_.loss_scale * 2.0 / static_cast<double>(n)), n);
     if (bf16_) backward<__nv_bfloat16>(nb); else backward<float>(nb);
-    const float factor = SignSGD<LinearDecay>{}.rate_factor(step, options_.iters);
+    const SignSGD<LinearDecay> sign_sgd_rule;
     for (Layer& layer : layers_) {
       if (!layer.qdq) continue;
       layer.qdq->backward(layer.grad.data(), layer.grad_min.data(), layer.grad_max.data());
-      sign_sgd(layer.qdq->rounding(), layer.grad.data(), layer.lr * factor, stream());
+      sign_sgd(layer.qdq->rounding(), layer.grad.data(), sign_sgd_rule.rate(layer.lr, step, options_.iters), stream());
       if (options_.enable_minmax_tuning) {
-        sign_sgd(layer.qdq->min_scale(), layer.grad_min.data(), layer.minmax_lr * factor, stream());
-        sign_sgd(layer.qdq->max_scale(), layer.grad_max.data(), layer.minmax_lr * factor, stream());
+        sign_sgd(layer.qdq->min_scale(), layer.grad_min.data(), sign_sgd_rule.rate(layer.minmax_lr, step, options_.iters), stream());
+        sign_sgd(layer.qdq->max_scale(), layer.grad_max.data(), sign_sgd_rule.rate(layer.minmax_lr, step, options_.iters), stream());
       }
     }
     check(cudaGetLastError(), "block step");
@@ -133,8 +147,10 @@ class BlockTuningRun {
     for (long first = 0; first < samples_; first += batch_) {
       const long nb = std::min(batch_, samples_ - first);
       copy_floats(x_.data(), inputs_.data() + first * sample_floats, nb * sample_floats);
+      copy_floats(target_.data(), targets_.data() + first * sample_floats, nb * sample_floats);
       if (bf16_) forward<__nv_bfloat16>(nb); else forward<float>(nb);
-      sum += squared_error(d_out_.f.data(), targets_.data() + first * sample_floats, nb * sample_floats, stream());
+      if (!host_masks_.empty()) mask_rows(d_out_.f.data(), target_.data(), masks_.data() + first * seqlen_, nb * sample_floats);
+      sum += squared_error(d_out_.f.data(), target_.data(), nb * sample_floats, stream());
     }
     return sum / (static_cast<double>(samples_) * static_cast<double>(sample_floats));
   }
@@ -476,15 +492,30 @@ class BlockTuningRun {
     weight_gradient<T>(Linear::Value, rows, dv_, xn_);
   }
 
-  // Targets: the full-precision block's outputs on every sample, batch by batch.
-  void compute_targets(std::span<const RowMatrix> inputs) {
+  // Inputs, masks and targets on the device; targets not given are the full-precision block's
+  // outputs on every sample, batch by batch.
+  void upload_calibration(const BlockCalibration& calibration) {
     const long hidden = config_.hidden, sample_floats = seqlen_ * hidden;
-    inputs_ = DeviceBuffer<float>(static_cast<std::size_t>(samples_ * sample_floats));
+    auto upload_samples = [&](std::span<const RowMatrix> from, DeviceBuffer<float>& to, const char* what) {
+      to = DeviceBuffer<float>(static_cast<std::size_t>(samples_ * sample_floats));
+      for (long s = 0; s < samples_; ++s)  // a RowMatrix is row-major and contiguous: one copy per sample
+        check(cudaMemcpy(to.data() + s * sample_floats, from[static_cast<std::size_t>(s)].data(),
+                         static_cast<std::size_t>(sample_floats) * sizeof(float), cudaMemcpyHostToDevice),
+              what);
+    };
+    upload_samples(calibration.inputs, inputs_, "copy calibration inputs to the device");
+    if (!calibration.masks.empty()) {
+      host_masks_.assign(calibration.masks.begin(), calibration.masks.end());
+      std::vector<float> flat;
+      for (const LossMask& m : host_masks_) flat.insert(flat.end(), m.begin(), m.end());
+      masks_ = DeviceBuffer<float>(std::span<const float>(flat));
+      mask_ = DeviceBuffer<float>(static_cast<std::size_t>(batch_ * seqlen_));
+    }
+    if (!calibration.targets.empty()) {
+      upload_samples(calibration.targets, targets_, "copy block targets to the device");
+      return;
+    }
     targets_ = DeviceBuffer<float>(inputs_.size());
-    for (long s = 0; s < samples_; ++s)  // a RowMatrix is row-major and contiguous: one copy per sample
-      check(cudaMemcpy(inputs_.data() + s * sample_floats, inputs[static_cast<std::size_t>(s)].data(),
-                       static_cast<std::size_t>(sample_floats) * sizeof(float), cudaMemcpyHostToDevice),
-            "copy calibration inputs to the device");
     for (long first = 0; first < samples_; first += batch_) {
       const long nb = std::min(batch_, samples_ - first);
       copy_floats(x_.data(), inputs_.data() + first * sample_floats, nb * sample_floats);
@@ -492,6 +523,19 @@ class BlockTuningRun {
       copy_floats(targets_.data() + first * sample_floats, d_out_.f.data(), nb * sample_floats);
     }
     stream_.synchronize();
+  }
+
+  void mask_rows(float* a, float* b, const float* mask, long n) {
+    mask_rows_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(a, b, mask, static_cast<long>(config_.hidden), n);
+  }
+
+  // The reference ranks steps by the masked loss over the minibatch's count of unmasked tokens.
+  double valid_positions(std::span<const Index> samples) const {
+    if (host_masks_.empty()) return 1.0;
+    double valid = 0;
+    for (Index s : samples)
+      for (float m : host_masks_[static_cast<std::size_t>(s)]) valid += m != 0.0f;
+    return valid > 0 ? valid : 1.0;
   }
 
   void snapshot() {
@@ -516,7 +560,9 @@ class BlockTuningRun {
   std::array<DeviceBuffer<float>, 3> bias_;
   bool qk_norm_ = false;
   DeviceBuffer<float2> rope_;
-  DeviceBuffer<float> inputs_, targets_;  // all samples
+  DeviceBuffer<float> inputs_, targets_, masks_;  // all samples
+  std::vector<LossMask> host_masks_;
+  DeviceBuffer<float> mask_;  // one minibatch's masks
   // one minibatch
   DeviceBuffer<float> x_, target_, h_, gate_, up_, d_act_, d_yn_, dk_heads_, dv_heads_, inv_rms1_, inv_rms2_;
   DeviceBuffer<float> q_projected_, k_projected_, inv_rms_q_, inv_rms_k_, norm_scratch_;

@@ -34,6 +34,9 @@ class BlockTuningRun<Q, SignSGD<LinearDecay>, Cuda> : public cuda::BlockTuningRu
   BlockTuningRun(const TuneOptions& options, const LayerQuantizers& quantizers, const SignSGD<LinearDecay>&, const Cuda& backend,
                  const LlamaBlock& block, const LlamaConfig& config, std::span<const RowMatrix> inputs, const std::string& name)
       : cuda::BlockTuningRun<Q>(options, quantizers, block, config, inputs, name, backend.precision) {}
+  BlockTuningRun(const TuneOptions& options, const LayerQuantizers& quantizers, const SignSGD<LinearDecay>&, const Cuda& backend,
+                 const LlamaBlock& block, const LlamaConfig& config, const BlockCalibration& calibration, const std::string& name)
+      : cuda::BlockTuningRun<Q>(options, quantizers, block, config, calibration, name, backend.precision) {}
 };
 
 /// The block's outputs replace `hidden` (the quantized block feeding the next, in

@@ -97,7 +97,7 @@ class LayerTuningRun {
       }
     }
     const long n = rows_ * cols_, diff_n = batch_rows_ * rows_;
-    const float two_over_n = static_cast<float>(2.0 / static_cast<double>(diff_n));
+    const float two_over_n = static_cast<float>(options_.loss_scale * 2.0 / static_cast<double>(diff_n));  // × loss_scale as the CPU
     layer_.forward(qweight_.data());
     if (separate_fp_) {  // diff = X Wq^T - X_fp W^T: two GEMMs, the second subtracting in place
       if (bf16_) {
@@ -129,11 +129,11 @@ class LayerTuningRun {
       blas_.matmul_tn(diff_.data(), batch_.data(), grad_.data(), batch_rows_, rows_, cols_);  // dL/dWq
     }
     layer_.backward(grad_.data(), grad_min_.data(), grad_max_.data());                         // grad_ = dL/dv
-    const float factor = SignSGD<LinearDecay>{}.rate_factor(step, options_.iters);
-    sign_sgd(layer_.rounding(), grad_.data(), lr_ * factor, stream());
+    const SignSGD<LinearDecay> sign_sgd_rule;
+    sign_sgd(layer_.rounding(), grad_.data(), sign_sgd_rule.rate(lr_, step, options_.iters), stream());
     if (options_.enable_minmax_tuning) {
-      sign_sgd(layer_.min_scale(), grad_min_.data(), minmax_lr_ * factor, stream());
-      sign_sgd(layer_.max_scale(), grad_max_.data(), minmax_lr_ * factor, stream());
+      sign_sgd(layer_.min_scale(), grad_min_.data(), sign_sgd_rule.rate(minmax_lr_, step, options_.iters), stream());
+      sign_sgd(layer_.max_scale(), grad_max_.data(), sign_sgd_rule.rate(minmax_lr_, step, options_.iters), stream());
     }
     return loss;
   }

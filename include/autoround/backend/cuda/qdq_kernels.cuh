@@ -41,6 +41,8 @@ namespace device {
 
 __device__ inline float round_to_half(float x) { return __half2float(__float2half_rn(x)); }
 __device__ inline float clampf(float x, float lo, float hi) { return fminf(fmaxf(x, lo), hi); }
+/// IntQuantizer's detail::fp16_sum: two fp16 gradients added as PyTorch adds fp16 tensors.
+__device__ inline float fp16_sum(float a, float b) { return round_to_half(__fadd_rn(round_to_half(a), round_to_half(b))); }
 
 /// IntQuantizer::group_quant
 __device__ inline GroupQuant group_quant(const QdqShape& s, GroupRange r, float min_scale, float max_scale) {
@@ -118,33 +120,38 @@ __global__ void qdq_backward_kernel(QdqShape s, const float* w, const float* v, 
   const GroupQuant q = quants[g];
   const float maxc = static_cast<float>((1 << s.bits) - 1);
   const float wmin = __fmul_rn(range.wmin, min_scale[g]);
-  double grad_scale = 0.0, grad_zero_clipped = 0.0;
+  // the three fp16 edges of autograd's scale gradient, as IntQuantizer::backward
+  double product = 0.0, division = 0.0, zero_point = 0.0, grad_zero_clipped = 0.0;
   const long at = s.begin(g), length = s.length(g);
   for (long base = 0; base < length; base += 32) {
     const long i = base + lane;
-    double term = 0.0, clipped = 0.0;
+    double p = 0.0, d = 0.0, z = 0.0, clipped = 0.0;  // adding 0.0 leaves a sum's bits unchanged
     if (i < length) {
       const float u = __fadd_rn(rintf(__fadd_rn(__fdiv_rn(w[at + i], q.scale), v[at + i])), q.zero);
       const bool inside = u >= 0.0f && u <= maxc;
       const float code = device::clampf(u, 0.0f, maxc);
       const double gi = grad[at + i];
       grad[at + i] = inside ? static_cast<float>(__dmul_rn(gi, static_cast<double>(q.scale))) : 0.0f;
-      double d = static_cast<double>(__fsub_rn(code, q.zero));
+      p = __dmul_rn(gi, static_cast<double>(__fsub_rn(code, q.zero)));
       if (inside) {
-        d = __dsub_rn(d, __ddiv_rn(static_cast<double>(w[at + i]), static_cast<double>(q.scale)));
+        d = -__ddiv_rn(__dmul_rn(gi, static_cast<double>(w[at + i])), static_cast<double>(q.scale));
       } else if (!s.symmetric) {
-        d = __dsub_rn(d, __ddiv_rn(static_cast<double>(wmin), static_cast<double>(q.scale)));
-        clipped = gi;  // adding 0.0 for the others leaves the sum's bits unchanged
+        z = -__ddiv_rn(__dmul_rn(gi, static_cast<double>(wmin)), static_cast<double>(q.scale));
+        clipped = gi;
       }
-      term = __dmul_rn(gi, d);
     }
     const int count = length - base < 32 ? static_cast<int>(length - base) : 32;
     for (int k = 0; k < count; ++k) {
-      grad_scale = __dadd_rn(grad_scale, __shfl_sync(0xffffffffu, term, k));
+      product = __dadd_rn(product, __shfl_sync(0xffffffffu, p, k));
+      division = __dadd_rn(division, __shfl_sync(0xffffffffu, d, k));
+      zero_point = __dadd_rn(zero_point, __shfl_sync(0xffffffffu, z, k));
       grad_zero_clipped = __dadd_rn(grad_zero_clipped, __shfl_sync(0xffffffffu, clipped, k));
     }
   }
   if (lane != 0) return;
+  float grad16 = device::fp16_sum(static_cast<float>(product), static_cast<float>(division));
+  if (!s.symmetric) grad16 = device::fp16_sum(grad16, static_cast<float>(zero_point));
+  const double grad_scale = grad16;
   if (!s.symmetric) {
     const float maxq = maxc;
     const float raw = device::round_to_half(__fdiv_rn(__fsub_rn(__fmul_rn(range.wmax, max_scale[g]), wmin), maxq));
