@@ -131,8 +131,12 @@ void check_against_finite_differences(const Q& q, unsigned seed) {
   const double h = 1e-6;
   const double fd_min = (s.loss(v, mn + h, mx) - s.loss(v, mn - h, mx)) / (2 * h);
   const double fd_max = (s.loss(v, mn, mx + h) - s.loss(v, mn, mx - h)) / (2 * h);
-  CHECK(g.min_scale == doctest::Approx(fd_min).epsilon(2e-3).scale(1e-4));
-  CHECK(g.max_scale == doctest::Approx(fd_max).epsilon(2e-3).scale(1e-4));
+  // The scale gradient is autograd's: each of its two or three edges rounded to fp16 (2^-11
+  // relative) before they are added, and the edges partly cancel, so it carries up to ~1e-2 of
+  // relative error against the exact derivative (the fp16 behaviour itself is checked step by
+  // step against auto-round in test_block_parity: without it the losses part at step 3).
+  CHECK(g.min_scale == doctest::Approx(fd_min).epsilon(2e-2).scale(1e-3));  // floor 2e-5: 2^-11 of edges ~0.1
+  CHECK(g.max_scale == doctest::Approx(fd_max).epsilon(2e-2).scale(1e-3));
   int clipped = 0;
   for (int i = 0; i < n; ++i) {
     auto vp = v, vm = v;

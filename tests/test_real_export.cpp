@@ -28,6 +28,7 @@ Quantized quantize(QuantSpec spec) {
   q.options.seqlen = 64;
   q.options.tune.batch_size = 4;
   q.options.tune.iters = 2;
+  q.options.tune.lr = 1.0f / 200;  // two steps at the default's rate (1/iters = 0.5 would wreck the codes)
   q.layers = quantize_model(q.model, read_token_file(test_assets::calibration_tokens()), q.options);
   q.ppl = perplexity(q.model, read_token_file(test_assets::evaluation_tokens()), 512, 2).perplexity;
   return q;

@@ -186,7 +186,10 @@ TEST_CASE("quantize_model with the Cuda policy follows the CPU pipeline") {
   CHECK(gpu[1][6]->quantizer.bits() == 2);
   const double agreement = static_cast<double>(same) / static_cast<double>(total);
   MESSAGE("quantize_model: codes equal for " << 100.0 * agreement << "% of weights");
-  CHECK(agreement > 0.9);
+  // With two activation streams every block's targets come from each backend's forward_block
+  // (another GEMM order), which SignSGD amplifies: 84.9% on an H200 (the real-block test below
+  // shows the CPU against itself with inputs one ulp off at 72-84%).
+  CHECK(agreement > 0.75);
   // the dequantized weights the pipeline leaves in the model are the results
   CHECK(gpu_model.blocks[1][Linear::Down].isApprox(gpu[1][6]->dequantize()));
 }
@@ -228,14 +231,14 @@ TEST_CASE("quantize_model with double-quantized schemes (DoubleQuantizer) on the
                                       << cpu_reports[b].stats.best_step << ") GPU " << gpu_reports[b].stats.best_loss
                                       << ", codes equal for " << 100.0 * agreement << "%");
     CHECK(cpu_reports[b].stats.best_loss < 0.9 * cpu_reports[b].stats.rtn_loss);
-    if (b == 0) {  // same inputs: the runs stay in step
+    if (b == 0) {  // same inputs, targets from each backend's forward_block (ulps apart): close, not in step
       CHECK(gpu_reports[b].stats.rtn_loss == doctest::Approx(cpu_reports[b].stats.rtn_loss).epsilon(1e-4).scale(0));
-      CHECK(gpu_reports[b].stats.best_loss == doctest::Approx(cpu_reports[b].stats.best_loss).epsilon(1e-4).scale(0));
-      CHECK(agreement > 0.99);
-    } else {  // inputs from block 0's GPU / CPU forward, a few ulps apart: SignSGD ties flip, the runs drift
-      CHECK(gpu_reports[b].stats.rtn_loss == doctest::Approx(cpu_reports[b].stats.rtn_loss).epsilon(1e-3).scale(0));
       CHECK(gpu_reports[b].stats.best_loss == doctest::Approx(cpu_reports[b].stats.best_loss).epsilon(0.05).scale(0));
-      CHECK(agreement > 0.6);  // 76.7% on an H100
+      CHECK(agreement > 0.9);  // 95.6% on an H200
+    } else {  // inputs from block 0's GPU / CPU results: SignSGD ties flip, the runs drift
+      CHECK(gpu_reports[b].stats.rtn_loss == doctest::Approx(cpu_reports[b].stats.rtn_loss).epsilon(0.03).scale(0));
+      CHECK(gpu_reports[b].stats.best_loss == doctest::Approx(cpu_reports[b].stats.best_loss).epsilon(0.05).scale(0));
+      CHECK(agreement > 0.6);  // 68.5% on an H200
     }
   }
   CHECK(gpu[1][6]->quantizer.bits() == 6);
