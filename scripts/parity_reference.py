@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Quantize the asset model with the reference, auto-round 0.16.1, as a user runs it, for the
+parity harness (scripts/parity-harness.sh): the float model is the asset GGUF read by
+transformers (float32, as transformers dequantizes it), the calibration set is NSAMPLES
+consecutive windows of SEQLEN tokens of the calibration token file (the same windows our
+`autoround quantize --calibration FILE.tokens` cuts, given to the reference as a list of
+[1, seqlen] token tensors), everything else the reference's defaults (amp on CUDA, SignSGD,
+lr 1/iters, best step, two activation streams). Writes the auto_round format to OUT and prints
+the tuning wall time.
+usage: parity_reference.py ASSETS_DIR OUT --bits B --group-size G [--sym] [--iters 200]
+       [--nsamples 96] [--seqlen 512] [--batch-size 8] [--seed 42]
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+MODEL = "smollm2-135m-instruct-q4_1.gguf"
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("assets")
+    p.add_argument("out")
+    p.add_argument("--bits", type=int, required=True)
+    p.add_argument("--group-size", type=int, required=True)
+    p.add_argument("--sym", action="store_true")
+    p.add_argument("--iters", type=int, default=200)
+    p.add_argument("--nsamples", type=int, default=96)
+    p.add_argument("--seqlen", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=42)
+    a = p.parse_args()
+    assets = Path(a.assets)
+    tokens = [int(t) for t in (assets / "kjv-calib.tokens").read_text().split()]
+    if a.nsamples * a.seqlen > len(tokens):
+        sys.exit(f"{a.nsamples} x {a.seqlen} needs more than the {len(tokens)} calibration tokens")
+    windows = [torch.tensor([tokens[i * a.seqlen:(i + 1) * a.seqlen]]) for i in range(a.nsamples)]
+    model = AutoModelForCausalLM.from_pretrained(str(assets), gguf_file=MODEL, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(assets), gguf_file=MODEL)
+
+    from auto_round import AutoRound
+    start = time.time()
+    ar = AutoRound(model, tokenizer, bits=a.bits, group_size=a.group_size, sym=a.sym, iters=a.iters,
+                   nsamples=a.nsamples, seqlen=a.seqlen, batch_size=a.batch_size, dataset=windows, seed=a.seed)
+    ar.quantize_and_save(a.out, format="auto_round")
+    print(f"reference seconds: {time.time() - start:.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
