@@ -2,9 +2,12 @@
 """The parity harness's one evaluator (scripts/parity-harness.sh), neither tool being compared:
 Hugging Face transformers' LlamaForCausalLM (float32) reads the asset GGUF; for each checkpoint
 in the auto_round format (written by the reference or by us), every linear layer it holds is
-unpacked here, with numpy, from its GPTQ-style int32 words (qweight [in*bits/32, out], qzeros
-[groups, out*bits/32]: a contiguous little-endian bit stream, which also covers 3 bits; scales
-fp16 [groups, out]; w = scale * (q - zero)) and replaces the float weight. Embeddings, norms and
+unpacked here, with numpy, from its int32 words (GPTQ-style, qweight [in*bits/32, out], qzeros
+[groups, out*bits/32]: a contiguous little-endian bit stream, which also covers 3 bits; or, where
+the reference chose packing_format auto_round:auto_awq (4 bits), AutoAWQ's layout along the
+output dimension with its nibble order; GPTQ v1's zero - 1 where packing_format is
+auto_round:auto_gptq (sym layers); scales fp16 [groups, out]; w = scale * (q - zero)) and
+replaces the float weight. Embeddings, norms and
 the LM head stay the float model's for every checkpoint. Perplexity: every non-overlapping
 512-token window of each token file, no BOS, exp(mean NLL) of the 511 next-token predictions
 per window.
@@ -30,6 +33,18 @@ def unpack(words, bits, count):
     return (bits_le.astype(np.int64) << np.arange(bits)).sum(axis=2)
 
 
+AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7]  # AutoAWQ: nibble i of a word holds column 8 * word + AWQ_ORDER[i]
+
+
+def unpack_awq(words):
+    """[rows, words] int32, 4-bit AWQ order along the columns -> [rows, 8 * words]."""
+    w = words.astype(np.int64) & 0xFFFFFFFF
+    out = np.zeros((w.shape[0], w.shape[1] * 8), dtype=np.int64)
+    for i, column in enumerate(AWQ_ORDER):
+        out[:, column::8] = (w >> (4 * i)) & 0xF
+    return out
+
+
 def load_checkpoint(directory):
     directory = Path(directory)
     if not (directory / "config.json").exists():  # the reference saves into a sub-folder named after the model
@@ -45,9 +60,18 @@ def load_checkpoint(directory):
         extra = cfg.get("extra_config", {}).get(name, {})
         bits = int(extra.get("bits", cfg["bits"]))
         groups, out = scales.shape
-        cols = qweight.shape[0] * 32 // bits
-        q = unpack(qweight.T, bits, cols)                # [out, in]
-        z = unpack(qzeros, bits, out)                    # [groups, out]
+        if cfg.get("packing_format", "auto_round").endswith("auto_awq"):  # the reference's choice at 4 bits
+            if bits != 4:
+                sys.exit(f"{directory}: {name}: AWQ packing of {bits} bits is not handled")
+            q = unpack_awq(qweight).T                    # qweight [in, out / 8] -> [out, in]
+            z = unpack_awq(qzeros)                       # [groups, out]
+            cols = q.shape[1]
+        else:  # GPTQ-style: qweight [in * bits / 32, out], qzeros [groups, out * bits / 32]
+            cols = qweight.shape[0] * 32 // bits
+            q = unpack(qweight.T, bits, cols)            # [out, in]
+            z = unpack(qzeros, bits, out)                # [groups, out]
+            if cfg.get("packing_format", "").endswith("auto_gptq"):  # GPTQ v1 (sym layers): zero - 1 stored
+                z = z + 1
         group = cols // groups
         s = scales.astype(np.float32)
         w = (q.reshape(out, groups, group) - z.T[:, :, None]) * s.T[:, :, None]
