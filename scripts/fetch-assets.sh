@@ -76,4 +76,7 @@ if ! ok spm-test_model.model "${spm_sha[spm-test_model.model]}" || ! ok botchan.
   rm -rf "$tmp"
   for f in spm-test_model.model botchan.txt; do ok "$f" "${spm_sha[$f]}" || die "$f: sha256 differs from the recorded one"; done
 fi
+# The same novel in the asset model's tokens: the out-of-domain text of the parity harness
+# (scripts/parity-harness.sh; the calibration text is the Bible).
+[ -s botchan.tokens ] || pyenv/bin/python "$here/tokenize_gguf.py" "$model" botchan.txt botchan.tokens
 echo "assets ready in $cache"

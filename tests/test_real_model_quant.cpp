@@ -37,7 +37,7 @@ TEST_CASE("W4G128 asym: AutoRound perplexity below RTN's") {
   // One stream (targets from the fp block on the quantized inputs). With the reference's two
   // streams, at these CI-sized settings (512 calibration tokens, 40 steps, in-domain text)
   // W4G128 does not beat RTN on this asset: measured 22.96 against RTN 22.64 (20.58 without the
-  // loss masks, 17.75 with one stream; 4 evaluation windows: docs/accuracy.md). That gap is the
+  // loss masks, 17.75 with one stream: docs/accuracy.md). That gap is the
   // open accuracy question; W2G64 below runs the reference's default.
   const Outcome o = perplexities({4, 128, Asymmetric}, 40, ActivationStreams::Quantized);
   MESSAGE("W4G128 asym, one stream, 40 iters, 8 x 64 calibration tokens: perplexity RTN " << o.rtn << ", AutoRound " << o.tuned);
