@@ -18,3 +18,26 @@ execute_process(COMMAND "${WORK_DIR}/build/consumer" RESULT_VARIABLE rc)
 if(rc)
   message(FATAL_ERROR "consumer run failed")
 endif()
+
+# The installed program runs from the prefix (it finds its libraries there, e.g. the CUDA
+# pipeline), and quantizes: --help, then a tiny run on the real model when the assets are there.
+if(EXISTS "${prefix}/bin/autoround")
+  execute_process(COMMAND "${prefix}/bin/autoround" --help RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err)
+  if(rc)
+    message(FATAL_ERROR "installed autoround --help failed: ${err}")
+  endif()
+  if(EXISTS "${ASSETS_DIR}/smollm2-135m-instruct-q4_1.gguf")
+    execute_process(COMMAND "${prefix}/bin/autoround" quantize --model "${ASSETS_DIR}/smollm2-135m-instruct-q4_1.gguf"
+                            --calibration "${ASSETS_DIR}/kjv-calib.tokens" --nsamples 2 --seqlen 32 --batch-size 2 --iters 2
+                            --format auto_round --output "${WORK_DIR}/quantized"
+                    RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+    if(rc OR NOT EXISTS "${WORK_DIR}/quantized/auto_round/model.safetensors")
+      message(FATAL_ERROR "installed autoround quantize failed: ${out} ${err}")
+    endif()
+    message(STATUS "installed autoround quantized the asset model into ${WORK_DIR}/quantized/auto_round")
+  elseif(DEFINED ENV{CI})
+    message(FATAL_ERROR "assets missing in CI: ${ASSETS_DIR}")
+  endif()
+else()
+  message(FATAL_ERROR "${prefix}/bin/autoround was not installed")
+endif()
