@@ -8,31 +8,12 @@
 #include <autoround/autoround.hpp>
 #include <random>
 
+#include "support/random_model.hpp"
+
 using namespace autoround;
+using test_models::small_random_model;
 
 namespace {
-
-LlamaModel small_random_model(std::mt19937& rng) {
-  LlamaModel model;
-  LlamaConfig& c = model.config;
-  c.layers = 2, c.hidden = 64, c.heads = 4, c.kv_heads = 1, c.head_dim = 16, c.intermediate = 128, c.vocab = 40;
-  std::normal_distribution<float> normal;
-  model.embedding.resize(c.vocab, c.hidden);
-  for (Index i = 0; i < model.embedding.size(); ++i) model.embedding.data()[i] = normal(rng);
-  for (Index b = 0; b < c.layers; ++b) {
-    LlamaBlock block;
-    for (Linear l : all_linears) {
-      const auto [out, in] = linear_shape(c, l);
-      block[l].resize(out, in);
-      for (Index i = 0; i < block[l].size(); ++i) block[l].data()[i] = normal(rng) / std::sqrt(static_cast<float>(in));
-    }
-    block.attn_norm = Eigen::VectorXf::Ones(c.hidden);
-    block.ffn_norm = Eigen::VectorXf::Ones(c.hidden);
-    model.blocks.push_back(block);
-  }
-  model.final_norm = Eigen::VectorXf::Ones(c.hidden);
-  return model;
-}
 
 // mean over every element of (mask · (a − b))², the last position of each sample masked
 double masked_loss(const std::vector<RowMatrix>& a, const std::vector<RowMatrix>& b) {

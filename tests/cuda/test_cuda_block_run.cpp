@@ -18,53 +18,19 @@
 #include <string>
 
 #include "block_run_gpu.hpp"
+#include "support/random_model.hpp"
 #include "qdq_gpu.hpp"
 
 using namespace autoround;
+using test_models::random_block;
+using test_models::small_random_model;
 
 namespace {
-
-LlamaBlock random_block(const LlamaConfig& c, bool qwen, std::mt19937& rng) {
-  std::student_t_distribution<float> heavy(4.0f);
-  std::normal_distribution<float> normal;
-  LlamaBlock b;
-  for (Linear l : all_linears) {
-    const auto [out, in] = linear_shape(c, l);
-    b[l].resize(out, in);
-    for (Index i = 0; i < b[l].size(); ++i) b[l].data()[i] = heavy(rng) / std::sqrt(static_cast<float>(in));
-  }
-  auto around_one = [&](Index n) {
-    Eigen::VectorXf v(n);
-    for (Index i = 0; i < n; ++i) v[i] = 1.0f + 0.2f * normal(rng);
-    return v;
-  };
-  b.attn_norm = around_one(c.hidden);
-  b.ffn_norm = around_one(c.hidden);
-  if (qwen) {
-    for (std::size_t j = 0; j < 3; ++j) b.qkv_bias[j] = 0.3f * (around_one(linear_shape(c, all_linears[j]).first).array() - 1.0f);
-    b.q_norm = around_one(c.head_dim);
-    b.k_norm = around_one(c.head_dim);
-  }
-  return b;
-}
 
 struct Case {
   std::string name;
   bool qwen;
 };
-
-/// A 2-block LLaMA model (hidden 64, GQA 4:1) with random weights, for the pipeline tests.
-LlamaModel small_random_model(std::mt19937& rng) {
-  LlamaModel model;
-  LlamaConfig& c = model.config;
-  c.layers = 2, c.hidden = 64, c.heads = 4, c.kv_heads = 1, c.head_dim = 16, c.intermediate = 128, c.vocab = 40;
-  std::normal_distribution<float> normal;
-  model.embedding.resize(c.vocab, c.hidden);
-  for (Index i = 0; i < model.embedding.size(); ++i) model.embedding.data()[i] = normal(rng);
-  for (Index b = 0; b < c.layers; ++b) model.blocks.push_back(random_block(c, false, rng));
-  model.final_norm = Eigen::VectorXf::Ones(c.hidden);
-  return model;
-}
 
 }  // namespace
 

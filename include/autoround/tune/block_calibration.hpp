@@ -57,6 +57,15 @@ inline void check_block_calibration(const BlockCalibration& c, Index hidden, con
   }
 }
 
+/// How the reference ranks a step: the minibatch's count of unmasked positions (1 without masks).
+inline double unmasked_positions(std::span<const LossMask> masks, std::span<const Index> samples) {
+  if (masks.empty()) return 1.0;
+  double valid = 0;
+  for (Index s : samples)
+    for (float m : masks[static_cast<std::size_t>(s)]) valid += m != 0.0f;
+  return valid > 0 ? valid : 1.0;
+}
+
 }  // namespace detail
 
 }  // namespace autoround

@@ -102,7 +102,7 @@ class BlockTuningRun {
       block_backward(weights, config_, cache, out, grads);
     }
     loss /= count;
-    if (tracker_.record(loss, valid_positions(samples))) snapshot();
+    if (tracker_.record(loss, detail::unmasked_positions(masks_, samples))) snapshot();
 
     for (Linear l : all_linears) {
       const auto i = static_cast<std::size_t>(l);
@@ -187,15 +187,6 @@ class BlockTuningRun {
     const LossMask& mask = masks_[static_cast<std::size_t>(sample)];
     for (Index t = 0; t < diff.rows(); ++t)
       if (mask[static_cast<std::size_t>(t)] == 0.0f) diff.row(t).setZero();
-  }
-
-  // The reference ranks steps by the masked loss over the minibatch's count of unmasked tokens.
-  double valid_positions(std::span<const Index> samples) const {
-    if (masks_.empty()) return 1.0;
-    double valid = 0;
-    for (Index s : samples)
-      for (float m : masks_[static_cast<std::size_t>(s)]) valid += m != 0.0f;
-    return valid > 0 ? valid : 1.0;
   }
 
   void snapshot() {

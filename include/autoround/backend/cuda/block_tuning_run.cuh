@@ -112,7 +112,7 @@ class BlockTuningRun {
     const long n = rows * hidden;
     if (!host_masks_.empty()) mask_rows(d_out_.f.data(), target_.data(), mask_.data(), n);
     const double loss = squared_error(d_out_.f.data(), target_.data(), n, stream()) / static_cast<double>(n);
-    if (tracker_.record(loss, valid_positions(samples))) snapshot();
+    if (tracker_.record(loss, detail::unmasked_positions(host_masks_, samples))) snapshot();
     scaled_difference_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(
         d_out_.f.data(), target_.data(), d_out_.f.data(), d_out_.bf16_out(),
         static_cast<float>(options_.loss_scale * 2.0 / static_cast<double>(n)), n);
@@ -527,15 +527,6 @@ class BlockTuningRun {
 
   void mask_rows(float* a, float* b, const float* mask, long n) {
     mask_rows_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(a, b, mask, static_cast<long>(config_.hidden), n);
-  }
-
-  // The reference ranks steps by the masked loss over the minibatch's count of unmasked tokens.
-  double valid_positions(std::span<const Index> samples) const {
-    if (host_masks_.empty()) return 1.0;
-    double valid = 0;
-    for (Index s : samples)
-      for (float m : host_masks_[static_cast<std::size_t>(s)]) valid += m != 0.0f;
-    return valid > 0 ? valid : 1.0;
   }
 
   void snapshot() {

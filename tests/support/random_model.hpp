@@ -1,0 +1,51 @@
+#pragma once
+// Small LLaMA-family blocks and models with random weights, for tests of the implementation
+// (pipelines, CPU against GPU), never of accuracy.
+#include <autoround/autoround.hpp>
+#include <cmath>
+#include <random>
+
+namespace test_models {
+
+using namespace autoround;
+
+/// One block of shape `c`: heavy-tailed weights scaled by 1/sqrt(in), norms around 1; `qwen`
+/// adds q/k/v biases and q/k norms.
+inline LlamaBlock random_block(const LlamaConfig& c, bool qwen, std::mt19937& rng) {
+  std::student_t_distribution<float> heavy(4.0f);
+  std::normal_distribution<float> normal;
+  LlamaBlock b;
+  for (Linear l : all_linears) {
+    const auto [out, in] = linear_shape(c, l);
+    b[l].resize(out, in);
+    for (Index i = 0; i < b[l].size(); ++i) b[l].data()[i] = heavy(rng) / std::sqrt(static_cast<float>(in));
+  }
+  auto around_one = [&](Index n) {
+    Eigen::VectorXf v(n);
+    for (Index i = 0; i < n; ++i) v[i] = 1.0f + 0.2f * normal(rng);
+    return v;
+  };
+  b.attn_norm = around_one(c.hidden);
+  b.ffn_norm = around_one(c.hidden);
+  if (qwen) {
+    for (std::size_t j = 0; j < 3; ++j) b.qkv_bias[j] = 0.3f * (around_one(linear_shape(c, all_linears[j]).first).array() - 1.0f);
+    b.q_norm = around_one(c.head_dim);
+    b.k_norm = around_one(c.head_dim);
+  }
+  return b;
+}
+
+/// A 2-block LLaMA model (hidden 64, GQA 4:1) with random weights, for the pipeline tests.
+inline LlamaModel small_random_model(std::mt19937& rng) {
+  LlamaModel model;
+  LlamaConfig& c = model.config;
+  c.layers = 2, c.hidden = 64, c.heads = 4, c.kv_heads = 1, c.head_dim = 16, c.intermediate = 128, c.vocab = 40;
+  std::normal_distribution<float> normal;
+  model.embedding.resize(c.vocab, c.hidden);
+  for (Index i = 0; i < model.embedding.size(); ++i) model.embedding.data()[i] = normal(rng);
+  for (Index b = 0; b < c.layers; ++b) model.blocks.push_back(random_block(c, false, rng));
+  model.final_norm = Eigen::VectorXf::Ones(c.hidden);
+  return model;
+}
+
+}  // namespace test_models
