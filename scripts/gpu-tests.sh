@@ -18,7 +18,7 @@ cuda_include="$(dirname "$(command -v nvcc)")/../include"
 includes="-Iinclude -Itests -I$deps/eigen3 -I$deps"
 # as CMake's autoround::cuda target: Eigen without SIMD and with nvcc's alignment in every file
 # of a program that mixes nvcc and g++ objects (see CMakeLists.txt)
-eigen="-DEIGEN_DONT_VECTORIZE -DEIGEN_MAX_ALIGN_BYTES=16 -DEIGEN_MAX_STATIC_ALIGN_BYTES=16"
+eigen="-DEIGEN_DONT_VECTORIZE -DEIGEN_MAX_ALIGN_BYTES=16 -DEIGEN_MAX_STATIC_ALIGN_BYTES=16 -DEIGEN_MALLOC_ALREADY_ALIGNED=0"
 nvcc_flags="-std=c++20 -O2 --fmad=false --expt-relaxed-constexpr -diag-suppress=20012 -arch=sm_$arch -Xcompiler=-fopenmp $eigen $includes"
 cxx_flags="-std=c++20 -O2 -ffp-contract=off -fopenmp $eigen $includes -I$cuda_include"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
