@@ -28,6 +28,18 @@ TEST_CASE("LinearDecay is torch's LinearLR(1 -> 0 over iters)") {
   CHECK(travel == doctest::Approx(201.0 / 400.0));
 }
 
+TEST_CASE("LinearDecay::rate is LinearLR's float32 recursion") {
+  // torch: lr_t = float32(lr_{t-1} * float32(1 + (0 - 1) / (T - (t - 1)))), lr_0 = float32(base)
+  const LinearDecay decay;
+  const float base = 1.0f / 25;
+  CHECK(decay.rate(base, 0, 25) == base);
+  CHECK(decay.rate(base, 1, 25) == base * 0.96f);                      // 1 - 1/25
+  CHECK(decay.rate(base, 2, 25) == (base * 0.96f) * static_cast<float>(1.0 - 1.0 / 24));
+  CHECK(decay.rate(base, 25, 25) == 0.0f);                             // 1 - 1/1 at the last step
+  CHECK(decay.rate(base, 30, 25) == 0.0f);                             // and it stays there
+  CHECK(decay.rate(base, 12, 25) == doctest::Approx(base * decay.factor(12, 25)).epsilon(1e-6));
+}
+
 TEST_CASE("auto learning rate as the reference picks it") {
   TuneOptions o;
   CHECK(o.rounding_lr(4) == doctest::Approx(1.0 / 200));
