@@ -226,7 +226,7 @@ TEST_CASE("GGUF writer and scheme names refuse what they cannot write") {
   CHECK_THROWS_WITH_AS(w.add_tensor("t", {32, 2}, ggml::Type::Q4_0, std::vector<std::byte>(36)),
                        doctest::Contains("tensor 't' added twice"), Error);
   CHECK_THROWS_WITH_AS(gguf_scheme("q9_k"), doctest::Contains("gguf:q9_k: unknown GGUF type"), Error);
-  CHECK(gguf_scheme("q4_k_m").more_bits_mix);
+  CHECK(gguf_scheme("q4_k").mix == GgufMix::Q4_K_M);  // llama-quantize's alias
 }
 
 TEST_CASE("llama3 RoPE scaling equals transformers' _compute_llama3_parameters") {

@@ -187,27 +187,148 @@ struct Device {
   GemmPrecision precision = GemmPrecision::BFloat16;
 };
 
-/// Whether each layer is tuned for the GGUF block type it is written as (only --format gguf:TYPE,
-/// no --bits/--group-size/--sym/--layer): k-quant layers through the double quantization.
-struct GgufTuning {
-  bool enabled = false;
+/// One tuning run of the model and the formats written from it. The Hugging Face formats share
+/// the run of --bits/--group-size/--sym/--layer; each gguf:TYPE is tuned for the block types
+/// llama-quantize gives its tensors (gguf_tuning_overrides: k-quants through the double
+/// quantization), in a run of its own unless an earlier run tuned every layer to the same schemes
+/// (e.g. --bits 4 --group-size 32 --sym with gguf:q4_0). So every file written holds tuned values.
+struct TuningPass {
+  ModelQuantOptions options;
+  std::vector<OutputFormat> formats;
+  std::optional<GgufScheme> tuned_for;  ///< set: each layer tuned for this GGUF file's block types
 };
+
+/// The scheme every linear layer of `model` gets under `options` (nullopt: full precision).
+std::vector<std::optional<QuantSpec>> layer_schemes(const ModelQuantOptions& options, const LlamaModel& model) {
+  std::vector<std::optional<QuantSpec>> schemes;
+  for (Index b = 0; b < model.config.layers; ++b)
+    for (Linear l : all_linears) {
+      const RowMatrix& w = model.blocks[static_cast<std::size_t>(b)][l];
+      const auto q = quantizer_for<DynamicDoubleQuantizer>(options, layer_name(b, l), w);
+      schemes.push_back(q ? std::optional<QuantSpec>(q->spec()) : std::nullopt);
+    }
+  return schemes;
+}
+
+std::vector<TuningPass> plan_passes(const std::vector<OutputFormat>& formats, const ModelQuantOptions& options,
+                                    const LlamaModel& model) {
+  std::vector<TuningPass> passes;
+  std::vector<std::vector<std::optional<QuantSpec>>> schemes;
+  for (const OutputFormat& f : formats) {
+    TuningPass pass{options, {}, {}};
+    if (f.gguf) {
+      pass.options.overrides = gguf_tuning_overrides(*f.gguf, model);
+      pass.tuned_for = f.gguf;
+    }
+    const auto mine = layer_schemes(pass.options, model);
+    std::size_t i = 0;
+    while (i < passes.size() && schemes[i] != mine) ++i;
+    if (i == passes.size()) {
+      passes.push_back(pass);
+      schemes.push_back(mine);
+    }
+    passes[i].formats.push_back(f);
+  }
+  return passes;
+}
+
+/// What one tuning run produced.
+struct PassResult {
+  std::vector<BlockResults> layers;                                ///< integer schemes
+  std::vector<LayerResults<DynamicDoubleQuantizer>> kquant_layers; ///< or k-quant schemes
+  std::vector<BlockReport> reports;
+  double seconds = 0;
+};
+
+PassResult tune(LlamaModel& model, const std::vector<TokenSequence>& samples, const ModelQuantOptions& options, Device device,
+                bool kquants) {
+  ProgressBar bar{static_cast<Index>(model.blocks.size()), options.tune.iters};
+  PassResult r;
+  const auto start = std::chrono::steady_clock::now();
+  const auto on_block = [&](const BlockReport& b, Index) { r.reports.push_back(b); };
+  const auto on_step = [&](Index b, int s, double loss) { bar.step(b, s, loss); };
+  if (kquants && device.cuda) {
+#if defined(AUTOROUND_CUDA_PIPELINE)
+    r.kquant_layers = autoround_cli::quantize_kquant_model_on_cuda(model, samples, options, on_block, on_step, device.precision);
+#endif
+  } else if (kquants) {
+    r.kquant_layers = quantize_model<SignSGD<LinearDecay>, Cpu, DynamicDoubleQuantizer>(
+        model, std::span<const TokenSequence>(samples), options, on_block, on_step);
+  } else if (device.cuda) {
+#if defined(AUTOROUND_CUDA_PIPELINE)
+    r.layers = autoround_cli::quantize_model_on_cuda(model, samples, options, on_block, on_step, device.precision);
+#endif
+  } else {
+    r.layers = quantize_model(model, std::span<const TokenSequence>(samples), options, on_block, on_step);
+  }
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::fprintf(stderr, "\n");
+  return r;
+}
+
+std::string describe(const TuningPass& pass) {
+  if (pass.tuned_for) return "each linear layer tuned for its " + pass.tuned_for->name + " block type (llama-quantize's choice)";
+  const QuantSpec& s = pass.options.spec;
+  return "W" + std::to_string(s.bits) + "G" + std::to_string(s.group_size) + (s.symmetry == Symmetric ? " sym" : " asym") +
+         (pass.options.overrides.empty() ? "" : " with " + std::to_string(pass.options.overrides.size()) + " --layer overrides");
+}
+
+/// Writes the formats of one pass into `staging`; returns their report entries.
+nlohmann::json write_formats(const TuningPass& pass, const PassResult& result, const LlamaModel& model,
+                             const std::optional<GgufFile>& source_gguf, const std::string& model_path, const fs::path& staging,
+                             const fs::path& output) {
+  nlohmann::json report;
+  const bool kquants = !result.kquant_layers.empty();
+  const QuantizedLlama quantized{model, result.layers, pass.options};
+  const ExportSource source{source_gguf ? &*source_gguf : nullptr, source_gguf ? fs::path() : fs::path(model_path)};
+  for (const OutputFormat& f : pass.formats) {
+    const fs::path dir = staging / f.directory();
+    fs::create_directories(dir);
+    const auto t0 = std::chrono::steady_clock::now();
+    if (f.hf) {
+      const auto fp_layers = export_hf_checkpoint(quantized, *f.hf, dir, source);
+      std::size_t quantized_layers = 0;
+      for (const auto& block : result.layers)
+        for (const auto& l : block) quantized_layers += l.has_value();
+      const std::size_t dropped = fp_layers.size() - (static_cast<std::size_t>(model.config.layers) * 7 - quantized_layers);
+      report[f.name]["float16_layers"] = fp_layers;
+      if (dropped > 0)
+        std::printf("warning: %s cannot hold %zu quantized layers (shape does not fit its packing); they are written as float16 of their quantized values\n",
+                    f.name.c_str(), dropped);
+    } else {
+      const fs::path file = dir / ("model-" + f.gguf->name + ".gguf");
+      const auto choices = kquants ? export_gguf_model(QuantizedLlama<DynamicDoubleQuantizer>{model, result.kquant_layers, pass.options},
+                                                       *source_gguf, *f.gguf, file)
+                                   : export_gguf_model(quantized, *source_gguf, *f.gguf, file);
+      std::size_t tuned = 0;
+      for (const auto& ch : choices) tuned += ch.tuned;
+      report[f.name]["tensors_with_tuned_values"] = tuned;
+      std::printf("%s: %zu of %zu tensors hold AutoRound-tuned values (the linear layers; embeddings and norms as llama-quantize)\n",
+                  f.name.c_str(), tuned, choices.size());
+    }
+    std::uintmax_t bytes = 0;
+    for (const auto& entry : fs::directory_iterator(dir)) bytes += entry.file_size();
+    report[f.name]["directory"] = f.directory();
+    report[f.name]["bytes"] = bytes;
+    std::printf("wrote %-12s %s/ (%.1f MB, %.1f s)\n", f.name.c_str(), (output / f.directory()).c_str(), static_cast<double>(bytes) / 1e6,
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return report;
+}
 
 int quantize(const std::string& model_path, const std::string& calibration_path, const std::string& eval_path,
              const std::string& tokenizer_path, const fs::path& output, bool overwrite, ModelQuantOptions options,
-             Index eval_windows, const std::vector<OutputFormat>& formats, Device device, GgufTuning gguf_tuning) {
+             Index eval_windows, const std::vector<OutputFormat>& formats, Device device) {
   if (fs::exists(output) && !overwrite)
     throw Error(output.string() + ": already exists (pass --overwrite to replace it)");
   const bool gguf_source = !fs::is_directory(model_path);
   check_formats(formats, options, gguf_source);
   std::optional<GgufFile> source_gguf;
   if (gguf_source) source_gguf.emplace(model_path);
-  LlamaModel model = load_llama(model_path);
-  if (gguf_tuning.enabled) options.overrides = gguf_tuning_overrides(*formats[0].gguf, model);
+  std::optional<LlamaModel> model(load_llama(model_path));
   // the loss skips padding as the reference does: the tokenizer's pad id, when the model names one
   if (!options.pad_token && source_gguf && source_gguf->find("tokenizer.ggml.padding_token_id"))
     options.pad_token = static_cast<std::int32_t>(source_gguf->get_uint("tokenizer.ggml.padding_token_id"));
-  const bool kquants = needs_double_quant(options.overrides);
   // a corpus of documents: the reference's sampling; one stream: consecutive windows
   std::vector<TokenSequence> samples;
   if (fs::path(calibration_path).extension() == ".jsonl") {
@@ -219,51 +340,19 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
                    samples.size(), options.seqlen, options.nsamples);
     options.nsamples = static_cast<Index>(samples.size());
   } else {
-    samples = consecutive_windows(load_tokens(calibration_path, tokenizer_path, model.config.vocab), options.nsamples, options.seqlen);
+    samples = consecutive_windows(load_tokens(calibration_path, tokenizer_path, model->config.vocab), options.nsamples, options.seqlen);
   }
   std::optional<PerplexityResult> before;
   std::vector<std::int32_t> evaluation;
   if (!eval_path.empty()) {
-    evaluation = load_tokens(eval_path, tokenizer_path, model.config.vocab);
-    before = perplexity(model, evaluation, 512, eval_windows);
+    evaluation = load_tokens(eval_path, tokenizer_path, model->config.vocab);
+    before = perplexity(*model, evaluation, 512, eval_windows);
     std::printf("perplexity before: %.4f (%ld tokens)\n", before->perplexity, before->tokens_scored);
   }
-  ProgressBar bar{static_cast<Index>(model.blocks.size()), options.tune.iters};
-  std::vector<BlockReport> reports;
-  const auto start = std::chrono::steady_clock::now();
-  const auto on_block = [&](const BlockReport& r, Index) { reports.push_back(r); };
-  const auto on_step = [&](Index b, int s, double loss) { bar.step(b, s, loss); };
-  std::vector<BlockResults> layers;
-  std::vector<LayerResults<DynamicDoubleQuantizer>> kquant_layers;
-  if (kquants && device.cuda) {
-#if defined(AUTOROUND_CUDA_PIPELINE)
-    kquant_layers = autoround_cli::quantize_kquant_model_on_cuda(model, samples, options, on_block, on_step, device.precision);
-#endif
-  } else if (kquants) {
-    kquant_layers = quantize_model<SignSGD<LinearDecay>, Cpu, DynamicDoubleQuantizer>(
-        model, std::span<const TokenSequence>(samples), options, on_block, on_step);
-  } else if (device.cuda) {
-#if defined(AUTOROUND_CUDA_PIPELINE)
-    layers = autoround_cli::quantize_model_on_cuda(model, samples, options, on_block, on_step, device.precision);
-#endif
-  } else {
-    layers = quantize_model(model, std::span<const TokenSequence>(samples), options, on_block, on_step);
-  }
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::fprintf(stderr, "\n");
-
-  std::printf("\n| block | layers | RTN loss | best loss | best step | seconds |\n|---|---|---|---|---|---|\n");
-  for (const BlockReport& r : reports)
-    std::printf("| %ld | %d | %.5g | %.5g | %d | %.1f |\n", r.block, r.quantized_layers, r.stats.rtn_loss, r.stats.best_loss,
-                r.stats.best_step, r.seconds);
-  std::printf("quantized %zu blocks in %s\n", reports.size(), clock_text(seconds).c_str());
+  const std::vector<TuningPass> passes = plan_passes(formats, options, *model);
 
   nlohmann::json report;
   report["model"] = model_path;
-  report["bits"] = options.spec.bits;
-  report["tuned_for_gguf_block_types"] = gguf_tuning.enabled;
-  report["group_size"] = options.spec.group_size;
-  report["sym"] = options.spec.symmetry == Symmetric;
   report["iters"] = options.tune.iters;
   report["nsamples"] = options.nsamples;
   report["seqlen"] = options.seqlen;
@@ -272,58 +361,49 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   report["streams"] = options.streams == ActivationStreams::Two ? "two" : options.streams == ActivationStreams::FullPrecision ? "fp" : "quantized";
   report["loss_mask"] = options.mask_loss;
   report["device"] = device.cuda ? (device.precision == GemmPrecision::BFloat16 ? "cuda (bf16 GEMMs)" : "cuda (float32 GEMMs)") : "cpu";
-  report["seconds"] = seconds;
-  for (const BlockReport& r : reports)
-    report["blocks"].push_back({{"block", r.block}, {"quantized_layers", r.quantized_layers}, {"rtn_loss", r.stats.rtn_loss},
-                                {"best_loss", r.stats.best_loss}, {"best_step", r.stats.best_step}, {"seconds", r.seconds}});
-  if (before) {
-    const PerplexityResult after = perplexity(model, evaluation, 512, eval_windows);
-    std::printf("perplexity after:  %.4f (before %.4f)\n", after.perplexity, before->perplexity);
-    report["perplexity"] = {{"before", before->perplexity}, {"after", after.perplexity}, {"tokens", after.tokens_scored}};
-  }
+  if (before) report["perplexity_before"] = before->perplexity;
+  double seconds = 0;
   // Everything goes into DIR.partial, renamed to DIR only when complete: never half-written.
   const fs::path staging = output.string() + ".partial";
   fs::remove_all(staging);
   fs::create_directories(staging);
   try {
-    const QuantizedLlama quantized{model, layers, options};
-    const ExportSource source{source_gguf ? &*source_gguf : nullptr, gguf_source ? fs::path() : fs::path(model_path)};
-    for (const OutputFormat& f : formats) {
-      const fs::path dir = staging / f.directory();
-      fs::create_directories(dir);
-      const auto t0 = std::chrono::steady_clock::now();
-      if (f.hf) {
-        const auto fp_layers = export_hf_checkpoint(quantized, *f.hf, dir, source);
-        std::size_t quantized_layers = 0;
-        for (const auto& block : layers)
-          for (const auto& l : block) quantized_layers += l.has_value();
-        const std::size_t dropped = fp_layers.size() - (static_cast<std::size_t>(model.config.layers) * 7 - quantized_layers);
-        report["formats"][f.name]["float16_layers"] = fp_layers;
-        if (dropped > 0)
-          std::printf("warning: %s cannot hold %zu quantized layers (shape does not fit its packing); they are written as float16 of their quantized values\n",
-                      f.name.c_str(), dropped);
-      } else {
-        const fs::path file = dir / ("model-" + f.gguf->name + ".gguf");
-        const auto choices = kquants ? export_gguf_model(QuantizedLlama<DynamicDoubleQuantizer>{model, kquant_layers, options},
-                                                         *source_gguf, *f.gguf, file)
-                                     : export_gguf_model(quantized, *source_gguf, *f.gguf, file);
-        std::size_t tuned = 0;
-        for (const auto& ch : choices) tuned += ch.tuned;
-        report["formats"][f.name]["tensors_with_tuned_values"] = tuned;
-        if (gguf_tuning.enabled)
-          std::printf("%s: %zu of %zu tensors hold AutoRound-tuned values (each linear layer tuned for its block type)\n",
-                      f.name.c_str(), tuned, choices.size());
-        else if (tuned == 0)
-          std::printf("note: %s stores no AutoRound-tuned tensor (its block type does not match W%dG%d %s); it is RTN\n",
-                      f.name.c_str(), options.spec.bits, options.spec.group_size, options.spec.symmetry == Symmetric ? "sym" : "asym");
+    for (std::size_t p = 0; p < passes.size(); ++p) {
+      const TuningPass& pass = passes[p];
+      if (!model) model.emplace(load_llama(model_path));  // each run tunes the source model
+      std::string names;
+      for (const OutputFormat& f : pass.formats) names += (names.empty() ? "" : ", ") + f.name;
+      std::printf("\ntuning run %zu of %zu (%s): %s\n", p + 1, passes.size(), names.c_str(), describe(pass).c_str());
+      const bool kquants = needs_double_quant(pass.options.overrides);
+      const PassResult result = tune(*model, samples, pass.options, device, kquants);
+      seconds += result.seconds;
+      std::printf("| block | layers | RTN loss | best loss | best step | seconds |\n|---|---|---|---|---|---|\n");
+      for (const BlockReport& r : result.reports)
+        std::printf("| %ld | %d | %.5g | %.5g | %d | %.1f |\n", r.block, r.quantized_layers, r.stats.rtn_loss, r.stats.best_loss,
+                    r.stats.best_step, r.seconds);
+      std::printf("quantized %zu blocks in %s\n", result.reports.size(), clock_text(result.seconds).c_str());
+      nlohmann::json entry;
+      entry["scheme"] = describe(pass);
+      if (!pass.tuned_for) {
+        entry["bits"] = pass.options.spec.bits;
+        entry["group_size"] = pass.options.spec.group_size;
+        entry["sym"] = pass.options.spec.symmetry == Symmetric;
       }
-      std::uintmax_t bytes = 0;
-      for (const auto& entry : fs::directory_iterator(dir)) bytes += entry.file_size();
-      report["formats"][f.name]["directory"] = f.directory();
-      report["formats"][f.name]["bytes"] = bytes;
-      std::printf("wrote %-12s %s/ (%.1f MB, %.1f s)\n", f.name.c_str(), (output / f.directory()).c_str(), static_cast<double>(bytes) / 1e6,
-                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      entry["seconds"] = result.seconds;
+      for (const BlockReport& r : result.reports)
+        entry["blocks"].push_back({{"block", r.block}, {"quantized_layers", r.quantized_layers}, {"rtn_loss", r.stats.rtn_loss},
+                                   {"best_loss", r.stats.best_loss}, {"best_step", r.stats.best_step}, {"seconds", r.seconds}});
+      if (before) {
+        const PerplexityResult after = perplexity(*model, evaluation, 512, eval_windows);
+        std::printf("perplexity after:  %.4f (before %.4f)\n", after.perplexity, before->perplexity);
+        entry["perplexity_after"] = after.perplexity;
+        entry["eval_tokens"] = after.tokens_scored;
+      }
+      entry["formats"] = write_formats(pass, result, *model, source_gguf, model_path, staging, output);
+      report["runs"].push_back(entry);
+      model.reset();
     }
+    report["seconds"] = seconds;  // tuning, all runs
     write_atomically(staging / "quantization_report.json", report.dump(2) + "\n");
   } catch (...) {
     fs::remove_all(staging);
@@ -355,7 +435,7 @@ int main(int argc, char** argv) {
   Index nsamples = -1;
   std::string format_list = "auto_round";
   q->add_option("--model", model_path, "GGUF file or Hugging Face directory (llama architecture)")->required()->check(CLI::ExistingPath);
-  auto* format_option = q->add_option("--format", format_list, "comma-separated: auto_round, auto_gptq, auto_awq, gguf:TYPE");
+  q->add_option("--format", format_list, "comma-separated: auto_round, auto_gptq, auto_awq, gguf:TYPE");
   q->add_option("--calibration", calibration_path,
                 "calibration token ids, text with --tokenizer, or a .jsonl corpus of {\"text\": ...} documents with --tokenizer "
                 "(sampled as the reference: shuffled by --seed, cut to --seqlen, shorter ones dropped)")
@@ -429,19 +509,10 @@ int main(int argc, char** argv) {
     options.mask_loss = !no_loss_mask;
     if (pad_token >= 0) options.pad_token = static_cast<std::int32_t>(pad_token);
     const auto formats = parse_formats(format_list);
-    // As the reference: asking only for a GGUF type that stores a scheme exactly (q4_0 = W4G32
-    // sym, q4_1 = W4G32 asym, q8_0 = W8G32 sym) picks that scheme unless it was given.
-    // Asking only for a GGUF type, with no scheme flags, tunes each layer for the block type it is
-    // written as (k-quants through their double quantization, as the reference's gguf:q*_k).
-    GgufTuning gguf_tuning;
-    if (formats.size() == 1 && formats[0].gguf && format_option->count() > 0)
-      if (const auto exact = exact_spec_for(*formats[0].gguf)) {
-        if (bits_option->count() == 0) options.spec.bits = exact->bits;
-        if (group_option->count() == 0) options.spec.group_size = exact->group_size;
-        if (sym_option->count() == 0) options.spec.symmetry = exact->symmetry;
-        gguf_tuning.enabled = bits_option->count() == 0 && group_option->count() == 0 && sym_option->count() == 0 &&
-                              layer_overrides.empty();
-      }
+    const bool scheme_flags = bits_option->count() + group_option->count() + sym_option->count() > 0 || !layer_overrides.empty();
+    if (scheme_flags && std::none_of(formats.begin(), formats.end(), [](const OutputFormat& f) { return f.hf.has_value(); }))
+      std::fprintf(stderr, "autoround: warning: --bits/--group-size/--sym/--layer apply to the Hugging Face formats; each "
+                           "gguf:TYPE is tuned for the block types llama-quantize gives its tensors\n");
     DynamicIntQuantizer check(options.spec);
     for (const std::string& text : layer_overrides) options.overrides.push_back(parse_override(text, options.spec));
     Device device{device_name == "cuda", gemm == "fp32" ? GemmPrecision::Float32 : GemmPrecision::BFloat16};
@@ -451,7 +522,7 @@ int main(int argc, char** argv) {
     if (device.cuda) throw Error("--device cuda: this autoround was built without CUDA (rebuild where nvcc is found)");
 #endif
     return quantize(model_path, calibration_path, eval_path, tokenizer_path, output, overwrite, options, eval_windows, formats,
-                    device, gguf_tuning);
+                    device);
   } catch (const std::exception& error) {
     std::fprintf(stderr, "autoround: error: %s\n", error.what());
     return 1;

@@ -1,0 +1,121 @@
+#pragma once
+// llama.cpp's GGUF file types ("mixes": Q4_K_M, Q3_K_S, ...) and the block type llama-quantize
+// gives each tensor of a dense LLaMA-family model under them, so that a file we write holds
+// exactly llama-quantize's types, hence its size to the byte (tests/test_gguf_mix.cpp checks both
+// against files llama-quantize itself wrote: scripts/make_llama_quantize_fixture.sh).
+//
+// Transcribed from the rules of llama_tensor_get_type (src/llama-quant.cpp of the llama.cpp copy
+// vendored in llama-cpp-python 0.3.36), without an importance matrix and without MoE:
+//   - output.weight (token_embd.weight when the embeddings are tied): Q6_K; Q8_0 for Q8_0 files
+//     or when its rows are not a multiple of the base type's block;
+//   - attn_v, ffn_down and attn_output get more bits in some mixes (gguf_tensor_type below);
+//   - llama-quantize counts attn_v / ffn_down tensors as it visits them, in layer order (its
+//     weights map compares the numbers of blk.N numerically), so its "first eighth of the
+//     layers" and use_more_bits() are by layer number for a dense model;
+//   - rows that are not a multiple of 256 cannot hold k-quants: Q2_K / Q3_K -> Q4_0, Q4_K -> Q5_0,
+//     Q5_K -> Q5_1, Q6_K -> Q8_0, and F16 when not even a multiple of 32.
+// Not reproduced: --imatrix's Q4_0/Q5_0 ffn_down rule, the 8-expert rules, --pure, --tensor-type.
+#include <algorithm>
+#include <optional>
+#include <string>
+
+#include "../core/error.hpp"
+#include "../format/ggml_blocks.hpp"
+#include "../model/llama_model.hpp"
+
+namespace autoround {
+
+/// llama.cpp's LLAMA_FTYPE_MOSTLY_* file types we write.
+enum class GgufMix { Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K };
+
+struct GgufScheme {
+  std::string name;            ///< "q4_0", "q4_k_m", ... as given
+  GgufMix mix;                 ///< which of llama-quantize's file types
+  ggml::Type base;             ///< the type of most tensors
+  std::uint32_t file_type = 0; ///< LLAMA_FTYPE_MOSTLY_*, stored as general.file_type
+};
+
+/// A --format gguf:TYPE name (llama-quantize's names, lower case; q3_k, q4_k, q5_k are its
+/// aliases of the _m mixes).
+inline GgufScheme gguf_scheme(const std::string& name) {
+  using T = ggml::Type;
+  using M = GgufMix;
+  if (name == "q4_0") return {name, M::Q4_0, T::Q4_0, 2};
+  if (name == "q4_1") return {name, M::Q4_1, T::Q4_1, 3};
+  if (name == "q8_0") return {name, M::Q8_0, T::Q8_0, 7};
+  if (name == "q5_0") return {name, M::Q5_0, T::Q5_0, 8};
+  if (name == "q5_1") return {name, M::Q5_1, T::Q5_1, 9};
+  if (name == "q2_k") return {name, M::Q2_K, T::Q2_K, 10};
+  if (name == "q3_k_s") return {name, M::Q3_K_S, T::Q3_K, 11};
+  if (name == "q3_k_m" || name == "q3_k") return {name, M::Q3_K_M, T::Q3_K, 12};
+  if (name == "q3_k_l") return {name, M::Q3_K_L, T::Q3_K, 13};
+  if (name == "q4_k_s") return {name, M::Q4_K_S, T::Q4_K, 14};
+  if (name == "q4_k_m" || name == "q4_k") return {name, M::Q4_K_M, T::Q4_K, 15};
+  if (name == "q5_k_s") return {name, M::Q5_K_S, T::Q5_K, 16};
+  if (name == "q5_k_m" || name == "q5_k") return {name, M::Q5_K_M, T::Q5_K, 17};
+  if (name == "q6_k") return {name, M::Q6_K, T::Q6_K, 18};
+  throw Error("gguf:" + name +
+              ": unknown GGUF type (q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, "
+              "q5_k_m, q6_k; q3_k, q4_k, q5_k are the _m mixes)");
+}
+
+namespace detail {
+/// The type llama.cpp falls back to when rows of `cols` cannot hold `t`'s blocks.
+inline ggml::Type fit_row(ggml::Type t, Index cols) {
+  using T = ggml::Type;
+  if (cols % static_cast<Index>(ggml::traits(t).block_weights) == 0) return t;
+  T fallback = t;
+  switch (t) {
+    case T::Q2_K:
+    case T::Q3_K: fallback = T::Q4_0; break;
+    case T::Q4_K: fallback = T::Q5_0; break;
+    case T::Q5_K: fallback = T::Q5_1; break;
+    case T::Q6_K: fallback = T::Q8_0; break;
+    default: break;
+  }
+  return cols % static_cast<Index>(ggml::traits(fallback).block_weights) == 0 ? fallback : T::F16;
+}
+
+/// llama.cpp's use_more_bits: the first and last eighth, and every third in between.
+inline bool use_more_bits(Index i, Index n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+}  // namespace detail
+
+/// The block type llama-quantize gives a 2-D tensor of a dense LLaMA-family model under `scheme`.
+/// `linear`/`block`: set for a block's linear layers; `is_output`: output.weight, or token_embd
+/// with tied embeddings. 70B-class models (80 layers, grouped-query attention, llama.cpp's
+/// LLM_TYPE_70B) get attn_v at Q5_K where the mix says Q3_K or Q4_K.
+inline ggml::Type gguf_tensor_type(const GgufScheme& scheme, Index cols, std::optional<Index> block, std::optional<Linear> linear,
+                                   const LlamaConfig& config, bool is_output) {
+  using T = ggml::Type;
+  using M = GgufMix;
+  const M mix = scheme.mix;
+  T type = scheme.base;
+  if (is_output) {
+    const bool fits = cols % static_cast<Index>(ggml::traits(scheme.base).block_weights) == 0;
+    type = !fits || scheme.base == T::Q8_0 ? T::Q8_0 : T::Q6_K;
+  } else if (block && linear == Linear::Value) {
+    const Index i = *block, n = config.layers;
+    const bool gqa4 = config.kv_heads > 0 && config.heads / config.kv_heads >= 4;
+    if (mix == M::Q2_K) type = gqa4 ? T::Q4_K : T::Q3_K;
+    else if (mix == M::Q3_K_M) type = i < 2 ? T::Q5_K : T::Q4_K;
+    else if (mix == M::Q3_K_L) type = T::Q5_K;
+    else if ((mix == M::Q4_K_M || mix == M::Q5_K_M) && detail::use_more_bits(i, n)) type = T::Q6_K;
+    else if (mix == M::Q4_K_S && i < 4) type = T::Q5_K;
+    const bool is_70b = config.layers == 80 && config.heads != config.kv_heads;
+    if (is_70b && (type == T::Q3_K || type == T::Q4_K)) type = T::Q5_K;
+  } else if (block && linear == Linear::Down) {
+    const Index i = *block, n = config.layers;
+    if (mix == M::Q2_K) type = T::Q3_K;
+    else if (mix == M::Q3_K_M) type = i < n / 16 ? T::Q5_K : T::Q4_K;
+    else if (mix == M::Q3_K_L) type = T::Q5_K;
+    else if ((mix == M::Q4_K_M || mix == M::Q5_K_M) && detail::use_more_bits(i, n)) type = T::Q6_K;
+    else if (mix == M::Q4_K_S && i < n / 8) type = T::Q5_K;
+  } else if (block && linear == Linear::Output) {
+    if (mix == M::Q2_K) type = T::Q3_K;
+    else if (mix == M::Q3_K_M) type = T::Q4_K;
+    else if (mix == M::Q3_K_L) type = T::Q5_K;
+  }
+  return detail::fit_row(type, cols);
+}
+
+}  // namespace autoround

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# llama.cpp's own tools, the judges of our GGUF files (docs/accuracy.md, "GGUF through llama.cpp"):
+# llama-quantize, llama-perplexity and llama-imatrix built (static, CPU) from the llama.cpp copy
+# vendored in PyPI's llama-cpp-python 0.3.36 sdist. About 25 minutes on 2 cores.
+# usage: scripts/build-llama-cpp.sh [DIR=~/.cache/autoround-cpp/llama.cpp]  -> DIR/build/bin/llama-*
+set -euo pipefail
+dir=${1:-$HOME/.cache/autoround-cpp/llama.cpp}
+version=0.3.36
+mkdir -p "$dir"
+cd "$dir"
+if [ ! -d "llama_cpp_python-$version" ]; then
+  python3 -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-python==$version" -d .
+  tar xzf "llama_cpp_python-$version.tar.gz"
+fi
+src=llama_cpp_python-$version/vendor/llama.cpp
+cmake -S "$src" -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF \
+      -DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF >/dev/null
+cmake --build build -j"$(nproc)" --target llama-quantize llama-perplexity llama-imatrix
+ls -1 "$dir"/build/bin/llama-*

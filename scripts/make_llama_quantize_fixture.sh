@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# tests/fixtures/llama_quantize_types.json: for every GGUF file type we write, the block type
+# llama-quantize itself gives each tensor of the asset model and the size of the file it writes
+# (tests/test_gguf_mix.cpp compares ours to both). No importance matrix; the asset is Q4_1, so
+# --allow-requantize (it dequantizes, as we do).
+# usage: scripts/make_llama_quantize_fixture.sh LLAMA_BIN_DIR [ASSETS=~/.cache/autoround-cpp]
+#        (LLAMA_BIN_DIR: scripts/build-llama-cpp.sh's build/bin)
+set -euo pipefail
+bin=$1
+assets=${2:-$HOME/.cache/autoround-cpp}
+python=$assets/pyenv/bin/python   # has gguf-py (scripts/fetch-assets.sh)
+model=$assets/smollm2-135m-instruct-q4_1.gguf
+out=$(cd "$(dirname "$0")/.." && pwd)/tests/fixtures/llama_quantize_types.json
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+for type in q4_0 q4_1 q5_0 q5_1 q8_0 q2_k q3_k_s q3_k_m q3_k_l q4_k_s q4_k_m q5_k_s q5_k_m q6_k; do
+  "$bin/llama-quantize" --allow-requantize "$model" "$work/$type.gguf" "${type^^}" 2 >"$work/$type.log" 2>&1 ||
+    { cat "$work/$type.log"; exit 1; }
+done
+"$python" - "$work" "$out" <<'PY'
+import json, os, sys
+from gguf import GGUFReader
+work, out = sys.argv[1:]
+fixture = {"made_by": "llama-quantize of llama.cpp vendored in llama-cpp-python 0.3.36 (scripts/make_llama_quantize_fixture.sh)",
+           "source": "smollm2-135m-instruct-q4_1.gguf", "types": {}}
+for name in sorted(f[:-5] for f in os.listdir(work) if f.endswith(".gguf")):
+    path = os.path.join(work, name + ".gguf")
+    reader = GGUFReader(path)
+    fixture["types"][name] = {"bytes": os.path.getsize(path),
+                              "tensors": {t.name: t.tensor_type.name for t in reader.tensors}}
+with open(out, "w") as f:
+    json.dump(fixture, f, indent=1, sort_keys=True)
+    f.write("\n")
+print("wrote", out)
+PY
