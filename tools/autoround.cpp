@@ -24,6 +24,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <nlohmann/json.hpp>
 #include <string>
 #if defined(AUTOROUND_HAS_SENTENCEPIECE)
@@ -418,6 +421,14 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
 }  // namespace
 
 int main(int argc, char** argv) {
+#if defined(__GLIBC__)
+  // Every tuning step allocates and frees the same large temporaries. glibc serves blocks over
+  // its mmap threshold with fresh pages from the kernel each time, zeroed on first touch: a
+  // 10-step run of the README's model took 1.7 million page faults. Served from the heap and
+  // kept there (no mmap, no trimming), each step reuses the last one's memory (docs/speed.md).
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
   CLI::App app{"AutoRound weight quantization for LLaMA-family models"};
   app.require_subcommand(1);
 
