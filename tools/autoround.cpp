@@ -21,6 +21,7 @@
 #include <CLI/CLI.hpp>
 #include <autoround/autoround.hpp>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -77,6 +78,15 @@ std::vector<TokenSequence> load_documents(const std::string& path, const std::st
 #else
   throw Error("--tokenizer " + tokenizer_path + ": this autoround was built without SentencePiece (install libsentencepiece-dev and rebuild)");
 #endif
+}
+
+/// SIGINT / SIGTERM: the run stops at the next tuning step and removes what it staged, so an
+/// interrupted run leaves no output directory behind (exit status 128 + the signal's number).
+volatile std::sig_atomic_t stop_signal = 0;
+extern "C" void request_stop(int signal) { stop_signal = signal; }
+struct Interrupted {};
+void stop_if_asked() {
+  if (stop_signal != 0) throw Interrupted{};
 }
 
 std::string asset(const std::string& file) {
@@ -248,8 +258,14 @@ PassResult tune(LlamaModel& model, const std::vector<TokenSequence>& samples, co
   ProgressBar bar{static_cast<Index>(model.blocks.size()), options.tune.iters};
   PassResult r;
   const auto start = std::chrono::steady_clock::now();
-  const auto on_block = [&](const BlockReport& b, Index) { r.reports.push_back(b); };
-  const auto on_step = [&](Index b, int s, double loss) { bar.step(b, s, loss); };
+  const auto on_block = [&](const BlockReport& b, Index) {
+    r.reports.push_back(b);
+    stop_if_asked();
+  };
+  const auto on_step = [&](Index b, int s, double loss) {
+    stop_if_asked();
+    bar.step(b, s, loss);
+  };
   if (kquants && device.cuda) {
 #if defined(AUTOROUND_CUDA_PIPELINE)
     r.kquant_layers = autoround_cli::quantize_kquant_model_on_cuda(model, samples, options, on_block, on_step, device.precision);
@@ -402,11 +418,13 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
         entry["perplexity_after"] = after.perplexity;
         entry["eval_tokens"] = after.tokens_scored;
       }
+      stop_if_asked();
       entry["formats"] = write_formats(pass, result, *model, source_gguf, model_path, staging, output);
       report["runs"].push_back(entry);
       model.reset();
     }
     report["seconds"] = seconds;  // tuning, all runs
+    stop_if_asked();
     write_atomically(staging / "quantization_report.json", report.dump(2) + "\n");
   } catch (...) {
     fs::remove_all(staging);
@@ -490,6 +508,8 @@ int main(int argc, char** argv) {
   e->add_option("--context", context, "tokens per window")->check(CLI::Range(2, 1 << 20));
   e->add_option("--windows", eval_windows, "windows to score (0: all)")->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
+  for (const int signal : {SIGINT, SIGTERM})  // unless ignored by whoever started us (nohup, `cmd &` in a script)
+    if (std::signal(signal, request_stop) == SIG_IGN) std::signal(signal, SIG_IGN);
 
   try {
     if (threads > 0) Eigen::setNbThreads(threads);
@@ -534,6 +554,9 @@ int main(int argc, char** argv) {
 #endif
     return quantize(model_path, calibration_path, eval_path, tokenizer_path, output, overwrite, options, eval_windows, formats,
                     device);
+  } catch (const Interrupted&) {
+    std::fprintf(stderr, "\nautoround: interrupted (signal %d): nothing was written\n", static_cast<int>(stop_signal));
+    return 128 + stop_signal;
   } catch (const std::exception& error) {
     std::fprintf(stderr, "autoround: error: %s\n", error.what());
     return 1;

@@ -71,7 +71,8 @@ struct BlockReport {
 
 /// Called after each block, e.g. to print progress.
 using BlockProgress = std::function<void(const BlockReport&, Index blocks)>;
-/// Called after each tuning step: block, step, loss (for progress bars).
+/// Called after each tuning step: block, step, loss (for progress bars). Either callback may throw
+/// to stop the run (the model is then left partly quantized; autoround does so on SIGINT).
 using StepProgress = std::function<void(Index block, int step, double loss)>;
 
 inline std::string layer_name(Index block, Linear l) { return "model.layers." + std::to_string(block) + "." + hf_name(l); }

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# CTest's cli_interrupt: SIGINT or SIGTERM in the middle of `autoround quantize` stops it with
+# status 128 + signal, and leaves neither the output directory nor its staging directory
+# (DIR.partial); an existing output directory (--overwrite) is left as it was.
+# usage: cli_interrupt_test.sh AUTOROUND ASSETS_DIR WORK_DIR
+set -euo pipefail
+set -m  # job control: the background run gets SIGINT as a foreground one would (not ignored)
+autoround=$1 assets=$2 work=$3
+if [ ! -f "$assets/smollm2-135m-instruct-q4_1.gguf" ]; then
+  echo "cli_interrupt: assets missing (scripts/fetch-assets.sh)"
+  if [ -n "${CI:-}" ]; then exit 1; else exit 77; fi
+fi
+rm -rf "$work" && mkdir -p "$work/previous"
+echo "an earlier run's output" >"$work/previous/keep.txt"
+for signal in INT TERM; do
+  for out in "$work/new" "$work/previous"; do
+    "$autoround" quantize --model "$assets/smollm2-135m-instruct-q4_1.gguf" --calibration "$assets/kjv-calib.tokens" \
+      --iters 100000 --nsamples 2 --seqlen 32 --batch-size 2 --format auto_round,gguf:q4_0 --output "$out" --overwrite \
+      >"$work/log" 2>&1 &
+    pid=$!
+    # wait until it is tuning (the progress bar shows), then interrupt it
+    for _ in $(seq 1 600); do grep -q "step" "$work/log" && break; sleep 0.1; done
+    grep -q "step" "$work/log" || { echo "cli_interrupt: the run never started tuning"; cat "$work/log"; exit 1; }
+    kill -s $signal $pid
+    status=0
+    wait $pid || status=$?
+    expected=$((128 + $(kill -l $signal)))
+    [ $status -eq $expected ] || { echo "cli_interrupt: SIG$signal gave status $status, expected $expected"; cat "$work/log"; exit 1; }
+    [ ! -e "$out.partial" ] || { echo "cli_interrupt: SIG$signal left $out.partial"; exit 1; }
+    if [ "$out" = "$work/new" ]; then
+      [ ! -e "$out" ] || { echo "cli_interrupt: SIG$signal left $out"; exit 1; }
+    else
+      [ "$(cat "$out/keep.txt")" = "an earlier run's output" ] || { echo "cli_interrupt: SIG$signal changed $out"; exit 1; }
+    fi
+  done
+done
+echo "cli_interrupt: SIGINT and SIGTERM stop the run; no output or staging directory left, an earlier output kept"
+rm -rf "$work"
