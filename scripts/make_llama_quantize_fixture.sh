@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/fixtures/llama_quantize_types.json: for every GGUF file type we write, the block type
 # llama-quantize itself gives each tensor of the asset model and the size of the file it writes
-# (tests/test_gguf_mix.cpp compares ours to both). No importance matrix; the asset is Q4_1, so
+# (tests/test_gguf_mix.cpp compares ours to both); llama_quantize_types_synthetic.json: the types
+# on synthetic 32- and 80-layer models with k-quant-sized rows (make_llama_quantize_synthetic.py). No importance matrix; the asset is Q4_1, so
 # --allow-requantize (it dequantizes, as we do).
 # usage: scripts/make_llama_quantize_fixture.sh LLAMA_BIN_DIR [ASSETS=~/.cache/autoround-cpp]
 #        (LLAMA_BIN_DIR: scripts/build-llama-cpp.sh's build/bin)
@@ -33,3 +34,6 @@ with open(out, "w") as f:
     f.write("\n")
 print("wrote", out)
 PY
+# the same rules on synthetic shapes where every row holds k-quant blocks (8B- and 70B-like)
+"$python" "$(dirname "$0")/make_llama_quantize_synthetic.py" "$bin/llama-quantize" \
+  "$(dirname "$out")/llama_quantize_types_synthetic.json" "$work"

@@ -49,3 +49,39 @@ TEST_CASE("every gguf:TYPE: llama-quantize's block type for each tensor, and its
   }
   fs::remove(path);
 }
+
+TEST_CASE("llama-quantize's types where every row holds k-quant blocks: 32 layers (8B-like) and 80 (70B class)") {
+  // synthetic GGUF files with hidden 256 quantized by llama-quantize itself
+  // (scripts/make_llama_quantize_synthetic.py): the rules the asset's 576-wide rows hide
+  std::ifstream in(std::string(AUTOROUND_FIXTURES_DIR) + "/llama_quantize_types_synthetic.json");
+  REQUIRE(in);
+  const auto fixture = nlohmann::json::parse(in);
+  REQUIRE(fixture["models"].size() == 2);
+  for (const auto& [model, entry] : fixture["models"].items()) {
+    const auto& c = entry["config"];
+    LlamaConfig config;
+    config.layers = c["layers"];
+    config.hidden = c["hidden"];
+    config.intermediate = c["intermediate"];
+    config.heads = c["heads"];
+    config.kv_heads = c["kv_heads"];
+    config.head_dim = config.hidden / config.heads;
+    config.tied_embeddings = false;
+    for (const auto& [name, tensors] : entry["types"].items()) {
+      CAPTURE(model);
+      CAPTURE(name);
+      REQUIRE(tensors.size() == static_cast<std::size_t>(7 * config.layers + 2));
+      int differing = 0;
+      for (const auto& [tensor, theirs] : tensors.items()) {
+        const auto [block, linear] = gguf_tensor_site(tensor);
+        const Index cols = linear ? linear_shape(config, *linear).second : config.hidden;  // token_embd, output: hidden
+        const ggml::Type ours = gguf_tensor_type(gguf_scheme(name), cols, block, linear, config, tensor == "output.weight");
+        if (theirs.get<std::string>() != ggml::traits(ours).name) {
+          ++differing;
+          MESSAGE(tensor << ": ours " << std::string(ggml::traits(ours).name) << ", llama-quantize " << theirs.get<std::string>());
+        }
+      }
+      CHECK(differing == 0);
+    }
+  }
+}

@@ -80,6 +80,23 @@ inline ggml::Type fit_row(ggml::Type t, Index cols) {
 inline bool use_more_bits(Index i, Index n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
 }  // namespace detail
 
+/// Where a GGUF tensor sits: "blk.N.<linear>.weight" -> {N, linear}; other names -> {N or none, none}.
+struct GgufTensorSite {
+  std::optional<Index> block;
+  std::optional<Linear> linear;
+};
+inline GgufTensorSite gguf_tensor_site(const std::string& name) {
+  GgufTensorSite site;
+  if (name.rfind("blk.", 0) != 0) return site;
+  const auto dot = name.find('.', 4);
+  const std::string number = name.substr(4, dot == std::string::npos ? std::string::npos : dot - 4);
+  if (number.empty() || number.size() >= 10 || number.find_first_not_of("0123456789") != std::string::npos) return site;
+  site.block = std::stoll(number);
+  for (Linear l : all_linears)
+    if (name.substr(dot + 1) == std::string(gguf_name(l)) + ".weight") site.linear = l;
+  return site;
+}
+
 /// The block type llama-quantize gives a 2-D tensor of a dense LLaMA-family model under `scheme`.
 /// `linear`/`block`: set for a block's linear layers; `is_output`: output.weight, or token_embd
 /// with tied embeddings. 70B-class models (80 layers, grouped-query attention, llama.cpp's

@@ -95,17 +95,7 @@ std::vector<GgufTensorChoice> export_gguf_model(const QuantizedLlama<Q>& q, cons
       continue;
     }
     // blk.N.<linear>.weight: is there a tuned result that this type stores exactly?
-    std::optional<Index> block;
-    std::optional<Linear> linear;
-    if (t.name.rfind("blk.", 0) == 0) {
-      const auto dot = t.name.find('.', 4);
-      const std::string number = t.name.substr(4, dot == std::string::npos ? std::string::npos : dot - 4);
-      if (!number.empty() && number.size() < 10 && number.find_first_not_of("0123456789") == std::string::npos) {
-        block = std::stoll(number);
-        for (Linear l : all_linears)
-          if (t.name.substr(dot + 1) == std::string(gguf_name(l)) + ".weight") linear = l;
-      }
-    }
+    const auto [block, linear] = gguf_tensor_site(t.name);
     const bool is_output = t.name == "output.weight" || (t.name == "token_embd.weight" && !source.find_tensor("output.weight"));
     const ggml::Type type = gguf_tensor_type(scheme, t.cols(), block, linear, q.model.config, is_output);
     if (block && linear && *block < static_cast<Index>(q.layers.size())) {
