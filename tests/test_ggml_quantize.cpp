@@ -101,6 +101,41 @@ TEST_CASE("GgufWriter rewrites gguf-py's file byte for byte, and round-trips thr
   std::filesystem::remove(path);
 }
 
+TEST_CASE("GgufStreamWriter writes gguf-py's file byte for byte, one tensor at a time; a broken stream leaves nothing") {
+  GgufWriter layout;
+  for (const std::string& key : fixture().metadata_order()) layout.set(key, fixture().metadata().at(key));
+  for (const GgufTensor& t : fixture().tensors()) layout.declare_tensor(t.name, t.dims, t.type);
+  const auto path = std::filesystem::temp_directory_path() / "autoround_test_stream_writer.gguf";
+  std::filesystem::remove(path);
+  {
+    GgufStreamWriter stream(path, layout);
+    for (const GgufTensor& t : fixture().tensors()) stream.write(t.name, bytes_of(t));
+    CHECK(!std::filesystem::exists(path));  // only the .tmp until finish()
+    stream.finish();
+  }
+  std::ifstream ours_in(path, std::ios::binary), theirs_in(fixture_path, std::ios::binary);
+  const std::vector<char> ours((std::istreambuf_iterator<char>(ours_in)), std::istreambuf_iterator<char>());
+  const std::vector<char> theirs((std::istreambuf_iterator<char>(theirs_in)), std::istreambuf_iterator<char>());
+  REQUIRE(ours.size() == theirs.size());
+  CHECK(std::memcmp(ours.data(), theirs.data(), ours.size()) == 0);
+  std::filesystem::remove(path);
+
+  const auto& tensors = fixture().tensors();
+  REQUIRE(tensors.size() >= 2);
+  {  // out of order, wrong size, finished early: clear errors, and no file
+    GgufStreamWriter stream(path, layout);
+    CHECK_THROWS_WITH_AS(stream.write(tensors[1].name, bytes_of(tensors[1])),
+                         doctest::Contains(("'" + tensors[1].name + "' written where '" + tensors[0].name + "' is declared").c_str()), Error);
+    auto short_bytes = bytes_of(tensors[0]);
+    short_bytes.pop_back();
+    CHECK_THROWS_WITH_AS(stream.write(tensors[0].name, short_bytes), doctest::Contains("bytes do not hold its shape"), Error);
+    stream.write(tensors[0].name, bytes_of(tensors[0]));
+    CHECK_THROWS_WITH_AS(stream.finish(), doctest::Contains(("finished before tensor '" + tensors[1].name + "'").c_str()), Error);
+  }
+  CHECK(!std::filesystem::exists(path));
+  CHECK(!std::filesystem::exists(path.string() + ".tmp"));
+}
+
 TEST_CASE("tuned weights go into Q4_0 / Q4_1 / Q8_0 unchanged") {
   auto q = make_unpacked(4, 32, Symmetric, 2, 64);
   for (std::size_t i = 0; i < q.codes.size(); ++i) q.codes[i] = static_cast<std::uint8_t>((i * 7) % 16);

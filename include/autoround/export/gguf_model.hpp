@@ -81,40 +81,43 @@ std::vector<GgufTensorChoice> export_gguf_model(const QuantizedLlama<Q>& q, cons
   w.set_u32("general.file_type", scheme.file_type);
   w.set_u32("general.quantization_version", 2);
 
+  // The layout first (llama-quantize's type for every tensor is known before any is quantized),
+  // then each tensor is made and streamed to the file: one tensor's bytes in memory at a time.
   std::vector<GgufTensorChoice> choices;
-  // the source's float values, dequantized only for the tensors that are re-quantized from them
-  const auto quantized_from_source = [&](const GgufTensor& t, ggml::Type type) {
-    const RowMatrix x = source.to_float(t);
-    return ggml::quantize(type, std::span<const float>(x.data(), static_cast<std::size_t>(x.size())));
-  };
   for (const GgufTensor& t : source.tensors()) {
-    if (t.dims.size() == 1) {  // norms: llama-quantize keeps their type (F32, or F16)
-      const ggml::Type type = t.type == ggml::Type::F16 ? ggml::Type::F16 : ggml::Type::F32;
-      w.add_tensor(t.name, t.dims, type, quantized_from_source(t, type));
-      choices.push_back({t.name, type});
-      continue;
+    ggml::Type type = t.type == ggml::Type::F16 ? ggml::Type::F16 : ggml::Type::F32;  // norms: as llama-quantize
+    if (t.dims.size() > 1) {
+      const auto [block, linear] = gguf_tensor_site(t.name);
+      const bool is_output = t.name == "output.weight" || (t.name == "token_embd.weight" && !source.find_tensor("output.weight"));
+      type = gguf_tensor_type(scheme, t.cols(), block, linear, q.model.config, is_output);
     }
+    w.declare_tensor(t.name, t.dims, type);
+    choices.push_back({t.name, type});
+  }
+  GgufStreamWriter stream(path, w);
+  for (std::size_t i = 0; i < choices.size(); ++i) {
+    const GgufTensor& t = source.tensors()[i];
+    GgufTensorChoice& choice = choices[i];
     // blk.N.<linear>.weight: is there a tuned result that this type stores exactly?
     const auto [block, linear] = gguf_tensor_site(t.name);
-    const bool is_output = t.name == "output.weight" || (t.name == "token_embd.weight" && !source.find_tensor("output.weight"));
-    const ggml::Type type = gguf_tensor_type(scheme, t.cols(), block, linear, q.model.config, is_output);
-    if (block && linear && *block < static_cast<Index>(q.layers.size())) {
+    if (t.dims.size() > 1 && block && linear && *block < static_cast<Index>(q.layers.size())) {
       const auto& tuned = q.quantized(*block, *linear);
-      if (tuned && exact_spec_for(type) == tuned->quantizer.spec()) {
+      if (tuned && exact_spec_for(choice.type) == tuned->quantizer.spec()) {
         const auto encoded = [&] {
           if constexpr (SuperGroupQuantizer<Q>)
-            if (tuned->quantizer.double_quantized()) return ggml::encode_tuned(type, double_quant_view(*tuned), t.name);
-          return ggml::encode_tuned(type, int_view(*tuned), t.name);
+            if (tuned->quantizer.double_quantized()) return ggml::encode_tuned(choice.type, double_quant_view(*tuned), t.name);
+          return ggml::encode_tuned(choice.type, int_view(*tuned), t.name);
         }();
-        w.add_tensor(t.name, t.dims, type, encoded);
-        choices.push_back({t.name, type, true});
+        stream.write(t.name, encoded);
+        choice.tuned = true;
         continue;
       }
     }
-    w.add_tensor(t.name, t.dims, type, quantized_from_source(t, type));
-    choices.push_back({t.name, type});
+    // the source's float values, dequantized only for the tensors that are re-quantized from them
+    const RowMatrix x = source.to_float(t);
+    stream.write(t.name, ggml::quantize(choice.type, std::span<const float>(x.data(), static_cast<std::size_t>(x.size()))));
   }
-  w.write(path);
+  stream.finish();
   return choices;
 }
 

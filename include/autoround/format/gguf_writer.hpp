@@ -5,9 +5,13 @@
 //   kv     | key string | type u32 | value            (in the order they were set)
 //   infos  | name string | n_dims u32 | dims u64...   | ggml type u32 | offset u64 |
 //   zero padding to `alignment`, then each tensor's bytes, each padded with zeros to `alignment`.
+// GgufWriter holds the whole file in memory; GgufStreamWriter (below) writes the same bytes with
+// one tensor in memory at a time, for models larger than the host's memory.
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -56,20 +60,41 @@ class GgufWriter {
 
   /// Add a tensor: `dims` in ggml order (dims[0] = row length), `bytes` already in `type`'s blocks.
   void add_tensor(const std::string& name, std::vector<std::uint64_t> dims, ggml::Type type, std::vector<std::byte> bytes) {
+    declare_tensor(name, std::move(dims), type);
+    try {
+      check_bytes(tensors_.back(), bytes.size());
+    } catch (...) {
+      tensors_.pop_back();
+      throw;
+    }
+    tensors_.back().bytes = std::move(bytes);
+  }
+
+  /// Add a tensor whose bytes come later, through a GgufStreamWriter (in the order declared).
+  void declare_tensor(const std::string& name, std::vector<std::uint64_t> dims, ggml::Type type) {
     const ggml::TypeTraits t = ggml::traits(type);
     detail::require(t.block_weights > 0, "GGUF writer: tensor '" + name + "' has an unsupported type");
     detail::require(!dims.empty() && dims.size() <= 4, "GGUF writer: tensor '" + name + "' needs 1 to 4 dimensions");
-    std::uint64_t count = 1;
-    for (auto d : dims) count *= d;
     detail::require(dims[0] % t.block_weights == 0, "GGUF writer: tensor '" + name + "' rows of " +
                                                         std::to_string(dims[0]) + " are not whole " + t.name + " blocks");
-    detail::require(count / t.block_weights * t.block_bytes == bytes.size(),
-                    "GGUF writer: tensor '" + name + "': " + std::to_string(bytes.size()) + " bytes do not hold its shape");
     for (const auto& e : tensors_) detail::require(e.name != name, "GGUF writer: tensor '" + name + "' added twice");
-    tensors_.push_back({name, std::move(dims), type, std::move(bytes)});
+    tensors_.push_back({name, std::move(dims), type, {}});
   }
 
   std::vector<std::byte> serialize() const {
+    std::vector<std::byte> out = header();
+    for (const auto& t : tensors_) {
+      check_bytes(t, t.bytes.size());
+      out.insert(out.end(), t.bytes.begin(), t.bytes.end());
+      out.resize(padded(out.size()), std::byte{0});
+    }
+    return out;
+  }
+
+  void write(const std::filesystem::path& path) const { write_file_atomically(path, serialize()); }
+
+  /// Everything before the first tensor's bytes: header, metadata, tensor infos, padding.
+  std::vector<std::byte> header() const {
     std::vector<std::byte> out;
     put<std::uint32_t>(out, 0x46554747u);
     put<std::uint32_t>(out, 3);
@@ -87,27 +112,33 @@ class GgufWriter {
       for (auto d : t.dims) put<std::uint64_t>(out, d);
       put<std::uint32_t>(out, static_cast<std::uint32_t>(t.type));
       put<std::uint64_t>(out, offset);
-      offset += padded(t.bytes.size());
+      offset += padded(t.byte_count());
     }
     out.resize(padded(out.size()), std::byte{0});
-    for (const auto& t : tensors_) {
-      out.insert(out.end(), t.bytes.begin(), t.bytes.end());
-      out.resize(padded(out.size()), std::byte{0});
-    }
     return out;
   }
 
-  void write(const std::filesystem::path& path) const { write_file_atomically(path, serialize()); }
-
- private:
   struct Tensor {
     std::string name;
     std::vector<std::uint64_t> dims;
     ggml::Type type;
-    std::vector<std::byte> bytes;
+    std::vector<std::byte> bytes;  ///< empty for a declared tensor
+    std::uint64_t byte_count() const {
+      std::uint64_t count = 1;
+      for (auto d : dims) count *= d;
+      const ggml::TypeTraits t = ggml::traits(type);
+      return count / t.block_weights * t.block_bytes;
+    }
   };
-
+  const std::vector<Tensor>& tensors() const { return tensors_; }
   std::uint64_t padded(std::uint64_t n) const { return (n + alignment_ - 1) / alignment_ * alignment_; }
+
+  static void check_bytes(const Tensor& t, std::size_t size) {
+    detail::require(t.byte_count() == size,
+                    "GGUF writer: tensor '" + t.name + "': " + std::to_string(size) + " bytes do not hold its shape");
+  }
+
+ private:
 
   template <class T>
   static void put(std::vector<std::byte>& out, T value) {
@@ -147,6 +178,63 @@ class GgufWriter {
   std::uint64_t alignment_;
   std::vector<std::pair<std::string, GgufValue>> kv_;
   std::vector<Tensor> tensors_;
+};
+
+/// The file of a GgufWriter whose tensors were declared (declare_tensor), written as their bytes
+/// arrive: the header goes first (every offset follows from the declared types and shapes), then
+/// each tensor in the declared order; only the tensor being written is in memory. Bytes go to
+/// "<path>.tmp", renamed to `path` by finish() once every tensor arrived; a writer destroyed
+/// before that (an error, an interrupt) removes the .tmp, so `path` is complete or untouched.
+class GgufStreamWriter {
+ public:
+  GgufStreamWriter(const std::filesystem::path& path, const GgufWriter& layout)
+      : path_(path), tmp_(path.string() + ".tmp"), layout_(layout), out_(tmp_, std::ios::binary | std::ios::trunc) {
+    if (!out_) throw Error(tmp_.string() + ": cannot open for writing");
+    put(layout_.header());
+  }
+  GgufStreamWriter(const GgufStreamWriter&) = delete;
+  GgufStreamWriter& operator=(const GgufStreamWriter&) = delete;
+  ~GgufStreamWriter() {
+    if (finished_) return;
+    out_.close();
+    std::error_code ignored;
+    std::filesystem::remove(tmp_, ignored);
+  }
+
+  /// The next declared tensor's bytes.
+  void write(const std::string& name, std::span<const std::byte> bytes) {
+    const auto& tensors = layout_.tensors();
+    detail::require(next_ < tensors.size(), path_.string() + ": tensor '" + name + "' written after every declared tensor");
+    const auto& t = tensors[next_];
+    detail::require(t.name == name, path_.string() + ": tensor '" + name + "' written where '" + t.name + "' is declared");
+    GgufWriter::check_bytes(t, bytes.size());
+    put(bytes);
+    put(std::vector<std::byte>(layout_.padded(bytes.size()) - bytes.size(), std::byte{0}));
+    ++next_;
+  }
+
+  /// Close and rename into place; every declared tensor must have been written.
+  void finish() {
+    const auto& tensors = layout_.tensors();
+    detail::require(next_ == tensors.size(), path_.string() + ": finished before tensor '" +
+                                                 (next_ < tensors.size() ? tensors[next_].name : std::string()) + "' was written");
+    if (!out_.flush()) throw Error(tmp_.string() + ": write failed");
+    out_.close();
+    std::filesystem::rename(tmp_, path_);
+    finished_ = true;
+  }
+
+ private:
+  void put(std::span<const std::byte> bytes) {
+    out_.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    if (!out_) throw Error(tmp_.string() + ": write failed");
+  }
+
+  std::filesystem::path path_, tmp_;
+  const GgufWriter& layout_;
+  std::ofstream out_;
+  std::size_t next_ = 0;
+  bool finished_ = false;
 };
 
 }  // namespace autoround
