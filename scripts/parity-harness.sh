@@ -13,7 +13,8 @@
 #         ref    the reference's runs, one at a time
 #         refpar the reference's runs, all at once (their wall times are then not comparable)
 #   ROW:  BITS:GROUP:asym|sym[:SEED][:streams]   e.g. 2:64:asym:42  4:128:asym  2:64:asym:42:quantized
-# Environment: NSAMPLES (96), SEQLEN (512), ITERS (200), GEMM (bf16: the reference's amp).
+# Environment: NSAMPLES (96), SEQLEN (512), ITERS (200), GEMM (bf16: the reference's amp),
+#   OURS_FLAGS: more flags for our runs (e.g. "--clip-init search"), OURS_TAG: a suffix naming them.
 # Prints one line per run (name, seconds) and then, per run, the perplexity on both texts.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -30,12 +31,12 @@ for row in "$@"; do
   name="w${bits}g${group}-${sym}-s${seed}"
   case "$what" in
     ours)
-      tag="ours-$name-$streams"
+      tag="ours-$name-$streams${OURS_TAG:+-$OURS_TAG}"
       start=$EPOCHREALTIME
       "$binary" quantize --model "$assets/smollm2-135m-instruct-q4_1.gguf" --calibration "$assets/kjv-calib.tokens" \
         --nsamples "$nsamples" --seqlen "$seqlen" --batch-size 8 --iters "$iters" --bits "$bits" --group-size "$group" \
         "${symflag[@]}" --seed "$seed" --streams "$streams" --format auto_round --device cuda --gemm "$gemm" \
-        --output "$out/$tag" --overwrite >"$out/$tag.log" 2>&1
+        ${OURS_FLAGS:-} --output "$out/$tag" --overwrite >"$out/$tag.log" 2>&1
       awk -v a="$start" -v b="$EPOCHREALTIME" -v t="$tag" 'BEGIN { printf "%s seconds %.1f\n", t, b - a }'
       entries+=("$tag=$out/$tag/auto_round")
       if [ ! -d "$out/rtn-w${bits}g${group}-${sym}" ]; then

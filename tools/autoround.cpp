@@ -379,6 +379,7 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   report["seed"] = options.tune.seed;
   report["streams"] = options.streams == ActivationStreams::Two ? "two" : options.streams == ActivationStreams::FullPrecision ? "fp" : "quantized";
   report["loss_mask"] = options.mask_loss;
+  report["clip_init"] = options.tune.clip_init == ClipInit::WeightedSearch ? "search" : "unit";
   report["device"] = device.cuda ? (device.precision == GemmPrecision::BFloat16 ? "cuda (bf16 GEMMs)" : "cuda (float32 GEMMs)") : "cpu";
   if (before) report["perplexity_before"] = before->perplexity;
   double seconds = 0;
@@ -456,6 +457,7 @@ int main(int argc, char** argv) {
   bool overwrite = false, sym = false;
   ModelQuantOptions options;
   std::string streams = "two";
+  std::string clip_init = "search";
   bool no_loss_mask = false;
   std::int64_t pad_token = -1;
   std::vector<std::string> layer_overrides;
@@ -487,6 +489,10 @@ int main(int argc, char** argv) {
                 "activations a block is tuned on: two (the reference: quantized inputs, targets from the "
                 "full-precision model), fp (both from the full-precision model), quantized (both from the quantized model)")
       ->check(CLI::IsMember({"two", "fp", "quantized"}));
+  q->add_option("--clip-init", clip_init,
+                "where the clipping scales start: search (default: each group's clipping of least "
+                "activation-weighted rounding error) or unit (the reference's full range)")
+      ->check(CLI::IsMember({"unit", "search"}));
   q->add_flag("--no-loss-mask", no_loss_mask, "count every position in the block loss (the reference skips the last and padding)");
   q->add_option("--pad-token", pad_token, "pad token id the loss skips (default: the model's, if it has one)");
   q->add_option("--layer", layer_overrides, "per-layer override REGEX=BITS[:GROUP[:sym|asym]] or REGEX=fp");
@@ -535,6 +541,7 @@ int main(int argc, char** argv) {
     if (iters >= 0) options.tune.iters = iters;
     if (nsamples > 0) options.nsamples = nsamples;
     options.spec.symmetry = sym ? Symmetric : Asymmetric;
+    options.tune.clip_init = clip_init == "search" ? ClipInit::WeightedSearch : ClipInit::Unit;
     options.streams = streams == "fp" ? ActivationStreams::FullPrecision
                       : streams == "quantized" ? ActivationStreams::Quantized : ActivationStreams::Two;
     options.mask_loss = !no_loss_mask;

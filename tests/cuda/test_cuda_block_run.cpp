@@ -115,6 +115,42 @@ TEST_CASE("GPU block tuning follows the CPU run step for step") {
   }
 }
 
+TEST_CASE("GPU ClipInit::WeightedSearch: the importance from the device forward, the clipping of the CPU search") {
+  LlamaConfig c;
+  c.hidden = 64, c.heads = 4, c.kv_heads = 2, c.head_dim = 16, c.intermediate = 96, c.rope_theta = 1000.0f;
+  std::mt19937 rng(23);
+  const LlamaBlock block = random_block(c, false, rng);
+  std::normal_distribution<float> normal;
+  std::vector<RowMatrix> inputs(6, RowMatrix(24, c.hidden));
+  for (RowMatrix& x : inputs)
+    for (Index i = 0; i < x.size(); ++i) x.data()[i] = normal(rng) * ((i % c.hidden) % 13 == 0 ? 6.0f : 1.0f);
+  std::array<std::optional<DynamicIntQuantizer>, 7> quantizers;
+  for (auto& q : quantizers) q = DynamicIntQuantizer(QuantSpec{2, 32, Asymmetric});
+  TuneOptions o;
+  o.iters = 0;
+  o.batch_size = 4;  // the device forward collects the importance over two minibatches (4 + 2 samples)
+  const GpuBlockRun unit = run_block_on_gpu(o, quantizers, block, c, inputs, false);
+  o.clip_init = ClipInit::WeightedSearch;
+  BlockTuningRun<DynamicIntQuantizer, SignSGD<>, Cpu> cpu(o, quantizers, SignSGD<>{}, Cpu{}, block, c, inputs, "cpu");
+  const auto cpu_result = cpu.result();
+  const double cpu_loss = cpu.evaluate();
+  const GpuBlockRun gpu = run_block_on_gpu(o, quantizers, block, c, inputs, false);
+  std::size_t same = 0, total = 0;
+  for (std::size_t i = 0; i < 7; ++i) {
+    REQUIRE(gpu.result[i].has_value());
+    for (std::size_t k = 0; k < cpu_result[i]->scales.size(); ++k)
+      same += cpu_result[i]->scales[k] == gpu.result[i]->scales[k] && cpu_result[i]->zeros[k] == gpu.result[i]->zeros[k];
+    total += cpu_result[i]->scales.size();
+  }
+  const double agreement = static_cast<double>(same) / static_cast<double>(total);
+  MESSAGE("W2G32 RTN block loss: full range (GPU) " << unit.final_loss << ", searched clipping CPU " << cpu_loss << " GPU "
+                                                    << gpu.final_loss << "; group scale and zero equal for " << 100.0 * agreement
+                                                    << "% of groups");
+  CHECK(agreement > 0.95);  // the importance differs only by summation order (float on the GPU, double on the CPU)
+  CHECK(gpu.final_loss == doctest::Approx(cpu_loss).epsilon(1e-2).scale(0));
+  CHECK(gpu.final_loss < 0.8 * unit.final_loss);
+}
+
 TEST_CASE("quantize_model with the Cuda policy follows the CPU pipeline") {
   std::mt19937 rng(17);
   const LlamaModel model = small_random_model(rng);

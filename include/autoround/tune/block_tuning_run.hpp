@@ -26,6 +26,7 @@
 #include "../quantizer/quantizer.hpp"
 #include "best_step.hpp"
 #include "block_calibration.hpp"
+#include "clip_search.hpp"
 #include "index_sampler.hpp"
 #include "tunable_weight.hpp"
 #include "tune_options.hpp"
@@ -68,10 +69,16 @@ class BlockTuningRun {
     } else {
       targets_ = calibration.targets;
     }
+    InputImportance importance;
+    if (options.clip_init == ClipInit::WeightedSearch) importance = input_importance(block, config, inputs_);
     for (Linear l : all_linears) {
       const auto i = static_cast<std::size_t>(l);
       if (!quantizers[i]) continue;
       Layer layer(TunableWeight<Q>(*quantizers[i], view(block[l]), name + "." + hf_name(l)));
+      if (options.clip_init == ClipInit::WeightedSearch)
+        search_clip_scales(*quantizers[i], view(block[l]), importance[i],
+                           [&](Index n, auto&& f) { backend_.parallel_for(n, f); }, layer.tunable.min_scale,
+                           layer.tunable.max_scale);
       layer.qweight.resize(block[l].rows(), block[l].cols());
       layer.rounding_state = optimizer_.make_state(layer.tunable.rounding.size());
       layer.min_state = optimizer_.make_state(layer.tunable.min_scale.size());

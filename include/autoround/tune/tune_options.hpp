@@ -7,6 +7,12 @@
 
 namespace autoround {
 
+/// Where the clipping scales start (tune/clip_search.hpp).
+enum class ClipInit {
+  Unit,            ///< min_scale = max_scale = 1 (the full range), as the reference
+  WeightedSearch,  ///< each group's clipping of least activation-weighted rounding error
+};
+
 struct TuneOptions {
   int iters = 200;                    ///< optimizer steps; 0 = plain round-to-nearest (RTN)
   float lr = 0.0f;                    ///< rounding lr; 0 = auto: 1/iters (2/iters for <= 3 bits, iters >= 1000)
@@ -23,6 +29,7 @@ struct TuneOptions {
   /// DoubleQuantizer: autograd carries them through the fp16 scale) flushes to zero below
   /// 6e-8, so the factor decides which clipping scales move.
   float loss_scale = 1000.0f;
+  ClipInit clip_init = ClipInit::Unit;  ///< where min_scale / max_scale start
 
   /// The learning rate the reference picks when none is given.
   float rounding_lr(int bits) const {

@@ -42,6 +42,19 @@ __device__ inline float block_max(float value, float* shared) { return block_red
 
 constexpr int kRowThreads = 256;  ///< block size of the row kernels (block_sum assumes it)
 
+// sums[c] += Σ_r x[r, c]² over a row-major [rows, cols] matrix (input importance, clip_search.hpp).
+template <class T>
+__global__ void column_square_sum_kernel(const T* x, long rows, long cols, float* sums) {
+  const long c = static_cast<long>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= cols) return;
+  float s = 0.0f;
+  for (long r = 0; r < rows; ++r) {
+    const float v = static_cast<float>(x[r * cols + c]);
+    s += v * v;
+  }
+  sums[c] += s;
+}
+
 /// out[r] = x[r] ⊙ g / sqrt(mean(x[r]²) + eps); inv_rms[r] keeps 1/sqrt(...) for the backward.
 /// One block per row. Also per-head norms (Qwen3): rows = tokens × heads, cols = head_dim.
 /// Outputs (either may be null): float32 `out`, and `copy` in bf16 (a GEMM operand).

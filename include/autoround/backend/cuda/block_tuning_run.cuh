@@ -43,8 +43,10 @@
 #include "../../quantizer/quantized_weight.hpp"
 #include "../../tune/best_step.hpp"
 #include "../../tune/block_calibration.hpp"
+#include "../../tune/clip_search.hpp"
 #include "../../tune/index_sampler.hpp"
 #include "../../tune/tune_options.hpp"
+#include "../cpu.hpp"
 #include "../cuda.hpp"
 #include "blas.hpp"
 #include "block_kernels.cuh"
@@ -88,6 +90,7 @@ class BlockTuningRun {
     allocate();
     build_attention_batches();
     upload_calibration(calibration);
+    if (options.clip_init == ClipInit::WeightedSearch) search_clipping(block);
     snapshot();
   }
 
@@ -494,6 +497,46 @@ class BlockTuningRun {
 
   // Inputs, masks and targets on the device; targets not given are the full-precision block's
   // outputs on every sample, batch by batch.
+  // ClipInit::WeightedSearch: the full-precision block (the layers hold their unquantized weights
+  // until the first step) runs over every calibration input to collect each linear's input
+  // importance; the search runs on the host, and its scales are where tuning starts.
+  void search_clipping(const LlamaBlock& block) {
+    if (bf16_) search_clipping<__nv_bfloat16>(block); else search_clipping<float>(block);
+  }
+  template <class T>
+  void search_clipping(const LlamaBlock& block) {
+    const long hidden = config_.hidden, q_cols = config_.heads * config_.head_dim, inter = config_.intermediate;
+    auto zeros = [](long n) { return DeviceBuffer<float>(std::vector<float>(static_cast<std::size_t>(n), 0.0f)); };
+    DeviceBuffer<float> sums[4] = {zeros(hidden), zeros(q_cols), zeros(hidden), zeros(inter)};
+    const Tensor* inputs[4] = {&xn_, &attention_, &yn_, &act_};
+    const long cols[4] = {hidden, q_cols, hidden, inter};
+    for (long first = 0; first < samples_; first += batch_) {
+      const long nb = std::min(batch_, samples_ - first);
+      copy_floats(x_.data(), inputs_.data() + first * seqlen_ * hidden, nb * seqlen_ * hidden);
+      forward<T>(nb);
+      for (int j = 0; j < 4; ++j)
+        column_square_sum_kernel<T><<<blocks_for(cols[j], 128), 128, 0, stream()>>>(inputs[j]->template as<T>(), nb * seqlen_,
+                                                                                   cols[j], sums[j].data());
+    }
+    check(cudaGetLastError(), "input importance");
+    const float tokens = static_cast<float>(samples_ * seqlen_);
+    std::vector<float> mean[4];
+    for (int j = 0; j < 4; ++j) {
+      mean[j] = sums[j].download();
+      for (float& m : mean[j]) m /= tokens;
+    }
+    const Cpu host;
+    for (Linear l : all_linears) {
+      Layer& layer = layers_[static_cast<std::size_t>(l)];
+      if (!layer.qdq) continue;
+      const int input = l == Linear::Output ? 1 : l == Linear::Gate || l == Linear::Up ? 2 : l == Linear::Down ? 3 : 0;
+      std::vector<float> lo(layer.qdq->min_scale().size()), hi(lo.size());
+      search_clip_scales(*layer.quantizer, view(block[l]), mean[input], [&](Index n, auto&& f) { host.parallel_for(n, f); }, lo, hi);
+      layer.qdq->min_scale().upload(lo);
+      layer.qdq->max_scale().upload(hi);
+    }
+  }
+
   void upload_calibration(const BlockCalibration& calibration) {
     const long hidden = config_.hidden, sample_floats = seqlen_ * hidden;
     auto upload_samples = [&](std::span<const RowMatrix> from, DeviceBuffer<float>& to, const char* what) {

@@ -1,0 +1,157 @@
+// ClipInit::WeightedSearch (tune/clip_search.hpp): the searched clipping of a group against
+// hand-computed errors, the importance against a direct computation of the block's inputs, and
+// the tuning runs starting from the searched scales.
+#include <doctest/doctest.h>
+
+#include <autoround/autoround.hpp>
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "support/random_model.hpp"
+
+using namespace autoround;
+
+namespace {
+RowMatrix random_weight(Index rows, Index cols, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal;
+  RowMatrix m(rows, cols);
+  for (Index i = 0; i < m.size(); ++i) m.data()[i] = normal(rng);
+  return m;
+}
+LlamaModel random_model(unsigned seed) {
+  std::mt19937 rng(seed);
+  return test_models::small_random_model(rng);
+}
+const auto serial = [](Index n, auto&& f) {
+  for (Index i = 0; i < n; ++i) f(i);
+};
+
+// Σ a (w − qdq)² of one 2-bit asym group at (lo, hi), written out from int.py's formulas.
+double error_by_hand(const std::vector<float>& w, const std::vector<float>& a, float lo, float hi) {
+  float wmin = 0, wmax = 0;
+  for (float x : w) wmin = std::min(wmin, x), wmax = std::max(wmax, x);
+  const float scale = std::max(round_to_half((wmax * hi - wmin * lo) / 3.0f), round_to_half(1e-5f));
+  const float zero = std::nearbyint(-wmin * lo / scale);
+  double e = 0;
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    const float q = std::clamp(std::nearbyint(w[i] / scale) + zero, 0.0f, 3.0f);
+    e += a[i] * std::pow(w[i] - scale * (q - zero), 2);
+  }
+  return e;
+}
+}  // namespace
+
+TEST_CASE("one outlier: clipped when its channel is unimportant, kept when it matters") {
+  // 2-bit asym, one group of 8: seven weights in [-0.3, 0.3] and one at 2.0.
+  const std::vector<float> w{0.3f, -0.3f, 0.1f, -0.1f, 0.2f, -0.2f, 0.0f, 2.0f};
+  const Eigen::Map<const RowMatrix> weight(w.data(), 1, 8);
+  const DynamicIntQuantizer q(QuantSpec{2, 8, Asymmetric});
+  std::vector<float> lo(1), hi(1);
+
+  std::vector<float> quiet(8, 1.0f);
+  quiet[7] = 1e-4f;  // the outlier's input channel is almost never active
+  search_clip_scales(q, MatrixView(weight.data(), 1, 8), quiet, serial, lo, hi);
+  // by hand: full range, scale 0.77, zero 0: every small weight rounds to 0 or 0.77 (error 0.28);
+  // (lo, hi) = (1, 0.5): scale 0.43, zero 1, codes {-0.43, 0, 0.43, 0.87} (error 0.136)
+  CHECK(error_by_hand(w, quiet, 1, 1) == doctest::Approx(0.28).epsilon(1e-3));
+  CHECK(error_by_hand(w, quiet, 1, 0.5f) == doctest::Approx(0.1356).epsilon(2e-2));
+  CHECK(error_by_hand(w, quiet, lo[0], hi[0]) <= error_by_hand(w, quiet, 1, 0.5f));
+  CHECK(hi[0] < 0.6f);  // the outlier is clipped
+
+  std::vector<float> loud(8, 1.0f);
+  loud[7] = 1e4f;  // the outlier's channel dominates the output
+  search_clip_scales(q, MatrixView(weight.data(), 1, 8), loud, serial, lo, hi);
+  // full range: 2.0 lands on 2.3 (error 1e4 · 0.09 = 900); the search must put a code within 0.1 of it
+  CHECK(error_by_hand(w, loud, 1, 1) > 890);
+  CHECK(error_by_hand(w, loud, lo[0], hi[0]) < 1e4 * 0.01 + 0.3);
+  CHECK(hi[0] > 0.8f);  // clipping 2.0 hard would cost 1e4 · (2 − clipped)²
+}
+
+TEST_CASE("the searched error is never above the full range's, and is the best of its grid's axes") {
+  const DynamicIntQuantizer q(QuantSpec{3, 16, Asymmetric});
+  const RowMatrix weight = random_weight(8, 64, 11);
+  std::vector<float> a(64);
+  for (std::size_t i = 0; i < a.size(); ++i) a[i] = 0.1f + static_cast<float>(i % 7);
+  std::vector<float> lo(32), hi(32);
+  search_clip_scales(q, view(weight), a, serial, lo, hi);
+  const std::vector<float> zeros(16, 0.0f);
+  auto error = [&](Index r, Index g, float l, float h) {
+    const std::span<const float> w(weight.data() + r * 64 + g * 16, 16);
+    std::vector<float> out(16);
+    q.fake_quantize(w, zeros, q.group_quant(group_range(w), l, h), out);
+    double e = 0;
+    for (int j = 0; j < 16; ++j) e += a[static_cast<std::size_t>(g * 16 + j)] * std::pow(w[static_cast<std::size_t>(j)] - out[static_cast<std::size_t>(j)], 2);
+    return e;
+  };
+  int clipped = 0;
+  for (Index r = 0; r < 8; ++r)
+    for (Index g = 0; g < 4; ++g) {
+      const auto k = static_cast<std::size_t>(r * 4 + g);
+      const double found = error(r, g, lo[k], hi[k]);
+      CHECK(found <= error(r, g, 1, 1));
+      for (int i = 0; i <= 20; ++i) {  // no single ratio on either axis through the result does better
+        const float t = 1.0f - 0.5f * static_cast<float>(i) / 20.0f;
+        CHECK(found <= error(r, g, lo[k], t) + 1e-12);
+        CHECK(found <= error(r, g, t, hi[k]) + 1e-12);
+      }
+      clipped += lo[k] < 1 || hi[k] < 1;
+    }
+  CHECK(clipped > 16);  // at 3 bits most groups of Gaussian weights gain from clipping
+}
+
+TEST_CASE("k-quant (DoubleQuantizer) groups are searched too") {
+  const DynamicDoubleQuantizer q(QuantSpec{2, 16, Asymmetric, 16, 4});  // GGUF Q2_K
+  const RowMatrix weight = random_weight(4, 256, 5);
+  std::vector<float> lo(64), hi(64);
+  search_clip_scales(q, view(weight), {}, serial, lo, hi);
+  int clipped = 0;
+  for (std::size_t k = 0; k < lo.size(); ++k) {
+    CHECK(lo[k] >= 0.5f);
+    CHECK(hi[k] <= 1.0f);
+    clipped += lo[k] < 1 || hi[k] < 1;
+  }
+  CHECK(clipped > 32);
+}
+
+TEST_CASE("input importance: the mean square of each linear's input channel") {
+  const LlamaModel model = random_model(3);
+  const LlamaBlock& block = model.blocks[0];
+  std::vector<RowMatrix> inputs{random_weight(5, model.config.hidden, 7), random_weight(5, model.config.hidden, 8)};
+  const InputImportance imp = input_importance(block, model.config, inputs);
+  // q/k/v see the attention RMSNorm of the input: computed here directly
+  Eigen::VectorXd expected = Eigen::VectorXd::Zero(model.config.hidden);
+  for (const RowMatrix& x : inputs)
+    for (Index t = 0; t < x.rows(); ++t) {
+      const double r = 1.0 / std::sqrt(x.row(t).cast<double>().squaredNorm() / static_cast<double>(x.cols()) + model.config.rms_eps);
+      for (Index j = 0; j < x.cols(); ++j) expected[j] += std::pow(x(t, j) * r * block.attn_norm[j], 2);
+    }
+  expected /= 10.0;
+  for (Linear l : {Linear::Query, Linear::Key, Linear::Value})
+    for (Index j = 0; j < model.config.hidden; ++j)
+      CHECK(imp[static_cast<std::size_t>(l)][static_cast<std::size_t>(j)] == doctest::Approx(expected[j]).epsilon(1e-4));
+  CHECK(static_cast<Index>(imp[static_cast<std::size_t>(Linear::Down)].size()) == model.config.intermediate);
+  CHECK(static_cast<Index>(imp[static_cast<std::size_t>(Linear::Output)].size()) == model.config.heads * model.config.head_dim);
+}
+
+TEST_CASE("BlockTuningRun starts from the searched clipping: lower RTN block error than the full range") {
+  const LlamaModel model = random_model(4);
+  std::vector<RowMatrix> inputs;
+  for (int s = 0; s < 4; ++s) inputs.push_back(random_weight(16, model.config.hidden, 20 + s));
+  BlockTuningRun<DynamicIntQuantizer, SignSGD<LinearDecay>, Cpu>::LayerQuantizers quantizers;
+  for (auto& q : quantizers) q = DynamicIntQuantizer(QuantSpec{2, 32, Asymmetric});
+  TuneOptions options;
+  options.iters = 0;
+  BlockTuningRun<DynamicIntQuantizer, SignSGD<LinearDecay>, Cpu> unit(options, quantizers, {}, {}, model.blocks[0], model.config,
+                                                                      std::span<const RowMatrix>(inputs), "block");
+  options.clip_init = ClipInit::WeightedSearch;
+  BlockTuningRun<DynamicIntQuantizer, SignSGD<LinearDecay>, Cpu> searched(options, quantizers, {}, {}, model.blocks[0],
+                                                                          model.config, std::span<const RowMatrix>(inputs), "block");
+  const double e_unit = unit.evaluate(), e_searched = searched.evaluate();
+  MESSAGE("W2G32 RTN block error: full range " << e_unit << ", searched " << e_searched);
+  CHECK(e_searched < 0.8 * e_unit);
+  // the encoded result carries the searched scales
+  const auto result = searched.result();
+  CHECK(result[0].has_value());
+}
