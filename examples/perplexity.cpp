@@ -2,7 +2,7 @@
 //
 //   perplexity [--model M.gguf] [--tokens T.tokens] [--context 512] [--windows 0 (all)]
 #include <CLI/CLI.hpp>
-#include <autoround/model/llama_model.hpp>
+#include <autoround/model/gguf_source.hpp>
 #include <autoround/model/perplexity.hpp>
 #include <autoround/model/token_file.hpp>
 #include <chrono>

@@ -9,7 +9,7 @@
 #include <CLI/CLI.hpp>
 #include <autoround/autoround.hpp>
 #include <autoround/model/calibration.hpp>
-#include <autoround/model/llama_model.hpp>
+#include <autoround/model/gguf_source.hpp>
 #include <autoround/model/token_file.hpp>
 #include <cstdio>
 

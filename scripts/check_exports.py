@@ -36,7 +36,9 @@ def check_gguf(path, expected):
 def check_checkpoint(directory, eval_text, eval_ids):
     config = json.loads((directory / "config.json").read_text())
     qc = config["quantization_config"]
-    tensors = load_file(directory / "model.safetensors")
+    tensors = {}
+    for shard in sorted(directory.glob("*.safetensors")):  # one file, or shards listed in the index
+        tensors.update(load_file(shard))
     bits = qc["bits"]
     layer = "model.layers.0.mlp.down_proj"
     out_features, in_features = config["hidden_size"], config["intermediate_size"]

@@ -4,7 +4,7 @@
 
 #include <autoround/autoround.hpp>
 #include <autoround/model/calibration.hpp>
-#include <autoround/model/llama_model.hpp>
+#include <autoround/model/gguf_source.hpp>
 #include <autoround/model/token_file.hpp>
 
 #include "support/assets.hpp"

@@ -3,7 +3,7 @@
 // SmolLM2-135M configuration, and a perplexity far below a uniform guess on held-out text.
 #include <doctest/doctest.h>
 
-#include <autoround/model/llama_model.hpp>
+#include <autoround/model/gguf_source.hpp>
 #include <autoround/model/perplexity.hpp>
 #include <autoround/model/token_file.hpp>
 #include <cmath>

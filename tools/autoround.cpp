@@ -211,29 +211,29 @@ struct TuningPass {
   std::optional<GgufScheme> tuned_for;  ///< set: each layer tuned for this GGUF file's block types
 };
 
-/// The scheme every linear layer of `model` gets under `options` (nullopt: full precision).
-std::vector<std::optional<QuantSpec>> layer_schemes(const ModelQuantOptions& options, const LlamaModel& model) {
+/// The scheme every linear layer of a model of shape `config` gets under `options` (nullopt: full precision).
+std::vector<std::optional<QuantSpec>> layer_schemes(const ModelQuantOptions& options, const LlamaConfig& config) {
   std::vector<std::optional<QuantSpec>> schemes;
-  for (Index b = 0; b < model.config.layers; ++b)
+  for (Index b = 0; b < config.layers; ++b)
     for (Linear l : all_linears) {
-      const RowMatrix& w = model.blocks[static_cast<std::size_t>(b)][l];
-      const auto q = quantizer_for<DynamicDoubleQuantizer>(options, layer_name(b, l), w);
+      const auto [rows, cols] = linear_shape(config, l);
+      const auto q = quantizer_for<DynamicDoubleQuantizer>(options, layer_name(b, l), rows, cols);
       schemes.push_back(q ? std::optional<QuantSpec>(q->spec()) : std::nullopt);
     }
   return schemes;
 }
 
 std::vector<TuningPass> plan_passes(const std::vector<OutputFormat>& formats, const ModelQuantOptions& options,
-                                    const LlamaModel& model) {
+                                    const LlamaConfig& config) {
   std::vector<TuningPass> passes;
   std::vector<std::vector<std::optional<QuantSpec>>> schemes;
   for (const OutputFormat& f : formats) {
     TuningPass pass{options, {}, {}};
     if (f.gguf) {
-      pass.options.overrides = gguf_tuning_overrides(*f.gguf, model);
+      pass.options.overrides = gguf_tuning_overrides(*f.gguf, config);
       pass.tuned_for = f.gguf;
     }
-    const auto mine = layer_schemes(pass.options, model);
+    const auto mine = layer_schemes(pass.options, config);
     std::size_t i = 0;
     while (i < passes.size() && schemes[i] != mine) ++i;
     if (i == passes.size()) {
@@ -245,18 +245,120 @@ std::vector<TuningPass> plan_passes(const std::vector<OutputFormat>& formats, co
   return passes;
 }
 
-/// What one tuning run produced.
+std::string describe(const TuningPass& pass) {
+  if (pass.tuned_for) return "each linear layer tuned for its " + pass.tuned_for->name + " block type (llama-quantize's choice)";
+  const QuantSpec& s = pass.options.spec;
+  return "W" + std::to_string(s.bits) + "G" + std::to_string(s.group_size) + (s.symmetry == Symmetric ? " sym" : " asym") +
+         (pass.options.overrides.empty() ? "" : " with " + std::to_string(pass.options.overrides.size()) + " --layer overrides");
+}
+
+/// What one tuning run produced: the per-block reports and the formats' report entries.
 struct PassResult {
-  std::vector<BlockResults> layers;                                ///< integer schemes
-  std::vector<LayerResults<DynamicDoubleQuantizer>> kquant_layers; ///< or k-quant schemes
   std::vector<BlockReport> reports;
   double seconds = 0;
+  nlohmann::json formats;
 };
 
-PassResult tune(LlamaModel& model, const std::vector<TokenSequence>& samples, const ModelQuantOptions& options, Device device,
-                bool kquants) {
-  ProgressBar bar{static_cast<Index>(model.blocks.size()), options.tune.iters};
+/// The writers of one pass's formats, fed block by block as the blocks are tuned
+/// (quantize_model_streaming's sink): HfShardWriter for the Hugging Face formats, GgufBlockWriter
+/// for a GGUF file. With `keep` the dequantized blocks are also kept (for --eval).
+template <WeightQuantizer Q>
+class PassWriters {
+ public:
+  PassWriters(const TuningPass& pass, const AnyModelSource& source, const GgufFile* source_gguf, const fs::path& staging,
+              std::optional<LlamaModel>* keep)
+      : source_(source), keep_(keep) {
+    const ExportSource from{source_gguf, source_gguf ? fs::path() : fs::path(source.name())};
+    for (const OutputFormat& f : pass.formats) {
+      const fs::path dir = staging / f.directory();
+      fs::create_directories(dir);
+      if (f.hf) {
+        if constexpr (std::is_same_v<Q, DynamicIntQuantizer>)
+          hf_.push_back({f, dir, std::make_unique<HfShardWriter>(*f.hf, dir, source.config(), pass.options, from)});
+      } else {
+        gguf_.push_back({f, dir / ("model-" + f.gguf->name + ".gguf"),
+                         std::make_unique<GgufBlockWriter<Q>>(*source_gguf, *f.gguf, source.config(), dir / ("model-" + f.gguf->name + ".gguf"))});
+      }
+    }
+    if (keep_) {
+      keep_->emplace();
+      (*keep_)->config = source.config();
+    }
+  }
+
+  void add_block(Index b, const LlamaBlock& block, const LayerResults<Q>& results) {
+    if constexpr (std::is_same_v<Q, DynamicIntQuantizer>)  // a k-quant run writes GGUF only
+      for (auto& h : hf_) h.writer->add_block(b, block, results);
+    for (auto& g : gguf_) g.writer->add_block(b, results);
+    for (const auto& r : results) quantized_layers_ += r.has_value();
+    if (keep_) (*keep_)->blocks.push_back(block);
+  }
+
+  /// Close every file; the formats' report entries.
+  nlohmann::json finish(const fs::path& output) {
+    nlohmann::json report;
+    for (auto& h : hf_) {
+      h.writer->finish(source_);
+      const auto& fp_layers = h.writer->not_converted();
+      const std::size_t dropped = fp_layers.size() - (static_cast<std::size_t>(source_.config().layers) * 7 - quantized_layers_);
+      report[h.format.name]["float16_layers"] = fp_layers;
+      if (dropped > 0)
+        std::printf("warning: %s cannot hold %zu quantized layers (shape does not fit its packing); they are written as float16 of their quantized values\n",
+                    h.format.name.c_str(), dropped);
+    }
+    for (auto& g : gguf_) {
+      const auto choices = g.writer->finish();
+      std::size_t tuned = 0;
+      for (const auto& ch : choices) tuned += ch.tuned;
+      report[g.format.name]["tensors_with_tuned_values"] = tuned;
+      std::printf("%s: %zu of %zu tensors hold AutoRound-tuned values (the linear layers; embeddings and norms as llama-quantize)\n",
+                  g.format.name.c_str(), tuned, choices.size());
+    }
+    auto describe_files = [&](const OutputFormat& f, const fs::path& dir) {
+      std::uintmax_t bytes = 0;
+      for (const auto& entry : fs::directory_iterator(dir)) bytes += entry.file_size();
+      report[f.name]["directory"] = f.directory();
+      report[f.name]["bytes"] = bytes;
+      std::printf("wrote %-12s %s/ (%.1f MB)\n", f.name.c_str(), (output / f.directory()).c_str(), static_cast<double>(bytes) / 1e6);
+    };
+    for (auto& h : hf_) describe_files(h.format, h.dir);
+    for (auto& g : gguf_) describe_files(g.format, g.file.parent_path());
+    if (keep_) {
+      LlamaModel& m = **keep_;
+      m.embedding = source_.embedding();
+      m.final_norm = source_.final_norm();
+      m.output = source_.output();
+    }
+    return report;
+  }
+
+ private:
+  struct Hf {
+    OutputFormat format;
+    fs::path dir;
+    std::unique_ptr<HfShardWriter> writer;
+  };
+  struct Gguf {
+    OutputFormat format;
+    fs::path file;
+    std::unique_ptr<GgufBlockWriter<Q>> writer;
+  };
+  const AnyModelSource& source_;
+  std::optional<LlamaModel>* keep_;
+  std::vector<Hf> hf_;
+  std::vector<Gguf> gguf_;
+  std::size_t quantized_layers_ = 0;
+};
+
+/// One tuning run, streamed: each block is read from the source, tuned (CPU or GPU) and handed
+/// to the pass's writers; only the block being tuned is held, unless --eval keeps them all.
+template <WeightQuantizer Q>
+PassResult run_pass(const TuningPass& pass, const AnyModelSource& source, const GgufFile* source_gguf,
+                    const std::vector<TokenSequence>& samples, Device device, const fs::path& staging, const fs::path& output,
+                    std::optional<LlamaModel>* keep) {
+  ProgressBar bar{source.config().layers, pass.options.tune.iters};
   PassResult r;
+  PassWriters<Q> writers(pass, source, source_gguf, staging, keep);
   const auto start = std::chrono::steady_clock::now();
   const auto on_block = [&](const BlockReport& b, Index) {
     r.reports.push_back(b);
@@ -266,73 +368,23 @@ PassResult tune(LlamaModel& model, const std::vector<TokenSequence>& samples, co
     stop_if_asked();
     bar.step(b, s, loss);
   };
-  if (kquants && device.cuda) {
+  const auto sink = [&](Index b, const LlamaBlock& block, const LayerResults<Q>& results) { writers.add_block(b, block, results); };
+  if (device.cuda) {
 #if defined(AUTOROUND_CUDA_PIPELINE)
-    r.kquant_layers = autoround_cli::quantize_kquant_model_on_cuda(model, samples, options, on_block, on_step, device.precision);
-#endif
-  } else if (kquants) {
-    r.kquant_layers = quantize_model<SignSGD<LinearDecay>, Cpu, DynamicDoubleQuantizer>(
-        model, std::span<const TokenSequence>(samples), options, on_block, on_step);
-  } else if (device.cuda) {
-#if defined(AUTOROUND_CUDA_PIPELINE)
-    r.layers = autoround_cli::quantize_model_on_cuda(model, samples, options, on_block, on_step, device.precision);
+    if constexpr (std::is_same_v<Q, DynamicDoubleQuantizer>)
+      autoround_cli::quantize_kquant_streaming_on_cuda(source, samples, pass.options, sink, on_block, on_step, device.precision);
+    else
+      autoround_cli::quantize_streaming_on_cuda(source, samples, pass.options, sink, on_block, on_step, device.precision);
 #endif
   } else {
-    r.layers = quantize_model(model, std::span<const TokenSequence>(samples), options, on_block, on_step);
+    quantize_model_streaming<SignSGD<LinearDecay>, Cpu, Q>(source, std::span<const TokenSequence>(samples), pass.options, sink,
+                                                           on_block, on_step);
   }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::fprintf(stderr, "\n");
+  stop_if_asked();
+  r.formats = writers.finish(output);
   return r;
-}
-
-std::string describe(const TuningPass& pass) {
-  if (pass.tuned_for) return "each linear layer tuned for its " + pass.tuned_for->name + " block type (llama-quantize's choice)";
-  const QuantSpec& s = pass.options.spec;
-  return "W" + std::to_string(s.bits) + "G" + std::to_string(s.group_size) + (s.symmetry == Symmetric ? " sym" : " asym") +
-         (pass.options.overrides.empty() ? "" : " with " + std::to_string(pass.options.overrides.size()) + " --layer overrides");
-}
-
-/// Writes the formats of one pass into `staging`; returns their report entries.
-nlohmann::json write_formats(const TuningPass& pass, const PassResult& result, const LlamaModel& model,
-                             const std::optional<GgufFile>& source_gguf, const std::string& model_path, const fs::path& staging,
-                             const fs::path& output) {
-  nlohmann::json report;
-  const bool kquants = !result.kquant_layers.empty();
-  const QuantizedLlama quantized{model, result.layers, pass.options};
-  const ExportSource source{source_gguf ? &*source_gguf : nullptr, source_gguf ? fs::path() : fs::path(model_path)};
-  for (const OutputFormat& f : pass.formats) {
-    const fs::path dir = staging / f.directory();
-    fs::create_directories(dir);
-    const auto t0 = std::chrono::steady_clock::now();
-    if (f.hf) {
-      const auto fp_layers = export_hf_checkpoint(quantized, *f.hf, dir, source);
-      std::size_t quantized_layers = 0;
-      for (const auto& block : result.layers)
-        for (const auto& l : block) quantized_layers += l.has_value();
-      const std::size_t dropped = fp_layers.size() - (static_cast<std::size_t>(model.config.layers) * 7 - quantized_layers);
-      report[f.name]["float16_layers"] = fp_layers;
-      if (dropped > 0)
-        std::printf("warning: %s cannot hold %zu quantized layers (shape does not fit its packing); they are written as float16 of their quantized values\n",
-                    f.name.c_str(), dropped);
-    } else {
-      const fs::path file = dir / ("model-" + f.gguf->name + ".gguf");
-      const auto choices = kquants ? export_gguf_model(QuantizedLlama<DynamicDoubleQuantizer>{model, result.kquant_layers, pass.options},
-                                                       *source_gguf, *f.gguf, file)
-                                   : export_gguf_model(quantized, *source_gguf, *f.gguf, file);
-      std::size_t tuned = 0;
-      for (const auto& ch : choices) tuned += ch.tuned;
-      report[f.name]["tensors_with_tuned_values"] = tuned;
-      std::printf("%s: %zu of %zu tensors hold AutoRound-tuned values (the linear layers; embeddings and norms as llama-quantize)\n",
-                  f.name.c_str(), tuned, choices.size());
-    }
-    std::uintmax_t bytes = 0;
-    for (const auto& entry : fs::directory_iterator(dir)) bytes += entry.file_size();
-    report[f.name]["directory"] = f.directory();
-    report[f.name]["bytes"] = bytes;
-    std::printf("wrote %-12s %s/ (%.1f MB, %.1f s)\n", f.name.c_str(), (output / f.directory()).c_str(), static_cast<double>(bytes) / 1e6,
-                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return report;
 }
 
 int quantize(const std::string& model_path, const std::string& calibration_path, const std::string& eval_path,
@@ -342,9 +394,13 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
     throw Error(output.string() + ": already exists (pass --overwrite to replace it)");
   const bool gguf_source = !fs::is_directory(model_path);
   check_formats(formats, options, gguf_source);
-  std::optional<GgufFile> source_gguf;
-  if (gguf_source) source_gguf.emplace(model_path);
-  std::optional<LlamaModel> model(load_llama(model_path));
+  // the model is read block by block from the mapped file (model/model_source.hpp)
+  std::optional<GgufModelSource> gguf;
+  std::optional<HfModelSource> hf;
+  if (gguf_source) gguf.emplace(model_path); else hf.emplace(model_path);
+  const AnyModelSource source = gguf ? AnyModelSource(*gguf) : AnyModelSource(*hf);
+  const GgufFile* source_gguf = gguf ? &gguf->file() : nullptr;
+  const LlamaConfig& config = source.config();
   // the loss skips padding as the reference does: the tokenizer's pad id, when the model names one
   if (!options.pad_token && source_gguf && source_gguf->find("tokenizer.ggml.padding_token_id"))
     options.pad_token = static_cast<std::int32_t>(source_gguf->get_uint("tokenizer.ggml.padding_token_id"));
@@ -359,16 +415,17 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
                    samples.size(), options.seqlen, options.nsamples);
     options.nsamples = static_cast<Index>(samples.size());
   } else {
-    samples = consecutive_windows(load_tokens(calibration_path, tokenizer_path, model->config.vocab), options.nsamples, options.seqlen);
+    samples = consecutive_windows(load_tokens(calibration_path, tokenizer_path, config.vocab), options.nsamples, options.seqlen);
   }
+  // --eval needs whole models: the source before, each run's quantized model after (held then)
   std::optional<PerplexityResult> before;
   std::vector<std::int32_t> evaluation;
   if (!eval_path.empty()) {
-    evaluation = load_tokens(eval_path, tokenizer_path, model->config.vocab);
-    before = perplexity(*model, evaluation, 512, eval_windows);
+    evaluation = load_tokens(eval_path, tokenizer_path, config.vocab);
+    before = perplexity(load_model(source), evaluation, 512, eval_windows);
     std::printf("perplexity before: %.4f (%ld tokens)\n", before->perplexity, before->tokens_scored);
   }
-  const std::vector<TuningPass> passes = plan_passes(formats, options, *model);
+  const std::vector<TuningPass> passes = plan_passes(formats, options, config);
 
   nlohmann::json report;
   report["model"] = model_path;
@@ -390,18 +447,21 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   try {
     for (std::size_t p = 0; p < passes.size(); ++p) {
       const TuningPass& pass = passes[p];
-      if (!model) model.emplace(load_llama(model_path));  // each run tunes the source model
       std::string names;
       for (const OutputFormat& f : pass.formats) names += (names.empty() ? "" : ", ") + f.name;
       std::printf("\ntuning run %zu of %zu (%s): %s\n", p + 1, passes.size(), names.c_str(), describe(pass).c_str());
-      const bool kquants = needs_double_quant(pass.options.overrides);
-      const PassResult result = tune(*model, samples, pass.options, device, kquants);
+      std::optional<LlamaModel> tuned;  // held only for --eval
+      std::optional<LlamaModel>* keep = before ? &tuned : nullptr;
+      const PassResult result = needs_double_quant(pass.options.overrides)
+                                    ? run_pass<DynamicDoubleQuantizer>(pass, source, source_gguf, samples, device, staging, output, keep)
+                                    : run_pass<DynamicIntQuantizer>(pass, source, source_gguf, samples, device, staging, output, keep);
       seconds += result.seconds;
       std::printf("| block | layers | RTN loss | best loss | best step | seconds |\n|---|---|---|---|---|---|\n");
       for (const BlockReport& r : result.reports)
         std::printf("| %ld | %d | %.5g | %.5g | %d | %.1f |\n", r.block, r.quantized_layers, r.stats.rtn_loss, r.stats.best_loss,
                     r.stats.best_step, r.seconds);
-      std::printf("quantized %zu blocks in %s\n", result.reports.size(), clock_text(result.seconds).c_str());
+      std::printf("quantized %zu blocks in %s (files written as the blocks finished)\n", result.reports.size(),
+                  clock_text(result.seconds).c_str());
       nlohmann::json entry;
       entry["scheme"] = describe(pass);
       if (!pass.tuned_for) {
@@ -413,16 +473,14 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
       for (const BlockReport& r : result.reports)
         entry["blocks"].push_back({{"block", r.block}, {"quantized_layers", r.quantized_layers}, {"rtn_loss", r.stats.rtn_loss},
                                    {"best_loss", r.stats.best_loss}, {"best_step", r.stats.best_step}, {"seconds", r.seconds}});
-      if (before) {
-        const PerplexityResult after = perplexity(*model, evaluation, 512, eval_windows);
+      if (tuned) {
+        const PerplexityResult after = perplexity(*tuned, evaluation, 512, eval_windows);
         std::printf("perplexity after:  %.4f (before %.4f)\n", after.perplexity, before->perplexity);
         entry["perplexity_after"] = after.perplexity;
         entry["eval_tokens"] = after.tokens_scored;
       }
-      stop_if_asked();
-      entry["formats"] = write_formats(pass, result, *model, source_gguf, model_path, staging, output);
+      entry["formats"] = result.formats;
       report["runs"].push_back(entry);
-      model.reset();
     }
     report["seconds"] = seconds;  // tuning, all runs
     stop_if_asked();

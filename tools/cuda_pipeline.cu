@@ -4,19 +4,23 @@
 
 namespace autoround_cli {
 
-ModelResults quantize_model_on_cuda(autoround::LlamaModel& model, std::span<const autoround::TokenSequence> samples,
-                                    const autoround::ModelQuantOptions& options, const autoround::BlockProgress& on_block,
-                                    const autoround::StepProgress& on_step, autoround::GemmPrecision precision) {
+void quantize_streaming_on_cuda(const autoround::AnyModelSource& source, std::span<const autoround::TokenSequence> samples,
+                                const autoround::ModelQuantOptions& options, const StreamSink<autoround::DynamicIntQuantizer>& sink,
+                                const autoround::BlockProgress& on_block, const autoround::StepProgress& on_step,
+                                autoround::GemmPrecision precision) {
   using namespace autoround;
-  return quantize_model<SignSGD<>, Cuda>(model, samples, options, on_block, on_step, SignSGD<>{}, Cuda{precision});
+  quantize_model_streaming<SignSGD<>, Cuda, DynamicIntQuantizer>(source, samples, options, sink, on_block, on_step, SignSGD<>{},
+                                                                 Cuda{precision});
 }
 
-KQuantModelResults quantize_kquant_model_on_cuda(autoround::LlamaModel& model, std::span<const autoround::TokenSequence> samples,
-                                                 const autoround::ModelQuantOptions& options, const autoround::BlockProgress& on_block,
-                                                 const autoround::StepProgress& on_step, autoround::GemmPrecision precision) {
+void quantize_kquant_streaming_on_cuda(const autoround::AnyModelSource& source, std::span<const autoround::TokenSequence> samples,
+                                       const autoround::ModelQuantOptions& options,
+                                       const StreamSink<autoround::DynamicDoubleQuantizer>& sink,
+                                       const autoround::BlockProgress& on_block, const autoround::StepProgress& on_step,
+                                       autoround::GemmPrecision precision) {
   using namespace autoround;
-  return quantize_model<SignSGD<>, Cuda, DynamicDoubleQuantizer>(model, samples, options, on_block, on_step, SignSGD<>{},
-                                                                 Cuda{precision});
+  quantize_model_streaming<SignSGD<>, Cuda, DynamicDoubleQuantizer>(source, samples, options, sink, on_block, on_step, SignSGD<>{},
+                                                                    Cuda{precision});
 }
 
 int cuda_device_count() { return autoround::cuda::device_count(); }

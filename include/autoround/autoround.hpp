@@ -33,10 +33,12 @@
 
 #include "model/calibration.hpp"
 #include "model/calibration_samples.hpp"
+#include "model/gguf_source.hpp"
 #include "model/hf_loader.hpp"
 #include "model/llama_block.hpp"
 #include "model/llama_forward.hpp"
 #include "model/llama_model.hpp"
+#include "model/model_source.hpp"
 #include "model/perplexity.hpp"
 #include "model/token_file.hpp"
 

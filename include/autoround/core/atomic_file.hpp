@@ -10,11 +10,15 @@
 
 namespace autoround {
 
-inline void write_file_atomically(const std::filesystem::path& path, std::span<const std::byte> bytes) {
+/// Write a file from consecutive pieces (`pieces(put)` calls put(bytes) for each), atomically.
+template <class Pieces>
+void write_file_atomically_from(const std::filesystem::path& path, Pieces&& pieces) {
   const auto tmp = std::filesystem::path(path.string() + ".tmp");
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    pieces([&](std::span<const std::byte> bytes) {
+      if (out) out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    });
     if (!out.flush()) {
       out.close();
       std::filesystem::remove(tmp);
@@ -22,6 +26,10 @@ inline void write_file_atomically(const std::filesystem::path& path, std::span<c
     }
   }
   std::filesystem::rename(tmp, path);
+}
+
+inline void write_file_atomically(const std::filesystem::path& path, std::span<const std::byte> bytes) {
+  write_file_atomically_from(path, [&](auto&& put) { put(bytes); });
 }
 
 }  // namespace autoround

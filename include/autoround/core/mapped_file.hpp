@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <span>
 #include <string>
@@ -61,6 +62,18 @@ class MappedFile {
   }
 
   std::span<const std::byte> bytes() const { return {data_, size_}; }
+
+  /// Let the kernel drop the pages of `part` (a view into this file) from this process: a mapped
+  /// page that was read stays resident, and counted in the process's RSS, until unmapped, so a
+  /// reader that streams a large file block by block releases each block after converting it.
+  /// Reading `part` again maps the pages in again from the file. No-op for an in-memory file.
+  void release(std::span<const std::byte> part) const {
+    if (!owned_.empty() || part.empty() || !data_) return;
+    const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+    const auto begin = (reinterpret_cast<std::uintptr_t>(part.data()) + page - 1) / page * page;
+    const auto end = (reinterpret_cast<std::uintptr_t>(part.data()) + part.size()) / page * page;
+    if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+  }
   const std::string& path() const { return path_; }
 
  private:

@@ -45,19 +45,20 @@ inline std::optional<QuantSpec> exact_spec_for(const GgufScheme& s) { return exa
 /// int_sym_dq for Q6_K ones, and the fallback types' schemes): one exact-name override per
 /// layer. Layers whose type has no tuned encoding stay in full precision while tuning.
 /// Run quantize_model with DynamicDoubleQuantizer when any of them is a k-quant.
-inline std::vector<LayerOverride> gguf_tuning_overrides(const GgufScheme& scheme, const LlamaModel& model) {
+inline std::vector<LayerOverride> gguf_tuning_overrides(const GgufScheme& scheme, const LlamaConfig& config) {
   std::vector<LayerOverride> overrides;
-  const Index layers = model.config.layers;
-  for (Index b = 0; b < layers; ++b)
+  for (Index b = 0; b < config.layers; ++b)
     for (Linear l : all_linears) {
-      const RowMatrix& w = model.blocks[static_cast<std::size_t>(b)][l];
-      const ggml::Type type = gguf_tensor_type(scheme, w.cols(), b, l, model.config, false);
+      const ggml::Type type = gguf_tensor_type(scheme, linear_shape(config, l).second, b, l, config, false);
       std::string pattern = "^" + layer_name(b, l) + "$";
       for (std::size_t i = 0; i < pattern.size(); ++i)
         if (pattern[i] == '.') pattern.insert(i++, "\\");
       overrides.push_back({pattern, exact_spec_for(type)});
     }
   return overrides;
+}
+inline std::vector<LayerOverride> gguf_tuning_overrides(const GgufScheme& scheme, const LlamaModel& model) {
+  return gguf_tuning_overrides(scheme, model.config);
 }
 
 /// Whether any of those schemes needs double quantization (a DoubleQuantizer).
@@ -72,53 +73,106 @@ struct GgufTensorChoice {
   bool tuned = false;  ///< AutoRound's codes and scales, unchanged
 };
 
+/// A GGUF file written as the blocks of a model are quantized (quantize_model_streaming's sink;
+/// export_gguf_model uses it too): every tensor's type is known up front (gguf_mix.hpp), so the
+/// header is written first and the tensors follow in the source file's order; a tensor of block b
+/// is written once add_block(b) has been called, every other tensor (embedding, norms of the
+/// head, the LM head) is re-quantized from the source when its turn comes. A finished block whose
+/// tensors cannot be written yet (a source that does not list its blocks in order) is held
+/// encoded until they can. The file is `path.tmp` until finish() renames it.
+template <WeightQuantizer Q = DynamicIntQuantizer>
+class GgufBlockWriter {
+ public:
+  GgufBlockWriter(const GgufFile& source, const GgufScheme& scheme, const LlamaConfig& config, const std::filesystem::path& path)
+      : source_(source), header_(source.find("general.alignment") ? source.get_uint("general.alignment") : 32) {
+    for (const std::string& key : source.metadata_order()) header_.set(key, source.metadata().at(key));
+    header_.set_u32("general.file_type", scheme.file_type);
+    header_.set_u32("general.quantization_version", 2);
+    for (const GgufTensor& t : source.tensors()) {
+      ggml::Type type = t.type == ggml::Type::F16 ? ggml::Type::F16 : ggml::Type::F32;  // norms: as llama-quantize
+      const auto [block, linear] = gguf_tensor_site(t.name);
+      if (t.dims.size() > 1) {
+        const bool is_output = t.name == "output.weight" || (t.name == "token_embd.weight" && !source.find_tensor("output.weight"));
+        type = gguf_tensor_type(scheme, t.cols(), block, linear, config, is_output);
+      }
+      header_.declare_tensor(t.name, t.dims, type);
+      choices_.push_back({t.name, type});
+      sites_.push_back({block, linear});
+    }
+    encoded_.resize(choices_.size());
+    finished_.assign(static_cast<std::size_t>(config.layers), false);
+    stream_.emplace(path, header_);
+    pump();
+  }
+  GgufBlockWriter(const GgufBlockWriter&) = delete;  // the stream refers to header_
+  GgufBlockWriter& operator=(const GgufBlockWriter&) = delete;
+
+  /// Block b's tuned layers: those whose type stores their scheme exactly keep their codes and scales.
+  void add_block(Index b, const LayerResults<Q>& results) {
+    detail::require(b >= 0 && b < static_cast<Index>(finished_.size()) && !finished_[static_cast<std::size_t>(b)],
+                    stream_->path().string() + ": block " + std::to_string(b) + " given twice or out of range");
+    for (std::size_t i = 0; i < choices_.size(); ++i) {
+      const auto& [block, linear] = sites_[i];
+      if (!block || *block != b || !linear || source_.tensors()[i].dims.size() < 2) continue;
+      const auto& tuned = results[static_cast<std::size_t>(*linear)];
+      if (!tuned || exact_spec_for(choices_[i].type) != tuned->quantizer.spec()) continue;
+      const std::string& name = choices_[i].name;
+      encoded_[i] = [&] {
+        if constexpr (SuperGroupQuantizer<Q>)
+          if (tuned->quantizer.double_quantized()) return ggml::encode_tuned(choices_[i].type, double_quant_view(*tuned), name);
+        return ggml::encode_tuned(choices_[i].type, int_view(*tuned), name);
+      }();
+      choices_[i].tuned = true;
+    }
+    finished_[static_cast<std::size_t>(b)] = true;
+    pump();
+  }
+
+  /// Write what remains and rename the file into place; how each tensor was stored.
+  std::vector<GgufTensorChoice> finish() {
+    pump();
+    detail::require(next_ == choices_.size(), stream_->path().string() + ": tensor '" +
+                                                  (next_ < choices_.size() ? choices_[next_].name : std::string()) +
+                                                  "' is still waiting for its block");
+    stream_->finish();
+    return choices_;
+  }
+
+ private:
+  void pump() {
+    for (; next_ < choices_.size(); ++next_) {
+      const auto& block = sites_[next_].first;
+      if (block && *block < static_cast<Index>(finished_.size()) && !finished_[static_cast<std::size_t>(*block)]) return;
+      const GgufTensor& t = source_.tensors()[next_];
+      if (encoded_[next_]) {
+        stream_->write(t.name, *encoded_[next_]);
+        encoded_[next_].reset();
+        continue;
+      }
+      // the source's float values, dequantized only for the tensors that are re-quantized from them
+      const RowMatrix x = source_.to_float(t);
+      source_.release(t);
+      stream_->write(t.name, ggml::quantize(choices_[next_].type, std::span<const float>(x.data(), static_cast<std::size_t>(x.size()))));
+    }
+  }
+
+  const GgufFile& source_;
+  GgufWriter header_;
+  std::vector<GgufTensorChoice> choices_;
+  std::vector<std::pair<std::optional<Index>, std::optional<Linear>>> sites_;
+  std::vector<std::optional<std::vector<std::byte>>> encoded_;
+  std::vector<bool> finished_;
+  std::optional<GgufStreamWriter> stream_;
+  std::size_t next_ = 0;
+};
+
+/// The whole quantized model to `path` (GgufBlockWriter, block after block).
 template <WeightQuantizer Q>
 std::vector<GgufTensorChoice> export_gguf_model(const QuantizedLlama<Q>& q, const GgufFile& source, const GgufScheme& scheme,
                                                 const std::filesystem::path& path) {
-  const std::uint64_t alignment = source.find("general.alignment") ? source.get_uint("general.alignment") : 32;
-  GgufWriter w(alignment);
-  for (const std::string& key : source.metadata_order()) w.set(key, source.metadata().at(key));
-  w.set_u32("general.file_type", scheme.file_type);
-  w.set_u32("general.quantization_version", 2);
-
-  // The layout first (llama-quantize's type for every tensor is known before any is quantized),
-  // then each tensor is made and streamed to the file: one tensor's bytes in memory at a time.
-  std::vector<GgufTensorChoice> choices;
-  for (const GgufTensor& t : source.tensors()) {
-    ggml::Type type = t.type == ggml::Type::F16 ? ggml::Type::F16 : ggml::Type::F32;  // norms: as llama-quantize
-    if (t.dims.size() > 1) {
-      const auto [block, linear] = gguf_tensor_site(t.name);
-      const bool is_output = t.name == "output.weight" || (t.name == "token_embd.weight" && !source.find_tensor("output.weight"));
-      type = gguf_tensor_type(scheme, t.cols(), block, linear, q.model.config, is_output);
-    }
-    w.declare_tensor(t.name, t.dims, type);
-    choices.push_back({t.name, type});
-  }
-  GgufStreamWriter stream(path, w);
-  for (std::size_t i = 0; i < choices.size(); ++i) {
-    const GgufTensor& t = source.tensors()[i];
-    GgufTensorChoice& choice = choices[i];
-    // blk.N.<linear>.weight: is there a tuned result that this type stores exactly?
-    const auto [block, linear] = gguf_tensor_site(t.name);
-    if (t.dims.size() > 1 && block && linear && *block < static_cast<Index>(q.layers.size())) {
-      const auto& tuned = q.quantized(*block, *linear);
-      if (tuned && exact_spec_for(choice.type) == tuned->quantizer.spec()) {
-        const auto encoded = [&] {
-          if constexpr (SuperGroupQuantizer<Q>)
-            if (tuned->quantizer.double_quantized()) return ggml::encode_tuned(choice.type, double_quant_view(*tuned), t.name);
-          return ggml::encode_tuned(choice.type, int_view(*tuned), t.name);
-        }();
-        stream.write(t.name, encoded);
-        choice.tuned = true;
-        continue;
-      }
-    }
-    // the source's float values, dequantized only for the tensors that are re-quantized from them
-    const RowMatrix x = source.to_float(t);
-    stream.write(t.name, ggml::quantize(choice.type, std::span<const float>(x.data(), static_cast<std::size_t>(x.size()))));
-  }
-  stream.finish();
-  return choices;
+  GgufBlockWriter<Q> writer(source, scheme, q.model.config, path);
+  for (Index b = 0; b < static_cast<Index>(q.layers.size()); ++b) writer.add_block(b, q.layers[static_cast<std::size_t>(b)]);
+  return writer.finish();
 }
 
 }  // namespace autoround

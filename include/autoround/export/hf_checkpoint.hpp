@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -21,6 +22,7 @@
 #include "../core/fp16.hpp"
 #include "../format/gguf_reader.hpp"
 #include "../format/safetensors.hpp"
+#include "../model/model_source.hpp"
 #include "../pack/awq.hpp"
 #include "../pack/ggml_quantize.hpp"
 #include "../pack/gptq.hpp"
@@ -86,24 +88,51 @@ inline constexpr const char* kTokenizerFiles[] = {"tokenizer.json", "tokenizer_c
                                                   "special_tokens_map.json", "vocab.json", "merges.txt",
                                                   "added_tokens.json", "generation_config.json", "chat_template.jinja"};
 
-/// Write `q` into the existing directory `dir` in `format`. Returns the names of the linear
-/// layers written in float16 (left in full precision, or not fitting the format).
-inline std::vector<std::string> export_hf_checkpoint(const QuantizedLlama<>& q, HfFormat format, const std::filesystem::path& dir,
-                                 const ExportSource& source) {
-  const LlamaModel& m = q.model;
-  const LlamaConfig& c = m.config;
-  const QuantSpec& spec = q.options.spec;
-  const bool gguf_rope = c.rope_style == RopeStyle::AdjacentPairs;
-  SafetensorsWriter w;
-  w.set_metadata("format", "pt");
-  detail::add_f16(w, "model.embed_tokens.weight", m.embedding.data(), {c.vocab, c.hidden});
-  detail::add_f16(w, "model.norm.weight", m.final_norm.data(), {c.hidden});
-  if (!c.tied_embeddings) detail::add_f16(w, "lm_head.weight", m.output.data(), {c.vocab, c.hidden});
+/// Writes the tensors of a quantized model in one of the three layouts, block by block, and then
+/// the metadata files (config.json with quantization_config, quantization_config.json, the
+/// tokenizer files). export_hf_checkpoint puts every tensor in one model.safetensors;
+/// HfShardWriter writes each block to its own shard as soon as it is tuned.
+class HfTensorWriter {
+ public:
+  HfTensorWriter(HfFormat format, const LlamaConfig& config, const ModelQuantOptions& options, const ExportSource& source)
+      : format_(format), c_(config), options_(options), spec_(options.spec), source_(source),
+        gguf_rope_(config.rope_style == RopeStyle::AdjacentPairs) {}
 
-  nlohmann::ordered_json extra = nlohmann::ordered_json::object(), dynamic = nlohmann::ordered_json::object();
-  std::vector<std::string> not_converted;
-  for (Index b = 0; b < c.layers; ++b) {
-    const LlamaBlock& block = m.blocks[static_cast<std::size_t>(b)];
+  /// The embedding, final norm and LM head (float16).
+  void add_globals(SafetensorsWriter& w, const RowMatrix& embedding, const Eigen::VectorXf& final_norm, const RowMatrix& output) const {
+    detail::add_f16(w, "model.embed_tokens.weight", embedding.data(), {c_.vocab, c_.hidden});
+    detail::add_f16(w, "model.norm.weight", final_norm.data(), {c_.hidden});
+    if (!c_.tied_embeddings) detail::add_f16(w, "lm_head.weight", output.data(), {c_.vocab, c_.hidden});
+  }
+
+  /// The same from a model source, the embedding converted a slice of rows at a time (host
+  /// memory: its float16 copy, not a float32 one).
+  template <ModelSource S>
+  void add_globals(SafetensorsWriter& w, const S& source) const {
+    std::vector<std::byte> embedding;
+    embedding.reserve(static_cast<std::size_t>(c_.vocab * c_.hidden) * 2);
+    std::vector<std::int32_t> ids;
+    for (Index first = 0; first < c_.vocab; first += 4096) {
+      ids.resize(static_cast<std::size_t>(std::min<Index>(4096, c_.vocab - first)));
+      for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int32_t>(first + static_cast<Index>(i));
+      const RowMatrix rows = source.embedding_rows(ids);
+      const auto f16 = ggml::quantize(ggml::Type::F16, std::span<const float>(rows.data(), static_cast<std::size_t>(rows.size())));
+      embedding.insert(embedding.end(), f16.begin(), f16.end());
+    }
+    w.add("model.embed_tokens.weight", Dtype::F16, {c_.vocab, c_.hidden}, std::move(embedding));
+    const Eigen::VectorXf norm = source.final_norm();
+    detail::add_f16(w, "model.norm.weight", norm.data(), {c_.hidden});
+    if (!c_.tied_embeddings) {
+      const RowMatrix output = source.output();
+      detail::add_f16(w, "lm_head.weight", output.data(), {c_.vocab, c_.hidden});
+    }
+  }
+
+  /// Block b: norms and biases in float16, each linear layer packed (or float16 where it stayed in
+  /// full precision or does not fit the format).
+  template <class Results>
+  void add_block(SafetensorsWriter& w, Index b, const LlamaBlock& block, const Results& results) {
+    const LlamaConfig& c = c_;
     const std::string prefix = "model.layers." + std::to_string(b) + ".";
     detail::add_f16(w, prefix + "input_layernorm.weight", block.attn_norm.data(), {c.hidden});
     detail::add_f16(w, prefix + "post_attention_layernorm.weight", block.ffn_norm.data(), {c.hidden});
@@ -116,127 +145,251 @@ inline std::vector<std::string> export_hf_checkpoint(const QuantizedLlama<>& q, 
         detail::add_f16(w, prefix + hf_name(all_linears[k]) + ".bias", block.qkv_bias[k].data(), {block.qkv_bias[k].size()});
     for (Linear l : all_linears) {
       const std::string name = prefix + hf_name(l);
-      const bool permuted = gguf_rope && (l == Linear::Query || l == Linear::Key);
-      const auto rows = permuted ? hf_rows_from_gguf(block[l].rows(), c.head_dim) : std::vector<Index>{};
-      const auto& quantized = q.quantized(b, l);
+      const bool permuted = gguf_rope_ && (l == Linear::Query || l == Linear::Key);
+      const auto rows = permuted ? hf_rows_from_gguf(block[l].rows(), c_.head_dim) : std::vector<Index>{};
+      const auto& quantized = results[static_cast<std::size_t>(l)];
       // AWQ has no short last group: such layers are written as float16 (listed in
       // modules_to_not_convert) holding their dequantized values, so the checkpoint still computes
       // what the quantized model computes (the reference would leave them unquantized).
-      const bool fits = format != HfFormat::AutoAwq || !quantized || quantized->cols() % quantized->layout.group_size() == 0;
+      const bool fits = format_ != HfFormat::AutoAwq || !quantized || quantized->cols() % quantized->layout.group_size() == 0;
       if (!quantized || !fits) {
         const RowMatrix weight = permuted ? permute_rows(block[l], rows) : block[l];
         detail::add_f16(w, name + ".weight", weight.data(), {weight.rows(), weight.cols()});
-        extra[name] = {{"bits", 16}, {"data_type", "float"}};
-        dynamic["-:" + detail::exact_regex(name)] = nlohmann::ordered_json::object();
-        not_converted.push_back(name);
+        extra_[name] = {{"bits", 16}, {"data_type", "float"}};
+        dynamic_["-:" + detail::exact_regex(name)] = nlohmann::ordered_json::object();
+        not_converted_.push_back(name);
         continue;
       }
       const auto qw = permuted ? permute_rows(*quantized, rows) : *quantized;
       const QuantSpec s = qw.quantizer.spec();
-      if (s != spec) {
+      if (s != spec_) {
         nlohmann::ordered_json diff;
-        if (s.bits != spec.bits) diff["bits"] = s.bits;
-        if (s.group_size != spec.group_size) diff["group_size"] = s.group_size;
-        if (s.symmetry != spec.symmetry) diff["sym"] = s.symmetry == Symmetric;
-        extra[name] = diff;
-        dynamic["+:" + detail::exact_regex(name)] = {{"bits", s.bits}, {"group_size", s.group_size}, {"sym", s.symmetry == Symmetric}};
-        detail::require(format != HfFormat::AutoAwq, name + ": AWQ checkpoints hold one scheme; this layer's differs");
+        if (s.bits != spec_.bits) diff["bits"] = s.bits;
+        if (s.group_size != spec_.group_size) diff["group_size"] = s.group_size;
+        if (s.symmetry != spec_.symmetry) diff["sym"] = s.symmetry == Symmetric;
+        extra_[name] = diff;
+        dynamic_["+:" + detail::exact_regex(name)] = {{"bits", s.bits}, {"group_size", s.group_size}, {"sym", s.symmetry == Symmetric}};
+        detail::require(format_ != HfFormat::AutoAwq, name + ": AWQ checkpoints hold one scheme; this layer's differs");
       }
       const Index out = qw.rows(), in = qw.cols();
-      if (format == HfFormat::AutoAwq) {
+      if (format_ == HfFormat::AutoAwq) {
         const AwqTensors t = pack_awq(qw, name);
         w.add<std::int32_t>(name + ".qweight", Dtype::I32, {in, out / 8}, t.qweight);
         w.add<std::int32_t>(name + ".qzeros", Dtype::I32, {t.groups(), out / 8}, t.qzeros);
         w.add<std::uint16_t>(name + ".scales", Dtype::F16, {t.groups(), out}, t.scales);
       } else {
         // the packing is chosen once for the checkpoint (packing_format), as the reference does
-        const bool v1 = format == HfFormat::AutoGptq || spec.symmetry == Symmetric;
-        const GptqTensors t = pack_gptq(qw, v1 ? GptqZeros::MinusOne : GptqZeros::Stored, format == HfFormat::AutoGptq, name);
+        const bool v1 = format_ == HfFormat::AutoGptq || spec_.symmetry == Symmetric;
+        const GptqTensors t = pack_gptq(qw, v1 ? GptqZeros::MinusOne : GptqZeros::Stored, format_ == HfFormat::AutoGptq, name);
         w.add<std::int32_t>(name + ".qweight", Dtype::I32, {t.qweight_rows(), out}, t.qweight);
         w.add<std::int32_t>(name + ".qzeros", Dtype::I32, {t.groups(), t.qzeros_cols()}, t.qzeros);
         w.add<std::uint16_t>(name + ".scales", Dtype::F16, {t.groups(), out}, t.scales);
-        if (format == HfFormat::AutoGptq) w.add<std::int32_t>(name + ".g_idx", Dtype::I32, {in}, t.g_idx);
+        if (format_ == HfFormat::AutoGptq) w.add<std::int32_t>(name + ".g_idx", Dtype::I32, {in}, t.g_idx);
       }
     }
   }
+
+  /// Linear layers written in float16 (left in full precision, or not fitting the format).
+  const std::vector<std::string>& not_converted() const { return not_converted_; }
+
+  /// config.json (with quantization_config), quantization_config.json and the tokenizer files.
+  void write_metadata(const std::filesystem::path& dir) const {
+    // quantization_config: the reference's keys, with its habit of dropping values equal to its defaults
+    const TuneOptions& t = options_.tune;
+    nlohmann::ordered_json qc = {{"bits", spec_.bits}, {"group_size", spec_.group_size}, {"sym", spec_.symmetry == Symmetric},
+                                 {"data_type", "int"}};
+    if (t.iters != 200) qc["iters"] = t.iters;
+    const float default_lr = t.iters > 0 ? 1.0f / static_cast<float>(t.iters) : 5e-3f;
+    if (t.iters > 0 && t.rounding_lr(spec_.bits) != default_lr) qc["lr"] = detail::short_float(t.rounding_lr(spec_.bits));
+    if (t.iters > 0 && t.clipping_lr(spec_.bits) != default_lr) qc["minmax_lr"] = detail::short_float(t.clipping_lr(spec_.bits));
+    if (options_.nsamples != 128) qc["nsamples"] = options_.nsamples;
+    if (options_.seqlen != 2048) qc["seqlen"] = options_.seqlen;
+    if (t.batch_size != 8) qc["batch_size"] = t.batch_size;
+    if (!t.enable_minmax_tuning) qc["enable_minmax_tuning"] = false;
+    qc["autoround_version"] = kAutoRoundFormatVersion;
+    qc["block_name_to_quantize"] = "model.layers";
+    if (format_ == HfFormat::AutoRound) {
+      qc["quant_method"] = "auto-round";
+      qc["packing_format"] = spec_.symmetry == Symmetric ? "auto_round:auto_gptq" : "auto_round";
+      if (!extra_.empty()) qc["extra_config"] = extra_;
+    } else if (format_ == HfFormat::AutoGptq) {
+      if (!dynamic_.empty()) qc["dynamic"] = dynamic_;
+      qc["lm_head"] = false;
+      qc["provider"] = "auto-round";
+      qc["quant_method"] = "gptq";
+      qc["desc_act"] = false;
+      qc["true_sequential"] = false;
+      qc["damp_percent"] = 0.01;
+    } else {
+      qc["provider"] = "auto-round";
+      qc["quant_method"] = "awq";
+      qc["zero_point"] = spec_.symmetry != Symmetric;
+      qc["version"] = "gemm";
+      qc["modules_to_not_convert"] = not_converted_;
+    }
+
+    nlohmann::ordered_json config;
+    if (source_.gguf) {
+      const GgufFile& gguf = *source_.gguf;
+      detail::require(c_.rope_divisors.empty(), gguf.path() + ": RoPE scaling stored as rope_freqs / linear factors cannot be "
+                                                             "written as a config.json rope_scaling yet");
+      const TokenizerFiles tok = tokenizer_files_from_gguf(gguf);
+      const bool qwen2 = c_.model_type == "qwen2", qwen3 = c_.model_type == "qwen3";
+      config = {{"architectures", {qwen2 ? "Qwen2ForCausalLM" : qwen3 ? "Qwen3ForCausalLM" : "LlamaForCausalLM"}},
+                {"model_type", qwen2 || qwen3 ? c_.model_type : "llama"},
+                {"hidden_size", c_.hidden},
+                {"intermediate_size", c_.intermediate}, {"num_attention_heads", c_.heads}, {"num_key_value_heads", c_.kv_heads},
+                {"num_hidden_layers", c_.layers}, {"head_dim", c_.head_dim}, {"hidden_act", "silu"}, {"rms_norm_eps", detail::short_float(c_.rms_eps)},
+                {"rope_theta", detail::short_float(c_.rope_theta)}, {"vocab_size", c_.vocab}, {"tie_word_embeddings", c_.tied_embeddings},
+                {"attention_bias", false}, {"mlp_bias", false}};
+      if (qwen2 || qwen3) {
+        config.erase("attention_bias");
+        config.erase("mlp_bias");
+        config["use_sliding_window"] = false;
+      }
+      const std::string arch = gguf.find("general.architecture") ? gguf.get_string("general.architecture") : "llama";
+      if (gguf.find(arch + ".context_length")) config["max_position_embeddings"] = gguf.get_uint(arch + ".context_length");
+      for (const char* key : {"bos_token_id", "eos_token_id"})
+        if (tok.generation_config.contains(key)) config[key] = tok.generation_config[key];
+      detail::write_json(dir / "tokenizer.json", tok.tokenizer);
+      detail::write_json(dir / "tokenizer_config.json", tok.tokenizer_config);
+      detail::write_json(dir / "generation_config.json", tok.generation_config);
+    } else {
+      std::ifstream in(source_.hf_dir / "config.json");
+      try {
+        config = nlohmann::ordered_json::parse(in);
+      } catch (const nlohmann::json::exception& e) {
+        throw Error((source_.hf_dir / "config.json").string() + ": " + e.what());
+      }
+      for (const char* file : kTokenizerFiles)
+        if (std::filesystem::exists(source_.hf_dir / file))
+          std::filesystem::copy_file(source_.hf_dir / file, dir / file, std::filesystem::copy_options::overwrite_existing);
+    }
+    config["torch_dtype"] = "float16";
+    config["quantization_config"] = qc;
+    detail::write_json(dir / "config.json", config);
+    detail::write_json(dir / "quantization_config.json", qc);
+  }
+
+ private:
+  HfFormat format_;
+  LlamaConfig c_;
+  const ModelQuantOptions& options_;
+  QuantSpec spec_;
+  ExportSource source_;
+  bool gguf_rope_;
+  nlohmann::ordered_json extra_ = nlohmann::ordered_json::object(), dynamic_ = nlohmann::ordered_json::object();
+  std::vector<std::string> not_converted_;
+};
+
+/// Write `q` into the existing directory `dir` in `format`, every tensor in one model.safetensors.
+/// Returns the names of the linear layers written in float16 (left in full precision, or not
+/// fitting the format).
+inline std::vector<std::string> export_hf_checkpoint(const QuantizedLlama<>& q, HfFormat format, const std::filesystem::path& dir,
+                                                     const ExportSource& source) {
+  const LlamaModel& m = q.model;
+  HfTensorWriter writer(format, m.config, q.options, source);
+  SafetensorsWriter w;
+  w.set_metadata("format", "pt");
+  writer.add_globals(w, m.embedding, m.final_norm, m.output);
+  for (Index b = 0; b < m.config.layers; ++b) writer.add_block(w, b, m.blocks[static_cast<std::size_t>(b)], q.layers.at(static_cast<std::size_t>(b)));
   w.write(dir / "model.safetensors");
-
-  // quantization_config: the reference's keys, with its habit of dropping values equal to its defaults
-  const TuneOptions& t = q.options.tune;
-  nlohmann::ordered_json qc = {{"bits", spec.bits}, {"group_size", spec.group_size}, {"sym", spec.symmetry == Symmetric},
-                               {"data_type", "int"}};
-  if (t.iters != 200) qc["iters"] = t.iters;
-  const float default_lr = t.iters > 0 ? 1.0f / static_cast<float>(t.iters) : 5e-3f;
-  if (t.iters > 0 && t.rounding_lr(spec.bits) != default_lr) qc["lr"] = detail::short_float(t.rounding_lr(spec.bits));
-  if (t.iters > 0 && t.clipping_lr(spec.bits) != default_lr) qc["minmax_lr"] = detail::short_float(t.clipping_lr(spec.bits));
-  if (q.options.nsamples != 128) qc["nsamples"] = q.options.nsamples;
-  if (q.options.seqlen != 2048) qc["seqlen"] = q.options.seqlen;
-  if (t.batch_size != 8) qc["batch_size"] = t.batch_size;
-  if (!t.enable_minmax_tuning) qc["enable_minmax_tuning"] = false;
-  qc["autoround_version"] = kAutoRoundFormatVersion;
-  qc["block_name_to_quantize"] = "model.layers";
-  if (format == HfFormat::AutoRound) {
-    qc["quant_method"] = "auto-round";
-    qc["packing_format"] = spec.symmetry == Symmetric ? "auto_round:auto_gptq" : "auto_round";
-    if (!extra.empty()) qc["extra_config"] = extra;
-  } else if (format == HfFormat::AutoGptq) {
-    if (!dynamic.empty()) qc["dynamic"] = dynamic;
-    qc["lm_head"] = false;
-    qc["provider"] = "auto-round";
-    qc["quant_method"] = "gptq";
-    qc["desc_act"] = false;
-    qc["true_sequential"] = false;
-    qc["damp_percent"] = 0.01;
-  } else {
-    qc["provider"] = "auto-round";
-    qc["quant_method"] = "awq";
-    qc["zero_point"] = spec.symmetry != Symmetric;
-    qc["version"] = "gemm";
-    qc["modules_to_not_convert"] = not_converted;
-  }
-
-  nlohmann::ordered_json config;
-  if (source.gguf) {
-    const GgufFile& gguf = *source.gguf;
-    detail::require(c.rope_divisors.empty(), gguf.path() + ": RoPE scaling stored as rope_freqs / linear factors cannot be "
-                                                           "written as a config.json rope_scaling yet");
-    const TokenizerFiles tok = tokenizer_files_from_gguf(gguf);
-    const bool qwen2 = c.model_type == "qwen2", qwen3 = c.model_type == "qwen3";
-    config = {{"architectures", {qwen2 ? "Qwen2ForCausalLM" : qwen3 ? "Qwen3ForCausalLM" : "LlamaForCausalLM"}},
-              {"model_type", qwen2 || qwen3 ? c.model_type : "llama"},
-              {"hidden_size", c.hidden},
-              {"intermediate_size", c.intermediate}, {"num_attention_heads", c.heads}, {"num_key_value_heads", c.kv_heads},
-              {"num_hidden_layers", c.layers}, {"head_dim", c.head_dim}, {"hidden_act", "silu"}, {"rms_norm_eps", detail::short_float(c.rms_eps)},
-              {"rope_theta", detail::short_float(c.rope_theta)}, {"vocab_size", c.vocab}, {"tie_word_embeddings", c.tied_embeddings},
-              {"attention_bias", false}, {"mlp_bias", false}};
-    if (qwen2 || qwen3) {
-      config.erase("attention_bias");
-      config.erase("mlp_bias");
-      config["use_sliding_window"] = false;
-    }
-    const std::string arch = gguf.find("general.architecture") ? gguf.get_string("general.architecture") : "llama";
-    if (gguf.find(arch + ".context_length")) config["max_position_embeddings"] = gguf.get_uint(arch + ".context_length");
-    for (const char* key : {"bos_token_id", "eos_token_id"})
-      if (tok.generation_config.contains(key)) config[key] = tok.generation_config[key];
-    detail::write_json(dir / "tokenizer.json", tok.tokenizer);
-    detail::write_json(dir / "tokenizer_config.json", tok.tokenizer_config);
-    detail::write_json(dir / "generation_config.json", tok.generation_config);
-  } else {
-    std::ifstream in(source.hf_dir / "config.json");
-    try {
-      config = nlohmann::ordered_json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-      throw Error((source.hf_dir / "config.json").string() + ": " + e.what());
-    }
-    for (const char* file : kTokenizerFiles)
-      if (std::filesystem::exists(source.hf_dir / file))
-        std::filesystem::copy_file(source.hf_dir / file, dir / file, std::filesystem::copy_options::overwrite_existing);
-  }
-  config["torch_dtype"] = "float16";
-  config["quantization_config"] = qc;
-  detail::write_json(dir / "config.json", config);
-  detail::write_json(dir / "quantization_config.json", qc);
-  return not_converted;
+  writer.write_metadata(dir);
+  return writer.not_converted();
 }
+
+/// A checkpoint written while the model is being quantized (quantize_model_streaming's sink):
+/// blocks are packed as they are tuned and gathered into shards of about `max_shard_bytes`
+/// (a block never spans two), each written as soon as it is full; the embedding, final norm and
+/// LM head close the last shard. finish() names the shards model-0000k-of-0000n.safetensors
+/// (as transformers does, with n known only then: until finish they are model-0000k.partial),
+/// writes model.safetensors.index.json (the weight map transformers reads) and the metadata
+/// files; a checkpoint that fits one shard is model.safetensors without an index. Host memory: one shard's packed tensors. A run stopped early leaves no index, so the
+/// directory does not load as a checkpoint.
+class HfShardWriter {
+ public:
+  static constexpr std::uint64_t default_max_shard_bytes = 2'000'000'000;
+
+  HfShardWriter(HfFormat format, std::filesystem::path dir, const LlamaConfig& config, const ModelQuantOptions& options,
+                const ExportSource& source, std::uint64_t max_shard_bytes = default_max_shard_bytes)
+      : writer_(format, config, options, source), dir_(std::move(dir)), layers_(config.layers), max_bytes_(max_shard_bytes) {}
+
+  template <class Results>
+  void add_block(Index b, const LlamaBlock& block, const Results& results) {
+    detail::require(b == blocks_, dir_.string() + ": block " + std::to_string(b) + " given where block " + std::to_string(blocks_) +
+                                      " is next");
+    writer_.add_block(pending_, b, block, results);
+    ++blocks_;
+    if (pending_bytes() >= max_bytes_) flush();
+  }
+
+  /// The embedding, final norm and LM head, the shards' final names, the index and the metadata files.
+  void finish(const RowMatrix& embedding, const Eigen::VectorXf& final_norm, const RowMatrix& output) {
+    finish_with([&](SafetensorsWriter& w) { writer_.add_globals(w, embedding, final_norm, output); });
+  }
+  /// As above, reading the embedding from `source` a slice at a time.
+  template <ModelSource S>
+  void finish(const S& source) {
+    finish_with([&](SafetensorsWriter& w) { writer_.add_globals(w, source); });
+  }
+
+  const std::vector<std::string>& not_converted() const { return writer_.not_converted(); }
+
+  /// Shard k's file name (0-based) in a checkpoint of n shards.
+  static std::string shard_name(std::size_t k, std::size_t n) {
+    char name[64];
+    std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", k + 1, n);
+    return name;
+  }
+
+ private:
+  std::uint64_t pending_bytes() const {
+    std::uint64_t n = 0;
+    for (const auto& [name, bytes] : pending_.sizes()) n += bytes;
+    return n;
+  }
+  std::filesystem::path partial_name(std::size_t k) const {
+    char name[64];
+    std::snprintf(name, sizeof name, "model-%05zu.partial", k + 1);
+    return dir_ / name;
+  }
+  void flush() {
+    for (const auto& [name, bytes] : pending_.sizes()) {
+      tensor_shard_.emplace_back(name, shards_);
+      total_size_ += bytes;
+    }
+    pending_.set_metadata("format", "pt");
+    pending_.write(partial_name(shards_));
+    ++shards_;
+    pending_ = SafetensorsWriter();
+  }
+
+  template <class AddGlobals>
+  void finish_with(AddGlobals&& add_globals) {
+    detail::require(blocks_ == layers_, dir_.string() + ": " + std::to_string(blocks_) + " of " + std::to_string(layers_) + " blocks written");
+    add_globals(pending_);
+    flush();
+    if (shards_ == 1) {  // it all fit in one: model.safetensors, no index, as transformers writes it
+      std::filesystem::rename(partial_name(0), dir_ / "model.safetensors");
+      writer_.write_metadata(dir_);
+      return;
+    }
+    std::map<std::string, std::string> weight_map;  // sorted by tensor name, as transformers writes it
+    for (const auto& [name, k] : tensor_shard_) weight_map[name] = shard_name(k, shards_);
+    for (std::size_t k = 0; k < shards_; ++k) std::filesystem::rename(partial_name(k), dir_ / shard_name(k, shards_));
+    nlohmann::ordered_json index = {{"metadata", {{"total_size", total_size_}}}, {"weight_map", weight_map}};
+    detail::write_json(dir_ / "model.safetensors.index.json", index);
+    writer_.write_metadata(dir_);
+  }
+
+  HfTensorWriter writer_;
+  std::filesystem::path dir_;
+  Index layers_, blocks_ = 0;
+  std::uint64_t max_bytes_;
+  SafetensorsWriter pending_;
+  std::vector<std::pair<std::string, std::size_t>> tensor_shard_;
+  std::uint64_t total_size_ = 0;
+  std::size_t shards_ = 0;
+};
 
 }  // namespace autoround

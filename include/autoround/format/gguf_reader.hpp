@@ -105,6 +105,8 @@ class GgufFile {
     return m;
   }
   RowMatrix to_float(const std::string& name) const { return to_float(tensor(name)); }
+  /// Drop the tensor's mapped pages from memory (MappedFile::release): for streaming readers.
+  void release(const GgufTensor& t) const { file_.release(t.data); }
 
  private:
   // A bounds-checked reader over the mapped bytes.

@@ -201,6 +201,8 @@ class GgufStreamWriter {
     std::filesystem::remove(tmp_, ignored);
   }
 
+  const std::filesystem::path& path() const { return path_; }
+
   /// The next declared tensor's bytes.
   void write(const std::string& name, std::span<const std::byte> bytes) {
     const auto& tensors = layout_.tensors();

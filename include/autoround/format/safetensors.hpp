@@ -108,6 +108,9 @@ class SafetensorsFile {
     return m;
   }
 
+  /// Drop the tensor's mapped pages from memory (MappedFile::release): for streaming readers.
+  void release(const std::string& name) const { file_.release(tensor(name).data); }
+
  private:
   void parse() {
     const std::string& p = path();
@@ -222,6 +225,7 @@ class SafetensorsCheckpoint {
   bool contains(const std::string& name) const { return where_.count(name) != 0; }
   const SafetensorsTensor& tensor(const std::string& name) const { return file_of(name).tensor(name); }
   RowMatrix to_float(const std::string& name) const { return file_of(name).to_float(name); }
+  void release(const std::string& name) const { file_of(name).release(name); }
   std::vector<std::string> names() const {
     std::vector<std::string> n;
     for (const auto& [name, file] : where_) n.push_back(name);
@@ -238,6 +242,10 @@ class SafetensorsCheckpoint {
 class SafetensorsWriter {
  public:
   void add(const std::string& name, Dtype dtype, std::vector<std::int64_t> shape, std::span<const std::byte> bytes) {
+    add(name, dtype, std::move(shape), std::vector<std::byte>(bytes.begin(), bytes.end()));
+  }
+  /// As above, taking the bytes over (no copy).
+  void add(const std::string& name, Dtype dtype, std::vector<std::int64_t> shape, std::vector<std::byte>&& bytes) {
     std::uint64_t count = 1;
     for (auto d : shape) {
       detail::require(d >= 0, "safetensors writer: tensor '" + name + "' has a negative dimension");
@@ -247,7 +255,7 @@ class SafetensorsWriter {
                     "safetensors writer: tensor '" + name + "': " + std::to_string(bytes.size()) + " bytes do not hold its shape");
     detail::require(std::none_of(entries_.begin(), entries_.end(), [&](const Entry& e) { return e.name == name; }),
                     "safetensors writer: tensor '" + name + "' added twice");
-    entries_.push_back({name, dtype, std::move(shape), std::vector<std::byte>(bytes.begin(), bytes.end())});
+    entries_.push_back({name, dtype, std::move(shape), std::move(bytes)});
   }
   template <class T>
   void add(const std::string& name, Dtype dtype, std::vector<std::int64_t> shape, std::span<const T> values) {
@@ -260,6 +268,26 @@ class SafetensorsWriter {
   /// contiguously in that order; compact JSON with "__metadata__" first and each entry's keys
   /// in the order dtype, shape, data_offsets; header padded with spaces to a multiple of 8.
   std::vector<std::byte> serialize() const {
+    std::vector<std::byte> out;
+    pieces([&](std::span<const std::byte> bytes) { out.insert(out.end(), bytes.begin(), bytes.end()); });
+    return out;
+  }
+  /// Write to `path` via `path.tmp` and a rename: the file is complete or absent. The tensors'
+  /// bytes go to the file as they are, without a second copy of the whole file in memory.
+  void write(const std::filesystem::path& path) const {
+    write_file_atomically_from(path, [&](auto&& put) { pieces(put); });
+  }
+  /// (name, bytes) of every tensor added.
+  std::vector<std::pair<std::string, std::size_t>> sizes() const {
+    std::vector<std::pair<std::string, std::size_t>> out;
+    for (const Entry& e : entries_) out.emplace_back(e.name, e.bytes.size());
+    return out;
+  }
+
+ private:
+  // The file as consecutive pieces: the 8-byte header length and the header, then each tensor.
+  template <class Put>
+  void pieces(Put&& put) const {
     std::vector<const Entry*> order;
     for (const Entry& e : entries_) order.push_back(&e);
     std::stable_sort(order.begin(), order.end(), [](const Entry* a, const Entry* b) {
@@ -278,22 +306,14 @@ class SafetensorsWriter {
     }
     std::string text = header.dump();
     text.append((8 - text.size() % 8) % 8, ' ');
-    std::vector<std::byte> out(8 + text.size() + offset);
+    std::byte length[8];
     const std::uint64_t n = text.size();
-    std::memcpy(out.data(), &n, 8);
-    std::memcpy(out.data() + 8, text.data(), text.size());
-    std::size_t at = 8 + text.size();
-    for (const Entry* e : order) {
-      if (!e->bytes.empty()) std::memcpy(out.data() + at, e->bytes.data(), e->bytes.size());
-      at += e->bytes.size();
-    }
-    return out;
+    std::memcpy(length, &n, 8);
+    put(std::span<const std::byte>(length, 8));
+    put(std::as_bytes(std::span<const char>(text.data(), text.size())));
+    for (const Entry* e : order) put(std::span<const std::byte>(e->bytes));
   }
 
-  /// Write to `path` via `path.tmp` and a rename: the file is complete or absent.
-  void write(const std::filesystem::path& path) const { write_file_atomically(path, serialize()); }
-
- private:
   struct Entry {
     std::string name;
     Dtype dtype;

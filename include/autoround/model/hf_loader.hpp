@@ -9,14 +9,18 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <regex>
+#include <span>
 #include <string>
 
 #include "../core/error.hpp"
 #include "../format/safetensors.hpp"
 #include "../pack/awq.hpp"
 #include "../pack/gptq.hpp"
+#include "gguf_source.hpp"
 #include "llama_model.hpp"
+#include "model_source.hpp"
 
 namespace autoround {
 
@@ -110,84 +114,39 @@ inline RowMatrix load_quantized_linear(const SafetensorsCheckpoint& ckpt, const 
 
 }  // namespace detail
 
-inline LlamaModel load_llama_hf(const std::filesystem::path& dir) {
-  const auto config_path = dir / "config.json";
-  std::ifstream in(config_path);
-  if (!in) throw Error(config_path.string() + ": cannot open (is " + dir.string() + " a Hugging Face model directory?)");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(config_path.string() + ": not valid JSON: " + e.what());
+/// A Hugging Face model directory (config.json + safetensors), read block by block from the
+/// memory-mapped shards.
+class HfModelSource {
+ public:
+  explicit HfModelSource(const std::filesystem::path& dir) : dir_(dir) {
+    read_config(dir);
+    ckpt_.emplace(dir);
+    const SafetensorsTensor& e = ckpt_->tensor("model.embed_tokens.weight");
+    if (e.shape.size() != 2 || e.shape[1] != config_.hidden)
+      throw Error("tensor 'model.embed_tokens.weight' does not have hidden_size columns");
+    config_.vocab = static_cast<Index>(e.shape[0]);
   }
-  const std::string type = j.value("model_type", "");
-  if (type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3")
-    throw Error(config_path.string() + ": model_type '" + type + "' is not supported (llama, mistral, qwen2, qwen3)");
-  if (j.value("use_sliding_window", false))
-    throw Error(config_path.string() + ": sliding-window attention is not supported");
-  if (j.value("attention_bias", false) || j.value("mlp_bias", false))
-    throw Error(config_path.string() + ": attention/MLP biases are not supported yet");
-  LlamaModel m;
-  LlamaConfig& c = m.config;
-  c.model_type = type;
-  try {
-    c.hidden = j.at("hidden_size").get<Index>();
-    c.intermediate = j.at("intermediate_size").get<Index>();
-    c.heads = j.at("num_attention_heads").get<Index>();
-    c.kv_heads = j.value("num_key_value_heads", c.heads);
-    c.layers = j.at("num_hidden_layers").get<Index>();
-    c.head_dim = j.contains("head_dim") && !j["head_dim"].is_null() ? j["head_dim"].get<Index>() : c.hidden / std::max<Index>(c.heads, 1);
-    c.rms_eps = j.value("rms_norm_eps", 1e-6f);
-    c.rope_theta = j.value("rope_theta", 10000.0f);
-    c.tied_embeddings = j.value("tie_word_embeddings", false);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(config_path.string() + ": " + e.what());
-  }
-  if (c.heads <= 0 || c.kv_heads <= 0 || c.heads % c.kv_heads != 0 || c.head_dim <= 0 || c.layers <= 0)
-    throw Error(config_path.string() + ": inconsistent head counts or layer count");
-  c.rope_style = RopeStyle::HalfSplit;
-  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
-    const auto& r = j["rope_scaling"];
-    const std::string kind = r.value("rope_type", r.value("type", ""));
-    const double factor = r.value("factor", 1.0);
-    if (kind == "linear") {
-      c.rope_divisors.assign(static_cast<std::size_t>(c.head_dim / 2), static_cast<float>(factor));
-    } else if (kind == "llama3") {
-      c.rope_divisors = rope_llama3_divisors(c.rope_theta, c.head_dim, factor, r.value("low_freq_factor", 1.0),
-                                             r.value("high_freq_factor", 4.0), r.value("original_max_position_embeddings", 8192.0));
-    } else if (kind != "default") {
-      throw Error(config_path.string() + ": rope_scaling type '" + kind + "' is not supported (linear, llama3)");
-    }
-  }
-  const nlohmann::json qc = j.value("quantization_config", nlohmann::json::object());
 
-  const SafetensorsCheckpoint ckpt(dir);
-  const auto load = [&](const std::string& name, Index rows, Index cols) {
-    RowMatrix w = ckpt.to_float(name);
-    if (rows == 1 && w.size() == cols) w.resize(1, cols);
-    if (w.rows() != rows || w.cols() != cols)
-      throw Error("tensor '" + name + "' is " + std::to_string(w.rows()) + "x" + std::to_string(w.cols()) + ", expected " +
-                  std::to_string(rows) + "x" + std::to_string(cols));
-    return w;
-  };
-  const auto vector = [&](const std::string& name) -> Eigen::VectorXf { return load(name, 1, c.hidden).row(0).transpose(); };
-  m.embedding = ckpt.to_float("model.embed_tokens.weight");
-  c.vocab = m.embedding.rows();
-  if (m.embedding.cols() != c.hidden) throw Error("tensor 'model.embed_tokens.weight' does not have hidden_size columns");
-  for (Index b = 0; b < c.layers; ++b) {
+  const LlamaConfig& config() const { return config_; }
+  const SafetensorsCheckpoint& checkpoint() const { return *ckpt_; }
+  const nlohmann::json& quantization_config() const { return qc_; }
+  std::string name() const { return dir_.string(); }
+
+  LlamaBlock block(Index b) const {
+    detail::require(b >= 0 && b < config_.layers, name() + ": no block " + std::to_string(b));
+    const LlamaConfig& c = config_;
     LlamaBlock block;
     const std::string prefix = "model.layers." + std::to_string(b) + ".";
     for (Linear l : all_linears) {
-      const std::string name = prefix + hf_name(l);
+      const std::string tensor = prefix + hf_name(l);
       const auto [rows, cols] = linear_shape(c, l);
-      block[l] = ckpt.contains(name + ".weight") ? load(name + ".weight", rows, cols)
-                                                 : detail::load_quantized_linear(ckpt, qc, name, rows, cols);
+      block[l] = ckpt_->contains(tensor + ".weight") ? load(tensor + ".weight", rows, cols)
+                                                     : detail::load_quantized_linear(*ckpt_, qc_, tensor, rows, cols);
     }
     if (c.model_type == "qwen2")  // q/k/v projections carry biases
       for (std::size_t k = 0; k < 3; ++k) {
         const Linear l = all_linears[k];
-        const std::string name = prefix + hf_name(l) + ".bias";
-        const RowMatrix bias = load(name, 1, linear_shape(c, l).first);
+        const RowMatrix bias = load(prefix + hf_name(l) + ".bias", 1, linear_shape(c, l).first);
         block.qkv_bias[k] = bias.row(0).transpose();
       }
     if (c.model_type == "qwen3") {  // per-head RMSNorm of q and k
@@ -196,12 +155,100 @@ inline LlamaModel load_llama_hf(const std::filesystem::path& dir) {
     }
     block.attn_norm = vector(prefix + "input_layernorm.weight");
     block.ffn_norm = vector(prefix + "post_attention_layernorm.weight");
-    m.blocks.push_back(std::move(block));
+    return block;
   }
-  m.final_norm = vector("model.norm.weight");
-  if (!c.tied_embeddings) m.output = load("lm_head.weight", c.vocab, c.hidden);
-  return m;
-}
+
+  /// The embedding rows of `tokens`, converting only those rows (F32 / F16 / BF16).
+  RowMatrix embedding_rows(std::span<const std::int32_t> tokens) const {
+    detail::check_tokens(tokens, config_.vocab);
+    const SafetensorsTensor& t = ckpt_->tensor("model.embed_tokens.weight");
+    if (t.dtype != Dtype::F32 && t.dtype != Dtype::F16 && t.dtype != Dtype::BF16)
+      throw Error(std::string("tensor 'model.embed_tokens.weight' is ") + dtype_name(t.dtype) + ", not a float type");
+    const ggml::Type as = t.dtype == Dtype::F32 ? ggml::Type::F32 : t.dtype == Dtype::F16 ? ggml::Type::F16 : ggml::Type::BF16;
+    const std::size_t row_bytes = dtype_size(t.dtype) * static_cast<std::size_t>(config_.hidden);
+    RowMatrix h(static_cast<Index>(tokens.size()), config_.hidden);
+    for (std::size_t i = 0; i < tokens.size(); ++i)
+      ggml::dequantize(as, t.data.subspan(static_cast<std::size_t>(tokens[i]) * row_bytes, row_bytes),
+                       std::span<float>(h.data() + static_cast<Index>(i) * config_.hidden, static_cast<std::size_t>(config_.hidden)));
+    ckpt_->release("model.embed_tokens.weight");
+    return h;
+  }
+  RowMatrix embedding() const { return ckpt_->to_float("model.embed_tokens.weight"); }
+  Eigen::VectorXf final_norm() const { return vector("model.norm.weight"); }
+  RowMatrix output() const { return config_.tied_embeddings ? RowMatrix() : load("lm_head.weight", config_.vocab, config_.hidden); }
+
+ private:
+  RowMatrix load(const std::string& tensor, Index rows, Index cols) const {
+    RowMatrix w = ckpt_->to_float(tensor);
+    ckpt_->release(tensor);  // only the block being worked on stays in memory
+    if (rows == 1 && w.size() == cols) w.resize(1, cols);
+    if (w.rows() != rows || w.cols() != cols)
+      throw Error("tensor '" + tensor + "' is " + std::to_string(w.rows()) + "x" + std::to_string(w.cols()) + ", expected " +
+                  std::to_string(rows) + "x" + std::to_string(cols));
+    return w;
+  }
+  Eigen::VectorXf vector(const std::string& tensor) const { return load(tensor, 1, config_.hidden).row(0).transpose(); }
+
+  void read_config(const std::filesystem::path& dir) {
+    const auto config_path = dir / "config.json";
+    std::ifstream in(config_path);
+    if (!in) throw Error(config_path.string() + ": cannot open (is " + dir.string() + " a Hugging Face model directory?)");
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(config_path.string() + ": not valid JSON: " + e.what());
+    }
+    const std::string type = j.value("model_type", "");
+    if (type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3")
+      throw Error(config_path.string() + ": model_type '" + type + "' is not supported (llama, mistral, qwen2, qwen3)");
+    if (j.value("use_sliding_window", false))
+      throw Error(config_path.string() + ": sliding-window attention is not supported");
+    if (j.value("attention_bias", false) || j.value("mlp_bias", false))
+      throw Error(config_path.string() + ": attention/MLP biases are not supported yet");
+    LlamaConfig& c = config_;
+    c.model_type = type;
+    try {
+      c.hidden = j.at("hidden_size").get<Index>();
+      c.intermediate = j.at("intermediate_size").get<Index>();
+      c.heads = j.at("num_attention_heads").get<Index>();
+      c.kv_heads = j.value("num_key_value_heads", c.heads);
+      c.layers = j.at("num_hidden_layers").get<Index>();
+      c.head_dim = j.contains("head_dim") && !j["head_dim"].is_null() ? j["head_dim"].get<Index>() : c.hidden / std::max<Index>(c.heads, 1);
+      c.rms_eps = j.value("rms_norm_eps", 1e-6f);
+      c.rope_theta = j.value("rope_theta", 10000.0f);
+      c.tied_embeddings = j.value("tie_word_embeddings", false);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(config_path.string() + ": " + e.what());
+    }
+    if (c.heads <= 0 || c.kv_heads <= 0 || c.heads % c.kv_heads != 0 || c.head_dim <= 0 || c.layers <= 0)
+      throw Error(config_path.string() + ": inconsistent head counts or layer count");
+    c.rope_style = RopeStyle::HalfSplit;
+    if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
+      const auto& r = j["rope_scaling"];
+      const std::string kind = r.value("rope_type", r.value("type", ""));
+      const double factor = r.value("factor", 1.0);
+      if (kind == "linear") {
+        c.rope_divisors.assign(static_cast<std::size_t>(c.head_dim / 2), static_cast<float>(factor));
+      } else if (kind == "llama3") {
+        c.rope_divisors = rope_llama3_divisors(c.rope_theta, c.head_dim, factor, r.value("low_freq_factor", 1.0),
+                                               r.value("high_freq_factor", 4.0), r.value("original_max_position_embeddings", 8192.0));
+      } else if (kind != "default") {
+        throw Error(config_path.string() + ": rope_scaling type '" + kind + "' is not supported (linear, llama3)");
+      }
+    }
+    qc_ = j.value("quantization_config", nlohmann::json::object());
+  }
+
+  std::filesystem::path dir_;
+  LlamaConfig config_;
+  nlohmann::json qc_;
+  std::optional<SafetensorsCheckpoint> ckpt_;
+};
+
+static_assert(ModelSource<HfModelSource>);
+
+inline LlamaModel load_llama_hf(const std::filesystem::path& dir) { return load_model(HfModelSource(dir)); }
 
 }  // namespace autoround
 

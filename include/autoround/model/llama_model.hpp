@@ -1,6 +1,6 @@
 #pragma once
-// A LLaMA-family decoder held in float32: configuration, weights, and loading from GGUF
-// (llama.cpp's names: token_embd, blk.N.attn_q ..., output_norm, output).
+// A LLaMA-family decoder held in float32: configuration and weights. Reading one from a file:
+// model/gguf_source.hpp (GGUF), model/hf_loader.hpp (Hugging Face), block by block.
 //
 // RoPE: llama.cpp's converter permutes the rows of attn_q / attn_k so that rotating *adjacent*
 // pairs (x[2i], x[2i+1]) is equivalent to Hugging Face's rotate-half; weights read from GGUF
@@ -98,82 +98,5 @@ struct LlamaModel {
   RowMatrix output;  ///< [vocab, hidden]; empty when tied to the embedding
   const RowMatrix& lm_head() const { return config.tied_embeddings ? embedding : output; }
 };
-
-/// Load a llama-architecture GGUF file, dequantizing every tensor to float32.
-inline LlamaModel load_llama_gguf(const std::string& path) {
-  const GgufFile file(path);
-  const std::string arch = file.get_string("general.architecture");
-  if (arch != "llama" && arch != "qwen2" && arch != "qwen3")
-    throw Error(path + ": architecture '" + arch + "' is not supported (llama, qwen2, qwen3)");
-  LlamaModel m;
-  LlamaConfig& c = m.config;
-  c.layers = static_cast<Index>(file.get_uint(arch + ".block_count"));
-  c.hidden = static_cast<Index>(file.get_uint(arch + ".embedding_length"));
-  c.intermediate = static_cast<Index>(file.get_uint(arch + ".feed_forward_length"));
-  c.heads = static_cast<Index>(file.get_uint(arch + ".attention.head_count"));
-  c.kv_heads = file.find(arch + ".attention.head_count_kv") ? static_cast<Index>(file.get_uint(arch + ".attention.head_count_kv")) : c.heads;
-  if (c.heads <= 0 || c.kv_heads <= 0 || c.hidden % c.heads != 0 || c.heads % c.kv_heads != 0)
-    throw Error(path + ": inconsistent head counts (" + std::to_string(c.heads) + " heads, " + std::to_string(c.kv_heads) +
-                " kv heads, hidden " + std::to_string(c.hidden) + ")");
-  c.head_dim = file.find(arch + ".attention.key_length") ? static_cast<Index>(file.get_uint(arch + ".attention.key_length"))
-                                                         : c.hidden / c.heads;
-  if (file.find(arch + ".rope.freq_base")) c.rope_theta = static_cast<float>(file.get_float(arch + ".rope.freq_base"));
-  c.rms_eps = static_cast<float>(file.get_float(arch + ".attention.layer_norm_rms_epsilon"));
-  c.model_type = arch;
-  // llama.cpp's converter permutes LLaMA's q/k rows for adjacent-pair RoPE; Qwen2 keeps the
-  // Hugging Face layout and uses the half-split ("NEOX") pairing.
-  c.rope_style = arch == "llama" ? RopeStyle::AdjacentPairs : RopeStyle::HalfSplit;
-  const std::string scaling = file.find(arch + ".rope.scaling.type") ? file.get_string(arch + ".rope.scaling.type") : "none";
-  if (scaling == "linear") {
-    c.rope_divisors.assign(static_cast<std::size_t>(c.head_dim / 2), static_cast<float>(file.get_float(arch + ".rope.scaling.factor")));
-  } else if (scaling != "none") {
-    throw Error(path + ": RoPE scaling '" + scaling + "' is not supported (linear; llama3 comes as rope_freqs.weight)");
-  }
-  if (const GgufTensor* freqs = file.find_tensor("rope_freqs.weight")) {  // llama3 scaling, precomputed
-    if (freqs->element_count != static_cast<std::uint64_t>(c.head_dim / 2))
-      throw Error(path + ": rope_freqs.weight has " + std::to_string(freqs->element_count) + " values, expected " +
-                  std::to_string(c.head_dim / 2));
-    const RowMatrix f = file.to_float(*freqs);
-    c.rope_divisors.assign(f.data(), f.data() + f.size());
-  }
-
-  auto load = [&](const std::string& name, Index rows, Index cols) {
-    const GgufTensor& t = file.tensor(name);
-    if (t.rows() != rows || t.cols() != cols)
-      throw Error(path + ": tensor '" + name + "' is " + std::to_string(t.rows()) + "x" + std::to_string(t.cols()) +
-                  ", expected " + std::to_string(rows) + "x" + std::to_string(cols));
-    return file.to_float(t);
-  };
-  auto load_vector = [&](const std::string& name, Index n) -> Eigen::VectorXf {
-    const RowMatrix v = load(name, 1, n);
-    return v.row(0).transpose();
-  };
-  m.embedding = load("token_embd.weight", file.tensor("token_embd.weight").rows(), c.hidden);
-  c.vocab = m.embedding.rows();
-  for (Index b = 0; b < c.layers; ++b) {
-    LlamaBlock block;
-    const std::string prefix = "blk." + std::to_string(b) + ".";
-    for (Linear l : all_linears) {
-      const auto [rows, cols] = linear_shape(c, l);
-      block[l] = load(prefix + gguf_name(l) + ".weight", rows, cols);
-    }
-    if (c.model_type == "qwen2")
-      for (int j = 0; j < 3; ++j) {
-        const Linear l = all_linears[static_cast<std::size_t>(j)];
-        block.qkv_bias[static_cast<std::size_t>(j)] = load_vector(prefix + gguf_name(l) + ".bias", linear_shape(c, l).first);
-      }
-    if (c.model_type == "qwen3") {
-      block.q_norm = load_vector(prefix + "attn_q_norm.weight", c.head_dim);
-      block.k_norm = load_vector(prefix + "attn_k_norm.weight", c.head_dim);
-    }
-    block.attn_norm = load_vector(prefix + "attn_norm.weight", c.hidden);
-    block.ffn_norm = load_vector(prefix + "ffn_norm.weight", c.hidden);
-    m.blocks.push_back(std::move(block));
-  }
-  m.final_norm = load_vector("output_norm.weight", c.hidden);
-  c.tied_embeddings = file.find_tensor("output.weight") == nullptr;
-  if (!c.tied_embeddings) m.output = load("output.weight", c.vocab, c.hidden);
-  return m;
-}
 
 }  // namespace autoround

@@ -15,6 +15,7 @@
 // Embeddings, norms and the LM head stay in full precision, as do layers whose shape is not a
 // multiple of 32 (the reference's rule).
 #include <chrono>
+#include <concepts>
 #include <functional>
 #include <optional>
 #include <regex>
@@ -25,6 +26,7 @@
 #include "../backend/cpu.hpp"
 #include "../model/calibration_samples.hpp"
 #include "../model/llama_forward.hpp"
+#include "../model/model_source.hpp"
 #include "../optimizer/sign_sgd.hpp"
 #include "../quantizer/double_quantizer.hpp"
 #include "../quantizer/int_quantizer.hpp"
@@ -80,17 +82,99 @@ inline std::string layer_name(Index block, Linear l) { return "model.layers." + 
 /// The quantizer a layer gets, or nullopt to leave it in full precision. `Q` is constructed from
 /// the layer's QuantSpec: DynamicIntQuantizer, or DynamicDoubleQuantizer for GGUF k-quant schemes.
 template <WeightQuantizer Q = DynamicIntQuantizer>
-std::optional<Q> quantizer_for(const ModelQuantOptions& options, const std::string& name, const RowMatrix& weight) {
+std::optional<Q> quantizer_for(const ModelQuantOptions& options, const std::string& name, Index rows, Index cols) {
   std::optional<QuantSpec> spec = options.spec;
   for (const LayerOverride& o : options.overrides)
     if (std::regex_search(name, std::regex(o.pattern))) spec = o.spec;
-  if (!spec || weight.rows() % 32 != 0 || weight.cols() % 32 != 0) return std::nullopt;
+  if (!spec || rows % 32 != 0 || cols % 32 != 0) return std::nullopt;
   return Q(*spec);
+}
+template <WeightQuantizer Q = DynamicIntQuantizer>
+std::optional<Q> quantizer_for(const ModelQuantOptions& options, const std::string& name, const RowMatrix& weight) {
+  return quantizer_for<Q>(options, name, weight.rows(), weight.cols());
 }
 
 /// Per block, per Linear: the quantized weights, or nullopt where a layer stayed in full precision.
 template <WeightQuantizer Q = DynamicIntQuantizer>
 using LayerResults = std::array<std::optional<QuantizedWeight<Q>>, 7>;
+
+namespace detail {
+
+/// The state that runs from block to block: both activation streams, the loss masks and the
+/// sampler's random stream. quantize_model and quantize_model_streaming share it.
+template <WeightQuantizer Q, Optimizer O, Backend B>
+class BlockByBlock {
+ public:
+  /// `fp`: the calibration samples embedded, one [seqlen, hidden] matrix each.
+  BlockByBlock(std::vector<RowMatrix> fp, std::span<const TokenSequence> samples, const ModelQuantOptions& options, O optimizer,
+               B backend)
+      : options_(options), optimizer_(std::move(optimizer)), backend_(std::move(backend)), fp_(std::move(fp)),
+        masks_(options.mask_loss ? loss_masks(samples, options.pad_token) : std::vector<LossMask>{}), random_(options.tune.seed) {
+    // the quantized stream (ActivationStreams::Two) starts as a copy; the one-stream modes use `fp_` alone
+    if (options.streams == ActivationStreams::Two) quantized_ = fp_;
+  }
+
+  /// Tune block b (its linear weights become their dequantized values) and move both streams past it.
+  LayerResults<Q> run(LlamaBlock& block, const LlamaConfig& config, Index b, Index blocks, const BlockProgress& on_block,
+                      const StepProgress& on_step) {
+    const auto start = std::chrono::steady_clock::now();
+    typename BlockTuningRun<Q, O, B>::LayerQuantizers quantizers;
+    BlockReport report;
+    report.block = b;
+    for (Linear l : all_linears) {
+      quantizers[static_cast<std::size_t>(l)] = quantizer_for<Q>(options_, layer_name(b, l), block[l]);
+      report.quantized_layers += quantizers[static_cast<std::size_t>(l)].has_value();
+    }
+    BlockCalibration calibration{std::span<const RowMatrix>(fp_), {}, masks_, &random_};
+    if (options_.streams == ActivationStreams::Two) {
+      forward_block(backend_, block, config, std::span<RowMatrix>(fp_));  // fp_ now holds the targets
+      calibration.inputs = quantized_;
+      calibration.targets = fp_;
+    }
+    LayerResults<Q> results;
+    {
+      BlockTuningRun<Q, O, B> run(options_.tune, quantizers, optimizer_, backend_, block, config, calibration,
+                                  "model.layers." + std::to_string(b));
+      while (run.running()) {
+        const double loss = run.step();
+        if (on_step) on_step(b, run.stats().steps_run - 1, loss);
+      }
+      if (options_.tune.iters == 0) {  // round-to-nearest: still report the block's output error
+        report.stats.rtn_loss = report.stats.best_loss = run.evaluate();
+      } else {
+        report.stats = run.stats();
+      }
+      results = run.result();
+    }
+    if (options_.streams == ActivationStreams::FullPrecision)  // the fp block feeds the next
+      forward_block(backend_, block, config, std::span<RowMatrix>(fp_));
+    for (Linear l : all_linears)
+      if (const auto& q = results[static_cast<std::size_t>(l)]) block[l] = q->dequantize();
+    if (options_.streams == ActivationStreams::Two)
+      forward_block(backend_, block, config, std::span<RowMatrix>(quantized_));  // the quantized block feeds the next
+    else if (options_.streams == ActivationStreams::Quantized)
+      forward_block(backend_, block, config, std::span<RowMatrix>(fp_));
+    report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (on_block) on_block(report, blocks);
+    return results;
+  }
+
+ private:
+  const ModelQuantOptions& options_;
+  O optimizer_;
+  B backend_;
+  std::vector<RowMatrix> fp_, quantized_;  // the full-precision and the quantized stream
+  std::vector<LossMask> masks_;
+  PythonRandom random_;  // the minibatch order continues from block to block
+};
+
+inline void check_samples(std::span<const TokenSequence> samples) {
+  require(!samples.empty(), "calibration: no samples");
+  for (const TokenSequence& sample : samples)
+    require(sample.size() == samples[0].size() && !sample.empty(), "calibration: samples must all have one length");
+}
+
+}  // namespace detail
 
 /// Quantize every block of `model` in place (its linear weights become their dequantized
 /// values, ready for evaluation); returns the quantized weights, per block and layer.
@@ -100,64 +184,43 @@ template <Optimizer O = SignSGD<LinearDecay>, Backend B = Cpu, WeightQuantizer Q
 std::vector<LayerResults<Q>> quantize_model(LlamaModel& model, std::span<const TokenSequence> samples,
                                             const ModelQuantOptions& options, const BlockProgress& on_block = {},
                                             const StepProgress& on_step = {}, O optimizer = O{}, B backend = B{}) {
-  using Results = LayerResults<Q>;
-  detail::require(!samples.empty(), "calibration: no samples");
-  std::vector<RowMatrix> fp;  // the full-precision stream
-  for (const TokenSequence& sample : samples) {
-    detail::require(sample.size() == samples[0].size() && !sample.empty(), "calibration: samples must all have one length");
-    fp.push_back(embed(model, sample));
-  }
-  const std::vector<LossMask> masks = options.mask_loss ? loss_masks(samples, options.pad_token) : std::vector<LossMask>{};
-  // the quantized stream (ActivationStreams::Two) starts as a copy; the one-stream modes use `fp` alone
-  std::vector<RowMatrix> quantized;
-  if (options.streams == ActivationStreams::Two) quantized = fp;
-  PythonRandom random(options.tune.seed);  // the minibatch order continues from block to block
-  std::vector<Results> all;
+  detail::check_samples(samples);
+  std::vector<RowMatrix> fp;
+  for (const TokenSequence& sample : samples) fp.push_back(embed(model, sample));
+  detail::BlockByBlock<Q, O, B> run(std::move(fp), samples, options, std::move(optimizer), std::move(backend));
+  std::vector<LayerResults<Q>> all;
   const Index blocks = static_cast<Index>(model.blocks.size());
-  for (Index b = 0; b < blocks; ++b) {
-    const auto start = std::chrono::steady_clock::now();
-    LlamaBlock& block = model.blocks[static_cast<std::size_t>(b)];
-    typename BlockTuningRun<Q, O, B>::LayerQuantizers quantizers;
-    BlockReport report;
-    report.block = b;
-    for (Linear l : all_linears) {
-      quantizers[static_cast<std::size_t>(l)] = quantizer_for<Q>(options, layer_name(b, l), block[l]);
-      report.quantized_layers += quantizers[static_cast<std::size_t>(l)].has_value();
-    }
-    BlockCalibration calibration{std::span<const RowMatrix>(fp), {}, masks, &random};
-    if (options.streams == ActivationStreams::Two) {
-      forward_block(backend, block, model.config, std::span<RowMatrix>(fp));  // fp now holds the targets
-      calibration.inputs = quantized;
-      calibration.targets = fp;
-    }
-    Results results;
-    {
-      BlockTuningRun<Q, O, B> run(options.tune, quantizers, optimizer, backend, block, model.config, calibration,
-                                  "model.layers." + std::to_string(b));
-      while (run.running()) {
-        const double loss = run.step();
-        if (on_step) on_step(b, run.stats().steps_run - 1, loss);
-      }
-      if (options.tune.iters == 0) {  // round-to-nearest: still report the block's output error
-        report.stats.rtn_loss = report.stats.best_loss = run.evaluate();
-      } else {
-        report.stats = run.stats();
-      }
-      results = run.result();
-    }
-    if (options.streams == ActivationStreams::FullPrecision)  // the fp block feeds the next
-      forward_block(backend, block, model.config, std::span<RowMatrix>(fp));
-    for (Linear l : all_linears)
-      if (const auto& q = results[static_cast<std::size_t>(l)]) block[l] = q->dequantize();
-    if (options.streams == ActivationStreams::Two)
-      forward_block(backend, block, model.config, std::span<RowMatrix>(quantized));  // the quantized block feeds the next
-    else if (options.streams == ActivationStreams::Quantized)
-      forward_block(backend, block, model.config, std::span<RowMatrix>(fp));
-    report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (on_block) on_block(report, blocks);
-    all.push_back(std::move(results));
-  }
+  for (Index b = 0; b < blocks; ++b)
+    all.push_back(run.run(model.blocks[static_cast<std::size_t>(b)], model.config, b, blocks, on_block, on_step));
   return all;
+}
+
+/// What quantize_model_streaming calls as each block finishes: sink(b, block, results), with the
+/// block (its quantized linear weights replaced by their dequantized values) and its quantized
+/// layers. Both are released when the call returns; a sink writes what it needs
+/// (HfShardWriter::add_block, a GgufStreamWriter).
+template <class F, class Q>
+concept BlockSink = std::invocable<F&, Index, const LlamaBlock&, const LayerResults<Q>&>;
+
+/// quantize_model over a model read block by block (model/model_source.hpp): only the block
+/// being tuned is held in float32, so host memory is one block, its tuning state and the two
+/// activation streams, whatever the number of layers. The same results as quantize_model on
+/// the loaded model (tests/test_streaming.cpp).
+template <Optimizer O = SignSGD<LinearDecay>, Backend B = Cpu, WeightQuantizer Q = DynamicIntQuantizer, ModelSource S,
+          BlockSink<Q> Sink>
+void quantize_model_streaming(const S& source, std::span<const TokenSequence> samples, const ModelQuantOptions& options, Sink&& sink,
+                              const BlockProgress& on_block = {}, const StepProgress& on_step = {}, O optimizer = O{},
+                              B backend = B{}) {
+  detail::check_samples(samples);
+  std::vector<RowMatrix> fp;
+  for (const TokenSequence& sample : samples) fp.push_back(source.embedding_rows(sample));
+  detail::BlockByBlock<Q, O, B> run(std::move(fp), samples, options, std::move(optimizer), std::move(backend));
+  const LlamaConfig& config = source.config();
+  for (Index b = 0; b < config.layers; ++b) {
+    LlamaBlock block = source.block(b);
+    const LayerResults<Q> results = run.run(block, config, b, config.layers, on_block, on_step);
+    sink(b, block, results);
+  }
 }
 
 /// As above, on options.nsamples consecutive windows of options.seqlen tokens of one stream.

@@ -1,0 +1,131 @@
+#pragma once
+// A LLaMA-family model in a GGUF file (llama.cpp's names: token_embd, blk.N.attn_q ...,
+// output_norm, output), read block by block from the memory-mapped file; any tensor type the
+// reader dequantizes (F32, F16, BF16, Q4_0 ... Q8_0, Q2_K ... Q6_K).
+#include <span>
+#include <string>
+
+#include "../core/error.hpp"
+#include "../format/gguf_reader.hpp"
+#include "llama_model.hpp"
+#include "model_source.hpp"
+
+namespace autoround {
+
+class GgufModelSource {
+ public:
+  explicit GgufModelSource(const std::string& path) : file_(path) { read_config(); }
+
+  const LlamaConfig& config() const { return config_; }
+  const GgufFile& file() const { return file_; }
+  std::string name() const { return file_.path(); }
+
+  LlamaBlock block(Index b) const {
+    detail::require(b >= 0 && b < config_.layers, name() + ": no block " + std::to_string(b));
+    const LlamaConfig& c = config_;
+    LlamaBlock block;
+    const std::string prefix = "blk." + std::to_string(b) + ".";
+    for (Linear l : all_linears) {
+      const auto [rows, cols] = linear_shape(c, l);
+      block[l] = load(prefix + gguf_name(l) + ".weight", rows, cols);
+    }
+    if (c.model_type == "qwen2")
+      for (int j = 0; j < 3; ++j) {
+        const Linear l = all_linears[static_cast<std::size_t>(j)];
+        block.qkv_bias[static_cast<std::size_t>(j)] = load_vector(prefix + gguf_name(l) + ".bias", linear_shape(c, l).first);
+      }
+    if (c.model_type == "qwen3") {
+      block.q_norm = load_vector(prefix + "attn_q_norm.weight", c.head_dim);
+      block.k_norm = load_vector(prefix + "attn_k_norm.weight", c.head_dim);
+    }
+    block.attn_norm = load_vector(prefix + "attn_norm.weight", c.hidden);
+    block.ffn_norm = load_vector(prefix + "ffn_norm.weight", c.hidden);
+    return block;
+  }
+
+  /// The embedding rows of `tokens`, dequantizing only those rows (a row of a GGUF tensor is a
+  /// whole number of blocks of its type).
+  RowMatrix embedding_rows(std::span<const std::int32_t> tokens) const {
+    detail::check_tokens(tokens, config_.vocab);
+    const GgufTensor& t = file_.tensor("token_embd.weight");
+    const std::size_t row_bytes = t.data.size() / static_cast<std::size_t>(t.rows());
+    RowMatrix h(static_cast<Index>(tokens.size()), config_.hidden);
+    for (std::size_t i = 0; i < tokens.size(); ++i)
+      ggml::dequantize(t.type, t.data.subspan(static_cast<std::size_t>(tokens[i]) * row_bytes, row_bytes),
+                       std::span<float>(h.data() + static_cast<Index>(i) * config_.hidden, static_cast<std::size_t>(config_.hidden)));
+    file_.release(t);
+    return h;
+  }
+  RowMatrix embedding() const { return load("token_embd.weight", config_.vocab, config_.hidden); }
+  Eigen::VectorXf final_norm() const { return load_vector("output_norm.weight", config_.hidden); }
+  RowMatrix output() const { return config_.tied_embeddings ? RowMatrix() : load("output.weight", config_.vocab, config_.hidden); }
+
+ private:
+  RowMatrix load(const std::string& tensor, Index rows, Index cols) const {
+    const GgufTensor& t = file_.tensor(tensor);
+    if (t.rows() != rows || t.cols() != cols)
+      throw Error(name() + ": tensor '" + tensor + "' is " + std::to_string(t.rows()) + "x" + std::to_string(t.cols()) +
+                  ", expected " + std::to_string(rows) + "x" + std::to_string(cols));
+    RowMatrix m = file_.to_float(t);
+    file_.release(t);  // only the block being worked on stays in memory
+    return m;
+  }
+  Eigen::VectorXf load_vector(const std::string& tensor, Index n) const {
+    const RowMatrix v = load(tensor, 1, n);
+    return v.row(0).transpose();
+  }
+
+  void read_config() {
+    const GgufFile& file = file_;
+    const std::string path = file.path();
+    const std::string arch = file.get_string("general.architecture");
+    if (arch != "llama" && arch != "qwen2" && arch != "qwen3")
+      throw Error(path + ": architecture '" + arch + "' is not supported (llama, qwen2, qwen3)");
+    LlamaConfig& c = config_;
+    c.layers = static_cast<Index>(file.get_uint(arch + ".block_count"));
+    c.hidden = static_cast<Index>(file.get_uint(arch + ".embedding_length"));
+    c.intermediate = static_cast<Index>(file.get_uint(arch + ".feed_forward_length"));
+    c.heads = static_cast<Index>(file.get_uint(arch + ".attention.head_count"));
+    c.kv_heads = file.find(arch + ".attention.head_count_kv") ? static_cast<Index>(file.get_uint(arch + ".attention.head_count_kv")) : c.heads;
+    if (c.heads <= 0 || c.kv_heads <= 0 || c.hidden % c.heads != 0 || c.heads % c.kv_heads != 0)
+      throw Error(path + ": inconsistent head counts (" + std::to_string(c.heads) + " heads, " + std::to_string(c.kv_heads) +
+                  " kv heads, hidden " + std::to_string(c.hidden) + ")");
+    c.head_dim = file.find(arch + ".attention.key_length") ? static_cast<Index>(file.get_uint(arch + ".attention.key_length"))
+                                                           : c.hidden / c.heads;
+    if (file.find(arch + ".rope.freq_base")) c.rope_theta = static_cast<float>(file.get_float(arch + ".rope.freq_base"));
+    c.rms_eps = static_cast<float>(file.get_float(arch + ".attention.layer_norm_rms_epsilon"));
+    c.model_type = arch;
+    // llama.cpp's converter permutes LLaMA's q/k rows for adjacent-pair RoPE; Qwen2 keeps the
+    // Hugging Face layout and uses the half-split ("NEOX") pairing.
+    c.rope_style = arch == "llama" ? RopeStyle::AdjacentPairs : RopeStyle::HalfSplit;
+    const std::string scaling = file.find(arch + ".rope.scaling.type") ? file.get_string(arch + ".rope.scaling.type") : "none";
+    if (scaling == "linear") {
+      c.rope_divisors.assign(static_cast<std::size_t>(c.head_dim / 2), static_cast<float>(file.get_float(arch + ".rope.scaling.factor")));
+    } else if (scaling != "none") {
+      throw Error(path + ": RoPE scaling '" + scaling + "' is not supported (linear; llama3 comes as rope_freqs.weight)");
+    }
+    if (const GgufTensor* freqs = file.find_tensor("rope_freqs.weight")) {  // llama3 scaling, precomputed
+      if (freqs->element_count != static_cast<std::uint64_t>(c.head_dim / 2))
+        throw Error(path + ": rope_freqs.weight has " + std::to_string(freqs->element_count) + " values, expected " +
+                    std::to_string(c.head_dim / 2));
+      const RowMatrix f = file.to_float(*freqs);
+      c.rope_divisors.assign(f.data(), f.data() + f.size());
+    }
+    const GgufTensor& embedding = file.tensor("token_embd.weight");
+    if (embedding.cols() != c.hidden)
+      throw Error(path + ": token_embd.weight has " + std::to_string(embedding.cols()) + " columns, expected " +
+                  std::to_string(c.hidden));
+    c.vocab = embedding.rows();
+    c.tied_embeddings = file.find_tensor("output.weight") == nullptr;
+  }
+
+  GgufFile file_;
+  LlamaConfig config_;
+};
+
+static_assert(ModelSource<GgufModelSource>);
+
+/// Load a llama-architecture GGUF file, dequantizing every tensor to float32.
+inline LlamaModel load_llama_gguf(const std::string& path) { return load_model(GgufModelSource(path)); }
+
+}  // namespace autoround
