@@ -41,7 +41,7 @@ for row in "$@"; do
       entries+=("$tag=$out/$tag/auto_round")
       if [ ! -d "$out/rtn-w${bits}g${group}-${sym}" ]; then
         "$binary" quantize --model "$assets/smollm2-135m-instruct-q4_1.gguf" --calibration "$assets/kjv-calib.tokens" \
-          --nsamples 8 --seqlen "$seqlen" --bits "$bits" --group-size "$group" "${symflag[@]}" --recipe rtn \
+          --nsamples 8 --seqlen "$seqlen" --bits "$bits" --group-size "$group" "${symflag[@]}" --recipe rtn --clip-init unit \
           --format auto_round --output "$out/rtn-w${bits}g${group}-${sym}" --overwrite >/dev/null 2>&1
         entries+=("rtn-w${bits}g${group}-${sym}=$out/rtn-w${bits}g${group}-${sym}/auto_round")
       fi

@@ -4,5 +4,5 @@
 #include <autoround/model/llama_model.hpp>
 
 /// Replace every linear weight of `model` by a matrix this library allocates (freeing the
-/// caller's), and resize the attention norms: what quantize_model_on_cuda does to the model.
+/// caller's), and resize the attention norms: what the CUDA pipeline library does to the blocks it is given.
 [[gnu::visibility("default")]] void replace_weights_across_boundary(autoround::LlamaModel& model);

@@ -166,12 +166,14 @@ class GgufBlockWriter {
   std::size_t next_ = 0;
 };
 
-/// The whole quantized model to `path` (GgufBlockWriter, block after block).
+/// The whole quantized model to `path` (GgufBlockWriter, block after block). Blocks past the end
+/// of q.layers (or with empty results) are written from the source.
 template <WeightQuantizer Q>
 std::vector<GgufTensorChoice> export_gguf_model(const QuantizedLlama<Q>& q, const GgufFile& source, const GgufScheme& scheme,
                                                 const std::filesystem::path& path) {
   GgufBlockWriter<Q> writer(source, scheme, q.model.config, path);
-  for (Index b = 0; b < static_cast<Index>(q.layers.size()); ++b) writer.add_block(b, q.layers[static_cast<std::size_t>(b)]);
+  for (Index b = 0; b < q.model.config.layers; ++b)  // blocks without results: every tensor from the source
+    writer.add_block(b, b < static_cast<Index>(q.layers.size()) ? q.layers[static_cast<std::size_t>(b)] : LayerResults<Q>{});
   return writer.finish();
 }
 

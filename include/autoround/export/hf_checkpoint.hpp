@@ -308,7 +308,7 @@ inline std::vector<std::string> export_hf_checkpoint(const QuantizedLlama<>& q, 
 /// directory does not load as a checkpoint.
 class HfShardWriter {
  public:
-  static constexpr std::uint64_t default_max_shard_bytes = 2'000'000'000;
+  static constexpr std::uint64_t default_max_shard_bytes = 1'000'000'000;
 
   HfShardWriter(HfFormat format, std::filesystem::path dir, const LlamaConfig& config, const ModelQuantOptions& options,
                 const ExportSource& source, std::uint64_t max_shard_bytes = default_max_shard_bytes)
