@@ -275,6 +275,8 @@ class PassWriters {
       if (f.hf) {
         if constexpr (std::is_same_v<Q, DynamicIntQuantizer>)
           hf_.push_back({f, dir, std::make_unique<HfShardWriter>(*f.hf, dir, source.config(), pass.options, from)});
+        else  // plan_passes never puts a Hugging Face format into a k-quant run
+          throw Error("--format " + f.name + ": cannot be written from a run tuned for GGUF k-quants");
       } else {
         gguf_.push_back({f, dir / ("model-" + f.gguf->name + ".gguf"),
                          std::make_unique<GgufBlockWriter<Q>>(*source_gguf, *f.gguf, source.config(), dir / ("model-" + f.gguf->name + ".gguf"))});
