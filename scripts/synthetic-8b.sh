@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Real model size on the GPU machine (docs/speed.md "Llama-3-8B shape on one H200"): a synthetic
+# Llama-3-8B-shaped checkpoint (scripts/make_synthetic_llama.py: RANDOM bf16 weights, time and
+# memory only) quantized end to end to auto_round W4G128 by autoround --device cuda and by the
+# reference auto-round 0.16.1 (scripts/reference_quantize.py) on the same calibration windows.
+# Each run prints one row: | label | wall | peak host RSS | peak GPU memory | exit |.
+#
+# usage: scripts/synthetic-8b.sh WORK make LAYERS
+#        scripts/synthetic-8b.sh WORK ours LAYERS NSAMPLES SEQLEN ITERS [autoround flags...]
+#        scripts/synthetic-8b.sh WORK reference LAYERS NSAMPLES SEQLEN ITERS
+# env: AUTOROUND (default build/tools/autoround), PYTHON (default python3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=$1 phase=$2 layers=$3
+model=$work/llama8b-$layers
+autoround=${AUTOROUND:-build/tools/autoround}
+python=${PYTHON:-python3}
+case $phase in
+  make)
+    [ -f "$model/config.json" ] || "$python" scripts/make_synthetic_llama.py "$model" --layers "$layers"
+    ;;
+  ours)
+    n=$4 l=$5 i=$6
+    shift 6
+    rm -rf "$work/ours-$layers"
+    "$python" scripts/measure.py "ours $layers layers, $n x $l, $i iters" -- \
+      "$autoround" quantize --model "$model" --calibration "$model/calib.tokens" --output "$work/ours-$layers" \
+      --bits 4 --group-size 128 --nsamples "$n" --seqlen "$l" --iters "$i" --device cuda --format auto_round "$@" \
+      > "$work/ours-$layers.log"
+    grep -E "^quantized|^wrote auto_round" "$work/ours-$layers.log"
+    ;;
+  reference)
+    n=$4 l=$5 i=$6
+    rm -rf "$work/reference-$layers"
+    "$python" scripts/measure.py "reference $layers layers, $n x $l, $i iters" -- \
+      "$python" scripts/reference_quantize.py "$model" "$model/calib.tokens" "$work/reference-$layers" \
+      --nsamples "$n" --seqlen "$l" --iters "$i" > "$work/reference-$layers.log" 2>&1
+    grep -E "reference seconds|quantization tuning time" "$work/reference-$layers.log"
+    ;;
+  *) echo "unknown phase $phase" >&2; exit 2 ;;
+esac
