@@ -3,7 +3,8 @@
 # Llama-3-8B-shaped checkpoint (scripts/make_synthetic_llama.py: RANDOM bf16 weights, time and
 # memory only) quantized end to end to auto_round W4G128 by autoround --device cuda and by the
 # reference auto-round 0.16.1 (scripts/reference_quantize.py) on the same calibration windows.
-# Each run prints one row: | label | wall | peak host RSS | peak GPU memory | exit |.
+# Each run prints one row: | label | wall | peak host RSS | peak GPU memory | exit | (scripts/measure.py);
+# the run's whole output (progress included) goes to WORK/ours-LAYERS.log or reference-LAYERS.log.
 #
 # usage: scripts/synthetic-8b.sh WORK make LAYERS
 #        scripts/synthetic-8b.sh WORK ours LAYERS NSAMPLES SEQLEN ITERS [autoround flags...]
@@ -26,8 +27,8 @@ case $phase in
     "$python" scripts/measure.py "ours $layers layers, $n x $l, $i iters" -- \
       "$autoround" quantize --model "$model" --calibration "$model/calib.tokens" --output "$work/ours-$layers" \
       --bits 4 --group-size 128 --nsamples "$n" --seqlen "$l" --iters "$i" --device cuda --format auto_round "$@" \
-      > "$work/ours-$layers.log"
-    grep -E "^quantized|^wrote auto_round" "$work/ours-$layers.log"
+      > "$work/ours-$layers.log" 2>&1
+    grep -E "^\| ours|^quantized" "$work/ours-$layers.log"
     ;;
   reference)
     n=$4 l=$5 i=$6
@@ -35,7 +36,7 @@ case $phase in
     "$python" scripts/measure.py "reference $layers layers, $n x $l, $i iters" -- \
       "$python" scripts/reference_quantize.py "$model" "$model/calib.tokens" "$work/reference-$layers" \
       --nsamples "$n" --seqlen "$l" --iters "$i" > "$work/reference-$layers.log" 2>&1
-    grep -E "reference seconds|quantization tuning time" "$work/reference-$layers.log"
+    grep -E "^\| reference|reference seconds" "$work/reference-$layers.log"
     ;;
   *) echo "unknown phase $phase" >&2; exit 2 ;;
 esac

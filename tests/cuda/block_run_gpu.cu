@@ -19,9 +19,10 @@ GpuBlockRun run_block_on_gpu(const TuneOptions& options, const std::array<std::o
 }
 
 ModelResults quantize_model_on_gpu(LlamaModel& model, std::span<const std::int32_t> calibration, const ModelQuantOptions& options,
-                                   std::vector<BlockReport>& reports) {
+                                   std::vector<BlockReport>& reports, StreamPlacement streams) {
   return quantize_model<SignSGD<>, Cuda>(
-      model, calibration, options, [&](const BlockReport& r, Index) { reports.push_back(r); }, {}, SignSGD<>{}, Cuda{});
+      model, calibration, options, [&](const BlockReport& r, Index) { reports.push_back(r); }, {}, SignSGD<>{},
+      Cuda{GemmPrecision::Float32, streams});
 }
 
 std::vector<LayerResults<DynamicDoubleQuantizer>> quantize_kquant_model_on_gpu(LlamaModel& model, std::span<const std::int32_t> calibration,

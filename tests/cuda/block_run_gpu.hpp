@@ -6,6 +6,7 @@
 #include <span>
 #include <vector>
 
+#include <autoround/backend/cuda.hpp>
 #include <autoround/core/matrix.hpp>
 #include <autoround/model/llama_model.hpp>
 #include <autoround/quantizer/int_quantizer.hpp>
@@ -27,9 +28,10 @@ GpuBlockRun run_block_on_gpu(const autoround::TuneOptions& options,
                              const autoround::LlamaBlock& block, const autoround::LlamaConfig& config,
                              std::span<const autoround::RowMatrix> inputs, bool bf16_gemms);
 
-/// quantize_model<SignSGD<>, Cuda>.
+/// quantize_model<SignSGD<>, Cuda> (float32 GEMMs), the activation streams placed as `streams` says.
 ModelResults quantize_model_on_gpu(autoround::LlamaModel& model, std::span<const std::int32_t> calibration,
-                                   const autoround::ModelQuantOptions& options, std::vector<autoround::BlockReport>& reports);
+                                   const autoround::ModelQuantOptions& options, std::vector<autoround::BlockReport>& reports,
+                                   autoround::StreamPlacement streams = autoround::StreamPlacement::Auto);
 
 /// quantize_model<SignSGD<>, Cuda, DynamicDoubleQuantizer>: GGUF k-quant schemes on the GPU.
 std::vector<autoround::LayerResults<autoround::DynamicDoubleQuantizer>> quantize_kquant_model_on_gpu(

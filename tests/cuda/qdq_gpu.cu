@@ -29,3 +29,11 @@ QdqResult run_qdq_on_gpu(const QdqCase& c) {
   cuda::check(cudaDeviceSynchronize(), "synchronize");
   return r;
 }
+
+std::pair<std::vector<float>, std::vector<float>> search_clipping_on_gpu(const QdqCase& c, const std::vector<float>& importance) {
+  cuda::QdqLayer layer(c.spec, c.rows, c.cols, c.weight);
+  const cuda::DeviceBuffer<float> a{std::span<const float>(importance)};
+  layer.search_clipping(a.data());
+  cuda::check(cudaDeviceSynchronize(), "synchronize");
+  return {layer.min_scale().download(), layer.max_scale().download()};
+}

@@ -3,6 +3,7 @@
 // and squared error with the CUDA kernels (compiled by nvcc in qdq_gpu.cu), so that the test
 // itself, and the CPU reference it compares with, stay plain C++.
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include <autoround/quantizer/quantizer.hpp>
@@ -22,4 +23,7 @@ struct QdqResult {
 };
 
 QdqResult run_qdq_on_gpu(const QdqCase& c);
+/// QdqLayer::search_clipping (clip_search_kernel) on c.weight under `importance` (one per column):
+/// the searched min_scale and max_scale, one per group.
+std::pair<std::vector<float>, std::vector<float>> search_clipping_on_gpu(const QdqCase& c, const std::vector<float>& importance);
 int gpu_count();

@@ -196,6 +196,48 @@ TEST_CASE("quantize_model with the Cuda policy follows the CPU pipeline") {
   CHECK(gpu_model.blocks[1][Linear::Down].isApprox(gpu[1][6]->dequantize()));
 }
 
+TEST_CASE("quantize_model on the GPU: activation streams kept on the device give the results of streams on the host") {
+  // Device placement reads the streams in place, takes the run's computed targets as the next
+  // fp stream and its forward with the kept parameters as the next quantized stream; Host
+  // placement uploads both per block and recomputes them with separate forward runs on the
+  // dequantized weights. Same kernels on the same values: the same codes and losses, every mode.
+  std::mt19937 rng(29);
+  const LlamaModel model = small_random_model(rng);
+  std::vector<std::int32_t> tokens(6 * 20);
+  for (auto& t : tokens) t = static_cast<std::int32_t>(rng() % static_cast<unsigned>(model.config.vocab));
+  for (const ActivationStreams streams : {ActivationStreams::Two, ActivationStreams::FullPrecision, ActivationStreams::Quantized}) {
+    CAPTURE(static_cast<int>(streams));
+    ModelQuantOptions options;
+    options.spec = {2, 32, Asymmetric};
+    options.nsamples = 6;
+    options.seqlen = 20;
+    options.tune.iters = 15;
+    options.tune.batch_size = 4;
+    options.tune.clip_init = ClipInit::WeightedSearch;
+    options.streams = streams;
+    LlamaModel on_host = model, on_device = model;
+    std::vector<BlockReport> host_reports, device_reports;
+    const auto host = quantize_model_on_gpu(on_host, tokens, options, host_reports, StreamPlacement::Host);
+    const auto device = quantize_model_on_gpu(on_device, tokens, options, device_reports, StreamPlacement::Device);
+    REQUIRE(host.size() == device.size());
+    std::size_t same = 0, total = 0;
+    for (std::size_t b = 0; b < host.size(); ++b) {
+      CHECK(device_reports[b].stats.rtn_loss == host_reports[b].stats.rtn_loss);
+      CHECK(device_reports[b].stats.best_loss == host_reports[b].stats.best_loss);
+      for (std::size_t l = 0; l < 7; ++l) {
+        REQUIRE(host[b][l].has_value() == device[b][l].has_value());
+        if (!host[b][l]) continue;
+        for (std::size_t k = 0; k < host[b][l]->codes.size(); ++k) same += host[b][l]->codes[k] == device[b][l]->codes[k];
+        total += host[b][l]->codes.size();
+      }
+      CHECK(on_device.blocks[b][Linear::Down] == on_host.blocks[b][Linear::Down]);
+    }
+    MESSAGE("codes equal for " << same << " of " << total << " weights; block 1 best loss host " << host_reports[1].stats.best_loss
+                               << " device " << device_reports[1].stats.best_loss);
+    CHECK(same == total);
+  }
+}
+
 TEST_CASE("quantize_model with double-quantized schemes (DoubleQuantizer) on the GPU follows the CPU pipeline") {
   // the model of the test above (small enough that 20 steps stay in step on both sides), with
   // double-quantized schemes whose super-groups fit its 64 / 128 columns: the GGUF k-quants'

@@ -12,9 +12,18 @@ enum class GemmPrecision {
   BFloat16,  ///< bf16 operands, float32 accumulation: what the reference's default amp autocast gives its matmuls on CUDA
 };
 
+/// Where quantize_model keeps its activation streams (every calibration sample's hidden state,
+/// float32) between blocks.
+enum class StreamPlacement {
+  Auto,    ///< on the device when they fit beside a block's tuning run (cudaMemGetInfo), else Host
+  Device,  ///< on the device: no host copies and no transfers between blocks
+  Host,    ///< in host memory, uploaded for each block (device memory: one block's run)
+};
+
 struct Cuda {
   static constexpr bool runs_on_device = true;
   GemmPrecision precision = GemmPrecision::Float32;
+  StreamPlacement streams = StreamPlacement::Auto;
 };
 
 namespace cuda {

@@ -11,9 +11,11 @@
 //      the quantized block.
 // Memory: two activation sets (nsamples × seqlen × hidden floats each) on the host, as the
 // reference holds them (it frees a block's fp inputs once their targets exist; we compute the
-// targets in place). ActivationStreams selects the reference's other mode and our old one.
+// targets in place); with the Cuda policy on the device when they fit (StreamPlacement).
+// ActivationStreams selects the reference's other mode and our old one.
 // Embeddings, norms and the LM head stay in full precision, as do layers whose shape is not a
 // multiple of 32 (the reference's rule).
+#include <array>
 #include <chrono>
 #include <concepts>
 #include <functional>
@@ -100,14 +102,41 @@ using LayerResults = std::array<std::optional<QuantizedWeight<Q>>, 7>;
 
 namespace detail {
 
-/// The state that runs from block to block: both activation streams, the loss masks and the
-/// sampler's random stream. quantize_model and quantize_model_streaming share it.
+/// The quantizers of block b's layers (quantizer_for), counted into `report`.
+template <WeightQuantizer Q>
+std::array<std::optional<Q>, 7> block_quantizers(const ModelQuantOptions& options, const LlamaBlock& block, Index b,
+                                                 BlockReport& report) {
+  std::array<std::optional<Q>, 7> quantizers;
+  report.block = b;
+  for (Linear l : all_linears) {
+    quantizers[static_cast<std::size_t>(l)] = quantizer_for<Q>(options, layer_name(b, l), block[l]);
+    report.quantized_layers += quantizers[static_cast<std::size_t>(l)].has_value();
+  }
+  return quantizers;
+}
+
+/// Step a block's tuning run to the end (on_step after each step); its statistics go into
+/// `report` (iters = 0: the round-to-nearest block error as both losses). Returns its results.
+template <class Run>
+auto tune_block(Run& run, const ModelQuantOptions& options, Index b, const StepProgress& on_step, BlockReport& report) {
+  while (run.running()) {
+    const double loss = run.step();
+    if (on_step) on_step(b, run.stats().steps_run - 1, loss);
+  }
+  if (options.tune.iters == 0) report.stats.rtn_loss = report.stats.best_loss = run.evaluate();
+  else report.stats = run.stats();
+  return run.result();
+}
+
+/// The state that runs from block to block with both activation streams in host memory: the
+/// streams, the loss masks and the sampler's random stream. The CPU's BlockByBlock; the Cuda
+/// policy's keeps its streams on the device when they fit, else this (backend/cuda/cuda_runs.cuh).
 template <WeightQuantizer Q, Optimizer O, Backend B>
-class BlockByBlock {
+class HostBlockByBlock {
  public:
   /// `fp`: the calibration samples embedded, one [seqlen, hidden] matrix each.
-  BlockByBlock(std::vector<RowMatrix> fp, std::span<const TokenSequence> samples, const ModelQuantOptions& options, O optimizer,
-               B backend)
+  HostBlockByBlock(std::vector<RowMatrix> fp, std::span<const TokenSequence> samples, const ModelQuantOptions& options, O optimizer,
+                   B backend)
       : options_(options), optimizer_(std::move(optimizer)), backend_(std::move(backend)), fp_(std::move(fp)),
         masks_(options.mask_loss ? loss_masks(samples, options.pad_token) : std::vector<LossMask>{}), random_(options.tune.seed) {
     // the quantized stream (ActivationStreams::Two) starts as a copy; the one-stream modes use `fp_` alone
@@ -118,13 +147,8 @@ class BlockByBlock {
   LayerResults<Q> run(LlamaBlock& block, const LlamaConfig& config, Index b, Index blocks, const BlockProgress& on_block,
                       const StepProgress& on_step) {
     const auto start = std::chrono::steady_clock::now();
-    typename BlockTuningRun<Q, O, B>::LayerQuantizers quantizers;
     BlockReport report;
-    report.block = b;
-    for (Linear l : all_linears) {
-      quantizers[static_cast<std::size_t>(l)] = quantizer_for<Q>(options_, layer_name(b, l), block[l]);
-      report.quantized_layers += quantizers[static_cast<std::size_t>(l)].has_value();
-    }
+    const auto quantizers = block_quantizers<Q>(options_, block, b, report);
     BlockCalibration calibration{std::span<const RowMatrix>(fp_), {}, masks_, &random_};
     if (options_.streams == ActivationStreams::Two) {
       forward_block(backend_, block, config, std::span<RowMatrix>(fp_));  // fp_ now holds the targets
@@ -135,16 +159,7 @@ class BlockByBlock {
     {
       BlockTuningRun<Q, O, B> run(options_.tune, quantizers, optimizer_, backend_, block, config, calibration,
                                   "model.layers." + std::to_string(b));
-      while (run.running()) {
-        const double loss = run.step();
-        if (on_step) on_step(b, run.stats().steps_run - 1, loss);
-      }
-      if (options_.tune.iters == 0) {  // round-to-nearest: still report the block's output error
-        report.stats.rtn_loss = report.stats.best_loss = run.evaluate();
-      } else {
-        report.stats = run.stats();
-      }
-      results = run.result();
+      results = tune_block(run, options_, b, on_step, report);
     }
     if (options_.streams == ActivationStreams::FullPrecision)  // the fp block feeds the next
       forward_block(backend_, block, config, std::span<RowMatrix>(fp_));
@@ -166,6 +181,13 @@ class BlockByBlock {
   std::vector<RowMatrix> fp_, quantized_;  // the full-precision and the quantized stream
   std::vector<LossMask> masks_;
   PythonRandom random_;  // the minibatch order continues from block to block
+};
+
+/// quantize_model's block loop. A backend may specialize it (the Cuda policy does).
+template <WeightQuantizer Q, Optimizer O, Backend B>
+class BlockByBlock : public HostBlockByBlock<Q, O, B> {
+ public:
+  using HostBlockByBlock<Q, O, B>::HostBlockByBlock;
 };
 
 inline void check_samples(std::span<const TokenSequence> samples) {

@@ -19,13 +19,15 @@
 // probabilities and gradients are rounded to bf16 before their GEMMs, softmax, norms, loss,
 // gradients and parameters stay float32). The targets are computed with the same precision.
 //
-// Inputs, targets (given: the two streams of quantize_model; or computed from the inputs) and
-// loss masks as BlockCalibration says; the loss is scaled by TuneOptions::loss_scale before
-// the backward, as on the CPU.
+// Inputs, targets and loss masks as BlockCalibration says (host matrices, copied up), or as
+// DeviceCalibration says (device buffers read in place, the targets computed here from the
+// full-precision stream: how quantize_model's Cuda loop keeps its streams on the device); the
+// loss is scaled by TuneOptions::loss_scale before the backward, as on the CPU.
 //
-// Memory: inputs and targets of all samples (2 · nsamples · seqlen · hidden floats), the
-// block's weights and tuning state (about 5 floats per weight), and the activations of one
-// minibatch including its [batch · heads, seqlen, seqlen] attention probabilities.
+// Memory: inputs and targets of all samples (2 · nsamples · seqlen · hidden floats; the inputs
+// not copied when they are already on the device: DeviceCalibration), the block's weights and
+// tuning state (about 5 floats per weight), and the activations of one minibatch including its
+// [batch · heads, seqlen, seqlen] attention probabilities.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -55,6 +57,16 @@
 
 namespace autoround::cuda {
 
+/// A block's calibration already in device memory: `samples` × `seqlen` × hidden floats each,
+/// sample after sample. Not copied: the buffers must outlive the run.
+struct DeviceCalibration {
+  const float* inputs = nullptr;         ///< what the quantized block receives
+  const float* target_inputs = nullptr;  ///< the targets are the full-precision block on these (null: on `inputs`)
+  long samples = 0, seqlen = 0;
+  std::span<const LossMask> masks = {};  ///< per-sample loss masks (host); empty: every position counts
+  PythonRandom* random = nullptr;        ///< the sampler's stream (null: seeded with TuneOptions::seed)
+};
+
 template <class Q = DynamicIntQuantizer>
 class BlockTuningRun {
  public:
@@ -71,27 +83,24 @@ class BlockTuningRun {
   BlockTuningRun(const TuneOptions& options, const LayerQuantizers& quantizers, const LlamaBlock& block,
                  const LlamaConfig& config, const BlockCalibration& calibration, const std::string& name = "block",
                  GemmPrecision precision = GemmPrecision::Float32)
-      : options_(options), config_(config), bf16_(precision == GemmPrecision::BFloat16),
-        samples_(static_cast<long>(calibration.inputs.size())),
-        seqlen_(calibration.inputs.empty() ? 0 : calibration.inputs[0].rows()),
-        batch_(std::min<long>(options.batch_size, static_cast<long>(calibration.inputs.size()))),
-        sampler_(calibration.random ? IndexSampler(samples_, batch_, *calibration.random) : IndexSampler(samples_, batch_, options.seed)),
-        tracker_(options) {
-    detail::check_block_calibration(calibration, config.hidden, name);
-    detail::require(config.heads > 0 && config.kv_heads > 0 && config.heads % config.kv_heads == 0 && config.head_dim % 2 == 0,
-                    name + ": heads must be a multiple of kv_heads and head_dim even");
-    for (Linear l : all_linears) {
-      const auto [out, in] = linear_shape(config, l);
-      detail::require(block[l].rows() == out && block[l].cols() == in,
-                      name + "." + hf_name(l) + ": weight shape does not match the configuration");
-    }
-    upload_constants(block);
-    for (Linear l : all_linears) setup_layer(l, block[l], quantizers[static_cast<std::size_t>(l)], name);
-    allocate();
-    build_attention_batches();
+      : BlockTuningRun(options, quantizers, block, config, checked_shape(calibration, config, name), calibration.random, name,
+                       precision) {
     upload_calibration(calibration);
-    if (options.clip_init == ClipInit::WeightedSearch) search_clipping(block);
-    snapshot();
+    finish_setup(block);
+  }
+
+  /// Calibration already on the device (quantize_model's streams kept there between blocks):
+  /// read in place, never copied. Targets are the full-precision block on
+  /// `calibration.target_inputs` (or on the inputs), computed here; take_targets() hands them on.
+  BlockTuningRun(const TuneOptions& options, const LayerQuantizers& quantizers, const LlamaBlock& block,
+                 const LlamaConfig& config, const DeviceCalibration& calibration, const std::string& name = "block",
+                 GemmPrecision precision = GemmPrecision::Float32)
+      : BlockTuningRun(options, quantizers, block, config, checked_shape(calibration, name), calibration.random, name, precision) {
+    detail::require(calibration.inputs != nullptr, name + ": no calibration inputs on the device");
+    in_ = calibration.inputs;
+    upload_masks(calibration.masks);
+    compute_targets(calibration.target_inputs ? calibration.target_inputs : calibration.inputs);
+    finish_setup(block);
   }
 
   /// Run step `stats().steps_run`; returns its loss (measured before the update).
@@ -101,8 +110,8 @@ class BlockTuningRun {
     const long nb = static_cast<long>(samples.size()), rows = nb * seqlen_, hidden = config_.hidden;
     for (long i = 0; i < nb; ++i) {
       const std::size_t from = static_cast<std::size_t>(samples[static_cast<std::size_t>(i)] * seqlen_ * hidden);
-      copy_floats(x_.data() + i * seqlen_ * hidden, inputs_.data() + from, seqlen_ * hidden);
-      copy_floats(target_.data() + i * seqlen_ * hidden, targets_.data() + from, seqlen_ * hidden);
+      copy_floats(x_.data() + i * seqlen_ * hidden, in_ + from, seqlen_ * hidden);
+      copy_floats(target_.data() + i * seqlen_ * hidden, tgt_ + from, seqlen_ * hidden);
       if (!host_masks_.empty())
         copy_floats(mask_.data() + i * seqlen_, masks_.data() + samples[static_cast<std::size_t>(i)] * seqlen_, seqlen_);
     }
@@ -149,8 +158,8 @@ class BlockTuningRun {
     double sum = 0;
     for (long first = 0; first < samples_; first += batch_) {
       const long nb = std::min(batch_, samples_ - first);
-      copy_floats(x_.data(), inputs_.data() + first * sample_floats, nb * sample_floats);
-      copy_floats(target_.data(), targets_.data() + first * sample_floats, nb * sample_floats);
+      copy_floats(x_.data(), in_ + first * sample_floats, nb * sample_floats);
+      copy_floats(target_.data(), tgt_ + first * sample_floats, nb * sample_floats);
       if (bf16_) forward<__nv_bfloat16>(nb); else forward<float>(nb);
       if (!host_masks_.empty()) mask_rows(d_out_.f.data(), target_.data(), masks_.data() + first * seqlen_, nb * sample_floats);
       sum += squared_error(d_out_.f.data(), target_.data(), nb * sample_floats, stream());
@@ -166,7 +175,7 @@ class BlockTuningRun {
     for (long s = 0; s < samples_; ++s) {
       RowMatrix& m = out[static_cast<std::size_t>(s)];
       m.resize(seqlen_, config_.hidden);
-      check(cudaMemcpy(m.data(), targets_.data() + s * sample_floats, static_cast<std::size_t>(sample_floats) * sizeof(float),
+      check(cudaMemcpy(m.data(), tgt_ + s * sample_floats, static_cast<std::size_t>(sample_floats) * sizeof(float),
                        cudaMemcpyDeviceToHost),
             "copy block outputs to the host");
     }
@@ -174,19 +183,78 @@ class BlockTuningRun {
 
   /// Encode every tuned layer with the kept (best) parameters.
   LayerResults result() {
+    load_best();
     LayerResults results;
-    for (std::size_t i = 0; i < layers_.size(); ++i) {
-      Layer& layer = layers_[i];
-      if (!layer.qdq) continue;
-      copy_floats(layer.qdq->rounding().data(), layer.best_rounding.data(), static_cast<long>(layer.best_rounding.size()));
-      copy_floats(layer.qdq->min_scale().data(), layer.best_min.data(), static_cast<long>(layer.best_min.size()));
-      copy_floats(layer.qdq->max_scale().data(), layer.best_max.data(), static_cast<long>(layer.best_max.size()));
-      results[i] = layer.qdq->result(*layer.quantizer, tracker_.stats());
-    }
+    for (std::size_t i = 0; i < layers_.size(); ++i)
+      if (layers_[i].qdq) results[i] = layers_[i].qdq->result(*layers_[i].quantizer, tracker_.stats());
     return results;
   }
 
+  /// The targets, handed over (the run no longer has them): when the run computed them, the
+  /// full-precision block's outputs, i.e. the next block's full-precision stream.
+  DeviceBuffer<float> take_targets() {
+    detail::require(targets_.size() > 0, "take_targets: the run holds no targets");
+    tgt_ = nullptr;
+    return std::move(targets_);
+  }
+
+  /// The block with the kept (best) parameters, i.e. the dequantized weights the results hold,
+  /// on every input sample: the next block's quantized stream. [samples · seqlen · hidden] floats.
+  DeviceBuffer<float> forward_quantized() {
+    load_best();
+    for (Layer& layer : layers_)
+      if (layer.qdq) {
+        layer.qdq->forward(layer.weight.f.data());
+        layer.weight.refresh(stream());
+      }
+    DeviceBuffer<float> out(static_cast<std::size_t>(samples_ * seqlen_ * config_.hidden));
+    forward_all(in_, out.data());
+    return out;
+  }
+
  private:
+  struct Shape {
+    long samples = 0, seqlen = 0;
+  };
+  static Shape checked_shape(const BlockCalibration& c, const LlamaConfig& config, const std::string& name) {
+    detail::check_block_calibration(c, config.hidden, name);
+    return {static_cast<long>(c.inputs.size()), c.inputs[0].rows()};
+  }
+  static Shape checked_shape(const DeviceCalibration& c, const std::string& name) {
+    detail::require(c.samples > 0 && c.seqlen > 0, name + ": no calibration samples");
+    detail::require(c.masks.empty() || static_cast<long>(c.masks.size()) == c.samples,
+                    name + ": one loss mask per calibration sample");
+    for (const LossMask& m : c.masks)
+      detail::require(static_cast<long>(m.size()) == c.seqlen, name + ": a loss mask must have one entry per position (seqlen)");
+    return {c.samples, c.seqlen};
+  }
+
+  // What both public constructors share: the block's constants and weights on the device, the
+  // tuned layers' parameters, the minibatch workspace.
+  BlockTuningRun(const TuneOptions& options, const LayerQuantizers& quantizers, const LlamaBlock& block, const LlamaConfig& config,
+                 Shape shape, PythonRandom* random, const std::string& name, GemmPrecision precision)
+      : options_(options), config_(config), bf16_(precision == GemmPrecision::BFloat16), samples_(shape.samples),
+        seqlen_(shape.seqlen), batch_(std::min<long>(options.batch_size, shape.samples)),
+        sampler_(random ? IndexSampler(samples_, batch_, *random) : IndexSampler(samples_, batch_, options.seed)),
+        tracker_(options) {
+    detail::require(config.heads > 0 && config.kv_heads > 0 && config.heads % config.kv_heads == 0 && config.head_dim % 2 == 0,
+                    name + ": heads must be a multiple of kv_heads and head_dim even");
+    for (Linear l : all_linears) {
+      const auto [out, in] = linear_shape(config, l);
+      detail::require(block[l].rows() == out && block[l].cols() == in,
+                      name + "." + hf_name(l) + ": weight shape does not match the configuration");
+    }
+    upload_constants(block);
+    for (Linear l : all_linears) setup_layer(l, block[l], quantizers[static_cast<std::size_t>(l)], name);
+    allocate();
+    build_attention_batches();
+  }
+
+  void finish_setup(const LlamaBlock& block) {
+    if (options_.clip_init == ClipInit::WeightedSearch) search_clipping(block);
+    snapshot();
+  }
+
   // A row-major device matrix: float32, and in bf16 mode a bf16 copy (the GEMM operand). A
   // matrix that is only ever a GEMM operand has no float32 values in bf16 mode (float_too false).
   struct Tensor {
@@ -499,7 +567,8 @@ class BlockTuningRun {
   // outputs on every sample, batch by batch.
   // ClipInit::WeightedSearch: the full-precision block (the layers hold their unquantized weights
   // until the first step) runs over every calibration input to collect each linear's input
-  // importance; the search runs on the host, and its scales are where tuning starts.
+  // importance; the search runs on the device for integer quantizers (clip_search_kernel: the
+  // host's choices), on the host for double-quantized ones; its scales are where tuning starts.
   void search_clipping(const LlamaBlock& block) {
     if (bf16_) search_clipping<__nv_bfloat16>(block); else search_clipping<float>(block);
   }
@@ -512,7 +581,7 @@ class BlockTuningRun {
     const long cols[4] = {hidden, q_cols, hidden, inter};
     for (long first = 0; first < samples_; first += batch_) {
       const long nb = std::min(batch_, samples_ - first);
-      copy_floats(x_.data(), inputs_.data() + first * seqlen_ * hidden, nb * seqlen_ * hidden);
+      copy_floats(x_.data(), in_ + first * seqlen_ * hidden, nb * seqlen_ * hidden);
       forward<T>(nb);
       for (int j = 0; j < 4; ++j)
         column_square_sum_kernel<T><<<blocks_for(cols[j], 128), 128, 0, stream()>>>(inputs[j]->template as<T>(), nb * seqlen_,
@@ -526,15 +595,22 @@ class BlockTuningRun {
       for (float& m : mean[j]) m /= tokens;
     }
     const Cpu host;
+    std::array<DeviceBuffer<float>, 4> importance;
     for (Linear l : all_linears) {
       Layer& layer = layers_[static_cast<std::size_t>(l)];
       if (!layer.qdq) continue;
       const int input = l == Linear::Output ? 1 : l == Linear::Gate || l == Linear::Up ? 2 : l == Linear::Down ? 3 : 0;
-      std::vector<float> lo(layer.qdq->min_scale().size()), hi(lo.size());
-      search_clip_scales(*layer.quantizer, view(block[l]), mean[input], [&](Index n, auto&& f) { host.parallel_for(n, f); }, lo, hi);
-      layer.qdq->min_scale().upload(lo);
-      layer.qdq->max_scale().upload(hi);
+      if constexpr (!SuperGroupQuantizer<Q>) {  // integer quantizers: on the device, the host's arithmetic
+        if (importance[input].size() == 0) importance[input] = DeviceBuffer<float>(std::span<const float>(mean[input]));
+        layer.qdq->search_clipping(importance[input].data());
+      } else {  // double quantization: searched on the host, a super-group of one group at a time
+        std::vector<float> lo(layer.qdq->min_scale().size()), hi(lo.size());
+        search_clip_scales(*layer.quantizer, view(block[l]), mean[input], [&](Index n, auto&& f) { host.parallel_for(n, f); }, lo, hi);
+        layer.qdq->min_scale().upload(lo);
+        layer.qdq->max_scale().upload(hi);
+      }
     }
+    stream_.synchronize();
   }
 
   void upload_calibration(const BlockCalibration& calibration) {
@@ -547,29 +623,57 @@ class BlockTuningRun {
               what);
     };
     upload_samples(calibration.inputs, inputs_, "copy calibration inputs to the device");
-    if (!calibration.masks.empty()) {
-      host_masks_.assign(calibration.masks.begin(), calibration.masks.end());
-      std::vector<float> flat;
-      for (const LossMask& m : host_masks_) flat.insert(flat.end(), m.begin(), m.end());
-      masks_ = DeviceBuffer<float>(std::span<const float>(flat));
-      mask_ = DeviceBuffer<float>(static_cast<std::size_t>(batch_ * seqlen_));
-    }
+    in_ = inputs_.data();
+    upload_masks(calibration.masks);
     if (!calibration.targets.empty()) {
       upload_samples(calibration.targets, targets_, "copy block targets to the device");
+      tgt_ = targets_.data();
       return;
     }
-    targets_ = DeviceBuffer<float>(inputs_.size());
+    compute_targets(in_);
+  }
+
+  void upload_masks(std::span<const LossMask> masks) {
+    if (masks.empty()) return;
+    host_masks_.assign(masks.begin(), masks.end());
+    std::vector<float> flat;
+    for (const LossMask& m : host_masks_) flat.insert(flat.end(), m.begin(), m.end());
+    masks_ = DeviceBuffer<float>(std::span<const float>(flat));
+    mask_ = DeviceBuffer<float>(static_cast<std::size_t>(batch_ * seqlen_));
+  }
+
+  // targets = the block as given (full precision: the layers hold their unquantized weights
+  // until the first step) on every sample of `from`, batch by batch
+  void compute_targets(const float* from) {
+    targets_ = DeviceBuffer<float>(static_cast<std::size_t>(samples_ * seqlen_ * config_.hidden));
+    tgt_ = targets_.data();
+    forward_all(from, targets_.data());
+  }
+
+  // out = the block with the layers' current weights on every sample of `from`
+  void forward_all(const float* from, float* out) {
+    const long sample_floats = seqlen_ * config_.hidden;
     for (long first = 0; first < samples_; first += batch_) {
       const long nb = std::min(batch_, samples_ - first);
-      copy_floats(x_.data(), inputs_.data() + first * sample_floats, nb * sample_floats);
+      copy_floats(x_.data(), from + first * sample_floats, nb * sample_floats);
       if (bf16_) forward<__nv_bfloat16>(nb); else forward<float>(nb);
-      copy_floats(targets_.data() + first * sample_floats, d_out_.f.data(), nb * sample_floats);
+      copy_floats(out + first * sample_floats, d_out_.f.data(), nb * sample_floats);
     }
     stream_.synchronize();
   }
 
   void mask_rows(float* a, float* b, const float* mask, long n) {
     mask_rows_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(a, b, mask, static_cast<long>(config_.hidden), n);
+  }
+
+  // the kept parameters back into the tuned ones
+  void load_best() {
+    for (Layer& layer : layers_) {
+      if (!layer.qdq) continue;
+      copy_floats(layer.qdq->rounding().data(), layer.best_rounding.data(), static_cast<long>(layer.best_rounding.size()));
+      copy_floats(layer.qdq->min_scale().data(), layer.best_min.data(), static_cast<long>(layer.best_min.size()));
+      copy_floats(layer.qdq->max_scale().data(), layer.best_max.data(), static_cast<long>(layer.best_max.size()));
+    }
   }
 
   void snapshot() {
@@ -594,7 +698,9 @@ class BlockTuningRun {
   std::array<DeviceBuffer<float>, 3> bias_;
   bool qk_norm_ = false;
   DeviceBuffer<float2> rope_;
-  DeviceBuffer<float> inputs_, targets_, masks_;  // all samples
+  DeviceBuffer<float> inputs_, targets_, masks_;  // all samples (inputs_: only when uploaded here)
+  const float* in_ = nullptr;   // the inputs: inputs_, or the caller's device buffer
+  const float* tgt_ = nullptr;  // the targets: targets_ (given or computed)
   std::vector<LossMask> host_masks_;
   DeviceBuffer<float> mask_;  // one minibatch's masks
   // one minibatch

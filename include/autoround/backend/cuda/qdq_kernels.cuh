@@ -176,6 +176,60 @@ __global__ void qdq_backward_kernel(QdqShape s, const float* w, const float* v, 
   grad_max[g] = static_cast<float>(__dmul_rn(d_b, static_cast<double>(range.wmax)));
 }
 
+/// ClipInit::WeightedSearch for integer quantizers (search_clip_scales in tune/clip_search.hpp):
+/// a warp per group tries the host's grid in the host's order (one ratio for both ends, then
+/// max_scale, then min_scale) and keeps the candidate of least Σ_j a_j (w_j − qdq(w_j))², codes
+/// rounded to nearest. Lanes compute the terms; lane 0 adds them in element order in double, as
+/// the host does, and broadcasts the total: the same choices as the host search, bit for bit.
+template <int = 0>
+__global__ void clip_search_kernel(QdqShape s, const float* w, const GroupRange* ranges, const float* importance, float lowest,
+                                   int steps, float* min_scale, float* max_scale) {
+  const long g = warp_group();
+  const int lane = threadIdx.x % 32;
+  if (g >= s.groups()) return;
+  const GroupRange range = ranges[g];
+  const long at = s.begin(g), length = s.length(g), column = (g % s.groups_per_row) * s.group_size;
+  const float maxc = static_cast<float>((1 << s.bits) - 1);
+  auto error = [&](float lo, float hi) {
+    const GroupQuant q = device::group_quant(s, range, lo, hi);
+    double total = 0.0;
+    for (long base = 0; base < length; base += 32) {
+      const long i = base + lane;
+      double term = 0.0;
+      if (i < length) {
+        const float x = w[at + i];
+        const float code = device::clampf(__fadd_rn(rintf(__fdiv_rn(x, q.scale)), q.zero), 0.0f, maxc);
+        const double d = __dsub_rn(static_cast<double>(x), static_cast<double>(__fmul_rn(q.scale, __fsub_rn(code, q.zero))));
+        term = __dmul_rn(__dmul_rn(static_cast<double>(importance[column + i]), d), d);
+      }
+      const long n = length - base < 32 ? length - base : 32;
+      for (int k = 0; k < n; ++k) {
+        const double t = __shfl_sync(0xffffffffu, term, k);
+        if (lane == 0) total = __dadd_rn(total, t);
+      }
+    }
+    return __shfl_sync(0xffffffffu, total, 0);
+  };
+  auto ratio = [&](int i) {
+    return __fsub_rn(1.0f, __fdiv_rn(__fmul_rn(__fsub_rn(1.0f, lowest), static_cast<float>(i)), static_cast<float>(steps)));
+  };
+  float lo = 1.0f, hi = 1.0f;
+  double best = error(lo, hi);
+  auto consider = [&](float l, float h) {
+    const double e = error(l, h);
+    if (e < best) best = e, lo = l, hi = h;
+  };
+  for (int i = 1; i <= steps; ++i) consider(ratio(i), ratio(i));
+  const float joint = lo;
+  for (int i = 0; i <= steps; ++i) consider(joint, ratio(i));
+  const float top = hi;
+  for (int i = 0; i <= steps; ++i) consider(ratio(i), top);
+  if (lane == 0) {
+    min_scale[g] = lo;
+    max_scale[g] = hi;
+  }
+}
+
 /// SignSGD: p -= lr * sign(g), sign(0) = 0.
 template <int = 0>  // a template: header-defined kernels, one definition per program
 __global__ void sign_sgd_kernel(float* params, const float* grads, float lr, long n) {

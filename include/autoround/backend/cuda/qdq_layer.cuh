@@ -86,6 +86,14 @@ class QdqLayer {
                                                               grad_min, grad_max);
     check(cudaGetLastError(), "qdq_backward_kernel");
   }
+  /// min_scale / max_scale = each group's searched clipping (ClipInit::WeightedSearch) under
+  /// `importance` (device, one per input column): integer quantizers only (clip_search_kernel).
+  void search_clipping(const float* importance, float lowest = 0.5f, int steps = 20) {
+    detail::require(!double_quantized(), "QdqLayer::search_clipping: double-quantized layers are searched on the host");
+    clip_search_kernel<><<<warp_blocks(), 32 * kWarpsPerBlock, 0, stream_>>>(shape_, weight_.data(), ranges_.data(), importance, lowest,
+                                                                             steps, min_scale_.data(), max_scale_.data());
+    check(cudaGetLastError(), "clip_search_kernel");
+  }
   /// Final codes (device, rows x cols) under the current parameters.
   void encode(std::uint8_t* codes) {
     if (double_quantized()) return dq_forward(nullptr, codes);
