@@ -79,4 +79,20 @@ fi
 # The same novel in the asset model's tokens: the out-of-domain text of the parity harness
 # (scripts/parity-harness.sh; the calibration text is the Bible).
 [ -s botchan.tokens ] || pyenv/bin/python "$here/tokenize_gguf.py" "$model" botchan.txt botchan.tokens
+# Real byte-level BPE (and SPM) vocabularies with texts and the ids Hugging Face tokenizers gives
+# them: llama.cpp's models/ggml-vocab-*.gguf(.inp/.out), from the llama.cpp copy in PyPI's
+# llama-cpp-python 0.3.36 sdist (tests/test_bpe_tokenizer.cpp).
+lcp_sdist_sha=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+if [ "$(cat vocab/.sdist-sha256 2>/dev/null)" != "$lcp_sdist_sha" ]; then
+  tmp=$(mktemp -d)
+  pyenv/bin/pip download -q --no-deps --no-binary :all: -d "$tmp" 'llama-cpp-python==0.3.36' || die "pip download llama-cpp-python failed"
+  ok "$tmp/llama_cpp_python-0.3.36.tar.gz" "$lcp_sdist_sha" || die "llama_cpp_python-0.3.36.tar.gz: sha256 differs from the recorded one"
+  tar xzf "$tmp/llama_cpp_python-0.3.36.tar.gz" -C "$tmp" --wildcards 'llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-*'
+  rm -rf vocab && mkdir -p vocab
+  cp "$tmp"/llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-* vocab/
+  echo "$lcp_sdist_sha" > vocab/.sdist-sha256
+  rm -rf "$tmp"
+fi
+# Llama 3 and Qwen2 ids of long texts (and their tokenizer.json) by Hugging Face tokenizers
+[ -s vocab/qwen2.botchan.tokens ] || pyenv/bin/python "$here/make_bpe_expectations.py" vocab kjv-calib.txt botchan.txt >/dev/null
 echo "assets ready in $cache"

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <autoround/model/sentencepiece_tokenizer.hpp>
+#include <autoround/tokenizer/tokenizer.hpp>
 #include <autoround/model/token_file.hpp>
 #include <filesystem>
 #include <fstream>
@@ -13,6 +14,8 @@
 #include "support/assets.hpp"
 
 using namespace autoround;
+
+static_assert(Tokenizer<SentencePieceTokenizer>);  // tokenizer/tokenizer.hpp
 
 namespace {
 std::string first_lines(const std::string& path, int count) {

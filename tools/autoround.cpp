@@ -10,9 +10,9 @@
 //
 // Output: DIR/<format>/ for each format (auto_round/, auto_gptq/, auto_awq/: Hugging Face
 // checkpoints; gguf-q4_0/model-q4_0.gguf), and DIR/quantization_report.json.
-// Token files hold the model's token ids, one per line (scripts/tokenize_gguf.py writes them);
-// with --tokenizer (a SentencePiece tokenizer.model; builds with libsentencepiece) the
-// calibration and evaluation files are plain text, tokenized whole, BOS first, or, for
+// Calibration and evaluation files are text (tokenized whole, BOS first when the tokenizer asks
+// for it, by the model's own tokenizer: the byte-level BPE stored in a GGUF model, or with
+// --tokenizer a SentencePiece tokenizer.model), token ids (a .tokens file, one per line), or, for
 // calibration, a .jsonl corpus of documents sampled as the reference samples pile-10k
 // (calibration_samples). One stream is cut into consecutive windows from its start.
 // --device cuda (builds where nvcc is found) tunes every block on the GPU with the Cuda policy
@@ -25,14 +25,15 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <memory>
+#include <sstream>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
 #include <nlohmann/json.hpp>
 #include <string>
-#if defined(AUTOROUND_HAS_SENTENCEPIECE)
-#include <autoround/model/sentencepiece_tokenizer.hpp>
-#endif
+#include <autoround/tokenizer/model_tokenizer.hpp>
 #if defined(AUTOROUND_CUDA_PIPELINE)
 #include "cuda_pipeline.hpp"
 #endif
@@ -42,26 +43,54 @@ namespace fs = std::filesystem;
 
 namespace {
 
-/// Token ids from a token-id file, or with a tokenizer model, from a text file.
-std::vector<std::int32_t> load_tokens(const std::string& path, const std::string& tokenizer_path, Index model_vocab) {
-  if (tokenizer_path.empty()) return read_token_file(path);
-#if defined(AUTOROUND_HAS_SENTENCEPIECE)
-  const SentencePieceTokenizer tokenizer(tokenizer_path);
-  if (tokenizer.vocab_size() != model_vocab)
-    std::fprintf(stderr, "autoround: warning: %s has %d tokens, the model %ld: is it the model's own tokenizer?\n",
-                 tokenizer_path.c_str(), tokenizer.vocab_size(), model_vocab);
-  return tokenize_text_file(path, tokenizer);
-#else
-  (void)model_vocab;
-  throw Error("--tokenizer " + tokenizer_path + ": this autoround was built without SentencePiece (install libsentencepiece-dev and rebuild)");
-#endif
+/// The model's own tokenizer for text (tokenizer_for_model: --tokenizer's SentencePiece model, or
+/// the byte-level BPE of the directory's tokenizer.json or of the GGUF). Text is tokenized
+/// whole, BOS first when the tokenizer asks for one.
+bool parse_special_tokens = false;  // --parse-special
+
+std::function<std::vector<std::int32_t>(const std::string&)> text_tokenizer(const std::string& model_path, const std::string& tokenizer_path,
+                                                                           Index model_vocab, const std::string& text_path) {
+  try {
+    const AnyTokenizer tokenizer = tokenizer_for_model(model_path, tokenizer_path, parse_special_tokens);
+    if (!tokenizer_path.empty() && static_cast<Index>(tokenizer.vocab_size()) != model_vocab)
+      std::fprintf(stderr, "autoround: warning: %s has %zu tokens, the model %ld: is it the model's own tokenizer?\n",
+                   tokenizer_path.c_str(), tokenizer.vocab_size(), model_vocab);
+    return [tokenizer](const std::string& text) { return tokenizer.encode(text); };
+  } catch (const Error& e) {
+    throw Error(text_path + ": text needs the model's tokenizer (" + e.what() + "); or give token ids (a .tokens file, one id per line)");
+  }
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path + ": cannot open");
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+/// Token ids of a calibration or evaluation file: a .tokens file (or one that holds nothing but
+/// ids) is token ids, one per line (scripts/tokenize_gguf.py writes them); anything else is text,
+/// tokenized whole by the model's tokenizer (text_tokenizer).
+std::vector<std::int32_t> load_tokens(const std::string& path, const std::string& tokenizer_path, Index model_vocab,
+                                      const std::string& model_path) {
+  if (tokenizer_path.empty()) {
+    if (fs::path(path).extension() == ".tokens") return read_token_file(path);
+    try {
+      return read_token_file(path);
+    } catch (const Error&) {  // text
+    }
+  }
+  const auto tokenize = text_tokenizer(model_path, tokenizer_path, model_vocab, path);
+  const std::vector<std::int32_t> ids = tokenize(read_text(path));
+  if (ids.empty()) throw Error(path + ": no tokens");
+  return ids;
 }
 
 /// Documents of a JSON-lines corpus ({"text": ...} per line, as pile-10k), each tokenized (BOS first).
-std::vector<TokenSequence> load_documents(const std::string& path, const std::string& tokenizer_path) {
-  if (tokenizer_path.empty()) throw Error(path + ": a .jsonl corpus needs --tokenizer (its documents are text)");
-#if defined(AUTOROUND_HAS_SENTENCEPIECE)
-  const SentencePieceTokenizer tokenizer(tokenizer_path);
+std::vector<TokenSequence> load_documents(const std::string& path, const std::string& tokenizer_path, Index model_vocab,
+                                          const std::string& model_path) {
+  const auto tokenize = text_tokenizer(model_path, tokenizer_path, model_vocab, path);
   std::ifstream in(path);
   if (!in) throw Error(path + ": cannot open");
   std::vector<TokenSequence> documents;
@@ -71,13 +100,10 @@ std::vector<TokenSequence> load_documents(const std::string& path, const std::st
     const auto record = nlohmann::json::parse(line, nullptr, false);
     if (record.is_discarded() || !record.is_object() || !record.contains("text") || !record["text"].is_string())
       throw Error(path + ": line " + std::to_string(number) + " is not a JSON object with a \"text\" string");
-    documents.push_back(tokenizer.encode(record["text"].get<std::string>()));
+    documents.push_back(tokenize(record["text"].get<std::string>()));
   }
   if (documents.empty()) throw Error(path + ": no documents");
   return documents;
-#else
-  throw Error("--tokenizer " + tokenizer_path + ": this autoround was built without SentencePiece (install libsentencepiece-dev and rebuild)");
-#endif
 }
 
 /// SIGINT / SIGTERM: the run stops at the next tuning step and removes what it staged, so an
@@ -409,7 +435,7 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   // a corpus of documents: the reference's sampling; one stream: consecutive windows
   std::vector<TokenSequence> samples;
   if (fs::path(calibration_path).extension() == ".jsonl") {
-    const auto documents = load_documents(calibration_path, tokenizer_path);
+    const auto documents = load_documents(calibration_path, tokenizer_path, config.vocab, model_path);
     samples = calibration_samples(documents, options.nsamples, options.seqlen, options.tune.seed);
     std::printf("calibration: %zu samples of %ld tokens from %zu documents\n", samples.size(), options.seqlen, documents.size());
     if (static_cast<Index>(samples.size()) < options.nsamples)
@@ -417,13 +443,13 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
                    samples.size(), options.seqlen, options.nsamples);
     options.nsamples = static_cast<Index>(samples.size());
   } else {
-    samples = consecutive_windows(load_tokens(calibration_path, tokenizer_path, config.vocab), options.nsamples, options.seqlen);
+    samples = consecutive_windows(load_tokens(calibration_path, tokenizer_path, config.vocab, model_path), options.nsamples, options.seqlen);
   }
   // --eval needs whole models: the source before, each run's quantized model after (held then)
   std::optional<PerplexityResult> before;
   std::vector<std::int32_t> evaluation;
   if (!eval_path.empty()) {
-    evaluation = load_tokens(eval_path, tokenizer_path, config.vocab);
+    evaluation = load_tokens(eval_path, tokenizer_path, config.vocab, model_path);
     before = perplexity(load_model(source), evaluation, 512, eval_windows);
     std::printf("perplexity before: %.4f (%ld tokens)\n", before->perplexity, before->tokens_scored);
   }
@@ -528,10 +554,11 @@ int main(int argc, char** argv) {
   q->add_option("--model", model_path, "GGUF file or Hugging Face directory (llama architecture)")->required()->check(CLI::ExistingPath);
   q->add_option("--format", format_list, "comma-separated: auto_round, auto_gptq, auto_awq, gguf:TYPE");
   q->add_option("--calibration", calibration_path,
-                "calibration token ids, text with --tokenizer, or a .jsonl corpus of {\"text\": ...} documents with --tokenizer "
-                "(sampled as the reference: shuffled by --seed, cut to --seqlen, shorter ones dropped)")
+                "calibration text (the model's tokenizer: a GGUF's byte-level BPE, or --tokenizer), token ids (.tokens), or a "
+                ".jsonl corpus of {\"text\": ...} documents (sampled as the reference: shuffled by --seed, cut to --seqlen, "
+                "shorter ones dropped)")
       ->check(CLI::ExistingFile);
-  q->add_option("--tokenizer", tokenizer_path, "SentencePiece tokenizer.model: --calibration and --eval are text files")
+  q->add_option("--tokenizer", tokenizer_path, "SentencePiece tokenizer.model for text (models whose GGUF has no byte-level BPE)")
       ->check(CLI::ExistingFile);
   q->add_option("--output", output, "output directory")->required();
   auto* bits_option = q->add_option("--bits", options.spec.bits, "weight bits (2-8)")->check(CLI::Range(2, 8));
@@ -556,7 +583,9 @@ int main(int argc, char** argv) {
   q->add_flag("--no-loss-mask", no_loss_mask, "count every position in the block loss (the reference skips the last and padding)");
   q->add_option("--pad-token", pad_token, "pad token id the loss skips (default: the model's, if it has one)");
   q->add_option("--layer", layer_overrides, "per-layer override REGEX=BITS[:GROUP[:sym|asym]] or REGEX=fp");
-  q->add_option("--eval", eval_path, "token ids to measure perplexity on before and after")->check(CLI::ExistingFile);
+  q->add_flag("--parse-special", parse_special_tokens,
+              "control tokens written in the text (\"<|im_start|>\") are those tokens (default: plain text)");
+  q->add_option("--eval", eval_path, "text or token ids (.tokens) to measure perplexity on before and after")->check(CLI::ExistingFile);
   q->add_option("--eval-windows", eval_windows, "512-token windows to score (0: all)")->check(CLI::NonNegativeNumber);
   q->add_option("--threads", threads, "CPU threads (0: all)")->check(CLI::NonNegativeNumber);
   q->add_flag("--overwrite", overwrite, "replace an existing output directory");
@@ -569,8 +598,9 @@ int main(int argc, char** argv) {
   std::vector<std::string> quantized_paths;
   e->add_option("--model", model_path, "GGUF file or Hugging Face directory")->required()->check(CLI::ExistingPath);
   e->add_option("--quantized", quantized_paths, "also score these (GGUF files or checkpoint directories)")->check(CLI::ExistingPath);
-  e->add_option("--text", text_path, "token ids (text with --tokenizer)")->required()->check(CLI::ExistingFile);
-  e->add_option("--tokenizer", tokenizer_path, "SentencePiece tokenizer.model: --text is a text file")->check(CLI::ExistingFile);
+  e->add_option("--text", text_path, "text (the model's tokenizer) or token ids (.tokens)")->required()->check(CLI::ExistingFile);
+  e->add_flag("--parse-special", parse_special_tokens, "control tokens written in the text are those tokens");
+  e->add_option("--tokenizer", tokenizer_path, "SentencePiece tokenizer.model for text")->check(CLI::ExistingFile);
   e->add_option("--context", context, "tokens per window")->check(CLI::Range(2, 1 << 20));
   e->add_option("--windows", eval_windows, "windows to score (0: all)")->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
@@ -585,7 +615,7 @@ int main(int argc, char** argv) {
       std::vector<std::int32_t> tokens;
       for (const std::string& p : paths) {
         const LlamaModel model = load_llama(p);
-        if (tokens.empty()) tokens = load_tokens(text_path, tokenizer_path, model.config.vocab);
+        if (tokens.empty()) tokens = load_tokens(text_path, tokenizer_path, model.config.vocab, model_path);
         const PerplexityResult r = perplexity(model, tokens, context, eval_windows);
         std::printf("perplexity %.4f over %ld tokens (%ld windows of %ld): %s\n", r.perplexity, r.tokens_scored, r.windows,
                     context, p.c_str());

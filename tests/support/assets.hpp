@@ -18,10 +18,12 @@ inline std::string calibration_tokens() { return dir() + "/kjv-calib.tokens"; }
 inline std::string evaluation_tokens() { return dir() + "/kjv-eval.tokens"; }
 inline std::string sentencepiece_model() { return dir() + "/spm-test_model.model"; }
 inline std::string sentencepiece_text() { return dir() + "/botchan.txt"; }
+/// llama.cpp's vocabulary test files: vocab("llama-bpe") = DIR/vocab/ggml-vocab-llama-bpe.gguf
+inline std::string vocab(const std::string& name) { return dir() + "/vocab/ggml-vocab-" + name + ".gguf"; }
 
 /// Call first in main(): exits when an asset is missing.
 inline void require_all() {
-  for (const std::string& path : {model(), calibration_tokens(), evaluation_tokens(), sentencepiece_model(), sentencepiece_text()}) {
+  for (const std::string& path : {model(), calibration_tokens(), evaluation_tokens(), sentencepiece_model(), sentencepiece_text(), vocab("llama-bpe")}) {
     if (std::filesystem::exists(path)) continue;
     const bool in_ci = std::getenv("CI") != nullptr;
     std::fprintf(stderr, "%s: asset %s is missing; run scripts/fetch-assets.sh\n",

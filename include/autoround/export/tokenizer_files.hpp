@@ -1,15 +1,19 @@
 #pragma once
 // Hugging Face tokenizer files rebuilt from a GGUF file's tokenizer.ggml.* metadata, so that a
 // checkpoint exported from a GGUF model is complete (transformers and vLLM load tokenizer.json).
-// Supported: byte-level BPE ("gpt2" model) with the GPT-2 pre-tokenizer, optionally preceded by
-// single-digit splitting (llama.cpp pre-tokenizer "smollm"); the same construction as
-// scripts/tokenize_gguf.py, which CI uses to check that both tokenize the evaluation text alike.
+// Supported: byte-level BPE ("gpt2" model) with every pre-tokenizer pre_tokenizer_patterns knows
+// (GPT-2, Llama 3, Qwen2/3.5, SmolLM/StarCoder, Falcon, DeepSeek LLM/Coder, ...), written as
+// Split(Regex, Isolated) steps before ByteLevel, Llama 3's ignore_merges and BOS template. CI
+// checks that transformers loads it and tokenizes as ByteLevelBpe does (scripts/check_exports.py,
+// tests/test_bpe_tokenizer.cpp).
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
 
 #include "../core/error.hpp"
 #include "../format/gguf_reader.hpp"
+#include "../tokenizer/gguf_vocabulary.hpp"
+#include "../tokenizer/pre_tokenizer_patterns.hpp"
 
 namespace autoround {
 
@@ -20,42 +24,44 @@ struct TokenizerFiles {
 };
 
 inline TokenizerFiles tokenizer_files_from_gguf(const GgufFile& gguf) {
-  const std::string model = gguf.get_string("tokenizer.ggml.model");
-  const std::string pre = gguf.find("tokenizer.ggml.pre") ? gguf.get_string("tokenizer.ggml.pre") : "default";
-  if (model != "gpt2" || (pre != "smollm" && pre != "gpt2" && pre != "default"))
-    throw Error(gguf.path() + ": tokenizer '" + model + "' / pre-tokenizer '" + pre +
-                "' cannot be rebuilt as tokenizer.json (byte-level BPE gpt2/smollm only)");
+  const BpeVocabulary v = bpe_vocabulary_from_gguf(gguf);  // byte-level BPE only: throws naming the file otherwise
+  const std::vector<std::string> patterns = pre_tokenizer_patterns(v.pre);
   const GgufValue* tokens = gguf.find("tokenizer.ggml.tokens");
-  const GgufValue* merges = gguf.find("tokenizer.ggml.merges");
-  const GgufValue* types = gguf.find("tokenizer.ggml.token_type");
-  if (!tokens || !merges) throw Error(gguf.path() + ": tokenizer.ggml.tokens / merges are missing");
 
   nlohmann::ordered_json vocab = nlohmann::ordered_json::object(), merge_list = nlohmann::ordered_json::array();
   nlohmann::ordered_json added = nlohmann::ordered_json::array();
-  for (std::size_t id = 0; id < tokens->array.size(); ++id) {
-    const std::string& text = tokens->array[id].s;
-    vocab[text] = id;
-    const bool special = types && id < types->array.size() &&
-                         (types->array[id].i == 3 || types->array[id].i == 4 || types->array[id].u == 3 || types->array[id].u == 4);
-    if (special)
-      added.push_back({{"id", id}, {"content", text}, {"single_word", false}, {"lstrip", false}, {"rstrip", false},
-                       {"normalized", false}, {"special", true}});
+  for (std::size_t id = 0; id < v.tokens.size(); ++id) {
+    vocab[v.tokens[id]] = id;
+    const TokenType type = v.types.empty() ? TokenType::Normal : v.types[id];
+    if (type == TokenType::Control || type == TokenType::UserDefined)
+      added.push_back({{"id", id}, {"content", v.tokens[id]}, {"single_word", false}, {"lstrip", false}, {"rstrip", false},
+                       {"normalized", false}, {"special", type == TokenType::Control}});
   }
-  for (const GgufValue& m : merges->array) merge_list.push_back(m.s);
+  for (const std::string& m : v.merges) merge_list.push_back(m);
 
-  nlohmann::ordered_json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
-  nlohmann::ordered_json pre_tokenizer = byte_level;
-  if (pre == "smollm")
-    pre_tokenizer = {{"type", "Sequence"},
-                     {"pretokenizers", {{{"type", "Digits"}, {"individual_digits", true}}, byte_level}}};
+  // the family's regexes as Splits (isolated), then the byte mapping without a regex of its own
+  nlohmann::ordered_json steps = nlohmann::ordered_json::array();
+  for (const std::string& p : patterns)
+    steps.push_back({{"type", "Split"}, {"pattern", {{"Regex", p}}}, {"behavior", "Isolated"}, {"invert", false}});
+  steps.push_back({{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}});
+  nlohmann::ordered_json post = nullptr;
+  if (v.add_bos && v.bos) {  // BOS first, as the model's own tokenizer does (Llama 3's TemplateProcessing)
+    const std::string bos = v.tokens[static_cast<std::size_t>(*v.bos)];
+    post = {{"type", "TemplateProcessing"},
+            {"single", {{{"SpecialToken", {{"id", bos}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+            {"pair",
+             {{{"SpecialToken", {{"id", bos}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+              {{"SpecialToken", {{"id", bos}, {"type_id", 1}}}}, {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}}},
+            {"special_tokens", {{bos, {{"id", bos}, {"ids", {*v.bos}}, {"tokens", {bos}}}}}}};
+  }
   TokenizerFiles f;
   f.tokenizer = {{"version", "1.0"},       {"truncation", nullptr}, {"padding", nullptr},
-                 {"added_tokens", added},  {"normalizer", nullptr}, {"pre_tokenizer", pre_tokenizer},
-                 {"post_processor", nullptr},
+                 {"added_tokens", added},  {"normalizer", nullptr}, {"pre_tokenizer", {{"type", "Sequence"}, {"pretokenizers", steps}}},
+                 {"post_processor", post},
                  {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
                  {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", nullptr},
                             {"end_of_word_suffix", nullptr}, {"fuse_unk", false}, {"byte_fallback", false},
-                            {"ignore_merges", false}, {"vocab", vocab}, {"merges", merge_list}}}};
+                            {"ignore_merges", v.ignore_merges}, {"vocab", vocab}, {"merges", merge_list}}}};
 
   const auto token_of = [&](const char* key) -> nlohmann::ordered_json {
     if (!gguf.find(key)) return nullptr;
@@ -67,7 +73,7 @@ inline TokenizerFiles tokenizer_files_from_gguf(const GgufFile& gguf) {
                         {"eos_token", token_of("tokenizer.ggml.eos_token_id")},
                         {"unk_token", token_of("tokenizer.ggml.unknown_token_id")},
                         {"pad_token", token_of("tokenizer.ggml.padding_token_id")},
-                        {"add_bos_token", gguf.find("tokenizer.ggml.add_bos_token") && gguf.find("tokenizer.ggml.add_bos_token")->b},
+                        {"add_bos_token", v.add_bos},
                         {"clean_up_tokenization_spaces", false}};
   if (gguf.find("tokenizer.chat_template")) f.tokenizer_config["chat_template"] = gguf.get_string("tokenizer.chat_template");
   f.generation_config = {{"_from_model_config", true}};
