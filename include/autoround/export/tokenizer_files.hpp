@@ -9,6 +9,10 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "../core/error.hpp"
 #include "../format/gguf_reader.hpp"
@@ -30,8 +34,19 @@ inline TokenizerFiles tokenizer_files_from_gguf(const GgufFile& gguf) {
 
   nlohmann::ordered_json vocab = nlohmann::ordered_json::object(), merge_list = nlohmann::ordered_json::array();
   nlohmann::ordered_json added = nlohmann::ordered_json::array();
+  // ordered_json finds a key by linear search: filling 150k tokens with operator[] took minutes.
+  // Append to its underlying vector instead, a later duplicate overwriting the value as [] would.
+  auto& entries = static_cast<std::vector<std::pair<const std::string, nlohmann::ordered_json>>&>(
+      vocab.get_ref<nlohmann::ordered_json::object_t&>());
+  entries.reserve(v.tokens.size());
+  std::unordered_map<std::string_view, std::size_t> at;
   for (std::size_t id = 0; id < v.tokens.size(); ++id) {
-    vocab[v.tokens[id]] = id;
+    if (const auto it = at.find(v.tokens[id]); it != at.end()) {
+      entries[it->second].second = id;
+    } else {
+      at.emplace(v.tokens[id], entries.size());
+      entries.emplace_back(v.tokens[id], id);
+    }
     const TokenType type = v.types.empty() ? TokenType::Normal : v.types[id];
     if (type == TokenType::Control || type == TokenType::UserDefined)
       added.push_back({{"id", id}, {"content", v.tokens[id]}, {"single_word", false}, {"lstrip", false}, {"rstrip", false},
