@@ -26,53 +26,14 @@
 #include <vector>
 
 #include "support/assets.hpp"
+#include "support/vocab_cases.hpp"
 
 using namespace autoround;
 namespace fs = std::filesystem;
 
-namespace {
-
-std::string read_all(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  REQUIRE_MESSAGE(in, "cannot open " << p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-struct VocabCase {
-  std::string text;
-  std::vector<std::int32_t> ids;
-};
-
-// test-tokenizer-0's format: texts separated by "\n__ggml_vocab_test__\n", one line of ids each
-std::vector<VocabCase> read_cases(const fs::path& inp, const fs::path& out) {
-  const std::string raw = read_all(inp), sep = "\n__ggml_vocab_test__\n";
-  std::vector<std::string> texts;
-  for (std::size_t pos = 0; pos < raw.size();) {
-    const std::size_t next = raw.find(sep, pos);
-    if (next == std::string::npos) {
-      texts.push_back(raw.substr(pos));
-      break;
-    }
-    texts.push_back(raw.substr(pos, next - pos));
-    pos = next + sep.size();
-  }
-  std::ifstream ids(out);
-  std::vector<VocabCase> cases;
-  std::string line;
-  for (std::size_t i = 0; std::getline(ids, line); ++i) {
-    REQUIRE(i < texts.size());
-    VocabCase c{texts[i], {}};
-    std::istringstream in(line);
-    for (std::int32_t id; in >> id;) c.ids.push_back(id);
-    cases.push_back(std::move(c));
-  }
-  REQUIRE(cases.size() == texts.size());
-  return cases;
-}
-
-}  // namespace
+using test_vocab::read_all;
+using test_vocab::read_cases;
+using test_vocab::VocabCase;
 
 TEST_CASE("byte-level BPE: llama.cpp's vocabulary test files (ids of the Hugging Face tokenizers)") {
   for (const std::string name : {"gpt-2", "llama-bpe", "qwen2", "qwen35", "mpt", "starcoder", "refact", "command-r", "falcon",

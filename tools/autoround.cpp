@@ -11,8 +11,8 @@
 // Output: DIR/<format>/ for each format (auto_round/, auto_gptq/, auto_awq/: Hugging Face
 // checkpoints; gguf-q4_0/model-q4_0.gguf), and DIR/quantization_report.json.
 // Calibration and evaluation files are text (tokenized whole, BOS first when the tokenizer asks
-// for it, by the model's own tokenizer: the byte-level BPE stored in a GGUF model, or with
-// --tokenizer a SentencePiece tokenizer.model), token ids (a .tokens file, one per line), or, for
+// for it, by the model's own tokenizer: the byte-level BPE or SentencePiece vocabulary stored in
+// a GGUF model, a directory's tokenizer.json, or with --tokenizer a SentencePiece tokenizer.model), token ids (a .tokens file, one per line), or, for
 // calibration, a .jsonl corpus of documents sampled as the reference samples pile-10k
 // (calibration_samples). One stream is cut into consecutive windows from its start.
 // --device cuda (builds where nvcc is found) tunes every block on the GPU with the Cuda policy
@@ -44,7 +44,7 @@ namespace fs = std::filesystem;
 namespace {
 
 /// The model's own tokenizer for text (tokenizer_for_model: --tokenizer's SentencePiece model, or
-/// the byte-level BPE of the directory's tokenizer.json or of the GGUF). Text is tokenized
+/// the directory's tokenizer.json, or the GGUF's vocabulary). Text is tokenized
 /// whole, BOS first when the tokenizer asks for one.
 bool parse_special_tokens = false;  // --parse-special
 
@@ -558,7 +558,7 @@ int main(int argc, char** argv) {
                 ".jsonl corpus of {\"text\": ...} documents (sampled as the reference: shuffled by --seed, cut to --seqlen, "
                 "shorter ones dropped)")
       ->check(CLI::ExistingFile);
-  q->add_option("--tokenizer", tokenizer_path, "SentencePiece tokenizer.model for text (models whose GGUF has no byte-level BPE)")
+  q->add_option("--tokenizer", tokenizer_path, "SentencePiece tokenizer.model for text (a directory without tokenizer.json; GGUF models carry their own)")
       ->check(CLI::ExistingFile);
   q->add_option("--output", output, "output directory")->required();
   auto* bits_option = q->add_option("--bits", options.spec.bits, "weight bits (2-8)")->check(CLI::Range(2, 8));

@@ -1,8 +1,8 @@
 #pragma once
 // The model's own tokenizer, chosen from the model: a SentencePiece tokenizer.model when one is
-// given (LLaMA 1/2, Mistral: GGUF files of those hold an SPM vocabulary we do not run yet), else
-// the byte-level BPE of a Hugging Face directory's tokenizer.json or of a GGUF file's
-// tokenizer.ggml.* ("gpt2" model). Needs PCRE2 (autoround::pcre2) for BPE and libsentencepiece
+// given, else what the model holds: a GGUF file's tokenizer.ggml.* (SentencePiece for "llama":
+// LLaMA 1/2, Mistral, Phi-3; byte-level BPE for "gpt2") or a Hugging Face directory's
+// tokenizer.json (byte-level BPE). Needs PCRE2 (autoround::pcre2) for BPE and libsentencepiece
 // (autoround::sentencepiece) for SPM; without one, that kind is refused with the package to install.
 #include <filesystem>
 #include <memory>
@@ -20,7 +20,7 @@
 #include "hf_tokenizer_json.hpp"
 #endif
 #if defined(AUTOROUND_HAS_SENTENCEPIECE)
-#include "../model/sentencepiece_tokenizer.hpp"
+#include "sentencepiece_tokenizer.hpp"
 #endif
 
 namespace autoround {
@@ -54,11 +54,20 @@ inline AnyTokenizer tokenizer_for_model(const std::filesystem::path& model, cons
   std::optional<GgufFile> gguf;
   if (!directory) {
     gguf.emplace(model.string());
-    has_bpe = gguf->find("tokenizer.ggml.model") && gguf->get_string("tokenizer.ggml.model") == "gpt2";
+    const std::string kind = gguf->find("tokenizer.ggml.model") ? gguf->get_string("tokenizer.ggml.model") : "";
+    if (kind == "llama") {
+#if defined(AUTOROUND_HAS_SENTENCEPIECE)
+      return AnyTokenizer(std::make_shared<const SentencePieceTokenizer>(sentencepiece_model_from_gguf(*gguf), parse_special),
+                          "SentencePiece (GGUF)");
+#else
+      throw Error(model.string() + ": its SentencePiece vocabulary needs libsentencepiece (install libsentencepiece-dev and rebuild)");
+#endif
+    }
+    has_bpe = kind == "gpt2";
   }
   if (!has_bpe)
-    throw Error(model.string() + ": no tokenizer to run (a byte-level BPE in the GGUF or the directory's tokenizer.json; "
-                                 "for SentencePiece models give tokenizer.model)");
+    throw Error(model.string() + ": no tokenizer to run (SentencePiece or byte-level BPE in the GGUF, the directory's "
+                                 "tokenizer.json; or give a tokenizer.model)");
 #if defined(AUTOROUND_HAS_PCRE2)
   auto bpe = std::make_shared<const ByteLevelBpe>(directory ? bpe_vocabulary_from_tokenizer_json(model) : bpe_vocabulary_from_gguf(*gguf));
   const std::string kind = directory ? "byte-level BPE (tokenizer.json)" : "byte-level BPE (GGUF)";

@@ -2,7 +2,7 @@
 // What calibration and evaluation need of a tokenizer: text in, the model's token ids out.
 // Two implementations: ByteLevelBpe (byte_level_bpe.hpp: Llama 3, Qwen2/3, SmolLM, DeepSeek,
 // Falcon, GPT-2 families; needs PCRE2) and SentencePieceTokenizer
-// (model/sentencepiece_tokenizer.hpp: LLaMA 1/2, Mistral; needs libsentencepiece).
+// (tokenizer/sentencepiece_tokenizer.hpp: LLaMA 1/2, Mistral; needs libsentencepiece).
 // AnyTokenizer holds either; tokenizer_for_model (model_tokenizer.hpp) picks the model's own.
 #include <concepts>
 #include <cstdint>
