@@ -484,10 +484,11 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
                                     ? run_pass<DynamicDoubleQuantizer>(pass, source, source_gguf, samples, device, staging, output, keep)
                                     : run_pass<DynamicIntQuantizer>(pass, source, source_gguf, samples, device, staging, output, keep);
       seconds += result.seconds;
-      std::printf("| block | layers | RTN loss | best loss | best step | seconds |\n|---|---|---|---|---|---|\n");
+      std::printf("| block | layers | RTN loss | best loss | best step | seconds (setup + steps + finish) |\n|---|---|---|---|---|---|\n");
       for (const BlockReport& r : result.reports)
-        std::printf("| %ld | %d | %.5g | %.5g | %d | %.1f |\n", r.block, r.quantized_layers, r.stats.rtn_loss, r.stats.best_loss,
-                    r.stats.best_step, r.seconds);
+        std::printf("| %ld | %d | %.5g | %.5g | %d | %.1f (%.1f + %.1f + %.1f) |\n", r.block, r.quantized_layers, r.stats.rtn_loss,
+                    r.stats.best_loss, r.stats.best_step, r.seconds, r.setup_seconds, r.steps_seconds,
+                    r.seconds - r.setup_seconds - r.steps_seconds);
       std::printf("quantized %zu blocks in %s (files written as the blocks finished)\n", result.reports.size(),
                   clock_text(result.seconds).c_str());
       nlohmann::json entry;
@@ -500,7 +501,8 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
       entry["seconds"] = result.seconds;
       for (const BlockReport& r : result.reports)
         entry["blocks"].push_back({{"block", r.block}, {"quantized_layers", r.quantized_layers}, {"rtn_loss", r.stats.rtn_loss},
-                                   {"best_loss", r.stats.best_loss}, {"best_step", r.stats.best_step}, {"seconds", r.seconds}});
+                                   {"best_loss", r.stats.best_loss}, {"best_step", r.stats.best_step}, {"seconds", r.seconds},
+                                   {"setup_seconds", r.setup_seconds}, {"steps_seconds", r.steps_seconds}});
       if (tuned) {
         const PerplexityResult after = perplexity(*tuned, evaluation, 512, eval_windows);
         std::printf("perplexity after:  %.4f (before %.4f)\n", after.perplexity, before->perplexity);

@@ -19,10 +19,12 @@
 #include <chrono>
 #include <concepts>
 #include <functional>
+#include <future>
 #include <optional>
 #include <regex>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../backend/cpu.hpp"
@@ -70,7 +72,9 @@ struct BlockReport {
   Index block = 0;
   TuningStats stats;  ///< loss of the block output: step 0 (RTN) and best
   int quantized_layers = 0;
-  double seconds = 0;
+  double seconds = 0;        ///< the whole block: setup + steps + finish
+  double setup_seconds = 0;  ///< weights to the tuning state, targets, clipping search
+  double steps_seconds = 0;  ///< the optimizer steps (or the RTN evaluation) and the encode
 };
 
 /// Called after each block, e.g. to print progress.
@@ -115,17 +119,35 @@ std::array<std::optional<Q>, 7> block_quantizers(const ModelQuantOptions& option
   return quantizers;
 }
 
+inline double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
 /// Step a block's tuning run to the end (on_step after each step); its statistics go into
 /// `report` (iters = 0: the round-to-nearest block error as both losses). Returns its results.
 template <class Run>
 auto tune_block(Run& run, const ModelQuantOptions& options, Index b, const StepProgress& on_step, BlockReport& report) {
+  const auto start = std::chrono::steady_clock::now();
   while (run.running()) {
     const double loss = run.step();
     if (on_step) on_step(b, run.stats().steps_run - 1, loss);
   }
   if (options.tune.iters == 0) report.stats.rtn_loss = report.stats.best_loss = run.evaluate();
   else report.stats = run.stats();
-  return run.result();
+  auto results = run.result();
+  report.steps_seconds = seconds_since(start);
+  return results;
+}
+
+/// block[l] = its dequantized result for every quantized layer, the layers side by side (a
+/// Llama-3-8B block holds 218M weights; this is host work the GPU otherwise waits for).
+template <WeightQuantizer Q>
+void dequantize_into(LlamaBlock& block, const LayerResults<Q>& results) {
+  std::vector<std::future<void>> layers;
+  for (Linear l : all_linears)
+    if (const auto& q = results[static_cast<std::size_t>(l)])
+      layers.push_back(std::async(std::launch::async, [&block, &q, l] { block[l] = q->dequantize(); }));
+  for (auto& layer : layers) layer.get();
 }
 
 /// The state that runs from block to block with both activation streams in host memory: the
@@ -157,19 +179,20 @@ class HostBlockByBlock {
     }
     LayerResults<Q> results;
     {
+      const auto setup = std::chrono::steady_clock::now();
       BlockTuningRun<Q, O, B> run(options_.tune, quantizers, optimizer_, backend_, block, config, calibration,
                                   "model.layers." + std::to_string(b));
+      report.setup_seconds = seconds_since(setup);
       results = tune_block(run, options_, b, on_step, report);
     }
     if (options_.streams == ActivationStreams::FullPrecision)  // the fp block feeds the next
       forward_block(backend_, block, config, std::span<RowMatrix>(fp_));
-    for (Linear l : all_linears)
-      if (const auto& q = results[static_cast<std::size_t>(l)]) block[l] = q->dequantize();
+    dequantize_into(block, results);
     if (options_.streams == ActivationStreams::Two)
       forward_block(backend_, block, config, std::span<RowMatrix>(quantized_));  // the quantized block feeds the next
     else if (options_.streams == ActivationStreams::Quantized)
       forward_block(backend_, block, config, std::span<RowMatrix>(fp_));
-    report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    report.seconds = seconds_since(start);
     if (on_block) on_block(report, blocks);
     return results;
   }
@@ -182,6 +205,11 @@ class HostBlockByBlock {
   std::vector<LossMask> masks_;
   PythonRandom random_;  // the minibatch order continues from block to block
 };
+
+/// Whether quantize_model_streaming reads and writes blocks beside the tuning: for a device
+/// backend, whose host thread mostly waits for the device.
+template <class B>
+inline constexpr bool overlap_host_work = !std::is_same_v<B, Cpu>;
 
 /// quantize_model's block loop. A backend may specialize it (the Cuda policy does).
 template <WeightQuantizer Q, Optimizer O, Backend B>
@@ -224,10 +252,15 @@ std::vector<LayerResults<Q>> quantize_model(LlamaModel& model, std::span<const T
 template <class F, class Q>
 concept BlockSink = std::invocable<F&, Index, const LlamaBlock&, const LayerResults<Q>&>;
 
-/// quantize_model over a model read block by block (model/model_source.hpp): only the block
-/// being tuned is held in float32, so host memory is one block, its tuning state and the two
-/// activation streams, whatever the number of layers. The same results as quantize_model on
-/// the loaded model (tests/test_streaming.cpp).
+/// quantize_model over a model read block by block (model/model_source.hpp): host memory is a
+/// few blocks in float32, their tuning state and the two activation streams, whatever the number
+/// of layers. The same results as quantize_model on the loaded model (tests/test_streaming.cpp).
+/// With a device backend (Cuda) the host work around a block runs on other threads while the
+/// block tunes, so the GPU waits for neither: the next block is read (and converted to float32)
+/// ahead, and the sink writes the previous one; at most three blocks are then held (the one
+/// tuning, the next, the one being written). On the CPU the tuning has the cores and one block is
+/// held. The sink is called in block order, one call at a time; an exception from the source or
+/// the sink stops the run where the loop next looks.
 template <Optimizer O = SignSGD<LinearDecay>, Backend B = Cpu, WeightQuantizer Q = DynamicIntQuantizer, ModelSource S,
           BlockSink<Q> Sink>
 void quantize_model_streaming(const S& source, std::span<const TokenSequence> samples, const ModelQuantOptions& options, Sink&& sink,
@@ -238,11 +271,26 @@ void quantize_model_streaming(const S& source, std::span<const TokenSequence> sa
   for (const TokenSequence& sample : samples) fp.push_back(source.embedding_rows(sample));
   detail::BlockByBlock<Q, O, B> run(std::move(fp), samples, options, std::move(optimizer), std::move(backend));
   const LlamaConfig& config = source.config();
-  for (Index b = 0; b < config.layers; ++b) {
-    LlamaBlock block = source.block(b);
-    const LayerResults<Q> results = run.run(block, config, b, config.layers, on_block, on_step);
-    sink(b, block, results);
+  if constexpr (!detail::overlap_host_work<B>) {
+    for (Index b = 0; b < config.layers; ++b) {
+      LlamaBlock block = source.block(b);
+      const LayerResults<Q> results = run.run(block, config, b, config.layers, on_block, on_step);
+      sink(b, block, results);
+    }
+    return;
   }
+  const auto read = [&source](Index b) { return std::async(std::launch::async, [&source, b] { return source.block(b); }); };
+  std::future<LlamaBlock> next = read(0);
+  std::future<void> writing;  // the sink on the previous block
+  // a future left running when the loop throws is waited for by its destructor: nothing outlives the call
+  for (Index b = 0; b < config.layers; ++b) {
+    LlamaBlock block = next.get();
+    if (b + 1 < config.layers) next = read(b + 1);
+    LayerResults<Q> results = run.run(block, config, b, config.layers, on_block, on_step);
+    if (writing.valid()) writing.get();
+    writing = std::async(std::launch::async, [&sink, b, block = std::move(block), results = std::move(results)] { sink(b, block, results); });
+  }
+  if (writing.valid()) writing.get();
 }
 
 /// As above, on options.nsamples consecutive windows of options.seqlen tokens of one stream.

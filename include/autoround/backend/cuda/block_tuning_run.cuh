@@ -337,7 +337,9 @@ class BlockTuningRun {
     if (!quantizer) return;
     detail::require(w.allFinite(), name + "." + hf_name(l) + ": weight has NaN or Inf values");
     layer.quantizer = *quantizer;
-    layer.qdq.emplace(quantizer->spec(), w.rows(), w.cols(), host, stream());
+    DeviceBuffer<float> original(host.size());  // the unquantized weight, copied on the device
+    copy_floats(original.data(), layer.weight.f.data(), static_cast<long>(host.size()));
+    layer.qdq.emplace(quantizer->spec(), w.rows(), w.cols(), std::move(original), stream());
     const auto n = static_cast<std::size_t>(w.size()), groups = static_cast<std::size_t>(layer.qdq->shape().groups());
     layer.grad = DeviceBuffer<float>(n);
     layer.best_rounding = DeviceBuffer<float>(n);

@@ -113,8 +113,10 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
     if (options_.streams == ActivationStreams::Two) calibration.inputs = quantized_.data(), calibration.target_inputs = fp_.data();
     LayerResults<Q> results;
     {
+      const auto setup = std::chrono::steady_clock::now();
       BlockTuningRun<Q, SignSGD<LinearDecay>, Cuda> run(options_.tune, quantizers, SignSGD<LinearDecay>{}, backend_, block, config,
                                                         calibration, "model.layers." + std::to_string(b));
+      report.setup_seconds = seconds_since(setup);
       results = tune_block(run, options_, b, on_step, report);
       switch (options_.streams) {
         case ActivationStreams::Two:  // targets: the fp block on the fp stream; the quantized block on the quantized stream
@@ -125,9 +127,8 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
         case ActivationStreams::Quantized: fp_ = run.forward_quantized(); break;
       }
     }
-    for (Linear l : all_linears)
-      if (const auto& q = results[static_cast<std::size_t>(l)]) block[l] = q->dequantize();
-    report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    dequantize_into(block, results);
+    report.seconds = seconds_since(start);
     if (on_block) on_block(report, blocks);
     return results;
   }

@@ -24,7 +24,11 @@ class QdqLayer {
  public:
   /// `weight` is [rows, cols] row-major float32 on the host; kernels are queued on `stream`.
   QdqLayer(QuantSpec spec, long rows, long cols, std::span<const float> weight, cudaStream_t stream = nullptr)
-      : weight_(weight), stream_(stream) {
+      : QdqLayer(spec, rows, cols, DeviceBuffer<float>(weight), stream) {}
+  /// The same with the weight already on the device (taken over).
+  QdqLayer(QuantSpec spec, long rows, long cols, DeviceBuffer<float> weight, cudaStream_t stream = nullptr)
+      : weight_(std::move(weight)), stream_(stream) {
+    detail::require(static_cast<long>(weight_.size()) == rows * cols, "QdqLayer: the weight must hold rows x cols values");
     const DynamicDoubleQuantizer validated(spec);  // validates bits / group size / super-groups
     (void)validated;
     if (spec.super_group_size > 0)
@@ -41,7 +45,8 @@ class QdqLayer {
     shape_.symmetric = spec.symmetry == Symmetric;
     shape_.scale_threshold = detail::scale_threshold;
     const auto groups = static_cast<std::size_t>(shape_.groups());
-    rounding_ = DeviceBuffer<float>(std::vector<float>(weight.size(), 0.0f));
+    rounding_ = DeviceBuffer<float>(weight_.size());  // v = 0: round to nearest
+    check(cudaMemsetAsync(rounding_.data(), 0, weight_.size() * sizeof(float), stream_), "zero the rounding offsets");
     min_scale_ = DeviceBuffer<float>(std::vector<float>(groups, 1.0f));
     max_scale_ = DeviceBuffer<float>(std::vector<float>(groups, 1.0f));
     ranges_ = DeviceBuffer<GroupRange>(groups);
