@@ -37,8 +37,9 @@ using test_vocab::read_cases;
 using test_vocab::VocabCase;
 
 TEST_CASE("byte-level BPE: llama.cpp's vocabulary test files (ids of the Hugging Face tokenizers)") {
+  // gemma-4: the same BPE on UTF-8 characters with U+2581 spaces and <0xXX> byte fallback
   for (const std::string name : {"gpt-2", "llama-bpe", "qwen2", "qwen35", "mpt", "starcoder", "refact", "command-r", "falcon",
-                           "deepseek-llm", "deepseek-coder"}) {
+                           "deepseek-llm", "deepseek-coder", "gemma-4"}) {
     CAPTURE(name);
     const fs::path gguf_path = test_assets::vocab(name);
     const GgufFile gguf(gguf_path.string());
@@ -180,6 +181,14 @@ TEST_CASE("tokenizer_for_model picks the model's byte-level BPE (GGUF, or a dire
   fs::remove(dir / "tokenizer.json");
   CHECK_THROWS_WITH_AS(tokenizer_for_model(dir), doctest::Contains("no tokenizer to run"), Error);
   fs::remove_all(dir);
+
+  // Gemma 4 (tokenizer.ggml.model "gemma4"): runs, BOS first (add_bos_token), but has no exporter
+  const GgufFile gemma(test_assets::vocab("gemma-4"));
+  const AnyTokenizer gemma_tokenizer = tokenizer_for_model(test_assets::vocab("gemma-4"));
+  const auto ids = gemma_tokenizer.encode("Hello world");
+  REQUIRE(ids.size() >= 2);
+  CHECK(ids.front() == static_cast<std::int32_t>(gemma.get_uint("tokenizer.ggml.bos_token_id")));
+  CHECK_THROWS_WITH_AS(tokenizer_files_from_gguf(gemma), doctest::Contains("not supported"), Error);
 }
 
 TEST_CASE("byte-level BPE: bad input is refused with the vocabulary's name") {

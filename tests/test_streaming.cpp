@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <thread>
 
 #include "support/assets.hpp"
 
@@ -169,4 +170,56 @@ TEST_CASE("GgufBlockWriter: an unfinished file leaves nothing; blocks out of ran
   }
   CHECK(fs::is_empty(dir));
   fs::remove_all(dir);
+}
+
+// A host backend that lets quantize_model_streaming read and write beside the tuning, as it does
+// for the Cuda policy: the overlapping loop, testable without a GPU.
+struct ThreadedCpu : Cpu {};
+template <>
+inline constexpr bool autoround::detail::overlap_host_work<ThreadedCpu> = true;
+
+TEST_CASE("quantize_model_streaming beside the tuning (device backends): the same results, the sink in order, errors passed on") {
+  const auto calibration = read_token_file(test_assets::calibration_tokens());
+  ModelQuantOptions options;
+  options.spec = {4, 128, Asymmetric};
+  options.nsamples = 1;  // small: the loop is under test, every block of the real model goes through it twice
+  options.seqlen = 8;
+  options.tune.iters = 1;
+  options.tune.batch_size = 1;
+  const std::vector<TokenSequence> samples = consecutive_windows(calibration, options.nsamples, options.seqlen);
+  const GgufModelSource source(test_assets::model());
+  const auto collect = [&](auto backend, std::vector<std::thread::id>& threads) {
+    std::vector<std::vector<std::uint8_t>> codes;
+    quantize_model_streaming<SignSGD<>, decltype(backend)>(
+        source, samples, options,
+        [&](Index b, const LlamaBlock& block, const LayerResults<>& results) {
+          REQUIRE(b == static_cast<Index>(codes.size()));  // in block order, one call at a time
+          threads.push_back(std::this_thread::get_id());
+          codes.push_back(results[static_cast<std::size_t>(Linear::Down)]->codes);
+          CHECK(block[Linear::Down] == results[static_cast<std::size_t>(Linear::Down)]->dequantize());
+        },
+        {}, {}, SignSGD<>{}, backend);
+    return codes;
+  };
+  std::vector<std::thread::id> plain_threads, threaded_threads;
+  const auto plain = collect(Cpu{}, plain_threads);
+  const auto threaded = collect(ThreadedCpu{}, threaded_threads);
+  CHECK(plain.size() == static_cast<std::size_t>(source.config().layers));
+  CHECK(threaded == plain);
+  // the plain loop calls the sink on the caller's thread, the overlapping one never does
+  CHECK(std::count(plain_threads.begin(), plain_threads.end(), std::this_thread::get_id()) == static_cast<long>(plain_threads.size()));
+  CHECK(std::count(threaded_threads.begin(), threaded_threads.end(), std::this_thread::get_id()) == 0);
+
+  // a sink that fails at block 3: the call throws its error, and no block after 4 is tuned
+  Index last_tuned = -1;
+  const auto failing_run = [&] {
+    quantize_model_streaming<SignSGD<>, ThreadedCpu>(
+        source, samples, options,
+        [&](Index b, const LlamaBlock&, const LayerResults<>&) {
+          if (b == 3) throw Error("disk full at block 3");
+        },
+        [&](const BlockReport& r, Index) { last_tuned = r.block; }, {}, SignSGD<>{}, ThreadedCpu{});
+  };
+  CHECK_THROWS_WITH_AS(failing_run(), doctest::Contains("disk full at block 3"), Error);
+  CHECK(last_tuned == 4);  // block 4 tuned while block 3 was written; the error seen before block 5
 }

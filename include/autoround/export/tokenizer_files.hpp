@@ -28,7 +28,9 @@ struct TokenizerFiles {
 };
 
 inline TokenizerFiles tokenizer_files_from_gguf(const GgufFile& gguf) {
-  const BpeVocabulary v = bpe_vocabulary_from_gguf(gguf);  // byte-level BPE only: throws naming the file otherwise
+  const BpeVocabulary v = bpe_vocabulary_from_gguf(gguf);  // BPE only: throws naming the file otherwise
+  if (!v.byte_level)
+    throw Error(gguf.path() + ": writing a tokenizer.json for Gemma 4's vocabulary (tokenizer.ggml.model 'gemma4') is not supported");
   const std::vector<std::string> patterns = pre_tokenizer_patterns(v.pre);
   const GgufValue* tokens = gguf.find("tokenizer.ggml.tokens");
 

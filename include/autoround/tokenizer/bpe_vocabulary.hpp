@@ -21,6 +21,10 @@ struct BpeVocabulary {
   std::optional<std::int32_t> bos, eos;
   bool add_bos = false;                 ///< encode(..., add_special) puts bos first
   bool ignore_merges = false;           ///< a word that is a token is taken whole (Llama 3)
+  /// false: the symbols are the text's UTF-8 characters, spaces written U+2581 and a character no
+  /// token holds written as byte tokens <0xXX> (Gemma 4: SentencePiece-style BPE); true: GPT-2's
+  /// byte alphabet.
+  bool byte_level = true;
   std::string name = "vocabulary";      ///< for error messages (the file it came from)
 };
 

@@ -8,6 +8,9 @@
 //   3. adjacent symbols are merged by rank, lowest first and leftmost among equals (Hugging
 //      Face tokenizers' BPE), until no pair of the word has a merge; the symbols are the ids.
 // With ignore_merges (Llama 3's tokenizer.json) a word that is itself a token is that token.
+// Gemma 4's vocabulary (BpeVocabulary::byte_level false) is the same algorithm on other symbols:
+// spaces become U+2581 and each UTF-8 character is a symbol; a character no token holds comes
+// out as its bytes' <0xXX> tokens, and a run of newlines that is a token is taken whole.
 // Results equal Hugging Face tokenizers' (tests/test_bpe_tokenizer.cpp: llama.cpp's vocabulary
 // test files and long real texts). An object caches words it has seen: one per thread.
 #include <algorithm>
@@ -78,7 +81,13 @@ class ByteLevelBpe {
         return v_.tokens[static_cast<std::size_t>(a)].size() > v_.tokens[static_cast<std::size_t>(b)].size();
       });
     const auto alphabet = detail::byte_alphabet();
-    for (int b = 0; b < 256; ++b) {
+    for (int b = 0; b < 256 && !v_.byte_level; ++b) {  // byte fallback tokens <0x00>..<0xFF>
+      static constexpr char hex[] = "0123456789ABCDEF";
+      const auto it = ids_.find(std::string("<0x") + hex[b >> 4] + hex[b & 15] + ">");
+      byte_token_[static_cast<std::size_t>(b)] = it == ids_.end() ? -1 : it->second;
+      if (it != ids_.end()) byte_of_token_.emplace(it->second, static_cast<std::uint8_t>(b));
+    }
+    for (int b = 0; b < 256 && v_.byte_level; ++b) {
       const std::string ch = detail::utf8(alphabet[static_cast<std::size_t>(b)]);
       byte_char_[static_cast<std::size_t>(b)] = ch;
       const auto it = ids_.find(ch);
@@ -134,6 +143,17 @@ class ByteLevelBpe {
         out += t;
         continue;
       }
+      if (!v_.byte_level) {  // U+2581 back to spaces, <0xXX> back to its byte
+        if (const auto byte = byte_of_token_.find(id); byte != byte_of_token_.end()) {
+          out += static_cast<char>(byte->second);
+          continue;
+        }
+        for (std::size_t i = 0; i < t.size();) {
+          if (t.compare(i, 3, kSpaceMark) == 0) out += ' ', i += 3;
+          else out += t[i++];
+        }
+        continue;
+      }
       for (std::size_t i = 0; i < t.size();) {
         std::size_t n = 1;
         while (i + n < t.size() && (static_cast<unsigned char>(t[i + n]) & 0xC0) == 0x80) ++n;
@@ -165,6 +185,12 @@ class ByteLevelBpe {
 
   void encode_plain(std::string_view text, std::vector<std::int32_t>& out) const {
     if (text.empty()) return;
+    if (!v_.byte_level && text.find(' ') != std::string_view::npos) {
+      std::string escaped;
+      for (const char c : text) escaped += c == ' ' ? std::string_view(kSpaceMark) : std::string_view(&c, 1);
+      for (const std::string_view word : pre_.split(escaped)) encode_word(word, out);
+      return;
+    }
     for (const std::string_view word : pre_.split(text)) encode_word(word, out);
   }
 
@@ -191,15 +217,33 @@ class ByteLevelBpe {
       }
     }
     struct Symbol {
-      std::int32_t id;
+      std::int32_t id;  // kNoToken: a character no token holds (not byte-level), written as bytes
       int prev, next;
     };
     std::vector<Symbol> symbols;
+    std::vector<std::string_view> characters;  // not byte-level: each symbol's text
     symbols.reserve(word.size());
-    for (std::size_t i = 0; i < word.size(); ++i) {
-      const std::int32_t id = byte_token_[static_cast<unsigned char>(word[i])];
-      detail::require(id >= 0, v_.name + ": no token for byte " + std::to_string(static_cast<unsigned char>(word[i])));
-      symbols.push_back({id, static_cast<int>(i) - 1, i + 1 < word.size() ? static_cast<int>(i) + 1 : -1});
+    if (v_.byte_level) {
+      for (std::size_t i = 0; i < word.size(); ++i) {
+        const std::int32_t id = byte_token_[static_cast<unsigned char>(word[i])];
+        detail::require(id >= 0, v_.name + ": no token for byte " + std::to_string(static_cast<unsigned char>(word[i])));
+        symbols.push_back({id, static_cast<int>(i) - 1, i + 1 < word.size() ? static_cast<int>(i) + 1 : -1});
+      }
+    } else {
+      if (word.find_first_not_of('\n') == std::string_view::npos)  // a run of newlines that is a token
+        if (const auto it = ids_.find(std::string(word)); it != ids_.end()) {
+          out.push_back(it->second);
+          return;
+        }
+      for (std::size_t i = 0; i < word.size();) {
+        std::size_t n = 1;
+        while (i + n < word.size() && (static_cast<unsigned char>(word[i + n]) & 0xC0) == 0x80) ++n;
+        characters.push_back(word.substr(i, n));
+        const auto it = ids_.find(std::string(characters.back()));
+        const int k = static_cast<int>(symbols.size());
+        symbols.push_back({it == ids_.end() ? kNoToken : it->second, k - 1, i + n < word.size() ? k + 1 : -1});
+        i += n;
+      }
     }
     // (rank, left position): lowest rank first, leftmost among equal ranks
     using Candidate = std::tuple<std::int32_t, int, std::int32_t, std::int32_t>;  // rank, left, left id, right id
@@ -228,8 +272,17 @@ class ByteLevelBpe {
       offer(l.prev);
       offer(left);
     }
-    for (int i = 0; i >= 0 && i < static_cast<int>(symbols.size()); i = symbols[static_cast<std::size_t>(i)].next)
-      out.push_back(symbols[static_cast<std::size_t>(i)].id);
+    for (int i = 0; i >= 0 && i < static_cast<int>(symbols.size()); i = symbols[static_cast<std::size_t>(i)].next) {
+      if (symbols[static_cast<std::size_t>(i)].id != kNoToken) {
+        out.push_back(symbols[static_cast<std::size_t>(i)].id);
+        continue;
+      }
+      for (const char c : characters[static_cast<std::size_t>(i)]) {  // byte fallback
+        const std::int32_t id = byte_token_[static_cast<unsigned char>(c)];
+        detail::require(id >= 0, v_.name + ": no token for byte " + std::to_string(static_cast<unsigned char>(c)));
+        out.push_back(id);
+      }
+    }
   }
 
   BpeVocabulary v_;
@@ -239,7 +292,10 @@ class ByteLevelBpe {
   std::array<std::vector<std::int32_t>, 256> added_;  // control and user-defined tokens by first byte, longest first
   std::array<std::int32_t, 256> byte_token_{};
   std::array<std::string, 256> byte_char_;
+  std::unordered_map<std::int32_t, std::uint8_t> byte_of_token_;  // not byte-level: <0xXX> -> its byte
   static constexpr std::size_t kCacheWords = 1 << 16;
+  static constexpr std::int32_t kNoToken = -2;
+  static constexpr const char* kSpaceMark = "\xE2\x96\x81";  // U+2581, SentencePiece's space
   mutable std::unordered_map<std::string, std::vector<std::int32_t>> cache_;  // not for concurrent use
   std::unordered_map<std::string, std::uint8_t> char_byte_;
 };

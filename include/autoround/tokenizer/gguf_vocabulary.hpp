@@ -1,6 +1,7 @@
 #pragma once
-// A byte-level BPE vocabulary read from a GGUF file's tokenizer.ggml.* metadata (model "gpt2"):
-// tokens, token_type, merges, pre, bos/eos ids, add_bos_token. Run it with ByteLevelBpe
+// A BPE vocabulary read from a GGUF file's tokenizer.ggml.* metadata: byte-level (model "gpt2")
+// or Gemma 4's SentencePiece-style one (model "gemma4"): tokens, token_type, merges, pre,
+// bos/eos ids, add_bos_token. Run it with ByteLevelBpe
 // (byte_level_bpe.hpp, which needs PCRE2); reading it does not.
 #include <string>
 
@@ -12,10 +13,11 @@ namespace autoround {
 
 inline BpeVocabulary bpe_vocabulary_from_gguf(const GgufFile& gguf) {
   const std::string model = gguf.get_string("tokenizer.ggml.model");
-  if (model != "gpt2")
-    throw Error(gguf.path() + ": tokenizer.ggml.model is '" + model + "', not byte-level BPE ('gpt2')");
+  if (model != "gpt2" && model != "gemma4")
+    throw Error(gguf.path() + ": tokenizer.ggml.model is '" + model + "', not byte-level BPE ('gpt2') or Gemma 4's ('gemma4')");
   BpeVocabulary v;
   v.name = gguf.path();
+  v.byte_level = model == "gpt2";
   auto strings = [&](const char* key, bool required) {
     std::vector<std::string> out;
     const GgufValue* value = gguf.find(key);
@@ -39,7 +41,7 @@ inline BpeVocabulary bpe_vocabulary_from_gguf(const GgufFile& gguf) {
     for (const GgufValue& t : types->array)
       v.types.push_back(static_cast<TokenType>(t.kind == GgufValue::Kind::Signed ? t.i : static_cast<std::int64_t>(t.u)));
   }
-  v.pre = gguf.find("tokenizer.ggml.pre") ? gguf.get_string("tokenizer.ggml.pre") : "default";
+  v.pre = gguf.find("tokenizer.ggml.pre") ? gguf.get_string("tokenizer.ggml.pre") : v.byte_level ? "default" : "gemma4";
   if (gguf.find("tokenizer.ggml.bos_token_id")) v.bos = static_cast<std::int32_t>(gguf.get_uint("tokenizer.ggml.bos_token_id"));
   if (gguf.find("tokenizer.ggml.eos_token_id")) v.eos = static_cast<std::int32_t>(gguf.get_uint("tokenizer.ggml.eos_token_id"));
   // Llama 3's tokenizer.json sets ignore_merges and its template puts BOS first; a GGUF may not

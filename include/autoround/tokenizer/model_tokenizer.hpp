@@ -1,7 +1,7 @@
 #pragma once
 // The model's own tokenizer, chosen from the model: a SentencePiece tokenizer.model when one is
 // given, else what the model holds: a GGUF file's tokenizer.ggml.* (SentencePiece for "llama":
-// LLaMA 1/2, Mistral, Phi-3; byte-level BPE for "gpt2") or a Hugging Face directory's
+// LLaMA 1/2, Mistral, Phi-3; BPE for "gpt2" (byte-level) and "gemma4") or a Hugging Face directory's
 // tokenizer.json (byte-level BPE). Needs PCRE2 (autoround::pcre2) for BPE and libsentencepiece
 // (autoround::sentencepiece) for SPM; without one, that kind is refused with the package to install.
 #include <filesystem>
@@ -63,7 +63,7 @@ inline AnyTokenizer tokenizer_for_model(const std::filesystem::path& model, cons
       throw Error(model.string() + ": its SentencePiece vocabulary needs libsentencepiece (install libsentencepiece-dev and rebuild)");
 #endif
     }
-    has_bpe = kind == "gpt2";
+    has_bpe = kind == "gpt2" || kind == "gemma4";
   }
   if (!has_bpe)
     throw Error(model.string() + ": no tokenizer to run (SentencePiece or byte-level BPE in the GGUF, the directory's "

@@ -44,9 +44,11 @@ inline std::vector<std::string> pre_tokenizer_patterns(std::string_view name) {
                          R"(\s?[!-/:-~\x{FF01}-\x{FF0F}\x{FF1A}-\x{FF5E}\x{2018}-\x{201F}\x{3000}-\x{3002}]+)", R"(\s+$)", R"([\x{4E00}-\x{9FA5}\x{800}-\x{4E00}\x{AC00}-\x{D7FF}]+)", R"(\p{N}+)"});
   if (name == "deepseek-coder")
     return std::vector<std::string>({R"([\r\n])", R"(\s?\p{L}+)", R"(\s?\p{P}+)", R"([\x{4E00}-\x{9FA5}\x{800}-\x{4E00}\x{AC00}-\x{D7FF}]+)", R"(\p{N})"});
+  // Gemma 4 (not byte-level: BpeVocabulary::byte_level false): lines and runs of newlines
+  if (name == "gemma4") return std::vector<std::string>({R"([^\n]+|[\n]+)"});
   throw Error("pre-tokenizer '" + std::string(name) +
               "' is not supported (gpt-2, mpt, olmo, gpt-neox, llama-bpe, qwen2, qwen35, smollm, starcoder, refact, command-r, falcon, "
-              "deepseek-llm, deepseek-coder)");
+              "deepseek-llm, deepseek-coder, gemma4)");
 }
 
 /// Whether a pre-tokenizer family takes a word that is itself a token whole (Llama 3's

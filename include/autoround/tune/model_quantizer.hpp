@@ -24,7 +24,6 @@
 #include <regex>
 #include <span>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include "../backend/cpu.hpp"
@@ -207,9 +206,10 @@ class HostBlockByBlock {
 };
 
 /// Whether quantize_model_streaming reads and writes blocks beside the tuning: for a device
-/// backend, whose host thread mostly waits for the device.
+/// backend, whose host thread mostly waits for the device. A customization point: specialize it
+/// true for a host backend that leaves cores free (tests/test_streaming.cpp does).
 template <class B>
-inline constexpr bool overlap_host_work = !std::is_same_v<B, Cpu>;
+inline constexpr bool overlap_host_work = DeviceBackend<B>;
 
 /// quantize_model's block loop. A backend may specialize it (the Cuda policy does).
 template <WeightQuantizer Q, Optimizer O, Backend B>
