@@ -79,20 +79,7 @@ TEST_CASE("SentencePiece from GGUF: llama.cpp's vocabulary test files (ids of th
     CHECK(tokenizer.vocab_size() == static_cast<int>(gguf.find("tokenizer.ggml.tokens")->array.size()));
     CHECK(tokenizer.bos_id() == 1);
     const auto cases = test_vocab::read_cases(path + ".inp", path + ".out");
-    std::size_t equal = 0;
-    for (const auto& c : cases) {
-      const auto ids = tokenizer.encode(c.text, /*add_bos=*/false);
-      if (ids == c.ids) {
-        ++equal;
-      } else {
-        std::string got, want;
-        for (auto i : ids) got += " " + std::to_string(i);
-        for (auto i : c.ids) want += " " + std::to_string(i);
-        MESSAGE(name << ": text '" << c.text << "'\n  ours:" << got << "\n  want:" << want);
-      }
-    }
-    MESSAGE(name << ": " << equal << " of " << cases.size() << " texts tokenized exactly");
-    CHECK(equal == cases.size());
+    test_vocab::check_cases(name, cases, [&](const std::string& text) { return tokenizer.encode(text, /*add_bos=*/false); });
   }
 }
 

@@ -53,5 +53,24 @@ inline std::vector<VocabCase> read_cases(const std::filesystem::path& inp, const
   return cases;
 }
 
+/// Checks that `encode(text)` gives each case's ids (a mismatch is shown with both id lists) and
+/// reports how many of them matched.
+template <class Encode>
+void check_cases(const std::string& name, const std::vector<VocabCase>& cases, Encode encode) {
+  std::size_t equal = 0;
+  for (const VocabCase& c : cases) {
+    const std::vector<std::int32_t> ids = encode(c.text);
+    if (ids == c.ids) {
+      ++equal;
+      continue;
+    }
+    std::string got, want;
+    for (auto i : ids) got += " " + std::to_string(i);
+    for (auto i : c.ids) want += " " + std::to_string(i);
+    MESSAGE(name << ": text '" << c.text << "'\n  ours:" << got << "\n  want:" << want);
+  }
+  MESSAGE(name << ": " << equal << " of " << cases.size() << " texts tokenized exactly");
+  CHECK(equal == cases.size());
+}
 
 }  // namespace test_vocab
