@@ -6,11 +6,9 @@
 # usage: export_readback_test.sh EXPORT_FORMATS_BINARY ASSETS_DIR WORK_DIR
 set -euo pipefail
 binary=$1 assets=$2 work=$3
-python=$assets/pyenv/bin/python
-if ! "$python" -c 'import gguf, safetensors, tokenizers' 2>/dev/null; then
-  echo "export_readback: $python with gguf, safetensors and tokenizers is missing (run scripts/fetch-assets.sh)"
-  if [ -n "${CI:-}" ]; then exit 1; else exit 77; fi
-fi
+# shellcheck source=/dev/null
+source "$(dirname "$0")/asset-python.sh"
+require_asset_python export_readback "$assets" 'gguf, safetensors, tokenizers'
 "$binary" --output "$work" --windows 2
 "$python" "$(dirname "$0")/check_exports.py" "$work" "$assets"
 rm -rf "$work"

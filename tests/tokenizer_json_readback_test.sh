@@ -5,11 +5,9 @@
 # usage: tokenizer_json_readback_test.sh TEST_BPE_TOKENIZER ASSETS_DIR WORK_DIR
 set -euo pipefail
 binary=$1 assets=$2 work=$3
-python=$assets/pyenv/bin/python
-if ! "$python" -c 'import transformers, tokenizers' 2>/dev/null; then
-  echo "tokenizer_json_readback: $python with transformers is missing (run scripts/fetch-assets.sh)"
-  if [ -n "${CI:-}" ]; then exit 1; else exit 77; fi
-fi
+# shellcheck source=/dev/null
+source "$(dirname "$0")/../scripts/asset-python.sh"
+require_asset_python tokenizer_json_readback "$assets" 'transformers, tokenizers'
 rm -rf "$work" && mkdir -p "$work"
 AUTOROUND_TOKENIZER_JSON_OUT=$work "$binary" --test-case="tokenizer.json exported*"
 "$python" "$(dirname "$0")/../scripts/check_tokenizer_json.py" "$work" "$assets"

@@ -185,11 +185,10 @@ class ByteLevelBpe {
 
   void encode_plain(std::string_view text, std::vector<std::int32_t>& out) const {
     if (text.empty()) return;
+    std::string escaped;  // not byte-level: spaces written U+2581
     if (!v_.byte_level && text.find(' ') != std::string_view::npos) {
-      std::string escaped;
       for (const char c : text) escaped += c == ' ' ? std::string_view(kSpaceMark) : std::string_view(&c, 1);
-      for (const std::string_view word : pre_.split(escaped)) encode_word(word, out);
-      return;
+      text = escaped;
     }
     for (const std::string_view word : pre_.split(text)) encode_word(word, out);
   }
