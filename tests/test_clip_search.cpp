@@ -52,7 +52,8 @@ TEST_CASE("one outlier: clipped when its channel is unimportant, kept when it ma
 
   std::vector<float> quiet(8, 1.0f);
   quiet[7] = 1e-4f;  // the outlier's input channel is almost never active
-  search_clip_scales(q, MatrixView(weight.data(), 1, 8), quiet, serial, lo, hi);
+  const ClipSearch by_importance{.magnitude_weighted = false};  // the hand-computed errors weigh by a alone
+  search_clip_scales(q, MatrixView(weight.data(), 1, 8), quiet, serial, lo, hi, by_importance);
   // by hand: full range, scale 0.77, zero 0: every small weight rounds to 0 or 0.77 (error 0.28);
   // (lo, hi) = (1, 0.5): scale 0.43, zero 1, codes {-0.43, 0, 0.43, 0.87} (error 0.136)
   CHECK(error_by_hand(w, quiet, 1, 1) == doctest::Approx(0.28).epsilon(1e-3));
@@ -62,43 +63,114 @@ TEST_CASE("one outlier: clipped when its channel is unimportant, kept when it ma
 
   std::vector<float> loud(8, 1.0f);
   loud[7] = 1e4f;  // the outlier's channel dominates the output
-  search_clip_scales(q, MatrixView(weight.data(), 1, 8), loud, serial, lo, hi);
+  search_clip_scales(q, MatrixView(weight.data(), 1, 8), loud, serial, lo, hi, by_importance);
   // full range: 2.0 lands on 2.3 (error 1e4 · 0.09 = 900); the search must put a code within 0.1 of it
   CHECK(error_by_hand(w, loud, 1, 1) > 890);
   CHECK(error_by_hand(w, loud, lo[0], hi[0]) < 1e4 * 0.01 + 0.3);
   CHECK(hi[0] > 0.8f);  // clipping 2.0 hard would cost 1e4 · (2 − clipped)²
 }
 
-TEST_CASE("the searched error is never above the full range's, and is the best of its grid's axes") {
+TEST_CASE("the grid search's error is never above the full range's, and is the best of its grid's axes") {
   const DynamicIntQuantizer q(QuantSpec{3, 16, Asymmetric});
   const RowMatrix weight = random_weight(8, 64, 11);
   std::vector<float> a(64);
   for (std::size_t i = 0; i < a.size(); ++i) a[i] = 0.1f + static_cast<float>(i % 7);
-  std::vector<float> lo(32), hi(32);
-  search_clip_scales(q, view(weight), a, serial, lo, hi);
-  const std::vector<float> zeros(16, 0.0f);
-  auto error = [&](Index r, Index g, float l, float h) {
-    const std::span<const float> w(weight.data() + r * 64 + g * 16, 16);
-    std::vector<float> out(16);
+  for (const bool magnitude : {false, true}) {
+    CAPTURE(magnitude);
+    std::vector<float> lo(32), hi(32);
+    search_clip_scales(q, view(weight), a, serial, lo, hi, ClipSearch{.magnitude_weighted = magnitude, .refits = 0});
+    const std::vector<float> zeros(16, 0.0f);
+    // the weights written out: a_j, or a_j · sqrt(σ² + w_j²) with σ² the row's mean square (llama.cpp's)
+    auto error = [&](Index r, Index g, float l, float h) {
+      const double sigma2 = weight.row(r).cast<double>().squaredNorm() / 64.0;
+      const std::span<const float> w(weight.data() + r * 64 + g * 16, 16);
+      std::vector<float> out(16);
+      q.fake_quantize(w, zeros, q.group_quant(group_range(w), l, h), out);
+      double e = 0;
+      for (std::size_t j = 0; j < 16; ++j) {
+        const double aj = a[static_cast<std::size_t>(g * 16) + j];
+        e += (magnitude ? aj * std::sqrt(sigma2 + w[j] * w[j]) : aj) * std::pow(w[j] - out[j], 2);
+      }
+      return e;
+    };
+    int clipped = 0;
+    for (Index r = 0; r < 8; ++r)
+      for (Index g = 0; g < 4; ++g) {
+        const auto k = static_cast<std::size_t>(r * 4 + g);
+        const double found = error(r, g, lo[k], hi[k]);
+        CHECK(found <= error(r, g, 1, 1) * (1 + 1e-6));
+        for (int i = 0; i <= 20; ++i) {  // no single ratio on either axis through the result does better
+          const float t = 1.0f - 0.5f * static_cast<float>(i) / 20.0f;
+          CHECK(found <= error(r, g, lo[k], t) * (1 + 1e-6));
+          CHECK(found <= error(r, g, t, hi[k]) * (1 + 1e-6));
+        }
+        clipped += lo[k] < 1 || hi[k] < 1;
+      }
+    CHECK(clipped > 16);  // at 3 bits most groups of Gaussian weights gain from clipping
+  }
+}
+
+TEST_CASE("least-squares refit: a 4-bit symmetric group's scale, by hand") {
+  // w = {1, 0.45, 0.2, -0.1}, a = 1. The larger side (1) maps to q = -8: scale = -ratio / 8.
+  // Grid (steps of 0.025): ratio 1 gives codes {-8, -4, -2, 1} and error 0.005625; ratio 0.975 (the
+  // grid's best) 0.004424; 0.95 0.004883. For the codes {-8, -4, -2, 1} the least-squares scale is
+  // Σ w q / Σ q² = -10.3 / 85 = -0.121176 (ratio 0.96941), where the codes stay the same and the
+  // error is 0.004382.
+  const std::vector<float> w{1.0f, 0.45f, 0.2f, -0.1f}, a(4, 1.0f);
+  const DynamicIntQuantizer q(QuantSpec{4, 4, Symmetric});
+  const std::vector<float> zeros(4, 0.0f);
+  auto error = [&](float l, float h) {
+    std::vector<float> out(4);
     q.fake_quantize(w, zeros, q.group_quant(group_range(w), l, h), out);
     double e = 0;
-    for (int j = 0; j < 16; ++j) e += a[static_cast<std::size_t>(g * 16 + j)] * std::pow(w[static_cast<std::size_t>(j)] - out[static_cast<std::size_t>(j)], 2);
+    for (std::size_t j = 0; j < 4; ++j) e += std::pow(w[j] - out[j], 2);
     return e;
   };
-  int clipped = 0;
-  for (Index r = 0; r < 8; ++r)
-    for (Index g = 0; g < 4; ++g) {
-      const auto k = static_cast<std::size_t>(r * 4 + g);
-      const double found = error(r, g, lo[k], hi[k]);
-      CHECK(found <= error(r, g, 1, 1));
-      for (int i = 0; i <= 20; ++i) {  // no single ratio on either axis through the result does better
-        const float t = 1.0f - 0.5f * static_cast<float>(i) / 20.0f;
-        CHECK(found <= error(r, g, lo[k], t) + 1e-12);
-        CHECK(found <= error(r, g, t, hi[k]) + 1e-12);
+  CHECK(error(1, 1) == doctest::Approx(0.005625).epsilon(1e-3));
+  CHECK(error(0.975f, 0.975f) == doctest::Approx(0.004424).epsilon(1e-3));
+  std::vector<float> lo(1), hi(1);
+  search_clip_scales(q, MatrixView(w.data(), 1, 4), a, serial, lo, hi, ClipSearch{.magnitude_weighted = false, .refits = 0});
+  CHECK(hi[0] == doctest::Approx(0.975f));
+  search_clip_scales(q, MatrixView(w.data(), 1, 4), a, serial, lo, hi, ClipSearch{.magnitude_weighted = false, .refits = 2});
+  CHECK(hi[0] == doctest::Approx(0.96941).epsilon(2e-4));
+  CHECK(q.group_quant(group_range(w), lo[0], hi[0]).scale == doctest::Approx(-0.121176).epsilon(1e-3));
+  CHECK(error(lo[0], hi[0]) == doctest::Approx(0.004382).epsilon(5e-3));
+}
+
+TEST_CASE("least-squares refits never raise a group's error and lower many (asymmetric and symmetric)") {
+  const RowMatrix weight = random_weight(16, 128, 13);
+  std::vector<float> a(128);
+  for (std::size_t i = 0; i < a.size(); ++i) a[i] = 0.05f + static_cast<float>((i * 7) % 11);
+  for (const QuantSpec spec : {QuantSpec{2, 32, Asymmetric}, QuantSpec{4, 32, Symmetric}, QuantSpec{3, 32, Asymmetric}}) {
+    CAPTURE(spec.bits);
+    const DynamicIntQuantizer q(spec);
+    std::vector<float> lo0(64), hi0(64), lo(64), hi(64);
+    search_clip_scales(q, view(weight), a, serial, lo0, hi0, ClipSearch{.magnitude_weighted = false, .refits = 0});
+    search_clip_scales(q, view(weight), a, serial, lo, hi, ClipSearch{.magnitude_weighted = false, .refits = 3});
+    const std::vector<float> zeros(32, 0.0f);
+    auto error = [&](Index r, Index g, float l, float h) {
+      const std::span<const float> w(weight.data() + r * 128 + g * 32, 32);
+      std::vector<float> out(32);
+      q.fake_quantize(w, zeros, q.group_quant(group_range(w), l, h), out);
+      double e = 0;
+      for (std::size_t j = 0; j < 32; ++j) e += a[static_cast<std::size_t>(g * 32) + j] * std::pow(w[j] - out[j], 2);
+      return e;
+    };
+    int lower = 0;
+    double grid = 0, refit = 0;
+    for (Index r = 0; r < 16; ++r)
+      for (Index g = 0; g < 4; ++g) {
+        const auto k = static_cast<std::size_t>(r * 4 + g);
+        const double e0 = error(r, g, lo0[k], hi0[k]), e1 = error(r, g, lo[k], hi[k]);
+        CHECK(e1 <= e0);
+        lower += e1 < e0;
+        grid += e0, refit += e1;
+        CHECK(lo[k] >= 0.0f);
+        CHECK(hi[k] <= 1.0f);
       }
-      clipped += lo[k] < 1 || hi[k] < 1;
-    }
-  CHECK(clipped > 16);  // at 3 bits most groups of Gaussian weights gain from clipping
+    MESSAGE("W" << spec.bits << "G32: refits lower " << lower << " of 64 groups; total error " << grid << " -> " << refit);
+    CHECK(lower > 8);
+  }
 }
 
 TEST_CASE("k-quant (DoubleQuantizer) groups are searched too") {
@@ -108,7 +180,7 @@ TEST_CASE("k-quant (DoubleQuantizer) groups are searched too") {
   search_clip_scales(q, view(weight), {}, serial, lo, hi);
   int clipped = 0;
   for (std::size_t k = 0; k < lo.size(); ++k) {
-    CHECK(lo[k] >= 0.5f);
+    CHECK(lo[k] >= 0.0f);  // the grid stops at 0.5, a least-squares refit may go below
     CHECK(hi[k] <= 1.0f);
     clipped += lo[k] < 1 || hi[k] < 1;
   }

@@ -465,6 +465,10 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   report["streams"] = options.streams == ActivationStreams::Two ? "two" : options.streams == ActivationStreams::FullPrecision ? "fp" : "quantized";
   report["loss_mask"] = options.mask_loss;
   report["clip_init"] = options.tune.clip_init == ClipInit::WeightedSearch ? "search" : "unit";
+  if (options.tune.clip_init == ClipInit::WeightedSearch) {
+    report["clip_refits"] = options.tune.clip_search.refits;
+    report["clip_magnitude"] = options.tune.clip_search.magnitude_weighted;
+  }
   report["device"] = device.cuda ? (device.precision == GemmPrecision::BFloat16 ? "cuda (bf16 GEMMs)" : "cuda (float32 GEMMs)") : "cpu";
   if (before) report["perplexity_before"] = before->perplexity;
   double seconds = 0;
@@ -582,6 +586,13 @@ int main(int argc, char** argv) {
                 "where the clipping scales start: search (default: each group's clipping of least "
                 "activation-weighted rounding error) or unit (the reference's full range)")
       ->check(CLI::IsMember({"unit", "search"}));
+  q->add_option("--clip-refits", options.tune.clip_search.refits,
+                "least-squares refits of each searched group's scale and offset to its codes (default 0: the grid alone; 2 "
+                "measured better with --iters 0)")
+      ->check(CLI::NonNegativeNumber);
+  q->add_flag("--clip-magnitude", options.tune.clip_search.magnitude_weighted,
+              "weigh the search's errors by importance x sqrt(row mean square + w^2), as llama.cpp's imatrix quantizers "
+              "(default: importance alone)");
   q->add_flag("--no-loss-mask", no_loss_mask, "count every position in the block loss (the reference skips the last and padding)");
   q->add_option("--pad-token", pad_token, "pad token id the loss skips (default: the model's, if it has one)");
   q->add_option("--layer", layer_overrides, "per-layer override REGEX=BITS[:GROUP[:sym|asym]] or REGEX=fp");

@@ -30,10 +30,11 @@ QdqResult run_qdq_on_gpu(const QdqCase& c) {
   return r;
 }
 
-std::pair<std::vector<float>, std::vector<float>> search_clipping_on_gpu(const QdqCase& c, const std::vector<float>& importance) {
+std::pair<std::vector<float>, std::vector<float>> search_clipping_on_gpu(const QdqCase& c, const std::vector<float>& importance,
+                                                                          const ClipSearch& search) {
   cuda::QdqLayer layer(c.spec, c.rows, c.cols, c.weight);
   const cuda::DeviceBuffer<float> a{std::span<const float>(importance)};
-  layer.search_clipping(a.data());
+  layer.search_clipping(a.data(), search);
   cuda::check(cudaDeviceSynchronize(), "synchronize");
   return {layer.min_scale().download(), layer.max_scale().download()};
 }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <autoround/quantizer/quantizer.hpp>
+#include <autoround/tune/tune_options.hpp>
 #include <autoround/core/config.hpp>
 
 struct QdqCase {
@@ -25,5 +26,6 @@ struct QdqResult {
 QdqResult run_qdq_on_gpu(const QdqCase& c);
 /// QdqLayer::search_clipping (clip_search_kernel) on c.weight under `importance` (one per column):
 /// the searched min_scale and max_scale, one per group.
-std::pair<std::vector<float>, std::vector<float>> search_clipping_on_gpu(const QdqCase& c, const std::vector<float>& importance);
+std::pair<std::vector<float>, std::vector<float>> search_clipping_on_gpu(const QdqCase& c, const std::vector<float>& importance,
+                                                                          const autoround::ClipSearch& search);
 int gpu_count();

@@ -95,25 +95,35 @@ TEST_CASE("CUDA qdq forward, STE backward, encode and SignSGD equal the CPU bit 
 
 TEST_CASE("CUDA clipping search (ClipInit::WeightedSearch) chooses the host search's clipping bit for bit") {
   // heavy-tailed weights (outliers worth clipping or not) and importance spread over three
-  // orders of magnitude; a short last group per row (cols not a multiple of the group)
-  for (const QuantSpec spec : {QuantSpec{2, 64, Asymmetric}, QuantSpec{3, 32, Asymmetric}, QuantSpec{4, 32, Symmetric}}) {
-    CAPTURE(spec.bits);
-    const QdqCase c = make_case(spec, 48, 200, 31u + static_cast<unsigned>(spec.bits));
-    std::mt19937 rng(5);
-    std::uniform_real_distribution<float> exponent(-3.0f, 0.0f);
-    std::vector<float> importance(static_cast<std::size_t>(c.cols));
-    for (float& a : importance) a = std::pow(10.0f, exponent(rng));
-    const auto [gpu_lo, gpu_hi] = search_clipping_on_gpu(c, importance);
-    const RowMatrix w = Eigen::Map<const RowMatrix>(c.weight.data(), c.rows, c.cols);
-    std::vector<float> lo(gpu_lo.size()), hi(gpu_hi.size());
-    search_clip_scales(DynamicIntQuantizer(spec), view(w), importance, [](Index n, auto&& f) { for (Index i = 0; i < n; ++i) f(i); }, lo, hi);
-    std::size_t clipped = 0;
-    for (std::size_t g = 0; g < lo.size(); ++g) clipped += lo[g] < 1.0f || hi[g] < 1.0f;
-    MESSAGE("W" << spec.bits << "G" << spec.group_size << ": " << clipped << " of " << lo.size() << " groups clipped");
-    CHECK(clipped > lo.size() / 4);  // the search does choose clippings here, so agreeing means something
-    CHECK(same_bits(gpu_lo, lo));
-    CHECK(same_bits(gpu_hi, hi));
-  }
+  // orders of magnitude; a short last group per row (cols not a multiple of the group); the
+  // least-squares refits, refits with llama.cpp's magnitude weights, and the plain grid (the default)
+  for (const ClipSearch search : {ClipSearch{.refits = 2}, ClipSearch{.magnitude_weighted = true, .refits = 2}, ClipSearch{}})
+    for (const QuantSpec spec : {QuantSpec{2, 64, Asymmetric}, QuantSpec{3, 32, Asymmetric}, QuantSpec{4, 32, Symmetric}}) {
+      CAPTURE(spec.bits);
+      CAPTURE(search.refits);
+      CAPTURE(search.magnitude_weighted);
+      const QdqCase c = make_case(spec, 48, 200, 31u + static_cast<unsigned>(spec.bits));
+      std::mt19937 rng(5);
+      std::uniform_real_distribution<float> exponent(-3.0f, 0.0f);
+      std::vector<float> importance(static_cast<std::size_t>(c.cols));
+      for (float& a : importance) a = std::pow(10.0f, exponent(rng));
+      const auto [gpu_lo, gpu_hi] = search_clipping_on_gpu(c, importance, search);
+      const RowMatrix w = Eigen::Map<const RowMatrix>(c.weight.data(), c.rows, c.cols);
+      std::vector<float> lo(gpu_lo.size()), hi(gpu_hi.size());
+      search_clip_scales(DynamicIntQuantizer(spec), view(w), importance, [](Index n, auto&& f) { for (Index i = 0; i < n; ++i) f(i); }, lo,
+                         hi, search);
+      std::size_t clipped = 0, off_grid = 0;
+      for (std::size_t g = 0; g < lo.size(); ++g) {
+        clipped += lo[g] < 1.0f || hi[g] < 1.0f;
+        off_grid += std::fmod(lo[g] * 40.0f + 1e-3f, 1.0f) > 2e-3f || std::fmod(hi[g] * 40.0f + 1e-3f, 1.0f) > 2e-3f;
+      }
+      MESSAGE("W" << spec.bits << "G" << spec.group_size << " refits " << search.refits << ": " << clipped << " of " << lo.size()
+                  << " groups clipped, " << off_grid << " off the grid (refitted)");
+      CHECK(clipped > lo.size() / 4);  // the search does choose clippings here, so agreeing means something
+      if (search.refits > 0) CHECK(off_grid > lo.size() / 8);  // and the refits do move some
+      CHECK(same_bits(gpu_lo, lo));
+      CHECK(same_bits(gpu_hi, hi));
+    }
 }
 
 TEST_CASE("CUDA double quantization (GGUF k-quant schemes) equals DoubleQuantizer on the CPU bit for bit") {

@@ -78,7 +78,7 @@ class BlockTuningRun {
       if (options.clip_init == ClipInit::WeightedSearch)
         search_clip_scales(*quantizers[i], view(block[l]), importance[i],
                            [&](Index n, auto&& f) { backend_.parallel_for(n, f); }, layer.tunable.min_scale,
-                           layer.tunable.max_scale);
+                           layer.tunable.max_scale, options.clip_search);
       layer.qweight.resize(block[l].rows(), block[l].cols());
       layer.rounding_state = optimizer_.make_state(layer.tunable.rounding.size());
       layer.min_state = optimizer_.make_state(layer.tunable.min_scale.size());

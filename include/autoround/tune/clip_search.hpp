@@ -1,18 +1,30 @@
 #pragma once
 // Where tuning starts its clipping scales: the reference starts every group at min_scale =
 // max_scale = 1 (the full range [min(w, 0), max(w, 0)]). ClipInit::WeightedSearch starts each
-// group at the clipping that minimizes its activation-weighted rounding error
-//   Σ_j a_j (w_j − qdq(w_j))²,   a_j = mean over the calibration tokens of x_j²
-// (a_j: the j-th input channel's mean square, what llama.cpp's imatrix collects; the weighted sum
-// is the expected squared output error of the group's row when channels are uncorrelated), with
-// round-to-nearest codes (v = 0) and the quantizer's own group arithmetic. SignSGD then tunes
-// v and the scales from there as usual. The search is a grid over [lowest, 1]: one ratio for
-// both ends, then max_scale with min_scale fixed, then min_scale with max_scale fixed.
+// group at the clipping that minimizes its weighted rounding error
+//   Σ_j ω_j (w_j − qdq(w_j))²,   ω_j = a_j,   or a_j · sqrt(σ² + w_j²) (ClipSearch::magnitude_weighted)
+// a_j being the j-th input channel's mean square over the calibration tokens (what llama.cpp's
+// imatrix collects; Σ a_j d_j² is the expected squared output error of the group's row when the
+// channels are uncorrelated); σ² is the mean square of the row's weights, the factor llama.cpp's
+// imatrix quantizers put on each weight (ggml-quants.c, e.g. quantize_row_q4_0_impl), which
+// measured worse out of domain here (docs/accuracy.md), hence off by default. Codes are rounded to
+// nearest (v = 0) with the quantizer's own group arithmetic. The search is a grid over
+// [lowest, 1] (one ratio for both ends, then max_scale with min_scale fixed, then min_scale with
+// max_scale fixed), then `refits` weighted least-squares fits of the group's scale (and,
+// asymmetric, its offset) to the best point's codes, each kept only where it lowers the error:
+// a grid point's scale is that of a clipped range, the least-squares scale is the best for its
+// codes (what llama.cpp's make_qx_quants ends with); off by default (ClipSearch, tune_options.hpp:
+// better without tuning, within the noise after it). SignSGD then tunes v and the scales from
+// there as usual.
 //
 // Approximation: a SuperGroupQuantizer (GGUF k-quants) is searched one group at a time, as a
 // super-group of one group (its group scale then needs no second-level rounding); the tuning
-// that follows sees the real super-groups.
+// that follows sees the real super-groups. Scales stay in [0, 1] (tuning clamps them there), so
+// a least-squares scale above the full range's is cut to it.
+#include <algorithm>
 #include <array>
+#include <cmath>
+#include <cstdint>
 #include <span>
 #include <vector>
 
@@ -70,10 +82,9 @@ inline InputImportance input_importance(const LlamaBlock& block, const LlamaConf
 
 namespace detail {
 
-/// Weighted squared rounding error of one group at clipping (lo, hi), codes rounded to nearest.
+/// One group's (scale, zero, min) at clipping (lo, hi), as the quantizer computes it.
 template <WeightQuantizer Q>
-double clipped_group_error(const Q& q, std::span<const float> w, std::span<const float> importance, GroupRange range,
-                           float lo, float hi, std::span<const float> zeros, std::span<float> out) {
+GroupQuant clipped_group_quant(const Q& q, GroupRange range, float lo, float hi) {
   GroupQuant gq;
   if constexpr (SuperGroupQuantizer<Q>) {
     q.quantize_super_group(std::span<const GroupRange>(&range, 1), std::span<const float>(&lo, 1),
@@ -81,45 +92,98 @@ double clipped_group_error(const Q& q, std::span<const float> w, std::span<const
   } else {
     gq = q.group_quant(range, lo, hi);
   }
-  q.fake_quantize(w, zeros, gq, out);
+  return gq;
+}
+
+/// Weighted squared rounding error of one group at clipping (lo, hi), codes rounded to nearest.
+template <WeightQuantizer Q>
+double clipped_group_error(const Q& q, std::span<const float> w, std::span<const float> weights, GroupRange range,
+                           float lo, float hi, std::span<const float> zeros, std::span<float> out) {
+  q.fake_quantize(w, zeros, clipped_group_quant(q, range, lo, hi), out);
   double error = 0;
   for (std::size_t j = 0; j < w.size(); ++j) {
     const double d = static_cast<double>(w[j]) - out[j];
-    error += importance[j] * d * d;
+    error += weights[j] * d * d;
   }
   return error;
+}
+
+/// The clipping whose group arithmetic gives (about) the weighted least-squares scale and offset
+/// for the codes that clipping (lo, hi) rounds to: w ≈ s·code + m (asymmetric), w ≈ s·(code −
+/// zero) (symmetric). Both IntQuantizer and DoubleQuantizer dequantize affinely in the code, with
+/// s = (wmax·hi − wmin·lo) / maxq and m = wmin·lo (asymmetric: the zero point rounds −m / s) or
+/// s ∝ the larger clipped side (symmetric), which gives the inverse below. False when the codes
+/// do not determine a fit (all one code, a group on one side of 0).
+template <WeightQuantizer Q>
+bool least_squares_clipping(const Q& q, std::span<const float> w, std::span<const float> weights, GroupRange range,
+                            float& lo, float& hi, std::span<const float> zeros, std::span<std::uint8_t> codes) {
+  const GroupQuant gq = clipped_group_quant(q, range, lo, hi);
+  q.encode(w, zeros, gq, codes);
+  double sw = 0, sc = 0, scc = 0, sx = 0, scx = 0;
+  const double zero = q.symmetry() == Symmetric ? gq.zero : 0.0;
+  for (std::size_t j = 0; j < w.size(); ++j) {
+    const double c = static_cast<double>(codes[j]) - zero, x = w[j], a = weights[j];
+    sw += a, sc += a * c, scc += a * c * c, sx += a * x, scx += a * c * x;
+  }
+  if (q.symmetry() == Symmetric) {
+    if (scc <= 0 || gq.scale == 0.0f) return false;
+    const double f = std::fabs(scx / scc / gq.scale);  // the clipped range scales with the scale
+    lo = static_cast<float>(std::min(1.0, lo * f));
+    hi = static_cast<float>(std::min(1.0, hi * f));
+    return f > 0;
+  }
+  const double det = sw * scc - sc * sc;
+  if (det <= 0 || range.wmin >= 0.0f || range.wmax <= 0.0f) return false;
+  const double s = (sw * scx - sc * sx) / det, m = (sx - s * sc) / sw;
+  if (!(s > 0)) return false;
+  lo = static_cast<float>(std::clamp(m / range.wmin, 0.0, 1.0));
+  hi = static_cast<float>(std::clamp((m + s * q.max_code()) / range.wmax, 0.0, 1.0));
+  return true;
 }
 
 }  // namespace detail
 
 /// Fill `min_scale` / `max_scale` (one per group of `layout`, row-major) with each group's best
-/// clipping under the weights `importance` (one per input column; empty: all 1). The grid has
-/// `steps` + 1 ratios from `lowest` to 1; ratio 1 (the reference's start) is always a candidate,
-/// so the result's weighted error is never above the reference start's.
+/// clipping under the channel importances `importance` (one per input column; empty: all 1).
+/// Ratio 1 (the reference's start) is always a candidate, so the result's weighted error is
+/// never above the reference start's.
 template <WeightQuantizer Q, class ParallelFor>
 void search_clip_scales(const Q& quantizer, MatrixView weight, std::span<const float> importance, const ParallelFor& parallel_for,
-                        std::span<float> min_scale, std::span<float> max_scale, float lowest = 0.5f, int steps = 20) {
+                        std::span<float> min_scale, std::span<float> max_scale, const ClipSearch& search = {}) {
   const GroupLayout layout(weight.rows(), weight.cols(), quantizer.group_size());
   detail::require(static_cast<Index>(min_scale.size()) == layout.group_count() &&
                       static_cast<Index>(max_scale.size()) == layout.group_count(),
                   "search_clip_scales: one min_scale and max_scale per group");
   detail::require(importance.empty() || static_cast<Index>(importance.size()) == weight.cols(),
                   "search_clip_scales: one importance per input column");
-  std::vector<float> unit;
-  if (importance.empty()) unit.assign(static_cast<std::size_t>(weight.cols()), 1.0f);
-  const std::span<const float> a = importance.empty() ? std::span<const float>(unit) : importance;
-  const std::vector<float> zeros(static_cast<std::size_t>(layout.group_size()), 0.0f);
-  auto ratio = [&](int i) { return 1.0f - (1.0f - lowest) * static_cast<float>(i) / static_cast<float>(steps); };
+  detail::require(search.steps >= 1 && search.lowest > 0.0f && search.lowest < 1.0f && search.refits >= 0,
+                  "search_clip_scales: ClipSearch needs steps >= 1, 0 < lowest < 1, refits >= 0");
+  const auto group = static_cast<std::size_t>(layout.group_size());
+  const std::vector<float> zeros(group, 0.0f);
+  auto ratio = [&](int i) {
+    return 1.0f - (1.0f - search.lowest) * static_cast<float>(i) / static_cast<float>(search.steps);
+  };
   parallel_for(layout.rows(), [&](Index r) {
-    std::vector<float> out(static_cast<std::size_t>(layout.group_size()));
+    std::vector<float> out(group), omega(group);
+    std::vector<std::uint8_t> codes(group);
+    const float* row = weight.data() + r * layout.cols();
+    double sigma2 = 0;
+    if (search.magnitude_weighted) {
+      for (Index j = 0; j < layout.cols(); ++j) sigma2 += static_cast<double>(row[j]) * row[j];
+      sigma2 /= static_cast<double>(layout.cols());
+    }
     for (Index g = 0; g < layout.groups_per_row(); ++g) {
       const auto n = static_cast<std::size_t>(layout.group_length(g));
-      const std::span<const float> w(weight.data() + r * layout.cols() + layout.group_begin(g), n);
-      const std::span<const float> ag = a.subspan(static_cast<std::size_t>(layout.group_begin(g)), n);
+      const auto begin = static_cast<std::size_t>(layout.group_begin(g));
+      const std::span<const float> w(row + begin, n);
+      for (std::size_t j = 0; j < n; ++j) {
+        const double a = importance.empty() ? 1.0 : importance[begin + j];
+        omega[j] = static_cast<float>(search.magnitude_weighted ? a * std::sqrt(sigma2 + static_cast<double>(w[j]) * w[j]) : a);
+      }
+      const std::span<const float> weights(omega.data(), n), zero_v(zeros.data(), n);
       const GroupRange range = group_range(w);
       auto error = [&](float lo, float hi) {
-        return detail::clipped_group_error(quantizer, w, ag, range, lo, hi, std::span<const float>(zeros.data(), n),
-                                           std::span<float>(out.data(), n));
+        return detail::clipped_group_error(quantizer, w, weights, range, lo, hi, zero_v, std::span<float>(out.data(), n));
       };
       float lo = 1.0f, hi = 1.0f;
       double best = error(lo, hi);
@@ -127,11 +191,19 @@ void search_clip_scales(const Q& quantizer, MatrixView weight, std::span<const f
         const double e = error(l, h);
         if (e < best) best = e, lo = l, hi = h;
       };
-      for (int i = 1; i <= steps; ++i) consider(ratio(i), ratio(i));
+      for (int i = 1; i <= search.steps; ++i) consider(ratio(i), ratio(i));
       const float joint = lo;
-      for (int i = 0; i <= steps; ++i) consider(joint, ratio(i));
+      for (int i = 0; i <= search.steps; ++i) consider(joint, ratio(i));
       const float top = hi;
-      for (int i = 0; i <= steps; ++i) consider(ratio(i), top);
+      for (int i = 0; i <= search.steps; ++i) consider(ratio(i), top);
+      for (int k = 0; k < search.refits; ++k) {
+        float l = lo, h = hi;
+        if (!detail::least_squares_clipping(quantizer, w, weights, range, l, h, zero_v, std::span<std::uint8_t>(codes.data(), n)))
+          break;
+        const double before = best;
+        consider(l, h);
+        if (!(best < before)) break;  // no better: the fit has converged
+      }
       const auto k = static_cast<std::size_t>(r * layout.groups_per_row() + g);
       min_scale[k] = lo;
       max_scale[k] = hi;

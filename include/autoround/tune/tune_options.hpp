@@ -13,6 +13,16 @@ enum class ClipInit {
   WeightedSearch,  ///< each group's clipping of least activation-weighted rounding error
 };
 
+/// How search_clip_scales weighs errors and refines its grid. The defaults are the plain grid
+/// search; `refits = 2` measured better without tuning (iters 0) and within the noise with it
+/// (docs/accuracy.md, "Least-squares refits").
+struct ClipSearch {
+  float lowest = 0.5f;             ///< the smallest clipping ratio on the grid
+  int steps = 20;                  ///< grid points between lowest and 1 (ratio 1 always included)
+  bool magnitude_weighted = false; ///< ω_j = a_j·sqrt(σ² + w_j²) (llama.cpp's) rather than a_j
+  int refits = 0;                  ///< least-squares refits of scale (and offset) to the codes
+};
+
 struct TuneOptions {
   int iters = 200;                    ///< optimizer steps; 0 = plain round-to-nearest (RTN)
   float lr = 0.0f;                    ///< rounding lr; 0 = auto: 1/iters (2/iters for <= 3 bits, iters >= 1000)
@@ -30,6 +40,7 @@ struct TuneOptions {
   /// 6e-8, so the factor decides which clipping scales move.
   float loss_scale = 1000.0f;
   ClipInit clip_init = ClipInit::Unit;  ///< where min_scale / max_scale start
+  ClipSearch clip_search;               ///< how ClipInit::WeightedSearch searches
 
   /// The learning rate the reference picks when none is given.
   float rounding_lr(int bits) const {

@@ -604,10 +604,11 @@ class BlockTuningRun {
       const int input = l == Linear::Output ? 1 : l == Linear::Gate || l == Linear::Up ? 2 : l == Linear::Down ? 3 : 0;
       if constexpr (!SuperGroupQuantizer<Q>) {  // integer quantizers: on the device, the host's arithmetic
         if (importance[input].size() == 0) importance[input] = DeviceBuffer<float>(std::span<const float>(mean[input]));
-        layer.qdq->search_clipping(importance[input].data());
+        layer.qdq->search_clipping(importance[input].data(), options_.clip_search);
       } else {  // double quantization: searched on the host, a super-group of one group at a time
         std::vector<float> lo(layer.qdq->min_scale().size()), hi(lo.size());
-        search_clip_scales(*layer.quantizer, view(block[l]), mean[input], [&](Index n, auto&& f) { host.parallel_for(n, f); }, lo, hi);
+        search_clip_scales(*layer.quantizer, view(block[l]), mean[input], [&](Index n, auto&& f) { host.parallel_for(n, f); }, lo, hi,
+                           options_.clip_search);
         layer.qdq->min_scale().upload(lo);
         layer.qdq->max_scale().upload(hi);
       }

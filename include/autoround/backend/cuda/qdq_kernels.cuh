@@ -177,19 +177,48 @@ __global__ void qdq_backward_kernel(QdqShape s, const float* w, const float* v, 
 }
 
 /// ClipInit::WeightedSearch for integer quantizers (search_clip_scales in tune/clip_search.hpp):
-/// a warp per group tries the host's grid in the host's order (one ratio for both ends, then
-/// max_scale, then min_scale) and keeps the candidate of least Σ_j a_j (w_j − qdq(w_j))², codes
-/// rounded to nearest. Lanes compute the terms; lane 0 adds them in element order in double, as
-/// the host does, and broadcasts the total: the same choices as the host search, bit for bit.
+/// a warp per group computes the host's weights (a_j, or a_j·sqrt(σ² + w_j²) with σ² the row's
+/// mean square), tries the host's grid in the host's order (one ratio for both ends, then
+/// max_scale, then min_scale), keeps the candidate of least Σ_j ω_j (w_j − qdq(w_j))², codes
+/// rounded to nearest, then makes the host's least-squares refits. Lanes compute the terms; lane 0
+/// adds them in element order in double, as the host does, and broadcasts the totals: the same
+/// choices as the host search, bit for bit.
 template <int = 0>
 __global__ void clip_search_kernel(QdqShape s, const float* w, const GroupRange* ranges, const float* importance, float lowest,
-                                   int steps, float* min_scale, float* max_scale) {
+                                   int steps, bool magnitude_weighted, int refits, float* min_scale, float* max_scale) {
   const long g = warp_group();
   const int lane = threadIdx.x % 32;
   if (g >= s.groups()) return;
   const GroupRange range = ranges[g];
   const long at = s.begin(g), length = s.length(g), column = (g % s.groups_per_row) * s.group_size;
   const float maxc = static_cast<float>((1 << s.bits) - 1);
+  // lane 0 adds the lanes' terms in element order; every lane gets the total
+  auto ordered_sum = [&](long n, double term, double total) {
+    for (int k = 0; k < n; ++k) {
+      const double t = __shfl_sync(0xffffffffu, term, k);
+      if (lane == 0) total = __dadd_rn(total, t);
+    }
+    return total;
+  };
+  double sigma2 = 0.0;
+  if (magnitude_weighted) {
+    const float* row = w + (g / s.groups_per_row) * s.cols;
+    for (long base = 0; base < s.cols; base += 32) {
+      const long i = base + lane;
+      const double x = i < s.cols ? static_cast<double>(row[i]) : 0.0;
+      sigma2 = ordered_sum(s.cols - base < 32 ? s.cols - base : 32, __dmul_rn(x, x), sigma2);
+    }
+    sigma2 = __ddiv_rn(__shfl_sync(0xffffffffu, sigma2, 0), static_cast<double>(s.cols));
+  }
+  auto weight_of = [&](long i) {
+    const double a = importance[column + i];
+    if (!magnitude_weighted) return static_cast<float>(a);
+    const double x = w[at + i];
+    return static_cast<float>(__dmul_rn(a, __dsqrt_rn(__dadd_rn(sigma2, __dmul_rn(x, x)))));
+  };
+  auto code_of = [&](float x, const GroupQuant& q) {
+    return device::clampf(__fadd_rn(rintf(__fdiv_rn(x, q.scale)), q.zero), 0.0f, maxc);
+  };
   auto error = [&](float lo, float hi) {
     const GroupQuant q = device::group_quant(s, range, lo, hi);
     double total = 0.0;
@@ -198,17 +227,48 @@ __global__ void clip_search_kernel(QdqShape s, const float* w, const GroupRange*
       double term = 0.0;
       if (i < length) {
         const float x = w[at + i];
-        const float code = device::clampf(__fadd_rn(rintf(__fdiv_rn(x, q.scale)), q.zero), 0.0f, maxc);
-        const double d = __dsub_rn(static_cast<double>(x), static_cast<double>(__fmul_rn(q.scale, __fsub_rn(code, q.zero))));
-        term = __dmul_rn(__dmul_rn(static_cast<double>(importance[column + i]), d), d);
+        const double d = __dsub_rn(static_cast<double>(x), static_cast<double>(__fmul_rn(q.scale, __fsub_rn(code_of(x, q), q.zero))));
+        term = __dmul_rn(__dmul_rn(static_cast<double>(weight_of(i)), d), d);
       }
-      const long n = length - base < 32 ? length - base : 32;
-      for (int k = 0; k < n; ++k) {
-        const double t = __shfl_sync(0xffffffffu, term, k);
-        if (lane == 0) total = __dadd_rn(total, t);
-      }
+      total = ordered_sum(length - base < 32 ? length - base : 32, term, total);
     }
     return __shfl_sync(0xffffffffu, total, 0);
+  };
+  // detail::least_squares_clipping
+  auto least_squares = [&](float& lo, float& hi) {
+    const GroupQuant q = device::group_quant(s, range, lo, hi);
+    const double zero = s.symmetric ? static_cast<double>(q.zero) : 0.0;
+    double sums[5] = {0, 0, 0, 0, 0};  // Σa, Σac, Σac², Σax, Σacx
+    for (long base = 0; base < length; base += 32) {
+      const long i = base + lane;
+      double a = 0, c = 0, x = 0;
+      if (i < length) {
+        x = w[at + i];
+        a = weight_of(i);
+        c = __dsub_rn(static_cast<double>(code_of(w[at + i], q)), zero);
+      }
+      const double ac = __dmul_rn(a, c);
+      const double terms[5] = {a, ac, __dmul_rn(ac, c), __dmul_rn(a, x), __dmul_rn(ac, x)};
+      const long n = length - base < 32 ? length - base : 32;
+      for (int t = 0; t < 5; ++t) sums[t] = ordered_sum(n, terms[t], sums[t]);
+    }
+    for (double& v : sums) v = __shfl_sync(0xffffffffu, v, 0);
+    const double sw = sums[0], sc = sums[1], scc = sums[2], sx = sums[3], scx = sums[4];
+    if (s.symmetric) {
+      if (scc <= 0 || q.scale == 0.0f) return false;
+      const double f = fabs(__ddiv_rn(__ddiv_rn(scx, scc), static_cast<double>(q.scale)));
+      lo = static_cast<float>(fmin(1.0, __dmul_rn(static_cast<double>(lo), f)));
+      hi = static_cast<float>(fmin(1.0, __dmul_rn(static_cast<double>(hi), f)));
+      return f > 0;
+    }
+    const double det = __dsub_rn(__dmul_rn(sw, scc), __dmul_rn(sc, sc));
+    if (det <= 0 || range.wmin >= 0.0f || range.wmax <= 0.0f) return false;
+    const double sl = __ddiv_rn(__dsub_rn(__dmul_rn(sw, scx), __dmul_rn(sc, sx)), det);
+    const double m = __ddiv_rn(__dsub_rn(sx, __dmul_rn(sl, sc)), sw);
+    if (!(sl > 0)) return false;
+    lo = static_cast<float>(fmin(fmax(__ddiv_rn(m, static_cast<double>(range.wmin)), 0.0), 1.0));
+    hi = static_cast<float>(fmin(fmax(__ddiv_rn(__dadd_rn(m, __dmul_rn(sl, static_cast<double>(maxc))), static_cast<double>(range.wmax)), 0.0), 1.0));
+    return true;
   };
   auto ratio = [&](int i) {
     return __fsub_rn(1.0f, __fdiv_rn(__fmul_rn(__fsub_rn(1.0f, lowest), static_cast<float>(i)), static_cast<float>(steps)));
@@ -224,6 +284,13 @@ __global__ void clip_search_kernel(QdqShape s, const float* w, const GroupRange*
   for (int i = 0; i <= steps; ++i) consider(joint, ratio(i));
   const float top = hi;
   for (int i = 0; i <= steps; ++i) consider(ratio(i), top);
+  for (int k = 0; k < refits; ++k) {
+    float l = lo, h = hi;
+    if (!least_squares(l, h)) break;
+    const double before = best;
+    consider(l, h);
+    if (!(best < before)) break;
+  }
   if (lane == 0) {
     min_scale[g] = lo;
     max_scale[g] = hi;

@@ -12,6 +12,7 @@
 #include "../../quantizer/double_quantizer.hpp"
 #include "../../quantizer/int_quantizer.hpp"
 #include "../../quantizer/quantized_weight.hpp"
+#include "../../tune/tune_options.hpp"
 #include "device_buffer.hpp"
 #include "double_quant_kernels.cuh"
 #include "qdq_kernels.cuh"
@@ -93,10 +94,11 @@ class QdqLayer {
   }
   /// min_scale / max_scale = each group's searched clipping (ClipInit::WeightedSearch) under
   /// `importance` (device, one per input column): integer quantizers only (clip_search_kernel).
-  void search_clipping(const float* importance, float lowest = 0.5f, int steps = 20) {
+  void search_clipping(const float* importance, const ClipSearch& search = {}) {
     detail::require(!double_quantized(), "QdqLayer::search_clipping: double-quantized layers are searched on the host");
-    clip_search_kernel<><<<warp_blocks(), 32 * kWarpsPerBlock, 0, stream_>>>(shape_, weight_.data(), ranges_.data(), importance, lowest,
-                                                                             steps, min_scale_.data(), max_scale_.data());
+    clip_search_kernel<><<<warp_blocks(), 32 * kWarpsPerBlock, 0, stream_>>>(shape_, weight_.data(), ranges_.data(), importance,
+                                                                             search.lowest, search.steps, search.magnitude_weighted,
+                                                                             search.refits, min_scale_.data(), max_scale_.data());
     check(cudaGetLastError(), "clip_search_kernel");
   }
   /// Final codes (device, rows x cols) under the current parameters.
