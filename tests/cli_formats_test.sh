@@ -11,13 +11,15 @@ if [ ! -f "$assets/smollm2-135m-instruct-q4_1.gguf" ]; then
 fi
 rm -rf "$work"
 # W4G32 sym is what Q4_0 stores: auto_gptq and gguf:q4_0 share a pass; q4_k_m and its alias q4_k share another
+# (the search's least-squares refits on: the report says so)
 "$autoround" quantize --model "$assets/smollm2-135m-instruct-q4_1.gguf" --calibration "$assets/kjv-calib.tokens" \
-  --bits 4 --group-size 32 --sym --iters 1 --nsamples 2 --seqlen 32 --batch-size 2 \
+  --bits 4 --group-size 32 --sym --iters 1 --nsamples 2 --seqlen 32 --batch-size 2 --clip-refits 2 \
   --format auto_gptq,gguf:q4_k_m,gguf:q4_0,gguf:q4_k --output "$work/out" 2>/dev/null >"$work.log"
 python3 - "$work/out" "$fixtures/llama_quantize_types.json" <<'PY'
 import json, os, sys
 out, fixture = sys.argv[1], json.load(open(sys.argv[2]))
 report = json.load(open(os.path.join(out, "quantization_report.json")))
+assert report["clip_init"] == "search" and report["clip_refits"] == 2 and report["clip_magnitude"] is False, report
 runs = [sorted(run["formats"]) for run in report["runs"]]
 assert runs == [["auto_gptq", "gguf:q4_0"], ["gguf:q4_k", "gguf:q4_k_m"]], runs
 for run in report["runs"]:
