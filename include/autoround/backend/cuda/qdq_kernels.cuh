@@ -182,7 +182,9 @@ __global__ void qdq_backward_kernel(QdqShape s, const float* w, const float* v, 
 /// max_scale, then min_scale), keeps the candidate of least Σ_j ω_j (w_j − qdq(w_j))², codes
 /// rounded to nearest, then makes the host's least-squares refits. Lanes compute the terms; lane 0
 /// adds them in element order in double, as the host does, and broadcasts the totals: the same
-/// choices as the host search, bit for bit.
+/// choices as the host search, bit for bit. Cost of magnitude_weighted (off by default): each
+/// warp sums its whole row for σ², cols serial additions per group, which is slow at 8B widths
+/// (a per-row pass first would fix it, if the option earns a default).
 template <int = 0>
 __global__ void clip_search_kernel(QdqShape s, const float* w, const GroupRange* ranges, const float* importance, float lowest,
                                    int steps, bool magnitude_weighted, int refits, float* min_scale, float* max_scale) {
