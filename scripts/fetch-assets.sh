@@ -27,7 +27,7 @@ if [ ! -x pyenv/bin/python ]; then
   python3 -m venv pyenv || die "python3 -m venv failed"
 fi
 pyenv/bin/python -c 'import gguf, tokenizers, safetensors, transformers' 2>/dev/null ||
-  pyenv/bin/pip install -q 'gguf==0.19.0' 'tokenizers==0.23.3' 'safetensors==0.4.5' 'numpy<3' 'transformers==5.23.0' || die "pip install failed"
+  pyenv/bin/pip install -q 'gguf==0.19.0' 'tokenizers==0.23.3' 'safetensors==0.8.0' 'numpy<3' 'transformers==5.23.0' || die "pip install failed"
 
 if ! ok "$model" "$model_sha"; then
   tmp=$(mktemp -d)
@@ -80,6 +80,20 @@ fi
 # The same novel in the asset model's tokens: the out-of-domain text of the parity harness
 # (scripts/parity-harness.sh; the calibration text is the Bible).
 [ -s botchan.tokens ] || pyenv/bin/python "$here/tokenize_gguf.py" "$model" botchan.txt botchan.tokens
+# A calibration text of three domains (scripture, technical prose, quotations), for the GGUF
+# out-of-domain study (docs/accuracy.md): Genesis above, Debian's python3.11-doc and fortunes.
+mixed_sha=6d703e0086b8913e57bb0ce0fa2283c9cad77d4eab328e17b40168a79f05e5d0
+if ! ok mixed-calib.txt "$mixed_sha"; then
+  for d in /usr/share/doc/python3.11/html/_sources /usr/share/games/fortunes; do
+    [ -d "$d" ] || die "$d is missing: apt-get install python3.11-doc fortunes"
+  done
+  python3 "$here/make_mixed_calib.py" kjv-calib.txt /usr/share/doc/python3.11/html/_sources \
+    /usr/share/games/fortunes mixed-calib.txt.part
+  ok mixed-calib.txt.part "$mixed_sha" || die "mixed-calib.txt: sha256 differs from the recorded one (other package versions?)"
+  mv mixed-calib.txt.part mixed-calib.txt
+  rm -f mixed-calib.tokens
+fi
+[ -s mixed-calib.tokens ] || pyenv/bin/python "$here/tokenize_gguf.py" "$model" mixed-calib.txt mixed-calib.tokens
 # Real byte-level BPE (and SPM) vocabularies with texts and the ids Hugging Face tokenizers gives
 # them: llama.cpp's models/ggml-vocab-*.gguf(.inp/.out), from the llama.cpp copy in PyPI's
 # llama-cpp-python 0.3.36 sdist (tests/test_bpe_tokenizer.cpp).
