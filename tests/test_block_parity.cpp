@@ -150,11 +150,19 @@ TEST_CASE("block tuning step by step against auto-round 0.16.1") {
     for (std::size_t step = 0; step < ours.losses.size(); ++step)
       MESSAGE("block " << b << " step " << step << ": ours " << ours.losses[step] << ", reference " << expected[step]
                        << ", ours on inputs 1 ulp off " << floor.losses[step]);
-    // Before the first sign flips reach a code, the losses agree to float32 rounding; at step 3
-    // to 1e-4 (measured 4e-6 and 5e-7: without the fp16 rounding of the clipping scales'
-    // gradients, 5% and 1e-3).
-    for (std::size_t step = 0; step < 3; ++step) CHECK(std::abs(ours.losses[step] - expected[step]) <= 1e-6 * expected[step]);
-    CHECK(std::abs(ours.losses[3] - expected[3]) <= 1e-4 * expected[3]);
+    // Before the first sign flips reach a code, the losses agree to float32 rounding: always at
+    // step 0 (a forward) and step 1 (one update; with loss_scale 1, i.e. other fp16 flushes of the
+    // clipping scales' gradients, block 1 is 2e-4 off there), and at steps 2 and 3 (to 1e-6 and
+    // 1e-4) up to the step where our own run and the run on inputs 1 ulp off part, since where
+    // that happens depends on the CPU's summation order: on AVX-512 after step 3 (measured 2e-8,
+    // 4e-6 at step 3; without the fp16 rounding 5% there), on an AVX2 AMD EPYC at step 2.
+    std::size_t onset = 0;
+    while (onset < ours.losses.size() && std::abs(ours.losses[onset] - floor.losses[onset]) <= 1e-6 * ours.losses[onset])
+      ++onset;
+    MESSAGE("block " << b << ": our run and the run on inputs 1 ulp off part at step " << onset);
+    for (std::size_t step = 0; step < 4; ++step)
+      if (step < 2 || step < onset)
+        CHECK(std::abs(ours.losses[step] - expected[step]) <= (step < 3 ? 1e-6 : 1e-4) * expected[step]);
 
     // The kept parameters: the reference's v / min_scale / max_scale give its codes (through our
     // quantizer, whose formulas test_int_quantizer checks against auto-round's).
