@@ -3,7 +3,7 @@
 
 Test-time asset tool (docs/assets.md, "A calibration text of three domains"). In-domain
 calibration flatters tuning: the Bible alone makes tuned files excellent on the Bible and
-merely even with llama.cpp + imatrix on a novel. The reference's default calibration
+no better than llama.cpp + imatrix on a novel. The reference's default calibration
 (pile-10k) mixes domains; this is the closest real mix Debian's packages give:
 
   scripture   kjv-calib.txt (Genesis, bible-kjv)

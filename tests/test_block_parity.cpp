@@ -154,8 +154,9 @@ TEST_CASE("block tuning step by step against auto-round 0.16.1") {
     // step 0 (a forward) and step 1 (one update; with loss_scale 1, i.e. other fp16 flushes of the
     // clipping scales' gradients, block 1 is 2e-4 off there), and at steps 2 and 3 (to 1e-6 and
     // 1e-4) up to the step where our own run and the run on inputs 1 ulp off part, since where
-    // that happens depends on the CPU's summation order: on AVX-512 after step 3 (measured 2e-8,
-    // 4e-6 at step 3; without the fp16 rounding 5% there), on an AVX2 AMD EPYC at step 2.
+    // that happens depends on the CPU's summation order: on the AVX-512 machines of earlier
+    // sessions steps 0-2 agreed to 2e-8 and step 3 to 4e-6 (5% without the fp16 rounding); on an
+    // AVX2 AMD EPYC both blocks part from the reference, and from the one-ulp run, at step 2.
     std::size_t onset = 0;
     while (onset < ours.losses.size() && std::abs(ours.losses[onset] - floor.losses[onset]) <= 1e-6 * ours.losses[onset])
       ++onset;
