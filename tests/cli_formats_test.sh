@@ -20,6 +20,8 @@ import json, os, sys
 out, fixture = sys.argv[1], json.load(open(sys.argv[2]))
 report = json.load(open(os.path.join(out, "quantization_report.json")))
 assert report["clip_init"] == "search" and report["clip_refits"] == 2 and report["clip_magnitude"] is False, report
+# a Hugging Face format among them: the reference's learning rate and clamp, the clipping grid
+assert report["clip_sym"] == "grid" and report["clip_ceiling"] == 1 and report["lr"] == 0, report
 runs = [sorted(run["formats"]) for run in report["runs"]]
 assert runs == [["auto_gptq", "gguf:q4_0"], ["gguf:q4_k", "gguf:q4_k_m"]], runs
 for run in report["runs"]:
@@ -32,5 +34,19 @@ for run in report["runs"]:
         size = os.path.getsize(os.path.join(out, entry["directory"], f"model-{name[5:]}.gguf"))
         assert size == fixture["types"][kind]["bytes"], (name, size, fixture["types"][kind]["bytes"])
 print("cli_formats: 2 tuning passes, every layer of every file tuned, GGUF sizes = llama-quantize's")
+PY
+# GGUF only: the GGUF defaults (scale-grid search up to 1.25, lr 0.001), unless given
+"$autoround" quantize --model "$assets/smollm2-135m-instruct-q4_1.gguf" --calibration "$assets/kjv-calib.tokens" \
+  --iters 1 --nsamples 2 --seqlen 32 --batch-size 2 --format gguf:q4_0 --output "$work/gguf" 2>/dev/null >"$work.log"
+"$autoround" quantize --model "$assets/smollm2-135m-instruct-q4_1.gguf" --calibration "$assets/kjv-calib.tokens" \
+  --iters 1 --nsamples 2 --seqlen 32 --batch-size 2 --format gguf:q4_0 --clip-sym grid --lr 0.004 --output "$work/given" \
+  2>/dev/null >"$work.log"
+python3 - "$work" <<'PY'
+import json, os, sys
+gguf = json.load(open(os.path.join(sys.argv[1], "gguf", "quantization_report.json")))
+assert gguf["clip_sym"] == "scales" and abs(gguf["clip_ceiling"] - 1.25) < 1e-6 and abs(gguf["lr"] - 0.001) < 1e-6, gguf
+given = json.load(open(os.path.join(sys.argv[1], "given", "quantization_report.json")))
+assert given["clip_sym"] == "grid" and abs(given["lr"] - 0.004) < 1e-6, given
+print("cli_formats: GGUF-only runs default to the scale grid and lr 0.001; given flags win")
 PY
 rm -rf "$work" "$work.log"

@@ -227,3 +227,63 @@ TEST_CASE("BlockTuningRun starts from the searched clipping: lower RTN block err
   const auto result = searched.result();
   CHECK(result[0].has_value());
 }
+
+TEST_CASE("SymmetricSearch::ScaleGrid: llama.cpp's code grids and least-squares scale, by hand") {
+  // 4-bit sym, one group {-0.8, 0.75}, weights 1. The grids k = -5 .. 9 (k = 0 first) give codes
+  // (-8, 7): Σwl = 6.4 + 5.25 = 11.65, Σl² = 113, score 11.65² / 113 = 1.201084; k = -9 .. -6 give
+  // (-7, 7) (-0.8 · (7.1 .. 7.4) / 0.8 rounds to -7, 0.75 · (7.1 .. 7.4) / 0.8 to 7): Σwl = 10.85,
+  // Σl² = 98, score 1.201250, the best. Its scale 10.85 / 98 = 0.110714 is 1.10714 of the full
+  // range's 0.8 / 8: above 1, so the ceiling decides whether the group may start there.
+  const std::vector<float> w{-0.8f, 0.75f}, a{1.0f, 1.0f};
+  const DynamicIntQuantizer q(QuantSpec{4, 2, Symmetric});
+  std::vector<float> lo(1), hi(1);
+  const ClipSearch scales{.symmetric = SymmetricSearch::ScaleGrid, .ceiling = 1.25f};
+  search_clip_scales(q, MatrixView(w.data(), 1, 2), a, serial, lo, hi, scales);
+  CHECK(lo[0] == doctest::Approx(10.85 / 98 * 8 / 0.8).epsilon(1e-6));
+  CHECK(hi[0] == lo[0]);
+  const GroupQuant gq = q.group_quant(group_range(w), lo[0], hi[0]);
+  CHECK(gq.scale == doctest::Approx(0.110714).epsilon(1e-3));  // fp16; the larger side (-0.8) maps to code 0
+  std::vector<std::uint8_t> codes(2);
+  q.encode(w, std::vector<float>(2, 0.0f), gq, codes);
+  CHECK(codes[0] == 8 - 7);
+  CHECK(codes[1] == 8 + 7);
+  // At the reference's ceiling the group starts at the full range.
+  search_clip_scales(q, MatrixView(w.data(), 1, 2), a, serial, lo, hi, ClipSearch{.symmetric = SymmetricSearch::ScaleGrid});
+  CHECK(lo[0] == 1.0f);
+  CHECK(hi[0] == 1.0f);
+  // Weighted: the second weight's error 3x as costly, (-7, 7) still wins (Σωwl = 5.6 + 15.75,
+  // Σωl² = 49 + 147: 2.325625 against (-8, 7)'s 22.15² / 211 = 2.325225), at the scale 21.35 / 196.
+  // An all-zero group stays at 1.
+  const std::vector<float> heavy{1.0f, 3.0f};
+  search_clip_scales(q, MatrixView(w.data(), 1, 2), heavy, serial, lo, hi, scales);
+  CHECK(lo[0] == doctest::Approx(21.35 / 196 * 8 / 0.8).epsilon(1e-6));
+  const std::vector<float> zero_group{0.0f, 0.0f};
+  search_clip_scales(q, MatrixView(zero_group.data(), 1, 2), a, serial, lo, hi, scales);
+  CHECK(lo[0] == 1.0f);
+  // Asymmetric groups ignore it and keep the clipping grid.
+  const DynamicIntQuantizer asym(QuantSpec{4, 2, Asymmetric});
+  std::vector<float> glo(1), ghi(1);
+  search_clip_scales(asym, MatrixView(w.data(), 1, 2), a, serial, lo, hi, scales);
+  search_clip_scales(asym, MatrixView(w.data(), 1, 2), a, serial, glo, ghi, ClipSearch{});
+  CHECK(lo[0] == glo[0]);
+  CHECK(hi[0] == ghi[0]);
+}
+
+TEST_CASE("SymmetricSearch::ScaleGrid reaches the Q4_0 layers of a GGUF mix (a DoubleQuantizer without a second level)") {
+  const RowMatrix weight = random_weight(4, 64, 5);
+  const std::vector<float> a(64, 1.0f);
+  const ClipSearch scales{.symmetric = SymmetricSearch::ScaleGrid, .ceiling = 1.25f};
+  const DynamicIntQuantizer plain(QuantSpec{4, 32, Symmetric});
+  const DynamicDoubleQuantizer fallback(QuantSpec{4, 32, Symmetric});
+  const DynamicDoubleQuantizer q3k(QuantSpec{3, 16, Symmetric, 16, 6});
+  CHECK(scale_grid_searched(plain, scales));
+  CHECK(scale_grid_searched(fallback, scales));
+  CHECK_FALSE(scale_grid_searched(q3k, scales));
+  CHECK_FALSE(scale_grid_searched(plain, ClipSearch{}));
+  std::vector<float> lo(8), hi(8), dlo(8), dhi(8);
+  search_clip_scales(plain, view(weight), a, serial, lo, hi, scales);
+  search_clip_scales(fallback, view(weight), a, serial, dlo, dhi, scales);
+  CHECK(lo == dlo);
+  CHECK(hi == dhi);
+  CHECK(std::any_of(lo.begin(), lo.end(), [](float r) { return r != 1.0f; }));
+}

@@ -37,22 +37,22 @@ Outcome perplexities(QuantSpec spec, int iters, ActivationStreams streams = Acti
 
 TEST_CASE("W4G128 asym: AutoRound perplexity below RTN's") {
   // One stream (targets from the fp block on the quantized inputs). With the reference's two
-  // streams, at these CI-sized settings (512 calibration tokens, 40 steps, in-domain text)
+  // streams, at these CI-sized settings (512 calibration tokens, 40 steps then, in-domain text)
   // W4G128 does not beat RTN on this asset: measured 22.96 against RTN 22.64 (20.58 without the
   // loss masks, 17.75 with one stream: docs/accuracy.md). That gap is the
   // open accuracy question; W2G64 below runs the reference's default.
-  const Outcome o = perplexities({4, 128, Asymmetric}, 40, ActivationStreams::Quantized);
-  MESSAGE("W4G128 asym, one stream, 40 iters, 8 x 64 calibration tokens: perplexity RTN " << o.rtn << ", AutoRound " << o.tuned);
+  const Outcome o = perplexities({4, 128, Asymmetric}, 20, ActivationStreams::Quantized);
+  MESSAGE("W4G128 asym, one stream, 20 iters, 8 x 64 calibration tokens: perplexity RTN " << o.rtn << ", AutoRound " << o.tuned);
   CHECK(o.tuned < o.rtn);
 }
 
 TEST_CASE("W2G64 asym: AutoRound far below RTN, which collapses; from the searched clipping lower still") {
-  const Outcome unit = perplexities({2, 64, Asymmetric}, 40);
-  MESSAGE("W2G64 asym, 40 iters, 8 x 64 calibration tokens: perplexity RTN " << unit.rtn << ", AutoRound " << unit.tuned);
+  const Outcome unit = perplexities({2, 64, Asymmetric}, 20);
+  MESSAGE("W2G64 asym, 20 iters, 8 x 64 calibration tokens: perplexity RTN " << unit.rtn << ", AutoRound " << unit.tuned);
   CHECK(unit.rtn > 1000);
   CHECK(unit.tuned < 0.5 * unit.rtn);
   // ClipInit::WeightedSearch against the reference's full-range start (above), same settings
-  const Outcome searched = perplexities({2, 64, Asymmetric}, 40, ActivationStreams::Two, ClipInit::WeightedSearch);
+  const Outcome searched = perplexities({2, 64, Asymmetric}, 20, ActivationStreams::Two, ClipInit::WeightedSearch);
   MESSAGE("from the searched clipping: RTN " << searched.rtn << ", AutoRound " << searched.tuned);
   CHECK(searched.rtn < 0.01 * unit.rtn);
   CHECK(searched.tuned < searched.rtn);

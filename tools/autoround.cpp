@@ -461,6 +461,7 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   report["nsamples"] = options.nsamples;
   report["seqlen"] = options.seqlen;
   report["batch_size"] = options.tune.batch_size;
+  report["lr"] = options.tune.lr;  // 0: the reference's automatic 1/iters
   report["seed"] = options.tune.seed;
   report["streams"] = options.streams == ActivationStreams::Two ? "two" : options.streams == ActivationStreams::FullPrecision ? "fp" : "quantized";
   report["loss_mask"] = options.mask_loss;
@@ -468,6 +469,8 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   if (options.tune.clip_init == ClipInit::WeightedSearch) {
     report["clip_refits"] = options.tune.clip_search.refits;
     report["clip_magnitude"] = options.tune.clip_search.magnitude_weighted;
+    report["clip_sym"] = options.tune.clip_search.symmetric == SymmetricSearch::ScaleGrid ? "scales" : "grid";
+    report["clip_ceiling"] = options.tune.clip_search.ceiling;
   }
   report["device"] = device.cuda ? (device.precision == GemmPrecision::BFloat16 ? "cuda (bf16 GEMMs)" : "cuda (float32 GEMMs)") : "cpu";
   if (before) report["perplexity_before"] = before->perplexity;
@@ -550,6 +553,7 @@ int main(int argc, char** argv) {
   ModelQuantOptions options;
   std::string streams = "two";
   std::string clip_init = "search";
+  std::string clip_sym = "grid";
   bool no_loss_mask = false;
   std::int64_t pad_token = -1;
   std::vector<std::string> layer_overrides;
@@ -575,7 +579,8 @@ int main(int argc, char** argv) {
   q->add_option("--nsamples", nsamples, "calibration samples (overrides the recipe)")->check(CLI::PositiveNumber);
   q->add_option("--seqlen", options.seqlen, "tokens per sample")->check(CLI::PositiveNumber);
   q->add_option("--batch-size", options.tune.batch_size, "samples per step")->check(CLI::PositiveNumber);
-  q->add_option("--lr", options.tune.lr, "rounding learning rate (default 1/iters)")->check(CLI::NonNegativeNumber);
+  auto* lr_option = q->add_option("--lr", options.tune.lr, "rounding learning rate (default 1/iters; GGUF-only runs: 0.001)")
+                        ->check(CLI::NonNegativeNumber);
   q->add_option("--minmax-lr", options.tune.minmax_lr, "clipping learning rate (default: lr)")->check(CLI::NonNegativeNumber);
   q->add_option("--seed", options.tune.seed, "sampler seed");
   q->add_option("--streams", streams,
@@ -593,6 +598,17 @@ int main(int argc, char** argv) {
   q->add_flag("--clip-magnitude", options.tune.clip_search.magnitude_weighted,
               "weigh the search's errors by importance x sqrt(row mean square + w^2), as llama.cpp's imatrix quantizers "
               "(default: importance alone)");
+  auto* clip_sym_option =
+      q->add_option("--clip-sym", clip_sym,
+                    "how symmetric groups (Q4_0, Q5_0, Q8_0, sym schemes) are searched: grid (the clipping grid; default for "
+                    "Hugging Face formats) or scales (llama.cpp's make_qx_quants: 19 code grids around the full range's, each "
+                    "at its least-squares scale; default for GGUF-only runs)")
+          ->check(CLI::IsMember({"grid", "scales"}));
+  auto* ceiling_option =
+      q->add_option("--clip-ceiling", options.tune.clip_search.ceiling,
+                    "largest clipping ratio a group searched by --clip-sym scales may start at and be tuned to (default 1, "
+                    "the reference's clamp; GGUF-only runs: 1.25; the scales reach 1.13 at 4 bits)")
+          ->check(CLI::Range(1.0f, 4.0f));
   q->add_flag("--no-loss-mask", no_loss_mask, "count every position in the block loss (the reference skips the last and padding)");
   q->add_option("--pad-token", pad_token, "pad token id the loss skips (default: the model's, if it has one)");
   q->add_option("--layer", layer_overrides, "per-layer override REGEX=BITS[:GROUP[:sym|asym]] or REGEX=fp");
@@ -650,6 +666,15 @@ int main(int argc, char** argv) {
     options.mask_loss = !no_loss_mask;
     if (pad_token >= 0) options.pad_token = static_cast<std::int32_t>(pad_token);
     const auto formats = parse_formats(format_list);
+    // GGUF-only runs default to the settings that beat llama.cpp + imatrix (docs/accuracy.md,
+    // "GGUF: the scale-grid start"): llama.cpp's scale search for Q4_0/Q5_0/Q8_0 groups, allowed
+    // above the full range, and a fifth of the reference's learning rate.
+    if (std::all_of(formats.begin(), formats.end(), [](const OutputFormat& f) { return f.gguf.has_value(); })) {
+      if (!clip_sym_option->count()) clip_sym = "scales";
+      if (!ceiling_option->count()) options.tune.clip_search.ceiling = 1.25f;
+      if (!lr_option->count() && recipe == "default") options.tune.lr = 0.001f;
+    }
+    options.tune.clip_search.symmetric = clip_sym == "scales" ? SymmetricSearch::ScaleGrid : SymmetricSearch::ClippingGrid;
     const bool scheme_flags = bits_option->count() + group_option->count() + sym_option->count() > 0 || !layer_overrides.empty();
     if (scheme_flags && std::none_of(formats.begin(), formats.end(), [](const OutputFormat& f) { return f.hf.has_value(); }))
       std::fprintf(stderr, "autoround: warning: --bits/--group-size/--sym/--layer apply to the Hugging Face formats; each "

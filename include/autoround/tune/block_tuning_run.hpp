@@ -75,6 +75,8 @@ class BlockTuningRun {
       const auto i = static_cast<std::size_t>(l);
       if (!quantizers[i]) continue;
       Layer layer(TunableWeight<Q>(*quantizers[i], view(block[l]), name + "." + hf_name(l)));
+      if (options.clip_init == ClipInit::WeightedSearch && scale_grid_searched(*quantizers[i], options.clip_search))
+        layer.tunable.set_ceiling(options.clip_search.ceiling);
       if (options.clip_init == ClipInit::WeightedSearch)
         search_clip_scales(*quantizers[i], view(block[l]), importance[i],
                            [&](Index n, auto&& f) { backend_.parallel_for(n, f); }, layer.tunable.min_scale,

@@ -17,10 +17,16 @@
 // better without tuning, within the noise after it). SignSGD then tunes v and the scales from
 // there as usual.
 //
+// Symmetric integer groups may instead be searched as llama.cpp's imatrix quantizers search
+// them (SymmetricSearch::ScaleGrid, detail::scale_grid_ratio): code grids around the full
+// range's, each at its least-squares scale, which may be *wider* than the full range; such
+// groups start, and are tuned, up to ClipSearch::ceiling (measured: docs/accuracy.md, "GGUF:
+// llama.cpp's scale search as the start").
+//
 // Approximation: a SuperGroupQuantizer (GGUF k-quants) is searched one group at a time, as a
 // super-group of one group (its group scale then needs no second-level rounding); the tuning
-// that follows sees the real super-groups. Scales stay in [0, 1] (tuning clamps them there), so
-// a least-squares scale above the full range's is cut to it.
+// that follows sees the real super-groups. Grid-searched scales stay in [0, 1] (tuning clamps
+// them there), so a least-squares scale above the full range's is cut to it.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -141,12 +147,55 @@ bool least_squares_clipping(const Q& q, std::span<const float> w, std::span<cons
   return true;
 }
 
+/// SymmetricSearch::ScaleGrid for one symmetric group (llama.cpp's make_qx_quants, ggml-quants.c,
+/// with rmse_type 1): with x_m the weight of largest magnitude and n = 2^(b-1), the codes
+/// l = clamp(round(-(n + k/10)·w / x_m), -n, n - 1) for k = 0, -9 .. 9, each scored by the weighted
+/// error of its least-squares scale s = Σ ω w l / Σ ω l² (the best maximizes (Σ ω w l)² / Σ ω l²).
+/// Returns that scale over the full range's (|x_m| / n): the ratio both clipping scales start at
+/// (1.13 at most at 4 bits, where the codes grid is 7.1 steps to x_m). Sums in double (llama.cpp:
+/// float). All-zero groups: 1.
+inline float scale_grid_ratio(std::span<const float> w, std::span<const float> weights, int bits) {
+  const float n = static_cast<float>(1 << (bits - 1));
+  float extreme = 0.0f, amax = 0.0f;
+  for (float x : w)
+    if (std::fabs(x) > amax) amax = std::fabs(x), extreme = x;
+  if (amax < 1e-15f) return 1.0f;
+  double best_num = -1, best_den = 1, best_scale = 0;
+  auto consider = [&](float steps) {
+    const float iscale = -steps / extreme;
+    double sumlx = 0, suml2 = 0;
+    for (std::size_t j = 0; j < w.size(); ++j) {
+      const float l = std::clamp(round_half_even(iscale * w[j]), -n, n - 1.0f);
+      sumlx += static_cast<double>(weights[j]) * w[j] * l;
+      suml2 += static_cast<double>(weights[j]) * l * l;
+    }
+    if (suml2 > 0 && sumlx * sumlx * best_den > best_num * suml2) best_num = sumlx * sumlx, best_den = suml2, best_scale = sumlx / suml2;
+  };
+  consider(n);
+  for (int k = -9; k <= 9; ++k)
+    if (k != 0) consider(n + 0.1f * static_cast<float>(k));
+  return best_num < 0 ? 1.0f : static_cast<float>(std::fabs(best_scale) * n / amax);
+}
+
 }  // namespace detail
+
+/// Whether search_clip_scales searches `quantizer`'s groups with SymmetricSearch::ScaleGrid (its
+/// symmetric integer groups; k-quants keep the grid): those groups, and only those, may start and
+/// be tuned up to ClipSearch::ceiling.
+template <WeightQuantizer Q>
+bool scale_grid_searched(const Q& quantizer, const ClipSearch& search) {
+  if (search.symmetric != SymmetricSearch::ScaleGrid || quantizer.symmetry() != Symmetric) return false;
+  if constexpr (requires { quantizer.double_quantized(); })
+    return !quantizer.double_quantized();  // a DoubleQuantizer without a second level (GGUF mixes' Q4_0 ...)
+  else
+    return !SuperGroupQuantizer<Q>;
+}
 
 /// Fill `min_scale` / `max_scale` (one per group of `layout`, row-major) with each group's best
 /// clipping under the channel importances `importance` (one per input column; empty: all 1).
-/// Ratio 1 (the reference's start) is always a candidate, so the result's weighted error is
-/// never above the reference start's.
+/// On the grid ratio 1 (the reference's start) is always a candidate, so the result's weighted
+/// error is never above the reference start's; ScaleGrid's first candidate is the full range's
+/// codes at their least-squares scale.
 template <WeightQuantizer Q, class ParallelFor>
 void search_clip_scales(const Q& quantizer, MatrixView weight, std::span<const float> importance, const ParallelFor& parallel_for,
                         std::span<float> min_scale, std::span<float> max_scale, const ClipSearch& search = {}) {
@@ -158,6 +207,7 @@ void search_clip_scales(const Q& quantizer, MatrixView weight, std::span<const f
                   "search_clip_scales: one importance per input column");
   detail::require(search.steps >= 1 && search.lowest > 0.0f && search.lowest < 1.0f && search.refits >= 0,
                   "search_clip_scales: ClipSearch needs steps >= 1, 0 < lowest < 1, refits >= 0");
+  const bool scale_grid = scale_grid_searched(quantizer, search);
   const auto group = static_cast<std::size_t>(layout.group_size());
   const std::vector<float> zeros(group, 0.0f);
   auto ratio = [&](int i) {
@@ -185,6 +235,11 @@ void search_clip_scales(const Q& quantizer, MatrixView weight, std::span<const f
       auto error = [&](float lo, float hi) {
         return detail::clipped_group_error(quantizer, w, weights, range, lo, hi, zero_v, std::span<float>(out.data(), n));
       };
+      const auto k = static_cast<std::size_t>(r * layout.groups_per_row() + g);
+      if (scale_grid) {
+        min_scale[k] = max_scale[k] = std::min(detail::scale_grid_ratio(w, weights, quantizer.bits()), search.ceiling);
+        continue;
+      }
       float lo = 1.0f, hi = 1.0f;
       double best = error(lo, hi);
       auto consider = [&](float l, float h) {
@@ -204,7 +259,6 @@ void search_clip_scales(const Q& quantizer, MatrixView weight, std::span<const f
         consider(l, h);
         if (!(best < before)) break;  // no better: the fit has converged
       }
-      const auto k = static_cast<std::size_t>(r * layout.groups_per_row() + g);
       min_scale[k] = lo;
       max_scale[k] = hi;
     }

@@ -65,10 +65,15 @@ class TunableWeight {
   const Q& quantizer() const { return quantizer_; }
   MatrixView weight() const { return weight_; }
 
-  /// Project the clipping scales onto [0, 1] (the reference clamps their .data before each use).
+  /// Project the clipping scales onto [0, ceiling] (the reference clamps their .data to [0, 1]
+  /// before each use; a searched start may go above 1: ClipSearch::ceiling).
   void clamp_scales() {
     for (auto* scales : {&min_scale, &max_scale})
-      for (float& s : *scales) s = std::clamp(s, 0.0f, 1.0f);
+      for (float& s : *scales) s = std::clamp(s, 0.0f, ceiling_);
+  }
+  void set_ceiling(float ceiling) {
+    detail::require(ceiling >= 1.0f, "ClipSearch::ceiling must be at least 1");
+    ceiling_ = ceiling;
   }
 
   /// out = fake-quantized weight under the current parameters (caches each group's scale/zero).
@@ -195,6 +200,7 @@ class TunableWeight {
   }
 
   Q quantizer_;
+  float ceiling_ = 1.0f;
   MatrixView weight_;
   GroupLayout layout_;
   std::vector<GroupRange> ranges_;

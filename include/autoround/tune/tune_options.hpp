@@ -13,6 +13,13 @@ enum class ClipInit {
   WeightedSearch,  ///< each group's clipping of least activation-weighted rounding error
 };
 
+/// How search_clip_scales searches a symmetric group (asymmetric groups always use the grid).
+enum class SymmetricSearch {
+  ClippingGrid,  ///< the clipping grid, as asymmetric groups (ClipSearch::lowest / steps / refits)
+  ScaleGrid,     ///< llama.cpp's make_qx_quants: 19 code grids around the full range's, each
+                 ///< scored at its codes' weighted least-squares scale (may exceed the full range's)
+};
+
 /// How search_clip_scales weighs errors and refines its grid. The defaults are the plain grid
 /// search; `refits = 2` measured better without tuning (iters 0) and within the noise with it
 /// (docs/accuracy.md, "Least-squares refits").
@@ -21,6 +28,11 @@ struct ClipSearch {
   int steps = 20;                  ///< grid points between lowest and 1 (ratio 1 always included)
   bool magnitude_weighted = false; ///< ω_j = a_j·sqrt(σ² + w_j²) (llama.cpp's) rather than a_j
   int refits = 0;                  ///< least-squares refits of scale (and offset) to the codes
+  SymmetricSearch symmetric = SymmetricSearch::ClippingGrid;
+  /// The largest clipping ratio a ScaleGrid-searched group may start at and be tuned to (the runs
+  /// clamp its scales to [0, ceiling]; every other group keeps the reference's [0, 1]). Its
+  /// least-squares scales reach 1.13 of the full range at 4 bits, 1.06 at 5.
+  float ceiling = 1.0f;
 };
 
 struct TuneOptions {

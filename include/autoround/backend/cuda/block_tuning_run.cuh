@@ -570,7 +570,8 @@ class BlockTuningRun {
   // ClipInit::WeightedSearch: the full-precision block (the layers hold their unquantized weights
   // until the first step) runs over every calibration input to collect each linear's input
   // importance; the search runs on the device for integer quantizers (clip_search_kernel: the
-  // host's choices), on the host for double-quantized ones; its scales are where tuning starts.
+  // host's choices), on the host for double-quantized ones and SymmetricSearch::ScaleGrid; its
+  // scales are where tuning starts.
   void search_clipping(const LlamaBlock& block) {
     if (bf16_) search_clipping<__nv_bfloat16>(block); else search_clipping<float>(block);
   }
@@ -602,10 +603,12 @@ class BlockTuningRun {
       Layer& layer = layers_[static_cast<std::size_t>(l)];
       if (!layer.qdq) continue;
       const int input = l == Linear::Output ? 1 : l == Linear::Gate || l == Linear::Up ? 2 : l == Linear::Down ? 3 : 0;
-      if constexpr (!SuperGroupQuantizer<Q>) {  // integer quantizers: on the device, the host's arithmetic
+      const bool scale_grid = scale_grid_searched(*layer.quantizer, options_.clip_search);
+      if (scale_grid) layer.qdq->set_ceiling(options_.clip_search.ceiling);
+      if (!SuperGroupQuantizer<Q> && !scale_grid) {  // integer quantizers' grid: on the device, the host's arithmetic
         if (importance[input].size() == 0) importance[input] = DeviceBuffer<float>(std::span<const float>(mean[input]));
         layer.qdq->search_clipping(importance[input].data(), options_.clip_search);
-      } else {  // double quantization: searched on the host, a super-group of one group at a time
+      } else {  // double quantization and the scale grid: searched on the host (k-quants a group at a time)
         std::vector<float> lo(layer.qdq->min_scale().size()), hi(lo.size());
         search_clip_scales(*layer.quantizer, view(block[l]), mean[input], [&](Index n, auto&& f) { host.parallel_for(n, f); }, lo, hi,
                            options_.clip_search);

@@ -125,8 +125,8 @@ __global__ void super_quant_kernel(QdqShape s, const GroupRange* ranges, float* 
   const long g0 = sg * s.super_group;
   float lo[device::kMaxSuperGroup], hi[device::kMaxSuperGroup];
   for (int j = 0; j < s.super_group; ++j) {
-    lo[j] = min_scale[g0 + j] = device::clampf(min_scale[g0 + j], 0.0f, 1.0f);
-    hi[j] = max_scale[g0 + j] = device::clampf(max_scale[g0 + j], 0.0f, 1.0f);
+    lo[j] = min_scale[g0 + j] = device::clampf(min_scale[g0 + j], 0.0f, s.ceiling);
+    hi[j] = max_scale[g0 + j] = device::clampf(max_scale[g0 + j], 0.0f, s.ceiling);
   }
   constexpr float threshold = 1e-5f;  // the float32 clamps after the double quantization
   if (!s.symmetric) {

@@ -28,6 +28,7 @@ struct QdqShape {
   float scale_threshold = 0;  ///< fp16(1e-5), as IntQuantizer
   int super_group = 0;        ///< DoubleQuantizer: groups per super-group (0: none)
   int super_bits = 0;         ///< DoubleQuantizer: bits of the scales' codes
+  float ceiling = 1.0f;       ///< clipping scales are clamped to [0, ceiling] (ClipSearch::ceiling)
   __host__ __device__ long groups() const { return rows * groups_per_row; }
   __host__ __device__ long supers() const { return super_group > 0 ? groups() / super_group : 0; }
   __host__ __device__ long begin(long g) const { return (g / groups_per_row) * cols + (g % groups_per_row) * group_size; }
@@ -80,7 +81,7 @@ __global__ void group_range_kernel(QdqShape s, const float* w, GroupRange* range
 constexpr int kWarpsPerBlock = 8;
 __device__ inline long warp_group() { return blockIdx.x * static_cast<long>(kWarpsPerBlock) + threadIdx.x / 32; }
 
-/// Clamp the clipping scales to [0, 1], cache each group's (scale, zero), write the
+/// Clamp the clipping scales to [0, ceiling], cache each group's (scale, zero), write the
 /// fake-quantized weight. Also the codes when `codes` is not null (the final encode).
 template <int = 0>
 __global__ void qdq_forward_kernel(QdqShape s, const float* w, const float* v, const GroupRange* ranges,
@@ -89,7 +90,7 @@ __global__ void qdq_forward_kernel(QdqShape s, const float* w, const float* v, c
   const long g = warp_group();
   const int lane = threadIdx.x % 32;
   if (g >= s.groups()) return;
-  const float lo = device::clampf(min_scale[g], 0.0f, 1.0f), hi = device::clampf(max_scale[g], 0.0f, 1.0f);
+  const float lo = device::clampf(min_scale[g], 0.0f, s.ceiling), hi = device::clampf(max_scale[g], 0.0f, s.ceiling);
   const GroupQuant q = device::group_quant(s, ranges[g], lo, hi);
   if (lane == 0) {
     min_scale[g] = lo;

@@ -67,6 +67,11 @@ class QdqLayer {
   const DeviceBuffer<float>& weight() const { return weight_; }
 
   bool double_quantized() const { return shape_.super_group > 0; }
+  /// Clamp the clipping scales to [0, ceiling] from now on (ClipSearch::ceiling; 1 by default).
+  void set_ceiling(float ceiling) {
+    detail::require(ceiling >= 1.0f, "ClipSearch::ceiling must be at least 1");
+    shape_.ceiling = ceiling;
+  }
 
   /// out (device, rows x cols) = fake-quantized weight.
   void forward(float* out) {
@@ -95,7 +100,8 @@ class QdqLayer {
   /// min_scale / max_scale = each group's searched clipping (ClipInit::WeightedSearch) under
   /// `importance` (device, one per input column): integer quantizers only (clip_search_kernel).
   void search_clipping(const float* importance, const ClipSearch& search = {}) {
-    detail::require(!double_quantized(), "QdqLayer::search_clipping: double-quantized layers are searched on the host");
+    detail::require(!double_quantized() && search.symmetric == SymmetricSearch::ClippingGrid,
+                    "QdqLayer::search_clipping: double-quantized layers and SymmetricSearch::ScaleGrid are searched on the host");
     clip_search_kernel<><<<warp_blocks(), 32 * kWarpsPerBlock, 0, stream_>>>(shape_, weight_.data(), ranges_.data(), importance,
                                                                              search.lowest, search.steps, search.magnitude_weighted,
                                                                              search.refits, min_scale_.data(), max_scale_.data());
