@@ -50,3 +50,30 @@ TEST_CASE("a zero-range group quantizes to zeros without dividing by zero") {
   CHECK(q.dequantize().row(1).isZero());
   CHECK(q.dequantize().allFinite());
 }
+
+TEST_CASE("a failed write names its reason, and an atomic write leaves nothing behind") {
+  namespace fs = std::filesystem;
+  const std::vector<std::byte> bytes(4096, std::byte{7});
+  // /dev/full: every write fails as on a full disk
+  OutputFile full("/dev/full");
+  CHECK_THROWS_WITH_AS(full.write(bytes), "/dev/full: write failed: No space left on device", Error);
+  // an atomic write whose .tmp lands on a full disk (a link to /dev/full): the reason, no output, no .tmp
+  const fs::path dir = fs::temp_directory_path() / "autoround-test-full-disk";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  fs::create_symlink("/dev/full", dir / "model.gguf.tmp");
+  CHECK_THROWS_WITH_AS(write_file_atomically(dir / "model.gguf", bytes),
+                       doctest::Contains("model.gguf.tmp: write failed: No space left on device"), Error);
+  CHECK_FALSE(fs::exists(dir / "model.gguf"));
+  CHECK_FALSE(fs::is_symlink(dir / "model.gguf.tmp"));
+  // a directory that is not there
+  CHECK_THROWS_WITH_AS(write_file_atomically(dir / "missing" / "model.gguf", bytes),
+                       doctest::Contains("missing/model.gguf.tmp: cannot open for writing: No such file or directory"), Error);
+  // the streaming GGUF writer says the same
+  fs::create_symlink("/dev/full", dir / "streamed.gguf.tmp");
+  GgufWriter layout;
+  layout.set_string("general.name", "x");
+  CHECK_THROWS_WITH_AS(GgufStreamWriter(dir / "streamed.gguf", layout),
+                       doctest::Contains("streamed.gguf.tmp: write failed: No space left on device"), Error);
+  fs::remove_all(dir);
+}

@@ -82,15 +82,17 @@ TEST_CASE_TEMPLATE_DEFINE("block backward matches finite differences", Style, bl
     }
     RowMatrix direction(block[l].rows(), block[l].cols());
     for (Index i = 0; i < direction.size(); ++i) direction.data()[i] = normal(rng);
-    // the whole matrix moves: central differences at h and h/2, Richardson-extrapolated so
-    // that the h^2 curvature term cancels
+    // the whole matrix moves: central differences at h and 2h, Richardson-extrapolated so
+    // that the h^2 curvature term cancels. h = 8e-3: at 1e-3 the float32 forward's rounding
+    // noise over 2h reached 1.3e-3 of the derivative (attn_output, half-split); at 8e-3 every
+    // matrix's estimate is within 2e-4 of the analytic one in both RoPE pairings.
     const auto central = [&](float small) {
       LlamaBlock plus = block, minus = block;
       plus[l] += small * direction;
       minus[l] -= small * direction;
       return (loss(plus) - loss(minus)) / (2.0 * small);
     };
-    const double fd = (4.0 * central(1e-3f) - central(2e-3f)) / 3.0;
+    const double fd = (4.0 * central(8e-3f) - central(1.6e-2f)) / 3.0;
     const double analytic = static_cast<double>(g.cwiseProduct(direction).sum());
     CHECK(analytic == doctest::Approx(fd).epsilon(1e-3));
   }

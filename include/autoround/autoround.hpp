@@ -3,6 +3,7 @@
 // The umbrella header: includes the public headers and nothing else.
 
 #include "core/atomic_file.hpp"
+#include "core/output_file.hpp"
 #include "core/config.hpp"
 #include "core/error.hpp"
 #include "core/fp16.hpp"

@@ -1,12 +1,13 @@
 #pragma once
 // Output files appear complete or not at all: bytes go to "<path>.tmp", which is renamed over
-// `path` only after a successful flush (rename is atomic within one file system).
+// `path` only after every write and the close succeeded (rename is atomic within one file
+// system). A failure removes the .tmp file and names its reason ("No space left on device").
 #include <cstddef>
 #include <filesystem>
-#include <fstream>
 #include <span>
 
 #include "error.hpp"
+#include "output_file.hpp"
 
 namespace autoround {
 
@@ -14,16 +15,14 @@ namespace autoround {
 template <class Pieces>
 void write_file_atomically_from(const std::filesystem::path& path, Pieces&& pieces) {
   const auto tmp = std::filesystem::path(path.string() + ".tmp");
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    pieces([&](std::span<const std::byte> bytes) {
-      if (out) out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-    });
-    if (!out.flush()) {
-      out.close();
-      std::filesystem::remove(tmp);
-      throw Error(tmp.string() + ": write failed");
-    }
+  try {
+    OutputFile out(tmp);
+    pieces([&](std::span<const std::byte> bytes) { out.write(bytes); });
+    out.close();
+  } catch (...) {  // nothing half-written is left behind; the error says why (OutputFile)
+    std::error_code ignored;
+    std::filesystem::remove(tmp, ignored);
+    throw;
   }
   std::filesystem::rename(tmp, path);
 }

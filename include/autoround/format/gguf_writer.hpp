@@ -188,15 +188,13 @@ class GgufWriter {
 class GgufStreamWriter {
  public:
   GgufStreamWriter(const std::filesystem::path& path, const GgufWriter& layout)
-      : path_(path), tmp_(path.string() + ".tmp"), layout_(layout), out_(tmp_, std::ios::binary | std::ios::trunc) {
-    if (!out_) throw Error(tmp_.string() + ": cannot open for writing");
+      : path_(path), tmp_(path.string() + ".tmp"), layout_(layout), out_(tmp_) {
     put(layout_.header());
   }
   GgufStreamWriter(const GgufStreamWriter&) = delete;
   GgufStreamWriter& operator=(const GgufStreamWriter&) = delete;
   ~GgufStreamWriter() {
     if (finished_) return;
-    out_.close();
     std::error_code ignored;
     std::filesystem::remove(tmp_, ignored);
   }
@@ -220,21 +218,17 @@ class GgufStreamWriter {
     const auto& tensors = layout_.tensors();
     detail::require(next_ == tensors.size(), path_.string() + ": finished before tensor '" +
                                                  (next_ < tensors.size() ? tensors[next_].name : std::string()) + "' was written");
-    if (!out_.flush()) throw Error(tmp_.string() + ": write failed");
     out_.close();
     std::filesystem::rename(tmp_, path_);
     finished_ = true;
   }
 
  private:
-  void put(std::span<const std::byte> bytes) {
-    out_.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-    if (!out_) throw Error(tmp_.string() + ": write failed");
-  }
+  void put(std::span<const std::byte> bytes) { out_.write(bytes); }  // a failure names its reason (OutputFile)
 
   std::filesystem::path path_, tmp_;
   const GgufWriter& layout_;
-  std::ofstream out_;
+  OutputFile out_;
   std::size_t next_ = 0;
   bool finished_ = false;
 };

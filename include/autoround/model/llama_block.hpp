@@ -5,12 +5,22 @@
 // The forward can keep what the backward needs (BlockCache). The backward returns the gradient
 // of the loss with respect to the seven weight matrices (the input x is a constant here: block-
 // wise tuning differentiates only the block's own quantized weights).
+//
+// Batches: `hidden` may hold several sequences of `seqlen` tokens stacked row after row. Every
+// linear layer then runs once over all rows (one GEMM: the weight is packed once, not once per
+// sequence), RMSNorm and the MLP's elementwise work row by row; attention and RoPE positions are
+// per sequence. One sequence alone computes exactly what it computes in a batch up to the GEMMs'
+// blocking (Eigen picks its block sizes from the matrix shapes, so the sums may part by ulps).
 #include <Eigen/Core>
 #include <array>
 #include <cmath>
+#include <algorithm>
 #include <limits>
+#include <span>
+#include <string>
 #include <vector>
 
+#include "../core/error.hpp"
 #include "../core/matrix.hpp"
 #include "llama_model.hpp"
 
@@ -51,22 +61,41 @@ const RowMatrix& input_of(const Inputs& in, Linear l) {
   }
 }
 
-/// Intermediate values of one forward (one sequence).
+/// Intermediate values of one forward (one sequence, or a batch of them stacked). Kept from
+/// step to step, its matrices are written in place: a tuning loop allocates them once.
 struct BlockCache {
   RowMatrix x, attention_in, q, k, v, output_in, h, mlp_in, gate, up, down_in;
-  RowMatrix q_projected, k_projected;  ///< q and k before Qwen3's per-head norms (only with them)
-  std::vector<RowMatrix> probabilities;  ///< per query head [T, T], causal
+  RowMatrix gate_sigmoid;                ///< sigmoid(gate): SiLU's backward needs it
+  RowMatrix q_projected, k_projected;    ///< q and k before Qwen3's per-head norms (only with them)
+  std::vector<RowMatrix> probabilities;  ///< per sequence and query head (sequence-major) [T, T], causal
+  Index seqlen = 0;                      ///< tokens per sequence
   const RowMatrix& of(Linear l) const { return input_of(*this, l); }
+};
+
+/// The backward's temporaries, kept between calls for their memory (block_backward).
+struct BlockBackwardScratch {
+  RowMatrix d_act, d_gate, d_up, d_yn, d_h, d_attention, d_q, d_k, d_v;
+  std::vector<RowMatrix> d_k_head, d_v_head, d_s;
 };
 
 namespace detail {
 
+// Row loops over a batch: independent rows, a static schedule (the same rows per thread every
+// run), so the floats do not depend on the thread count.
+template <class F>
+void for_each_row(Index rows, F&& f) {
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (rows >= 64)
+#endif
+  for (Index t = 0; t < rows; ++t) f(t);
+}
+
 inline RowMatrix rms_norm(const RowMatrix& x, const Eigen::VectorXf& weight, float eps) {
   RowMatrix out(x.rows(), x.cols());
-  for (Index t = 0; t < x.rows(); ++t) {
+  for_each_row(x.rows(), [&](Index t) {
     const float mean_square = x.row(t).squaredNorm() / static_cast<float>(x.cols());
     out.row(t) = x.row(t).cwiseProduct(weight.transpose()) * (1.0f / std::sqrt(mean_square + eps));
-  }
+  });
   return out;
 }
 
@@ -75,11 +104,11 @@ inline RowMatrix rms_norm(const RowMatrix& x, const Eigen::VectorXf& weight, flo
 inline RowMatrix rms_norm_backward(const RowMatrix& x, const Eigen::VectorXf& weight, float eps, const RowMatrix& dy) {
   RowMatrix dx(x.rows(), x.cols());
   const float d = static_cast<float>(x.cols());
-  for (Index t = 0; t < x.rows(); ++t) {
+  for_each_row(x.rows(), [&](Index t) {
     const float r = 1.0f / std::sqrt(x.row(t).squaredNorm() / d + eps);
     const Eigen::RowVectorXf u = dy.row(t).cwiseProduct(weight.transpose());
     dx.row(t) = r * u - x.row(t) * (r * r * r * u.dot(x.row(t)) / d);
-  }
+  });
   return dx;
 }
 
@@ -107,155 +136,211 @@ inline double rope_frequency(const LlamaConfig& c, Index i) {
 }
 
 /// Rotate each head's pairs by direction · position · theta^(-2i/head_dim) (over the scaling
-/// divisor, if any); direction -1 undoes
-/// it, which is also the backward (a rotation's transpose is its inverse).
-inline void apply_rope(RowMatrix& x, Index heads, const LlamaConfig& c, float direction = 1.0f) {
-  const Index half = c.head_dim / 2;
+/// divisor, if any); direction -1 undoes it, which is also the backward (a rotation's transpose
+/// is its inverse). Row r is position r mod seqlen (sequences stacked); seqlen 0: one sequence.
+inline void apply_rope(RowMatrix& x, Index heads, const LlamaConfig& c, float direction = 1.0f, Index seqlen = 0) {
+  const Index half = c.head_dim / 2, positions = seqlen > 0 ? std::min(seqlen, x.rows()) : x.rows();
+  // cos and sin of every (position, pair), computed in double once for all sequences
+  RowMatrix cos_table(positions, half), sin_table(positions, half);
   for (Index i = 0; i < half; ++i) {
     const double frequency = rope_frequency(c, i);
-    const Index a = c.rope_style == RopeStyle::AdjacentPairs ? 2 * i : i;
-    const Index b = c.rope_style == RopeStyle::AdjacentPairs ? 2 * i + 1 : i + half;
-    for (Index t = 0; t < x.rows(); ++t) {
+    for (Index t = 0; t < positions; ++t) {
       const double angle = static_cast<double>(t) * frequency;
-      const float cos_a = static_cast<float>(std::cos(angle)), sin_a = direction * static_cast<float>(std::sin(angle));
-      for (Index h = 0; h < heads; ++h) {
-        float* head = x.row(t).data() + h * c.head_dim;
+      cos_table(t, i) = static_cast<float>(std::cos(angle));
+      sin_table(t, i) = direction * static_cast<float>(std::sin(angle));
+    }
+  }
+  const bool adjacent = c.rope_style == RopeStyle::AdjacentPairs;
+  for_each_row(x.rows(), [&](Index r) {
+    const Index t = r % positions;
+    for (Index h = 0; h < heads; ++h) {
+      float* head = x.row(r).data() + h * c.head_dim;
+      for (Index i = 0; i < half; ++i) {
+        const Index a = adjacent ? 2 * i : i, b = adjacent ? 2 * i + 1 : i + half;
+        const float cos_a = cos_table(t, i), sin_a = sin_table(t, i);
         const float x0 = head[a], x1 = head[b];
         head[a] = x0 * cos_a - x1 * sin_a;
         head[b] = x0 * sin_a + x1 * cos_a;
       }
     }
-  }
+  });
 }
 
-inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
+/// Tokens per sequence of a batch of `rows` rows (0: one sequence), checked.
+inline Index sequence_length(Index rows, Index seqlen) {
+  if (seqlen <= 0) return rows;
+  if (rows % seqlen != 0)
+    throw Error("block batch: " + std::to_string(rows) + " rows are not whole sequences of " + std::to_string(seqlen) + " tokens");
+  return seqlen;
+}
 
 }  // namespace detail
 
 /// hidden [tokens, hidden] -> the block's output, in place; `cache` (optional) keeps the
-/// intermediates for block_backward and for reading the linear layers' inputs.
-inline void block_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix& hidden, BlockCache* cache = nullptr) {
+/// intermediates for block_backward and for reading the linear layers' inputs. `hidden` holds
+/// rows / seqlen sequences of `seqlen` tokens one after another (0: all rows are one sequence).
+inline void block_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix& hidden, BlockCache* cache = nullptr,
+                          Index seqlen = 0) {
   const Index tokens = hidden.rows(), d = c.head_dim, group = c.heads / c.kv_heads;
-  RowMatrix xn = detail::rms_norm(hidden, *w.attn_norm, c.rms_eps);
-  RowMatrix q = xn * w[Linear::Query].transpose();
-  RowMatrix k = xn * w[Linear::Key].transpose();
-  RowMatrix v = xn * w[Linear::Value].transpose();
+  const Index length = detail::sequence_length(tokens, seqlen), sequences = tokens > 0 ? tokens / length : 0;
+  BlockCache local;
+  BlockCache& m = cache ? *cache : local;  // everything is computed into the cache's matrices
+  m.seqlen = length;
+  if (cache) m.x = hidden;
+  m.attention_in = detail::rms_norm(hidden, *w.attn_norm, c.rms_eps);
+  RowMatrix& q = w.has_qk_norm() ? m.q_projected : m.q;
+  RowMatrix& k = w.has_qk_norm() ? m.k_projected : m.k;
+  q.noalias() = m.attention_in * w[Linear::Query].transpose();
+  k.noalias() = m.attention_in * w[Linear::Key].transpose();
+  m.v.noalias() = m.attention_in * w[Linear::Value].transpose();
   // Qwen2's projection biases: constants for tuning, they only shift the outputs
-  RowMatrix* projected[3] = {&q, &k, &v};
+  RowMatrix* projected[3] = {&q, &k, &m.v};
   for (std::size_t j = 0; j < 3; ++j)
     if (w.qkv_bias[j] && w.qkv_bias[j]->size() > 0) projected[j]->rowwise() += w.qkv_bias[j]->transpose();
   if (w.has_qk_norm()) {  // Qwen3: RMSNorm over each head of q and k, before RoPE
-    RowMatrix qn = detail::head_rms_norm(q, c.heads, d, *w.q_norm, c.rms_eps);
-    RowMatrix kn = detail::head_rms_norm(k, c.kv_heads, d, *w.k_norm, c.rms_eps);
-    if (cache) {
-      cache->q_projected = std::move(q);
-      cache->k_projected = std::move(k);
-    }
-    q = std::move(qn);
-    k = std::move(kn);
+    m.q = detail::head_rms_norm(q, c.heads, d, *w.q_norm, c.rms_eps);
+    m.k = detail::head_rms_norm(k, c.kv_heads, d, *w.k_norm, c.rms_eps);
   }
-  detail::apply_rope(q, c.heads, c);
-  detail::apply_rope(k, c.kv_heads, c);
-  RowMatrix attention(tokens, c.heads * d);
-  if (cache) cache->probabilities.resize(static_cast<std::size_t>(c.heads));
+  detail::apply_rope(m.q, c.heads, c, 1.0f, length);
+  detail::apply_rope(m.k, c.kv_heads, c, 1.0f, length);
+  m.output_in.resize(tokens, c.heads * d);
+  m.probabilities.resize(static_cast<std::size_t>(sequences * c.heads));
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static)
 #endif
-  for (Index h = 0; h < c.heads; ++h) {
-    const Index kv = h / group;
-    RowMatrix p = (q.middleCols(h * d, d) * k.middleCols(kv * d, d).transpose()) * scale;
-    for (Index t = 0; t < tokens; ++t) {
-      auto row = p.row(t);
-      const float max = row.head(t + 1).maxCoeff();
-      row.head(t + 1) = (row.head(t + 1).array() - max).exp();
-      row.head(t + 1) /= row.head(t + 1).sum();
-      row.tail(tokens - t - 1).setZero();  // causal: no attention to later tokens
+  for (Index j = 0; j < sequences * c.heads; ++j) {  // one (sequence, head) pair each
+    const Index s = j / c.heads, h = j % c.heads, kv = h / group, row = s * length;
+    RowMatrix& p = m.probabilities[static_cast<std::size_t>(j)];
+    p.noalias() = m.q.block(row, h * d, length, d) * m.k.block(row, kv * d, length, d).transpose();
+    p *= scale;
+    for (Index t = 0; t < length; ++t) {
+      auto r = p.row(t);
+      const float max = r.head(t + 1).maxCoeff();
+      r.head(t + 1) = (r.head(t + 1).array() - max).exp();
+      r.head(t + 1) /= r.head(t + 1).sum();
+      r.tail(length - t - 1).setZero();  // causal: no attention to later tokens
     }
-    attention.middleCols(h * d, d) = p * v.middleCols(kv * d, d);
-    if (cache) cache->probabilities[static_cast<std::size_t>(h)] = std::move(p);
+    m.output_in.block(row, h * d, length, d).noalias() = p * m.v.block(row, kv * d, length, d);
   }
-  if (cache) cache->x = hidden;
-  hidden.noalias() += attention * w[Linear::Output].transpose();
+  if (!cache) m.probabilities.clear();
+  hidden.noalias() += m.output_in * w[Linear::Output].transpose();
 
-  RowMatrix yn = detail::rms_norm(hidden, *w.ffn_norm, c.rms_eps);
-  RowMatrix gate = yn * w[Linear::Gate].transpose();
-  RowMatrix up = yn * w[Linear::Up].transpose();
-  RowMatrix act = gate.unaryExpr(&detail::silu).cwiseProduct(up);
-  if (cache) cache->h = hidden;
-  hidden.noalias() += act * w[Linear::Down].transpose();
-  if (cache) {
-    cache->attention_in = std::move(xn);
-    cache->q = std::move(q);
-    cache->k = std::move(k);
-    cache->v = std::move(v);
-    cache->output_in = std::move(attention);
-    cache->mlp_in = std::move(yn);
-    cache->gate = std::move(gate);
-    cache->up = std::move(up);
-    cache->down_in = std::move(act);
-  }
+  if (cache) m.h = hidden;
+  m.mlp_in = detail::rms_norm(hidden, *w.ffn_norm, c.rms_eps);
+  m.gate.noalias() = m.mlp_in * w[Linear::Gate].transpose();
+  m.up.noalias() = m.mlp_in * w[Linear::Up].transpose();
+  // SwiGLU: silu(g) u = g / (1 + exp(−g)) · u, with libm's expf (Eigen's vectorized exp is
+  // faster but rounds differently: the tuning then parted from the reference's a step earlier,
+  // tests/test_block_parity.cpp)
+  m.gate_sigmoid.resize(m.gate.rows(), m.gate.cols());
+  m.down_in.resize(m.gate.rows(), m.gate.cols());
+  detail::for_each_row(tokens, [&](Index t) {
+    for (Index i = 0; i < m.gate.cols(); ++i) {
+      const float g = m.gate(t, i), e = 1.0f + std::exp(-g);
+      m.gate_sigmoid(t, i) = 1.0f / e;
+      m.down_in(t, i) = g / e * m.up(t, i);
+    }
+  });
+  hidden.noalias() += m.down_in * w[Linear::Down].transpose();
 }
 
-inline void block_forward(const LlamaBlock& block, const LlamaConfig& c, RowMatrix& hidden, BlockCache* cache = nullptr) {
-  block_forward(BlockWeights::of(block), c, hidden, cache);
+inline void block_forward(const LlamaBlock& block, const LlamaConfig& c, RowMatrix& hidden, BlockCache* cache = nullptr,
+                          Index seqlen = 0) {
+  block_forward(BlockWeights::of(block), c, hidden, cache, seqlen);
+}
+
+/// Rows per batched forward where the caller does not choose: enough for the weights' packing to
+/// pay off (the 135M model's 128-token samples: 16 per forward), few enough that the
+/// intermediates stay small (an 8B block's MLP at 2048 rows: 117 MB).
+inline constexpr Index forward_batch_rows = 2048;
+
+/// The block over many sequences (each replaced by its output), consecutive sequences of one
+/// length stacked per forward: `batch` of them, or (0) as many as fill forward_batch_rows.
+inline void block_forward(const BlockWeights& w, const LlamaConfig& c, std::span<RowMatrix> sequences, Index batch = 0) {
+  for (std::size_t first = 0; first < sequences.size();) {
+    const Index length = sequences[first].rows();
+    if (batch <= 0) batch = std::max<Index>(1, forward_batch_rows / std::max<Index>(length, 1));
+    std::size_t end = first;
+    while (end < sequences.size() && end - first < static_cast<std::size_t>(batch) && sequences[end].rows() == length) ++end;
+    RowMatrix stacked(static_cast<Index>(end - first) * length, sequences[first].cols());
+    for (std::size_t s = first; s < end; ++s) stacked.middleRows(static_cast<Index>(s - first) * length, length) = sequences[s];
+    block_forward(w, c, stacked, nullptr, length);
+    for (std::size_t s = first; s < end; ++s) sequences[s] = stacked.middleRows(static_cast<Index>(s - first) * length, length);
+    first = end;
+  }
 }
 
 /// Accumulate dL/dW for the seven weights into `grads` (each [out, in], added to), given
-/// dL/d(block output) for the sequence whose forward filled `cache`.
+/// dL/d(block output) for the sequences whose forward filled `cache`. `scratch` (optional)
+/// keeps the temporaries' memory from call to call.
 inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const BlockCache& cache, const RowMatrix& d_out,
-                           std::array<RowMatrix, 7>& grads) {
+                           std::array<RowMatrix, 7>& grads, BlockBackwardScratch* scratch = nullptr) {
   auto grad = [&](Linear l) -> RowMatrix& { return grads[static_cast<std::size_t>(l)]; };
   const Index tokens = d_out.rows(), d = c.head_dim, group = c.heads / c.kv_heads;
+  const Index length = cache.seqlen > 0 ? cache.seqlen : tokens, sequences = tokens / length;
+  BlockBackwardScratch local;
+  BlockBackwardScratch& z = scratch ? *scratch : local;
   // MLP
   grad(Linear::Down).noalias() += d_out.transpose() * cache.down_in;
-  const RowMatrix d_act = d_out * w[Linear::Down];
-  RowMatrix d_gate(cache.gate.rows(), cache.gate.cols()), d_up(cache.up.rows(), cache.up.cols());
-  for (Index i = 0; i < d_gate.size(); ++i) {
-    const float g = cache.gate.data()[i], sigma = 1.0f / (1.0f + std::exp(-g));
-    d_up.data()[i] = d_act.data()[i] * g * sigma;
-    d_gate.data()[i] = d_act.data()[i] * cache.up.data()[i] * sigma * (1.0f + g * (1.0f - sigma));
-  }
-  grad(Linear::Gate).noalias() += d_gate.transpose() * cache.mlp_in;
-  grad(Linear::Up).noalias() += d_up.transpose() * cache.mlp_in;
-  const RowMatrix d_yn = d_gate * w[Linear::Gate] + d_up * w[Linear::Up];
-  const RowMatrix d_h = d_out + detail::rms_norm_backward(cache.h, *w.ffn_norm, c.rms_eps, d_yn);
+  z.d_act.noalias() = d_out * w[Linear::Down];
+  z.d_gate.resize(cache.gate.rows(), cache.gate.cols());
+  z.d_up.resize(cache.up.rows(), cache.up.cols());
+  detail::for_each_row(tokens, [&](Index t) {  // d silu(g) = sigma (1 + g (1 − sigma))
+    const auto g = cache.gate.row(t).array();
+    const auto sigma = cache.gate_sigmoid.row(t).array();
+    const auto da = z.d_act.row(t).array();
+    z.d_up.row(t) = da * g * sigma;
+    z.d_gate.row(t) = da * cache.up.row(t).array() * sigma * (1.0f + g * (1.0f - sigma));
+  });
+  grad(Linear::Gate).noalias() += z.d_gate.transpose() * cache.mlp_in;
+  grad(Linear::Up).noalias() += z.d_up.transpose() * cache.mlp_in;
+  z.d_yn.noalias() = z.d_gate * w[Linear::Gate];
+  z.d_yn.noalias() += z.d_up * w[Linear::Up];
+  z.d_h = d_out + detail::rms_norm_backward(cache.h, *w.ffn_norm, c.rms_eps, z.d_yn);
   // attention output projection
-  grad(Linear::Output).noalias() += d_h.transpose() * cache.output_in;
-  const RowMatrix d_attention = d_h * w[Linear::Output];
-  RowMatrix d_q(tokens, c.heads * d), d_k = RowMatrix::Zero(tokens, c.kv_heads * d), d_v = RowMatrix::Zero(tokens, c.kv_heads * d);
+  grad(Linear::Output).noalias() += z.d_h.transpose() * cache.output_in;
+  z.d_attention.noalias() = z.d_h * w[Linear::Output];
+  z.d_q.resize(tokens, c.heads * d);
+  z.d_k.setZero(tokens, c.kv_heads * d);
+  z.d_v.setZero(tokens, c.kv_heads * d);
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  std::vector<RowMatrix> d_k_head(static_cast<std::size_t>(c.heads)), d_v_head(static_cast<std::size_t>(c.heads));
+  const auto pairs = static_cast<std::size_t>(sequences * c.heads);
+  z.d_k_head.resize(pairs);
+  z.d_v_head.resize(pairs);
+  z.d_s.resize(pairs);
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static)
 #endif
-  for (Index h = 0; h < c.heads; ++h) {
-    const Index kv = h / group;
-    const RowMatrix& p = cache.probabilities[static_cast<std::size_t>(h)];
-    const auto d_o = d_attention.middleCols(h * d, d);
-    const RowMatrix d_p = d_o * cache.v.middleCols(kv * d, d).transpose();
+  for (Index j = 0; j < sequences * c.heads; ++j) {  // one (sequence, head) pair each
+    const Index s = j / c.heads, h = j % c.heads, kv = h / group, row = s * length;
+    const RowMatrix& p = cache.probabilities[static_cast<std::size_t>(j)];
+    const auto d_o = z.d_attention.block(row, h * d, length, d);
+    RowMatrix& d_s = z.d_s[static_cast<std::size_t>(j)];
+    d_s.noalias() = d_o * cache.v.block(row, kv * d, length, d).transpose();  // dP
     // softmax backward row by row: dS = P ⊙ (dP − Σ_j dP_j P_j); masked entries have P = 0
-    RowMatrix d_s = p.cwiseProduct(d_p);
-    for (Index t = 0; t < tokens; ++t) d_s.row(t) -= p.row(t) * d_s.row(t).sum();
+    d_s = p.cwiseProduct(d_s);
+    for (Index t = 0; t < length; ++t) d_s.row(t) -= p.row(t) * d_s.row(t).sum();
     d_s *= scale;
-    d_q.middleCols(h * d, d) = d_s * cache.k.middleCols(kv * d, d);
-    d_k_head[static_cast<std::size_t>(h)] = d_s.transpose() * cache.q.middleCols(h * d, d);
-    d_v_head[static_cast<std::size_t>(h)] = p.transpose() * d_o;
+    z.d_q.block(row, h * d, length, d).noalias() = d_s * cache.k.block(row, kv * d, length, d);
+    z.d_k_head[static_cast<std::size_t>(j)].noalias() = d_s.transpose() * cache.q.block(row, h * d, length, d);
+    z.d_v_head[static_cast<std::size_t>(j)].noalias() = p.transpose() * d_o;
   }
-  for (Index h = 0; h < c.heads; ++h) {  // heads sharing a KV head add up, in a fixed order
-    const Index kv = h / group;
-    d_k.middleCols(kv * d, d) += d_k_head[static_cast<std::size_t>(h)];
-    d_v.middleCols(kv * d, d) += d_v_head[static_cast<std::size_t>(h)];
+  for (Index j = 0; j < sequences * c.heads; ++j) {  // heads sharing a KV head add up, in a fixed order
+    const Index s = j / c.heads, kv = (j % c.heads) / group, row = s * length;
+    z.d_k.block(row, kv * d, length, d) += z.d_k_head[static_cast<std::size_t>(j)];
+    z.d_v.block(row, kv * d, length, d) += z.d_v_head[static_cast<std::size_t>(j)];
   }
-  detail::apply_rope(d_q, c.heads, c, -1.0f);
-  detail::apply_rope(d_k, c.kv_heads, c, -1.0f);
+  if (!scratch) z.d_s.clear();
+  detail::apply_rope(z.d_q, c.heads, c, -1.0f, length);
+  detail::apply_rope(z.d_k, c.kv_heads, c, -1.0f, length);
   if (w.has_qk_norm()) {
-    d_q = detail::head_rms_norm_backward(cache.q_projected, c.heads, d, *w.q_norm, c.rms_eps, d_q);
-    d_k = detail::head_rms_norm_backward(cache.k_projected, c.kv_heads, d, *w.k_norm, c.rms_eps, d_k);
+    z.d_q = detail::head_rms_norm_backward(cache.q_projected, c.heads, d, *w.q_norm, c.rms_eps, z.d_q);
+    z.d_k = detail::head_rms_norm_backward(cache.k_projected, c.kv_heads, d, *w.k_norm, c.rms_eps, z.d_k);
   }
-  grad(Linear::Query).noalias() += d_q.transpose() * cache.attention_in;
-  grad(Linear::Key).noalias() += d_k.transpose() * cache.attention_in;
-  grad(Linear::Value).noalias() += d_v.transpose() * cache.attention_in;
+  grad(Linear::Query).noalias() += z.d_q.transpose() * cache.attention_in;
+  grad(Linear::Key).noalias() += z.d_k.transpose() * cache.attention_in;
+  grad(Linear::Value).noalias() += z.d_v.transpose() * cache.attention_in;
 }
 
 }  // namespace autoround

@@ -1,6 +1,7 @@
 #pragma once
 // Float32 forward pass of a LLaMA-family decoder on the CPU: RMSNorm, grouped-query causal
-// attention with RoPE, SwiGLU MLP, residuals. One sequence at a time, positions from 0.
+// attention with RoPE, SwiGLU MLP, residuals. One sequence, or a batch of equal-length sequences,
+// positions from 0 in each.
 // (The block itself, forward and backward, is in llama_block.hpp.)
 #include <Eigen/Core>
 #include <cmath>
@@ -23,11 +24,14 @@ inline RowMatrix embed(const LlamaModel& m, std::span<const std::int32_t> tokens
   return h;
 }
 
-/// Logits [tokens, vocab] of a token sequence.
-inline RowMatrix forward_logits(const LlamaModel& m, std::span<const std::int32_t> tokens) {
+/// Logits [tokens, vocab] of a token sequence, or of tokens.size() / seqlen sequences of
+/// `seqlen` tokens one after another (computed as one batch; positions restart at each).
+inline RowMatrix forward_logits(const LlamaModel& m, std::span<const std::int32_t> tokens, Index seqlen = 0) {
   RowMatrix h = embed(m, tokens);
-  for (const LlamaBlock& block : m.blocks) block_forward(block, m.config, h);
-  return detail::rms_norm(h, m.final_norm, m.config.rms_eps) * m.lm_head().transpose();
+  for (const LlamaBlock& block : m.blocks) block_forward(block, m.config, h, nullptr, seqlen);
+  RowMatrix logits;
+  logits.noalias() = detail::rms_norm(h, m.final_norm, m.config.rms_eps) * m.lm_head().transpose();
+  return logits;
 }
 
 }  // namespace autoround

@@ -4,7 +4,8 @@
 // quantized block reproduces the full-precision block's output on the calibration samples.
 //
 // step(): draw batch_size samples, fake-quantize every tuned layer, run the block forward on
-// each sample's input (the quantized stream), loss = mean((mask · (block_q(x_q) − target))²)
+// the samples' inputs (the quantized stream) stacked as one batch (every linear layer one GEMM
+// over all the minibatch's rows; attention per sequence), loss = mean((mask · (block_q(x_q) − target))²)
 // over the batch (target: the full-precision block on the full-precision stream, see
 // block_calibration.hpp; the mean divides by every position, masked or not, as the
 // reference's), backward (of loss_scale × loss, as the reference) through the
@@ -59,12 +60,8 @@ class BlockTuningRun {
         tracker_(options) {
     detail::check_block_calibration(calibration, config.hidden, name);
     if (calibration.targets.empty()) {
-      own_targets_.reserve(inputs_.size());
-      for (const RowMatrix& x : inputs_) {
-        RowMatrix h = x;
-        block_forward(block, config, h);
-        own_targets_.push_back(std::move(h));
-      }
+      own_targets_.assign(inputs_.begin(), inputs_.end());
+      block_forward(BlockWeights::of(block), config, std::span<RowMatrix>(own_targets_), options.batch_size);
       targets_ = own_targets_;
     } else {
       targets_ = calibration.targets;
@@ -96,20 +93,23 @@ class BlockTuningRun {
     const int step = tracker_.next_step();
     const auto samples = sampler_.next_batch();
     const BlockWeights weights = quantized_weights();
-    std::array<RowMatrix, 7> grads;
-    for (Linear l : all_linears) grads[static_cast<std::size_t>(l)] = RowMatrix::Zero(block_[l].rows(), block_[l].cols());
+    std::array<RowMatrix, 7>& grads = grads_;
+    for (Linear l : all_linears) grads[static_cast<std::size_t>(l)].setZero(block_[l].rows(), block_[l].cols());
+    const Index seqlen = inputs_[0].rows();
     const double count = static_cast<double>(samples.size()) * static_cast<double>(inputs_[0].size());
+    // the minibatch as one stack of sequences: each linear layer runs once over all its rows
+    RowMatrix out = stack(samples, inputs_);
+    block_forward(weights, config_, out, &cache_, seqlen);
     double loss = 0;
-    BlockCache cache;
-    for (Index s : samples) {
-      RowMatrix out = inputs_[static_cast<std::size_t>(s)];
-      block_forward(weights, config_, out, &cache);
-      out -= targets_[static_cast<std::size_t>(s)];
-      apply_mask(s, out);
-      loss += static_cast<double>(out.squaredNorm());
-      out *= static_cast<float>(options_.loss_scale * 2.0 / count);  // d (loss_scale · mean(diff^2)) / d out
-      block_backward(weights, config_, cache, out, grads);
+    for (std::size_t i = 0; i < samples.size(); ++i) {
+      const auto s = static_cast<std::size_t>(samples[i]);
+      auto diff = out.middleRows(static_cast<Index>(i) * seqlen, seqlen);
+      diff -= targets_[s];
+      apply_mask(samples[i], diff);
+      loss += static_cast<double>(diff.squaredNorm());
     }
+    out *= static_cast<float>(options_.loss_scale * 2.0 / count);  // d (loss_scale · mean(diff^2)) / d out
+    block_backward(weights, config_, cache_, out, grads, &scratch_);
     loss /= count;
     if (tracker_.record(loss, detail::unmasked_positions(masks_, samples))) snapshot();
 
@@ -132,13 +132,20 @@ class BlockTuningRun {
   /// error a round-to-nearest run (iters = 0) reports.
   double evaluate() {
     BlockWeights weights = quantized_weights();
+    const Index seqlen = inputs_[0].rows(), batch = std::max<Index>(options_.batch_size, 1);
     double loss = 0;
-    for (std::size_t s = 0; s < inputs_.size(); ++s) {
-      RowMatrix out = inputs_[s];
-      block_forward(weights, config_, out);
-      out -= targets_[s];
-      apply_mask(static_cast<Index>(s), out);
-      loss += static_cast<double>(out.squaredNorm());
+    std::vector<Index> chunk;
+    for (Index first = 0; first < static_cast<Index>(inputs_.size()); first += batch) {
+      chunk.clear();
+      for (Index s = first; s < std::min<Index>(first + batch, static_cast<Index>(inputs_.size())); ++s) chunk.push_back(s);
+      RowMatrix out = stack(chunk, inputs_);
+      block_forward(weights, config_, out, nullptr, seqlen);
+      for (std::size_t i = 0; i < chunk.size(); ++i) {
+        auto diff = out.middleRows(static_cast<Index>(i) * seqlen, seqlen);
+        diff -= targets_[static_cast<std::size_t>(chunk[i])];
+        apply_mask(chunk[i], diff);
+        loss += static_cast<double>(diff.squaredNorm());
+      }
     }
     return loss / (static_cast<double>(inputs_.size()) * static_cast<double>(inputs_[0].size()));
   }
@@ -190,8 +197,18 @@ class BlockTuningRun {
     return c.random ? IndexSampler(n, batch, *c.random) : IndexSampler(n, batch, options.seed);
   }
 
+  // The samples' matrices one under another ([samples · seqlen, hidden]).
+  static RowMatrix stack(std::span<const Index> samples, std::span<const RowMatrix> from) {
+    const Index seqlen = from[0].rows();
+    RowMatrix out(static_cast<Index>(samples.size()) * seqlen, from[0].cols());
+    for (std::size_t i = 0; i < samples.size(); ++i)
+      out.middleRows(static_cast<Index>(i) * seqlen, seqlen) = from[static_cast<std::size_t>(samples[i])];
+    return out;
+  }
+
   // Zero the masked positions (rows) of one sample's output difference.
-  void apply_mask(Index sample, RowMatrix& diff) const {
+  template <class Rows>
+  void apply_mask(Index sample, Rows&& diff) const {
     if (masks_.empty()) return;
     const LossMask& mask = masks_[static_cast<std::size_t>(sample)];
     for (Index t = 0; t < diff.rows(); ++t)
@@ -217,6 +234,10 @@ class BlockTuningRun {
   std::vector<RowMatrix> own_targets_;  // when the caller gives none
   IndexSampler sampler_;
   std::array<std::optional<Layer>, 7> layers_;
+  // a step's intermediates and gradients, kept for their memory from step to step
+  BlockCache cache_;
+  BlockBackwardScratch scratch_;
+  std::array<RowMatrix, 7> grads_;
   BestStepTracker tracker_;
 };
 
@@ -224,7 +245,7 @@ class BlockTuningRun {
 /// quantize_model). Device backends overload this.
 template <HostBackend B>
 void forward_block(const B&, const LlamaBlock& block, const LlamaConfig& config, std::span<RowMatrix> hidden) {
-  for (RowMatrix& x : hidden) block_forward(block, config, x);
+  block_forward(BlockWeights::of(block), config, hidden);
 }
 
 }  // namespace autoround

@@ -78,9 +78,16 @@ class ImportanceAccumulator {
 inline InputImportance input_importance(const LlamaBlock& block, const LlamaConfig& config, std::span<const RowMatrix> inputs) {
   ImportanceAccumulator accumulator;
   BlockCache cache;
-  for (const RowMatrix& x : inputs) {
-    RowMatrix h = x;
-    block_forward(block, config, h, &cache);
+  for (std::size_t first = 0, batch = 1; first < inputs.size(); first += batch) {
+    const Index seqlen = inputs[first].rows();
+    batch = static_cast<std::size_t>(std::max<Index>(1, forward_batch_rows / std::max<Index>(seqlen, 1)));
+    const std::size_t end = std::min(first + batch, inputs.size());
+    RowMatrix h(static_cast<Index>(end - first) * seqlen, inputs[first].cols());
+    for (std::size_t s = first; s < end; ++s) {
+      if (inputs[s].rows() != seqlen) throw Error("input_importance: samples of different lengths");
+      h.middleRows(static_cast<Index>(s - first) * seqlen, seqlen) = inputs[s];
+    }
+    block_forward(block, config, h, &cache, seqlen);
     accumulator.add(cache);
   }
   return accumulator.result();
