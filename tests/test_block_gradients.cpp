@@ -104,3 +104,56 @@ struct HalfSplit {
   static constexpr RopeStyle value = RopeStyle::HalfSplit;
 };
 TEST_CASE_TEMPLATE_INVOKE(block_gradient_test, Adjacent, HalfSplit);
+
+TEST_CASE("a batch of sequences: each sequence's forward, and the sum of each sequence's gradients") {
+  // The tuning step stacks its minibatch (block_forward with seqlen): positions restart in each
+  // sequence, attention stays inside it, and the weight gradients add up over the sequences.
+  for (const bool qwen : {false, true}) {
+    CAPTURE(qwen);
+    LlamaConfig c;
+    c.hidden = 16, c.heads = 4, c.kv_heads = 2, c.head_dim = 4, c.intermediate = 24, c.rope_theta = 100.0f;
+    std::mt19937 rng(11);
+    std::normal_distribution<float> normal;
+    LlamaBlock block = random_block(c, rng);
+    if (qwen) {
+      for (std::size_t j = 0; j < 3; ++j) block.qkv_bias[j] = 0.3f * random_block(c, rng)[all_linears[j]].col(0);
+      block.q_norm = Eigen::VectorXf::Ones(c.head_dim) + 0.3f * random_block(c, rng)[Linear::Query].col(0).head(c.head_dim);
+      block.k_norm = Eigen::VectorXf::Ones(c.head_dim) + 0.3f * random_block(c, rng)[Linear::Key].col(0).head(c.head_dim);
+    }
+    const Index seqlen = 7, sequences = 3;
+    RowMatrix x(seqlen * sequences, c.hidden), d_out(seqlen * sequences, c.hidden);
+    for (Index i = 0; i < x.size(); ++i) x.data()[i] = normal(rng), d_out.data()[i] = normal(rng);
+    const BlockWeights w = BlockWeights::of(block);
+    auto zeros = [&] {
+      std::array<RowMatrix, 7> g;
+      for (Linear l : all_linears) g[static_cast<std::size_t>(l)] = RowMatrix::Zero(block[l].rows(), block[l].cols());
+      return g;
+    };
+    RowMatrix batched = x;
+    BlockCache cache;
+    block_forward(w, c, batched, &cache, seqlen);
+    std::array<RowMatrix, 7> batch_grads = zeros(), sum_grads = zeros();
+    block_backward(w, c, cache, d_out, batch_grads);
+    for (Index s = 0; s < sequences; ++s) {
+      RowMatrix one = x.middleRows(s * seqlen, seqlen);
+      BlockCache own;
+      block_forward(w, c, one, &own);
+      CHECK((one - batched.middleRows(s * seqlen, seqlen)).cwiseAbs().maxCoeff() <= 1e-5f * one.cwiseAbs().maxCoeff());
+      block_backward(w, c, own, RowMatrix(d_out.middleRows(s * seqlen, seqlen)), sum_grads);
+    }
+    for (Linear l : all_linears) {
+      const std::string name = gguf_name(l);
+      CAPTURE(name);
+      const RowMatrix& a = batch_grads[static_cast<std::size_t>(l)];
+      const RowMatrix& b = sum_grads[static_cast<std::size_t>(l)];
+      CHECK((a - b).cwiseAbs().maxCoeff() <= 1e-5f * b.cwiseAbs().maxCoeff());
+    }
+    // the span form stacks as many sequences as it likes and gives each its own output
+    std::vector<RowMatrix> each;
+    for (Index s = 0; s < sequences; ++s) each.emplace_back(x.middleRows(s * seqlen, seqlen));
+    block_forward(w, c, std::span<RowMatrix>(each), 2);
+    for (Index s = 0; s < sequences; ++s)
+      CHECK((each[static_cast<std::size_t>(s)] - batched.middleRows(s * seqlen, seqlen)).cwiseAbs().maxCoeff() <=
+            1e-5f * batched.cwiseAbs().maxCoeff());
+  }
+}
