@@ -10,12 +10,16 @@
 // and prints step / gemms (the overhead the step adds to its GEMMs) and the steps per second of
 // both steps. Random weights and inputs: shape-only timing (accuracy is measured elsewhere).
 //
-//   bench_block_step [hidden=576 intermediate=1536 heads=9 kv_heads=3 seqlen=128 batch=8 seconds=3]
+//   bench_block_step [hidden=576 intermediate=1536 heads=9 kv_heads=3 seqlen=128 batch=8 rounds=7]
+//
+// Each figure is the median of `rounds` interleaved rounds of >= 0.5 s (a shared 2-core machine's
+// speed drifts by 15% from minute to minute).
 //
 // It compiles against the library before batching too (a git worktree of fdb49a5):
 // docs/speed.md compares both binaries' steps.
 #include <autoround/autoround.hpp>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdio>
@@ -32,18 +36,30 @@ namespace {
 using Q = IntQuantizer<4, 128, Asymmetric>;
 using Run = BlockTuningRun<Q, SignSGD<>, Cpu>;
 
-// Mean wall seconds of f over repeats filling at least `budget` seconds (after one warm-up call).
-double time_of(const std::function<void()>& f, double budget) {
-  f();
-  int repeats = 0;
-  const auto start = std::chrono::steady_clock::now();
-  double elapsed = 0;
-  do {
-    f();
-    ++repeats;
-    elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  } while (elapsed < budget);
-  return elapsed / repeats;
+// Each function's median over `rounds` rounds, the functions taking turns within a round (so a
+// slower or faster spell of a shared machine falls on all of them); a round times one function
+// for at least `budget` seconds after a warm-up call.
+std::vector<double> interleaved_medians(const std::vector<std::function<void()>>& fs, int rounds, double budget) {
+  std::vector<std::vector<double>> times(fs.size());
+  for (int round = 0; round < rounds; ++round)
+    for (std::size_t i = 0; i < fs.size(); ++i) {
+      fs[i]();
+      int repeats = 0;
+      const auto start = std::chrono::steady_clock::now();
+      double elapsed = 0;
+      do {
+        fs[i]();
+        ++repeats;
+        elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      } while (elapsed < budget);
+      times[i].push_back(elapsed / repeats);
+    }
+  std::vector<double> medians;
+  for (auto& t : times) {
+    std::sort(t.begin(), t.end());
+    medians.push_back(t[t.size() / 2]);
+  }
+  return medians;
 }
 
 LlamaBlock random_block(const LlamaConfig& c, std::mt19937& rng) {
@@ -124,7 +140,8 @@ int main(int argc, char** argv) {
   c.hidden = arg(1, 576), c.intermediate = arg(2, 1536), c.heads = arg(3, 9), c.kv_heads = arg(4, 3);
   c.head_dim = c.hidden / c.heads;
   const Index seqlen = arg(5, 128), batch = arg(6, 8);
-  const double budget = static_cast<double>(arg(7, 3));
+  const int rounds = static_cast<int>(arg(7, 7));
+  const double budget = 0.5;
   std::mt19937 rng(7);
   const LlamaBlock block = random_block(c, rng);
   std::normal_distribution<float> normal;
@@ -171,9 +188,9 @@ int main(int argc, char** argv) {
     for (std::size_t j = 0; j < 4; ++j) dx[j].noalias() = dy[static_cast<std::size_t>(with_input_grad[j])] * block[with_input_grad[j]];
   };
 
-  const double t_step = time_of([&] { run.step(); }, budget);
-  const double t_old = time_of([&] { per_sample.step(); }, budget);
-  const double t_gemm = time_of(gemms, budget);
+  const auto medians = interleaved_medians({[&] { run.step(); }, [&] { per_sample.step(); }, gemms}, rounds, budget);
+  const double t_step = medians[0], t_old = medians[1], t_gemm = medians[2];
+  std::printf("medians of %d interleaved rounds\n", rounds);
   std::printf("block hidden %ld, intermediate %ld, heads %ld/%ld, %ld samples x %ld tokens, W4G128 asym, %d threads\n",
               static_cast<long>(c.hidden), static_cast<long>(c.intermediate), static_cast<long>(c.heads),
               static_cast<long>(c.kv_heads), static_cast<long>(batch), static_cast<long>(seqlen), Cpu{}.threads());

@@ -24,13 +24,19 @@ inline RowMatrix embed(const LlamaModel& m, std::span<const std::int32_t> tokens
   return h;
 }
 
+/// The final (normed) hidden states [tokens, hidden] of a token sequence, or of tokens.size() /
+/// seqlen sequences of `seqlen` tokens one after another (one batch; positions restart at each).
+inline RowMatrix forward_hidden(const LlamaModel& m, std::span<const std::int32_t> tokens, Index seqlen = 0) {
+  RowMatrix h = embed(m, tokens);
+  for (const LlamaBlock& block : m.blocks) block_forward(block, m.config, h, nullptr, seqlen);
+  return detail::rms_norm(h, m.final_norm, m.config.rms_eps);
+}
+
 /// Logits [tokens, vocab] of a token sequence, or of tokens.size() / seqlen sequences of
 /// `seqlen` tokens one after another (computed as one batch; positions restart at each).
 inline RowMatrix forward_logits(const LlamaModel& m, std::span<const std::int32_t> tokens, Index seqlen = 0) {
-  RowMatrix h = embed(m, tokens);
-  for (const LlamaBlock& block : m.blocks) block_forward(block, m.config, h, nullptr, seqlen);
   RowMatrix logits;
-  logits.noalias() = detail::rms_norm(h, m.final_norm, m.config.rms_eps) * m.lm_head().transpose();
+  logits.noalias() = forward_hidden(m, tokens, seqlen) * m.lm_head().transpose();
   return logits;
 }
 

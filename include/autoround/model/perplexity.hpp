@@ -25,29 +25,34 @@ inline PerplexityResult perplexity(const LlamaModel& m, std::span<const std::int
   if (max_windows > 0) windows = std::min(windows, max_windows);
   if (windows == 0)
     throw Error("perplexity: " + std::to_string(tokens.size()) + " tokens do not fill one window of " + std::to_string(context));
-  // windows side by side in one forward (weights packed once per batch; forward_batch_rows bound
-  // the logits' memory), the rows' log-softmax in parallel, summed in order (deterministic)
+  // windows side by side through the blocks (weights packed once per batch of
+  // forward_batch_rows), then each window's logits (vocab-wide: one window at a time bounds
+  // their memory) with the rows' log-softmax in parallel, summed in order (deterministic)
   const Index batch = std::max<Index>(1, forward_batch_rows / context);
   double nll = 0;
   Index scored = 0;
+  std::vector<double> row_nll(static_cast<std::size_t>(context - 1));
+  RowMatrix logits;
   for (Index first = 0; first < windows; first += batch) {
     const Index n = std::min(batch, windows - first);
     const auto chunk = tokens.subspan(static_cast<std::size_t>(first * context), static_cast<std::size_t>(n * context));
-    const RowMatrix logits = forward_logits(m, chunk, context);
-    std::vector<double> row_nll(static_cast<std::size_t>(n * (context - 1)));
+    const RowMatrix hidden = forward_hidden(m, chunk, context);
+    for (Index w = 0; w < n; ++w) {
+      logits.noalias() = hidden.middleRows(w * context, context) * m.lm_head().transpose();
+      const auto window = chunk.subspan(static_cast<std::size_t>(w * context), static_cast<std::size_t>(context));
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static)
 #endif
-    for (Index i = 0; i < n * (context - 1); ++i) {
-      const Index r = (i / (context - 1)) * context + i % (context - 1);  // a window's last position predicts nothing
-      const auto row = logits.row(r);
-      const double max = row.maxCoeff();
-      double sum = 0;
-      for (Index v = 0; v < row.size(); ++v) sum += std::exp(static_cast<double>(row(v)) - max);
-      row_nll[static_cast<std::size_t>(i)] = max + std::log(sum) - row(chunk[static_cast<std::size_t>(r + 1)]);
+      for (Index t = 0; t < context - 1; ++t) {  // a window's last position predicts nothing
+        const auto row = logits.row(t);
+        const double max = row.maxCoeff();
+        double sum = 0;
+        for (Index v = 0; v < row.size(); ++v) sum += std::exp(static_cast<double>(row(v)) - max);
+        row_nll[static_cast<std::size_t>(t)] = max + std::log(sum) - row(window[static_cast<std::size_t>(t + 1)]);
+      }
+      for (double x : row_nll) nll += x;
+      scored += context - 1;
     }
-    for (double x : row_nll) nll += x;
-    scored += n * (context - 1);
   }
   const double mean = nll / static_cast<double>(scored);
   return {std::exp(mean), mean, scored, windows};
