@@ -260,9 +260,9 @@ inline constexpr Index forward_batch_rows = 2048;
 inline void block_forward(const BlockWeights& w, const LlamaConfig& c, std::span<RowMatrix> sequences, Index batch = 0) {
   for (std::size_t first = 0; first < sequences.size();) {
     const Index length = sequences[first].rows();
-    if (batch <= 0) batch = std::max<Index>(1, forward_batch_rows / std::max<Index>(length, 1));
+    const Index per = batch > 0 ? batch : std::max<Index>(1, forward_batch_rows / std::max<Index>(length, 1));
     std::size_t end = first;
-    while (end < sequences.size() && end - first < static_cast<std::size_t>(batch) && sequences[end].rows() == length) ++end;
+    while (end < sequences.size() && end - first < static_cast<std::size_t>(per) && sequences[end].rows() == length) ++end;
     RowMatrix stacked(static_cast<Index>(end - first) * length, sequences[first].cols());
     for (std::size_t s = first; s < end; ++s) stacked.middleRows(static_cast<Index>(s - first) * length, length) = sequences[s];
     block_forward(w, c, stacked, nullptr, length);
