@@ -230,9 +230,8 @@ inline void block_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix
   m.mlp_in = detail::rms_norm(hidden, *w.ffn_norm, c.rms_eps);
   m.gate.noalias() = m.mlp_in * w[Linear::Gate].transpose();
   m.up.noalias() = m.mlp_in * w[Linear::Up].transpose();
-  // SwiGLU: silu(g) u = g / (1 + exp(−g)) · u, with libm's expf (Eigen's vectorized exp is
-  // faster but rounds differently: the tuning then parted from the reference's a step earlier,
-  // tests/test_block_parity.cpp)
+  // SwiGLU: silu(g) u = g / (1 + exp(−g)) · u, with libm's expf: the values the per-sample code
+  // computed (Eigen's vectorized exp is faster but rounds differently)
   m.gate_sigmoid.resize(m.gate.rows(), m.gate.cols());
   m.down_in.resize(m.gate.rows(), m.gate.cols());
   detail::for_each_row(tokens, [&](Index t) {
