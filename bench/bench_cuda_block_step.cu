@@ -3,6 +3,8 @@
 //  (a) one tuning step on a minibatch of 8 samples × 2048 tokens (the reference's batch), as the
 //      GEMM FLOPs it executes per second, against the GPU's bf16 (and float32) GEMM rate
 //      measured in the same run on one large cuBLAS GEMM;
+//  (a') the same step split by a BlockMemoryPlan (micro-batches, attention chunks), bf16 GEMMs:
+//      its time against the whole step's, and its workspace (DeviceMemory's peak, the estimate);
 //  (b) whole-block tuning at the reference's default settings (200 steps, 128 samples × 2048
 //      tokens, batch 8): setup (upload, full-precision targets), the steps and the encode.
 // Random weights and inputs: shape-only timing (the work per step does not depend on values).
@@ -39,6 +41,11 @@ struct Noise {
     return 2.45f * (next() + next());  // mean 0, variance about 1
   }
 };
+
+// the run's own copies of its inputs and targets (BlockCalibration: float32 on the device)
+std::size_t calibration_copy_bytes(long samples, long values) {
+  return cuda::ActivationStream::bytes(samples, values, StreamDtype::Float32);
+}
 
 }  // namespace
 
@@ -126,6 +133,35 @@ int main(int argc, char** argv) {
   for (int p = 0; p < 2; ++p)
     std::printf("| BlockTuningRun<..., Cuda> step, %s (%.2f TFLOP of GEMMs) | %.1f | %.1f | %.3f | %.3f |\n", names[p], flop / 1e12,
                 step[p] * 1e3, flop / step[p] / 1e12, flop / step[p] / rate[1], flop / step[p] / rate[0]);
+
+  // (a') split steps, bf16 GEMMs
+  std::printf("\n| bf16 step split by BlockMemoryPlan {micro-batch, attention pairs} | ms | / whole step | peak device memory GiB | estimate (state + inputs + workspace) GiB |\n");
+  std::printf("|---|---|---|---|---|\n");
+  double whole_ms = 0;
+  for (const BlockMemoryPlan plan : {BlockMemoryPlan{}, BlockMemoryPlan{8, 32}, BlockMemoryPlan{4, 32}, BlockMemoryPlan{3, 16},
+                                     BlockMemoryPlan{2, 16}, BlockMemoryPlan{1, 8}}) {
+    TuneOptions o;
+    o.iters = 1 << 30;
+    Cuda backend{GemmPrecision::BFloat16};
+    backend.plan = plan;
+    const std::size_t before = cuda::DeviceMemory::current();
+    cuda::DeviceMemory::reset_peak();
+    double ms = 0;
+    {
+      BlockTuningRun<DynamicIntQuantizer, SignSGD<>, Cuda> run(o, quantizers, SignSGD<>{}, backend, block, c, one_batch, "bench");
+      run.step();
+      ms = 1e3 * seconds([&] {
+             for (int i = 0; i < 10; ++i) run.step();
+           }) / 10;
+    }
+    if (plan.micro_batch == 0) whole_ms = ms;
+    const double gib = 1024.0 * 1024.0 * 1024.0;
+    std::printf("| {%ld, %ld} | %.1f | %.3f | %.2f | %.2f |\n", plan.micro_batch, plan.attention_pairs, ms, ms / whole_ms,
+                static_cast<double>(cuda::DeviceMemory::peak() - before) / gib,
+                static_cast<double>(cuda::BlockTuningRun<DynamicIntQuantizer>::workspace_bytes(c, batch, seqlen, GemmPrecision::BFloat16, plan) +
+                                    cuda::BlockTuningRun<DynamicIntQuantizer>::state_bytes(c, seqlen, GemmPrecision::BFloat16, 128) +
+                                    2 * calibration_copy_bytes(batch, seqlen * c.hidden)) / gib);
+  }
 
   // (b) whole-block tuning at the reference's defaults
   for (int p = fp32_whole ? 0 : 1; p < 2; ++p) {

@@ -5,6 +5,7 @@
 //                      [--recipe default|best|light|rtn] [--layer 'REGEX=BITS[:GROUP[:sym|asym]]|fp']...
 //                      [--format auto_round,auto_gptq,auto_awq,gguf:q4_0] [--eval E.tokens|E.txt] [--overwrite]
 //                      [--tokenizer tokenizer.model] [--device cpu|cuda] [--gemm bf16|fp32]
+//                      [--gpu-memory GiB] [--gpu-streams auto|device|host] [--stream-dtype fp32|bf16]
 //   autoround eval --model M.gguf|HF_DIR [--quantized DIR]... --text E.tokens|E.txt [--tokenizer tokenizer.model]
 //                  [--context 512] [--windows 0]
 //
@@ -17,7 +18,9 @@
 // (calibration_samples). One stream is cut into consecutive windows from its start.
 // --device cuda (builds where nvcc is found) tunes every block on the GPU with the Cuda policy
 // of the same quantize_model template (tools/cuda_pipeline.cu); --gemm picks its GEMM precision
-// (bf16 operands, the reference's amp default on CUDA, or float32, the CPU's numerics).
+// (bf16 operands, the reference's amp default on CUDA, or float32, the CPU's numerics);
+// --gpu-memory bounds the device memory (the activation streams go to pinned host memory and a
+// block's step is split into micro-batches and attention chunks as needed to fit).
 #include <CLI/CLI.hpp>
 #include <autoround/autoround.hpp>
 #include <chrono>
@@ -223,7 +226,7 @@ struct ProgressBar {
 /// Where the blocks are tuned.
 struct Device {
   bool cuda = false;
-  GemmPrecision precision = GemmPrecision::BFloat16;
+  Cuda backend{GemmPrecision::BFloat16};
 };
 
 /// One tuning run of the model and the formats written from it. The Hugging Face formats share
@@ -400,9 +403,9 @@ PassResult run_pass(const TuningPass& pass, const AnyModelSource& source, const 
   if (device.cuda) {
 #if defined(AUTOROUND_CUDA_PIPELINE)
     if constexpr (std::is_same_v<Q, DynamicDoubleQuantizer>)
-      autoround_cli::quantize_kquant_streaming_on_cuda(source, samples, pass.options, sink, on_block, on_step, device.precision);
+      autoround_cli::quantize_kquant_streaming_on_cuda(source, samples, pass.options, sink, on_block, on_step, device.backend);
     else
-      autoround_cli::quantize_streaming_on_cuda(source, samples, pass.options, sink, on_block, on_step, device.precision);
+      autoround_cli::quantize_streaming_on_cuda(source, samples, pass.options, sink, on_block, on_step, device.backend);
 #endif
   } else {
     quantize_model_streaming<SignSGD<LinearDecay>, Cpu, Q>(source, std::span<const TokenSequence>(samples), pass.options, sink,
@@ -472,7 +475,7 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
     report["clip_sym"] = options.tune.clip_search.symmetric == SymmetricSearch::ScaleGrid ? "scales" : "grid";
     report["clip_ceiling"] = options.tune.clip_search.ceiling;
   }
-  report["device"] = device.cuda ? (device.precision == GemmPrecision::BFloat16 ? "cuda (bf16 GEMMs)" : "cuda (float32 GEMMs)") : "cpu";
+  report["device"] = device.cuda ? (device.backend.precision == GemmPrecision::BFloat16 ? "cuda (bf16 GEMMs)" : "cuda (float32 GEMMs)") : "cpu";
   if (before) report["perplexity_before"] = before->perplexity;
   double seconds = 0;
   // Everything goes into DIR.partial, renamed to DIR only when complete: never half-written.
@@ -548,7 +551,8 @@ int main(int argc, char** argv) {
 
   auto* q = app.add_subcommand("quantize", "quantize a model block by block");
   std::string model_path, calibration_path = asset("kjv-calib.tokens"), eval_path, recipe = "default";
-  std::string output, tokenizer_path, device_name = "cpu", gemm = "bf16";
+  std::string output, tokenizer_path, device_name = "cpu", gemm = "bf16", gpu_streams = "auto", stream_dtype = "fp32";
+  double gpu_memory_gib = 0;
   bool overwrite = false, sym = false;
   ModelQuantOptions options;
   std::string streams = "two";
@@ -620,6 +624,13 @@ int main(int argc, char** argv) {
   q->add_flag("--overwrite", overwrite, "replace an existing output directory");
   q->add_option("--device", device_name, "cpu, or cuda (builds with nvcc)")->check(CLI::IsMember({"cpu", "cuda"}));
   q->add_option("--gemm", gemm, "GEMM precision on cuda: bf16 (the reference's amp) or fp32")->check(CLI::IsMember({"bf16", "fp32"}));
+  q->add_option("--gpu-memory", gpu_memory_gib,
+                "GiB of GPU memory the run may use (default: what is free); the activation streams and the step's split are chosen to fit")
+      ->check(CLI::PositiveNumber);
+  q->add_option("--gpu-streams", gpu_streams, "where the activation streams live on cuda: auto (the device when they fit), device, host")
+      ->check(CLI::IsMember({"auto", "device", "host"}));
+  q->add_option("--stream-dtype", stream_dtype, "activation streams on cuda: fp32, or bf16 (half the memory; the reference's)")
+      ->check(CLI::IsMember({"fp32", "bf16"}));
 
   auto* e = app.add_subcommand("eval", "perplexity of a model on token ids");
   std::string text_path;
@@ -681,7 +692,14 @@ int main(int argc, char** argv) {
                            "gguf:TYPE is tuned for the block types llama-quantize gives its tensors\n");
     DynamicIntQuantizer check(options.spec);
     for (const std::string& text : layer_overrides) options.overrides.push_back(parse_override(text, options.spec));
-    Device device{device_name == "cuda", gemm == "fp32" ? GemmPrecision::Float32 : GemmPrecision::BFloat16};
+    Device device{device_name == "cuda", Cuda{gemm == "fp32" ? GemmPrecision::Float32 : GemmPrecision::BFloat16}};
+    device.backend.streams = gpu_streams == "device" ? StreamPlacement::Device : gpu_streams == "host" ? StreamPlacement::Host : StreamPlacement::Auto;
+    device.backend.stream_dtype = stream_dtype == "bf16" ? StreamDtype::BFloat16 : StreamDtype::Float32;
+    if (gpu_memory_gib > 0) {  // what nvidia-smi will show: our buffers plus the CUDA context and cuBLAS (~0.6 GiB on an H200)
+      const double bytes = (gpu_memory_gib - 0.75) * static_cast<double>(1ull << 30);
+      if (bytes <= 0) throw Error("--gpu-memory: at least 1 GiB (0.75 GiB go to the CUDA context and cuBLAS)");
+      device.backend.memory_budget = static_cast<std::size_t>(bytes);
+    }
 #if defined(AUTOROUND_CUDA_PIPELINE)
     if (device.cuda && autoround_cli::cuda_device_count() == 0) throw Error("--device cuda: no CUDA device found");
 #else

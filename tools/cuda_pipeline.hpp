@@ -21,7 +21,7 @@ using StreamSink = std::function<void(autoround::Index, const autoround::LlamaBl
                                                                const StreamSink<autoround::DynamicIntQuantizer>& sink,
                                                                const autoround::BlockProgress& on_block,
                                                                const autoround::StepProgress& on_step,
-                                                               autoround::GemmPrecision precision);
+                                                               const autoround::Cuda& backend);
 
 /// The same with every layer's spec read into a DynamicDoubleQuantizer (GGUF k-quant schemes).
 [[gnu::visibility("default")]] void quantize_kquant_streaming_on_cuda(const autoround::AnyModelSource& source,
@@ -30,7 +30,7 @@ using StreamSink = std::function<void(autoround::Index, const autoround::LlamaBl
                                                                       const StreamSink<autoround::DynamicDoubleQuantizer>& sink,
                                                                       const autoround::BlockProgress& on_block,
                                                                       const autoround::StepProgress& on_step,
-                                                                      autoround::GemmPrecision precision);
+                                                                      const autoround::Cuda& backend);
 
 [[gnu::visibility("default")]] int cuda_device_count();
 

@@ -7,11 +7,11 @@ using namespace autoround;
 
 GpuBlockRun run_block_on_gpu(const TuneOptions& options, const std::array<std::optional<DynamicIntQuantizer>, 7>& quantizers,
                              const LlamaBlock& block, const LlamaConfig& config, std::span<const RowMatrix> inputs,
-                             bool bf16_gemms) {
+                             bool bf16_gemms, BlockMemoryPlan plan) {
   // the shared template with the Cuda policy: the same class the CPU side instantiates with Cpu
-  BlockTuningRun<DynamicIntQuantizer, SignSGD<>, Cuda> run(options, quantizers, SignSGD<>{},
-                                                           Cuda{bf16_gemms ? GemmPrecision::BFloat16 : GemmPrecision::Float32}, block,
-                                                           config, inputs, "gpu");
+  Cuda backend{bf16_gemms ? GemmPrecision::BFloat16 : GemmPrecision::Float32};
+  backend.plan = plan;
+  BlockTuningRun<DynamicIntQuantizer, SignSGD<>, Cuda> run(options, quantizers, SignSGD<>{}, backend, block, config, inputs, "gpu");
   std::vector<double> losses;
   while (run.running()) losses.push_back(run.step());
   GpuBlockRun out{run.result(), losses, run.evaluate()};
@@ -30,4 +30,25 @@ std::vector<LayerResults<DynamicDoubleQuantizer>> quantize_kquant_model_on_gpu(L
                                                                               std::vector<BlockReport>& reports) {
   return quantize_model<SignSGD<>, Cuda, DynamicDoubleQuantizer>(
       model, calibration, options, [&](const BlockReport& r, Index) { reports.push_back(r); }, {}, SignSGD<>{}, Cuda{});
+}
+
+ModelResults quantize_model_with(LlamaModel& model, std::span<const std::int32_t> calibration, const ModelQuantOptions& options,
+                                 std::vector<BlockReport>& reports, const Cuda& backend) {
+  return quantize_model<SignSGD<>, Cuda>(
+      model, calibration, options, [&](const BlockReport& r, Index) { reports.push_back(r); }, {}, SignSGD<>{}, backend);
+}
+
+std::size_t gpu_memory_now() { return cuda::DeviceMemory::current(); }
+std::size_t gpu_memory_peak() { return cuda::DeviceMemory::peak(); }
+void gpu_memory_reset_peak() { cuda::DeviceMemory::reset_peak(); }
+std::size_t gpu_memory_free() {
+  std::size_t free = 0, total = 0;
+  cuda::check(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
+  return free;
+}
+std::size_t block_state_bytes(const LlamaConfig& c, long seqlen, GemmPrecision precision, long group_size) {
+  return cuda::BlockTuningRun<DynamicIntQuantizer>::state_bytes(c, seqlen, precision, group_size);
+}
+std::size_t block_workspace_bytes(const LlamaConfig& c, long batch, long seqlen, GemmPrecision precision, BlockMemoryPlan plan) {
+  return cuda::BlockTuningRun<DynamicIntQuantizer>::workspace_bytes(c, batch, seqlen, precision, plan);
 }

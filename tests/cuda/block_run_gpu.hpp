@@ -22,11 +22,28 @@ struct GpuBlockRun {
   double final_loss = 0;  ///< evaluate() after result(): all samples, kept parameters
 };
 
-/// BlockTuningRun<DynamicIntQuantizer, SignSGD<>, Cuda> run to the end.
+/// BlockTuningRun<DynamicIntQuantizer, SignSGD<>, Cuda> run to the end, its step split as `plan` says.
 GpuBlockRun run_block_on_gpu(const autoround::TuneOptions& options,
                              const std::array<std::optional<autoround::DynamicIntQuantizer>, 7>& quantizers,
                              const autoround::LlamaBlock& block, const autoround::LlamaConfig& config,
-                             std::span<const autoround::RowMatrix> inputs, bool bf16_gemms);
+                             std::span<const autoround::RowMatrix> inputs, bool bf16_gemms, autoround::BlockMemoryPlan plan = {});
+
+/// quantize_model<SignSGD<>, Cuda> with the policy as given.
+ModelResults quantize_model_with(autoround::LlamaModel& model, std::span<const std::int32_t> calibration,
+                                 const autoround::ModelQuantOptions& options, std::vector<autoround::BlockReport>& reports,
+                                 const autoround::Cuda& backend);
+
+/// The device memory counter (cuda::DeviceMemory): bytes held now, the peak since the last reset.
+std::size_t gpu_memory_now();
+std::size_t gpu_memory_peak();
+void gpu_memory_reset_peak();
+/// cudaMemGetInfo's free bytes.
+std::size_t gpu_memory_free();
+/// cuda::BlockTuningRun's estimates: weights and tuning state (every layer tuned, groups of
+/// `group_size`), and a step's workspace under `plan`.
+std::size_t block_state_bytes(const autoround::LlamaConfig& c, long seqlen, autoround::GemmPrecision precision, long group_size);
+std::size_t block_workspace_bytes(const autoround::LlamaConfig& c, long batch, long seqlen, autoround::GemmPrecision precision,
+                                  autoround::BlockMemoryPlan plan);
 
 /// quantize_model<SignSGD<>, Cuda> (float32 GEMMs), the activation streams placed as `streams` says.
 ModelResults quantize_model_on_gpu(autoround::LlamaModel& model, std::span<const std::int32_t> calibration,

@@ -20,14 +20,20 @@
 // gradients and parameters stay float32). The targets are computed with the same precision.
 //
 // Inputs, targets and loss masks as BlockCalibration says (host matrices, copied up), or as
-// DeviceCalibration says (device buffers read in place, the targets computed here from the
-// full-precision stream: how quantize_model's Cuda loop keeps its streams on the device); the
-// loss is scaled by TuneOptions::loss_scale before the backward, as on the CPU.
+// DeviceCalibration says (activation streams read in place, the targets computed here from the
+// full-precision stream and written over it: how quantize_model's Cuda loop keeps its streams);
+// the loss is scaled by TuneOptions::loss_scale before the backward, as on the CPU.
 //
-// Memory: inputs and targets of all samples (2 · nsamples · seqlen · hidden floats; the inputs
-// not copied when they are already on the device: DeviceCalibration), the block's weights and
-// tuning state (about 5 floats per weight), and the activations of one minibatch including its
-// [batch · heads, seqlen, seqlen] attention probabilities.
+// Memory (state_bytes + workspace_bytes; DeviceMemory counts it): the block's weights and tuning
+// state (22 bytes per tuned weight with bf16 GEMMs, 24 with float32), the inputs and targets
+// when they were uploaded here (BlockCalibration), and the workspace of one forward/backward.
+// BlockMemoryPlan bounds the workspace: a minibatch runs as micro-batches of `micro_batch`
+// samples whose weight gradients add up (beta = 1 GEMMs: only the summation order differs from
+// one pass), and attention holds the [seqlen, seqlen] probabilities of `attention_pairs`
+// (sample, head) pairs at a time; when that is fewer than a pass's pairs, the backward
+// recomputes each chunk's probabilities (the same GEMM and softmax, so the same values) instead
+// of keeping them, as flash attention does. The default plan (no split) is one pass per
+// minibatch with every probability kept: the fastest, and the results of the unsplit code.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -50,6 +56,7 @@
 #include "../../tune/tune_options.hpp"
 #include "../cpu.hpp"
 #include "../cuda.hpp"
+#include "activation_stream.cuh"
 #include "blas.hpp"
 #include "block_kernels.cuh"
 #include "layer_tuning_run.cuh"
@@ -57,12 +64,14 @@
 
 namespace autoround::cuda {
 
-/// A block's calibration already in device memory: `samples` × `seqlen` × hidden floats each,
-/// sample after sample. Not copied: the buffers must outlive the run.
+/// A block's calibration as activation streams (device or pinned host memory, float32 or bf16),
+/// read in place: they must outlive the run.
 struct DeviceCalibration {
-  const float* inputs = nullptr;         ///< what the quantized block receives
-  const float* target_inputs = nullptr;  ///< the targets are the full-precision block on these (null: on `inputs`)
-  long samples = 0, seqlen = 0;
+  const ActivationStream* inputs = nullptr;  ///< what the quantized block receives
+  /// The full-precision block's inputs, replaced in place by its outputs, the targets (so the
+  /// full-precision stream needs no second copy). Null: the targets are the full-precision block
+  /// on `inputs`, into a stream of the run's own (take_targets).
+  ActivationStream* targets = nullptr;
   std::span<const LossMask> masks = {};  ///< per-sample loss masks (host); empty: every position counts
   PythonRandom* random = nullptr;        ///< the sampler's stream (null: seeded with TuneOptions::seed)
 };
@@ -76,30 +85,39 @@ class BlockTuningRun {
   /// `inputs`: one [seqlen, hidden] matrix per calibration sample; copied to the device.
   BlockTuningRun(const TuneOptions& options, const LayerQuantizers& quantizers, const LlamaBlock& block,
                  const LlamaConfig& config, std::span<const RowMatrix> inputs, const std::string& name = "block",
-                 GemmPrecision precision = GemmPrecision::Float32)
-      : BlockTuningRun(options, quantizers, block, config, BlockCalibration{inputs}, name, precision) {}
+                 GemmPrecision precision = GemmPrecision::Float32, BlockMemoryPlan plan = {})
+      : BlockTuningRun(options, quantizers, block, config, BlockCalibration{inputs}, name, precision, plan) {}
 
   /// Inputs, targets and loss masks as `calibration` says; all are copied to the device.
   BlockTuningRun(const TuneOptions& options, const LayerQuantizers& quantizers, const LlamaBlock& block,
                  const LlamaConfig& config, const BlockCalibration& calibration, const std::string& name = "block",
-                 GemmPrecision precision = GemmPrecision::Float32)
+                 GemmPrecision precision = GemmPrecision::Float32, BlockMemoryPlan plan = {})
       : BlockTuningRun(options, quantizers, block, config, checked_shape(calibration, config, name), calibration.random, name,
-                       precision) {
+                       precision, plan) {
     upload_calibration(calibration);
     finish_setup(block);
   }
 
-  /// Calibration already on the device (quantize_model's streams kept there between blocks):
-  /// read in place, never copied. Targets are the full-precision block on
-  /// `calibration.target_inputs` (or on the inputs), computed here; take_targets() hands them on.
+  /// Calibration as activation streams (quantize_model's, kept from block to block): read in
+  /// place, never copied. The targets are the full-precision block on `calibration.targets`,
+  /// written over it (or on the inputs, into the run's own stream: take_targets()).
   BlockTuningRun(const TuneOptions& options, const LayerQuantizers& quantizers, const LlamaBlock& block,
                  const LlamaConfig& config, const DeviceCalibration& calibration, const std::string& name = "block",
-                 GemmPrecision precision = GemmPrecision::Float32)
-      : BlockTuningRun(options, quantizers, block, config, checked_shape(calibration, name), calibration.random, name, precision) {
-    detail::require(calibration.inputs != nullptr, name + ": no calibration inputs on the device");
+                 GemmPrecision precision = GemmPrecision::Float32, BlockMemoryPlan plan = {})
+      : BlockTuningRun(options, quantizers, block, config, checked_shape(calibration, config, name), calibration.random, name,
+                       precision, plan) {
     in_ = calibration.inputs;
     upload_masks(calibration.masks);
-    compute_targets(calibration.target_inputs ? calibration.target_inputs : calibration.inputs);
+    if (calibration.targets) {
+      detail::require(calibration.targets->samples() == samples_ && calibration.targets->sample_values() == in_->sample_values(),
+                      name + ": the full-precision stream and the inputs differ in shape");
+      tgt_ = calibration.targets;
+      forward_all(*tgt_, *tgt_);
+    } else {
+      targets_ = ActivationStream(samples_, in_->sample_values(), in_->dtype(), in_->on_host());
+      tgt_ = &targets_;
+      forward_all(*in_, targets_);
+    }
     finish_setup(block);
   }
 
@@ -107,28 +125,28 @@ class BlockTuningRun {
   double step() {
     const int step = tracker_.next_step();
     const auto samples = sampler_.next_batch();
-    const long nb = static_cast<long>(samples.size()), rows = nb * seqlen_, hidden = config_.hidden;
-    for (long i = 0; i < nb; ++i) {
-      const std::size_t from = static_cast<std::size_t>(samples[static_cast<std::size_t>(i)] * seqlen_ * hidden);
-      copy_floats(x_.data() + i * seqlen_ * hidden, in_ + from, seqlen_ * hidden);
-      copy_floats(target_.data() + i * seqlen_ * hidden, tgt_ + from, seqlen_ * hidden);
-      if (!host_masks_.empty())
-        copy_floats(mask_.data() + i * seqlen_, masks_.data() + samples[static_cast<std::size_t>(i)] * seqlen_, seqlen_);
-    }
-    for (Layer& layer : layers_)
-      if (layer.qdq) {
-        layer.qdq->forward(layer.weight.f.data());
-        layer.weight.refresh(stream());
+    const long nb = static_cast<long>(samples.size()), hidden = config_.hidden;
+    const long n = nb * seqlen_ * hidden;  // the loss is the mean over the whole minibatch
+    const float factor = static_cast<float>(options_.loss_scale * 2.0 / static_cast<double>(n));
+    refresh_weights();
+    double sum = 0;
+    for (long first = 0; first < nb; first += micro_) {  // micro-batches: gradients add up
+      const long mb = std::min(micro_, nb - first), rows = mb * seqlen_, sample_floats = seqlen_ * hidden;
+      for (long i = 0; i < mb; ++i) {
+        const long s = samples[static_cast<std::size_t>(first + i)];
+        in_->load(s, 1, x_.data() + i * sample_floats, stream());
+        tgt_->load(s, 1, target_.data() + i * sample_floats, stream());
+        if (!host_masks_.empty()) copy_floats(mask_.data() + i * seqlen_, masks_.data() + s * seqlen_, seqlen_);
       }
-    if (bf16_) forward<__nv_bfloat16>(nb); else forward<float>(nb);
-    const long n = rows * hidden;
-    if (!host_masks_.empty()) mask_rows(d_out_.f.data(), target_.data(), mask_.data(), n);
-    const double loss = squared_error(d_out_.f.data(), target_.data(), n, stream()) / static_cast<double>(n);
-    if (tracker_.record(loss, detail::unmasked_positions(host_masks_, samples))) snapshot();
-    scaled_difference_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(
-        d_out_.f.data(), target_.data(), d_out_.f.data(), d_out_.bf16_out(),
-        static_cast<float>(options_.loss_scale * 2.0 / static_cast<double>(n)), n);
-    if (bf16_) backward<__nv_bfloat16>(nb); else backward<float>(nb);
+      if (bf16_) forward<__nv_bfloat16>(mb); else forward<float>(mb);
+      if (!host_masks_.empty()) mask_rows(d_out_.f.data(), target_.data(), mask_.data(), rows * hidden);
+      sum += squared_error(d_out_.f.data(), target_.data(), rows * hidden, stream());
+      scaled_difference_kernel<><<<blocks_for(rows * hidden, 256), 256, 0, stream()>>>(
+          d_out_.f.data(), target_.data(), d_out_.f.data(), d_out_.bf16_out(), factor, rows * hidden);
+      if (bf16_) backward<__nv_bfloat16>(mb, first > 0); else backward<float>(mb, first > 0);
+    }
+    const double loss = sum / static_cast<double>(n);
+    if (tracker_.record(loss, detail::unmasked_positions(host_masks_, samples))) snapshot();  // before the update
     const SignSGD<LinearDecay> sign_sgd_rule;
     for (Layer& layer : layers_) {
       if (!layer.qdq) continue;
@@ -149,17 +167,13 @@ class BlockTuningRun {
   /// Loss over every calibration sample under the current parameters (no update): the block
   /// error a round-to-nearest run (iters = 0) reports.
   double evaluate() {
-    for (Layer& layer : layers_)
-      if (layer.qdq) {
-        layer.qdq->forward(layer.weight.f.data());
-        layer.weight.refresh(stream());
-      }
+    refresh_weights();
     const long sample_floats = seqlen_ * config_.hidden;
     double sum = 0;
-    for (long first = 0; first < samples_; first += batch_) {
-      const long nb = std::min(batch_, samples_ - first);
-      copy_floats(x_.data(), in_ + first * sample_floats, nb * sample_floats);
-      copy_floats(target_.data(), tgt_ + first * sample_floats, nb * sample_floats);
+    for (long first = 0; first < samples_; first += micro_) {
+      const long nb = std::min(micro_, samples_ - first);
+      in_->load(first, nb, x_.data(), stream());
+      tgt_->load(first, nb, target_.data(), stream());
       if (bf16_) forward<__nv_bfloat16>(nb); else forward<float>(nb);
       if (!host_masks_.empty()) mask_rows(d_out_.f.data(), target_.data(), masks_.data() + first * seqlen_, nb * sample_floats);
       sum += squared_error(d_out_.f.data(), target_.data(), nb * sample_floats, stream());
@@ -169,16 +183,9 @@ class BlockTuningRun {
 
   /// The targets (the block as given, in full precision, on every sample) copied to `out`, one
   /// [seqlen, hidden] matrix per sample: a run without tuned layers is a batched block forward.
-  void download_targets(std::span<RowMatrix> out) const {
+  void download_targets(std::span<RowMatrix> out) {
     detail::require(static_cast<long>(out.size()) == samples_, "download_targets: one matrix per calibration sample");
-    const long sample_floats = seqlen_ * config_.hidden;
-    for (long s = 0; s < samples_; ++s) {
-      RowMatrix& m = out[static_cast<std::size_t>(s)];
-      m.resize(seqlen_, config_.hidden);
-      check(cudaMemcpy(m.data(), tgt_ + s * sample_floats, static_cast<std::size_t>(sample_floats) * sizeof(float),
-                       cudaMemcpyDeviceToHost),
-            "copy block outputs to the host");
-    }
+    for (long s = 0; s < samples_; ++s) tgt_->download(s, out[static_cast<std::size_t>(s)], seqlen_, x_, stream());
   }
 
   /// Encode every tuned layer with the kept (best) parameters.
@@ -190,27 +197,74 @@ class BlockTuningRun {
     return results;
   }
 
-  /// The targets, handed over (the run no longer has them): when the run computed them, the
-  /// full-precision block's outputs, i.e. the next block's full-precision stream.
-  DeviceBuffer<float> take_targets() {
-    detail::require(targets_.size() > 0, "take_targets: the run holds no targets");
+  /// The targets, handed over (the run no longer has them): when the run computed them into its
+  /// own stream, the full-precision block's outputs, i.e. the next block's full-precision stream.
+  ActivationStream take_targets() {
+    detail::require(tgt_ == &targets_ && targets_.samples() > 0, "take_targets: the run holds no targets of its own");
     tgt_ = nullptr;
     return std::move(targets_);
   }
 
-  /// The block with the kept (best) parameters, i.e. the dequantized weights the results hold,
-  /// on every input sample: the next block's quantized stream. [samples · seqlen · hidden] floats.
-  DeviceBuffer<float> forward_quantized() {
+  /// `out` = the block with the kept (best) parameters, i.e. the dequantized weights the results
+  /// hold, on every input sample: the next block's quantized stream. `out` may be the inputs
+  /// (written in place, batch by batch, after each batch is read).
+  void forward_quantized(ActivationStream& out) {
     load_best();
-    for (Layer& layer : layers_)
-      if (layer.qdq) {
-        layer.qdq->forward(layer.weight.f.data());
-        layer.weight.refresh(stream());
-      }
-    DeviceBuffer<float> out(static_cast<std::size_t>(samples_ * seqlen_ * config_.hidden));
-    forward_all(in_, out.data());
-    return out;
+    refresh_weights();
+    forward_all(*in_, out);
   }
+
+  /// Device memory of the block's weights and tuning state when every linear layer is tuned
+  /// with `spec`'s group layout (fewer tuned layers need less).
+  static std::size_t state_bytes(const LlamaConfig& c, long seqlen, GemmPrecision precision, long group_size) {
+    const bool bf16 = precision == GemmPrecision::BFloat16;
+    std::size_t total = 0, largest = 0;
+    for (Linear l : all_linears) {
+      const auto [out, in] = linear_shape(c, l);
+      const auto n = static_cast<std::size_t>(out * in);
+      const auto groups = n / static_cast<std::size_t>(group_size > 0 ? group_size : in) + 1;
+      largest = std::max(largest, n);
+      // weight operand (bf16 or float32), unquantized copy, v, its gradient, the best v; per
+      // group the scales, their gradients and best values, ranges and quantized parameters
+      total += n * (bf16 ? 2 : 4) + 4 * n * sizeof(float) + groups * (6 * sizeof(float) + 64);
+    }
+    total += bf16 ? largest * sizeof(float) : 0;  // the qdq output before its bf16 copy
+    total += static_cast<std::size_t>(seqlen * c.head_dim / 2) * sizeof(float2) + static_cast<std::size_t>(8 * c.hidden) * sizeof(float);
+    return total;
+  }
+
+  /// Device memory of one forward/backward's workspace under `plan` (minibatch `batch`).
+  static std::size_t workspace_bytes(const LlamaConfig& c, long batch, long seqlen, GemmPrecision precision, BlockMemoryPlan plan) {
+    const bool bf16 = precision == GemmPrecision::BFloat16;
+    const long micro = plan.micro_batch > 0 ? std::min(plan.micro_batch, batch) : batch;
+    const long pairs = plan.attention_pairs > 0 ? std::min(plan.attention_pairs, micro * c.heads) : micro * c.heads;
+    const auto rows = static_cast<std::size_t>(micro * seqlen), hidden = static_cast<std::size_t>(c.hidden),
+               inter = static_cast<std::size_t>(c.intermediate), q = static_cast<std::size_t>(c.heads * c.head_dim),
+               kv = static_cast<std::size_t>(c.kv_heads * c.head_dim);
+    const std::size_t both = bf16 ? 6 : 4, operand = bf16 ? 2 : 4;  // float32 + bf16 copy; GEMM operand only
+    std::size_t per_row = 5 * 4 * hidden + 3 * 4 * inter + 2 * 4 * q + 2 * 4;  // x, target, h, d_yn, d_out; gate, up, d_act; dk/dv per head; 1/rms
+    per_row += (bf16 ? 2 : 0) * hidden + 3 * operand * hidden + 4 * both * q + 4 * both * kv + 3 * operand * inter + 4;
+    per_row += 4 * (2 * q + kv + static_cast<std::size_t>(c.heads + c.kv_heads));  // QK-norm scratch (counted whether used or not)
+    const auto square = static_cast<std::size_t>(pairs) * static_cast<std::size_t>(seqlen * seqlen);
+    return rows * per_row + square * (operand + both) + static_cast<std::size_t>(micro * c.heads) * 18 * sizeof(void*) + (1u << 20);
+  }
+
+  /// The plan with the most samples per pass (then the most attention pairs) whose workspace
+  /// fits in `bytes`; nullopt when not even one sample and one pair fit. The whole minibatch with
+  /// every probability kept (the default plan) when that fits. Chunks of fewer than 8 pairs are
+  /// the last resort: their attention GEMMs are too small to fill the GPU (at seqlen 2048 one
+  /// pair's product is ~5 µs of an H200), a smaller micro-batch costs less.
+  static std::optional<BlockMemoryPlan> plan_for(const LlamaConfig& c, long batch, long seqlen, GemmPrecision precision,
+                                                 std::size_t bytes) {
+    if (workspace_bytes(c, batch, seqlen, precision, {}) <= bytes) return BlockMemoryPlan{};
+    for (const long smallest : {8L, 1L})
+      for (long micro = batch; micro >= 1; --micro)
+        for (long pairs = std::min(micro * c.heads, static_cast<long>(c.heads)); pairs >= std::min(smallest, micro * c.heads); pairs /= 2)
+          if (workspace_bytes(c, batch, seqlen, precision, {micro, pairs}) <= bytes) return BlockMemoryPlan{micro, pairs};
+    return std::nullopt;
+  }
+
+  const BlockMemoryPlan& plan() const { return plan_; }
 
  private:
   struct Shape {
@@ -220,21 +274,26 @@ class BlockTuningRun {
     detail::check_block_calibration(c, config.hidden, name);
     return {static_cast<long>(c.inputs.size()), c.inputs[0].rows()};
   }
-  static Shape checked_shape(const DeviceCalibration& c, const std::string& name) {
-    detail::require(c.samples > 0 && c.seqlen > 0, name + ": no calibration samples");
-    detail::require(c.masks.empty() || static_cast<long>(c.masks.size()) == c.samples,
+  static Shape checked_shape(const DeviceCalibration& c, const LlamaConfig& config, const std::string& name) {
+    detail::require(c.inputs != nullptr && c.inputs->samples() > 0, name + ": no calibration samples");
+    detail::require(c.inputs->sample_values() % config.hidden == 0, name + ": the activation stream's samples are not [seqlen, hidden]");
+    const Shape shape{c.inputs->samples(), c.inputs->sample_values() / config.hidden};
+    detail::require(c.masks.empty() || static_cast<long>(c.masks.size()) == shape.samples,
                     name + ": one loss mask per calibration sample");
     for (const LossMask& m : c.masks)
-      detail::require(static_cast<long>(m.size()) == c.seqlen, name + ": a loss mask must have one entry per position (seqlen)");
-    return {c.samples, c.seqlen};
+      detail::require(static_cast<long>(m.size()) == shape.seqlen, name + ": a loss mask must have one entry per position (seqlen)");
+    return shape;
   }
 
   // What both public constructors share: the block's constants and weights on the device, the
   // tuned layers' parameters, the minibatch workspace.
   BlockTuningRun(const TuneOptions& options, const LayerQuantizers& quantizers, const LlamaBlock& block, const LlamaConfig& config,
-                 Shape shape, PythonRandom* random, const std::string& name, GemmPrecision precision)
+                 Shape shape, PythonRandom* random, const std::string& name, GemmPrecision precision, BlockMemoryPlan plan)
       : options_(options), config_(config), bf16_(precision == GemmPrecision::BFloat16), samples_(shape.samples),
         seqlen_(shape.seqlen), batch_(std::min<long>(options.batch_size, shape.samples)),
+        micro_(plan.micro_batch > 0 ? std::min(plan.micro_batch, batch_) : batch_),
+        pairs_(plan.attention_pairs > 0 ? std::min(plan.attention_pairs, micro_ * config.heads) : micro_ * config.heads),
+        plan_{micro_, pairs_},
         sampler_(random ? IndexSampler(samples_, batch_, *random) : IndexSampler(samples_, batch_, options.seed)),
         tracker_(options) {
     detail::require(config.heads > 0 && config.kv_heads > 0 && config.heads % config.kv_heads == 0 && config.head_dim % 2 == 0,
@@ -245,6 +304,11 @@ class BlockTuningRun {
                       name + "." + hf_name(l) + ": weight shape does not match the configuration");
     }
     upload_constants(block);
+    if (bf16_) {  // the float32 values of a weight (qdq output, or the upload) before their bf16 copy
+      std::size_t largest = 0;
+      for (Linear l : all_linears) largest = std::max(largest, static_cast<std::size_t>(block[l].size()));
+      weight_scratch_ = DeviceBuffer<float>(largest);
+    }
     for (Linear l : all_linears) setup_layer(l, block[l], quantizers[static_cast<std::size_t>(l)], name);
     allocate();
     build_attention_batches();
@@ -297,6 +361,21 @@ class BlockTuningRun {
   };
 
   cudaStream_t stream() const { return stream_.get(); }
+  void to_bf16(const float* from, __nv_bfloat16* to, long n) const {
+    to_bf16_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(from, 1.0f, nullptr, to, n);
+  }
+  // every tuned layer's GEMM operand = its fake-quantized weight under the current parameters
+  void refresh_weights() {
+    for (Layer& layer : layers_) {
+      if (!layer.qdq) continue;
+      if (!bf16_) {
+        layer.qdq->forward(layer.weight.f.data());
+        continue;
+      }
+      layer.qdq->forward(weight_scratch_.data());
+      to_bf16(weight_scratch_.data(), layer.weight.h.data(), layer.rows * layer.cols);
+    }
+  }
   void copy_floats(float* to, const float* from, long n) const {
     check(cudaMemcpyAsync(to, from, static_cast<std::size_t>(n) * sizeof(float), cudaMemcpyDeviceToDevice, stream()), "device copy");
   }
@@ -331,15 +410,18 @@ class BlockTuningRun {
     layer.rows = w.rows();
     layer.cols = w.cols();
     const std::span<const float> host(w.data(), static_cast<std::size_t>(w.size()));
-    layer.weight.allocate(w.size(), bf16_);
-    layer.weight.f.upload(host);
-    layer.weight.refresh(stream());
-    if (!quantizer) return;
+    layer.weight.allocate(w.size(), bf16_, false);  // bf16 mode: the GEMM operand only
+    if (!quantizer) {
+      if (!bf16_) return layer.weight.f.upload(host);
+      check(cudaMemcpy(weight_scratch_.data(), host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice), "copy a weight to the device");
+      return to_bf16(weight_scratch_.data(), layer.weight.h.data(), w.size());
+    }
     detail::require(w.allFinite(), name + "." + hf_name(l) + ": weight has NaN or Inf values");
     layer.quantizer = *quantizer;
-    DeviceBuffer<float> original(host.size());  // the unquantized weight, copied on the device
-    copy_floats(original.data(), layer.weight.f.data(), static_cast<long>(host.size()));
-    layer.qdq.emplace(quantizer->spec(), w.rows(), w.cols(), std::move(original), stream());
+    layer.qdq.emplace(quantizer->spec(), w.rows(), w.cols(), DeviceBuffer<float>(host), stream());  // the unquantized weight
+    // until the first step the block computes with the unquantized weight (targets, importance)
+    if (bf16_) to_bf16(layer.qdq->weight().data(), layer.weight.h.data(), w.size());
+    else copy_floats(layer.weight.f.data(), layer.qdq->weight().data(), w.size());
     const auto n = static_cast<std::size_t>(w.size()), groups = static_cast<std::size_t>(layer.qdq->shape().groups());
     layer.grad = DeviceBuffer<float>(n);
     layer.best_rounding = DeviceBuffer<float>(n);
@@ -352,9 +434,9 @@ class BlockTuningRun {
   }
 
   void allocate() {
-    const long rows = batch_ * seqlen_, hidden = config_.hidden, inter = config_.intermediate;
+    const long rows = micro_ * seqlen_, hidden = config_.hidden, inter = config_.intermediate;
     const long q_cols = config_.heads * config_.head_dim, kv_cols = config_.kv_heads * config_.head_dim;
-    const long scores = batch_ * config_.heads * seqlen_ * seqlen_;
+    const long scores = pairs_ * seqlen_ * seqlen_;
     auto floats = [](long n) { return DeviceBuffer<float>(static_cast<std::size_t>(n)); };
     x_ = floats(rows * hidden);
     target_ = floats(rows * hidden);
@@ -379,14 +461,15 @@ class BlockTuningRun {
     for (Tensor* t : {&q_, &attention_, &d_attention_, &dq_}) t->allocate(rows * q_cols, bf16_);
     for (Tensor* t : {&k_, &v_, &dk_, &dv_}) t->allocate(rows * kv_cols, bf16_);
     for (Tensor* t : {&act_, &d_gate_, &d_up_}) t->allocate(rows * inter, bf16_, false);
-    // attention: float32 probabilities P and float32 dP → dS, in place; in bf16 mode the float32
-    // square is only the GEMM output (S, then dP) and P, dS are kept in bf16
+    // attention, pairs_ squares: float32 probabilities P and float32 dP → dS, in place; in bf16
+    // mode the float32 square is only the GEMM output (S, then dP) and P, dS are kept in bf16
     p_.allocate(scores, bf16_, false);
     ds_.allocate(scores, bf16_);
   }
 
-  // Pointer arrays for the six attention GEMMs, one entry per (sample, query head), sample-major
-  // so that a smaller final batch uses a prefix.
+  // Pointer arrays for the six attention GEMMs, one entry per (sample, query head) of a pass,
+  // sample-major so that a smaller final batch uses a prefix; pair i's square is slot
+  // i % pairs_, so a chunk of pairs_ consecutive pairs uses each slot once.
   void build_attention_batches() {
     if (bf16_) build_attention_batches<__nv_bfloat16>(); else build_attention_batches<float>();
   }
@@ -394,11 +477,11 @@ class BlockTuningRun {
   void build_attention_batches() {
     const long d = config_.head_dim, group = config_.heads / config_.kv_heads;
     const long ldq = config_.heads * d, ldk = config_.kv_heads * d, square = seqlen_ * seqlen_;
-    const auto count = static_cast<std::size_t>(batch_ * config_.heads);
+    const auto count = static_cast<std::size_t>(micro_ * config_.heads);
     auto make = [&](auto a_of, auto b_of, auto c_of) {
       std::vector<const void*> a(count), b(count);
       std::vector<float*> c(count);
-      for (long s = 0; s < batch_; ++s)
+      for (long s = 0; s < micro_; ++s)
         for (long h = 0; h < config_.heads; ++h) {
           const auto i = static_cast<std::size_t>(s * config_.heads + h);
           a[i] = a_of(s, h, h / group);
@@ -413,16 +496,17 @@ class BlockTuningRun {
     };
     auto q_at = [&](Tensor& t, long s, long h) { return t.template as<T>() + s * seqlen_ * ldq + h * d; };
     auto kv_at = [&](Tensor& t, long s, long kv) { return t.template as<T>() + s * seqlen_ * ldk + kv * d; };
-    auto square_at = [&](Tensor& t, long s, long h) { return t.template as<T>() + (s * config_.heads + h) * square; };
+    auto slot = [&](long s, long h) { return (s * config_.heads + h) % pairs_ * square; };
+    auto square_at = [&](Tensor& t, long s, long h) { return t.template as<T>() + slot(s, h); };
     auto q_float = [&](float* base, long s, long h) { return base + s * seqlen_ * ldq + h * d; };
     float* scores_out = bf16_ ? ds_.f.data() : p_.f.data();
     scores_ = make([&](long s, long h, long) { return q_at(q_, s, h); }, [&](long s, long, long kv) { return kv_at(k_, s, kv); },
-                   [&](long s, long h, long) { return scores_out + (s * config_.heads + h) * square; });
+                   [&](long s, long h, long) { return scores_out + slot(s, h); });
     context_ = make([&](long s, long h, long) { return square_at(p_, s, h); }, [&](long s, long, long kv) { return kv_at(v_, s, kv); },
                     [&](long s, long h, long) { return q_float(attention_.f.data(), s, h); });
     d_scores_ = make([&](long s, long h, long) { return q_at(d_attention_, s, h); },
                      [&](long s, long, long kv) { return kv_at(v_, s, kv); },
-                     [&](long s, long h, long) { return ds_.f.data() + (s * config_.heads + h) * square; });
+                     [&](long s, long h, long) { return ds_.f.data() + slot(s, h); });
     d_query_ = make([&](long s, long h, long) { return square_at(ds_, s, h); }, [&](long s, long, long kv) { return kv_at(k_, s, kv); },
                     [&](long s, long h, long) { return q_float(dq_.f.data(), s, h); });
     d_key_ = make([&](long s, long h, long) { return square_at(ds_, s, h); }, [&](long s, long h, long) { return q_at(q_, s, h); },
@@ -432,11 +516,12 @@ class BlockTuningRun {
                     [&](long s, long h, long) { return q_float(dv_heads_.data(), s, h); });
   }
 
+  // pairs [first, first + count) of a batched attention GEMM
   template <class T>
   void batched(const Batched& g, bool trans_a, bool trans_b, long m, long n, long k, float alpha, long lda, long ldb, long ldc,
-               long count) {
-    blas_.gemm_batched<T>(trans_a, trans_b, m, n, k, alpha, reinterpret_cast<const T* const*>(g.a.data()), lda,
-                          reinterpret_cast<const T* const*>(g.b.data()), ldb, 0.0f, g.c.data(), ldc, count);
+               long first, long count) {
+    blas_.gemm_batched<T>(trans_a, trans_b, m, n, k, alpha, reinterpret_cast<const T* const*>(g.a.data()) + first, lda,
+                          reinterpret_cast<const T* const*>(g.b.data()) + first, ldb, 0.0f, g.c.data() + first, ldc, count);
   }
 
   // y [rows, out] (= or +=) x [rows, in] · W^T
@@ -453,13 +538,13 @@ class BlockTuningRun {
     blas_.gemm<T>(false, false, rows, layer.cols, layer.rows, 1.0f, dy.template as<T>(), layer.rows,
                   layer.weight.template as<T>(), layer.cols, beta, dx, layer.cols);
   }
-  // dW [out, in] = dy^T · x, for tuned layers only
+  // dW [out, in] (= or, for a later micro-batch, +=) dy^T · x, for tuned layers only
   template <class T>
-  void weight_gradient(Linear l, long rows, const Tensor& dy, const Tensor& x) {
+  void weight_gradient(Linear l, long rows, const Tensor& dy, const Tensor& x, bool accumulate) {
     Layer& layer = layers_[static_cast<std::size_t>(l)];
     if (!layer.qdq) return;
     blas_.gemm<T>(true, false, layer.rows, layer.cols, rows, 1.0f, dy.template as<T>(), layer.rows, x.template as<T>(), layer.cols,
-                  0.0f, layer.grad.data(), layer.cols);
+                  accumulate ? 1.0f : 0.0f, layer.grad.data(), layer.cols);
   }
 
   void rope(float* x, __nv_bfloat16* copy, long rows, long heads, float direction) {
@@ -495,13 +580,11 @@ class BlockTuningRun {
     rope(q_.f.data(), q_.bf16_out(), rows, heads, 1.0f);
     rope(k_.f.data(), k_.bf16_out(), rows, kv_heads, 1.0f);
     v_.refresh(stream(), rows * kv_cols);
-    const long count = nb * heads;
-    batched<T>(scores_, false, true, seqlen_, seqlen_, d, 1.0f / std::sqrt(static_cast<float>(d)), q_cols, kv_cols, seqlen_, count);
-    if (bf16_)
-      causal_softmax_kernel<><<<static_cast<unsigned>(count * seqlen_), kRowThreads, 0, stream()>>>(ds_.f.data(), false, p_.h.data(), seqlen_);
-    else
-      causal_softmax_kernel<><<<static_cast<unsigned>(count * seqlen_), kRowThreads, 0, stream()>>>(p_.f.data(), true, nullptr, seqlen_);
-    batched<T>(context_, false, false, seqlen_, d, seqlen_, 1.0f, seqlen_, kv_cols, q_cols, count);
+    for (long first = 0; first < nb * heads; first += pairs_) {
+      const long count = std::min(pairs_, nb * heads - first);
+      probabilities<T>(first, count);
+      batched<T>(context_, false, false, seqlen_, d, seqlen_, 1.0f, seqlen_, kv_cols, q_cols, first, count);
+    }
     attention_.refresh(stream(), rows * q_cols);
     copy_floats(h_.data(), x_.data(), rows * hidden);
     project<T>(Linear::Output, rows, attention_, h_.data(), 1.0f);  // h = x + attention Wo^T
@@ -515,37 +598,53 @@ class BlockTuningRun {
     project<T>(Linear::Down, rows, act_, d_out_.f.data(), 1.0f);  // out = h + act Wd^T
   }
 
-  // Block backward from dL/d(out) in d_out_ to the tuned layers' weight gradients.
+  // P = causal softmax(Q K^T / sqrt(d)) of pairs [first, first + count) into their slots
   template <class T>
-  void backward(long nb) {
+  void probabilities(long first, long count) {
+    const long d = config_.head_dim, q_cols = config_.heads * d, kv_cols = config_.kv_heads * d;
+    batched<T>(scores_, false, true, seqlen_, seqlen_, d, 1.0f / std::sqrt(static_cast<float>(d)), q_cols, kv_cols, seqlen_, first, count);
+    if (bf16_)
+      causal_softmax_kernel<><<<static_cast<unsigned>(count * seqlen_), kRowThreads, 0, stream()>>>(ds_.f.data(), false, p_.h.data(), seqlen_);
+    else
+      causal_softmax_kernel<><<<static_cast<unsigned>(count * seqlen_), kRowThreads, 0, stream()>>>(p_.f.data(), true, nullptr, seqlen_);
+  }
+
+  // Block backward from dL/d(out) in d_out_ to the tuned layers' weight gradients (added to
+  // them when `accumulate`: a later micro-batch of the minibatch).
+  template <class T>
+  void backward(long nb, bool accumulate) {
     const long rows = nb * seqlen_, hidden = config_.hidden, inter = config_.intermediate, d = config_.head_dim;
     const long heads = config_.heads, kv_heads = config_.kv_heads, q_cols = heads * d, kv_cols = kv_heads * d;
-    weight_gradient<T>(Linear::Down, rows, d_out_, act_);
+    weight_gradient<T>(Linear::Down, rows, d_out_, act_, accumulate);
     project_back<T>(Linear::Down, rows, d_out_, d_act_.data());
     swiglu_backward_kernel<><<<blocks_for(rows * inter, 256), 256, 0, stream()>>>(gate_.data(), up_.data(), d_act_.data(), d_gate_.float_out(),
                                                                      d_up_.float_out(), d_gate_.bf16_out(), d_up_.bf16_out(),
                                                                      rows * inter);
-    weight_gradient<T>(Linear::Gate, rows, d_gate_, yn_);
-    weight_gradient<T>(Linear::Up, rows, d_up_, yn_);
+    weight_gradient<T>(Linear::Gate, rows, d_gate_, yn_, accumulate);
+    weight_gradient<T>(Linear::Up, rows, d_up_, yn_, accumulate);
     project_back<T>(Linear::Gate, rows, d_gate_, d_yn_.data());
     project_back<T>(Linear::Up, rows, d_up_, d_yn_.data(), 1.0f);
     rms_norm_backward_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(
         h_.data(), ffn_norm_.data(), inv_rms2_.data(), d_yn_.data(), d_out_.f.data(), d_h_.float_out(), d_h_.bf16_out(), hidden);
-    weight_gradient<T>(Linear::Output, rows, d_h_, attention_);
+    weight_gradient<T>(Linear::Output, rows, d_h_, attention_, accumulate);
     project_back<T>(Linear::Output, rows, d_h_, d_attention_.f.data());
     d_attention_.refresh(stream(), rows * q_cols);
-    const long count = nb * heads;
-    batched<T>(d_scores_, false, true, seqlen_, seqlen_, d, 1.0f, q_cols, kv_cols, seqlen_, count);  // dP = dO V^T
     const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-    if (bf16_)
-      softmax_backward_kernel<<<static_cast<unsigned>(count * seqlen_), kRowThreads, 0, stream()>>>(p_.h.data(), ds_.f.data(), false, ds_.h.data(),
-                                                                                       seqlen_, scale);
-    else
-      softmax_backward_kernel<<<static_cast<unsigned>(count * seqlen_), kRowThreads, 0, stream()>>>(p_.f.data(), ds_.f.data(), true, nullptr,
-                                                                                       seqlen_, scale);
-    batched<T>(d_query_, false, false, seqlen_, d, seqlen_, 1.0f, seqlen_, kv_cols, q_cols, count);  // dQ = dS K
-    batched<T>(d_key_, true, false, seqlen_, d, seqlen_, 1.0f, seqlen_, q_cols, q_cols, count);      // dK_h = dS^T Q
-    batched<T>(d_value_, true, false, seqlen_, d, seqlen_, 1.0f, seqlen_, q_cols, q_cols, count);    // dV_h = P^T dO
+    const bool recompute = pairs_ < nb * heads;  // the forward's last chunk overwrote the others' probabilities
+    for (long first = 0; first < nb * heads; first += pairs_) {
+      const long count = std::min(pairs_, nb * heads - first);
+      if (recompute) probabilities<T>(first, count);
+      batched<T>(d_scores_, false, true, seqlen_, seqlen_, d, 1.0f, q_cols, kv_cols, seqlen_, first, count);  // dP = dO V^T
+      if (bf16_)
+        softmax_backward_kernel<<<static_cast<unsigned>(count * seqlen_), kRowThreads, 0, stream()>>>(p_.h.data(), ds_.f.data(), false,
+                                                                                         ds_.h.data(), seqlen_, scale);
+      else
+        softmax_backward_kernel<<<static_cast<unsigned>(count * seqlen_), kRowThreads, 0, stream()>>>(p_.f.data(), ds_.f.data(), true,
+                                                                                         nullptr, seqlen_, scale);
+      batched<T>(d_query_, false, false, seqlen_, d, seqlen_, 1.0f, seqlen_, kv_cols, q_cols, first, count);  // dQ = dS K
+      batched<T>(d_key_, true, false, seqlen_, d, seqlen_, 1.0f, seqlen_, q_cols, q_cols, first, count);      // dK_h = dS^T Q
+      batched<T>(d_value_, true, false, seqlen_, d, seqlen_, 1.0f, seqlen_, q_cols, q_cols, first, count);    // dV_h = P^T dO
+    }
     const long group = heads / kv_heads;
     sum_head_groups_kernel<><<<blocks_for(rows * kv_cols, 256), 256, 0, stream()>>>(dk_heads_.data(), dk_.f.data(), rows, kv_heads, group, d);
     sum_head_groups_kernel<><<<blocks_for(rows * kv_cols, 256), 256, 0, stream()>>>(dv_heads_.data(), dv_.f.data(), rows, kv_heads, group, d);
@@ -560,9 +659,9 @@ class BlockTuningRun {
       copy_floats(dk_.f.data(), norm_scratch_.data(), rows * kv_cols);
     }
     dv_.refresh(stream(), rows * kv_cols);
-    weight_gradient<T>(Linear::Query, rows, dq_, xn_);
-    weight_gradient<T>(Linear::Key, rows, dk_, xn_);
-    weight_gradient<T>(Linear::Value, rows, dv_, xn_);
+    weight_gradient<T>(Linear::Query, rows, dq_, xn_, accumulate);
+    weight_gradient<T>(Linear::Key, rows, dk_, xn_, accumulate);
+    weight_gradient<T>(Linear::Value, rows, dv_, xn_, accumulate);
   }
 
   // Inputs, masks and targets on the device; targets not given are the full-precision block's
@@ -582,9 +681,9 @@ class BlockTuningRun {
     DeviceBuffer<float> sums[4] = {zeros(hidden), zeros(q_cols), zeros(hidden), zeros(inter)};
     const Tensor* inputs[4] = {&xn_, &attention_, &yn_, &act_};
     const long cols[4] = {hidden, q_cols, hidden, inter};
-    for (long first = 0; first < samples_; first += batch_) {
-      const long nb = std::min(batch_, samples_ - first);
-      copy_floats(x_.data(), in_ + first * seqlen_ * hidden, nb * seqlen_ * hidden);
+    for (long first = 0; first < samples_; first += micro_) {
+      const long nb = std::min(micro_, samples_ - first);
+      in_->load(first, nb, x_.data(), stream());
       forward<T>(nb);
       for (int j = 0; j < 4; ++j)
         column_square_sum_kernel<T><<<blocks_for(cols[j], 128), 128, 0, stream()>>>(inputs[j]->template as<T>(), nb * seqlen_,
@@ -620,23 +719,21 @@ class BlockTuningRun {
   }
 
   void upload_calibration(const BlockCalibration& calibration) {
-    const long hidden = config_.hidden, sample_floats = seqlen_ * hidden;
-    auto upload_samples = [&](std::span<const RowMatrix> from, DeviceBuffer<float>& to, const char* what) {
-      to = DeviceBuffer<float>(static_cast<std::size_t>(samples_ * sample_floats));
-      for (long s = 0; s < samples_; ++s)  // a RowMatrix is row-major and contiguous: one copy per sample
-        check(cudaMemcpy(to.data() + s * sample_floats, from[static_cast<std::size_t>(s)].data(),
-                         static_cast<std::size_t>(sample_floats) * sizeof(float), cudaMemcpyHostToDevice),
-              what);
+    auto upload_samples = [&](std::span<const RowMatrix> from, ActivationStream& to) {
+      to = ActivationStream(samples_, seqlen_ * config_.hidden, StreamDtype::Float32, false);
+      for (long s = 0; s < samples_; ++s) to.upload(s, from[static_cast<std::size_t>(s)], x_, stream());
     };
-    upload_samples(calibration.inputs, inputs_, "copy calibration inputs to the device");
-    in_ = inputs_.data();
+    upload_samples(calibration.inputs, inputs_);
+    in_ = &inputs_;
     upload_masks(calibration.masks);
     if (!calibration.targets.empty()) {
-      upload_samples(calibration.targets, targets_, "copy block targets to the device");
-      tgt_ = targets_.data();
+      upload_samples(calibration.targets, targets_);
+      tgt_ = &targets_;
       return;
     }
-    compute_targets(in_);
+    targets_ = ActivationStream(samples_, seqlen_ * config_.hidden, StreamDtype::Float32, false);
+    tgt_ = &targets_;
+    forward_all(*in_, targets_);
   }
 
   void upload_masks(std::span<const LossMask> masks) {
@@ -645,25 +742,18 @@ class BlockTuningRun {
     std::vector<float> flat;
     for (const LossMask& m : host_masks_) flat.insert(flat.end(), m.begin(), m.end());
     masks_ = DeviceBuffer<float>(std::span<const float>(flat));
-    mask_ = DeviceBuffer<float>(static_cast<std::size_t>(batch_ * seqlen_));
+    mask_ = DeviceBuffer<float>(static_cast<std::size_t>(micro_ * seqlen_));
   }
 
-  // targets = the block as given (full precision: the layers hold their unquantized weights
-  // until the first step) on every sample of `from`, batch by batch
-  void compute_targets(const float* from) {
-    targets_ = DeviceBuffer<float>(static_cast<std::size_t>(samples_ * seqlen_ * config_.hidden));
-    tgt_ = targets_.data();
-    forward_all(from, targets_.data());
-  }
-
-  // out = the block with the layers' current weights on every sample of `from`
-  void forward_all(const float* from, float* out) {
-    const long sample_floats = seqlen_ * config_.hidden;
-    for (long first = 0; first < samples_; first += batch_) {
-      const long nb = std::min(batch_, samples_ - first);
-      copy_floats(x_.data(), from + first * sample_floats, nb * sample_floats);
+  // out = the block with the layers' current weights on every sample of `from`, pass by pass (a
+  // pass's samples are read before its outputs are written, so `out` may be `from`). Before the
+  // first step the layers hold their unquantized weights: the full-precision block (targets).
+  void forward_all(const ActivationStream& from, ActivationStream& out) {
+    for (long first = 0; first < samples_; first += micro_) {
+      const long nb = std::min(micro_, samples_ - first);
+      from.load(first, nb, x_.data(), stream());
       if (bf16_) forward<__nv_bfloat16>(nb); else forward<float>(nb);
-      copy_floats(out + first * sample_floats, d_out_.f.data(), nb * sample_floats);
+      out.store(d_out_.f.data(), first, nb, stream());
     }
     stream_.synchronize();
   }
@@ -696,6 +786,8 @@ class BlockTuningRun {
   LlamaConfig config_;
   bool bf16_;
   long samples_, seqlen_, batch_;
+  long micro_, pairs_;  // samples per forward/backward, attention pairs held at once (BlockMemoryPlan)
+  BlockMemoryPlan plan_;
   IndexSampler sampler_;
   BestStepTracker tracker_;
   Blas blas_{stream_.get()};
@@ -704,9 +796,11 @@ class BlockTuningRun {
   std::array<DeviceBuffer<float>, 3> bias_;
   bool qk_norm_ = false;
   DeviceBuffer<float2> rope_;
-  DeviceBuffer<float> inputs_, targets_, masks_;  // all samples (inputs_: only when uploaded here)
-  const float* in_ = nullptr;   // the inputs: inputs_, or the caller's device buffer
-  const float* tgt_ = nullptr;  // the targets: targets_ (given or computed)
+  ActivationStream inputs_, targets_;   // all samples, when uploaded or computed here
+  DeviceBuffer<float> masks_;
+  DeviceBuffer<float> weight_scratch_;  // bf16 mode: a weight's float32 values before their bf16 copy
+  const ActivationStream* in_ = nullptr;  // the inputs: inputs_, or the caller's stream
+  ActivationStream* tgt_ = nullptr;       // the targets: targets_, or the caller's full-precision stream
   std::vector<LossMask> host_masks_;
   DeviceBuffer<float> mask_;  // one minibatch's masks
   // one minibatch

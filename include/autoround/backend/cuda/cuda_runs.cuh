@@ -36,95 +36,76 @@ class BlockTuningRun<Q, SignSGD<LinearDecay>, Cuda> : public cuda::BlockTuningRu
 
   BlockTuningRun(const TuneOptions& options, const LayerQuantizers& quantizers, const SignSGD<LinearDecay>&, const Cuda& backend,
                  const LlamaBlock& block, const LlamaConfig& config, std::span<const RowMatrix> inputs, const std::string& name)
-      : cuda::BlockTuningRun<Q>(options, quantizers, block, config, inputs, name, backend.precision) {}
+      : cuda::BlockTuningRun<Q>(options, quantizers, block, config, inputs, name, backend.precision, backend.plan) {}
   BlockTuningRun(const TuneOptions& options, const LayerQuantizers& quantizers, const SignSGD<LinearDecay>&, const Cuda& backend,
                  const LlamaBlock& block, const LlamaConfig& config, const BlockCalibration& calibration, const std::string& name)
-      : cuda::BlockTuningRun<Q>(options, quantizers, block, config, calibration, name, backend.precision) {}
+      : cuda::BlockTuningRun<Q>(options, quantizers, block, config, calibration, name, backend.precision, backend.plan) {}
   BlockTuningRun(const TuneOptions& options, const LayerQuantizers& quantizers, const SignSGD<LinearDecay>&, const Cuda& backend,
                  const LlamaBlock& block, const LlamaConfig& config, const cuda::DeviceCalibration& calibration, const std::string& name)
-      : cuda::BlockTuningRun<Q>(options, quantizers, block, config, calibration, name, backend.precision) {}
+      : cuda::BlockTuningRun<Q>(options, quantizers, block, config, calibration, name, backend.precision, backend.plan) {}
 };
 
-/// The block's outputs replace `hidden` (the quantized block feeding the next, in
-/// quantize_model), computed on the GPU batch by batch.
+/// The block's outputs replace `hidden`, computed on the GPU batch by batch.
 inline void forward_block(const Cuda& backend, const LlamaBlock& block, const LlamaConfig& config, std::span<RowMatrix> hidden) {
   if (hidden.empty()) return;
   TuneOptions options;
   options.iters = 0;
-  const cuda::BlockTuningRun<DynamicIntQuantizer> run(options, {}, block, config, std::span<const RowMatrix>(hidden.data(), hidden.size()),
-                                                      "forward", backend.precision);
+  cuda::BlockTuningRun<DynamicIntQuantizer> run(options, {}, block, config, std::span<const RowMatrix>(hidden.data(), hidden.size()),
+                                                "forward", backend.precision, backend.plan);
   run.download_targets(hidden);
 }
 
 namespace detail {
 
-/// Device memory quantize_model's per-block run needs besides the streams (an estimate, on the
-/// high side): the block's weights with their tuning state (about 6 floats per weight), and one
-/// minibatch's activations and gradients, the largest the attention probabilities and their
-/// gradient (float32 and bf16 each). Llama-3-8B at 8 × 2048: ~30 GB (measured ~22 GB).
-inline std::size_t block_run_bytes(const LlamaConfig& c, long batch, long seqlen) {
-  const auto weights = static_cast<std::size_t>(c.hidden) *
-                       static_cast<std::size_t>(2 * c.heads * c.head_dim + 2 * c.kv_heads * c.head_dim + 3 * c.intermediate);
-  const auto rows = static_cast<std::size_t>(batch * seqlen);
-  const auto scores = static_cast<std::size_t>(batch * c.heads) * static_cast<std::size_t>(seqlen * seqlen);
-  return weights * 6 * sizeof(float) + rows * static_cast<std::size_t>(12 * c.hidden + 8 * c.intermediate + 6 * c.heads * c.head_dim) * sizeof(float) +
-         scores * 2 * (sizeof(float) + 2);
-}
-
-/// quantize_model's block loop with the Cuda policy. The activation streams stay in device
-/// memory from block to block (StreamPlacement::Device, or Auto when they fit): each block's
-/// run reads them in place, its computed targets become the next full-precision stream
-/// (take_targets) and its forward with the kept parameters the next quantized stream
-/// (forward_quantized), so nothing crosses the bus but the block's weights. Device memory:
-/// the streams (float32), while a block runs three sets at most (both streams and the new one),
-/// and the run itself. StreamPlacement::Host (or Auto when that does not fit at the first
-/// block): HostBlockByBlock, streams on the host, uploaded per block. Both give the same
-/// results (tests/cuda/test_cuda_block_run.cpp).
+/// quantize_model's block loop with the Cuda policy. The two activation streams
+/// (cuda::ActivationStream: float32 or bf16, Cuda::stream_dtype) live on the device when they fit
+/// the memory budget beside a block's run, else in pinned host memory (Cuda::streams); each
+/// block's run reads them in place, writes its full-precision targets over the fp stream (they
+/// are the next block's fp inputs) and, once tuned, the quantized block's outputs over the
+/// quantized stream. So the device holds two stream sets at most, nothing crosses the bus between
+/// blocks but the blocks' weights (device streams), and the results do not depend on where the
+/// streams live (tests/cuda/test_cuda_block_run.cpp).
+///
+/// The budget (Cuda::memory_budget, default: free memory less 512 MiB) is split at the first
+/// block: streams (when on the device), the block's weights and tuning state
+/// (BlockTuningRun::state_bytes), and the rest for the step's workspace, whose BlockMemoryPlan
+/// (micro-batches, attention chunks) is the fastest that fits (BlockTuningRun::plan_for). Device
+/// streams with a smaller plan are preferred over host streams with a larger one: a micro-batch
+/// costs little, the bus a lot.
 template <WeightQuantizer Q>
 class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
  public:
+  using Run = cuda::BlockTuningRun<Q>;
+
   BlockByBlock(std::vector<RowMatrix> fp, std::span<const TokenSequence> samples, const ModelQuantOptions& options,
                SignSGD<LinearDecay>, Cuda backend)
-      : options_(options), backend_(backend), samples_(samples), pending_(std::move(fp)) {
-    if (backend.streams == StreamPlacement::Host) place(false);
-    else if (backend.streams == StreamPlacement::Device) place(true);
-    // Auto: decided at the first block, whose shape says how much the run needs
-  }
+      : options_(options), backend_(backend), samples_(samples), pending_(std::move(fp)) {}
 
-  /// Where the streams live: true on the device (known once the first block has run, for Auto).
-  bool streams_on_device() const { return placed_ && !host_.has_value(); }
+  /// Where the streams live: true on the device (known once the first block has started).
+  bool streams_on_device() const { return placed_ && !fp_.on_host(); }
+  /// The split of a block's step (known once the first block has started).
+  const BlockMemoryPlan& plan() const { return plan_; }
 
   LayerResults<Q> run(LlamaBlock& block, const LlamaConfig& config, Index b, Index blocks, const BlockProgress& on_block,
                       const StepProgress& on_step) {
-    if (!placed_) {
-      const std::size_t stream_bytes = pending_.size() * static_cast<std::size_t>(pending_.empty() ? 0 : pending_[0].size()) * sizeof(float);
-      std::size_t free = 0, total = 0;
-      cuda::check(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
-      // while a block runs: three stream sets (both streams and the new one) and the run itself
-      const std::size_t need = 3 * stream_bytes + block_run_bytes(config, std::min<long>(options_.tune.batch_size, count()), sequence_length()) +
-                               (std::size_t{1} << 30);
-      place(need <= free);
-    }
-    if (host_) return host_->run(block, config, b, blocks, on_block, on_step);
+    if (!placed_) place(config);
     const auto start = std::chrono::steady_clock::now();
     BlockReport report;
     const auto quantizers = block_quantizers<Q>(options_, block, b, report);
-    cuda::DeviceCalibration calibration{fp_.data(), nullptr, count(), seqlen_, masks_, &random_};
-    if (options_.streams == ActivationStreams::Two) calibration.inputs = quantized_.data(), calibration.target_inputs = fp_.data();
+    // Two: the quantized block on the quantized stream, the targets over the fp stream. The
+    // one-stream modes: both on fp_, the targets into the run's own stream.
+    const bool two = options_.streams == ActivationStreams::Two;
+    cuda::DeviceCalibration calibration{two ? &quantized_ : &fp_, two ? &fp_ : nullptr, masks_, &random_};
     LayerResults<Q> results;
     {
       const auto setup = std::chrono::steady_clock::now();
-      BlockTuningRun<Q, SignSGD<LinearDecay>, Cuda> run(options_.tune, quantizers, SignSGD<LinearDecay>{}, backend_, block, config,
-                                                        calibration, "model.layers." + std::to_string(b));
+      Run run(options_.tune, quantizers, block, config, calibration, "model.layers." + std::to_string(b), backend_.precision, plan_);
       report.setup_seconds = seconds_since(setup);
       results = tune_block(run, options_, b, on_step, report);
       switch (options_.streams) {
-        case ActivationStreams::Two:  // targets: the fp block on the fp stream; the quantized block on the quantized stream
-          fp_ = run.take_targets();
-          quantized_ = run.forward_quantized();
-          break;
+        case ActivationStreams::Two: run.forward_quantized(quantized_); break;  // over its own inputs
         case ActivationStreams::FullPrecision: fp_ = run.take_targets(); break;
-        case ActivationStreams::Quantized: fp_ = run.forward_quantized(); break;
+        case ActivationStreams::Quantized: run.forward_quantized(fp_); break;
       }
     }
     dequantize_into(block, results);
@@ -135,28 +116,55 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
 
  private:
   long count() const { return static_cast<long>(samples_.size()); }
-  long sequence_length() const { return pending_.empty() ? seqlen_ : static_cast<long>(pending_[0].rows()); }
 
-  void place(bool on_device) {
+  // the first block's shape says what a run needs: choose the streams' place and the plan
+  void place(const LlamaConfig& config) {
     placed_ = true;
-    if (!on_device) {
-      host_.emplace(std::move(pending_), samples_, options_, SignSGD<LinearDecay>{}, backend_);
-      return;
+    const long seqlen = pending_.empty() ? 0 : static_cast<long>(pending_[0].rows()), values = seqlen * config.hidden;
+    std::size_t budget = backend_.memory_budget;
+    if (budget > 0) budget -= std::min(budget, cuda::DeviceMemory::current());  // what this process holds already
+    else {
+      std::size_t free = 0, total = 0;
+      cuda::check(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
+      budget = free > (std::size_t{512} << 20) ? free - (std::size_t{512} << 20) : 0;
     }
-    seqlen_ = sequence_length();
-    const long floats = pending_.empty() ? 0 : static_cast<long>(pending_[0].size());
+    const long batch = std::min<long>(options_.tune.batch_size, count());
+    const std::size_t streams = 2 * cuda::ActivationStream::bytes(count(), values, backend_.stream_dtype);
+    const std::size_t state = Run::state_bytes(config, seqlen, backend_.precision, options_.spec.group_size);
+    auto gib = [](std::size_t bytes) { return std::to_string(static_cast<double>(bytes) / static_cast<double>(1ull << 30)).substr(0, 5) + " GiB"; };
+    auto plan_within = [&](std::size_t used) {
+      return used < budget ? Run::plan_for(config, batch, seqlen, backend_.precision, budget - used) : std::nullopt;
+    };
+    std::optional<BlockMemoryPlan> plan;
+    bool on_host = backend_.streams == StreamPlacement::Host;
+    if (!on_host) plan = plan_within(state + streams);
+    if (!plan && backend_.streams == StreamPlacement::Device)
+      throw Error("--gpu-memory: " + gib(budget) + " cannot hold the activation streams on the device (" + gib(streams) +
+                  ") beside a block's tuning (" + gib(state) + " of weights and tuning state and at least " +
+                  gib(Run::workspace_bytes(config, batch, seqlen, backend_.precision, {1, 1})) + " of workspace)");
+    if (!plan) {
+      on_host = true;
+      plan = plan_within(state);
+    }
+    if (!plan)
+      throw Error("--gpu-memory: " + gib(budget) + " cannot hold a block's tuning: " + gib(state) +
+                  " of weights and tuning state and at least " + gib(Run::workspace_bytes(config, batch, seqlen, backend_.precision, {1, 1})) +
+                  " of workspace (one sample of " + std::to_string(seqlen) + " tokens, one attention head at a time)");
+    plan_ = *plan;
     masks_ = options_.mask_loss ? loss_masks(samples_, options_.pad_token) : std::vector<LossMask>{};
-    fp_ = cuda::DeviceBuffer<float>(pending_.size() * static_cast<std::size_t>(floats));
-    for (std::size_t s = 0; s < pending_.size(); ++s) {  // released sample by sample as it goes up
-      cuda::check(cudaMemcpy(fp_.data() + static_cast<long>(s) * floats, pending_[s].data(),
-                             static_cast<std::size_t>(floats) * sizeof(float), cudaMemcpyHostToDevice),
-                  "copy the calibration samples to the device");
-      pending_[s] = RowMatrix();
-    }
-    pending_.clear();
-    if (options_.streams == ActivationStreams::Two) {
-      quantized_ = cuda::DeviceBuffer<float>(fp_.size());
-      cuda::check(cudaMemcpy(quantized_.data(), fp_.data(), fp_.size() * sizeof(float), cudaMemcpyDeviceToDevice), "copy the stream");
+    fp_ = cuda::ActivationStream(count(), values, backend_.stream_dtype, on_host);
+    {
+      cuda::Stream stream;
+      cuda::DeviceBuffer<float> scratch(static_cast<std::size_t>(values));
+      for (std::size_t s = 0; s < pending_.size(); ++s) {  // released sample by sample as it goes up
+        fp_.upload(static_cast<long>(s), pending_[s], scratch, stream.get());
+        pending_[s] = RowMatrix();
+      }
+      pending_.clear();
+      if (options_.streams == ActivationStreams::Two) {
+        quantized_ = fp_.clone(stream.get());
+        stream.synchronize();
+      }
     }
   }
 
@@ -165,9 +173,8 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
   std::span<const TokenSequence> samples_;  // quantize_model's, alive for the whole loop
   std::vector<RowMatrix> pending_;          // the embedded samples until placed
   bool placed_ = false;
-  std::optional<HostBlockByBlock<Q, SignSGD<LinearDecay>, Cuda>> host_;
-  long seqlen_ = 0;
-  cuda::DeviceBuffer<float> fp_, quantized_;  // the full-precision and the quantized stream, sample after sample
+  BlockMemoryPlan plan_;
+  cuda::ActivationStream fp_, quantized_;  // the full-precision and the quantized stream
   std::vector<LossMask> masks_;
   PythonRandom random_{options_.tune.seed};  // the minibatch order continues from block to block
 };

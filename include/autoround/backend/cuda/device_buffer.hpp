@@ -3,6 +3,8 @@
 // CUDA call checked and reported with what was being done.
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <span>
 #include <string>
@@ -45,12 +47,41 @@ class Stream {
   cudaStream_t stream_{};
 };
 
+/// What the DeviceBuffers of this process hold: bytes now, and the most held at once since the
+/// last reset_peak(). (cuBLAS's workspace and the CUDA context are not DeviceBuffers: the total a
+/// tool like nvidia-smi shows is this plus a few hundred MB.) Memory budgets are checked on it.
+class DeviceMemory {
+ public:
+  static std::size_t current() { return counter().current.load(); }
+  static std::size_t peak() { return counter().peak.load(); }
+  static void reset_peak() { counter().peak.store(counter().current.load()); }
+  static void allocated(std::size_t bytes) {
+    const std::size_t now = counter().current.fetch_add(bytes) + bytes;
+    std::size_t seen = counter().peak.load();
+    while (now > seen && !counter().peak.compare_exchange_weak(seen, now)) {
+    }
+  }
+  static void freed(std::size_t bytes) { counter().current.fetch_sub(bytes); }
+
+ private:
+  struct Counter {
+    std::atomic<std::size_t> current{0}, peak{0};
+  };
+  static Counter& counter() {
+    static Counter c;
+    return c;
+  }
+};
+
 template <class T>
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
   explicit DeviceBuffer(std::size_t n) : size_(n) {
-    if (n) check(cudaMalloc(reinterpret_cast<void**>(&data_), n * sizeof(T)), "cudaMalloc");
+    if (!n) return;
+    check(cudaMalloc(reinterpret_cast<void**>(&data_), n * sizeof(T)),
+          ("cudaMalloc of " + std::to_string(n * sizeof(T) >> 20) + " MiB").c_str());
+    DeviceMemory::allocated(n * sizeof(T));
   }
   explicit DeviceBuffer(std::span<const T> host) : DeviceBuffer(host.size()) { upload(host); }
   DeviceBuffer(const DeviceBuffer&) = delete;
@@ -62,7 +93,9 @@ class DeviceBuffer {
     return *this;
   }
   ~DeviceBuffer() {
-    if (data_) cudaFree(data_);
+    if (!data_) return;
+    cudaFree(data_);
+    DeviceMemory::freed(size_ * sizeof(T));
   }
 
   T* data() { return data_; }
