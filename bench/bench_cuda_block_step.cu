@@ -163,27 +163,45 @@ int main(int argc, char** argv) {
                                     2 * calibration_copy_bytes(batch, seqlen * c.hidden)) / gib);
   }
 
-  // (b) whole-block tuning at the reference's defaults
+  // (b) whole-block tuning at the reference's defaults, calibration as quantize_model keeps it
+  // (streams on the device, the targets written over the fp stream), clipping searched (the
+  // autoround program's default start)
   for (int p = fp32_whole ? 0 : 1; p < 2; ++p) {
+    const GemmPrecision precision = p == 0 ? GemmPrecision::Float32 : GemmPrecision::BFloat16;
     TuneOptions o;  // iters 200, batch 8, seed 42: the reference's defaults
-    double setup = 0, steps = 0, encode = 0, used_gib = 0;
+    o.clip_init = ClipInit::WeightedSearch;
+    cuda::ActivationStream fp(samples, seqlen * c.hidden, StreamDtype::Float32, false), quantized;
     {
-      std::optional<BlockTuningRun<DynamicIntQuantizer, SignSGD<>, Cuda>> run;
-      setup = seconds([&] {
-        run.emplace(o, quantizers, SignSGD<>{}, Cuda{p == 0 ? GemmPrecision::Float32 : GemmPrecision::BFloat16}, block, c, inputs,
-                    "bench");
-      });
+      cuda::Stream stream;
+      cuda::DeviceBuffer<float> scratch(static_cast<std::size_t>(seqlen * c.hidden));
+      for (Index s = 0; s < samples; ++s) fp.upload(s, inputs[static_cast<std::size_t>(s)], scratch, stream.get());
+      quantized = fp.clone(stream.get());
+      stream.synchronize();
+    }
+    double setup = 0, steps = 0, finish = 0, used_gib = 0;
+    cuda::BlockTuningRun<DynamicIntQuantizer>::SetupTimes parts;
+    {
+      std::optional<cuda::BlockTuningRun<DynamicIntQuantizer>> run;
+      setup = seconds([&] { run.emplace(o, quantizers, block, c, cuda::DeviceCalibration{&quantized, &fp}, "bench", precision); });
+      parts = run->setup_times();
       std::size_t free_bytes = 0, total_bytes = 0;
       cuda::check(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo");
       used_gib = static_cast<double>(total_bytes - free_bytes) / (1024.0 * 1024.0 * 1024.0);
       steps = seconds([&] {
         while (run->running()) run->step();
       });
-      encode = seconds([&] { (void)run->result(); });
+      finish = seconds([&] {
+        (void)run->result();
+        run->forward_quantized(quantized);
+      });
     }
-    std::printf("\nwhole block, %s, %ld samples x %ld tokens, 200 steps of batch 8: setup (upload + targets) %.1f s, "
-                "steps %.1f s, encode + download %.2f s, total %.1f s; GPU memory in use %.1f GiB\n",
-                names[p], samples, seqlen, setup, steps, encode, setup + steps + encode, used_gib);
+    // floors: the targets and importance are a forward each over all samples (a third of a step's GEMMs per minibatch)
+    const double forward_floor = static_cast<double>(samples) / static_cast<double>(batch) * 2.0 * tokens * params / (p == 0 ? rate[0] : rate[1]);
+    std::printf("\nwhole block, %s, %ld samples x %ld tokens, 200 steps of batch 8, clipping searched: setup %.2f s (weights %.2f, "
+                "calibration %.2f, targets %.2f, importance %.2f, search %.2f; a forward over all samples at the GEMM rate: %.2f s), "
+                "steps %.1f s, finish (encode, download, next quantized stream) %.2f s, total %.1f s; GPU memory in use %.1f GiB\n",
+                names[p], samples, seqlen, setup, parts.weights, parts.calibration, parts.targets, parts.importance, parts.search,
+                forward_floor, steps, finish, setup + steps + finish, used_gib);
   }
   return 0;
 }

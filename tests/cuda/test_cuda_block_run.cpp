@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <random>
 #include <string>
 
@@ -296,6 +297,23 @@ TEST_CASE("a split step (micro-batches, attention chunks) tunes as the whole min
       CHECK(agreement > 0.75);
       CHECK(split.final_loss == doctest::Approx(whole.final_loss).epsilon(0.1).scale(0));
     }
+  }
+}
+
+TEST_CASE("a NaN or an infinity in a tuned weight stops the GPU run, naming the layer") {
+  LlamaConfig c;
+  c.hidden = 64, c.heads = 4, c.kv_heads = 2, c.head_dim = 16, c.intermediate = 96, c.rope_theta = 1000.0f;
+  std::mt19937 rng(2);
+  std::vector<RowMatrix> inputs(2, RowMatrix::Random(8, c.hidden));
+  std::array<std::optional<DynamicIntQuantizer>, 7> quantizers;
+  for (auto& q : quantizers) q = DynamicIntQuantizer(QuantSpec{4, 32, Asymmetric});
+  TuneOptions o;
+  o.iters = 2;
+  for (const float bad : {std::nanf(""), -std::numeric_limits<float>::infinity()}) {
+    LlamaBlock block = random_block(c, false, rng);
+    block[Linear::Gate](17, 40) = bad;
+    CHECK_THROWS_WITH_AS(run_block_on_gpu(o, quantizers, block, c, inputs, true), doctest::Contains("gpu.mlp.gate_proj: weight has NaN or Inf"),
+                         Error);
   }
 }
 

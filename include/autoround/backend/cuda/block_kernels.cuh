@@ -221,6 +221,13 @@ __global__ void scaled_difference_kernel(const float* out, const float* target, 
   if (copy) copy[i] = __float2bfloat16_rn(g);
 }
 
+/// *flag = 1 when x holds a NaN or an infinity (benign race: every writer writes 1).
+template <int = 0>
+__global__ void nonfinite_kernel(const float* x, long n, int* flag) {
+  for (long i = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x; i < n; i += static_cast<long>(gridDim.x) * blockDim.x)
+    if (!isfinite(x[i])) *flag = 1;
+}
+
 /// Zero the masked rows (positions) of a and b, [rows, cols] each: mask[r] = 0 drops row r
 /// from the loss (BlockCalibration::masks).
 template <int = 0>

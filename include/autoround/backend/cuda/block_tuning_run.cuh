@@ -38,6 +38,7 @@
 #include <cuda_runtime.h>
 
 #include <array>
+#include <chrono>
 #include <cmath>
 #include <optional>
 #include <span>
@@ -95,6 +96,7 @@ class BlockTuningRun {
       : BlockTuningRun(options, quantizers, block, config, checked_shape(calibration, config, name), calibration.random, name,
                        precision, plan) {
     upload_calibration(calibration);
+    lap(times_.targets);
     finish_setup(block);
   }
 
@@ -108,6 +110,7 @@ class BlockTuningRun {
                        precision, plan) {
     in_ = calibration.inputs;
     upload_masks(calibration.masks);
+    lap(times_.calibration);
     if (calibration.targets) {
       detail::require(calibration.targets->samples() == samples_ && calibration.targets->sample_values() == in_->sample_values(),
                       name + ": the full-precision stream and the inputs differ in shape");
@@ -118,6 +121,7 @@ class BlockTuningRun {
       tgt_ = &targets_;
       forward_all(*in_, targets_);
     }
+    lap(times_.targets);
     finish_setup(block);
   }
 
@@ -266,6 +270,15 @@ class BlockTuningRun {
 
   const BlockMemoryPlan& plan() const { return plan_; }
 
+  /// Where the setup's time went, in seconds (the device synchronised at each boundary): the
+  /// weights and tuning state to the device, the calibration (uploads, masks), the targets'
+  /// forwards (with the uploads of a BlockCalibration), the importance forwards and the clipping
+  /// search (ClipInit::WeightedSearch).
+  struct SetupTimes {
+    double weights = 0, calibration = 0, targets = 0, importance = 0, search = 0;
+  };
+  const SetupTimes& setup_times() const { return times_; }
+
  private:
   struct Shape {
     long samples = 0, seqlen = 0;
@@ -309,9 +322,22 @@ class BlockTuningRun {
       for (Linear l : all_linears) largest = std::max(largest, static_cast<std::size_t>(block[l].size()));
       weight_scratch_ = DeviceBuffer<float>(largest);
     }
+    nonfinite_ = DeviceBuffer<int>(std::vector<int>(all_linears.size(), 0));
     for (Linear l : all_linears) setup_layer(l, block[l], quantizers[static_cast<std::size_t>(l)], name);
+    const std::vector<int> nonfinite = nonfinite_.download();  // checked on the device: a host pass over 218 M weights took 1.9 s
+    for (Linear l : all_linears)
+      detail::require(nonfinite[static_cast<std::size_t>(l)] == 0, name + "." + hf_name(l) + ": weight has NaN or Inf values");
     allocate();
     build_attention_batches();
+    lap(times_.weights);
+  }
+
+  // adds the time since the last lap to `part` (after the queued work is done)
+  void lap(double& part) {
+    stream_.synchronize();
+    const auto now = std::chrono::steady_clock::now();
+    part += std::chrono::duration<double>(now - lap_).count();
+    lap_ = now;
   }
 
   void finish_setup(const LlamaBlock& block) {
@@ -416,10 +442,9 @@ class BlockTuningRun {
       check(cudaMemcpy(weight_scratch_.data(), host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice), "copy a weight to the device");
       return to_bf16(weight_scratch_.data(), layer.weight.h.data(), w.size());
     }
-    detail::require(w.allFinite(), name + "." + hf_name(l) + ": weight has NaN or Inf values");
     layer.quantizer = *quantizer;
     layer.qdq.emplace(quantizer->spec(), w.rows(), w.cols(), DeviceBuffer<float>(host), stream());  // the unquantized weight
-    // until the first step the block computes with the unquantized weight (targets, importance)
+    nonfinite_kernel<><<<1024, 256, 0, stream()>>>(layer.qdq->weight().data(), w.size(), nonfinite_.data() + static_cast<long>(l));    // until the first step the block computes with the unquantized weight (targets, importance)
     if (bf16_) to_bf16(layer.qdq->weight().data(), layer.weight.h.data(), w.size());
     else copy_floats(layer.weight.f.data(), layer.qdq->weight().data(), w.size());
     const auto n = static_cast<std::size_t>(w.size()), groups = static_cast<std::size_t>(layer.qdq->shape().groups());
@@ -691,6 +716,7 @@ class BlockTuningRun {
     }
     check(cudaGetLastError(), "input importance");
     const float tokens = static_cast<float>(samples_ * seqlen_);
+    lap(times_.importance);
     std::vector<float> mean[4];
     for (int j = 0; j < 4; ++j) {
       mean[j] = sums[j].download();
@@ -715,7 +741,7 @@ class BlockTuningRun {
         layer.qdq->max_scale().upload(hi);
       }
     }
-    stream_.synchronize();
+    lap(times_.search);
   }
 
   void upload_calibration(const BlockCalibration& calibration) {
@@ -788,6 +814,8 @@ class BlockTuningRun {
   long samples_, seqlen_, batch_;
   long micro_, pairs_;  // samples per forward/backward, attention pairs held at once (BlockMemoryPlan)
   BlockMemoryPlan plan_;
+  std::chrono::steady_clock::time_point lap_ = std::chrono::steady_clock::now();
+  SetupTimes times_;
   IndexSampler sampler_;
   BestStepTracker tracker_;
   Blas blas_{stream_.get()};
@@ -798,7 +826,8 @@ class BlockTuningRun {
   DeviceBuffer<float2> rope_;
   ActivationStream inputs_, targets_;   // all samples, when uploaded or computed here
   DeviceBuffer<float> masks_;
-  DeviceBuffer<float> weight_scratch_;  // bf16 mode: a weight's float32 values before their bf16 copy
+  DeviceBuffer<float> weight_scratch_;
+  DeviceBuffer<int> nonfinite_;  // per layer: its weight holds a NaN or an infinity  // bf16 mode: a weight's float32 values before their bf16 copy
   const ActivationStream* in_ = nullptr;  // the inputs: inputs_, or the caller's stream
   ActivationStream* tgt_ = nullptr;       // the targets: targets_, or the caller's full-precision stream
   std::vector<LossMask> host_masks_;
