@@ -386,9 +386,13 @@ class PassWriters {
 template <WeightQuantizer Q>
 PassResult run_pass(const TuningPass& pass, const AnyModelSource& source, const GgufFile* source_gguf,
                     const std::vector<TokenSequence>& samples, Device device, const fs::path& staging, const fs::path& output,
-                    std::optional<LlamaModel>* keep) {
+                    std::optional<LlamaModel>* keep, const fs::path& checkpoint_dir, const std::string& fingerprint) {
   ProgressBar bar{source.config().layers, pass.options.tune.iters};
   PassResult r;
+  const RunCheckpoint<Q> checkpoint(checkpoint_dir, fingerprint, source.config().layers);
+  if (checkpoint.finished() > 0)
+    std::printf("resuming: blocks 1-%ld of %ld are kept in %s and not tuned again\n", checkpoint.finished(), source.config().layers,
+                checkpoint_dir.c_str());
   PassWriters<Q> writers(pass, source, source_gguf, staging, keep);
   const auto start = std::chrono::steady_clock::now();
   const auto on_block = [&](const BlockReport& b, Index) {
@@ -403,13 +407,13 @@ PassResult run_pass(const TuningPass& pass, const AnyModelSource& source, const 
   if (device.cuda) {
 #if defined(AUTOROUND_CUDA_PIPELINE)
     if constexpr (std::is_same_v<Q, DynamicDoubleQuantizer>)
-      autoround_cli::quantize_kquant_streaming_on_cuda(source, samples, pass.options, sink, on_block, on_step, device.backend);
+      autoround_cli::quantize_kquant_streaming_on_cuda(source, samples, pass.options, sink, on_block, on_step, device.backend, checkpoint);
     else
-      autoround_cli::quantize_streaming_on_cuda(source, samples, pass.options, sink, on_block, on_step, device.backend);
+      autoround_cli::quantize_streaming_on_cuda(source, samples, pass.options, sink, on_block, on_step, device.backend, checkpoint);
 #endif
   } else {
     quantize_model_streaming<SignSGD<LinearDecay>, Cpu, Q>(source, std::span<const TokenSequence>(samples), pass.options, sink,
-                                                           on_block, on_step);
+                                                           on_block, on_step, SignSGD<LinearDecay>{}, Cpu{}, checkpoint);
   }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::fprintf(stderr, "\n");
@@ -419,10 +423,18 @@ PassResult run_pass(const TuningPass& pass, const AnyModelSource& source, const 
 }
 
 int quantize(const std::string& model_path, const std::string& calibration_path, const std::string& eval_path,
-             const std::string& tokenizer_path, const fs::path& output, bool overwrite, ModelQuantOptions options,
+             const std::string& tokenizer_path, const fs::path& output, bool overwrite, bool resume, ModelQuantOptions options,
              Index eval_windows, const std::vector<OutputFormat>& formats, Device device) {
   if (fs::exists(output) && !overwrite)
     throw Error(output.string() + ": already exists (pass --overwrite to replace it)");
+  // Each finished block is kept in DIR.resume until the run completes (tune/run_checkpoint.hpp)
+  const fs::path resume_dir = output.string() + ".resume";
+  if (fs::exists(resume_dir) && !resume) {
+    if (!overwrite)
+      throw Error(resume_dir.string() + ": holds the finished blocks of an interrupted run: pass --resume to continue it, "
+                  "or --overwrite to start over");
+    fs::remove_all(resume_dir);
+  }
   const bool gguf_source = !fs::is_directory(model_path);
   check_formats(formats, options, gguf_source);
   // the model is read block by block from the mapped file (model/model_source.hpp)
@@ -476,6 +488,32 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
     report["clip_ceiling"] = options.tune.clip_search.ceiling;
   }
   report["device"] = device.cuda ? (device.backend.precision == GemmPrecision::BFloat16 ? "cuda (bf16 GEMMs)" : "cuda (float32 GEMMs)") : "cpu";
+  // what a resumed run must share with the run it continues: every setting above, the exact
+  // calibration, each pass's scheme and formats, and what else changes the floats
+  std::ostringstream fingerprint;
+  fingerprint << "autoround quantize, resumable run v1\n" << report.dump() << "\n";
+  {
+    std::uint64_t hash = 1469598103934665603ull;  // FNV-1a over the calibration's token ids
+    for (const TokenSequence& sample : samples)
+      for (const std::int32_t t : sample) hash = (hash ^ static_cast<std::uint32_t>(t)) * 1099511628211ull;
+    fingerprint << "model bytes " << (fs::is_directory(model_path) ? 0 : fs::file_size(model_path)) << "\ncalibration " << samples.size()
+                << " samples, FNV-1a " << hash << "\n";
+  }
+  if (device.cuda)
+    fingerprint << "gpu: streams " << static_cast<int>(device.backend.stream_dtype) << ", memory budget " << device.backend.memory_budget
+                << ", placement " << static_cast<int>(device.backend.streams) << "\n";
+  else
+    fingerprint << "cpu threads " << Eigen::nbThreads() << "\n";
+  for (const TuningPass& pass : passes) {
+    fingerprint << "run: " << describe(pass) << ", formats";
+    for (const OutputFormat& f : pass.formats) fingerprint << " " << f.name;
+    for (const LayerOverride& o : pass.options.overrides)
+      fingerprint << "; " << o.pattern << "=" << (o.spec ? std::to_string(o.spec->bits) + ":" + std::to_string(o.spec->group_size) + ":" +
+                                                               std::to_string(o.spec->symmetry == Symmetric) + ":" +
+                                                               std::to_string(o.spec->super_group_size)
+                                                         : std::string("fp"));
+    fingerprint << "\n";
+  }
   if (before) report["perplexity_before"] = before->perplexity;
   double seconds = 0;
   // Everything goes into DIR.partial, renamed to DIR only when complete: never half-written.
@@ -490,9 +528,11 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
       std::printf("\ntuning run %zu of %zu (%s): %s\n", p + 1, passes.size(), names.c_str(), describe(pass).c_str());
       std::optional<LlamaModel> tuned;  // held only for --eval
       std::optional<LlamaModel>* keep = before ? &tuned : nullptr;
-      const PassResult result = needs_double_quant(pass.options.overrides)
-                                    ? run_pass<DynamicDoubleQuantizer>(pass, source, source_gguf, samples, device, staging, output, keep)
-                                    : run_pass<DynamicIntQuantizer>(pass, source, source_gguf, samples, device, staging, output, keep);
+      const fs::path checkpoint = resume_dir / ("run-" + std::to_string(p + 1));
+      const PassResult result =
+          needs_double_quant(pass.options.overrides)
+              ? run_pass<DynamicDoubleQuantizer>(pass, source, source_gguf, samples, device, staging, output, keep, checkpoint, fingerprint.str())
+              : run_pass<DynamicIntQuantizer>(pass, source, source_gguf, samples, device, staging, output, keep, checkpoint, fingerprint.str());
       seconds += result.seconds;
       std::printf("| block | layers | RTN loss | best loss | best step | seconds (setup + steps + finish) |\n|---|---|---|---|---|---|\n");
       for (const BlockReport& r : result.reports)
@@ -531,6 +571,7 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   }
   if (fs::exists(output)) fs::remove_all(output);
   fs::rename(staging, output);
+  fs::remove_all(resume_dir);  // complete: nothing to resume
   std::printf("wrote %s\n", (output / "quantization_report.json").c_str());
   return 0;
 }
@@ -553,7 +594,7 @@ int main(int argc, char** argv) {
   std::string model_path, calibration_path = asset("kjv-calib.tokens"), eval_path, recipe = "default";
   std::string output, tokenizer_path, device_name = "cpu", gemm = "bf16", gpu_streams = "auto", stream_dtype = "fp32";
   double gpu_memory_gib = 0;
-  bool overwrite = false, sym = false;
+  bool overwrite = false, resume = false, sym = false;
   ModelQuantOptions options;
   std::string streams = "two";
   std::string clip_init = "search";
@@ -621,7 +662,9 @@ int main(int argc, char** argv) {
   q->add_option("--eval", eval_path, "text or token ids (.tokens) to measure perplexity on before and after")->check(CLI::ExistingFile);
   q->add_option("--eval-windows", eval_windows, "512-token windows to score (0: all)")->check(CLI::NonNegativeNumber);
   q->add_option("--threads", threads, "CPU threads (0: all)")->check(CLI::NonNegativeNumber);
-  q->add_flag("--overwrite", overwrite, "replace an existing output directory");
+  q->add_flag("--overwrite", overwrite, "replace an existing output directory (and an interrupted run's DIR.resume)");
+  q->add_flag("--resume", resume,
+              "continue an interrupted run of the same command after its last finished block (kept in DIR.resume)");
   q->add_option("--device", device_name, "cpu, or cuda (builds with nvcc)")->check(CLI::IsMember({"cpu", "cuda"}));
   q->add_option("--gemm", gemm, "GEMM precision on cuda: bf16 (the reference's amp) or fp32")->check(CLI::IsMember({"bf16", "fp32"}));
   q->add_option("--gpu-memory", gpu_memory_gib,
@@ -705,10 +748,15 @@ int main(int argc, char** argv) {
 #else
     if (device.cuda) throw Error("--device cuda: this autoround was built without CUDA (rebuild where nvcc is found)");
 #endif
-    return quantize(model_path, calibration_path, eval_path, tokenizer_path, output, overwrite, options, eval_windows, formats,
+    return quantize(model_path, calibration_path, eval_path, tokenizer_path, output, overwrite, resume, options, eval_windows, formats,
                     device);
   } catch (const Interrupted&) {
-    std::fprintf(stderr, "\nautoround: interrupted (signal %d): nothing was written\n", static_cast<int>(stop_signal));
+    const std::string kept = output + ".resume";
+    if (std::filesystem::exists(kept))
+      std::fprintf(stderr, "\nautoround: interrupted (signal %d): the output was not written; the finished blocks are kept in %s "
+                           "(the same command with --resume continues after them)\n", static_cast<int>(stop_signal), kept.c_str());
+    else
+      std::fprintf(stderr, "\nautoround: interrupted (signal %d): nothing was written\n", static_cast<int>(stop_signal));
     return 128 + stop_signal;
   } catch (const std::exception& error) {
     std::fprintf(stderr, "autoround: error: %s\n", error.what());

@@ -9,6 +9,7 @@
 #include <autoround/backend/cuda.hpp>
 #include <autoround/model/model_source.hpp>
 #include <autoround/tune/model_quantizer.hpp>
+#include <autoround/tune/run_checkpoint.hpp>
 
 namespace autoround_cli {
 
@@ -21,7 +22,7 @@ using StreamSink = std::function<void(autoround::Index, const autoround::LlamaBl
                                                                const StreamSink<autoround::DynamicIntQuantizer>& sink,
                                                                const autoround::BlockProgress& on_block,
                                                                const autoround::StepProgress& on_step,
-                                                               const autoround::Cuda& backend);
+                                                               const autoround::Cuda& backend, const autoround::RunCheckpoint<autoround::DynamicIntQuantizer>& checkpoint);
 
 /// The same with every layer's spec read into a DynamicDoubleQuantizer (GGUF k-quant schemes).
 [[gnu::visibility("default")]] void quantize_kquant_streaming_on_cuda(const autoround::AnyModelSource& source,
@@ -30,7 +31,7 @@ using StreamSink = std::function<void(autoround::Index, const autoround::LlamaBl
                                                                       const StreamSink<autoround::DynamicDoubleQuantizer>& sink,
                                                                       const autoround::BlockProgress& on_block,
                                                                       const autoround::StepProgress& on_step,
-                                                                      const autoround::Cuda& backend);
+                                                                      const autoround::Cuda& backend, const autoround::RunCheckpoint<autoround::DynamicDoubleQuantizer>& checkpoint);
 
 [[gnu::visibility("default")]] int cuda_device_count();
 

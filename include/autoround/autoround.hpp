@@ -54,6 +54,7 @@
 #include "tune/layer_tuning_run.hpp"
 #include "tune/model_quantizer.hpp"
 #include "tune/python_random.hpp"
+#include "tune/run_checkpoint.hpp"
 #include "tune/tunable_weight.hpp"
 #include "tune/tune_options.hpp"
 

@@ -2,6 +2,7 @@
 #include <autoround/tune/model_quantizer.hpp>
 
 #include "block_run_gpu.hpp"
+#include "support/memory_source.hpp"
 
 using namespace autoround;
 
@@ -51,4 +52,27 @@ std::size_t block_state_bytes(const LlamaConfig& c, long seqlen, GemmPrecision p
 }
 std::size_t block_workspace_bytes(const LlamaConfig& c, long batch, long seqlen, GemmPrecision precision, BlockMemoryPlan plan) {
   return cuda::BlockTuningRun<DynamicIntQuantizer>::workspace_bytes(c, batch, seqlen, precision, plan);
+}
+
+ModelResults quantize_streaming_on_gpu(const LlamaModel& model, std::span<const TokenSequence> samples, const ModelQuantOptions& options,
+                                       std::vector<BlockReport>& reports, const std::string& checkpoint_dir, Index stop_after,
+                                       std::vector<Index>& tuned) {
+  ModelResults results;
+  const test_models::MemorySource source{&model};
+  auto sink = [&](Index, const LlamaBlock&, const LayerResults<DynamicIntQuantizer>& r) { results.push_back(r); };
+  auto on_block = [&](const BlockReport& r, Index) {
+    reports.push_back(r);
+    if (r.block == stop_after) throw std::runtime_error("interrupted");
+  };
+  auto on_step = [&](Index b, int, double) {
+    if (tuned.empty() || tuned.back() != b) tuned.push_back(b);
+  };
+  if (checkpoint_dir.empty())
+    quantize_model_streaming<SignSGD<>, Cuda, DynamicIntQuantizer>(source, samples, options, sink, on_block, on_step, SignSGD<>{},
+                                                                   Cuda{GemmPrecision::Float32});
+  else
+    quantize_model_streaming<SignSGD<>, Cuda, DynamicIntQuantizer>(
+        source, samples, options, sink, on_block, on_step, SignSGD<>{}, Cuda{GemmPrecision::Float32},
+        RunCheckpoint<DynamicIntQuantizer>(checkpoint_dir, "gpu test run\n", model.config.layers));
+  return results;
 }

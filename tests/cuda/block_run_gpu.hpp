@@ -13,6 +13,7 @@
 #include <autoround/quantizer/quantized_weight.hpp>
 #include <autoround/tune/model_quantizer.hpp>
 #include <autoround/tune/tune_options.hpp>
+#include <string>
 
 using ModelResults = std::vector<std::array<std::optional<autoround::QuantizedWeight<autoround::DynamicIntQuantizer>>, 7>>;
 
@@ -32,6 +33,13 @@ GpuBlockRun run_block_on_gpu(const autoround::TuneOptions& options,
 ModelResults quantize_model_with(autoround::LlamaModel& model, std::span<const std::int32_t> calibration,
                                  const autoround::ModelQuantOptions& options, std::vector<autoround::BlockReport>& reports,
                                  const autoround::Cuda& backend);
+
+/// quantize_model_streaming<SignSGD<>, Cuda> (float32 GEMMs) over `model` in memory, keeping its
+/// blocks in `checkpoint_dir` (empty: no checkpoint); stops with std::runtime_error("interrupted")
+/// once block `stop_after` is kept (-1: never).
+ModelResults quantize_streaming_on_gpu(const autoround::LlamaModel& model, std::span<const autoround::TokenSequence> samples,
+                                       const autoround::ModelQuantOptions& options, std::vector<autoround::BlockReport>& reports,
+                                       const std::string& checkpoint_dir, autoround::Index stop_after, std::vector<autoround::Index>& tuned);
 
 /// The device memory counter (cuda::DeviceMemory): bytes held now, the peak since the last reset.
 std::size_t gpu_memory_now();

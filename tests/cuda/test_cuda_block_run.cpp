@@ -33,13 +33,28 @@ struct Case {
   bool qwen;
 };
 
+/// The small LLaMA block shape these tests tune (GQA 2:1).
+LlamaConfig small_config() {
+  LlamaConfig c;
+  c.hidden = 64, c.heads = 4, c.kv_heads = 2, c.head_dim = 16, c.intermediate = 96, c.rope_theta = 1000.0f;
+  return c;
+}
+
+/// Six calibration samples of 24 rows: normal values, every 13th channel six times larger (outliers).
+std::vector<RowMatrix> outlier_inputs(const LlamaConfig& c, std::mt19937& rng) {
+  std::normal_distribution<float> normal;
+  std::vector<RowMatrix> inputs(6, RowMatrix(24, c.hidden));
+  for (RowMatrix& x : inputs)
+    for (Index i = 0; i < x.size(); ++i) x.data()[i] = normal(rng) * ((i % c.hidden) % 13 == 0 ? 6.0f : 1.0f);
+  return inputs;
+}
+
 }  // namespace
 
 TEST_CASE("GPU block tuning follows the CPU run step for step") {
   for (const Case& test : {Case{"llama", false}, Case{"qwen3-like", true}}) {
     CAPTURE(test.name);
-    LlamaConfig c;
-    c.hidden = 64, c.heads = 4, c.kv_heads = 2, c.head_dim = 16, c.intermediate = 96, c.rope_theta = 1000.0f;
+    LlamaConfig c = small_config();
     if (test.qwen) {
       c.rope_style = RopeStyle::AdjacentPairs;
       c.rope_divisors = rope_llama3_divisors(c.rope_theta, c.head_dim, 4.0, 1.0, 4.0, 64.0);
@@ -47,10 +62,7 @@ TEST_CASE("GPU block tuning follows the CPU run step for step") {
     }
     std::mt19937 rng(test.qwen ? 11 : 7);
     const LlamaBlock block = random_block(c, test.qwen, rng);
-    std::normal_distribution<float> normal;
-    std::vector<RowMatrix> inputs(6, RowMatrix(24, c.hidden));
-    for (RowMatrix& x : inputs)
-      for (Index i = 0; i < x.size(); ++i) x.data()[i] = normal(rng) * ((i % c.hidden) % 13 == 0 ? 6.0f : 1.0f);
+    const std::vector<RowMatrix> inputs = outlier_inputs(c, rng);
 
     std::array<std::optional<DynamicIntQuantizer>, 7> quantizers;
     for (Linear l : all_linears) {
@@ -117,14 +129,10 @@ TEST_CASE("GPU block tuning follows the CPU run step for step") {
 }
 
 TEST_CASE("GPU ClipInit::WeightedSearch: the importance from the device forward, the clipping of the CPU search") {
-  LlamaConfig c;
-  c.hidden = 64, c.heads = 4, c.kv_heads = 2, c.head_dim = 16, c.intermediate = 96, c.rope_theta = 1000.0f;
+  const LlamaConfig c = small_config();
   std::mt19937 rng(23);
   const LlamaBlock block = random_block(c, false, rng);
-  std::normal_distribution<float> normal;
-  std::vector<RowMatrix> inputs(6, RowMatrix(24, c.hidden));
-  for (RowMatrix& x : inputs)
-    for (Index i = 0; i < x.size(); ++i) x.data()[i] = normal(rng) * ((i % c.hidden) % 13 == 0 ? 6.0f : 1.0f);
+  const std::vector<RowMatrix> inputs = outlier_inputs(c, rng);
   // W2G32 asym on the device's grid search; W4G32 sym with the scale grid, searched on the host
   // and allowed above the full range (ClipSearch::ceiling, which the device's clamps must keep).
   const ClipSearch scale_grid{.symmetric = SymmetricSearch::ScaleGrid, .ceiling = 1.25f};
@@ -260,14 +268,10 @@ TEST_CASE("a split step (micro-batches, attention chunks) tunes as the whole min
   // before any update is the same computation; later steps drift as another summation order
   // makes them (SignSGD on gradients within rounding of 0), so the runs must agree early and
   // tune as well, not bit for bit.
-  LlamaConfig c;
-  c.hidden = 64, c.heads = 4, c.kv_heads = 2, c.head_dim = 16, c.intermediate = 96, c.rope_theta = 1000.0f;
+  const LlamaConfig c = small_config();
   std::mt19937 rng(5);
   const LlamaBlock block = random_block(c, false, rng);
-  std::normal_distribution<float> normal;
-  std::vector<RowMatrix> inputs(6, RowMatrix(24, c.hidden));
-  for (RowMatrix& x : inputs)
-    for (Index i = 0; i < x.size(); ++i) x.data()[i] = normal(rng) * ((i % c.hidden) % 13 == 0 ? 6.0f : 1.0f);
+  const std::vector<RowMatrix> inputs = outlier_inputs(c, rng);
   std::array<std::optional<DynamicIntQuantizer>, 7> quantizers;
   for (Linear l : all_linears) quantizers[static_cast<std::size_t>(l)] = DynamicIntQuantizer(QuantSpec{4, 32, Asymmetric});
   TuneOptions o;
@@ -301,8 +305,7 @@ TEST_CASE("a split step (micro-batches, attention chunks) tunes as the whole min
 }
 
 TEST_CASE("a NaN or an infinity in a tuned weight stops the GPU run, naming the layer") {
-  LlamaConfig c;
-  c.hidden = 64, c.heads = 4, c.kv_heads = 2, c.head_dim = 16, c.intermediate = 96, c.rope_theta = 1000.0f;
+  const LlamaConfig c = small_config();
   std::mt19937 rng(2);
   std::vector<RowMatrix> inputs(2, RowMatrix::Random(8, c.hidden));
   std::array<std::optional<DynamicIntQuantizer>, 7> quantizers;
@@ -417,6 +420,48 @@ TEST_CASE("the Llama-3-8B block shape, 128 x 2048 calibration, in a 6 GiB budget
   REQUIRE(results.size() == 1);
   CHECK(results[0][6].has_value());
   CHECK(std::isfinite(reports[0].stats.best_loss));
+}
+
+TEST_CASE("a GPU streaming run interrupted after a block and resumed from its checkpoint gives the uninterrupted run's results") {
+  // the kept blocks are replayed: the fp stream through a forward run of the full-precision block
+  // (the tuning run's targets), the quantized stream through the host's dequantized weights, which
+  // must equal the qdq kernels' values for the resumed blocks to see the same inputs
+  std::mt19937 rng(37);
+  LlamaModel model = small_random_model(rng);
+  model.blocks.push_back(random_block(model.config, false, rng));
+  model.config.layers = 3;
+  std::vector<TokenSequence> samples(5, TokenSequence(20));
+  for (auto& s : samples)
+    for (auto& t : s) t = static_cast<std::int32_t>(rng() % static_cast<unsigned>(model.config.vocab));
+  for (const ActivationStreams streams : {ActivationStreams::Two, ActivationStreams::FullPrecision, ActivationStreams::Quantized}) {
+    CAPTURE(static_cast<int>(streams));
+    ModelQuantOptions options;
+    options.spec = {2, 32, Asymmetric};
+    options.tune.iters = 12;
+    options.tune.batch_size = 2;
+    options.tune.clip_init = ClipInit::WeightedSearch;
+    options.streams = streams;
+    std::vector<BlockReport> whole_reports, first_reports, resumed_reports;
+    std::vector<Index> whole_tuned, first_tuned, resumed_tuned;
+    const auto whole = quantize_streaming_on_gpu(model, samples, options, whole_reports, "", -1, whole_tuned);
+    const std::string dir = (std::filesystem::temp_directory_path() / ("autoround-gpu-resume-" + std::to_string(static_cast<int>(streams)))).string();
+    std::filesystem::remove_all(dir);
+    CHECK_THROWS_WITH(quantize_streaming_on_gpu(model, samples, options, first_reports, dir, 1, first_tuned), "interrupted");
+    const auto resumed = quantize_streaming_on_gpu(model, samples, options, resumed_reports, dir, -1, resumed_tuned);
+    std::filesystem::remove_all(dir);
+    CHECK(resumed_tuned == std::vector<Index>{2});
+    REQUIRE(resumed.size() == 3);
+    for (std::size_t b = 0; b < 3; ++b) {
+      CAPTURE(b);
+      CHECK(resumed_reports[b].stats.best_loss == whole_reports[b].stats.best_loss);
+      for (std::size_t l = 0; l < 7; ++l) {
+        REQUIRE(resumed[b][l].has_value() == whole[b][l].has_value());
+        if (!whole[b][l]) continue;
+        CHECK(resumed[b][l]->codes == whole[b][l]->codes);
+        CHECK(resumed[b][l]->scales == whole[b][l]->scales);
+      }
+    }
+  }
 }
 
 TEST_CASE("quantize_model with double-quantized schemes (DoubleQuantizer) on the GPU follows the CPU pipeline") {

@@ -34,6 +34,7 @@
 #include "../quantizer/double_quantizer.hpp"
 #include "../quantizer/int_quantizer.hpp"
 #include "block_tuning_run.hpp"
+#include "python_random.hpp"
 
 namespace autoround {
 
@@ -103,6 +104,33 @@ std::optional<Q> quantizer_for(const ModelQuantOptions& options, const std::stri
 template <WeightQuantizer Q = DynamicIntQuantizer>
 using LayerResults = std::array<std::optional<QuantizedWeight<Q>>, 7>;
 
+/// What a finished block leaves: its layers' results, its report, and the sampler's random
+/// state after it (the next block's minibatches continue from there).
+template <WeightQuantizer Q = DynamicIntQuantizer>
+struct FinishedBlock {
+  LayerResults<Q> results;
+  BlockReport report;
+  std::array<std::uint32_t, PythonRandom::state_words> random{};
+};
+
+/// Where quantize_model_streaming keeps each finished block so that an interrupted run can
+/// continue after the last one (tune/run_checkpoint.hpp's RunCheckpoint): `finished()` blocks
+/// 0 .. n-1 are kept, `load(b)` gives one back, `save(b, block)` keeps one.
+template <class C, class Q>
+concept BlockCheckpoint = requires(const C& c, Index b, const FinishedBlock<Q>& block) {
+  { c.finished() } -> std::convertible_to<Index>;
+  c.save(b, block);
+  { c.load(b) } -> std::same_as<FinishedBlock<Q>>;
+};
+
+/// No checkpoint: every block is tuned.
+template <WeightQuantizer Q>
+struct NoCheckpoint {
+  Index finished() const { return 0; }
+  void save(Index, const FinishedBlock<Q>&) const {}
+  FinishedBlock<Q> load(Index) const { throw Error("NoCheckpoint: no block is kept"); }
+};
+
 namespace detail {
 
 /// The quantizers of block b's layers (quantizer_for), counted into `report`.
@@ -149,24 +177,28 @@ void dequantize_into(LlamaBlock& block, const LayerResults<Q>& results) {
   for (auto& layer : layers) layer.get();
 }
 
+/// A calibration sample's embedding rows, [seqlen, hidden]: the start of the full-precision
+/// stream. The block loops call it once per sample, when they need it (the Cuda loop uploads
+/// each sample as it is embedded, so the host never holds them all).
+using Embedder = std::function<RowMatrix(const TokenSequence&)>;
+
 /// The state that runs from block to block with both activation streams in host memory: the
 /// streams, the loss masks and the sampler's random stream. The CPU's BlockByBlock; the Cuda
 /// policy's keeps its streams on the device when they fit, else this (backend/cuda/cuda_runs.cuh).
 template <WeightQuantizer Q, Optimizer O, Backend B>
 class HostBlockByBlock {
  public:
-  /// `fp`: the calibration samples embedded, one [seqlen, hidden] matrix each.
-  HostBlockByBlock(std::vector<RowMatrix> fp, std::span<const TokenSequence> samples, const ModelQuantOptions& options, O optimizer,
+  /// `embed` gives a sample's embedding rows ([seqlen, hidden]); every sample is embedded here.
+  HostBlockByBlock(const Embedder& embed, std::span<const TokenSequence> samples, const ModelQuantOptions& options, O optimizer,
                    B backend)
-      : options_(options), optimizer_(std::move(optimizer)), backend_(std::move(backend)), fp_(std::move(fp)),
+      : options_(options), optimizer_(std::move(optimizer)), backend_(std::move(backend)), fp_(embed_all(embed, samples)),
         masks_(options.mask_loss ? loss_masks(samples, options.pad_token) : std::vector<LossMask>{}), random_(options.tune.seed) {
     // the quantized stream (ActivationStreams::Two) starts as a copy; the one-stream modes use `fp_` alone
     if (options.streams == ActivationStreams::Two) quantized_ = fp_;
   }
 
   /// Tune block b (its linear weights become their dequantized values) and move both streams past it.
-  LayerResults<Q> run(LlamaBlock& block, const LlamaConfig& config, Index b, Index blocks, const BlockProgress& on_block,
-                      const StepProgress& on_step) {
+  FinishedBlock<Q> run(LlamaBlock& block, const LlamaConfig& config, Index b, const StepProgress& on_step) {
     const auto start = std::chrono::steady_clock::now();
     BlockReport report;
     const auto quantizers = block_quantizers<Q>(options_, block, b, report);
@@ -184,6 +216,23 @@ class HostBlockByBlock {
       report.setup_seconds = seconds_since(setup);
       results = tune_block(run, options_, b, on_step, report);
     }
+    advance(block, config, results);
+    report.seconds = seconds_since(start);
+    return {std::move(results), report, random_.state()};
+  }
+
+  /// Block b as a run that finished it left it (its linear weights become the dequantized
+  /// `finished` results; both streams move past it, the same calls as run() makes, so the same
+  /// floats): how a resumed run skips the blocks it kept.
+  void replay(LlamaBlock& block, const LlamaConfig& config, const FinishedBlock<Q>& finished) {
+    if (options_.streams == ActivationStreams::Two) forward_block(backend_, block, config, std::span<RowMatrix>(fp_));  // the targets
+    advance(block, config, finished.results);
+    random_.set_state(finished.random);
+  }
+
+ private:
+  // after the tuning: the streams move past the block, whose weights become the results
+  void advance(LlamaBlock& block, const LlamaConfig& config, const LayerResults<Q>& results) {
     if (options_.streams == ActivationStreams::FullPrecision)  // the fp block feeds the next
       forward_block(backend_, block, config, std::span<RowMatrix>(fp_));
     dequantize_into(block, results);
@@ -191,12 +240,14 @@ class HostBlockByBlock {
       forward_block(backend_, block, config, std::span<RowMatrix>(quantized_));  // the quantized block feeds the next
     else if (options_.streams == ActivationStreams::Quantized)
       forward_block(backend_, block, config, std::span<RowMatrix>(fp_));
-    report.seconds = seconds_since(start);
-    if (on_block) on_block(report, blocks);
-    return results;
   }
 
- private:
+  static std::vector<RowMatrix> embed_all(const Embedder& embed, std::span<const TokenSequence> samples) {
+    std::vector<RowMatrix> fp;
+    for (const TokenSequence& sample : samples) fp.push_back(embed(sample));
+    return fp;
+  }
+
   const ModelQuantOptions& options_;
   O optimizer_;
   B backend_;
@@ -235,13 +286,15 @@ std::vector<LayerResults<Q>> quantize_model(LlamaModel& model, std::span<const T
                                             const ModelQuantOptions& options, const BlockProgress& on_block = {},
                                             const StepProgress& on_step = {}, O optimizer = O{}, B backend = B{}) {
   detail::check_samples(samples);
-  std::vector<RowMatrix> fp;
-  for (const TokenSequence& sample : samples) fp.push_back(embed(model, sample));
-  detail::BlockByBlock<Q, O, B> run(std::move(fp), samples, options, std::move(optimizer), std::move(backend));
+  detail::BlockByBlock<Q, O, B> run([&model](const TokenSequence& sample) { return embed(model, sample); }, samples, options,
+                                    std::move(optimizer), std::move(backend));
   std::vector<LayerResults<Q>> all;
   const Index blocks = static_cast<Index>(model.blocks.size());
-  for (Index b = 0; b < blocks; ++b)
-    all.push_back(run.run(model.blocks[static_cast<std::size_t>(b)], model.config, b, blocks, on_block, on_step));
+  for (Index b = 0; b < blocks; ++b) {
+    FinishedBlock<Q> finished = run.run(model.blocks[static_cast<std::size_t>(b)], model.config, b, on_step);
+    all.push_back(std::move(finished.results));
+    if (on_block) on_block(finished.report, blocks);
+  }
   return all;
 }
 
@@ -261,20 +314,40 @@ concept BlockSink = std::invocable<F&, Index, const LlamaBlock&, const LayerResu
 /// tuning, the next, the one being written). On the CPU the tuning has the cores and one block is
 /// held. The sink is called in block order, one call at a time; an exception from the source or
 /// the sink stops the run where the loop next looks.
+/// `checkpoint` (tune/run_checkpoint.hpp) keeps each block as it finishes, before on_block and
+/// the sink see it; the blocks it already holds are not tuned again but replayed (their results
+/// loaded, both streams moved past them, the sink fed), so a run interrupted anywhere continues
+/// after its last finished block with the results an uninterrupted run gives.
 template <Optimizer O = SignSGD<LinearDecay>, Backend B = Cpu, WeightQuantizer Q = DynamicIntQuantizer, ModelSource S,
-          BlockSink<Q> Sink>
+          BlockSink<Q> Sink, BlockCheckpoint<Q> C = NoCheckpoint<Q>>
 void quantize_model_streaming(const S& source, std::span<const TokenSequence> samples, const ModelQuantOptions& options, Sink&& sink,
                               const BlockProgress& on_block = {}, const StepProgress& on_step = {}, O optimizer = O{},
-                              B backend = B{}) {
+                              B backend = B{}, const C& checkpoint = C{}) {
   detail::check_samples(samples);
-  std::vector<RowMatrix> fp;
-  for (const TokenSequence& sample : samples) fp.push_back(source.embedding_rows(sample));
-  detail::BlockByBlock<Q, O, B> run(std::move(fp), samples, options, std::move(optimizer), std::move(backend));
+  detail::BlockByBlock<Q, O, B> run([&source](const TokenSequence& sample) { return source.embedding_rows(sample); }, samples, options,
+                                    std::move(optimizer), std::move(backend));
   const LlamaConfig& config = source.config();
+  const Index kept = std::min<Index>(checkpoint.finished(), config.layers);
+  // block b: replayed from the checkpoint, or tuned and kept there; then reported
+  auto finish = [&](LlamaBlock& block, Index b) {
+    LayerResults<Q> results;
+    if (b < kept) {
+      FinishedBlock<Q> done = checkpoint.load(b);
+      run.replay(block, config, done);
+      results = std::move(done.results);
+      if (on_block) on_block(done.report, config.layers);
+    } else {
+      FinishedBlock<Q> done = run.run(block, config, b, on_step);
+      checkpoint.save(b, done);
+      results = std::move(done.results);
+      if (on_block) on_block(done.report, config.layers);
+    }
+    return results;
+  };
   if constexpr (!detail::overlap_host_work<B>) {
     for (Index b = 0; b < config.layers; ++b) {
       LlamaBlock block = source.block(b);
-      const LayerResults<Q> results = run.run(block, config, b, config.layers, on_block, on_step);
+      const LayerResults<Q> results = finish(block, b);
       sink(b, block, results);
     }
     return;
@@ -286,7 +359,7 @@ void quantize_model_streaming(const S& source, std::span<const TokenSequence> sa
   for (Index b = 0; b < config.layers; ++b) {
     LlamaBlock block = next.get();
     if (b + 1 < config.layers) next = read(b + 1);
-    LayerResults<Q> results = run.run(block, config, b, config.layers, on_block, on_step);
+    LayerResults<Q> results = finish(block, b);
     if (writing.valid()) writing.get();
     writing = std::async(std::launch::async, [&sink, b, block = std::move(block), results = std::move(results)] { sink(b, block, results); });
   }

@@ -2,8 +2,10 @@
 // Python's `random` module, bit for bit: MT19937 seeded as random.seed(int) seeds it
 // (init_by_array over the seed's 32-bit words), getrandbits, and random.shuffle. The
 // reference draws its minibatches with random.shuffle (seed 42), so we can draw the same ones.
+#include <algorithm>
 #include <array>
 #include <cstdint>
+#include <stdexcept>
 #include <utility>
 #include <vector>
 
@@ -45,6 +47,21 @@ class PythonRandom {
   template <class T>
   void shuffle(std::vector<T>& x) {
     for (std::size_t i = x.size(); i-- > 1;) std::swap(x[i], x[below(static_cast<std::uint32_t>(i + 1))]);
+  }
+
+  static constexpr int state_words = 625;  ///< the 624 words of MT19937 and the position in them
+  /// The whole state (random.getstate()'s numbers): a resumed run continues the stream from it.
+  std::array<std::uint32_t, state_words> state() const {
+    std::array<std::uint32_t, state_words> s{};
+    std::copy(state_.begin(), state_.end(), s.begin());
+    s[N] = static_cast<std::uint32_t>(index_);
+    return s;
+  }
+  /// Continue from a state() (random.setstate()).
+  void set_state(const std::array<std::uint32_t, state_words>& s) {
+    if (s[N] > static_cast<std::uint32_t>(N)) throw std::invalid_argument("PythonRandom::set_state: position out of range");
+    std::copy(s.begin(), s.begin() + N, state_.begin());
+    index_ = static_cast<int>(s[N]);
   }
 
  private:

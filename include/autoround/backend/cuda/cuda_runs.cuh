@@ -77,17 +77,16 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
  public:
   using Run = cuda::BlockTuningRun<Q>;
 
-  BlockByBlock(std::vector<RowMatrix> fp, std::span<const TokenSequence> samples, const ModelQuantOptions& options,
-               SignSGD<LinearDecay>, Cuda backend)
-      : options_(options), backend_(backend), samples_(samples), pending_(std::move(fp)) {}
+  BlockByBlock(Embedder embed, std::span<const TokenSequence> samples, const ModelQuantOptions& options, SignSGD<LinearDecay>,
+               Cuda backend)
+      : options_(options), backend_(backend), samples_(samples), embed_(std::move(embed)) {}
 
   /// Where the streams live: true on the device (known once the first block has started).
   bool streams_on_device() const { return placed_ && !fp_.on_host(); }
   /// The split of a block's step (known once the first block has started).
   const BlockMemoryPlan& plan() const { return plan_; }
 
-  LayerResults<Q> run(LlamaBlock& block, const LlamaConfig& config, Index b, Index blocks, const BlockProgress& on_block,
-                      const StepProgress& on_step) {
+  FinishedBlock<Q> run(LlamaBlock& block, const LlamaConfig& config, Index b, const StepProgress& on_step) {
     if (!placed_) place(config);
     const auto start = std::chrono::steady_clock::now();
     BlockReport report;
@@ -110,8 +109,40 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
     }
     dequantize_into(block, results);
     report.seconds = seconds_since(start);
-    if (on_block) on_block(report, blocks);
-    return results;
+    return {std::move(results), report, random_.state()};
+  }
+
+  /// Block b as a run that finished it left it: its weights become the dequantized results and
+  /// the streams move past it, each through a run without tuned layers (the full-precision block
+  /// over the fp stream, in place, as a tuning run computes its targets; the dequantized block
+  /// over the quantized stream, which equals the tuning run's forward with its kept parameters
+  /// when the dequantized values are the qdq kernels' values).
+  void replay(LlamaBlock& block, const LlamaConfig& config, const FinishedBlock<Q>& finished) {
+    if (!placed_) place(config);
+    TuneOptions forward_only = options_.tune;
+    forward_only.iters = 0;
+    forward_only.clip_init = ClipInit::Unit;
+    const typename Run::LayerQuantizers none{};
+    auto forward = [&](const LlamaBlock& weights, cuda::ActivationStream& stream, const cuda::ActivationStream* inputs) {
+      const Run pass(forward_only, none, weights, config, cuda::DeviceCalibration{inputs, &stream, {}, nullptr}, "replay",
+                     backend_.precision, plan_);
+    };
+    switch (options_.streams) {
+      case ActivationStreams::Two:
+        forward(block, fp_, &quantized_);  // the targets, over the fp stream
+        dequantize_into(block, finished.results);
+        forward(block, quantized_, &quantized_);
+        break;
+      case ActivationStreams::FullPrecision:
+        forward(block, fp_, &fp_);
+        dequantize_into(block, finished.results);
+        break;
+      case ActivationStreams::Quantized:
+        dequantize_into(block, finished.results);
+        forward(block, fp_, &fp_);
+        break;
+    }
+    random_.set_state(finished.random);
   }
 
  private:
@@ -120,7 +151,7 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
   // the first block's shape says what a run needs: choose the streams' place and the plan
   void place(const LlamaConfig& config) {
     placed_ = true;
-    const long seqlen = pending_.empty() ? 0 : static_cast<long>(pending_[0].rows()), values = seqlen * config.hidden;
+    const long seqlen = static_cast<long>(samples_[0].size()), values = seqlen * config.hidden;
     std::size_t budget = backend_.memory_budget;
     if (budget > 0) budget -= std::min(budget, cuda::DeviceMemory::current());  // what this process holds already
     else {
@@ -156,11 +187,8 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
     {
       cuda::Stream stream;
       cuda::DeviceBuffer<float> scratch(static_cast<std::size_t>(values));
-      for (std::size_t s = 0; s < pending_.size(); ++s) {  // released sample by sample as it goes up
-        fp_.upload(static_cast<long>(s), pending_[s], scratch, stream.get());
-        pending_[s] = RowMatrix();
-      }
-      pending_.clear();
+      for (std::size_t s = 0; s < samples_.size(); ++s)  // embedded and uploaded a sample at a time
+        fp_.upload(static_cast<long>(s), embed_(samples_[s]), scratch, stream.get());
       if (options_.streams == ActivationStreams::Two) {
         quantized_ = fp_.clone(stream.get());
         stream.synchronize();
@@ -171,7 +199,7 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
   const ModelQuantOptions& options_;
   Cuda backend_;
   std::span<const TokenSequence> samples_;  // quantize_model's, alive for the whole loop
-  std::vector<RowMatrix> pending_;          // the embedded samples until placed
+  Embedder embed_;                          // the fp stream's start, called sample by sample when placed
   bool placed_ = false;
   BlockMemoryPlan plan_;
   cuda::ActivationStream fp_, quantized_;  // the full-precision and the quantized stream
