@@ -183,8 +183,8 @@ void dequantize_into(LlamaBlock& block, const LayerResults<Q>& results) {
 using Embedder = std::function<RowMatrix(const TokenSequence&)>;
 
 /// The state that runs from block to block with both activation streams in host memory: the
-/// streams, the loss masks and the sampler's random stream. The CPU's BlockByBlock; the Cuda
-/// policy's keeps its streams on the device when they fit, else this (backend/cuda/cuda_runs.cuh).
+/// streams, the loss masks and the sampler's random stream. The CPU's BlockByBlock (the Cuda
+/// policy has its own, with cuda::ActivationStreams: backend/cuda/cuda_runs.cuh).
 template <WeightQuantizer Q, Optimizer O, Backend B>
 class HostBlockByBlock {
  public:

@@ -25,7 +25,7 @@
 // the loss is scaled by TuneOptions::loss_scale before the backward, as on the CPU.
 //
 // Memory (state_bytes + workspace_bytes; DeviceMemory counts it): the block's weights and tuning
-// state (22 bytes per tuned weight with bf16 GEMMs, 24 with float32), the inputs and targets
+// state (18 bytes per tuned weight with bf16 GEMMs, 20 with float32), the inputs and targets
 // when they were uploaded here (BlockCalibration), and the workspace of one forward/backward.
 // BlockMemoryPlan bounds the workspace: a minibatch runs as micro-batches of `micro_batch`
 // samples whose weight gradients add up (beta = 1 GEMMs: only the summation order differs from
