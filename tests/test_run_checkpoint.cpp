@@ -136,13 +136,9 @@ TEST_CASE("RunCheckpoint: another run's blocks are refused; only consecutive blo
 
 TEST_CASE("a streaming run interrupted after a block and resumed from its checkpoint gives the uninterrupted run's results") {
   std::mt19937 rng(23);
-  LlamaModel model = test_models::small_random_model(rng);
-  model.blocks.push_back(test_models::random_block(model.config, false, rng));
-  model.config.layers = 3;
+  const LlamaModel model = test_models::small_random_model(rng, 3);
   const MemorySource source{&model};
-  std::vector<TokenSequence> samples(5, TokenSequence(16));
-  for (auto& s : samples)
-    for (auto& t : s) t = static_cast<std::int32_t>(rng() % static_cast<unsigned>(model.config.vocab));
+  const std::vector<TokenSequence> samples = test_models::random_samples(5, 16, model.config.vocab, rng);
   for (const ActivationStreams streams : {ActivationStreams::Two, ActivationStreams::FullPrecision, ActivationStreams::Quantized}) {
     CAPTURE(static_cast<int>(streams));
     ModelQuantOptions options;

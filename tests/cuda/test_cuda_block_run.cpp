@@ -427,12 +427,8 @@ TEST_CASE("a GPU streaming run interrupted after a block and resumed from its ch
   // (the tuning run's targets), the quantized stream through the host's dequantized weights, which
   // must equal the qdq kernels' values for the resumed blocks to see the same inputs
   std::mt19937 rng(37);
-  LlamaModel model = small_random_model(rng);
-  model.blocks.push_back(random_block(model.config, false, rng));
-  model.config.layers = 3;
-  std::vector<TokenSequence> samples(5, TokenSequence(20));
-  for (auto& s : samples)
-    for (auto& t : s) t = static_cast<std::int32_t>(rng() % static_cast<unsigned>(model.config.vocab));
+  const LlamaModel model = small_random_model(rng, 3);
+  const std::vector<TokenSequence> samples = test_models::random_samples(5, 20, model.config.vocab, rng);
   for (const ActivationStreams streams : {ActivationStreams::Two, ActivationStreams::FullPrecision, ActivationStreams::Quantized}) {
     CAPTURE(static_cast<int>(streams));
     ModelQuantOptions options;

@@ -35,17 +35,25 @@ inline LlamaBlock random_block(const LlamaConfig& c, bool qwen, std::mt19937& rn
   return b;
 }
 
-/// A 2-block LLaMA model (hidden 64, GQA 4:1) with random weights, for the pipeline tests.
-inline LlamaModel small_random_model(std::mt19937& rng) {
+/// A LLaMA model of `layers` blocks (hidden 64, GQA 4:1) with random weights, for the pipeline tests.
+inline LlamaModel small_random_model(std::mt19937& rng, Index layers = 2) {
   LlamaModel model;
   LlamaConfig& c = model.config;
-  c.layers = 2, c.hidden = 64, c.heads = 4, c.kv_heads = 1, c.head_dim = 16, c.intermediate = 128, c.vocab = 40;
+  c.layers = layers, c.hidden = 64, c.heads = 4, c.kv_heads = 1, c.head_dim = 16, c.intermediate = 128, c.vocab = 40;
   std::normal_distribution<float> normal;
   model.embedding.resize(c.vocab, c.hidden);
   for (Index i = 0; i < model.embedding.size(); ++i) model.embedding.data()[i] = normal(rng);
   for (Index b = 0; b < c.layers; ++b) model.blocks.push_back(random_block(c, false, rng));
   model.final_norm = Eigen::VectorXf::Ones(c.hidden);
   return model;
+}
+
+/// `count` token sequences of `length` random ids below `vocab`.
+inline std::vector<TokenSequence> random_samples(std::size_t count, std::size_t length, Index vocab, std::mt19937& rng) {
+  std::vector<TokenSequence> samples(count, TokenSequence(length));
+  for (auto& s : samples)
+    for (auto& t : s) t = static_cast<std::int32_t>(rng() % static_cast<unsigned>(vocab));
+  return samples;
 }
 
 }  // namespace test_models
