@@ -8,7 +8,9 @@
 # usage: cli_resume_test.sh AUTOROUND ASSETS_DIR WORK_DIR [SEED]
 set -euo pipefail
 autoround=$1 assets=$2 work=$3
-RANDOM=${4:-$$}
+seed=${4:-$$}
+RANDOM=$seed
+echo "cli_resume: seed $seed (pass it as the fourth argument to repeat this run's choices)"
 model=$assets/smollm2-135m-instruct-q4_1.gguf
 if [ ! -f "$model" ]; then
   echo "cli_resume: assets missing (scripts/fetch-assets.sh)"
