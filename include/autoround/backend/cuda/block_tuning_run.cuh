@@ -268,8 +268,6 @@ class BlockTuningRun {
     return std::nullopt;
   }
 
-  const BlockMemoryPlan& plan() const { return plan_; }
-
   /// Where the setup's time went, in seconds (the device synchronised at each boundary): the
   /// weights and tuning state to the device, the calibration (uploads, masks), the targets'
   /// forwards (with the uploads of a BlockCalibration), the importance forwards and the clipping
@@ -306,7 +304,6 @@ class BlockTuningRun {
         seqlen_(shape.seqlen), batch_(std::min<long>(options.batch_size, shape.samples)),
         micro_(plan.micro_batch > 0 ? std::min(plan.micro_batch, batch_) : batch_),
         pairs_(plan.attention_pairs > 0 ? std::min(plan.attention_pairs, micro_ * config.heads) : micro_ * config.heads),
-        plan_{micro_, pairs_},
         sampler_(random ? IndexSampler(samples_, batch_, *random) : IndexSampler(samples_, batch_, options.seed)),
         tracker_(options) {
     detail::require(config.heads > 0 && config.kv_heads > 0 && config.heads % config.kv_heads == 0 && config.head_dim % 2 == 0,
@@ -813,7 +810,6 @@ class BlockTuningRun {
   bool bf16_;
   long samples_, seqlen_, batch_;
   long micro_, pairs_;  // samples per forward/backward, attention pairs held at once (BlockMemoryPlan)
-  BlockMemoryPlan plan_;
   std::chrono::steady_clock::time_point lap_ = std::chrono::steady_clock::now();
   SetupTimes times_;
   IndexSampler sampler_;

@@ -81,11 +81,6 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
                Cuda backend)
       : options_(options), backend_(backend), samples_(samples), embed_(std::move(embed)) {}
 
-  /// Where the streams live: true on the device (known once the first block has started).
-  bool streams_on_device() const { return placed_ && !fp_.on_host(); }
-  /// The split of a block's step (known once the first block has started).
-  const BlockMemoryPlan& plan() const { return plan_; }
-
   FinishedBlock<Q> run(LlamaBlock& block, const LlamaConfig& config, Index b, const StepProgress& on_step) {
     if (!placed_) place(config);
     const auto start = std::chrono::steady_clock::now();
