@@ -2,6 +2,9 @@
 """Run a command and print its wall time, its peak host RSS (the largest process among it and its
 children: getrusage RUSAGE_CHILDREN) and the GPU's peak memory in use while it ran (nvidia-smi
 polled every 0.2 s; minus what was in use before it started), as one Markdown table row.
+On stderr, what the RSS was made of at its sampled peak (/proc/PID/status of the command itself,
+polled every 0.2 s): anonymous memory (heap, pinned buffers), file pages (mapped model files and
+libraries: the CUDA libraries' mapped code counts here) and shared memory.
 
 usage: measure.py LABEL -- COMMAND [ARGS...]
 """
@@ -21,6 +24,16 @@ def gpu_used_mib():
         return None
 
 
+def rss_parts(pid):
+    """(RssAnon, RssFile, RssShmem) in bytes, or None once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            fields = dict(line.split(":", 1) for line in f if line.startswith("Rss"))
+        return tuple(int(fields[k].split()[0]) * 1024 for k in ("RssAnon", "RssFile", "RssShmem"))
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 def main():
     label, command = sys.argv[1], sys.argv[sys.argv.index("--") + 1:]
     base = gpu_used_mib()
@@ -37,9 +50,26 @@ def main():
     if base is not None:
         watcher.start()
     start = time.time()
-    rc = subprocess.call(command)
+    child = subprocess.Popen(command)
+    parts_peak = [None]
+
+    def poll_rss():
+        while child.poll() is None:
+            parts = rss_parts(child.pid)
+            if parts and (parts_peak[0] is None or sum(parts) > sum(parts_peak[0])):
+                parts_peak[0] = parts
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=poll_rss, daemon=True)
+    sampler.start()
+    rc = child.wait()
     wall = time.time() - start
     done.set()
+    sampler.join()
+    if parts_peak[0]:
+        anon, file_, shmem = (v / 1e9 for v in parts_peak[0])
+        print(f"measure.py: at the sampled RSS peak: anonymous {anon:.2f} GB, file {file_:.2f} GB, shared {shmem:.2f} GB",
+              file=sys.stderr, flush=True)
     rss_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e9
     gpu = f"{(peak[0] - base) / 1024:.1f} GiB" if base is not None else "-"
     print(f"| {label} | {wall:.0f} s | {rss_gb:.2f} GB | {gpu} | exit {rc} |", flush=True)

@@ -9,26 +9,34 @@
 # usage: scripts/synthetic-8b.sh WORK make LAYERS
 #        scripts/synthetic-8b.sh WORK ours LAYERS NSAMPLES SEQLEN ITERS [autoround flags...]
 #        scripts/synthetic-8b.sh WORK reference LAYERS NSAMPLES SEQLEN ITERS
-# env: AUTOROUND (default build/tools/autoround), PYTHON (default python3)
+# env: AUTOROUND (default build/tools/autoround), PYTHON (default python3),
+#      SHAPE=8b (default: Llama-3-8B) or 70b (Llama-3-70B: hidden 8192, intermediate 28672,
+#      64 heads, 8 KV heads; each layer is 1.7 GB of bf16, so 2-4 layers fit a 64 GB disk)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$1 phase=$2 layers=$3
-model=$work/llama8b-$layers
+shape=${SHAPE:-8b}
+case $shape in
+  8b) shape_args=() ;;
+  70b) shape_args=(--hidden 8192 --intermediate 28672 --heads 64 --kv-heads 8) ;;
+  *) echo "unknown SHAPE $shape (8b or 70b)" >&2; exit 2 ;;
+esac
+model=$work/llama$shape-$layers
 autoround=${AUTOROUND:-build/tools/autoround}
 python=${PYTHON:-python3}
 case $phase in
   make)
-    [ -f "$model/config.json" ] || "$python" scripts/make_synthetic_llama.py "$model" --layers "$layers"
+    [ -f "$model/config.json" ] || "$python" scripts/make_synthetic_llama.py "$model" --layers "$layers" "${shape_args[@]}"
     ;;
   ours)
     n=$4 l=$5 i=$6
     shift 6
-    rm -rf "$work/ours-$layers"
+    rm -rf "$work/ours-$layers" "$work/ours-$layers.resume"
     "$python" scripts/measure.py "ours $layers layers, $n x $l, $i iters" -- \
       "$autoround" quantize --model "$model" --calibration "$model/calib.tokens" --output "$work/ours-$layers" \
       --bits 4 --group-size 128 --nsamples "$n" --seqlen "$l" --iters "$i" --device cuda --format auto_round "$@" \
       > "$work/ours-$layers.log" 2>&1
-    grep -E "^\| ours|^quantized" "$work/ours-$layers.log"
+    grep -E "^\| ours|^quantized|^measure.py" "$work/ours-$layers.log"
     ;;
   reference)
     n=$4 l=$5 i=$6
@@ -36,7 +44,7 @@ case $phase in
     "$python" scripts/measure.py "reference $layers layers, $n x $l, $i iters" -- \
       "$python" scripts/reference_quantize.py "$model" "$model/calib.tokens" "$work/reference-$layers" \
       --nsamples "$n" --seqlen "$l" --iters "$i" > "$work/reference-$layers.log" 2>&1
-    grep -E "^\| reference|reference seconds" "$work/reference-$layers.log"
+    grep -E "^\| reference|reference seconds|^measure.py" "$work/reference-$layers.log"
     ;;
   *) echo "unknown phase $phase" >&2; exit 2 ;;
 esac

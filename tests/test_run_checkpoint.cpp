@@ -183,6 +183,7 @@ TEST_CASE("a streaming run interrupted after a block and resumed from its checkp
     REQUIRE(resumed.reports.size() == 3);
     for (std::size_t b = 0; b < 3; ++b) {
       CAPTURE(b);
+      CHECK(resumed.blocks[b].attn_norm == whole.blocks[b].attn_norm);
       CHECK(resumed.reports[b].stats.best_loss == whole.reports[b].stats.best_loss);
       CHECK(resumed.reports[b].stats.best_step == whole.reports[b].stats.best_step);
       for (Linear l : all_linears) {
@@ -192,7 +193,7 @@ TEST_CASE("a streaming run interrupted after a block and resumed from its checkp
         CHECK(resumed.results[b][i]->codes == whole.results[b][i]->codes);
         CHECK(resumed.results[b][i]->scales == whole.results[b][i]->scales);
         CHECK(resumed.results[b][i]->zeros == whole.results[b][i]->zeros);
-        CHECK(resumed.blocks[b][l] == whole.blocks[b][l]);  // the sink sees the same dequantized weights
+        CHECK(resumed.blocks[b][l].size() == 0);  // released for the sink: the results hold it
       }
     }
   }

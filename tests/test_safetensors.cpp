@@ -25,8 +25,9 @@ std::vector<std::byte> read_bytes(const std::string& path) {
   return bytes;
 }
 
-// The fixture's tensors, recomputed from the formulas in the script.
-SafetensorsWriter fixture_writer() {
+// The fixture's tensors, recomputed from the formulas in the script (parked in memory, or on
+// disk in a SpillFile at `spill`).
+SafetensorsWriter fixture_writer(const fs::path& spill = {}) {
   std::vector<float> weight(24), norm{1.0f, -2.5f, 0.125f};
   for (int i = 0; i < 24; ++i) weight[i] = (static_cast<float>(i) - 11.5f) / 8.0f;
   std::vector<std::int32_t> qweight(6);
@@ -34,7 +35,7 @@ SafetensorsWriter fixture_writer() {
   std::vector<std::uint16_t> scales(6);
   for (int i = 0; i < 6; ++i) scales[i] = float_to_half_bits(static_cast<float>(i) / 16.0f + 0.25f);
   std::vector<std::uint8_t> codes{0, 50, 100, 150, 200};
-  SafetensorsWriter w;
+  SafetensorsWriter w = spill.empty() ? SafetensorsWriter() : SafetensorsWriter(spill);
   // deliberately not in the file's order: the writer sorts as the reference does
   w.add<std::uint8_t>("lm_head.codes", Dtype::U8, {5}, codes);
   w.add<float>("model.layers.0.self_attn.q_proj.weight", Dtype::F32, {4, 6}, weight);
@@ -84,6 +85,26 @@ TEST_CASE("our writer reproduces the reference file byte for byte, and writes at
   fs::remove(path);
   CHECK_THROWS_WITH_AS(SafetensorsWriter().add<float>("x", Dtype::F32, {2, 2}, std::vector<float>(3)),
                        doctest::Contains("tensor 'x': 12 bytes do not hold its shape"), Error);
+}
+
+TEST_CASE("a writer whose tensors wait on disk writes the same bytes, and leaves no spill file") {
+  const auto spill = fs::temp_directory_path() / "autoround_test_writer.spill";
+  const SafetensorsWriter w = fixture_writer(spill);
+  CHECK_FALSE(fs::exists(spill));  // unlinked as soon as it was made
+  CHECK(w.serialize() == read_bytes(fixture));
+  // read back in pieces smaller than a tensor: the same bytes
+  SpillFile file(spill);
+  const std::vector<std::byte> bytes = read_bytes(fixture);
+  CHECK(file.append(bytes) == 0);
+  CHECK(file.append(std::span<const std::byte>(bytes).first(5)) == bytes.size());
+  std::vector<std::byte> back;
+  file.read(3, bytes.size() - 3, [&](std::span<const std::byte> piece) {
+    CHECK(piece.size() <= 7);
+    back.insert(back.end(), piece.begin(), piece.end());
+  }, 7);
+  CHECK(back == std::vector<std::byte>(bytes.begin() + 3, bytes.end()));
+  CHECK_THROWS_WITH_AS(file.read(bytes.size(), 6, [](auto) {}), doctest::Contains("autoround_test_writer.spill: read failed"), Error);
+  CHECK_THROWS_WITH_AS(SpillFile("/nonexistent-dir/x.spill"), doctest::Contains("/nonexistent-dir/x.spill: cannot create"), Error);
 }
 
 TEST_CASE("every truncation of a valid file is an error naming the file") {

@@ -196,7 +196,8 @@ TEST_CASE("quantize_model_streaming beside the tuning (device backends): the sam
           REQUIRE(b == static_cast<Index>(codes.size()));  // in block order, one call at a time
           threads.push_back(std::this_thread::get_id());
           codes.push_back(results[static_cast<std::size_t>(Linear::Down)]->codes);
-          CHECK(block[Linear::Down] == results[static_cast<std::size_t>(Linear::Down)]->dequantize());
+          CHECK(block[Linear::Down].size() == 0);  // released: the results hold it
+          CHECK(block.ffn_norm.size() == source.config().hidden);
         },
         {}, {}, SignSGD<>{}, backend);
     return codes;

@@ -322,7 +322,10 @@ class PassWriters {
       for (auto& h : hf_) h.writer->add_block(b, block, results);
     for (auto& g : gguf_) g.writer->add_block(b, results);
     for (const auto& r : results) quantized_layers_ += r.has_value();
-    if (keep_) (*keep_)->blocks.push_back(block);
+    if (keep_) {  // the block's quantized weights come released: --eval needs their values
+      (*keep_)->blocks.push_back(block);
+      detail::dequantize_released((*keep_)->blocks.back(), results);
+    }
   }
 
   /// Close every file; the formats' report entries.

@@ -146,14 +146,16 @@ class HfTensorWriter {
     for (Linear l : all_linears) {
       const std::string name = prefix + hf_name(l);
       const bool permuted = gguf_rope_ && (l == Linear::Query || l == Linear::Key);
-      const auto rows = permuted ? hf_rows_from_gguf(block[l].rows(), c_.head_dim) : std::vector<Index>{};
+      const auto rows = permuted ? hf_rows_from_gguf(linear_shape(c_, l).first, c_.head_dim) : std::vector<Index>{};
       const auto& quantized = results[static_cast<std::size_t>(l)];
       // AWQ has no short last group: such layers are written as float16 (listed in
       // modules_to_not_convert) holding their dequantized values, so the checkpoint still computes
       // what the quantized model computes (the reference would leave them unquantized).
       const bool fits = format_ != HfFormat::AutoAwq || !quantized || quantized->cols() % quantized->layout.group_size() == 0;
       if (!quantized || !fits) {
-        const RowMatrix weight = permuted ? permute_rows(block[l], rows) : block[l];
+        // a quantized layer's weight is its results' (a streaming run's sink gets it released)
+        const RowMatrix values = quantized ? quantized->dequantize() : block[l];
+        const RowMatrix weight = permuted ? permute_rows(values, rows) : values;
         detail::add_f16(w, name + ".weight", weight.data(), {weight.rows(), weight.cols()});
         extra_[name] = {{"bits", 16}, {"data_type", "float"}};
         dynamic_["-:" + detail::exact_regex(name)] = nlohmann::ordered_json::object();
@@ -304,15 +306,18 @@ inline std::vector<std::string> export_hf_checkpoint(const QuantizedLlama<>& q, 
 /// LM head close the last shard. finish() names the shards model-0000k-of-0000n.safetensors
 /// (as transformers does, with n known only then: until finish they are model-0000k.partial),
 /// writes model.safetensors.index.json (the weight map transformers reads) and the metadata
-/// files; a checkpoint that fits one shard is model.safetensors without an index. Host memory: one shard's packed tensors. A run stopped early leaves no index, so the
-/// directory does not load as a checkpoint.
+/// files; a checkpoint that fits one shard is model.safetensors without an index. Host memory:
+/// the tensors of a shard wait on disk (SpillFile) until it is written, so a block's packed
+/// tensors at most. A run stopped early leaves no index, so the directory does not load as a
+/// checkpoint.
 class HfShardWriter {
  public:
   static constexpr std::uint64_t default_max_shard_bytes = 1'000'000'000;
 
   HfShardWriter(HfFormat format, std::filesystem::path dir, const LlamaConfig& config, const ModelQuantOptions& options,
                 const ExportSource& source, std::uint64_t max_shard_bytes = default_max_shard_bytes)
-      : writer_(format, config, options, source), dir_(std::move(dir)), layers_(config.layers), max_bytes_(max_shard_bytes) {}
+      : writer_(format, config, options, source), dir_(std::move(dir)), layers_(config.layers), max_bytes_(max_shard_bytes),
+        pending_(spill_name(0)) {}
 
   template <class Results>
   void add_block(Index b, const LlamaBlock& block, const Results& results) {
@@ -353,6 +358,12 @@ class HfShardWriter {
     std::snprintf(name, sizeof name, "model-%05zu.partial", k + 1);
     return dir_ / name;
   }
+  // where a shard's tensors wait until it is complete (unlinked at once: see SpillFile)
+  std::filesystem::path spill_name(std::size_t k) const {
+    char name[64];
+    std::snprintf(name, sizeof name, "model-%05zu.spill", k + 1);
+    return dir_ / name;
+  }
   void flush() {
     for (const auto& [name, bytes] : pending_.sizes()) {
       tensor_shard_.emplace_back(name, shards_);
@@ -361,7 +372,7 @@ class HfShardWriter {
     pending_.set_metadata("format", "pt");
     pending_.write(partial_name(shards_));
     ++shards_;
-    pending_ = SafetensorsWriter();
+    pending_ = SafetensorsWriter(spill_name(shards_));
   }
 
   template <class AddGlobals>

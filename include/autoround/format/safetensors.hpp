@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <span>
@@ -25,6 +26,7 @@
 #include "../core/error.hpp"
 #include "../core/fp16.hpp"
 #include "../core/mapped_file.hpp"
+#include "../core/spill_file.hpp"
 #include "../core/matrix.hpp"
 #include "ggml_blocks.hpp"
 
@@ -239,29 +241,46 @@ class SafetensorsCheckpoint {
 };
 
 /// Collects tensors, then writes one safetensors file byte for byte as the reference writes it.
+/// The tensors wait in memory, or, given a spill file, on disk (the header, written first, needs
+/// them all: a shard of a large checkpoint need not sit in host memory until it is complete).
 class SafetensorsWriter {
  public:
+  SafetensorsWriter() = default;
+  /// Tensors added are parked in a SpillFile at `spill` (created, and unlinked at once).
+  explicit SafetensorsWriter(const std::filesystem::path& spill) : spill_(std::make_unique<SpillFile>(spill)) {}
+
   void add(const std::string& name, Dtype dtype, std::vector<std::int64_t> shape, std::span<const std::byte> bytes) {
-    add(name, dtype, std::move(shape), std::vector<std::byte>(bytes.begin(), bytes.end()));
+    check(name, dtype, shape, bytes.size());
+    if (spill_) entries_.push_back({name, dtype, std::move(shape), {}, bytes.size(), spill_->append(bytes)});
+    else entries_.push_back({name, dtype, std::move(shape), std::vector<std::byte>(bytes.begin(), bytes.end()), bytes.size(), 0});
   }
   /// As above, taking the bytes over (no copy).
   void add(const std::string& name, Dtype dtype, std::vector<std::int64_t> shape, std::vector<std::byte>&& bytes) {
-    std::uint64_t count = 1;
-    for (auto d : shape) {
-      detail::require(d >= 0, "safetensors writer: tensor '" + name + "' has a negative dimension");
-      count *= static_cast<std::uint64_t>(d);
-    }
-    detail::require(count * dtype_size(dtype) == bytes.size(),
-                    "safetensors writer: tensor '" + name + "': " + std::to_string(bytes.size()) + " bytes do not hold its shape");
-    detail::require(std::none_of(entries_.begin(), entries_.end(), [&](const Entry& e) { return e.name == name; }),
-                    "safetensors writer: tensor '" + name + "' added twice");
-    entries_.push_back({name, dtype, std::move(shape), std::move(bytes)});
+    if (spill_) return add(name, dtype, std::move(shape), std::span<const std::byte>(bytes));
+    check(name, dtype, shape, bytes.size());
+    const std::size_t size = bytes.size();
+    entries_.push_back({name, dtype, std::move(shape), std::move(bytes), size, 0});
   }
   template <class T>
   void add(const std::string& name, Dtype dtype, std::vector<std::int64_t> shape, std::span<const T> values) {
     add(name, dtype, std::move(shape), std::as_bytes(values));
   }
   void set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
+
+ private:
+  void check(const std::string& name, Dtype dtype, const std::vector<std::int64_t>& shape, std::size_t bytes) const {
+    std::uint64_t count = 1;
+    for (auto d : shape) {
+      detail::require(d >= 0, "safetensors writer: tensor '" + name + "' has a negative dimension");
+      count *= static_cast<std::uint64_t>(d);
+    }
+    detail::require(count * dtype_size(dtype) == bytes,
+                    "safetensors writer: tensor '" + name + "': " + std::to_string(bytes) + " bytes do not hold its shape");
+    detail::require(std::none_of(entries_.begin(), entries_.end(), [&](const Entry& e) { return e.name == name; }),
+                    "safetensors writer: tensor '" + name + "' added twice");
+  }
+
+ public:
 
   /// The whole file's bytes, laid out as the reference writer (safetensors 0.4) lays them out:
   /// tensors sorted by dtype (wider first, in the format's dtype order) then name, stored
@@ -280,7 +299,7 @@ class SafetensorsWriter {
   /// (name, bytes) of every tensor added.
   std::vector<std::pair<std::string, std::size_t>> sizes() const {
     std::vector<std::pair<std::string, std::size_t>> out;
-    for (const Entry& e : entries_) out.emplace_back(e.name, e.bytes.size());
+    for (const Entry& e : entries_) out.emplace_back(e.name, e.size);
     return out;
   }
 
@@ -300,9 +319,9 @@ class SafetensorsWriter {
       nlohmann::ordered_json entry;
       entry["dtype"] = dtype_name(e->dtype);
       entry["shape"] = e->shape;
-      entry["data_offsets"] = {offset, offset + e->bytes.size()};
+      entry["data_offsets"] = {offset, offset + e->size};
       header[e->name] = std::move(entry);
-      offset += e->bytes.size();
+      offset += e->size;
     }
     std::string text = header.dump();
     text.append((8 - text.size() % 8) % 8, ' ');
@@ -311,15 +330,20 @@ class SafetensorsWriter {
     std::memcpy(length, &n, 8);
     put(std::span<const std::byte>(length, 8));
     put(std::as_bytes(std::span<const char>(text.data(), text.size())));
-    for (const Entry* e : order) put(std::span<const std::byte>(e->bytes));
+    for (const Entry* e : order)
+      if (spill_) spill_->read(e->spilled_at, e->size, put);
+      else put(std::span<const std::byte>(e->bytes));
   }
 
   struct Entry {
     std::string name;
     Dtype dtype;
     std::vector<std::int64_t> shape;
-    std::vector<std::byte> bytes;
+    std::vector<std::byte> bytes;  // empty when spilled
+    std::size_t size;
+    std::uint64_t spilled_at;
   };
+  std::unique_ptr<SpillFile> spill_;
   std::vector<Entry> entries_;
   std::map<std::string, std::string> metadata_;
 };

@@ -177,6 +177,29 @@ void dequantize_into(LlamaBlock& block, const LayerResults<Q>& results) {
   for (auto& layer : layers) layer.get();
 }
 
+/// Free the weights of block's quantized layers (`results` holds them; QuantizedWeight::dequantize
+/// gives their values back): a streaming run holds one block's float32 weights at a time.
+template <WeightQuantizer Q>
+void release_quantized(LlamaBlock& block, const LayerResults<Q>& results) {
+  for (Linear l : all_linears)
+    if (results[static_cast<std::size_t>(l)]) block[l] = RowMatrix();
+}
+
+/// block[l] = its dequantized result for every quantized layer a run released (a device run
+/// frees the host copy once the device holds it): quantize_model leaves the model dequantized.
+template <WeightQuantizer Q>
+void dequantize_released(LlamaBlock& block, const LayerResults<Q>& results) {
+  std::vector<std::future<void>> layers;
+  for (Linear l : all_linears)
+    if (const auto& q = results[static_cast<std::size_t>(l)]; q && block[l].size() == 0)
+      layers.push_back(std::async(std::launch::async, [&block, &q, l] { block[l] = q->dequantize(); }));
+  for (auto& layer : layers) layer.get();
+}
+
+/// What a block loop's run() calls once it no longer reads the block's host weights (the Cuda
+/// loop: as soon as they are on the device), so that the caller may start reading the next one.
+using WeightsReleased = std::function<void()>;
+
 /// A calibration sample's embedding rows, [seqlen, hidden]: the start of the full-precision
 /// stream. The block loops call it once per sample, when they need it (the Cuda loop uploads
 /// each sample as it is embedded, so the host never holds them all).
@@ -197,8 +220,10 @@ class HostBlockByBlock {
     if (options.streams == ActivationStreams::Two) quantized_ = fp_;
   }
 
-  /// Tune block b (its linear weights become their dequantized values) and move both streams past it.
-  FinishedBlock<Q> run(LlamaBlock& block, const LlamaConfig& config, Index b, const StepProgress& on_step) {
+  /// Tune block b (its linear weights become their dequantized values) and move both streams past
+  /// it; `released` is called at the end (the host run reads the block's weights throughout).
+  FinishedBlock<Q> run(LlamaBlock& block, const LlamaConfig& config, Index b, const StepProgress& on_step,
+                       const WeightsReleased& released = {}) {
     const auto start = std::chrono::steady_clock::now();
     BlockReport report;
     const auto quantizers = block_quantizers<Q>(options_, block, b, report);
@@ -218,6 +243,7 @@ class HostBlockByBlock {
     }
     advance(block, config, results);
     report.seconds = seconds_since(start);
+    if (released) released();
     return {std::move(results), report, random_.state()};
   }
 
@@ -291,7 +317,9 @@ std::vector<LayerResults<Q>> quantize_model(LlamaModel& model, std::span<const T
   std::vector<LayerResults<Q>> all;
   const Index blocks = static_cast<Index>(model.blocks.size());
   for (Index b = 0; b < blocks; ++b) {
-    FinishedBlock<Q> finished = run.run(model.blocks[static_cast<std::size_t>(b)], model.config, b, on_step);
+    LlamaBlock& block = model.blocks[static_cast<std::size_t>(b)];
+    FinishedBlock<Q> finished = run.run(block, model.config, b, on_step);
+    detail::dequantize_released(block, finished.results);
     all.push_back(std::move(finished.results));
     if (on_block) on_block(finished.report, blocks);
   }
@@ -299,21 +327,24 @@ std::vector<LayerResults<Q>> quantize_model(LlamaModel& model, std::span<const T
 }
 
 /// What quantize_model_streaming calls as each block finishes: sink(b, block, results), with the
-/// block (its quantized linear weights replaced by their dequantized values) and its quantized
-/// layers. Both are released when the call returns; a sink writes what it needs
-/// (HfShardWriter::add_block, a GgufStreamWriter).
+/// block (its norms, biases and full-precision layers; the weights of its quantized layers are
+/// released, empty matrices: results[l] holds them and results[l]->dequantize() gives their
+/// values) and its quantized layers. Both are freed when the call returns; a sink writes what it
+/// needs (HfShardWriter::add_block, a GgufStreamWriter).
 template <class F, class Q>
 concept BlockSink = std::invocable<F&, Index, const LlamaBlock&, const LayerResults<Q>&>;
 
-/// quantize_model over a model read block by block (model/model_source.hpp): host memory is a
-/// few blocks in float32, their tuning state and the two activation streams, whatever the number
-/// of layers. The same results as quantize_model on the loaded model (tests/test_streaming.cpp).
+/// quantize_model over a model read block by block (model/model_source.hpp): host memory is one
+/// block in float32, its tuning state and the two activation streams, whatever the number of
+/// layers. The same results as quantize_model on the loaded model (tests/test_streaming.cpp).
 /// With a device backend (Cuda) the host work around a block runs on other threads while the
 /// block tunes, so the GPU waits for neither: the next block is read (and converted to float32)
-/// ahead, and the sink writes the previous one; at most three blocks are then held (the one
-/// tuning, the next, the one being written). On the CPU the tuning has the cores and one block is
-/// held. The sink is called in block order, one call at a time; an exception from the source or
-/// the sink stops the run where the loop next looks.
+/// once the tuning block's weights are on the device and released from the host
+/// (WeightsReleased), and the sink writes the previous one (its results; the sink's blocks hold
+/// no quantized weights, see BlockSink): one block's float32 weights are held at a time. On the
+/// CPU the tuning has the cores and the loop reads, tunes and writes in turn. The sink is called
+/// in block order, one call at a time; an exception from the source or the sink stops the run
+/// where the loop next looks.
 /// `checkpoint` (tune/run_checkpoint.hpp) keeps each block as it finishes, before on_block and
 /// the sink see it; the blocks it already holds are not tuned again but replayed (their results
 /// loaded, both streams moved past them, the sink fed), so a run interrupted anywhere continues
@@ -328,26 +359,29 @@ void quantize_model_streaming(const S& source, std::span<const TokenSequence> sa
                                     std::move(optimizer), std::move(backend));
   const LlamaConfig& config = source.config();
   const Index kept = std::min<Index>(checkpoint.finished(), config.layers);
-  // block b: replayed from the checkpoint, or tuned and kept there; then reported
-  auto finish = [&](LlamaBlock& block, Index b) {
+  // block b: replayed from the checkpoint, or tuned and kept there; then reported; its
+  // quantized weights released (`released` is called once the run no longer reads them)
+  auto finish = [&](LlamaBlock& block, Index b, const detail::WeightsReleased& released) {
     LayerResults<Q> results;
     if (b < kept) {
       FinishedBlock<Q> done = checkpoint.load(b);
       run.replay(block, config, done);
+      if (released) released();
       results = std::move(done.results);
       if (on_block) on_block(done.report, config.layers);
     } else {
-      FinishedBlock<Q> done = run.run(block, config, b, on_step);
+      FinishedBlock<Q> done = run.run(block, config, b, on_step, released);
       checkpoint.save(b, done);
       results = std::move(done.results);
       if (on_block) on_block(done.report, config.layers);
     }
+    detail::release_quantized(block, results);
     return results;
   };
   if constexpr (!detail::overlap_host_work<B>) {
     for (Index b = 0; b < config.layers; ++b) {
       LlamaBlock block = source.block(b);
-      const LayerResults<Q> results = finish(block, b);
+      const LayerResults<Q> results = finish(block, b, {});
       sink(b, block, results);
     }
     return;
@@ -358,8 +392,11 @@ void quantize_model_streaming(const S& source, std::span<const TokenSequence> sa
   // a future left running when the loop throws is waited for by its destructor: nothing outlives the call
   for (Index b = 0; b < config.layers; ++b) {
     LlamaBlock block = next.get();
-    if (b + 1 < config.layers) next = read(b + 1);
-    LayerResults<Q> results = finish(block, b);
+    const auto read_next = [&, b] {
+      if (b + 1 < config.layers && !next.valid()) next = read(b + 1);
+    };
+    LayerResults<Q> results = finish(block, b, read_next);
+    read_next();  // when the run did not call it
     if (writing.valid()) writing.get();
     writing = std::async(std::launch::async, [&sink, b, block = std::move(block), results = std::move(results)] { sink(b, block, results); });
   }

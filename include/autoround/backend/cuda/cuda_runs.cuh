@@ -81,7 +81,10 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
                Cuda backend)
       : options_(options), backend_(backend), samples_(samples), embed_(std::move(embed)) {}
 
-  FinishedBlock<Q> run(LlamaBlock& block, const LlamaConfig& config, Index b, const StepProgress& on_step) {
+  /// Tune block b on the device. Its quantized layers' host weights are freed as soon as the run
+  /// holds them (then `released` is called); quantize_model dequantizes the results back.
+  FinishedBlock<Q> run(LlamaBlock& block, const LlamaConfig& config, Index b, const StepProgress& on_step,
+                       const WeightsReleased& released = {}) {
     if (!placed_) place(config);
     const auto start = std::chrono::steady_clock::now();
     BlockReport report;
@@ -95,6 +98,9 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
       const auto setup = std::chrono::steady_clock::now();
       Run run(options_.tune, quantizers, block, config, calibration, "model.layers." + std::to_string(b), backend_.precision, plan_);
       report.setup_seconds = seconds_since(setup);
+      for (Linear l : all_linears)
+        if (quantizers[static_cast<std::size_t>(l)]) block[l] = RowMatrix();
+      if (released) released();
       results = tune_block(run, options_, b, on_step, report);
       switch (options_.streams) {
         case ActivationStreams::Two: run.forward_quantized(quantized_); break;  // over its own inputs
@@ -102,7 +108,6 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
         case ActivationStreams::Quantized: run.forward_quantized(fp_); break;
       }
     }
-    dequantize_into(block, results);
     report.seconds = seconds_since(start);
     return {std::move(results), report, random_.state()};
   }
