@@ -92,6 +92,8 @@ def main():
     p.add_argument("--elementwise", type=float, default=1.908e-3 / 58.72e6, help="s per tuned weight per step")
     p.add_argument("--expert-efficiency", type=float, default=0.5, help="experts' GEMM rate / the dense GEMM rate (assumed)")
     p.add_argument("--nvlink", type=float, default=350e9, help="bytes/s per GPU for all-reduce and all-to-all (assumed)")
+    p.add_argument("--imbalance", type=float, default=1.5,
+                   help="routed tokens on the busiest GPU / the mean, with experts sharded (assumed)")
     p.add_argument("--workspace", type=float, default=8.0, help="GiB per GPU for the step's workspace (a BlockMemoryPlan)")
     p.add_argument("--gpu-memory", type=float, default=139.0, help="GiB a GPU has (H200: 139 usable)")
     a = p.parse_args()
@@ -121,7 +123,7 @@ def main():
             held = dense_w + expert_w          # dense part replicated, experts sharded
             streams = 2 * n_tokens * b.hidden * 2
             memory = (18 * held + streams) / 2**30 + a.workspace
-            d, e = gemm_flops(b, tokens, a.seqlen, a.batch, 1 / g, 1 / g)
+            d, e = gemm_flops(b, tokens, a.seqlen, a.batch, 1 / g, (a.imbalance if g > 1 else 1.0) / g)
             compute = d / rate + e / (rate * a.expert_efficiency) + a.elementwise * held
             comm = 0.0
             if g > 1:
@@ -136,7 +138,7 @@ def main():
             print(f"| {b.name} | {b.total() / 1e9:.2f} B | {b.active() / 1e9:.2f} B | {g} | {memory:.0f} GiB{fits_gpu} | {host:.0f} GiB "
                   f"| {step * 1e3:.0f} ms "
                   f"| {fixed:.1f} s | " + ", ".join(f"{t:.1f} s" for t in per_block) + " | "
-                  + ", ".join(f"{t * b.layers / 60:.0f} min" for t in per_block) + " |")
+                  + ", ".join(f"{t * b.layers / 60:.1f} min" for t in per_block) + " |")
 
 
 if __name__ == "__main__":

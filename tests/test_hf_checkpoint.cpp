@@ -154,6 +154,49 @@ TEST_CASE("quantized exports with mixed precision load back bit-identical") {
   fs::remove_all(source);
 }
 
+TEST_CASE("a streamed checkpoint (untied LM head read a slice at a time) holds the whole-model export's bytes") {
+  const LlamaModel original = tiny_model();
+  const auto source_dir = write_float_checkpoint(original, fs::temp_directory_path() / "autoround_hf_stream_source");
+  const HfModelSource source(source_dir);
+  const std::vector<std::int32_t> ids{95, 0, 7};
+  const RowMatrix head = source.output_rows(ids), embedded = source.embedding_rows(ids);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    CHECK(head.row(static_cast<Index>(i)) == original.output.row(ids[i]));
+    CHECK(embedded.row(static_cast<Index>(i)) == original.embedding.row(ids[i]));
+  }
+  CHECK_THROWS_WITH_AS(source.output_rows(std::vector<std::int32_t>{96}), doctest::Contains("outside the vocabulary"), Error);
+  ModelQuantOptions options;
+  options.spec = {4, 32, Asymmetric};
+  options.tune.iters = 0;
+  options.nsamples = 2;
+  options.seqlen = 16;
+  const auto tokens = random_tokens(32);
+  const fs::path whole = fs::temp_directory_path() / "autoround_hf_stream_whole", streamed = fs::temp_directory_path() / "autoround_hf_stream";
+  for (const auto& dir : {whole, streamed}) {
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+  }
+  LlamaModel m = original;
+  const auto layers = quantize_model(m, tokens, options);
+  export_hf_checkpoint(QuantizedLlama<>{m, layers, options}, HfFormat::AutoRound, whole, {nullptr, source_dir});
+  HfShardWriter writer(HfFormat::AutoRound, streamed, source.config(), options, {nullptr, source_dir});
+  const auto samples = consecutive_windows(tokens, options.nsamples, options.seqlen);
+  quantize_model_streaming(source, samples, options, [&](Index b, const LlamaBlock& block, const LayerResults<>& results) {
+    writer.add_block(b, block, results);
+  });
+  writer.finish(source);
+  const SafetensorsFile a((whole / "model.safetensors").string()), b((streamed / "model.safetensors").string());
+  REQUIRE(a.tensors().size() == b.tensors().size());
+  CHECK(b.tensor("lm_head.weight").dtype == Dtype::F16);
+  for (const SafetensorsTensor& t : a.tensors()) {
+    CAPTURE(t.name);
+    const SafetensorsTensor& s = b.tensor(t.name);
+    CHECK(s.shape == t.shape);
+    CHECK(std::equal(s.data.begin(), s.data.end(), t.data.begin(), t.data.end()));
+  }
+  for (const auto& dir : {whole, streamed, source_dir}) fs::remove_all(dir);
+}
+
 TEST_CASE("bad checkpoint directories are refused with the reason") {
   const LlamaModel m = tiny_model();
   const auto dir = write_float_checkpoint(m, fs::temp_directory_path() / "autoround_hf_bad");

@@ -107,6 +107,30 @@ TEST_CASE("a writer whose tensors wait on disk writes the same bytes, and leaves
   CHECK_THROWS_WITH_AS(SpillFile("/nonexistent-dir/x.spill"), doctest::Contains("/nonexistent-dir/x.spill: cannot create"), Error);
 }
 
+TEST_CASE("a tensor given in pieces is the tensor given whole, in memory and spilled; a wrong count is an error") {
+  std::vector<float> values(24);
+  for (int i = 0; i < 24; ++i) values[static_cast<std::size_t>(i)] = static_cast<float>(i) * 0.5f - 3.0f;
+  const auto bytes = std::as_bytes(std::span<const float>(values));
+  SafetensorsWriter whole;
+  whole.add<float>("t", Dtype::F32, {4, 6}, values);
+  const auto in_pieces = [&](SafetensorsWriter& w, std::size_t cut_at, std::size_t end) {
+    w.add_pieces("t", Dtype::F32, {4, 6}, bytes.size(), [&](auto&& put) {
+      put(bytes.subspan(0, cut_at));
+      put(bytes.subspan(cut_at, end - cut_at));
+    });
+  };
+  SafetensorsWriter memory, spilled(fs::temp_directory_path() / "autoround_test_pieces.spill");
+  in_pieces(memory, 24, bytes.size());
+  in_pieces(spilled, 40, bytes.size());
+  CHECK(memory.serialize() == whole.serialize());
+  CHECK(spilled.serialize() == whole.serialize());
+  SafetensorsWriter short_one;
+  CHECK_THROWS_WITH_AS(in_pieces(short_one, 8, bytes.size() - 4), doctest::Contains("tensor 't': 92 of its 96 bytes given"), Error);
+  SafetensorsWriter long_one;
+  CHECK_THROWS_WITH_AS(long_one.add_pieces("t", Dtype::F32, {2}, 8, [&](auto&& put) { put(bytes.subspan(0, 12)); }),
+                       doctest::Contains("more bytes given than its shape holds"), Error);
+}
+
 TEST_CASE("every truncation of a valid file is an error naming the file") {
   const auto bytes = read_bytes(fixture);
   for (std::size_t size = 0; size < bytes.size(); ++size) {

@@ -18,6 +18,11 @@ struct MemorySource {
   autoround::RowMatrix embedding() const { return model->embedding; }
   Eigen::VectorXf final_norm() const { return model->final_norm; }
   autoround::RowMatrix output() const { return model->output; }
+  autoround::RowMatrix output_rows(std::span<const std::int32_t> rows) const {
+    autoround::RowMatrix out(static_cast<autoround::Index>(rows.size()), model->config.hidden);
+    for (std::size_t i = 0; i < rows.size(); ++i) out.row(static_cast<autoround::Index>(i)) = model->output.row(rows[i]);
+    return out;
+  }
   std::string name() const { return "memory"; }
 };
 static_assert(autoround::ModelSource<MemorySource>);

@@ -105,27 +105,25 @@ class HfTensorWriter {
     if (!c_.tied_embeddings) detail::add_f16(w, "lm_head.weight", output.data(), {c_.vocab, c_.hidden});
   }
 
-  /// The same from a model source, the embedding converted a slice of rows at a time (host
-  /// memory: its float16 copy, not a float32 one).
+  /// The same from a model source, the embedding and the LM head converted a slice of rows at a
+  /// time (host memory: a slice; the writer parks the float16 rows, HfShardWriter on disk).
   template <ModelSource S>
   void add_globals(SafetensorsWriter& w, const S& source) const {
-    std::vector<std::byte> embedding;
-    embedding.reserve(static_cast<std::size_t>(c_.vocab * c_.hidden) * 2);
-    std::vector<std::int32_t> ids;
-    for (Index first = 0; first < c_.vocab; first += 4096) {
-      ids.resize(static_cast<std::size_t>(std::min<Index>(4096, c_.vocab - first)));
-      for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int32_t>(first + static_cast<Index>(i));
-      const RowMatrix rows = source.embedding_rows(ids);
-      const auto f16 = ggml::quantize(ggml::Type::F16, std::span<const float>(rows.data(), static_cast<std::size_t>(rows.size())));
-      embedding.insert(embedding.end(), f16.begin(), f16.end());
-    }
-    w.add("model.embed_tokens.weight", Dtype::F16, {c_.vocab, c_.hidden}, std::move(embedding));
+    const auto add_rows = [&](const std::string& name, auto&& rows_of) {
+      w.add_pieces(name, Dtype::F16, {c_.vocab, c_.hidden}, static_cast<std::size_t>(c_.vocab * c_.hidden) * 2, [&](auto&& put) {
+        std::vector<std::int32_t> ids;
+        for (Index first = 0; first < c_.vocab; first += 4096) {
+          ids.resize(static_cast<std::size_t>(std::min<Index>(4096, c_.vocab - first)));
+          for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int32_t>(first + static_cast<Index>(i));
+          const RowMatrix rows = rows_of(std::span<const std::int32_t>(ids));
+          put(std::span<const std::byte>(ggml::quantize(ggml::Type::F16, std::span<const float>(rows.data(), static_cast<std::size_t>(rows.size())))));
+        }
+      });
+    };
+    add_rows("model.embed_tokens.weight", [&](std::span<const std::int32_t> ids) { return source.embedding_rows(ids); });
     const Eigen::VectorXf norm = source.final_norm();
     detail::add_f16(w, "model.norm.weight", norm.data(), {c_.hidden});
-    if (!c_.tied_embeddings) {
-      const RowMatrix output = source.output();
-      detail::add_f16(w, "lm_head.weight", output.data(), {c_.vocab, c_.hidden});
-    }
+    if (!c_.tied_embeddings) add_rows("lm_head.weight", [&](std::span<const std::int32_t> ids) { return source.output_rows(ids); });
   }
 
   /// Block b: norms and biases in float16, each linear layer packed (or float16 where it stayed in

@@ -265,6 +265,24 @@ class SafetensorsWriter {
   void add(const std::string& name, Dtype dtype, std::vector<std::int64_t> shape, std::span<const T> values) {
     add(name, dtype, std::move(shape), std::as_bytes(values));
   }
+  /// A tensor of `bytes` bytes given in pieces, in order: fill(put) calls put(span) for each. With
+  /// a spill file it is never whole in memory (a large model's embedding and LM head).
+  template <class Fill>
+  void add_pieces(const std::string& name, Dtype dtype, std::vector<std::int64_t> shape, std::size_t bytes, Fill&& fill) {
+    check(name, dtype, shape, bytes);
+    std::vector<std::byte> kept;
+    const std::uint64_t at = spill_ ? spill_->size() : 0;
+    std::size_t given = 0;
+    fill([&](std::span<const std::byte> piece) {
+      detail::require(given + piece.size() <= bytes, "safetensors writer: tensor '" + name + "': more bytes given than its shape holds");
+      given += piece.size();
+      if (spill_) spill_->append(piece);
+      else kept.insert(kept.end(), piece.begin(), piece.end());
+    });
+    detail::require(given == bytes, "safetensors writer: tensor '" + name + "': " + std::to_string(given) + " of its " +
+                                        std::to_string(bytes) + " bytes given");
+    entries_.push_back({name, dtype, std::move(shape), std::move(kept), bytes, at});
+  }
   void set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
 
  private:

@@ -45,9 +45,22 @@ class GgufModelSource {
 
   /// The embedding rows of `tokens`, dequantizing only those rows (a row of a GGUF tensor is a
   /// whole number of blocks of its type).
-  RowMatrix embedding_rows(std::span<const std::int32_t> tokens) const {
+  RowMatrix embedding_rows(std::span<const std::int32_t> tokens) const { return rows_of("token_embd.weight", tokens); }
+  /// Rows of the (untied) LM head, the same way.
+  RowMatrix output_rows(std::span<const std::int32_t> rows) const {
+    detail::require(!config_.tied_embeddings, name() + ": the LM head is tied to the embedding");
+    return rows_of("output.weight", rows);
+  }
+  RowMatrix embedding() const { return load("token_embd.weight", config_.vocab, config_.hidden); }
+  Eigen::VectorXf final_norm() const { return load_vector("output_norm.weight", config_.hidden); }
+  RowMatrix output() const { return config_.tied_embeddings ? RowMatrix() : load("output.weight", config_.vocab, config_.hidden); }
+
+ private:
+  RowMatrix rows_of(const std::string& tensor, std::span<const std::int32_t> tokens) const {
     detail::check_tokens(tokens, config_.vocab);
-    const GgufTensor& t = file_.tensor("token_embd.weight");
+    const GgufTensor& t = file_.tensor(tensor);
+    if (t.rows() != config_.vocab || t.cols() != config_.hidden)
+      throw Error(name() + ": tensor '" + tensor + "' is not [vocab, hidden]");
     const std::size_t row_bytes = t.data.size() / static_cast<std::size_t>(t.rows());
     RowMatrix h(static_cast<Index>(tokens.size()), config_.hidden);
     for (std::size_t i = 0; i < tokens.size(); ++i)
@@ -56,11 +69,6 @@ class GgufModelSource {
     file_.release(t);
     return h;
   }
-  RowMatrix embedding() const { return load("token_embd.weight", config_.vocab, config_.hidden); }
-  Eigen::VectorXf final_norm() const { return load_vector("output_norm.weight", config_.hidden); }
-  RowMatrix output() const { return config_.tied_embeddings ? RowMatrix() : load("output.weight", config_.vocab, config_.hidden); }
-
- private:
   RowMatrix load(const std::string& tensor, Index rows, Index cols) const {
     const GgufTensor& t = file_.tensor(tensor);
     if (t.rows() != rows || t.cols() != cols)

@@ -159,25 +159,33 @@ class HfModelSource {
   }
 
   /// The embedding rows of `tokens`, converting only those rows (F32 / F16 / BF16).
-  RowMatrix embedding_rows(std::span<const std::int32_t> tokens) const {
-    detail::check_tokens(tokens, config_.vocab);
-    const SafetensorsTensor& t = ckpt_->tensor("model.embed_tokens.weight");
-    if (t.dtype != Dtype::F32 && t.dtype != Dtype::F16 && t.dtype != Dtype::BF16)
-      throw Error(std::string("tensor 'model.embed_tokens.weight' is ") + dtype_name(t.dtype) + ", not a float type");
-    const ggml::Type as = t.dtype == Dtype::F32 ? ggml::Type::F32 : t.dtype == Dtype::F16 ? ggml::Type::F16 : ggml::Type::BF16;
-    const std::size_t row_bytes = dtype_size(t.dtype) * static_cast<std::size_t>(config_.hidden);
-    RowMatrix h(static_cast<Index>(tokens.size()), config_.hidden);
-    for (std::size_t i = 0; i < tokens.size(); ++i)
-      ggml::dequantize(as, t.data.subspan(static_cast<std::size_t>(tokens[i]) * row_bytes, row_bytes),
-                       std::span<float>(h.data() + static_cast<Index>(i) * config_.hidden, static_cast<std::size_t>(config_.hidden)));
-    ckpt_->release("model.embed_tokens.weight");
-    return h;
+  RowMatrix embedding_rows(std::span<const std::int32_t> tokens) const { return rows_of("model.embed_tokens.weight", tokens); }
+  /// Rows of the (untied) LM head, the same way.
+  RowMatrix output_rows(std::span<const std::int32_t> rows) const {
+    detail::require(!config_.tied_embeddings, name() + ": the LM head is tied to the embedding");
+    return rows_of("lm_head.weight", rows);
   }
   RowMatrix embedding() const { return ckpt_->to_float("model.embed_tokens.weight"); }
   Eigen::VectorXf final_norm() const { return vector("model.norm.weight"); }
   RowMatrix output() const { return config_.tied_embeddings ? RowMatrix() : load("lm_head.weight", config_.vocab, config_.hidden); }
 
  private:
+  RowMatrix rows_of(const std::string& tensor, std::span<const std::int32_t> tokens) const {
+    detail::check_tokens(tokens, config_.vocab);
+    const SafetensorsTensor& t = ckpt_->tensor(tensor);
+    if (t.dtype != Dtype::F32 && t.dtype != Dtype::F16 && t.dtype != Dtype::BF16)
+      throw Error("tensor '" + tensor + "' is " + dtype_name(t.dtype) + ", not a float type");
+    if (t.shape.size() != 2 || t.shape[0] != config_.vocab || t.shape[1] != config_.hidden)
+      throw Error("tensor '" + tensor + "' is not [vocab, hidden]");
+    const ggml::Type as = t.dtype == Dtype::F32 ? ggml::Type::F32 : t.dtype == Dtype::F16 ? ggml::Type::F16 : ggml::Type::BF16;
+    const std::size_t row_bytes = dtype_size(t.dtype) * static_cast<std::size_t>(config_.hidden);
+    RowMatrix h(static_cast<Index>(tokens.size()), config_.hidden);
+    for (std::size_t i = 0; i < tokens.size(); ++i)
+      ggml::dequantize(as, t.data.subspan(static_cast<std::size_t>(tokens[i]) * row_bytes, row_bytes),
+                       std::span<float>(h.data() + static_cast<Index>(i) * config_.hidden, static_cast<std::size_t>(config_.hidden)));
+    ckpt_->release(tensor);
+    return h;
+  }
   RowMatrix load(const std::string& tensor, Index rows, Index cols) const {
     RowMatrix w = ckpt_->to_float(tensor);
     ckpt_->release(tensor);  // only the block being worked on stays in memory

@@ -1,7 +1,8 @@
 #pragma once
 // A model read lazily, one block at a time, from a memory-mapped file: what lets quantize_model
 // stream a checkpoint far larger than host memory (tune/streaming_quantizer.hpp). Only the block
-// being worked on is ever converted to float32; embeddings are read by the rows a caller asks for.
+// being worked on is ever converted to float32; the embedding and the LM head are read by the
+// rows a caller asks for (a Llama-3-8B LM head is 2.1 GB in float32).
 // Implementations: GgufModelSource (gguf_source.hpp), HfModelSource (hf_loader.hpp).
 #include <concepts>
 #include <cstdint>
@@ -23,6 +24,7 @@ concept ModelSource = requires(const S s, Index b, std::span<const std::int32_t>
   { s.embedding() } -> std::same_as<RowMatrix>;                // [vocab, hidden]
   { s.final_norm() } -> std::same_as<Eigen::VectorXf>;
   { s.output() } -> std::same_as<RowMatrix>;                   // [vocab, hidden]; empty when tied
+  { s.output_rows(tokens) } -> std::same_as<RowMatrix>;        // [tokens, hidden] of the LM head (untied)
   { s.name() } -> std::convertible_to<std::string>;            // the file or directory, for errors
 };
 
@@ -48,7 +50,8 @@ class AnyModelSource {
       : config_(source.config()), name_(source.name()), block_([&source](Index b) { return source.block(b); }),
         rows_([&source](std::span<const std::int32_t> t) { return source.embedding_rows(t); }),
         embedding_([&source] { return source.embedding(); }), final_norm_([&source] { return source.final_norm(); }),
-        output_([&source] { return source.output(); }) {}
+        output_([&source] { return source.output(); }),
+        output_rows_([&source](std::span<const std::int32_t> t) { return source.output_rows(t); }) {}
 
   const LlamaConfig& config() const { return config_; }
   std::string name() const { return name_; }
@@ -57,6 +60,7 @@ class AnyModelSource {
   RowMatrix embedding() const { return embedding_(); }
   Eigen::VectorXf final_norm() const { return final_norm_(); }
   RowMatrix output() const { return output_(); }
+  RowMatrix output_rows(std::span<const std::int32_t> rows) const { return output_rows_(rows); }
 
  private:
   LlamaConfig config_;
@@ -66,6 +70,7 @@ class AnyModelSource {
   std::function<RowMatrix()> embedding_;
   std::function<Eigen::VectorXf()> final_norm_;
   std::function<RowMatrix()> output_;
+  std::function<RowMatrix(std::span<const std::int32_t>)> output_rows_;
 };
 
 static_assert(ModelSource<AnyModelSource>);
