@@ -1,0 +1,184 @@
+// The sparse MoE MLP (model/moe_mlp.hpp): routing against the formula computed here in double,
+// the forward against a token-by-token evaluation of Σ_k w_k f_{e_k}(x), and the backward
+// (experts' weights, and the input through the experts and the router) against central finite
+// differences of the forward, normalized (Mixtral, Qwen3 with norm_topk_prob) and not.
+#include <doctest/doctest.h>
+
+#include <autoround/model/moe_mlp.hpp>
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace autoround;
+
+namespace {
+constexpr Index hidden = 8, inter = 6, experts = 5, tokens = 7;
+
+RowMatrix random_matrix(Index r, Index c, float scale, std::mt19937& rng) {
+  std::normal_distribution<float> normal;
+  RowMatrix m(r, c);
+  for (Index i = 0; i < m.size(); ++i) m.data()[i] = scale * normal(rng);
+  return m;
+}
+
+MoeWeights random_moe(std::mt19937& rng) {
+  MoeWeights w;
+  w.router = random_matrix(experts, hidden, 0.8f, rng);
+  for (Index e = 0; e < experts; ++e)
+    w.experts.push_back({random_matrix(inter, hidden, 0.4f, rng), random_matrix(inter, hidden, 0.4f, rng), random_matrix(hidden, inter, 0.4f, rng)});
+  return w;
+}
+
+// softmax over the experts and the top-k, in double, for one token
+std::vector<std::pair<Index, double>> expected_choice(const MoeWeights& w, const RowMatrix& x, Index t, const MoeRouting& routing) {
+  std::vector<double> p(experts);
+  double top = -1e300, sum = 0;
+  for (Index e = 0; e < experts; ++e) {
+    double logit = 0;
+    for (Index j = 0; j < hidden; ++j) logit += static_cast<double>(w.router(e, j)) * static_cast<double>(x(t, j));
+    p[static_cast<std::size_t>(e)] = logit;
+    top = std::max(top, logit);
+  }
+  for (double& v : p) sum += (v = std::exp(v - top));
+  for (double& v : p) v /= sum;
+  std::vector<std::pair<Index, double>> order;
+  for (Index e = 0; e < experts; ++e) order.emplace_back(e, p[static_cast<std::size_t>(e)]);
+  std::stable_sort(order.begin(), order.end(), [](auto& a, auto& b) { return a.second > b.second; });
+  order.resize(static_cast<std::size_t>(routing.top_k));
+  double chosen = 0;
+  for (auto& [e, v] : order) chosen += v;
+  if (routing.normalize)
+    for (auto& [e, v] : order) v /= chosen;
+  return order;
+}
+
+// the smallest gap between the k-th and (k+1)-th probability over the tokens: finite differences
+// must not move a token across it
+double smallest_gap(const MoeCache& c, Index top_k) {
+  double gap = 1;
+  for (Index t = 0; t < c.probabilities.rows(); ++t) {
+    std::vector<float> p(c.probabilities.row(t).data(), c.probabilities.row(t).data() + experts);
+    std::sort(p.rbegin(), p.rend());
+    gap = std::min(gap, static_cast<double>(p[static_cast<std::size_t>(top_k - 1)] - p[static_cast<std::size_t>(top_k)]));
+  }
+  return gap;
+}
+}  // namespace
+
+TEST_CASE("MoE routing and forward: the top-k of the softmax, each token's experts summed with their weights") {
+  std::mt19937 rng(11);
+  const MoeWeights w = random_moe(rng);
+  const RowMatrix x = random_matrix(tokens, hidden, 1.0f, rng);
+  for (bool normalize : {true, false}) {
+    CAPTURE(normalize);
+    const MoeRouting routing{2, normalize};
+    MoeCache cache;
+    RowMatrix out;
+    moe_forward(w, routing, x, out, &cache);
+    Index routed = 0;
+    for (Index t = 0; t < tokens; ++t) {
+      CAPTURE(t);
+      const auto expected = expected_choice(w, x, t, routing);
+      Eigen::VectorXd sum = Eigen::VectorXd::Zero(hidden);
+      for (std::size_t k = 0; k < expected.size(); ++k) {
+        CHECK(cache.chosen[static_cast<std::size_t>(t)][k] == expected[k].first);
+        CHECK(cache.weights[static_cast<std::size_t>(t)][k] == doctest::Approx(expected[k].second).epsilon(1e-6));
+        const ExpertWeights& ex = w.experts[static_cast<std::size_t>(expected[k].first)];
+        const Eigen::VectorXd xt = x.row(t).transpose().cast<double>();
+        const Eigen::VectorXd g = ex.gate.cast<double>() * xt, u = ex.up.cast<double>() * xt;
+        Eigen::VectorXd a(inter);
+        for (Index j = 0; j < inter; ++j) a(j) = g(j) / (1 + std::exp(-g(j))) * u(j);
+        sum += expected[k].second * (ex.down.cast<double>() * a);
+      }
+      for (Index j = 0; j < hidden; ++j) CHECK(out(t, j) == doctest::Approx(sum(j)).epsilon(1e-5));
+    }
+    for (Index n : cache.tokens) routed += n;
+    CHECK(routed == tokens * 2);
+  }
+}
+
+TEST_CASE("MoE backward matches finite differences: experts' weights and the input (through the router)") {
+  std::mt19937 rng(3);
+  MoeWeights w = random_moe(rng);
+  RowMatrix x = random_matrix(tokens, hidden, 1.0f, rng);
+  const RowMatrix c_loss = random_matrix(tokens, hidden, 1.0f, rng);  // L = Σ C ⊙ out
+  for (bool normalize : {true, false}) {
+    CAPTURE(normalize);
+    const MoeRouting routing{2, normalize};
+    auto loss = [&](const MoeWeights& weights, const RowMatrix& input) {
+      RowMatrix out;
+      moe_forward(weights, routing, input, out);
+      return static_cast<double>(out.cwiseProduct(c_loss).sum());
+    };
+    MoeCache cache;
+    RowMatrix out, d_x;
+    moe_forward(w, routing, x, out, &cache);
+    REQUIRE(smallest_gap(cache, 2) > 1e-3);  // steps below keep every token's choice
+    std::vector<std::array<RowMatrix, 3>> grads(experts);
+    for (Index e = 0; e < experts; ++e)
+      for (int p = 0; p < 3; ++p) {
+        const RowMatrix& m = p == 0 ? w.experts[static_cast<std::size_t>(e)].gate : p == 1 ? w.experts[static_cast<std::size_t>(e)].up
+                                                                                           : w.experts[static_cast<std::size_t>(e)].down;
+        grads[static_cast<std::size_t>(e)][static_cast<std::size_t>(p)] = RowMatrix::Zero(m.rows(), m.cols());
+      }
+    moe_backward(w, routing, cache, x, c_loss, grads, &d_x);
+    // along a random direction through each weight (Richardson-extrapolated central differences)
+    for (Index e = 0; e < experts; ++e)
+      for (int p = 0; p < 3; ++p) {
+        CAPTURE(e);
+        CAPTURE(p);
+        const RowMatrix& g = grads[static_cast<std::size_t>(e)][static_cast<std::size_t>(p)];
+        auto member = [&](MoeWeights& m) -> RowMatrix& {
+          ExpertWeights& ex = m.experts[static_cast<std::size_t>(e)];
+          return p == 0 ? ex.gate : p == 1 ? ex.up : ex.down;
+        };
+        const RowMatrix direction = random_matrix(g.rows(), g.cols(), 1.0f, rng);
+        const auto central = [&](float h) {
+          MoeWeights plus = w, minus = w;
+          member(plus) += h * direction;
+          member(minus) -= h * direction;
+          return (loss(plus, x) - loss(minus, x)) / (2.0 * h);
+        };
+        const double fd = (4.0 * central(4e-3f) - central(8e-3f)) / 3.0;
+        const double analytic = static_cast<double>(g.cwiseProduct(direction).sum());
+        if (cache.tokens[static_cast<std::size_t>(e)] == 0) {
+          CHECK(g.isZero(0));  // no token reached it: no gradient, and the loss does not move
+          CHECK(std::abs(fd) < 1e-6);
+        } else {
+          CHECK(analytic == doctest::Approx(fd).epsilon(2e-3));
+        }
+      }
+    // the input: per entry, through the experts and the router's softmax and top-k weights
+    for (Index probe = 0; probe < 12; ++probe) {
+      const Index t = (probe * 3 + 1) % tokens, j = (probe * 5 + 2) % hidden;
+      CAPTURE(t);
+      CAPTURE(j);
+      const auto central = [&](float h) {
+        RowMatrix plus = x, minus = x;
+        plus(t, j) += h;
+        minus(t, j) -= h;
+        return (loss(w, plus) - loss(w, minus)) / (2.0 * h);
+      };
+      const double fd = (4.0 * central(2e-3f) - central(4e-3f)) / 3.0;
+      CHECK(std::abs(d_x(t, j) - fd) < 1e-3 + 3e-3 * std::abs(fd));
+    }
+  }
+}
+
+TEST_CASE("MoE: an expert no token reaches is counted and computes nothing; bad shapes are refused") {
+  std::mt19937 rng(7);
+  MoeWeights w = random_moe(rng);
+  w.router.row(4).setConstant(0.0f);
+  w.router.row(4) -= 50.0f * w.router.row(0).cwiseAbs();  // expert 4's logit far below the others' for positive x
+  RowMatrix x = random_matrix(tokens, hidden, 1.0f, rng).cwiseAbs();
+  MoeCache cache;
+  RowMatrix out;
+  moe_forward(w, {2, true}, x, out, &cache);
+  CHECK(cache.tokens[4] == 0);
+  CHECK(cache.rows[4].empty());
+  MoeWeights bad = w;
+  bad.router = RowMatrix::Zero(experts, hidden + 1);
+  CHECK_THROWS_WITH_AS(moe_forward(bad, {2, true}, x, out), doctest::Contains("router is not [experts, hidden]"), Error);
+  CHECK_THROWS_WITH_AS(moe_forward(w, {6, true}, x, out), doctest::Contains("top_k"), Error);
+}
