@@ -182,3 +182,149 @@ TEST_CASE("MoE: an expert no token reaches is counted and computes nothing; bad 
   CHECK_THROWS_WITH_AS(moe_forward(bad, {2, true}, x, out), doctest::Contains("router is not [experts, hidden]"), Error);
   CHECK_THROWS_WITH_AS(moe_forward(w, {6, true}, x, out), doctest::Contains("top_k"), Error);
 }
+
+namespace {
+// DeepSeek-V3's choice for token t, in double: sigmoid scores, groups by the sum of their two best
+// biased scores, the kept groups' top_k by biased score, weights from the unbiased scores
+std::vector<std::pair<Index, double>> expected_grouped(const MoeWeights& w, const RowMatrix& x, Index t, const MoeRouting& r) {
+  const Index e_count = w.router.rows(), per = e_count / r.groups;
+  std::vector<double> s(static_cast<std::size_t>(e_count)), key(s.size());
+  for (Index e = 0; e < e_count; ++e) {
+    double logit = 0;
+    for (Index j = 0; j < x.cols(); ++j) logit += static_cast<double>(w.router(e, j)) * static_cast<double>(x(t, j));
+    s[static_cast<std::size_t>(e)] = 1 / (1 + std::exp(-logit));
+    key[static_cast<std::size_t>(e)] = s[static_cast<std::size_t>(e)] + static_cast<double>(w.correction_bias(e));
+  }
+  std::vector<std::pair<double, Index>> groups;
+  for (Index g = 0; g < r.groups; ++g) {
+    std::vector<double> m(key.begin() + g * per, key.begin() + (g + 1) * per);
+    std::sort(m.rbegin(), m.rend());
+    groups.emplace_back(m[0] + m[1], g);
+  }
+  std::stable_sort(groups.begin(), groups.end(), [](auto& a, auto& b) { return a.first > b.first; });
+  std::vector<Index> candidates;
+  for (Index e = 0; e < e_count; ++e)
+    for (Index g = 0; g < r.top_groups; ++g)
+      if (groups[static_cast<std::size_t>(g)].second == e / per) candidates.push_back(e);
+  std::stable_sort(candidates.begin(), candidates.end(), [&](Index a, Index b) { return key[static_cast<std::size_t>(a)] > key[static_cast<std::size_t>(b)]; });
+  std::vector<std::pair<Index, double>> out;
+  double sum = 0;
+  for (Index k = 0; k < r.top_k; ++k) out.emplace_back(candidates[static_cast<std::size_t>(k)], s[static_cast<std::size_t>(candidates[static_cast<std::size_t>(k)])]);
+  for (auto& [e, v] : out) sum += v;
+  for (auto& [e, v] : out) v = (r.normalize ? v / (sum + 1e-20) : v) * r.scale;
+  return out;
+}
+
+Eigen::VectorXd expert_output(const ExpertWeights& ex, const RowMatrix& x, Index t) {
+  const Eigen::VectorXd xt = x.row(t).transpose().cast<double>();
+  const Eigen::VectorXd g = ex.gate.cast<double>() * xt, u = ex.up.cast<double>() * xt;
+  Eigen::VectorXd a(g.size());
+  for (Index j = 0; j < g.size(); ++j) a(j) = g(j) / (1 + std::exp(-g(j))) * u(j);
+  return ex.down.cast<double>() * a;
+}
+
+MoeWeights random_grouped(std::mt19937& rng, Index e_count, bool gated_shared) {
+  MoeWeights w;
+  w.router = random_matrix(e_count, hidden, 0.8f, rng);
+  for (Index e = 0; e < e_count; ++e)
+    w.experts.push_back({random_matrix(inter, hidden, 0.4f, rng), random_matrix(inter, hidden, 0.4f, rng), random_matrix(hidden, inter, 0.4f, rng)});
+  w.correction_bias = random_matrix(e_count, 1, 0.3f, rng).col(0);
+  w.shared = ExpertWeights{random_matrix(inter, hidden, 0.4f, rng), random_matrix(inter, hidden, 0.4f, rng), random_matrix(hidden, inter, 0.4f, rng)};
+  if (gated_shared) w.shared_gate = random_matrix(hidden, 1, 0.5f, rng).col(0);
+  return w;
+}
+}  // namespace
+
+TEST_CASE("DeepSeek-V3 routing (sigmoid, biased choice in groups, unbiased weights x scale) with a shared expert") {
+  std::mt19937 rng(23);
+  const MoeWeights w = random_grouped(rng, 8, false);
+  const RowMatrix x = random_matrix(tokens, hidden, 1.0f, rng);
+  for (bool normalize : {true, false}) {
+    CAPTURE(normalize);
+    MoeRouting routing{3, normalize, RouterScoring::SigmoidGrouped, 4, 2, 2.5f};
+    MoeCache cache;
+    RowMatrix out;
+    moe_forward(w, routing, x, out, &cache);
+    for (Index t = 0; t < tokens; ++t) {
+      CAPTURE(t);
+      const auto expected = expected_grouped(w, x, t, routing);
+      Eigen::VectorXd sum = expert_output(*w.shared, x, t);  // DeepSeek's shared expert: no gate
+      for (std::size_t k = 0; k < expected.size(); ++k) {
+        CHECK(cache.chosen[static_cast<std::size_t>(t)][k] == expected[k].first);
+        CHECK(cache.weights[static_cast<std::size_t>(t)][k] == doctest::Approx(expected[k].second).epsilon(1e-6));
+        sum += expected[k].second * expert_output(w.experts[static_cast<std::size_t>(expected[k].first)], x, t);
+      }
+      for (Index j = 0; j < hidden; ++j) CHECK(out(t, j) == doctest::Approx(sum(j)).epsilon(1e-5));
+    }
+  }
+  MoeRouting bad{3, true, RouterScoring::SigmoidGrouped, 3, 2, 1.0f};
+  RowMatrix out;
+  CHECK_THROWS_WITH_AS(moe_forward(w, bad, x, out), doctest::Contains("groups must divide the experts"), Error);
+}
+
+TEST_CASE("MoE backward with a shared expert (gated, Qwen2-MoE; ungated, DeepSeek-V3) matches finite differences") {
+  struct Case {
+    const char* name;
+    bool gated;
+    MoeRouting routing;
+  };
+  for (const Case& k : {Case{"Qwen2-MoE", true, MoeRouting{2, false}},
+                        Case{"DeepSeek-V3", false, MoeRouting{2, true, RouterScoring::SigmoidGrouped, 4, 2, 2.5f}}}) {
+    CAPTURE(std::string(k.name));
+    std::mt19937 rng(31);
+    const MoeWeights w = random_grouped(rng, 8, k.gated);
+    const RowMatrix x = random_matrix(tokens, hidden, 1.0f, rng), c_loss = random_matrix(tokens, hidden, 1.0f, rng);
+    MoeCache base;
+    RowMatrix out, d_x;
+    moe_forward(w, k.routing, x, out, &base);
+    // L = Σ C ⊙ out; every perturbed forward must keep the base routing, or the difference is meaningless
+    auto loss = [&](const MoeWeights& weights, const RowMatrix& input) {
+      MoeCache c;
+      RowMatrix o;
+      moe_forward(weights, k.routing, input, o, &c);
+      CHECK(c.chosen == base.chosen);
+      return static_cast<double>(o.cwiseProduct(c_loss).sum());
+    };
+    std::vector<std::array<RowMatrix, 3>> grads(w.experts.size() + 1);
+    for (std::size_t e = 0; e < grads.size(); ++e) {
+      const ExpertWeights& ex = e < w.experts.size() ? w.experts[e] : *w.shared;
+      grads[e] = {RowMatrix::Zero(ex.gate.rows(), ex.gate.cols()), RowMatrix::Zero(ex.up.rows(), ex.up.cols()),
+                  RowMatrix::Zero(ex.down.rows(), ex.down.cols())};
+    }
+    moe_backward(w, k.routing, base, x, c_loss, grads, &d_x);
+    for (std::size_t e = 0; e < grads.size(); ++e)
+      for (int p = 0; p < 3; ++p) {
+        CAPTURE(e);
+        CAPTURE(p);
+        auto member = [&](MoeWeights& m) -> RowMatrix& {
+          ExpertWeights& ex = e < m.experts.size() ? m.experts[e] : *m.shared;
+          return p == 0 ? ex.gate : p == 1 ? ex.up : ex.down;
+        };
+        const RowMatrix& g = grads[e][static_cast<std::size_t>(p)];
+        const RowMatrix direction = random_matrix(g.rows(), g.cols(), 1.0f, rng);
+        const auto central = [&](float h) {
+          MoeWeights plus = w, minus = w;
+          member(plus) += h * direction;
+          member(minus) -= h * direction;
+          return (loss(plus, x) - loss(minus, x)) / (2.0 * h);
+        };
+        const double fd = (4.0 * central(4e-3f) - central(8e-3f)) / 3.0;
+        const double analytic = static_cast<double>(g.cwiseProduct(direction).sum());
+        if (e < w.experts.size() && base.tokens[e] == 0) CHECK(std::abs(fd) < 1e-6);
+        else CHECK(analytic == doctest::Approx(fd).epsilon(2e-3));
+      }
+    for (Index probe = 0; probe < 12; ++probe) {
+      const Index t = (probe * 3 + 1) % tokens, j = (probe * 5 + 2) % hidden;
+      CAPTURE(t);
+      CAPTURE(j);
+      const auto central = [&](float h) {
+        RowMatrix plus = x, minus = x;
+        plus(t, j) += h;
+        minus(t, j) -= h;
+        return (loss(w, plus) - loss(w, minus)) / (2.0 * h);
+      };
+      const double fd = (4.0 * central(2e-3f) - central(4e-3f)) / 3.0;
+      CHECK(std::abs(d_x(t, j) - fd) < 1e-3 + 3e-3 * std::abs(fd));
+    }
+  }
+}

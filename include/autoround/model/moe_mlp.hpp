@@ -1,10 +1,16 @@
 #pragma once
 // A sparse mixture-of-experts MLP, forward and backward, in float32 on the CPU: the feed-forward
-// part of a Qwen3-MoE, Qwen2-MoE (without its shared expert) or Mixtral block, as transformers 5
-// computes it:
-//   p = softmax(x W_rᵀ) over all experts;  the top_k experts of p, their weights w = p (divided
-//   by their sum when `normalize`: Mixtral always, Qwen only with norm_topk_prob);
-//   out = Σ_k w_k · down_e(silu(gate_e x) ⊙ up_e x)   for each token's chosen experts e.
+// part of a Qwen3-MoE, Qwen2-MoE, Mixtral or DeepSeek-V3 block, as transformers 5 computes it:
+//   RouterScoring::Softmax (Qwen, Mixtral): p = softmax(x W_rᵀ) over all experts; the top_k
+//     experts of p, their weights w = p (divided by their sum when `normalize`: Mixtral always,
+//     Qwen only with norm_topk_prob);
+//   RouterScoring::SigmoidGrouped (DeepSeek-V3): s = sigmoid(x W_rᵀ); the choice is made on
+//     s + correction_bias: experts in `groups` equal groups, each group scored by the sum of its
+//     two best, the best `top_groups` groups kept, the top_k experts among theirs; their weights
+//     are the unbiased s (over their sum + 1e-20 when `normalize`), times `scale`;
+//   out = Σ_k w_k · down_e(silu(gate_e x) ⊙ up_e x)   for each token's chosen experts e,
+//         + g(x) · shared(x) with a shared expert (Qwen2-MoE: g = sigmoid(x·shared_gate);
+//           DeepSeek-V3: no gate, g = 1).
 // The router stays in full precision (the reference never quantizes it), so the backward gives
 // the experts' weight gradients and the gradient of the input, through both the experts and the
 // router (dL/dw → the top-k normalization → the softmax → x), as autograd does: block-wise
@@ -20,7 +26,9 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <functional>
 #include <numeric>
+#include <optional>
 #include <vector>
 
 #include "../core/error.hpp"
@@ -36,26 +44,91 @@ struct ExpertWeights {
 struct MoeWeights {
   RowMatrix router;  ///< [experts, hidden], full precision
   std::vector<ExpertWeights> experts;
+  Eigen::VectorXf correction_bias;    ///< [experts], SigmoidGrouped's e_score_correction_bias (choice only)
+  std::optional<ExpertWeights> shared;  ///< an expert every token goes through
+  Eigen::VectorXf shared_gate;        ///< [hidden]: the shared expert's sigmoid gate; empty: none (g = 1)
 };
+
+enum class RouterScoring { Softmax, SigmoidGrouped };
 
 struct MoeRouting {
   Index top_k = 2;
-  bool normalize = true;  ///< divide the chosen probabilities by their sum
+  bool normalize = true;  ///< divide the chosen weights by their sum
+  RouterScoring scoring = RouterScoring::Softmax;
+  Index groups = 1, top_groups = 1;  ///< SigmoidGrouped: expert groups, and how many are kept
+  float scale = 1.0f;                ///< SigmoidGrouped: routed_scaling_factor
 };
 
 /// What one forward keeps for the backward (and for the report: tokens per expert).
 struct MoeCache {
-  RowMatrix probabilities;                  ///< [tokens, experts], the router's softmax
+  RowMatrix probabilities;                  ///< [tokens, experts], the router's softmax (or sigmoid) scores
   std::vector<std::vector<Index>> chosen;   ///< per token: its top_k experts, by probability
   std::vector<std::vector<float>> weights;  ///< per token: the weights of `chosen`
   std::vector<std::vector<Index>> rows;     ///< per expert: its tokens, ascending
   std::vector<std::vector<Index>> slot;     ///< per expert: for each of its rows, the k of that token's choice
   std::vector<RowMatrix> gate, up, act, out;  ///< per expert, on its rows: gate x, up x, silu(gate x) ⊙ up x, its output
   std::vector<Index> tokens;                ///< per expert: how many tokens it got
+  RowMatrix shared_gate, shared_up, shared_act, shared_out;  ///< the shared expert on every token
+  Eigen::VectorXf shared_weight;            ///< per token: g(x)
 };
 
 namespace detail {
 inline float silu(float g) { return g / (1.0f + std::exp(-g)); }
+inline float sigmoid(float g) { return 1.0f / (1.0f + std::exp(-g)); }
+
+// token t's experts in order of preference: by score; SigmoidGrouped first keeps the best groups
+// (by the sum of their two best biased scores). Ties go to the lower index.
+inline std::vector<Index> expert_preference(const MoeRouting& routing, const RowMatrix& scores, const Eigen::VectorXf& bias, Index t) {
+  const Index experts = scores.cols();
+  std::vector<float> key(static_cast<std::size_t>(experts));
+  for (Index e = 0; e < experts; ++e) key[static_cast<std::size_t>(e)] = scores(t, e) + (bias.size() ? bias(e) : 0.0f);
+  std::vector<Index> order(static_cast<std::size_t>(experts));
+  std::iota(order.begin(), order.end(), Index{0});
+  auto by_key = [&](Index a, Index b) { return key[static_cast<std::size_t>(a)] > key[static_cast<std::size_t>(b)]; };
+  if (routing.scoring == RouterScoring::SigmoidGrouped && routing.groups > 1) {
+    const Index per = experts / routing.groups;
+    std::vector<float> group_score(static_cast<std::size_t>(routing.groups));
+    for (Index g = 0; g < routing.groups; ++g) {
+      std::vector<float> members(key.begin() + g * per, key.begin() + (g + 1) * per);
+      std::partial_sort(members.begin(), members.begin() + std::min<Index>(2, per), members.end(), std::greater<float>());
+      group_score[static_cast<std::size_t>(g)] = members[0] + (per > 1 ? members[1] : 0.0f);
+    }
+    std::vector<Index> groups(static_cast<std::size_t>(routing.groups));
+    std::iota(groups.begin(), groups.end(), Index{0});
+    std::stable_sort(groups.begin(), groups.end(),
+                     [&](Index a, Index b) { return group_score[static_cast<std::size_t>(a)] > group_score[static_cast<std::size_t>(b)]; });
+    std::vector<bool> kept(static_cast<std::size_t>(routing.groups), false);
+    for (Index g = 0; g < routing.top_groups; ++g) kept[static_cast<std::size_t>(groups[static_cast<std::size_t>(g)])] = true;
+    order.erase(std::remove_if(order.begin(), order.end(), [&](Index e) { return !kept[static_cast<std::size_t>(e / per)]; }), order.end());
+  }
+  std::stable_sort(order.begin(), order.end(), by_key);
+  return order;
+}
+
+// the SwiGLU MLP of `ex` over x's rows: gate x, up x, silu(gate x) ⊙ up x, and its output
+inline void expert_forward(const ExpertWeights& ex, const RowMatrix& x, RowMatrix& gate, RowMatrix& up, RowMatrix& act, RowMatrix& out) {
+  gate = x * ex.gate.transpose();
+  up = x * ex.up.transpose();
+  act = gate.unaryExpr([](float g) { return silu(g); }).cwiseProduct(up);
+  out = act * ex.down.transpose();
+}
+
+// dy = dL/d(expert output) on x's rows: adds the weight gradients into grads, returns dL/dx
+inline RowMatrix expert_backward(const ExpertWeights& ex, const RowMatrix& x, const RowMatrix& gate, const RowMatrix& up,
+                                 const RowMatrix& act, const RowMatrix& dy, std::array<RowMatrix, 3>& grads) {
+  grads[2].noalias() += dy.transpose() * act;
+  const RowMatrix d_act = dy * ex.down;
+  RowMatrix d_gate(gate.rows(), gate.cols()), d_up(up.rows(), up.cols());
+  for (Index r = 0; r < gate.rows(); ++r)
+    for (Index j = 0; j < gate.cols(); ++j) {  // d silu(g) = sigma (1 + g (1 − sigma))
+      const float g = gate(r, j), sigma = sigmoid(g);
+      d_up(r, j) = d_act(r, j) * silu(g);
+      d_gate(r, j) = d_act(r, j) * up(r, j) * sigma * (1.0f + g * (1.0f - sigma));
+    }
+  grads[0].noalias() += d_gate.transpose() * x;
+  grads[1].noalias() += d_up.transpose() * x;
+  return d_gate * ex.gate + d_up * ex.up;
+}
 }  // namespace detail
 
 /// out = the MoE MLP of x ([tokens, hidden] each); `cache` (optional) keeps what moe_backward needs.
@@ -65,10 +138,20 @@ inline void moe_forward(const MoeWeights& w, const MoeRouting& routing, const Ro
   detail::require(routing.top_k >= 1 && routing.top_k <= experts, "moe_forward: top_k must be between 1 and the expert count");
   MoeCache local;
   MoeCache& c = cache ? *cache : local;
-  // router: softmax over all experts, per token
+  const bool grouped = routing.scoring == RouterScoring::SigmoidGrouped;
+  detail::require(!grouped || (routing.groups >= 1 && experts % routing.groups == 0 && routing.top_groups >= 1 &&
+                               routing.top_groups <= routing.groups && routing.top_k <= routing.top_groups * (experts / routing.groups)),
+                  "moe_forward: groups must divide the experts and the kept groups must hold top_k experts");
+  detail::require(w.correction_bias.size() == 0 || w.correction_bias.size() == experts, "moe_forward: correction_bias is not [experts]");
+  detail::require(w.shared_gate.size() == 0 || (w.shared && w.shared_gate.size() == hidden), "moe_forward: shared_gate needs a shared expert and [hidden] values");
+  // router scores per token: softmax over all experts, or sigmoid each
   c.probabilities = x * w.router.transpose();
   for (Index t = 0; t < tokens; ++t) {
     auto row = c.probabilities.row(t);
+    if (grouped) {
+      row = row.unaryExpr([](float v) { return detail::sigmoid(v); });
+      continue;
+    }
     const float top = row.maxCoeff();
     row = (row.array() - top).exp().matrix();
     row /= row.sum();
@@ -77,17 +160,17 @@ inline void moe_forward(const MoeWeights& w, const MoeRouting& routing, const Ro
   c.weights.assign(static_cast<std::size_t>(tokens), {});
   c.rows.assign(static_cast<std::size_t>(experts), {});
   c.slot.assign(static_cast<std::size_t>(experts), {});
-  std::vector<Index> order(static_cast<std::size_t>(experts));
   for (Index t = 0; t < tokens; ++t) {
-    std::iota(order.begin(), order.end(), Index{0});
-    std::stable_sort(order.begin(), order.end(), [&](Index a, Index b) { return c.probabilities(t, a) > c.probabilities(t, b); });
+    const std::vector<Index> order = detail::expert_preference(routing, c.probabilities, grouped ? w.correction_bias : Eigen::VectorXf(), t);
     auto& chosen = c.chosen[static_cast<std::size_t>(t)];
     auto& weights = c.weights[static_cast<std::size_t>(t)];
     chosen.assign(order.begin(), order.begin() + routing.top_k);
     float sum = 0;
     for (Index e : chosen) weights.push_back(c.probabilities(t, e)), sum += c.probabilities(t, e);
     if (routing.normalize)
-      for (float& v : weights) v /= sum;
+      for (float& v : weights) v /= grouped ? sum + 1e-20f : sum;
+    if (grouped)
+      for (float& v : weights) v *= routing.scale;
     for (Index k = 0; k < routing.top_k; ++k) {
       c.rows[static_cast<std::size_t>(chosen[static_cast<std::size_t>(k)])].push_back(t);
       c.slot[static_cast<std::size_t>(chosen[static_cast<std::size_t>(k)])].push_back(k);
@@ -104,28 +187,32 @@ inline void moe_forward(const MoeWeights& w, const MoeRouting& routing, const Ro
     const auto i = static_cast<std::size_t>(e);
     c.tokens[i] = static_cast<Index>(rows.size());
     if (rows.empty()) continue;
-    const ExpertWeights& ex = w.experts[i];
     RowMatrix xe(static_cast<Index>(rows.size()), hidden);
     for (std::size_t r = 0; r < rows.size(); ++r) xe.row(static_cast<Index>(r)) = x.row(rows[r]);
-    c.gate[i] = xe * ex.gate.transpose();
-    c.up[i] = xe * ex.up.transpose();
-    c.act[i] = c.gate[i].unaryExpr([](float g) { return detail::silu(g); }).cwiseProduct(c.up[i]);
-    c.out[i] = c.act[i] * ex.down.transpose();
+    detail::expert_forward(w.experts[i], xe, c.gate[i], c.up[i], c.act[i], c.out[i]);
     for (std::size_t r = 0; r < rows.size(); ++r) {
       const float weight = c.weights[static_cast<std::size_t>(rows[r])][static_cast<std::size_t>(c.slot[i][r])];
       out.row(rows[r]) += weight * c.out[i].row(static_cast<Index>(r));
     }
   }
+  if (w.shared) {  // after the routed experts, as transformers adds it
+    detail::expert_forward(*w.shared, x, c.shared_gate, c.shared_up, c.shared_act, c.shared_out);
+    c.shared_weight = w.shared_gate.size() ? Eigen::VectorXf((x * w.shared_gate).unaryExpr([](float v) { return detail::sigmoid(v); }))
+                                           : Eigen::VectorXf::Ones(tokens);
+    out += c.shared_weight.asDiagonal() * c.shared_out;
+  }
 }
 
 /// Given dL/d out for the forward that filled `cache`: adds each expert's dL/d(gate, up, down)
 /// into `grads` (per expert, [3] = gate, up, down, each the weight's shape; an expert without
-/// tokens gets nothing added) and, if `d_x`, sets dL/dx (through the experts and the router).
+/// tokens gets nothing added; with a shared expert, its triple is the last entry) and, if `d_x`,
+/// sets dL/dx (through the experts, the router and the shared expert's gate).
 inline void moe_backward(const MoeWeights& w, const MoeRouting& routing, const MoeCache& c, const RowMatrix& x, const RowMatrix& d_out,
                          std::vector<std::array<RowMatrix, 3>>& grads, RowMatrix* d_x = nullptr) {
   const Index tokens = x.rows(), hidden = x.cols(), experts = static_cast<Index>(w.experts.size());
   detail::require(d_out.rows() == tokens && d_out.cols() == hidden, "moe_backward: d_out is not [tokens, hidden]");
-  detail::require(grads.size() == w.experts.size(), "moe_backward: one gradient triple per expert");
+  detail::require(grads.size() == w.experts.size() + (w.shared ? 1 : 0), "moe_backward: one gradient triple per expert (and the shared one last)");
+  const bool grouped = routing.scoring == RouterScoring::SigmoidGrouped;
   if (d_x) *d_x = RowMatrix::Zero(tokens, hidden);
   // dL/dw for each token's chosen experts: <dL/d out_t, expert output on t>
   std::vector<std::vector<float>> d_weight(static_cast<std::size_t>(tokens), std::vector<float>(static_cast<std::size_t>(routing.top_k), 0.0f));
@@ -133,7 +220,6 @@ inline void moe_backward(const MoeWeights& w, const MoeRouting& routing, const M
     const auto i = static_cast<std::size_t>(e);
     const auto& rows = c.rows[i];
     if (rows.empty()) continue;
-    const ExpertWeights& ex = w.experts[i];
     const Index n = static_cast<Index>(rows.size());
     RowMatrix dy(n, hidden), xe(n, hidden);
     for (Index r = 0; r < n; ++r) {
@@ -142,20 +228,21 @@ inline void moe_backward(const MoeWeights& w, const MoeRouting& routing, const M
       xe.row(r) = x.row(t);
       d_weight[static_cast<std::size_t>(t)][static_cast<std::size_t>(k)] = d_out.row(t).dot(c.out[i].row(r));
     }
-    grads[i][2].noalias() += dy.transpose() * c.act[i];
-    const RowMatrix d_act = dy * ex.down;
-    RowMatrix d_gate(n, c.gate[i].cols()), d_up(n, c.up[i].cols());
-    for (Index r = 0; r < n; ++r)
-      for (Index j = 0; j < d_gate.cols(); ++j) {  // d silu(g) = sigma (1 + g (1 − sigma))
-        const float g = c.gate[i](r, j), sigma = 1.0f / (1.0f + std::exp(-g));
-        d_up(r, j) = d_act(r, j) * detail::silu(g);
-        d_gate(r, j) = d_act(r, j) * c.up[i](r, j) * sigma * (1.0f + g * (1.0f - sigma));
-      }
-    grads[i][0].noalias() += d_gate.transpose() * xe;
-    grads[i][1].noalias() += d_up.transpose() * xe;
-    if (d_x) {
-      const RowMatrix dxe = d_gate * ex.gate + d_up * ex.up;
+    const RowMatrix dxe = detail::expert_backward(w.experts[i], xe, c.gate[i], c.up[i], c.act[i], dy, grads[i]);
+    if (d_x)
       for (Index r = 0; r < n; ++r) d_x->row(rows[static_cast<std::size_t>(r)]) += dxe.row(r);
+  }
+  if (w.shared) {
+    const RowMatrix dy = c.shared_weight.asDiagonal() * d_out;
+    const RowMatrix dxs = detail::expert_backward(*w.shared, x, c.shared_gate, c.shared_up, c.shared_act, dy, grads.back());
+    if (d_x) {
+      *d_x += dxs;
+      if (w.shared_gate.size()) {  // g = sigmoid(x · w_g): dx += <d_out, shared(x)> g (1 − g) w_g
+        for (Index t = 0; t < tokens; ++t) {
+          const float g = c.shared_weight(t), dg = d_out.row(t).dot(c.shared_out.row(t)) * g * (1.0f - g);
+          d_x->row(t) += dg * w.shared_gate.transpose();
+        }
+      }
     }
   }
   if (!d_x) return;
@@ -166,12 +253,17 @@ inline void moe_backward(const MoeWeights& w, const MoeRouting& routing, const M
     const auto& dw = d_weight[static_cast<std::size_t>(t)];
     const auto& wt = c.weights[static_cast<std::size_t>(t)];
     Eigen::VectorXf dp = Eigen::VectorXf::Zero(experts);
-    if (routing.normalize) {  // w_k = p_k / S: dp_k = (dw_k − Σ_j dw_j w_j) / S
-      float sum = 0, dot = 0;
+    const float scale = grouped ? routing.scale : 1.0f;
+    if (routing.normalize) {  // w_k = scale p_k / S: dp_k = scale (dw_k − Σ_j dw_j w_j / scale) / S
+      float sum = grouped ? 1e-20f : 0.0f, dot = 0;
       for (std::size_t k = 0; k < chosen.size(); ++k) sum += c.probabilities(t, chosen[k]), dot += dw[k] * wt[k];
-      for (std::size_t k = 0; k < chosen.size(); ++k) dp(chosen[k]) = (dw[k] - dot) / sum;
+      for (std::size_t k = 0; k < chosen.size(); ++k) dp(chosen[k]) = (scale * dw[k] - dot) / sum;
     } else {
-      for (std::size_t k = 0; k < chosen.size(); ++k) dp(chosen[k]) = dw[k];
+      for (std::size_t k = 0; k < chosen.size(); ++k) dp(chosen[k]) = scale * dw[k];
+    }
+    if (grouped) {  // sigmoid: d logit_e = dp_e s_e (1 − s_e)
+      for (Index e = 0; e < experts; ++e) d_logits(t, e) = dp(e) * c.probabilities(t, e) * (1.0f - c.probabilities(t, e));
+      continue;
     }
     float pdp = 0;  // softmax: d logit_e = p_e (dp_e − Σ_j p_j dp_j)
     for (Index e = 0; e < experts; ++e) pdp += c.probabilities(t, e) * dp(e);
