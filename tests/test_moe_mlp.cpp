@@ -26,12 +26,12 @@ MoeWeights random_moe(std::mt19937& rng) {
   MoeWeights w;
   w.router = random_matrix(experts, hidden, 0.8f, rng);
   for (Index e = 0; e < experts; ++e)
-    w.experts.push_back({random_matrix(inter, hidden, 0.4f, rng), random_matrix(inter, hidden, 0.4f, rng), random_matrix(hidden, inter, 0.4f, rng)});
+    w.experts.push_back({random_matrix(inter, hidden, 0.4f, rng), random_matrix(inter, hidden, 0.4f, rng), random_matrix(hidden, inter, 0.4f, rng), {}, {}, {}});
   return w;
 }
 
 // softmax over the experts and the top-k, in double, for one token
-std::vector<std::pair<Index, double>> expected_choice(const MoeWeights& w, const RowMatrix& x, Index t, const MoeRouting& routing) {
+std::vector<std::pair<Index, double>> expected_choice(const MoeWeights& w, const RowMatrix& x, Index t, const MoeSpec& routing) {
   std::vector<double> p(experts);
   double top = -1e300, sum = 0;
   for (Index e = 0; e < experts; ++e) {
@@ -72,7 +72,7 @@ TEST_CASE("MoE routing and forward: the top-k of the softmax, each token's exper
   const RowMatrix x = random_matrix(tokens, hidden, 1.0f, rng);
   for (bool normalize : {true, false}) {
     CAPTURE(normalize);
-    const MoeRouting routing{2, normalize};
+    const MoeSpec routing{2, normalize};
     MoeCache cache;
     RowMatrix out;
     moe_forward(w, routing, x, out, &cache);
@@ -105,7 +105,7 @@ TEST_CASE("MoE backward matches finite differences: experts' weights and the inp
   const RowMatrix c_loss = random_matrix(tokens, hidden, 1.0f, rng);  // L = Σ C ⊙ out
   for (bool normalize : {true, false}) {
     CAPTURE(normalize);
-    const MoeRouting routing{2, normalize};
+    const MoeSpec routing{2, normalize};
     auto loss = [&](const MoeWeights& weights, const RowMatrix& input) {
       RowMatrix out;
       moe_forward(weights, routing, input, out);
@@ -186,7 +186,7 @@ TEST_CASE("MoE: an expert no token reaches is counted and computes nothing; bad 
 namespace {
 // DeepSeek-V3's choice for token t, in double: sigmoid scores, groups by the sum of their two best
 // biased scores, the kept groups' top_k by biased score, weights from the unbiased scores
-std::vector<std::pair<Index, double>> expected_grouped(const MoeWeights& w, const RowMatrix& x, Index t, const MoeRouting& r) {
+std::vector<std::pair<Index, double>> expected_grouped(const MoeWeights& w, const RowMatrix& x, Index t, const MoeSpec& r) {
   const Index e_count = w.router.rows(), per = e_count / r.groups;
   std::vector<double> s(static_cast<std::size_t>(e_count)), key(s.size());
   for (Index e = 0; e < e_count; ++e) {
@@ -227,9 +227,9 @@ MoeWeights random_grouped(std::mt19937& rng, Index e_count, bool gated_shared) {
   MoeWeights w;
   w.router = random_matrix(e_count, hidden, 0.8f, rng);
   for (Index e = 0; e < e_count; ++e)
-    w.experts.push_back({random_matrix(inter, hidden, 0.4f, rng), random_matrix(inter, hidden, 0.4f, rng), random_matrix(hidden, inter, 0.4f, rng)});
+    w.experts.push_back({random_matrix(inter, hidden, 0.4f, rng), random_matrix(inter, hidden, 0.4f, rng), random_matrix(hidden, inter, 0.4f, rng), {}, {}, {}});
   w.correction_bias = random_matrix(e_count, 1, 0.3f, rng).col(0);
-  w.shared = ExpertWeights{random_matrix(inter, hidden, 0.4f, rng), random_matrix(inter, hidden, 0.4f, rng), random_matrix(hidden, inter, 0.4f, rng)};
+  w.shared = ExpertWeights{random_matrix(inter, hidden, 0.4f, rng), random_matrix(inter, hidden, 0.4f, rng), random_matrix(hidden, inter, 0.4f, rng), {}, {}, {}};
   if (gated_shared) w.shared_gate = random_matrix(hidden, 1, 0.5f, rng).col(0);
   return w;
 }
@@ -241,7 +241,7 @@ TEST_CASE("DeepSeek-V3 routing (sigmoid, biased choice in groups, unbiased weigh
   const RowMatrix x = random_matrix(tokens, hidden, 1.0f, rng);
   for (bool normalize : {true, false}) {
     CAPTURE(normalize);
-    MoeRouting routing{3, normalize, RouterScoring::SigmoidGrouped, 4, 2, 2.5f};
+    MoeSpec routing{3, normalize, RouterScoring::SigmoidGrouped, 4, 2, 2.5f};
     MoeCache cache;
     RowMatrix out;
     moe_forward(w, routing, x, out, &cache);
@@ -257,7 +257,7 @@ TEST_CASE("DeepSeek-V3 routing (sigmoid, biased choice in groups, unbiased weigh
       for (Index j = 0; j < hidden; ++j) CHECK(out(t, j) == doctest::Approx(sum(j)).epsilon(1e-5));
     }
   }
-  MoeRouting bad{3, true, RouterScoring::SigmoidGrouped, 3, 2, 1.0f};
+  MoeSpec bad{3, true, RouterScoring::SigmoidGrouped, 3, 2, 1.0f};
   RowMatrix out;
   CHECK_THROWS_WITH_AS(moe_forward(w, bad, x, out), doctest::Contains("groups must divide the experts"), Error);
 }
@@ -266,10 +266,10 @@ TEST_CASE("MoE backward with a shared expert (gated, Qwen2-MoE; ungated, DeepSee
   struct Case {
     const char* name;
     bool gated;
-    MoeRouting routing;
+    MoeSpec routing;
   };
-  for (const Case& k : {Case{"Qwen2-MoE", true, MoeRouting{2, false}},
-                        Case{"DeepSeek-V3", false, MoeRouting{2, true, RouterScoring::SigmoidGrouped, 4, 2, 2.5f}}}) {
+  for (const Case& k : {Case{"Qwen2-MoE", true, MoeSpec{2, false}},
+                        Case{"DeepSeek-V3", false, MoeSpec{2, true, RouterScoring::SigmoidGrouped, 4, 2, 2.5f}}}) {
     CAPTURE(std::string(k.name));
     std::mt19937 rng(31);
     const MoeWeights w = random_grouped(rng, 8, k.gated);
@@ -326,5 +326,94 @@ TEST_CASE("MoE backward with a shared expert (gated, Qwen2-MoE; ungated, DeepSee
       const double fd = (4.0 * central(2e-3f) - central(4e-3f)) / 3.0;
       CHECK(std::abs(d_x(t, j) - fd) < 1e-3 + 3e-3 * std::abs(fd));
     }
+  }
+}
+
+TEST_CASE("GPT-OSS's MoE: top-k of the biased logits, softmax over them, clamped SwiGLU experts with biases") {
+  std::mt19937 rng(41);
+  MoeWeights w = random_moe(rng);
+  w.router_bias = random_matrix(experts, 1, 0.5f, rng).col(0);
+  for (ExpertWeights& ex : w.experts) {
+    ex.gate_bias = random_matrix(inter, 1, 0.3f, rng).col(0);
+    ex.up_bias = random_matrix(inter, 1, 0.3f, rng).col(0);
+    ex.down_bias = random_matrix(hidden, 1, 0.3f, rng).col(0);
+  }
+  const RowMatrix x = random_matrix(tokens, hidden, 1.0f, rng), c_loss = random_matrix(tokens, hidden, 1.0f, rng);
+  MoeSpec spec{2, false, RouterScoring::TopKSoftmax};
+  spec.activation = ExpertActivation::ClampedSwiGlu;
+  spec.limit = 0.8f;  // small, so that the clamps act on these values (GPT-OSS's own is 7)
+  MoeCache base;
+  RowMatrix out;
+  moe_forward(w, spec, x, out, &base);
+  Index clamped = 0;
+  for (Index t = 0; t < tokens; ++t) {
+    CAPTURE(t);
+    std::vector<std::pair<double, Index>> logits;
+    for (Index e = 0; e < experts; ++e)
+      logits.emplace_back(static_cast<double>(w.router.row(e).cast<double>().dot(x.row(t).cast<double>())) + w.router_bias(e), e);
+    std::stable_sort(logits.begin(), logits.end(), [](auto& a, auto& b) { return a.first > b.first; });
+    const double z = std::exp(logits[1].first - logits[0].first) + 1;
+    Eigen::VectorXd sum = Eigen::VectorXd::Zero(hidden);
+    for (std::size_t k = 0; k < 2; ++k) {
+      const double weight = std::exp(logits[k].first - logits[0].first) / z;
+      CHECK(base.chosen[static_cast<std::size_t>(t)][k] == logits[k].second);
+      CHECK(base.weights[static_cast<std::size_t>(t)][k] == doctest::Approx(weight).epsilon(1e-6));
+      const ExpertWeights& ex = w.experts[static_cast<std::size_t>(logits[k].second)];
+      const Eigen::VectorXd xt = x.row(t).transpose().cast<double>();
+      const Eigen::VectorXd g = ex.gate.cast<double>() * xt + ex.gate_bias.cast<double>(), u = ex.up.cast<double>() * xt + ex.up_bias.cast<double>();
+      Eigen::VectorXd a(inter);
+      for (Index j = 0; j < inter; ++j) {
+        const double gc = std::min(g(j), 0.8), uc = std::clamp(u(j), -0.8, 0.8);
+        clamped += (g(j) > 0.8) + (std::abs(u(j)) > 0.8);
+        a(j) = (uc + 1) * gc / (1 + std::exp(-1.702 * gc));
+      }
+      sum += weight * (ex.down.cast<double>() * a + ex.down_bias.cast<double>());
+    }
+    for (Index j = 0; j < hidden; ++j) CHECK(out(t, j) == doctest::Approx(sum(j)).epsilon(1e-5));
+  }
+  CHECK(clamped > 0);
+  // the backward, against finite differences of L = Σ C ⊙ out (routing kept under every step)
+  auto loss = [&](const MoeWeights& weights, const RowMatrix& input) {
+    MoeCache c;
+    RowMatrix o;
+    moe_forward(weights, spec, input, o, &c);
+    CHECK(c.chosen == base.chosen);
+    return static_cast<double>(o.cwiseProduct(c_loss).sum());
+  };
+  std::vector<std::array<RowMatrix, 3>> grads(experts);
+  for (auto& g : grads) g = {RowMatrix::Zero(inter, hidden), RowMatrix::Zero(inter, hidden), RowMatrix::Zero(hidden, inter)};
+  RowMatrix d_x;
+  moe_backward(w, spec, base, x, c_loss, grads, &d_x);
+  for (Index probe = 0; probe < 24; ++probe) {  // per entry: a kink of the clamp is crossed by no step this small
+    const Index e = probe % experts, p = probe % 3;
+    CAPTURE(e);
+    CAPTURE(p);
+    auto member = [&](MoeWeights& m) -> RowMatrix& {
+      ExpertWeights& ex = m.experts[static_cast<std::size_t>(e)];
+      return p == 0 ? ex.gate : p == 1 ? ex.up : ex.down;
+    };
+    const RowMatrix& g = grads[static_cast<std::size_t>(e)][static_cast<std::size_t>(p)];
+    const Index r = (probe * 7 + 1) % g.rows(), col = (probe * 5 + 3) % g.cols();
+    const auto central = [&](float h) {
+      MoeWeights plus = w, minus = w;
+      member(plus)(r, col) += h;
+      member(minus)(r, col) -= h;
+      return (loss(plus, x) - loss(minus, x)) / (2.0 * h);
+    };
+    const double fd = (4.0 * central(2e-3f) - central(4e-3f)) / 3.0;
+    CHECK(std::abs(g(r, col) - fd) < 1e-3 + 3e-3 * std::abs(fd));
+  }
+  for (Index probe = 0; probe < 12; ++probe) {
+    const Index t = (probe * 3 + 1) % tokens, j = (probe * 5 + 2) % hidden;
+    CAPTURE(t);
+    CAPTURE(j);
+    const auto central = [&](float h) {
+      RowMatrix plus = x, minus = x;
+      plus(t, j) += h;
+      minus(t, j) -= h;
+      return (loss(w, plus) - loss(w, minus)) / (2.0 * h);
+    };
+    const double fd = (4.0 * central(2e-3f) - central(4e-3f)) / 3.0;
+    CHECK(std::abs(d_x(t, j) - fd) < 1e-3 + 3e-3 * std::abs(fd));
   }
 }

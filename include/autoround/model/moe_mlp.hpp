@@ -8,7 +8,11 @@
 //     s + correction_bias: experts in `groups` equal groups, each group scored by the sum of its
 //     two best, the best `top_groups` groups kept, the top_k experts among theirs; their weights
 //     are the unbiased s (over their sum + 1e-20 when `normalize`), times `scale`;
-//   out = Σ_k w_k · down_e(silu(gate_e x) ⊙ up_e x)   for each token's chosen experts e,
+//   RouterScoring::TopKSoftmax (GPT-OSS): the top_k experts of the logits x W_rᵀ + b_r, their
+//     weights the softmax over those k logits;
+//   out = Σ_k w_k · down_e(silu(gate_e x) ⊙ up_e x)   for each token's chosen experts e
+//         (GPT-OSS: biases, and ExpertActivation::ClampedSwiGlu: g = min(gate x, limit),
+//         u = clamp(up x, ±limit), (u + 1) · g · sigmoid(alpha g)),
 //         + g(x) · shared(x) with a shared expert (Qwen2-MoE: g = sigmoid(x·shared_gate);
 //           DeepSeek-V3: no gate, g = 1).
 // The router stays in full precision (the reference never quantizes it), so the backward gives
@@ -36,27 +40,33 @@
 
 namespace autoround {
 
-/// One expert's SwiGLU MLP: gate and up [intermediate, hidden], down [hidden, intermediate].
+/// One expert's gated MLP: gate and up [intermediate, hidden], down [hidden, intermediate]; biases
+/// (GPT-OSS) [intermediate], [intermediate], [hidden], empty when absent.
 struct ExpertWeights {
   RowMatrix gate, up, down;
+  Eigen::VectorXf gate_bias, up_bias, down_bias;
 };
 
 struct MoeWeights {
   RowMatrix router;  ///< [experts, hidden], full precision
+  Eigen::VectorXf router_bias;        ///< [experts] (GPT-OSS); empty: none
   std::vector<ExpertWeights> experts;
   Eigen::VectorXf correction_bias;    ///< [experts], SigmoidGrouped's e_score_correction_bias (choice only)
   std::optional<ExpertWeights> shared;  ///< an expert every token goes through
   Eigen::VectorXf shared_gate;        ///< [hidden]: the shared expert's sigmoid gate; empty: none (g = 1)
 };
 
-enum class RouterScoring { Softmax, SigmoidGrouped };
+enum class RouterScoring { Softmax, SigmoidGrouped, TopKSoftmax };
+enum class ExpertActivation { SwiGlu, ClampedSwiGlu };
 
-struct MoeRouting {
+struct MoeSpec {
   Index top_k = 2;
   bool normalize = true;  ///< divide the chosen weights by their sum
   RouterScoring scoring = RouterScoring::Softmax;
   Index groups = 1, top_groups = 1;  ///< SigmoidGrouped: expert groups, and how many are kept
   float scale = 1.0f;                ///< SigmoidGrouped: routed_scaling_factor
+  ExpertActivation activation = ExpertActivation::SwiGlu;
+  float limit = 7.0f, alpha = 1.702f;  ///< ClampedSwiGlu's clamp and sigmoid slope (GPT-OSS's)
 };
 
 /// What one forward keeps for the backward (and for the report: tokens per expert).
@@ -78,52 +88,74 @@ inline float sigmoid(float g) { return 1.0f / (1.0f + std::exp(-g)); }
 
 // token t's experts in order of preference: by score; SigmoidGrouped first keeps the best groups
 // (by the sum of their two best biased scores). Ties go to the lower index.
-inline std::vector<Index> expert_preference(const MoeRouting& routing, const RowMatrix& scores, const Eigen::VectorXf& bias, Index t) {
+inline std::vector<Index> expert_preference(const MoeSpec& spec, const RowMatrix& scores, const Eigen::VectorXf& bias, Index t) {
   const Index experts = scores.cols();
   std::vector<float> key(static_cast<std::size_t>(experts));
   for (Index e = 0; e < experts; ++e) key[static_cast<std::size_t>(e)] = scores(t, e) + (bias.size() ? bias(e) : 0.0f);
   std::vector<Index> order(static_cast<std::size_t>(experts));
   std::iota(order.begin(), order.end(), Index{0});
   auto by_key = [&](Index a, Index b) { return key[static_cast<std::size_t>(a)] > key[static_cast<std::size_t>(b)]; };
-  if (routing.scoring == RouterScoring::SigmoidGrouped && routing.groups > 1) {
-    const Index per = experts / routing.groups;
-    std::vector<float> group_score(static_cast<std::size_t>(routing.groups));
-    for (Index g = 0; g < routing.groups; ++g) {
+  if (spec.scoring == RouterScoring::SigmoidGrouped && spec.groups > 1) {
+    const Index per = experts / spec.groups;
+    std::vector<float> group_score(static_cast<std::size_t>(spec.groups));
+    for (Index g = 0; g < spec.groups; ++g) {
       std::vector<float> members(key.begin() + g * per, key.begin() + (g + 1) * per);
       std::partial_sort(members.begin(), members.begin() + std::min<Index>(2, per), members.end(), std::greater<float>());
       group_score[static_cast<std::size_t>(g)] = members[0] + (per > 1 ? members[1] : 0.0f);
     }
-    std::vector<Index> groups(static_cast<std::size_t>(routing.groups));
+    std::vector<Index> groups(static_cast<std::size_t>(spec.groups));
     std::iota(groups.begin(), groups.end(), Index{0});
     std::stable_sort(groups.begin(), groups.end(),
                      [&](Index a, Index b) { return group_score[static_cast<std::size_t>(a)] > group_score[static_cast<std::size_t>(b)]; });
-    std::vector<bool> kept(static_cast<std::size_t>(routing.groups), false);
-    for (Index g = 0; g < routing.top_groups; ++g) kept[static_cast<std::size_t>(groups[static_cast<std::size_t>(g)])] = true;
+    std::vector<bool> kept(static_cast<std::size_t>(spec.groups), false);
+    for (Index g = 0; g < spec.top_groups; ++g) kept[static_cast<std::size_t>(groups[static_cast<std::size_t>(g)])] = true;
     order.erase(std::remove_if(order.begin(), order.end(), [&](Index e) { return !kept[static_cast<std::size_t>(e / per)]; }), order.end());
   }
   std::stable_sort(order.begin(), order.end(), by_key);
   return order;
 }
 
-// the SwiGLU MLP of `ex` over x's rows: gate x, up x, silu(gate x) ⊙ up x, and its output
-inline void expert_forward(const ExpertWeights& ex, const RowMatrix& x, RowMatrix& gate, RowMatrix& up, RowMatrix& act, RowMatrix& out) {
+// the gated activation of one (gate, up) pair, and its two partial derivatives
+struct GatedUnit {
+  float value, d_gate, d_up;
+};
+inline GatedUnit gated_unit(const MoeSpec& spec, float g, float u) {
+  if (spec.activation == ExpertActivation::SwiGlu) {  // silu(g) u; d silu(g) = sigma (1 + g (1 − sigma))
+    const float sigma = sigmoid(g);
+    return {silu(g) * u, u * sigma * (1.0f + g * (1.0f - sigma)), silu(g)};
+  }
+  // GPT-OSS: g' = min(g, limit), u' = clamp(u, ±limit), (u' + 1) g' sigmoid(alpha g')
+  const float gc = std::min(g, spec.limit), uc = std::clamp(u, -spec.limit, spec.limit);
+  const float sigma = sigmoid(spec.alpha * gc), glu = gc * sigma;
+  const float d_glu = sigma + spec.alpha * gc * sigma * (1.0f - sigma);
+  return {(uc + 1.0f) * glu, g <= spec.limit ? (uc + 1.0f) * d_glu : 0.0f, std::abs(u) <= spec.limit ? glu : 0.0f};
+}
+
+// the gated MLP of `ex` over x's rows: gate x, up x (with their biases), the activation, the output
+inline void expert_forward(const MoeSpec& spec, const ExpertWeights& ex, const RowMatrix& x, RowMatrix& gate, RowMatrix& up, RowMatrix& act,
+                           RowMatrix& out) {
   gate = x * ex.gate.transpose();
   up = x * ex.up.transpose();
-  act = gate.unaryExpr([](float g) { return silu(g); }).cwiseProduct(up);
+  if (ex.gate_bias.size()) gate.rowwise() += ex.gate_bias.transpose();
+  if (ex.up_bias.size()) up.rowwise() += ex.up_bias.transpose();
+  act.resize(gate.rows(), gate.cols());
+  for (Index r = 0; r < gate.rows(); ++r)
+    for (Index j = 0; j < gate.cols(); ++j) act(r, j) = gated_unit(spec, gate(r, j), up(r, j)).value;
   out = act * ex.down.transpose();
+  if (ex.down_bias.size()) out.rowwise() += ex.down_bias.transpose();
 }
 
 // dy = dL/d(expert output) on x's rows: adds the weight gradients into grads, returns dL/dx
-inline RowMatrix expert_backward(const ExpertWeights& ex, const RowMatrix& x, const RowMatrix& gate, const RowMatrix& up,
-                                 const RowMatrix& act, const RowMatrix& dy, std::array<RowMatrix, 3>& grads) {
+inline RowMatrix expert_backward(const MoeSpec& spec, const ExpertWeights& ex, const RowMatrix& x, const RowMatrix& gate,
+                                 const RowMatrix& up, const RowMatrix& act, const RowMatrix& dy, std::array<RowMatrix, 3>& grads) {
   grads[2].noalias() += dy.transpose() * act;
   const RowMatrix d_act = dy * ex.down;
   RowMatrix d_gate(gate.rows(), gate.cols()), d_up(up.rows(), up.cols());
   for (Index r = 0; r < gate.rows(); ++r)
-    for (Index j = 0; j < gate.cols(); ++j) {  // d silu(g) = sigma (1 + g (1 − sigma))
-      const float g = gate(r, j), sigma = sigmoid(g);
-      d_up(r, j) = d_act(r, j) * silu(g);
-      d_gate(r, j) = d_act(r, j) * up(r, j) * sigma * (1.0f + g * (1.0f - sigma));
+    for (Index j = 0; j < gate.cols(); ++j) {
+      const GatedUnit unit = gated_unit(spec, gate(r, j), up(r, j));
+      d_gate(r, j) = d_act(r, j) * unit.d_gate;
+      d_up(r, j) = d_act(r, j) * unit.d_up;
     }
   grads[0].noalias() += d_gate.transpose() * x;
   grads[1].noalias() += d_up.transpose() * x;
@@ -132,22 +164,26 @@ inline RowMatrix expert_backward(const ExpertWeights& ex, const RowMatrix& x, co
 }  // namespace detail
 
 /// out = the MoE MLP of x ([tokens, hidden] each); `cache` (optional) keeps what moe_backward needs.
-inline void moe_forward(const MoeWeights& w, const MoeRouting& routing, const RowMatrix& x, RowMatrix& out, MoeCache* cache = nullptr) {
+inline void moe_forward(const MoeWeights& w, const MoeSpec& spec, const RowMatrix& x, RowMatrix& out, MoeCache* cache = nullptr) {
   const Index tokens = x.rows(), hidden = x.cols(), experts = static_cast<Index>(w.experts.size());
   detail::require(w.router.rows() == experts && w.router.cols() == hidden, "moe_forward: router is not [experts, hidden]");
-  detail::require(routing.top_k >= 1 && routing.top_k <= experts, "moe_forward: top_k must be between 1 and the expert count");
+  detail::require(spec.top_k >= 1 && spec.top_k <= experts, "moe_forward: top_k must be between 1 and the expert count");
   MoeCache local;
   MoeCache& c = cache ? *cache : local;
-  const bool grouped = routing.scoring == RouterScoring::SigmoidGrouped;
-  detail::require(!grouped || (routing.groups >= 1 && experts % routing.groups == 0 && routing.top_groups >= 1 &&
-                               routing.top_groups <= routing.groups && routing.top_k <= routing.top_groups * (experts / routing.groups)),
+  const bool grouped = spec.scoring == RouterScoring::SigmoidGrouped;
+  detail::require(!grouped || (spec.groups >= 1 && experts % spec.groups == 0 && spec.top_groups >= 1 &&
+                               spec.top_groups <= spec.groups && spec.top_k <= spec.top_groups * (experts / spec.groups)),
                   "moe_forward: groups must divide the experts and the kept groups must hold top_k experts");
   detail::require(w.correction_bias.size() == 0 || w.correction_bias.size() == experts, "moe_forward: correction_bias is not [experts]");
+  detail::require(w.router_bias.size() == 0 || w.router_bias.size() == experts, "moe_forward: router_bias is not [experts]");
+  const bool logits_first = spec.scoring == RouterScoring::TopKSoftmax;
   detail::require(w.shared_gate.size() == 0 || (w.shared && w.shared_gate.size() == hidden), "moe_forward: shared_gate needs a shared expert and [hidden] values");
-  // router scores per token: softmax over all experts, or sigmoid each
+  // router scores per token: softmax over all experts, sigmoid each, or the logits themselves
   c.probabilities = x * w.router.transpose();
+  if (w.router_bias.size()) c.probabilities.rowwise() += w.router_bias.transpose();
   for (Index t = 0; t < tokens; ++t) {
     auto row = c.probabilities.row(t);
+    if (logits_first) continue;
     if (grouped) {
       row = row.unaryExpr([](float v) { return detail::sigmoid(v); });
       continue;
@@ -161,17 +197,23 @@ inline void moe_forward(const MoeWeights& w, const MoeRouting& routing, const Ro
   c.rows.assign(static_cast<std::size_t>(experts), {});
   c.slot.assign(static_cast<std::size_t>(experts), {});
   for (Index t = 0; t < tokens; ++t) {
-    const std::vector<Index> order = detail::expert_preference(routing, c.probabilities, grouped ? w.correction_bias : Eigen::VectorXf(), t);
+    const std::vector<Index> order = detail::expert_preference(spec, c.probabilities, grouped ? w.correction_bias : Eigen::VectorXf(), t);
     auto& chosen = c.chosen[static_cast<std::size_t>(t)];
     auto& weights = c.weights[static_cast<std::size_t>(t)];
-    chosen.assign(order.begin(), order.begin() + routing.top_k);
+    chosen.assign(order.begin(), order.begin() + spec.top_k);
     float sum = 0;
-    for (Index e : chosen) weights.push_back(c.probabilities(t, e)), sum += c.probabilities(t, e);
-    if (routing.normalize)
+    if (logits_first) {  // softmax over the chosen logits
+      const float top = c.probabilities(t, chosen[0]);
+      for (Index e : chosen) weights.push_back(std::exp(c.probabilities(t, e) - top)), sum += weights.back();
+      for (float& v : weights) v /= sum;
+    } else {
+      for (Index e : chosen) weights.push_back(c.probabilities(t, e)), sum += c.probabilities(t, e);
+    }
+    if (spec.normalize && !logits_first)
       for (float& v : weights) v /= grouped ? sum + 1e-20f : sum;
     if (grouped)
-      for (float& v : weights) v *= routing.scale;
-    for (Index k = 0; k < routing.top_k; ++k) {
+      for (float& v : weights) v *= spec.scale;
+    for (Index k = 0; k < spec.top_k; ++k) {
       c.rows[static_cast<std::size_t>(chosen[static_cast<std::size_t>(k)])].push_back(t);
       c.slot[static_cast<std::size_t>(chosen[static_cast<std::size_t>(k)])].push_back(k);
     }
@@ -189,14 +231,14 @@ inline void moe_forward(const MoeWeights& w, const MoeRouting& routing, const Ro
     if (rows.empty()) continue;
     RowMatrix xe(static_cast<Index>(rows.size()), hidden);
     for (std::size_t r = 0; r < rows.size(); ++r) xe.row(static_cast<Index>(r)) = x.row(rows[r]);
-    detail::expert_forward(w.experts[i], xe, c.gate[i], c.up[i], c.act[i], c.out[i]);
+    detail::expert_forward(spec, w.experts[i], xe, c.gate[i], c.up[i], c.act[i], c.out[i]);
     for (std::size_t r = 0; r < rows.size(); ++r) {
       const float weight = c.weights[static_cast<std::size_t>(rows[r])][static_cast<std::size_t>(c.slot[i][r])];
       out.row(rows[r]) += weight * c.out[i].row(static_cast<Index>(r));
     }
   }
   if (w.shared) {  // after the routed experts, as transformers adds it
-    detail::expert_forward(*w.shared, x, c.shared_gate, c.shared_up, c.shared_act, c.shared_out);
+    detail::expert_forward(spec, *w.shared, x, c.shared_gate, c.shared_up, c.shared_act, c.shared_out);
     c.shared_weight = w.shared_gate.size() ? Eigen::VectorXf((x * w.shared_gate).unaryExpr([](float v) { return detail::sigmoid(v); }))
                                            : Eigen::VectorXf::Ones(tokens);
     out += c.shared_weight.asDiagonal() * c.shared_out;
@@ -207,15 +249,15 @@ inline void moe_forward(const MoeWeights& w, const MoeRouting& routing, const Ro
 /// into `grads` (per expert, [3] = gate, up, down, each the weight's shape; an expert without
 /// tokens gets nothing added; with a shared expert, its triple is the last entry) and, if `d_x`,
 /// sets dL/dx (through the experts, the router and the shared expert's gate).
-inline void moe_backward(const MoeWeights& w, const MoeRouting& routing, const MoeCache& c, const RowMatrix& x, const RowMatrix& d_out,
+inline void moe_backward(const MoeWeights& w, const MoeSpec& spec, const MoeCache& c, const RowMatrix& x, const RowMatrix& d_out,
                          std::vector<std::array<RowMatrix, 3>>& grads, RowMatrix* d_x = nullptr) {
   const Index tokens = x.rows(), hidden = x.cols(), experts = static_cast<Index>(w.experts.size());
   detail::require(d_out.rows() == tokens && d_out.cols() == hidden, "moe_backward: d_out is not [tokens, hidden]");
   detail::require(grads.size() == w.experts.size() + (w.shared ? 1 : 0), "moe_backward: one gradient triple per expert (and the shared one last)");
-  const bool grouped = routing.scoring == RouterScoring::SigmoidGrouped;
+  const bool grouped = spec.scoring == RouterScoring::SigmoidGrouped, logits_first = spec.scoring == RouterScoring::TopKSoftmax;
   if (d_x) *d_x = RowMatrix::Zero(tokens, hidden);
   // dL/dw for each token's chosen experts: <dL/d out_t, expert output on t>
-  std::vector<std::vector<float>> d_weight(static_cast<std::size_t>(tokens), std::vector<float>(static_cast<std::size_t>(routing.top_k), 0.0f));
+  std::vector<std::vector<float>> d_weight(static_cast<std::size_t>(tokens), std::vector<float>(static_cast<std::size_t>(spec.top_k), 0.0f));
   for (Index e = 0; e < experts; ++e) {
     const auto i = static_cast<std::size_t>(e);
     const auto& rows = c.rows[i];
@@ -228,13 +270,13 @@ inline void moe_backward(const MoeWeights& w, const MoeRouting& routing, const M
       xe.row(r) = x.row(t);
       d_weight[static_cast<std::size_t>(t)][static_cast<std::size_t>(k)] = d_out.row(t).dot(c.out[i].row(r));
     }
-    const RowMatrix dxe = detail::expert_backward(w.experts[i], xe, c.gate[i], c.up[i], c.act[i], dy, grads[i]);
+    const RowMatrix dxe = detail::expert_backward(spec, w.experts[i], xe, c.gate[i], c.up[i], c.act[i], dy, grads[i]);
     if (d_x)
       for (Index r = 0; r < n; ++r) d_x->row(rows[static_cast<std::size_t>(r)]) += dxe.row(r);
   }
   if (w.shared) {
     const RowMatrix dy = c.shared_weight.asDiagonal() * d_out;
-    const RowMatrix dxs = detail::expert_backward(*w.shared, x, c.shared_gate, c.shared_up, c.shared_act, dy, grads.back());
+    const RowMatrix dxs = detail::expert_backward(spec, *w.shared, x, c.shared_gate, c.shared_up, c.shared_act, dy, grads.back());
     if (d_x) {
       *d_x += dxs;
       if (w.shared_gate.size()) {  // g = sigmoid(x · w_g): dx += <d_out, shared(x)> g (1 − g) w_g
@@ -252,9 +294,15 @@ inline void moe_backward(const MoeWeights& w, const MoeRouting& routing, const M
     const auto& chosen = c.chosen[static_cast<std::size_t>(t)];
     const auto& dw = d_weight[static_cast<std::size_t>(t)];
     const auto& wt = c.weights[static_cast<std::size_t>(t)];
+    if (logits_first) {  // softmax over the chosen: d logit_k = w_k (dw_k − Σ_j w_j dw_j)
+      float wdw = 0;
+      for (std::size_t k = 0; k < chosen.size(); ++k) wdw += wt[k] * dw[k];
+      for (std::size_t k = 0; k < chosen.size(); ++k) d_logits(t, chosen[k]) = wt[k] * (dw[k] - wdw);
+      continue;
+    }
     Eigen::VectorXf dp = Eigen::VectorXf::Zero(experts);
-    const float scale = grouped ? routing.scale : 1.0f;
-    if (routing.normalize) {  // w_k = scale p_k / S: dp_k = scale (dw_k − Σ_j dw_j w_j / scale) / S
+    const float scale = grouped ? spec.scale : 1.0f;
+    if (spec.normalize) {  // w_k = scale p_k / S: dp_k = scale (dw_k − Σ_j dw_j w_j / scale) / S
       float sum = grouped ? 1e-20f : 0.0f, dot = 0;
       for (std::size_t k = 0; k < chosen.size(); ++k) sum += c.probabilities(t, chosen[k]), dot += dw[k] * wt[k];
       for (std::size_t k = 0; k < chosen.size(); ++k) dp(chosen[k]) = (scale * dw[k] - dot) / sum;
