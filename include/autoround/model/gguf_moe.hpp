@@ -1,0 +1,85 @@
+#pragma once
+// The mixture-of-experts feed-forward of a llama.cpp GGUF file: its layout from the metadata and
+// a layer's router and experts in float32 (any tensor type the reader dequantizes), for
+// model/moe_mlp.hpp. llama.cpp keeps all of a layer's experts in one 3-D tensor per projection:
+//   blk.N.ffn_gate_inp.weight   ne {hidden, experts}                  the router, never quantized
+//   blk.N.ffn_gate_exps.weight  ne {hidden, expert_ff, experts}       expert e's gate: rows e·I ..
+//   blk.N.ffn_up_exps.weight    ne {hidden, expert_ff, experts}
+//   blk.N.ffn_down_exps.weight  ne {expert_ff, hidden, experts}       expert e's down: rows e·H ..
+//   qwen2moe also: ffn_{gate,up,down}_shexp (the shared expert), ffn_gate_inp_shexp (its gate)
+// Architectures: qwen3moe, qwen2moe, and llama with {arch}.expert_count > 0 (Mixtral). Routing is
+// llama.cpp's: softmax over the experts, top-k, the chosen weights renormalized unless
+// {arch}.expert_weights_norm says false (llama.cpp renormalizes these architectures even where
+// the Hugging Face config had norm_topk_prob false). Expert size: {arch}.expert_feed_forward_length,
+// else {arch}.feed_forward_length (Mixtral's is the per-expert size).
+#include <string>
+
+#include "../core/error.hpp"
+#include "../format/gguf_reader.hpp"
+#include "hf_moe.hpp"
+#include "moe_mlp.hpp"
+
+namespace autoround {
+
+/// The MoE layout of a GGUF file's metadata (every layer sparse: these architectures have no
+/// dense layers between).
+inline MoeLayout gguf_moe_layout(const GgufFile& file) {
+  const std::string arch = file.get_string("general.architecture");
+  MoeLayout m;
+  m.family = arch;
+  if (arch != "qwen3moe" && arch != "qwen2moe" && arch != "llama")
+    throw Error(file.path() + ": architecture '" + arch + "' has no mixture-of-experts layout here (qwen3moe, qwen2moe, llama with experts)");
+  if (!file.find(arch + ".expert_count") || file.get_uint(arch + ".expert_count") == 0)
+    throw Error(file.path() + ": " + arch + ".expert_count is missing or 0: not a mixture-of-experts model");
+  m.experts = static_cast<Index>(file.get_uint(arch + ".expert_count"));
+  m.spec.top_k = static_cast<Index>(file.get_uint(arch + ".expert_used_count"));
+  m.expert_intermediate = static_cast<Index>(file.find(arch + ".expert_feed_forward_length") ? file.get_uint(arch + ".expert_feed_forward_length")
+                                                                                            : file.get_uint(arch + ".feed_forward_length"));
+  const GgufValue* norm = file.find(arch + ".expert_weights_norm");
+  m.spec.normalize = !norm || norm->kind != GgufValue::Kind::Bool || norm->b;
+  if (arch == "qwen2moe" && file.find(arch + ".expert_shared_feed_forward_length")) {
+    m.shared_intermediate = static_cast<Index>(file.get_uint(arch + ".expert_shared_feed_forward_length"));
+    m.shared_gate = true;
+  }
+  m.sparse.assign(static_cast<std::size_t>(file.get_uint(arch + ".block_count")), true);
+  detail::require(m.spec.top_k >= 1 && m.spec.top_k <= m.experts && m.expert_intermediate > 0,
+                  file.path() + ": inconsistent expert metadata (" + std::to_string(m.experts) + " experts, " + std::to_string(m.spec.top_k) +
+                      " used, expert size " + std::to_string(m.expert_intermediate) + ")");
+  return m;
+}
+
+/// Layer `layer`'s MoE weights in float32; shapes checked against the layout, errors name the tensor.
+inline MoeWeights load_gguf_moe(const GgufFile& file, const MoeLayout& m, Index layer, Index hidden) {
+  detail::require(layer >= 0 && layer < static_cast<Index>(m.sparse.size()), file.path() + ": no block " + std::to_string(layer));
+  const std::string p = "blk." + std::to_string(layer) + ".";
+  auto load = [&](const std::string& name, std::initializer_list<std::uint64_t> dims) {
+    const GgufTensor& t = file.tensor(name);
+    if (t.dims != std::vector<std::uint64_t>(dims)) {
+      std::string have, want;
+      for (auto d : t.dims) have += (have.empty() ? "" : ", ") + std::to_string(d);
+      for (auto d : dims) want += (want.empty() ? "" : ", ") + std::to_string(d);
+      throw Error(file.path() + ": tensor '" + name + "' has ne {" + have + "}, expected {" + want + "}");
+    }
+    RowMatrix w = file.to_float(t);
+    file.release(t);
+    return w;
+  };
+  const auto H = static_cast<std::uint64_t>(hidden), I = static_cast<std::uint64_t>(m.expert_intermediate),
+             E = static_cast<std::uint64_t>(m.experts);
+  MoeWeights w;
+  w.router = load(p + "ffn_gate_inp.weight", {H, E});
+  const RowMatrix gate = load(p + "ffn_gate_exps.weight", {H, I, E}), up = load(p + "ffn_up_exps.weight", {H, I, E});
+  const RowMatrix down = load(p + "ffn_down_exps.weight", {I, H, E});
+  const Index inter = m.expert_intermediate;
+  for (Index e = 0; e < m.experts; ++e)
+    w.experts.push_back({gate.middleRows(e * inter, inter), up.middleRows(e * inter, inter), down.middleRows(e * hidden, hidden), {}, {}, {}});
+  if (m.shared_intermediate > 0) {
+    const auto S = static_cast<std::uint64_t>(m.shared_intermediate);
+    w.shared = ExpertWeights{load(p + "ffn_gate_shexp.weight", {H, S}), load(p + "ffn_up_shexp.weight", {H, S}),
+                             load(p + "ffn_down_shexp.weight", {S, H}), {}, {}, {}};
+    if (m.shared_gate) w.shared_gate = load(p + "ffn_gate_inp_shexp.weight", {H}).row(0).transpose();
+  }
+  return w;
+}
+
+}  // namespace autoround
