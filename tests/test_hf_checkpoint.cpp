@@ -380,3 +380,72 @@ TEST_CASE("Qwen3: per-head q/k norms load, change the outputs, and survive quant
   fs::remove_all(out);
   fs::remove_all(source);
 }
+
+TEST_CASE("Qwen3-MoE checkpoints load and evaluate: experts that all equal the dense MLP give the dense model's logits") {
+  // the dense Qwen3 model's MLP copied into every expert: with renormalized top-k weights (they
+  // sum to 1) each token's mixture is that MLP, so the logits are the dense model's, which the
+  // LLaMA-family tests check against transformers; without renormalization they are not
+  LlamaModel dense = tiny_model();
+  dense.config.model_type = "qwen3";
+  std::mt19937 rng(21);
+  std::normal_distribution<float> normal(1.0f, 0.3f), small(0.0f, 0.5f);
+  for (auto& block : dense.blocks) {
+    block.q_norm.resize(16), block.k_norm.resize(16);
+    for (Index i = 0; i < 16; ++i) block.q_norm[i] = normal(rng), block.k_norm[i] = normal(rng);
+  }
+  const auto tokens = random_tokens(12);
+  const RowMatrix expected = forward_logits(dense, tokens);
+  for (bool normalize : {true, false}) {
+    CAPTURE(normalize);
+    const fs::path dir = fs::temp_directory_path() / "autoround_hf_qwen3_moe";
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    SafetensorsWriter w;
+    const auto add = [&](const std::string& name, const auto& m, std::vector<std::int64_t> shape) {
+      w.add<float>(name, Dtype::F32, shape, std::span<const float>(m.data(), static_cast<std::size_t>(m.size())));
+    };
+    const LlamaConfig& c = dense.config;
+    add("model.embed_tokens.weight", dense.embedding, {c.vocab, c.hidden});
+    add("lm_head.weight", dense.output, {c.vocab, c.hidden});
+    add("model.norm.weight", dense.final_norm, {c.hidden});
+    for (Index b = 0; b < c.layers; ++b) {
+      const std::string p = "model.layers." + std::to_string(b) + ".";
+      const LlamaBlock& block = dense.blocks[static_cast<std::size_t>(b)];
+      add(p + "input_layernorm.weight", block.attn_norm, {c.hidden});
+      add(p + "post_attention_layernorm.weight", block.ffn_norm, {c.hidden});
+      add(p + "self_attn.q_norm.weight", block.q_norm, {16});
+      add(p + "self_attn.k_norm.weight", block.k_norm, {16});
+      for (Linear l : {Linear::Query, Linear::Key, Linear::Value, Linear::Output})
+        add(p + hf_name(l) + ".weight", block[l], {block[l].rows(), block[l].cols()});
+      RowMatrix router(4, c.hidden);  // random routing over four copies
+      for (Index i = 0; i < router.size(); ++i) router.data()[i] = small(rng);
+      add(p + "mlp.gate.weight", router, {4, c.hidden});
+      for (int e = 0; e < 4; ++e) {
+        const std::string q = p + "mlp.experts." + std::to_string(e) + ".";
+        add(q + "gate_proj.weight", block[Linear::Gate], {128, 64});
+        add(q + "up_proj.weight", block[Linear::Up], {128, 64});
+        add(q + "down_proj.weight", block[Linear::Down], {64, 128});
+      }
+    }
+    w.write(dir / "model.safetensors");
+    std::string config = kConfig;
+    config.replace(config.find("\"llama\""), 7, "\"qwen3_moe\"");
+    config.replace(config.rfind('}'), 1, std::string(R"(, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 128, "norm_topk_prob": )") +
+                                             (normalize ? "true" : "false") + "}");
+    write_text(dir / "config.json", config);
+    const LlamaModel moe = load_llama(dir);
+    REQUIRE(moe.blocks[0].moe.has_value());
+    CHECK(moe.blocks[0].moe->weights.experts.size() == 4);
+    CHECK(moe.blocks[0][Linear::Gate].size() == 0);
+    const float gap = (forward_logits(moe, tokens) - expected).cwiseAbs().maxCoeff();
+    if (normalize) CHECK(gap < 1e-5f);
+    else CHECK(gap > 1e-3f);  // each mixture is (p1 + p2) times the MLP
+    LlamaModel q = moe;
+    ModelQuantOptions options;
+    options.nsamples = 2;
+    options.seqlen = 8;
+    CHECK_THROWS_WITH_AS(quantize_model(q, random_tokens(16), options),
+                         doctest::Contains("model.layers.0: a mixture-of-experts block: its tuning is not built yet"), Error);
+    fs::remove_all(dir);
+  }
+}

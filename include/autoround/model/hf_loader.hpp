@@ -5,6 +5,8 @@
 // export (auto_round, auto_gptq without act-order, auto_awq), which are unpacked and dequantized:
 // this is how a written checkpoint is read back and scored.
 // Supported: model_type llama / mistral (no biases), qwen2 (q/k/v biases), qwen3 (q/k norms);
+// qwen3_moe, qwen2_moe (its shared expert) and mixtral for evaluation (LlamaBlock::moe, read by
+// model/hf_moe.hpp; their tuning is not built yet);
 // RoPE scaling linear and llama3; not sliding-window attention.
 #include <filesystem>
 #include <fstream>
@@ -17,6 +19,7 @@
 #include "../core/error.hpp"
 #include "../format/safetensors.hpp"
 #include "../pack/awq.hpp"
+#include "hf_moe.hpp"
 #include "../pack/gptq.hpp"
 #include "gguf_source.hpp"
 #include "llama_model.hpp"
@@ -137,19 +140,22 @@ class HfModelSource {
     const LlamaConfig& c = config_;
     LlamaBlock block;
     const std::string prefix = "model.layers." + std::to_string(b) + ".";
+    const bool sparse = moe_ && moe_->sparse[static_cast<std::size_t>(b)];
     for (Linear l : all_linears) {
+      if (sparse && (l == Linear::Gate || l == Linear::Up || l == Linear::Down)) continue;  // the experts instead
       const std::string tensor = prefix + hf_name(l);
       const auto [rows, cols] = linear_shape(c, l);
       block[l] = ckpt_->contains(tensor + ".weight") ? load(tensor + ".weight", rows, cols)
                                                      : detail::load_quantized_linear(*ckpt_, qc_, tensor, rows, cols);
     }
-    if (c.model_type == "qwen2")  // q/k/v projections carry biases
+    if (sparse) block.moe = MoeFeedForward{moe_->spec, load_moe(*ckpt_, *moe_, b, c.hidden)};
+    if (c.model_type == "qwen2" || c.model_type == "qwen2_moe")  // q/k/v projections carry biases
       for (std::size_t k = 0; k < 3; ++k) {
         const Linear l = all_linears[k];
         const RowMatrix bias = load(prefix + hf_name(l) + ".bias", 1, linear_shape(c, l).first);
         block.qkv_bias[k] = bias.row(0).transpose();
       }
-    if (c.model_type == "qwen3") {  // per-head RMSNorm of q and k
+    if (c.model_type == "qwen3" || c.model_type == "qwen3_moe") {  // per-head RMSNorm of q and k
       block.q_norm = load(prefix + "self_attn.q_norm.weight", 1, c.head_dim).row(0).transpose();
       block.k_norm = load(prefix + "self_attn.k_norm.weight", 1, c.head_dim).row(0).transpose();
     }
@@ -208,8 +214,9 @@ class HfModelSource {
       throw Error(config_path.string() + ": not valid JSON: " + e.what());
     }
     const std::string type = j.value("model_type", "");
-    if (type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3")
-      throw Error(config_path.string() + ": model_type '" + type + "' is not supported (llama, mistral, qwen2, qwen3)");
+    const bool moe = type == "qwen3_moe" || type == "qwen2_moe" || type == "mixtral";  // evaluation only (issue #25)
+    if (type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3" && !moe)
+      throw Error(config_path.string() + ": model_type '" + type + "' is not supported (llama, mistral, qwen2, qwen3; qwen3_moe, qwen2_moe, mixtral for evaluation)");
     if (j.value("use_sliding_window", false))
       throw Error(config_path.string() + ": sliding-window attention is not supported");
     if (j.value("attention_bias", false) || j.value("mlp_bias", false))
@@ -226,7 +233,10 @@ class HfModelSource {
       c.rms_eps = j.value("rms_norm_eps", 1e-6f);
       c.rope_theta = j.value("rope_theta", 10000.0f);
       c.tied_embeddings = j.value("tie_word_embeddings", false);
+      if (moe) moe_ = moe_layout(j, c.layers);
     } catch (const nlohmann::json::exception& e) {
+      throw Error(config_path.string() + ": " + e.what());
+    } catch (const Error& e) {
       throw Error(config_path.string() + ": " + e.what());
     }
     if (c.heads <= 0 || c.kv_heads <= 0 || c.heads % c.kv_heads != 0 || c.head_dim <= 0 || c.layers <= 0)
@@ -250,6 +260,7 @@ class HfModelSource {
 
   std::filesystem::path dir_;
   LlamaConfig config_;
+  std::optional<MoeLayout> moe_;  // qwen3_moe, qwen2_moe, mixtral: which layers are sparse, how they route
   nlohmann::json qc_;
   std::optional<SafetensorsCheckpoint> ckpt_;
 };

@@ -176,17 +176,14 @@ inline Index sequence_length(Index rows, Index seqlen) {
 
 }  // namespace detail
 
-/// hidden [tokens, hidden] -> the block's output, in place; `cache` (optional) keeps the
-/// intermediates for block_backward and for reading the linear layers' inputs. `hidden` holds
-/// rows / seqlen sequences of `seqlen` tokens one after another (0: all rows are one sequence).
-inline void block_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix& hidden, BlockCache* cache = nullptr,
-                          Index seqlen = 0) {
+namespace detail {
+/// The block's first half: hidden += attention(rms(hidden)), into `m`'s matrices (`keep`: also
+/// the input and the probabilities, for the backward).
+inline void attention_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix& hidden, BlockCache& m, bool keep, Index seqlen) {
   const Index tokens = hidden.rows(), d = c.head_dim, group = c.heads / c.kv_heads;
   const Index length = detail::sequence_length(tokens, seqlen), sequences = tokens > 0 ? tokens / length : 0;
-  BlockCache local;
-  BlockCache& m = cache ? *cache : local;  // everything is computed into the cache's matrices
   m.seqlen = length;
-  if (cache) m.x = hidden;
+  if (keep) m.x = hidden;
   m.attention_in = detail::rms_norm(hidden, *w.attn_norm, c.rms_eps);
   RowMatrix& q = w.has_qk_norm() ? m.q_projected : m.q;
   RowMatrix& k = w.has_qk_norm() ? m.k_projected : m.k;
@@ -223,8 +220,20 @@ inline void block_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix
     }
     m.output_in.block(row, h * d, length, d).noalias() = p * m.v.block(row, kv * d, length, d);
   }
-  if (!cache) m.probabilities.clear();
+  if (!keep) m.probabilities.clear();
   hidden.noalias() += m.output_in * w[Linear::Output].transpose();
+}
+}  // namespace detail
+
+/// hidden [tokens, hidden] -> the block's output, in place; `cache` (optional) keeps the
+/// intermediates for block_backward and for reading the linear layers' inputs. `hidden` holds
+/// rows / seqlen sequences of `seqlen` tokens one after another (0: all rows are one sequence).
+inline void block_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix& hidden, BlockCache* cache = nullptr,
+                          Index seqlen = 0) {
+  const Index tokens = hidden.rows();
+  BlockCache local;
+  BlockCache& m = cache ? *cache : local;  // everything is computed into the cache's matrices
+  detail::attention_forward(w, c, hidden, m, cache != nullptr, seqlen);
 
   if (cache) m.h = hidden;
   m.mlp_in = detail::rms_norm(hidden, *w.ffn_norm, c.rms_eps);
@@ -244,9 +253,17 @@ inline void block_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix
   hidden.noalias() += m.down_in * w[Linear::Down].transpose();
 }
 
+/// A block whose MLP is a mixture of experts (LlamaBlock::moe) is evaluated with moe_forward
+/// after the same attention; it has no cache (its tuning is not built yet: issue #25).
 inline void block_forward(const LlamaBlock& block, const LlamaConfig& c, RowMatrix& hidden, BlockCache* cache = nullptr,
                           Index seqlen = 0) {
-  block_forward(BlockWeights::of(block), c, hidden, cache, seqlen);
+  if (!block.moe) return block_forward(BlockWeights::of(block), c, hidden, cache, seqlen);
+  detail::require(cache == nullptr, "a mixture-of-experts block is evaluated only: its tuning is not built yet");
+  BlockCache m;
+  detail::attention_forward(BlockWeights::of(block), c, hidden, m, false, seqlen);
+  RowMatrix out;
+  moe_forward(block.moe->weights, block.moe->spec, detail::rms_norm(hidden, block.ffn_norm, c.rms_eps), out);
+  hidden += out;
 }
 
 /// Rows per batched forward where the caller does not choose: enough for the weights' packing to

@@ -7,12 +7,14 @@
 // therefore use RopeStyle::AdjacentPairs, weights read from a Hugging Face checkpoint HalfSplit.
 #include <array>
 #include <cmath>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "../core/error.hpp"
 #include "../core/matrix.hpp"
 #include "../format/gguf_reader.hpp"
+#include "moe_mlp.hpp"
 
 namespace autoround {
 
@@ -81,11 +83,19 @@ inline std::pair<Index, Index> linear_shape(const LlamaConfig& c, Linear l) {
   }
 }
 
+/// A block's MLP as a mixture of experts (Qwen3-MoE, Qwen2-MoE, Mixtral, DeepSeek-V3's routing):
+/// evaluated by block_forward, not yet tuned (docs/block-descriptions.md).
+struct MoeFeedForward {
+  MoeSpec spec;
+  MoeWeights weights;
+};
+
 struct LlamaBlock {
-  std::array<RowMatrix, 7> linear;  ///< [out, in] each, indexed by Linear
+  std::array<RowMatrix, 7> linear;  ///< [out, in] each, indexed by Linear; gate/up/down empty with `moe`
   Eigen::VectorXf attn_norm, ffn_norm;
   std::array<Eigen::VectorXf, 3> qkv_bias;  ///< Qwen2's q/k/v projection biases; empty when absent (LLaMA)
   Eigen::VectorXf q_norm, k_norm;           ///< Qwen3's per-head RMSNorm of q and k [head_dim]; empty when absent
+  std::optional<MoeFeedForward> moe;        ///< the MLP as a mixture of experts, when it is one
   RowMatrix& operator[](Linear l) { return linear[static_cast<std::size_t>(l)]; }
   const RowMatrix& operator[](Linear l) const { return linear[static_cast<std::size_t>(l)]; }
 };

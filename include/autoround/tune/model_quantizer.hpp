@@ -139,6 +139,8 @@ std::array<std::optional<Q>, 7> block_quantizers(const ModelQuantOptions& option
                                                  BlockReport& report) {
   std::array<std::optional<Q>, 7> quantizers;
   report.block = b;
+  detail::require(!block.moe, "model.layers." + std::to_string(b) +
+                                  ": a mixture-of-experts block: its tuning is not built yet (issue #25); such models load and evaluate only");
   for (Linear l : all_linears) {
     quantizers[static_cast<std::size_t>(l)] = quantizer_for<Q>(options, layer_name(b, l), block[l]);
     report.quantized_layers += quantizers[static_cast<std::size_t>(l)].has_value();
