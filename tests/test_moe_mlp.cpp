@@ -53,6 +53,24 @@ std::vector<std::pair<Index, double>> expected_choice(const MoeWeights& w, const
   return order;
 }
 
+// dL/dx at a dozen entries against Richardson-extrapolated central differences of `loss`
+template <class Loss>
+void check_input_gradient(const RowMatrix& x, const RowMatrix& d_x, Loss&& loss) {
+  for (Index probe = 0; probe < 12; ++probe) {
+    const Index t = (probe * 3 + 1) % x.rows(), j = (probe * 5 + 2) % x.cols();
+    CAPTURE(t);
+    CAPTURE(j);
+    const auto central = [&](float h) {
+      RowMatrix plus = x, minus = x;
+      plus(t, j) += h;
+      minus(t, j) -= h;
+      return (loss(plus) - loss(minus)) / (2.0 * h);
+    };
+    const double fd = (4.0 * central(2e-3f) - central(4e-3f)) / 3.0;
+    CHECK(std::abs(d_x(t, j) - fd) < 1e-3 + 3e-3 * std::abs(fd));
+  }
+}
+
 // the smallest gap between the k-th and (k+1)-th probability over the tokens: finite differences
 // must not move a token across it
 double smallest_gap(const MoeCache& c, Index top_k) {
@@ -150,19 +168,7 @@ TEST_CASE("MoE backward matches finite differences: experts' weights and the inp
         }
       }
     // the input: per entry, through the experts and the router's softmax and top-k weights
-    for (Index probe = 0; probe < 12; ++probe) {
-      const Index t = (probe * 3 + 1) % tokens, j = (probe * 5 + 2) % hidden;
-      CAPTURE(t);
-      CAPTURE(j);
-      const auto central = [&](float h) {
-        RowMatrix plus = x, minus = x;
-        plus(t, j) += h;
-        minus(t, j) -= h;
-        return (loss(w, plus) - loss(w, minus)) / (2.0 * h);
-      };
-      const double fd = (4.0 * central(2e-3f) - central(4e-3f)) / 3.0;
-      CHECK(std::abs(d_x(t, j) - fd) < 1e-3 + 3e-3 * std::abs(fd));
-    }
+    check_input_gradient(x, d_x, [&](const RowMatrix& input) { return loss(w, input); });
   }
 }
 
@@ -313,19 +319,7 @@ TEST_CASE("MoE backward with a shared expert (gated, Qwen2-MoE; ungated, DeepSee
         if (e < w.experts.size() && base.tokens[e] == 0) CHECK(std::abs(fd) < 1e-6);
         else CHECK(analytic == doctest::Approx(fd).epsilon(2e-3));
       }
-    for (Index probe = 0; probe < 12; ++probe) {
-      const Index t = (probe * 3 + 1) % tokens, j = (probe * 5 + 2) % hidden;
-      CAPTURE(t);
-      CAPTURE(j);
-      const auto central = [&](float h) {
-        RowMatrix plus = x, minus = x;
-        plus(t, j) += h;
-        minus(t, j) -= h;
-        return (loss(w, plus) - loss(w, minus)) / (2.0 * h);
-      };
-      const double fd = (4.0 * central(2e-3f) - central(4e-3f)) / 3.0;
-      CHECK(std::abs(d_x(t, j) - fd) < 1e-3 + 3e-3 * std::abs(fd));
-    }
+    check_input_gradient(x, d_x, [&](const RowMatrix& input) { return loss(w, input); });
   }
 }
 
@@ -403,17 +397,5 @@ TEST_CASE("GPT-OSS's MoE: top-k of the biased logits, softmax over them, clamped
     const double fd = (4.0 * central(2e-3f) - central(4e-3f)) / 3.0;
     CHECK(std::abs(g(r, col) - fd) < 1e-3 + 3e-3 * std::abs(fd));
   }
-  for (Index probe = 0; probe < 12; ++probe) {
-    const Index t = (probe * 3 + 1) % tokens, j = (probe * 5 + 2) % hidden;
-    CAPTURE(t);
-    CAPTURE(j);
-    const auto central = [&](float h) {
-      RowMatrix plus = x, minus = x;
-      plus(t, j) += h;
-      minus(t, j) -= h;
-      return (loss(w, plus) - loss(w, minus)) / (2.0 * h);
-    };
-    const double fd = (4.0 * central(2e-3f) - central(4e-3f)) / 3.0;
-    CHECK(std::abs(d_x(t, j) - fd) < 1e-3 + 3e-3 * std::abs(fd));
-  }
+  check_input_gradient(x, d_x, [&](const RowMatrix& input) { return loss(w, input); });
 }
