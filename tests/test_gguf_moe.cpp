@@ -6,6 +6,8 @@
 
 #include <autoround/format/gguf_writer.hpp>
 #include <autoround/model/gguf_moe.hpp>
+#include <autoround/model/gguf_source.hpp>
+#include <autoround/model/llama_forward.hpp>
 #include <autoround/pack/ggml_quantize.hpp>
 #include <filesystem>
 #include <random>
@@ -159,4 +161,69 @@ TEST_CASE("GGUF MoE layouts refuse dense models and unknown architectures") {
   const GgufFile other = written(g, "autoround_test_gemma3.gguf");
   CHECK_THROWS_WITH_AS(gguf_moe_layout(other), doctest::Contains("architecture 'gemma3' has no mixture-of-experts layout"), Error);
   fs::remove(other.path());
+}
+
+TEST_CASE("a qwen3moe GGUF model evaluates: experts that all equal a dense Qwen3 MLP give the dense GGUF's logits") {
+  // one block, hidden 32, 4 heads of 8 (2 KV heads), MLP 32, vocab 40; the MoE file's four experts
+  // are copies of the dense file's MLP, so with renormalized top-2 weights every mixture is it
+  constexpr Index vocab = 40, heads = 4, kv_heads = 2, head_dim = 8;
+  std::mt19937 rng(8);
+  const auto scaled = [&](Index r, Index c, float s) { return RowMatrix(s * random_matrix(r, c, rng)); };
+  const RowMatrix embedding = scaled(vocab, hidden, 0.5f), output = scaled(vocab, hidden, 0.3f);
+  const RowMatrix q = scaled(heads * head_dim, hidden, 0.2f), k = scaled(kv_heads * head_dim, hidden, 0.2f),
+                  v = scaled(kv_heads * head_dim, hidden, 0.2f), o = scaled(hidden, heads * head_dim, 0.2f);
+  const RowMatrix gate = scaled(inter, hidden, 0.2f), up = scaled(inter, hidden, 0.2f), down = scaled(hidden, inter, 0.2f);
+  const RowMatrix router = scaled(experts, hidden, 0.5f);
+  const RowMatrix ones = RowMatrix::Ones(1, hidden), head_ones = RowMatrix::Constant(1, head_dim, 1.1f);
+  const auto H = static_cast<std::uint64_t>(hidden), I = static_cast<std::uint64_t>(inter), E = static_cast<std::uint64_t>(experts);
+  const auto write = [&](const std::string& arch, const std::string& name) {
+    GgufWriter w;
+    w.set_string("general.architecture", arch);
+    w.set_u32(arch + ".block_count", 1);
+    w.set_u32(arch + ".embedding_length", hidden);
+    w.set_u32(arch + ".feed_forward_length", inter);
+    w.set_u32(arch + ".attention.head_count", heads);
+    w.set_u32(arch + ".attention.head_count_kv", kv_heads);
+    w.set_f32(arch + ".attention.layer_norm_rms_epsilon", 1e-6f);
+    const auto f32 = [&](const std::string& t, std::vector<std::uint64_t> dims, const RowMatrix& m) {
+      w.add_tensor(t, std::move(dims), ggml::Type::F32, bytes_of(m, ggml::Type::F32));
+    };
+    f32("token_embd.weight", {H, vocab}, embedding);
+    f32("output_norm.weight", {H}, ones);
+    f32("output.weight", {H, vocab}, output);
+    f32("blk.0.attn_norm.weight", {H}, ones);
+    f32("blk.0.ffn_norm.weight", {H}, ones);
+    f32("blk.0.attn_q.weight", {H, heads * head_dim}, q);
+    f32("blk.0.attn_k.weight", {H, kv_heads * head_dim}, k);
+    f32("blk.0.attn_v.weight", {H, kv_heads * head_dim}, v);
+    f32("blk.0.attn_output.weight", {heads * head_dim, H}, o);
+    f32("blk.0.attn_q_norm.weight", {head_dim}, head_ones);
+    f32("blk.0.attn_k_norm.weight", {head_dim}, head_ones);
+    if (arch == "qwen3") {
+      f32("blk.0.ffn_gate.weight", {H, I}, gate);
+      f32("blk.0.ffn_up.weight", {H, I}, up);
+      f32("blk.0.ffn_down.weight", {I, H}, down);
+    } else {
+      w.set_u32(arch + ".expert_count", experts);
+      w.set_u32(arch + ".expert_used_count", 2);
+      w.set_u32(arch + ".expert_feed_forward_length", inter);
+      f32("blk.0.ffn_gate_inp.weight", {H, E}, router);
+      f32("blk.0.ffn_gate_exps.weight", {H, I, E}, stacked({gate, gate, gate, gate}));
+      f32("blk.0.ffn_up_exps.weight", {H, I, E}, stacked({up, up, up, up}));
+      f32("blk.0.ffn_down_exps.weight", {I, H, E}, stacked({down, down, down, down}));
+    }
+    const fs::path path = fs::temp_directory_path() / name;
+    w.write(path);
+    return path;
+  };
+  const fs::path dense_path = write("qwen3", "autoround_test_qwen3_dense.gguf"), moe_path = write("qwen3moe", "autoround_test_qwen3moe.gguf");
+  const LlamaModel dense = load_llama_gguf(dense_path.string()), moe = load_llama_gguf(moe_path.string());
+  REQUIRE(moe.blocks[0].moe.has_value());
+  CHECK(moe.blocks[0].moe->spec.normalize);
+  const std::vector<std::int32_t> tokens{3, 17, 0, 39, 22, 8, 8, 31};
+  const RowMatrix a = forward_logits(dense, tokens), b = forward_logits(moe, tokens);
+  CHECK((a - b).cwiseAbs().maxCoeff() < 1e-5f);
+  CHECK(a.cwiseAbs().maxCoeff() > 0.1f);  // not trivially zero
+  fs::remove(dense_path);
+  fs::remove(moe_path);
 }

@@ -1,12 +1,15 @@
 #pragma once
 // A LLaMA-family model in a GGUF file (llama.cpp's names: token_embd, blk.N.attn_q ...,
 // output_norm, output), read block by block from the memory-mapped file; any tensor type the
-// reader dequantizes (F32, F16, BF16, Q4_0 ... Q8_0, Q2_K ... Q6_K).
+// reader dequantizes (F32, F16, BF16, Q4_0 ... Q8_0, Q2_K ... Q6_K). qwen3moe, qwen2moe and
+// Mixtral (llama with experts) load with LlamaBlock::moe, for evaluation (model/gguf_moe.hpp).
+#include <optional>
 #include <span>
 #include <string>
 
 #include "../core/error.hpp"
 #include "../format/gguf_reader.hpp"
+#include "gguf_moe.hpp"
 #include "llama_model.hpp"
 #include "model_source.hpp"
 
@@ -26,15 +29,17 @@ class GgufModelSource {
     LlamaBlock block;
     const std::string prefix = "blk." + std::to_string(b) + ".";
     for (Linear l : all_linears) {
+      if (moe_ && (l == Linear::Gate || l == Linear::Up || l == Linear::Down)) continue;  // the experts instead
       const auto [rows, cols] = linear_shape(c, l);
       block[l] = load(prefix + gguf_name(l) + ".weight", rows, cols);
     }
-    if (c.model_type == "qwen2")
+    if (moe_) block.moe = MoeFeedForward{moe_->spec, load_gguf_moe(file_, *moe_, b, c.hidden)};
+    if (c.model_type == "qwen2" || c.model_type == "qwen2moe")
       for (int j = 0; j < 3; ++j) {
         const Linear l = all_linears[static_cast<std::size_t>(j)];
         block.qkv_bias[static_cast<std::size_t>(j)] = load_vector(prefix + gguf_name(l) + ".bias", linear_shape(c, l).first);
       }
-    if (c.model_type == "qwen3") {
+    if (c.model_type == "qwen3" || c.model_type == "qwen3moe") {
       block.q_norm = load_vector(prefix + "attn_q_norm.weight", c.head_dim);
       block.k_norm = load_vector(prefix + "attn_k_norm.weight", c.head_dim);
     }
@@ -87,12 +92,15 @@ class GgufModelSource {
     const GgufFile& file = file_;
     const std::string path = file.path();
     const std::string arch = file.get_string("general.architecture");
-    if (arch != "llama" && arch != "qwen2" && arch != "qwen3")
-      throw Error(path + ": architecture '" + arch + "' is not supported (llama, qwen2, qwen3)");
+    if (arch != "llama" && arch != "qwen2" && arch != "qwen3" && arch != "qwen3moe" && arch != "qwen2moe")
+      throw Error(path + ": architecture '" + arch + "' is not supported (llama, qwen2, qwen3; qwen3moe, qwen2moe for evaluation)");
+    // experts (qwen3moe, qwen2moe, Mixtral as llama with experts): evaluation only, issue #25
+    if (arch == "qwen3moe" || arch == "qwen2moe" || (arch == "llama" && file.find("llama.expert_count") && file.get_uint("llama.expert_count") > 0))
+      moe_ = gguf_moe_layout(file);
     LlamaConfig& c = config_;
     c.layers = static_cast<Index>(file.get_uint(arch + ".block_count"));
     c.hidden = static_cast<Index>(file.get_uint(arch + ".embedding_length"));
-    c.intermediate = static_cast<Index>(file.get_uint(arch + ".feed_forward_length"));
+    c.intermediate = file.find(arch + ".feed_forward_length") ? static_cast<Index>(file.get_uint(arch + ".feed_forward_length")) : 0;
     c.heads = static_cast<Index>(file.get_uint(arch + ".attention.head_count"));
     c.kv_heads = file.find(arch + ".attention.head_count_kv") ? static_cast<Index>(file.get_uint(arch + ".attention.head_count_kv")) : c.heads;
     if (c.heads <= 0 || c.kv_heads <= 0 || c.hidden % c.heads != 0 || c.heads % c.kv_heads != 0)
@@ -129,6 +137,7 @@ class GgufModelSource {
 
   GgufFile file_;
   LlamaConfig config_;
+  std::optional<MoeLayout> moe_;  // every block's MLP is a mixture of experts
 };
 
 static_assert(ModelSource<GgufModelSource>);
