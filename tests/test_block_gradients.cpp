@@ -157,3 +157,68 @@ TEST_CASE("a batch of sequences: each sequence's forward, and the sum of each se
             1e-5f * batched.cwiseAbs().maxCoeff());
   }
 }
+
+TEST_CASE("a mixture-of-experts block's backward matches finite differences: attention weights and experts") {
+  LlamaConfig c;
+  c.hidden = 16, c.heads = 4, c.kv_heads = 2, c.head_dim = 4, c.intermediate = 24, c.rope_theta = 100.0f;
+  c.rope_style = RopeStyle::HalfSplit;
+  std::mt19937 rng(13);
+  std::normal_distribution<float> normal;
+  LlamaBlock block = random_block(c, rng);
+  const auto matrix = [&](Index r, Index k, float scale) {
+    RowMatrix m(r, k);
+    for (Index i = 0; i < m.size(); ++i) m.data()[i] = scale * normal(rng);
+    return m;
+  };
+  MoeFeedForward moe;
+  moe.spec = {2, true};
+  moe.weights.router = matrix(4, c.hidden, 0.8f);
+  for (int e = 0; e < 4; ++e) moe.weights.experts.push_back({matrix(12, c.hidden, 0.3f), matrix(12, c.hidden, 0.3f), matrix(c.hidden, 12, 0.3f), {}, {}, {}});
+  block.moe = moe;
+  for (Linear l : {Linear::Gate, Linear::Up, Linear::Down}) block[l] = RowMatrix();
+  const Index tokens = 6;
+  const RowMatrix x = matrix(tokens, c.hidden, 1.0f), weights_of_loss = matrix(tokens, c.hidden, 1.0f);
+  RowMatrix h = x;
+  MoeBlockCache cache;
+  moe_block_forward(block, c, h, &cache);
+  RowMatrix plain = x;
+  block_forward(block, c, plain);  // the evaluation path: the same output
+  CHECK(plain == h);
+  const auto loss = [&](const LlamaBlock& b) {
+    RowMatrix out = x;
+    MoeBlockCache seen;
+    moe_block_forward(b, c, out, &seen);
+    CHECK(seen.moe.chosen == cache.moe.chosen);  // a step that changed the routing would not be a derivative
+    return static_cast<double>(out.cwiseProduct(weights_of_loss).sum());
+  };
+  std::array<RowMatrix, 7> grads;
+  for (Linear l : {Linear::Query, Linear::Key, Linear::Value, Linear::Output}) grads[static_cast<std::size_t>(l)] = RowMatrix::Zero(block[l].rows(), block[l].cols());
+  std::vector<std::array<RowMatrix, 3>> expert_grads(4);
+  for (auto& g : expert_grads) g = {RowMatrix::Zero(12, c.hidden), RowMatrix::Zero(12, c.hidden), RowMatrix::Zero(c.hidden, 12)};
+  moe_block_backward(block, c, cache, weights_of_loss, grads, expert_grads);
+  const auto check_direction = [&](const RowMatrix& g, auto&& member) {
+    const RowMatrix direction = matrix(g.rows(), g.cols(), 1.0f);
+    const auto central = [&](float small) {
+      LlamaBlock plus = block, minus = block;
+      member(plus) += small * direction;
+      member(minus) -= small * direction;
+      return (loss(plus) - loss(minus)) / (2.0 * small);
+    };
+    const double fd = (4.0 * central(4e-3f) - central(8e-3f)) / 3.0;
+    CHECK(static_cast<double>(g.cwiseProduct(direction).sum()) == doctest::Approx(fd).epsilon(2e-3));
+  };
+  for (Linear l : {Linear::Query, Linear::Key, Linear::Value, Linear::Output}) {
+    CAPTURE(std::string(gguf_name(l)));
+    check_direction(grads[static_cast<std::size_t>(l)], [l](LlamaBlock& b) -> RowMatrix& { return b[l]; });
+  }
+  for (std::size_t e = 0; e < 4; ++e)
+    for (std::size_t p = 0; p < 3; ++p) {
+      CAPTURE(e);
+      CAPTURE(p);
+      if (cache.moe.tokens[e] == 0) continue;
+      check_direction(expert_grads[e][p], [e, p](LlamaBlock& b) -> RowMatrix& {
+        ExpertWeights& ex = b.moe->weights.experts[e];
+        return p == 0 ? ex.gate : p == 1 ? ex.up : ex.down;
+      });
+    }
+}

@@ -253,18 +253,6 @@ inline void block_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix
   hidden.noalias() += m.down_in * w[Linear::Down].transpose();
 }
 
-/// A block whose MLP is a mixture of experts (LlamaBlock::moe) is evaluated with moe_forward
-/// after the same attention; it has no cache (its tuning is not built yet: issue #25).
-inline void block_forward(const LlamaBlock& block, const LlamaConfig& c, RowMatrix& hidden, BlockCache* cache = nullptr,
-                          Index seqlen = 0) {
-  if (!block.moe) return block_forward(BlockWeights::of(block), c, hidden, cache, seqlen);
-  detail::require(cache == nullptr, "a mixture-of-experts block is evaluated only: its tuning is not built yet");
-  BlockCache m;
-  detail::attention_forward(BlockWeights::of(block), c, hidden, m, false, seqlen);
-  RowMatrix out;
-  moe_forward(block.moe->weights, block.moe->spec, detail::rms_norm(hidden, block.ffn_norm, c.rms_eps), out);
-  hidden += out;
-}
 
 /// Rows per batched forward where the caller does not choose: enough for the weights' packing to
 /// pay off (the 135M model's 128-token samples: 16 per forward), few enough that the
@@ -287,33 +275,14 @@ inline void block_forward(const BlockWeights& w, const LlamaConfig& c, std::span
   }
 }
 
-/// Accumulate dL/dW for the seven weights into `grads` (each [out, in], added to), given
-/// dL/d(block output) for the sequences whose forward filled `cache`. `scratch` (optional)
-/// keeps the temporaries' memory from call to call.
-inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const BlockCache& cache, const RowMatrix& d_out,
-                           std::array<RowMatrix, 7>& grads, BlockBackwardScratch* scratch = nullptr) {
+namespace detail {
+/// The attention half's backward from z.d_h = dL/dh (h = x + attention(rms(x))): dL/dW of q, k,
+/// v and o into `grads`.
+inline void attention_backward(const BlockWeights& w, const LlamaConfig& c, const BlockCache& cache, std::array<RowMatrix, 7>& grads,
+                               BlockBackwardScratch& z, bool keep_scratch) {
   auto grad = [&](Linear l) -> RowMatrix& { return grads[static_cast<std::size_t>(l)]; };
-  const Index tokens = d_out.rows(), d = c.head_dim, group = c.heads / c.kv_heads;
+  const Index tokens = z.d_h.rows(), d = c.head_dim, group = c.heads / c.kv_heads;
   const Index length = cache.seqlen > 0 ? cache.seqlen : tokens, sequences = tokens / length;
-  BlockBackwardScratch local;
-  BlockBackwardScratch& z = scratch ? *scratch : local;
-  // MLP
-  grad(Linear::Down).noalias() += d_out.transpose() * cache.down_in;
-  z.d_act.noalias() = d_out * w[Linear::Down];
-  z.d_gate.resize(cache.gate.rows(), cache.gate.cols());
-  z.d_up.resize(cache.up.rows(), cache.up.cols());
-  detail::for_each_row(tokens, [&](Index t) {  // d silu(g) = sigma (1 + g (1 − sigma))
-    const auto g = cache.gate.row(t).array();
-    const auto sigma = cache.gate_sigmoid.row(t).array();
-    const auto da = z.d_act.row(t).array();
-    z.d_up.row(t) = da * g * sigma;
-    z.d_gate.row(t) = da * cache.up.row(t).array() * sigma * (1.0f + g * (1.0f - sigma));
-  });
-  grad(Linear::Gate).noalias() += z.d_gate.transpose() * cache.mlp_in;
-  grad(Linear::Up).noalias() += z.d_up.transpose() * cache.mlp_in;
-  z.d_yn.noalias() = z.d_gate * w[Linear::Gate];
-  z.d_yn.noalias() += z.d_up * w[Linear::Up];
-  z.d_h = d_out + detail::rms_norm_backward(cache.h, *w.ffn_norm, c.rms_eps, z.d_yn);
   // attention output projection
   grad(Linear::Output).noalias() += z.d_h.transpose() * cache.output_in;
   z.d_attention.noalias() = z.d_h * w[Linear::Output];
@@ -347,7 +316,7 @@ inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const Bl
     z.d_k.block(row, kv * d, length, d) += z.d_k_head[static_cast<std::size_t>(j)];
     z.d_v.block(row, kv * d, length, d) += z.d_v_head[static_cast<std::size_t>(j)];
   }
-  if (!scratch) z.d_s.clear();
+  if (!keep_scratch) z.d_s.clear();
   detail::apply_rope(z.d_q, c.heads, c, -1.0f, length);
   detail::apply_rope(z.d_k, c.kv_heads, c, -1.0f, length);
   if (w.has_qk_norm()) {
@@ -358,5 +327,81 @@ inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const Bl
   grad(Linear::Key).noalias() += z.d_k.transpose() * cache.attention_in;
   grad(Linear::Value).noalias() += z.d_v.transpose() * cache.attention_in;
 }
+}  // namespace detail
+
+/// Accumulate dL/dW for the seven weights into `grads` (each [out, in], added to), given
+/// dL/d(block output) for the sequences whose forward filled `cache`. `scratch` (optional)
+/// keeps the temporaries' memory from call to call.
+inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const BlockCache& cache, const RowMatrix& d_out,
+                           std::array<RowMatrix, 7>& grads, BlockBackwardScratch* scratch = nullptr) {
+  auto grad = [&](Linear l) -> RowMatrix& { return grads[static_cast<std::size_t>(l)]; };
+  const Index tokens = d_out.rows();
+  BlockBackwardScratch local;
+  BlockBackwardScratch& z = scratch ? *scratch : local;
+  // MLP
+  grad(Linear::Down).noalias() += d_out.transpose() * cache.down_in;
+  z.d_act.noalias() = d_out * w[Linear::Down];
+  z.d_gate.resize(cache.gate.rows(), cache.gate.cols());
+  z.d_up.resize(cache.up.rows(), cache.up.cols());
+  detail::for_each_row(tokens, [&](Index t) {  // d silu(g) = sigma (1 + g (1 − sigma))
+    const auto g = cache.gate.row(t).array();
+    const auto sigma = cache.gate_sigmoid.row(t).array();
+    const auto da = z.d_act.row(t).array();
+    z.d_up.row(t) = da * g * sigma;
+    z.d_gate.row(t) = da * cache.up.row(t).array() * sigma * (1.0f + g * (1.0f - sigma));
+  });
+  grad(Linear::Gate).noalias() += z.d_gate.transpose() * cache.mlp_in;
+  grad(Linear::Up).noalias() += z.d_up.transpose() * cache.mlp_in;
+  z.d_yn.noalias() = z.d_gate * w[Linear::Gate];
+  z.d_yn.noalias() += z.d_up * w[Linear::Up];
+  z.d_h = d_out + detail::rms_norm_backward(cache.h, *w.ffn_norm, c.rms_eps, z.d_yn);
+  detail::attention_backward(w, c, cache, grads, z, scratch != nullptr);
+}
+
+/// A block whose MLP is a mixture of experts (LlamaBlock::moe): what its forward keeps for
+/// moe_block_backward.
+struct MoeBlockCache {
+  BlockCache attention;  ///< the attention half's intermediates
+  RowMatrix mlp_in;      ///< rms(h) · ffn_norm, the experts' and the router's input
+  MoeCache moe;
+};
+
+/// hidden -> the MoE block's output: the same attention as block_forward, then moe_forward on
+/// the normed hidden state (model/moe_mlp.hpp); `cache` (optional) keeps what the backward needs.
+inline void moe_block_forward(const LlamaBlock& block, const LlamaConfig& c, RowMatrix& hidden, MoeBlockCache* cache = nullptr,
+                              Index seqlen = 0) {
+  detail::require(block.moe.has_value(), "moe_block_forward: the block has no mixture of experts");
+  MoeBlockCache local;
+  MoeBlockCache& m = cache ? *cache : local;
+  detail::attention_forward(BlockWeights::of(block), c, hidden, m.attention, cache != nullptr, seqlen);
+  if (cache) m.attention.h = hidden;
+  m.mlp_in = detail::rms_norm(hidden, block.ffn_norm, c.rms_eps);
+  RowMatrix out;
+  moe_forward(block.moe->weights, block.moe->spec, m.mlp_in, out, cache ? &m.moe : nullptr);
+  hidden += out;
+}
+
+/// A block whose MLP is a mixture of experts (LlamaBlock::moe) is evaluated with moe_forward
+/// after the same attention; it has no cache (its tuning is not built yet: issue #25).
+inline void block_forward(const LlamaBlock& block, const LlamaConfig& c, RowMatrix& hidden, BlockCache* cache = nullptr,
+                          Index seqlen = 0) {
+  if (!block.moe) return block_forward(BlockWeights::of(block), c, hidden, cache, seqlen);
+  detail::require(cache == nullptr, "a mixture-of-experts block keeps a MoeBlockCache (moe_block_forward), not a BlockCache");
+  moe_block_forward(block, c, hidden, nullptr, seqlen);
+}
+
+/// Accumulate dL/dW into `grads` for the attention's four weights (q, k, v, o; the MLP's three
+/// entries are left alone) and into `expert_grads` for every expert's (moe_backward's layout),
+/// given dL/d(block output) for the forward that filled `cache`.
+inline void moe_block_backward(const LlamaBlock& block, const LlamaConfig& c, const MoeBlockCache& cache, const RowMatrix& d_out,
+                               std::array<RowMatrix, 7>& grads, std::vector<std::array<RowMatrix, 3>>& expert_grads) {
+  detail::require(block.moe.has_value(), "moe_block_backward: the block has no mixture of experts");
+  BlockBackwardScratch z;
+  RowMatrix d_mlp_in;
+  moe_backward(block.moe->weights, block.moe->spec, cache.moe, cache.mlp_in, d_out, expert_grads, &d_mlp_in);
+  z.d_h = d_out + detail::rms_norm_backward(cache.attention.h, block.ffn_norm, c.rms_eps, d_mlp_in);
+  detail::attention_backward(BlockWeights::of(block), c, cache.attention, grads, z, false);
+}
+
 
 }  // namespace autoround
