@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CTest's cli_interrupt: SIGINT or SIGTERM in the middle of `autoround quantize` stops it with
 # status 128 + signal, and leaves neither the output directory nor its staging directory
-# (DIR.partial); an existing output directory (--overwrite) is left as it was.
+# (DIR.partial) nor, stopped before a block finished, DIR.resume; an existing output directory
+# (--overwrite) is left as it was.
 # usage: cli_interrupt_test.sh AUTOROUND ASSETS_DIR WORK_DIR
 set -euo pipefail
 set -m  # job control: the background run gets SIGINT as a foreground one would (not ignored)
@@ -27,6 +28,8 @@ for signal in INT TERM; do
     expected=$((128 + $(kill -l $signal)))
     [ $status -eq $expected ] || { echo "cli_interrupt: SIG$signal gave status $status, expected $expected"; cat "$work/log"; exit 1; }
     [ ! -e "$out.partial" ] || { echo "cli_interrupt: SIG$signal left $out.partial"; exit 1; }
+    # stopped in its first block: nothing finished, so nothing to resume either
+    [ ! -e "$out.resume" ] || { echo "cli_interrupt: SIG$signal left $out.resume with no finished block"; exit 1; }
     if [ "$out" = "$work/new" ]; then
       [ ! -e "$out" ] || { echo "cli_interrupt: SIG$signal left $out"; exit 1; }
     else

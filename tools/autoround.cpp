@@ -425,6 +425,18 @@ PassResult run_pass(const TuningPass& pass, const AnyModelSource& source, const 
   return r;
 }
 
+/// A run that stops before any block finished leaves no DIR.resume: there is nothing to
+/// continue, and its presence would refuse the next run without --resume.
+void drop_if_nothing_finished(const fs::path& resume_dir) {
+  std::error_code error;
+  if (!fs::exists(resume_dir, error)) return;
+  for (const auto& entry : fs::recursive_directory_iterator(resume_dir, error)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("block-", 0) == 0 && entry.path().extension() == ".safetensors") return;
+  }
+  fs::remove_all(resume_dir, error);
+}
+
 int quantize(const std::string& model_path, const std::string& calibration_path, const std::string& eval_path,
              const std::string& tokenizer_path, const fs::path& output, bool overwrite, bool resume, ModelQuantOptions options,
              Index eval_windows, const std::vector<OutputFormat>& formats, Device device) {
@@ -570,6 +582,7 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
     write_atomically(staging / "quantization_report.json", report.dump(2) + "\n");
   } catch (...) {
     fs::remove_all(staging);
+    drop_if_nothing_finished(resume_dir);
     throw;
   }
   if (fs::exists(output)) fs::remove_all(output);
