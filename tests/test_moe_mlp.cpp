@@ -71,6 +71,18 @@ void check_input_gradient(const RowMatrix& x, const RowMatrix& d_x, Loss&& loss)
   }
 }
 
+// d/dt loss(w with member(w) += t · direction) at t = 0: Richardson-extrapolated central differences
+template <class Member, class Loss>
+double directional_difference(const MoeWeights& w, const RowMatrix& direction, Member&& member, Loss&& loss) {
+  const auto central = [&](float h) {
+    MoeWeights plus = w, minus = w;
+    member(plus) += h * direction;
+    member(minus) -= h * direction;
+    return (loss(plus) - loss(minus)) / (2.0 * h);
+  };
+  return (4.0 * central(4e-3f) - central(8e-3f)) / 3.0;
+}
+
 // the smallest gap between the k-th and (k+1)-th probability over the tokens: finite differences
 // must not move a token across it
 double smallest_gap(const MoeCache& c, Index top_k) {
@@ -152,13 +164,7 @@ TEST_CASE("MoE backward matches finite differences: experts' weights and the inp
           return p == 0 ? ex.gate : p == 1 ? ex.up : ex.down;
         };
         const RowMatrix direction = random_matrix(g.rows(), g.cols(), 1.0f, rng);
-        const auto central = [&](float h) {
-          MoeWeights plus = w, minus = w;
-          member(plus) += h * direction;
-          member(minus) -= h * direction;
-          return (loss(plus, x) - loss(minus, x)) / (2.0 * h);
-        };
-        const double fd = (4.0 * central(4e-3f) - central(8e-3f)) / 3.0;
+        const double fd = directional_difference(w, direction, member, [&](const MoeWeights& m) { return loss(m, x); });
         const double analytic = static_cast<double>(g.cwiseProduct(direction).sum());
         if (cache.tokens[static_cast<std::size_t>(e)] == 0) {
           CHECK(g.isZero(0));  // no token reached it: no gradient, and the loss does not move
@@ -308,13 +314,7 @@ TEST_CASE("MoE backward with a shared expert (gated, Qwen2-MoE; ungated, DeepSee
         };
         const RowMatrix& g = grads[e][static_cast<std::size_t>(p)];
         const RowMatrix direction = random_matrix(g.rows(), g.cols(), 1.0f, rng);
-        const auto central = [&](float h) {
-          MoeWeights plus = w, minus = w;
-          member(plus) += h * direction;
-          member(minus) -= h * direction;
-          return (loss(plus, x) - loss(minus, x)) / (2.0 * h);
-        };
-        const double fd = (4.0 * central(4e-3f) - central(8e-3f)) / 3.0;
+        const double fd = directional_difference(w, direction, member, [&](const MoeWeights& m) { return loss(m, x); });
         const double analytic = static_cast<double>(g.cwiseProduct(direction).sum());
         if (e < w.experts.size() && base.tokens[e] == 0) CHECK(std::abs(fd) < 1e-6);
         else CHECK(analytic == doctest::Approx(fd).epsilon(2e-3));

@@ -100,7 +100,8 @@ class GgufModelSource {
     LlamaConfig& c = config_;
     c.layers = static_cast<Index>(file.get_uint(arch + ".block_count"));
     c.hidden = static_cast<Index>(file.get_uint(arch + ".embedding_length"));
-    c.intermediate = file.find(arch + ".feed_forward_length") ? static_cast<Index>(file.get_uint(arch + ".feed_forward_length")) : 0;
+    // a MoE file may leave out the dense size (its blocks have none); a dense one must say it
+    c.intermediate = moe_ && !file.find(arch + ".feed_forward_length") ? 0 : static_cast<Index>(file.get_uint(arch + ".feed_forward_length"));
     c.heads = static_cast<Index>(file.get_uint(arch + ".attention.head_count"));
     c.kv_heads = file.find(arch + ".attention.head_count_kv") ? static_cast<Index>(file.get_uint(arch + ".attention.head_count_kv")) : c.heads;
     if (c.heads <= 0 || c.kv_heads <= 0 || c.hidden % c.heads != 0 || c.heads % c.kv_heads != 0)
