@@ -156,7 +156,7 @@ int main(int argc, char** argv) {
   TuneOptions options;
   options.iters = 1 << 30;  // the learning rate stays away from 0 whatever the number of timed steps
   options.batch_size = batch;
-  Run::LayerQuantizers quantizers;
+  Run::LayerQuantizers quantizers(all_linears.size());
   for (auto& q : quantizers) q = Q{};
   Run run(options, quantizers, SignSGD<>{}, Cpu{}, block, c, std::span<const RowMatrix>(inputs), "bench");
   PerSampleStep per_sample(block, c, inputs, targets, batch);

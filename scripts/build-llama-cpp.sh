@@ -10,7 +10,15 @@ version=0.3.36
 mkdir -p "$dir"
 cd "$dir"
 if [ ! -d "llama_cpp_python-$version" ]; then
-  python3 -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-python==$version" -d .
+  # the sdist from PyPI's simple index (`pip download --no-binary :all:` would build its build
+  # dependencies, CMake included, from source first)
+  python3 - "$version" <<'PY'
+import re, sys, urllib.request
+name = "llama_cpp_python-%s.tar.gz" % sys.argv[1]
+page = urllib.request.urlopen("https://pypi.org/simple/llama-cpp-python/").read().decode()
+url = re.search(r'href="([^"#]*%s)[^"]*"' % re.escape(name), page).group(1)
+urllib.request.urlretrieve(url, name)
+PY
   tar xzf "llama_cpp_python-$version.tar.gz"
 fi
 src=llama_cpp_python-$version/vendor/llama.cpp

@@ -61,4 +61,6 @@ done
 for p in "${pids[@]}"; do wait "$p"; done
 echo "perplexity: name kjv-eval botchan"
 float=(); [ "$what" = ours ] && float=(float=float)
-python3 "$here/parity_eval.py" "$assets" "$assets/kjv-eval.tokens,$assets/botchan.tokens" "${float[@]}" "${entries[@]}" 2>/dev/null
+# the evaluator's warnings go to OUT/eval.err; a failure (a checkpoint it cannot read) is shown
+python3 "$here/parity_eval.py" "$assets" "$assets/kjv-eval.tokens,$assets/botchan.tokens" "${float[@]}" "${entries[@]}" 2>"$out/eval.err" ||
+  { echo "parity_eval.py failed:"; tail -5 "$out/eval.err"; exit 1; }

@@ -72,10 +72,17 @@ def load_checkpoint(directory):
             z = unpack(qzeros, bits, out)                # [groups, out]
             if cfg.get("packing_format", "").endswith("auto_gptq"):  # GPTQ v1 (sym layers): zero - 1 stored
                 z = z + 1
-        group = cols // groups
+        # input column i is in group i // group_size; the last group may be shorter (576 columns in
+        # groups of 128: 4 whole groups and one of 64)
+        group = int(extra.get("group_size", cfg["group_size"]))
+        if group <= 0:
+            group = cols
+        g = np.arange(cols) // group
+        if g[-1] + 1 != groups:
+            sys.exit(f"{directory}: {name}: {groups} groups of scales for {cols} columns in groups of {group}")
         s = scales.astype(np.float32)
-        w = (q.reshape(out, groups, group) - z.T[:, :, None]) * s.T[:, :, None]
-        weights[name] = torch.from_numpy(w.reshape(out, cols).astype(np.float32))
+        w = (q - z.T[:, g]) * s.T[:, g]
+        weights[name] = torch.from_numpy(w.astype(np.float32))
     return weights
 
 

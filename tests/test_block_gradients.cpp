@@ -179,15 +179,15 @@ TEST_CASE("a mixture-of-experts block's backward matches finite differences: att
   const Index tokens = 6;
   const RowMatrix x = matrix(tokens, c.hidden, 1.0f), weights_of_loss = matrix(tokens, c.hidden, 1.0f);
   RowMatrix h = x;
-  MoeBlockCache cache;
-  moe_block_forward(block, c, h, &cache);
+  BlockCache cache;
+  block_forward(block, c, h, &cache);
   RowMatrix plain = x;
-  block_forward(block, c, plain);  // the evaluation path: the same output
+  block_forward(block, c, plain);  // without a cache: the same output
   CHECK(plain == h);
   const auto loss = [&](const LlamaBlock& b) {
     RowMatrix out = x;
-    MoeBlockCache seen;
-    moe_block_forward(b, c, out, &seen);
+    BlockCache seen;
+    block_forward(b, c, out, &seen);
     CHECK(seen.moe.chosen == cache.moe.chosen);  // a step that changed the routing would not be a derivative
     return static_cast<double>(out.cwiseProduct(weights_of_loss).sum());
   };
@@ -195,7 +195,7 @@ TEST_CASE("a mixture-of-experts block's backward matches finite differences: att
   for (Linear l : {Linear::Query, Linear::Key, Linear::Value, Linear::Output}) grads[static_cast<std::size_t>(l)] = RowMatrix::Zero(block[l].rows(), block[l].cols());
   std::vector<std::array<RowMatrix, 3>> expert_grads(4);
   for (auto& g : expert_grads) g = {RowMatrix::Zero(12, c.hidden), RowMatrix::Zero(12, c.hidden), RowMatrix::Zero(c.hidden, 12)};
-  moe_block_backward(block, c, cache, weights_of_loss, grads, expert_grads);
+  block_backward(BlockWeights::of(block), c, cache, weights_of_loss, grads, expert_grads);
   const auto check_direction = [&](const RowMatrix& g, auto&& member) {
     const RowMatrix direction = matrix(g.rows(), g.cols(), 1.0f);
     const auto central = [&](float small) {

@@ -98,7 +98,7 @@ struct Tuned {
 // Our block run on the reference's inputs, targets and masks; `random` is the minibatch stream.
 Tuned tune_block(const LlamaModel& model, int b, const TuneOptions& options, const std::vector<RowMatrix>& q,
                  const std::vector<RowMatrix>& target, const std::vector<LossMask>& masks, PythonRandom& random) {
-  BlockTuningRun<DynamicIntQuantizer, SignSGD<>, Cpu>::LayerQuantizers quantizers;
+  BlockTuningRun<DynamicIntQuantizer, SignSGD<>, Cpu>::LayerQuantizers quantizers(all_linears.size());
   for (auto& quantizer : quantizers) quantizer = DynamicIntQuantizer(QuantSpec{2, 64, Asymmetric});
   BlockTuningRun<DynamicIntQuantizer, SignSGD<>, Cpu> run(options, quantizers, SignSGD<>{}, Cpu{},
                                                           model.blocks[static_cast<std::size_t>(b)], model.config,

@@ -211,7 +211,7 @@ TEST_CASE("BlockTuningRun starts from the searched clipping: lower RTN block err
   const LlamaModel model = random_model(4);
   std::vector<RowMatrix> inputs;
   for (int s = 0; s < 4; ++s) inputs.push_back(random_weight(16, model.config.hidden, 20 + s));
-  BlockTuningRun<DynamicIntQuantizer, SignSGD<LinearDecay>, Cpu>::LayerQuantizers quantizers;
+  BlockTuningRun<DynamicIntQuantizer, SignSGD<LinearDecay>, Cpu>::LayerQuantizers quantizers(all_linears.size());
   for (auto& q : quantizers) q = DynamicIntQuantizer(QuantSpec{2, 32, Asymmetric});
   TuneOptions options;
   options.iters = 0;

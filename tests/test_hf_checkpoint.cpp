@@ -216,6 +216,13 @@ TEST_CASE("bad checkpoint directories are refused with the reason") {
   CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("rope_scaling type 'yarn' is not supported"), Error);
   with("\"vocab_size\": 96", "\"vocab_size\": 96, \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 4.0}");
   CHECK(load_llama_hf(dir).config.rope_divisors == std::vector<float>(8, 4.0f));
+  // transformers 5 writes RoPE's theta and scaling as rope_parameters (no top-level rope_theta)
+  with("\"rope_theta\": 10000.0", "\"rope_parameters\": {\"rope_theta\": 20000.0, \"rope_type\": \"default\"}");
+  CHECK(load_llama_hf(dir).config.rope_theta == 20000.0f);
+  CHECK(load_llama_hf(dir).config.rope_divisors.empty());
+  with("\"rope_theta\": 10000.0", "\"rope_parameters\": {\"rope_theta\": 500000.0, \"rope_type\": \"linear\", \"factor\": 2.0}");
+  CHECK(load_llama_hf(dir).config.rope_theta == 500000.0f);
+  CHECK(load_llama_hf(dir).config.rope_divisors == std::vector<float>(8, 2.0f));
   with("\"num_attention_heads\": 4", "\"num_attention_heads\": 3");
   CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("inconsistent head counts"), Error);
   write_text(dir / "config.json", "{ not json");

@@ -74,6 +74,7 @@ TEST_CASE("RunCheckpoint keeps a block's results, report and random state exactl
   std::mt19937 rng(4);
   {
     FinishedBlock<DynamicIntQuantizer> block;
+    block.results.resize(7);
     const QuantSpec specs[7] = {{2, 32, Asymmetric}, {3, 32, Symmetric}, {4, 64, Asymmetric}, {8, -1, Symmetric},
                                 {4, 32, Symmetric},  {5, 128, Asymmetric}, {6, 16, Asymmetric}};
     for (std::size_t l = 0; l < 7; ++l)
@@ -102,6 +103,7 @@ TEST_CASE("RunCheckpoint keeps a block's results, report and random state exactl
   }
   {  // double quantization: mins and super-scales too
     FinishedBlock<DynamicDoubleQuantizer> block;
+    block.results.resize(7);
     block.results[6] = random_result<DynamicDoubleQuantizer>(QuantSpec{2, 16, Asymmetric, 16, 4}, 4, 256, rng);
     const RunCheckpoint<DynamicDoubleQuantizer> checkpoint(dir.path / "dq", "run B\n", 1);
     checkpoint.save(0, block);
@@ -113,6 +115,7 @@ TEST_CASE("RunCheckpoint: another run's blocks are refused; only consecutive blo
   TempDir dir("checkpoint-guard");
   std::mt19937 rng(5);
   FinishedBlock<DynamicIntQuantizer> block;
+  block.results.resize(7);
   block.results[0] = random_result<DynamicIntQuantizer>({4, 32, Asymmetric}, 4, 64, rng);
   {
     const RunCheckpoint<DynamicIntQuantizer> checkpoint(dir.path, "settings\niters 10\nseed 42\n", 5);

@@ -28,6 +28,11 @@ using test_models::small_random_model;
 
 namespace {
 
+// the CPU run's quantizers are per linear slot (a dense block's slot i is Linear i)
+std::vector<std::optional<DynamicIntQuantizer>> as_slots(const std::array<std::optional<DynamicIntQuantizer>, 7>& quantizers) {
+  return {quantizers.begin(), quantizers.end()};
+}
+
 struct Case {
   std::string name;
   bool qwen;
@@ -74,7 +79,7 @@ TEST_CASE("GPU block tuning follows the CPU run step for step") {
     o.iters = 40;
     o.batch_size = 4;  // 6 samples: the sampler reshuffles every other step
 
-    BlockTuningRun<DynamicIntQuantizer, SignSGD<>, Cpu> cpu(o, quantizers, SignSGD<>{}, Cpu{}, block, c, inputs, "cpu");
+    BlockTuningRun<DynamicIntQuantizer, SignSGD<>, Cpu> cpu(o, as_slots(quantizers), SignSGD<>{}, Cpu{}, block, c, inputs, "cpu");
     std::vector<double> losses;
     while (cpu.running()) losses.push_back(cpu.step());
     const auto cpu_result = cpu.result();
@@ -146,7 +151,7 @@ TEST_CASE("GPU ClipInit::WeightedSearch: the importance from the device forward,
     const GpuBlockRun unit = run_block_on_gpu(o, quantizers, block, c, inputs, false);
     o.clip_init = ClipInit::WeightedSearch;
     o.clip_search = search;
-    BlockTuningRun<DynamicIntQuantizer, SignSGD<>, Cpu> cpu(o, quantizers, SignSGD<>{}, Cpu{}, block, c, inputs, "cpu");
+    BlockTuningRun<DynamicIntQuantizer, SignSGD<>, Cpu> cpu(o, as_slots(quantizers), SignSGD<>{}, Cpu{}, block, c, inputs, "cpu");
     const auto cpu_result = cpu.result();
     const double cpu_loss = cpu.evaluate();
     const GpuBlockRun gpu = run_block_on_gpu(o, quantizers, block, c, inputs, false);
@@ -553,7 +558,7 @@ TEST_CASE("real block: the GPU run chooses the CPU run's codes") {
     TuneOptions o;
     o.iters = 50;  // batch 8 of the 16 samples
     auto run_cpu = [&](const std::vector<RowMatrix>& x) {
-      BlockTuningRun<DynamicIntQuantizer, SignSGD<>, Cpu> cpu(o, quantizers, SignSGD<>{}, Cpu{}, block, c, x, "cpu");
+      BlockTuningRun<DynamicIntQuantizer, SignSGD<>, Cpu> cpu(o, as_slots(quantizers), SignSGD<>{}, Cpu{}, block, c, x, "cpu");
       while (cpu.running()) cpu.step();
       return cpu.result();
     };

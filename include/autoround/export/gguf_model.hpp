@@ -111,10 +111,12 @@ class GgufBlockWriter {
   void add_block(Index b, const LayerResults<Q>& results) {
     detail::require(b >= 0 && b < static_cast<Index>(finished_.size()) && !finished_[static_cast<std::size_t>(b)],
                     stream_->path().string() + ": block " + std::to_string(b) + " given twice or out of range");
+    detail::require(results.size() <= all_linears.size(), stream_->path().string() + ": block " + std::to_string(b) +
+                                                             ": tuned experts cannot be written to GGUF yet (issue #25); use --format auto_round");
     for (std::size_t i = 0; i < choices_.size(); ++i) {
       const auto& [block, linear] = sites_[i];
       if (!block || *block != b || !linear || source_.tensors()[i].dims.size() < 2) continue;
-      const auto& tuned = results[static_cast<std::size_t>(*linear)];
+      const auto& tuned = result_at(results, static_cast<std::size_t>(*linear));
       if (!tuned || exact_spec_for(choices_[i].type) != tuned->quantizer.spec()) continue;
       const std::string& name = choices_[i].name;
       encoded_[i] = [&] {

@@ -126,8 +126,11 @@ class HfTensorWriter {
     if (!c_.tied_embeddings) add_rows("lm_head.weight", [&](std::span<const std::int32_t> ids) { return source.output_rows(ids); });
   }
 
-  /// Block b: norms and biases in float16, each linear layer packed (or float16 where it stayed in
-  /// full precision or does not fit the format).
+  /// Block b: norms and biases in float16, each linear layer (linear slot: a mixture of experts'
+  /// are named per expert, "mlp.experts.E.gate_proj", as the reference exports them) packed, or
+  /// float16 where it stayed in full precision or does not fit the format; a mixture of experts'
+  /// router ("mlp.gate.weight") and shared-expert gate in float16, the grouped router's
+  /// correction bias in float32.
   template <class Results>
   void add_block(SafetensorsWriter& w, Index b, const LlamaBlock& block, const Results& results) {
     const LlamaConfig& c = c_;
@@ -141,18 +144,32 @@ class HfTensorWriter {
     for (std::size_t k = 0; k < 3; ++k)  // Qwen2's q/k/v biases, float16 as the reference's QuantLinear keeps them
       if (block.qkv_bias[k].size() > 0)
         detail::add_f16(w, prefix + hf_name(all_linears[k]) + ".bias", block.qkv_bias[k].data(), {block.qkv_bias[k].size()});
-    for (Linear l : all_linears) {
-      const std::string name = prefix + hf_name(l);
-      const bool permuted = gguf_rope_ && (l == Linear::Query || l == Linear::Key);
+    if (block.moe) {
+      detail::require(!source_.gguf, "model.layers." + std::to_string(b) +
+                                         ": a mixture-of-experts model read from GGUF cannot be written as a Hugging Face checkpoint yet "
+                                         "(its config.json); use a Hugging Face directory as the source, or --format gguf");
+      const MoeWeights& m = block.moe->weights;
+      detail::add_f16(w, prefix + "mlp.gate.weight", m.router.data(), {m.router.rows(), m.router.cols()});
+      if (m.correction_bias.size() > 0)
+        w.add(prefix + "mlp.gate.e_score_correction_bias", Dtype::F32, {m.correction_bias.size()},
+              std::span<const float>(m.correction_bias.data(), static_cast<std::size_t>(m.correction_bias.size())));
+      if (m.shared_gate.size() > 0) detail::add_f16(w, prefix + "mlp.shared_expert_gate.weight", m.shared_gate.data(), {1, m.shared_gate.size()});
+    }
+    const std::vector<LinearSlot> slots = linear_slots(block);
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+      const LinearSlot& slot = slots[i];
+      const Linear l = slot.role;
+      const std::string name = prefix + hf_name(slot, c.model_type);
+      const bool permuted = gguf_rope_ && slot.expert == LinearSlot::own && (l == Linear::Query || l == Linear::Key);
       const auto rows = permuted ? hf_rows_from_gguf(linear_shape(c_, l).first, c_.head_dim) : std::vector<Index>{};
-      const auto& quantized = results[static_cast<std::size_t>(l)];
+      const auto& quantized = result_at(results, i);
       // AWQ has no short last group: such layers are written as float16 (listed in
       // modules_to_not_convert) holding their dequantized values, so the checkpoint still computes
       // what the quantized model computes (the reference would leave them unquantized).
       const bool fits = format_ != HfFormat::AutoAwq || !quantized || quantized->cols() % quantized->layout.group_size() == 0;
       if (!quantized || !fits) {
         // a quantized layer's weight is its results' (a streaming run's sink gets it released)
-        const RowMatrix values = quantized ? quantized->dequantize() : block[l];
+        const RowMatrix values = quantized ? quantized->dequantize() : slot_weight(block, slot);
         const RowMatrix weight = permuted ? permute_rows(values, rows) : values;
         detail::add_f16(w, name + ".weight", weight.data(), {weight.rows(), weight.cols()});
         extra_[name] = {{"bits", 16}, {"data_type", "float"}};

@@ -20,11 +20,11 @@ using BlockResults = LayerResults<DynamicIntQuantizer>;
 template <WeightQuantizer Q = DynamicIntQuantizer>
 struct QuantizedLlama {
   const LlamaModel& model;
-  const std::vector<LayerResults<Q>>& layers;  ///< per block, per Linear; empty = left in full precision
+  const std::vector<LayerResults<Q>>& layers;  ///< per block, per linear slot; empty = left in full precision
   const ModelQuantOptions& options;
 
   const std::optional<QuantizedWeight<Q>>& quantized(Index block, Linear l) const {
-    return layers.at(static_cast<std::size_t>(block))[static_cast<std::size_t>(l)];
+    return result_at(layers.at(static_cast<std::size_t>(block)), static_cast<std::size_t>(l));
   }
 };
 

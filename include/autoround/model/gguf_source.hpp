@@ -2,7 +2,8 @@
 // A LLaMA-family model in a GGUF file (llama.cpp's names: token_embd, blk.N.attn_q ...,
 // output_norm, output), read block by block from the memory-mapped file; any tensor type the
 // reader dequantizes (F32, F16, BF16, Q4_0 ... Q8_0, Q2_K ... Q6_K). qwen3moe, qwen2moe and
-// Mixtral (llama with experts) load with LlamaBlock::moe, for evaluation (model/gguf_moe.hpp).
+// Mixtral (llama with experts) load with LlamaBlock::moe (model/gguf_moe.hpp): evaluated, and
+// tuned on the CPU (their tuned experts are not written to GGUF yet).
 #include <optional>
 #include <span>
 #include <string>
@@ -94,7 +95,7 @@ class GgufModelSource {
     const std::string arch = file.get_string("general.architecture");
     if (arch != "llama" && arch != "qwen2" && arch != "qwen3" && arch != "qwen3moe" && arch != "qwen2moe")
       throw Error(path + ": architecture '" + arch + "' is not supported (llama, qwen2, qwen3; qwen3moe, qwen2moe for evaluation)");
-    // experts (qwen3moe, qwen2moe, Mixtral as llama with experts): evaluation only, issue #25
+    // experts (qwen3moe, qwen2moe, Mixtral as llama with experts): model/gguf_moe.hpp
     if (arch == "qwen3moe" || arch == "qwen2moe" || (arch == "llama" && file.find("llama.expert_count") && file.get_uint("llama.expert_count") > 0))
       moe_ = gguf_moe_layout(file);
     LlamaConfig& c = config_;

@@ -5,8 +5,8 @@
 // export (auto_round, auto_gptq without act-order, auto_awq), which are unpacked and dequantized:
 // this is how a written checkpoint is read back and scored.
 // Supported: model_type llama / mistral (no biases), qwen2 (q/k/v biases), qwen3 (q/k norms);
-// qwen3_moe, qwen2_moe (its shared expert) and mixtral for evaluation (LlamaBlock::moe, read by
-// model/hf_moe.hpp; their tuning is not built yet);
+// qwen3_moe, qwen2_moe (its shared expert) and mixtral (LlamaBlock::moe, read by model/hf_moe.hpp;
+// tuned on the CPU, tune/block_tuning_run.hpp);
 // RoPE scaling linear and llama3; not sliding-window attention.
 #include <filesystem>
 #include <fstream>
@@ -214,9 +214,9 @@ class HfModelSource {
       throw Error(config_path.string() + ": not valid JSON: " + e.what());
     }
     const std::string type = j.value("model_type", "");
-    const bool moe = type == "qwen3_moe" || type == "qwen2_moe" || type == "mixtral";  // evaluation only (issue #25)
+    const bool moe = type == "qwen3_moe" || type == "qwen2_moe" || type == "mixtral";
     if (type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3" && !moe)
-      throw Error(config_path.string() + ": model_type '" + type + "' is not supported (llama, mistral, qwen2, qwen3; qwen3_moe, qwen2_moe, mixtral for evaluation)");
+      throw Error(config_path.string() + ": model_type '" + type + "' is not supported (llama, mistral, qwen2, qwen3, qwen3_moe, qwen2_moe, mixtral)");
     if (j.value("use_sliding_window", false))
       throw Error(config_path.string() + ": sliding-window attention is not supported");
     if (j.value("attention_bias", false) || j.value("mlp_bias", false))
@@ -231,7 +231,12 @@ class HfModelSource {
       c.layers = j.at("num_hidden_layers").get<Index>();
       c.head_dim = j.contains("head_dim") && !j["head_dim"].is_null() ? j["head_dim"].get<Index>() : c.hidden / std::max<Index>(c.heads, 1);
       c.rms_eps = j.value("rms_norm_eps", 1e-6f);
-      c.rope_theta = j.value("rope_theta", 10000.0f);
+      // transformers 5 writes RoPE's settings (theta and scaling) as rope_parameters, 4.x as
+      // rope_theta and rope_scaling at the top level
+      c.rope_theta = j.contains("rope_theta") && !j["rope_theta"].is_null() ? j["rope_theta"].get<float>()
+                     : j.contains("rope_parameters") && j["rope_parameters"].is_object()
+                         ? j["rope_parameters"].value("rope_theta", 10000.0f)
+                         : 10000.0f;
       c.tied_embeddings = j.value("tie_word_embeddings", false);
       if (moe) moe_ = moe_layout(j, c.layers);
     } catch (const nlohmann::json::exception& e) {
@@ -242,9 +247,12 @@ class HfModelSource {
     if (c.heads <= 0 || c.kv_heads <= 0 || c.heads % c.kv_heads != 0 || c.head_dim <= 0 || c.layers <= 0)
       throw Error(config_path.string() + ": inconsistent head counts or layer count");
     c.rope_style = RopeStyle::HalfSplit;
-    if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
-      const auto& r = j["rope_scaling"];
-      const std::string kind = r.value("rope_type", r.value("type", ""));
+    const char* scaling = j.contains("rope_scaling") && j["rope_scaling"].is_object() ? "rope_scaling"
+                          : j.contains("rope_parameters") && j["rope_parameters"].is_object() ? "rope_parameters"
+                                                                                                : nullptr;
+    if (scaling) {
+      const auto& r = j[scaling];
+      const std::string kind = r.value("rope_type", r.value("type", std::string(scaling == std::string("rope_parameters") ? "default" : "")));
       const double factor = r.value("factor", 1.0);
       if (kind == "linear") {
         c.rope_divisors.assign(static_cast<std::size_t>(c.head_dim / 2), static_cast<float>(factor));
@@ -252,7 +260,7 @@ class HfModelSource {
         c.rope_divisors = rope_llama3_divisors(c.rope_theta, c.head_dim, factor, r.value("low_freq_factor", 1.0),
                                                r.value("high_freq_factor", 4.0), r.value("original_max_position_embeddings", 8192.0));
       } else if (kind != "default") {
-        throw Error(config_path.string() + ": rope_scaling type '" + kind + "' is not supported (linear, llama3)");
+        throw Error(config_path.string() + ": " + scaling + " type '" + kind + "' is not supported (linear, llama3)");
       }
     }
     qc_ = j.value("quantization_config", nlohmann::json::object());

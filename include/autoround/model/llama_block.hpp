@@ -26,7 +26,8 @@
 
 namespace autoround {
 
-/// The seven linear weights a block computes with (full precision or fake-quantized) and its norms.
+/// The weights a block computes with (full precision or fake-quantized): the seven linears (the
+/// MLP's three unused with `moe`), its norms and biases, and its mixture of experts if it has one.
 struct BlockWeights {
   std::array<const RowMatrix*, 7> linear{};
   const Eigen::VectorXf* attn_norm = nullptr;
@@ -34,6 +35,7 @@ struct BlockWeights {
   std::array<const Eigen::VectorXf*, 3> qkv_bias{};  ///< may point to empty vectors (no bias)
   const Eigen::VectorXf* q_norm = nullptr;            ///< Qwen3; may point to an empty vector
   const Eigen::VectorXf* k_norm = nullptr;
+  const MoeFeedForward* moe = nullptr;                ///< the MLP as a mixture of experts (its experts may be fake-quantized copies)
   bool has_qk_norm() const { return q_norm && q_norm->size() > 0; }
   const RowMatrix& operator[](Linear l) const { return *linear[static_cast<std::size_t>(l)]; }
 
@@ -45,6 +47,7 @@ struct BlockWeights {
     w.k_norm = &b.k_norm;
     w.attn_norm = &b.attn_norm;
     w.ffn_norm = &b.ffn_norm;
+    if (b.moe) w.moe = &*b.moe;
     return w;
   }
 };
@@ -68,6 +71,7 @@ struct BlockCache {
   RowMatrix gate_sigmoid;                ///< sigmoid(gate): SiLU's backward needs it
   RowMatrix q_projected, k_projected;    ///< q and k before Qwen3's per-head norms (only with them)
   std::vector<RowMatrix> probabilities;  ///< per sequence and query head (sequence-major) [T, T], causal
+  MoeCache moe;                          ///< a mixture-of-experts MLP's routing and experts' intermediates (mlp_in is its input)
   Index seqlen = 0;                      ///< tokens per sequence
   const RowMatrix& of(Linear l) const { return input_of(*this, l); }
 };
@@ -237,6 +241,12 @@ inline void block_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix
 
   if (cache) m.h = hidden;
   m.mlp_in = detail::rms_norm(hidden, *w.ffn_norm, c.rms_eps);
+  if (w.moe) {  // the experts on their routed rows (model/moe_mlp.hpp)
+    RowMatrix out;
+    moe_forward(w.moe->weights, w.moe->spec, m.mlp_in, out, cache ? &m.moe : nullptr);
+    hidden += out;
+    return;
+  }
   m.gate.noalias() = m.mlp_in * w[Linear::Gate].transpose();
   m.up.noalias() = m.mlp_in * w[Linear::Up].transpose();
   // SwiGLU: silu(g) u = g / (1 + exp(−g)) · u, with libm's expf: the values the per-sample code
@@ -358,50 +368,26 @@ inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const Bl
   detail::attention_backward(w, c, cache, grads, z, scratch != nullptr);
 }
 
-/// A block whose MLP is a mixture of experts (LlamaBlock::moe): what its forward keeps for
-/// moe_block_backward.
-struct MoeBlockCache {
-  BlockCache attention;  ///< the attention half's intermediates
-  RowMatrix mlp_in;      ///< rms(h) · ffn_norm, the experts' and the router's input
-  MoeCache moe;
-};
-
-/// hidden -> the MoE block's output: the same attention as block_forward, then moe_forward on
-/// the normed hidden state (model/moe_mlp.hpp); `cache` (optional) keeps what the backward needs.
-inline void moe_block_forward(const LlamaBlock& block, const LlamaConfig& c, RowMatrix& hidden, MoeBlockCache* cache = nullptr,
-                              Index seqlen = 0) {
-  detail::require(block.moe.has_value(), "moe_block_forward: the block has no mixture of experts");
-  MoeBlockCache local;
-  MoeBlockCache& m = cache ? *cache : local;
-  detail::attention_forward(BlockWeights::of(block), c, hidden, m.attention, cache != nullptr, seqlen);
-  if (cache) m.attention.h = hidden;
-  m.mlp_in = detail::rms_norm(hidden, block.ffn_norm, c.rms_eps);
-  RowMatrix out;
-  moe_forward(block.moe->weights, block.moe->spec, m.mlp_in, out, cache ? &m.moe : nullptr);
-  hidden += out;
+/// Accumulate dL/dW into `grads` for the attention's four weights (q, k, v, o; the MLP's three
+/// entries are left alone) and into `expert_grads` for every expert's (moe_backward's layout:
+/// [gate, up, down] per routed expert, the shared expert's last), given dL/d(block output) for the
+/// forward of a mixture-of-experts block (w.moe) that filled `cache`. The gradient reaches the
+/// attention through the experts, the router (kept in full precision) and the ffn norm.
+inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const BlockCache& cache, const RowMatrix& d_out,
+                           std::array<RowMatrix, 7>& grads, std::vector<std::array<RowMatrix, 3>>& expert_grads,
+                           BlockBackwardScratch* scratch = nullptr) {
+  detail::require(w.moe != nullptr, "block_backward: expert gradients of a block without a mixture of experts");
+  BlockBackwardScratch local;
+  BlockBackwardScratch& z = scratch ? *scratch : local;
+  moe_backward(w.moe->weights, w.moe->spec, cache.moe, cache.mlp_in, d_out, expert_grads, &z.d_yn);
+  z.d_h = d_out + detail::rms_norm_backward(cache.h, *w.ffn_norm, c.rms_eps, z.d_yn);
+  detail::attention_backward(w, c, cache, grads, z, scratch != nullptr);
 }
 
-/// A block whose MLP is a mixture of experts (LlamaBlock::moe) is evaluated with moe_forward
-/// after the same attention; it has no cache (its tuning is not built yet: issue #25).
+/// The block's forward with its own weights (dense or mixture of experts).
 inline void block_forward(const LlamaBlock& block, const LlamaConfig& c, RowMatrix& hidden, BlockCache* cache = nullptr,
                           Index seqlen = 0) {
-  if (!block.moe) return block_forward(BlockWeights::of(block), c, hidden, cache, seqlen);
-  detail::require(cache == nullptr, "a mixture-of-experts block keeps a MoeBlockCache (moe_block_forward), not a BlockCache");
-  moe_block_forward(block, c, hidden, nullptr, seqlen);
+  block_forward(BlockWeights::of(block), c, hidden, cache, seqlen);
 }
-
-/// Accumulate dL/dW into `grads` for the attention's four weights (q, k, v, o; the MLP's three
-/// entries are left alone) and into `expert_grads` for every expert's (moe_backward's layout),
-/// given dL/d(block output) for the forward that filled `cache`.
-inline void moe_block_backward(const LlamaBlock& block, const LlamaConfig& c, const MoeBlockCache& cache, const RowMatrix& d_out,
-                               std::array<RowMatrix, 7>& grads, std::vector<std::array<RowMatrix, 3>>& expert_grads) {
-  detail::require(block.moe.has_value(), "moe_block_backward: the block has no mixture of experts");
-  BlockBackwardScratch z;
-  RowMatrix d_mlp_in;
-  moe_backward(block.moe->weights, block.moe->spec, cache.moe, cache.mlp_in, d_out, expert_grads, &d_mlp_in);
-  z.d_h = d_out + detail::rms_norm_backward(cache.attention.h, block.ffn_norm, c.rms_eps, d_mlp_in);
-  detail::attention_backward(BlockWeights::of(block), c, cache.attention, grads, z, false);
-}
-
 
 }  // namespace autoround

@@ -84,7 +84,8 @@ inline std::pair<Index, Index> linear_shape(const LlamaConfig& c, Linear l) {
 }
 
 /// A block's MLP as a mixture of experts (Qwen3-MoE, Qwen2-MoE, Mixtral, DeepSeek-V3's routing):
-/// evaluated by block_forward, not yet tuned (docs/block-descriptions.md).
+/// computed by block_forward; its experts are linear slots of the block (model/linear_slots.hpp),
+/// tuned on the CPU (docs/block-descriptions.md).
 struct MoeFeedForward {
   MoeSpec spec;
   MoeWeights weights;

@@ -26,7 +26,8 @@
 // probabilities) go to the lower expert index. An expert no token reaches computes nothing and
 // gets a zero gradient; `MoeCache::tokens` counts each expert's tokens (the reference leaves
 // such experts at their round-to-nearest start; docs/block-descriptions.md).
-// A building block of docs/block-descriptions.md's plan; not yet part of a tuned block.
+// block_forward / block_backward (model/llama_block.hpp) run it as a block's MLP; BlockTuningRun
+// tunes every expert's linears in the block loss (docs/block-descriptions.md).
 #include <algorithm>
 #include <array>
 #include <cmath>

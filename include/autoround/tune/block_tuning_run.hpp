@@ -12,6 +12,14 @@
 // block to every tuned weight, straight-through backward to v / min_scale / max_scale, one
 // optimizer step per layer (each with the learning rate for its own bit width). The parameters
 // of the lowest-loss step are kept.
+//
+// The layers are the block's linear slots (model/linear_slots.hpp). A mixture-of-experts block
+// tunes its attention's four and every expert's three together in the one block loss, as the
+// reference does: routing is live (recomputed every forward from the fake-quantized attention's
+// output, router in full precision), each expert runs on, and gets its gradient from, the tokens
+// routed to it in that step; an expert no token reaches in a step gets a zero gradient, which
+// SignSGD leaves where it is (the reference skips parameters without a gradient), so an expert
+// never reached keeps its start. expert_tokens() counts each expert's tokens over the steps.
 #include <array>
 #include <limits>
 #include <optional>
@@ -21,6 +29,7 @@
 #include <vector>
 
 #include "../backend/backend.hpp"
+#include "../model/linear_slots.hpp"
 #include "../model/llama_block.hpp"
 #include "../optimizer/optimizer.hpp"
 #include "../quantizer/quantized_weight.hpp"
@@ -39,8 +48,9 @@ class BlockTuningRun {
  public:
   static_assert(HostBackend<B>, "a device backend (Cuda) runs its own specialization of this template: include "
                                 "autoround/backend/cuda/cuda_runs.cuh from a file nvcc compiles (SignSGD<LinearDecay> only)");
-  using LayerQuantizers = std::array<std::optional<Q>, 7>;  ///< nullopt: layer stays in full precision
-  using LayerResults = std::array<std::optional<QuantizedWeight<Q>>, 7>;
+  /// Per slot of the block (linear_slots(block)); nullopt: the layer stays in full precision.
+  using LayerQuantizers = std::vector<std::optional<Q>>;
+  using LayerResults = std::vector<std::optional<QuantizedWeight<Q>>>;
 
   /// `inputs`: one [seqlen, hidden] matrix per calibration sample (what this block receives);
   /// the targets are the full-precision block's outputs on those same inputs. `block` and
@@ -54,11 +64,18 @@ class BlockTuningRun {
   BlockTuningRun(const TuneOptions& options, const LayerQuantizers& quantizers, const O& optimizer, const B& backend,
                  const LlamaBlock& block, const LlamaConfig& config, const BlockCalibration& calibration,
                  const std::string& name)
-      : options_(options), optimizer_(optimizer), backend_(backend), block_(block), config_(config),
+      : options_(options), optimizer_(optimizer), backend_(backend), block_(block), config_(config), slots_(linear_slots(block)),
         inputs_(calibration.inputs), masks_(calibration.masks),
         sampler_(make_sampler(options, calibration)),
         tracker_(options) {
     detail::check_block_calibration(calibration, config.hidden, name);
+    detail::require(quantizers.size() == slots_.size(), name + ": " + std::to_string(quantizers.size()) + " quantizers for " +
+                                                            std::to_string(slots_.size()) + " linear layers (linear_slots)");
+    if (block.moe) {  // the experts the forward computes with: fake-quantized in place, the others as they are
+      moe_ = *block.moe;
+      expert_grads_.resize(moe_->weights.experts.size() + (moe_->weights.shared ? 1 : 0));
+      expert_tokens_.assign(moe_->weights.experts.size(), 0);
+    }
     if (calibration.targets.empty()) {
       own_targets_.assign(inputs_.begin(), inputs_.end());
       block_forward(BlockWeights::of(block), config, std::span<RowMatrix>(own_targets_), options.batch_size);
@@ -68,17 +85,18 @@ class BlockTuningRun {
     }
     InputImportance importance;
     if (options.clip_init == ClipInit::WeightedSearch) importance = input_importance(block, config, inputs_);
-    for (Linear l : all_linears) {
-      const auto i = static_cast<std::size_t>(l);
+    layers_.resize(slots_.size());
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
       if (!quantizers[i]) continue;
-      Layer layer(TunableWeight<Q>(*quantizers[i], view(block[l]), name + "." + hf_name(l)));
+      const RowMatrix& weight = slot_weight(block, slots_[i]);
+      Layer layer(TunableWeight<Q>(*quantizers[i], view(weight), name + "." + hf_name(slots_[i], config.model_type)));
       if (options.clip_init == ClipInit::WeightedSearch && scale_grid_searched(*quantizers[i], options.clip_search))
         layer.tunable.set_ceiling(options.clip_search.ceiling);
       if (options.clip_init == ClipInit::WeightedSearch)
-        search_clip_scales(*quantizers[i], view(block[l]), importance[i],
+        search_clip_scales(*quantizers[i], view(weight), importance[i],
                            [&](Index n, auto&& f) { backend_.parallel_for(n, f); }, layer.tunable.min_scale,
                            layer.tunable.max_scale, options.clip_search);
-      layer.qweight.resize(block[l].rows(), block[l].cols());
+      if (slots_[i].expert == LinearSlot::own) layer.qweight.resize(weight.rows(), weight.cols());
       layer.rounding_state = optimizer_.make_state(layer.tunable.rounding.size());
       layer.min_state = optimizer_.make_state(layer.tunable.min_scale.size());
       layer.max_state = optimizer_.make_state(layer.tunable.max_scale.size());
@@ -95,6 +113,12 @@ class BlockTuningRun {
     const BlockWeights weights = quantized_weights();
     std::array<RowMatrix, 7>& grads = grads_;
     for (Linear l : all_linears) grads[static_cast<std::size_t>(l)].setZero(block_[l].rows(), block_[l].cols());
+    if (moe_)
+      for (std::size_t i = 0; i < slots_.size(); ++i)
+        if (slots_[i].expert != LinearSlot::own) {
+          const RowMatrix& w = slot_weight(block_, slots_[i]);
+          gradient(i).setZero(w.rows(), w.cols());
+        }
     const Index seqlen = inputs_[0].rows();
     const double count = static_cast<double>(samples.size()) * static_cast<double>(inputs_[0].size());
     // the minibatch as one stack of sequences: each linear layer runs once over all its rows
@@ -109,16 +133,21 @@ class BlockTuningRun {
       loss += static_cast<double>(diff.squaredNorm());
     }
     out *= static_cast<float>(options_.loss_scale * 2.0 / count);  // d (loss_scale · mean(diff^2)) / d out
-    block_backward(weights, config_, cache_, out, grads, &scratch_);
+    if (moe_) {
+      block_backward(weights, config_, cache_, out, grads, expert_grads_, &scratch_);
+      for (std::size_t e = 0; e < expert_tokens_.size(); ++e) expert_tokens_[e] += cache_.moe.tokens[e];
+    } else {
+      block_backward(weights, config_, cache_, out, grads, &scratch_);
+    }
     loss /= count;
     if (tracker_.record(loss, detail::unmasked_positions(masks_, samples))) snapshot();
 
-    for (Linear l : all_linears) {
-      const auto i = static_cast<std::size_t>(l);
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
       if (!layers_[i]) continue;
       Layer& layer = *layers_[i];
-      layer.tunable.backward(backend_, mutable_view(grads[i]), layer.grad_min, layer.grad_max);
-      optimizer_.update(layer.tunable.rounding, std::span<const float>(grads[i].data(), static_cast<std::size_t>(grads[i].size())),
+      RowMatrix& g = gradient(i);
+      layer.tunable.backward(backend_, mutable_view(g), layer.grad_min, layer.grad_max);
+      optimizer_.update(layer.tunable.rounding, std::span<const float>(g.data(), static_cast<std::size_t>(g.size())),
                         optimizer_.rate(layer.lr, step, options_.iters), layer.rounding_state);
       if (options_.enable_minmax_tuning) {
         optimizer_.update(layer.tunable.min_scale, layer.grad_min, optimizer_.rate(layer.minmax_lr, step, options_.iters), layer.min_state);
@@ -154,9 +183,16 @@ class BlockTuningRun {
 
   const TuningStats& stats() const { return tracker_.stats(); }
 
+  /// The block's linear slots, in the order of the quantizers and the results.
+  const std::vector<LinearSlot>& slots() const { return slots_; }
+
+  /// A mixture-of-experts block: per routed expert, the tokens routed to it summed over the steps
+  /// run (0: never reached, left at its start); empty for a dense block.
+  const std::vector<Index>& expert_tokens() const { return expert_tokens_; }
+
   /// Encode every tuned layer with the kept (best) parameters.
   LayerResults result() {
-    LayerResults results;
+    LayerResults results(layers_.size());
     for (std::size_t i = 0; i < layers_.size(); ++i) {
       if (!layers_[i]) continue;
       Layer& layer = *layers_[i];
@@ -183,12 +219,31 @@ class BlockTuningRun {
   // Fake-quantize every tuned layer under the current parameters; the others stay as they are.
   BlockWeights quantized_weights() {
     BlockWeights weights = BlockWeights::of(block_);
-    for (std::size_t i = 0; i < layers_.size(); ++i)
-      if (layers_[i]) {
-        layers_[i]->tunable.forward(backend_, mutable_view(layers_[i]->qweight));
-        weights.linear[i] = &layers_[i]->qweight;
+    if (moe_) weights.moe = &*moe_;
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+      if (!layers_[i]) continue;
+      if (slots_[i].expert != LinearSlot::own) {  // into the experts' working copy
+        layers_[i]->tunable.forward(backend_, mutable_view(expert_weight(slots_[i])));
+        continue;
       }
+      layers_[i]->tunable.forward(backend_, mutable_view(layers_[i]->qweight));
+      weights.linear[static_cast<std::size_t>(slots_[i].role)] = &layers_[i]->qweight;
+    }
     return weights;
+  }
+
+  // the working copy's matrix of an expert slot
+  RowMatrix& expert_weight(const LinearSlot& s) {
+    ExpertWeights& ex = s.expert == LinearSlot::shared ? *moe_->weights.shared : moe_->weights.experts[static_cast<std::size_t>(s.expert)];
+    return s.role == Linear::Gate ? ex.gate : s.role == Linear::Up ? ex.up : ex.down;
+  }
+
+  // slot i's weight gradient of the current step
+  RowMatrix& gradient(std::size_t i) {
+    const LinearSlot& s = slots_[i];
+    if (s.expert == LinearSlot::own) return grads_[static_cast<std::size_t>(s.role)];
+    auto& triple = s.expert == LinearSlot::shared ? expert_grads_.back() : expert_grads_[static_cast<std::size_t>(s.expert)];
+    return triple[s.role == Linear::Gate ? 0 : s.role == Linear::Up ? 1 : 2];
   }
 
   static IndexSampler make_sampler(const TuneOptions& options, const BlockCalibration& c) {
@@ -229,15 +284,19 @@ class BlockTuningRun {
   B backend_;
   const LlamaBlock& block_;
   LlamaConfig config_;
+  std::vector<LinearSlot> slots_;
+  std::optional<MoeFeedForward> moe_;  // a mixture-of-experts block's experts as the forward computes with them
   std::span<const RowMatrix> inputs_, targets_;
   std::span<const LossMask> masks_;
   std::vector<RowMatrix> own_targets_;  // when the caller gives none
   IndexSampler sampler_;
-  std::array<std::optional<Layer>, 7> layers_;
+  std::vector<std::optional<Layer>> layers_;  // per slot
   // a step's intermediates and gradients, kept for their memory from step to step
   BlockCache cache_;
   BlockBackwardScratch scratch_;
-  std::array<RowMatrix, 7> grads_;
+  std::array<RowMatrix, 7> grads_;                       // the block's own layers'
+  std::vector<std::array<RowMatrix, 3>> expert_grads_;  // per routed expert (the shared one last): gate, up, down
+  std::vector<Index> expert_tokens_;
   BestStepTracker tracker_;
 };
 

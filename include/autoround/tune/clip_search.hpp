@@ -36,6 +36,7 @@
 
 #include "../core/config.hpp"
 #include "../core/matrix.hpp"
+#include "../model/linear_slots.hpp"
 #include "../model/llama_block.hpp"
 #include "../quantizer/group_layout.hpp"
 #include "../quantizer/int_quantizer.hpp"
@@ -44,39 +45,59 @@
 
 namespace autoround {
 
-/// Per Linear of a block: the mean square of each input channel over the calibration tokens.
-using InputImportance = std::array<std::vector<float>, 7>;
+/// Per slot of a block (linear_slots): the mean square of each input channel over the tokens
+/// that reach the layer (a routed expert: the tokens routed to it, as llama.cpp's imatrix counts
+/// them); empty where none did (the search then weighs every channel 1).
+using InputImportance = std::vector<std::vector<float>>;
 
 /// Accumulates InputImportance over forwards of a block (BlockCache holds each linear's input).
 class ImportanceAccumulator {
  public:
+  explicit ImportanceAccumulator(std::vector<LinearSlot> slots)
+      : slots_(std::move(slots)), sums_(slots_.size()), tokens_(slots_.size(), 0.0) {}
+
   void add(const BlockCache& cache) {
-    for (Linear l : all_linears) {
-      const RowMatrix& x = cache.of(l);
-      auto& sum = sums_[static_cast<std::size_t>(l)];
-      if (sum.size() == 0) sum = Eigen::VectorXd::Zero(x.cols());
-      sum += x.cast<double>().colwise().squaredNorm().transpose();
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
+      const LinearSlot& s = slots_[i];
+      if (s.expert == LinearSlot::own) add_rows(i, cache.of(s.role));
+      else if (s.expert == LinearSlot::shared) add_rows(i, s.role == Linear::Down ? cache.moe.shared_act : cache.mlp_in);
+      else if (s.role == Linear::Down) add_rows(i, cache.moe.act[static_cast<std::size_t>(s.expert)]);
+      else add_rows(i, cache.mlp_in, cache.moe.rows[static_cast<std::size_t>(s.expert)]);
     }
-    tokens_ += static_cast<double>(cache.x.rows());
   }
 
   InputImportance result() const {
-    InputImportance out;
+    InputImportance out(slots_.size());
     for (std::size_t i = 0; i < out.size(); ++i) {
+      if (tokens_[i] == 0) continue;
       out[i].resize(static_cast<std::size_t>(sums_[i].size()));
-      for (Index j = 0; j < sums_[i].size(); ++j) out[i][static_cast<std::size_t>(j)] = static_cast<float>(sums_[i][j] / tokens_);
+      for (Index j = 0; j < sums_[i].size(); ++j) out[i][static_cast<std::size_t>(j)] = static_cast<float>(sums_[i][j] / tokens_[i]);
     }
     return out;
   }
 
  private:
-  std::array<Eigen::VectorXd, 7> sums_;
-  double tokens_ = 0;
+  void add_rows(std::size_t i, const RowMatrix& x) {
+    if (x.rows() == 0) return;
+    if (sums_[i].size() == 0) sums_[i] = Eigen::VectorXd::Zero(x.cols());
+    sums_[i] += x.cast<double>().colwise().squaredNorm().transpose();
+    tokens_[i] += static_cast<double>(x.rows());
+  }
+  void add_rows(std::size_t i, const RowMatrix& x, const std::vector<Index>& rows) {
+    if (rows.empty()) return;
+    if (sums_[i].size() == 0) sums_[i] = Eigen::VectorXd::Zero(x.cols());
+    for (Index t : rows) sums_[i] += x.row(t).cast<double>().array().square().matrix().transpose();
+    tokens_[i] += static_cast<double>(rows.size());
+  }
+
+  std::vector<LinearSlot> slots_;
+  std::vector<Eigen::VectorXd> sums_;
+  std::vector<double> tokens_;
 };
 
 /// The full-precision block's InputImportance on `inputs` (one [seqlen, hidden] matrix per sample).
 inline InputImportance input_importance(const LlamaBlock& block, const LlamaConfig& config, std::span<const RowMatrix> inputs) {
-  ImportanceAccumulator accumulator;
+  ImportanceAccumulator accumulator(linear_slots(block));
   BlockCache cache;
   for (std::size_t first = 0, batch = 1; first < inputs.size(); first += batch) {
     const Index seqlen = inputs[first].rows();

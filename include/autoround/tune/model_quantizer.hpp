@@ -14,7 +14,11 @@
 // targets in place); with the Cuda policy on the device when they fit (StreamPlacement).
 // ActivationStreams selects the reference's other mode and our old one.
 // Embeddings, norms and the LM head stay in full precision, as do layers whose shape is not a
-// multiple of 32 (the reference's rule).
+// multiple of 32 (the reference's rule), and a mixture of experts' router and shared-expert gate.
+// A block's layers are its linear slots (model/linear_slots.hpp): the seven of a dense block, or
+// the attention's four and every expert's three (tuned together on the CPU; the Cuda policy
+// tunes dense blocks only, for now).
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <concepts>
@@ -28,6 +32,7 @@
 
 #include "../backend/cpu.hpp"
 #include "../model/calibration_samples.hpp"
+#include "../model/linear_slots.hpp"
 #include "../model/llama_forward.hpp"
 #include "../model/model_source.hpp"
 #include "../optimizer/sign_sgd.hpp"
@@ -75,6 +80,9 @@ struct BlockReport {
   double seconds = 0;        ///< the whole block: setup + steps + finish
   double setup_seconds = 0;  ///< weights to the tuning state, targets, clipping search
   double steps_seconds = 0;  ///< the optimizer steps (or the RTN evaluation) and the encode
+  Index experts = 0;               ///< a mixture-of-experts block: routed experts
+  Index experts_unreached = 0;     ///< of them, those no calibration token reached in any step (left at their start)
+  Index fewest_expert_tokens = 0;  ///< the fewest tokens (summed over the steps) any reached expert got
 };
 
 /// Called after each block, e.g. to print progress.
@@ -84,6 +92,10 @@ using BlockProgress = std::function<void(const BlockReport&, Index blocks)>;
 using StepProgress = std::function<void(Index block, int step, double loss)>;
 
 inline std::string layer_name(Index block, Linear l) { return "model.layers." + std::to_string(block) + "." + hf_name(l); }
+/// A slot's full Hugging Face name ("model.layers.3.mlp.experts.7.down_proj"): what --layer patterns match.
+inline std::string layer_name(Index block, const LinearSlot& s, const std::string& model_type = {}) {
+  return "model.layers." + std::to_string(block) + "." + hf_name(s, model_type);
+}
 
 /// The quantizer a layer gets, or nullopt to leave it in full precision. `Q` is constructed from
 /// the layer's QuantSpec: DynamicIntQuantizer, or DynamicDoubleQuantizer for GGUF k-quant schemes.
@@ -100,9 +112,17 @@ std::optional<Q> quantizer_for(const ModelQuantOptions& options, const std::stri
   return quantizer_for<Q>(options, name, weight.rows(), weight.cols());
 }
 
-/// Per block, per Linear: the quantized weights, or nullopt where a layer stayed in full precision.
+/// Per block, per linear slot (linear_slots(block): for a dense block slot i is Linear i): the
+/// quantized weights, or nullopt where a layer stayed in full precision.
 template <WeightQuantizer Q = DynamicIntQuantizer>
-using LayerResults = std::array<std::optional<QuantizedWeight<Q>>, 7>;
+using LayerResults = std::vector<std::optional<QuantizedWeight<Q>>>;
+
+/// results[slot], or nullopt past its end (a block no run gave results for).
+template <WeightQuantizer Q>
+const std::optional<QuantizedWeight<Q>>& result_at(const LayerResults<Q>& results, std::size_t slot) {
+  static const std::optional<QuantizedWeight<Q>> none;
+  return slot < results.size() ? results[slot] : none;
+}
 
 /// What a finished block leaves: its layers' results, its report, and the sampler's random
 /// state after it (the next block's minibatches continue from there).
@@ -133,17 +153,16 @@ struct NoCheckpoint {
 
 namespace detail {
 
-/// The quantizers of block b's layers (quantizer_for), counted into `report`.
+/// The quantizers of block b's layers, per linear slot (quantizer_for), counted into `report`.
 template <WeightQuantizer Q>
-std::array<std::optional<Q>, 7> block_quantizers(const ModelQuantOptions& options, const LlamaBlock& block, Index b,
-                                                 BlockReport& report) {
-  std::array<std::optional<Q>, 7> quantizers;
+std::vector<std::optional<Q>> block_quantizers(const ModelQuantOptions& options, const LlamaBlock& block, Index b, BlockReport& report,
+                                               const std::string& model_type = {}) {
+  const std::vector<LinearSlot> slots = linear_slots(block);
+  std::vector<std::optional<Q>> quantizers(slots.size());
   report.block = b;
-  detail::require(!block.moe, "model.layers." + std::to_string(b) +
-                                  ": a mixture-of-experts block: its tuning is not built yet (issue #25); such models load and evaluate only");
-  for (Linear l : all_linears) {
-    quantizers[static_cast<std::size_t>(l)] = quantizer_for<Q>(options, layer_name(b, l), block[l]);
-    report.quantized_layers += quantizers[static_cast<std::size_t>(l)].has_value();
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    quantizers[i] = quantizer_for<Q>(options, layer_name(b, slots[i], model_type), slot_weight(block, slots[i]));
+    report.quantized_layers += quantizers[i].has_value();
   }
   return quantizers;
 }
@@ -163,6 +182,15 @@ auto tune_block(Run& run, const ModelQuantOptions& options, Index b, const StepP
   }
   if (options.tune.iters == 0) report.stats.rtn_loss = report.stats.best_loss = run.evaluate();
   else report.stats = run.stats();
+  if constexpr (requires { run.expert_tokens(); }) {
+    const std::vector<Index>& tokens = run.expert_tokens();
+    report.experts = static_cast<Index>(tokens.size());
+    report.experts_unreached = static_cast<Index>(std::count(tokens.begin(), tokens.end(), Index{0}));
+    Index fewest = 0;
+    for (Index n : tokens)
+      if (n > 0 && (fewest == 0 || n < fewest)) fewest = n;
+    report.fewest_expert_tokens = fewest;
+  }
   auto results = run.result();
   report.steps_seconds = seconds_since(start);
   return results;
@@ -172,10 +200,11 @@ auto tune_block(Run& run, const ModelQuantOptions& options, Index b, const StepP
 /// Llama-3-8B block holds 218M weights; this is host work the GPU otherwise waits for).
 template <WeightQuantizer Q>
 void dequantize_into(LlamaBlock& block, const LayerResults<Q>& results) {
+  const std::vector<LinearSlot> slots = linear_slots(block);
   std::vector<std::future<void>> layers;
-  for (Linear l : all_linears)
-    if (const auto& q = results[static_cast<std::size_t>(l)])
-      layers.push_back(std::async(std::launch::async, [&block, &q, l] { block[l] = q->dequantize(); }));
+  for (std::size_t i = 0; i < slots.size(); ++i)
+    if (const auto& q = result_at(results, i))
+      layers.push_back(std::async(std::launch::async, [&block, &q, s = slots[i]] { slot_weight(block, s) = q->dequantize(); }));
   for (auto& layer : layers) layer.get();
 }
 
@@ -183,18 +212,20 @@ void dequantize_into(LlamaBlock& block, const LayerResults<Q>& results) {
 /// gives their values back): a streaming run holds one block's float32 weights at a time.
 template <WeightQuantizer Q>
 void release_quantized(LlamaBlock& block, const LayerResults<Q>& results) {
-  for (Linear l : all_linears)
-    if (results[static_cast<std::size_t>(l)]) block[l] = RowMatrix();
+  const std::vector<LinearSlot> slots = linear_slots(block);
+  for (std::size_t i = 0; i < slots.size(); ++i)
+    if (result_at(results, i)) slot_weight(block, slots[i]) = RowMatrix();
 }
 
 /// block[l] = its dequantized result for every quantized layer a run released (a device run
 /// frees the host copy once the device holds it): quantize_model leaves the model dequantized.
 template <WeightQuantizer Q>
 void dequantize_released(LlamaBlock& block, const LayerResults<Q>& results) {
+  const std::vector<LinearSlot> slots = linear_slots(block);
   std::vector<std::future<void>> layers;
-  for (Linear l : all_linears)
-    if (const auto& q = results[static_cast<std::size_t>(l)]; q && block[l].size() == 0)
-      layers.push_back(std::async(std::launch::async, [&block, &q, l] { block[l] = q->dequantize(); }));
+  for (std::size_t i = 0; i < slots.size(); ++i)
+    if (const auto& q = result_at(results, i); q && slot_weight(block, slots[i]).size() == 0)
+      layers.push_back(std::async(std::launch::async, [&block, &q, s = slots[i]] { slot_weight(block, s) = q->dequantize(); }));
   for (auto& layer : layers) layer.get();
 }
 
@@ -228,7 +259,7 @@ class HostBlockByBlock {
                        const WeightsReleased& released = {}) {
     const auto start = std::chrono::steady_clock::now();
     BlockReport report;
-    const auto quantizers = block_quantizers<Q>(options_, block, b, report);
+    const auto quantizers = block_quantizers<Q>(options_, block, b, report, config.model_type);
     BlockCalibration calibration{std::span<const RowMatrix>(fp_), {}, masks_, &random_};
     if (options_.streams == ActivationStreams::Two) {
       forward_block(backend_, block, config, std::span<RowMatrix>(fp_));  // fp_ now holds the targets

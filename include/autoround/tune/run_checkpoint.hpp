@@ -9,10 +9,11 @@
 // is written leaves the blocks before it and a .tmp that is ignored):
 //   L.codes (U8, the codes bit-packed at the layer's bit width, little-endian bit order),
 //   L.scales (F32), L.zeros (I32), and for double quantization L.mins, L.super_scales,
-//   L.super_mins (F32), where L is the layer's Hugging Face name ("mlp.down_proj");
+//   L.super_mins (F32), where L is "layer.I", I the layer's linear slot (model/linear_slots.hpp:
+//   a dense block's 0-6 are q, k, v, o, gate, up, down);
 //   random (U32 [625]): the sampler's random state after the block (PythonRandom::state);
-//   metadata: per layer its spec and tuning statistics, and the block's report, numbers as
-//   %.17g text (they read back to the same doubles).
+//   metadata: per layer its spec and tuning statistics, the block's slot count ("slots") and its
+//   report, numbers as %.17g text (they read back to the same doubles).
 // The activation streams are not saved: a resumed run replays them through the kept blocks
 // (BlockByBlock::replay: the same forwards the tuning run made, two per block). Disk: about the
 // quantized model's size (a W4 block of Llama-3-8B: 109 MB of codes).
@@ -108,10 +109,11 @@ class RunCheckpoint {
 
   void save(Index b, const FinishedBlock<Q>& block) const {
     SafetensorsWriter writer;
-    for (Linear l : all_linears) {
-      const auto& q = block.results[static_cast<std::size_t>(l)];
+    writer.set_metadata("slots", std::to_string(block.results.size()));
+    for (std::size_t i = 0; i < block.results.size(); ++i) {
+      const auto& q = block.results[i];
       if (!q) continue;
-      const std::string name = hf_name(l);
+      const std::string name = "layer." + std::to_string(i);
       const QuantSpec spec = q->quantizer.spec();
       const auto rows = static_cast<std::int64_t>(q->rows()), cols = static_cast<std::int64_t>(q->cols());
       const std::vector<std::uint8_t> packed = detail::pack_codes(q->codes, spec.bits);
@@ -132,7 +134,8 @@ class RunCheckpoint {
     const BlockReport& r = block.report;
     writer.set_metadata("report", std::to_string(r.block) + " " + std::to_string(r.quantized_layers) + " " + detail::exact_text(r.seconds) +
                                       " " + detail::exact_text(r.setup_seconds) + " " + detail::exact_text(r.steps_seconds) + " " +
-                                      stats_text(r.stats));
+                                      stats_text(r.stats) + " " + std::to_string(r.experts) + " " + std::to_string(r.experts_unreached) +
+                                      " " + std::to_string(r.fewest_expert_tokens));
     writer.add("random", Dtype::U32, {static_cast<std::int64_t>(block.random.size())}, std::span<const std::uint32_t>(block.random));
     writer.write(path(b));
   }
@@ -147,8 +150,13 @@ class RunCheckpoint {
     };
     auto read_stats = [&](std::istringstream& in, TuningStats& s) { in >> s.steps_run >> s.rtn_loss >> s.best_loss >> s.best_step >> s.seconds; };
     FinishedBlock<Q> out;
-    for (Linear l : all_linears) {
-      const std::string name = hf_name(l);
+    std::size_t slots = 0;
+    auto slot_count = meta("slots");
+    slot_count >> slots;
+    if (!slot_count || slots > (std::size_t{1} << 20)) throw Error(file + ": unreadable slot count");
+    out.results.resize(slots);
+    for (std::size_t i = 0; i < slots; ++i) {
+      const std::string name = "layer." + std::to_string(i);
       if (!f.metadata().count(name)) continue;
       auto in = meta(name);
       Index rows = 0, cols = 0;
@@ -178,12 +186,13 @@ class RunCheckpoint {
       q.zeros.assign(zeros.begin(), zeros.end());
       const auto groups = static_cast<std::size_t>(rows * q.layout.groups_per_row());
       if (q.scales.size() != groups || q.zeros.size() != groups) throw Error(file + ": layer " + name + ": scales or zeros of the wrong size");
-      out.results[static_cast<std::size_t>(l)] = std::move(q);
+      out.results[i] = std::move(q);
     }
     auto report = meta("report");
     BlockReport& r = out.report;
     report >> r.block >> r.quantized_layers >> r.seconds >> r.setup_seconds >> r.steps_seconds;
     read_stats(report, r.stats);
+    report >> r.experts >> r.experts_unreached >> r.fewest_expert_tokens;
     if (!report || r.block != b) throw Error(file + ": unreadable report, or the report of another block");
     const auto random = f.view_as<std::uint32_t>("random", Dtype::U32);
     if (random.size() != out.random.size()) throw Error(file + ": the random state has " + std::to_string(random.size()) + " words");

@@ -88,7 +88,7 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
     if (!placed_) place(config);
     const auto start = std::chrono::steady_clock::now();
     BlockReport report;
-    const auto quantizers = block_quantizers<Q>(options_, block, b, report);
+    const auto quantizers = dense_quantizers(block_quantizers<Q>(options_, block, b, report, config.model_type), b);
     // Two: the quantized block on the quantized stream, the targets over the fp stream. The
     // one-stream modes: both on fp_, the targets into the run's own stream.
     const bool two = options_.streams == ActivationStreams::Two;
@@ -101,7 +101,8 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
       for (Linear l : all_linears)
         if (quantizers[static_cast<std::size_t>(l)]) block[l] = RowMatrix();
       if (released) released();
-      results = tune_block(run, options_, b, on_step, report);
+      auto tuned = tune_block(run, options_, b, on_step, report);
+      results.assign(std::make_move_iterator(tuned.begin()), std::make_move_iterator(tuned.end()));
       switch (options_.streams) {
         case ActivationStreams::Two: run.forward_quantized(quantized_); break;  // over its own inputs
         case ActivationStreams::FullPrecision: fp_ = run.take_targets(); break;
@@ -147,6 +148,16 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
 
  private:
   long count() const { return static_cast<long>(samples_.size()); }
+
+  // the device run's seven layers from block_quantizers' slots (a dense block's slot i is Linear i)
+  static typename Run::LayerQuantizers dense_quantizers(const std::vector<std::optional<Q>>& slots, Index b) {
+    if (slots.size() != all_linears.size())
+      throw Error("model.layers." + std::to_string(b) +
+                  ": a mixture-of-experts block: the GPU does not tune these yet (issue #25); run with --device cpu");
+    typename Run::LayerQuantizers quantizers;
+    std::copy(slots.begin(), slots.end(), quantizers.begin());
+    return quantizers;
+  }
 
   // the first block's shape says what a run needs: choose the streams' place and the plan
   void place(const LlamaConfig& config) {

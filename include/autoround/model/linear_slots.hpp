@@ -1,0 +1,65 @@
+#pragma once
+// A block's quantizable linear layers as a list of slots: what the tuning runs, the results, the
+// checkpoints and the exports walk instead of a fixed array of seven. A dense block has the seven
+// Linear in order (slot i is Linear i); a mixture-of-experts block has its attention's four
+// (q, k, v, o: slots 0-3, as in a dense block), then each routed expert's gate, up and down, then
+// the shared expert's. The router and the shared expert's gate are not slots: the reference keeps
+// them in full precision (docs/block-descriptions.md).
+#include <string>
+#include <vector>
+
+#include "llama_model.hpp"
+
+namespace autoround {
+
+/// One linear layer of a block: its role and whose it is.
+struct LinearSlot {
+  static constexpr Index own = -1;     ///< the block's attention or dense MLP
+  static constexpr Index shared = -2;  ///< the MoE's shared expert
+  Linear role = Linear::Query;         ///< an expert's layers are Gate, Up or Down
+  Index expert = own;                  ///< own, shared, or the routed expert's index
+  bool routed() const { return expert >= 0; }
+  friend bool operator==(const LinearSlot&, const LinearSlot&) = default;
+};
+
+/// The slots of `block`, in the order above.
+inline std::vector<LinearSlot> linear_slots(const LlamaBlock& block) {
+  std::vector<LinearSlot> slots;
+  if (!block.moe) {
+    for (Linear l : all_linears) slots.push_back({l, LinearSlot::own});
+    return slots;
+  }
+  for (Linear l : {Linear::Query, Linear::Key, Linear::Value, Linear::Output}) slots.push_back({l, LinearSlot::own});
+  const auto experts = static_cast<Index>(block.moe->weights.experts.size());
+  for (Index e = 0; e < experts; ++e)
+    for (Linear l : {Linear::Gate, Linear::Up, Linear::Down}) slots.push_back({l, e});
+  if (block.moe->weights.shared)
+    for (Linear l : {Linear::Gate, Linear::Up, Linear::Down}) slots.push_back({l, LinearSlot::shared});
+  return slots;
+}
+
+namespace detail {
+template <class Block>
+auto& slot_weight_of(Block& block, const LinearSlot& s) {
+  if (s.expert == LinearSlot::own) return block[s.role];
+  auto& moe = block.moe.value();
+  auto& expert = s.expert == LinearSlot::shared ? moe.weights.shared.value() : moe.weights.experts.at(static_cast<std::size_t>(s.expert));
+  return s.role == Linear::Gate ? expert.gate : s.role == Linear::Up ? expert.up : expert.down;
+}
+}  // namespace detail
+
+/// The slot's weight [out, in] in `block`.
+inline const RowMatrix& slot_weight(const LlamaBlock& block, const LinearSlot& s) { return detail::slot_weight_of(block, s); }
+inline RowMatrix& slot_weight(LlamaBlock& block, const LinearSlot& s) { return detail::slot_weight_of(block, s); }
+
+/// The slot's Hugging Face name within its layer, as transformers names the unfused module (and
+/// the reference exports it): "self_attn.q_proj", "mlp.down_proj", "mlp.experts.3.gate_proj",
+/// "mlp.shared_expert.up_proj" ("mlp.shared_experts." for DeepSeek-V3, `model_type`).
+inline std::string hf_name(const LinearSlot& s, const std::string& model_type = {}) {
+  if (s.expert == LinearSlot::own) return hf_name(s.role);
+  const char* projection = s.role == Linear::Gate ? "gate_proj" : s.role == Linear::Up ? "up_proj" : "down_proj";
+  if (s.expert == LinearSlot::shared) return std::string(model_type == "deepseek_v3" ? "mlp.shared_experts." : "mlp.shared_expert.") + projection;
+  return "mlp.experts." + std::to_string(s.expert) + "." + projection;
+}
+
+}  // namespace autoround

@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""Write tests/fixtures/families/<family>/: a small random Hugging Face mixture-of-experts
+checkpoint per family, saved by transformers itself, and that model's logits on a fixed token
+sequence, computed by transformers (what tests/test_family_logits.cpp compares our loader and
+forward pass against).
+
+Families: qwen3_moe (Qwen3MoeForCausalLM: 8 experts, top 2, norm_topk_prob true, q/k norms),
+qwen2_moe (Qwen2MoeForCausalLM: 4 experts, top 2, norm_topk_prob false, q/k/v biases, a shared
+expert of intermediate 48 scaled by sigmoid(shared_expert_gate)), mixtral (MixtralForCausalLM:
+8 experts, top 2, always renormalized). All: hidden 64, 2 layers, both MoE (decoder_sparse_step
+1, no mlp_only_layers), 4 heads, 2 KV heads, head_dim 16, expert intermediate 32, vocab 128,
+max positions 256, RoPE theta 20000 (neither the families' default nor the loaders' fallback of
+10000, so a theta that is not read shows), rms_norm_eps 1e-6, untied LM head, float32.
+Weights: transformers' own initialization under torch.manual_seed(SEED) with initializer_range
+0.1 (so routing and logits are far from uniform), then every 1-D parameter (RMSNorm weights, the
+q/k/v biases) moved by N(0, 0.2) so that none is trivially one or zero.
+
+Each directory holds:
+  config.json, model.safetensors  what save_pretrained wrote (float32; generation_config.json
+                                  removed). transformers 5.17's config.json holds the RoPE theta
+                                  only as rope_parameters.rope_theta (no top-level rope_theta) and
+                                  qwen3_moe's expert count as num_local_experts (qwen2_moe keeps
+                                  num_experts; qwen2_moe adds qkv_bias true). It saves the
+                                  experts in the original per-expert layout, not its in-memory
+                                  fused one: model.layers.N.mlp.experts.E.{gate,up,down}_proj.weight
+                                  (qwen3_moe, qwen2_moe; qwen2_moe also mlp.shared_expert.*_proj.weight
+                                  and mlp.shared_expert_gate.weight [1, 64]) and
+                                  model.layers.N.block_sparse_moe.experts.E.{w1,w3,w2}.weight with
+                                  block_sparse_moe.gate.weight (mixtral); the router is
+                                  mlp.gate.weight [experts, 64]. The script prints every saved
+                                  name and shape.
+  logits.safetensors              tokens (int32 [48], seeded), logits (float32 [48, 128]) of the
+                                  model read back from the directory (eager attention, float32, CPU),
+                                  hidden (float32 [layers + 1, 48, 64]: output_hidden_states, for
+                                  diagnosis only); metadata: the smallest router margin (the
+                                  top-k-th minus the next router logit over all tokens and MoE layers)
+                                  and the smallest top-1/top-2 logit gap, so a near tie is visible.
+  text.tokens                     the same 48 ids, whitespace-separated.
+
+Each directory is about 0.6 MB. Needs python3 with torch, transformers (5.x) and safetensors.
+usage: make_family_fixtures.py OUT_DIR     (e.g. tests/fixtures/families)
+"""
+import json
+import os
+import sys
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+SEED = 1234
+TOKENS = 48
+VOCAB = 128
+THETA = 20000.0
+
+COMMON = dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+              head_dim=16, max_position_embeddings=256, rms_norm_eps=1e-6, tie_word_embeddings=False,
+              initializer_range=0.1, num_experts_per_tok=2, hidden_act="silu", attention_dropout=0.0)
+
+
+def families():
+    import transformers as tf
+    return {
+        "qwen3_moe": (tf.Qwen3MoeConfig, tf.Qwen3MoeForCausalLM,
+                      dict(num_experts=8, moe_intermediate_size=32, intermediate_size=96, norm_topk_prob=True,
+                           decoder_sparse_step=1, mlp_only_layers=[], use_sliding_window=False, attention_bias=False)),
+        "qwen2_moe": (tf.Qwen2MoeConfig, tf.Qwen2MoeForCausalLM,
+                      dict(num_experts=4, moe_intermediate_size=32, intermediate_size=96, shared_expert_intermediate_size=48,
+                           norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[], use_sliding_window=False)),
+        "mixtral": (tf.MixtralConfig, tf.MixtralForCausalLM,
+                    dict(num_local_experts=8, intermediate_size=32, sliding_window=None)),
+    }
+
+
+def make_config(config_class, extra):
+    kwargs = dict(COMMON, **extra)
+    try:  # transformers 5: RoPE settings live in rope_parameters
+        config = config_class(rope_parameters={"rope_type": "default", "rope_theta": THETA}, **kwargs)
+    except TypeError:
+        config = config_class(rope_theta=THETA, **kwargs)
+    rope = getattr(config, "rope_parameters", None)
+    if isinstance(rope, dict):
+        assert rope.get("rope_theta") == THETA, rope
+    else:
+        config.rope_theta = THETA
+    return config
+
+
+def build(model_class, config):
+    try:
+        return model_class._from_config(config, attn_implementation="eager")
+    except TypeError:
+        config._attn_implementation = "eager"
+        return model_class(config)
+
+
+def moe_blocks(model):
+    """(layer index, MoE module, router weight [experts, hidden], top_k) of every sparse layer."""
+    out = []
+    for i, layer in enumerate(model.model.layers):
+        block = getattr(layer, "block_sparse_moe", None) or getattr(layer, "mlp", None)
+        gate = getattr(block, "gate", None)
+        weight = getattr(gate, "weight", None)
+        experts = getattr(model.config, "num_experts", None) or getattr(model.config, "num_local_experts", None)
+        if weight is not None and tuple(weight.shape) == (experts, model.config.hidden_size):
+            out.append((i, block, weight, model.config.num_experts_per_tok))
+    return out
+
+
+def logits_of(model, tokens):
+    """Logits [T, vocab], hidden states [layers + 1, T, hidden], smallest router margin."""
+    margins = []
+    hooks = []
+    for _, block, weight, k in moe_blocks(model):
+        def pre(module, args, kwargs, weight=weight, k=k):
+            x = (args[0] if args else kwargs["hidden_states"]).reshape(-1, weight.shape[1]).double()
+            r = torch.sort(x @ weight.double().T, dim=-1, descending=True).values
+            margins.append(float((r[:, k - 1] - r[:, k]).min()))
+        hooks.append(block.register_forward_pre_hook(pre, with_kwargs=True))
+    with torch.no_grad():
+        out = model(torch.tensor([tokens]), output_hidden_states=True)
+    for h in hooks:
+        h.remove()
+    assert margins, "no MoE block was found to hook"
+    hidden = torch.stack([h[0] for h in out.hidden_states]).float()
+    return out.logits[0].float(), hidden, min(margins)
+
+
+def main(out_root):
+    torch.manual_seed(SEED)
+    g = torch.Generator().manual_seed(SEED)
+    tokens = torch.randint(0, VOCAB, (TOKENS,), generator=g).tolist()
+    import transformers
+    print("transformers", transformers.__version__, "torch", torch.__version__)
+    for family, (config_class, model_class, extra) in families().items():
+        torch.manual_seed(SEED)
+        config = make_config(config_class, extra)
+        model = build(model_class, config).float().eval()
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if p.dim() == 1:
+                    p.add_(0.2 * torch.randn_like(p))
+        directory = os.path.join(out_root, family)
+        os.makedirs(directory, exist_ok=True)
+        for f in os.listdir(directory):
+            os.remove(os.path.join(directory, f))
+        model.save_pretrained(directory)
+        for f in os.listdir(directory):
+            if f not in ("config.json", "model.safetensors"):
+                os.remove(os.path.join(directory, f))
+        assert os.path.exists(os.path.join(directory, "model.safetensors")), os.listdir(directory)
+        with safe_open(os.path.join(directory, "model.safetensors"), "pt") as f:
+            names = sorted(f.keys())
+            print(f"== {family}: {len(names)} tensors")
+            for n in names:
+                t = f.get_slice(n)
+                print(f"  {n} {t.get_dtype()} {list(t.get_shape())}")
+        with open(os.path.join(directory, "config.json")) as f:
+            print("  config.json:", json.dumps(json.load(f), sort_keys=True))
+        # the reference logits come from the model read back from the directory (what our loader reads)
+        back = model_class.from_pretrained(directory, attn_implementation="eager", dtype=torch.float32).eval()
+        logits, hidden, margin = logits_of(back, tokens)
+        logits_mem, _, _ = logits_of(model, tokens)
+        top2 = torch.topk(logits, 2, dim=-1).values
+        gap = float((top2[:, 0] - top2[:, 1]).min())
+        print(f"  read back vs in memory: max |logit diff| {float((logits - logits_mem).abs().max()):.3g};"
+              f" max |logit| {float(logits.abs().max()):.4g}; smallest router margin {margin:.4g};"
+              f" smallest top-1/top-2 logit gap {gap:.4g}")
+        save_file({"tokens": torch.tensor(tokens, dtype=torch.int32), "logits": logits.contiguous(),
+                   "hidden": hidden.contiguous()},
+                  os.path.join(directory, "logits.safetensors"),
+                  metadata={"reference": f"transformers {transformers.__version__} {model_class.__name__}, float32, eager, CPU",
+                            "seed": str(SEED), "router_margin": f"{margin:.6g}", "top2_gap": f"{gap:.6g}"})
+        with open(os.path.join(directory, "text.tokens"), "w") as f:
+            f.write(" ".join(str(t) for t in tokens) + "\n")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(sys.argv[1])

@@ -1,0 +1,59 @@
+// Our Hugging Face mixture-of-experts loaders and float32 forward pass against transformers
+// itself: per family a small random checkpoint that transformers 5.17 wrote with save_pretrained
+// (config.json as it writes it: RoPE theta 20000 under rope_parameters; qwen3_moe's expert count
+// as num_local_experts) and that model's logits on 48 tokens, from transformers (float32, eager
+// attention, CPU). tests/fixtures/families/<family>/, scripts/make_family_fixtures.py.
+//   qwen3_moe  8 experts, top 2, norm_topk_prob true, q/k norms
+//   qwen2_moe  4 experts, top 2, norm_topk_prob false, q/k/v biases, a shared expert (48) scaled
+//              by sigmoid(shared_expert_gate)
+//   mixtral    8 experts, top 2 (always renormalized), block_sparse_moe.experts.E.{w1,w3,w2}
+// Both layers of each model are MoE layers.
+#include <doctest/doctest.h>
+
+#include <autoround/autoround.hpp>
+#include <string>
+
+using namespace autoround;
+
+namespace {
+void check_family(const std::string& family, Index experts) {
+  const std::string dir = std::string(AUTOROUND_FIXTURES_DIR) + "/families/" + family;
+  const SafetensorsFile fixture(dir + "/logits.safetensors");
+  const auto tokens = fixture.view_as<std::int32_t>("tokens", Dtype::I32);
+  const RowMatrix expected = fixture.to_float("logits");
+  const LlamaModel model = load_llama(dir);
+  CHECK(model.config.rope_theta == 20000.0f);  // config.json: rope_parameters.rope_theta
+  REQUIRE(model.blocks.size() == 2);
+  for (const LlamaBlock& block : model.blocks) {
+    REQUIRE(block.moe.has_value());
+    CHECK(static_cast<Index>(block.moe->weights.experts.size()) == experts);
+  }
+  const RowMatrix logits = forward_logits(model, tokens);
+  REQUIRE(logits.rows() == expected.rows());
+  REQUIRE(logits.cols() == expected.cols());
+  const double scale = expected.cwiseAbs().maxCoeff();
+  const double worst = (logits - expected).cwiseAbs().maxCoeff();
+  Index agree = 0;
+  for (Index p = 0; p < logits.rows(); ++p) {
+    Index ours, theirs;
+    logits.row(p).maxCoeff(&ours);
+    expected.row(p).maxCoeff(&theirs);
+    agree += ours == theirs;
+  }
+  MESSAGE(family << ": max |logit difference| " << worst << " (max |logit| " << scale << "), arg-max agrees at " << agree
+                 << " / " << logits.rows());
+  // float32 sums in another order over 2 blocks; logits are O(3). Measured 2026-12-04 (x86-64,
+  // g++ 12 -O1, no FMA contraction): 1.95e-6 / 1.31e-6 / 1.67e-6 (qwen3_moe / qwen2_moe / mixtral),
+  // at most 6.5e-7 of max |logit|; the bound is about 8 times that. The fixtures' smallest router
+  // margin (4.3e-4, qwen3_moe) and top-1/top-2 logit gap (5.5e-4, mixtral) are far above it, so
+  // neither an expert choice nor an arg-max can flip on rounding alone.
+  CHECK(worst <= 5e-6 * scale);
+  CHECK(agree == logits.rows());
+}
+}  // namespace
+
+TEST_CASE("qwen3_moe: logits equal transformers' Qwen3MoeForCausalLM") { check_family("qwen3_moe", 8); }
+TEST_CASE("qwen2_moe: logits equal transformers' Qwen2MoeForCausalLM (gated shared expert, q/k/v biases)") {
+  check_family("qwen2_moe", 4);
+}
+TEST_CASE("mixtral: logits equal transformers' MixtralForCausalLM") { check_family("mixtral", 8); }
