@@ -57,3 +57,25 @@ TEST_CASE("qwen2_moe: logits equal transformers' Qwen2MoeForCausalLM (gated shar
   check_family("qwen2_moe", 4);
 }
 TEST_CASE("mixtral: logits equal transformers' MixtralForCausalLM") { check_family("mixtral", 8); }
+
+TEST_CASE("llama-perplexity's window scoring: BOS first, the second half of each window") {
+  const LlamaModel model = load_llama(std::string(AUTOROUND_FIXTURES_DIR) + "/families/qwen2_moe");
+  std::vector<std::int32_t> tokens;
+  for (int i = 0; i < 3 * 16 + 5; ++i) tokens.push_back(static_cast<std::int32_t>((i * 37 + 11) % model.config.vocab));
+  const std::int32_t bos = 7;
+  const PerplexityResult r = perplexity(model, tokens, 16, 0, WindowScoring::llama_perplexity(16, bos));
+  // by hand: each of the 3 whole windows with its first token replaced, positions 8..14 predicting 9..15
+  double nll = 0;
+  for (int w = 0; w < 3; ++w) {
+    std::vector<std::int32_t> window(tokens.begin() + w * 16, tokens.begin() + (w + 1) * 16);
+    window[0] = bos;
+    const RowMatrix logits = forward_logits(model, window);
+    for (Index t = 8; t < 15; ++t) {
+      const Eigen::VectorXd row = logits.row(t).cast<double>().transpose();
+      nll += std::log((row.array() - row.maxCoeff()).exp().sum()) + row.maxCoeff() - row(window[static_cast<std::size_t>(t + 1)]);
+    }
+  }
+  CHECK(r.tokens_scored == 3 * 7);
+  CHECK(r.mean_nll == doctest::Approx(nll / 21).epsilon(1e-6));
+  CHECK_THROWS_WITH(perplexity(model, tokens, 16, 0, WindowScoring{15, {}}), doctest::Contains("outside a window"));
+}

@@ -7,7 +7,7 @@
 //                      [--tokenizer tokenizer.model] [--device cpu|cuda] [--gemm bf16|fp32]
 //                      [--gpu-memory GiB] [--gpu-streams auto|device|host] [--stream-dtype fp32|bf16]
 //   autoround eval --model M.gguf|HF_DIR [--quantized DIR]... --text E.tokens|E.txt [--tokenizer tokenizer.model]
-//                  [--context 512] [--windows 0]
+//                  [--context 512] [--windows 0] [--llama-perplexity]
 //
 // Output: DIR/<format>/ for each format (auto_round/, auto_gptq/, auto_awq/: Hugging Face
 // checkpoints; gguf-q4_0/model-q4_0.gguf), and DIR/quantization_report.json.
@@ -240,29 +240,41 @@ struct TuningPass {
   std::optional<GgufScheme> tuned_for;  ///< set: each layer tuned for this GGUF file's block types
 };
 
-/// The scheme every linear layer of a model of shape `config` gets under `options` (nullopt: full precision).
-std::vector<std::optional<QuantSpec>> layer_schemes(const ModelQuantOptions& options, const LlamaConfig& config) {
+/// The scheme every linear layer of a model of shape `config` gets under `options` (nullopt: full
+/// precision); with experts, also expert 0's and the shared expert's (the overrides treat every
+/// routed expert alike).
+std::vector<std::optional<QuantSpec>> layer_schemes(const ModelQuantOptions& options, const LlamaConfig& config,
+                                                    const GgufExperts& experts) {
   std::vector<std::optional<QuantSpec>> schemes;
-  for (Index b = 0; b < config.layers; ++b)
+  const auto add = [&](const std::string& name, Index rows, Index cols) {
+    const auto q = quantizer_for<DynamicDoubleQuantizer>(options, name, rows, cols);
+    schemes.push_back(q ? std::optional<QuantSpec>(q->spec()) : std::nullopt);
+  };
+  for (Index b = 0; b < config.layers; ++b) {
     for (Linear l : all_linears) {
       const auto [rows, cols] = linear_shape(config, l);
-      const auto q = quantizer_for<DynamicDoubleQuantizer>(options, layer_name(b, l), rows, cols);
-      schemes.push_back(q ? std::optional<QuantSpec>(q->spec()) : std::nullopt);
+      add(layer_name(b, l), rows, cols);
     }
+    if (experts.count == 0) continue;
+    for (Linear l : {Linear::Gate, Linear::Up, Linear::Down})
+      for (const auto& [who, inter] : {std::pair{Index{0}, experts.intermediate}, std::pair{LinearSlot::shared, experts.shared_intermediate}})
+        if (inter > 0) add(layer_name(b, LinearSlot{l, who}, config.model_type), l == Linear::Down ? config.hidden : inter,
+                           l == Linear::Down ? inter : config.hidden);
+  }
   return schemes;
 }
 
 std::vector<TuningPass> plan_passes(const std::vector<OutputFormat>& formats, const ModelQuantOptions& options,
-                                    const LlamaConfig& config) {
+                                    const LlamaConfig& config, const GgufExperts& experts) {
   std::vector<TuningPass> passes;
   std::vector<std::vector<std::optional<QuantSpec>>> schemes;
   for (const OutputFormat& f : formats) {
     TuningPass pass{options, {}, {}};
     if (f.gguf) {
-      pass.options.overrides = gguf_tuning_overrides(*f.gguf, config);
+      pass.options.overrides = gguf_tuning_overrides(*f.gguf, config, experts);
       pass.tuned_for = f.gguf;
     }
-    const auto mine = layer_schemes(pass.options, config);
+    const auto mine = layer_schemes(pass.options, config, experts);
     std::size_t i = 0;
     while (i < passes.size() && schemes[i] != mine) ++i;
     if (i == passes.size()) {
@@ -460,15 +472,11 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   const AnyModelSource source = gguf ? AnyModelSource(*gguf) : AnyModelSource(*hf);
   const GgufFile* source_gguf = gguf ? &gguf->file() : nullptr;
   const LlamaConfig& config = source.config();
-  // mixture-of-experts models tune on the CPU into the Hugging Face formats (issue #25: the rest is not built yet)
-  const bool experts = config.model_type.find("moe") != std::string::npos || config.model_type == "mixtral" ||
-                       (source_gguf && source_gguf->find(source_gguf->get_string("general.architecture") + ".expert_count"));
-  if (experts) {
-    if (device.cuda)
-      throw Error(model_path + ": a mixture-of-experts model: the GPU does not tune these yet (issue #25); run with --device cpu");
-    for (const OutputFormat& f : formats)
-      if (f.gguf) throw Error("--format " + f.name + ": tuned experts cannot be written to GGUF yet (issue #25); use auto_round, auto_gptq or auto_awq");
-  }
+  // mixture-of-experts models tune on the CPU (issue #25: the GPU's tuning of them is not built yet)
+  const GgufExperts gguf_expert_counts = source_gguf ? gguf_experts(*source_gguf) : GgufExperts{};
+  const bool experts = config.model_type.find("moe") != std::string::npos || config.model_type == "mixtral" || gguf_expert_counts.count > 0;
+  if (experts && device.cuda)
+    throw Error(model_path + ": a mixture-of-experts model: the GPU does not tune these yet (issue #25); run with --device cpu");
   // the loss skips padding as the reference does: the tokenizer's pad id, when the model names one
   if (!options.pad_token && source_gguf && source_gguf->find("tokenizer.ggml.padding_token_id"))
     options.pad_token = static_cast<std::int32_t>(source_gguf->get_uint("tokenizer.ggml.padding_token_id"));
@@ -493,7 +501,7 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
     before = perplexity(load_model(source), evaluation, 512, eval_windows);
     std::printf("perplexity before: %.4f (%ld tokens)\n", before->perplexity, before->tokens_scored);
   }
-  const std::vector<TuningPass> passes = plan_passes(formats, options, config);
+  const std::vector<TuningPass> passes = plan_passes(formats, options, config, gguf_expert_counts);
 
   nlohmann::json report;
   report["model"] = model_path;
@@ -724,6 +732,10 @@ int main(int argc, char** argv) {
   e->add_option("--tokenizer", tokenizer_path, "SentencePiece tokenizer.model for text")->check(CLI::ExistingFile);
   e->add_option("--context", context, "tokens per window")->check(CLI::Range(2, 1 << 20));
   e->add_option("--windows", eval_windows, "windows to score (0: all)")->check(CLI::NonNegativeNumber);
+  e->add_option("--threads", threads, "CPU threads (0: all)")->check(CLI::NonNegativeNumber);
+  bool llama_scoring = false;
+  e->add_flag("--llama-perplexity", llama_scoring,
+              "score as llama.cpp's llama-perplexity does (a GGUF model's text: BOS first in each window, the second half scored)");
   CLI11_PARSE(app, argc, argv);
   for (const int signal : {SIGINT, SIGTERM})  // unless ignored by whoever started us (nohup, `cmd &` in a script)
     if (std::signal(signal, request_stop) == SIG_IGN) std::signal(signal, SIG_IGN);
@@ -734,10 +746,22 @@ int main(int argc, char** argv) {
       std::vector<std::string> paths{model_path};
       paths.insert(paths.end(), quantized_paths.begin(), quantized_paths.end());
       std::vector<std::int32_t> tokens;
+      WindowScoring scoring;
       for (const std::string& p : paths) {
         const LlamaModel model = load_llama(p);
-        if (tokens.empty()) tokens = load_tokens(text_path, tokenizer_path, model.config.vocab, model_path);
-        const PerplexityResult r = perplexity(model, tokens, context, eval_windows);
+        if (tokens.empty()) {
+          tokens = load_tokens(text_path, tokenizer_path, model.config.vocab, model_path);
+          if (llama_scoring) {  // llama.cpp puts BOS first when its vocabulary adds one, as our tokenizer of the GGUF did
+            if (fs::is_directory(model_path)) throw Error("--llama-perplexity: --model must be a GGUF file (llama.cpp's scoring of its text)");
+            const GgufFile gguf(model_path);
+            std::optional<std::int32_t> bos;
+            if (gguf.find("tokenizer.ggml.bos_token_id") &&
+                tokens.front() == static_cast<std::int32_t>(gguf.get_uint("tokenizer.ggml.bos_token_id")))
+              bos = tokens.front();
+            scoring = WindowScoring::llama_perplexity(context, bos);
+          }
+        }
+        const PerplexityResult r = perplexity(model, tokens, context, eval_windows, scoring);
         std::printf("perplexity %.4f over %ld tokens (%ld windows of %ld): %s\n", r.perplexity, r.tokens_scored, r.windows,
                     context, p.c_str());
       }

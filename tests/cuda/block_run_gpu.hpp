@@ -12,10 +12,11 @@
 #include <autoround/quantizer/int_quantizer.hpp>
 #include <autoround/quantizer/quantized_weight.hpp>
 #include <autoround/tune/model_quantizer.hpp>
+#include <autoround/tune/model_quantizer.hpp>
 #include <autoround/tune/tune_options.hpp>
 #include <string>
 
-using ModelResults = std::vector<std::array<std::optional<autoround::QuantizedWeight<autoround::DynamicIntQuantizer>>, 7>>;
+using ModelResults = std::vector<autoround::LayerResults<autoround::DynamicIntQuantizer>>;  // per block, per linear slot
 
 struct GpuBlockRun {
   std::array<std::optional<autoround::QuantizedWeight<autoround::DynamicIntQuantizer>>, 7> result;

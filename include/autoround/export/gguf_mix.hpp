@@ -1,11 +1,11 @@
 #pragma once
 // llama.cpp's GGUF file types ("mixes": Q4_K_M, Q3_K_S, ...) and the block type llama-quantize
-// gives each tensor of a dense LLaMA-family model under them, so that a file we write holds
+// gives each tensor of a LLaMA-family model (dense, or with experts) under them, so that a file we write holds
 // exactly llama-quantize's types, hence its size to the byte (tests/test_gguf_mix.cpp checks both
 // against files llama-quantize itself wrote: scripts/make_llama_quantize_fixture.sh).
 //
 // Transcribed from the rules of llama_tensor_get_type (src/llama-quant.cpp of the llama.cpp copy
-// vendored in llama-cpp-python 0.3.36), without an importance matrix and without MoE:
+// vendored in llama-cpp-python 0.3.36), without an importance matrix:
 //   - output.weight (token_embd.weight when the embeddings are tied): Q6_K; Q8_0 for Q8_0 files
 //     or when its rows are not a multiple of the base type's block;
 //   - attn_v, ffn_down and attn_output get more bits in some mixes (gguf_tensor_type below);
@@ -14,7 +14,12 @@
 //     layers" and use_more_bits() are by layer number for a dense model;
 //   - rows that are not a multiple of 256 cannot hold k-quants: Q2_K / Q3_K -> Q4_0, Q4_K -> Q5_0,
 //     Q5_K -> Q5_1, Q6_K -> Q8_0, and F16 when not even a multiple of 32.
-// Not reproduced: --imatrix's Q4_0/Q5_0 ffn_down rule, the 8-expert rules, --pure, --tensor-type.
+// Experts ({arch}.expert_count > 1): the 3-D ffn_{gate,up,down}_exps (every routed expert of a
+// layer) and the shared expert's ffn_*_shexp follow ffn_gate/up/down's rules by their name, the
+// layer read from the name; with exactly 8 experts (Mixtral) attn_k and attn_v are Q8_0 and
+// attn_output Q5_K in the Q2_K, Q3_K_S, Q3_K_M, Q4_K_S and Q4_K_M mixes (and nothing else);
+// routers (ffn_gate_inp) are never quantized: they keep the source's type.
+// Not reproduced: --imatrix's Q4_0/Q5_0 ffn_down rule, --pure, --tensor-type.
 #include <algorithm>
 #include <optional>
 #include <string>
@@ -81,9 +86,13 @@ inline bool use_more_bits(Index i, Index n) { return i < n / 8 || i >= 7 * n / 8
 }  // namespace detail
 
 /// Where a GGUF tensor sits: "blk.N.<linear>.weight" -> {N, linear}; other names -> {N or none, none}.
+/// "blk.N.ffn_gate_exps.weight" -> {N, Gate, experts}; "blk.N.ffn_down_shexp.weight" -> {N, Down, shared}.
 struct GgufTensorSite {
+  enum class Owner { Block, Experts, SharedExpert };
   std::optional<Index> block;
   std::optional<Linear> linear;
+  Owner owner = Owner::Block;  ///< a 3-D tensor of every routed expert, or the shared expert's
+  bool keep_type = false;      ///< a router (ffn_gate_inp): llama-quantize never quantizes it
 };
 inline GgufTensorSite gguf_tensor_site(const std::string& name) {
   GgufTensorSite site;
@@ -92,21 +101,30 @@ inline GgufTensorSite gguf_tensor_site(const std::string& name) {
   const std::string number = name.substr(4, dot == std::string::npos ? std::string::npos : dot - 4);
   if (number.empty() || number.size() >= 10 || number.find_first_not_of("0123456789") != std::string::npos) return site;
   site.block = std::stoll(number);
-  for (Linear l : all_linears)
-    if (name.substr(dot + 1) == std::string(gguf_name(l)) + ".weight") site.linear = l;
+  const std::string rest = name.substr(dot + 1);
+  for (Linear l : all_linears) {
+    if (rest == std::string(gguf_name(l)) + ".weight") site.linear = l;
+    if (l == Linear::Gate || l == Linear::Up || l == Linear::Down) {
+      if (rest == std::string(gguf_name(l)) + "_exps.weight") site.linear = l, site.owner = GgufTensorSite::Owner::Experts;
+      if (rest == std::string(gguf_name(l)) + "_shexp.weight") site.linear = l, site.owner = GgufTensorSite::Owner::SharedExpert;
+    }
+  }
+  site.keep_type = rest.find("ffn_gate_inp") != std::string::npos;
   return site;
 }
 
-/// The block type llama-quantize gives a 2-D tensor of a dense LLaMA-family model under `scheme`.
-/// `linear`/`block`: set for a block's linear layers; `is_output`: output.weight, or token_embd
-/// with tied embeddings. 70B-class models (80 layers, grouped-query attention, llama.cpp's
-/// LLM_TYPE_70B) get attn_v at Q5_K where the mix says Q3_K or Q4_K.
+/// The block type llama-quantize gives a 2-D (or an experts' 3-D) tensor of a LLaMA-family model
+/// under `scheme`. `linear`/`block`: set for a block's linear layers (an expert's gate/up/down as
+/// the dense ones); `is_output`: output.weight, or token_embd with tied embeddings; `experts`: the
+/// file's {arch}.expert_count (0: dense). 70B-class models (80 layers, grouped-query attention,
+/// llama.cpp's LLM_TYPE_70B) get attn_v at Q5_K where the mix says Q3_K or Q4_K.
 inline ggml::Type gguf_tensor_type(const GgufScheme& scheme, Index cols, std::optional<Index> block, std::optional<Linear> linear,
-                                   const LlamaConfig& config, bool is_output) {
+                                   const LlamaConfig& config, bool is_output, Index experts = 0) {
   using T = ggml::Type;
   using M = GgufMix;
   const M mix = scheme.mix;
   T type = scheme.base;
+  const bool eight_experts = experts == 8;
   if (is_output) {
     const bool fits = cols % static_cast<Index>(ggml::traits(scheme.base).block_weights) == 0;
     type = !fits || scheme.base == T::Q8_0 ? T::Q8_0 : T::Q6_K;
@@ -120,6 +138,9 @@ inline ggml::Type gguf_tensor_type(const GgufScheme& scheme, Index cols, std::op
     else if (mix == M::Q4_K_S && i < 4) type = T::Q5_K;
     const bool is_70b = config.layers == 80 && config.heads != config.kv_heads;
     if (is_70b && (type == T::Q3_K || type == T::Q4_K)) type = T::Q5_K;
+    if (eight_experts) type = T::Q8_0;
+  } else if (block && linear == Linear::Key) {
+    if (eight_experts) type = T::Q8_0;
   } else if (block && linear == Linear::Down) {
     const Index i = *block, n = config.layers;
     if (mix == M::Q2_K) type = T::Q3_K;
@@ -127,6 +148,8 @@ inline ggml::Type gguf_tensor_type(const GgufScheme& scheme, Index cols, std::op
     else if (mix == M::Q3_K_L) type = T::Q5_K;
     else if ((mix == M::Q4_K_M || mix == M::Q5_K_M) && detail::use_more_bits(i, n)) type = T::Q6_K;
     else if (mix == M::Q4_K_S && i < n / 8) type = T::Q5_K;
+  } else if (block && linear == Linear::Output && eight_experts) {
+    if (mix == M::Q2_K || mix == M::Q3_K_S || mix == M::Q3_K_M || mix == M::Q4_K_S || mix == M::Q4_K_M) type = T::Q5_K;
   } else if (block && linear == Linear::Output) {
     if (mix == M::Q2_K) type = T::Q3_K;
     else if (mix == M::Q3_K_M) type = T::Q4_K;

@@ -9,7 +9,11 @@
 //     reference quantizer (round-to-nearest);
 //   - each tensor gets the block type llama-quantize gives it under the same file type
 //     (gguf_mix.hpp: output Q6_K, the _m mixes' attn_v / ffn_down, the fallbacks of rows that
-//     cannot hold k-quants), so the file has llama-quantize's size to the byte.
+//     cannot hold k-quants, the 8-expert rules), so the file has llama-quantize's size to the byte;
+//   - a mixture of experts' 3-D ffn_{gate,up,down}_exps hold every routed expert's tuned codes,
+//     expert after expert (each expert's [rows, cols] encoded as a 2-D tensor), when every
+//     expert's scheme is the block type; the shared expert's ffn_*_shexp as 2-D layers; the
+//     routers (ffn_gate_inp) are copied in the source's type, as llama-quantize leaves them.
 #include <algorithm>
 #include <filesystem>
 #include <optional>
@@ -17,6 +21,8 @@
 
 #include "../format/gguf_reader.hpp"
 #include "../format/gguf_writer.hpp"
+#include "../model/gguf_moe.hpp"
+#include "../model/linear_slots.hpp"
 #include "../pack/ggml_quantize.hpp"
 #include "../pack/ggml_tuned_kquant.hpp"
 #include "gguf_mix.hpp"
@@ -40,25 +46,65 @@ inline std::optional<QuantSpec> exact_spec_for(ggml::Type type) {
 }
 inline std::optional<QuantSpec> exact_spec_for(const GgufScheme& s) { return exact_spec_for(s.base); }
 
+/// A GGUF model's experts as llama-quantize sees them: {arch}.expert_count (0: dense) and the
+/// expert and shared-expert sizes (the columns of ffn_down_exps and ffn_down_shexp).
+struct GgufExperts {
+  Index count = 0, intermediate = 0, shared_intermediate = 0;
+};
+inline GgufExperts gguf_experts(const GgufFile& file) {
+  const std::string arch = file.find("general.architecture") ? file.get_string("general.architecture") : "llama";
+  GgufExperts e;
+  if (!file.find(arch + ".expert_count") || file.get_uint(arch + ".expert_count") <= 1) return e;
+  const MoeLayout m = gguf_moe_layout(file);
+  return {m.experts, m.expert_intermediate, m.shared_intermediate};
+}
+
+namespace detail {
+inline std::string escaped_dots(const std::string& name) {
+  std::string r;
+  for (char ch : name) {
+    if (ch == '.') r += '\\';
+    r += ch;
+  }
+  return r;
+}
+}  // namespace detail
+
 /// Per-layer schemes that make AutoRound tune every linear layer of `model` for the block type
 /// it will be stored as (as the reference tunes gguf:q4_k_m with int_asym_dq for Q4_K layers,
 /// int_sym_dq for Q6_K ones, and the fallback types' schemes): one exact-name override per
-/// layer. Layers whose type has no tuned encoding stay in full precision while tuning.
-/// Run quantize_model with DynamicDoubleQuantizer when any of them is a k-quant.
-inline std::vector<LayerOverride> gguf_tuning_overrides(const GgufScheme& scheme, const LlamaConfig& config) {
+/// layer (with `experts`, one per projection of the routed experts, matching every expert's
+/// slot, and one per shared-expert projection). Layers whose type has no tuned encoding stay in
+/// full precision while tuning. Run quantize_model with DynamicDoubleQuantizer when any of them is a k-quant.
+inline std::vector<LayerOverride> gguf_tuning_overrides(const GgufScheme& scheme, const LlamaConfig& config, const GgufExperts& experts = {}) {
   std::vector<LayerOverride> overrides;
-  for (Index b = 0; b < config.layers; ++b)
+  for (Index b = 0; b < config.layers; ++b) {
     for (Linear l : all_linears) {
-      const ggml::Type type = gguf_tensor_type(scheme, linear_shape(config, l).second, b, l, config, false);
-      std::string pattern = "^" + layer_name(b, l) + "$";
-      for (std::size_t i = 0; i < pattern.size(); ++i)
-        if (pattern[i] == '.') pattern.insert(i++, "\\");
-      overrides.push_back({pattern, exact_spec_for(type)});
+      const ggml::Type type = gguf_tensor_type(scheme, linear_shape(config, l).second, b, l, config, false, experts.count);
+      overrides.push_back({"^" + detail::escaped_dots(layer_name(b, l)) + "$", exact_spec_for(type)});
     }
+    if (experts.count == 0) continue;
+    for (Linear l : {Linear::Gate, Linear::Up, Linear::Down}) {
+      const Index cols = l == Linear::Down ? experts.intermediate : config.hidden;
+      const ggml::Type type = gguf_tensor_type(scheme, cols, b, l, config, false, experts.count);
+      // every routed expert's slot of this projection: model.layers.B.mlp.experts.E.gate_proj
+      std::string expert_zero = detail::escaped_dots(layer_name(b, LinearSlot{l, 0}));
+      const std::string marker = "experts\\.0\\.";
+      const std::string any_expert =
+          "^" + expert_zero.replace(expert_zero.find(marker), marker.size(), "experts\\.[0-9]+\\.") + "$";
+      overrides.push_back({any_expert, exact_spec_for(type)});
+      if (experts.shared_intermediate > 0) {
+        const Index shared_cols = l == Linear::Down ? experts.shared_intermediate : config.hidden;
+        const ggml::Type shared = gguf_tensor_type(scheme, shared_cols, b, l, config, false, experts.count);
+        overrides.push_back({"^" + detail::escaped_dots(layer_name(b, LinearSlot{l, LinearSlot::shared}, config.model_type)) + "$",
+                             exact_spec_for(shared)});
+      }
+    }
+  }
   return overrides;
 }
-inline std::vector<LayerOverride> gguf_tuning_overrides(const GgufScheme& scheme, const LlamaModel& model) {
-  return gguf_tuning_overrides(scheme, model.config);
+inline std::vector<LayerOverride> gguf_tuning_overrides(const GgufScheme& scheme, const LlamaModel& model, const GgufExperts& experts = {}) {
+  return gguf_tuning_overrides(scheme, model.config, experts);
 }
 
 /// Whether any of those schemes needs double quantization (a DoubleQuantizer).
@@ -84,20 +130,23 @@ template <WeightQuantizer Q = DynamicIntQuantizer>
 class GgufBlockWriter {
  public:
   GgufBlockWriter(const GgufFile& source, const GgufScheme& scheme, const LlamaConfig& config, const std::filesystem::path& path)
-      : source_(source), header_(source.find("general.alignment") ? source.get_uint("general.alignment") : 32) {
+      : source_(source), header_(source.find("general.alignment") ? source.get_uint("general.alignment") : 32),
+        experts_(gguf_experts(source)) {
     for (const std::string& key : source.metadata_order()) header_.set(key, source.metadata().at(key));
     header_.set_u32("general.file_type", scheme.file_type);
     header_.set_u32("general.quantization_version", 2);
     for (const GgufTensor& t : source.tensors()) {
       ggml::Type type = t.type == ggml::Type::F16 ? ggml::Type::F16 : ggml::Type::F32;  // norms: as llama-quantize
-      const auto [block, linear] = gguf_tensor_site(t.name);
-      if (t.dims.size() > 1) {
+      const GgufTensorSite site = gguf_tensor_site(t.name);
+      if (site.keep_type) {
+        type = t.type;  // a router: copied as it is
+      } else if (t.dims.size() > 1) {
         const bool is_output = t.name == "output.weight" || (t.name == "token_embd.weight" && !source.find_tensor("output.weight"));
-        type = gguf_tensor_type(scheme, t.cols(), block, linear, config, is_output);
+        type = gguf_tensor_type(scheme, t.cols(), site.block, site.linear, config, is_output, experts_.count);
       }
       header_.declare_tensor(t.name, t.dims, type);
       choices_.push_back({t.name, type});
-      sites_.push_back({block, linear});
+      sites_.push_back(site);
     }
     encoded_.resize(choices_.size());
     finished_.assign(static_cast<std::size_t>(config.layers), false);
@@ -107,23 +156,49 @@ class GgufBlockWriter {
   GgufBlockWriter(const GgufBlockWriter&) = delete;  // the stream refers to header_
   GgufBlockWriter& operator=(const GgufBlockWriter&) = delete;
 
-  /// Block b's tuned layers: those whose type stores their scheme exactly keep their codes and scales.
+  /// Block b's tuned layers (per linear slot, model/linear_slots.hpp): those whose type stores
+  /// their scheme exactly keep their codes and scales; an experts' tensor when every expert's does.
   void add_block(Index b, const LayerResults<Q>& results) {
     detail::require(b >= 0 && b < static_cast<Index>(finished_.size()) && !finished_[static_cast<std::size_t>(b)],
                     stream_->path().string() + ": block " + std::to_string(b) + " given twice or out of range");
-    detail::require(results.size() <= all_linears.size(), stream_->path().string() + ": block " + std::to_string(b) +
-                                                             ": tuned experts cannot be written to GGUF yet (issue #25); use --format auto_round");
+    // a dense block's slots are the seven Linear; a MoE block's its attention's four, then three per routed expert, then the shared expert's
+    const bool moe = results.size() > all_linears.size();
+    const auto expert_slot = [&](Index e, Linear l) { return static_cast<std::size_t>(4 + 3 * e + (static_cast<int>(l) - static_cast<int>(Linear::Gate))); };
+    if (moe)
+      detail::require(results.size() == expert_slot(experts_.count, Linear::Gate) ||
+                          results.size() == expert_slot(experts_.count + 1, Linear::Gate),
+                      stream_->path().string() + ": block " + std::to_string(b) + ": " + std::to_string(results.size()) +
+                          " results for a block of " + std::to_string(experts_.count) + " experts");
     for (std::size_t i = 0; i < choices_.size(); ++i) {
-      const auto& [block, linear] = sites_[i];
-      if (!block || *block != b || !linear || source_.tensors()[i].dims.size() < 2) continue;
-      const auto& tuned = result_at(results, static_cast<std::size_t>(*linear));
-      if (!tuned || exact_spec_for(choices_[i].type) != tuned->quantizer.spec()) continue;
+      const GgufTensorSite& site = sites_[i];
+      if (!site.block || *site.block != b || !site.linear || site.keep_type || source_.tensors()[i].dims.size() < 2) continue;
+      const Linear l = *site.linear;
+      std::vector<const QuantizedWeight<Q>*> parts;  // the slots this tensor holds, in its row order
+      if (site.owner == GgufTensorSite::Owner::Experts)
+        for (Index e = 0; e < experts_.count; ++e) parts.push_back(moe ? as_pointer(result_at(results, expert_slot(e, l))) : nullptr);
+      else if (site.owner == GgufTensorSite::Owner::SharedExpert)
+        parts.push_back(moe ? as_pointer(result_at(results, expert_slot(experts_.count, l))) : nullptr);
+      else
+        parts.push_back(moe && static_cast<int>(l) >= static_cast<int>(Linear::Gate) ? nullptr
+                                                                                     : as_pointer(result_at(results, static_cast<std::size_t>(l))));
+      const bool exact = std::all_of(parts.begin(), parts.end(), [&](const QuantizedWeight<Q>* q) {
+        return q && exact_spec_for(choices_[i].type) == q->quantizer.spec();
+      });
+      if (!exact) continue;
       const std::string& name = choices_[i].name;
-      encoded_[i] = [&] {
-        if constexpr (SuperGroupQuantizer<Q>)
-          if (tuned->quantizer.double_quantized()) return ggml::encode_tuned(choices_[i].type, double_quant_view(*tuned), name);
-        return ggml::encode_tuned(choices_[i].type, int_view(*tuned), name);
-      }();
+      std::vector<std::byte> bytes;
+      for (const QuantizedWeight<Q>* tuned : parts) {
+        const std::vector<std::byte> part = [&] {
+          if constexpr (SuperGroupQuantizer<Q>)
+            if (tuned->quantizer.double_quantized()) return ggml::encode_tuned(choices_[i].type, double_quant_view(*tuned), name);
+          return ggml::encode_tuned(choices_[i].type, int_view(*tuned), name);
+        }();
+        bytes.insert(bytes.end(), part.begin(), part.end());
+      }
+      detail::require(bytes.size() == source_.tensors()[i].element_count / static_cast<std::uint64_t>(ggml::traits(choices_[i].type).block_weights) *
+                                          ggml::traits(choices_[i].type).block_bytes,
+                      name + ": the tuned layers do not fill the tensor (" + std::to_string(parts.size()) + " parts)");
+      encoded_[i] = std::move(bytes);
       choices_[i].tuned = true;
     }
     finished_[static_cast<std::size_t>(b)] = true;
@@ -143,12 +218,16 @@ class GgufBlockWriter {
  private:
   void pump() {
     for (; next_ < choices_.size(); ++next_) {
-      const auto& block = sites_[next_].first;
+      const auto& block = sites_[next_].block;
       if (block && *block < static_cast<Index>(finished_.size()) && !finished_[static_cast<std::size_t>(*block)]) return;
       const GgufTensor& t = source_.tensors()[next_];
       if (encoded_[next_]) {
         stream_->write(t.name, *encoded_[next_]);
         encoded_[next_].reset();
+        continue;
+      }
+      if (sites_[next_].keep_type) {  // a router: its bytes as they are
+        stream_->write(t.name, t.data);
         continue;
       }
       // the source's float values, dequantized only for the tensors that are re-quantized from them
@@ -161,7 +240,10 @@ class GgufBlockWriter {
   const GgufFile& source_;
   GgufWriter header_;
   std::vector<GgufTensorChoice> choices_;
-  std::vector<std::pair<std::optional<Index>, std::optional<Linear>>> sites_;
+  static const QuantizedWeight<Q>* as_pointer(const std::optional<QuantizedWeight<Q>>& q) { return q ? &*q : nullptr; }
+
+  GgufExperts experts_;
+  std::vector<GgufTensorSite> sites_;
   std::vector<std::optional<std::vector<std::byte>>> encoded_;
   std::vector<bool> finished_;
   std::optional<GgufStreamWriter> stream_;

@@ -56,8 +56,9 @@ inline MoeLayout moe_layout(const nlohmann::json& config, Index layers) {
   m.sparse.assign(static_cast<std::size_t>(layers), true);
   if (f == "qwen3_moe" || f == "qwen2_moe") {
     // transformers 5.17 saves qwen3_moe's expert count as num_local_experts
-    m.experts = config.contains("num_experts") ? detail::config_required<Index>(config, "num_experts", f)
-                                               : detail::config_required<Index>(config, "num_local_experts", f);
+    if (!config.contains("num_experts") && !config.contains("num_local_experts"))
+      throw Error("config.json (" + f + "): no 'num_experts' (nor 'num_local_experts')");
+    m.experts = detail::config_required<Index>(config, config.contains("num_experts") ? "num_experts" : "num_local_experts", f);
     m.expert_intermediate = detail::config_required<Index>(config, "moe_intermediate_size", f);
     m.spec.normalize = detail::config_value<bool>(config, "norm_topk_prob", false);
     const Index step = detail::config_value<Index>(config, "decoder_sparse_step", 1);

@@ -1,0 +1,105 @@
+"""llama-quantize's tensor types on synthetic mixture-of-experts GGUF files (random F16 weights:
+only shapes and hyperparameters matter), for tests/test_gguf_moe_export.cpp: a qwen3moe model
+(4 experts whose 384-wide down projections cannot hold k-quants), a Mixtral-like llama model with
+8 experts (llama.cpp's 8-expert rules for attn_k, attn_v and attn_output) and a qwen2moe model with
+a shared expert (ffn_*_shexp, and its ffn_gate_inp_shexp gate). Writes
+tests/fixtures/llama_quantize_types_moe.json: per model its config and, per file type, every
+2-D and 3-D tensor's [type name, ne[0]] as llama-quantize wrote it.
+usage: python make_llama_quantize_moe.py LLAMA_QUANTIZE OUT_JSON WORK_DIR
+       (python: one with gguf-py and numpy, e.g. ~/.cache/autoround-cpp/pyenv/bin/python;
+        LLAMA_QUANTIZE: scripts/build-llama-cpp.sh's build/bin/llama-quantize)"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from gguf import GGUFReader, GGUFWriter
+
+quantize, out, work = sys.argv[1:]
+TYPES = ["q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k", "q4_0", "q8_0"]
+CONFIGS = {
+    "qwen3moe_8_layers_4_experts": dict(arch="qwen3moe", layers=8, hidden=256, heads=8, kv_heads=2, vocab=512,
+                                        experts=4, used=2, expert_ff=384, shared_ff=0),
+    "mixtral_like_8_layers_8_experts": dict(arch="llama", layers=8, hidden=256, heads=8, kv_heads=2, vocab=512,
+                                            experts=8, used=2, expert_ff=256, shared_ff=0),
+    "qwen2moe_8_layers_4_experts_shared": dict(arch="qwen2moe", layers=8, hidden=256, heads=8, kv_heads=2, vocab=512,
+                                               experts=4, used=2, expert_ff=256, shared_ff=512),
+}
+rng = np.random.default_rng(0)
+
+
+def write_model(path, c):
+    arch, H, hd = c["arch"], c["hidden"], c["hidden"] // c["heads"]
+    w = GGUFWriter(path, arch)
+    w.add_name("synthetic")
+    w.add_block_count(c["layers"])
+    w.add_context_length(2048)
+    w.add_embedding_length(H)
+    w.add_feed_forward_length(c["expert_ff"])
+    w.add_head_count(c["heads"])
+    w.add_head_count_kv(c["kv_heads"])
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_rope_dimension_count(hd)
+    w.add_vocab_size(c["vocab"])
+    w.add_expert_count(c["experts"])
+    w.add_expert_used_count(c["used"])
+    if arch != "llama":
+        w.add_expert_feed_forward_length(c["expert_ff"])
+    if c["shared_ff"]:
+        w.add_expert_shared_feed_forward_length(c["shared_ff"])
+    w.add_file_type(1)
+    mat = lambda *shape: rng.standard_normal(shape).astype(np.float16)
+    ones = lambda n: np.ones(n, np.float32)
+    w.add_tensor("token_embd.weight", mat(c["vocab"], H))
+    w.add_tensor("output_norm.weight", ones(H))
+    w.add_tensor("output.weight", mat(c["vocab"], H))
+    E, I = c["experts"], c["expert_ff"]
+    for b in range(c["layers"]):
+        p = f"blk.{b}."
+        w.add_tensor(p + "attn_norm.weight", ones(H))
+        w.add_tensor(p + "attn_q.weight", mat(c["heads"] * hd, H))
+        w.add_tensor(p + "attn_k.weight", mat(c["kv_heads"] * hd, H))
+        w.add_tensor(p + "attn_v.weight", mat(c["kv_heads"] * hd, H))
+        w.add_tensor(p + "attn_output.weight", mat(H, c["heads"] * hd))
+        if arch == "qwen3moe":
+            w.add_tensor(p + "attn_q_norm.weight", ones(hd))
+            w.add_tensor(p + "attn_k_norm.weight", ones(hd))
+        if arch == "qwen2moe":
+            for t, n in (("attn_q", c["heads"] * hd), ("attn_k", c["kv_heads"] * hd), ("attn_v", c["kv_heads"] * hd)):
+                w.add_tensor(p + t + ".bias", np.zeros(n, np.float32))
+        w.add_tensor(p + "ffn_norm.weight", ones(H))
+        w.add_tensor(p + "ffn_gate_inp.weight", rng.standard_normal((E, H)).astype(np.float32))
+        w.add_tensor(p + "ffn_gate_exps.weight", mat(E, I, H))
+        w.add_tensor(p + "ffn_up_exps.weight", mat(E, I, H))
+        w.add_tensor(p + "ffn_down_exps.weight", mat(E, H, I))
+        if c["shared_ff"]:
+            S = c["shared_ff"]
+            w.add_tensor(p + "ffn_gate_inp_shexp.weight", np.zeros(H, np.float32))
+            w.add_tensor(p + "ffn_gate_shexp.weight", mat(S, H))
+            w.add_tensor(p + "ffn_up_shexp.weight", mat(S, H))
+            w.add_tensor(p + "ffn_down_shexp.weight", mat(H, S))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+fixture = {"made_by": "llama-quantize of llama.cpp vendored in llama-cpp-python 0.3.36 on synthetic MoE GGUF files "
+                      "(scripts/make_llama_quantize_moe.py)", "models": {}}
+for name, c in CONFIGS.items():
+    source = os.path.join(work, name + ".gguf")
+    write_model(source, c)
+    entry = {"config": c, "types": {}}
+    for t in TYPES:
+        target = os.path.join(work, f"{name}-{t}.gguf")
+        run = subprocess.run([quantize, source, target, t.upper(), "2"], capture_output=True, text=True)
+        if run.returncode != 0:
+            sys.exit(f"llama-quantize {name} {t}: {run.stderr[-2000:]}")
+        entry["types"][t] = {x.name: [x.tensor_type.name, int(x.shape[0])] for x in GGUFReader(target).tensors if len(x.shape) >= 2}
+        os.remove(target)
+    fixture["models"][name] = entry
+with open(out, "w") as f:
+    json.dump(fixture, f, indent=0, sort_keys=True)
+    f.write("\n")
+print("wrote", out)

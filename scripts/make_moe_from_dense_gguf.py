@@ -1,0 +1,80 @@
+"""A mixture-of-experts GGUF made from a dense LLaMA-family GGUF (the asset, SmolLM2-135M), for
+checking that llama.cpp and autoround-cpp compute the same MoE model (scripts/moe-llama-check.sh):
+its first LAYERS blocks (0: all), each dense MLP turned into EXPERTS experts (expert e: the MLP
+with its gate and up scaled by 1 + e/16, so the experts differ, routing matters, and the model
+stays a language model), a random router (seeded; scaled so that routing is far from uniform),
+top 2 renormalized; the tokenizer and every other setting copied; matrices F16, norms F32. ARCH llama writes llama with experts (Mixtral's layout);
+qwen3moe adds per-head q/k norms of ones and uses llama.cpp's qwen3moe graph (NEOX RoPE on the
+same weights: a different model, the same for both tools). Needs gguf-py and numpy.
+usage: python make_moe_from_dense_gguf.py SOURCE.gguf OUT.gguf ARCH(llama|qwen3moe) [LAYERS=0] [EXPERTS=4]"""
+import sys
+
+import numpy as np
+from gguf import GGUFReader, GGUFValueType, GGUFWriter
+from gguf.quants import dequantize
+
+source, out, arch = sys.argv[1:4]
+layers = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+experts = int(sys.argv[5]) if len(sys.argv) > 5 else 4
+reader = GGUFReader(source)
+src_arch = reader.fields["general.architecture"].contents()
+rng = np.random.default_rng(7)
+
+
+def value(key):
+    return reader.fields[key].contents()
+
+
+def tensor(name):
+    t = next(x for x in reader.tensors if x.name == name)
+    x = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32).reshape([int(d) for d in reversed(t.shape)])
+    return x if x.ndim == 1 else x.astype(np.float16)
+
+
+w = GGUFWriter(out, arch)
+for key, field in reader.fields.items():  # the tokenizer and general.* keys as they are
+    if key.startswith("tokenizer.") or (key.startswith("general.") and key not in ("general.architecture", "general.file_type")):
+        vtype = field.types[0]
+        sub = field.types[1] if vtype == GGUFValueType.ARRAY else None
+        w.add_key_value(key, field.contents(), vtype, sub)
+hidden = int(value(f"{src_arch}.embedding_length"))
+heads, kv_heads = int(value(f"{src_arch}.attention.head_count")), int(value(f"{src_arch}.attention.head_count_kv"))
+ff = int(value(f"{src_arch}.feed_forward_length"))
+layers = layers or int(value(f"{src_arch}.block_count"))
+w.add_block_count(layers)
+w.add_context_length(int(value(f"{src_arch}.context_length")))
+w.add_embedding_length(hidden)
+w.add_feed_forward_length(ff)
+w.add_head_count(heads)
+w.add_head_count_kv(kv_heads)
+w.add_layer_norm_rms_eps(float(value(f"{src_arch}.attention.layer_norm_rms_epsilon")))
+w.add_rope_freq_base(float(value(f"{src_arch}.rope.freq_base")))
+w.add_rope_dimension_count(hidden // heads)
+w.add_vocab_size(int(value(f"{src_arch}.vocab_size")))
+w.add_expert_count(experts)
+w.add_expert_used_count(2)
+if arch == "qwen3moe":
+    w.add_expert_feed_forward_length(ff)
+w.add_file_type(1)
+w.add_tensor("token_embd.weight", tensor("token_embd.weight"))
+w.add_tensor("output_norm.weight", tensor("output_norm.weight"))
+if any(t.name == "output.weight" for t in reader.tensors):
+    w.add_tensor("output.weight", tensor("output.weight"))
+for b in range(layers):
+    p = f"blk.{b}."
+    for name in ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm"):
+        w.add_tensor(p + name + ".weight", tensor(p + name + ".weight"))
+    if arch == "qwen3moe":
+        w.add_tensor(p + "attn_q_norm.weight", np.ones(hidden // heads, np.float32))
+        w.add_tensor(p + "attn_k_norm.weight", np.ones(hidden // heads, np.float32))
+    gate, up, down = tensor(p + "ffn_gate.weight"), tensor(p + "ffn_up.weight"), tensor(p + "ffn_down.weight")
+    scales = [np.float16(1 + e / 16) for e in range(experts)]
+    w.add_tensor(p + "ffn_gate_inp.weight", (rng.standard_normal((experts, hidden)) * 4 / np.sqrt(hidden)).astype(np.float32))
+    w.add_tensor(p + "ffn_gate_exps.weight", np.stack([s * gate for s in scales]))
+    w.add_tensor(p + "ffn_up_exps.weight", np.stack([s * up for s in scales]))
+    w.add_tensor(p + "ffn_down_exps.weight", np.stack([down for _ in scales]))
+w.write_header_to_file()
+w.write_kv_data_to_file()
+w.write_tensors_to_file()
+w.close()
+print("wrote", out)

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# llama.cpp as the judge of our mixture-of-experts GGUF files (issue #25 item 2b): two MoE models
+# made from the asset (scripts/make_moe_from_dense_gguf.py: llama with 4 experts = Mixtral's
+# layout, and qwen3moe), each tuned by `autoround quantize` into gguf:q8_0 and gguf:q4_k_m on
+# the CPU; then every file (the F16 source too) scored by llama.cpp's llama-perplexity and by
+# `autoround eval --llama-perplexity` (the same windows: BOS rule, second half of each 512-token
+# window) on kjv-eval.txt. Prints one line per file: ours, llama.cpp's, their ratio.
+# usage: scripts/moe-llama-check.sh AUTOROUND LLAMA_BIN_DIR ASSETS WORK [CHUNKS=8] [THREADS=2]
+#        env: ITERS (10), NSAMPLES (8): the tuning's settings (256-token samples)
+#        (LLAMA_BIN_DIR: scripts/build-llama-cpp.sh's build/bin; ASSETS: scripts/fetch-assets.sh's,
+#        with pyenv/ holding gguf-py)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+autoround=$1 bin=$2 assets=$3 work=$4 chunks=${5:-8} threads=${6:-2}
+mkdir -p "$work"
+text=$assets/kjv-eval.txt
+for arch in llama qwen3moe; do
+  model=$work/moe-$arch.gguf
+  [ -f "$model" ] || "$assets/pyenv/bin/python" "$here/make_moe_from_dense_gguf.py" "$assets/smollm2-135m-instruct-q4_1.gguf" "$model" "$arch" >/dev/null
+  if [ ! -d "$work/moe-$arch-q" ]; then
+    "$autoround" quantize --model "$model" --calibration "$assets/kjv-calib.tokens" --nsamples "${NSAMPLES:-8}" --seqlen 256 --iters "${ITERS:-10}" \
+      --batch-size 4 --format gguf:q8_0,gguf:q4_k_m --output "$work/moe-$arch-q" --threads "$threads" >"$work/moe-$arch-q.log" 2>&1 ||
+      { tail -20 "$work/moe-$arch-q.log"; exit 1; }
+  fi
+  for file in "$model" "$work/moe-$arch-q/gguf-q8_0/model-q8_0.gguf" "$work/moe-$arch-q/gguf-q4_k_m/model-q4_k_m.gguf"; do
+    ours=$("$autoround" eval --model "$file" --text "$text" --llama-perplexity --windows "$chunks" --threads "$threads" | awk '/^perplexity/ { print $2 }')
+    theirs=$("$bin/llama-perplexity" -m "$file" -f "$text" -c 512 --chunks "$chunks" -t "$threads" 2>&1 |
+      sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p')
+    awk -v f="$(basename "$(dirname "$file")")/$(basename "$file")" -v a="$ours" -v b="$theirs" \
+      'BEGIN { printf "%-40s ours %10.4f  llama.cpp %10.4f  ratio %.4f\n", f, a, b, a / b }'
+  done
+done
