@@ -4,7 +4,9 @@
 //   h = x + O Woᵀ;  yn = rms(h)·g2;  A = silu(yn Wgᵀ) ⊙ (yn Wuᵀ);  out = h + A Wdᵀ
 // The forward can keep what the backward needs (BlockCache). The backward returns the gradient
 // of the loss with respect to the seven weight matrices (the input x is a constant here: block-
-// wise tuning differentiates only the block's own quantized weights).
+// wise tuning differentiates only the block's own quantized weights). A block whose MLP is a
+// mixture of experts (BlockWeights::moe) runs moe_forward (model/moe_mlp.hpp) in the MLP's place;
+// its backward gives the attention's four gradients and every expert's.
 //
 // Batches: `hidden` may hold several sequences of `seqlen` tokens stacked row after row. Every
 // linear layer then runs once over all rows (one GEMM: the weight is packed once, not once per

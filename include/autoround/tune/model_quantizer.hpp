@@ -361,8 +361,8 @@ std::vector<LayerResults<Q>> quantize_model(LlamaModel& model, std::span<const T
 
 /// What quantize_model_streaming calls as each block finishes: sink(b, block, results), with the
 /// block (its norms, biases and full-precision layers; the weights of its quantized layers are
-/// released, empty matrices: results[l] holds them and results[l]->dequantize() gives their
-/// values) and its quantized layers. Both are freed when the call returns; a sink writes what it
+/// released, empty matrices: results[i], i the layer's linear slot (linear_slots(block)), holds
+/// them and results[i]->dequantize() gives their values) and its quantized layers. Both are freed when the call returns; a sink writes what it
 /// needs (HfShardWriter::add_block, a GgufStreamWriter).
 template <class F, class Q>
 concept BlockSink = std::invocable<F&, Index, const LlamaBlock&, const LayerResults<Q>&>;
