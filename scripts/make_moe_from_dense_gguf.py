@@ -5,8 +5,10 @@ with its gate and up scaled by 1 + e/16, so the experts differ, routing matters,
 stays a language model), a random router (seeded; scaled so that routing is far from uniform),
 top 2 renormalized; the tokenizer and every other setting copied; matrices F16, norms F32. ARCH llama writes llama with experts (Mixtral's layout);
 qwen3moe adds per-head q/k norms of ones and uses llama.cpp's qwen3moe graph (NEOX RoPE on the
-same weights: a different model, the same for both tools). Needs gguf-py and numpy.
-usage: python make_moe_from_dense_gguf.py SOURCE.gguf OUT.gguf ARCH(llama|qwen3moe) [LAYERS=0] [EXPERTS=4]"""
+same weights: a different model, the same for both tools); qwen2moe adds zero q/k/v biases and a
+shared expert (the dense MLP with its down halved) behind a random sigmoid gate (NEOX RoPE too).
+Needs gguf-py and numpy.
+usage: python make_moe_from_dense_gguf.py SOURCE.gguf OUT.gguf ARCH(llama|qwen3moe|qwen2moe) [LAYERS=0] [EXPERTS=4]"""
 import sys
 
 import numpy as np
@@ -53,13 +55,17 @@ w.add_rope_dimension_count(hidden // heads)
 w.add_vocab_size(int(value(f"{src_arch}.vocab_size")))
 w.add_expert_count(experts)
 w.add_expert_used_count(2)
-if arch == "qwen3moe":
+if arch in ("qwen3moe", "qwen2moe"):
     w.add_expert_feed_forward_length(ff)
+if arch == "qwen2moe":
+    w.add_expert_shared_feed_forward_length(ff)
 w.add_file_type(1)
 w.add_tensor("token_embd.weight", tensor("token_embd.weight"))
 w.add_tensor("output_norm.weight", tensor("output_norm.weight"))
 if any(t.name == "output.weight" for t in reader.tensors):
     w.add_tensor("output.weight", tensor("output.weight"))
+elif arch == "qwen2moe":  # llama.cpp's qwen2moe graph needs its own LM head: the tied one, copied
+    w.add_tensor("output.weight", tensor("token_embd.weight"))
 for b in range(layers):
     p = f"blk.{b}."
     for name in ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm"):
@@ -67,12 +73,21 @@ for b in range(layers):
     if arch == "qwen3moe":
         w.add_tensor(p + "attn_q_norm.weight", np.ones(hidden // heads, np.float32))
         w.add_tensor(p + "attn_k_norm.weight", np.ones(hidden // heads, np.float32))
+    if arch == "qwen2moe":
+        hd = hidden // heads
+        for name, n in (("attn_q", heads * hd), ("attn_k", kv_heads * hd), ("attn_v", kv_heads * hd)):
+            w.add_tensor(p + name + ".bias", np.zeros(n, np.float32))
     gate, up, down = tensor(p + "ffn_gate.weight"), tensor(p + "ffn_up.weight"), tensor(p + "ffn_down.weight")
     scales = [np.float16(1 + e / 16) for e in range(experts)]
     w.add_tensor(p + "ffn_gate_inp.weight", (rng.standard_normal((experts, hidden)) * 4 / np.sqrt(hidden)).astype(np.float32))
     w.add_tensor(p + "ffn_gate_exps.weight", np.stack([s * gate for s in scales]))
     w.add_tensor(p + "ffn_up_exps.weight", np.stack([s * up for s in scales]))
     w.add_tensor(p + "ffn_down_exps.weight", np.stack([down for _ in scales]))
+    if arch == "qwen2moe":
+        w.add_tensor(p + "ffn_gate_inp_shexp.weight", (rng.standard_normal(hidden) / np.sqrt(hidden)).astype(np.float32))
+        w.add_tensor(p + "ffn_gate_shexp.weight", gate)
+        w.add_tensor(p + "ffn_up_shexp.weight", up)
+        w.add_tensor(p + "ffn_down_shexp.weight", (down * np.float16(0.5)).astype(np.float16))
 w.write_header_to_file()
 w.write_kv_data_to_file()
 w.write_tensors_to_file()

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# llama.cpp as the judge of our mixture-of-experts GGUF files (issue #25 item 2b): two MoE models
+# llama.cpp as the judge of our mixture-of-experts GGUF files (issue #25 item 2b): three MoE models
 # made from the asset (scripts/make_moe_from_dense_gguf.py: llama with 4 experts = Mixtral's
-# layout, and qwen3moe), each tuned by `autoround quantize` into gguf:q8_0 and gguf:q4_k_m on
+# layout, qwen3moe, and qwen2moe with its gated shared expert), each tuned by `autoround quantize` into gguf:q8_0 and gguf:q4_k_m on
 # the CPU; then every file (the F16 source too) scored by llama.cpp's llama-perplexity and by
 # `autoround eval --llama-perplexity` (the same windows: BOS rule, second half of each 512-token
 # window) on kjv-eval.txt. Prints one line per file: ours, llama.cpp's, their ratio.
 # usage: scripts/moe-llama-check.sh AUTOROUND LLAMA_BIN_DIR ASSETS WORK [CHUNKS=8] [THREADS=2]
-#        env: ITERS (10), NSAMPLES (8): the tuning's settings (256-token samples)
+#        env: ITERS (10), NSAMPLES (8): the tuning's settings (256-token samples); ARCHS (llama qwen3moe qwen2moe)
 #        (LLAMA_BIN_DIR: scripts/build-llama-cpp.sh's build/bin; ASSETS: scripts/fetch-assets.sh's,
 #        with pyenv/ holding gguf-py)
 set -euo pipefail
@@ -14,7 +14,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 autoround=$1 bin=$2 assets=$3 work=$4 chunks=${5:-8} threads=${6:-2}
 mkdir -p "$work"
 text=$assets/kjv-eval.txt
-for arch in llama qwen3moe; do
+for arch in ${ARCHS:-llama qwen3moe qwen2moe}; do
   model=$work/moe-$arch.gguf
   [ -f "$model" ] || "$assets/pyenv/bin/python" "$here/make_moe_from_dense_gguf.py" "$assets/smollm2-135m-instruct-q4_1.gguf" "$model" "$arch" >/dev/null
   if [ ! -d "$work/moe-$arch-q" ]; then

@@ -90,7 +90,7 @@ TEST_CASE("qwen3moe GGUF: the layout from the metadata, Q8_0 experts sliced from
   CHECK(m.experts == experts);
   CHECK(m.spec.top_k == 2);
   CHECK(m.expert_intermediate == inter);
-  CHECK(m.spec.normalize);  // llama.cpp renormalizes unless expert_weights_norm says otherwise
+  CHECK(m.spec.normalize);  // llama.cpp's qwen3moe graph renormalizes (build_moe_ffn's norm_w)
   const MoeWeights loaded = load_gguf_moe(file, m, 0, hidden);
   CHECK(loaded.router == l.router);
   for (Index e = 0; e < experts; ++e) {
@@ -120,6 +120,7 @@ TEST_CASE("Mixtral GGUF (llama with experts): feed_forward_length is the expert 
     const GgufFile file = written(w, "autoround_test_mixtral.gguf");
     const MoeLayout m = gguf_moe_layout(file);
     CHECK(m.expert_intermediate == inter);
+    CHECK(m.spec.normalize);  // Mixtral: renormalized
     const MoeWeights loaded = load_gguf_moe(file, m, 0, hidden);
     for (std::size_t e = 0; e < static_cast<std::size_t>(experts); ++e) CHECK(loaded.experts[e].down == l.down[e]);
     fs::remove(file.path());
@@ -141,6 +142,7 @@ TEST_CASE("Mixtral GGUF (llama with experts): feed_forward_length is the expert 
   const GgufFile file = written(w, "autoround_test_qwen2moe.gguf");
   const MoeLayout m = gguf_moe_layout(file);
   CHECK(m.shared_intermediate == 64);
+  CHECK_FALSE(m.spec.normalize);  // llama.cpp's qwen2moe graph does not renormalize (norm_w false), as Qwen2-MoE's norm_topk_prob default
   const MoeWeights loaded = load_gguf_moe(file, m, 0, hidden);
   REQUIRE(loaded.shared);
   CHECK(loaded.shared->gate == sg);

@@ -8,9 +8,10 @@
 //   blk.N.ffn_down_exps.weight  ne {expert_ff, hidden, experts}       expert e's down: rows e·H ..
 //   qwen2moe also: ffn_{gate,up,down}_shexp (the shared expert), ffn_gate_inp_shexp (its gate)
 // Architectures: qwen3moe, qwen2moe, and llama with {arch}.expert_count > 0 (Mixtral). Routing is
-// llama.cpp's: softmax over the experts, top-k, the chosen weights renormalized unless
-// {arch}.expert_weights_norm says false (llama.cpp renormalizes these architectures even where
-// the Hugging Face config had norm_topk_prob false). Expert size: {arch}.expert_feed_forward_length,
+// llama.cpp's graphs (src/models/*.cpp, build_moe_ffn's norm_w): softmax over the experts, top-k,
+// the chosen weights renormalized for qwen3moe and llama (Mixtral), not for qwen2moe; these graphs
+// read no {arch}.expert_weights_norm, so neither do we. (Found by llama-perplexity:
+// scripts/moe-llama-check.sh's qwen2moe model scored 8% apart while we renormalized it.) Expert size: {arch}.expert_feed_forward_length,
 // else {arch}.feed_forward_length (Mixtral's is the per-expert size).
 #include <string>
 
@@ -35,8 +36,7 @@ inline MoeLayout gguf_moe_layout(const GgufFile& file) {
   m.spec.top_k = static_cast<Index>(file.get_uint(arch + ".expert_used_count"));
   m.expert_intermediate = static_cast<Index>(file.find(arch + ".expert_feed_forward_length") ? file.get_uint(arch + ".expert_feed_forward_length")
                                                                                             : file.get_uint(arch + ".feed_forward_length"));
-  const GgufValue* norm = file.find(arch + ".expert_weights_norm");
-  m.spec.normalize = !norm || norm->kind != GgufValue::Kind::Bool || norm->b;
+  m.spec.normalize = arch != "qwen2moe";
   if (arch == "qwen2moe" && file.find(arch + ".expert_shared_feed_forward_length")) {
     m.shared_intermediate = static_cast<Index>(file.get_uint(arch + ".expert_shared_feed_forward_length"));
     m.shared_gate = true;
