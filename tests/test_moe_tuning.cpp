@@ -108,6 +108,8 @@ TEST_CASE("linear slots: a dense block's seven in Linear order; a MoE block's at
   CHECK(&slot_weight(moe, slots[4 + 3 * 2 + 1]) == &moe.moe->weights.experts[2].up);
   CHECK(&slot_weight(moe, slots[18]) == &moe.moe->weights.shared->down);
   CHECK(layer_name(5, slots[7], c.model_type) == "model.layers.5.mlp.experts.1.gate_proj");
+  for (std::size_t i = 4; i < slots.size(); ++i)  // the index helper agrees with the list
+    CHECK(expert_slot_index(slots[i].expert == LinearSlot::shared ? 4 : slots[i].expert, slots[i].role) == i);
 }
 
 TEST_CASE("a MoE block tunes its attention and every expert in one block loss; its results compute its kept loss") {

@@ -163,10 +163,9 @@ class GgufBlockWriter {
                     stream_->path().string() + ": block " + std::to_string(b) + " given twice or out of range");
     // a dense block's slots are the seven Linear; a MoE block's its attention's four, then three per routed expert, then the shared expert's
     const bool moe = results.size() > all_linears.size();
-    const auto expert_slot = [&](Index e, Linear l) { return static_cast<std::size_t>(4 + 3 * e + (static_cast<int>(l) - static_cast<int>(Linear::Gate))); };
     if (moe)
-      detail::require(results.size() == expert_slot(experts_.count, Linear::Gate) ||
-                          results.size() == expert_slot(experts_.count + 1, Linear::Gate),
+      detail::require(results.size() == expert_slot_index(experts_.count, Linear::Gate) ||
+                          results.size() == expert_slot_index(experts_.count + 1, Linear::Gate),
                       stream_->path().string() + ": block " + std::to_string(b) + ": " + std::to_string(results.size()) +
                           " results for a block of " + std::to_string(experts_.count) + " experts");
     for (std::size_t i = 0; i < choices_.size(); ++i) {
@@ -175,9 +174,9 @@ class GgufBlockWriter {
       const Linear l = *site.linear;
       std::vector<const QuantizedWeight<Q>*> parts;  // the slots this tensor holds, in its row order
       if (site.owner == GgufTensorSite::Owner::Experts)
-        for (Index e = 0; e < experts_.count; ++e) parts.push_back(moe ? as_pointer(result_at(results, expert_slot(e, l))) : nullptr);
+        for (Index e = 0; e < experts_.count; ++e) parts.push_back(moe ? as_pointer(result_at(results, expert_slot_index(e, l))) : nullptr);
       else if (site.owner == GgufTensorSite::Owner::SharedExpert)
-        parts.push_back(moe ? as_pointer(result_at(results, expert_slot(experts_.count, l))) : nullptr);
+        parts.push_back(moe ? as_pointer(result_at(results, expert_slot_index(experts_.count, l))) : nullptr);
       else
         parts.push_back(moe && static_cast<int>(l) >= static_cast<int>(Linear::Gate) ? nullptr
                                                                                      : as_pointer(result_at(results, static_cast<std::size_t>(l))));

@@ -38,19 +38,33 @@ inline std::vector<LinearSlot> linear_slots(const LlamaBlock& block) {
   return slots;
 }
 
+/// An expert's projection as an index: gate 0, up 1, down 2 (moe_backward's gradient triples).
+inline std::size_t projection_index(Linear role) {
+  return static_cast<std::size_t>(role) - static_cast<std::size_t>(Linear::Gate);
+}
+
+/// Where routed expert `expert`'s projection `role` sits in a MoE block's slots (linear_slots);
+/// `expert` = the expert count gives the shared expert's.
+inline std::size_t expert_slot_index(Index expert, Linear role) { return 4 + 3 * static_cast<std::size_t>(expert) + projection_index(role); }
+
 namespace detail {
+template <class Ffn>
+auto& expert_weight_of(Ffn& moe, const LinearSlot& s) {
+  auto& expert = s.expert == LinearSlot::shared ? moe.weights.shared.value() : moe.weights.experts.at(static_cast<std::size_t>(s.expert));
+  return s.role == Linear::Gate ? expert.gate : s.role == Linear::Up ? expert.up : expert.down;
+}
 template <class Block>
 auto& slot_weight_of(Block& block, const LinearSlot& s) {
   if (s.expert == LinearSlot::own) return block[s.role];
-  auto& moe = block.moe.value();
-  auto& expert = s.expert == LinearSlot::shared ? moe.weights.shared.value() : moe.weights.experts.at(static_cast<std::size_t>(s.expert));
-  return s.role == Linear::Gate ? expert.gate : s.role == Linear::Up ? expert.up : expert.down;
+  return expert_weight_of(block.moe.value(), s);
 }
 }  // namespace detail
 
 /// The slot's weight [out, in] in `block`.
 inline const RowMatrix& slot_weight(const LlamaBlock& block, const LinearSlot& s) { return detail::slot_weight_of(block, s); }
 inline RowMatrix& slot_weight(LlamaBlock& block, const LinearSlot& s) { return detail::slot_weight_of(block, s); }
+/// An expert slot's weight in a mixture of experts (a block's, or a working copy of it).
+inline RowMatrix& expert_weight(MoeFeedForward& moe, const LinearSlot& s) { return detail::expert_weight_of(moe, s); }
 
 /// The slot's Hugging Face name within its layer, as transformers names the unfused module (and
 /// the reference exports it): "self_attn.q_proj", "mlp.down_proj", "mlp.experts.3.gate_proj",

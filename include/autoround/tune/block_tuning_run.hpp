@@ -223,7 +223,7 @@ class BlockTuningRun {
     for (std::size_t i = 0; i < layers_.size(); ++i) {
       if (!layers_[i]) continue;
       if (slots_[i].expert != LinearSlot::own) {  // into the experts' working copy
-        layers_[i]->tunable.forward(backend_, mutable_view(expert_weight(slots_[i])));
+        layers_[i]->tunable.forward(backend_, mutable_view(expert_weight(*moe_, slots_[i])));
         continue;
       }
       layers_[i]->tunable.forward(backend_, mutable_view(layers_[i]->qweight));
@@ -232,18 +232,12 @@ class BlockTuningRun {
     return weights;
   }
 
-  // the working copy's matrix of an expert slot
-  RowMatrix& expert_weight(const LinearSlot& s) {
-    ExpertWeights& ex = s.expert == LinearSlot::shared ? *moe_->weights.shared : moe_->weights.experts[static_cast<std::size_t>(s.expert)];
-    return s.role == Linear::Gate ? ex.gate : s.role == Linear::Up ? ex.up : ex.down;
-  }
-
   // slot i's weight gradient of the current step
   RowMatrix& gradient(std::size_t i) {
     const LinearSlot& s = slots_[i];
     if (s.expert == LinearSlot::own) return grads_[static_cast<std::size_t>(s.role)];
     auto& triple = s.expert == LinearSlot::shared ? expert_grads_.back() : expert_grads_[static_cast<std::size_t>(s.expert)];
-    return triple[s.role == Linear::Gate ? 0 : s.role == Linear::Up ? 1 : 2];
+    return triple[projection_index(s.role)];
   }
 
   static IndexSampler make_sampler(const TuneOptions& options, const BlockCalibration& c) {
