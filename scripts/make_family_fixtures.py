@@ -1,6 +1,5 @@
 #!/usr/bin/env python3
-"""Write tests/fixtures/families/<family>/: a small random Hugging Face mixture-of-experts
-checkpoint per family, saved by transformers itself, and that model's logits on a fixed token
+"""Write tests/fixtures/families/<family>/: a small random Hugging Face checkpoint per family, saved by transformers itself, and that model's logits on a fixed token
 sequence, computed by transformers (what tests/test_family_logits.cpp compares our loader and
 forward pass against).
 
@@ -37,8 +36,20 @@ Each directory holds:
                                   and the smallest top-1/top-2 logit gap, so a near tie is visible.
   text.tokens                     the same 48 ids, whitespace-separated.
 
+Dense families with Gemma's block (the settings each exercises, chosen away from the defaults so
+that a setting that is not read shows):
+  gemma3_text  Gemma3ForCausalLM: hidden 72 (√72 embedding scale; heads × head_dim = 64 ≠ hidden),
+               4 layers [sliding, sliding, full, sliding] with sliding_window 8 (of 48 tokens),
+               query_pre_attn_scalar 24, full layers' RoPE linear ×2 on theta 20000, sliding
+               layers' theta 5000, q/k norms, sandwich norms (1 + w), GeGLU, tied embeddings,
+               final_logit_softcapping 20.
+  gemma2       Gemma2ForCausalLM: hidden 72, 3 layers (its default alternation: sliding, full,
+               sliding), sliding_window 8, query_pre_attn_scalar 24, attn_logit_softcapping 2 and
+               final_logit_softcapping 3 (small, so that tanh bends the scores), theta 20000, tied.
+(the router margin is then not defined: "none").
+
 Each directory is about 0.6 MB. Needs python3 with torch, transformers (5.x) and safetensors.
-usage: make_family_fixtures.py OUT_DIR     (e.g. tests/fixtures/families)
+usage: make_family_fixtures.py OUT_DIR [FAMILY ...]    (e.g. tests/fixtures/families gemma3_text)
 """
 import json
 import os
@@ -69,11 +80,24 @@ def families():
                            norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[], use_sliding_window=False)),
         "mixtral": (tf.MixtralConfig, tf.MixtralForCausalLM,
                     dict(num_local_experts=8, intermediate_size=32, sliding_window=None)),
+        "gemma3_text": (tf.Gemma3TextConfig, tf.Gemma3ForCausalLM,
+                        dict(hidden_size=72, intermediate_size=96, num_hidden_layers=4, tie_word_embeddings=True,
+                             hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=24, sliding_window=8,
+                             layer_types=["sliding_attention", "sliding_attention", "full_attention", "sliding_attention"],
+                             final_logit_softcapping=20.0, attn_logit_softcapping=None,
+                             rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": THETA},
+                                              "sliding_attention": {"rope_type": "default", "rope_theta": 5000.0}})),
+        "gemma2": (tf.Gemma2Config, tf.Gemma2ForCausalLM,
+                   dict(hidden_size=72, intermediate_size=96, num_hidden_layers=3, tie_word_embeddings=True,
+                        hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=24, sliding_window=8,
+                        attn_logit_softcapping=2.0, final_logit_softcapping=3.0)),
     }
 
 
 def make_config(config_class, extra):
     kwargs = dict(COMMON, **extra)
+    if "rope_parameters" in kwargs:  # per layer type (Gemma 3)
+        return config_class(**kwargs)
     try:  # transformers 5: RoPE settings live in rope_parameters
         config = config_class(rope_parameters={"rope_type": "default", "rope_theta": THETA}, **kwargs)
     except TypeError:
@@ -121,18 +145,19 @@ def logits_of(model, tokens):
         out = model(torch.tensor([tokens]), output_hidden_states=True)
     for h in hooks:
         h.remove()
-    assert margins, "no MoE block was found to hook"
     hidden = torch.stack([h[0] for h in out.hidden_states]).float()
-    return out.logits[0].float(), hidden, min(margins)
+    return out.logits[0].float(), hidden, min(margins) if margins else None
 
 
-def main(out_root):
+def main(out_root, only):
     torch.manual_seed(SEED)
     g = torch.Generator().manual_seed(SEED)
     tokens = torch.randint(0, VOCAB, (TOKENS,), generator=g).tolist()
     import transformers
     print("transformers", transformers.__version__, "torch", torch.__version__)
     for family, (config_class, model_class, extra) in families().items():
+        if only and family not in only:
+            continue
         torch.manual_seed(SEED)
         config = make_config(config_class, extra)
         model = build(model_class, config).float().eval()
@@ -163,19 +188,20 @@ def main(out_root):
         logits_mem, _, _ = logits_of(model, tokens)
         top2 = torch.topk(logits, 2, dim=-1).values
         gap = float((top2[:, 0] - top2[:, 1]).min())
+        margin = "none" if margin is None else f"{margin:.6g}"
         print(f"  read back vs in memory: max |logit diff| {float((logits - logits_mem).abs().max()):.3g};"
-              f" max |logit| {float(logits.abs().max()):.4g}; smallest router margin {margin:.4g};"
+              f" max |logit| {float(logits.abs().max()):.4g}; smallest router margin {margin};"
               f" smallest top-1/top-2 logit gap {gap:.4g}")
         save_file({"tokens": torch.tensor(tokens, dtype=torch.int32), "logits": logits.contiguous(),
                    "hidden": hidden.contiguous()},
                   os.path.join(directory, "logits.safetensors"),
                   metadata={"reference": f"transformers {transformers.__version__} {model_class.__name__}, float32, eager, CPU",
-                            "seed": str(SEED), "router_margin": f"{margin:.6g}", "top2_gap": f"{gap:.6g}"})
+                            "seed": str(SEED), "router_margin": margin, "top2_gap": f"{gap:.6g}"})
         with open(os.path.join(directory, "text.tokens"), "w") as f:
             f.write(" ".join(str(t) for t in tokens) + "\n")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) < 2:
         sys.exit(__doc__)
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2:])

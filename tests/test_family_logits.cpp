@@ -8,6 +8,12 @@
 //              by sigmoid(shared_expert_gate)
 //   mixtral    8 experts, top 2 (always renormalized), block_sparse_moe.experts.E.{w1,w3,w2}
 // Both layers of each model are MoE layers.
+//   gemma3_text  Gemma3ForCausalLM: sandwich norms (1 + w), GeGLU, q/k norms, √hidden embedding
+//                scale, query_pre_attn_scalar 24, layers [sliding, sliding, full, sliding] with an
+//                8-token window over 48 tokens, full layers' RoPE linear ×2 on theta 20000 and the
+//                sliding layers' theta 5000, final logit soft-capping 20, tied embeddings
+//   gemma2       Gemma2ForCausalLM: its alternation (sliding, full, sliding), window 8, attention
+//                soft-capping 2 and final 3, no q/k norms
 #include <doctest/doctest.h>
 
 #include <autoround/autoround.hpp>
@@ -16,18 +22,12 @@
 using namespace autoround;
 
 namespace {
-void check_family(const std::string& family, Index experts) {
-  const std::string dir = std::string(AUTOROUND_FIXTURES_DIR) + "/families/" + family;
-  const SafetensorsFile fixture(dir + "/logits.safetensors");
+std::string family_dir(const std::string& family) { return std::string(AUTOROUND_FIXTURES_DIR) + "/families/" + family; }
+
+void check_logits(const std::string& family, const LlamaModel& model) {
+  const SafetensorsFile fixture(family_dir(family) + "/logits.safetensors");
   const auto tokens = fixture.view_as<std::int32_t>("tokens", Dtype::I32);
   const RowMatrix expected = fixture.to_float("logits");
-  const LlamaModel model = load_llama(dir);
-  CHECK(model.config.rope_theta == 20000.0f);  // config.json: rope_parameters.rope_theta
-  REQUIRE(model.blocks.size() == 2);
-  for (const LlamaBlock& block : model.blocks) {
-    REQUIRE(block.moe.has_value());
-    CHECK(static_cast<Index>(block.moe->weights.experts.size()) == experts);
-  }
   const RowMatrix logits = forward_logits(model, tokens);
   REQUIRE(logits.rows() == expected.rows());
   REQUIRE(logits.cols() == expected.cols());
@@ -50,6 +50,17 @@ void check_family(const std::string& family, Index experts) {
   CHECK(worst <= 5e-6 * scale);
   CHECK(agree == logits.rows());
 }
+
+void check_family(const std::string& family, Index experts) {
+  const LlamaModel model = load_llama(family_dir(family));
+  CHECK(model.config.rope_theta == 20000.0f);  // config.json: rope_parameters.rope_theta
+  REQUIRE(model.blocks.size() == 2);
+  for (const LlamaBlock& block : model.blocks) {
+    REQUIRE(block.moe.has_value());
+    CHECK(static_cast<Index>(block.moe->weights.experts.size()) == experts);
+  }
+  check_logits(family, model);
+}
 }  // namespace
 
 TEST_CASE("qwen3_moe: logits equal transformers' Qwen3MoeForCausalLM") { check_family("qwen3_moe", 8); }
@@ -57,6 +68,63 @@ TEST_CASE("qwen2_moe: logits equal transformers' Qwen2MoeForCausalLM (gated shar
   check_family("qwen2_moe", 4);
 }
 TEST_CASE("mixtral: logits equal transformers' MixtralForCausalLM") { check_family("mixtral", 8); }
+
+TEST_CASE("gemma3_text: logits equal transformers' Gemma3ForCausalLM (sandwich norms, GeGLU, sliding windows, two RoPEs)") {
+  const LlamaModel model = load_llama(family_dir("gemma3_text"));
+  const LlamaConfig& c = model.config;
+  CHECK(c.activation == MlpActivation::GeluTanh);
+  CHECK(c.embedding_scale == std::sqrt(72.0f));  // a float32 checkpoint: √hidden unrounded
+  CHECK(c.attention_scale == 1.0f / std::sqrt(24.0f));
+  CHECK(c.sliding == std::vector<bool>{true, true, false, true});
+  CHECK(c.sliding_window == 8);
+  CHECK(c.rope_theta == 20000.0f);
+  CHECK(c.sliding_rope_theta == 5000.0f);
+  REQUIRE(c.rope_divisors.size() == 8);
+  CHECK(c.rope_divisors[0] == 2.0f);
+  CHECK(c.logit_softcap == 20.0f);
+  CHECK(c.tied_embeddings);
+  REQUIRE(model.blocks.size() == 4);
+  CHECK(model.blocks[2].sliding == false);
+  CHECK(model.blocks[3].sliding == true);
+  CHECK(model.blocks[0].post_ffn_norm.size() == 72);
+  CHECK(model.blocks[0].q_norm.size() == 16);
+  check_logits("gemma3_text", model);
+}
+
+TEST_CASE("gemma2: logits equal transformers' Gemma2ForCausalLM (attention and final soft-capping)") {
+  const LlamaModel model = load_llama(family_dir("gemma2"));
+  CHECK(model.config.attention_softcap == 2.0f);
+  CHECK(model.config.logit_softcap == 3.0f);
+  CHECK(model.config.sliding == std::vector<bool>{true, false, true});
+  CHECK(model.config.sliding_rope_theta == 0.0f);  // one RoPE for both kinds of layer
+  CHECK(model.blocks[0].q_norm.size() == 0);
+  check_logits("gemma2", model);
+}
+
+TEST_CASE("Gemma's settings each change the logits (each is read and computed, none is inert here)") {
+  // the fixture's logits, recomputed with one setting at LLaMA's value, must move away from
+  // transformers' far beyond check_logits' tolerance
+  const SafetensorsFile fixture(family_dir("gemma3_text") + "/logits.safetensors");
+  const auto tokens = fixture.view_as<std::int32_t>("tokens", Dtype::I32);
+  const RowMatrix expected = fixture.to_float("logits");
+  const LlamaModel original = load_llama(family_dir("gemma3_text"));
+  const auto distance = [&](auto&& change) {
+    LlamaModel m = original;
+    change(m);
+    return static_cast<double>((forward_logits(m, tokens) - expected).cwiseAbs().maxCoeff());
+  };
+  CHECK(distance([](LlamaModel&) {}) < 1e-4);
+  CHECK(distance([](LlamaModel& m) { m.config.activation = MlpActivation::Silu; }) > 1e-2);
+  CHECK(distance([](LlamaModel& m) { m.config.embedding_scale = 1; }) > 1e-2);
+  CHECK(distance([](LlamaModel& m) { m.config.attention_scale = 0; }) > 1e-2);
+  CHECK(distance([](LlamaModel& m) { m.config.sliding_window = 0; }) > 1e-2);
+  CHECK(distance([](LlamaModel& m) { m.config.sliding_rope_theta = 0; }) > 1e-2);
+  CHECK(distance([](LlamaModel& m) { m.config.rope_divisors.clear(); }) > 1e-2);
+  CHECK(distance([](LlamaModel& m) { m.config.logit_softcap = 0; }) > 1e-2);
+  CHECK(distance([](LlamaModel& m) { for (auto& b : m.blocks) b.post_attn_norm.resize(0); }) > 1e-2);
+  CHECK(distance([](LlamaModel& m) { for (auto& b : m.blocks) b.post_ffn_norm.resize(0); }) > 1e-2);
+  CHECK(distance([](LlamaModel& m) { for (auto& b : m.blocks) b.attn_norm.array() -= 1.0f; }) > 1e-2);  // the (1 + w)
+}
 
 TEST_CASE("llama-perplexity's window scoring: BOS first, the second half of each window") {
   const LlamaModel model = load_llama(std::string(AUTOROUND_FIXTURES_DIR) + "/families/qwen2_moe");

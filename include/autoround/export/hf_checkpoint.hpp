@@ -101,7 +101,7 @@ class HfTensorWriter {
   /// The embedding, final norm and LM head (float16).
   void add_globals(SafetensorsWriter& w, const RowMatrix& embedding, const Eigen::VectorXf& final_norm, const RowMatrix& output) const {
     detail::add_f16(w, "model.embed_tokens.weight", embedding.data(), {c_.vocab, c_.hidden});
-    detail::add_f16(w, "model.norm.weight", final_norm.data(), {c_.hidden});
+    add_norm(w, "model.norm.weight", final_norm);
     if (!c_.tied_embeddings) detail::add_f16(w, "lm_head.weight", output.data(), {c_.vocab, c_.hidden});
   }
 
@@ -121,9 +121,15 @@ class HfTensorWriter {
       });
     };
     add_rows("model.embed_tokens.weight", [&](std::span<const std::int32_t> ids) { return source.embedding_rows(ids); });
-    const Eigen::VectorXf norm = source.final_norm();
-    detail::add_f16(w, "model.norm.weight", norm.data(), {c_.hidden});
+    add_norm(w, "model.norm.weight", source.final_norm());
     if (!c_.tied_embeddings) add_rows("lm_head.weight", [&](std::span<const std::int32_t> ids) { return source.output_rows(ids); });
+  }
+
+  /// An RMSNorm weight in float16 as the checkpoint's family stores it (Gemma: w of its 1 + w).
+  void add_norm(SafetensorsWriter& w, const std::string& name, const Eigen::VectorXf& factor) const {
+    if (!c_.norm_weight_plus_one) return detail::add_f16(w, name, factor.data(), {factor.size()});
+    const Eigen::VectorXf stored = factor.array() - 1.0f;
+    detail::add_f16(w, name, stored.data(), {stored.size()});
   }
 
   /// Block b: norms and biases in float16, each linear layer (linear slot: a mixture of experts'
@@ -135,11 +141,20 @@ class HfTensorWriter {
   void add_block(SafetensorsWriter& w, Index b, const LlamaBlock& block, const Results& results) {
     const LlamaConfig& c = c_;
     const std::string prefix = "model.layers." + std::to_string(b) + ".";
-    detail::add_f16(w, prefix + "input_layernorm.weight", block.attn_norm.data(), {c.hidden});
-    detail::add_f16(w, prefix + "post_attention_layernorm.weight", block.ffn_norm.data(), {c.hidden});
-    if (block.q_norm.size() > 0) {  // Qwen3
-      detail::add_f16(w, prefix + "self_attn.q_norm.weight", block.q_norm.data(), {block.q_norm.size()});
-      detail::add_f16(w, prefix + "self_attn.k_norm.weight", block.k_norm.data(), {block.k_norm.size()});
+    detail::require(c.llama_shaped() || !source_.gguf, "model.layers." + std::to_string(b) + ": a " + c.model_type +
+                                                          " model read from GGUF cannot be written as a Hugging Face checkpoint yet "
+                                                          "(its config.json); use a Hugging Face directory as the source, or --format gguf");
+    add_norm(w, prefix + "input_layernorm.weight", block.attn_norm);
+    if (block.post_attn_norm.size() > 0) {  // Gemma's sandwich norms
+      add_norm(w, prefix + "post_attention_layernorm.weight", block.post_attn_norm);
+      add_norm(w, prefix + "pre_feedforward_layernorm.weight", block.ffn_norm);
+      add_norm(w, prefix + "post_feedforward_layernorm.weight", block.post_ffn_norm);
+    } else {
+      add_norm(w, prefix + "post_attention_layernorm.weight", block.ffn_norm);
+    }
+    if (block.q_norm.size() > 0) {  // Qwen3, Gemma 3
+      add_norm(w, prefix + "self_attn.q_norm.weight", block.q_norm);
+      add_norm(w, prefix + "self_attn.k_norm.weight", block.k_norm);
     }
     for (std::size_t k = 0; k < 3; ++k)  // Qwen2's q/k/v biases, float16 as the reference's QuantLinear keeps them
       if (block.qkv_bias[k].size() > 0)

@@ -3,7 +3,10 @@
 // output_norm, output), read block by block from the memory-mapped file; any tensor type the
 // reader dequantizes (F32, F16, BF16, Q4_0 ... Q8_0, Q2_K ... Q6_K). qwen3moe, qwen2moe and
 // Mixtral (llama with experts) load with LlamaBlock::moe (model/gguf_moe.hpp): evaluated, and
-// tuned on the CPU (their tuned experts are not written to GGUF yet).
+// tuned on the CPU. gemma3 and gemma2 load with LlamaConfig's Gemma settings as llama.cpp's graphs
+// compute them (norm weights stored as 1 + w by its converter; llama.cpp's sliding-window
+// patterns, local RoPE base and attention scales).
+#include <cmath>
 #include <optional>
 #include <span>
 #include <string>
@@ -40,12 +43,17 @@ class GgufModelSource {
         const Linear l = all_linears[static_cast<std::size_t>(j)];
         block.qkv_bias[static_cast<std::size_t>(j)] = load_vector(prefix + gguf_name(l) + ".bias", linear_shape(c, l).first);
       }
-    if (c.model_type == "qwen3" || c.model_type == "qwen3moe") {
+    if (c.model_type == "qwen3" || c.model_type == "qwen3moe" || c.model_type == "gemma3") {
       block.q_norm = load_vector(prefix + "attn_q_norm.weight", c.head_dim);
       block.k_norm = load_vector(prefix + "attn_k_norm.weight", c.head_dim);
     }
     block.attn_norm = load_vector(prefix + "attn_norm.weight", c.hidden);
     block.ffn_norm = load_vector(prefix + "ffn_norm.weight", c.hidden);
+    if (c.model_type == "gemma3" || c.model_type == "gemma2") {  // sandwich norms
+      block.post_attn_norm = load_vector(prefix + "post_attention_norm.weight", c.hidden);
+      block.post_ffn_norm = load_vector(prefix + "post_ffw_norm.weight", c.hidden);
+    }
+    block.sliding = c.is_sliding(b);
     return block;
   }
 
@@ -93,8 +101,8 @@ class GgufModelSource {
     const GgufFile& file = file_;
     const std::string path = file.path();
     const std::string arch = file.get_string("general.architecture");
-    if (arch != "llama" && arch != "qwen2" && arch != "qwen3" && arch != "qwen3moe" && arch != "qwen2moe")
-      throw Error(path + ": architecture '" + arch + "' is not supported (llama, qwen2, qwen3; qwen3moe, qwen2moe for evaluation)");
+    if (arch != "llama" && arch != "qwen2" && arch != "qwen3" && arch != "qwen3moe" && arch != "qwen2moe" && arch != "gemma3" && arch != "gemma2")
+      throw Error(path + ": architecture '" + arch + "' is not supported (llama, qwen2, qwen3, qwen3moe, qwen2moe, gemma3, gemma2)");
     // experts (qwen3moe, qwen2moe, Mixtral as llama with experts): model/gguf_moe.hpp
     if (arch == "qwen3moe" || arch == "qwen2moe" || (arch == "llama" && file.find("llama.expert_count") && file.get_uint("llama.expert_count") > 0))
       moe_ = gguf_moe_layout(file);
@@ -135,6 +143,45 @@ class GgufModelSource {
                   std::to_string(c.hidden));
     c.vocab = embedding.rows();
     c.tied_embeddings = file.find_tensor("output.weight") == nullptr;
+    if (arch == "gemma3" || arch == "gemma2") read_gemma(arch);
+  }
+
+  /// Gemma as llama.cpp's gemma2/gemma3 graphs compute it: embeddings × √hidden, GeGLU, queries
+  /// scaled by 1/√head_dim (1/√(hidden/heads) for the 27B models: llama.cpp tells them by their
+  /// layer count, 46 and 62), soft-capping (gemma2: 50 and 30 unless the file says otherwise),
+  /// sliding-window layers by {arch}.attention.sliding_window_pattern (llama.cpp's default: a full
+  /// layer every 6th (gemma3) or 2nd (gemma2), the rest sliding) with their own RoPE base
+  /// ({arch}.rope.freq_base_swa; gemma3: 10000, unscaled; gemma2: the full layers' base).
+  void read_gemma(const std::string& arch) {
+    const GgufFile& file = file_;
+    LlamaConfig& c = config_;
+    const bool g3 = arch == "gemma3";
+    c.activation = MlpActivation::GeluTanh;
+    c.embedding_scale = std::sqrt(static_cast<float>(c.hidden));
+    const bool big = c.layers == (g3 ? 62 : 46);
+    c.attention_scale = 1.0f / std::sqrt(static_cast<float>(big ? c.hidden / c.heads : c.head_dim));
+    const auto number = [&](const std::string& key, float fallback) {
+      return file.find(key) ? static_cast<float>(file.get_float(key)) : fallback;
+    };
+    c.attention_softcap = g3 ? 0.0f : number(arch + ".attn_logit_softcapping", 50.0f);
+    c.logit_softcap = number(arch + ".final_logit_softcapping", g3 ? 0.0f : 30.0f);
+    c.sliding_window = file.find(arch + ".attention.sliding_window") ? static_cast<Index>(file.get_uint(arch + ".attention.sliding_window"))
+                       : g3 ? 0 : 4096;
+    c.sliding.assign(static_cast<std::size_t>(c.layers), false);
+    if (c.sliding_window > 0) {
+      const std::string key = arch + ".attention.sliding_window_pattern";
+      if (const GgufValue* v = file.find(key); v && v->kind == GgufValue::Kind::Array) {  // one flag per layer
+        if (v->array.size() != static_cast<std::size_t>(c.layers) || v->element_type != GgufType::Bool)
+          throw Error(file.path() + ": " + key + " is not one bool per layer");
+        for (std::size_t i = 0; i < v->array.size(); ++i) c.sliding[i] = v->array[i].b;
+      } else {
+        const Index pattern = v ? static_cast<Index>(file.get_uint(key)) : g3 ? 6 : 2;
+        for (Index i = 0; i < c.layers; ++i) c.sliding[static_cast<std::size_t>(i)] = pattern == 0 || i % pattern < pattern - 1;
+      }
+    }
+    c.sliding_rope_theta = number(arch + ".rope.freq_base_swa", g3 ? 10000.0f : c.rope_theta);
+    if (!g3 && !c.rope_divisors.empty() && !file.find(arch + ".rope.freq_base_swa"))
+      c.sliding_rope_theta = 0;  // gemma2's sliding layers scale as its full ones
   }
 
   GgufFile file_;

@@ -7,7 +7,12 @@
 // Supported: model_type llama / mistral (no biases), qwen2 (q/k/v biases), qwen3 (q/k norms);
 // qwen3_moe, qwen2_moe (its shared expert) and mixtral (LlamaBlock::moe, read by model/hf_moe.hpp;
 // tuned on the CPU, tune/block_tuning_run.hpp);
-// RoPE scaling linear and llama3; not sliding-window attention.
+// gemma3_text and gemma2 (sandwich norms, GeGLU, sliding-window layers, soft-capping: the Gemma
+// settings of LlamaConfig; their (1 + w) norm weights are held as 1 + w);
+// RoPE scaling linear and llama3; sliding-window attention only where the family alternates it
+// (Gemma), not Mistral/Qwen's use_sliding_window.
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -128,6 +133,12 @@ class HfModelSource {
     if (e.shape.size() != 2 || e.shape[1] != config_.hidden)
       throw Error("tensor 'model.embed_tokens.weight' does not have hidden_size columns");
     config_.vocab = static_cast<Index>(e.shape[0]);
+    if (gemma()) {  // transformers scales by √hidden rounded to the embedding's type (Gemma3TextScaledWordEmbedding)
+      const float scale = std::sqrt(static_cast<float>(config_.hidden));
+      const ggml::Type as = e.dtype == Dtype::BF16 ? ggml::Type::BF16 : e.dtype == Dtype::F16 ? ggml::Type::F16 : ggml::Type::F32;
+      const std::vector<std::byte> rounded = ggml::quantize(as, std::span<const float>(&scale, 1));
+      ggml::dequantize(as, rounded, std::span<float>(&config_.embedding_scale, 1));
+    }
   }
 
   const LlamaConfig& config() const { return config_; }
@@ -159,8 +170,19 @@ class HfModelSource {
       block.q_norm = load(prefix + "self_attn.q_norm.weight", 1, c.head_dim).row(0).transpose();
       block.k_norm = load(prefix + "self_attn.k_norm.weight", 1, c.head_dim).row(0).transpose();
     }
-    block.attn_norm = vector(prefix + "input_layernorm.weight");
-    block.ffn_norm = vector(prefix + "post_attention_layernorm.weight");
+    if (c.model_type == "gemma3_text") {  // per-head RMSNorm of q and k, (1 + w)
+      block.q_norm = norm(prefix + "self_attn.q_norm.weight", c.head_dim);
+      block.k_norm = norm(prefix + "self_attn.k_norm.weight", c.head_dim);
+    }
+    block.attn_norm = norm(prefix + "input_layernorm.weight", c.hidden);
+    if (gemma()) {  // sandwich norms: Gemma's post_attention_layernorm norms the attention's output
+      block.post_attn_norm = norm(prefix + "post_attention_layernorm.weight", c.hidden);
+      block.ffn_norm = norm(prefix + "pre_feedforward_layernorm.weight", c.hidden);
+      block.post_ffn_norm = norm(prefix + "post_feedforward_layernorm.weight", c.hidden);
+    } else {
+      block.ffn_norm = norm(prefix + "post_attention_layernorm.weight", c.hidden);
+    }
+    block.sliding = c.is_sliding(b);
     return block;
   }
 
@@ -172,7 +194,7 @@ class HfModelSource {
     return rows_of("lm_head.weight", rows);
   }
   RowMatrix embedding() const { return ckpt_->to_float("model.embed_tokens.weight"); }
-  Eigen::VectorXf final_norm() const { return vector("model.norm.weight"); }
+  Eigen::VectorXf final_norm() const { return norm("model.norm.weight", config_.hidden); }
   RowMatrix output() const { return config_.tied_embeddings ? RowMatrix() : load("lm_head.weight", config_.vocab, config_.hidden); }
 
  private:
@@ -201,7 +223,13 @@ class HfModelSource {
                   std::to_string(rows) + "x" + std::to_string(cols));
     return w;
   }
-  Eigen::VectorXf vector(const std::string& tensor) const { return load(tensor, 1, config_.hidden).row(0).transpose(); }
+  /// An RMSNorm's weight as the factor it multiplies by (Gemma's 1 + w).
+  Eigen::VectorXf norm(const std::string& tensor, Index size) const {
+    Eigen::VectorXf v = load(tensor, 1, size).row(0).transpose();
+    if (config_.norm_weight_plus_one) v.array() += 1.0f;
+    return v;
+  }
+  bool gemma() const { return config_.model_type == "gemma3_text" || config_.model_type == "gemma2"; }
 
   void read_config(const std::filesystem::path& dir) {
     const auto config_path = dir / "config.json";
@@ -215,8 +243,13 @@ class HfModelSource {
     }
     const std::string type = j.value("model_type", "");
     const bool moe = type == "qwen3_moe" || type == "qwen2_moe" || type == "mixtral";
-    if (type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3" && !moe)
-      throw Error(config_path.string() + ": model_type '" + type + "' is not supported (llama, mistral, qwen2, qwen3, qwen3_moe, qwen2_moe, mixtral)");
+    const bool gemma = type == "gemma3_text" || type == "gemma2";
+    if (type == "gemma3")
+      throw Error(config_path.string() + ": model_type 'gemma3' is Gemma 3's vision-language model; its language model alone "
+                  "(gemma3_text) is supported");
+    if (type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3" && !moe && !gemma)
+      throw Error(config_path.string() + ": model_type '" + type +
+                  "' is not supported (llama, mistral, qwen2, qwen3, qwen3_moe, qwen2_moe, mixtral, gemma3_text, gemma2)");
     if (j.value("use_sliding_window", false))
       throw Error(config_path.string() + ": sliding-window attention is not supported");
     if (j.value("attention_bias", false) || j.value("mlp_bias", false))
@@ -237,8 +270,9 @@ class HfModelSource {
                      : j.contains("rope_parameters") && j["rope_parameters"].is_object()
                          ? j["rope_parameters"].value("rope_theta", 10000.0f)
                          : 10000.0f;
-      c.tied_embeddings = j.value("tie_word_embeddings", false);
+      c.tied_embeddings = j.value("tie_word_embeddings", gemma);  // Gemma's configs tie by default
       if (moe) moe_ = moe_layout(j, c.layers);
+      if (gemma) read_gemma(j);
     } catch (const nlohmann::json::exception& e) {
       throw Error(config_path.string() + ": " + e.what());
     } catch (const Error& e) {
@@ -247,6 +281,10 @@ class HfModelSource {
     if (c.heads <= 0 || c.kv_heads <= 0 || c.heads % c.kv_heads != 0 || c.head_dim <= 0 || c.layers <= 0)
       throw Error(config_path.string() + ": inconsistent head counts or layer count");
     c.rope_style = RopeStyle::HalfSplit;
+    if (gemma) {  // RoPE per layer type, read by read_gemma
+      qc_ = j.value("quantization_config", nlohmann::json::object());
+      return;
+    }
     const char* scaling = j.contains("rope_scaling") && j["rope_scaling"].is_object() ? "rope_scaling"
                           : j.contains("rope_parameters") && j["rope_parameters"].is_object() ? "rope_parameters"
                                                                                                 : nullptr;
@@ -264,6 +302,66 @@ class HfModelSource {
       }
     }
     qc_ = j.value("quantization_config", nlohmann::json::object());
+  }
+
+  /// Gemma 2 / Gemma 3's settings (LlamaConfig's Gemma part): GeGLU, sandwich norms with (1 + w)
+  /// weights, query_pre_attn_scalar, soft-capping, sliding-window layers and their RoPE.
+  void read_gemma(const nlohmann::json& j) {
+    LlamaConfig& c = config_;
+    const bool g3 = c.model_type == "gemma3_text";
+    const std::string act = j.contains("hidden_activation") && !j["hidden_activation"].is_null() ? j["hidden_activation"].get<std::string>()
+                                                                                                 : j.value("hidden_act", std::string("gelu_pytorch_tanh"));
+    if (act != "gelu_pytorch_tanh" && act != "gelu_tanh")
+      throw Error("hidden_activation '" + act + "' is not supported (gelu_pytorch_tanh)");
+    if (j.contains("use_bidirectional_attention") && j["use_bidirectional_attention"].is_boolean() && j["use_bidirectional_attention"].get<bool>())
+      throw Error("use_bidirectional_attention is not supported (a decoder's causal attention only)");
+    c.activation = MlpActivation::GeluTanh;
+    c.norm_weight_plus_one = true;
+    c.attention_scale = 1.0f / std::sqrt(j.value("query_pre_attn_scalar", static_cast<float>(c.head_dim)));
+    const auto number = [&](const char* key) { return j.contains(key) && !j[key].is_null() ? j[key].get<float>() : 0.0f; };
+    c.attention_softcap = number("attn_logit_softcapping");
+    c.logit_softcap = number("final_logit_softcapping");
+    // which layers slide: layer_types, else the old pattern (Gemma 3: every 6th layer full; Gemma 2: every 2nd)
+    c.sliding.assign(static_cast<std::size_t>(c.layers), false);
+    if (j.contains("layer_types") && j["layer_types"].is_array()) {
+      const auto& types = j["layer_types"];
+      if (types.size() != static_cast<std::size_t>(c.layers)) throw Error("layer_types has " + std::to_string(types.size()) + " entries, not num_hidden_layers");
+      for (std::size_t i = 0; i < types.size(); ++i) {
+        const std::string t = types[i].get<std::string>();
+        if (t != "sliding_attention" && t != "full_attention") throw Error("layer_types: '" + t + "' is not supported");
+        c.sliding[i] = t == "sliding_attention";
+      }
+    } else {
+      const Index pattern = j.value("sliding_window_pattern", g3 ? Index{6} : Index{2});
+      for (Index i = 0; i < c.layers; ++i) c.sliding[static_cast<std::size_t>(i)] = pattern > 0 && (i + 1) % pattern != 0;
+    }
+    const bool any_sliding = std::find(c.sliding.begin(), c.sliding.end(), true) != c.sliding.end();
+    c.sliding_window = any_sliding ? j.at("sliding_window").get<Index>() : 0;
+    if (any_sliding && c.sliding_window <= 0) throw Error("sliding_window must be positive");
+    // RoPE: transformers 5 keeps one parameter set per layer type; 4.x rope_theta (+ rope_scaling)
+    // for full layers and rope_local_base_freq for sliding ones (Gemma 2: one base for both)
+    nlohmann::json full = nlohmann::json::object(), local = nlohmann::json::object();
+    if (j.contains("rope_parameters") && j["rope_parameters"].is_object() && j["rope_parameters"].contains("full_attention")) {
+      full = j["rope_parameters"]["full_attention"];
+      local = j["rope_parameters"].value("sliding_attention", nlohmann::json::object());
+    } else {
+      full = j.contains("rope_parameters") && j["rope_parameters"].is_object() ? j["rope_parameters"]
+             : j.contains("rope_scaling") && j["rope_scaling"].is_object() ? j["rope_scaling"] : nlohmann::json::object();
+      if (j.contains("rope_theta") && !j["rope_theta"].is_null()) full["rope_theta"] = j["rope_theta"];
+      if (j.contains("rope_local_base_freq")) local["rope_theta"] = j["rope_local_base_freq"];
+    }
+    const float default_theta = g3 ? 1000000.0f : 10000.0f;
+    c.rope_theta = full.contains("rope_theta") && !full["rope_theta"].is_null() ? full["rope_theta"].get<float>() : default_theta;
+    const std::string kind = full.value("rope_type", full.value("type", std::string("default")));
+    if (kind == "linear") {
+      c.rope_divisors.assign(static_cast<std::size_t>(c.head_dim / 2), full.value("factor", 1.0f));
+    } else if (kind != "default") {
+      throw Error("full-attention RoPE type '" + kind + "' is not supported (default, linear)");
+    }
+    const std::string local_kind = local.value("rope_type", local.value("type", std::string("default")));
+    if (local_kind != "default") throw Error("sliding-attention RoPE type '" + local_kind + "' is not supported (default)");
+    c.sliding_rope_theta = local.contains("rope_theta") && !local["rope_theta"].is_null() ? local["rope_theta"].get<float>()
+                           : g3 ? 10000.0f : 0.0f;
   }
 
   std::filesystem::path dir_;

@@ -8,6 +8,10 @@
 // mixture of experts (BlockWeights::moe) runs moe_forward (model/moe_mlp.hpp) in the MLP's place;
 // its backward gives the attention's four gradients and every expert's.
 //
+// Gemma's blocks (LlamaConfig's Gemma settings) differ only in data: norms of the attention's and
+// the MLP's outputs (sandwich norms), GeGLU, the attention's scale, soft-capping and sliding window,
+// and the sliding layers' RoPE base; each is one branch here, in forward and backward.
+//
 // Batches: `hidden` may hold several sequences of `seqlen` tokens stacked row after row. Every
 // linear layer then runs once over all rows (one GEMM: the weight is packed once, not once per
 // sequence), RMSNorm and the MLP's elementwise work row by row; attention and RoPE positions are
@@ -38,6 +42,11 @@ struct BlockWeights {
   const Eigen::VectorXf* q_norm = nullptr;            ///< Qwen3; may point to an empty vector
   const Eigen::VectorXf* k_norm = nullptr;
   const MoeFeedForward* moe = nullptr;                ///< the MLP as a mixture of experts (its experts may be fake-quantized copies)
+  const Eigen::VectorXf* post_attn_norm = nullptr;    ///< Gemma; may point to an empty vector
+  const Eigen::VectorXf* post_ffn_norm = nullptr;
+  bool sliding = false;                               ///< sliding-window attention (LlamaConfig::sliding_window)
+  bool has_post_attn_norm() const { return post_attn_norm && post_attn_norm->size() > 0; }
+  bool has_post_ffn_norm() const { return post_ffn_norm && post_ffn_norm->size() > 0; }
   bool has_qk_norm() const { return q_norm && q_norm->size() > 0; }
   const RowMatrix& operator[](Linear l) const { return *linear[static_cast<std::size_t>(l)]; }
 
@@ -50,6 +59,9 @@ struct BlockWeights {
     w.attn_norm = &b.attn_norm;
     w.ffn_norm = &b.ffn_norm;
     if (b.moe) w.moe = &*b.moe;
+    w.post_attn_norm = &b.post_attn_norm;
+    w.post_ffn_norm = &b.post_ffn_norm;
+    w.sliding = b.sliding;
     return w;
   }
 };
@@ -70,7 +82,8 @@ const RowMatrix& input_of(const Inputs& in, Linear l) {
 /// step to step, its matrices are written in place: a tuning loop allocates them once.
 struct BlockCache {
   RowMatrix x, attention_in, q, k, v, output_in, h, mlp_in, gate, up, down_in;
-  RowMatrix gate_sigmoid;                ///< sigmoid(gate): SiLU's backward needs it
+  RowMatrix gate_sigmoid;                ///< sigmoid(gate) (SwiGLU), or tanh(√(2/π)(g + 0.044715 g³)) (GeGLU): the backward needs it
+  RowMatrix attention_out, mlp_out;      ///< the attention's and the MLP's outputs before Gemma's post norms (only with them)
   RowMatrix q_projected, k_projected;    ///< q and k before Qwen3's per-head norms (only with them)
   std::vector<RowMatrix> probabilities;  ///< per sequence and query head (sequence-major) [T, T], causal
   MoeCache moe;                          ///< a mixture-of-experts MLP's routing and experts' intermediates (mlp_in is its input)
@@ -80,7 +93,7 @@ struct BlockCache {
 
 /// The backward's temporaries, kept between calls for their memory (block_backward).
 struct BlockBackwardScratch {
-  RowMatrix d_act, d_gate, d_up, d_yn, d_h, d_attention, d_q, d_k, d_v;
+  RowMatrix d_act, d_gate, d_up, d_yn, d_h, d_attention, d_q, d_k, d_v, d_mlp, d_attention_out;
   std::vector<RowMatrix> d_k_head, d_v_head, d_s;
 };
 
@@ -172,6 +185,30 @@ inline void apply_rope(RowMatrix& x, Index heads, const LlamaConfig& c, float di
   });
 }
 
+/// The RoPE a block's attention uses: a sliding layer's own base (Gemma's local RoPE, unscaled)
+/// where the model has one, else the model's.
+inline const LlamaConfig& rope_config(const LlamaConfig& c, bool sliding, LlamaConfig& local) {
+  if (!sliding || c.sliding_rope_theta <= 0) return c;
+  local = c;
+  local.rope_theta = c.sliding_rope_theta;
+  local.rope_divisors.clear();
+  return local;
+}
+
+inline float attention_scale(const LlamaConfig& c) {
+  return c.attention_scale > 0 ? c.attention_scale : 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+}
+
+/// The first key position query t may see: 0, or with a sliding window of w tokens, t − w + 1.
+inline Index first_visible(Index t, Index window) { return window > 0 ? std::max<Index>(0, t - window + 1) : 0; }
+
+/// gelu_tanh(g) = ½ g (1 + tanh(√(2/π)(g + 0.044715 g³))) (transformers' gelu_pytorch_tanh); its
+/// derivative from the tanh t: ½ (1 + t) + ½ g (1 − t²) √(2/π) (1 + 3·0.044715 g²).
+inline constexpr float gelu_k0 = 0.7978845608028654f, gelu_k1 = 0.044715f;
+inline float gelu_tanh_derivative(float g, float t) {
+  return 0.5f * (1.0f + t) + 0.5f * g * (1.0f - t * t) * gelu_k0 * (1.0f + 3.0f * gelu_k1 * g * g);
+}
+
 /// Tokens per sequence of a batch of `rows` rows (0: one sequence), checked.
 inline Index sequence_length(Index rows, Index seqlen) {
   if (seqlen <= 0) return rows;
@@ -191,6 +228,9 @@ inline void attention_forward(const BlockWeights& w, const LlamaConfig& c, RowMa
   m.seqlen = length;
   if (keep) m.x = hidden;
   m.attention_in = detail::rms_norm(hidden, *w.attn_norm, c.rms_eps);
+  LlamaConfig local;
+  const LlamaConfig& rc = rope_config(c, w.sliding, local);
+  const Index window = w.sliding ? c.sliding_window : 0;
   RowMatrix& q = w.has_qk_norm() ? m.q_projected : m.q;
   RowMatrix& k = w.has_qk_norm() ? m.k_projected : m.k;
   q.noalias() = m.attention_in * w[Linear::Query].transpose();
@@ -204,11 +244,11 @@ inline void attention_forward(const BlockWeights& w, const LlamaConfig& c, RowMa
     m.q = detail::head_rms_norm(q, c.heads, d, *w.q_norm, c.rms_eps);
     m.k = detail::head_rms_norm(k, c.kv_heads, d, *w.k_norm, c.rms_eps);
   }
-  detail::apply_rope(m.q, c.heads, c, 1.0f, length);
-  detail::apply_rope(m.k, c.kv_heads, c, 1.0f, length);
+  detail::apply_rope(m.q, c.heads, rc, 1.0f, length);
+  detail::apply_rope(m.k, c.kv_heads, rc, 1.0f, length);
   m.output_in.resize(tokens, c.heads * d);
   m.probabilities.resize(static_cast<std::size_t>(sequences * c.heads));
-  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const float scale = attention_scale(c), cap = c.attention_softcap;
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static)
 #endif
@@ -217,16 +257,24 @@ inline void attention_forward(const BlockWeights& w, const LlamaConfig& c, RowMa
     RowMatrix& p = m.probabilities[static_cast<std::size_t>(j)];
     p.noalias() = m.q.block(row, h * d, length, d) * m.k.block(row, kv * d, length, d).transpose();
     p *= scale;
+    if (cap > 0) p = (p.array() / cap).tanh() * cap;  // Gemma 2's soft-capping, before the mask
     for (Index t = 0; t < length; ++t) {
       auto r = p.row(t);
-      const float max = r.head(t + 1).maxCoeff();
-      r.head(t + 1) = (r.head(t + 1).array() - max).exp();
-      r.head(t + 1) /= r.head(t + 1).sum();
+      const Index lo = first_visible(t, window), n = t + 1 - lo;
+      const float max = r.segment(lo, n).maxCoeff();
+      r.segment(lo, n) = (r.segment(lo, n).array() - max).exp();
+      r.segment(lo, n) /= r.segment(lo, n).sum();
+      r.head(lo).setZero();              // sliding window: no attention to tokens before it
       r.tail(length - t - 1).setZero();  // causal: no attention to later tokens
     }
     m.output_in.block(row, h * d, length, d).noalias() = p * m.v.block(row, kv * d, length, d);
   }
   if (!keep) m.probabilities.clear();
+  if (w.has_post_attn_norm()) {  // Gemma: the attention's output normed before the residual add
+    m.attention_out.noalias() = m.output_in * w[Linear::Output].transpose();
+    hidden += detail::rms_norm(m.attention_out, *w.post_attn_norm, c.rms_eps);
+    return;
+  }
   hidden.noalias() += m.output_in * w[Linear::Output].transpose();
 }
 }  // namespace detail
@@ -246,7 +294,12 @@ inline void block_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix
   if (w.moe) {  // the experts on their routed rows (model/moe_mlp.hpp)
     RowMatrix out;
     moe_forward(w.moe->weights, w.moe->spec, m.mlp_in, out, cache ? &m.moe : nullptr);
-    hidden += out;
+    if (w.has_post_ffn_norm()) {
+      m.mlp_out = std::move(out);
+      hidden += detail::rms_norm(m.mlp_out, *w.post_ffn_norm, c.rms_eps);
+    } else {
+      hidden += out;
+    }
     return;
   }
   m.gate.noalias() = m.mlp_in * w[Linear::Gate].transpose();
@@ -255,13 +308,28 @@ inline void block_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix
   // computed (Eigen's vectorized exp is faster but rounds differently)
   m.gate_sigmoid.resize(m.gate.rows(), m.gate.cols());
   m.down_in.resize(m.gate.rows(), m.gate.cols());
-  detail::for_each_row(tokens, [&](Index t) {
-    for (Index i = 0; i < m.gate.cols(); ++i) {
-      const float g = m.gate(t, i), e = 1.0f + std::exp(-g);
-      m.gate_sigmoid(t, i) = 1.0f / e;
-      m.down_in(t, i) = g / e * m.up(t, i);
-    }
-  });
+  if (c.activation == MlpActivation::GeluTanh) {  // GeGLU: gelu_tanh(g) u, tanh kept for the backward
+    detail::for_each_row(tokens, [&](Index t) {
+      for (Index i = 0; i < m.gate.cols(); ++i) {
+        const float g = m.gate(t, i), th = std::tanh(detail::gelu_k0 * (g + detail::gelu_k1 * g * g * g));
+        m.gate_sigmoid(t, i) = th;
+        m.down_in(t, i) = 0.5f * g * (1.0f + th) * m.up(t, i);
+      }
+    });
+  } else {
+    detail::for_each_row(tokens, [&](Index t) {
+      for (Index i = 0; i < m.gate.cols(); ++i) {
+        const float g = m.gate(t, i), e = 1.0f + std::exp(-g);
+        m.gate_sigmoid(t, i) = 1.0f / e;
+        m.down_in(t, i) = g / e * m.up(t, i);
+      }
+    });
+  }
+  if (w.has_post_ffn_norm()) {  // Gemma: the MLP's output normed before the residual add
+    m.mlp_out.noalias() = m.down_in * w[Linear::Down].transpose();
+    hidden += detail::rms_norm(m.mlp_out, *w.post_ffn_norm, c.rms_eps);
+    return;
+  }
   hidden.noalias() += m.down_in * w[Linear::Down].transpose();
 }
 
@@ -295,13 +363,15 @@ inline void attention_backward(const BlockWeights& w, const LlamaConfig& c, cons
   auto grad = [&](Linear l) -> RowMatrix& { return grads[static_cast<std::size_t>(l)]; };
   const Index tokens = z.d_h.rows(), d = c.head_dim, group = c.heads / c.kv_heads;
   const Index length = cache.seqlen > 0 ? cache.seqlen : tokens, sequences = tokens / length;
-  // attention output projection
-  grad(Linear::Output).noalias() += z.d_h.transpose() * cache.output_in;
-  z.d_attention.noalias() = z.d_h * w[Linear::Output];
+  // attention output projection (through Gemma's post norm first)
+  if (w.has_post_attn_norm()) z.d_attention_out = detail::rms_norm_backward(cache.attention_out, *w.post_attn_norm, c.rms_eps, z.d_h);
+  const RowMatrix& d_o_all = w.has_post_attn_norm() ? z.d_attention_out : z.d_h;
+  grad(Linear::Output).noalias() += d_o_all.transpose() * cache.output_in;
+  z.d_attention.noalias() = d_o_all * w[Linear::Output];
   z.d_q.resize(tokens, c.heads * d);
   z.d_k.setZero(tokens, c.kv_heads * d);
   z.d_v.setZero(tokens, c.kv_heads * d);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const float scale = detail::attention_scale(c), cap = c.attention_softcap;
   const auto pairs = static_cast<std::size_t>(sequences * c.heads);
   z.d_k_head.resize(pairs);
   z.d_v_head.resize(pairs);
@@ -318,6 +388,10 @@ inline void attention_backward(const BlockWeights& w, const LlamaConfig& c, cons
     // softmax backward row by row: dS = P ⊙ (dP − Σ_j dP_j P_j); masked entries have P = 0
     d_s = p.cwiseProduct(d_s);
     for (Index t = 0; t < length; ++t) d_s.row(t) -= p.row(t) * d_s.row(t).sum();
+    if (cap > 0) {  // through cap·tanh(s/cap): × (1 − tanh²), the tanh recomputed from q and k
+      const RowMatrix raw = (cache.q.block(row, h * d, length, d) * cache.k.block(row, kv * d, length, d).transpose()) * scale;
+      d_s.array() *= 1.0f - (raw.array() / cap).tanh().square();
+    }
     d_s *= scale;
     z.d_q.block(row, h * d, length, d).noalias() = d_s * cache.k.block(row, kv * d, length, d);
     z.d_k_head[static_cast<std::size_t>(j)].noalias() = d_s.transpose() * cache.q.block(row, h * d, length, d);
@@ -329,8 +403,10 @@ inline void attention_backward(const BlockWeights& w, const LlamaConfig& c, cons
     z.d_v.block(row, kv * d, length, d) += z.d_v_head[static_cast<std::size_t>(j)];
   }
   if (!keep_scratch) z.d_s.clear();
-  detail::apply_rope(z.d_q, c.heads, c, -1.0f, length);
-  detail::apply_rope(z.d_k, c.kv_heads, c, -1.0f, length);
+  LlamaConfig local;
+  const LlamaConfig& rc = detail::rope_config(c, w.sliding, local);
+  detail::apply_rope(z.d_q, c.heads, rc, -1.0f, length);
+  detail::apply_rope(z.d_k, c.kv_heads, rc, -1.0f, length);
   if (w.has_qk_norm()) {
     z.d_q = detail::head_rms_norm_backward(cache.q_projected, c.heads, d, *w.q_norm, c.rms_eps, z.d_q);
     z.d_k = detail::head_rms_norm_backward(cache.k_projected, c.kv_heads, d, *w.k_norm, c.rms_eps, z.d_k);
@@ -350,18 +426,30 @@ inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const Bl
   const Index tokens = d_out.rows();
   BlockBackwardScratch local;
   BlockBackwardScratch& z = scratch ? *scratch : local;
-  // MLP
-  grad(Linear::Down).noalias() += d_out.transpose() * cache.down_in;
-  z.d_act.noalias() = d_out * w[Linear::Down];
+  // MLP (through Gemma's post norm first)
+  if (w.has_post_ffn_norm()) z.d_mlp = detail::rms_norm_backward(cache.mlp_out, *w.post_ffn_norm, c.rms_eps, d_out);
+  const RowMatrix& d_mlp = w.has_post_ffn_norm() ? z.d_mlp : d_out;
+  grad(Linear::Down).noalias() += d_mlp.transpose() * cache.down_in;
+  z.d_act.noalias() = d_mlp * w[Linear::Down];
   z.d_gate.resize(cache.gate.rows(), cache.gate.cols());
   z.d_up.resize(cache.up.rows(), cache.up.cols());
-  detail::for_each_row(tokens, [&](Index t) {  // d silu(g) = sigma (1 + g (1 − sigma))
-    const auto g = cache.gate.row(t).array();
-    const auto sigma = cache.gate_sigmoid.row(t).array();
-    const auto da = z.d_act.row(t).array();
-    z.d_up.row(t) = da * g * sigma;
-    z.d_gate.row(t) = da * cache.up.row(t).array() * sigma * (1.0f + g * (1.0f - sigma));
-  });
+  if (c.activation == MlpActivation::GeluTanh) {
+    detail::for_each_row(tokens, [&](Index t) {
+      for (Index i = 0; i < cache.gate.cols(); ++i) {
+        const float g = cache.gate(t, i), th = cache.gate_sigmoid(t, i), da = z.d_act(t, i);
+        z.d_up(t, i) = da * 0.5f * g * (1.0f + th);
+        z.d_gate(t, i) = da * cache.up(t, i) * detail::gelu_tanh_derivative(g, th);
+      }
+    });
+  } else {
+    detail::for_each_row(tokens, [&](Index t) {  // d silu(g) = sigma (1 + g (1 − sigma))
+      const auto g = cache.gate.row(t).array();
+      const auto sigma = cache.gate_sigmoid.row(t).array();
+      const auto da = z.d_act.row(t).array();
+      z.d_up.row(t) = da * g * sigma;
+      z.d_gate.row(t) = da * cache.up.row(t).array() * sigma * (1.0f + g * (1.0f - sigma));
+    });
+  }
   grad(Linear::Gate).noalias() += z.d_gate.transpose() * cache.mlp_in;
   grad(Linear::Up).noalias() += z.d_up.transpose() * cache.mlp_in;
   z.d_yn.noalias() = z.d_gate * w[Linear::Gate];
@@ -381,7 +469,8 @@ inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const Bl
   detail::require(w.moe != nullptr, "block_backward: expert gradients of a block without a mixture of experts");
   BlockBackwardScratch local;
   BlockBackwardScratch& z = scratch ? *scratch : local;
-  moe_backward(w.moe->weights, w.moe->spec, cache.moe, cache.mlp_in, d_out, expert_grads, &z.d_yn);
+  if (w.has_post_ffn_norm()) z.d_mlp = detail::rms_norm_backward(cache.mlp_out, *w.post_ffn_norm, c.rms_eps, d_out);
+  moe_backward(w.moe->weights, w.moe->spec, cache.moe, cache.mlp_in, w.has_post_ffn_norm() ? z.d_mlp : d_out, expert_grads, &z.d_yn);
   z.d_h = d_out + detail::rms_norm_backward(cache.h, *w.ffn_norm, c.rms_eps, z.d_yn);
   detail::attention_backward(w, c, cache, grads, z, scratch != nullptr);
 }

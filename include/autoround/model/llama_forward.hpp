@@ -21,6 +21,7 @@ inline RowMatrix embed(const LlamaModel& m, std::span<const std::int32_t> tokens
                   " is outside the vocabulary of " + std::to_string(m.config.vocab));
     h.row(static_cast<Index>(t)) = m.embedding.row(tokens[t]);
   }
+  scale_embeddings(h, m.config);
   return h;
 }
 
@@ -37,6 +38,7 @@ inline RowMatrix forward_hidden(const LlamaModel& m, std::span<const std::int32_
 inline RowMatrix forward_logits(const LlamaModel& m, std::span<const std::int32_t> tokens, Index seqlen = 0) {
   RowMatrix logits;
   logits.noalias() = forward_hidden(m, tokens, seqlen) * m.lm_head().transpose();
+  soft_cap_logits(logits, m.config);
   return logits;
 }
 

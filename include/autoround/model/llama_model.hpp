@@ -20,6 +20,10 @@ namespace autoround {
 
 enum class RopeStyle { AdjacentPairs, HalfSplit };
 
+/// The MLP's gated activation: SwiGLU silu(g)·u (LLaMA, Qwen, Mistral) or GeGLU with the tanh
+/// approximation of GELU, gelu_tanh(g)·u (Gemma: gelu_pytorch_tanh).
+enum class MlpActivation { Silu, GeluTanh };
+
 struct LlamaConfig {
   Index layers = 0, hidden = 0, intermediate = 0, heads = 0, kv_heads = 0, head_dim = 0, vocab = 0;
   float rope_theta = 10000.0f;
@@ -31,7 +35,30 @@ struct LlamaConfig {
   float rms_eps = 1e-5f;
   RopeStyle rope_style = RopeStyle::HalfSplit;
   bool tied_embeddings = true;
-  std::string model_type = "llama";  ///< "llama" / "mistral", "qwen2" (q/k/v biases), "qwen3" (q/k norms)
+  std::string model_type = "llama";  ///< "llama" / "mistral", "qwen2" (q/k/v biases), "qwen3" (q/k norms), "gemma3_text" ...
+
+  // What Gemma's blocks compute differently (the defaults are LLaMA's). With them the block is
+  //   h = x + post_attn_norm(attention(attn_norm(x)));  out = h + post_ffn_norm(MLP(ffn_norm(h)))
+  // (sandwich norms: LlamaBlock::post_attn_norm / post_ffn_norm, present or not).
+  MlpActivation activation = MlpActivation::Silu;
+  float attention_scale = 0;    ///< scores q·k × this (0: 1/√head_dim); Gemma: query_pre_attn_scalar^−½
+  float attention_softcap = 0;  ///< Gemma 2: scores → cap·tanh(scores/cap) before the mask (0: none)
+  float logit_softcap = 0;      ///< Gemma 2: logits → cap·tanh(logits/cap) (0: none)
+  float embedding_scale = 1;    ///< Gemma: embeddings × √hidden, in the checkpoint's float type as transformers rounds it
+  Index sliding_window = 0;     ///< a sliding layer's query sees itself and the window − 1 tokens before it
+  std::vector<bool> sliding;    ///< per layer: sliding-window attention (empty: no layer slides)
+  float sliding_rope_theta = 0; ///< the sliding layers' RoPE base, unscaled (0: rope_theta and rope_divisors, as full layers)
+  /// Hugging Face stores these RMSNorm weights as w and computes with (1 + w) (Gemma); in memory
+  /// every norm weight is the factor itself (1 + w), as llama.cpp's GGUF files store it, and the
+  /// Hugging Face export subtracts the one again.
+  bool norm_weight_plus_one = false;
+
+  bool is_sliding(Index layer) const { return layer >= 0 && static_cast<std::size_t>(layer) < sliding.size() && sliding[static_cast<std::size_t>(layer)]; }
+  /// Whether the block is LLaMA's (what the CUDA backend computes): none of the Gemma settings.
+  bool llama_shaped() const {
+    return activation == MlpActivation::Silu && attention_scale == 0 && attention_softcap == 0 && logit_softcap == 0 &&
+           embedding_scale == 1 && sliding_window == 0;
+  }
 };
 
 /// Llama 3.1's RoPE scaling (transformers' _compute_llama3_parameters), as divisors of the
@@ -97,9 +124,20 @@ struct LlamaBlock {
   std::array<Eigen::VectorXf, 3> qkv_bias;  ///< Qwen2's q/k/v projection biases; empty when absent (LLaMA)
   Eigen::VectorXf q_norm, k_norm;           ///< Qwen3's per-head RMSNorm of q and k [head_dim]; empty when absent
   std::optional<MoeFeedForward> moe;        ///< the MLP as a mixture of experts, when it is one
+  Eigen::VectorXf post_attn_norm, post_ffn_norm;  ///< Gemma's norms of the attention's and the MLP's outputs; empty when absent
+  bool sliding = false;                     ///< sliding-window attention (LlamaConfig::sliding_window, sliding_rope_theta)
   RowMatrix& operator[](Linear l) { return linear[static_cast<std::size_t>(l)]; }
   const RowMatrix& operator[](Linear l) const { return linear[static_cast<std::size_t>(l)]; }
 };
+
+/// Gemma's input scaling of the embedding rows (× LlamaConfig::embedding_scale), in place.
+inline void scale_embeddings(RowMatrix& rows, const LlamaConfig& c) {
+  if (c.embedding_scale != 1.0f) rows *= c.embedding_scale;
+}
+/// Gemma 2's soft-capping of the logits (cap·tanh(logits/cap)), in place.
+inline void soft_cap_logits(RowMatrix& logits, const LlamaConfig& c) {
+  if (c.logit_softcap > 0) logits = (logits.array() / c.logit_softcap).tanh() * c.logit_softcap;
+}
 
 struct LlamaModel {
   LlamaConfig config;

@@ -56,6 +56,7 @@ inline PerplexityResult perplexity(const LlamaModel& m, std::span<const std::int
     const RowMatrix hidden = forward_hidden(m, chunk, context);
     for (Index w = 0; w < n; ++w) {
       logits.noalias() = hidden.middleRows(w * context, context) * m.lm_head().transpose();
+      soft_cap_logits(logits, m.config);
       const auto window = std::span<const std::int32_t>(chunk).subspan(static_cast<std::size_t>(w * context), static_cast<std::size_t>(context));
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static)

@@ -388,7 +388,13 @@ void quantize_model_streaming(const S& source, std::span<const TokenSequence> sa
                               const BlockProgress& on_block = {}, const StepProgress& on_step = {}, O optimizer = O{},
                               B backend = B{}, const C& checkpoint = C{}) {
   detail::check_samples(samples);
-  detail::BlockByBlock<Q, O, B> run([&source](const TokenSequence& sample) { return source.embedding_rows(sample); }, samples, options,
+  detail::BlockByBlock<Q, O, B> run(
+      [&source](const TokenSequence& sample) {
+        RowMatrix rows = source.embedding_rows(sample);
+        scale_embeddings(rows, source.config());
+        return rows;
+      },
+      samples, options,
                                     std::move(optimizer), std::move(backend));
   const LlamaConfig& config = source.config();
   const Index kept = std::min<Index>(checkpoint.finished(), config.layers);
