@@ -1,6 +1,8 @@
 // Backward of a LLaMA block (RMSNorm, RoPE, causal GQA softmax attention, SwiGLU, residuals;
-// with Qwen2's q/k/v biases and Qwen3's q/k norms in the half-split case) against central finite differences of its
-// forward, on a small random block.
+// with Qwen2's q/k/v biases and Qwen3's q/k norms in the half-split case; Gemma 3's block: sandwich
+// norms, GeGLU, q/k norms, a sliding window with its own RoPE base, scaled linear RoPE, another
+// attention scale; Gemma 2's: soft-capped attention scores in a sliding window) against central
+// finite differences of its forward, on a small random block.
 #include <doctest/doctest.h>
 
 #include <autoround/model/llama_block.hpp>
@@ -40,7 +42,20 @@ TEST_CASE_TEMPLATE_DEFINE("block backward matches finite differences", Style, bl
   std::mt19937 rng(5);
   std::normal_distribution<float> normal;
   LlamaBlock block = random_block(c, rng);
-  if (c.rope_style == RopeStyle::HalfSplit) {  // Qwen2's q/k/v biases and Qwen3's q/k norms (half-split RoPE)
+  if (Style::gemma > 0) {  // Gemma's block; windows of 3 over 6 tokens
+    c.activation = MlpActivation::GeluTanh;
+    c.attention_scale = 0.3f;
+    c.sliding_window = 3;
+    block.sliding = true;
+    block.post_attn_norm = Eigen::VectorXf::Ones(c.hidden) + 0.3f * random_block(c, rng)[Linear::Down].col(0);
+    block.post_ffn_norm = Eigen::VectorXf::Ones(c.hidden) + 0.3f * random_block(c, rng)[Linear::Output].col(0);
+    if (Style::gemma == 2) c.attention_softcap = 1.5f;  // scores reach ±3: tanh bends
+    if (Style::gemma == 3) {
+      c.sliding_rope_theta = 37.0f;
+      c.rope_divisors.assign(2, 3.0f);  // the full layers' (unused by a sliding layer: checked below)
+    }
+  }
+  if (c.rope_style == RopeStyle::HalfSplit && Style::gemma != 2) {  // Qwen2's q/k/v biases and Qwen3's q/k norms (half-split RoPE)
     for (std::size_t j = 0; j < 3; ++j) block.qkv_bias[j] = 0.3f * random_block(c, rng)[all_linears[j]].col(0);
     block.q_norm = Eigen::VectorXf::Ones(c.head_dim) + 0.3f * random_block(c, rng)[Linear::Query].col(0).head(c.head_dim);
     block.k_norm = Eigen::VectorXf::Ones(c.head_dim) + 0.3f * random_block(c, rng)[Linear::Key].col(0).head(c.head_dim);
@@ -99,11 +114,57 @@ TEST_CASE_TEMPLATE_DEFINE("block backward matches finite differences", Style, bl
 }
 struct Adjacent {
   static constexpr RopeStyle value = RopeStyle::AdjacentPairs;
+  static constexpr int gemma = 0;
 };
 struct HalfSplit {
   static constexpr RopeStyle value = RopeStyle::HalfSplit;
+  static constexpr int gemma = 0;
 };
-TEST_CASE_TEMPLATE_INVOKE(block_gradient_test, Adjacent, HalfSplit);
+struct Gemma3 {
+  static constexpr RopeStyle value = RopeStyle::HalfSplit;
+  static constexpr int gemma = 3;
+};
+struct Gemma2 {
+  static constexpr RopeStyle value = RopeStyle::HalfSplit;
+  static constexpr int gemma = 2;
+};
+TEST_CASE_TEMPLATE_INVOKE(block_gradient_test, Adjacent, HalfSplit, Gemma3, Gemma2);
+
+TEST_CASE("Gemma's sliding window: a query sees itself and window − 1 tokens before it; a sliding layer's own RoPE") {
+  LlamaConfig c;
+  c.hidden = 16, c.heads = 4, c.kv_heads = 2, c.head_dim = 4, c.intermediate = 24, c.rope_theta = 100.0f;
+  c.sliding_window = 3;
+  c.sliding_rope_theta = 37.0f;
+  std::mt19937 rng(9);
+  std::normal_distribution<float> normal;
+  LlamaBlock block = random_block(c, rng);
+  block.sliding = true;
+  RowMatrix x(7, c.hidden);
+  for (Index i = 0; i < x.size(); ++i) x.data()[i] = normal(rng);
+  RowMatrix h = x;
+  BlockCache cache;
+  block_forward(block, c, h, &cache);
+  for (const RowMatrix& p : cache.probabilities)
+    for (Index t = 0; t < p.rows(); ++t)
+      for (Index j = 0; j < p.cols(); ++j) {
+        CAPTURE(t);
+        CAPTURE(j);
+        if (j > t || t - j >= 3) CHECK(p(t, j) == 0.0f);
+        else CHECK(p(t, j) > 0.0f);
+      }
+  // the last token's output depends on tokens 4..6 only: change token 0..3 and it stays
+  RowMatrix y = x;
+  y.topRows(4).setRandom();
+  block_forward(block, c, y);
+  CHECK((y.row(6) - h.row(6)).cwiseAbs().maxCoeff() == 0.0f);
+  // a sliding layer rotates with sliding_rope_theta: the full layer's base gives other outputs,
+  // and so does a full (non-sliding) block
+  LlamaConfig other = c;
+  other.sliding_rope_theta = 0;
+  RowMatrix z = x;
+  block_forward(block, other, z);
+  CHECK((z - h).cwiseAbs().maxCoeff() > 1e-4f);
+}
 
 TEST_CASE("a batch of sequences: each sequence's forward, and the sum of each sequence's gradients") {
   // The tuning step stacks its minibatch (block_forward with seqlen): positions restart in each
