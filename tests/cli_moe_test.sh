@@ -29,6 +29,22 @@ before = report["perplexity_before"]
 assert after < 1.5 * before, (before, after)
 print("cli_moe: report ok: perplexity %.3f before, %.3f after; unreached experts %s" % (before, after, [b["experts_unreached"] for b in blocks]))
 PY
+# our own reader reads the quantized experts back: the run's "after" perplexity; the routers are
+# listed as float layers (extra_config bits 16), or transformers' auto-round loader would try to
+# unpack them (it failed on our checkpoints before: scripts/check_transformers_load.py)
+"$autoround" eval --model "$work/out/auto_round" --text "$work/model/text.tokens" --windows 2 >"$work/eval_out.log" 2>&1 ||
+  { echo "cli_moe: eval of the checkpoint failed"; cat "$work/eval_out.log"; exit 1; }
+python3 - "$work/out" "$work/eval_out.log" <<'PY' || exit 1
+import json, re, sys
+out, log = sys.argv[1:]
+after = json.load(open(out + "/quantization_report.json"))["runs"][0]["perplexity_after"]
+ours = float(re.search(r"^perplexity ([0-9.]+) over", open(log).read(), re.M).group(1))
+assert abs(ours - after) <= 1e-3 * after, (ours, after)
+extra = json.load(open(out + "/auto_round/config.json"))["quantization_config"]["extra_config"]
+for b in range(2):
+    assert extra.get(f"model.layers.{b}.mlp.gate") == {"bits": 16, "data_type": "float"}, extra
+print("cli_moe: the checkpoint reads back to %.4f (the run's after: %.4f); routers listed as float" % (ours, after))
+PY
 python3 "$scripts/check_moe_export.py" "$work/model" "$work/out/auto_round" >"$work/check.log" ||
   { echo "cli_moe: the exported experts do not read back"; cat "$work/check.log"; exit 1; }
 echo "cli_moe: $(grep '^perplexity' "$work/eval.log"); $(grep -c '^ok' "$work/check.log") expert layers read back"

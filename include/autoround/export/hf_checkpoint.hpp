@@ -125,6 +125,14 @@ class HfTensorWriter {
     if (!c_.tied_embeddings) add_rows("lm_head.weight", [&](std::span<const std::int32_t> ids) { return source.output_rows(ids); });
   }
 
+  /// A linear layer inside a block written in float16: listed for each format's loader as one
+  /// it must not replace (extra_config bits 16, GPTQ's dynamic "-:", AWQ's modules_to_not_convert).
+  void keep_float(const std::string& name) {
+    extra_[name] = {{"bits", 16}, {"data_type", "float"}};
+    dynamic_["-:" + detail::exact_regex(name)] = nlohmann::ordered_json::object();
+    not_converted_.push_back(name);
+  }
+
   /// An RMSNorm weight in float16 as the checkpoint's family stores it (Gemma: w of its 1 + w).
   void add_norm(SafetensorsWriter& w, const std::string& name, const Eigen::VectorXf& factor) const {
     if (!c_.norm_weight_plus_one) return detail::add_f16(w, name, factor.data(), {factor.size()});
@@ -165,10 +173,14 @@ class HfTensorWriter {
                                          "(its config.json); use a Hugging Face directory as the source, or --format gguf");
       const MoeWeights& m = block.moe->weights;
       detail::add_f16(w, prefix + "mlp.gate.weight", m.router.data(), {m.router.rows(), m.router.cols()});
+      keep_float(prefix + "mlp.gate");  // a Linear inside the block: loaders must be told it stays float, as the reference does
       if (m.correction_bias.size() > 0)
         w.add(prefix + "mlp.gate.e_score_correction_bias", Dtype::F32, {m.correction_bias.size()},
               std::span<const float>(m.correction_bias.data(), static_cast<std::size_t>(m.correction_bias.size())));
-      if (m.shared_gate.size() > 0) detail::add_f16(w, prefix + "mlp.shared_expert_gate.weight", m.shared_gate.data(), {1, m.shared_gate.size()});
+      if (m.shared_gate.size() > 0) {
+        detail::add_f16(w, prefix + "mlp.shared_expert_gate.weight", m.shared_gate.data(), {1, m.shared_gate.size()});
+        keep_float(prefix + "mlp.shared_expert_gate");
+      }
     }
     const std::vector<LinearSlot> slots = linear_slots(block);
     for (std::size_t i = 0; i < slots.size(); ++i) {
@@ -187,9 +199,7 @@ class HfTensorWriter {
         const RowMatrix values = quantized ? quantized->dequantize() : slot_weight(block, slot);
         const RowMatrix weight = permuted ? permute_rows(values, rows) : values;
         detail::add_f16(w, name + ".weight", weight.data(), {weight.rows(), weight.cols()});
-        extra_[name] = {{"bits", 16}, {"data_type", "float"}};
-        dynamic_["-:" + detail::exact_regex(name)] = nlohmann::ordered_json::object();
-        not_converted_.push_back(name);
+        keep_float(name);
         continue;
       }
       const auto qw = permuted ? permute_rows(*quantized, rows) : *quantized;

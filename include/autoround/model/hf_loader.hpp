@@ -159,7 +159,10 @@ class HfModelSource {
       block[l] = ckpt_->contains(tensor + ".weight") ? load(tensor + ".weight", rows, cols)
                                                      : detail::load_quantized_linear(*ckpt_, qc_, tensor, rows, cols);
     }
-    if (sparse) block.moe = MoeFeedForward{moe_->spec, load_moe(*ckpt_, *moe_, b, c.hidden)};
+    if (sparse)
+      block.moe = MoeFeedForward{moe_->spec, load_moe(*ckpt_, *moe_, b, c.hidden, [this](const std::string& layer, Index out, Index in) {
+                                   return detail::load_quantized_linear(*ckpt_, qc_, layer, out, in);
+                                 })};
     if (c.model_type == "qwen2" || c.model_type == "qwen2_moe")  // q/k/v projections carry biases
       for (std::size_t k = 0; k < 3; ++k) {
         const Linear l = all_linears[k];

@@ -15,6 +15,7 @@
 // cannot convert.)
 // Which layers are sparse: Qwen, layer i unless i is in mlp_only_layers or (i + 1) is not a
 // multiple of decoder_sparse_step; DeepSeek-V3, i ≥ first_k_dense_replace; Mixtral, all.
+#include <functional>
 #include <algorithm>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -95,15 +96,24 @@ inline MoeLayout moe_layout(const nlohmann::json& config, Index layers) {
   return m;
 }
 
+/// Reads a quantized linear layer (name without ".weight", [out, in]) as float32: how a checkpoint
+/// we or the reference wrote (auto_round / GPTQ / AWQ experts) is read back (hf_loader.hpp's).
+using QuantizedLinearReader = std::function<RowMatrix(const std::string& layer, Index out, Index in)>;
+
 /// Layer `layer`'s MoE weights in float32 (`hidden`: the model's hidden size), each tensor's
-/// shape checked against the layout; errors name the tensor.
-inline MoeWeights load_moe(const SafetensorsCheckpoint& ckpt, const MoeLayout& m, Index layer, Index hidden) {
+/// shape checked against the layout; errors name the tensor. An expert stored quantized (no
+/// ".weight") is read by `quantized` when given.
+inline MoeWeights load_moe(const SafetensorsCheckpoint& ckpt, const MoeLayout& m, Index layer, Index hidden,
+                           const QuantizedLinearReader& quantized = {}) {
   detail::require(layer >= 0 && layer < static_cast<Index>(m.sparse.size()) && m.sparse[static_cast<std::size_t>(layer)],
                   "load_moe: layer " + std::to_string(layer) + " has no mixture of experts");
   const std::string layer_prefix = "model.layers." + std::to_string(layer) + ".";
   const bool mixtral_names = m.family == "mixtral" && ckpt.contains(layer_prefix + "block_sparse_moe.gate.weight");
   const std::string p = layer_prefix + (mixtral_names ? "block_sparse_moe." : "mlp.");
   auto load = [&](const std::string& name, Index rows, Index cols) {
+    const std::string suffix = ".weight";
+    const bool linear = name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+    if (!ckpt.contains(name) && linear && quantized) return quantized(name.substr(0, name.size() - suffix.size()), rows, cols);
     if (!ckpt.contains(name)) throw Error("checkpoint: no tensor named '" + name + "'");
     RowMatrix w = ckpt.to_float(name);
     ckpt.release(name);
