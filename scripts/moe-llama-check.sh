@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# llama.cpp as the judge of our mixture-of-experts GGUF files (issue #25 item 2b): three MoE models
-# made from the asset (scripts/make_moe_from_dense_gguf.py: llama with 4 experts = Mixtral's
-# layout, qwen3moe, and qwen2moe with its gated shared expert), each tuned by `autoround quantize` into gguf:q8_0 and gguf:q4_k_m on
+# llama.cpp as the judge of our GGUF files of the families beyond LLaMA (issue #25 item 2b): three
+# MoE models made from the asset (scripts/make_moe_from_dense_gguf.py: llama with 4 experts =
+# Mixtral's layout, qwen3moe, and qwen2moe with its gated shared expert) and, with ARCHS=gemma3 /
+# gemma2, Gemma models (scripts/make_gemma_from_dense_gguf.py), each tuned by `autoround quantize` into gguf:q8_0 and gguf:q4_k_m on
 # the CPU; then every file (the F16 source too) scored by llama.cpp's llama-perplexity and by
 # `autoround eval --llama-perplexity` (the same windows: BOS rule, second half of each 512-token
 # window) on kjv-eval.txt. Prints one line per file: ours, llama.cpp's, their ratio.
 # usage: scripts/moe-llama-check.sh AUTOROUND LLAMA_BIN_DIR ASSETS WORK [CHUNKS=8] [THREADS=2]
-#        env: ITERS (10), NSAMPLES (8): the tuning's settings (256-token samples); ARCHS (llama qwen3moe qwen2moe)
+#        env: ITERS (10), NSAMPLES (8): the tuning's settings (256-token samples); ARCHS (llama qwen3moe qwen2moe; also gemma3 gemma2)
 #        (LLAMA_BIN_DIR: scripts/build-llama-cpp.sh's build/bin; ASSETS: scripts/fetch-assets.sh's,
 #        with pyenv/ holding gguf-py)
 set -euo pipefail
@@ -16,7 +17,11 @@ mkdir -p "$work"
 text=$assets/kjv-eval.txt
 for arch in ${ARCHS:-llama qwen3moe qwen2moe}; do
   model=$work/moe-$arch.gguf
-  [ -f "$model" ] || "$assets/pyenv/bin/python" "$here/make_moe_from_dense_gguf.py" "$assets/smollm2-135m-instruct-q4_1.gguf" "$model" "$arch" >/dev/null
+  case $arch in
+    gemma3 | gemma2) maker=make_gemma_from_dense_gguf.py ;;
+    *) maker=make_moe_from_dense_gguf.py ;;
+  esac
+  [ -f "$model" ] || "$assets/pyenv/bin/python" "$here/$maker" "$assets/smollm2-135m-instruct-q4_1.gguf" "$model" "$arch" >/dev/null
   if [ ! -d "$work/moe-$arch-q" ]; then
     "$autoround" quantize --model "$model" --calibration "$assets/kjv-calib.tokens" --nsamples "${NSAMPLES:-8}" --seqlen 256 --iters "${ITERS:-10}" \
       --batch-size 4 --format gguf:q8_0,gguf:q4_k_m --output "$work/moe-$arch-q" --threads "$threads" >"$work/moe-$arch-q.log" 2>&1 ||

@@ -1,0 +1,86 @@
+"""A Gemma-architecture GGUF made from a dense LLaMA-family GGUF (the asset, SmolLM2-135M), for
+checking that llama.cpp and autoround-cpp compute the same Gemma model (scripts/moe-llama-check.sh,
+ARCHS=gemma3 / gemma2): the source's blocks and tokenizer under llama.cpp's gemma3 or gemma2
+graph: the embedding divided by √hidden (the graph multiplies it back; the final norm by √hidden
+for the tied LM head), GELU-tanh in the MLP, the
+sandwich norms post_attention_norm and post_ffw_norm added with weight POST (llama.cpp's files store
+Gemma's 1 + w), NEOX RoPE on the source's q/k rows put back in Hugging Face's order, a sliding window of WINDOW
+tokens in llama.cpp's default pattern (gemma3: 5 sliding layers then a full one, the sliding ones
+at RoPE base 10000; gemma2: alternating), gemma3's per-head q/k norms of ones, gemma2's soft-caps
+50 and 30 written out. A different model from the source, the same for both tools. Matrices F16,
+norms F32. Needs gguf-py and numpy.
+usage: python make_gemma_from_dense_gguf.py SOURCE.gguf OUT.gguf ARCH(gemma3|gemma2) [WINDOW=128] [POST=0.5]"""
+import sys
+
+import numpy as np
+from gguf import GGUFReader, GGUFValueType, GGUFWriter
+from gguf.quants import dequantize
+
+source, out, arch = sys.argv[1:4]
+window = int(sys.argv[4]) if len(sys.argv) > 4 else 128
+post = float(sys.argv[5]) if len(sys.argv) > 5 else 0.5
+reader = GGUFReader(source)
+src_arch = reader.fields["general.architecture"].contents()
+
+
+def value(key):
+    return reader.fields[key].contents()
+
+
+def tensor(name):
+    t = next(x for x in reader.tensors if x.name == name)
+    x = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32).reshape([int(d) for d in reversed(t.shape)])
+    return x if x.ndim == 1 else x.astype(np.float16)
+
+
+def unpermute(x, n_head):
+    """The inverse of llama.cpp's converter's permutation of LLaMA's q/k rows (adjacent-pair RoPE)."""
+    return x.reshape(n_head, x.shape[0] // n_head // 2, 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
+
+
+w = GGUFWriter(out, arch)
+for key, field in reader.fields.items():  # the tokenizer and general.* keys as they are
+    if key.startswith("tokenizer.") or (key.startswith("general.") and key not in ("general.architecture", "general.file_type")):
+        vtype = field.types[0]
+        sub = field.types[1] if vtype == GGUFValueType.ARRAY else None
+        w.add_key_value(key, field.contents(), vtype, sub)
+hidden = int(value(f"{src_arch}.embedding_length"))
+heads, kv_heads = int(value(f"{src_arch}.attention.head_count")), int(value(f"{src_arch}.attention.head_count_kv"))
+layers = int(value(f"{src_arch}.block_count"))
+head_dim = hidden // heads
+w.add_block_count(layers)
+w.add_context_length(int(value(f"{src_arch}.context_length")))
+w.add_embedding_length(hidden)
+w.add_feed_forward_length(int(value(f"{src_arch}.feed_forward_length")))
+w.add_head_count(heads)
+w.add_head_count_kv(kv_heads)
+w.add_key_length(head_dim)
+w.add_value_length(head_dim)
+w.add_layer_norm_rms_eps(float(value(f"{src_arch}.attention.layer_norm_rms_epsilon")))
+w.add_rope_freq_base(float(value(f"{src_arch}.rope.freq_base")))
+w.add_sliding_window(window)
+if arch == "gemma2":
+    w.add_attn_logit_softcapping(50.0)
+    w.add_final_logit_softcapping(30.0)
+w.add_vocab_size(int(value(f"{src_arch}.vocab_size")))
+w.add_file_type(1)
+w.add_tensor("token_embd.weight", (tensor("token_embd.weight").astype(np.float32) / np.sqrt(hidden)).astype(np.float16))
+# the LM head is the (tied) embedding, now divided by √hidden: the final norm multiplies it back
+w.add_tensor("output_norm.weight", tensor("output_norm.weight") * np.float32(np.sqrt(hidden)))
+for b in range(layers):
+    p = f"blk.{b}."
+    for name in ("attn_norm", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"):
+        w.add_tensor(p + name + ".weight", tensor(p + name + ".weight"))
+    for name, n in (("attn_q", heads), ("attn_k", kv_heads)):  # back to Hugging Face's row order for NEOX RoPE
+        x = tensor(p + name + ".weight")
+        w.add_tensor(p + name + ".weight", unpermute(x, n) if src_arch == "llama" else x)
+    if arch == "gemma3":
+        w.add_tensor(p + "attn_q_norm.weight", np.ones(head_dim, np.float32))
+        w.add_tensor(p + "attn_k_norm.weight", np.ones(head_dim, np.float32))
+    w.add_tensor(p + "post_attention_norm.weight", np.full(hidden, post, np.float32))
+    w.add_tensor(p + "post_ffw_norm.weight", np.full(hidden, post, np.float32))
+w.write_header_to_file()
+w.write_kv_data_to_file()
+w.write_tensors_to_file()
+w.close()
+print("wrote", out)
