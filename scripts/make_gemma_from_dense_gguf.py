@@ -9,7 +9,10 @@ tokens in llama.cpp's default pattern (gemma3: 5 sliding layers then a full one,
 at RoPE base 10000; gemma2: alternating), gemma3's per-head q/k norms of ones, gemma2's soft-caps
 50 and 30 written out. A different model from the source, the same for both tools. Matrices F16,
 norms F32. Needs gguf-py and numpy.
-usage: python make_gemma_from_dense_gguf.py SOURCE.gguf OUT.gguf ARCH(gemma3|gemma2) [WINDOW=128] [POST=0.5]"""
+The result is no language model (llama.cpp and we agree on perplexities in the millions: the
+sandwich norms flatten the source's massive activations); a sharp model like that magnifies
+rounding differences between two tools with depth, so LAYERS (the first blocks only) is offered.
+usage: python make_gemma_from_dense_gguf.py SOURCE.gguf OUT.gguf ARCH(gemma3|gemma2) [WINDOW=128] [POST=0.5] [LAYERS=all]"""
 import sys
 
 import numpy as np
@@ -46,7 +49,7 @@ for key, field in reader.fields.items():  # the tokenizer and general.* keys as 
         w.add_key_value(key, field.contents(), vtype, sub)
 hidden = int(value(f"{src_arch}.embedding_length"))
 heads, kv_heads = int(value(f"{src_arch}.attention.head_count")), int(value(f"{src_arch}.attention.head_count_kv"))
-layers = int(value(f"{src_arch}.block_count"))
+layers = int(sys.argv[6]) if len(sys.argv) > 6 else int(value(f"{src_arch}.block_count"))
 head_dim = hidden // heads
 w.add_block_count(layers)
 w.add_context_length(int(value(f"{src_arch}.context_length")))

@@ -83,10 +83,14 @@ struct ExportSource {
   std::filesystem::path hf_dir;
 };
 
-/// Files of a Hugging Face model directory that belong to the tokenizer and generation settings.
+/// Files of a Hugging Face model directory that belong to the tokenizer, generation settings and
+/// (vision-language models) the processor: copied as they are.
 inline constexpr const char* kTokenizerFiles[] = {"tokenizer.json", "tokenizer_config.json", "tokenizer.model",
                                                   "special_tokens_map.json", "vocab.json", "merges.txt",
-                                                  "added_tokens.json", "generation_config.json", "chat_template.jinja"};
+                                                  "added_tokens.json", "generation_config.json", "chat_template.jinja",
+                                                  // a vision-language model's processor
+                                                  "preprocessor_config.json", "processor_config.json", "chat_template.json",
+                                                  "video_preprocessor_config.json"};
 
 /// Writes the tensors of a quantized model in one of the three layouts, block by block, and then
 /// the metadata files (config.json with quantization_config, quantization_config.json, the
@@ -100,9 +104,10 @@ class HfTensorWriter {
 
   /// The embedding, final norm and LM head (float16).
   void add_globals(SafetensorsWriter& w, const RowMatrix& embedding, const Eigen::VectorXf& final_norm, const RowMatrix& output) const {
-    detail::add_f16(w, "model.embed_tokens.weight", embedding.data(), {c_.vocab, c_.hidden});
-    add_norm(w, "model.norm.weight", final_norm);
-    if (!c_.tied_embeddings) detail::add_f16(w, "lm_head.weight", output.data(), {c_.vocab, c_.hidden});
+    detail::add_f16(w, c_.hf_prefix + "embed_tokens.weight", embedding.data(), {c_.vocab, c_.hidden});
+    add_norm(w, c_.hf_prefix + "norm.weight", final_norm);
+    if (!c_.tied_embeddings) detail::add_f16(w, c_.hf_lm_head, output.data(), {c_.vocab, c_.hidden});
+    add_beside_language_model(w);
   }
 
   /// The same from a model source, the embedding and the LM head converted a slice of rows at a
@@ -120,9 +125,23 @@ class HfTensorWriter {
         }
       });
     };
-    add_rows("model.embed_tokens.weight", [&](std::span<const std::int32_t> ids) { return source.embedding_rows(ids); });
-    add_norm(w, "model.norm.weight", source.final_norm());
-    if (!c_.tied_embeddings) add_rows("lm_head.weight", [&](std::span<const std::int32_t> ids) { return source.output_rows(ids); });
+    add_rows(c_.hf_prefix + "embed_tokens.weight", [&](std::span<const std::int32_t> ids) { return source.embedding_rows(ids); });
+    add_norm(w, c_.hf_prefix + "norm.weight", source.final_norm());
+    if (!c_.tied_embeddings) add_rows(c_.hf_lm_head, [&](std::span<const std::int32_t> ids) { return source.output_rows(ids); });
+    add_beside_language_model(w);
+  }
+
+  /// A vision-language checkpoint's tensors outside its language model (vision tower, projector),
+  /// copied byte for byte from the source: names, types, shapes and bytes as they were.
+  void add_beside_language_model(SafetensorsWriter& w) const {
+    if (!c_.vision_language || source_.hf_dir.empty()) return;
+    const SafetensorsCheckpoint source(source_.hf_dir);
+    for (const std::string& name : source.names()) {
+      if (name.rfind(c_.hf_prefix, 0) == 0 || name == c_.hf_lm_head) continue;
+      const SafetensorsTensor& t = source.tensor(name);
+      w.add(name, t.dtype, t.shape, t.data);
+      source.release(name);
+    }
   }
 
   /// A linear layer inside a block written in float16: listed for each format's loader as one
@@ -148,7 +167,7 @@ class HfTensorWriter {
   template <class Results>
   void add_block(SafetensorsWriter& w, Index b, const LlamaBlock& block, const Results& results) {
     const LlamaConfig& c = c_;
-    const std::string prefix = "model.layers." + std::to_string(b) + ".";
+    const std::string prefix = c.hf_prefix + "layers." + std::to_string(b) + ".";
     detail::require(c.llama_shaped() || !source_.gguf, "model.layers." + std::to_string(b) + ": a " + c.model_type +
                                                           " model read from GGUF cannot be written as a Hugging Face checkpoint yet "
                                                           "(its config.json); use a Hugging Face directory as the source, or --format gguf");
@@ -249,7 +268,7 @@ class HfTensorWriter {
     if (t.batch_size != 8) qc["batch_size"] = t.batch_size;
     if (!t.enable_minmax_tuning) qc["enable_minmax_tuning"] = false;
     qc["autoround_version"] = kAutoRoundFormatVersion;
-    qc["block_name_to_quantize"] = "model.layers";
+    qc["block_name_to_quantize"] = c_.hf_prefix + "layers";  // a vision-language model's: its language model's blocks
     if (format_ == HfFormat::AutoRound) {
       qc["quant_method"] = "auto-round";
       qc["packing_format"] = spec_.symmetry == Symmetric ? "auto_round:auto_gptq" : "auto_round";

@@ -129,9 +129,19 @@ class HfModelSource {
   explicit HfModelSource(const std::filesystem::path& dir) : dir_(dir) {
     read_config(dir);
     ckpt_.emplace(dir);
-    const SafetensorsTensor& e = ckpt_->tensor("model.embed_tokens.weight");
+    // the language model's place: a causal LM's, or one of a vision-language checkpoint's namings
+    for (const char* prefix : {"model.", "language_model.model.", "model.language_model."})
+      if (ckpt_->contains(std::string(prefix) + "embed_tokens.weight")) {
+        config_.hf_prefix = prefix;
+        break;
+      }
+    for (const char* head : {"lm_head.weight", "language_model.lm_head.weight"})
+      if (ckpt_->contains(head)) config_.hf_lm_head = head;
+    if (tie_from_tensors_) config_.tied_embeddings = !ckpt_->contains(config_.hf_lm_head);
+    const std::string embedding = config_.hf_prefix + "embed_tokens.weight";
+    const SafetensorsTensor& e = ckpt_->tensor(embedding);
     if (e.shape.size() != 2 || e.shape[1] != config_.hidden)
-      throw Error("tensor 'model.embed_tokens.weight' does not have hidden_size columns");
+      throw Error("tensor '" + embedding + "' does not have hidden_size columns");
     config_.vocab = static_cast<Index>(e.shape[0]);
     if (gemma()) {  // transformers scales by √hidden rounded to the embedding's type (Gemma3TextScaledWordEmbedding)
       const float scale = std::sqrt(static_cast<float>(config_.hidden));
@@ -150,7 +160,7 @@ class HfModelSource {
     detail::require(b >= 0 && b < config_.layers, name() + ": no block " + std::to_string(b));
     const LlamaConfig& c = config_;
     LlamaBlock block;
-    const std::string prefix = "model.layers." + std::to_string(b) + ".";
+    const std::string prefix = c.hf_prefix + "layers." + std::to_string(b) + ".";
     const bool sparse = moe_ && moe_->sparse[static_cast<std::size_t>(b)];
     for (Linear l : all_linears) {
       if (sparse && (l == Linear::Gate || l == Linear::Up || l == Linear::Down)) continue;  // the experts instead
@@ -160,7 +170,7 @@ class HfModelSource {
                                                      : detail::load_quantized_linear(*ckpt_, qc_, tensor, rows, cols);
     }
     if (sparse)
-      block.moe = MoeFeedForward{moe_->spec, load_moe(*ckpt_, *moe_, b, c.hidden, [this](const std::string& layer, Index out, Index in) {
+      block.moe = MoeFeedForward{moe_->spec, load_moe(*ckpt_, *moe_, b, c.hidden, c.hf_prefix, [this](const std::string& layer, Index out, Index in) {
                                    return detail::load_quantized_linear(*ckpt_, qc_, layer, out, in);
                                  })};
     if (c.model_type == "qwen2" || c.model_type == "qwen2_moe")  // q/k/v projections carry biases
@@ -190,15 +200,15 @@ class HfModelSource {
   }
 
   /// The embedding rows of `tokens`, converting only those rows (F32 / F16 / BF16).
-  RowMatrix embedding_rows(std::span<const std::int32_t> tokens) const { return rows_of("model.embed_tokens.weight", tokens); }
+  RowMatrix embedding_rows(std::span<const std::int32_t> tokens) const { return rows_of(config_.hf_prefix + "embed_tokens.weight", tokens); }
   /// Rows of the (untied) LM head, the same way.
   RowMatrix output_rows(std::span<const std::int32_t> rows) const {
     detail::require(!config_.tied_embeddings, name() + ": the LM head is tied to the embedding");
-    return rows_of("lm_head.weight", rows);
+    return rows_of(config_.hf_lm_head, rows);
   }
-  RowMatrix embedding() const { return ckpt_->to_float("model.embed_tokens.weight"); }
-  Eigen::VectorXf final_norm() const { return norm("model.norm.weight", config_.hidden); }
-  RowMatrix output() const { return config_.tied_embeddings ? RowMatrix() : load("lm_head.weight", config_.vocab, config_.hidden); }
+  RowMatrix embedding() const { return ckpt_->to_float(config_.hf_prefix + "embed_tokens.weight"); }
+  Eigen::VectorXf final_norm() const { return norm(config_.hf_prefix + "norm.weight", config_.hidden); }
+  RowMatrix output() const { return config_.tied_embeddings ? RowMatrix() : load(config_.hf_lm_head, config_.vocab, config_.hidden); }
 
  private:
   RowMatrix rows_of(const std::string& tensor, std::span<const std::int32_t> tokens) const {
@@ -238,18 +248,25 @@ class HfModelSource {
     const auto config_path = dir / "config.json";
     std::ifstream in(config_path);
     if (!in) throw Error(config_path.string() + ": cannot open (is " + dir.string() + " a Hugging Face model directory?)");
-    nlohmann::json j;
+    nlohmann::json root;
     try {
-      j = nlohmann::json::parse(in);
+      root = nlohmann::json::parse(in);
     } catch (const nlohmann::json::exception& e) {
       throw Error(config_path.string() + ": not valid JSON: " + e.what());
     }
-    const std::string type = j.value("model_type", "");
+    // A vision-language checkpoint (the reference quantizes its language model's blocks and keeps
+    // the vision tower and projector): the language model's config is text_config (Gemma 3,
+    // Mistral 3, LLaVA, transformers 5's Qwen2.5-VL) or the top level (hub Qwen2.5-VL configs).
+    const std::string outer = root.value("model_type", "");
+    const bool vlm = outer == "gemma3" || outer == "qwen2_5_vl" || outer == "qwen2_vl" || outer == "mistral3" || outer == "llava";
+    const nlohmann::json& j = vlm && root.contains("text_config") && root["text_config"].is_object() ? root["text_config"] : root;
+    std::string type = vlm && &j != &root ? j.value("model_type", outer == "gemma3" ? "gemma3_text" : outer == "mistral3" ? "mistral" : "llama") : outer;
+    const bool qwen_vl = type == "qwen2_5_vl" || type == "qwen2_vl" || type == "qwen2_5_vl_text" || type == "qwen2_vl_text";
+    if (qwen_vl) type = "qwen2";  // Qwen2.5-VL's language model is Qwen2's (its mrope is Qwen2's RoPE on text-only positions)
+    config_.vision_language = vlm;
+    tie_from_tensors_ = vlm && !root.contains("tie_word_embeddings");
     const bool moe = type == "qwen3_moe" || type == "qwen2_moe" || type == "mixtral";
     const bool gemma = type == "gemma3_text" || type == "gemma2";
-    if (type == "gemma3")
-      throw Error(config_path.string() + ": model_type 'gemma3' is Gemma 3's vision-language model; its language model alone "
-                  "(gemma3_text) is supported");
     if (type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3" && !moe && !gemma)
       throw Error(config_path.string() + ": model_type '" + type +
                   "' is not supported (llama, mistral, qwen2, qwen3, qwen3_moe, qwen2_moe, mixtral, gemma3_text, gemma2)");
@@ -265,7 +282,8 @@ class HfModelSource {
       c.heads = j.at("num_attention_heads").get<Index>();
       c.kv_heads = j.value("num_key_value_heads", c.heads);
       c.layers = j.at("num_hidden_layers").get<Index>();
-      c.head_dim = j.contains("head_dim") && !j["head_dim"].is_null() ? j["head_dim"].get<Index>() : c.hidden / std::max<Index>(c.heads, 1);
+      // Qwen2.5-VL ignores a head_dim key (hidden / heads always)
+      c.head_dim = j.contains("head_dim") && !j["head_dim"].is_null() && !qwen_vl ? j["head_dim"].get<Index>() : c.hidden / std::max<Index>(c.heads, 1);
       c.rms_eps = j.value("rms_norm_eps", 1e-6f);
       // transformers 5 writes RoPE's settings (theta and scaling) as rope_parameters, 4.x as
       // rope_theta and rope_scaling at the top level
@@ -273,7 +291,9 @@ class HfModelSource {
                      : j.contains("rope_parameters") && j["rope_parameters"].is_object()
                          ? j["rope_parameters"].value("rope_theta", 10000.0f)
                          : 10000.0f;
-      c.tied_embeddings = j.value("tie_word_embeddings", gemma);  // Gemma's configs tie by default
+      // Gemma's configs tie by default; a vision-language model's tie is its top-level key (transformers
+      // reads only that one), or where it has none, whether an LM head is stored
+      c.tied_embeddings = vlm ? root.value("tie_word_embeddings", true) : j.value("tie_word_embeddings", gemma);
       if (moe) moe_ = moe_layout(j, c.layers);
       if (gemma) read_gemma(j);
     } catch (const nlohmann::json::exception& e) {
@@ -285,7 +305,7 @@ class HfModelSource {
       throw Error(config_path.string() + ": inconsistent head counts or layer count");
     c.rope_style = RopeStyle::HalfSplit;
     if (gemma) {  // RoPE per layer type, read by read_gemma
-      qc_ = j.value("quantization_config", nlohmann::json::object());
+      qc_ = root.value("quantization_config", nlohmann::json::object());
       return;
     }
     const char* scaling = j.contains("rope_scaling") && j["rope_scaling"].is_object() ? "rope_scaling"
@@ -300,11 +320,11 @@ class HfModelSource {
       } else if (kind == "llama3") {
         c.rope_divisors = rope_llama3_divisors(c.rope_theta, c.head_dim, factor, r.value("low_freq_factor", 1.0),
                                                r.value("high_freq_factor", 4.0), r.value("original_max_position_embeddings", 8192.0));
-      } else if (kind != "default") {
+      } else if (kind != "default" && !(qwen_vl && kind == "mrope")) {  // mrope on text-only positions: plain RoPE
         throw Error(config_path.string() + ": " + scaling + " type '" + kind + "' is not supported (linear, llama3)");
       }
     }
-    qc_ = j.value("quantization_config", nlohmann::json::object());
+    qc_ = root.value("quantization_config", nlohmann::json::object());
   }
 
   /// Gemma 2 / Gemma 3's settings (LlamaConfig's Gemma part): GeGLU, sandwich norms with (1 + w)
@@ -370,6 +390,7 @@ class HfModelSource {
   std::filesystem::path dir_;
   LlamaConfig config_;
   std::optional<MoeLayout> moe_;  // qwen3_moe, qwen2_moe, mixtral: which layers are sparse, how they route
+  bool tie_from_tensors_ = false;  // a vision-language config without tie_word_embeddings: tied when no LM head is stored
   nlohmann::json qc_;
   std::optional<SafetensorsCheckpoint> ckpt_;
 };

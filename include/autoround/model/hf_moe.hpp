@@ -100,14 +100,15 @@ inline MoeLayout moe_layout(const nlohmann::json& config, Index layers) {
 /// we or the reference wrote (auto_round / GPTQ / AWQ experts) is read back (hf_loader.hpp's).
 using QuantizedLinearReader = std::function<RowMatrix(const std::string& layer, Index out, Index in)>;
 
-/// Layer `layer`'s MoE weights in float32 (`hidden`: the model's hidden size), each tensor's
+/// Layer `layer`'s MoE weights in float32 (`hidden`: the model's hidden size; `prefix`: where the
+/// language model's tensors are, LlamaConfig::hf_prefix), each tensor's
 /// shape checked against the layout; errors name the tensor. An expert stored quantized (no
 /// ".weight") is read by `quantized` when given.
 inline MoeWeights load_moe(const SafetensorsCheckpoint& ckpt, const MoeLayout& m, Index layer, Index hidden,
-                           const QuantizedLinearReader& quantized = {}) {
+                           const std::string& prefix = "model.", const QuantizedLinearReader& quantized = {}) {
   detail::require(layer >= 0 && layer < static_cast<Index>(m.sparse.size()) && m.sparse[static_cast<std::size_t>(layer)],
                   "load_moe: layer " + std::to_string(layer) + " has no mixture of experts");
-  const std::string layer_prefix = "model.layers." + std::to_string(layer) + ".";
+  const std::string layer_prefix = prefix + "layers." + std::to_string(layer) + ".";
   const bool mixtral_names = m.family == "mixtral" && ckpt.contains(layer_prefix + "block_sparse_moe.gate.weight");
   const std::string p = layer_prefix + (mixtral_names ? "block_sparse_moe." : "mlp.");
   auto load = [&](const std::string& name, Index rows, Index cols) {

@@ -53,6 +53,14 @@ struct LlamaConfig {
   /// Hugging Face export subtracts the one again.
   bool norm_weight_plus_one = false;
 
+  // Where the language model's tensors are in a Hugging Face checkpoint: "model." for a causal LM;
+  // a vision-language checkpoint's ("language_model.model." as transformers saves Gemma 3,
+  // Mistral 3 and LLaVA, "model.language_model." in its in-memory naming) keeps its vision tower
+  // and projector beside them, which exports copy byte for byte.
+  std::string hf_prefix = "model.";
+  std::string hf_lm_head = "lm_head.weight";
+  bool vision_language = false;
+
   bool is_sliding(Index layer) const { return layer >= 0 && static_cast<std::size_t>(layer) < sliding.size() && sliding[static_cast<std::size_t>(layer)]; }
   /// Whether the block is LLaMA's (what the CUDA backend computes): none of the Gemma settings.
   bool llama_shaped() const {
