@@ -12,6 +12,7 @@ layer, hidden 32, 28 × 28 images of 14 × 14 patches):
               sections), its own vision blocks and merger, untied LM head
   mistral3    Mistral3ForConditionalGeneration: mistral text, Pixtral tower, patch merger, untied
   llava       LlavaForConditionalGeneration: llama text, CLIP tower, 2-layer projector, untied
+Image token ids are 0 (in the vocabulary; the text tokens are 1..127), Gemma 3's its default.
 Every 1-D parameter is moved by N(0, 0.2) (norms, biases), initializer_range 0.1.
 Each directory: config.json, model.safetensors, logits.safetensors (tokens int32 [48], logits
 float32 [48, 128]), text.tokens. Needs torch, transformers 5.x and safetensors.
@@ -53,12 +54,12 @@ def families():
                              rope_parameters={"rope_type": "default", "rope_theta": 20000.0}),
             vision_config=dict(model_type="pixtral", hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
                                image_size=28, patch_size=14, head_dim=16),
-            tie_word_embeddings=False, spatial_merge_size=2)),
+            tie_word_embeddings=False, spatial_merge_size=2, image_token_index=0)),
         "llava": lambda: (tf.LlavaForConditionalGeneration, tf.LlavaConfig(
             text_config=dict(TEXT, model_type="llama", rope_parameters={"rope_type": "default", "rope_theta": 20000.0}),
             vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                                num_attention_heads=2, image_size=28, patch_size=14, projection_dim=32),
-            tie_word_embeddings=False, image_seq_length=4)),
+            tie_word_embeddings=False, image_seq_length=4, image_token_index=0)),
     }
 
 

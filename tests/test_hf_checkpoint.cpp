@@ -206,8 +206,10 @@ TEST_CASE("bad checkpoint directories are refused with the reason") {
     c.replace(c.find(from), from.size(), to);
     write_text(dir / "config.json", c);
   };
-  with("\"llama\"", "\"gemma3\"");
-  CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("model_type 'gemma3' is not supported"), Error);
+  with("\"llama\"", "\"gpt2\"");
+  CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("model_type 'gpt2' is not supported"), Error);
+  with("\"llama\"", "\"gemma3\"");  // a vision-language type whose language model is not where it says
+  CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("not supported"), Error);
   with("\"llama\"", "\"qwen3\"");  // a Qwen3 checkpoint without its q/k norms
   CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("has no tensor named 'model.layers.0.self_attn.q_norm.weight'"), Error);
   with("\"llama\"", "\"qwen2\"");  // a Qwen2 checkpoint without its biases

@@ -144,10 +144,17 @@ class HfTensorWriter {
     }
   }
 
+  /// A layer's name as auto-round's loader looks it up in extra_config: a vision-language model's
+  /// under transformers 5's in-memory prefix (model.language_model.), others as written.
+  std::string loader_name(const std::string& name) const {
+    if (!c_.vision_language || name.rfind(c_.hf_prefix, 0) != 0) return name;
+    return "model.language_model." + name.substr(c_.hf_prefix.size());
+  }
+
   /// A linear layer inside a block written in float16: listed for each format's loader as one
   /// it must not replace (extra_config bits 16, GPTQ's dynamic "-:", AWQ's modules_to_not_convert).
   void keep_float(const std::string& name) {
-    extra_[name] = {{"bits", 16}, {"data_type", "float"}};
+    extra_[loader_name(name)] = {{"bits", 16}, {"data_type", "float"}};
     dynamic_["-:" + detail::exact_regex(name)] = nlohmann::ordered_json::object();
     not_converted_.push_back(name);
   }
@@ -228,7 +235,7 @@ class HfTensorWriter {
         if (s.bits != spec_.bits) diff["bits"] = s.bits;
         if (s.group_size != spec_.group_size) diff["group_size"] = s.group_size;
         if (s.symmetry != spec_.symmetry) diff["sym"] = s.symmetry == Symmetric;
-        extra_[name] = diff;
+        extra_[loader_name(name)] = diff;
         dynamic_["+:" + detail::exact_regex(name)] = {{"bits", s.bits}, {"group_size", s.group_size}, {"sym", s.symmetry == Symmetric}};
         detail::require(format_ != HfFormat::AutoAwq, name + ": AWQ checkpoints hold one scheme; this layer's differs");
       }
@@ -268,7 +275,12 @@ class HfTensorWriter {
     if (t.batch_size != 8) qc["batch_size"] = t.batch_size;
     if (!t.enable_minmax_tuning) qc["enable_minmax_tuning"] = false;
     qc["autoround_version"] = kAutoRoundFormatVersion;
-    qc["block_name_to_quantize"] = c_.hf_prefix + "layers";  // a vision-language model's: its language model's blocks
+    // a vision-language model's: its language model's blocks, as transformers 5 names them in memory
+    // (what auto-round 0.16.1's loader matches: it maps a file name like language_model.model.layers
+    // to model.language_model.model.layers, which names nothing) and as the file names them
+    qc["block_name_to_quantize"] = c_.vision_language && c_.hf_prefix != "model.language_model."
+                                       ? "model.language_model.layers," + c_.hf_prefix + "layers"
+                                       : c_.hf_prefix + "layers";
     if (format_ == HfFormat::AutoRound) {
       qc["quant_method"] = "auto-round";
       qc["packing_format"] = spec_.symmetry == Symmetric ? "auto_round:auto_gptq" : "auto_round";
