@@ -46,6 +46,11 @@ that a setting that is not read shows):
   gemma2       Gemma2ForCausalLM: hidden 72, 3 layers (its default alternation: sliding, full,
                sliding), sliding_window 8, query_pre_attn_scalar 24, attn_logit_softcapping 2 and
                final_logit_softcapping 3 (small, so that tanh bends the scores), theta 20000, tied.
+  phi3         Phi3ForCausalLM: fused qkv_proj and gate_up_proj, LongRoPE (short and long factors,
+               original_max_position_embeddings 32 < the 48 tokens, so the long factors and the
+               attention factor √(1 + ln 8 / ln 32) apply), partial_rotary_factor 0.5, every
+               layer's sliding window 40, untied; logits.safetensors also holds logits_short, the
+               logits of the first 32 tokens alone (LongRoPE's short factors).
 (the router margin is then not defined: "none").
 
 Each directory is about 0.6 MB. Needs python3 with torch, transformers (5.x) and safetensors.
@@ -87,6 +92,12 @@ def families():
                              final_logit_softcapping=20.0, attn_logit_softcapping=None,
                              rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": THETA},
                                               "sliding_attention": {"rope_type": "default", "rope_theta": 5000.0}})),
+        "phi3": (tf.Phi3Config, tf.Phi3ForCausalLM,
+                 dict(intermediate_size=96, sliding_window=40, max_position_embeddings=256, original_max_position_embeddings=32,
+                      pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                      rope_parameters={"rope_type": "longrope", "rope_theta": THETA, "partial_rotary_factor": 0.5,
+                                       "original_max_position_embeddings": 32,
+                                       "short_factor": [1.0, 1.3, 2.1, 3.7], "long_factor": [1.1, 2.9, 5.3, 9.7]})),
         "gemma2": (tf.Gemma2Config, tf.Gemma2ForCausalLM,
                    dict(hidden_size=72, intermediate_size=96, num_hidden_layers=3, tie_word_embeddings=True,
                         hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=24, sliding_window=8,
@@ -192,8 +203,10 @@ def main(out_root, only):
         print(f"  read back vs in memory: max |logit diff| {float((logits - logits_mem).abs().max()):.3g};"
               f" max |logit| {float(logits.abs().max()):.4g}; smallest router margin {margin};"
               f" smallest top-1/top-2 logit gap {gap:.4g}")
-        save_file({"tokens": torch.tensor(tokens, dtype=torch.int32), "logits": logits.contiguous(),
-                   "hidden": hidden.contiguous()},
+        tensors = {"tokens": torch.tensor(tokens, dtype=torch.int32), "logits": logits.contiguous(), "hidden": hidden.contiguous()}
+        if family == "phi3":  # LongRoPE's short factors: the first 32 tokens alone (not beyond original_max_position_embeddings)
+            tensors["logits_short"] = logits_of(back, tokens[:32])[0].contiguous()
+        save_file(tensors,
                   os.path.join(directory, "logits.safetensors"),
                   metadata={"reference": f"transformers {transformers.__version__} {model_class.__name__}, float32, eager, CPU",
                             "seed": str(SEED), "router_margin": margin, "top2_gap": f"{gap:.6g}"})

@@ -1,7 +1,8 @@
 // Backward of a LLaMA block (RMSNorm, RoPE, causal GQA softmax attention, SwiGLU, residuals;
 // with Qwen2's q/k/v biases and Qwen3's q/k norms in the half-split case; Gemma 3's block: sandwich
 // norms, GeGLU, q/k norms, a sliding window with its own RoPE base, scaled linear RoPE, another
-// attention scale; Gemma 2's: soft-capped attention scores in a sliding window) against central
+// attention scale; Gemma 2's: soft-capped attention scores in a sliding window; Phi-3's partial
+// rotary embedding with LongRoPE's attention factor) against central
 // finite differences of its forward, on a small random block.
 #include <doctest/doctest.h>
 
@@ -42,7 +43,7 @@ TEST_CASE_TEMPLATE_DEFINE("block backward matches finite differences", Style, bl
   std::mt19937 rng(5);
   std::normal_distribution<float> normal;
   LlamaBlock block = random_block(c, rng);
-  if (Style::gemma > 0) {  // Gemma's block; windows of 3 over 6 tokens
+  if (Style::gemma == 2 || Style::gemma == 3) {  // Gemma's block; windows of 3 over 6 tokens
     c.activation = MlpActivation::GeluTanh;
     c.attention_scale = 0.3f;
     c.sliding_window = 3;
@@ -55,7 +56,14 @@ TEST_CASE_TEMPLATE_DEFINE("block backward matches finite differences", Style, bl
       c.rope_divisors.assign(2, 3.0f);  // the full layers' (unused by a sliding layer: checked below)
     }
   }
-  if (c.rope_style == RopeStyle::HalfSplit && Style::gemma != 2) {  // Qwen2's q/k/v biases and Qwen3's q/k norms (half-split RoPE)
+  if (Style::gemma == 4) {  // Phi-3's RoPE: partial rotary, LongRoPE's attention factor and divisors, a window on every layer
+    c.rotary_dims = 2;
+    c.rope_attention_factor = 1.3f;
+    c.rope_divisors = {1.7f};
+    c.sliding_window = 4;
+    block.sliding = true;
+  }
+  if (c.rope_style == RopeStyle::HalfSplit && Style::gemma != 2 && Style::gemma != 4) {  // Qwen2's q/k/v biases and Qwen3's q/k norms (half-split RoPE)
     for (std::size_t j = 0; j < 3; ++j) block.qkv_bias[j] = 0.3f * random_block(c, rng)[all_linears[j]].col(0);
     block.q_norm = Eigen::VectorXf::Ones(c.head_dim) + 0.3f * random_block(c, rng)[Linear::Query].col(0).head(c.head_dim);
     block.k_norm = Eigen::VectorXf::Ones(c.head_dim) + 0.3f * random_block(c, rng)[Linear::Key].col(0).head(c.head_dim);
@@ -128,7 +136,11 @@ struct Gemma2 {
   static constexpr RopeStyle value = RopeStyle::HalfSplit;
   static constexpr int gemma = 2;
 };
-TEST_CASE_TEMPLATE_INVOKE(block_gradient_test, Adjacent, HalfSplit, Gemma3, Gemma2);
+struct Phi3 {
+  static constexpr RopeStyle value = RopeStyle::HalfSplit;
+  static constexpr int gemma = 4;  // not Gemma: Phi-3's RoPE settings
+};
+TEST_CASE_TEMPLATE_INVOKE(block_gradient_test, Adjacent, HalfSplit, Gemma3, Gemma2, Phi3);
 
 TEST_CASE("Gemma's sliding window: a query sees itself and window − 1 tokens before it; a sliding layer's own RoPE") {
   LlamaConfig c;

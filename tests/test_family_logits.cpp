@@ -101,6 +101,29 @@ TEST_CASE("gemma2: logits equal transformers' Gemma2ForCausalLM (attention and f
   check_logits("gemma2", model);
 }
 
+TEST_CASE("phi3: logits equal transformers' Phi3ForCausalLM (fused qkv / gate_up, LongRoPE, partial rotary, sliding window)") {
+  const LlamaModel model = load_llama(family_dir("phi3"));
+  const LlamaConfig& c = model.config;
+  CHECK(c.rotary_dims == 8);  // partial_rotary_factor 0.5 of head_dim 16
+  CHECK(c.rope_long_after == 32);
+  REQUIRE(c.rope_long_divisors.size() == 4);
+  CHECK(c.rope_long_divisors[3] == 9.7f);
+  CHECK(c.rope_divisors[1] == 1.3f);
+  CHECK(c.rope_attention_factor == doctest::Approx(std::sqrt(1 + std::log(8.0) / std::log(32.0))));
+  CHECK(c.sliding == std::vector<bool>{true, true});
+  CHECK(c.sliding_window == 40);
+  CHECK(!c.llama_shaped());
+  check_logits("phi3", model);  // 48 tokens: beyond original_max_position_embeddings, the long factors
+  // the first 32 tokens alone: the short factors
+  const SafetensorsFile fixture(family_dir("phi3") + "/logits.safetensors");
+  const auto tokens = fixture.view_as<std::int32_t>("tokens", Dtype::I32);
+  const RowMatrix expected = fixture.to_float("logits_short");
+  const RowMatrix logits = forward_logits(model, std::span<const std::int32_t>(tokens.data(), 32));
+  const double worst = (logits - expected).cwiseAbs().maxCoeff();
+  MESSAGE("phi3, 32 tokens (short factors): max |logit difference| " << worst);
+  CHECK(worst <= 5e-6 * expected.cwiseAbs().maxCoeff());
+}
+
 TEST_CASE("Gemma's settings each change the logits (each is read and computed, none is inert here)") {
   // the fixture's logits, recomputed with one setting at LLaMA's value, must move away from
   // transformers' far beyond check_logits' tolerance

@@ -209,52 +209,102 @@ class HfTensorWriter {
       }
     }
     const std::vector<LinearSlot> slots = linear_slots(block);
+    if (c.model_type == "phi3") {  // fused tensors: qkv_proj = [q; k; v], gate_up_proj = [gate; up]
+      add_fused(w, prefix + "self_attn.qkv_proj", block, results, slots, {0, 1, 2});
+      add_fused(w, prefix + "mlp.gate_up_proj", block, results, slots, {4, 5});
+    }
     for (std::size_t i = 0; i < slots.size(); ++i) {
       const LinearSlot& slot = slots[i];
       const Linear l = slot.role;
+      if (c.model_type == "phi3" && l != Linear::Output && l != Linear::Down) continue;  // fused above
       const std::string name = prefix + hf_name(slot, c.model_type);
       const bool permuted = gguf_rope_ && slot.expert == LinearSlot::own && (l == Linear::Query || l == Linear::Key);
       const auto rows = permuted ? hf_rows_from_gguf(linear_shape(c_, l).first, c_.head_dim) : std::vector<Index>{};
       const auto& quantized = result_at(results, i);
-      // AWQ has no short last group: such layers are written as float16 (listed in
-      // modules_to_not_convert) holding their dequantized values, so the checkpoint still computes
-      // what the quantized model computes (the reference would leave them unquantized).
-      const bool fits = format_ != HfFormat::AutoAwq || !quantized || quantized->cols() % quantized->layout.group_size() == 0;
-      if (!quantized || !fits) {
-        // a quantized layer's weight is its results' (a streaming run's sink gets it released)
-        const RowMatrix values = quantized ? quantized->dequantize() : slot_weight(block, slot);
-        const RowMatrix weight = permuted ? permute_rows(values, rows) : values;
-        detail::add_f16(w, name + ".weight", weight.data(), {weight.rows(), weight.cols()});
-        keep_float(name);
-        continue;
-      }
-      const auto qw = permuted ? permute_rows(*quantized, rows) : *quantized;
-      const QuantSpec s = qw.quantizer.spec();
-      if (s != spec_) {
-        nlohmann::ordered_json diff;
-        if (s.bits != spec_.bits) diff["bits"] = s.bits;
-        if (s.group_size != spec_.group_size) diff["group_size"] = s.group_size;
-        if (s.symmetry != spec_.symmetry) diff["sym"] = s.symmetry == Symmetric;
-        extra_[loader_name(name)] = diff;
-        dynamic_["+:" + detail::exact_regex(name)] = {{"bits", s.bits}, {"group_size", s.group_size}, {"sym", s.symmetry == Symmetric}};
-        detail::require(format_ != HfFormat::AutoAwq, name + ": AWQ checkpoints hold one scheme; this layer's differs");
-      }
-      const Index out = qw.rows(), in = qw.cols();
-      if (format_ == HfFormat::AutoAwq) {
-        const AwqTensors t = pack_awq(qw, name);
-        w.add<std::int32_t>(name + ".qweight", Dtype::I32, {in, out / 8}, t.qweight);
-        w.add<std::int32_t>(name + ".qzeros", Dtype::I32, {t.groups(), out / 8}, t.qzeros);
-        w.add<std::uint16_t>(name + ".scales", Dtype::F16, {t.groups(), out}, t.scales);
+      if (!quantized) {
+        const RowMatrix values = slot_weight(block, slot);
+        add_layer(w, name, decltype(&*quantized){}, permuted ? permute_rows(values, rows) : values);
+      } else if (permuted) {
+        const auto qw = permute_rows(*quantized, rows);
+        add_layer(w, name, &qw, RowMatrix());
       } else {
-        // the packing is chosen once for the checkpoint (packing_format), as the reference does
-        const bool v1 = format_ == HfFormat::AutoGptq || spec_.symmetry == Symmetric;
-        const GptqTensors t = pack_gptq(qw, v1 ? GptqZeros::MinusOne : GptqZeros::Stored, format_ == HfFormat::AutoGptq, name);
-        w.add<std::int32_t>(name + ".qweight", Dtype::I32, {t.qweight_rows(), out}, t.qweight);
-        w.add<std::int32_t>(name + ".qzeros", Dtype::I32, {t.groups(), t.qzeros_cols()}, t.qzeros);
-        w.add<std::uint16_t>(name + ".scales", Dtype::F16, {t.groups(), out}, t.scales);
-        if (format_ == HfFormat::AutoGptq) w.add<std::int32_t>(name + ".g_idx", Dtype::I32, {in}, t.g_idx);
+        add_layer(w, name, &*quantized, RowMatrix());
       }
     }
+  }
+
+  /// One linear layer: packed in the format, or float16 where it stayed in full precision
+  /// (`quantized` null: `values`) or does not fit the format.
+  template <class QW>
+  void add_layer(SafetensorsWriter& w, const std::string& name, const QW* quantized, const RowMatrix& values) {
+    // AWQ has no short last group: such layers are written as float16 (listed in
+    // modules_to_not_convert) holding their dequantized values, so the checkpoint still computes
+    // what the quantized model computes (the reference would leave them unquantized).
+    const bool fits = format_ != HfFormat::AutoAwq || !quantized || quantized->cols() % quantized->layout.group_size() == 0;
+    if (!quantized || !fits) {
+      // a quantized layer's weight is its results' (a streaming run's sink gets it released)
+      const RowMatrix weight = quantized ? quantized->dequantize() : values;
+      detail::add_f16(w, name + ".weight", weight.data(), {weight.rows(), weight.cols()});
+      keep_float(name);
+      return;
+    }
+    const QW& qw = *quantized;
+    const QuantSpec s = qw.quantizer.spec();
+    if (s != spec_) {
+      nlohmann::ordered_json diff;
+      if (s.bits != spec_.bits) diff["bits"] = s.bits;
+      if (s.group_size != spec_.group_size) diff["group_size"] = s.group_size;
+      if (s.symmetry != spec_.symmetry) diff["sym"] = s.symmetry == Symmetric;
+      extra_[loader_name(name)] = diff;
+      dynamic_["+:" + detail::exact_regex(name)] = {{"bits", s.bits}, {"group_size", s.group_size}, {"sym", s.symmetry == Symmetric}};
+      detail::require(format_ != HfFormat::AutoAwq, name + ": AWQ checkpoints hold one scheme; this layer's differs");
+    }
+    const Index out = qw.rows(), in = qw.cols();
+    if (format_ == HfFormat::AutoAwq) {
+      const AwqTensors t = pack_awq(qw, name);
+      w.add<std::int32_t>(name + ".qweight", Dtype::I32, {in, out / 8}, t.qweight);
+      w.add<std::int32_t>(name + ".qzeros", Dtype::I32, {t.groups(), out / 8}, t.qzeros);
+      w.add<std::uint16_t>(name + ".scales", Dtype::F16, {t.groups(), out}, t.scales);
+    } else {
+      // the packing is chosen once for the checkpoint (packing_format), as the reference does
+      const bool v1 = format_ == HfFormat::AutoGptq || spec_.symmetry == Symmetric;
+      const GptqTensors t = pack_gptq(qw, v1 ? GptqZeros::MinusOne : GptqZeros::Stored, format_ == HfFormat::AutoGptq, name);
+      w.add<std::int32_t>(name + ".qweight", Dtype::I32, {t.qweight_rows(), out}, t.qweight);
+      w.add<std::int32_t>(name + ".qzeros", Dtype::I32, {t.groups(), t.qzeros_cols()}, t.qzeros);
+      w.add<std::uint16_t>(name + ".scales", Dtype::F16, {t.groups(), out}, t.scales);
+      if (format_ == HfFormat::AutoGptq) w.add<std::int32_t>(name + ".g_idx", Dtype::I32, {in}, t.g_idx);
+    }
+  }
+
+  /// A fused checkpoint tensor (Phi-3) from several slots' results: their rows stacked, packed as
+  /// one layer when every part was quantized alike; float16 of their values when none or only some
+  /// were (a fused tensor holds one scheme).
+  template <class Results>
+  void add_fused(SafetensorsWriter& w, const std::string& name, const LlamaBlock& block, const Results& results,
+                 const std::vector<LinearSlot>& slots, std::initializer_list<std::size_t> parts) {
+    using QW = std::decay_t<decltype(*result_at(results, 0))>;
+    std::vector<const QW*> quantized;
+    for (std::size_t i : parts)
+      if (const auto& q = result_at(results, i)) quantized.push_back(&*q);
+    if (quantized.size() == parts.size()) {
+      bool alike = true;
+      for (const QW* q : quantized) alike = alike && q->quantizer.spec() == quantized.front()->quantizer.spec();
+      if (alike) {
+        const QW stacked = stack_rows(quantized, name);
+        return add_layer(w, name, &stacked, RowMatrix());
+      }
+    }
+    Index rows = 0;  // a quantized part's float weight may be released already (streaming): its results' shape
+    for (std::size_t i : parts) rows += result_at(results, i) ? result_at(results, i)->rows() : slot_weight(block, slots[i]).rows();
+    RowMatrix values(rows, c_.hidden);
+    Index at = 0;
+    for (std::size_t i : parts) {
+      const auto& q = result_at(results, i);
+      const RowMatrix part = q ? q->dequantize() : slot_weight(block, slots[i]);
+      values.middleRows(at, part.rows()) = part;
+      at += part.rows();
+    }
+    add_layer(w, name, static_cast<const QW*>(nullptr), values);
   }
 
   /// Linear layers written in float16 (left in full precision, or not fitting the format).

@@ -162,12 +162,25 @@ class HfModelSource {
     LlamaBlock block;
     const std::string prefix = c.hf_prefix + "layers." + std::to_string(b) + ".";
     const bool sparse = moe_ && moe_->sparse[static_cast<std::size_t>(b)];
+    const auto linear = [&](const std::string& tensor, Index rows, Index cols) {
+      return ckpt_->contains(tensor + ".weight") ? load(tensor + ".weight", rows, cols)
+                                                 : detail::load_quantized_linear(*ckpt_, qc_, tensor, rows, cols);
+    };
+    if (c.model_type == "phi3") {  // fused layers: qkv_proj = [q; k; v], gate_up_proj = [gate; up] (rows)
+      const Index q = linear_shape(c, Linear::Query).first, kv = linear_shape(c, Linear::Key).first;
+      const RowMatrix qkv = linear(prefix + "self_attn.qkv_proj", q + 2 * kv, c.hidden);
+      block[Linear::Query] = qkv.topRows(q);
+      block[Linear::Key] = qkv.middleRows(q, kv);
+      block[Linear::Value] = qkv.bottomRows(kv);
+      const RowMatrix gate_up = linear(prefix + "mlp.gate_up_proj", 2 * c.intermediate, c.hidden);
+      block[Linear::Gate] = gate_up.topRows(c.intermediate);
+      block[Linear::Up] = gate_up.bottomRows(c.intermediate);
+    }
     for (Linear l : all_linears) {
       if (sparse && (l == Linear::Gate || l == Linear::Up || l == Linear::Down)) continue;  // the experts instead
-      const std::string tensor = prefix + hf_name(l);
+      if (c.model_type == "phi3" && l != Linear::Output && l != Linear::Down) continue;  // read fused above
       const auto [rows, cols] = linear_shape(c, l);
-      block[l] = ckpt_->contains(tensor + ".weight") ? load(tensor + ".weight", rows, cols)
-                                                     : detail::load_quantized_linear(*ckpt_, qc_, tensor, rows, cols);
+      block[l] = linear(prefix + hf_name(l), rows, cols);
     }
     if (sparse)
       block.moe = MoeFeedForward{moe_->spec, load_moe(*ckpt_, *moe_, b, c.hidden, c.hf_prefix, [this](const std::string& layer, Index out, Index in) {
@@ -267,9 +280,10 @@ class HfModelSource {
     tie_from_tensors_ = vlm && !root.contains("tie_word_embeddings");
     const bool moe = type == "qwen3_moe" || type == "qwen2_moe" || type == "mixtral";
     const bool gemma = type == "gemma3_text" || type == "gemma2";
-    if (type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3" && !moe && !gemma)
+    if (type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3" && type != "phi3" && !moe && !gemma)
       throw Error(config_path.string() + ": model_type '" + type +
-                  "' is not supported (llama, mistral, qwen2, qwen3, qwen3_moe, qwen2_moe, mixtral, gemma3_text, gemma2)");
+                  "' is not supported (llama, mistral, qwen2, qwen3, phi3, qwen3_moe, qwen2_moe, mixtral, gemma3_text, gemma2; "
+                  "the vision-language gemma3, qwen2_5_vl, mistral3, llava)");
     if (j.value("use_sliding_window", false))
       throw Error(config_path.string() + ": sliding-window attention is not supported");
     if (j.value("attention_bias", false) || j.value("mlp_bias", false))
@@ -320,9 +334,34 @@ class HfModelSource {
       } else if (kind == "llama3") {
         c.rope_divisors = rope_llama3_divisors(c.rope_theta, c.head_dim, factor, r.value("low_freq_factor", 1.0),
                                                r.value("high_freq_factor", 4.0), r.value("original_max_position_embeddings", 8192.0));
+      } else if (kind == "longrope" || kind == "su") {  // Phi-3's LongRoPE (transformers' _compute_longrope_parameters)
+        const Index rotary = static_cast<Index>(static_cast<double>(c.head_dim) * r.value("partial_rotary_factor", j.value("partial_rotary_factor", 1.0)));
+        const auto factors = [&](const char* key) {
+          std::vector<float> f = r.at(key).get<std::vector<float>>();
+          if (f.size() != static_cast<std::size_t>(rotary / 2))
+            throw Error(std::string(scaling) + "." + key + " has " + std::to_string(f.size()) + " values, expected " + std::to_string(rotary / 2));
+          return f;
+        };
+        const double original = r.value("original_max_position_embeddings", j.value("original_max_position_embeddings", 4096.0));
+        const double stretch = r.contains("factor") && !r["factor"].is_null() ? r["factor"].get<double>()
+                                                                              : j.value("max_position_embeddings", original) / original;
+        c.rope_divisors = factors("short_factor");
+        c.rope_long_divisors = factors("long_factor");
+        c.rope_long_after = static_cast<Index>(original);
+        c.rope_attention_factor = r.contains("attention_factor") && !r["attention_factor"].is_null()
+                                      ? r["attention_factor"].get<float>()
+                                      : stretch <= 1 ? 1.0f : static_cast<float>(std::sqrt(1 + std::log(stretch) / std::log(original)));
       } else if (kind != "default" && !(qwen_vl && kind == "mrope")) {  // mrope on text-only positions: plain RoPE
-        throw Error(config_path.string() + ": " + scaling + " type '" + kind + "' is not supported (linear, llama3)");
+        throw Error(config_path.string() + ": " + scaling + " type '" + kind + "' is not supported (linear, llama3, longrope)");
       }
+    }
+    // partial rotary embedding (Phi-4-mini: 0.75 of each head rotates), in RoPE's settings or at the top
+    const double partial = scaling ? j[scaling].value("partial_rotary_factor", j.value("partial_rotary_factor", 1.0))
+                                   : j.value("partial_rotary_factor", 1.0);
+    if (partial < 1.0) c.rotary_dims = static_cast<Index>(static_cast<double>(c.head_dim) * partial);
+    if (type == "phi3" && j.contains("sliding_window") && !j["sliding_window"].is_null()) {  // Phi-3: every layer slides
+      c.sliding_window = j["sliding_window"].get<Index>();
+      c.sliding.assign(static_cast<std::size_t>(c.layers), true);
     }
     qc_ = root.value("quantization_config", nlohmann::json::object());
   }

@@ -148,9 +148,12 @@ inline RowMatrix head_rms_norm_backward(const RowMatrix& x, Index heads, Index h
 
 /// Rotation frequency of pair i: theta^(-2i/head_dim), over the scaling divisor if any (double,
 /// as every RoPE here computes its angles).
-inline double rope_frequency(const LlamaConfig& c, Index i) {
-  double frequency = std::pow(static_cast<double>(c.rope_theta), -2.0 * static_cast<double>(i) / static_cast<double>(c.head_dim));
-  if (!c.rope_divisors.empty()) frequency /= static_cast<double>(c.rope_divisors[static_cast<std::size_t>(i)]);
+/// `length`: the sequence's tokens (LongRoPE's divisors depend on it; 0: the short ones).
+inline double rope_frequency(const LlamaConfig& c, Index i, Index length = 0) {
+  double frequency = std::pow(static_cast<double>(c.rope_theta), -2.0 * static_cast<double>(i) / static_cast<double>(c.rotary()));
+  const bool long_rope = !c.rope_long_divisors.empty() && length > c.rope_long_after;
+  const std::vector<float>& divisors = long_rope ? c.rope_long_divisors : c.rope_divisors;
+  if (!divisors.empty()) frequency /= static_cast<double>(divisors[static_cast<std::size_t>(i)]);
   return frequency;
 }
 
@@ -158,15 +161,18 @@ inline double rope_frequency(const LlamaConfig& c, Index i) {
 /// divisor, if any); direction -1 undoes it, which is also the backward (a rotation's transpose
 /// is its inverse). Row r is position r mod seqlen (sequences stacked); seqlen 0: one sequence.
 inline void apply_rope(RowMatrix& x, Index heads, const LlamaConfig& c, float direction = 1.0f, Index seqlen = 0) {
-  const Index half = c.head_dim / 2, positions = seqlen > 0 ? std::min(seqlen, x.rows()) : x.rows();
-  // cos and sin of every (position, pair), computed in double once for all sequences
+  const Index half = c.rotary() / 2, positions = seqlen > 0 ? std::min(seqlen, x.rows()) : x.rows();
+  // cos and sin of every (position, pair), computed in double once for all sequences; LongRoPE
+  // scales both (so the backward, direction −1, is the scaled rotation's transpose too)
   RowMatrix cos_table(positions, half), sin_table(positions, half);
+  const float factor = c.rope_attention_factor;
   for (Index i = 0; i < half; ++i) {
-    const double frequency = rope_frequency(c, i);
+    const double frequency = rope_frequency(c, i, positions);
     for (Index t = 0; t < positions; ++t) {
       const double angle = static_cast<double>(t) * frequency;
       cos_table(t, i) = static_cast<float>(std::cos(angle));
       sin_table(t, i) = direction * static_cast<float>(std::sin(angle));
+      if (factor != 1.0f) cos_table(t, i) *= factor, sin_table(t, i) *= factor;
     }
   }
   const bool adjacent = c.rope_style == RopeStyle::AdjacentPairs;

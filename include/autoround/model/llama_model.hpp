@@ -34,6 +34,16 @@ struct LlamaConfig {
   std::vector<float> rope_divisors;
   float rms_eps = 1e-5f;
   RopeStyle rope_style = RopeStyle::HalfSplit;
+  /// Partial rotary embedding (Phi-4-mini, partial_rotary_factor < 1): only each head's first
+  /// rotary_dims dimensions rotate, paired within them (0: all head_dim). Frequencies then run
+  /// theta^(−2i/rotary_dims).
+  Index rotary_dims = 0;
+  /// LongRoPE (Phi-3 128k): cos and sin × rope_attention_factor, and for sequences longer than
+  /// rope_long_after tokens the per-pair divisors rope_long_divisors instead of rope_divisors
+  /// (transformers' dynamic longrope; 0 / empty: none).
+  float rope_attention_factor = 1;
+  std::vector<float> rope_long_divisors;
+  Index rope_long_after = 0;
   bool tied_embeddings = true;
   std::string model_type = "llama";  ///< "llama" / "mistral", "qwen2" (q/k/v biases), "qwen3" (q/k norms), "gemma3_text" ...
 
@@ -65,8 +75,10 @@ struct LlamaConfig {
   /// Whether the block is LLaMA's (what the CUDA backend computes): none of the Gemma settings.
   bool llama_shaped() const {
     return activation == MlpActivation::Silu && attention_scale == 0 && attention_softcap == 0 && logit_softcap == 0 &&
-           embedding_scale == 1 && sliding_window == 0;
+           embedding_scale == 1 && sliding_window == 0 && (rotary_dims == 0 || rotary_dims == head_dim) &&
+           rope_attention_factor == 1 && rope_long_divisors.empty();
   }
+  Index rotary() const { return rotary_dims > 0 ? rotary_dims : head_dim; }
 };
 
 /// Llama 3.1's RoPE scaling (transformers' _compute_llama3_parameters), as divisors of the

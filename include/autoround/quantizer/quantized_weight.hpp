@@ -3,7 +3,10 @@
 // quantizer that made them, and how tuning went. Packers (format/) read this type.
 #include <algorithm>
 #include <cstdint>
+#include <string>
 #include <vector>
+
+#include "../core/error.hpp"
 
 #include "../core/matrix.hpp"
 #include "group_layout.hpp"
@@ -66,5 +69,31 @@ struct QuantizedWeight {
     return static_cast<std::size_t>(row * layout.groups_per_row() + col / layout.group_size());
   }
 };
+
+/// Several layers' results as one layer of their rows stacked in order (a fused checkpoint
+/// tensor such as Phi-3's qkv_proj = [q; k; v]): codes, scales and zero points are per row, so
+/// stacking changes no value. The parts must share columns and scheme.
+template <WeightQuantizer Q>
+QuantizedWeight<Q> stack_rows(const std::vector<const QuantizedWeight<Q>*>& parts, const std::string& name) {
+  detail::require(!parts.empty(), name + ": nothing to stack");
+  const QuantizedWeight<Q>& first = *parts.front();
+  QuantizedWeight<Q> out{first.quantizer, first.layout, {}, {}, {}, first.stats, {}, {}, {}};
+  Index rows = 0;
+  for (const QuantizedWeight<Q>* p : parts) {
+    detail::require(p->cols() == first.cols() && p->layout.group_size() == first.layout.group_size() &&
+                        p->quantizer.spec() == first.quantizer.spec(),
+                    name + ": its fused parts were quantized with different schemes or shapes; one tensor holds one scheme");
+    rows += p->rows();
+    const auto append = [](auto& into, const auto& from) { into.insert(into.end(), from.begin(), from.end()); };
+    append(out.codes, p->codes);
+    append(out.scales, p->scales);
+    append(out.zeros, p->zeros);
+    append(out.mins, p->mins);
+    append(out.super_scales, p->super_scales);
+    append(out.super_mins, p->super_mins);
+  }
+  out.layout = GroupLayout(rows, first.cols(), static_cast<int>(first.layout.group_size()));
+  return out;
+}
 
 }  // namespace autoround
