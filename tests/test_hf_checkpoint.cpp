@@ -208,8 +208,8 @@ TEST_CASE("bad checkpoint directories are refused with the reason") {
   };
   with("\"llama\"", "\"gpt2\"");
   CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("model_type 'gpt2' is not supported"), Error);
-  with("\"llama\"", "\"gemma3\"");  // a vision-language type whose language model is not where it says
-  CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("not supported"), Error);
+  with("\"llama\"", "\"gemma3\"");  // a vision-language type without its language model's config
+  CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("a gemma3 vision-language config without text_config"), Error);
   with("\"llama\"", "\"qwen3\"");  // a Qwen3 checkpoint without its q/k norms
   CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("has no tensor named 'model.layers.0.self_attn.q_norm.weight'"), Error);
   with("\"llama\"", "\"qwen2\"");  // a Qwen2 checkpoint without its biases
@@ -235,6 +235,39 @@ TEST_CASE("bad checkpoint directories are refused with the reason") {
   with("\"intermediate_size\": 128", "\"intermediate_size\": 96");
   CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("tensor 'model.layers.0.mlp.gate_proj.weight' is 128x64, expected 96x64"), Error);
   fs::remove_all(dir);
+}
+
+TEST_CASE("bad Gemma, Phi-3 and vision-language configs are refused with the reason") {
+  // the transformers fixtures (tests/fixtures/families, tests/fixtures/vlm) with one key broken
+  const auto broken = [](const std::string& fixture, const std::string& from, const std::string& to) {
+    const fs::path source = fs::path(AUTOROUND_FIXTURES_DIR) / fixture, dir = fs::temp_directory_path() / "autoround_hf_bad_family";
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    fs::copy_file(source / "model.safetensors", dir / "model.safetensors");
+    std::ifstream in(source / "config.json");
+    std::string config((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto at = config.find(from);
+    REQUIRE(at != std::string::npos);
+    config.replace(at, from.size(), to);
+    write_text(dir / "config.json", config);
+    return dir;
+  };
+  CHECK_THROWS_WITH_AS(load_llama_hf(broken("families/gemma3_text", "\"sliding_attention\",\n    \"sliding_attention\",", "\"sliding_attention\",")),
+                       doctest::Contains("layer_types has 3 entries, not num_hidden_layers"), Error);
+  CHECK_THROWS_WITH_AS(load_llama_hf(broken("families/gemma3_text", "\"hidden_activation\": \"gelu_pytorch_tanh\"", "\"hidden_activation\": \"relu\"")),
+                       doctest::Contains("hidden_activation 'relu' is not supported"), Error);
+  CHECK_THROWS_WITH_AS(load_llama_hf(broken("families/gemma3_text", "\"rope_type\": \"linear\"", "\"rope_type\": \"yarn\"")),
+                       doctest::Contains("full-attention RoPE type 'yarn' is not supported"), Error);
+  CHECK_THROWS_WITH_AS(load_llama_hf(broken("families/gemma3_text", "\"use_bidirectional_attention\": false", "\"use_bidirectional_attention\": true")),
+                       doctest::Contains("use_bidirectional_attention is not supported"), Error);
+  CHECK_THROWS_WITH_AS(load_llama_hf(broken("families/phi3", "\"long_factor\": [", "\"long_factor\": [0.5, ")),
+                       doctest::Contains("long_factor has 5 values, expected 4 (one per rotated pair)"), Error);
+  CHECK_THROWS_WITH_AS(load_llama_hf(broken("vlm/llava", "\"text_config\"", "\"language_config\"")),
+                       doctest::Contains("a llava vision-language config without text_config"), Error);
+  CHECK_THROWS_WITH_AS(load_llama_hf(broken("vlm/gemma3", "\"tie_word_embeddings\": true,\n  \"transformers_version\"",
+                                            "\"tie_word_embeddings\": false,\n  \"transformers_version\"")),
+                       doctest::Contains("no tensor named 'lm_head.weight'"), Error);  // untied, yet no LM head stored
+  fs::remove_all(fs::temp_directory_path() / "autoround_hf_bad_family");
 }
 
 TEST_CASE("act-order GPTQ checkpoints and mis-shaped packed tensors are refused") {

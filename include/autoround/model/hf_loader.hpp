@@ -272,7 +272,10 @@ class HfModelSource {
     // Mistral 3, LLaVA, transformers 5's Qwen2.5-VL) or the top level (hub Qwen2.5-VL configs).
     const std::string outer = root.value("model_type", "");
     const bool vlm = outer == "gemma3" || outer == "qwen2_5_vl" || outer == "qwen2_vl" || outer == "mistral3" || outer == "llava";
-    const nlohmann::json& j = vlm && root.contains("text_config") && root["text_config"].is_object() ? root["text_config"] : root;
+    const bool nested = root.contains("text_config") && root["text_config"].is_object();
+    if (vlm && !nested && outer != "qwen2_5_vl" && outer != "qwen2_vl")
+      throw Error(config_path.string() + ": a " + outer + " vision-language config without text_config (its language model's settings)");
+    const nlohmann::json& j = vlm && nested ? root["text_config"] : root;
     std::string type = vlm && &j != &root ? j.value("model_type", outer == "gemma3" ? "gemma3_text" : outer == "mistral3" ? "mistral" : "llama") : outer;
     const bool qwen_vl = type == "qwen2_5_vl" || type == "qwen2_vl" || type == "qwen2_5_vl_text" || type == "qwen2_vl_text";
     if (qwen_vl) type = "qwen2";  // Qwen2.5-VL's language model is Qwen2's (its mrope is Qwen2's RoPE on text-only positions)
@@ -339,7 +342,8 @@ class HfModelSource {
         const auto factors = [&](const char* key) {
           std::vector<float> f = r.at(key).get<std::vector<float>>();
           if (f.size() != static_cast<std::size_t>(rotary / 2))
-            throw Error(std::string(scaling) + "." + key + " has " + std::to_string(f.size()) + " values, expected " + std::to_string(rotary / 2));
+            throw Error(config_path.string() + ": " + scaling + "." + key + " has " + std::to_string(f.size()) + " values, expected " +
+                        std::to_string(rotary / 2) + " (one per rotated pair)");
           return f;
         };
         const double original = r.value("original_max_position_embeddings", j.value("original_max_position_embeddings", 4096.0));
