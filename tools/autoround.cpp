@@ -478,8 +478,8 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   if (experts && device.cuda)
     throw Error(model_path + ": a mixture-of-experts model: the GPU does not tune these yet (issue #25); run with --device cpu");
   if (!config.llama_shaped() && device.cuda)
-    throw Error(model_path + ": a " + config.model_type + " model (Gemma's GeGLU, sandwich norms, sliding windows): the GPU does not "
-                "tune these yet (issue #25); run with --device cpu");
+    throw Error(model_path + ": a " + config.model_type + " model (a block beyond LLaMA's: GeGLU, sandwich norms, sliding windows, "
+                "soft-capping, partial or LongRoPE): the GPU does not tune these yet (issue #25); run with --device cpu");
   // the loss skips padding as the reference does: the tokenizer's pad id, when the model names one
   if (!options.pad_token && source_gguf && source_gguf->find("tokenizer.ggml.padding_token_id"))
     options.pad_token = static_cast<std::int32_t>(source_gguf->get_uint("tokenizer.ggml.padding_token_id"));

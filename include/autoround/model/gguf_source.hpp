@@ -179,9 +179,7 @@ class GgufModelSource {
         for (Index i = 0; i < c.layers; ++i) c.sliding[static_cast<std::size_t>(i)] = pattern == 0 || i % pattern < pattern - 1;
       }
     }
-    c.sliding_rope_theta = number(arch + ".rope.freq_base_swa", g3 ? 10000.0f : c.rope_theta);
-    if (!g3 && !c.rope_divisors.empty() && !file.find(arch + ".rope.freq_base_swa"))
-      c.sliding_rope_theta = 0;  // gemma2's sliding layers scale as its full ones
+    c.sliding_rope_theta = number(arch + ".rope.freq_base_swa", g3 ? 10000.0f : 0.0f);  // 0: gemma2's sliding layers rotate as its full ones
   }
 
   GgufFile file_;

@@ -162,8 +162,8 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
   // the first block's shape says what a run needs: choose the streams' place and the plan
   void place(const LlamaConfig& config) {
     if (!config.llama_shaped())
-      throw Error("a " + config.model_type + " model (Gemma's GeGLU, sandwich norms, sliding windows): the GPU does not tune "
-                  "these yet (issue #25); run with --device cpu");
+      throw Error("a " + config.model_type + " model (a block beyond LLaMA's: GeGLU, sandwich norms, sliding windows, "
+                  "soft-capping, partial or LongRoPE): the GPU does not tune these yet (issue #25); run with --device cpu");
     placed_ = true;
     const long seqlen = static_cast<long>(samples_[0].size()), values = seqlen * config.hidden;
     std::size_t budget = backend_.memory_budget;
