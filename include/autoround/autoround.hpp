@@ -10,8 +10,10 @@
 #include "core/matrix.hpp"
 
 #include "quantizer/double_quantizer.hpp"
+#include "quantizer/float_quantizer.hpp"
 #include "quantizer/group_layout.hpp"
 #include "quantizer/int_quantizer.hpp"
+#include "quantizer/minifloat.hpp"
 #include "quantizer/quantized_weight.hpp"
 #include "quantizer/quantizer.hpp"
 

@@ -18,6 +18,10 @@ enum class Symmetry : int {
 inline constexpr Symmetry Asymmetric = Symmetry::Asymmetric;
 inline constexpr Symmetry Symmetric = Symmetry::Symmetric;
 
+/// What a weight's codes are (the reference's data_type): integers on a uniform grid, or the
+/// floating-point element formats of MXFP4/MXFP8 (mx_fp), NVFP4 (nv_fp) and FP8 (fp).
+enum class DataType : int { Int = 0, MxFp = 1, NvFp = 2, Fp = 3 };
+
 using Index = long;  // signed, like Eigen::Index, so sizes subtract safely
 
 }  // namespace autoround

@@ -63,6 +63,7 @@ class DoubleQuantizer {
                       std::string(name) + " = " + std::to_string(runtime) + " does not match the compile-time " +
                           name + " = " + std::to_string(compile_time));
     };
+    detail::require(spec.data_type == DataType::Int, "data_type: a floating-point format needs a FloatQuantizer");
     fixed(spec.bits, Bits, "bits");
     fixed(spec.group_size, GroupSize, "group_size");
     fixed(spec.super_group_size, SuperGroupSize, "super_group_size");

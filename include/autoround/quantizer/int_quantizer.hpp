@@ -35,6 +35,8 @@ struct QuantSpec {
   /// of each group scale's code; 0 = none (IntQuantizer).
   int super_group_size = 0;
   int super_bits = 0;
+  /// Integer codes (IntQuantizer, DoubleQuantizer) or a floating-point format (FloatQuantizer).
+  DataType data_type = DataType::Int;
   friend bool operator==(const QuantSpec&, const QuantSpec&) = default;
 };
 
@@ -100,6 +102,7 @@ class IntQuantizer {
 
   /// Run-time configuration. The parts fixed at compile time must agree with `spec`.
   explicit IntQuantizer(QuantSpec spec) : spec_(spec) {
+    detail::require(spec.data_type == DataType::Int, "data_type: a floating-point format needs a FloatQuantizer");
     detail::require(spec.super_group_size == 0 && spec.super_bits == 0,
                     "super_group_size / super_bits: double quantization needs a DoubleQuantizer");
     detail::require(spec.bits >= 2 && spec.bits <= 8, detail::bits_error(spec.bits));

@@ -27,8 +27,9 @@ template <WeightQuantizer Q>
 struct QuantizedWeight {
   Q quantizer;
   GroupLayout layout;               ///< rows = out_features, cols = in_features
-  std::vector<std::uint8_t> codes;  ///< [rows, cols] row-major, each in [0, 2^bits - 1]
+  std::vector<std::uint8_t> codes;  ///< [rows, cols] row-major, each in [0, 2^bits - 1] (FloatQuantizer: E2M1 / E4M3 codes)
   std::vector<float> scales;        ///< [rows, groups_per_row]; fp16-representable, except double-quantized ones
+                                    ///< (FloatQuantizer: the group scale as its format stores it: 2^E, E4M3, float32)
   std::vector<std::int32_t> zeros;  ///< [rows, groups_per_row]; sym: 2^(bits-1) everywhere
   TuningStats stats;
   // Double quantization (DoubleQuantizer; empty otherwise), as the reference exports it:
@@ -55,7 +56,9 @@ struct QuantizedWeight {
         const std::size_t i = static_cast<std::size_t>(r * per_row + g);
         const float scale = scales[i], zero = static_cast<float>(zeros[i]), m = mins.empty() ? 0.0f : mins[i];
         const Index end = std::min(cols(), (g + 1) * group);
-        if (mins.empty())
+        if constexpr (requires { quantizer.dequantize_code(std::uint8_t{}, 1.0f); }) {  // FloatQuantizer's element codes
+          for (Index c = g * group; c < end; ++c) out[c] = quantizer.dequantize_code(code_row[c], scale);
+        } else if (mins.empty())
           for (Index c = g * group; c < end; ++c) out[c] = scale * (static_cast<float>(code_row[c]) - zero);
         else
           for (Index c = g * group; c < end; ++c) out[c] = scale * (static_cast<float>(code_row[c]) - zero) - m;

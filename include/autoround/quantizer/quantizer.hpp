@@ -26,6 +26,9 @@ struct GroupQuant {
   float scale = 1.0f;
   float zero = 0.0f;
   float min = 0.0f;
+  /// FloatQuantizer's NVFP4: the reference's multiplier into the code domain (1 / (scale /
+  /// global scale)), kept as it computed it so the forward is bit for bit its own.
+  float inverse = 0.0f;
 };
 
 /// One super-group's second-level scales (GGUF k-quants' d and dmin): each group's scale is

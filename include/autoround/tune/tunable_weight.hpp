@@ -51,6 +51,9 @@ class TunableWeight {
       supers_.resize(static_cast<std::size_t>(layout_.group_count() / super_));
     }
     detail::require_finite(weight, name);
+    // a quantizer with a per-tensor scale (FloatQuantizer's NVFP4) takes it from this weight
+    if constexpr (requires { { quantizer.for_weight(weight) } -> std::same_as<Q>; })
+      if (!quantizer.global_scale()) quantizer_ = quantizer.for_weight(weight);
     ranges_.resize(static_cast<std::size_t>(layout_.group_count()));
     for (Index r = 0; r < layout_.rows(); ++r)
       for (Index g = 0; g < layout_.groups_per_row(); ++g)

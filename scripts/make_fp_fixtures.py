@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Writes tests/fixtures/float_quantizer.json: auto-round 0.16.1's own floating-point weight
+quantization (MXFP4, MXFP8, NVFP4, FP8 per channel) of one deterministic weight, through the
+package's WrapperLinear._qdq_weight (the function its tuning calls), with nonzero rounding offsets
+v and max_scale != 1: the dequantized weight, the scales, and autograd's dL/dv and dL/dmax_scale of
+sum(out * R). tests/test_float_quantizer.cpp checks FloatQuantizer against it.
+
+usage: python scripts/make_fp_fixtures.py [OUT.json]
+needs: torch, auto-round==0.16.1 (the CPU wheels are enough; e.g. a venv with
+       `pip install torch transformers==5.17.0 auto-round==0.16.1`).
+"""
+import json
+import sys
+import warnings
+
+import torch
+
+warnings.filterwarnings("ignore")
+from auto_round.wrapper import WrapperLinear  # noqa: E402
+
+ROWS, COLS = 8, 64
+
+
+def weight():
+    k = torch.arange(ROWS * COLS, dtype=torch.float64)
+    w = (0.05 * torch.sin(0.7 * k) + 0.01 * torch.cos(0.13 * k)).reshape(ROWS, COLS)
+    w *= torch.tensor([1.0, 0.1, 3.0, 0.01, 1.0, 20.0, 0.5, 1e-3], dtype=torch.float64)[:, None]  # magnitudes
+    w = w.float()
+    w[0, 3] = 0.41                   # outliers that set their group's scale
+    w[1, 37] = -0.93
+    w[2, 10] = 0.2
+    w[3, 50] = 1.7
+    w[3, 5] = 0.0
+    w[4, :16] = torch.tensor([6, 5, 3.5, 2.5, 1.75, 1.25, 0.75, 0.25, -6, -5, -3.5, -2.5, -1.75, -1.25, -0.75, -0.25]) * 0.125
+    w[6, 40] = -2.0
+    return w
+
+
+def case(title, W, R, **attrs):
+    lin = torch.nn.Linear(W.shape[1], W.shape[0], bias=False)
+    lin.weight.data.copy_(W)
+    lin.weight.requires_grad_(False)
+    cfg = dict(bits=16, group_size=128, sym=True, data_type="int", act_bits=16, act_group_size=None, act_sym=True,
+               act_data_type="float", act_dynamic=True, scale_dtype=torch.float16)
+    cfg.update(attrs)
+    for key, val in cfg.items():
+        setattr(lin, key, val)
+    wr = WrapperLinear(lin, enable_minmax_tuning=True, enable_torch_compile=False, device="cpu")
+    n = wr.value.numel()
+    v = (0.45 * torch.sin(torch.arange(n, dtype=torch.float64) * 1.3)).float().reshape(wr.value.shape)
+    v.view(-1)[0:4] = 0.0  # some elements at plain round-to-nearest
+    wr.value.data.copy_(v)
+    groups = wr.max_scale.numel()
+    ms = (0.8 + 0.15 * torch.cos(torch.arange(groups, dtype=torch.float64))).float()
+    ms[::5] = 1.0
+    wr.max_scale.data.copy_(ms.reshape(wr.max_scale.shape))
+    out, scale, _ = wr._qdq_weight(wr.value, wr.min_scale, wr.max_scale)
+    (out * R).sum().backward()
+    entry = {
+        "title": title,
+        "bits": attrs["bits"], "group_size": attrs["group_size"], "data_type": attrs["data_type"],
+        "v": wr.value.detach().reshape(-1).tolist(),
+        "max_scale": wr.max_scale.detach().reshape(-1).tolist(),
+        "out": out.detach().reshape(-1).tolist(),
+        "scale": scale.detach().float().reshape(-1).tolist(),
+        "grad_v": wr.value.grad.reshape(-1).tolist(),
+        "grad_max_scale": wr.max_scale.grad.reshape(-1).tolist(),
+        "min_scale_grad_is_none": wr.min_scale.grad is None,
+    }
+    gs = getattr(wr, "weight_global_scale", None)
+    if gs is not None:
+        entry["global_scale"] = float(gs)
+    return entry
+
+
+def main():
+    out_path = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/float_quantizer.json"
+    W = weight()
+    k = torch.arange(ROWS * COLS, dtype=torch.float64)
+    R = torch.cos(0.37 * k + 0.1).float().reshape(ROWS, COLS)  # dL/dout
+    fixture = {
+        "made_by": "scripts/make_fp_fixtures.py with auto-round 0.16.1, torch " + torch.__version__,
+        "rows": ROWS, "cols": COLS,
+        "weight": W.reshape(-1).tolist(),
+        "grad_out": R.reshape(-1).tolist(),
+        "cases": [
+            case("MXFP4", W, R, bits=4, group_size=32, data_type="mx_fp"),
+            case("MXFP8", W, R, bits=8, group_size=32, data_type="mx_fp"),
+            case("NVFP4", W, R, bits=4, group_size=16, data_type="nv_fp"),
+            case("FP8 per channel", W, R, bits=8, group_size=-1, data_type="fp"),
+        ],
+    }
+    with open(out_path, "w") as f:
+        json.dump(fixture, f)
+    print("wrote", out_path)
+
+
+if __name__ == "__main__":
+    main()

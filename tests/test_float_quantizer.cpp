@@ -1,0 +1,153 @@
+// FloatQuantizer (MXFP4, MXFP8, NVFP4, FP8 per channel) against auto-round 0.16.1 itself: the
+// package's WrapperLinear._qdq_weight on one weight with nonzero v and max_scale != 1, its values
+// and autograd's gradients (tests/fixtures/float_quantizer.json, scripts/make_fp_fixtures.py);
+// the element formats against their definitions.
+#include <doctest/doctest.h>
+
+#include <autoround/autoround.hpp>
+#include <cmath>
+#include <cstdint>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+using namespace autoround;
+
+namespace {
+nlohmann::json fixture() {
+  std::ifstream in(std::string(AUTOROUND_FIXTURES_DIR) + "/float_quantizer.json");
+  REQUIRE(in.good());
+  return nlohmann::json::parse(in);
+}
+std::vector<float> floats(const nlohmann::json& j) {
+  std::vector<float> out;
+  for (const auto& x : j) out.push_back(static_cast<float>(x.get<double>()));
+  return out;
+}
+QuantSpec spec_of(const nlohmann::json& c) {
+  const std::string t = c["data_type"];
+  QuantSpec s{c["bits"].get<int>(), c["group_size"].get<int>(), Symmetric};
+  s.data_type = t == "mx_fp" ? DataType::MxFp : t == "nv_fp" ? DataType::NvFp : DataType::Fp;
+  return s;
+}
+}  // namespace
+
+TEST_CASE("E2M1, E4M3 and E8M0 as the formats define them") {
+  using namespace minifloat;
+  for (std::uint8_t c = 0; c < 16; ++c) CHECK(e2m1_code(e2m1_value(c)) == (c == 8 ? 8 : c));
+  CHECK(e2m1_value(0x7) == 6.0f);
+  CHECK(e2m1_value(0xB) == -1.5f);
+  CHECK(e2m1_code(-0.0f) == 8);  // -0 keeps its sign bit, as the reference's packer
+  // torch's float8_e4m3fn cast: ties to even, subnormals from 2^-9, 448 the largest
+  CHECK(e4m3_round(1.0625f) == 1.0f);
+  CHECK(e4m3_round(1.1875f) == 1.25f);
+  CHECK(e4m3_round(232.0f) == 224.0f);
+  CHECK(e4m3_round(248.0f) == 256.0f);
+  CHECK(e4m3_round(0x1p-10f) == 0.0f);
+  CHECK(e4m3_round(1.5f * 0x1p-10f) == 0x1p-9f);
+  CHECK(e4m3_round(2.5f * 0x1p-9f) == 0x1p-8f);
+  CHECK(e4m3_round(-500.0f) == -448.0f);
+  int finite = 0;
+  for (int c = 0; c < 256; ++c) {
+    const float x = e4m3_value(static_cast<std::uint8_t>(c));
+    if (std::isnan(x)) continue;
+    ++finite;
+    CHECK(e4m3_round(x) == x);
+    if (c != 0x80) CHECK(e4m3_code(x) == c);
+  }
+  CHECK(finite == 254);  // 0x7f and 0xff are NaN
+  CHECK(e4m3_value(0x7e) == 448.0f);
+  CHECK(e8m0_code(1.0f) == 127);
+  CHECK(e8m0_code(0x1p-127f) == 0);
+  CHECK(e8m0_value(130) == 8.0f);
+}
+
+TEST_CASE("values and gradients equal auto-round 0.16.1's (MXFP4, MXFP8, NVFP4, FP8 per channel)") {
+  const nlohmann::json fx = fixture();
+  const Index rows = fx["rows"], cols = fx["cols"];
+  const std::vector<float> w = floats(fx["weight"]), grad_out = floats(fx["grad_out"]);
+  const RowMatrix weight = Eigen::Map<const RowMatrix>(w.data(), rows, cols);
+  for (const auto& c : fx["cases"]) {
+    const std::string title = c["title"];
+    CAPTURE(title);
+    const DynamicFloatQuantizer q = DynamicFloatQuantizer(spec_of(c)).for_weight(view(weight));
+    if (c.contains("global_scale")) CHECK(q.global_scale() == static_cast<float>(c["global_scale"].get<double>()));
+    const std::vector<float> v = floats(c["v"]), ms = floats(c["max_scale"]), out = floats(c["out"]),
+                             scale = floats(c["scale"]), grad_v = floats(c["grad_v"]), grad_ms = floats(c["grad_max_scale"]);
+    CHECK(c["min_scale_grad_is_none"].get<bool>());  // min_scale is unused by every format: we hand SignSGD a 0
+
+    // through the tuner's own state (TunableWeight: NVFP4's global scale from the weight)
+    TunableWeight<DynamicFloatQuantizer> tw(DynamicFloatQuantizer(spec_of(c)), view(weight));
+    REQUIRE(tw.max_scale.size() == ms.size());
+    tw.rounding = v;
+    tw.max_scale = ms;
+    RowMatrix ours(rows, cols);
+    tw.forward(Cpu{1}, mutable_view(ours));
+    int same = 0;
+    for (Index i = 0; i < rows * cols; ++i) same += ours.data()[i] == out[static_cast<std::size_t>(i)];
+    CHECK(same == rows * cols);  // bit for bit
+
+    RowMatrix grad = Eigen::Map<const RowMatrix>(grad_out.data(), rows, cols);
+    std::vector<float> gmin, gmax;
+    tw.backward(Cpu{1}, mutable_view(grad), gmin, gmax);
+    same = 0;
+    for (Index i = 0; i < rows * cols; ++i) same += grad.data()[i] == grad_v[static_cast<std::size_t>(i)];
+    CHECK(same == rows * cols);  // dL/dv bit for bit
+    for (std::size_t k = 0; k < ms.size(); ++k) {
+      CAPTURE(k);
+      CHECK(gmin[k] == 0.0f);
+      // the group sums are taken in double here, in float32 in torch's order there
+      CHECK(gmax[k] == doctest::Approx(grad_ms[k]).epsilon(2e-5));
+      CHECK((gmax[k] > 0) == (grad_ms[k] > 0));
+    }
+
+    // the scales the formats store, and codes that dequantize to the tuned values
+    const QuantizedWeight<DynamicFloatQuantizer> qw = tw.encode();
+    REQUIRE(qw.scales.size() == scale.size());
+    for (std::size_t k = 0; k < scale.size(); ++k) {
+      CAPTURE(k);
+      if (q.format() == FloatFormat::MxFp4 || q.format() == FloatFormat::MxFp8)
+        CHECK(qw.scales[k] == std::ldexp(1.0f, static_cast<int>(scale[k])));  // the package returns the exponent
+      else
+        CHECK(qw.scales[k] == scale[k]);
+    }
+    const RowMatrix back = qw.dequantize();
+    CHECK(back == ours);
+  }
+}
+
+TEST_CASE("an all-zero group: the reference's values, and a max_scale gradient of 0 (the reference's is NaN)") {
+  for (FloatFormat f : {FloatFormat::MxFp4, FloatFormat::MxFp8, FloatFormat::NvFp4, FloatFormat::Fp8}) {
+    CAPTURE(static_cast<int>(f));
+    RowMatrix w = RowMatrix::Zero(2, 32);
+    w(1, 3) = 0.7f;  // the other row is all zeros
+    TunableWeight<DynamicFloatQuantizer> tw(DynamicFloatQuantizer(float_spec(f)), view(w));
+    for (float& x : tw.rounding) x = 0.3f;
+    RowMatrix out(2, 32);
+    tw.forward(Cpu{1}, mutable_view(out));
+    // as the reference: an all-zero MX group takes log2(0) as 1 (S = 2^(1 - emax)), so v = 0.3 rounds
+    // to one element step (MXFP4: 0.5 · 2^-1); NVFP4's zero block scale zeroes it; FP8's scale is clipped to 1/(448·512)
+    const float expected = f == FloatFormat::MxFp4 ? 0.25f : f == FloatFormat::MxFp8 ? 0.3125f * 0x1p-7f
+                         : f == FloatFormat::NvFp4 ? 0.0f : 0.3125f * (1.0f / (448.0f * 512.0f));
+    for (Index c = 0; c < 32; ++c) CHECK(out(0, c) == expected);
+    CHECK(out.allFinite());
+    RowMatrix grad = RowMatrix::Ones(2, 32);
+    std::vector<float> gmin, gmax;
+    tw.backward(Cpu{1}, mutable_view(grad), gmin, gmax);
+    CHECK(gmax[0] == 0.0f);
+    for (float g : gmax) CHECK(std::isfinite(g));
+  }
+}
+
+TEST_CASE("bad floating-point schemes name what is wrong") {
+  QuantSpec s = float_spec(FloatFormat::MxFp4);
+  s.group_size = 128;
+  CHECK_THROWS_WITH(static_cast<void>(DynamicFloatQuantizer(s)), doctest::Contains("group size is 32"));
+  s = float_spec(FloatFormat::NvFp4);
+  s.bits = 8;
+  CHECK_THROWS_WITH(static_cast<void>(DynamicFloatQuantizer(s)), doctest::Contains("nv_fp has 4 bits"));
+  CHECK_THROWS_WITH(DynamicIntQuantizer(float_spec(FloatFormat::Fp8)), doctest::Contains("FloatQuantizer"));
+  CHECK_THROWS_WITH(DynamicFloatQuantizer(QuantSpec(4, 32, Symmetric)), doctest::Contains("IntQuantizer"));
+  CHECK_THROWS_WITH(NvFp4Quantizer(float_spec(FloatFormat::MxFp4)), doctest::Contains("compile-time Format"));
+}
