@@ -5,9 +5,11 @@ auto-round package's loader, as a user's script would) and print each one's perp
 file: non-overlapping windows, no BOS, exp(mean NLL) of the next-token predictions in each window
 (what `autoround eval --context C --windows N` computes), float32 on the CPU. With --expect, the
 perplexity each `autoround eval` printed for the same directory (ours) is compared: exit 1 when
-any differs by more than --tolerance (relative).
+any differs by more than --tolerance (relative). With --weight-only, auto-round's MXFP4/MXFP8/NVFP4
+layers skip their dynamic activation quantization (pre_dequantized_input), so a W4A4 checkpoint
+is scored as its weights alone (what `autoround --eval` scores without --act-quant).
 Test-time tool: needs torch, transformers (5.x) and, for quantized checkpoints, auto-round 0.16.1.
-usage: check_transformers_load.py TOKENS CONTEXT WINDOWS DIR[=OUR_PERPLEXITY] ... [--tolerance 0.01]
+usage: check_transformers_load.py TOKENS CONTEXT WINDOWS DIR[=OUR_PERPLEXITY] ... [--tolerance 0.01] [--weight-only]
 """
 import math
 import sys
@@ -16,8 +18,12 @@ import torch
 from transformers import AutoModelForCausalLM
 
 
-def perplexity(directory, ids, context, windows):
+def perplexity(directory, ids, context, windows, weight_only=False):
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, device_map="cpu").eval()
+    if weight_only:
+        for m in model.modules():
+            if hasattr(m, "pre_dequantized_input"):
+                m.pre_dequantized_input = True
     nll, count = 0.0, 0
     for w in range(windows):
         window = torch.tensor([ids[w * context:(w + 1) * context]])
@@ -31,6 +37,9 @@ def perplexity(directory, ids, context, windows):
 
 def main(argv):
     tolerance = 0.01
+    weight_only = "--weight-only" in argv
+    if weight_only:
+        argv.remove("--weight-only")
     if "--tolerance" in argv:
         i = argv.index("--tolerance")
         tolerance = float(argv[i + 1])
@@ -44,7 +53,7 @@ def main(argv):
     failed = False
     for spec in argv[3:]:
         directory, _, ours = spec.partition("=")
-        theirs, cls = perplexity(directory, ids, context, windows)
+        theirs, cls = perplexity(directory, ids, context, windows, weight_only)
         line = f"{directory}: transformers ({cls}) perplexity {theirs:.4f}"
         if ours:
             ratio = float(ours) / theirs

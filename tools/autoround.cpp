@@ -191,15 +191,32 @@ std::vector<OutputFormat> parse_formats(const std::string& list) {
   return formats;
 }
 
+std::string describe_scheme(const QuantSpec& s) {
+  if (s.data_type == DataType::NvFp) return "NVFP4";
+  if (s.data_type == DataType::MxFp) return s.bits == 4 ? "MXFP4" : "MXFP8";
+  return "W" + std::to_string(s.bits) + "G" + std::to_string(s.group_size) + (s.symmetry == Symmetric ? " sym" : " asym");
+}
+
 /// Refuse, before hours of tuning, a scheme a requested format cannot hold.
 void check_formats(const std::vector<OutputFormat>& formats, const ModelQuantOptions& options, bool gguf_source) {
   std::vector<QuantSpec> specs{options.spec};
   for (const auto& o : options.overrides)
     if (o.spec) specs.push_back(*o.spec);
+  for (const QuantSpec& s : specs)
+    if ((s.data_type == DataType::Int) != (options.spec.data_type == DataType::Int))
+      throw Error("--layer: one run holds integer or floating-point schemes, not both (--scheme " +
+                  std::string(data_type_name(options.spec.data_type)) + " with an integer --layer override, or the reverse)");
   for (const auto& f : formats) {
     if (f.gguf && !gguf_source) throw Error("--format " + f.name + ": GGUF output needs a GGUF source model (its metadata and tokenizer)");
+    if (f.gguf && options.spec.data_type != DataType::Int)
+      throw Error("--format " + f.name + ": --scheme " + describe_scheme(options.spec) + " is written as auto_round; each gguf:TYPE is tuned for its own block types");
     if (!f.hf) continue;
     for (const QuantSpec& s : specs) {
+      if (s.data_type != DataType::Int) {
+        if (*f.hf != HfFormat::AutoRound)
+          throw Error("--format " + f.name + ": floating-point schemes (MXFP4, MXFP8, NVFP4) are written as auto_round checkpoints");
+        continue;
+      }
       if (*f.hf == HfFormat::AutoAwq && s.bits != 4) throw Error("--format auto_awq: AWQ is 4-bit only");
       if (s.bits != 2 && s.bits != 3 && s.bits != 4 && s.bits != 8)
         throw Error("--format " + f.name + ": " + std::to_string(s.bits) + "-bit weights cannot be packed (2, 3, 4 or 8 bits)");
@@ -247,8 +264,7 @@ std::vector<std::optional<QuantSpec>> layer_schemes(const ModelQuantOptions& opt
                                                     const GgufExperts& experts) {
   std::vector<std::optional<QuantSpec>> schemes;
   const auto add = [&](const std::string& name, Index rows, Index cols) {
-    const auto q = quantizer_for<DynamicDoubleQuantizer>(options, name, rows, cols);
-    schemes.push_back(q ? std::optional<QuantSpec>(q->spec()) : std::nullopt);
+    schemes.push_back(spec_for(options, name, rows, cols));
   };
   for (Index b = 0; b < config.layers; ++b) {
     for (Linear l : all_linears) {
@@ -289,6 +305,8 @@ std::vector<TuningPass> plan_passes(const std::vector<OutputFormat>& formats, co
 std::string describe(const TuningPass& pass) {
   if (pass.tuned_for) return "each linear layer tuned for its " + pass.tuned_for->name + " block type (llama-quantize's choice)";
   const QuantSpec& s = pass.options.spec;
+  if (s.data_type != DataType::Int)
+    return describe_scheme(s) + (pass.options.overrides.empty() ? "" : " with " + std::to_string(pass.options.overrides.size()) + " --layer overrides");
   return "W" + std::to_string(s.bits) + "G" + std::to_string(s.group_size) + (s.symmetry == Symmetric ? " sym" : " asym") +
          (pass.options.overrides.empty() ? "" : " with " + std::to_string(pass.options.overrides.size()) + " --layer overrides");
 }
@@ -314,7 +332,7 @@ class PassWriters {
       const fs::path dir = staging / f.directory();
       fs::create_directories(dir);
       if (f.hf) {
-        if constexpr (std::is_same_v<Q, DynamicIntQuantizer>)
+        if constexpr (!std::is_same_v<Q, DynamicDoubleQuantizer>)
           hf_.push_back({f, dir, std::make_unique<HfShardWriter>(*f.hf, dir, source.config(), pass.options, from)});
         else  // plan_passes never puts a Hugging Face format into a k-quant run
           throw Error("--format " + f.name + ": cannot be written from a run tuned for GGUF k-quants");
@@ -330,7 +348,7 @@ class PassWriters {
   }
 
   void add_block(Index b, const LlamaBlock& block, const LayerResults<Q>& results) {
-    if constexpr (std::is_same_v<Q, DynamicIntQuantizer>)  // a k-quant run writes GGUF only
+    if constexpr (!std::is_same_v<Q, DynamicDoubleQuantizer>)  // a k-quant run writes GGUF only
       for (auto& h : hf_) h.writer->add_block(b, block, results);
     for (auto& g : gguf_) g.writer->add_block(b, results);
     for (const auto& r : results) quantized_layers_ += r.has_value();
@@ -422,7 +440,9 @@ PassResult run_pass(const TuningPass& pass, const AnyModelSource& source, const 
   const auto sink = [&](Index b, const LlamaBlock& block, const LayerResults<Q>& results) { writers.add_block(b, block, results); };
   if (device.cuda) {
 #if defined(AUTOROUND_CUDA_PIPELINE)
-    if constexpr (std::is_same_v<Q, DynamicDoubleQuantizer>)
+    if constexpr (std::is_same_v<Q, DynamicFloatQuantizer>)
+      throw Error("--device cuda: floating-point schemes (MXFP4, MXFP8, NVFP4) are tuned on the CPU only so far (--device cpu)");
+    else if constexpr (std::is_same_v<Q, DynamicDoubleQuantizer>)
       autoround_cli::quantize_kquant_streaming_on_cuda(source, samples, pass.options, sink, on_block, on_step, device.backend, checkpoint);
     else
       autoround_cli::quantize_streaming_on_cuda(source, samples, pass.options, sink, on_block, on_step, device.backend, checkpoint);
@@ -566,7 +586,9 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
       std::optional<LlamaModel>* keep = before ? &tuned : nullptr;
       const fs::path checkpoint = resume_dir / ("run-" + std::to_string(p + 1));
       const PassResult result =
-          needs_double_quant(pass.options.overrides)
+          pass.options.spec.data_type != DataType::Int
+              ? run_pass<DynamicFloatQuantizer>(pass, source, source_gguf, samples, device, staging, output, keep, checkpoint, fingerprint.str())
+          : needs_double_quant(pass.options.overrides)
               ? run_pass<DynamicDoubleQuantizer>(pass, source, source_gguf, samples, device, staging, output, keep, checkpoint, fingerprint.str())
               : run_pass<DynamicIntQuantizer>(pass, source, source_gguf, samples, device, staging, output, keep, checkpoint, fingerprint.str());
       seconds += result.seconds;
@@ -667,6 +689,12 @@ int main(int argc, char** argv) {
   auto* bits_option = q->add_option("--bits", options.spec.bits, "weight bits (2-8)")->check(CLI::Range(2, 8));
   auto* group_option = q->add_option("--group-size", options.spec.group_size, "weights per group (-1: per channel)");
   auto* sym_option = q->add_flag("--sym", sym, "symmetric quantization");
+  std::string scheme;
+  q->add_option("--scheme", scheme,
+                "the reference's preset instead of --bits/--group-size/--sym: W2A16, W3A16, W4A16, W8A16 (integers, groups of "
+                "128, sym), MXFP4, MXFP8 (E2M1 / E4M3 in groups of 32, E8M0 scales), NVFP4 (E2M1 in groups of 16, E4M3 scales, "
+                "a global scale); the floating-point ones are written as auto_round (compressed-tensors tensors)")
+      ->check(CLI::IsMember({"W2A16", "W3A16", "W4A16", "W8A16", "MXFP4", "MXFP8", "NVFP4"}));
   q->add_option("--recipe", recipe, "default | fast | best | light | rtn")
       ->check(CLI::IsMember({"default", "fast", "best", "light", "rtn"}));
   q->add_option("--iters", iters, "tuning steps per block (overrides the recipe)")->check(CLI::NonNegativeNumber);
@@ -782,6 +810,14 @@ int main(int argc, char** argv) {
     if (iters >= 0) options.tune.iters = iters;
     if (nsamples > 0) options.nsamples = nsamples;
     options.spec.symmetry = sym ? Symmetric : Asymmetric;
+    if (!scheme.empty()) {
+      if (bits_option->count() + group_option->count() + sym_option->count() > 0)
+        throw Error("--scheme " + scheme + ": give either --scheme or --bits/--group-size/--sym");
+      if (scheme == "MXFP4") options.spec = float_spec(FloatFormat::MxFp4);
+      else if (scheme == "MXFP8") options.spec = float_spec(FloatFormat::MxFp8);
+      else if (scheme == "NVFP4") options.spec = float_spec(FloatFormat::NvFp4);
+      else options.spec = QuantSpec{std::stoi(scheme.substr(1)), 128, Symmetric};
+    }
     options.tune.clip_init = clip_init == "search" ? ClipInit::WeightedSearch : ClipInit::Unit;
     options.streams = streams == "fp" ? ActivationStreams::FullPrecision
                       : streams == "quantized" ? ActivationStreams::Quantized : ActivationStreams::Two;
@@ -801,7 +837,8 @@ int main(int argc, char** argv) {
     if (scheme_flags && std::none_of(formats.begin(), formats.end(), [](const OutputFormat& f) { return f.hf.has_value(); }))
       std::fprintf(stderr, "autoround: warning: --bits/--group-size/--sym/--layer apply to the Hugging Face formats; each "
                            "gguf:TYPE is tuned for the block types llama-quantize gives its tensors\n");
-    DynamicIntQuantizer check(options.spec);
+    if (options.spec.data_type == DataType::Int) DynamicIntQuantizer check(options.spec);
+    else DynamicFloatQuantizer check(options.spec);
     for (const std::string& text : layer_overrides) options.overrides.push_back(parse_override(text, options.spec));
     Device device{device_name == "cuda", Cuda{gemm == "fp32" ? GemmPrecision::Float32 : GemmPrecision::BFloat16}};
     device.backend.streams = gpu_streams == "device" ? StreamPlacement::Device : gpu_streams == "host" ? StreamPlacement::Host : StreamPlacement::Auto;

@@ -24,6 +24,7 @@
 #include "../format/safetensors.hpp"
 #include "../model/model_source.hpp"
 #include "../pack/awq.hpp"
+#include "../pack/float_tensors.hpp"
 #include "../pack/ggml_quantize.hpp"
 #include "../pack/gptq.hpp"
 #include "quantized_llama.hpp"
@@ -38,6 +39,16 @@ inline const char* format_name(HfFormat f) {
     case HfFormat::AutoRound: return "auto_round";
     case HfFormat::AutoGptq: return "auto_gptq";
     default: return "auto_awq";
+  }
+}
+
+/// The reference's data_type string of a scheme.
+inline const char* data_type_name(DataType d) {
+  switch (d) {
+    case DataType::MxFp: return "mx_fp";
+    case DataType::NvFp: return "nv_fp";
+    case DataType::Fp: return "fp";
+    default: return "int";
   }
 }
 
@@ -255,11 +266,24 @@ class HfTensorWriter {
       if (s.bits != spec_.bits) diff["bits"] = s.bits;
       if (s.group_size != spec_.group_size) diff["group_size"] = s.group_size;
       if (s.symmetry != spec_.symmetry) diff["sym"] = s.symmetry == Symmetric;
+      if (s.data_type != spec_.data_type) diff["data_type"] = data_type_name(s.data_type);
       extra_[loader_name(name)] = diff;
       dynamic_["+:" + detail::exact_regex(name)] = {{"bits", s.bits}, {"group_size", s.group_size}, {"sym", s.symmetry == Symmetric}};
       detail::require(format_ != HfFormat::AutoAwq, name + ": AWQ checkpoints hold one scheme; this layer's differs");
     }
     const Index out = qw.rows(), in = qw.cols();
+    if constexpr (requires { qw.quantizer.dequantize_code(std::uint8_t{}, 1.0f); }) {  // MXFP4 / MXFP8 / NVFP4
+      detail::require(format_ == HfFormat::AutoRound, name + ": floating-point formats are written as auto_round checkpoints only");
+      const FloatTensors t = pack_float(qw, name);
+      if (t.packed_pairs) w.add<std::uint8_t>(name + ".weight_packed", Dtype::U8, {out, in / 2}, t.weight);
+      else w.add<std::uint8_t>(name + ".weight", Dtype::F8_E4M3, {out, in}, t.weight);
+      w.add<std::uint8_t>(name + ".weight_scale", t.e4m3_scales ? Dtype::F8_E4M3 : Dtype::U8, {out, qw.layout.groups_per_row()}, t.scale);
+      if (qw.quantizer.format() == FloatFormat::NvFp4) {
+        w.add<float>(name + ".weight_global_scale", Dtype::F32, {1}, std::vector<float>{t.global_scale});
+        w.add<float>(name + ".input_global_scale", Dtype::F32, {1}, std::vector<float>{t.input_global_scale});
+      }
+      return;
+    }
     if (format_ == HfFormat::AutoAwq) {
       const AwqTensors t = pack_awq(qw, name);
       w.add<std::int32_t>(name + ".qweight", Dtype::I32, {in, out / 8}, t.qweight);
@@ -315,7 +339,15 @@ class HfTensorWriter {
     // quantization_config: the reference's keys, with its habit of dropping values equal to its defaults
     const TuneOptions& t = options_.tune;
     nlohmann::ordered_json qc = {{"bits", spec_.bits}, {"group_size", spec_.group_size}, {"sym", spec_.symmetry == Symmetric},
-                                 {"data_type", "int"}};
+                                 {"data_type", data_type_name(spec_.data_type)}};
+    const bool float_format = spec_.data_type == DataType::MxFp || spec_.data_type == DataType::NvFp;
+    if (float_format) {  // the presets' dynamic activation quantization (what auto-round's loader matches its kernels on)
+      qc["act_bits"] = spec_.bits;
+      qc["act_group_size"] = spec_.group_size;
+      qc["act_sym"] = true;
+      qc["act_data_type"] = spec_.data_type == DataType::NvFp ? "nv_fp4_with_static_gs" : "mx_fp";
+      qc["act_dynamic"] = true;
+    }
     if (t.iters != 200) qc["iters"] = t.iters;
     const float default_lr = t.iters > 0 ? 1.0f / static_cast<float>(t.iters) : 5e-3f;
     if (t.iters > 0 && t.rounding_lr(spec_.bits) != default_lr) qc["lr"] = detail::short_float(t.rounding_lr(spec_.bits));
@@ -333,7 +365,7 @@ class HfTensorWriter {
                                        : c_.hf_prefix + "layers";
     if (format_ == HfFormat::AutoRound) {
       qc["quant_method"] = "auto-round";
-      qc["packing_format"] = spec_.symmetry == Symmetric ? "auto_round:auto_gptq" : "auto_round";
+      qc["packing_format"] = float_format ? "auto_round:llm_compressor" : spec_.symmetry == Symmetric ? "auto_round:auto_gptq" : "auto_round";
       if (!extra_.empty()) qc["extra_config"] = extra_;
     } else if (format_ == HfFormat::AutoGptq) {
       if (!dynamic_.empty()) qc["dynamic"] = dynamic_;

@@ -32,22 +32,22 @@
 
 namespace autoround {
 
-enum class Dtype { BOOL, U8, I8, I16, U16, F16, BF16, I32, U32, F32, F64, I64, U64 };
+enum class Dtype { BOOL, U8, I8, I16, U16, F16, BF16, I32, U32, F32, F64, I64, U64, F8_E4M3 };
 
 inline std::size_t dtype_size(Dtype d) {
   switch (d) {
-    case Dtype::BOOL: case Dtype::U8: case Dtype::I8: return 1;
+    case Dtype::BOOL: case Dtype::U8: case Dtype::I8: case Dtype::F8_E4M3: return 1;
     case Dtype::I16: case Dtype::U16: case Dtype::F16: case Dtype::BF16: return 2;
     case Dtype::I32: case Dtype::U32: case Dtype::F32: return 4;
     default: return 8;
   }
 }
 inline const char* dtype_name(Dtype d) {
-  constexpr const char* names[] = {"BOOL", "U8", "I8", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64"};
+  constexpr const char* names[] = {"BOOL", "U8", "I8", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64", "F8_E4M3"};
   return names[static_cast<int>(d)];
 }
 inline std::optional<Dtype> dtype_from_name(const std::string& name) {
-  for (int i = 0; i <= static_cast<int>(Dtype::U64); ++i)
+  for (int i = 0; i <= static_cast<int>(Dtype::F8_E4M3); ++i)
     if (name == dtype_name(static_cast<Dtype>(i))) return static_cast<Dtype>(i);
   return std::nullopt;
 }

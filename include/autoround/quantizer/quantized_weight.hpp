@@ -36,6 +36,9 @@ struct QuantizedWeight {
   std::vector<float> mins;          ///< [rows, groups_per_row]: w = scale * (code - zero) - min
   std::vector<float> super_scales;  ///< [rows, groups_per_row / super_group_size]: d, scales are k * d
   std::vector<float> super_mins;    ///< same shape: dmin, mins are k * dmin (asymmetric only)
+  /// The largest |input| the layer saw over the calibration tokens (NVFP4 checkpoints store
+  /// 2688 / it as input_global_scale, for the activations' quantization); 0 = not measured.
+  float input_absmax = 0.0f;
 
   Index rows() const { return layout.rows(); }
   Index cols() const { return layout.cols(); }
@@ -86,6 +89,10 @@ QuantizedWeight<Q> stack_rows(const std::vector<const QuantizedWeight<Q>*>& part
     detail::require(p->cols() == first.cols() && p->layout.group_size() == first.layout.group_size() &&
                         p->quantizer.spec() == first.quantizer.spec(),
                     name + ": its fused parts were quantized with different schemes or shapes; one tensor holds one scheme");
+    if constexpr (requires { p->quantizer.global_scale(); })
+      detail::require(p->quantizer.global_scale() == first.quantizer.global_scale(),
+                      name + ": its fused parts have different global scales (NVFP4 shares one across q/k/v and gate/up)");
+    out.input_absmax = std::max(out.input_absmax, p->input_absmax);
     rows += p->rows();
     const auto append = [](auto& into, const auto& from) { into.insert(into.end(), from.begin(), from.end()); };
     append(out.codes, p->codes);

@@ -83,19 +83,27 @@ class BlockTuningRun {
     } else {
       targets_ = calibration.targets;
     }
+    // the clipping search is for integer grids: floating-point formats start at max_scale = 1, as the reference
+    constexpr bool float_codes = requires(const Q& q) { q.dequantize_code(std::uint8_t{}, 1.0f); };
+    const bool search = options.clip_init == ClipInit::WeightedSearch && !float_codes;
+    bool measure_inputs = false;  // NVFP4 checkpoints store each layer's input scale
+    if constexpr (float_codes)
+      for (const auto& q : quantizers) measure_inputs = measure_inputs || (q && q->has_global_scale());
     InputImportance importance;
-    if (options.clip_init == ClipInit::WeightedSearch) importance = input_importance(block, config, inputs_);
+    if (search || measure_inputs) importance = input_importance(block, config, inputs_, measure_inputs ? &input_absmax_ : nullptr);
     layers_.resize(slots_.size());
     for (std::size_t i = 0; i < slots_.size(); ++i) {
       if (!quantizers[i]) continue;
       const RowMatrix& weight = slot_weight(block, slots_[i]);
       Layer layer(TunableWeight<Q>(*quantizers[i], view(weight), name + "." + hf_name(slots_[i], config.model_type)));
-      if (options.clip_init == ClipInit::WeightedSearch && scale_grid_searched(*quantizers[i], options.clip_search))
-        layer.tunable.set_ceiling(options.clip_search.ceiling);
-      if (options.clip_init == ClipInit::WeightedSearch)
-        search_clip_scales(*quantizers[i], view(weight), importance[i],
-                           [&](Index n, auto&& f) { backend_.parallel_for(n, f); }, layer.tunable.min_scale,
-                           layer.tunable.max_scale, options.clip_search);
+      if constexpr (!float_codes) {
+        if (search && scale_grid_searched(*quantizers[i], options.clip_search))
+          layer.tunable.set_ceiling(options.clip_search.ceiling);
+        if (search)
+          search_clip_scales(*quantizers[i], view(weight), importance[i],
+                             [&](Index n, auto&& f) { backend_.parallel_for(n, f); }, layer.tunable.min_scale,
+                             layer.tunable.max_scale, options.clip_search);
+      }
       if (slots_[i].expert == LinearSlot::own) layer.qweight.resize(weight.rows(), weight.cols());
       layer.rounding_state = optimizer_.make_state(layer.tunable.rounding.size());
       layer.min_state = optimizer_.make_state(layer.tunable.min_scale.size());
@@ -201,6 +209,7 @@ class BlockTuningRun {
       layer.tunable.max_scale = layer.best_max;
       results[i] = layer.tunable.encode();
       results[i]->stats = tracker_.stats();
+      if (i < input_absmax_.size()) results[i]->input_absmax = input_absmax_[i];
     }
     return results;
   }
@@ -291,6 +300,7 @@ class BlockTuningRun {
   std::array<RowMatrix, 7> grads_;                       // the block's own layers'
   std::vector<std::array<RowMatrix, 3>> expert_grads_;  // per routed expert (the shared one last): gate, up, down
   std::vector<Index> expert_tokens_;
+  std::vector<float> input_absmax_;  // per slot, where measured (NVFP4)
   BestStepTracker tracker_;
 };
 

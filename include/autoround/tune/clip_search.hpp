@@ -66,6 +66,9 @@ class ImportanceAccumulator {
     }
   }
 
+  /// Per slot: the largest |input| seen (0 where no token reached it).
+  std::vector<float> absmax() const { return absmax_; }
+
   InputImportance result() const {
     InputImportance out(slots_.size());
     for (std::size_t i = 0; i < out.size(); ++i) {
@@ -79,12 +82,14 @@ class ImportanceAccumulator {
  private:
   void add_rows(std::size_t i, const RowMatrix& x) {
     if (x.rows() == 0) return;
+    absmax_[i] = std::max(absmax_[i], x.cwiseAbs().maxCoeff());
     if (sums_[i].size() == 0) sums_[i] = Eigen::VectorXd::Zero(x.cols());
     sums_[i] += x.cast<double>().colwise().squaredNorm().transpose();
     tokens_[i] += static_cast<double>(x.rows());
   }
   void add_rows(std::size_t i, const RowMatrix& x, const std::vector<Index>& rows) {
     if (rows.empty()) return;
+    for (Index t : rows) absmax_[i] = std::max(absmax_[i], x.row(t).cwiseAbs().maxCoeff());
     if (sums_[i].size() == 0) sums_[i] = Eigen::VectorXd::Zero(x.cols());
     for (Index t : rows) sums_[i] += x.row(t).cast<double>().array().square().matrix().transpose();
     tokens_[i] += static_cast<double>(rows.size());
@@ -93,10 +98,13 @@ class ImportanceAccumulator {
   std::vector<LinearSlot> slots_;
   std::vector<Eigen::VectorXd> sums_;
   std::vector<double> tokens_;
+  std::vector<float> absmax_ = std::vector<float>(slots_.size(), 0.0f);
 };
 
-/// The full-precision block's InputImportance on `inputs` (one [seqlen, hidden] matrix per sample).
-inline InputImportance input_importance(const LlamaBlock& block, const LlamaConfig& config, std::span<const RowMatrix> inputs) {
+/// The full-precision block's InputImportance on `inputs` (one [seqlen, hidden] matrix per sample);
+/// with `absmax`, also each slot's largest |input|.
+inline InputImportance input_importance(const LlamaBlock& block, const LlamaConfig& config, std::span<const RowMatrix> inputs,
+                                        std::vector<float>* absmax = nullptr) {
   ImportanceAccumulator accumulator(linear_slots(block));
   BlockCache cache;
   for (std::size_t first = 0, batch = 1; first < inputs.size(); first += batch) {
@@ -111,6 +119,7 @@ inline InputImportance input_importance(const LlamaBlock& block, const LlamaConf
     block_forward(block, config, h, &cache, seqlen);
     accumulator.add(cache);
   }
+  if (absmax) *absmax = accumulator.absmax();
   return accumulator.result();
 }
 

@@ -25,6 +25,7 @@
 #include <functional>
 #include <future>
 #include <optional>
+#include <map>
 #include <regex>
 #include <span>
 #include <string>
@@ -37,6 +38,7 @@
 #include "../model/model_source.hpp"
 #include "../optimizer/sign_sgd.hpp"
 #include "../quantizer/double_quantizer.hpp"
+#include "../quantizer/float_quantizer.hpp"
 #include "../quantizer/int_quantizer.hpp"
 #include "block_tuning_run.hpp"
 #include "python_random.hpp"
@@ -99,12 +101,17 @@ inline std::string layer_name(Index block, const LinearSlot& s, const std::strin
 
 /// The quantizer a layer gets, or nullopt to leave it in full precision. `Q` is constructed from
 /// the layer's QuantSpec: DynamicIntQuantizer, or DynamicDoubleQuantizer for GGUF k-quant schemes.
-template <WeightQuantizer Q = DynamicIntQuantizer>
-std::optional<Q> quantizer_for(const ModelQuantOptions& options, const std::string& name, Index rows, Index cols) {
+inline std::optional<QuantSpec> spec_for(const ModelQuantOptions& options, const std::string& name, Index rows, Index cols) {
   std::optional<QuantSpec> spec = options.spec;
   for (const LayerOverride& o : options.overrides)
     if (std::regex_search(name, std::regex(o.pattern))) spec = o.spec;
   if (!spec || rows % 32 != 0 || cols % 32 != 0) return std::nullopt;
+  return spec;
+}
+template <WeightQuantizer Q = DynamicIntQuantizer>
+std::optional<Q> quantizer_for(const ModelQuantOptions& options, const std::string& name, Index rows, Index cols) {
+  const std::optional<QuantSpec> spec = spec_for(options, name, rows, cols);
+  if (!spec) return std::nullopt;
   return Q(*spec);
 }
 template <WeightQuantizer Q = DynamicIntQuantizer>
@@ -153,6 +160,30 @@ struct NoCheckpoint {
 
 namespace detail {
 
+/// NVFP4's per-tensor global scales, as the reference sets them before tuning a block
+/// (data_type/utils.py update_fused_layer_global_scales): each layer's from its own weight, then
+/// the smallest of q/k/v, and of gate/up (per expert), shared, so that inference engines that
+/// fuse those layers see one scale. Quantizers without a global scale are left alone.
+template <WeightQuantizer Q>
+void share_global_scales(std::vector<std::optional<Q>>& quantizers, const LlamaBlock& block, const std::vector<LinearSlot>& slots) {
+  if constexpr (requires(const Q& q) { q.for_weight(MatrixView(nullptr, 0, 0)); q.with_global_scale(1.0f); }) {
+    std::map<std::pair<Index, int>, float> smallest;  // (expert, 0 = q/k/v, 1 = gate/up) -> scale
+    const auto fused = [](Linear l) { return l == Linear::Query || l == Linear::Key || l == Linear::Value ? 0 : l == Linear::Gate || l == Linear::Up ? 1 : -1; };
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+      if (!quantizers[i] || !quantizers[i]->has_global_scale()) continue;
+      quantizers[i] = quantizers[i]->for_weight(view(slot_weight(block, slots[i])));
+      if (const int f = fused(slots[i].role); f >= 0) {
+        const auto key = std::pair<Index, int>(slots[i].expert, f);
+        const auto it = smallest.find(key);
+        smallest[key] = it == smallest.end() ? quantizers[i]->global_scale() : std::min(it->second, quantizers[i]->global_scale());
+      }
+    }
+    for (std::size_t i = 0; i < slots.size(); ++i)
+      if (quantizers[i] && quantizers[i]->has_global_scale())
+        if (const int f = fused(slots[i].role); f >= 0) quantizers[i] = quantizers[i]->with_global_scale(smallest[std::pair<Index, int>(slots[i].expert, f)]);
+  }
+}
+
 /// The quantizers of block b's layers, per linear slot (quantizer_for), counted into `report`.
 template <WeightQuantizer Q>
 std::vector<std::optional<Q>> block_quantizers(const ModelQuantOptions& options, const LlamaBlock& block, Index b, BlockReport& report,
@@ -164,6 +195,7 @@ std::vector<std::optional<Q>> block_quantizers(const ModelQuantOptions& options,
     quantizers[i] = quantizer_for<Q>(options, layer_name(b, slots[i], model_type), slot_weight(block, slots[i]));
     report.quantized_layers += quantizers[i].has_value();
   }
+  share_global_scales(quantizers, block, slots);
   return quantizers;
 }
 

@@ -130,6 +130,12 @@ class RunCheckpoint {
                                     std::to_string(spec.group_size) + " " + std::to_string(spec.symmetry == Symmetric) + " " +
                                     std::to_string(spec.super_group_size) + " " + std::to_string(spec.super_bits) + " " +
                                     stats_text(q->stats));
+      if (spec.data_type != DataType::Int || q->input_absmax != 0.0f) {  // FloatQuantizer: its format and global scale
+        float global_scale = 0.0f;
+        if constexpr (requires { q->quantizer.global_scale(); }) global_scale = q->quantizer.global_scale();
+        writer.set_metadata(name + ".float", std::to_string(static_cast<int>(spec.data_type)) + " " + detail::exact_text(global_scale) +
+                                                 " " + detail::exact_text(q->input_absmax));
+      }
     }
     const BlockReport& r = block.report;
     writer.set_metadata("report", std::to_string(r.block) + " " + std::to_string(r.quantized_layers) + " " + detail::exact_text(r.seconds) +
@@ -167,7 +173,18 @@ class RunCheckpoint {
       TuningStats stats;
       read_stats(in, stats);
       if (!in || rows <= 0 || cols <= 0 || spec.bits < 1 || spec.bits > 8) throw Error(file + ": layer " + name + ": unreadable metadata");
+      float global_scale = 0.0f, input_absmax = 0.0f;
+      if (f.metadata().count(name + ".float")) {
+        auto fl = meta(name + ".float");
+        int data_type = 0;
+        fl >> data_type >> global_scale >> input_absmax;
+        if (!fl || data_type < 0 || data_type > 3) throw Error(file + ": layer " + name + ": unreadable format metadata");
+        spec.data_type = static_cast<DataType>(data_type);
+      }
       QuantizedWeight<Q> q{Q(spec), GroupLayout(rows, cols, spec.group_size), {}, {}, {}, stats, {}, {}, {}};
+      q.input_absmax = input_absmax;
+      if constexpr (requires { q.quantizer.with_global_scale(1.0f); })
+        if (global_scale != 0.0f) q.quantizer = q.quantizer.with_global_scale(global_scale);
       const auto count = static_cast<std::size_t>(rows * cols);
       const SafetensorsTensor& codes = f.tensor(name + ".codes");
       if (codes.dtype != Dtype::U8 || codes.data.size() != (count * static_cast<std::size_t>(spec.bits) + 7) / 8)
