@@ -45,6 +45,7 @@ struct BlockWeights {
   const Eigen::VectorXf* post_attn_norm = nullptr;    ///< Gemma; may point to an empty vector
   const Eigen::VectorXf* post_ffn_norm = nullptr;
   bool sliding = false;                               ///< sliding-window attention (LlamaConfig::sliding_window)
+  const ActivationQuant* act = nullptr;               ///< the linear inputs' quantization (W4A4 schemes); none: float inputs
   bool has_post_attn_norm() const { return post_attn_norm && post_attn_norm->size() > 0; }
   bool has_post_ffn_norm() const { return post_ffn_norm && post_ffn_norm->size() > 0; }
   bool has_qk_norm() const { return q_norm && q_norm->size() > 0; }
@@ -62,9 +63,20 @@ struct BlockWeights {
     w.post_attn_norm = &b.post_attn_norm;
     w.post_ffn_norm = &b.post_ffn_norm;
     w.sliding = b.sliding;
+    if (b.act_quant) w.act = &*b.act_quant;
     return w;
   }
 };
+
+/// The LinearInput a linear layer reads (what its activation quantization is measured on).
+inline LinearInput linear_input(Linear l) {
+  switch (l) {
+    case Linear::Query: case Linear::Key: case Linear::Value: return LinearInput::Attention;
+    case Linear::Output: return LinearInput::AttentionOutput;
+    case Linear::Gate: case Linear::Up: return LinearInput::Mlp;
+    default: return LinearInput::MlpProduct;
+  }
+}
 
 /// Which input of the block a linear layer reads: q/k/v the normed hidden state, the output
 /// projection the attention result, gate/up the second normed state, down the SwiGLU product.
@@ -234,6 +246,7 @@ inline void attention_forward(const BlockWeights& w, const LlamaConfig& c, RowMa
   m.seqlen = length;
   if (keep) m.x = hidden;
   m.attention_in = detail::rms_norm(hidden, *w.attn_norm, c.rms_eps);
+  if (w.act) w.act->apply(m.attention_in, LinearInput::Attention);  // the cache keeps the quantized inputs (dW = dY^T q(x))
   LlamaConfig local;
   const LlamaConfig& rc = rope_config(c, w.sliding, local);
   const Index window = w.sliding ? c.sliding_window : 0;
@@ -276,6 +289,7 @@ inline void attention_forward(const BlockWeights& w, const LlamaConfig& c, RowMa
     m.output_in.block(row, h * d, length, d).noalias() = p * m.v.block(row, kv * d, length, d);
   }
   if (!keep) m.probabilities.clear();
+  if (w.act) w.act->apply(m.output_in, LinearInput::AttentionOutput);
   if (w.has_post_attn_norm()) {  // Gemma: the attention's output normed before the residual add
     m.attention_out.noalias() = m.output_in * w[Linear::Output].transpose();
     hidden += detail::rms_norm(m.attention_out, *w.post_attn_norm, c.rms_eps);
@@ -308,6 +322,7 @@ inline void block_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix
     }
     return;
   }
+  if (w.act) w.act->apply(m.mlp_in, LinearInput::Mlp);  // (a mixture of experts' router reads it unquantized: above)
   m.gate.noalias() = m.mlp_in * w[Linear::Gate].transpose();
   m.up.noalias() = m.mlp_in * w[Linear::Up].transpose();
   // SwiGLU: silu(g) u = g / (1 + exp(−g)) · u, with libm's expf: the values the per-sample code
@@ -331,6 +346,7 @@ inline void block_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix
       }
     });
   }
+  if (w.act) w.act->apply(m.down_in, LinearInput::MlpProduct);
   if (w.has_post_ffn_norm()) {  // Gemma: the MLP's output normed before the residual add
     m.mlp_out.noalias() = m.down_in * w[Linear::Down].transpose();
     hidden += detail::rms_norm(m.mlp_out, *w.post_ffn_norm, c.rms_eps);

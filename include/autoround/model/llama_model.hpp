@@ -14,6 +14,7 @@
 #include "../core/error.hpp"
 #include "../core/matrix.hpp"
 #include "../format/gguf_reader.hpp"
+#include "activation_quant.hpp"
 #include "moe_mlp.hpp"
 
 namespace autoround {
@@ -146,6 +147,7 @@ struct LlamaBlock {
   std::optional<MoeFeedForward> moe;        ///< the MLP as a mixture of experts, when it is one
   Eigen::VectorXf post_attn_norm, post_ffn_norm;  ///< Gemma's norms of the attention's and the MLP's outputs; empty when absent
   bool sliding = false;                     ///< sliding-window attention (LlamaConfig::sliding_window, sliding_rope_theta)
+  std::optional<ActivationQuant> act_quant; ///< its linear layers' inputs quantized (MXFP4/MXFP8/NVFP4 models); none in float
   RowMatrix& operator[](Linear l) { return linear[static_cast<std::size_t>(l)]; }
   const RowMatrix& operator[](Linear l) const { return linear[static_cast<std::size_t>(l)]; }
 };

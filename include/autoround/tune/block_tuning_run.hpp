@@ -91,6 +91,19 @@ class BlockTuningRun {
       for (const auto& q : quantizers) measure_inputs = measure_inputs || (q && q->has_global_scale());
     InputImportance importance;
     if (search || measure_inputs) importance = input_importance(block, config, inputs_, measure_inputs ? &input_absmax_ : nullptr);
+    if constexpr (float_codes) {  // W4A4 / W8A8 schemes: the layers' inputs are quantized in the tuned forward, as the reference's
+      std::array<float, 4> absmax{};
+      std::optional<QuantSpec> spec;
+      for (std::size_t i = 0; i < slots_.size(); ++i)
+        if (quantizers[i] && slots_[i].expert == LinearSlot::own) {
+          spec = quantizers[i]->spec();
+          if (i < input_absmax_.size()) {
+            float& m = absmax[static_cast<std::size_t>(linear_input(slots_[i].role))];
+            m = std::max(m, input_absmax_[i]);
+          }
+        }
+      if (spec) act_ = activation_quant_for(*spec, absmax);
+    }
     layers_.resize(slots_.size());
     for (std::size_t i = 0; i < slots_.size(); ++i) {
       if (!quantizers[i]) continue;
@@ -228,6 +241,7 @@ class BlockTuningRun {
   // Fake-quantize every tuned layer under the current parameters; the others stay as they are.
   BlockWeights quantized_weights() {
     BlockWeights weights = BlockWeights::of(block_);
+    if (act_) weights.act = &*act_;
     if (moe_) weights.moe = &*moe_;
     for (std::size_t i = 0; i < layers_.size(); ++i) {
       if (!layers_[i]) continue;
@@ -301,6 +315,7 @@ class BlockTuningRun {
   std::vector<std::array<RowMatrix, 3>> expert_grads_;  // per routed expert (the shared one last): gate, up, down
   std::vector<Index> expert_tokens_;
   std::vector<float> input_absmax_;  // per slot, where measured (NVFP4)
+  std::optional<ActivationQuant> act_;  // the tuned forward's activation quantization (W4A4 schemes)
   BestStepTracker tracker_;
 };
 

@@ -228,6 +228,26 @@ auto tune_block(Run& run, const ModelQuantOptions& options, Index b, const StepP
   return results;
 }
 
+/// The activation quantization a block's results call for (the W4A4 / W8A8 schemes: set on the
+/// block with its dequantized weights, so the quantized stream and --eval compute as the
+/// checkpoint's runtime does), from its layers' measured inputs.
+template <WeightQuantizer Q>
+std::optional<ActivationQuant> activation_quant_of(const LlamaBlock& block, const LayerResults<Q>& results) {
+  if constexpr (requires(const QuantizedWeight<Q>& q) { q.quantizer.dequantize_code(std::uint8_t{}, 1.0f); }) {
+    const std::vector<LinearSlot> slots = linear_slots(block);
+    std::optional<QuantSpec> spec;
+    std::array<float, 4> absmax{};
+    for (std::size_t i = 0; i < slots.size(); ++i)
+      if (const auto& q = result_at(results, i); q && slots[i].expert == LinearSlot::own) {
+        spec = q->quantizer.spec();
+        float& m = absmax[static_cast<std::size_t>(linear_input(slots[i].role))];
+        m = std::max(m, q->input_absmax);
+      }
+    if (spec) return activation_quant_for(*spec, absmax);
+  }
+  return std::nullopt;
+}
+
 /// block[l] = its dequantized result for every quantized layer, the layers side by side (a
 /// Llama-3-8B block holds 218M weights; this is host work the GPU otherwise waits for).
 template <WeightQuantizer Q>
@@ -238,6 +258,7 @@ void dequantize_into(LlamaBlock& block, const LayerResults<Q>& results) {
     if (const auto& q = result_at(results, i))
       layers.push_back(std::async(std::launch::async, [&block, &q, s = slots[i]] { slot_weight(block, s) = q->dequantize(); }));
   for (auto& layer : layers) layer.get();
+  if (auto act = activation_quant_of(block, results)) block.act_quant = std::move(act);
 }
 
 /// Free the weights of block's quantized layers (`results` holds them; QuantizedWeight::dequantize
@@ -259,6 +280,7 @@ void dequantize_released(LlamaBlock& block, const LayerResults<Q>& results) {
     if (const auto& q = result_at(results, i); q && slot_weight(block, slots[i]).size() == 0)
       layers.push_back(std::async(std::launch::async, [&block, &q, s = slots[i]] { slot_weight(block, s) = q->dequantize(); }));
   for (auto& layer : layers) layer.get();
+  if (auto act = activation_quant_of(block, results)) block.act_quant = std::move(act);
 }
 
 /// What a block loop's run() calls once it no longer reads the block's host weights (the Cuda

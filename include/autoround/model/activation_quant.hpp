@@ -1,0 +1,61 @@
+#pragma once
+// Activation quantization of the linear layers' inputs, for the W4A4 / W8A8 floating-point
+// schemes (MXFP4, MXFP8, NVFP4): each input row is quantized in groups along its features before
+// the layer multiplies it, as auto-round's WrapperLinear does while tuning (act_bits <= 8) and its
+// inference modules do when they run the checkpoint (auto_round/experimental/qmodules/mx.py,
+// nvfp4.py). A block's four inputs: the normed hidden state (q, k, v), the attention result
+// (o_proj), the second normed state (gate, up), the MLP product (down_proj).
+//   MX: dynamic, the weights' own formula with v = 0 and max_scale = 1 (quant_mx).
+//   NVFP4: nv_fp4_with_static_gs: the global scale is 2688 over the largest |input| the layer saw
+//          in calibration (one per input, measured before the block is tuned).
+// Approximation: the backward passes the input gradient straight through (identity); the
+// reference's autograd also masks clamped elements and routes the group maximum's share through
+// the scale. A mixture of experts' router sees the unquantized input, as the reference's (an
+// unwrapped Linear); its experts' inputs are left unquantized here (not yet done).
+#include <array>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "../core/matrix.hpp"
+#include "../quantizer/float_quantizer.hpp"
+
+namespace autoround {
+
+/// The four inputs of a block's linear layers, in order.
+enum class LinearInput : int { Attention = 0, AttentionOutput = 1, Mlp = 2, MlpProduct = 3 };
+
+struct ActivationQuant {
+  DynamicFloatQuantizer quantizer{float_spec(FloatFormat::MxFp4)};
+  std::array<float, 4> global_scale{};  ///< NVFP4: per LinearInput, 2688 / its calibration max |x|
+
+  /// Quantize-dequantize x's rows in place.
+  void apply(RowMatrix& x, LinearInput input) const {
+    const DynamicFloatQuantizer q =
+        quantizer.has_global_scale() ? quantizer.with_global_scale(global_scale[static_cast<std::size_t>(input)]) : quantizer;
+    const Index group = q.group_size(), cols = x.cols();
+    static const std::vector<float> zeros(64, 0.0f);
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static)
+#endif
+    for (Index t = 0; t < x.rows(); ++t) {
+      float* row = x.data() + t * cols;
+      for (Index c = 0; c < cols; c += group) {
+        const std::span<float> g(row + c, static_cast<std::size_t>(std::min(group, cols - c)));
+        const GroupQuant gq = q.group_quant(group_range(g), 1.0f, 1.0f);
+        q.fake_quantize(g, std::span<const float>(zeros.data(), g.size()), gq, g);
+      }
+    }
+  }
+};
+
+/// The activation quantization the reference's preset pairs with a weight scheme, if any
+/// (MXFP4, MXFP8: dynamic MX; NVFP4: static-global-scale NVFP4); `input_absmax` per LinearInput.
+inline std::optional<ActivationQuant> activation_quant_for(const QuantSpec& weights, const std::array<float, 4>& input_absmax = {}) {
+  if (weights.data_type != DataType::MxFp && weights.data_type != DataType::NvFp) return std::nullopt;
+  ActivationQuant a{DynamicFloatQuantizer(weights), {}};
+  for (std::size_t i = 0; i < 4; ++i) a.global_scale[i] = input_absmax[i] > 0.0f ? 2688.0f * (1.0f / input_absmax[i]) : 1.0f;
+  return a;
+}
+
+}  // namespace autoround
