@@ -3,7 +3,9 @@
 quantization (MXFP4, MXFP8, NVFP4, FP8 per channel) of one deterministic weight, through the
 package's WrapperLinear._qdq_weight (the function its tuning calls), with nonzero rounding offsets
 v and max_scale != 1: the dequantized weight, the scales, and autograd's dL/dv and dL/dmax_scale of
-sum(out * R). tests/test_float_quantizer.cpp checks FloatQuantizer against it.
+sum(out * R); and the activation quantizers the presets pair with them (quant_mx with v = 0,
+nv_fp4_with_static_gs with a calibrated maximum) on one activation matrix.
+tests/test_float_quantizer.cpp checks FloatQuantizer and ActivationQuant against it.
 
 usage: python scripts/make_fp_fixtures.py [OUT.json]
 needs: torch, auto-round==0.16.1 (the CPU wheels are enough; e.g. a venv with
@@ -16,6 +18,8 @@ import warnings
 import torch
 
 warnings.filterwarnings("ignore")
+from auto_round.data_type.mxfp import quant_mx  # noqa: E402
+from auto_round.data_type.nvfp import nv_fp4_with_static_gs  # noqa: E402
 from auto_round.wrapper import WrapperLinear  # noqa: E402
 
 ROWS, COLS = 8, 64
@@ -89,6 +93,17 @@ def main():
             case("NVFP4", W, R, bits=4, group_size=16, data_type="nv_fp"),
             case("FP8 per channel", W, R, bits=8, group_size=-1, data_type="fp"),
         ],
+    }
+    # activations: rows are tokens, groups run along the features
+    x = (torch.sin(0.31 * k.reshape(ROWS, COLS)) * torch.exp(0.02 * (k.reshape(ROWS, COLS) % 37)) * 2.5).float()
+    x[2, 17] = 40.0
+    act_max = float(x.abs().max()) * 1.25  # a calibrated maximum above this input's
+    fixture["activations"] = {
+        "x": x.reshape(-1).tolist(),
+        "mxfp4": quant_mx(x.clone(), bits=4, group_size=32)[0].reshape(-1).tolist(),
+        "mxfp8": quant_mx(x.clone(), bits=8, group_size=32)[0].reshape(-1).tolist(),
+        "nvfp4_act_max": act_max,
+        "nvfp4": nv_fp4_with_static_gs(x.clone(), bits=4, group_size=16, tensor_max=torch.tensor(act_max))[0].reshape(-1).tolist(),
     }
     with open(out_path, "w") as f:
         json.dump(fixture, f)

@@ -7,8 +7,8 @@ consecutive windows of SEQLEN tokens of the calibration token file (the same win
 [1, seqlen] token tensors), everything else the reference's defaults (amp on CUDA, SignSGD,
 lr 1/iters, best step, two activation streams). Writes the auto_round format to OUT and prints
 the tuning wall time.
-usage: parity_reference.py ASSETS_DIR OUT --bits B --group-size G [--sym] [--iters 200]
-       [--nsamples 96] [--seqlen 512] [--batch-size 8] [--seed 42]
+usage: parity_reference.py ASSETS_DIR OUT (--bits B --group-size G [--sym] | --scheme MXFP4|NVFP4|...)
+       [--iters 200] [--nsamples 96] [--seqlen 512] [--batch-size 8] [--seed 42] [--disable-opt-rtn]
 """
 import argparse
 import sys
@@ -25,8 +25,10 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("assets")
     p.add_argument("out")
-    p.add_argument("--bits", type=int, required=True)
-    p.add_argument("--group-size", type=int, required=True)
+    p.add_argument("--bits", type=int)
+    p.add_argument("--group-size", type=int)
+    p.add_argument("--scheme", help="the reference's preset (MXFP4, NVFP4, ...) instead of bits / group size / sym")
+    p.add_argument("--disable-opt-rtn", action="store_true", help="iters 0: plain round-to-nearest, not its scale search")
     p.add_argument("--sym", action="store_true")
     p.add_argument("--iters", type=int, default=200)
     p.add_argument("--nsamples", type=int, default=96)
@@ -44,8 +46,10 @@ def main():
 
     from auto_round import AutoRound
     start = time.time()
-    ar = AutoRound(model, tokenizer, bits=a.bits, group_size=a.group_size, sym=a.sym, iters=a.iters,
-                   nsamples=a.nsamples, seqlen=a.seqlen, batch_size=a.batch_size, dataset=windows, seed=a.seed)
+    scheme = {"scheme": a.scheme} if a.scheme else {"bits": a.bits, "group_size": a.group_size, "sym": a.sym}
+    extra = {"disable_opt_rtn": True} if a.disable_opt_rtn else {}
+    ar = AutoRound(model, tokenizer, **scheme, iters=a.iters, nsamples=a.nsamples, seqlen=a.seqlen, batch_size=a.batch_size,
+                   dataset=windows, seed=a.seed, **extra)
     ar.quantize_and_save(a.out, format="auto_round")
     print(f"reference seconds: {time.time() - start:.1f}", flush=True)
 

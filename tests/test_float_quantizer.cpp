@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <autoround/autoround.hpp>
+#include <autoround/pack/float_tensors.hpp>
 #include <cmath>
 #include <cstdint>
 #include <fstream>
@@ -150,4 +151,63 @@ TEST_CASE("bad floating-point schemes name what is wrong") {
   CHECK_THROWS_WITH(DynamicIntQuantizer(float_spec(FloatFormat::Fp8)), doctest::Contains("FloatQuantizer"));
   CHECK_THROWS_WITH(DynamicFloatQuantizer(QuantSpec(4, 32, Symmetric)), doctest::Contains("IntQuantizer"));
   CHECK_THROWS_WITH(NvFp4Quantizer(float_spec(FloatFormat::MxFp4)), doctest::Contains("compile-time Format"));
+}
+
+TEST_CASE("activation quantization equals auto-round's quant_mx and nv_fp4_with_static_gs") {
+  const nlohmann::json fx = fixture();
+  const Index rows = fx["rows"], cols = fx["cols"];
+  const auto& a = fx["activations"];
+  const std::vector<float> x = floats(a["x"]);
+  const float act_max = static_cast<float>(a["nvfp4_act_max"].get<double>());
+  for (const auto& [key, format] : {std::pair{"mxfp4", FloatFormat::MxFp4}, std::pair{"mxfp8", FloatFormat::MxFp8}, std::pair{"nvfp4", FloatFormat::NvFp4}}) {
+    CAPTURE(key);
+    const auto act = activation_quant_for(float_spec(format), {act_max, act_max, act_max, act_max});
+    REQUIRE(act.has_value());
+    RowMatrix m = Eigen::Map<const RowMatrix>(x.data(), rows, cols);
+    act->apply(m, LinearInput::Mlp);
+    const std::vector<float> expected = floats(a[key]);
+    int same = 0;
+    for (Index i = 0; i < rows * cols; ++i) same += m.data()[i] == expected[static_cast<std::size_t>(i)];
+    CHECK(same == rows * cols);
+  }
+  CHECK_FALSE(activation_quant_for(QuantSpec{4, 128, Symmetric}).has_value());  // integer schemes: weights only
+}
+
+TEST_CASE("packing: compressed-tensors' nibble order and scale bytes, llama.cpp's block_mxfp4") {
+  // one row of 64 MXFP4 codes 0..15 repeated, group scales 2^-3 and 2^2
+  QuantizedWeight<DynamicFloatQuantizer> q{DynamicFloatQuantizer(float_spec(FloatFormat::MxFp4)), GroupLayout(1, 64, 32), {}, {}, {}, {}, {}, {}, {}};
+  for (int i = 0; i < 64; ++i) q.codes.push_back(static_cast<std::uint8_t>(i % 16));
+  q.scales = {0.125f, 4.0f};
+  q.zeros = {0, 0};
+  const FloatTensors t = pack_float(q, "layer");
+  REQUIRE(t.weight.size() == 32);
+  CHECK(t.weight[0] == 0x10);  // columns 0 and 1: the even one in the low nibble
+  CHECK(t.weight[7] == 0xfe);  // columns 14, 15
+  CHECK(t.scale == std::vector<std::uint8_t>{124, 129});  // E8M0: 127 + log2
+  CHECK(t.packed_pairs);
+  CHECK_FALSE(t.e4m3_scales);
+  const std::vector<std::uint8_t> g = pack_ggml_mxfp4(q, "layer");
+  REQUIRE(g.size() == 34);
+  CHECK(g[0] == 124);
+  CHECK(g[1] == 0x00);   // element 0 (code 0) low, element 16 (code 0) high
+  CHECK(g[2] == 0x11);   // elements 1 and 17
+  CHECK(g[16] == 0xff);  // elements 15 and 31
+  CHECK(g[17] == 129);
+  // dequantized: E2M1 value times the scale, as both readers compute it
+  const RowMatrix w = q.dequantize();
+  CHECK(w(0, 7) == 6.0f * 0.125f);
+  CHECK(w(0, 32 + 11) == -1.5f * 4.0f);
+
+  // NVFP4: E4M3 scale bytes, the global scale, the input scale from the calibration maximum
+  QuantizedWeight<DynamicFloatQuantizer> n{DynamicFloatQuantizer(float_spec(FloatFormat::NvFp4)).with_global_scale(1344.0f),
+                                           GroupLayout(1, 16, 16), std::vector<std::uint8_t>(16, 2), {96.0f}, {0}, {}, {}, {}, {}};
+  n.input_absmax = 8.0f;
+  const FloatTensors nt = pack_float(n, "nv");
+  CHECK(nt.e4m3_scales);
+  CHECK(nt.scale == std::vector<std::uint8_t>{minifloat::e4m3_code(96.0f)});
+  CHECK(minifloat::e4m3_code(96.0f) == 0x6c);  // 1.5 · 2^6: exponent 13, mantissa 4
+  CHECK(nt.global_scale == 1344.0f);
+  CHECK(nt.input_global_scale == 336.0f);  // 2688 / 8
+  CHECK(n.dequantize()(0, 0) == doctest::Approx(1.0f * 96.0f / 1344.0f).epsilon(1e-6));
+  CHECK_THROWS_WITH(pack_ggml_mxfp4(n, "nv"), doctest::Contains("only MXFP4"));
 }

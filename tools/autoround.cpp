@@ -142,6 +142,7 @@ LayerOverride parse_override(const std::string& text, const QuantSpec& base) {
   }
   const std::string value = text.substr(eq + 1);
   if (value == "fp") return {o.pattern, std::nullopt};
+  o.spec->data_type = DataType::Int;  // BITS[:GROUP[:sym|asym]] is an integer scheme
   std::istringstream in(value);
   std::string part;
   int field = 0;

@@ -28,12 +28,14 @@
 #include "format/safetensors.hpp"
 
 #include "pack/awq.hpp"
+#include "pack/float_tensors.hpp"
 #include "pack/bit_stream.hpp"
 #include "pack/ggml_quantize.hpp"
 #include "pack/ggml_tuned_kquant.hpp"
 #include "pack/gptq.hpp"
 #include "pack/int_weight_view.hpp"
 
+#include "model/activation_quant.hpp"
 #include "model/calibration.hpp"
 #include "model/calibration_samples.hpp"
 #include "model/gguf_source.hpp"

@@ -88,8 +88,51 @@ inline CheckpointLayerScheme scheme_of(const nlohmann::json& qc, const std::stri
   return s;
 }
 
+/// A layer's floating-point data type from quantization_config (auto-round's mx_fp / nv_fp), if any.
+inline std::optional<QuantSpec> float_scheme_of(const nlohmann::json& qc, const std::string& layer) {
+  if (qc.value("quant_method", "") != "auto-round") return std::nullopt;
+  std::string type = qc.value("data_type", "int");
+  int bits = qc.value("bits", 4);
+  if (qc.contains("extra_config") && qc["extra_config"].contains(layer)) {
+    type = qc["extra_config"][layer].value("data_type", type);
+    bits = qc["extra_config"][layer].value("bits", bits);
+  }
+  if (type == "mx_fp") return float_spec(bits == 8 ? FloatFormat::MxFp8 : FloatFormat::MxFp4);
+  if (type == "nv_fp") return float_spec(FloatFormat::NvFp4);
+  if (type != "int") throw Error("quantization_config: data_type '" + type + "' of " + layer + " is not supported (int, mx_fp, nv_fp)");
+  return std::nullopt;
+}
+
+/// An MXFP4 / MXFP8 / NVFP4 layer in compressed-tensors' tensors (pack/float_tensors.hpp), dequantized.
+inline RowMatrix load_float_linear(const SafetensorsCheckpoint& ckpt, const QuantSpec& spec, const std::string& name, Index out, Index in) {
+  DynamicFloatQuantizer q(spec);
+  const Index group = spec.group_size;
+  if (in % group != 0) throw Error(name + ": in_features = " + std::to_string(in) + " is not a multiple of " + std::to_string(group));
+  const bool nv = spec.data_type == DataType::NvFp;
+  if (nv) q = q.with_global_scale(copy_tensor<float>(ckpt, name + ".weight_global_scale", Dtype::F32, {1})[0]);
+  QuantizedWeight<DynamicFloatQuantizer> w{q, GroupLayout(out, in, static_cast<int>(group)), {}, {}, {}, {}, {}, {}, {}};
+  if (spec.bits == 4) {
+    const auto packed = copy_tensor<std::uint8_t>(ckpt, name + ".weight_packed", Dtype::U8, {out, in / 2});
+    w.codes.resize(static_cast<std::size_t>(out * in));
+    for (std::size_t k = 0; k < packed.size(); ++k) {
+      w.codes[2 * k] = packed[k] & 15u;
+      w.codes[2 * k + 1] = packed[k] >> 4;
+    }
+  } else {
+    w.codes = copy_tensor<std::uint8_t>(ckpt, name + ".weight", Dtype::F8_E4M3, {out, in});
+  }
+  const auto scales = copy_tensor<std::uint8_t>(ckpt, name + ".weight_scale", nv ? Dtype::F8_E4M3 : Dtype::U8, {out, in / group});
+  for (std::uint8_t b : scales) {
+    if (!nv && b == 255) throw Error("tensor '" + name + ".weight_scale': E8M0 byte 255 is NaN");
+    w.scales.push_back(nv ? minifloat::e4m3_value(b) : minifloat::e8m0_value(b));
+  }
+  w.zeros.assign(w.scales.size(), 0);
+  return w.dequantize();
+}
+
 inline RowMatrix load_quantized_linear(const SafetensorsCheckpoint& ckpt, const nlohmann::json& qc, const std::string& name,
                                        Index out, Index in) {
+  if (const auto fp = float_scheme_of(qc, name)) return load_float_linear(ckpt, *fp, name, out, in);
   const CheckpointLayerScheme s = scheme_of(qc, name);
   const Index group = s.group_size == -1 ? in : std::min<Index>(s.group_size, in);
   const Index groups = (in + group - 1) / group;
@@ -163,8 +206,9 @@ class HfModelSource {
     const std::string prefix = c.hf_prefix + "layers." + std::to_string(b) + ".";
     const bool sparse = moe_ && moe_->sparse[static_cast<std::size_t>(b)];
     const auto linear = [&](const std::string& tensor, Index rows, Index cols) {
-      return ckpt_->contains(tensor + ".weight") ? load(tensor + ".weight", rows, cols)
-                                                 : detail::load_quantized_linear(*ckpt_, qc_, tensor, rows, cols);
+      // MXFP8 layers keep the name "weight" for their E4M3 codes (with a weight_scale beside them)
+      const bool plain = ckpt_->contains(tensor + ".weight") && !ckpt_->contains(tensor + ".weight_scale");
+      return plain ? load(tensor + ".weight", rows, cols) : detail::load_quantized_linear(*ckpt_, qc_, tensor, rows, cols);
     };
     if (c.model_type == "phi3") {  // fused layers: qkv_proj = [q; k; v], gate_up_proj = [gate; up] (rows)
       const Index q = linear_shape(c, Linear::Query).first, kv = linear_shape(c, Linear::Key).first;
@@ -209,7 +253,31 @@ class HfModelSource {
       block.ffn_norm = norm(prefix + "post_attention_layernorm.weight", c.hidden);
     }
     block.sliding = c.is_sliding(b);
+    block.act_quant = activation_quant(prefix);
     return block;
+  }
+
+  /// A W4A4 / W8A8 checkpoint's activation quantization of a block's linear inputs (act_bits <= 8
+  /// with mx_fp or nv_fp4_with_static_gs activations; NVFP4: each input's input_global_scale).
+  std::optional<ActivationQuant> activation_quant(const std::string& prefix) const {
+    if (qc_.value("quant_method", "") != "auto-round" || qc_.value("act_bits", 16) > 8) return std::nullopt;
+    const std::string type = qc_.value("act_data_type", "");
+    const auto spec = detail::float_scheme_of(qc_, prefix + hf_name(Linear::Output));
+    if (!spec || (type != "mx_fp" && type != "nv_fp4_with_static_gs"))
+      throw Error(name() + ": quantization_config: activations act_data_type '" + type + "' with act_bits " +
+                  std::to_string(qc_.value("act_bits", 16)) + " are not supported (mx_fp, nv_fp4_with_static_gs)");
+    ActivationQuant a{DynamicFloatQuantizer(*spec), {}};
+    if (spec->data_type == DataType::NvFp) {
+      const bool phi3 = config_.model_type == "phi3";
+      const std::pair<LinearInput, std::string> inputs[] = {
+          {LinearInput::Attention, phi3 ? "self_attn.qkv_proj" : "self_attn.q_proj"}, {LinearInput::AttentionOutput, "self_attn.o_proj"},
+          {LinearInput::Mlp, phi3 ? "mlp.gate_up_proj" : "mlp.gate_proj"}, {LinearInput::MlpProduct, "mlp.down_proj"}};
+      for (const auto& [input, layer] : inputs)
+        if (ckpt_->contains(prefix + layer + ".input_global_scale"))
+          a.global_scale[static_cast<std::size_t>(input)] =
+              detail::copy_tensor<float>(*ckpt_, prefix + layer + ".input_global_scale", Dtype::F32, {1})[0];
+    }
+    return a;
   }
 
   /// The embedding rows of `tokens`, converting only those rows (F32 / F16 / BF16).
