@@ -18,6 +18,9 @@ for type in q4_0 q4_1 q5_0 q5_1 q8_0 q2_k q3_k_s q3_k_m q3_k_l q4_k_s q4_k_m q5_
   "$bin/llama-quantize" --allow-requantize "$model" "$work/$type.gguf" "${type^^}" 2 >"$work/$type.log" 2>&1 ||
     { cat "$work/$type.log"; exit 1; }
 done
+# gguf:mxfp4: llama-quantize's MXFP4_MOE (dense tensors Q8_0) with every block linear overridden to mxfp4
+"$bin/llama-quantize" --allow-requantize --tensor-type 'attn_(q|k|v|output)=mxfp4' --tensor-type 'ffn_(gate|up|down)=mxfp4' \
+  "$model" "$work/mxfp4.gguf" MXFP4_MOE 2 >"$work/mxfp4.log" 2>&1 || { cat "$work/mxfp4.log"; exit 1; }
 "$python" - "$work" "$out" <<'PY'
 import json, os, sys
 from gguf import GGUFReader

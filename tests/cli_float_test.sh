@@ -4,6 +4,10 @@
 # with the checkpoint's activation quantization) to the perplexity the run measured on its own
 # tuned model; the Phi-3 fixture's fused qkv_proj / gate_up_proj hold one NVFP4 global scale each
 # (shared as the reference shares them); schemes a format cannot hold are refused by name.
+# llm_compressor (MXFP4, NVFP4): the auto_round tensors byte for byte under compressed-tensors'
+# config, read back alike. gguf:mxfp4 (the MXFP4 run): the file llama.cpp's llama-perplexity judged
+# (tests/fixtures/llama_perplexity_mxfp4.json, scripts/make_llama_perplexity_mxfp4.sh: same sha256)
+# and our llama-perplexity-style evaluation of it within 1% of llama.cpp's.
 # usage: cli_float_test.sh AUTOROUND ASSETS_DIR FIXTURES_DIR WORK_DIR
 set -euo pipefail
 autoround=$1 assets=$2 fixtures=$3 work=$4
@@ -15,12 +19,49 @@ rm -rf "$work" && mkdir -p "$work"
 for scheme in MXFP8 MXFP4 NVFP4; do
   steps=(--iters 0)
   [ $scheme = MXFP8 ] && steps=(--iters 4 --lr 0.005)
+  formats=auto_round
+  [ $scheme = NVFP4 ] && formats=auto_round,llm_compressor
+  [ $scheme = MXFP4 ] && formats=auto_round,llm_compressor,gguf:mxfp4
   "$autoround" quantize --model "$model" --calibration "$assets/kjv-calib.tokens" --scheme $scheme --output "$work/$scheme" \
-    --nsamples 8 --seqlen 128 "${steps[@]}" --eval "$assets/kjv-eval.tokens" --eval-windows 2 >"$work/$scheme.log" 2>&1 ||
+    --nsamples 8 --seqlen 128 "${steps[@]}" --format $formats --eval "$assets/kjv-eval.tokens" --eval-windows 2 >"$work/$scheme.log" 2>&1 ||
     { echo "cli_float: quantize $scheme failed"; cat "$work/$scheme.log"; exit 1; }
-  "$autoround" eval --model "$work/$scheme/auto_round" --text "$assets/kjv-eval.tokens" --windows 2 >"$work/$scheme.eval" 2>&1 ||
-    { echo "cli_float: eval $scheme failed"; cat "$work/$scheme.eval"; exit 1; }
+  for f in ${formats//,/ }; do
+    [ "${f#gguf}" = "$f" ] || continue
+    "$autoround" eval --model "$work/$scheme/$f" --text "$assets/kjv-eval.tokens" --windows 2 >"$work/$scheme.$f.eval" 2>&1 ||
+      { echo "cli_float: eval $scheme $f failed"; cat "$work/$scheme.$f.eval"; exit 1; }
+  done
+  cp "$work/$scheme.auto_round.eval" "$work/$scheme.eval"
 done
+mxfp4_gguf=$work/MXFP4/gguf-mxfp4/model-mxfp4.gguf
+"$autoround" eval --model "$mxfp4_gguf" --text "$assets/kjv-eval.txt" --llama-perplexity --windows 2 >"$work/gguf.eval" 2>&1 ||
+  { echo "cli_float: eval of gguf:mxfp4 failed"; cat "$work/gguf.eval"; exit 1; }
+python3 - "$work" "$fixtures/llama_perplexity_mxfp4.json" "$mxfp4_gguf" <<'PY'
+import hashlib, json, struct, sys
+work, fixture, gguf = sys.argv[1:]
+def ppl(path):
+    return float(open(path).read().split("perplexity ")[1].split()[0])
+for scheme in ("MXFP4", "NVFP4"):  # llm_compressor: the same tensors, compressed-tensors' config, read back alike
+    a, c = f"{work}/{scheme}/auto_round", f"{work}/{scheme}/llm_compressor"
+    assert open(f"{a}/model.safetensors", "rb").read() == open(f"{c}/model.safetensors", "rb").read(), scheme
+    qc = json.load(open(f"{c}/config.json"))["quantization_config"]
+    group = qc["config_groups"]["group_0"]
+    nv = scheme == "NVFP4"
+    assert qc["quant_method"] == "compressed-tensors" and qc["format"] == ("nvfp4-pack-quantized" if nv else "mxfp4-pack-quantized"), qc
+    assert qc["ignore"] == ["lm_head"] and group["targets"] == ["Linear"], qc
+    w, i = group["weights"], group["input_activations"]
+    assert (w["num_bits"], w["group_size"], w["type"], w["strategy"]) == (4, 16 if nv else 32, "float", "tensor_group" if nv else "group"), w
+    assert (i["num_bits"], i["dynamic"]) == (4, "local" if nv else True), i
+    assert ppl(f"{work}/{scheme}.llm_compressor.eval") == ppl(f"{work}/{scheme}.auto_round.eval"), scheme
+    print(f"cli_float: {scheme} llm_compressor = auto_round tensors, read back {ppl(f'{work}/{scheme}.llm_compressor.eval'):.4f}")
+expected = json.load(open(fixture))
+digest = hashlib.sha256(open(gguf, "rb").read()).hexdigest()
+assert digest == expected["model_sha256"], ("gguf:mxfp4 --iters 0 no longer writes the file llama.cpp judged: "
+                                            "rerun scripts/make_llama_perplexity_mxfp4.sh if the change is meant", digest)
+ours = ppl(f"{work}/gguf.eval")
+ratio = ours / expected["perplexity"]
+assert abs(ratio - 1) < 0.01, (ours, expected["perplexity"])  # llama.cpp multiplies with Q8_0 activations, we in float
+print(f"cli_float: gguf:mxfp4 ours {ours:.4f}, llama-perplexity {expected['perplexity']:.4f} (ratio {ratio:.4f})")
+PY
 python3 - "$work" <<'PY'
 import json, struct, sys
 work = sys.argv[1]
@@ -73,7 +114,10 @@ expect_error() {  # command... ; the error must contain $message
   grep -q -- "$message" "$work/err.log" || { echo "cli_float: unexpected error for $*"; cat "$work/err.log"; exit 1; }
 }
 common=(quantize --model "$phi3" --calibration "$phi3/text.tokens" --output "$work/refused" --nsamples 3 --seqlen 16 --iters 1)
-message="written as auto_round checkpoints" expect_error "$autoround" "${common[@]}" --scheme MXFP4 --format auto_gptq
+message="written as auto_round or llm_compressor checkpoints" expect_error "$autoround" "${common[@]}" --scheme MXFP4 --format auto_gptq
+message="integer schemes as auto_round" expect_error "$autoround" "${common[@]}" --bits 4 --format llm_compressor
+message="is written as auto_round or llm_compressor (or gguf:mxfp4)" expect_error "$autoround" quantize --model "$model" \
+  --calibration "$assets/kjv-calib.tokens" --output "$work/refused" --nsamples 3 --seqlen 16 --iters 1 --scheme NVFP4 --format gguf:q4_0
 message="either --scheme or --bits" expect_error "$autoround" "${common[@]}" --scheme MXFP4 --bits 4
 message="integer or floating-point schemes" expect_error "$autoround" "${common[@]}" --scheme NVFP4 --layer "down_proj=8"
 echo "cli_float: ok"

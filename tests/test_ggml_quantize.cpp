@@ -167,3 +167,29 @@ TEST_CASE("tuned weights go into Q4_0 / Q4_1 / Q8_0 unchanged") {
   CHECK_THROWS_WITH_AS(ggml::quantize(ggml::Type::Q4_K, std::vector<float>(100)),
                        doctest::Contains("not a whole number of Q4_K blocks of 256"), Error);
 }
+
+TEST_CASE("MXFP4 (ggml type 39): gguf-py's blocks byte for byte, its dequantization, a hostile scale byte") {
+  // tests/fixtures/reference_mxfp4.gguf: scripts/make_mxfp4_fixture.py (gguf-py 0.19.0's MXFP4,
+  // its transcription of ggml's quantize_row_mxfp4_ref): exact ties, zero blocks, tiny and large exponents
+  const GgufFile f(AUTOROUND_FIXTURES_DIR "/reference_mxfp4.gguf");
+  const GgufTensor& expected = f.tensor("mxfp4");
+  REQUIRE(expected.type == ggml::Type::MXFP4);
+  CHECK(std::string(ggml::traits(ggml::Type::MXFP4).name) == "MXFP4");
+  const RowMatrix x = f.to_float("input");
+  const std::vector<std::byte> ours = ggml::quantize(ggml::Type::MXFP4, std::span<const float>(x.data(), static_cast<std::size_t>(x.size())));
+  REQUIRE(ours.size() == expected.data.size());
+  CHECK(std::equal(ours.begin(), ours.end(), expected.data.begin()));
+  const RowMatrix back = f.to_float("mxfp4"), theirs = f.to_float("mxfp4.dequantized");
+  CHECK((back - theirs).cwiseAbs().maxCoeff() == 0.0f);
+  // hand-worked: the tie block (largest 6, e = 127): 0.25 and 0.75 and 5 go to the smaller neighbour
+  CHECK(back(1, 32) == 0.0f);
+  CHECK(back(1, 33) == 0.5f);
+  CHECK(back(1, 38) == 4.0f);
+  CHECK(back(1, 40) == 0.0f);   // -0.25: ggml never writes -0
+  CHECK(back(1, 64) == 4.0f);   // a power-of-two maximum is exact
+  // E8M0 byte 255 is NaN: refused with the tensor's name, as ggml's validation refuses it
+  std::vector<std::byte> bad(17, std::byte{0});
+  bad[0] = std::byte{0xFF};
+  std::vector<float> out(32);
+  CHECK_THROWS_WITH(ggml::dequantize(ggml::Type::MXFP4, bad, out), doctest::Contains("255"));
+}

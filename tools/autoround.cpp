@@ -3,7 +3,9 @@
 //   autoround quantize --model M.gguf|HF_DIR --calibration C.tokens|C.txt --output DIR [--bits 4] [--group-size 128]
 //                      [--sym] [--iters 200] [--nsamples 128] [--seqlen 2048] [--batch-size 8]
 //                      [--recipe default|fast|best|light|rtn] [--layer 'REGEX=BITS[:GROUP[:sym|asym]]|fp']...
-//                      [--format auto_round,auto_gptq,auto_awq,gguf:q4_0] [--eval E.tokens|E.txt] [--overwrite]
+//                      [--scheme MXFP4|MXFP8|NVFP4|W4A16|...]
+//                      [--format auto_round,auto_gptq,auto_awq,llm_compressor,gguf:q4_0|gguf:mxfp4|...]
+//                      [--eval E.tokens|E.txt] [--overwrite] [--resume]
 //                      [--tokenizer tokenizer.model] [--device cpu|cuda] [--gemm bf16|fp32]
 //                      [--gpu-memory GiB] [--gpu-streams auto|device|host] [--stream-dtype fp32|bf16]
 //   autoround eval --model M.gguf|HF_DIR [--quantized DIR]... --text E.tokens|E.txt [--tokenizer tokenizer.model]
@@ -142,7 +144,8 @@ LayerOverride parse_override(const std::string& text, const QuantSpec& base) {
   }
   const std::string value = text.substr(eq + 1);
   if (value == "fp") return {o.pattern, std::nullopt};
-  o.spec->data_type = DataType::Int;  // BITS[:GROUP[:sym|asym]] is an integer scheme
+  o.spec->data_type = DataType::Int;  // BITS[:GROUP[:sym|asym]] is an integer scheme (weight-only)
+  o.spec->act_bits = 16;
   std::istringstream in(value);
   std::string part;
   int field = 0;
@@ -182,8 +185,9 @@ std::vector<OutputFormat> parse_formats(const std::string& list) {
     if (item == "auto_round") f.hf = HfFormat::AutoRound;
     else if (item == "auto_gptq") f.hf = HfFormat::AutoGptq;
     else if (item == "auto_awq") f.hf = HfFormat::AutoAwq;
+    else if (item == "llm_compressor") f.hf = HfFormat::LlmCompressor;
     else if (item.rfind("gguf:", 0) == 0) f.gguf = gguf_scheme(item.substr(5));
-    else throw Error("--format '" + item + "': expected auto_round, auto_gptq, auto_awq or gguf:TYPE");
+    else throw Error("--format '" + item + "': expected auto_round, auto_gptq, auto_awq, llm_compressor or gguf:TYPE");
     for (const auto& g : formats)
       if (g.name == item) throw Error("--format '" + item + "' is given twice");
     formats.push_back(f);
@@ -209,15 +213,20 @@ void check_formats(const std::vector<OutputFormat>& formats, const ModelQuantOpt
                   std::string(data_type_name(options.spec.data_type)) + " with an integer --layer override, or the reverse)");
   for (const auto& f : formats) {
     if (f.gguf && !gguf_source) throw Error("--format " + f.name + ": GGUF output needs a GGUF source model (its metadata and tokenizer)");
-    if (f.gguf && options.spec.data_type != DataType::Int)
-      throw Error("--format " + f.name + ": --scheme " + describe_scheme(options.spec) + " is written as auto_round; each gguf:TYPE is tuned for its own block types");
+    // each gguf:TYPE is tuned for its own block types whatever the scheme; an FP scheme beside one
+    // other than mxfp4 is most likely a mistake
+    if (f.gguf && options.spec.data_type != DataType::Int && f.gguf->mix != GgufMix::MXFP4)
+      throw Error("--format " + f.name + ": --scheme " + describe_scheme(options.spec) +
+                  " is written as auto_round or llm_compressor (or gguf:mxfp4); each gguf:TYPE is tuned for its own block types");
     if (!f.hf) continue;
     for (const QuantSpec& s : specs) {
       if (s.data_type != DataType::Int) {
-        if (*f.hf != HfFormat::AutoRound)
-          throw Error("--format " + f.name + ": floating-point schemes (MXFP4, MXFP8, NVFP4) are written as auto_round checkpoints");
+        if (*f.hf != HfFormat::AutoRound && *f.hf != HfFormat::LlmCompressor)
+          throw Error("--format " + f.name + ": floating-point schemes (MXFP4, MXFP8, NVFP4) are written as auto_round or llm_compressor checkpoints");
         continue;
       }
+      if (*f.hf == HfFormat::LlmCompressor)
+        throw Error("--format llm_compressor: written for --scheme MXFP4, MXFP8 or NVFP4; integer schemes as auto_round, auto_gptq or auto_awq");
       if (*f.hf == HfFormat::AutoAwq && s.bits != 4) throw Error("--format auto_awq: AWQ is 4-bit only");
       if (s.bits != 2 && s.bits != 3 && s.bits != 4 && s.bits != 8)
         throw Error("--format " + f.name + ": " + std::to_string(s.bits) + "-bit weights cannot be packed (2, 3, 4 or 8 bits)");
@@ -288,6 +297,8 @@ std::vector<TuningPass> plan_passes(const std::vector<OutputFormat>& formats, co
   for (const OutputFormat& f : formats) {
     TuningPass pass{options, {}, {}};
     if (f.gguf) {
+      // MXFP4 tensors are tuned as weight-only MXFP4 (llama.cpp pairs them with Q8_0 activations)
+      if (f.gguf->mix == GgufMix::MXFP4) pass.options.spec = exact_spec_for(ggml::Type::MXFP4).value();
       pass.options.overrides = gguf_tuning_overrides(*f.gguf, config, experts);
       pass.tuned_for = f.gguf;
     }
@@ -548,7 +559,7 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   // what a resumed run must share with the run it continues: every setting above, the exact
   // calibration, each pass's scheme and formats, and what else changes the floats
   std::ostringstream fingerprint;
-  fingerprint << "autoround quantize, resumable run v2\n" << report.dump() << "\n";
+  fingerprint << "autoround quantize, resumable run v3\n" << report.dump() << "\n";
   {
     std::uint64_t hash = 1469598103934665603ull;  // FNV-1a over the calibration's token ids
     for (const TokenSequence& sample : samples)
@@ -678,7 +689,7 @@ int main(int argc, char** argv) {
   Index nsamples = -1;
   std::string format_list = "auto_round";
   q->add_option("--model", model_path, "GGUF file or Hugging Face directory (llama architecture)")->required()->check(CLI::ExistingPath);
-  q->add_option("--format", format_list, "comma-separated: auto_round, auto_gptq, auto_awq, gguf:TYPE");
+  q->add_option("--format", format_list, "comma-separated: auto_round, auto_gptq, auto_awq, llm_compressor (MXFP4/MXFP8/NVFP4), gguf:TYPE");
   q->add_option("--calibration", calibration_path,
                 "calibration text (the model's tokenizer: a GGUF's byte-level BPE, or --tokenizer), token ids (.tokens), or a "
                 ".jsonl corpus of {\"text\": ...} documents (sampled as the reference: shuffled by --seed, cut to --seqlen, "
@@ -828,7 +839,8 @@ int main(int argc, char** argv) {
     // GGUF-only runs default to the settings that beat llama.cpp + imatrix (docs/accuracy.md,
     // "GGUF: the scale-grid start"): llama.cpp's scale search for Q4_0/Q5_0/Q8_0 groups, allowed
     // above the full range, and a fifth of the reference's learning rate.
-    if (std::all_of(formats.begin(), formats.end(), [](const OutputFormat& f) { return f.gguf.has_value(); })) {
+    // (integer blocks only: gguf:mxfp4 is tuned with the reference's settings for MXFP4)
+    if (std::all_of(formats.begin(), formats.end(), [](const OutputFormat& f) { return f.gguf && f.gguf->mix != GgufMix::MXFP4; })) {
       if (!clip_sym_option->count()) clip_sym = "scales";
       if (!ceiling_option->count()) options.tune.clip_search.ceiling = 1.25f;
       if (!lr_option->count() && recipe == "default") options.tune.lr = 0.001f;

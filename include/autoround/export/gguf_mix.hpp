@@ -19,7 +19,10 @@
 // layer read from the name; with exactly 8 experts (Mixtral) attn_k and attn_v are Q8_0 and
 // attn_output Q5_K in the Q2_K, Q3_K_S, Q3_K_M, Q4_K_S and Q4_K_M mixes (and nothing else);
 // routers (ffn_gate_inp) are never quantized: they keep the source's type.
-// Not reproduced: --imatrix's Q4_0/Q5_0 ffn_down rule, --pure, --tensor-type.
+// MXFP4 (gguf:mxfp4): llama-quantize's MXFP4_MOE file type (output and every other 2-D tensor
+// Q8_0, the experts' 3-D tensors MXFP4) with every block's linear layers in MXFP4 too, as
+// `--tensor-type` overrides give them (MXFP4_MOE alone leaves a dense model's linears in Q8_0).
+// Not reproduced: --imatrix's Q4_0/Q5_0 ffn_down rule, --pure.
 #include <algorithm>
 #include <optional>
 #include <string>
@@ -31,7 +34,7 @@
 namespace autoround {
 
 /// llama.cpp's LLAMA_FTYPE_MOSTLY_* file types we write.
-enum class GgufMix { Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K };
+enum class GgufMix { Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, MXFP4 };
 
 struct GgufScheme {
   std::string name;            ///< "q4_0", "q4_k_m", ... as given
@@ -59,9 +62,10 @@ inline GgufScheme gguf_scheme(const std::string& name) {
   if (name == "q5_k_s") return {name, M::Q5_K_S, T::Q5_K, 16};
   if (name == "q5_k_m" || name == "q5_k") return {name, M::Q5_K_M, T::Q5_K, 17};
   if (name == "q6_k") return {name, M::Q6_K, T::Q6_K, 18};
+  if (name == "mxfp4") return {name, M::MXFP4, T::MXFP4, 38};  // LLAMA_FTYPE_MOSTLY_MXFP4_MOE
   throw Error("gguf:" + name +
               ": unknown GGUF type (q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, "
-              "q5_k_m, q6_k; q3_k, q4_k, q5_k are the _m mixes)");
+              "q5_k_m, q6_k, mxfp4; q3_k, q4_k, q5_k are the _m mixes)");
 }
 
 namespace detail {
@@ -125,6 +129,7 @@ inline ggml::Type gguf_tensor_type(const GgufScheme& scheme, Index cols, std::op
   const M mix = scheme.mix;
   T type = scheme.base;
   const bool eight_experts = experts == 8;
+  if (mix == M::MXFP4) return detail::fit_row(block && linear ? T::MXFP4 : T::Q8_0, cols);
   if (is_output) {
     const bool fits = cols % static_cast<Index>(ggml::traits(scheme.base).block_weights) == 0;
     type = !fits || scheme.base == T::Q8_0 ? T::Q8_0 : T::Q6_K;

@@ -4,7 +4,8 @@
 //   - norms (1-D) as F32 (F16 if the source has them so);
 //   - a linear layer whose AutoRound scheme *is* the block type keeps its tuned codes and scales
 //     (encode_tuned): W4G32 sym = Q4_0, W4G32 asym = Q4_1, W5G32 = Q5_0 / Q5_1, W8G32 sym = Q8_0,
-//     and the double-quantized k-quant schemes (DoubleQuantizer, gguf_tuning_overrides) = Q2_K..Q6_K;
+//     the double-quantized k-quant schemes (DoubleQuantizer, gguf_tuning_overrides) = Q2_K..Q6_K,
+//     and weight-only MXFP4 (FloatQuantizer, pack_ggml_mxfp4) = MXFP4;
 //   - every other 2-D tensor is quantized from the source's float weights with llama.cpp's
 //     reference quantizer (round-to-nearest);
 //   - each tensor gets the block type llama-quantize gives it under the same file type
@@ -23,6 +24,7 @@
 #include "../format/gguf_writer.hpp"
 #include "../model/gguf_moe.hpp"
 #include "../model/linear_slots.hpp"
+#include "../pack/float_tensors.hpp"
 #include "../pack/ggml_quantize.hpp"
 #include "../pack/ggml_tuned_kquant.hpp"
 #include "gguf_mix.hpp"
@@ -31,11 +33,13 @@
 namespace autoround {
 
 /// The AutoRound scheme whose tuned weights a ggml type stores exactly, if any: the integer
-/// schemes of Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 and the double-quantized ones of Q2_K..Q6_K (the
-/// latter need a DoubleQuantizer).
+/// schemes of Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, the double-quantized ones of Q2_K..Q6_K (the
+/// latter need a DoubleQuantizer) and MXFP4's, weight-only (llama.cpp multiplies it with Q8_0
+/// activations, not MXFP4 ones).
 inline std::optional<QuantSpec> exact_spec_for(ggml::Type type) {
   using T = ggml::Type;
   switch (type) {
+    case T::MXFP4: return weight_only(float_spec(FloatFormat::MxFp4));
     case T::Q4_0: return QuantSpec{4, 32, Symmetric};
     case T::Q4_1: return QuantSpec{4, 32, Asymmetric};
     case T::Q5_0: return QuantSpec{5, 32, Symmetric};
@@ -188,9 +192,15 @@ class GgufBlockWriter {
       std::vector<std::byte> bytes;
       for (const QuantizedWeight<Q>* tuned : parts) {
         const std::vector<std::byte> part = [&] {
-          if constexpr (SuperGroupQuantizer<Q>)
-            if (tuned->quantizer.double_quantized()) return ggml::encode_tuned(choices_[i].type, double_quant_view(*tuned), name);
-          return ggml::encode_tuned(choices_[i].type, int_view(*tuned), name);
+          if constexpr (requires { tuned->quantizer.format(); }) {  // a FloatQuantizer: MXFP4's blocks
+            const std::vector<std::uint8_t> blocks = pack_ggml_mxfp4(*tuned, name);
+            const auto* first = reinterpret_cast<const std::byte*>(blocks.data());
+            return std::vector<std::byte>(first, first + blocks.size());
+          } else {
+            if constexpr (SuperGroupQuantizer<Q>)
+              if (tuned->quantizer.double_quantized()) return ggml::encode_tuned(choices_[i].type, double_quant_view(*tuned), name);
+            return ggml::encode_tuned(choices_[i].type, int_view(*tuned), name);
+          }
         }();
         bytes.insert(bytes.end(), part.begin(), part.end());
       }

@@ -4,7 +4,10 @@
 //               points as they are (packing_format "auto_round"), sym layers use GPTQ v1's
 //               zero - 1 ("auto_round:auto_gptq"), as auto-round 0.16.1 switches for sym;
 //   auto_gptq   GPTQ v1 (zero - 1) with g_idx, quant_method "gptq";
-//   auto_awq    AWQ GEMM packing, quant_method "awq", 4-bit only.
+//   auto_awq    AWQ GEMM packing, quant_method "awq", 4-bit only;
+//   llm_compressor  compressed-tensors (quant_method "compressed-tensors", what vLLM and
+//               llm-compressor read) for MXFP4 / MXFP8 / NVFP4: the same tensors as auto_round
+//               writes for them (auto-round 0.16.1 uses one packer for both), another config.
 // Tensors the reference leaves in full precision (embeddings, norms, lm_head, layers left out by
 // overrides or by shape) are written as float16. config.json carries `quantization_config` with
 // the reference's keys; tokenizer.json, tokenizer_config.json and generation_config.json make
@@ -32,12 +35,13 @@
 
 namespace autoround {
 
-enum class HfFormat { AutoRound, AutoGptq, AutoAwq };
+enum class HfFormat { AutoRound, AutoGptq, AutoAwq, LlmCompressor };
 
 inline const char* format_name(HfFormat f) {
   switch (f) {
     case HfFormat::AutoRound: return "auto_round";
     case HfFormat::AutoGptq: return "auto_gptq";
+    case HfFormat::LlmCompressor: return "llm_compressor";
     default: return "auto_awq";
   }
 }
@@ -273,17 +277,21 @@ class HfTensorWriter {
     }
     const Index out = qw.rows(), in = qw.cols();
     if constexpr (requires { qw.quantizer.dequantize_code(std::uint8_t{}, 1.0f); }) {  // MXFP4 / MXFP8 / NVFP4
-      detail::require(format_ == HfFormat::AutoRound, name + ": floating-point formats are written as auto_round checkpoints only");
+      detail::require(format_ == HfFormat::AutoRound || format_ == HfFormat::LlmCompressor,
+                      name + ": floating-point formats are written as auto_round or llm_compressor checkpoints");
       const FloatTensors t = pack_float(qw, name);
       if (t.packed_pairs) w.add<std::uint8_t>(name + ".weight_packed", Dtype::U8, {out, in / 2}, t.weight);
       else w.add<std::uint8_t>(name + ".weight", Dtype::F8_E4M3, {out, in}, t.weight);
       w.add<std::uint8_t>(name + ".weight_scale", t.e4m3_scales ? Dtype::F8_E4M3 : Dtype::U8, {out, qw.layout.groups_per_row()}, t.scale);
       if (qw.quantizer.format() == FloatFormat::NvFp4) {
         w.add<float>(name + ".weight_global_scale", Dtype::F32, {1}, std::vector<float>{t.global_scale});
-        w.add<float>(name + ".input_global_scale", Dtype::F32, {1}, std::vector<float>{t.input_global_scale});
+        if (s.act_bits <= 8)  // the activations' static global scale, for W4A4 only
+          w.add<float>(name + ".input_global_scale", Dtype::F32, {1}, std::vector<float>{t.input_global_scale});
       }
       return;
     }
+    detail::require(format_ != HfFormat::LlmCompressor, name + ": llm_compressor checkpoints hold MXFP4 / MXFP8 / NVFP4 layers here; "
+                                                               "integer schemes are written as auto_round, auto_gptq or auto_awq");
     if (format_ == HfFormat::AutoAwq) {
       const AwqTensors t = pack_awq(qw, name);
       w.add<std::int32_t>(name + ".qweight", Dtype::I32, {in, out / 8}, t.qweight);
@@ -341,7 +349,8 @@ class HfTensorWriter {
     nlohmann::ordered_json qc = {{"bits", spec_.bits}, {"group_size", spec_.group_size}, {"sym", spec_.symmetry == Symmetric},
                                  {"data_type", data_type_name(spec_.data_type)}};
     const bool float_format = spec_.data_type == DataType::MxFp || spec_.data_type == DataType::NvFp;
-    if (float_format) {  // the presets' dynamic activation quantization (what auto-round's loader matches its kernels on)
+    if (float_format && spec_.act_bits > 8) qc["act_bits"] = 16;
+    if (float_format && spec_.act_bits <= 8) {  // the presets' activation quantization (what auto-round's loader matches its kernels on)
       qc["act_bits"] = spec_.bits;
       qc["act_group_size"] = spec_.group_size;
       qc["act_sym"] = true;
@@ -367,6 +376,8 @@ class HfTensorWriter {
       qc["quant_method"] = "auto-round";
       qc["packing_format"] = float_format ? "auto_round:llm_compressor" : spec_.symmetry == Symmetric ? "auto_round:auto_gptq" : "auto_round";
       if (!extra_.empty()) qc["extra_config"] = extra_;
+    } else if (format_ == HfFormat::LlmCompressor) {
+      qc = compressed_tensors_config();
     } else if (format_ == HfFormat::AutoGptq) {
       if (!dynamic_.empty()) qc["dynamic"] = dynamic_;
       qc["lm_head"] = false;
@@ -424,6 +435,38 @@ class HfTensorWriter {
     config["quantization_config"] = qc;
     detail::write_json(dir / "config.json", config);
     detail::write_json(dir / "quantization_config.json", qc);
+  }
+
+  /// compressed-tensors' quantization_config for an MXFP4 / MXFP8 / NVFP4 checkpoint, as
+  /// auto-round 0.16.1 writes it with compressed-tensors 0.20 (export_to_llmcompressor): one
+  /// config group for every Linear, the LM head and the layers kept in float16 ignored.
+  nlohmann::ordered_json compressed_tensors_config() const {
+    detail::require(spec_.data_type == DataType::MxFp || spec_.data_type == DataType::NvFp,
+                    "llm_compressor: only MXFP4, MXFP8 and NVFP4 are written in compressed-tensors' format here");
+    const bool nv = spec_.data_type == DataType::NvFp;
+    const nlohmann::ordered_json weights = {{"dynamic", false}, {"group_size", spec_.group_size}, {"num_bits", spec_.bits},
+                                            {"scale_dtype", nv ? "torch.float8_e4m3fn" : "torch.uint8"},
+                                            {"strategy", nv ? "tensor_group" : "group"}, {"symmetric", true}, {"type", "float"}};
+    nlohmann::ordered_json inputs = nullptr;
+    if (spec_.act_bits <= 8) {  // MX: dynamic per group of 32; NVFP4: per 16 under the stored input_global_scale
+      inputs = weights;
+      inputs["dynamic"] = nv ? nlohmann::ordered_json("local") : nlohmann::ordered_json(true);
+      if (nv) inputs["observer"] = "static_minmax";
+      inputs["num_bits"] = spec_.act_bits;
+      // keys in compressed-tensors' (sorted) order
+      nlohmann::ordered_json sorted;
+      for (const char* key : {"dynamic", "group_size", "num_bits", "observer", "scale_dtype", "strategy", "symmetric", "type"})
+        if (inputs.contains(key)) sorted[key] = inputs[key];
+      inputs = sorted;
+    }
+    nlohmann::ordered_json ignore = nlohmann::ordered_json::array({"lm_head"});
+    for (const std::string& name : not_converted_) ignore.push_back(loader_name(name));
+    const char* format = nv ? "nvfp4-pack-quantized" : spec_.bits == 4 ? "mxfp4-pack-quantized" : "mxfp8-quantized";
+    return {{"config_groups", {{"group_0", {{"format", nullptr}, {"input_activations", inputs}, {"output_activations", nullptr},
+                                            {"targets", {"Linear"}}, {"weights", weights}}}}},
+            {"format", format}, {"global_compression_ratio", nullptr}, {"ignore", ignore}, {"kv_cache_scheme", nullptr},
+            {"moe_sparsity_config", nullptr}, {"provider", "auto-round"}, {"quant_method", "compressed-tensors"},
+            {"quantization_status", "compressed"}};
   }
 
  private:

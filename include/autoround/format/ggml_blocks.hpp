@@ -19,8 +19,13 @@
 //   Q5_K 176 bytes | d | dmin | scales: 12 bytes | qh: u8[32] | qs: u8[128] |   q in 0..31
 //   Q6_K 210 bytes | ql: u8[128] | qh: u8[64] | scales: int8[16] | d |
 //         w = d * sc * (q - 32),  q in 0..63
+// MXFP4 (OCP microscaling FP4, 17 bytes per 32 weights) | e: E8M0 | qs: u8[16] |
+//         w = E2M1(code) * 2^(e - 127), codes as Q4_0's nibbles (bit 3 the sign, bits 0-2 the
+//         magnitude index into 0, .5, 1, 1.5, 2, 3, 4, 6); ggml stores the magnitudes doubled
+//         (0..12) and halves the scale, the same values.
 // Where each weight's bits sit inside qs/qh/hmask is spelled out by dequantize() below and in
 // docs/formats.md.
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -35,7 +40,7 @@ namespace autoround::ggml {
 
 enum class Type : std::uint32_t {
   F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q8_1 = 9,
-  Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, Q8_K = 15, BF16 = 30,
+  Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, Q8_K = 15, BF16 = 30, MXFP4 = 39,
 };
 
 struct BlockQ8_0 {
@@ -61,6 +66,16 @@ struct BlockQ5_1 {
   std::uint8_t qh[4];
   std::uint8_t qs[16];
 };
+struct BlockMxFp4 {
+  std::uint8_t e;  ///< E8M0 shared exponent: the block's scale is 2^(e - 127)
+  std::uint8_t qs[16];
+};
+/// ggml's kvalues_mxfp4: E2M1 values times 2, indexed by the 4-bit code.
+inline constexpr std::int8_t kvalues_mxfp4[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+/// 2^(e - 128): half the E8M0 scale, as ggml multiplies the doubled values by it (e = 0 gives 2^-128).
+inline float e8m0_half(std::uint8_t e) { return std::ldexp(1.0f, static_cast<int>(e) - 128); }
+
+static_assert(sizeof(BlockMxFp4) == 17);
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20 &&
               sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24);
 
@@ -136,6 +151,7 @@ inline TypeTraits traits(Type t) {
     case Type::Q4_K: return {QK_K, sizeof(BlockQ4_K), "Q4_K"};
     case Type::Q5_K: return {QK_K, sizeof(BlockQ5_K), "Q5_K"};
     case Type::Q6_K: return {QK_K, sizeof(BlockQ6_K), "Q6_K"};
+    case Type::MXFP4: return {32, sizeof(BlockMxFp4), "MXFP4"};
     default: return {};
   }
 }
@@ -264,6 +280,18 @@ inline void dequantize(Type type, std::span<const std::byte> bytes, std::span<fl
           y[i] = d * static_cast<float>(q3_k_scale(x.scales, i / 16) - 32) * static_cast<float>(low + 4 * high - 4);
         }
       });
+      return;
+    case Type::MXFP4:
+      for (std::size_t b = 0; b < out.size() / 32; ++b) {
+        BlockMxFp4 block;
+        std::memcpy(&block, p + b * sizeof block, sizeof block);
+        if (block.e == 0xFF) throw Error("MXFP4 block " + std::to_string(b) + ": E8M0 byte 255 is NaN (ggml refuses it too)");
+        const float d = e8m0_half(block.e);
+        for (int j = 0; j < 16; ++j) {
+          out[b * 32 + j] = d * static_cast<float>(kvalues_mxfp4[block.qs[j] & 15]);
+          out[b * 32 + j + 16] = d * static_cast<float>(kvalues_mxfp4[block.qs[j] >> 4]);
+        }
+      }
       return;
     case Type::Q4_K: for_each_block<BlockQ4_K>(p, out, dequantize_q45_k<BlockQ4_K>); return;
     case Type::Q5_K: for_each_block<BlockQ5_K>(p, out, dequantize_q45_k<BlockQ5_K>); return;

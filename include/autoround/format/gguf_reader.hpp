@@ -101,7 +101,11 @@ class GgufFile {
   /// The tensor as float32 [rows, cols] (quantized types are dequantized).
   RowMatrix to_float(const GgufTensor& t) const {
     RowMatrix m(t.rows(), t.cols());
-    ggml::dequantize(t.type, t.data, std::span<float>(m.data(), static_cast<std::size_t>(m.size())));
+    try {
+      ggml::dequantize(t.type, t.data, std::span<float>(m.data(), static_cast<std::size_t>(m.size())));
+    } catch (const Error& e) {
+      throw Error(path() + ": tensor '" + t.name + "': " + e.what());
+    }
     return m;
   }
   RowMatrix to_float(const std::string& name) const { return to_float(tensor(name)); }

@@ -52,7 +52,7 @@ struct ActivationQuant {
 /// The activation quantization the reference's preset pairs with a weight scheme, if any
 /// (MXFP4, MXFP8: dynamic MX; NVFP4: static-global-scale NVFP4); `input_absmax` per LinearInput.
 inline std::optional<ActivationQuant> activation_quant_for(const QuantSpec& weights, const std::array<float, 4>& input_absmax = {}) {
-  if (weights.data_type != DataType::MxFp && weights.data_type != DataType::NvFp) return std::nullopt;
+  if ((weights.data_type != DataType::MxFp && weights.data_type != DataType::NvFp) || weights.act_bits > 8) return std::nullopt;
   ActivationQuant a{DynamicFloatQuantizer(weights), {}};
   for (std::size_t i = 0; i < 4; ++i) a.global_scale[i] = input_absmax[i] > 0.0f ? 2688.0f * (1.0f / input_absmax[i]) : 1.0f;
   return a;

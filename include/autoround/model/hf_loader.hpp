@@ -88,6 +88,30 @@ inline CheckpointLayerScheme scheme_of(const nlohmann::json& qc, const std::stri
   return s;
 }
 
+/// A compressed-tensors quantization_config (llm_compressor checkpoints: quant_method
+/// "compressed-tensors") of MXFP4 / MXFP8 / NVFP4 as the auto-round config of the same tensors
+/// (both formats store them alike); any other config as it is.
+inline nlohmann::json auto_round_view(const nlohmann::json& qc) {
+  if (qc.value("quant_method", "") != "compressed-tensors") return qc;
+  const std::string format = qc.value("format", "");
+  nlohmann::json r = {{"quant_method", "auto-round"}, {"packing_format", "auto_round:llm_compressor"}, {"sym", true}};
+  if (format == "mxfp4-pack-quantized") r.update({{"data_type", "mx_fp"}, {"bits", 4}, {"group_size", 32}});
+  else if (format == "mxfp8-quantized") r.update({{"data_type", "mx_fp"}, {"bits", 8}, {"group_size", 32}});
+  else if (format == "nvfp4-pack-quantized") r.update({{"data_type", "nv_fp"}, {"bits", 4}, {"group_size", 16}});
+  else
+    throw Error("quantization_config: compressed-tensors format '" + format +
+                "' is not supported (mxfp4-pack-quantized, mxfp8-quantized, nvfp4-pack-quantized)");
+  const auto groups = qc.value("config_groups", nlohmann::json::object());
+  if (groups.size() != 1) throw Error("quantization_config: compressed-tensors config with " + std::to_string(groups.size()) +
+                                      " config_groups (one is supported)");
+  const auto& inputs = groups.begin()->value("input_activations", nlohmann::json());
+  if (inputs.is_object()) {
+    r["act_bits"] = inputs.value("num_bits", 16);
+    r["act_data_type"] = format == "nvfp4-pack-quantized" ? "nv_fp4_with_static_gs" : "mx_fp";
+  }
+  return r;
+}
+
 /// A layer's floating-point data type from quantization_config (auto-round's mx_fp / nv_fp), if any.
 inline std::optional<QuantSpec> float_scheme_of(const nlohmann::json& qc, const std::string& layer) {
   if (qc.value("quant_method", "") != "auto-round") return std::nullopt;
@@ -97,8 +121,12 @@ inline std::optional<QuantSpec> float_scheme_of(const nlohmann::json& qc, const 
     type = qc["extra_config"][layer].value("data_type", type);
     bits = qc["extra_config"][layer].value("bits", bits);
   }
-  if (type == "mx_fp") return float_spec(bits == 8 ? FloatFormat::MxFp8 : FloatFormat::MxFp4);
-  if (type == "nv_fp") return float_spec(FloatFormat::NvFp4);
+  const auto with_acts = [&](QuantSpec s) {  // W4A4 / W8A8 as the preset, or weight-only
+    s.act_bits = qc.value("act_bits", 16) <= 8 ? s.act_bits : 16;
+    return s;
+  };
+  if (type == "mx_fp") return with_acts(float_spec(bits == 8 ? FloatFormat::MxFp8 : FloatFormat::MxFp4));
+  if (type == "nv_fp") return with_acts(float_spec(FloatFormat::NvFp4));
   if (type != "int") throw Error("quantization_config: data_type '" + type + "' of " + layer + " is not supported (int, mx_fp, nv_fp)");
   return std::nullopt;
 }
@@ -390,7 +418,7 @@ class HfModelSource {
       throw Error(config_path.string() + ": inconsistent head counts or layer count");
     c.rope_style = RopeStyle::HalfSplit;
     if (gemma) {  // RoPE per layer type, read by read_gemma
-      qc_ = root.value("quantization_config", nlohmann::json::object());
+      qc_ = quantization_config_of(root, config_path);
       return;
     }
     const char* scaling = j.contains("rope_scaling") && j["rope_scaling"].is_object() ? "rope_scaling"
@@ -435,7 +463,17 @@ class HfModelSource {
       c.sliding_window = j["sliding_window"].get<Index>();
       c.sliding.assign(static_cast<std::size_t>(c.layers), true);
     }
-    qc_ = root.value("quantization_config", nlohmann::json::object());
+    qc_ = quantization_config_of(root, config_path);
+  }
+
+  static nlohmann::json quantization_config_of(const nlohmann::json& root, const std::filesystem::path& config_path) {
+    try {
+      return detail::auto_round_view(root.value("quantization_config", nlohmann::json::object()));
+    } catch (const Error& e) {
+      throw Error(config_path.string() + ": " + e.what());
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(config_path.string() + ": quantization_config: " + e.what());
+    }
   }
 
   /// Gemma 2 / Gemma 3's settings (LlamaConfig's Gemma part): GeGLU, sandwich norms with (1 + w)

@@ -461,6 +461,27 @@ inline BlockQ6_K quantize_q6_k(const float* x) {
 }
 
 /// Blocks are independent, so threads split them without changing a byte of the result.
+/// quantize_row_mxfp4_ref: the E8M0 exponent of the largest magnitude, less 2 (6 = 1.5 · 2^2 is
+/// E2M1's largest value), each weight the nearest of the 16 values, the first index on ties (so
+/// ties go to the smaller magnitude, and -0 is never written). Exponents outside 0..254, which
+/// ggml's cast leaves undefined, are clamped.
+inline BlockMxFp4 quantize_mxfp4(const float* x) {
+  float amax = 0.0f;
+  for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
+  const float exponent = amax > 0.0f ? std::floor(std::log2(amax)) - 2 + 127 : 0.0f;
+  BlockMxFp4 y{static_cast<std::uint8_t>(std::clamp(exponent, 0.0f, 254.0f)), {}};
+  const float d = e8m0_half(y.e);
+  const auto best = [&](float v) {
+    int index = 0;
+    float error = std::fabs(static_cast<float>(kvalues_mxfp4[0]) * d - v);
+    for (int i = 1; i < 16; ++i)
+      if (const float e = std::fabs(static_cast<float>(kvalues_mxfp4[i]) * d - v); e < error) index = i, error = e;
+    return static_cast<std::uint8_t>(index);
+  };
+  for (int j = 0; j < 16; ++j) y.qs[j] = static_cast<std::uint8_t>(best(x[j]) | best(x[j + 16]) << 4);
+  return y;
+}
+
 template <class Block, class F>
 void quantize_blocks(std::span<const float> x, std::span<std::byte> out, int block_weights, F quantize_block) {
   const auto blocks = static_cast<std::ptrdiff_t>(x.size() / static_cast<std::size_t>(block_weights));
@@ -482,7 +503,7 @@ inline std::size_t quantized_size(Type type, std::size_t n) {
   return n / t.block_weights * t.block_bytes;
 }
 
-/// Quantize float weights into ggml blocks of `type` (F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K),
+/// Quantize float weights into ggml blocks of `type` (F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, MXFP4),
 /// as llama.cpp's quantize_row_*_ref. `x.size()` must be a whole number of blocks.
 inline std::vector<std::byte> quantize(Type type, std::span<const float> x) {
   std::vector<std::byte> out(quantized_size(type, x.size()));
@@ -512,6 +533,7 @@ inline std::vector<std::byte> quantize(Type type, std::span<const float> x) {
       });
       break;
     case Type::Q6_K: detail::quantize_blocks<BlockQ6_K>(x, out, QK_K, detail::quantize_q6_k); break;
+    case Type::MXFP4: detail::quantize_blocks<BlockMxFp4>(x, out, 32, detail::quantize_mxfp4); break;
     default: throw Error(std::string("cannot quantize to ggml type ") + traits(type).name);
   }
   return out;

@@ -53,12 +53,12 @@ enum class FloatFormat : int {
 };
 
 /// The QuantSpec of a format (bits, group size, symmetric, data type), and back.
-inline QuantSpec float_spec(FloatFormat f) {
+constexpr QuantSpec float_spec(FloatFormat f) {
   switch (f) {
-    case FloatFormat::MxFp4: return {4, 32, Symmetric, 0, 0, DataType::MxFp};
-    case FloatFormat::MxFp8: return {8, 32, Symmetric, 0, 0, DataType::MxFp};
-    case FloatFormat::NvFp4: return {4, 16, Symmetric, 0, 0, DataType::NvFp};
-    case FloatFormat::Fp8: return {8, PerChannel, Symmetric, 0, 0, DataType::Fp};
+    case FloatFormat::MxFp4: return {4, 32, Symmetric, 0, 0, DataType::MxFp, 4};
+    case FloatFormat::MxFp8: return {8, 32, Symmetric, 0, 0, DataType::MxFp, 8};
+    case FloatFormat::NvFp4: return {4, 16, Symmetric, 0, 0, DataType::NvFp, 4};
+    case FloatFormat::Fp8: return {8, PerChannel, Symmetric, 0, 0, DataType::Fp, 16};
   }
   return {};
 }
@@ -87,7 +87,17 @@ inline FloatFormat float_format(const QuantSpec& spec) {
   if (spec.group_size != float_spec(f).group_size)
     throw bad("the format's group size is " + std::to_string(float_spec(f).group_size) +
               (f == FloatFormat::Fp8 ? " (one per output channel)" : ""));
+  if (spec.act_bits != 16 && spec.act_bits != float_spec(f).act_bits)
+    throw bad("act_bits = " + std::to_string(spec.act_bits) + ": the activations are quantized as the preset does (act_bits = " +
+              std::to_string(float_spec(f).act_bits) + ") or not at all (16)");
   return f;
+}
+
+/// The same scheme with its layers' inputs left unquantized (act_bits 16): what a runtime that
+/// keeps activations in high precision computes (llama.cpp's MXFP4, which pairs them with Q8_0).
+inline QuantSpec weight_only(QuantSpec spec) {
+  spec.act_bits = 16;
+  return spec;
 }
 
 namespace detail {
@@ -140,10 +150,10 @@ class FloatQuantizer {
 
   constexpr FloatQuantizer()
     requires(static_format)
-      : format_(static_cast<FloatFormat>(Format)) {}
+      : format_(static_cast<FloatFormat>(Format)), act_bits_(float_spec(static_cast<FloatFormat>(Format)).act_bits) {}
 
   /// Run-time configuration (a QuantSpec with a floating-point data_type).
-  explicit FloatQuantizer(QuantSpec spec) : format_(float_format(spec)) {
+  explicit FloatQuantizer(QuantSpec spec) : format_(float_format(spec)), act_bits_(spec.act_bits) {
     if constexpr (static_format)
       detail::require(format_ == static_cast<FloatFormat>(Format), "data_type/bits do not match the compile-time Format");
   }
@@ -152,7 +162,11 @@ class FloatQuantizer {
   int bits() const { return float_spec(format_).bits; }
   int group_size() const { return float_spec(format_).group_size; }
   Symmetry symmetry() const { return Symmetric; }
-  QuantSpec spec() const { return float_spec(format_); }
+  QuantSpec spec() const {
+    QuantSpec s = float_spec(format_);
+    s.act_bits = act_bits_;
+    return s;
+  }
   bool has_global_scale() const { return format_ == FloatFormat::NvFp4; }
   /// NVFP4's per-tensor scale (into the code domain: 2688 / max|W|); 0 until for_weight().
   float global_scale() const { return global_scale_; }
@@ -358,6 +372,7 @@ class FloatQuantizer {
   }
 
   FloatFormat format_;
+  int act_bits_ = 16;  // the preset's (W4A4 / W8A8) or 16: weight-only
   float global_scale_ = 0.0f;
 };
 

@@ -37,6 +37,10 @@ struct QuantSpec {
   int super_bits = 0;
   /// Integer codes (IntQuantizer, DoubleQuantizer) or a floating-point format (FloatQuantizer).
   DataType data_type = DataType::Int;
+  /// Bits of the layer's input activations, quantized in the tuned forward and at run time the
+  /// way the weights are (the reference's act_bits): 16 = not quantized (weight-only). The FP
+  /// presets MXFP4 / MXFP8 / NVFP4 are W4A4 / W8A8 / W4A4; integer schemes are weight-only.
+  int act_bits = 16;
   friend bool operator==(const QuantSpec&, const QuantSpec&) = default;
 };
 
@@ -103,6 +107,7 @@ class IntQuantizer {
   /// Run-time configuration. The parts fixed at compile time must agree with `spec`.
   explicit IntQuantizer(QuantSpec spec) : spec_(spec) {
     detail::require(spec.data_type == DataType::Int, "data_type: a floating-point format needs a FloatQuantizer");
+    detail::require(spec.act_bits == 16, "act_bits = " + std::to_string(spec.act_bits) + ": integer schemes quantize weights only (16)");
     detail::require(spec.super_group_size == 0 && spec.super_bits == 0,
                     "super_group_size / super_bits: double quantization needs a DoubleQuantizer");
     detail::require(spec.bits >= 2 && spec.bits <= 8, detail::bits_error(spec.bits));
