@@ -16,11 +16,11 @@ model=$assets/smollm2-135m-instruct-q4_1.gguf
 rm -rf "$work" && mkdir -p "$work"
 # MXFP8 tuned a few steps (at a small learning rate: 1/iters would be 0.25), the 4-bit ones at
 # round-to-nearest (W4A4 on a 135M model is far from its float perplexity either way)
-for scheme in MXFP8 MXFP4 NVFP4; do
+for scheme in MXFP8 MXFP4 NVFP4 FP8_STATIC; do
   steps=(--iters 0)
   [ $scheme = MXFP8 ] && steps=(--iters 4 --lr 0.005)
   formats=auto_round
-  [ $scheme = NVFP4 ] && formats=auto_round,llm_compressor
+  [ $scheme = NVFP4 ] || [ $scheme = FP8_STATIC ] && formats=auto_round,llm_compressor
   [ $scheme = MXFP4 ] && formats=auto_round,llm_compressor,gguf:mxfp4
   "$autoround" quantize --model "$model" --calibration "$assets/kjv-calib.tokens" --scheme $scheme --output "$work/$scheme" \
     --nsamples 8 --seqlen 128 "${steps[@]}" --format $formats --eval "$assets/kjv-eval.tokens" --eval-windows 2 >"$work/$scheme.log" 2>&1 ||
@@ -53,6 +53,26 @@ for scheme in ("MXFP4", "NVFP4"):  # llm_compressor: the same tensors, compresse
     assert (i["num_bits"], i["dynamic"]) == (4, "local" if nv else True), i
     assert ppl(f"{work}/{scheme}.llm_compressor.eval") == ppl(f"{work}/{scheme}.auto_round.eval"), scheme
     print(f"cli_float: {scheme} llm_compressor = auto_round tensors, read back {ppl(f'{work}/{scheme}.llm_compressor.eval'):.4f}")
+# FP8_STATIC: E4M3 weights per row under a bfloat16 scale, one bfloat16 input scale per layer
+def header(path):
+    with open(path, "rb") as f:
+        return json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+p = "model.layers.3.mlp.down_proj."
+for fmt, scale_shape in (("auto_round", [576]), ("llm_compressor", [576, 1])):
+    h = header(f"{work}/FP8_STATIC/{fmt}/model.safetensors")
+    assert (h[p + "weight"]["dtype"], h[p + "weight"]["shape"]) == ("F8_E4M3", [576, 1536]), h[p + "weight"]
+    assert (h[p + "weight_scale"]["dtype"], h[p + "weight_scale"]["shape"]) == ("BF16", scale_shape), h[p + "weight_scale"]
+    assert (h[p + "input_scale"]["dtype"], h[p + "input_scale"]["shape"]) == ("BF16", [1]), h[p + "input_scale"]
+qc = json.load(open(f"{work}/FP8_STATIC/auto_round/config.json"))["quantization_config"]
+want = {"bits": 8, "group_size": -1, "sym": True, "data_type": "fp", "act_bits": 8, "act_data_type": "fp", "act_dynamic": False,
+        "act_group_size": 0, "act_sym": True, "activation_scheme": "static", "fmt": "e4m3", "packing_format": "auto_round:fp8_static"}
+assert all(qc[k] == v for k, v in want.items()), qc
+ct = json.load(open(f"{work}/FP8_STATIC/llm_compressor/config.json"))["quantization_config"]
+g = ct["config_groups"]["group_0"]
+assert ct["format"] == "float-quantized" and g["weights"]["strategy"] == "channel" and g["input_activations"]["strategy"] == "tensor", ct
+assert g["input_activations"]["dynamic"] is False, ct
+assert ppl(f"{work}/FP8_STATIC.llm_compressor.eval") == ppl(f"{work}/FP8_STATIC.auto_round.eval")
+print(f"cli_float: FP8_STATIC auto_round and llm_compressor read back {ppl(f'{work}/FP8_STATIC.auto_round.eval'):.4f}")
 expected = json.load(open(fixture))
 digest = hashlib.sha256(open(gguf, "rb").read()).hexdigest()
 assert digest == expected["model_sha256"], ("gguf:mxfp4 --iters 0 no longer writes the file llama.cpp judged: "
@@ -68,6 +88,12 @@ work = sys.argv[1]
 def header(path):
     with open(path, "rb") as f:
         return json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+report = json.load(open(f"{work}/FP8_STATIC/quantization_report.json"))
+back = float(open(f"{work}/FP8_STATIC.eval").read().split("perplexity ")[1].split()[0])
+# the file holds the row scales in bfloat16 (the run's are float32): within 2%, and near the float model
+assert abs(back / report["runs"][0]["perplexity_after"] - 1) < 0.02, (report["runs"][0]["perplexity_after"], back)
+assert back < 1.2 * report["perplexity_before"], (back, report["perplexity_before"])
+print(f"cli_float: FP8_STATIC: run {report['runs'][0]['perplexity_after']:.4f}, read back {back:.4f} (float {report['perplexity_before']:.4f})")
 for scheme, bits, group, act, tolerance in (("MXFP8", 8, 32, "mx_fp", 0.02), ("MXFP4", 4, 32, "mx_fp", 0.08), ("NVFP4", 4, 16, "nv_fp4_with_static_gs", 0.08)):
     d = f"{work}/{scheme}/auto_round"
     qc = json.load(open(f"{d}/config.json"))["quantization_config"]

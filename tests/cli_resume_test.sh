@@ -33,7 +33,8 @@ for signal in KILL TERM; do
   pid=$!
   # kill it while block $block of run $run tunes: once block $((block - 1)) is kept
   kept=$(printf "%s.resume/run-%d/block-%05d.safetensors" "$out" "$run" $((block - 1)))
-  for _ in $(seq 1 1200); do [ -f "$kept" ] && break; kill -0 $pid 2>/dev/null || break; sleep 0.05; done
+  # (up to 10 min: a loaded 2-core machine runs the blocks slowly; the loop ends when the run dies)
+  for _ in $(seq 1 12000); do [ -f "$kept" ] && break; kill -0 $pid 2>/dev/null || break; sleep 0.05; done
   [ -f "$kept" ] || { echo "cli_resume: the run never kept $kept"; cat "$work/$signal.log"; exit 1; }
   kill -s $signal $pid
   status=0

@@ -211,3 +211,39 @@ TEST_CASE("packing: compressed-tensors' nibble order and scale bytes, llama.cpp'
   CHECK(n.dequantize()(0, 0) == doctest::Approx(1.0f * 96.0f / 1344.0f).epsilon(1e-6));
   CHECK_THROWS_WITH(pack_ggml_mxfp4(n, "nv"), doctest::Contains("only MXFP4"));
 }
+
+TEST_CASE("FP8_STATIC: the static per-tensor input quantization and the bfloat16 scales, worked by hand") {
+  // the largest calibration input 896 -> s = 896 / 448 = 2; x / s on the E4M3 grid (3 mantissa bits), clamped to ±448
+  const auto act = activation_quant_for(float_spec(FloatFormat::Fp8), {896.0f, 896.0f, 896.0f, 0.0f});
+  REQUIRE(act.has_value());
+  CHECK(act->input_scale[0] == 2.0f);
+  CHECK(act->input_scale[3] == 1.0f / (448.0f * 512.0f));  // nothing measured: quant_fp8_sym's smallest scale
+  RowMatrix x(1, 4);
+  x << 3.3f, -1000.0f, 0.01f, 17.0f;
+  act->apply(x, LinearInput::Attention);
+  CHECK(x(0, 0) == 3.25f);    // 1.65 -> 1.625 (1.101b · 2^0)
+  CHECK(x(0, 1) == -896.0f);  // clamped at -448 · s
+  CHECK(x(0, 2) == 0.01171875f);  // 0.005 = 2.56 · 2^-9 -> 3 · 2^-9 (E4M3's subnormals are multiples of 2^-9)
+  CHECK(x(0, 3) == 16.0f);        // 8.5: halfway between 8 and 9 -> 8, the even mantissa
+  // weight-only FP8 (act_bits 16) has no activation quantization
+  CHECK_FALSE(activation_quant_for(weight_only(float_spec(FloatFormat::Fp8))).has_value());
+  CHECK_THROWS_WITH(DynamicFloatQuantizer(QuantSpec{8, PerChannel, Symmetric, 0, 0, DataType::Fp, 4}), doctest::Contains("act_bits = 4"));
+
+  // bfloat16, round to nearest even: 0.1 = 0x3DCCCCCD -> 0x3DCD; ties to even; NaN stays NaN
+  CHECK(float_to_bf16_bits(0.1f) == 0x3DCD);
+  CHECK(float_to_bf16_bits(1.0f + 1.0f / 256.0f) == 0x3F80);  // halfway between 0x3F80 and 0x3F81: even
+  CHECK(float_to_bf16_bits(1.0f + 3.0f / 256.0f) == 0x3F82);  // halfway between 0x3F81 and 0x3F82: even
+  CHECK(std::isnan(bf16_bits_to_float(float_to_bf16_bits(std::nanf("")))));
+
+  // packing: E4M3 codes as they are, row scales and the input scale in bfloat16
+  QuantizedWeight<DynamicFloatQuantizer> q{DynamicFloatQuantizer(float_spec(FloatFormat::Fp8)), GroupLayout(2, 4, PerChannel),
+                                           {0x38, 0xb8, 0x00, 0x7e, 1, 2, 3, 4}, {0.1f, 0.5f}, {0, 0}, {}, {}, {}, {}};
+  q.input_absmax = 896.0f;
+  const FloatTensors t = pack_float(q, "fp8");
+  CHECK(t.weight == q.codes);
+  CHECK(t.bf16_scale == std::vector<std::uint16_t>{0x3DCD, 0x3F00});
+  CHECK(t.bf16_input_scale == 0x4000);  // 2.0
+  q.input_absmax = 0.0f;                // an expert no token reached: 1
+  CHECK(pack_float(q, "fp8").bf16_input_scale == 0x3F80);
+  CHECK(q.dequantize()(0, 0) == doctest::Approx(0.1f));  // code 0x38 = 1.0
+}

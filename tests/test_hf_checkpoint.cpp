@@ -499,3 +499,29 @@ TEST_CASE("Qwen3-MoE checkpoints load and evaluate: experts that all equal the d
     fs::remove_all(dir);
   }
 }
+
+TEST_CASE("compressed-tensors configs: MX / NV / FP8 per channel read as auto-round's, others refused by name") {
+  const auto group = [](nlohmann::json weights, nlohmann::json inputs) {
+    return nlohmann::json{{"config_groups", {{"group_0", {{"weights", weights}, {"input_activations", inputs}, {"targets", {"Linear"}}}}}}};
+  };
+  auto qc = group({{"num_bits", 4}, {"group_size", 32}, {"strategy", "group"}, {"type", "float"}}, {{"num_bits", 4}, {"dynamic", true}});
+  qc["quant_method"] = "compressed-tensors";
+  qc["format"] = "mxfp4-pack-quantized";
+  const nlohmann::json mx = detail::auto_round_view(qc);
+  CHECK(detail::float_scheme_of(mx, "layer") == float_spec(FloatFormat::MxFp4));  // W4A4, as the preset
+  qc["config_groups"]["group_0"]["input_activations"] = nullptr;
+  CHECK(detail::float_scheme_of(detail::auto_round_view(qc), "layer") == weight_only(float_spec(FloatFormat::MxFp4)));
+  qc["format"] = "pack-quantized";
+  CHECK_THROWS_WITH_AS(detail::auto_round_view(qc), doctest::Contains("compressed-tensors format 'pack-quantized' is not supported"), Error);
+  qc = group({{"num_bits", 8}, {"strategy", "channel"}, {"type", "float"}}, {{"num_bits", 8}, {"dynamic", false}, {"strategy", "tensor"}});
+  qc["quant_method"] = "compressed-tensors";
+  qc["format"] = "float-quantized";
+  CHECK(detail::float_scheme_of(detail::auto_round_view(qc), "layer") == float_spec(FloatFormat::Fp8));  // FP8_STATIC
+  qc["config_groups"]["group_0"]["weights"]["strategy"] = "block";
+  CHECK_THROWS_WITH_AS(detail::auto_round_view(qc), doctest::Contains("strategy 'block'"), Error);
+  qc["config_groups"]["group_0"]["weights"]["strategy"] = "channel";
+  qc["config_groups"]["group_0"]["input_activations"]["dynamic"] = true;
+  CHECK_THROWS_WITH_AS(detail::auto_round_view(qc), doctest::Contains("static per tensor"), Error);
+  qc["config_groups"]["group_1"] = qc["config_groups"]["group_0"];
+  CHECK_THROWS_WITH_AS(detail::auto_round_view(qc), doctest::Contains("2 config_groups"), Error);
+}

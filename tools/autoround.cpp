@@ -199,6 +199,7 @@ std::vector<OutputFormat> parse_formats(const std::string& list) {
 std::string describe_scheme(const QuantSpec& s) {
   if (s.data_type == DataType::NvFp) return "NVFP4";
   if (s.data_type == DataType::MxFp) return s.bits == 4 ? "MXFP4" : "MXFP8";
+  if (s.data_type == DataType::Fp) return "FP8_STATIC";
   return "W" + std::to_string(s.bits) + "G" + std::to_string(s.group_size) + (s.symmetry == Symmetric ? " sym" : " asym");
 }
 
@@ -222,7 +223,7 @@ void check_formats(const std::vector<OutputFormat>& formats, const ModelQuantOpt
     for (const QuantSpec& s : specs) {
       if (s.data_type != DataType::Int) {
         if (*f.hf != HfFormat::AutoRound && *f.hf != HfFormat::LlmCompressor)
-          throw Error("--format " + f.name + ": floating-point schemes (MXFP4, MXFP8, NVFP4) are written as auto_round or llm_compressor checkpoints");
+          throw Error("--format " + f.name + ": floating-point schemes (MXFP4, MXFP8, NVFP4, FP8_STATIC) are written as auto_round or llm_compressor checkpoints");
         continue;
       }
       if (*f.hf == HfFormat::LlmCompressor)
@@ -705,8 +706,9 @@ int main(int argc, char** argv) {
   q->add_option("--scheme", scheme,
                 "the reference's preset instead of --bits/--group-size/--sym: W2A16, W3A16, W4A16, W8A16 (integers, groups of "
                 "128, sym), MXFP4, MXFP8 (E2M1 / E4M3 in groups of 32, E8M0 scales), NVFP4 (E2M1 in groups of 16, E4M3 scales, "
-                "a global scale); the floating-point ones are written as auto_round (compressed-tensors tensors)")
-      ->check(CLI::IsMember({"W2A16", "W3A16", "W4A16", "W8A16", "MXFP4", "MXFP8", "NVFP4"}));
+                "a global scale), FP8_STATIC (E4M3 per output channel, inputs E4M3 under one static scale); the floating-point "
+                "ones are written as auto_round or llm_compressor")
+      ->check(CLI::IsMember({"W2A16", "W3A16", "W4A16", "W8A16", "MXFP4", "MXFP8", "NVFP4", "FP8_STATIC"}));
   q->add_option("--recipe", recipe, "default | fast | best | light | rtn")
       ->check(CLI::IsMember({"default", "fast", "best", "light", "rtn"}));
   q->add_option("--iters", iters, "tuning steps per block (overrides the recipe)")->check(CLI::NonNegativeNumber);
@@ -828,6 +830,7 @@ int main(int argc, char** argv) {
       if (scheme == "MXFP4") options.spec = float_spec(FloatFormat::MxFp4);
       else if (scheme == "MXFP8") options.spec = float_spec(FloatFormat::MxFp8);
       else if (scheme == "NVFP4") options.spec = float_spec(FloatFormat::NvFp4);
+      else if (scheme == "FP8_STATIC") options.spec = float_spec(FloatFormat::Fp8);
       else options.spec = QuantSpec{std::stoi(scheme.substr(1)), 128, Symmetric};
     }
     options.tune.clip_init = clip_init == "search" ? ClipInit::WeightedSearch : ClipInit::Unit;

@@ -1,6 +1,7 @@
 #pragma once
-// IEEE binary16 conversion. AutoRound stores scales in fp16 and computes them *through* fp16
-// inside the tuning forward, so the tuner sees exactly the scale that will be stored.
+// IEEE binary16 and bfloat16 conversion. AutoRound stores scales in fp16 and computes them
+// *through* fp16 inside the tuning forward, so the tuner sees exactly the scale that will be
+// stored; FP8_STATIC checkpoints store theirs in bfloat16.
 #include <bit>
 #include <cstdint>
 
@@ -50,5 +51,13 @@ constexpr float half_bits_to_float(std::uint16_t h) {
 
 /// The float nearest to `value` that fp16 can hold (the value a stored scale will have).
 constexpr float round_to_half(float value) { return half_bits_to_float(float_to_half_bits(value)); }
+
+/// float -> bfloat16 bits, round to nearest even (torch's `.to(torch.bfloat16)`), NaN kept quiet.
+constexpr std::uint16_t float_to_bf16_bits(float value) {
+  const std::uint32_t f = std::bit_cast<std::uint32_t>(value);
+  if ((f & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((f >> 16) | 0x40u);
+  return static_cast<std::uint16_t>((f + 0x7fffu + ((f >> 16) & 1u)) >> 16);
+}
+constexpr float bf16_bits_to_float(std::uint16_t b) { return std::bit_cast<float>(static_cast<std::uint32_t>(b) << 16); }
 
 }  // namespace autoround

@@ -280,6 +280,14 @@ class HfTensorWriter {
       detail::require(format_ == HfFormat::AutoRound || format_ == HfFormat::LlmCompressor,
                       name + ": floating-point formats are written as auto_round or llm_compressor checkpoints");
       const FloatTensors t = pack_float(qw, name);
+      if (qw.quantizer.format() == FloatFormat::Fp8) {  // FP8_STATIC: compressed-tensors keeps the scale as a column
+        w.add<std::uint8_t>(name + ".weight", Dtype::F8_E4M3, {out, in}, t.weight);
+        w.add<std::uint16_t>(name + ".weight_scale", Dtype::BF16,
+                             format_ == HfFormat::LlmCompressor ? std::vector<std::int64_t>{out, 1} : std::vector<std::int64_t>{out},
+                             t.bf16_scale);
+        if (s.act_bits <= 8) w.add<std::uint16_t>(name + ".input_scale", Dtype::BF16, {1}, std::vector<std::uint16_t>{t.bf16_input_scale});
+        return;
+      }
       if (t.packed_pairs) w.add<std::uint8_t>(name + ".weight_packed", Dtype::U8, {out, in / 2}, t.weight);
       else w.add<std::uint8_t>(name + ".weight", Dtype::F8_E4M3, {out, in}, t.weight);
       w.add<std::uint8_t>(name + ".weight_scale", t.e4m3_scales ? Dtype::F8_E4M3 : Dtype::U8, {out, qw.layout.groups_per_row()}, t.scale);
@@ -349,6 +357,15 @@ class HfTensorWriter {
     nlohmann::ordered_json qc = {{"bits", spec_.bits}, {"group_size", spec_.group_size}, {"sym", spec_.symmetry == Symmetric},
                                  {"data_type", data_type_name(spec_.data_type)}};
     const bool float_format = spec_.data_type == DataType::MxFp || spec_.data_type == DataType::NvFp;
+    const bool fp8_static = spec_.data_type == DataType::Fp;
+    if (fp8_static) {  // FP8_STATIC as auto-round writes it (its loader's torch_fp8_static matches these keys)
+      qc["bits"] = 8;
+      qc["group_size"] = -1;
+      qc["fmt"] = "e4m3";
+      if (spec_.act_bits <= 8)
+        qc.update({{"act_bits", 8}, {"act_data_type", "fp"}, {"act_dynamic", false}, {"act_group_size", 0}, {"act_sym", true},
+                   {"activation_scheme", "static"}});
+    }
     if (float_format && spec_.act_bits > 8) qc["act_bits"] = 16;
     if (float_format && spec_.act_bits <= 8) {  // the presets' activation quantization (what auto-round's loader matches its kernels on)
       qc["act_bits"] = spec_.bits;
@@ -374,7 +391,9 @@ class HfTensorWriter {
                                        : c_.hf_prefix + "layers";
     if (format_ == HfFormat::AutoRound) {
       qc["quant_method"] = "auto-round";
-      qc["packing_format"] = float_format ? "auto_round:llm_compressor" : spec_.symmetry == Symmetric ? "auto_round:auto_gptq" : "auto_round";
+      qc["packing_format"] = fp8_static     ? "auto_round:fp8_static"
+                             : float_format ? "auto_round:llm_compressor"
+                             : spec_.symmetry == Symmetric ? "auto_round:auto_gptq" : "auto_round";
       if (!extra_.empty()) qc["extra_config"] = extra_;
     } else if (format_ == HfFormat::LlmCompressor) {
       qc = compressed_tensors_config();
@@ -437,12 +456,30 @@ class HfTensorWriter {
     detail::write_json(dir / "quantization_config.json", qc);
   }
 
-  /// compressed-tensors' quantization_config for an MXFP4 / MXFP8 / NVFP4 checkpoint, as
+  /// compressed-tensors' quantization_config for an MXFP4 / MXFP8 / NVFP4 / FP8_STATIC checkpoint, as
   /// auto-round 0.16.1 writes it with compressed-tensors 0.20 (export_to_llmcompressor): one
   /// config group for every Linear, the LM head and the layers kept in float16 ignored.
   nlohmann::ordered_json compressed_tensors_config() const {
-    detail::require(spec_.data_type == DataType::MxFp || spec_.data_type == DataType::NvFp,
-                    "llm_compressor: only MXFP4, MXFP8 and NVFP4 are written in compressed-tensors' format here");
+    detail::require(spec_.data_type != DataType::Int,
+                    "llm_compressor: only MXFP4, MXFP8, NVFP4 and FP8_STATIC are written in compressed-tensors' format here");
+    nlohmann::ordered_json ignore = nlohmann::ordered_json::array({"lm_head"});
+    for (const std::string& name : not_converted_) ignore.push_back(loader_name(name));
+    const auto config = [&](const char* format, const nlohmann::ordered_json& weights, const nlohmann::ordered_json& inputs) {
+      return nlohmann::ordered_json{
+          {"config_groups", {{"group_0", {{"format", nullptr}, {"input_activations", inputs}, {"output_activations", nullptr},
+                                          {"targets", {"Linear"}}, {"weights", weights}}}}},
+          {"format", format}, {"global_compression_ratio", nullptr}, {"ignore", ignore}, {"kv_cache_scheme", nullptr},
+          {"moe_sparsity_config", nullptr}, {"provider", "auto-round"}, {"quant_method", "compressed-tensors"},
+          {"quantization_status", "compressed"}};
+    };
+    if (spec_.data_type == DataType::Fp) {  // FP8_STATIC: per-channel weights, one static input scale
+      const nlohmann::ordered_json weights = {{"dynamic", false}, {"group_size", nullptr}, {"num_bits", 8},
+                                              {"strategy", "channel"}, {"symmetric", true}, {"type", "float"}};
+      nlohmann::ordered_json inputs = nullptr;
+      if (spec_.act_bits <= 8) inputs = {{"dynamic", false}, {"group_size", nullptr}, {"num_bits", 8}, {"strategy", "tensor"},
+                                         {"symmetric", true}, {"type", "float"}};
+      return config("float-quantized", weights, inputs);
+    }
     const bool nv = spec_.data_type == DataType::NvFp;
     const nlohmann::ordered_json weights = {{"dynamic", false}, {"group_size", spec_.group_size}, {"num_bits", spec_.bits},
                                             {"scale_dtype", nv ? "torch.float8_e4m3fn" : "torch.uint8"},
@@ -459,14 +496,7 @@ class HfTensorWriter {
         if (inputs.contains(key)) sorted[key] = inputs[key];
       inputs = sorted;
     }
-    nlohmann::ordered_json ignore = nlohmann::ordered_json::array({"lm_head"});
-    for (const std::string& name : not_converted_) ignore.push_back(loader_name(name));
-    const char* format = nv ? "nvfp4-pack-quantized" : spec_.bits == 4 ? "mxfp4-pack-quantized" : "mxfp8-quantized";
-    return {{"config_groups", {{"group_0", {{"format", nullptr}, {"input_activations", inputs}, {"output_activations", nullptr},
-                                            {"targets", {"Linear"}}, {"weights", weights}}}}},
-            {"format", format}, {"global_compression_ratio", nullptr}, {"ignore", ignore}, {"kv_cache_scheme", nullptr},
-            {"moe_sparsity_config", nullptr}, {"provider", "auto-round"}, {"quant_method", "compressed-tensors"},
-            {"quantization_status", "compressed"}};
+    return config(nv ? "nvfp4-pack-quantized" : spec_.bits == 4 ? "mxfp4-pack-quantized" : "mxfp8-quantized", weights, inputs);
   }
 
  private:

@@ -1,6 +1,6 @@
 #pragma once
 // Activation quantization of the linear layers' inputs, for the W4A4 / W8A8 floating-point
-// schemes (MXFP4, MXFP8, NVFP4): each input row is quantized in groups along its features before
+// schemes (MXFP4, MXFP8, NVFP4, FP8_STATIC): each input row is quantized in groups along its features before
 // the layer multiplies it, as auto-round's WrapperLinear does while tuning (act_bits <= 8) and its
 // inference modules do when they run the checkpoint (auto_round/experimental/qmodules/mx.py,
 // nvfp4.py). A block's four inputs: the normed hidden state (q, k, v), the attention result
@@ -8,10 +8,14 @@
 //   MX: dynamic, the weights' own formula with v = 0 and max_scale = 1 (quant_mx).
 //   NVFP4: nv_fp4_with_static_gs: the global scale is 2688 over the largest |input| the layer saw
 //          in calibration (one per input, measured before the block is tuned).
+//   FP8_STATIC: one scale per input, s = max(max|input| / 448, 1 / (448 · 512)) from the same
+//          measurement, x -> E4M3(clamp(x / s, ±448)) · s (quant_fp8_sym with tensor_max). The
+//          reference also tunes a factor on max|input| (act_max_scale, initially 1); we keep it 1.
 // Approximation: the backward passes the input gradient straight through (identity); the
 // reference's autograd also masks clamped elements and routes the group maximum's share through
 // the scale. A mixture of experts' router sees the unquantized input, as the reference's (an
 // unwrapped Linear); its experts' inputs are left unquantized here (not yet done).
+#include <algorithm>
 #include <array>
 #include <optional>
 #include <span>
@@ -28,9 +32,23 @@ enum class LinearInput : int { Attention = 0, AttentionOutput = 1, Mlp = 2, MlpP
 struct ActivationQuant {
   DynamicFloatQuantizer quantizer{float_spec(FloatFormat::MxFp4)};
   std::array<float, 4> global_scale{};  ///< NVFP4: per LinearInput, 2688 / its calibration max |x|
+  std::array<float, 4> input_scale{};   ///< FP8_STATIC: per LinearInput, max(max |x| / 448, 1 / (448 · 512))
+
+  /// FP8_STATIC's scale of an input whose largest calibration magnitude is `absmax`.
+  static float fp8_input_scale(float absmax) { return std::max(absmax * 1.0f / 448.0f, 1.0f / (448.0f * 512.0f)); }
 
   /// Quantize-dequantize x's rows in place.
   void apply(RowMatrix& x, LinearInput input) const {
+    if (quantizer.format() == FloatFormat::Fp8) {  // one static scale for the whole input
+      const float s = input_scale[static_cast<std::size_t>(input)];
+      float* p = x.data();
+      const Index n = x.size();
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static)
+#endif
+      for (Index i = 0; i < n; ++i) p[i] = minifloat::e4m3_round(std::clamp(p[i] / s, -448.0f, 448.0f)) * s;
+      return;
+    }
     const DynamicFloatQuantizer q =
         quantizer.has_global_scale() ? quantizer.with_global_scale(global_scale[static_cast<std::size_t>(input)]) : quantizer;
     const Index group = q.group_size(), cols = x.cols();
@@ -50,11 +68,15 @@ struct ActivationQuant {
 };
 
 /// The activation quantization the reference's preset pairs with a weight scheme, if any
-/// (MXFP4, MXFP8: dynamic MX; NVFP4: static-global-scale NVFP4); `input_absmax` per LinearInput.
+/// (MXFP4, MXFP8: dynamic MX; NVFP4: static-global-scale NVFP4; FP8_STATIC: static per-tensor
+/// FP8); `input_absmax` per LinearInput.
 inline std::optional<ActivationQuant> activation_quant_for(const QuantSpec& weights, const std::array<float, 4>& input_absmax = {}) {
-  if ((weights.data_type != DataType::MxFp && weights.data_type != DataType::NvFp) || weights.act_bits > 8) return std::nullopt;
-  ActivationQuant a{DynamicFloatQuantizer(weights), {}};
-  for (std::size_t i = 0; i < 4; ++i) a.global_scale[i] = input_absmax[i] > 0.0f ? 2688.0f * (1.0f / input_absmax[i]) : 1.0f;
+  if (weights.data_type == DataType::Int || weights.act_bits > 8) return std::nullopt;
+  ActivationQuant a{DynamicFloatQuantizer(weights), {}, {}};
+  for (std::size_t i = 0; i < 4; ++i) {
+    a.global_scale[i] = input_absmax[i] > 0.0f ? 2688.0f * (1.0f / input_absmax[i]) : 1.0f;
+    a.input_scale[i] = ActivationQuant::fp8_input_scale(input_absmax[i]);
+  }
   return a;
 }
 

@@ -98,16 +98,26 @@ inline nlohmann::json auto_round_view(const nlohmann::json& qc) {
   if (format == "mxfp4-pack-quantized") r.update({{"data_type", "mx_fp"}, {"bits", 4}, {"group_size", 32}});
   else if (format == "mxfp8-quantized") r.update({{"data_type", "mx_fp"}, {"bits", 8}, {"group_size", 32}});
   else if (format == "nvfp4-pack-quantized") r.update({{"data_type", "nv_fp"}, {"bits", 4}, {"group_size", 16}});
+  else if (format == "float-quantized") r.update({{"data_type", "fp"}, {"bits", 8}, {"group_size", -1}});
   else
     throw Error("quantization_config: compressed-tensors format '" + format +
-                "' is not supported (mxfp4-pack-quantized, mxfp8-quantized, nvfp4-pack-quantized)");
+                "' is not supported (mxfp4-pack-quantized, mxfp8-quantized, nvfp4-pack-quantized, float-quantized)");
   const auto groups = qc.value("config_groups", nlohmann::json::object());
   if (groups.size() != 1) throw Error("quantization_config: compressed-tensors config with " + std::to_string(groups.size()) +
                                       " config_groups (one is supported)");
-  const auto& inputs = groups.begin()->value("input_activations", nlohmann::json());
+  const nlohmann::json& group = groups.begin().value();
+  if (format == "float-quantized") {
+    const auto& w = group.value("weights", nlohmann::json::object());
+    if (w.value("strategy", "") != "channel" || w.value("num_bits", 0) != 8 || w.value("type", "") != "float")
+      throw Error("quantization_config: float-quantized weights other than FP8 per channel are not supported (strategy '" +
+                  w.value("strategy", "") + "')");
+  }
+  const auto& inputs = group.value("input_activations", nlohmann::json());
   if (inputs.is_object()) {
+    if (format == "float-quantized" && (inputs.value("strategy", "") != "tensor" || inputs.value("dynamic", nlohmann::json(true)) != false))
+      throw Error("quantization_config: FP8 input activations other than static per tensor are not supported");
     r["act_bits"] = inputs.value("num_bits", 16);
-    r["act_data_type"] = format == "nvfp4-pack-quantized" ? "nv_fp4_with_static_gs" : "mx_fp";
+    r["act_data_type"] = format == "nvfp4-pack-quantized" ? "nv_fp4_with_static_gs" : format == "float-quantized" ? "fp" : "mx_fp";
   }
   return r;
 }
@@ -127,13 +137,31 @@ inline std::optional<QuantSpec> float_scheme_of(const nlohmann::json& qc, const 
   };
   if (type == "mx_fp") return with_acts(float_spec(bits == 8 ? FloatFormat::MxFp8 : FloatFormat::MxFp4));
   if (type == "nv_fp") return with_acts(float_spec(FloatFormat::NvFp4));
-  if (type != "int") throw Error("quantization_config: data_type '" + type + "' of " + layer + " is not supported (int, mx_fp, nv_fp)");
+  if (type == "fp" || type == "fp8_e4m3") {
+    if (qc.value("group_size", -1) != -1 || bits != 8)
+      throw Error("quantization_config: data_type fp of " + layer + ": only FP8 per channel (bits 8, group_size -1) is supported");
+    return with_acts(float_spec(FloatFormat::Fp8));
+  }
+  if (type != "int") throw Error("quantization_config: data_type '" + type + "' of " + layer + " is not supported (int, mx_fp, nv_fp, fp)");
   return std::nullopt;
 }
 
 /// An MXFP4 / MXFP8 / NVFP4 layer in compressed-tensors' tensors (pack/float_tensors.hpp), dequantized.
 inline RowMatrix load_float_linear(const SafetensorsCheckpoint& ckpt, const QuantSpec& spec, const std::string& name, Index out, Index in) {
   DynamicFloatQuantizer q(spec);
+  if (spec.data_type == DataType::Fp) {  // FP8 per channel: E4M3 codes, a bfloat16 scale per row ([out] or [out, 1])
+    const auto codes = copy_tensor<std::uint8_t>(ckpt, name + ".weight", Dtype::F8_E4M3, {out, in});
+    const SafetensorsTensor& st = ckpt.tensor(name + ".weight_scale");
+    const bool column = st.shape == std::vector<std::int64_t>{out, 1};
+    const auto scales = copy_tensor<std::uint16_t>(ckpt, name + ".weight_scale", Dtype::BF16, column ? std::vector<std::int64_t>{out, 1}
+                                                                                                     : std::vector<std::int64_t>{out});
+    RowMatrix w(out, in);
+    for (Index r = 0; r < out; ++r) {
+      const float sc = bf16_bits_to_float(scales[static_cast<std::size_t>(r)]);
+      for (Index c = 0; c < in; ++c) w(r, c) = minifloat::e4m3_value(codes[static_cast<std::size_t>(r * in + c)]) * sc;
+    }
+    return w;
+  }
   const Index group = spec.group_size;
   if (in % group != 0) throw Error(name + ": in_features = " + std::to_string(in) + " is not a multiple of " + std::to_string(group));
   const bool nv = spec.data_type == DataType::NvFp;
@@ -291,10 +319,19 @@ class HfModelSource {
     if (qc_.value("quant_method", "") != "auto-round" || qc_.value("act_bits", 16) > 8) return std::nullopt;
     const std::string type = qc_.value("act_data_type", "");
     const auto spec = detail::float_scheme_of(qc_, prefix + hf_name(Linear::Output));
-    if (!spec || (type != "mx_fp" && type != "nv_fp4_with_static_gs"))
+    if (!spec || (type != "mx_fp" && type != "nv_fp4_with_static_gs" && type != "fp"))
       throw Error(name() + ": quantization_config: activations act_data_type '" + type + "' with act_bits " +
-                  std::to_string(qc_.value("act_bits", 16)) + " are not supported (mx_fp, nv_fp4_with_static_gs)");
-    ActivationQuant a{DynamicFloatQuantizer(*spec), {}};
+                  std::to_string(qc_.value("act_bits", 16)) + " are not supported (mx_fp, nv_fp4_with_static_gs, fp)");
+    ActivationQuant a{DynamicFloatQuantizer(*spec), {}, {}};
+    if (spec->data_type == DataType::Fp) {  // FP8_STATIC: each input's bfloat16 input_scale
+      const bool phi3 = config_.model_type == "phi3";
+      const std::pair<LinearInput, std::string> inputs[] = {
+          {LinearInput::Attention, phi3 ? "self_attn.qkv_proj" : "self_attn.q_proj"}, {LinearInput::AttentionOutput, "self_attn.o_proj"},
+          {LinearInput::Mlp, phi3 ? "mlp.gate_up_proj" : "mlp.gate_proj"}, {LinearInput::MlpProduct, "mlp.down_proj"}};
+      for (const auto& [input, layer] : inputs)
+        a.input_scale[static_cast<std::size_t>(input)] =
+            bf16_bits_to_float(detail::copy_tensor<std::uint16_t>(*ckpt_, prefix + layer + ".input_scale", Dtype::BF16, {1})[0]);
+    }
     if (spec->data_type == DataType::NvFp) {
       const bool phi3 = config_.model_type == "phi3";
       const std::pair<LinearInput, std::string> inputs[] = {

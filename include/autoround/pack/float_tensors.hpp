@@ -9,7 +9,9 @@
 //   scales: MX: weight_scale U8 [out, in/32], E8M0 (2^(byte - 127));
 //           NVFP4: weight_scale F8_E4M3 [out, in/16], weight_global_scale F32 [1] (gs: the
 //           dequantized weight is code · scale / gs), input_global_scale F32 [1] (2688 over the
-//           largest |input| the layer saw in calibration, for the activations' quantization).
+//           largest |input| the layer saw in calibration, for the activations' quantization);
+//           FP8_STATIC: weight_scale BF16 [out] (one per row; the codes were computed with its
+//           float32 value), input_scale BF16 [1] (max(max |input| / 448, 1 / (448 · 512))).
 // GGUF (llama.cpp's block_mxfp4, type 39): per 32 weights of a row, 17 bytes: the E8M0 byte, then
 //   16 bytes whose low nibbles hold elements 0-15 and high nibbles elements 16-31 (the same codes).
 #include <cstdint>
@@ -17,6 +19,8 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../core/fp16.hpp"
+#include "../model/activation_quant.hpp"
 #include "../quantizer/float_quantizer.hpp"
 #include "../quantizer/quantized_weight.hpp"
 
@@ -29,13 +33,22 @@ struct FloatTensors {
   float input_global_scale = 0.0f;   ///< NVFP4 only
   bool packed_pairs = false;         ///< 4-bit elements (weight_packed)
   bool e4m3_scales = false;          ///< NVFP4 (F8_E4M3 scales), else E8M0 (U8)
+  std::vector<std::uint16_t> bf16_scale;  ///< FP8_STATIC: the rows' scales in bfloat16 (`scale` empty)
+  std::uint16_t bf16_input_scale = 0;     ///< FP8_STATIC with activations: the input scale in bfloat16
 };
 
 /// The compressed-tensors tensors of one layer. `name` is for errors.
 template <auto F>
 FloatTensors pack_float(const QuantizedWeight<FloatQuantizer<F>>& q, const std::string& name) {
   const FloatFormat format = q.quantizer.format();
-  detail::require(format != FloatFormat::Fp8, name + ": FP8 per channel has no compressed-tensors packing here yet");
+  if (format == FloatFormat::Fp8) {  // FP8_STATIC: E4M3 codes as they are, bfloat16 row scales
+    FloatTensors t;
+    t.weight = q.codes;
+    for (float sc : q.scales) t.bf16_scale.push_back(float_to_bf16_bits(sc));
+    // no token reached the layer (an expert no calibration token was routed to): 1, as NVFP4's below
+    t.bf16_input_scale = float_to_bf16_bits(q.input_absmax > 0.0f ? ActivationQuant::fp8_input_scale(q.input_absmax) : 1.0f);
+    return t;
+  }
   const Index rows = q.rows(), cols = q.cols(), group = q.layout.group_size();
   detail::require(cols % group == 0, name + ": in_features = " + std::to_string(cols) + " is not a multiple of the group size " +
                                          std::to_string(group));

@@ -58,7 +58,7 @@ constexpr QuantSpec float_spec(FloatFormat f) {
     case FloatFormat::MxFp4: return {4, 32, Symmetric, 0, 0, DataType::MxFp, 4};
     case FloatFormat::MxFp8: return {8, 32, Symmetric, 0, 0, DataType::MxFp, 8};
     case FloatFormat::NvFp4: return {4, 16, Symmetric, 0, 0, DataType::NvFp, 4};
-    case FloatFormat::Fp8: return {8, PerChannel, Symmetric, 0, 0, DataType::Fp, 16};
+    case FloatFormat::Fp8: return {8, PerChannel, Symmetric, 0, 0, DataType::Fp, 8};  // FP8_STATIC
   }
   return {};
 }
@@ -168,6 +168,9 @@ class FloatQuantizer {
     return s;
   }
   bool has_global_scale() const { return format_ == FloatFormat::NvFp4; }
+  /// Whether the layer's input is quantized with a scale fixed from calibration (NVFP4's global
+  /// input scale, FP8_STATIC's per-tensor scale): its largest |input| is measured before tuning.
+  bool static_input_scale() const { return act_bits_ <= 8 && (format_ == FloatFormat::NvFp4 || format_ == FloatFormat::Fp8); }
   /// NVFP4's per-tensor scale (into the code domain: 2688 / max|W|); 0 until for_weight().
   float global_scale() const { return global_scale_; }
 

@@ -86,9 +86,9 @@ class BlockTuningRun {
     // the clipping search is for integer grids: floating-point formats start at max_scale = 1, as the reference
     constexpr bool float_codes = requires(const Q& q) { q.dequantize_code(std::uint8_t{}, 1.0f); };
     const bool search = options.clip_init == ClipInit::WeightedSearch && !float_codes;
-    bool measure_inputs = false;  // NVFP4 checkpoints store each layer's input scale
+    bool measure_inputs = false;  // NVFP4 and FP8_STATIC checkpoints store each layer's input scale
     if constexpr (float_codes)
-      for (const auto& q : quantizers) measure_inputs = measure_inputs || (q && q->has_global_scale());
+      for (const auto& q : quantizers) measure_inputs = measure_inputs || (q && q->static_input_scale());
     InputImportance importance;
     if (search || measure_inputs) importance = input_importance(block, config, inputs_, measure_inputs ? &input_absmax_ : nullptr);
     if constexpr (float_codes) {  // W4A4 / W8A8 schemes: the layers' inputs are quantized in the tuned forward, as the reference's
