@@ -12,19 +12,5 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$autoround" quantize --model "$assets/smollm2-135m-instruct-q4_1.gguf" --calibration "$assets/kjv-calib.tokens" \
   --format gguf:mxfp4 --iters 0 --nsamples 2 --seqlen 64 --output "$work/q" >"$work/log" 2>&1 || { cat "$work/log"; exit 1; }
-model=$work/q/gguf-mxfp4/model-mxfp4.gguf
-log=$("$bin/llama-perplexity" -m "$model" -f "$assets/kjv-eval.txt" -c 512 --chunks 2 -t 2 2>&1)
-ppl=$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' <<<"$log")
-[ -n "$ppl" ] || { echo "$log" | tail -20; exit 1; }
-cat >"$out" <<JSON
-{
-  "tool": "llama-perplexity (llama.cpp vendored in llama-cpp-python 0.3.36)",
-  "model": "autoround quantize --format gguf:mxfp4 --iters 0 of smollm2-135m-instruct-q4_1.gguf",
-  "model_sha256": "$(sha256sum "$model" | cut -d' ' -f1)",
-  "text": "kjv-eval.txt",
-  "context": 512,
-  "chunks": 2,
-  "perplexity": $ppl
-}
-JSON
-cat "$out"
+bash "$(dirname "$0")/make_llama_perplexity_gemma.sh" "$bin" "$assets" "$out" "$work/q/gguf-mxfp4/model-mxfp4.gguf" \
+  "autoround quantize --format gguf:mxfp4 --iters 0 of smollm2-135m-instruct-q4_1.gguf"

@@ -192,7 +192,7 @@ class GgufBlockWriter {
       std::vector<std::byte> bytes;
       for (const QuantizedWeight<Q>* tuned : parts) {
         const std::vector<std::byte> part = [&] {
-          if constexpr (requires { tuned->quantizer.format(); }) {  // a FloatQuantizer: MXFP4's blocks
+          if constexpr (FloatCodeQuantizer<Q>) {  // a FloatQuantizer: MXFP4's blocks
             const std::vector<std::uint8_t> blocks = pack_ggml_mxfp4(*tuned, name);
             const auto* first = reinterpret_cast<const std::byte*>(blocks.data());
             return std::vector<std::byte>(first, first + blocks.size());

@@ -276,7 +276,7 @@ class HfTensorWriter {
       detail::require(format_ != HfFormat::AutoAwq, name + ": AWQ checkpoints hold one scheme; this layer's differs");
     }
     const Index out = qw.rows(), in = qw.cols();
-    if constexpr (requires { qw.quantizer.dequantize_code(std::uint8_t{}, 1.0f); }) {  // MXFP4 / MXFP8 / NVFP4
+    if constexpr (FloatCodeQuantizer<std::decay_t<decltype(qw.quantizer)>>) {  // MXFP4 / MXFP8 / NVFP4
       detail::require(format_ == HfFormat::AutoRound || format_ == HfFormat::LlmCompressor,
                       name + ": floating-point formats are written as auto_round or llm_compressor checkpoints");
       const FloatTensors t = pack_float(qw, name);

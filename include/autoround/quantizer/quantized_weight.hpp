@@ -59,7 +59,7 @@ struct QuantizedWeight {
         const std::size_t i = static_cast<std::size_t>(r * per_row + g);
         const float scale = scales[i], zero = static_cast<float>(zeros[i]), m = mins.empty() ? 0.0f : mins[i];
         const Index end = std::min(cols(), (g + 1) * group);
-        if constexpr (requires { quantizer.dequantize_code(std::uint8_t{}, 1.0f); }) {  // FloatQuantizer's element codes
+        if constexpr (FloatCodeQuantizer<Q>) {  // FloatQuantizer's element codes
           for (Index c = g * group; c < end; ++c) out[c] = quantizer.dequantize_code(code_row[c], scale);
         } else if (mins.empty())
           for (Index c = g * group; c < end; ++c) out[c] = scale * (static_cast<float>(code_row[c]) - zero);

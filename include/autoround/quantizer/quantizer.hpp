@@ -91,4 +91,12 @@ concept SuperGroupQuantizer = std::copy_constructible<Q> &&
 template <class Q>
 concept WeightQuantizer = Quantizer<Q> || SuperGroupQuantizer<Q>;
 
+/// A quantizer whose codes index a floating-point element grid (FloatQuantizer: E2M1 / E4M3
+/// elements under an E8M0, E4M3 or float scale) rather than evenly spaced integers: its results
+/// pack as compressed-tensors' or ggml's MXFP4 tensors, and its layers' inputs may be quantized.
+template <class Q>
+concept FloatCodeQuantizer = Quantizer<Q> && requires(const Q q, std::uint8_t code, float scale) {
+  { q.dequantize_code(code, scale) } -> std::convertible_to<float>;
+};
+
 }  // namespace autoround

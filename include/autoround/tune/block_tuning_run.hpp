@@ -84,7 +84,7 @@ class BlockTuningRun {
       targets_ = calibration.targets;
     }
     // the clipping search is for integer grids: floating-point formats start at max_scale = 1, as the reference
-    constexpr bool float_codes = requires(const Q& q) { q.dequantize_code(std::uint8_t{}, 1.0f); };
+    constexpr bool float_codes = FloatCodeQuantizer<Q>;
     const bool search = options.clip_init == ClipInit::WeightedSearch && !float_codes;
     bool measure_inputs = false;  // NVFP4 and FP8_STATIC checkpoints store each layer's input scale
     if constexpr (float_codes)

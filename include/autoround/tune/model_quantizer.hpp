@@ -233,7 +233,7 @@ auto tune_block(Run& run, const ModelQuantOptions& options, Index b, const StepP
 /// checkpoint's runtime does), from its layers' measured inputs.
 template <WeightQuantizer Q>
 std::optional<ActivationQuant> activation_quant_of(const LlamaBlock& block, const LayerResults<Q>& results) {
-  if constexpr (requires(const QuantizedWeight<Q>& q) { q.quantizer.dequantize_code(std::uint8_t{}, 1.0f); }) {
+  if constexpr (FloatCodeQuantizer<Q>) {
     const std::vector<LinearSlot> slots = linear_slots(block);
     std::optional<QuantSpec> spec;
     std::array<float, 4> absmax{};
