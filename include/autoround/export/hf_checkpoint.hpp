@@ -6,8 +6,9 @@
 //   auto_gptq   GPTQ v1 (zero - 1) with g_idx, quant_method "gptq";
 //   auto_awq    AWQ GEMM packing, quant_method "awq", 4-bit only;
 //   llm_compressor  compressed-tensors (quant_method "compressed-tensors", what vLLM and
-//               llm-compressor read) for MXFP4 / MXFP8 / NVFP4: the same tensors as auto_round
-//               writes for them (auto-round 0.16.1 uses one packer for both), another config.
+//               llm-compressor read) for MXFP4 / MXFP8 / NVFP4 / FP8_STATIC: the same tensors as
+//               auto_round writes for them (auto-round 0.16.1 uses one packer for both; FP8's
+//               weight_scale a column), another config.
 // Tensors the reference leaves in full precision (embeddings, norms, lm_head, layers left out by
 // overrides or by shape) are written as float16. config.json carries `quantization_config` with
 // the reference's keys; tokenizer.json, tokenizer_config.json and generation_config.json make
