@@ -34,9 +34,6 @@ struct ActivationQuant {
   std::array<float, 4> global_scale{};  ///< NVFP4: per LinearInput, 2688 / its calibration max |x|
   std::array<float, 4> input_scale{};   ///< FP8_STATIC: per LinearInput, max(max |x| / 448, 1 / (448 · 512))
 
-  /// FP8_STATIC's scale of an input whose largest calibration magnitude is `absmax`.
-  static float fp8_input_scale(float absmax) { return std::max(absmax * 1.0f / 448.0f, 1.0f / (448.0f * 512.0f)); }
-
   /// Quantize-dequantize x's rows in place.
   void apply(RowMatrix& x, LinearInput input) const {
     if (quantizer.format() == FloatFormat::Fp8) {  // one static scale for the whole input
@@ -75,7 +72,7 @@ inline std::optional<ActivationQuant> activation_quant_for(const QuantSpec& weig
   ActivationQuant a{DynamicFloatQuantizer(weights), {}, {}};
   for (std::size_t i = 0; i < 4; ++i) {
     a.global_scale[i] = input_absmax[i] > 0.0f ? 2688.0f * (1.0f / input_absmax[i]) : 1.0f;
-    a.input_scale[i] = ActivationQuant::fp8_input_scale(input_absmax[i]);
+    a.input_scale[i] = fp8_input_scale(input_absmax[i]);
   }
   return a;
 }

@@ -323,24 +323,18 @@ class HfModelSource {
       throw Error(name() + ": quantization_config: activations act_data_type '" + type + "' with act_bits " +
                   std::to_string(qc_.value("act_bits", 16)) + " are not supported (mx_fp, nv_fp4_with_static_gs, fp)");
     ActivationQuant a{DynamicFloatQuantizer(*spec), {}, {}};
-    if (spec->data_type == DataType::Fp) {  // FP8_STATIC: each input's bfloat16 input_scale
-      const bool phi3 = config_.model_type == "phi3";
-      const std::pair<LinearInput, std::string> inputs[] = {
-          {LinearInput::Attention, phi3 ? "self_attn.qkv_proj" : "self_attn.q_proj"}, {LinearInput::AttentionOutput, "self_attn.o_proj"},
-          {LinearInput::Mlp, phi3 ? "mlp.gate_up_proj" : "mlp.gate_proj"}, {LinearInput::MlpProduct, "mlp.down_proj"}};
-      for (const auto& [input, layer] : inputs)
-        a.input_scale[static_cast<std::size_t>(input)] =
-            bf16_bits_to_float(detail::copy_tensor<std::uint16_t>(*ckpt_, prefix + layer + ".input_scale", Dtype::BF16, {1})[0]);
-    }
-    if (spec->data_type == DataType::NvFp) {
-      const bool phi3 = config_.model_type == "phi3";
-      const std::pair<LinearInput, std::string> inputs[] = {
-          {LinearInput::Attention, phi3 ? "self_attn.qkv_proj" : "self_attn.q_proj"}, {LinearInput::AttentionOutput, "self_attn.o_proj"},
-          {LinearInput::Mlp, phi3 ? "mlp.gate_up_proj" : "mlp.gate_proj"}, {LinearInput::MlpProduct, "mlp.down_proj"}};
-      for (const auto& [input, layer] : inputs)
-        if (ckpt_->contains(prefix + layer + ".input_global_scale"))
-          a.global_scale[static_cast<std::size_t>(input)] =
-              detail::copy_tensor<float>(*ckpt_, prefix + layer + ".input_global_scale", Dtype::F32, {1})[0];
+    // the static input scales (NVFP4: input_global_scale F32; FP8_STATIC: input_scale BF16), one
+    // per LinearInput, stored with the first layer that reads that input
+    const bool phi3 = config_.model_type == "phi3";
+    const std::pair<LinearInput, std::string> inputs[] = {
+        {LinearInput::Attention, phi3 ? "self_attn.qkv_proj" : "self_attn.q_proj"}, {LinearInput::AttentionOutput, "self_attn.o_proj"},
+        {LinearInput::Mlp, phi3 ? "mlp.gate_up_proj" : "mlp.gate_proj"}, {LinearInput::MlpProduct, "mlp.down_proj"}};
+    for (const auto& [input, layer] : inputs) {
+      const auto i = static_cast<std::size_t>(input);
+      if (spec->data_type == DataType::Fp)
+        a.input_scale[i] = bf16_bits_to_float(detail::copy_tensor<std::uint16_t>(*ckpt_, prefix + layer + ".input_scale", Dtype::BF16, {1})[0]);
+      else if (spec->data_type == DataType::NvFp && ckpt_->contains(prefix + layer + ".input_global_scale"))
+        a.global_scale[i] = detail::copy_tensor<float>(*ckpt_, prefix + layer + ".input_global_scale", Dtype::F32, {1})[0];
     }
     return a;
   }

@@ -20,7 +20,6 @@
 
 #include "../core/error.hpp"
 #include "../core/fp16.hpp"
-#include "../model/activation_quant.hpp"
 #include "../quantizer/float_quantizer.hpp"
 #include "../quantizer/quantized_weight.hpp"
 
@@ -46,7 +45,7 @@ FloatTensors pack_float(const QuantizedWeight<FloatQuantizer<F>>& q, const std::
     t.weight = q.codes;
     for (float sc : q.scales) t.bf16_scale.push_back(float_to_bf16_bits(sc));
     // no token reached the layer (an expert no calibration token was routed to): 1, as NVFP4's below
-    t.bf16_input_scale = float_to_bf16_bits(q.input_absmax > 0.0f ? ActivationQuant::fp8_input_scale(q.input_absmax) : 1.0f);
+    t.bf16_input_scale = float_to_bf16_bits(q.input_absmax > 0.0f ? fp8_input_scale(q.input_absmax) : 1.0f);
     return t;
   }
   const Index rows = q.rows(), cols = q.cols(), group = q.layout.group_size();

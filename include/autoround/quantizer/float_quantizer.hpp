@@ -93,6 +93,10 @@ inline FloatFormat float_format(const QuantSpec& spec) {
   return f;
 }
 
+/// FP8_STATIC's scale of a layer input whose largest calibration magnitude is `absmax`
+/// (quant_fp8_sym with tensor_max: max(absmax / 448, 1 / (448 · 512))).
+inline float fp8_input_scale(float absmax) { return std::max(absmax * 1.0f / 448.0f, 1.0f / (448.0f * 512.0f)); }
+
 /// The same scheme with its layers' inputs left unquantized (act_bits 16): what a runtime that
 /// keeps activations in high precision computes (llama.cpp's MXFP4, which pairs them with Q8_0).
 inline QuantSpec weight_only(QuantSpec spec) {
