@@ -453,12 +453,7 @@ PassResult run_pass(const TuningPass& pass, const AnyModelSource& source, const 
   const auto sink = [&](Index b, const LlamaBlock& block, const LayerResults<Q>& results) { writers.add_block(b, block, results); };
   if (device.cuda) {
 #if defined(AUTOROUND_CUDA_PIPELINE)
-    if constexpr (std::is_same_v<Q, DynamicFloatQuantizer>)
-      throw Error("--device cuda: floating-point schemes (MXFP4, MXFP8, NVFP4) are tuned on the CPU only so far (--device cpu)");
-    else if constexpr (std::is_same_v<Q, DynamicDoubleQuantizer>)
-      autoround_cli::quantize_kquant_streaming_on_cuda(source, samples, pass.options, sink, on_block, on_step, device.backend, checkpoint);
-    else
-      autoround_cli::quantize_streaming_on_cuda(source, samples, pass.options, sink, on_block, on_step, device.backend, checkpoint);
+    autoround_cli::quantize_streaming_on_cuda(source, samples, pass.options, sink, on_block, on_step, device.backend, checkpoint);
 #endif
   } else {
     quantize_model_streaming<SignSGD<LinearDecay>, Cpu, Q>(source, std::span<const TokenSequence>(samples), pass.options, sink,

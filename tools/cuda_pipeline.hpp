@@ -16,22 +16,22 @@ namespace autoround_cli {
 template <class Q>
 using StreamSink = std::function<void(autoround::Index, const autoround::LlamaBlock&, const autoround::LayerResults<Q>&)>;
 
-[[gnu::visibility("default")]] void quantize_streaming_on_cuda(const autoround::AnyModelSource& source,
-                                                               std::span<const autoround::TokenSequence> samples,
-                                                               const autoround::ModelQuantOptions& options,
-                                                               const StreamSink<autoround::DynamicIntQuantizer>& sink,
-                                                               const autoround::BlockProgress& on_block,
-                                                               const autoround::StepProgress& on_step,
-                                                               const autoround::Cuda& backend, const autoround::RunCheckpoint<autoround::DynamicIntQuantizer>& checkpoint);
-
-/// The same with every layer's spec read into a DynamicDoubleQuantizer (GGUF k-quant schemes).
-[[gnu::visibility("default")]] void quantize_kquant_streaming_on_cuda(const autoround::AnyModelSource& source,
-                                                                      std::span<const autoround::TokenSequence> samples,
-                                                                      const autoround::ModelQuantOptions& options,
-                                                                      const StreamSink<autoround::DynamicDoubleQuantizer>& sink,
-                                                                      const autoround::BlockProgress& on_block,
-                                                                      const autoround::StepProgress& on_step,
-                                                                      const autoround::Cuda& backend, const autoround::RunCheckpoint<autoround::DynamicDoubleQuantizer>& checkpoint);
+/// quantize_model_streaming with the Cuda policy, one overload per quantizer the program reads
+/// from its options: DynamicIntQuantizer (integer schemes), DynamicDoubleQuantizer (GGUF
+/// k-quants), DynamicFloatQuantizer (MXFP4, MXFP8, NVFP4, FP8_STATIC). Plain overloads, not a
+/// template: an instantiation over the library's hidden types would be hidden too.
+[[gnu::visibility("default")]] void quantize_streaming_on_cuda(
+    const autoround::AnyModelSource& source, std::span<const autoround::TokenSequence> samples, const autoround::ModelQuantOptions& options,
+    const StreamSink<autoround::DynamicIntQuantizer>& sink, const autoround::BlockProgress& on_block, const autoround::StepProgress& on_step,
+    const autoround::Cuda& backend, const autoround::RunCheckpoint<autoround::DynamicIntQuantizer>& checkpoint);
+[[gnu::visibility("default")]] void quantize_streaming_on_cuda(
+    const autoround::AnyModelSource& source, std::span<const autoround::TokenSequence> samples, const autoround::ModelQuantOptions& options,
+    const StreamSink<autoround::DynamicDoubleQuantizer>& sink, const autoround::BlockProgress& on_block, const autoround::StepProgress& on_step,
+    const autoround::Cuda& backend, const autoround::RunCheckpoint<autoround::DynamicDoubleQuantizer>& checkpoint);
+[[gnu::visibility("default")]] void quantize_streaming_on_cuda(
+    const autoround::AnyModelSource& source, std::span<const autoround::TokenSequence> samples, const autoround::ModelQuantOptions& options,
+    const StreamSink<autoround::DynamicFloatQuantizer>& sink, const autoround::BlockProgress& on_block, const autoround::StepProgress& on_step,
+    const autoround::Cuda& backend, const autoround::RunCheckpoint<autoround::DynamicFloatQuantizer>& checkpoint);
 
 [[gnu::visibility("default")]] int cuda_device_count();
 

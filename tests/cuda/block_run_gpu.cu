@@ -33,6 +33,13 @@ std::vector<LayerResults<DynamicDoubleQuantizer>> quantize_kquant_model_on_gpu(L
       model, calibration, options, [&](const BlockReport& r, Index) { reports.push_back(r); }, {}, SignSGD<>{}, Cuda{});
 }
 
+std::vector<LayerResults<DynamicFloatQuantizer>> quantize_float_model_on_gpu(LlamaModel& model, std::span<const std::int32_t> calibration,
+                                                                             const ModelQuantOptions& options,
+                                                                             std::vector<BlockReport>& reports) {
+  return quantize_model<SignSGD<>, Cuda, DynamicFloatQuantizer>(
+      model, calibration, options, [&](const BlockReport& r, Index) { reports.push_back(r); }, {}, SignSGD<>{}, Cuda{});
+}
+
 ModelResults quantize_model_with(LlamaModel& model, std::span<const std::int32_t> calibration, const ModelQuantOptions& options,
                                  std::vector<BlockReport>& reports, const Cuda& backend) {
   return quantize_model<SignSGD<>, Cuda>(

@@ -59,6 +59,11 @@ ModelResults quantize_model_on_gpu(autoround::LlamaModel& model, std::span<const
                                    const autoround::ModelQuantOptions& options, std::vector<autoround::BlockReport>& reports,
                                    autoround::StreamPlacement streams = autoround::StreamPlacement::Auto);
 
+/// quantize_model<SignSGD<>, Cuda, DynamicFloatQuantizer>: MXFP4 / MXFP8 / NVFP4 / FP8_STATIC on the GPU.
+std::vector<autoround::LayerResults<autoround::DynamicFloatQuantizer>> quantize_float_model_on_gpu(
+    autoround::LlamaModel& model, std::span<const std::int32_t> calibration, const autoround::ModelQuantOptions& options,
+    std::vector<autoround::BlockReport>& reports);
+
 /// quantize_model<SignSGD<>, Cuda, DynamicDoubleQuantizer>: GGUF k-quant schemes on the GPU.
 std::vector<autoround::LayerResults<autoround::DynamicDoubleQuantizer>> quantize_kquant_model_on_gpu(
     autoround::LlamaModel& model, std::span<const std::int32_t> calibration, const autoround::ModelQuantOptions& options,

@@ -6,8 +6,22 @@ using namespace autoround;
 
 int gpu_count() { return cuda::device_count(); }
 
+std::vector<float> activation_qdq_on_gpu(const QuantSpec& spec, float global_scale, float static_scale, const std::vector<float>& x,
+                                         long rows, long cols) {
+  const FloatFormat format = float_format(spec);
+  const float_formulas::FloatParams p{format, global_scale};
+  const long group = static_scale > 0.0f ? 32 : float_spec(format).group_size;
+  cuda::DeviceBuffer<float> data{std::span<const float>(x)};
+  const long n = rows * ((cols + group - 1) / group);
+  cuda::activation_qdq_kernel<><<<cuda::blocks_for(n, 128), 128>>>(p, static_scale, data.data(), nullptr, rows, cols, group);
+  cuda::check(cudaGetLastError(), "activation_qdq_kernel");
+  cuda::check(cudaDeviceSynchronize(), "synchronize");
+  return data.download();
+}
+
 QdqResult run_qdq_on_gpu(const QdqCase& c) {
   cuda::QdqLayer layer(c.spec, c.rows, c.cols, c.weight);
+  if (layer.floating()) layer.set_global_scale(c.global_scale);
   layer.rounding().upload(c.rounding);
   layer.min_scale().upload(c.min_scale);
   layer.max_scale().upload(c.max_scale);

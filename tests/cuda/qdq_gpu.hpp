@@ -15,6 +15,7 @@ struct QdqCase {
   long rows = 0, cols = 0;
   std::vector<float> weight, rounding, min_scale, max_scale, grad_out;
   float lr = 0.005f;
+  float global_scale = 0.0f;  ///< floating-point specs: NVFP4's per-tensor scale (FloatQuantizer::global_scale)
 };
 
 struct QdqResult {
@@ -28,4 +29,8 @@ QdqResult run_qdq_on_gpu(const QdqCase& c);
 /// the searched min_scale and max_scale, one per group.
 std::pair<std::vector<float>, std::vector<float>> search_clipping_on_gpu(const QdqCase& c, const std::vector<float>& importance,
                                                                           const autoround::ClipSearch& search);
+/// activation_qdq_kernel on x ([rows, cols]) under the spec's format: dynamic groups (NVFP4
+/// with `global_scale`), or FP8_STATIC's one scale `static_scale` when it is > 0.
+std::vector<float> activation_qdq_on_gpu(const autoround::QuantSpec& spec, float global_scale, float static_scale,
+                                         const std::vector<float>& x, long rows, long cols);
 int gpu_count();

@@ -517,6 +517,64 @@ TEST_CASE("quantize_model with double-quantized schemes (DoubleQuantizer) on the
   CHECK(gpu_model.blocks[1][Linear::Down].isApprox(gpu[1][6]->dequantize()));
 }
 
+TEST_CASE("quantize_model with floating-point schemes (MXFP4, NVFP4 W4A4, FP8_STATIC) on the GPU follows the CPU pipeline") {
+  // the float formats' qdq and the activation quantization are the CPU's formulas on the device
+  // (test_cuda_qdq checks them bit for bit); here the whole run: static input scales measured
+  // on the device, activation quantization inside the tuned forward, NVFP4's shared global scales
+  std::mt19937 rng(23);
+  const LlamaModel model = small_random_model(rng);
+  std::vector<std::int32_t> tokens(6 * 20);
+  for (auto& t : tokens) t = static_cast<std::int32_t>(rng() % static_cast<unsigned>(model.config.vocab));
+  for (FloatFormat format : {FloatFormat::MxFp4, FloatFormat::NvFp4, FloatFormat::Fp8}) {
+    CAPTURE(static_cast<int>(format));
+    ModelQuantOptions options;
+    options.spec = float_spec(format);  // the presets: activations quantized (act_bits 4 / 4 / 8)
+    options.nsamples = 6;
+    options.seqlen = 20;
+    options.tune.iters = 20;
+    options.tune.batch_size = 4;
+    options.tune.clip_init = ClipInit::Unit;
+    LlamaModel cpu_model = model, gpu_model = model;
+    std::vector<BlockReport> cpu_reports, gpu_reports;
+    const auto cpu = quantize_model<SignSGD<>, Cpu, DynamicFloatQuantizer>(
+        cpu_model, tokens, options, [&](const BlockReport& r, Index) { cpu_reports.push_back(r); });
+    const auto gpu = quantize_float_model_on_gpu(gpu_model, tokens, options, gpu_reports);
+    for (std::size_t b = 0; b < 2; ++b) {
+      std::size_t same = 0, total = 0;
+      for (std::size_t l = 0; l < 7; ++l) {
+        REQUIRE(cpu[b][l].has_value() == gpu[b][l].has_value());
+        if (!cpu[b][l]) continue;
+        CHECK(cpu[b][l]->quantizer.spec() == gpu[b][l]->quantizer.spec());
+        if (b == 0) {  // the same weights: the same global scale; the same inputs: the same measured maxima, to rounding
+          CHECK(cpu[b][l]->quantizer.global_scale() == gpu[b][l]->quantizer.global_scale());
+          CHECK(gpu[b][l]->input_absmax == doctest::Approx(cpu[b][l]->input_absmax).epsilon(1e-5));
+        }
+        CHECK((gpu[b][l]->input_absmax > 0.0f) == (format != FloatFormat::MxFp4));  // static scales only
+        for (std::size_t k = 0; k < cpu[b][l]->codes.size(); ++k) same += cpu[b][l]->codes[k] == gpu[b][l]->codes[k];
+        total += cpu[b][l]->codes.size();
+      }
+      const double agreement = static_cast<double>(same) / static_cast<double>(total);
+      const TuningStats &cs = cpu_reports[b].stats, &gs = gpu_reports[b].stats;
+      MESSAGE("format " << static_cast<int>(format) << " block " << b << ": RTN loss CPU " << cs.rtn_loss << " GPU " << gs.rtn_loss
+                        << ", best CPU " << cs.best_loss << " (step " << cs.best_step << ") GPU " << gs.best_loss << " (step "
+                        << gs.best_step << "), codes equal for " << 100.0 * agreement << "%");
+      CHECK(cs.best_loss < cs.rtn_loss);
+      CHECK(gs.best_loss < gs.rtn_loss);
+      CHECK(gs.rtn_loss == doctest::Approx(cs.rtn_loss).epsilon(b == 0 ? 1e-3 : 0.03).scale(0));
+      CHECK(gs.best_loss == doctest::Approx(cs.best_loss).epsilon(0.05).scale(0));
+      CHECK(agreement > (b == 0 ? 0.9 : 0.6));
+    }
+    // the quantized model carries the activation quantization its runtime applies
+    REQUIRE(gpu_model.blocks[0].act_quant.has_value());
+    REQUIRE(cpu_model.blocks[0].act_quant.has_value());
+    CHECK(gpu_model.blocks[0].act_quant->quantizer.format() == format);
+    for (std::size_t i = 0; i < 4; ++i) {
+      CHECK(gpu_model.blocks[0].act_quant->global_scale[i] == doctest::Approx(cpu_model.blocks[0].act_quant->global_scale[i]).epsilon(1e-5));
+      CHECK(gpu_model.blocks[0].act_quant->input_scale[i] == doctest::Approx(cpu_model.blocks[0].act_quant->input_scale[i]).epsilon(1e-5));
+    }
+  }
+}
+
 TEST_CASE("real block: the GPU run chooses the CPU run's codes") {
   // one block of the real model with its real calibration inputs, written by make_real_block
   // (scripts/gpu-deps.sh) where the assets are

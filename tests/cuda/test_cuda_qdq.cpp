@@ -48,6 +48,7 @@ void check_against_cpu(const QdqCase& c) {
   const QdqResult gpu = run_qdq_on_gpu(c);
   const RowMatrix w = Eigen::Map<const RowMatrix>(c.weight.data(), c.rows, c.cols);
   TunableWeight<Q> cpu(Q(c.spec), view(w));
+  if constexpr (FloatCodeQuantizer<Q>) REQUIRE(cpu.quantizer().global_scale() == c.global_scale);
   cpu.rounding = c.rounding;
   cpu.min_scale = c.min_scale;
   cpu.max_scale = c.max_scale;
@@ -135,6 +136,44 @@ TEST_CASE("CUDA double quantization (GGUF k-quant schemes) equals DoubleQuantize
       CAPTURE(cols);
       check_against_cpu<DynamicDoubleQuantizer>(make_case(spec, 40, cols, seed++));
     }
+}
+
+TEST_CASE("CUDA floating-point formats (MXFP4, MXFP8, NVFP4, FP8) equal FloatQuantizer on the CPU bit for bit") {
+  unsigned seed = 200;
+  for (FloatFormat format : {FloatFormat::MxFp4, FloatFormat::MxFp8, FloatFormat::NvFp4, FloatFormat::Fp8})
+    for (long cols : {256L, 200L}) {  // 200: a short last group
+      const QuantSpec spec = float_spec(format);
+      CAPTURE(static_cast<int>(format));
+      CAPTURE(cols);
+      QdqCase c = make_case(spec, 40, cols, seed++);
+      for (long i = 0; i < cols; ++i) c.weight[static_cast<std::size_t>(i)] = 0.0f;  // an all-zero row: the zero-group paths
+      c.weight[static_cast<std::size_t>(3 * cols + 5)] = 3.0f;                      // an outlier: elements under the smallest scales
+      const RowMatrix w = Eigen::Map<const RowMatrix>(c.weight.data(), c.rows, c.cols);
+      c.global_scale = DynamicFloatQuantizer(spec).for_weight(view(w)).global_scale();
+      check_against_cpu<DynamicFloatQuantizer>(c);
+    }
+}
+
+TEST_CASE("CUDA activation quantization equals ActivationQuant::apply on the CPU bit for bit") {
+  std::mt19937 rng(7);
+  std::student_t_distribution<float> heavy(3.0f);
+  const long rows = 24, cols = 200;  // a short last group
+  std::vector<float> x(static_cast<std::size_t>(rows * cols));
+  for (float& v : x) v = heavy(rng);
+  for (long c = 0; c < 40; ++c) x[static_cast<std::size_t>(c)] = 0.0f;  // zero groups
+  for (FloatFormat format : {FloatFormat::MxFp4, FloatFormat::MxFp8, FloatFormat::NvFp4, FloatFormat::Fp8}) {
+    CAPTURE(static_cast<int>(format));
+    const float absmax = 9.5f;
+    const auto act = activation_quant_for(float_spec(format), {absmax, absmax, absmax, absmax});
+    REQUIRE(act);
+    RowMatrix cpu = Eigen::Map<const RowMatrix>(x.data(), rows, cols);
+    act->apply(cpu, LinearInput::Mlp);
+    const std::size_t mlp = static_cast<std::size_t>(LinearInput::Mlp);
+    const float static_scale = format == FloatFormat::Fp8 ? act->input_scale[mlp] : 0.0f;
+    const std::vector<float> gpu = activation_qdq_on_gpu(float_spec(format), act->global_scale[mlp], static_scale, x, rows, cols);
+    CHECK(same_bits(gpu, std::vector<float>(cpu.data(), cpu.data() + cpu.size())));
+    CHECK(!same_bits(gpu, x));  // something was quantized
+  }
 }
 
 int main(int argc, char** argv) {

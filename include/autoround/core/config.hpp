@@ -2,6 +2,14 @@
 // Compile-time configuration vocabulary shared by every policy.
 #include <limits>
 
+// Functions the host and the CUDA kernels share (the same formula compiled twice, so that the
+// two backends compute the same bits): __host__ __device__ under nvcc, plain functions otherwise.
+#if defined(__CUDACC__)
+#define AUTOROUND_HOST_DEVICE __host__ __device__
+#else
+#define AUTOROUND_HOST_DEVICE
+#endif
+
 namespace autoround {
 
 /// Sentinel for "chosen at run time", as Eigen::Dynamic: `IntQuantizer<Dynamic, Dynamic, Dynamic>`.

@@ -43,7 +43,7 @@ struct ActivationQuant {
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static)
 #endif
-      for (Index i = 0; i < n; ++i) p[i] = minifloat::e4m3_round(std::clamp(p[i] / s, -448.0f, 448.0f)) * s;
+      for (Index i = 0; i < n; ++i) p[i] = float_formulas::fp8_static_qdq(p[i], s);
       return;
     }
     const DynamicFloatQuantizer q =

@@ -28,6 +28,7 @@
 // reference sums float32 in torch's order: the values differ in the last bits, their signs,
 // all SignSGD uses, agree), and a group that is all zeros gets a max_scale gradient of 0 where
 // the reference's is NaN (which then turns that layer's outputs to NaN for the rest of its run).
+// The arithmetic itself is in float_formulas.hpp, which the CUDA kernels compile too.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -39,18 +40,11 @@
 #include "../core/error.hpp"
 #include "../core/matrix.hpp"
 #include "int_quantizer.hpp"
+#include "float_formulas.hpp"
 #include "minifloat.hpp"
 #include "quantizer.hpp"
 
 namespace autoround {
-
-/// The formats FloatQuantizer implements, by the reference's scheme names.
-enum class FloatFormat : int {
-  MxFp4 = 0,  ///< MXFP4: E2M1 elements, E8M0 scale per 32
-  MxFp8 = 1,  ///< MXFP8: E4M3 elements, E8M0 scale per 32
-  NvFp4 = 2,  ///< NVFP4: E2M1 elements, E4M3 scale per 16, float32 global scale per tensor
-  Fp8 = 3,    ///< FP8 per output channel (FP8_STATIC's weights): E4M3 elements, float32 scale per row
-};
 
 /// The QuantSpec of a format (bits, group size, symmetric, data type), and back.
 constexpr QuantSpec float_spec(FloatFormat f) {
@@ -103,41 +97,6 @@ inline QuantSpec weight_only(QuantSpec spec) {
   spec.act_bits = 16;
   return spec;
 }
-
-namespace detail {
-inline constexpr float ln2 = 0.6931471805599453f;  // torch's LN2 in log2 / pow backward
-inline float sign_of(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : 0.0f); }
-inline bool strictly_inside(float x, float bound) { return -bound < x && x < bound; }
-inline float group_absmax(GroupRange r) { return std::max(r.wmax, -r.wmin); }
-
-/// mx quant_element: round c to the element grid (ebits/mbits as mxfp.py counts them), ties to
-/// even, with subnormals below 2^min_exp; keeps what the backward needs.
-struct MxElement {
-  float u, pe_raw, P, y, r, z, q;
-};
-inline MxElement mx_element(float c, float K, float min_exp, float max_norm) {
-  MxElement e;
-  e.u = std::fabs(c) + (c == 0.0f ? 1.0f : 0.0f);
-  e.pe_raw = std::floor(std::log2(e.u));
-  const float pe = std::max(e.pe_raw, min_exp);
-  e.P = std::ldexp(1.0f, static_cast<int>(pe));
-  e.y = (c / e.P) * K;
-  const float ay = std::fabs(e.y);
-  const float mask = std::fmod(ay - 0.5f, 2.0f) == 0.0f ? 1.0f : 0.0f;  // a tie at an even value: round down
-  e.r = sign_of(e.y) * (std::floor(ay + 0.5f) - mask);
-  e.z = (e.r / K) * e.P;
-  e.q = std::clamp(e.z, -max_norm, max_norm);
-  return e;
-}
-
-/// nvfp.py cast_to_fp4: E2M1's grid (0.5 below 2, 1 below 4, 2 above), ties to even.
-inline float nv_cast_fp4(float cx, float* Q) {
-  const float x = std::fabs(cx);
-  const float q = x < 2.0f ? std::nearbyint(2.0f * x) / 2.0f : (x < 4.0f ? std::nearbyint(x) : 2.0f * std::nearbyint(x / 2.0f));
-  *Q = q;
-  return std::clamp(q, -6.0f, 6.0f) * sign_of(cx);
-}
-}  // namespace detail
 
 template <auto Format>
 class FloatQuantizer {
@@ -195,31 +154,18 @@ class FloatQuantizer {
     return q;
   }
 
-  GroupQuant group_quant(GroupRange range, float /*min_scale*/, float max_scale) const {
-    const float m = detail::group_absmax(range);
-    switch (format_) {
-      case FloatFormat::MxFp4:
-      case FloatFormat::MxFp8: {
-        const float E = std::clamp(mx_exponent(m * max_scale), -127.0f, 127.0f);
-        return {std::ldexp(1.0f, static_cast<int>(E)), 0.0f, 0.0f, 0.0f};
-      }
-      case FloatFormat::NvFp4: {
-        const NvScale s = nv_scale(m, max_scale);
-        return {s.s3, 0.0f, 0.0f, s.os};
-      }
-      case FloatFormat::Fp8: return {std::max(m * max_scale / 448.0f, fp8_min_scale), 0.0f, 0.0f, 0.0f};
-    }
-    return {};
-  }
+  GroupQuant group_quant(GroupRange range, float /*min_scale*/, float max_scale) const { return params().group_quant(range, max_scale); }
 
   void fake_quantize(std::span<const float> w, std::span<const float> v, GroupQuant gq, std::span<float> out) const {
-    for (std::size_t i = 0; i < w.size(); ++i) out[i] = element(w[i], v[i], gq) * dequant_multiplier(gq);
+    const float_formulas::FloatParams p = params();
+    for (std::size_t i = 0; i < w.size(); ++i) out[i] = p.fake_quantize(w[i], v[i], gq);
   }
 
   /// The element codes: E2M1 (sign << 3 | index) for the 4-bit formats, the E4M3 byte for the 8-bit ones.
   void encode(std::span<const float> w, std::span<const float> v, GroupQuant gq, std::span<std::uint8_t> codes) const {
+    const float_formulas::FloatParams p = params();
     for (std::size_t i = 0; i < w.size(); ++i) {
-      const float q = element(w[i], v[i], gq);
+      const float q = p.element(w[i], v[i], gq);
       codes[i] = bits() == 4 ? minifloat::e2m1_code(q) : minifloat::e4m3_code(q);
     }
   }
@@ -228,156 +174,29 @@ class FloatQuantizer {
   float dequantize_code(std::uint8_t code, float scale) const {
     const float q = bits() == 4 ? minifloat::e2m1_value(code) : minifloat::e4m3_value(code);
     if (format_ != FloatFormat::NvFp4) return q * scale;
-    return q * dequant_multiplier(GroupQuant{scale, 0.0f, 0.0f, nv_inverse(scale)});
+    const float_formulas::FloatParams p = params();
+    return q * p.dequant_multiplier(GroupQuant{scale, 0.0f, 0.0f, p.nv_inverse(scale)});
   }
 
+  /// Autograd's backward of the group (dL/dv into grad_v; dL/dmax_scale returned; dL/dmin_scale
+  /// is 0). The max_scale gradient's element terms are summed in double, in element order.
   ScaleGrad backward(std::span<const float> w, std::span<const float> v, GroupRange range, float /*min_scale*/,
                      float max_scale, GroupQuant gq, std::span<const float> grad_out, std::span<float> grad_v) const {
-    switch (format_) {
-      case FloatFormat::MxFp4:
-      case FloatFormat::MxFp8: return {0.0f, mx_backward(w, v, range, max_scale, gq, grad_out, grad_v)};
-      case FloatFormat::NvFp4: return {0.0f, nv_backward(w, v, range, max_scale, gq, grad_out, grad_v)};
-      case FloatFormat::Fp8: return {0.0f, fp8_backward(w, v, range, max_scale, gq, grad_out, grad_v)};
+    const float_formulas::FloatParams p = params();
+    double sum_a = 0.0, sum_b = 0.0;
+    for (std::size_t i = 0; i < w.size(); ++i) {
+      const auto e = p.element_backward(w[i], v[i], gq, grad_out[i]);
+      grad_v[i] = e.grad_v;
+      sum_a += e.a;
+      sum_b += e.b;
     }
-    return {};
+    return {0.0f, p.max_scale_grad(range, max_scale, gq, sum_a, sum_b)};
   }
+
+  /// The format and global scale as the shared host/device formulas take them (float_formulas.hpp).
+  float_formulas::FloatParams params() const { return {format_, global_scale_}; }
 
  private:
-  static constexpr float fp8_min_scale = 1.0f / (448.0f * 512.0f);  // fp8.py's clip of the scale
-  static constexpr float one_sixth = 1.0f / 6.0f;                    // nvfp.py multiplies by float(1/6)
-
-  struct MxParams {
-    float K, min_exp, max_norm, emax;
-  };
-  MxParams mx() const {
-    if (format_ == FloatFormat::MxFp4) return {2.0f, 0.0f, minifloat::e2m1_max, 2.0f};
-    return {8.0f, -6.0f, minifloat::e4m3_max, 8.0f};
-  }
-  // floor(log2 M) − emax, unclamped; M = 0 takes log2 = 1, as the reference
-  float mx_exponent(float M) const { return std::floor(M == 0.0f ? 1.0f : std::log2(M)) - mx().emax; }
-
-  struct NvScale {
-    float s1, s3, d, os;
-  };
-  NvScale nv_scale(float m, float max_scale) const {
-    const float gs = global_scale_;
-    NvScale s;
-    s.s1 = gs * ((m * max_scale) * one_sixth);
-    s.s3 = minifloat::e4m3_round(std::clamp(s.s1, -448.0f, 448.0f));
-    s.os = nv_inverse(s.s3);
-    s.d = s.s3 * (gs == 0.0f ? 0.0f : 1.0f / gs);
-    return s;
-  }
-  float nv_inverse(float s3) const {
-    const float d = s3 * (global_scale_ == 0.0f ? 0.0f : 1.0f / global_scale_);
-    return d == 0.0f ? 0.0f : 1.0f / d;
-  }
-
-  // the rounded element in the code domain (before the multiplier)
-  float element(float w, float v, GroupQuant gq) const {
-    switch (format_) {
-      case FloatFormat::MxFp4:
-      case FloatFormat::MxFp8: {
-        const MxParams p = mx();
-        const float c = std::clamp(w / gq.scale + v, -p.max_norm, p.max_norm);
-        return detail::mx_element(c, p.K, p.min_exp, p.max_norm).q;
-      }
-      case FloatFormat::NvFp4: {
-        float Q;
-        return detail::nv_cast_fp4(std::clamp(w * gq.inverse + v, -6.0f, 6.0f), &Q);
-      }
-      case FloatFormat::Fp8: return minifloat::e4m3_round(std::clamp(w / gq.scale + v, -448.0f, 448.0f));
-    }
-    return 0.0f;
-  }
-  float dequant_multiplier(GroupQuant gq) const {
-    if (format_ == FloatFormat::NvFp4) return gq.inverse == 0.0f ? 0.0f : 1.0f / gq.inverse;  // 1/(1/d), not d
-    return gq.scale;
-  }
-
-  float mx_backward(std::span<const float> w, std::span<const float> v, GroupRange range, float max_scale, GroupQuant gq,
-                    std::span<const float> grad_out, std::span<float> grad_v) const {
-    const MxParams p = mx();
-    const float S = gq.scale;
-    double sum_gq = 0.0, sum_scale = 0.0;
-    for (std::size_t i = 0; i < w.size(); ++i) {
-      const float G = grad_out[i];
-      const float a = w[i] / S + v[i];
-      const float c = std::clamp(a, -p.max_norm, p.max_norm);
-      const detail::MxElement e = detail::mx_element(c, p.K, p.min_exp, p.max_norm);
-      const float gz = detail::strictly_inside(e.z, p.max_norm) ? G * S : 0.0f;
-      const float gPu = gz * (e.r / p.K);
-      const float gr = (gz * e.P) / p.K;
-      const float sy = detail::sign_of(e.y);
-      const float gy1 = ((gr * sy) * sy) * p.K;
-      float gc = gy1 / e.P;
-      const float gPs = -gy1 * ((c / e.P) / e.P);
-      float gpe = gPu * (e.P * detail::ln2) + gPs * (e.P * detail::ln2);
-      if (!(e.pe_raw > p.min_exp)) gpe = 0.0f;
-      gc = gc + (gpe / (e.u * detail::ln2)) * detail::sign_of(c);
-      const float ga = detail::strictly_inside(a, p.max_norm) ? gc : 0.0f;
-      grad_v[i] = ga;
-      sum_gq += static_cast<double>(G) * e.q;
-      sum_scale += static_cast<double>(-ga) * ((w[i] / S) / S);
-    }
-    const float m = detail::group_absmax(range), M = m * max_scale;
-    if (M == 0.0f) return 0.0f;  // the reference: NaN
-    const float Er = mx_exponent(M);
-    const float gS = static_cast<float>(sum_gq) + static_cast<float>(sum_scale);
-    const float gE = gS * (S * detail::ln2);
-    const float gEr = (-127.0f < Er && Er < 127.0f) ? gE : 0.0f;
-    const float gM = gEr / (M * detail::ln2);
-    return gM * m;
-  }
-
-  float nv_backward(std::span<const float> w, std::span<const float> v, GroupRange range, float max_scale, GroupQuant gq,
-                    std::span<const float> grad_out, std::span<float> grad_v) const {
-    const float os = gq.inverse, ro = dequant_multiplier(gq);
-    double sum_ro = 0.0, sum_os = 0.0;
-    for (std::size_t i = 0; i < w.size(); ++i) {
-      const float G = grad_out[i];
-      const float sx = w[i] * os + v[i];
-      const float cx = std::clamp(sx, -6.0f, 6.0f);
-      float Q;
-      const float q = detail::nv_cast_fp4(cx, &Q);
-      const float s = detail::sign_of(cx);
-      const float gQ = Q < 6.0f ? (G * ro) * s : 0.0f;
-      const float gsx = detail::strictly_inside(sx, 6.0f) ? gQ * s : 0.0f;
-      grad_v[i] = gsx;
-      sum_ro += static_cast<double>(G) * q;
-      sum_os += static_cast<double>(gsx) * w[i];
-    }
-    const float m = detail::group_absmax(range);
-    const NvScale s = nv_scale(m, max_scale);
-    if (s.os == 0.0f || s.d == 0.0f) return 0.0f;  // an all-zero (or underflowed) group; the reference: NaN
-    const float rec_os = 1.0f / s.os, rec_d = 1.0f / s.d;
-    const float g_os = static_cast<float>(sum_os) + (-static_cast<float>(sum_ro)) * (rec_os * rec_os);
-    const float g_d = -g_os * (rec_d * rec_d);
-    const float igs = global_scale_ == 0.0f ? 0.0f : 1.0f / global_scale_;
-    const float g_s1 = detail::strictly_inside(s.s1, 448.0f) ? g_d * igs : 0.0f;
-    return ((g_s1 * global_scale_) * one_sixth) * m;
-  }
-
-  float fp8_backward(std::span<const float> w, std::span<const float> v, GroupRange range, float max_scale, GroupQuant gq,
-                     std::span<const float> grad_out, std::span<float> grad_v) const {
-    const float sc = gq.scale;
-    double sum_f = 0.0, sum_scale = 0.0;
-    for (std::size_t i = 0; i < w.size(); ++i) {
-      const float G = grad_out[i];
-      const float r = w[i] / sc + v[i];
-      const float f = minifloat::e4m3_round(std::clamp(r, -448.0f, 448.0f));
-      const float gr = detail::strictly_inside(r, 448.0f) ? G * sc : 0.0f;
-      grad_v[i] = gr;
-      sum_f += static_cast<double>(G) * f;
-      sum_scale += static_cast<double>(-gr) * ((w[i] / sc) / sc);
-    }
-    const float amax = detail::group_absmax(range);
-    const float sc0 = amax * max_scale / 448.0f;
-    if (!(sc0 > fp8_min_scale)) return 0.0f;
-    const float g_sc = static_cast<float>(sum_f) + static_cast<float>(sum_scale);
-    return (g_sc / 448.0f) * amax;
-  }
-
   FloatFormat format_;
   int act_bits_ = 16;  // the preset's (W4A4 / W8A8) or 16: weight-only
   float global_scale_ = 0.0f;

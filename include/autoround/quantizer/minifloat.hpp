@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <limits>
 
+#include "../core/config.hpp"
+
 namespace autoround::minifloat {
 
 inline constexpr float e2m1_max = 6.0f;
@@ -28,43 +30,45 @@ inline float e2m1_value(std::uint8_t code) {
 
 /// The code of a value on the E2M1 grid (an element already rounded, divided by its scale). The
 /// sign bit is kept, so a negative value that rounded to zero is code 8 (-0), as the reference's
-/// packer and compressed-tensors write it.
-inline std::uint8_t e2m1_code(float x) {
-  const float a = std::fabs(x);
+/// packer and compressed-tensors write it. Host and device.
+AUTOROUND_HOST_DEVICE inline std::uint8_t e2m1_code(float x) {
+  constexpr float magnitudes[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+  const float a = fabsf(x);
   std::uint8_t best = 0;
-  float error = std::numeric_limits<float>::infinity();
-  for (std::uint8_t i = 0; i < 8; ++i) {
-    const float d = std::fabs(a - e2m1_magnitudes[i]);
+  float error = fabsf(a - magnitudes[0]);
+  for (std::uint8_t i = 1; i < 8; ++i) {
+    const float d = fabsf(a - magnitudes[i]);
     if (d < error) error = d, best = i;
   }
-  return static_cast<std::uint8_t>(best | (std::signbit(x) ? 8u : 0u));
+  return static_cast<std::uint8_t>(best | (copysignf(1.0f, x) < 0.0f ? 8u : 0u));
 }
 
 /// x rounded to the nearest E4M3 value, ties to even, saturating at ±448 (torch's cast does so
-/// for the values the reference passes it: every caller clamps to ±448 first).
-inline float e4m3_round(float x) {
-  if (std::isnan(x)) return x;
-  const float a = std::fabs(x);
+/// for the values the reference passes it: every caller clamps to ±448 first). Host and device
+/// (the CUDA kernels' activation and weight quantization): exact operations only.
+AUTOROUND_HOST_DEVICE inline float e4m3_round(float x) {
+  if (x != x) return x;  // NaN
+  const float a = fabsf(x);
   float q;
   if (a < 0x1p-6f) {  // subnormal: a multiple of 2^-9
-    q = std::nearbyint(a * 512.0f) / 512.0f;
+    q = rintf(a * 512.0f) / 512.0f;
   } else {  // a in [2^(e-1), 2^e): steps of 2^(e-4); division and product by powers of two are exact
     int e = 0;
-    std::frexp(a, &e);
-    const float step = std::ldexp(1.0f, e - 4);
-    q = std::nearbyint(a / step) * step;
+    frexpf(a, &e);
+    const float step = ldexpf(1.0f, e - 4);
+    q = rintf(a / step) * step;
   }
-  return std::copysign(std::fmin(q, e4m3_max), x);
+  return copysignf(fminf(q, e4m3_max), x);
 }
 
-/// The byte of a value on the E4M3 grid.
-inline std::uint8_t e4m3_code(float q) {
-  const std::uint8_t sign = std::signbit(q) ? 0x80u : 0u;
-  const float a = std::fabs(q);
-  if (std::isnan(q)) return static_cast<std::uint8_t>(sign | 0x7fu);
+/// The byte of a value on the E4M3 grid. Host and device.
+AUTOROUND_HOST_DEVICE inline std::uint8_t e4m3_code(float q) {
+  const std::uint8_t sign = copysignf(1.0f, q) < 0.0f ? 0x80u : 0u;
+  const float a = fabsf(q);
+  if (q != q) return static_cast<std::uint8_t>(sign | 0x7fu);
   if (a < 0x1p-6f) return static_cast<std::uint8_t>(sign | static_cast<std::uint8_t>(a * 512.0f));
   int e = 0;
-  const float m = std::frexp(a, &e);  // a = m * 2^e, m in [0.5, 1)
+  const float m = frexpf(a, &e);  // a = m * 2^e, m in [0.5, 1)
   const auto mantissa = static_cast<unsigned>(m * 16.0f) - 8u;
   return static_cast<std::uint8_t>(sign | static_cast<unsigned>(e - 1 + 7) << 3 | mantissa);
 }

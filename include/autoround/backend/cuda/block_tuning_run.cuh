@@ -34,6 +34,15 @@
 // recomputes each chunk's probabilities (the same GEMM and softmax, so the same values) instead
 // of keeping them, as flash attention does. The default plan (no split) is one pass per
 // minibatch with every probability kept: the fastest, and the results of the unsplit code.
+//
+// Floating-point formats (Q = FloatQuantizer: MXFP4, MXFP8, NVFP4, FP8) use float_qdq_kernels.cuh
+// and start at max_scale = 1 (no clipping search, as the reference). Their W4A4 / W8A8 presets
+// quantize the four linear inputs in the tuned forward as ActivationQuant::apply does on the CPU
+// (activation_qdq_kernel: the same formulas; in bf16 mode the quantized values are then rounded
+// to bf16 for the GEMMs), with the CPU's straight-through input gradient; NVFP4's and
+// FP8_STATIC's static input scales come from the largest |input| over the calibration, measured
+// on the block as given before tuning. The targets and a block that carries its own activation
+// quantization (LlamaBlock::act_quant: a dequantized W4A4 block being replayed) use that one.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -46,8 +55,10 @@
 #include <vector>
 
 #include "../../core/matrix.hpp"
+#include "../../model/activation_quant.hpp"
 #include "../../model/llama_block.hpp"
 #include "../../optimizer/sign_sgd.hpp"
+#include "../../quantizer/float_quantizer.hpp"
 #include "../../quantizer/int_quantizer.hpp"
 #include "../../quantizer/quantized_weight.hpp"
 #include "../../tune/best_step.hpp"
@@ -197,7 +208,10 @@ class BlockTuningRun {
     load_best();
     LayerResults results;
     for (std::size_t i = 0; i < layers_.size(); ++i)
-      if (layers_[i].qdq) results[i] = layers_[i].qdq->result(*layers_[i].quantizer, tracker_.stats());
+      if (layers_[i].qdq) {
+        results[i] = layers_[i].qdq->result(*layers_[i].quantizer, tracker_.stats());
+        if (measure_inputs_) results[i]->input_absmax = input_absmax_[i];
+      }
     return results;
   }
 
@@ -237,8 +251,11 @@ class BlockTuningRun {
     return total;
   }
 
-  /// Device memory of one forward/backward's workspace under `plan` (minibatch `batch`).
-  static std::size_t workspace_bytes(const LlamaConfig& c, long batch, long seqlen, GemmPrecision precision, BlockMemoryPlan plan) {
+  /// Device memory of one forward/backward's workspace under `plan` (minibatch `batch`);
+  /// `quantized_inputs`: the linear inputs are quantized (W4A4 / W8A8), which in bf16 mode keeps
+  /// float32 values of three of them.
+  static std::size_t workspace_bytes(const LlamaConfig& c, long batch, long seqlen, GemmPrecision precision, BlockMemoryPlan plan,
+                                     bool quantized_inputs = false) {
     const bool bf16 = precision == GemmPrecision::BFloat16;
     const long micro = plan.micro_batch > 0 ? std::min(plan.micro_batch, batch) : batch;
     const long pairs = plan.attention_pairs > 0 ? std::min(plan.attention_pairs, micro * c.heads) : micro * c.heads;
@@ -249,6 +266,7 @@ class BlockTuningRun {
     std::size_t per_row = 5 * 4 * hidden + 3 * 4 * inter + 2 * 4 * q + 2 * 4;  // x, target, h, d_yn, d_out; gate, up, d_act; dk/dv per head; 1/rms
     per_row += (bf16 ? 2 : 0) * hidden + 3 * operand * hidden + 4 * both * q + 4 * both * kv + 3 * operand * inter + 4;
     per_row += 4 * (2 * q + kv + static_cast<std::size_t>(c.heads + c.kv_heads));  // QK-norm scratch (counted whether used or not)
+    if (bf16 && quantized_inputs) per_row += 4 * (2 * hidden + inter);
     const auto square = static_cast<std::size_t>(pairs) * static_cast<std::size_t>(seqlen * seqlen);
     return rows * per_row + square * (operand + both) + static_cast<std::size_t>(micro * c.heads) * 18 * sizeof(void*) + (1u << 20);
   }
@@ -259,12 +277,12 @@ class BlockTuningRun {
   /// the last resort: their attention GEMMs are too small to fill the GPU (at seqlen 2048 one
   /// pair's product is ~5 µs of an H200), a smaller micro-batch costs less.
   static std::optional<BlockMemoryPlan> plan_for(const LlamaConfig& c, long batch, long seqlen, GemmPrecision precision,
-                                                 std::size_t bytes) {
-    if (workspace_bytes(c, batch, seqlen, precision, {}) <= bytes) return BlockMemoryPlan{};
+                                                 std::size_t bytes, bool quantized_inputs = false) {
+    if (workspace_bytes(c, batch, seqlen, precision, {}, quantized_inputs) <= bytes) return BlockMemoryPlan{};
     for (const long smallest : {8L, 1L})
       for (long micro = batch; micro >= 1; --micro)
         for (long pairs = std::min(micro * c.heads, static_cast<long>(c.heads)); pairs >= std::min(smallest, micro * c.heads); pairs /= 2)
-          if (workspace_bytes(c, batch, seqlen, precision, {micro, pairs}) <= bytes) return BlockMemoryPlan{micro, pairs};
+          if (workspace_bytes(c, batch, seqlen, precision, {micro, pairs}, quantized_inputs) <= bytes) return BlockMemoryPlan{micro, pairs};
     return std::nullopt;
   }
 
@@ -319,6 +337,15 @@ class BlockTuningRun {
       for (Linear l : all_linears) largest = std::max(largest, static_cast<std::size_t>(block[l].size()));
       weight_scratch_ = DeviceBuffer<float>(largest);
     }
+    target_input_quant_ = block.act_quant;
+    input_quant_ = target_input_quant_ ? &*target_input_quant_ : nullptr;
+    input_floats_ = target_input_quant_.has_value();
+    if constexpr (FloatCodeQuantizer<Q>)
+      for (const auto& q : quantizers)
+        if (q) {
+          input_floats_ = input_floats_ || q->spec().act_bits <= 8;
+          measure_inputs_ = measure_inputs_ || q->static_input_scale();
+        }
     nonfinite_ = DeviceBuffer<int>(std::vector<int>(all_linears.size(), 0));
     for (Linear l : all_linears) setup_layer(l, block[l], quantizers[static_cast<std::size_t>(l)], name);
     const std::vector<int> nonfinite = nonfinite_.download();  // checked on the device: a host pass over 218 M weights took 1.9 s
@@ -338,9 +365,51 @@ class BlockTuningRun {
   }
 
   void finish_setup(const LlamaBlock& block) {
-    if (options_.clip_init == ClipInit::WeightedSearch) search_clipping(block);
+    if constexpr (FloatCodeQuantizer<Q>) {  // as the CPU run: inputs measured on the block as given, then the tuned act quant
+      if (measure_inputs_) {
+        if (bf16_) measure_inputs<__nv_bfloat16>(); else measure_inputs<float>();
+      }
+      std::array<float, 4> absmax{};
+      std::optional<QuantSpec> spec;
+      for (Linear l : all_linears)
+        if (const Layer& layer = layers_[static_cast<std::size_t>(l)]; layer.quantizer) {
+          spec = layer.quantizer->spec();
+          float& m = absmax[static_cast<std::size_t>(linear_input(l))];
+          m = std::max(m, input_absmax_[static_cast<std::size_t>(l)]);
+        }
+      if (spec) tuned_input_quant_ = activation_quant_for(*spec, absmax);
+      if (tuned_input_quant_) input_quant_ = &*tuned_input_quant_;
+    } else if (options_.clip_init == ClipInit::WeightedSearch) {
+      search_clipping(block);
+    }
     snapshot();
   }
+
+  // input_absmax_[l] = the largest |input| of linear l over every calibration sample, the block
+  // computing as given (what the static input scales are made from)
+  template <class T>
+  void measure_inputs() {
+    DeviceBuffer<unsigned> absmax(std::vector<unsigned>(4, 0u));
+    Tensor* inputs[4] = {&xn_, &attention_, &yn_, &act_};
+    const long cols[4] = {config_.hidden, config_.heads * config_.head_dim, config_.hidden, config_.intermediate};
+    for (long first = 0; first < samples_; first += micro_) {
+      const long nb = std::min(micro_, samples_ - first);
+      in_->load(first, nb, x_.data(), stream());
+      forward<T>(nb);
+      for (int j = 0; j < 4; ++j)
+        absmax_kernel<><<<256, 256, 0, stream()>>>(inputs[j]->f.data(), nb * seqlen_ * cols[j], absmax.data() + j);
+    }
+    check(cudaGetLastError(), "input absmax");
+    const std::vector<unsigned> bits = absmax.download();
+    for (Linear l : all_linears) {
+      const unsigned b = bits[static_cast<std::size_t>(linear_input(l))];
+      float m;
+      std::memcpy(&m, &b, sizeof m);
+      input_absmax_[static_cast<std::size_t>(l)] = m;
+    }
+    lap(times_.importance);
+  }
+
 
   // A row-major device matrix: float32, and in bf16 mode a bf16 copy (the GEMM operand). A
   // matrix that is only ever a GEMM operand has no float32 values in bf16 mode (float_too false).
@@ -376,6 +445,19 @@ class BlockTuningRun {
     DeviceBuffer<float> grad, grad_min, grad_max, best_rounding, best_min, best_max;
     float lr = 0, minmax_lr = 0;
   };
+
+  // ActivationQuant::apply on the device: t's first rows x cols values quantized in place, its
+  // bf16 copy (bf16 mode) refreshed from them
+  void quantize_input(Tensor& t, LinearInput input, long rows, long cols) {
+    const auto i = static_cast<std::size_t>(input);
+    const DynamicFloatQuantizer& q = input_quant_->quantizer;
+    float_formulas::FloatParams p = q.params();
+    if (q.has_global_scale()) p.global_scale = input_quant_->global_scale[i];
+    const float fixed = q.format() == FloatFormat::Fp8 ? input_quant_->input_scale[i] : 0.0f;  // FP8_STATIC: one scale, any grouping
+    const long group = fixed > 0.0f ? 32 : q.group_size();
+    const long n = rows * ((cols + group - 1) / group);
+    activation_qdq_kernel<><<<blocks_for(n, 128), 128, 0, stream()>>>(p, fixed, t.f.data(), t.bf16_out(), rows, cols, group);
+  }
 
   // Device pointer arrays of one batched attention GEMM (per sample and query head).
   struct Batched {
@@ -440,7 +522,11 @@ class BlockTuningRun {
       return to_bf16(weight_scratch_.data(), layer.weight.h.data(), w.size());
     }
     layer.quantizer = *quantizer;
+    // a quantizer with a per-tensor scale (NVFP4) takes it from this weight unless given one (fused layers share it)
+    if constexpr (requires { { quantizer->for_weight(view(w)) } -> std::same_as<Q>; })
+      if (!quantizer->global_scale()) layer.quantizer = quantizer->for_weight(view(w));
     layer.qdq.emplace(quantizer->spec(), w.rows(), w.cols(), DeviceBuffer<float>(host), stream());  // the unquantized weight
+    if constexpr (FloatCodeQuantizer<Q>) layer.qdq->set_global_scale(layer.quantizer->global_scale());
     nonfinite_kernel<><<<1024, 256, 0, stream()>>>(layer.qdq->weight().data(), w.size(), nonfinite_.data() + static_cast<long>(l));    // until the first step the block computes with the unquantized weight (targets, importance)
     if (bf16_) to_bf16(layer.qdq->weight().data(), layer.weight.h.data(), w.size());
     else copy_floats(layer.weight.f.data(), layer.qdq->weight().data(), w.size());
@@ -479,10 +565,12 @@ class BlockTuningRun {
       norm_scratch_ = floats(rows * q_cols);
     }
     d_out_.allocate(rows * hidden, bf16_);
-    for (Tensor* t : {&xn_, &yn_, &d_h_}) t->allocate(rows * hidden, bf16_, false);
+    for (Tensor* t : {&xn_, &yn_}) t->allocate(rows * hidden, bf16_, input_floats_);  // quantized inputs: from float32 values
+    d_h_.allocate(rows * hidden, bf16_, false);
     for (Tensor* t : {&q_, &attention_, &d_attention_, &dq_}) t->allocate(rows * q_cols, bf16_);
     for (Tensor* t : {&k_, &v_, &dk_, &dv_}) t->allocate(rows * kv_cols, bf16_);
-    for (Tensor* t : {&act_, &d_gate_, &d_up_}) t->allocate(rows * inter, bf16_, false);
+    act_.allocate(rows * inter, bf16_, input_floats_);
+    for (Tensor* t : {&d_gate_, &d_up_}) t->allocate(rows * inter, bf16_, false);
     // attention, pairs_ squares: float32 probabilities P and float32 dP → dS, in place; in bf16
     // mode the float32 square is only the GEMM output (S, then dP) and P, dS are kept in bf16
     p_.allocate(scores, bf16_, false);
@@ -582,6 +670,7 @@ class BlockTuningRun {
     const long heads = config_.heads, kv_heads = config_.kv_heads, q_cols = heads * d, kv_cols = kv_heads * d;
     rms_norm_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(x_.data(), attn_norm_.data(), xn_.float_out(), xn_.bf16_out(),
                                                                    inv_rms1_.data(), hidden, config_.rms_eps);
+    if (input_quant_) quantize_input(xn_, LinearInput::Attention, rows, hidden);  // kept quantized: dW = dY^T q(x)
     Tensor* qkv[3] = {&q_, &k_, &v_};
     for (std::size_t j = 0; j < 3; ++j) {
       const Linear l = all_linears[j];
@@ -607,15 +696,18 @@ class BlockTuningRun {
       probabilities<T>(first, count);
       batched<T>(context_, false, false, seqlen_, d, seqlen_, 1.0f, seqlen_, kv_cols, q_cols, first, count);
     }
-    attention_.refresh(stream(), rows * q_cols);
+    if (input_quant_) quantize_input(attention_, LinearInput::AttentionOutput, rows, q_cols);
+    else attention_.refresh(stream(), rows * q_cols);
     copy_floats(h_.data(), x_.data(), rows * hidden);
     project<T>(Linear::Output, rows, attention_, h_.data(), 1.0f);  // h = x + attention Wo^T
     rms_norm_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(h_.data(), ffn_norm_.data(), yn_.float_out(), yn_.bf16_out(),
                                                                    inv_rms2_.data(), hidden, config_.rms_eps);
+    if (input_quant_) quantize_input(yn_, LinearInput::Mlp, rows, hidden);
     project<T>(Linear::Gate, rows, yn_, gate_.data());
     project<T>(Linear::Up, rows, yn_, up_.data());
     swiglu_kernel<><<<blocks_for(rows * inter, 256), 256, 0, stream()>>>(gate_.data(), up_.data(), act_.float_out(), act_.bf16_out(),
                                                             rows * inter);
+    if (input_quant_) quantize_input(act_, LinearInput::MlpProduct, rows, inter);
     copy_floats(d_out_.f.data(), h_.data(), rows * hidden);
     project<T>(Linear::Down, rows, act_, d_out_.f.data(), 1.0f);  // out = h + act Wd^T
   }
@@ -831,6 +923,12 @@ class BlockTuningRun {
   // one minibatch
   DeviceBuffer<float> x_, target_, h_, gate_, up_, d_act_, d_yn_, dk_heads_, dv_heads_, inv_rms1_, inv_rms2_;
   DeviceBuffer<float> q_projected_, k_projected_, inv_rms_q_, inv_rms_k_, norm_scratch_;
+  // the linear inputs' quantization (W4A4 / W8A8): the block's own (targets), the tuned one, the one in use
+  std::optional<ActivationQuant> target_input_quant_, tuned_input_quant_;
+  const ActivationQuant* input_quant_ = nullptr;
+  bool input_floats_ = false;                 // xn_, yn_, act_ keep float32 values in bf16 mode (quantized inputs)
+  bool measure_inputs_ = false;               // NVFP4 / FP8_STATIC: input_absmax_ measured before tuning
+  std::array<float, 7> input_absmax_{};       // per linear
   Tensor xn_, q_, k_, v_, p_, attention_, yn_, act_, d_out_, d_gate_, d_up_, d_h_, d_attention_, ds_, dq_, dk_, dv_;
   Batched scores_, context_, d_scores_, d_query_, d_key_, d_value_;
 };

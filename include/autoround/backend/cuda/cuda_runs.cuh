@@ -176,9 +176,10 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
     const long batch = std::min<long>(options_.tune.batch_size, count());
     const std::size_t streams = 2 * cuda::ActivationStream::bytes(count(), values, backend_.stream_dtype);
     const std::size_t state = Run::state_bytes(config, seqlen, backend_.precision, options_.spec.group_size);
+    const bool quantized_inputs = options_.spec.data_type != DataType::Int && options_.spec.act_bits <= 8;  // W4A4 / W8A8
     auto gib = [](std::size_t bytes) { return std::to_string(static_cast<double>(bytes) / static_cast<double>(1ull << 30)).substr(0, 5) + " GiB"; };
     auto plan_within = [&](std::size_t used) {
-      return used < budget ? Run::plan_for(config, batch, seqlen, backend_.precision, budget - used) : std::nullopt;
+      return used < budget ? Run::plan_for(config, batch, seqlen, backend_.precision, budget - used, quantized_inputs) : std::nullopt;
     };
     std::optional<BlockMemoryPlan> plan;
     bool on_host = backend_.streams == StreamPlacement::Host;
@@ -186,14 +187,14 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
     if (!plan && backend_.streams == StreamPlacement::Device)
       throw Error("--gpu-memory: " + gib(budget) + " cannot hold the activation streams on the device (" + gib(streams) +
                   ") beside a block's tuning (" + gib(state) + " of weights and tuning state and at least " +
-                  gib(Run::workspace_bytes(config, batch, seqlen, backend_.precision, {1, 1})) + " of workspace)");
+                  gib(Run::workspace_bytes(config, batch, seqlen, backend_.precision, {1, 1}, quantized_inputs)) + " of workspace)");
     if (!plan) {
       on_host = true;
       plan = plan_within(state);
     }
     if (!plan)
       throw Error("--gpu-memory: " + gib(budget) + " cannot hold a block's tuning: " + gib(state) +
-                  " of weights and tuning state and at least " + gib(Run::workspace_bytes(config, batch, seqlen, backend_.precision, {1, 1})) +
+                  " of weights and tuning state and at least " + gib(Run::workspace_bytes(config, batch, seqlen, backend_.precision, {1, 1}, quantized_inputs)) +
                   " of workspace (one sample of " + std::to_string(seqlen) + " tokens, one attention head at a time)");
     plan_ = *plan;
     masks_ = options_.mask_loss ? loss_masks(samples_, options_.pad_token) : std::vector<LossMask>{};

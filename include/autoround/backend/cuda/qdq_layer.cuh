@@ -3,18 +3,21 @@
 // weights, rounding offsets v, clipping scales, group ranges and cached (scale, zero) live in
 // device memory; forward / backward / SignSGD step / encode run as the kernels of
 // qdq_kernels.cuh, or, for a double-quantized spec (GGUF k-quants, super_group_size > 0), of
-// double_quant_kernels.cuh. Bit-identical to TunableWeight on the CPU (tests/cuda/test_cuda_qdq.cpp).
+// double_quant_kernels.cuh, or, for a floating-point spec (MXFP4, MXFP8, NVFP4, FP8), of
+// float_qdq_kernels.cuh. Bit-identical to TunableWeight on the CPU (tests/cuda/test_cuda_qdq.cpp).
 #include <cstdint>
 #include <span>
 #include <vector>
 
 #include "../../core/fp16.hpp"
 #include "../../quantizer/double_quantizer.hpp"
+#include "../../quantizer/float_quantizer.hpp"
 #include "../../quantizer/int_quantizer.hpp"
 #include "../../quantizer/quantized_weight.hpp"
 #include "../../tune/tune_options.hpp"
 #include "device_buffer.hpp"
 #include "double_quant_kernels.cuh"
+#include "float_qdq_kernels.cuh"
 #include "qdq_kernels.cuh"
 
 namespace autoround::cuda {
@@ -30,8 +33,14 @@ class QdqLayer {
   QdqLayer(QuantSpec spec, long rows, long cols, DeviceBuffer<float> weight, cudaStream_t stream = nullptr)
       : weight_(std::move(weight)), stream_(stream) {
     detail::require(static_cast<long>(weight_.size()) == rows * cols, "QdqLayer: the weight must hold rows x cols values");
-    const DynamicDoubleQuantizer validated(spec);  // validates bits / group size / super-groups
-    (void)validated;
+    floating_ = spec.data_type != DataType::Int;
+    if (floating_) {
+      float_.format = float_format(spec);  // validates the floating-point spec
+      spec.group_size = float_spec(float_.format).group_size;
+    } else {
+      const DynamicDoubleQuantizer validated(spec);  // validates bits / group size / super-groups
+      (void)validated;
+    }
     if (spec.super_group_size > 0)
       detail::require(cols % (static_cast<long>(spec.group_size) * spec.super_group_size) == 0,
                       "in_features = " + std::to_string(cols) + " is not a multiple of the super-group (" +
@@ -67,6 +76,10 @@ class QdqLayer {
   const DeviceBuffer<float>& weight() const { return weight_; }
 
   bool double_quantized() const { return shape_.super_group > 0; }
+  bool floating() const { return floating_; }
+  /// NVFP4's per-tensor global scale (FloatQuantizer::global_scale: 2688 / max|W|, or shared by
+  /// fused layers); the other formats have none.
+  void set_global_scale(float gs) { float_.global_scale = gs; }
   /// Clamp the clipping scales to [0, ceiling] from now on (ClipSearch::ceiling; 1 by default).
   void set_ceiling(float ceiling) {
     detail::require(ceiling >= 1.0f, "ClipSearch::ceiling must be at least 1");
@@ -76,6 +89,7 @@ class QdqLayer {
   /// out (device, rows x cols) = fake-quantized weight.
   void forward(float* out) {
     if (double_quantized()) return dq_forward(out, nullptr);
+    if (floating_) return float_forward(out, nullptr);
     qdq_forward_kernel<><<<warp_blocks(), 32 * kWarpsPerBlock, 0, stream_>>>(shape_, weight_.data(), rounding_.data(), ranges_.data(),
                                                              min_scale_.data(), max_scale_.data(), quants_.data(), out,
                                                              nullptr);
@@ -83,6 +97,12 @@ class QdqLayer {
   }
   /// grad (device): dL/d(fake-quantized weight) in, dL/dv out; scale gradients into the buffers.
   void backward(float* grad, float* grad_min, float* grad_max) const {
+    if (floating_) {
+      float_qdq_backward_kernel<><<<warp_blocks(), 32 * kWarpsPerBlock, 0, stream_>>>(
+          shape_, float_, weight_.data(), rounding_.data(), ranges_.data(), max_scale_.data(), quants_.data(), grad, grad_min, grad_max);
+      check(cudaGetLastError(), "float_qdq_backward_kernel");
+      return;
+    }
     if (double_quantized()) {
       dq_backward_kernel<><<<warp_blocks(), 32 * kWarpsPerBlock, 0, stream_>>>(shape_, weight_.data(), rounding_.data(),
                                                                              quants_.data(), grad, group_grads_.data());
@@ -100,6 +120,7 @@ class QdqLayer {
   /// min_scale / max_scale = each group's searched clipping (ClipInit::WeightedSearch) under
   /// `importance` (device, one per input column): integer quantizers only (clip_search_kernel).
   void search_clipping(const float* importance, const ClipSearch& search = {}) {
+    detail::require(!floating_, "QdqLayer::search_clipping: the floating-point formats start at max_scale = 1, as the reference's");
     detail::require(!double_quantized() && search.symmetric == SymmetricSearch::ClippingGrid,
                     "QdqLayer::search_clipping: double-quantized layers and SymmetricSearch::ScaleGrid are searched on the host");
     clip_search_kernel<><<<warp_blocks(), 32 * kWarpsPerBlock, 0, stream_>>>(shape_, weight_.data(), ranges_.data(), importance,
@@ -110,6 +131,7 @@ class QdqLayer {
   /// Final codes (device, rows x cols) under the current parameters.
   void encode(std::uint8_t* codes) {
     if (double_quantized()) return dq_forward(nullptr, codes);
+    if (floating_) return float_forward(nullptr, codes);
     qdq_forward_kernel<><<<warp_blocks(), 32 * kWarpsPerBlock, 0, stream_>>>(shape_, weight_.data(), rounding_.data(), ranges_.data(),
                                                              min_scale_.data(), max_scale_.data(), quants_.data(), nullptr,
                                                              codes);
@@ -138,6 +160,12 @@ class QdqLayer {
   }
 
  private:
+  void float_forward(float* out, std::uint8_t* codes) {
+    float_qdq_forward_kernel<><<<warp_blocks(), 32 * kWarpsPerBlock, 0, stream_>>>(shape_, float_, weight_.data(), rounding_.data(),
+                                                                                 ranges_.data(), min_scale_.data(), max_scale_.data(),
+                                                                                 quants_.data(), out, codes);
+    check(cudaGetLastError(), "float_qdq_forward_kernel");
+  }
   void dq_forward(float* out, std::uint8_t* codes) {
     super_quant_kernel<><<<blocks_for(shape_.supers(), 64), 64, 0, stream_>>>(shape_, ranges_.data(), min_scale_.data(),
                                                                             max_scale_.data(), quants_.data(), supers_.data());
@@ -150,6 +178,8 @@ class QdqLayer {
   unsigned warp_blocks() const { return blocks_for(shape_.groups(), kWarpsPerBlock); }
 
   QdqShape shape_;
+  bool floating_ = false;
+  float_formulas::FloatParams float_;  // floating-point formats only
   DeviceBuffer<float> weight_;
   DeviceBuffer<float> rounding_, min_scale_, max_scale_;
   DeviceBuffer<GroupRange> ranges_;
