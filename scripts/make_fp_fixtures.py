@@ -18,7 +18,7 @@ import warnings
 import torch
 
 warnings.filterwarnings("ignore")
-from auto_round.data_type.mxfp import quant_mx  # noqa: E402
+from auto_round.data_type.mxfp import quant_mx, quant_mx_rceil  # noqa: E402
 from auto_round.data_type.nvfp import nv_fp4_with_static_gs  # noqa: E402
 from auto_round.wrapper import WrapperLinear  # noqa: E402
 
@@ -97,11 +97,17 @@ def main():
     # activations: rows are tokens, groups run along the features
     x = (torch.sin(0.31 * k.reshape(ROWS, COLS)) * torch.exp(0.02 * (k.reshape(ROWS, COLS) % 37)) * 2.5).float()
     x[2, 17] = 40.0
+    x[1] *= 1.5  # group maxima in (6, 8): the floor rule saturates them, the rceil rule takes the next scale
+    x[3] *= 0.37
+    x[5] *= 1.6  # maxima near 7.9: MXFP8 saturates them at 7 under the floor rule
     act_max = float(x.abs().max()) * 1.25  # a calibrated maximum above this input's
     fixture["activations"] = {
         "x": x.reshape(-1).tolist(),
         "mxfp4": quant_mx(x.clone(), bits=4, group_size=32)[0].reshape(-1).tolist(),
         "mxfp8": quant_mx(x.clone(), bits=8, group_size=32)[0].reshape(-1).tolist(),
+        # MXFP4_RCEIL / MXFP8_RCEIL activations (act_data_type mx_fp_rceil)
+        "mxfp4_rceil": quant_mx_rceil(x.clone(), bits=4, group_size=32)[0].reshape(-1).tolist(),
+        "mxfp8_rceil": quant_mx_rceil(x.clone(), bits=8, group_size=32)[0].reshape(-1).tolist(),
         "nvfp4_act_max": act_max,
         "nvfp4": nv_fp4_with_static_gs(x.clone(), bits=4, group_size=16, tensor_max=torch.tensor(act_max))[0].reshape(-1).tolist(),
     }

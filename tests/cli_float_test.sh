@@ -135,6 +135,19 @@ for b in range(2):
     assert not any(k.startswith(p + "self_attn.q_proj") for k in h)
 print("cli_float: phi3 fused NVFP4 layers ok")
 PY
+# MXFP4_RCEIL: MXFP4's tensors, act_data_type mx_fp_rceil, which our loader reads back: the same
+# checkpoint under the floor rule (act_data_type mx_fp) scores otherwise
+"$autoround" quantize --model "$phi3" --calibration "$phi3/text.tokens" --scheme MXFP4_RCEIL --output "$work/rceil" --nsamples 3 \
+  --seqlen 16 --iters 2 --batch-size 1 >"$work/rceil.log" 2>&1 || { echo "cli_float: MXFP4_RCEIL failed"; cat "$work/rceil.log"; exit 1; }
+grep -q '"act_data_type": "mx_fp_rceil"' "$work/rceil/auto_round/config.json" || { echo "cli_float: no mx_fp_rceil"; exit 1; }
+mkdir -p "$work/rceil-floor"
+for f in "$work"/rceil/auto_round/*; do ln -sf "$f" "$work/rceil-floor/"; done
+rm "$work/rceil-floor/config.json"
+sed 's/"mx_fp_rceil"/"mx_fp"/' "$work/rceil/auto_round/config.json" >"$work/rceil-floor/config.json"
+score() { "$autoround" eval --model "$phi3" --quantized "$1" --text "$phi3/text.tokens" --context 16 2>&1 | awk -v d="$1" '$0 ~ d { print $2 }'; }
+rceil=$(score "$work/rceil/auto_round") floor=$(score "$work/rceil-floor")
+[ -n "$rceil" ] && [ -n "$floor" ] && [ "$rceil" != "$floor" ] || { echo "cli_float: rceil $rceil, floor $floor"; exit 1; }
+echo "cli_float: MXFP4_RCEIL read back: perplexity $rceil (as mx_fp: $floor)"
 expect_error() {  # command... ; the error must contain $message
   if "$@" >"$work/err.log" 2>&1; then echo "cli_float: accepted: $*"; exit 1; fi
   grep -q -- "$message" "$work/err.log" || { echo "cli_float: unexpected error for $*"; cat "$work/err.log"; exit 1; }
@@ -144,6 +157,7 @@ message="written as auto_round or llm_compressor checkpoints" expect_error "$aut
 message="integer schemes as auto_round" expect_error "$autoround" "${common[@]}" --bits 4 --format llm_compressor
 message="is written as auto_round or llm_compressor (or gguf:mxfp4)" expect_error "$autoround" quantize --model "$model" \
   --calibration "$assets/kjv-calib.tokens" --output "$work/refused" --nsamples 3 --seqlen 16 --iters 1 --scheme NVFP4 --format gguf:q4_0
+message="no rounded-up (rceil)" expect_error "$autoround" "${common[@]}" --scheme MXFP8_RCEIL --format llm_compressor
 message="either --scheme or --bits" expect_error "$autoround" "${common[@]}" --scheme MXFP4 --bits 4
 message="integer or floating-point schemes" expect_error "$autoround" "${common[@]}" --scheme NVFP4 --layer "down_proj=8"
 echo "cli_float: ok"

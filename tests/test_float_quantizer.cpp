@@ -171,6 +171,29 @@ TEST_CASE("activation quantization equals auto-round's quant_mx and nv_fp4_with_
     CHECK(same == rows * cols);
   }
   CHECK_FALSE(activation_quant_for(QuantSpec{4, 128, Symmetric}).has_value());  // integer schemes: weights only
+  // the _RCEIL presets: quant_mx_rceil's rounded-up shared exponent
+  int differs_from_floor = 0;
+  for (const auto& [key, format] : {std::pair{"mxfp4_rceil", FloatFormat::MxFp4}, std::pair{"mxfp8_rceil", FloatFormat::MxFp8}}) {
+    CAPTURE(key);
+    QuantSpec spec = float_spec(format);
+    spec.act_rceil = true;
+    const auto act = activation_quant_for(spec);
+    REQUIRE(act.has_value());
+    RowMatrix m = Eigen::Map<const RowMatrix>(x.data(), rows, cols), floor_rule = m;
+    act->apply(m, LinearInput::Attention);
+    activation_quant_for(float_spec(format))->apply(floor_rule, LinearInput::Attention);
+    const std::vector<float> expected = floats(a[key]);
+    int same = 0;
+    for (Index i = 0; i < rows * cols; ++i) {
+      same += m.data()[i] == expected[static_cast<std::size_t>(i)];
+      differs_from_floor += m.data()[i] != floor_rule.data()[i];
+    }
+    CHECK(same == rows * cols);
+  }
+  CHECK(differs_from_floor > 0);  // the fixture tells the two rules apart
+  QuantSpec bad = float_spec(FloatFormat::NvFp4);
+  bad.act_rceil = true;
+  CHECK_THROWS_WITH(static_cast<void>(DynamicFloatQuantizer(bad)), doctest::Contains("act_rceil"));
 }
 
 TEST_CASE("packing: compressed-tensors' nibble order and scale bytes, llama.cpp's block_mxfp4") {

@@ -198,7 +198,7 @@ std::vector<OutputFormat> parse_formats(const std::string& list) {
 
 std::string describe_scheme(const QuantSpec& s) {
   if (s.data_type == DataType::NvFp) return "NVFP4";
-  if (s.data_type == DataType::MxFp) return s.bits == 4 ? "MXFP4" : "MXFP8";
+  if (s.data_type == DataType::MxFp) return std::string(s.bits == 4 ? "MXFP4" : "MXFP8") + (s.act_rceil ? "_RCEIL" : "");
   if (s.data_type == DataType::Fp) return "FP8_STATIC";
   return "W" + std::to_string(s.bits) + "G" + std::to_string(s.group_size) + (s.symmetry == Symmetric ? " sym" : " asym");
 }
@@ -222,6 +222,9 @@ void check_formats(const std::vector<OutputFormat>& formats, const ModelQuantOpt
     if (!f.hf) continue;
     for (const QuantSpec& s : specs) {
       if (s.data_type != DataType::Int) {
+        if (*f.hf == HfFormat::LlmCompressor && s.act_rceil)
+          throw Error("--format llm_compressor: compressed-tensors has no rounded-up (rceil) MX activation scales; --scheme " +
+                      describe_scheme(s) + " is written as auto_round");
         if (*f.hf != HfFormat::AutoRound && *f.hf != HfFormat::LlmCompressor)
           throw Error("--format " + f.name + ": floating-point schemes (MXFP4, MXFP8, NVFP4, FP8_STATIC) are written as auto_round or llm_compressor checkpoints");
         continue;
@@ -555,7 +558,7 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   // what a resumed run must share with the run it continues: every setting above, the exact
   // calibration, each pass's scheme and formats, and what else changes the floats
   std::ostringstream fingerprint;
-  fingerprint << "autoround quantize, resumable run v3\n" << report.dump() << "\n";
+  fingerprint << "autoround quantize, resumable run v4\n" << report.dump() << "\n";
   {
     std::uint64_t hash = 1469598103934665603ull;  // FNV-1a over the calibration's token ids
     for (const TokenSequence& sample : samples)
@@ -700,10 +703,10 @@ int main(int argc, char** argv) {
   std::string scheme;
   q->add_option("--scheme", scheme,
                 "the reference's preset instead of --bits/--group-size/--sym: W2A16, W3A16, W4A16, W8A16 (integers, groups of "
-                "128, sym), MXFP4, MXFP8 (E2M1 / E4M3 in groups of 32, E8M0 scales), NVFP4 (E2M1 in groups of 16, E4M3 scales, "
+                "128, sym), MXFP4, MXFP8 (E2M1 / E4M3 in groups of 32, E8M0 scales; _RCEIL: activation scales rounded up), NVFP4 (E2M1 in groups of 16, E4M3 scales, "
                 "a global scale), FP8_STATIC (E4M3 per output channel, inputs E4M3 under one static scale); the floating-point "
                 "ones are written as auto_round or llm_compressor")
-      ->check(CLI::IsMember({"W2A16", "W3A16", "W4A16", "W8A16", "MXFP4", "MXFP8", "NVFP4", "FP8_STATIC"}));
+      ->check(CLI::IsMember({"W2A16", "W3A16", "W4A16", "W8A16", "MXFP4", "MXFP8", "MXFP4_RCEIL", "MXFP8_RCEIL", "NVFP4", "FP8_STATIC"}));
   q->add_option("--recipe", recipe, "default | fast | best | light | rtn")
       ->check(CLI::IsMember({"default", "fast", "best", "light", "rtn"}));
   q->add_option("--iters", iters, "tuning steps per block (overrides the recipe)")->check(CLI::NonNegativeNumber);
@@ -824,6 +827,10 @@ int main(int argc, char** argv) {
         throw Error("--scheme " + scheme + ": give either --scheme or --bits/--group-size/--sym");
       if (scheme == "MXFP4") options.spec = float_spec(FloatFormat::MxFp4);
       else if (scheme == "MXFP8") options.spec = float_spec(FloatFormat::MxFp8);
+      else if (scheme == "MXFP4_RCEIL" || scheme == "MXFP8_RCEIL") {
+        options.spec = float_spec(scheme == "MXFP4_RCEIL" ? FloatFormat::MxFp4 : FloatFormat::MxFp8);
+        options.spec.act_rceil = true;
+      }
       else if (scheme == "NVFP4") options.spec = float_spec(FloatFormat::NvFp4);
       else if (scheme == "FP8_STATIC") options.spec = float_spec(FloatFormat::Fp8);
       else options.spec = QuantSpec{std::stoi(scheme.substr(1)), 128, Symmetric};

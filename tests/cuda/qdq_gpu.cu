@@ -9,7 +9,7 @@ int gpu_count() { return cuda::device_count(); }
 std::vector<float> activation_qdq_on_gpu(const QuantSpec& spec, float global_scale, float static_scale, const std::vector<float>& x,
                                          long rows, long cols) {
   const FloatFormat format = float_format(spec);
-  const float_formulas::FloatParams p{format, global_scale};
+  const float_formulas::FloatParams p{format, global_scale, spec.act_rceil};
   const long group = static_scale > 0.0f ? 32 : float_spec(format).group_size;
   cuda::DeviceBuffer<float> data{std::span<const float>(x)};
   const long n = rows * ((cols + group - 1) / group);

@@ -161,16 +161,22 @@ TEST_CASE("CUDA activation quantization equals ActivationQuant::apply on the CPU
   std::vector<float> x(static_cast<std::size_t>(rows * cols));
   for (float& v : x) v = heavy(rng);
   for (long c = 0; c < 40; ++c) x[static_cast<std::size_t>(c)] = 0.0f;  // zero groups
-  for (FloatFormat format : {FloatFormat::MxFp4, FloatFormat::MxFp8, FloatFormat::NvFp4, FloatFormat::Fp8}) {
+  const FloatFormat formats[] = {FloatFormat::MxFp4, FloatFormat::MxFp8, FloatFormat::NvFp4, FloatFormat::Fp8, FloatFormat::MxFp4,
+                                 FloatFormat::MxFp8};
+  for (int k = 0; k < 6; ++k) {
+    const FloatFormat format = formats[k];
+    QuantSpec spec = float_spec(format);
+    spec.act_rceil = k >= 4;  // the last two: MXFP4_RCEIL, MXFP8_RCEIL
     CAPTURE(static_cast<int>(format));
+    CAPTURE(spec.act_rceil);
     const float absmax = 9.5f;
-    const auto act = activation_quant_for(float_spec(format), {absmax, absmax, absmax, absmax});
+    const auto act = activation_quant_for(spec, {absmax, absmax, absmax, absmax});
     REQUIRE(act);
     RowMatrix cpu = Eigen::Map<const RowMatrix>(x.data(), rows, cols);
     act->apply(cpu, LinearInput::Mlp);
     const std::size_t mlp = static_cast<std::size_t>(LinearInput::Mlp);
     const float static_scale = format == FloatFormat::Fp8 ? act->input_scale[mlp] : 0.0f;
-    const std::vector<float> gpu = activation_qdq_on_gpu(float_spec(format), act->global_scale[mlp], static_scale, x, rows, cols);
+    const std::vector<float> gpu = activation_qdq_on_gpu(spec, act->global_scale[mlp], static_scale, x, rows, cols);
     CHECK(same_bits(gpu, std::vector<float>(cpu.data(), cpu.data() + cpu.size())));
     CHECK(!same_bits(gpu, x));  // something was quantized
   }

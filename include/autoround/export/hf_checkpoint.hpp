@@ -372,7 +372,7 @@ class HfTensorWriter {
       qc["act_bits"] = spec_.bits;
       qc["act_group_size"] = spec_.group_size;
       qc["act_sym"] = true;
-      qc["act_data_type"] = spec_.data_type == DataType::NvFp ? "nv_fp4_with_static_gs" : "mx_fp";
+      qc["act_data_type"] = spec_.data_type == DataType::NvFp ? "nv_fp4_with_static_gs" : spec_.act_rceil ? "mx_fp_rceil" : "mx_fp";
       qc["act_dynamic"] = true;
     }
     if (t.iters != 200) qc["iters"] = t.iters;
@@ -463,6 +463,7 @@ class HfTensorWriter {
   nlohmann::ordered_json compressed_tensors_config() const {
     detail::require(spec_.data_type != DataType::Int,
                     "llm_compressor: only MXFP4, MXFP8, NVFP4 and FP8_STATIC are written in compressed-tensors' format here");
+    detail::require(!spec_.act_rceil, "llm_compressor: compressed-tensors has no rounded-up (rceil) MX activation scales: MXFP4_RCEIL / MXFP8_RCEIL are written as auto_round");
     nlohmann::ordered_json ignore = nlohmann::ordered_json::array({"lm_head"});
     for (const std::string& name : not_converted_) ignore.push_back(loader_name(name));
     const auto config = [&](const char* format, const nlohmann::ordered_json& weights, const nlohmann::ordered_json& inputs) {

@@ -5,7 +5,8 @@
 // inference modules do when they run the checkpoint (auto_round/experimental/qmodules/mx.py,
 // nvfp4.py). A block's four inputs: the normed hidden state (q, k, v), the attention result
 // (o_proj), the second normed state (gate, up), the MLP product (down_proj).
-//   MX: dynamic, the weights' own formula with v = 0 and max_scale = 1 (quant_mx).
+//   MX: dynamic, the weights' own formula with v = 0 and max_scale = 1 (quant_mx); the _RCEIL
+//       presets round the shared exponent up instead (quant_mx_rceil, QuantSpec::act_rceil).
 //   NVFP4: nv_fp4_with_static_gs: the global scale is 2688 over the largest |input| the layer saw
 //          in calibration (one per input, measured before the block is tuned).
 //   FP8_STATIC: one scale per input, s = max(max|input| / 448, 1 / (448 · 512)) from the same
@@ -46,10 +47,9 @@ struct ActivationQuant {
       for (Index i = 0; i < n; ++i) p[i] = float_formulas::fp8_static_qdq(p[i], s);
       return;
     }
-    const DynamicFloatQuantizer q =
-        quantizer.has_global_scale() ? quantizer.with_global_scale(global_scale[static_cast<std::size_t>(input)]) : quantizer;
-    const Index group = q.group_size(), cols = x.cols();
-    static const std::vector<float> zeros(64, 0.0f);
+    float_formulas::FloatParams p = quantizer.activation_params();
+    if (quantizer.has_global_scale()) p.global_scale = global_scale[static_cast<std::size_t>(input)];
+    const Index group = quantizer.group_size(), cols = x.cols();
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static)
 #endif
@@ -57,8 +57,8 @@ struct ActivationQuant {
       float* row = x.data() + t * cols;
       for (Index c = 0; c < cols; c += group) {
         const std::span<float> g(row + c, static_cast<std::size_t>(std::min(group, cols - c)));
-        const GroupQuant gq = q.group_quant(group_range(g), 1.0f, 1.0f);
-        q.fake_quantize(g, std::span<const float>(zeros.data(), g.size()), gq, g);
+        const GroupQuant gq = p.activation_group_quant(group_range(g));
+        for (float& v : g) v = p.fake_quantize(v, 0.0f, gq);
       }
     }
   }
@@ -76,5 +76,24 @@ inline std::optional<ActivationQuant> activation_quant_for(const QuantSpec& weig
   }
   return a;
 }
+
+/// What a block's activation quantization is made from, gathered layer by layer: the scheme of
+/// its quantized linear layers and, per LinearInput, the largest |input| measured for them.
+/// (The tuning runs, CPU and CUDA, and the dequantized results all build it this way.)
+class InputMaxima {
+ public:
+  void add(const QuantSpec& spec, LinearInput input, float absmax) {
+    spec_ = spec;
+    float& m = absmax_[static_cast<std::size_t>(input)];
+    m = std::max(m, absmax);
+  }
+  std::optional<ActivationQuant> activation_quant() const {
+    return spec_ ? activation_quant_for(*spec_, absmax_) : std::nullopt;
+  }
+
+ private:
+  std::optional<QuantSpec> spec_;
+  std::array<float, 4> absmax_{};
+};
 
 }  // namespace autoround

@@ -133,6 +133,7 @@ inline std::optional<QuantSpec> float_scheme_of(const nlohmann::json& qc, const 
   }
   const auto with_acts = [&](QuantSpec s) {  // W4A4 / W8A8 as the preset, or weight-only
     s.act_bits = qc.value("act_bits", 16) <= 8 ? s.act_bits : 16;
+    s.act_rceil = s.act_bits <= 8 && s.data_type == DataType::MxFp && qc.value("act_data_type", "") == "mx_fp_rceil";
     return s;
   };
   if (type == "mx_fp") return with_acts(float_spec(bits == 8 ? FloatFormat::MxFp8 : FloatFormat::MxFp4));
@@ -319,9 +320,9 @@ class HfModelSource {
     if (qc_.value("quant_method", "") != "auto-round" || qc_.value("act_bits", 16) > 8) return std::nullopt;
     const std::string type = qc_.value("act_data_type", "");
     const auto spec = detail::float_scheme_of(qc_, prefix + hf_name(Linear::Output));
-    if (!spec || (type != "mx_fp" && type != "nv_fp4_with_static_gs" && type != "fp"))
+    if (!spec || (type != "mx_fp" && type != "mx_fp_rceil" && type != "nv_fp4_with_static_gs" && type != "fp"))
       throw Error(name() + ": quantization_config: activations act_data_type '" + type + "' with act_bits " +
-                  std::to_string(qc_.value("act_bits", 16)) + " are not supported (mx_fp, nv_fp4_with_static_gs, fp)");
+                  std::to_string(qc_.value("act_bits", 16)) + " are not supported (mx_fp, mx_fp_rceil, nv_fp4_with_static_gs, fp)");
     ActivationQuant a{DynamicFloatQuantizer(*spec), {}, {}};
     // the static input scales (NVFP4: input_global_scale F32; FP8_STATIC: input_scale BF16), one
     // per LinearInput, stored with the first layer that reads that input

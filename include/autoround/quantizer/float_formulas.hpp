@@ -7,7 +7,7 @@
 // --fmad=false), so the two backends compute the same bits. The formulas themselves, with the
 // reference's names, are described in float_quantizer.hpp.
 //
-// Only functions both sides provide with the same results are used: floorf, rintf (ties to even
+// Only functions both sides provide with the same results are used: floorf, ceilf, rintf (ties to even
 // in the default rounding mode, as nearbyint), ldexpf, frexpf, fmodf, fabsf, fminf, fmaxf,
 // copysignf, all exact. log2 is not exact: the host calls log2f (glibc's, what torch's CPU log2
 // calls), the device rounds a double-precision log2 to float; the two agree except within an
@@ -82,6 +82,7 @@ AUTOROUND_HOST_DEVICE inline float nv_cast_fp4(float cx, float* Q) {
 struct FloatParams {
   FloatFormat format = FloatFormat::MxFp4;
   float global_scale = 0.0f;
+  bool rceil = false;  ///< activations of the _RCEIL presets: MX exponent rounded up (activation_group_quant)
 
   AUTOROUND_HOST_DEVICE bool mx() const { return format == FloatFormat::MxFp4 || format == FloatFormat::MxFp8; }
   // mx: element grid (K = 2^mbits), smallest normal exponent, largest magnitude, largest exponent
@@ -123,6 +124,18 @@ struct FloatParams {
     } else {
       g.scale = fmaxf(m * max_scale / e4m3_max, fp8_min_scale);
     }
+    return g;
+  }
+
+  /// An activation group's scale (v = 0, max_scale = 1): the weights' rule, or with `rceil`
+  /// (quant_mx_rceil) 2^ceil(log2(M / max element)), M = 0 taking exponent 1, clamped to ±127.
+  AUTOROUND_HOST_DEVICE GroupQuant activation_group_quant(GroupRange range) const {
+    if (!(rceil && mx())) return group_quant(range, 1.0f);
+    const float M = group_absmax(range);
+    const float E = M == 0.0f ? 1.0f : ceilf(log2_of(M / mx_max_norm()));
+    GroupQuant g;
+    g.scale = ldexpf(1.0f, static_cast<int>(clamp(E, -127.0f, 127.0f)));
+    g.zero = 0.0f;
     return g;
   }
 

@@ -81,6 +81,8 @@ inline FloatFormat float_format(const QuantSpec& spec) {
   if (spec.group_size != float_spec(f).group_size)
     throw bad("the format's group size is " + std::to_string(float_spec(f).group_size) +
               (f == FloatFormat::Fp8 ? " (one per output channel)" : ""));
+  if (spec.act_rceil && (spec.data_type != DataType::MxFp || spec.act_bits > 8))
+    throw bad("act_rceil (mx_fp_rceil) rounds MX activations' shared exponent: an MXFP4 / MXFP8 scheme with its activations quantized");
   if (spec.act_bits != 16 && spec.act_bits != float_spec(f).act_bits)
     throw bad("act_bits = " + std::to_string(spec.act_bits) + ": the activations are quantized as the preset does (act_bits = " +
               std::to_string(float_spec(f).act_bits) + ") or not at all (16)");
@@ -116,7 +118,7 @@ class FloatQuantizer {
       : format_(static_cast<FloatFormat>(Format)), act_bits_(float_spec(static_cast<FloatFormat>(Format)).act_bits) {}
 
   /// Run-time configuration (a QuantSpec with a floating-point data_type).
-  explicit FloatQuantizer(QuantSpec spec) : format_(float_format(spec)), act_bits_(spec.act_bits) {
+  explicit FloatQuantizer(QuantSpec spec) : format_(float_format(spec)), act_bits_(spec.act_bits), act_rceil_(spec.act_rceil) {
     if constexpr (static_format)
       detail::require(format_ == static_cast<FloatFormat>(Format), "data_type/bits do not match the compile-time Format");
   }
@@ -128,6 +130,7 @@ class FloatQuantizer {
   QuantSpec spec() const {
     QuantSpec s = float_spec(format_);
     s.act_bits = act_bits_;
+    s.act_rceil = act_rceil_;
     return s;
   }
   bool has_global_scale() const { return format_ == FloatFormat::NvFp4; }
@@ -195,10 +198,13 @@ class FloatQuantizer {
 
   /// The format and global scale as the shared host/device formulas take them (float_formulas.hpp).
   float_formulas::FloatParams params() const { return {format_, global_scale_}; }
+  /// The same for quantizing this scheme's activations (the _RCEIL presets round their MX exponent up).
+  float_formulas::FloatParams activation_params() const { return {format_, global_scale_, act_rceil_}; }
 
  private:
   FloatFormat format_;
   int act_bits_ = 16;  // the preset's (W4A4 / W8A8) or 16: weight-only
+  bool act_rceil_ = false;
   float global_scale_ = 0.0f;
 };
 

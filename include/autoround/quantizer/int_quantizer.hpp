@@ -41,6 +41,9 @@ struct QuantSpec {
   /// way the weights are (the reference's act_bits): 16 = not quantized (weight-only). The FP
   /// presets MXFP4 / MXFP8 / NVFP4 are W4A4 / W8A8 / W4A4; integer schemes are weight-only.
   int act_bits = 16;
+  /// MX activations' shared exponent rounded up, ceil(log2(max|x| / max element)), instead of
+  /// the weights' floor rule (the reference's act_data_type mx_fp_rceil: MXFP4_RCEIL, MXFP8_RCEIL).
+  bool act_rceil = false;
   friend bool operator==(const QuantSpec&, const QuantSpec&) = default;
 };
 

@@ -92,17 +92,11 @@ class BlockTuningRun {
     InputImportance importance;
     if (search || measure_inputs) importance = input_importance(block, config, inputs_, measure_inputs ? &input_absmax_ : nullptr);
     if constexpr (float_codes) {  // W4A4 / W8A8 schemes: the layers' inputs are quantized in the tuned forward, as the reference's
-      std::array<float, 4> absmax{};
-      std::optional<QuantSpec> spec;
+      InputMaxima maxima;
       for (std::size_t i = 0; i < slots_.size(); ++i)
-        if (quantizers[i] && slots_[i].expert == LinearSlot::own) {
-          spec = quantizers[i]->spec();
-          if (i < input_absmax_.size()) {
-            float& m = absmax[static_cast<std::size_t>(linear_input(slots_[i].role))];
-            m = std::max(m, input_absmax_[i]);
-          }
-        }
-      if (spec) act_ = activation_quant_for(*spec, absmax);
+        if (quantizers[i] && slots_[i].expert == LinearSlot::own)
+          maxima.add(quantizers[i]->spec(), linear_input(slots_[i].role), i < input_absmax_.size() ? input_absmax_[i] : 0.0f);
+      act_ = maxima.activation_quant();
     }
     layers_.resize(slots_.size());
     for (std::size_t i = 0; i < slots_.size(); ++i) {

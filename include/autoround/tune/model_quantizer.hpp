@@ -235,15 +235,11 @@ template <WeightQuantizer Q>
 std::optional<ActivationQuant> activation_quant_of(const LlamaBlock& block, const LayerResults<Q>& results) {
   if constexpr (FloatCodeQuantizer<Q>) {
     const std::vector<LinearSlot> slots = linear_slots(block);
-    std::optional<QuantSpec> spec;
-    std::array<float, 4> absmax{};
+    InputMaxima maxima;
     for (std::size_t i = 0; i < slots.size(); ++i)
-      if (const auto& q = result_at(results, i); q && slots[i].expert == LinearSlot::own) {
-        spec = q->quantizer.spec();
-        float& m = absmax[static_cast<std::size_t>(linear_input(slots[i].role))];
-        m = std::max(m, q->input_absmax);
-      }
-    if (spec) return activation_quant_for(*spec, absmax);
+      if (const auto& q = result_at(results, i); q && slots[i].expert == LinearSlot::own)
+        maxima.add(q->quantizer.spec(), linear_input(slots[i].role), q->input_absmax);
+    return maxima.activation_quant();
   }
   return std::nullopt;
 }

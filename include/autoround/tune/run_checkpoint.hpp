@@ -134,7 +134,8 @@ class RunCheckpoint {
         float global_scale = 0.0f;
         if constexpr (requires { q->quantizer.global_scale(); }) global_scale = q->quantizer.global_scale();
         writer.set_metadata(name + ".float", std::to_string(static_cast<int>(spec.data_type)) + " " + detail::exact_text(global_scale) +
-                                                 " " + detail::exact_text(q->input_absmax) + " " + std::to_string(spec.act_bits));
+                                                 " " + detail::exact_text(q->input_absmax) + " " + std::to_string(spec.act_bits) +
+                                                 " " + std::to_string(static_cast<int>(spec.act_rceil)));
       }
     }
     const BlockReport& r = block.report;
@@ -177,8 +178,11 @@ class RunCheckpoint {
       if (f.metadata().count(name + ".float")) {
         auto fl = meta(name + ".float");
         int data_type = 0;
-        fl >> data_type >> global_scale >> input_absmax >> spec.act_bits;
-        if (!fl || data_type < 0 || data_type > 3 || (spec.act_bits != 16 && (spec.act_bits < 1 || spec.act_bits > 8))) throw Error(file + ": layer " + name + ": unreadable format metadata");
+        int rceil = 0;
+        fl >> data_type >> global_scale >> input_absmax >> spec.act_bits >> rceil;
+        if (!fl || data_type < 0 || data_type > 3 || (spec.act_bits != 16 && (spec.act_bits < 1 || spec.act_bits > 8)) || rceil < 0 || rceil > 1)
+          throw Error(file + ": layer " + name + ": unreadable format metadata");
+        spec.act_rceil = rceil == 1;
         spec.data_type = static_cast<DataType>(data_type);
       }
       QuantizedWeight<Q> q{Q(spec), GroupLayout(rows, cols, spec.group_size), {}, {}, {}, stats, {}, {}, {}};

@@ -369,15 +369,11 @@ class BlockTuningRun {
       if (measure_inputs_) {
         if (bf16_) measure_inputs<__nv_bfloat16>(); else measure_inputs<float>();
       }
-      std::array<float, 4> absmax{};
-      std::optional<QuantSpec> spec;
+      InputMaxima maxima;
       for (Linear l : all_linears)
-        if (const Layer& layer = layers_[static_cast<std::size_t>(l)]; layer.quantizer) {
-          spec = layer.quantizer->spec();
-          float& m = absmax[static_cast<std::size_t>(linear_input(l))];
-          m = std::max(m, input_absmax_[static_cast<std::size_t>(l)]);
-        }
-      if (spec) tuned_input_quant_ = activation_quant_for(*spec, absmax);
+        if (const Layer& layer = layers_[static_cast<std::size_t>(l)]; layer.quantizer)
+          maxima.add(layer.quantizer->spec(), linear_input(l), input_absmax_[static_cast<std::size_t>(l)]);
+      tuned_input_quant_ = maxima.activation_quant();
       if (tuned_input_quant_) input_quant_ = &*tuned_input_quant_;
     } else if (options_.clip_init == ClipInit::WeightedSearch) {
       search_clipping(block);
@@ -451,7 +447,7 @@ class BlockTuningRun {
   void quantize_input(Tensor& t, LinearInput input, long rows, long cols) {
     const auto i = static_cast<std::size_t>(input);
     const DynamicFloatQuantizer& q = input_quant_->quantizer;
-    float_formulas::FloatParams p = q.params();
+    float_formulas::FloatParams p = q.activation_params();
     if (q.has_global_scale()) p.global_scale = input_quant_->global_scale[i];
     const float fixed = q.format() == FloatFormat::Fp8 ? input_quant_->input_scale[i] : 0.0f;  // FP8_STATIC: one scale, any grouping
     const long group = fixed > 0.0f ? 32 : q.group_size();

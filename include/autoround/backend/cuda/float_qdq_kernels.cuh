@@ -95,7 +95,7 @@ __global__ void activation_qdq_kernel(float_formulas::FloatParams p, float stati
       r.wmin = fminf(r.wmin, row[c]);
       r.wmax = fmaxf(r.wmax, row[c]);
     }
-    const GroupQuant q = p.group_quant(r, 1.0f);
+    const GroupQuant q = p.activation_group_quant(r);
     for (long c = begin; c < end; ++c) row[c] = p.fake_quantize(row[c], 0.0f, q);
   }
   if (copy)
