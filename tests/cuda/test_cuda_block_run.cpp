@@ -54,6 +54,22 @@ std::vector<RowMatrix> outlier_inputs(const LlamaConfig& c, std::mt19937& rng) {
   return inputs;
 }
 
+/// The share of equal codes over the layers a CPU and a GPU run quantized in one block; both must
+/// have quantized the same layers, with the same scheme; `each(cpu, gpu)` checks more per layer.
+template <class Q, class Each>
+double code_agreement(const LayerResults<Q>& cpu, const LayerResults<Q>& gpu, Each&& each) {
+  std::size_t same = 0, total = 0;
+  for (std::size_t l = 0; l < 7; ++l) {
+    REQUIRE(cpu[l].has_value() == gpu[l].has_value());
+    if (!cpu[l]) continue;
+    CHECK(cpu[l]->quantizer.spec() == gpu[l]->quantizer.spec());
+    each(*cpu[l], *gpu[l]);
+    for (std::size_t k = 0; k < cpu[l]->codes.size(); ++k) same += cpu[l]->codes[k] == gpu[l]->codes[k];
+    total += cpu[l]->codes.size();
+  }
+  return static_cast<double>(same) / static_cast<double>(total);
+}
+
 }  // namespace
 
 TEST_CASE("GPU block tuning follows the CPU run step for step") {
@@ -487,16 +503,9 @@ TEST_CASE("quantize_model with double-quantized schemes (DoubleQuantizer) on the
       cpu_model, tokens, options, [&](const BlockReport& r, Index) { cpu_reports.push_back(r); });
   const auto gpu = quantize_kquant_model_on_gpu(gpu_model, tokens, options, gpu_reports);
   for (std::size_t b = 0; b < 2; ++b) {
-    std::size_t same = 0, total = 0;
-    for (std::size_t l = 0; l < 7; ++l) {
-      REQUIRE(cpu[b][l].has_value() == gpu[b][l].has_value());
-      if (!cpu[b][l]) continue;
-      CHECK(cpu[b][l]->quantizer.spec() == gpu[b][l]->quantizer.spec());
-      CHECK(cpu[b][l]->super_scales.size() == gpu[b][l]->super_scales.size());
-      for (std::size_t k = 0; k < cpu[b][l]->codes.size(); ++k) same += cpu[b][l]->codes[k] == gpu[b][l]->codes[k];
-      total += cpu[b][l]->codes.size();
-    }
-    const double agreement = static_cast<double>(same) / static_cast<double>(total);
+    const double agreement = code_agreement(cpu[b], gpu[b], [](const auto& c, const auto& g) {
+      CHECK(c.super_scales.size() == g.super_scales.size());
+    });
     MESSAGE("double-quantized block " << b << ": RTN loss CPU " << cpu_reports[b].stats.rtn_loss << " GPU "
                                       << gpu_reports[b].stats.rtn_loss << ", best CPU " << cpu_reports[b].stats.best_loss << " (step "
                                       << cpu_reports[b].stats.best_step << ") GPU " << gpu_reports[b].stats.best_loss
@@ -540,20 +549,13 @@ TEST_CASE("quantize_model with floating-point schemes (MXFP4, NVFP4 W4A4, FP8_ST
         cpu_model, tokens, options, [&](const BlockReport& r, Index) { cpu_reports.push_back(r); });
     const auto gpu = quantize_float_model_on_gpu(gpu_model, tokens, options, gpu_reports);
     for (std::size_t b = 0; b < 2; ++b) {
-      std::size_t same = 0, total = 0;
-      for (std::size_t l = 0; l < 7; ++l) {
-        REQUIRE(cpu[b][l].has_value() == gpu[b][l].has_value());
-        if (!cpu[b][l]) continue;
-        CHECK(cpu[b][l]->quantizer.spec() == gpu[b][l]->quantizer.spec());
+      const double agreement = code_agreement(cpu[b], gpu[b], [&](const auto& c, const auto& g) {
         if (b == 0) {  // the same weights: the same global scale; the same inputs: the same measured maxima, to rounding
-          CHECK(cpu[b][l]->quantizer.global_scale() == gpu[b][l]->quantizer.global_scale());
-          CHECK(gpu[b][l]->input_absmax == doctest::Approx(cpu[b][l]->input_absmax).epsilon(1e-5));
+          CHECK(c.quantizer.global_scale() == g.quantizer.global_scale());
+          CHECK(g.input_absmax == doctest::Approx(c.input_absmax).epsilon(1e-5));
         }
-        CHECK((gpu[b][l]->input_absmax > 0.0f) == (format != FloatFormat::MxFp4));  // static scales only
-        for (std::size_t k = 0; k < cpu[b][l]->codes.size(); ++k) same += cpu[b][l]->codes[k] == gpu[b][l]->codes[k];
-        total += cpu[b][l]->codes.size();
-      }
-      const double agreement = static_cast<double>(same) / static_cast<double>(total);
+        CHECK((g.input_absmax > 0.0f) == (format != FloatFormat::MxFp4));  // static scales only
+      });
       const TuningStats &cs = cpu_reports[b].stats, &gs = gpu_reports[b].stats;
       MESSAGE("format " << static_cast<int>(format) << " block " << b << ": RTN loss CPU " << cs.rtn_loss << " GPU " << gs.rtn_loss
                         << ", best CPU " << cs.best_loss << " (step " << cs.best_step << ") GPU " << gs.best_loss << " (step "
