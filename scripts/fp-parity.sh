@@ -13,7 +13,7 @@
 #         ref     the reference's runs, one at a time;  refpar: all at once (wall times not comparable)
 #         eval    only score what OUT holds
 #   ROW:  SCHEME:SEED[:RECIPE]   e.g. MXFP4:42  NVFP4:1:fast  (RECIPE: ours only; default = 200 steps;
-#         rtn = iters 0, for the reference with disable_opt_rtn)
+#         rtn = iters 0, for the reference with disable_opt_rtn; algext = the reference's enable_alg_ext)
 # Environment: NSAMPLES (16), SEQLEN (256), EVAL_WINDOWS (8), JOBS (4: evaluations at once).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -37,7 +37,9 @@ for row in "$@"; do
       ;;
     ref|refpar)
       tag="ref-$scheme-s$seed-$recipe"
-      iters=(--iters 200); [ "$recipe" = rtn ] && iters=(--iters 0 --disable-opt-rtn)
+      iters=(--iters 200)
+      [ "$recipe" = rtn ] && iters=(--iters 0 --disable-opt-rtn)
+      [ "$recipe" = algext ] && iters=(--iters 200 --enable-alg-ext)
       run_ref() {
         python3 "$here/parity_reference.py" "$assets" "$out/$tag" --scheme "$scheme" "${iters[@]}" --nsamples "$nsamples" \
           --seqlen "$seqlen" --batch-size 8 --seed "$seed" >"$out/$tag.log" 2>&1

@@ -18,6 +18,7 @@ import warnings
 import torch
 
 warnings.filterwarnings("ignore")
+from auto_round.data_type.fp8 import quant_fp8_sym  # noqa: E402
 from auto_round.data_type.mxfp import quant_mx, quant_mx_rceil  # noqa: E402
 from auto_round.data_type.nvfp import nv_fp4_with_static_gs  # noqa: E402
 from auto_round.wrapper import WrapperLinear  # noqa: E402
@@ -110,6 +111,33 @@ def main():
         "mxfp8_rceil": quant_mx_rceil(x.clone(), bits=8, group_size=32)[0].reshape(-1).tolist(),
         "nvfp4_act_max": act_max,
         "nvfp4": nv_fp4_with_static_gs(x.clone(), bits=4, group_size=16, tensor_max=torch.tensor(act_max))[0].reshape(-1).tolist(),
+    }
+    # autograd's backward through the activation quantizers (the gradient the tuned block's
+    # backward passes to the layers before a quantized input): dL/dx of sum(q(x) * Rx), and for
+    # FP8_STATIC also dL/d act_max_scale (a tuned parameter of the static schemes, here 0.9)
+    Rx = torch.cos(0.53 * k + 0.2).float().reshape(ROWS, COLS)
+    fixture["activations"]["grad_out"] = Rx.reshape(-1).tolist()
+
+    def grad_x(fn):
+        xg = x.clone().requires_grad_(True)
+        (fn(xg) * Rx).sum().backward()
+        return xg.grad.reshape(-1).tolist()
+
+    fixture["activations"]["grad_x"] = {
+        "mxfp4": grad_x(lambda t: quant_mx(t, bits=4, group_size=32, max_scale=torch.tensor(1.0))[0]),
+        "mxfp8": grad_x(lambda t: quant_mx(t, bits=8, group_size=32, max_scale=torch.tensor(1.0))[0]),
+        "mxfp4_rceil": grad_x(lambda t: quant_mx_rceil(t, bits=4, group_size=32, max_scale=torch.tensor(1.0))[0]),
+        "mxfp8_rceil": grad_x(lambda t: quant_mx_rceil(t, bits=8, group_size=32, max_scale=torch.tensor(1.0))[0]),
+        "nvfp4": grad_x(lambda t: nv_fp4_with_static_gs(t, bits=4, group_size=16, tensor_max=torch.tensor(act_max))[0]),
+    }
+    ams = torch.tensor(0.9, requires_grad=True)
+    xg = x.clone().requires_grad_(True)
+    fp8_max = float(x.abs().max()) * 0.5  # a calibrated maximum below this input's: some elements clamp
+    out = quant_fp8_sym(xg, max_scale=ams, tensor_max=torch.tensor(fp8_max))[0]
+    (out * Rx).sum().backward()
+    fixture["activations"]["fp8_static"] = {
+        "tensor_max": fp8_max, "act_max_scale": 0.9, "out": out.detach().reshape(-1).tolist(),
+        "grad_x": xg.grad.reshape(-1).tolist(), "grad_act_max_scale": float(ams.grad),
     }
     with open(out_path, "w") as f:
         json.dump(fixture, f)

@@ -8,7 +8,7 @@ consecutive windows of SEQLEN tokens of the calibration token file (the same win
 lr 1/iters, best step, two activation streams). Writes the auto_round format to OUT and prints
 the tuning wall time.
 usage: parity_reference.py ASSETS_DIR OUT (--bits B --group-size G [--sym] | --scheme MXFP4|NVFP4|...)
-       [--iters 200] [--nsamples 96] [--seqlen 512] [--batch-size 8] [--seed 42] [--disable-opt-rtn]
+       [--iters 200] [--nsamples 96] [--seqlen 512] [--batch-size 8] [--seed 42] [--disable-opt-rtn] [--enable-alg-ext]
 """
 import argparse
 import sys
@@ -29,6 +29,7 @@ def main():
     p.add_argument("--group-size", type=int)
     p.add_argument("--scheme", help="the reference's preset (MXFP4, NVFP4, ...) instead of bits / group size / sym")
     p.add_argument("--disable-opt-rtn", action="store_true", help="iters 0: plain round-to-nearest, not its scale search")
+    p.add_argument("--enable-alg-ext", action="store_true", help="the reference's SignRoundV2 extensions (enable_alg_ext=True)")
     p.add_argument("--sym", action="store_true")
     p.add_argument("--iters", type=int, default=200)
     p.add_argument("--nsamples", type=int, default=96)
@@ -48,6 +49,8 @@ def main():
     start = time.time()
     scheme = {"scheme": a.scheme} if a.scheme else {"bits": a.bits, "group_size": a.group_size, "sym": a.sym}
     extra = {"disable_opt_rtn": True} if a.disable_opt_rtn else {}
+    if a.enable_alg_ext:
+        extra["enable_alg_ext"] = True
     ar = AutoRound(model, tokenizer, **scheme, iters=a.iters, nsamples=a.nsamples, seqlen=a.seqlen, batch_size=a.batch_size,
                    dataset=windows, seed=a.seed, **extra)
     ar.quantize_and_save(a.out, format="auto_round")

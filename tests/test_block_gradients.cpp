@@ -3,9 +3,11 @@
 // norms, GeGLU, q/k norms, a sliding window with its own RoPE base, scaled linear RoPE, another
 // attention scale; Gemma 2's: soft-capped attention scores in a sliding window; Phi-3's partial
 // rotary embedding with LongRoPE's attention factor) against central
-// finite differences of its forward, on a small random block.
+// finite differences of its forward, on a small random block; with quantized linear inputs,
+// against torch's autograd through auto-round's activation quantizers.
 #include <doctest/doctest.h>
 
+#include <autoround/format/safetensors.hpp>
 #include <autoround/model/llama_block.hpp>
 #include <cmath>
 #include <random>
@@ -117,7 +119,10 @@ TEST_CASE_TEMPLATE_DEFINE("block backward matches finite differences", Style, bl
     };
     const double fd = (4.0 * central(8e-3f) - central(1.6e-2f)) / 3.0;
     const double analytic = static_cast<double>(g.cwiseProduct(direction).sum());
-    CHECK(analytic == doctest::Approx(fd).epsilon(1e-3));
+    // Phi-3's case bends hard along attn_q's direction (central differences at 1e-3 … 1.6e-2:
+    // -0.1984, -0.1974, -0.1934, -0.1766, -0.1088 on a 2-core AMD EPYC), so its extrapolation
+    // keeps ~0.7% of curvature and float32 noise, depending on the CPU's summation order: 1e-2 there.
+    CHECK(analytic == doctest::Approx(fd).epsilon(Style::gemma == 4 ? 1e-2 : 1e-3));
   }
 }
 struct Adjacent {
@@ -294,4 +299,49 @@ TEST_CASE("a mixture-of-experts block's backward matches finite differences: att
         return p == 0 ? ex.gate : p == 1 ? ex.up : ex.down;
       });
     }
+}
+
+// With quantized linear inputs (MXFP4 / MXFP8 / NVFP4 / FP8_STATIC W4A4-W8A8 schemes) the block is
+// piecewise constant in its inputs, so finite differences say nothing; the expectation is torch's
+// autograd through auto-round 0.16.1's own activation quantizers on the same block
+// (tests/fixtures/act_quant_block.safetensors, scripts/make_act_quant_block_fixture.py), and the
+// same forward with a plain straight-through backward, which the block's backward must be far from.
+TEST_CASE("block backward through quantized linear inputs equals autograd's through auto-round's quantizers") {
+  const SafetensorsFile file{std::string(AUTOROUND_FIXTURES_DIR) + "/act_quant_block.safetensors"};
+  LlamaConfig c;
+  c.hidden = 64, c.heads = 4, c.kv_heads = 2, c.head_dim = 16, c.intermediate = 96, c.rope_theta = 10000.0f, c.rms_eps = 1e-5f;
+  c.rope_style = RopeStyle::HalfSplit;
+  const char* names[7] = {"q", "k", "v", "o", "gate", "up", "down"};
+  LlamaBlock block;
+  for (Linear l : all_linears) block[l] = file.to_float(names[static_cast<std::size_t>(l)]);
+  block.attn_norm = file.to_float("attn_norm").row(0).transpose();
+  block.ffn_norm = file.to_float("ffn_norm").row(0).transpose();
+  const RowMatrix x = file.to_float("x"), R = file.to_float("R"), absmax_row = file.to_float("absmax");
+  const std::array<float, 4> absmax{absmax_row(0, 0), absmax_row(0, 1), absmax_row(0, 2), absmax_row(0, 3)};
+  const std::pair<const char*, FloatFormat> schemes[] = {
+      {"mxfp4", FloatFormat::MxFp4}, {"mxfp8", FloatFormat::MxFp8}, {"nvfp4", FloatFormat::NvFp4}, {"fp8_static", FloatFormat::Fp8}};
+  for (const auto& [scheme, format] : schemes) {
+    CAPTURE(std::string(scheme));
+    block.act_quant = activation_quant_for(float_spec(format), absmax);
+    REQUIRE(block.act_quant);
+    RowMatrix h = x;
+    BlockCache cache;
+    block_forward(block, c, h, &cache, 12);
+    const RowMatrix expected_out = file.to_float(std::string(scheme) + ".out");
+    CHECK((h - expected_out).norm() <= 1e-4f * expected_out.norm());
+    std::array<RowMatrix, 7> grads;
+    for (Linear l : all_linears) grads[static_cast<std::size_t>(l)] = RowMatrix::Zero(block[l].rows(), block[l].cols());
+    block_backward(BlockWeights::of(block), c, cache, R, grads);
+    for (Linear l : all_linears) {
+      const std::string name = names[static_cast<std::size_t>(l)];
+      CAPTURE(name);
+      const RowMatrix exact = file.to_float(std::string(scheme) + ".exact." + name);
+      const RowMatrix ste = file.to_float(std::string(scheme) + ".ste." + name);
+      const float error = (grads[static_cast<std::size_t>(l)] - exact).norm() / exact.norm();
+      const float ste_error = (ste - exact).norm() / exact.norm();
+      MESSAGE(scheme << " " << name << ": relative error " << error << " (straight-through: " << ste_error << ")");
+      CHECK(error <= 1e-4f);
+      if (l != Linear::Down) CHECK(ste_error >= 50.0f * error);  // down_proj's gradient does not pass through a quantizer
+    }
+  }
 }

@@ -196,6 +196,68 @@ TEST_CASE("activation quantization equals auto-round's quant_mx and nv_fp4_with_
   CHECK_THROWS_WITH(static_cast<void>(DynamicFloatQuantizer(bad)), doctest::Contains("act_rceil"));
 }
 
+TEST_CASE("the activation quantizers' backward equals autograd's through the package's functions") {
+  const nlohmann::json fx = fixture();
+  const Index rows = fx["rows"], cols = fx["cols"];
+  const auto& a = fx["activations"];
+  const std::vector<float> x = floats(a["x"]), g = floats(a["grad_out"]);
+  const RowMatrix X = Eigen::Map<const RowMatrix>(x.data(), rows, cols), G = Eigen::Map<const RowMatrix>(g.data(), rows, cols);
+  const float act_max = static_cast<float>(a["nvfp4_act_max"].get<double>());
+  struct Case {
+    const char* key;
+    FloatFormat format;
+    bool rceil;
+  };
+  for (const Case c : {Case{"mxfp4", FloatFormat::MxFp4, false}, Case{"mxfp8", FloatFormat::MxFp8, false},
+                       Case{"mxfp4_rceil", FloatFormat::MxFp4, true}, Case{"mxfp8_rceil", FloatFormat::MxFp8, true},
+                       Case{"nvfp4", FloatFormat::NvFp4, false}}) {
+    CAPTURE(c.key);
+    QuantSpec spec = float_spec(c.format);
+    spec.act_rceil = c.rceil;
+    const auto act = activation_quant_for(spec, {act_max, act_max, act_max, act_max});
+    REQUIRE(act.has_value());
+    RowMatrix dx = G;
+    act->backward(X, dx, LinearInput::MlpProduct);
+    // Bit for bit except where a group's largest element also receives the scale's share: the
+    // package sums that share's float32 terms in torch's order, we in double (as the weights'
+    // max_scale gradient), so those differ in the last bits.
+    const std::vector<float> expected = floats(a["grad_x"][c.key]);
+    const Index groups = rows * cols / float_spec(c.format).group_size;
+    int same = 0, close = 0, not_identity = 0;
+    for (Index i = 0; i < rows * cols; ++i) {
+      const float e = expected[static_cast<std::size_t>(i)];
+      same += dx.data()[i] == e;
+      close += std::abs(dx.data()[i] - e) <= 2e-5f * std::max(std::abs(e), std::abs(G.data()[i]));
+      not_identity += dx.data()[i] != G.data()[i];
+    }
+    CHECK(same >= rows * cols - groups);
+    CHECK(close == rows * cols);
+    CHECK(not_identity > rows * cols / 3);  // a plain straight-through backward fails this case
+  }
+  // FP8_STATIC: the clamp's mask under a calibrated maximum below the input's (act_max_scale 0.9:
+  // the reference's tuned factor on it, which ActivationQuant takes as part of the maximum)
+  const auto& f = a["fp8_static"];
+  const float tensor_max = static_cast<float>(f["tensor_max"].get<double>());
+  const float factor = static_cast<float>(f["act_max_scale"].get<double>());
+  const auto act = activation_quant_for(float_spec(FloatFormat::Fp8), {0.0f, 0.0f, 0.0f, tensor_max * factor});
+  REQUIRE(act.has_value());
+  RowMatrix q = X, dx = G;
+  act->apply(q, LinearInput::MlpProduct);
+  act->backward(X, dx, LinearInput::MlpProduct);
+  const std::vector<float> out = floats(f["out"]), expected = floats(f["grad_x"]);
+  int same_out = 0, same_grad = 0, clamped = 0;
+  for (Index i = 0; i < rows * cols; ++i) {
+    same_out += q.data()[i] == out[static_cast<std::size_t>(i)];
+    same_grad += dx.data()[i] == expected[static_cast<std::size_t>(i)];
+    clamped += expected[static_cast<std::size_t>(i)] == 0.0f && G.data()[i] != 0.0f;
+  }
+  CHECK(same_out == rows * cols);
+  CHECK(same_grad == rows * cols);
+  CHECK(clamped > 0);
+  RowMatrix wrong(2, 3);
+  CHECK_THROWS_WITH(act->backward(X, wrong, LinearInput::Mlp), doctest::Contains("shapes differ"));
+}
+
 TEST_CASE("packing: compressed-tensors' nibble order and scale bytes, llama.cpp's block_mxfp4") {
   // one row of 64 MXFP4 codes 0..15 repeated, group scales 2^-3 and 2^2
   QuantizedWeight<DynamicFloatQuantizer> q{DynamicFloatQuantizer(float_spec(FloatFormat::MxFp4)), GroupLayout(1, 64, 32), {}, {}, {}, {}, {}, {}, {}};

@@ -19,6 +19,19 @@ std::vector<float> activation_qdq_on_gpu(const QuantSpec& spec, float global_sca
   return data.download();
 }
 
+std::vector<float> activation_backward_on_gpu(const QuantSpec& spec, float global_scale, float static_scale, const std::vector<float>& x,
+                                              const std::vector<float>& grad, long rows, long cols) {
+  const FloatFormat format = float_format(spec);
+  const float_formulas::FloatParams p{format, global_scale, spec.act_rceil};
+  const long group = static_scale > 0.0f ? 32 : float_spec(format).group_size;
+  cuda::DeviceBuffer<float> input{std::span<const float>(x)}, g{std::span<const float>(grad)};
+  const long n = rows * ((cols + group - 1) / group);
+  cuda::activation_backward_kernel<><<<cuda::blocks_for(n, 128), 128>>>(p, static_scale, input.data(), g.data(), rows, cols, group);
+  cuda::check(cudaGetLastError(), "activation_backward_kernel");
+  cuda::check(cudaDeviceSynchronize(), "synchronize");
+  return g.download();
+}
+
 QdqResult run_qdq_on_gpu(const QdqCase& c) {
   cuda::QdqLayer layer(c.spec, c.rows, c.cols, c.weight);
   if (layer.floating()) layer.set_global_scale(c.global_scale);

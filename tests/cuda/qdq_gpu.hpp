@@ -33,4 +33,7 @@ std::pair<std::vector<float>, std::vector<float>> search_clipping_on_gpu(const Q
 /// with `global_scale`), or FP8_STATIC's one scale `static_scale` when it is > 0.
 std::vector<float> activation_qdq_on_gpu(const autoround::QuantSpec& spec, float global_scale, float static_scale,
                                          const std::vector<float>& x, long rows, long cols);
+/// activation_backward_kernel: dL/dx of the same quantization from dL/d q(x) = grad.
+std::vector<float> activation_backward_on_gpu(const autoround::QuantSpec& spec, float global_scale, float static_scale,
+                                              const std::vector<float>& x, const std::vector<float>& grad, long rows, long cols);
 int gpu_count();

@@ -10,7 +10,9 @@
 #include <doctest/doctest.h>
 
 #include <autoround/autoround.hpp>
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -543,12 +545,22 @@ TEST_CASE("quantize_model with floating-point schemes (MXFP4, NVFP4 W4A4, FP8_ST
     options.tune.iters = 20;
     options.tune.batch_size = 4;
     options.tune.clip_init = ClipInit::Unit;
-    LlamaModel cpu_model = model, gpu_model = model;
-    std::vector<BlockReport> cpu_reports, gpu_reports;
+    LlamaModel cpu_model = model, gpu_model = model, nudged_model = model;
+    // The noise floor: the CPU run on embeddings one float32 ulp off (up and down in turn).
+    // Quantized activations make the run chaotic where the grid is fine (FP8's E4M3 inputs): a
+    // GEMM's last-bit difference moves an input across a rounding boundary, SignSGD's steps then
+    // part, so the GPU run (cuBLAS's summation order) is held to what such a nudge does on the CPU.
+    for (Index i = 0; i < nudged_model.embedding.size(); ++i)
+      nudged_model.embedding.data()[i] = std::nextafter(nudged_model.embedding.data()[i], i % 2 ? 1e30f : -1e30f);
+    std::vector<BlockReport> cpu_reports, gpu_reports, nudged_reports;
     const auto cpu = quantize_model<SignSGD<>, Cpu, DynamicFloatQuantizer>(
         cpu_model, tokens, options, [&](const BlockReport& r, Index) { cpu_reports.push_back(r); });
+    const auto nudged = quantize_model<SignSGD<>, Cpu, DynamicFloatQuantizer>(
+        nudged_model, tokens, options, [&](const BlockReport& r, Index) { nudged_reports.push_back(r); });
     const auto gpu = quantize_float_model_on_gpu(gpu_model, tokens, options, gpu_reports);
     for (std::size_t b = 0; b < 2; ++b) {
+      const double floor = code_agreement(cpu[b], nudged[b], [](const auto&, const auto&) {});
+      const double floor_loss = std::abs(nudged_reports[b].stats.best_loss / cpu_reports[b].stats.best_loss - 1.0);
       const double agreement = code_agreement(cpu[b], gpu[b], [&](const auto& c, const auto& g) {
         if (b == 0) {  // the same weights: the same global scale; the same inputs: the same measured maxima, to rounding
           CHECK(c.quantizer.global_scale() == g.quantizer.global_scale());
@@ -559,12 +571,13 @@ TEST_CASE("quantize_model with floating-point schemes (MXFP4, NVFP4 W4A4, FP8_ST
       const TuningStats &cs = cpu_reports[b].stats, &gs = gpu_reports[b].stats;
       MESSAGE("format " << static_cast<int>(format) << " block " << b << ": RTN loss CPU " << cs.rtn_loss << " GPU " << gs.rtn_loss
                         << ", best CPU " << cs.best_loss << " (step " << cs.best_step << ") GPU " << gs.best_loss << " (step "
-                        << gs.best_step << "), codes equal for " << 100.0 * agreement << "%");
+                        << gs.best_step << "), codes equal for " << 100.0 * agreement << "%; CPU on inputs 1 ulp off: codes equal for "
+                        << 100.0 * floor << "%, best loss " << 100.0 * floor_loss << "% off");
       CHECK(cs.best_loss < cs.rtn_loss);
       CHECK(gs.best_loss < gs.rtn_loss);
       CHECK(gs.rtn_loss == doctest::Approx(cs.rtn_loss).epsilon(b == 0 ? 1e-3 : 0.03).scale(0));
-      CHECK(gs.best_loss == doctest::Approx(cs.best_loss).epsilon(0.05).scale(0));
-      CHECK(agreement > (b == 0 ? 0.9 : 0.6));
+      CHECK(gs.best_loss == doctest::Approx(cs.best_loss).epsilon(std::max(0.05, 2.0 * floor_loss)).scale(0));
+      CHECK(agreement > std::min(b == 0 ? 0.9 : 0.6, floor - 0.15));
     }
     // the quantized model carries the activation quantization its runtime applies
     REQUIRE(gpu_model.blocks[0].act_quant.has_value());

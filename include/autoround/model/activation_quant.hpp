@@ -12,10 +12,12 @@
 //   FP8_STATIC: one scale per input, s = max(max|input| / 448, 1 / (448 · 512)) from the same
 //          measurement, x -> E4M3(clamp(x / s, ±448)) · s (quant_fp8_sym with tensor_max). The
 //          reference also tunes a factor on max|input| (act_max_scale, initially 1); we keep it 1.
-// Approximation: the backward passes the input gradient straight through (identity); the
-// reference's autograd also masks clamped elements and routes the group maximum's share through
-// the scale. A mixture of experts' router sees the unquantized input, as the reference's (an
-// unwrapped Linear); its experts' inputs are left unquantized here (not yet done).
+// The backward is autograd's through the reference's functions (`backward`): each element's
+// rounding straight through but its clamps and MX exponent as written, and the group's largest
+// magnitude's share through the scale; the CUDA block run computes the same (float_formulas.hpp).
+// Not done: FP8_STATIC's tuned factor on the calibrated maximum (act_max_scale, one per layer in
+// the reference; ours stays 1). A mixture of experts' router sees the unquantized input, as the
+// reference's (an unwrapped Linear); its experts' inputs are left unquantized here (not yet done).
 #include <algorithm>
 #include <array>
 #include <optional>
@@ -47,8 +49,7 @@ struct ActivationQuant {
       for (Index i = 0; i < n; ++i) p[i] = float_formulas::fp8_static_qdq(p[i], s);
       return;
     }
-    float_formulas::FloatParams p = quantizer.activation_params();
-    if (quantizer.has_global_scale()) p.global_scale = global_scale[static_cast<std::size_t>(input)];
+    const float_formulas::FloatParams p = params(input);
     const Index group = quantizer.group_size(), cols = x.cols();
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static)
@@ -61,6 +62,40 @@ struct ActivationQuant {
         for (float& v : g) v = p.fake_quantize(v, 0.0f, gq);
       }
     }
+  }
+
+  /// dL/dx from dL/d apply(x), in place in `grad` (x: the input before apply, same shape).
+  void backward(const RowMatrix& x, RowMatrix& grad, LinearInput input) const {
+    detail::require(x.rows() == grad.rows() && x.cols() == grad.cols(), "ActivationQuant::backward: input and gradient shapes differ");
+    if (quantizer.format() == FloatFormat::Fp8) {
+      const float s = input_scale[static_cast<std::size_t>(input)];
+      const float* px = x.data();
+      float* pg = grad.data();
+      const Index n = x.size();
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static)
+#endif
+      for (Index i = 0; i < n; ++i) pg[i] = float_formulas::fp8_static_backward(px[i], s, pg[i]);
+      return;
+    }
+    const float_formulas::FloatParams p = params(input);
+    const Index group = quantizer.group_size(), cols = x.cols();
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static)
+#endif
+    for (Index t = 0; t < x.rows(); ++t) {
+      for (Index c = 0; c < cols; c += group) {
+        float* g = grad.data() + t * cols + c;
+        p.activation_group_backward(x.data() + t * cols + c, g, g, static_cast<int>(std::min(group, cols - c)));
+      }
+    }
+  }
+
+  /// The formulas' parameters for one input (NVFP4: that input's global scale).
+  float_formulas::FloatParams params(LinearInput input) const {
+    float_formulas::FloatParams p = quantizer.activation_params();
+    if (quantizer.has_global_scale()) p.global_scale = global_scale[static_cast<std::size_t>(input)];
+    return p;
   }
 };
 

@@ -99,6 +99,10 @@ struct BlockCache {
   RowMatrix q_projected, k_projected;    ///< q and k before Qwen3's per-head norms (only with them)
   std::vector<RowMatrix> probabilities;  ///< per sequence and query head (sequence-major) [T, T], causal
   MoeCache moe;                          ///< a mixture-of-experts MLP's routing and experts' intermediates (mlp_in is its input)
+  /// With quantized inputs (BlockWeights::act): o_proj's, gate/up's and down_proj's inputs
+  /// before the quantization, which the backward passes through (q/k/v's needs none: nothing
+  /// before it is tuned).
+  RowMatrix output_in_float, mlp_in_float, down_in_float;
   Index seqlen = 0;                      ///< tokens per sequence
   const RowMatrix& of(Linear l) const { return input_of(*this, l); }
 };
@@ -289,6 +293,7 @@ inline void attention_forward(const BlockWeights& w, const LlamaConfig& c, RowMa
     m.output_in.block(row, h * d, length, d).noalias() = p * m.v.block(row, kv * d, length, d);
   }
   if (!keep) m.probabilities.clear();
+  if (w.act && keep) m.output_in_float = m.output_in;
   if (w.act) w.act->apply(m.output_in, LinearInput::AttentionOutput);
   if (w.has_post_attn_norm()) {  // Gemma: the attention's output normed before the residual add
     m.attention_out.noalias() = m.output_in * w[Linear::Output].transpose();
@@ -322,6 +327,7 @@ inline void block_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix
     }
     return;
   }
+  if (w.act && cache) m.mlp_in_float = m.mlp_in;
   if (w.act) w.act->apply(m.mlp_in, LinearInput::Mlp);  // (a mixture of experts' router reads it unquantized: above)
   m.gate.noalias() = m.mlp_in * w[Linear::Gate].transpose();
   m.up.noalias() = m.mlp_in * w[Linear::Up].transpose();
@@ -346,6 +352,7 @@ inline void block_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix
       }
     });
   }
+  if (w.act && cache) m.down_in_float = m.down_in;
   if (w.act) w.act->apply(m.down_in, LinearInput::MlpProduct);
   if (w.has_post_ffn_norm()) {  // Gemma: the MLP's output normed before the residual add
     m.mlp_out.noalias() = m.down_in * w[Linear::Down].transpose();
@@ -390,6 +397,7 @@ inline void attention_backward(const BlockWeights& w, const LlamaConfig& c, cons
   const RowMatrix& d_o_all = w.has_post_attn_norm() ? z.d_attention_out : z.d_h;
   grad(Linear::Output).noalias() += d_o_all.transpose() * cache.output_in;
   z.d_attention.noalias() = d_o_all * w[Linear::Output];
+  if (w.act) w.act->backward(cache.output_in_float, z.d_attention, LinearInput::AttentionOutput);
   z.d_q.resize(tokens, c.heads * d);
   z.d_k.setZero(tokens, c.kv_heads * d);
   z.d_v.setZero(tokens, c.kv_heads * d);
@@ -453,6 +461,7 @@ inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const Bl
   const RowMatrix& d_mlp = w.has_post_ffn_norm() ? z.d_mlp : d_out;
   grad(Linear::Down).noalias() += d_mlp.transpose() * cache.down_in;
   z.d_act.noalias() = d_mlp * w[Linear::Down];
+  if (w.act) w.act->backward(cache.down_in_float, z.d_act, LinearInput::MlpProduct);
   z.d_gate.resize(cache.gate.rows(), cache.gate.cols());
   z.d_up.resize(cache.up.rows(), cache.up.cols());
   if (c.activation == MlpActivation::GeluTanh) {
@@ -476,6 +485,7 @@ inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const Bl
   grad(Linear::Up).noalias() += z.d_up.transpose() * cache.mlp_in;
   z.d_yn.noalias() = z.d_gate * w[Linear::Gate];
   z.d_yn.noalias() += z.d_up * w[Linear::Up];
+  if (w.act) w.act->backward(cache.mlp_in_float, z.d_yn, LinearInput::Mlp);
   z.d_h = d_out + detail::rms_norm_backward(cache.h, *w.ffn_norm, c.rms_eps, z.d_yn);
   detail::attention_backward(w, c, cache, grads, z, scratch != nullptr);
 }

@@ -202,19 +202,26 @@ struct FloatParams {
     return {gr, static_cast<double>(G) * f, static_cast<double>(-gr) * ((w / sc) / sc)};
   }
 
-  /// The group's dL/dmax_scale from the sums of its elements' terms. A group that is all zeros
-  /// gets 0 (the reference: NaN).
-  AUTOROUND_HOST_DEVICE float max_scale_grad(GroupRange range, float max_scale, GroupQuant gq, double sum_a, double sum_b) const {
+  /// dL/dM, M = the group's largest magnitude times max_scale (the value the scale is computed
+  /// from), from the sums of its elements' terms; 0 where the scale passes no gradient (an
+  /// all-zero group: the reference's is NaN; a clamped exponent or E4M3 scale; FP8's floor).
+  /// `rceil`: the activations' rounded-up MX exponent ceil(log2(M / max element)).
+  AUTOROUND_HOST_DEVICE float absmax_grad(GroupRange range, float max_scale, GroupQuant gq, double sum_a, double sum_b,
+                                          bool rceil_rule = false) const {
     const float m = group_absmax(range);
     if (mx()) {
       const float M = m * max_scale;
       if (M == 0.0f) return 0.0f;
-      const float Er = mx_exponent(M);
       const float gS = static_cast<float>(sum_a) + static_cast<float>(sum_b);
       const float gE = gS * (gq.scale * ln2);
+      if (rceil_rule) {  // log2's backward on M / max_norm, then the division's
+        const float r = M / mx_max_norm(), E = ceilf(log2_of(r));
+        const float gEc = (-127.0f < E && E < 127.0f) ? gE : 0.0f;
+        return (gEc / (r * ln2)) / mx_max_norm();
+      }
+      const float Er = mx_exponent(M);
       const float gEr = (-127.0f < Er && Er < 127.0f) ? gE : 0.0f;
-      const float gM = gEr / (M * ln2);
-      return gM * m;
+      return gEr / (M * ln2);
     }
     if (format == FloatFormat::NvFp4) {
       const NvScale s = nv_scale(m, max_scale);
@@ -224,14 +231,52 @@ struct FloatParams {
       const float g_d = -g_os * (rec_d * rec_d);
       const float igs = global_scale == 0.0f ? 0.0f : 1.0f / global_scale;
       const float g_s1 = strictly_inside(s.s1, e4m3_max) ? g_d * igs : 0.0f;
-      return ((g_s1 * global_scale) * one_sixth) * m;
+      return (g_s1 * global_scale) * one_sixth;
     }
     const float sc0 = m * max_scale / e4m3_max;
     if (!(sc0 > fp8_min_scale)) return 0.0f;
     const float g_sc = static_cast<float>(sum_a) + static_cast<float>(sum_b);
-    return (g_sc / e4m3_max) * m;
+    return g_sc / e4m3_max;
+  }
+
+  /// The group's dL/dmax_scale from the sums of its elements' terms (max_scale multiplies the
+  /// group's largest magnitude m: dL/dmax_scale = dL/dM · m). An all-zero group gets 0.
+  AUTOROUND_HOST_DEVICE float max_scale_grad(GroupRange range, float max_scale, GroupQuant gq, double sum_a, double sum_b) const {
+    return absmax_grad(range, max_scale, gq, sum_a, sum_b) * group_absmax(range);
+  }
+
+  /// Autograd's backward through one group of a dynamically quantized activation (MX, NVFP4
+  /// under its static global scale: v = 0, max_scale = 1): dx from dL/d q(x) = g, both n long
+  /// (dx may be g: each element's gradient is read before it is written).
+  /// Each element's own path (dL/dv over the scale: MX divides by S, NVFP4 multiplies by 1/d),
+  /// and the scale's share through the group's largest magnitude, which torch.max hands to the
+  /// first element of that magnitude (times its sign: abs's backward).
+  AUTOROUND_HOST_DEVICE void activation_group_backward(const float* x, const float* g, float* dx, int n) const {
+    GroupRange range;
+    int arg = 0;
+    float m = -1.0f;
+    for (int i = 0; i < n; ++i) {
+      range.wmin = fminf(range.wmin, x[i]);
+      range.wmax = fmaxf(range.wmax, x[i]);
+      if (fabsf(x[i]) > m) m = fabsf(x[i]), arg = i;
+    }
+    const GroupQuant gq = activation_group_quant(range);
+    double sum_a = 0.0, sum_b = 0.0;
+    for (int i = 0; i < n; ++i) {
+      const ElementGrad e = element_backward(x[i], 0.0f, gq, g[i]);
+      dx[i] = format == FloatFormat::NvFp4 ? e.grad_v * gq.inverse : e.grad_v / gq.scale;
+      sum_a += e.a;
+      sum_b += e.b;
+    }
+    dx[arg] = dx[arg] + absmax_grad(range, 1.0f, gq, sum_a, sum_b, rceil && mx()) * sign_of(x[arg]);
   }
 };
+
+/// FP8_STATIC's input backward under its static scale s: through the multiplication by s, the
+/// clamp (gradient only strictly inside ±448), the straight-through E4M3 cast and the division.
+AUTOROUND_HOST_DEVICE inline float fp8_static_backward(float x, float s, float g) {
+  return strictly_inside(x / s, e4m3_max) ? (g * s) / s : 0.0f;
+}
 
 /// FP8_STATIC's quantize-dequantize of an input value under its static scale s.
 AUTOROUND_HOST_DEVICE inline float fp8_static_qdq(float x, float s) { return e4m3_round(clamp(x / s, -e4m3_max, e4m3_max)) * s; }

@@ -39,7 +39,8 @@
 // and start at max_scale = 1 (no clipping search, as the reference). Their W4A4 / W8A8 presets
 // quantize the four linear inputs in the tuned forward as ActivationQuant::apply does on the CPU
 // (activation_qdq_kernel: the same formulas; in bf16 mode the quantized values are then rounded
-// to bf16 for the GEMMs), with the CPU's straight-through input gradient; NVFP4's and
+// to bf16 for the GEMMs), and their backward as ActivationQuant::backward (activation_backward_kernel,
+// from float32 copies of o_proj's, gate/up's and down_proj's inputs before quantization); NVFP4's and
 // FP8_STATIC's static input scales come from the largest |input| over the calibration, measured
 // on the block as given before tuning. The targets and a block that carries its own activation
 // quantization (LlamaBlock::act_quant: a dequantized W4A4 block being replayed) use that one.
@@ -252,8 +253,8 @@ class BlockTuningRun {
   }
 
   /// Device memory of one forward/backward's workspace under `plan` (minibatch `batch`);
-  /// `quantized_inputs`: the linear inputs are quantized (W4A4 / W8A8), which in bf16 mode keeps
-  /// float32 values of three of them.
+  /// `quantized_inputs`: the linear inputs are quantized (W4A4 / W8A8), which keeps three of them
+  /// also before quantization (for the backward) and, in bf16 mode, float32 values of three.
   static std::size_t workspace_bytes(const LlamaConfig& c, long batch, long seqlen, GemmPrecision precision, BlockMemoryPlan plan,
                                      bool quantized_inputs = false) {
     const bool bf16 = precision == GemmPrecision::BFloat16;
@@ -267,6 +268,7 @@ class BlockTuningRun {
     per_row += (bf16 ? 2 : 0) * hidden + 3 * operand * hidden + 4 * both * q + 4 * both * kv + 3 * operand * inter + 4;
     per_row += 4 * (2 * q + kv + static_cast<std::size_t>(c.heads + c.kv_heads));  // QK-norm scratch (counted whether used or not)
     if (bf16 && quantized_inputs) per_row += 4 * (2 * hidden + inter);
+    if (quantized_inputs) per_row += 4 * (q + hidden + inter);
     const auto square = static_cast<std::size_t>(pairs) * static_cast<std::size_t>(seqlen * seqlen);
     return rows * per_row + square * (operand + both) + static_cast<std::size_t>(micro * c.heads) * 18 * sizeof(void*) + (1u << 20);
   }
@@ -447,12 +449,20 @@ class BlockTuningRun {
   void quantize_input(Tensor& t, LinearInput input, long rows, long cols) {
     const auto i = static_cast<std::size_t>(input);
     const DynamicFloatQuantizer& q = input_quant_->quantizer;
-    float_formulas::FloatParams p = q.activation_params();
-    if (q.has_global_scale()) p.global_scale = input_quant_->global_scale[i];
     const float fixed = q.format() == FloatFormat::Fp8 ? input_quant_->input_scale[i] : 0.0f;  // FP8_STATIC: one scale, any grouping
     const long group = fixed > 0.0f ? 32 : q.group_size();
     const long n = rows * ((cols + group - 1) / group);
-    activation_qdq_kernel<><<<blocks_for(n, 128), 128, 0, stream()>>>(p, fixed, t.f.data(), t.bf16_out(), rows, cols, group);
+    activation_qdq_kernel<><<<blocks_for(n, 128), 128, 0, stream()>>>(input_quant_->params(input), fixed, t.f.data(), t.bf16_out(), rows,
+                                                                      cols, group);
+  }
+
+  // ActivationQuant::backward on the device: dL/d q(x) in `grad` becomes dL/dx (x: before quantization)
+  void input_backward(const float* x, float* grad, LinearInput input, long rows, long cols) {
+    const DynamicFloatQuantizer& q = input_quant_->quantizer;
+    const float fixed = q.format() == FloatFormat::Fp8 ? input_quant_->input_scale[static_cast<std::size_t>(input)] : 0.0f;
+    const long group = fixed > 0.0f ? 32 : q.group_size();
+    const long n = rows * ((cols + group - 1) / group);
+    activation_backward_kernel<><<<blocks_for(n, 128), 128, 0, stream()>>>(input_quant_->params(input), fixed, x, grad, rows, cols, group);
   }
 
   // Device pointer arrays of one batched attention GEMM (per sample and query head).
@@ -566,6 +576,11 @@ class BlockTuningRun {
     for (Tensor* t : {&q_, &attention_, &d_attention_, &dq_}) t->allocate(rows * q_cols, bf16_);
     for (Tensor* t : {&k_, &v_, &dk_, &dv_}) t->allocate(rows * kv_cols, bf16_);
     act_.allocate(rows * inter, bf16_, input_floats_);
+    if (input_floats_) {  // the quantized inputs before quantization, for their backward
+      attention_float_ = floats(rows * q_cols);
+      yn_float_ = floats(rows * hidden);
+      act_float_ = floats(rows * inter);
+    }
     for (Tensor* t : {&d_gate_, &d_up_}) t->allocate(rows * inter, bf16_, false);
     // attention, pairs_ squares: float32 probabilities P and float32 dP → dS, in place; in bf16
     // mode the float32 square is only the GEMM output (S, then dP) and P, dS are kept in bf16
@@ -692,18 +707,28 @@ class BlockTuningRun {
       probabilities<T>(first, count);
       batched<T>(context_, false, false, seqlen_, d, seqlen_, 1.0f, seqlen_, kv_cols, q_cols, first, count);
     }
-    if (input_quant_) quantize_input(attention_, LinearInput::AttentionOutput, rows, q_cols);
-    else attention_.refresh(stream(), rows * q_cols);
+    if (input_quant_) {
+      copy_floats(attention_float_.data(), attention_.f.data(), rows * q_cols);
+      quantize_input(attention_, LinearInput::AttentionOutput, rows, q_cols);
+    } else {
+      attention_.refresh(stream(), rows * q_cols);
+    }
     copy_floats(h_.data(), x_.data(), rows * hidden);
     project<T>(Linear::Output, rows, attention_, h_.data(), 1.0f);  // h = x + attention Wo^T
     rms_norm_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(h_.data(), ffn_norm_.data(), yn_.float_out(), yn_.bf16_out(),
                                                                    inv_rms2_.data(), hidden, config_.rms_eps);
-    if (input_quant_) quantize_input(yn_, LinearInput::Mlp, rows, hidden);
+    if (input_quant_) {
+      copy_floats(yn_float_.data(), yn_.f.data(), rows * hidden);
+      quantize_input(yn_, LinearInput::Mlp, rows, hidden);
+    }
     project<T>(Linear::Gate, rows, yn_, gate_.data());
     project<T>(Linear::Up, rows, yn_, up_.data());
     swiglu_kernel<><<<blocks_for(rows * inter, 256), 256, 0, stream()>>>(gate_.data(), up_.data(), act_.float_out(), act_.bf16_out(),
                                                             rows * inter);
-    if (input_quant_) quantize_input(act_, LinearInput::MlpProduct, rows, inter);
+    if (input_quant_) {
+      copy_floats(act_float_.data(), act_.f.data(), rows * inter);
+      quantize_input(act_, LinearInput::MlpProduct, rows, inter);
+    }
     copy_floats(d_out_.f.data(), h_.data(), rows * hidden);
     project<T>(Linear::Down, rows, act_, d_out_.f.data(), 1.0f);  // out = h + act Wd^T
   }
@@ -727,6 +752,7 @@ class BlockTuningRun {
     const long heads = config_.heads, kv_heads = config_.kv_heads, q_cols = heads * d, kv_cols = kv_heads * d;
     weight_gradient<T>(Linear::Down, rows, d_out_, act_, accumulate);
     project_back<T>(Linear::Down, rows, d_out_, d_act_.data());
+    if (input_quant_) input_backward(act_float_.data(), d_act_.data(), LinearInput::MlpProduct, rows, inter);
     swiglu_backward_kernel<><<<blocks_for(rows * inter, 256), 256, 0, stream()>>>(gate_.data(), up_.data(), d_act_.data(), d_gate_.float_out(),
                                                                      d_up_.float_out(), d_gate_.bf16_out(), d_up_.bf16_out(),
                                                                      rows * inter);
@@ -734,10 +760,12 @@ class BlockTuningRun {
     weight_gradient<T>(Linear::Up, rows, d_up_, yn_, accumulate);
     project_back<T>(Linear::Gate, rows, d_gate_, d_yn_.data());
     project_back<T>(Linear::Up, rows, d_up_, d_yn_.data(), 1.0f);
+    if (input_quant_) input_backward(yn_float_.data(), d_yn_.data(), LinearInput::Mlp, rows, hidden);
     rms_norm_backward_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(
         h_.data(), ffn_norm_.data(), inv_rms2_.data(), d_yn_.data(), d_out_.f.data(), d_h_.float_out(), d_h_.bf16_out(), hidden);
     weight_gradient<T>(Linear::Output, rows, d_h_, attention_, accumulate);
     project_back<T>(Linear::Output, rows, d_h_, d_attention_.f.data());
+    if (input_quant_) input_backward(attention_float_.data(), d_attention_.f.data(), LinearInput::AttentionOutput, rows, q_cols);
     d_attention_.refresh(stream(), rows * q_cols);
     const float scale = 1.0f / std::sqrt(static_cast<float>(d));
     const bool recompute = pairs_ < nb * heads;  // the forward's last chunk overwrote the others' probabilities
@@ -918,6 +946,7 @@ class BlockTuningRun {
   DeviceBuffer<float> mask_;  // one minibatch's masks
   // one minibatch
   DeviceBuffer<float> x_, target_, h_, gate_, up_, d_act_, d_yn_, dk_heads_, dv_heads_, inv_rms1_, inv_rms2_;
+  DeviceBuffer<float> attention_float_, yn_float_, act_float_;  // o / gate-up / down inputs before quantization (W4A4)
   DeviceBuffer<float> q_projected_, k_projected_, inv_rms_q_, inv_rms_k_, norm_scratch_;
   // the linear inputs' quantization (W4A4 / W8A8): the block's own (targets), the tuned one, the one in use
   std::optional<ActivationQuant> target_input_quant_, tuned_input_quant_;

@@ -102,6 +102,24 @@ __global__ void activation_qdq_kernel(float_formulas::FloatParams p, float stati
     for (long c = begin; c < end; ++c) copy[(k / per_row) * cols + c] = __float2bfloat16_rn(row[c]);
 }
 
+/// The backward of activation_qdq_kernel (ActivationQuant::backward): `grad` holds dL/d q(x) of
+/// the [rows, cols] input `x` (its values before the quantization) and receives dL/dx in place.
+/// A thread per group, as the forward.
+template <int = 0>
+__global__ void activation_backward_kernel(float_formulas::FloatParams p, float static_scale, const float* x, float* grad,
+                                           long rows, long cols, long group) {
+  const long per_row = (cols + group - 1) / group;
+  const long k = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (k >= rows * per_row) return;
+  const long at = (k / per_row) * cols + (k % per_row) * group;
+  const long n = (k % per_row) * group + group < cols ? group : cols - (k % per_row) * group;
+  if (static_scale > 0.0f) {
+    for (long c = 0; c < n; ++c) grad[at + c] = float_formulas::fp8_static_backward(x[at + c], static_scale, grad[at + c]);
+    return;
+  }
+  p.activation_group_backward(x + at, grad + at, grad + at, static_cast<int>(n));
+}
+
 /// *absmax = max(*absmax, max |x_i|) over n values (float bits of non-negative values order as
 /// integers, so an integer atomicMax is exact and order-free); *absmax starts at 0.
 template <int = 0>
