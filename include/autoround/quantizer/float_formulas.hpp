@@ -240,9 +240,11 @@ struct FloatParams {
   }
 
   /// The group's dL/dmax_scale from the sums of its elements' terms (max_scale multiplies the
-  /// group's largest magnitude m: dL/dmax_scale = dL/dM · m). An all-zero group gets 0.
+  /// group's largest magnitude m: dL/dmax_scale = dL/dM · m). An all-zero group gets +0 (its m
+  /// may be −0 on one backend and +0 on the other: fmaxf of two zeros may return either).
   AUTOROUND_HOST_DEVICE float max_scale_grad(GroupRange range, float max_scale, GroupQuant gq, double sum_a, double sum_b) const {
-    return absmax_grad(range, max_scale, gq, sum_a, sum_b) * group_absmax(range);
+    const float m = group_absmax(range);
+    return m == 0.0f ? 0.0f : absmax_grad(range, max_scale, gq, sum_a, sum_b) * m;
   }
 
   /// Autograd's backward through one group of a dynamically quantized activation (MX, NVFP4
