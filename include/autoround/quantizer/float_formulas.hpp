@@ -252,7 +252,9 @@ struct FloatParams {
   /// (dx may be g: each element's gradient is read before it is written).
   /// Each element's own path (dL/dv over the scale: MX divides by S, NVFP4 multiplies by 1/d),
   /// and the scale's share through the group's largest magnitude, which torch.max hands to the
-  /// first element of that magnitude (times its sign: abs's backward).
+  /// first element of that magnitude (times its sign: abs's backward). Approximation: that share's
+  /// element terms are summed in double in element order (the package: float32 in torch's order),
+  /// so the group maximum's gradient may differ from the package's in the last bits.
   AUTOROUND_HOST_DEVICE void activation_group_backward(const float* x, const float* g, float* dx, int n) const {
     GroupRange range;
     int arg = 0;
