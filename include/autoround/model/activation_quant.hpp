@@ -39,56 +39,38 @@ struct ActivationQuant {
 
   /// Quantize-dequantize x's rows in place.
   void apply(RowMatrix& x, LinearInput input) const {
-    if (quantizer.format() == FloatFormat::Fp8) {  // one static scale for the whole input
-      const float s = input_scale[static_cast<std::size_t>(input)];
-      float* p = x.data();
-      const Index n = x.size();
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static)
-#endif
-      for (Index i = 0; i < n; ++i) p[i] = float_formulas::fp8_static_qdq(p[i], s);
-      return;
-    }
     const float_formulas::FloatParams p = params(input);
-    const Index group = quantizer.group_size(), cols = x.cols();
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static)
-#endif
-    for (Index t = 0; t < x.rows(); ++t) {
-      float* row = x.data() + t * cols;
-      for (Index c = 0; c < cols; c += group) {
-        const std::span<float> g(row + c, static_cast<std::size_t>(std::min(group, cols - c)));
-        const GroupQuant gq = p.activation_group_quant(group_range(g));
-        for (float& v : g) v = p.fake_quantize(v, 0.0f, gq);
+    const float s = static_scale(input);
+    for_each_group(x.rows(), x.cols(), [&](Index at, Index n) {
+      const std::span<float> g(x.data() + at, static_cast<std::size_t>(n));
+      if (s > 0.0f) {
+        for (float& v : g) v = float_formulas::fp8_static_qdq(v, s);
+        return;
       }
-    }
+      const GroupQuant gq = p.activation_group_quant(group_range(g));
+      for (float& v : g) v = p.fake_quantize(v, 0.0f, gq);
+    });
   }
 
   /// dL/dx from dL/d apply(x), in place in `grad` (x: the input before apply, same shape).
   void backward(const RowMatrix& x, RowMatrix& grad, LinearInput input) const {
     detail::require(x.rows() == grad.rows() && x.cols() == grad.cols(), "ActivationQuant::backward: input and gradient shapes differ");
-    if (quantizer.format() == FloatFormat::Fp8) {
-      const float s = input_scale[static_cast<std::size_t>(input)];
-      const float* px = x.data();
-      float* pg = grad.data();
-      const Index n = x.size();
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static)
-#endif
-      for (Index i = 0; i < n; ++i) pg[i] = float_formulas::fp8_static_backward(px[i], s, pg[i]);
-      return;
-    }
     const float_formulas::FloatParams p = params(input);
-    const Index group = quantizer.group_size(), cols = x.cols();
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static)
-#endif
-    for (Index t = 0; t < x.rows(); ++t) {
-      for (Index c = 0; c < cols; c += group) {
-        float* g = grad.data() + t * cols + c;
-        p.activation_group_backward(x.data() + t * cols + c, g, g, static_cast<int>(std::min(group, cols - c)));
+    const float s = static_scale(input);
+    for_each_group(x.rows(), x.cols(), [&](Index at, Index n) {
+      const float* xs = x.data() + at;
+      float* g = grad.data() + at;
+      if (s > 0.0f) {
+        for (Index i = 0; i < n; ++i) g[i] = float_formulas::fp8_static_backward(xs[i], s, g[i]);
+        return;
       }
-    }
+      p.activation_group_backward(xs, g, g, static_cast<int>(n));
+    });
+  }
+
+  /// FP8_STATIC's one scale for the whole input; 0 for the grouped formats.
+  float static_scale(LinearInput input) const {
+    return quantizer.format() == FloatFormat::Fp8 ? input_scale[static_cast<std::size_t>(input)] : 0.0f;
   }
 
   /// The formulas' parameters for one input (NVFP4: that input's global scale).
@@ -96,6 +78,19 @@ struct ActivationQuant {
     float_formulas::FloatParams p = quantizer.activation_params();
     if (quantizer.has_global_scale()) p.global_scale = global_scale[static_cast<std::size_t>(input)];
     return p;
+  }
+
+ private:
+  /// f(offset, length) for each group of a row-major [rows, cols] input: each row's runs of
+  /// group_size features (FP8_STATIC, one scale: the whole row), rows in parallel.
+  template <class F>
+  void for_each_group(Index rows, Index cols, F&& f) const {
+    const Index group = quantizer.format() == FloatFormat::Fp8 ? cols : quantizer.group_size();
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static)
+#endif
+    for (Index t = 0; t < rows; ++t)
+      for (Index c = 0; c < cols; c += group) f(t * cols + c, std::min(group, cols - c));
   }
 };
 
