@@ -447,23 +447,21 @@ class BlockTuningRun {
   // ActivationQuant::apply on the device: t's first rows x cols values quantized in place, its
   // bf16 copy (bf16 mode) refreshed from them
   void quantize_input(Tensor& t, LinearInput input, long rows, long cols) {
-    const auto i = static_cast<std::size_t>(input);
-    const DynamicFloatQuantizer& q = input_quant_->quantizer;
-    const float fixed = q.format() == FloatFormat::Fp8 ? input_quant_->input_scale[i] : 0.0f;  // FP8_STATIC: one scale, any grouping
-    const long group = fixed > 0.0f ? 32 : q.group_size();
-    const long n = rows * ((cols + group - 1) / group);
+    const float fixed = input_quant_->static_scale(input);  // FP8_STATIC: one scale, any grouping
+    const long group = input_group(fixed), n = rows * ((cols + group - 1) / group);
     activation_qdq_kernel<><<<blocks_for(n, 128), 128, 0, stream()>>>(input_quant_->params(input), fixed, t.f.data(), t.bf16_out(), rows,
                                                                       cols, group);
   }
 
   // ActivationQuant::backward on the device: dL/d q(x) in `grad` becomes dL/dx (x: before quantization)
   void input_backward(const float* x, float* grad, LinearInput input, long rows, long cols) {
-    const DynamicFloatQuantizer& q = input_quant_->quantizer;
-    const float fixed = q.format() == FloatFormat::Fp8 ? input_quant_->input_scale[static_cast<std::size_t>(input)] : 0.0f;
-    const long group = fixed > 0.0f ? 32 : q.group_size();
-    const long n = rows * ((cols + group - 1) / group);
+    const float fixed = input_quant_->static_scale(input);
+    const long group = input_group(fixed), n = rows * ((cols + group - 1) / group);
     activation_backward_kernel<><<<blocks_for(n, 128), 128, 0, stream()>>>(input_quant_->params(input), fixed, x, grad, rows, cols, group);
   }
+
+  // the kernels' thread per group: the format's groups, or runs of 32 under FP8_STATIC's one scale
+  long input_group(float static_scale) const { return static_scale > 0.0f ? 32 : input_quant_->quantizer.group_size(); }
 
   // Device pointer arrays of one batched attention GEMM (per sample and query head).
   struct Batched {
