@@ -3,7 +3,7 @@
 linear inputs are quantized with auto-round 0.16.1's own activation quantizers (quant_mx for
 MXFP4 / MXFP8, nv_fp4_with_static_gs for NVFP4, quant_fp8_sym with a static maximum for
 FP8_STATIC), by torch's autograd through them: what the reference's tuned block backpropagates
-(its WrapperLinear quantizes each input before the GEMM). tests/test_act_quant_block.cpp runs our
+(its WrapperLinear quantizes each input before the GEMM); FP8_BLOCK's per-token dynamic FP8 too. tests/test_act_quant_block.cpp runs our
 block_forward / block_backward with ActivationQuant on the same weights and input and compares.
 
 The block (written out here in torch, float32, CPU): RMSNorm (eps 1e-5), q/k/v, half-split RoPE
@@ -14,7 +14,7 @@ that groups have outliers.
 
 Tensors: the block's weights (q, k, v, o, gate, up, down [out, in]; attn_norm, ffn_norm), x [24, 64],
 R [24, 64], absmax [4] (each linear input's largest |value| in the unquantized forward: the static
-maxima NVFP4 and FP8_STATIC take), and per scheme S in mxfp4, mxfp8, nvfp4, fp8_static:
+maxima NVFP4 and FP8_STATIC take), and per scheme S in mxfp4, mxfp8, nvfp4, fp8_static, fp8_block:
 S.exact.<linear> (autograd through the quantizers) and S.ste.<linear> (the same forward, the
 quantizers' backward replaced by the identity), and S.out [24, 64] (the block's output).
 
@@ -95,6 +95,8 @@ def main():
         "mxfp8": lambda t, i: quant_mx(t, bits=8, group_size=32, max_scale=torch.tensor(1.0))[0],
         "nvfp4": lambda t, i: nv_fp4_with_static_gs(t, bits=4, group_size=16, tensor_max=absmax[i].clone())[0],
         "fp8_static": lambda t, i: quant_fp8_sym(t, max_scale=torch.tensor(1.0), tensor_max=absmax[i].clone(), group_size=0)[0],
+        # FP8_BLOCK's dynamic inputs, one scale per token and 128 features (here each row: 64 or 96 wide)
+        "fp8_block": lambda t, i: quant_fp8_sym(t, max_scale=torch.tensor(1.0), tensor_max=None, group_size=128)[0],
     }
     tensors = {n: t.contiguous() for n, t in W.items()}
     tensors.update({"x": x, "R": R, "absmax": absmax.clone()})

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CTest's cli_float: `autoround quantize --scheme MXFP4 | NVFP4` on the real model (a few steps)
+# CTest's cli_float: `autoround quantize --scheme MXFP8 | MXFP4 | NVFP4 | FP8_STATIC | FP8_BLOCK` on the real model (a few steps)
 # writes auto_round checkpoints in compressed-tensors' tensors that read back (`autoround eval`,
 # with the checkpoint's activation quantization) to the perplexity the run measured on its own
 # tuned model; the Phi-3 fixture's fused qkv_proj / gate_up_proj hold one NVFP4 global scale each
@@ -14,14 +14,15 @@ autoround=$1 assets=$2 fixtures=$3 work=$4
 model=$assets/smollm2-135m-instruct-q4_1.gguf
 [ -f "$model" ] || { echo "cli_float: $model missing (scripts/fetch-assets.sh)"; exit 77; }
 rm -rf "$work" && mkdir -p "$work"
-# MXFP8 tuned a few steps (at a small learning rate: 1/iters would be 0.25), the 4-bit ones at
+# MXFP8 tuned a few steps (at a small learning rate: 1/iters would be 0.5), the 4-bit ones at
 # round-to-nearest (W4A4 on a 135M model is far from its float perplexity either way)
-for scheme in MXFP8 MXFP4 NVFP4 FP8_STATIC; do
+for scheme in MXFP8 MXFP4 NVFP4 FP8_STATIC FP8_BLOCK; do
   steps=(--iters 0)
-  [ $scheme = MXFP8 ] && steps=(--iters 4 --lr 0.005)
+  [ $scheme = MXFP8 ] && steps=(--iters 2 --lr 0.005)
   formats=auto_round
   [ $scheme = NVFP4 ] || [ $scheme = FP8_STATIC ] && formats=auto_round,llm_compressor
   [ $scheme = MXFP4 ] && formats=auto_round,llm_compressor,gguf:mxfp4
+  [ $scheme = FP8_BLOCK ] && formats=auto_round,llm_compressor,fp8
   "$autoround" quantize --model "$model" --calibration "$assets/kjv-calib.tokens" --scheme $scheme --output "$work/$scheme" \
     --nsamples 8 --seqlen 128 "${steps[@]}" --format $formats --eval "$assets/kjv-eval.tokens" --eval-windows 2 >"$work/$scheme.log" 2>&1 ||
     { echo "cli_float: quantize $scheme failed"; cat "$work/$scheme.log"; exit 1; }
@@ -63,6 +64,32 @@ for fmt, scale_shape in (("auto_round", [576]), ("llm_compressor", [576, 1])):
     assert (h[p + "weight"]["dtype"], h[p + "weight"]["shape"]) == ("F8_E4M3", [576, 1536]), h[p + "weight"]
     assert (h[p + "weight_scale"]["dtype"], h[p + "weight_scale"]["shape"]) == ("BF16", scale_shape), h[p + "weight_scale"]
     assert (h[p + "input_scale"]["dtype"], h[p + "input_scale"]["shape"]) == ("BF16", [1]), h[p + "input_scale"]
+# FP8_BLOCK: E4M3 weights, one scale per 128 x 128 tile (hidden 576: 4.5 tiles, the last half-wide)
+for fmt, scale, dtype in (("auto_round", "weight_scale_inv", "BF16"), ("fp8", "weight_scale_inv", "BF16"), ("llm_compressor", "weight_scale", "F32")):
+    h = header(f"{work}/FP8_BLOCK/{fmt}/model.safetensors")
+    assert (h[p + "weight"]["dtype"], h[p + "weight"]["shape"]) == ("F8_E4M3", [576, 1536]), h[p + "weight"]
+    assert (h[p + scale]["dtype"], h[p + scale]["shape"]) == (dtype, [5, 12]), h[p + scale]
+    q = "model.layers.3.self_attn.q_proj."
+    assert h[q + scale]["shape"] == [5, 5] and q + "input_scale" not in h, h[q + scale]
+assert open(f"{work}/FP8_BLOCK/auto_round/model.safetensors", "rb").read() == open(f"{work}/FP8_BLOCK/fp8/model.safetensors", "rb").read()
+qc = json.load(open(f"{work}/FP8_BLOCK/auto_round/config.json"))["quantization_config"]
+want = {"bits": 8, "group_size": [128, 128], "sym": True, "data_type": "fp", "act_bits": 8, "act_data_type": "fp", "act_dynamic": True,
+        "act_group_size": 128, "act_sym": True, "weight_block_size": [128, 128], "fmt": "e4m3", "activation_scheme": "dynamic",
+        "quant_method": "auto-round", "packing_format": "auto_round:fp8"}
+assert all(qc[k] == v for k, v in want.items()), qc
+qc8 = json.load(open(f"{work}/FP8_BLOCK/fp8/config.json"))["quantization_config"]
+assert qc8["quant_method"] == "fp8" and "packing_format" not in qc8 and qc8["weight_block_size"] == [128, 128], qc8
+g = json.load(open(f"{work}/FP8_BLOCK/llm_compressor/config.json"))["quantization_config"]["config_groups"]["group_0"]
+assert g["weights"]["strategy"] == "block" and g["weights"]["block_structure"] == [128, 128], g
+assert (g["input_activations"]["strategy"], g["input_activations"]["group_size"], g["input_activations"]["dynamic"]) == ("group", 128, True), g
+assert ppl(f"{work}/FP8_BLOCK.fp8.eval") == ppl(f"{work}/FP8_BLOCK.auto_round.eval")
+report = json.load(open(f"{work}/FP8_BLOCK/quantization_report.json"))
+ours = report["runs"][0]["perplexity_after"]
+for fmt in ("auto_round", "llm_compressor"):  # the files' bfloat16 / float32 tile scales, float16 embeddings and norms
+    back = ppl(f"{work}/FP8_BLOCK.{fmt}.eval")
+    assert abs(back / ours - 1) < 0.02 and back < 1.2 * report["perplexity_before"], (fmt, ours, back, report["perplexity_before"])
+print(f"cli_float: FP8_BLOCK: run {ours:.4f}, read back {ppl(f'{work}/FP8_BLOCK.auto_round.eval'):.4f} (auto_round, fp8), "
+      f"{ppl(f'{work}/FP8_BLOCK.llm_compressor.eval'):.4f} (llm_compressor; float {report['perplexity_before']:.4f})")
 qc = json.load(open(f"{work}/FP8_STATIC/auto_round/config.json"))["quantization_config"]
 want = {"bits": 8, "group_size": -1, "sym": True, "data_type": "fp", "act_bits": 8, "act_data_type": "fp", "act_dynamic": False,
         "act_group_size": 0, "act_sym": True, "activation_scheme": "static", "fmt": "e4m3", "packing_format": "auto_round:fp8_static"}
@@ -157,6 +184,7 @@ message="written as auto_round or llm_compressor checkpoints" expect_error "$aut
 message="integer schemes as auto_round" expect_error "$autoround" "${common[@]}" --bits 4 --format llm_compressor
 message="is written as auto_round or llm_compressor (or gguf:mxfp4)" expect_error "$autoround" quantize --model "$model" \
   --calibration "$assets/kjv-calib.tokens" --output "$work/refused" --nsamples 3 --seqlen 16 --iters 1 --scheme NVFP4 --format gguf:q4_0
+message="holds --scheme FP8_BLOCK" expect_error "$autoround" "${common[@]}" --scheme FP8_STATIC --format fp8
 message="no rounded-up (rceil)" expect_error "$autoround" "${common[@]}" --scheme MXFP8_RCEIL --format llm_compressor
 message="either --scheme or --bits" expect_error "$autoround" "${common[@]}" --scheme MXFP4 --bits 4
 message="integer or floating-point schemes" expect_error "$autoround" "${common[@]}" --scheme NVFP4 --layer "down_proj=8"

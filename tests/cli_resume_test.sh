@@ -17,7 +17,7 @@ if [ ! -f "$model" ]; then
   if [ -n "${CI:-}" ]; then exit 1; else exit 77; fi
 fi
 rm -rf "$work" && mkdir -p "$work"
-settings=(--model "$model" --calibration "$assets/kjv-calib.tokens" --nsamples 4 --seqlen 64 --batch-size 2 --iters 8
+settings=(--model "$model" --calibration "$assets/kjv-calib.tokens" --nsamples 4 --seqlen 64 --batch-size 2 --iters 3
           --format auto_round,gguf:q4_0 --threads 2)
 quantize() { "$autoround" quantize "${settings[@]}" "$@"; }
 same_files() {  # every file of $1 in $2, the same bytes, and no other file

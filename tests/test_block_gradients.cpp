@@ -301,7 +301,7 @@ TEST_CASE("a mixture-of-experts block's backward matches finite differences: att
     }
 }
 
-// With quantized linear inputs (MXFP4 / MXFP8 / NVFP4 / FP8_STATIC W4A4-W8A8 schemes) the block is
+// With quantized linear inputs (MXFP4 / MXFP8 / NVFP4 / FP8_STATIC / FP8_BLOCK W4A4-W8A8 schemes) the block is
 // piecewise constant in its inputs, so finite differences say nothing; the expectation is torch's
 // autograd through auto-round 0.16.1's own activation quantizers on the same block
 // (tests/fixtures/act_quant_block.safetensors, scripts/make_act_quant_block_fixture.py), and the
@@ -319,7 +319,8 @@ TEST_CASE("block backward through quantized linear inputs equals autograd's thro
   const RowMatrix x = file.to_float("x"), R = file.to_float("R"), absmax_row = file.to_float("absmax");
   const std::array<float, 4> absmax{absmax_row(0, 0), absmax_row(0, 1), absmax_row(0, 2), absmax_row(0, 3)};
   const std::pair<const char*, FloatFormat> schemes[] = {
-      {"mxfp4", FloatFormat::MxFp4}, {"mxfp8", FloatFormat::MxFp8}, {"nvfp4", FloatFormat::NvFp4}, {"fp8_static", FloatFormat::Fp8}};
+      {"mxfp4", FloatFormat::MxFp4}, {"mxfp8", FloatFormat::MxFp8}, {"nvfp4", FloatFormat::NvFp4}, {"fp8_static", FloatFormat::Fp8},
+      {"fp8_block", FloatFormat::Fp8Block}};
   for (const auto& [scheme, format] : schemes) {
     CAPTURE(std::string(scheme));
     block.act_quant = activation_quant_for(float_spec(format), absmax);
@@ -339,7 +340,7 @@ TEST_CASE("block backward through quantized linear inputs equals autograd's thro
       const RowMatrix ste = file.to_float(std::string(scheme) + ".ste." + name);
       const float error = (grads[static_cast<std::size_t>(l)] - exact).norm() / exact.norm();
       const float ste_error = (ste - exact).norm() / exact.norm();
-      MESSAGE(scheme << " " << name << ": relative error " << error << " (straight-through: " << ste_error << ")");
+      MESSAGE(std::string(scheme) << " " << name << ": relative error " << error << " (straight-through: " << ste_error << ")");
       CHECK(error <= 1e-4f);
       if (l != Linear::Down) CHECK(ste_error >= 50.0f * error);  // down_proj's gradient does not pass through a quantizer
     }

@@ -500,7 +500,7 @@ TEST_CASE("Qwen3-MoE checkpoints load and evaluate: experts that all equal the d
   }
 }
 
-TEST_CASE("compressed-tensors configs: MX / NV / FP8 per channel read as auto-round's, others refused by name") {
+TEST_CASE("compressed-tensors configs: MX / NV / FP8 per channel and in tiles read as auto-round's, others refused by name") {
   const auto group = [](nlohmann::json weights, nlohmann::json inputs) {
     return nlohmann::json{{"config_groups", {{"group_0", {{"weights", weights}, {"input_activations", inputs}, {"targets", {"Linear"}}}}}}};
   };
@@ -517,9 +517,27 @@ TEST_CASE("compressed-tensors configs: MX / NV / FP8 per channel read as auto-ro
   qc["quant_method"] = "compressed-tensors";
   qc["format"] = "float-quantized";
   CHECK(detail::float_scheme_of(detail::auto_round_view(qc), "layer") == float_spec(FloatFormat::Fp8));  // FP8_STATIC
-  qc["config_groups"]["group_0"]["weights"]["strategy"] = "block";
-  CHECK_THROWS_WITH_AS(detail::auto_round_view(qc), doctest::Contains("strategy 'block'"), Error);
-  qc["config_groups"]["group_0"]["weights"]["strategy"] = "channel";
+  // FP8_BLOCK: 128 x 128 weight tiles, inputs dynamic per 128 features; other tiles and inputs refused
+  auto block = qc;
+  block["config_groups"]["group_0"]["weights"]["strategy"] = "block";
+  block["config_groups"]["group_0"]["weights"]["block_structure"] = {64, 64};
+  CHECK_THROWS_WITH_AS(detail::auto_round_view(block), doctest::Contains("block_structure [64,64]"), Error);
+  block["config_groups"]["group_0"]["weights"]["block_structure"] = {128, 128};
+  CHECK_THROWS_WITH_AS(detail::auto_round_view(block), doctest::Contains("dynamic in groups of 128"), Error);
+  block["config_groups"]["group_0"]["input_activations"] = {{"num_bits", 8}, {"dynamic", true}, {"strategy", "group"}, {"group_size", 128}};
+  CHECK(detail::float_scheme_of(detail::auto_round_view(block), "layer") == float_spec(FloatFormat::Fp8Block));
+  block["config_groups"]["group_0"]["input_activations"] = nullptr;
+  CHECK(detail::float_scheme_of(detail::auto_round_view(block), "layer") == weight_only(float_spec(FloatFormat::Fp8Block)));
+  // transformers' FineGrainedFP8 config (quant_method fp8), as auto-round's format fp8 writes it
+  const nlohmann::json fp8 = {{"quant_method", "fp8"}, {"weight_block_size", {128, 128}}, {"activation_scheme", "dynamic"}};
+  CHECK(detail::float_scheme_of(detail::auto_round_view(fp8), "layer") == float_spec(FloatFormat::Fp8Block));
+  CHECK_THROWS_WITH_AS(detail::auto_round_view(nlohmann::json{{"quant_method", "fp8"}, {"weight_block_size", {1, 128}}}),
+                       doctest::Contains("weight_block_size [1,128]"), Error);
+  // auto-round's own FP8_BLOCK config: group_size [128, 128]
+  const nlohmann::json ar = {{"quant_method", "auto-round"}, {"data_type", "fp"}, {"bits", 8}, {"group_size", {128, 128}}, {"act_bits", 8}};
+  CHECK(detail::float_scheme_of(ar, "layer") == float_spec(FloatFormat::Fp8Block));
+  CHECK_THROWS_WITH_AS(detail::float_scheme_of(nlohmann::json{{"quant_method", "auto-round"}, {"data_type", "fp"}, {"bits", 8}, {"group_size", 128}}, "layer"),
+                       doctest::Contains("not group_size 128"), Error);
   qc["config_groups"]["group_0"]["input_activations"]["dynamic"] = true;
   CHECK_THROWS_WITH_AS(detail::auto_round_view(qc), doctest::Contains("static per tensor"), Error);
   qc["config_groups"]["group_1"] = qc["config_groups"]["group_0"];

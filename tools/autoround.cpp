@@ -186,8 +186,9 @@ std::vector<OutputFormat> parse_formats(const std::string& list) {
     else if (item == "auto_gptq") f.hf = HfFormat::AutoGptq;
     else if (item == "auto_awq") f.hf = HfFormat::AutoAwq;
     else if (item == "llm_compressor") f.hf = HfFormat::LlmCompressor;
+    else if (item == "fp8") f.hf = HfFormat::Fp8;
     else if (item.rfind("gguf:", 0) == 0) f.gguf = gguf_scheme(item.substr(5));
-    else throw Error("--format '" + item + "': expected auto_round, auto_gptq, auto_awq, llm_compressor or gguf:TYPE");
+    else throw Error("--format '" + item + "': expected auto_round, auto_gptq, auto_awq, llm_compressor, fp8 or gguf:TYPE");
     for (const auto& g : formats)
       if (g.name == item) throw Error("--format '" + item + "' is given twice");
     formats.push_back(f);
@@ -199,7 +200,7 @@ std::vector<OutputFormat> parse_formats(const std::string& list) {
 std::string describe_scheme(const QuantSpec& s) {
   if (s.data_type == DataType::NvFp) return "NVFP4";
   if (s.data_type == DataType::MxFp) return std::string(s.bits == 4 ? "MXFP4" : "MXFP8") + (s.act_rceil ? "_RCEIL" : "");
-  if (s.data_type == DataType::Fp) return "FP8_STATIC";
+  if (s.data_type == DataType::Fp) return s.group_rows > 1 ? "FP8_BLOCK" : "FP8_STATIC";
   return "W" + std::to_string(s.bits) + "G" + std::to_string(s.group_size) + (s.symmetry == Symmetric ? " sym" : " asym");
 }
 
@@ -225,10 +226,15 @@ void check_formats(const std::vector<OutputFormat>& formats, const ModelQuantOpt
         if (*f.hf == HfFormat::LlmCompressor && s.act_rceil)
           throw Error("--format llm_compressor: compressed-tensors has no rounded-up (rceil) MX activation scales; --scheme " +
                       describe_scheme(s) + " is written as auto_round");
-        if (*f.hf != HfFormat::AutoRound && *f.hf != HfFormat::LlmCompressor)
-          throw Error("--format " + f.name + ": floating-point schemes (MXFP4, MXFP8, NVFP4, FP8_STATIC) are written as auto_round or llm_compressor checkpoints");
+        const bool block = s.data_type == DataType::Fp && s.group_rows > 1;
+        if (*f.hf == HfFormat::Fp8 && !block)
+          throw Error("--format fp8: holds --scheme FP8_BLOCK (128 x 128 tiles); --scheme " + describe_scheme(s) +
+                      " is written as auto_round or llm_compressor");
+        if (*f.hf != HfFormat::AutoRound && *f.hf != HfFormat::LlmCompressor && *f.hf != HfFormat::Fp8)
+          throw Error("--format " + f.name + ": floating-point schemes (MXFP4, MXFP8, NVFP4, FP8_STATIC, FP8_BLOCK) are written as auto_round or llm_compressor checkpoints");
         continue;
       }
+      if (*f.hf == HfFormat::Fp8) throw Error("--format fp8: holds --scheme FP8_BLOCK; integer schemes as auto_round, auto_gptq or auto_awq");
       if (*f.hf == HfFormat::LlmCompressor)
         throw Error("--format llm_compressor: written for --scheme MXFP4, MXFP8 or NVFP4; integer schemes as auto_round, auto_gptq or auto_awq");
       if (*f.hf == HfFormat::AutoAwq && s.bits != 4) throw Error("--format auto_awq: AWQ is 4-bit only");
@@ -688,7 +694,7 @@ int main(int argc, char** argv) {
   Index nsamples = -1;
   std::string format_list = "auto_round";
   q->add_option("--model", model_path, "GGUF file or Hugging Face directory (llama architecture)")->required()->check(CLI::ExistingPath);
-  q->add_option("--format", format_list, "comma-separated: auto_round, auto_gptq, auto_awq, llm_compressor (MXFP4/MXFP8/NVFP4), gguf:TYPE");
+  q->add_option("--format", format_list, "comma-separated: auto_round, auto_gptq, auto_awq, llm_compressor (the floating-point schemes), fp8 (FP8_BLOCK), gguf:TYPE");
   q->add_option("--calibration", calibration_path,
                 "calibration text (the model's tokenizer: a GGUF's byte-level BPE, or --tokenizer), token ids (.tokens), or a "
                 ".jsonl corpus of {\"text\": ...} documents (sampled as the reference: shuffled by --seed, cut to --seqlen, "
@@ -704,9 +710,10 @@ int main(int argc, char** argv) {
   q->add_option("--scheme", scheme,
                 "the reference's preset instead of --bits/--group-size/--sym: W2A16, W3A16, W4A16, W8A16 (integers, groups of "
                 "128, sym), MXFP4, MXFP8 (E2M1 / E4M3 in groups of 32, E8M0 scales; _RCEIL: activation scales rounded up), NVFP4 (E2M1 in groups of 16, E4M3 scales, "
-                "a global scale), FP8_STATIC (E4M3 per output channel, inputs E4M3 under one static scale); the floating-point "
-                "ones are written as auto_round or llm_compressor")
-      ->check(CLI::IsMember({"W2A16", "W3A16", "W4A16", "W8A16", "MXFP4", "MXFP8", "MXFP4_RCEIL", "MXFP8_RCEIL", "NVFP4", "FP8_STATIC"}));
+                "a global scale), FP8_STATIC (E4M3 per output channel, inputs E4M3 under one static scale), FP8_BLOCK (E4M3 per "
+                "128 x 128 tile, inputs E4M3 per token and 128 features); the floating-point ones are written as auto_round or "
+                "llm_compressor (FP8_BLOCK also as fp8)")
+      ->check(CLI::IsMember({"W2A16", "W3A16", "W4A16", "W8A16", "MXFP4", "MXFP8", "MXFP4_RCEIL", "MXFP8_RCEIL", "NVFP4", "FP8_STATIC", "FP8_BLOCK"}));
   q->add_option("--recipe", recipe, "default | fast | best | light | rtn")
       ->check(CLI::IsMember({"default", "fast", "best", "light", "rtn"}));
   q->add_option("--iters", iters, "tuning steps per block (overrides the recipe)")->check(CLI::NonNegativeNumber);
@@ -833,6 +840,7 @@ int main(int argc, char** argv) {
       }
       else if (scheme == "NVFP4") options.spec = float_spec(FloatFormat::NvFp4);
       else if (scheme == "FP8_STATIC") options.spec = float_spec(FloatFormat::Fp8);
+      else if (scheme == "FP8_BLOCK") options.spec = float_spec(FloatFormat::Fp8Block);
       else options.spec = QuantSpec{std::stoi(scheme.substr(1)), 128, Symmetric};
     }
     options.tune.clip_init = clip_init == "search" ? ClipInit::WeightedSearch : ClipInit::Unit;

@@ -528,7 +528,7 @@ TEST_CASE("quantize_model with double-quantized schemes (DoubleQuantizer) on the
   CHECK(gpu_model.blocks[1][Linear::Down].isApprox(gpu[1][6]->dequantize()));
 }
 
-TEST_CASE("quantize_model with floating-point schemes (MXFP4, NVFP4 W4A4, FP8_STATIC) on the GPU follows the CPU pipeline") {
+TEST_CASE("quantize_model with floating-point schemes (MXFP4, NVFP4 W4A4, FP8_STATIC, FP8_BLOCK) on the GPU follows the CPU pipeline") {
   // the float formats' qdq and the activation quantization are the CPU's formulas on the device
   // (test_cuda_qdq checks them bit for bit); here the whole run: static input scales measured
   // on the device, activation quantization inside the tuned forward, NVFP4's shared global scales
@@ -536,10 +536,10 @@ TEST_CASE("quantize_model with floating-point schemes (MXFP4, NVFP4 W4A4, FP8_ST
   const LlamaModel model = small_random_model(rng);
   std::vector<std::int32_t> tokens(6 * 20);
   for (auto& t : tokens) t = static_cast<std::int32_t>(rng() % static_cast<unsigned>(model.config.vocab));
-  for (FloatFormat format : {FloatFormat::MxFp4, FloatFormat::NvFp4, FloatFormat::Fp8}) {
+  for (FloatFormat format : {FloatFormat::MxFp4, FloatFormat::NvFp4, FloatFormat::Fp8, FloatFormat::Fp8Block}) {
     CAPTURE(static_cast<int>(format));
     ModelQuantOptions options;
-    options.spec = float_spec(format);  // the presets: activations quantized (act_bits 4 / 4 / 8)
+    options.spec = float_spec(format);  // the presets: activations quantized (act_bits 4 / 4 / 8 / 8)
     options.nsamples = 6;
     options.seqlen = 20;
     options.tune.iters = 20;
@@ -561,21 +561,23 @@ TEST_CASE("quantize_model with floating-point schemes (MXFP4, NVFP4 W4A4, FP8_ST
     for (std::size_t b = 0; b < 2; ++b) {
       const double floor = code_agreement(cpu[b], nudged[b], [](const auto&, const auto&) {});
       const double floor_loss = std::abs(nudged_reports[b].stats.best_loss / cpu_reports[b].stats.best_loss - 1.0);
+      // block 1's inputs come out of block 0's tuned codes: its RTN loss moves with them
+      const double floor_rtn = std::abs(nudged_reports[b].stats.rtn_loss / cpu_reports[b].stats.rtn_loss - 1.0);
       const double agreement = code_agreement(cpu[b], gpu[b], [&](const auto& c, const auto& g) {
         if (b == 0) {  // the same weights: the same global scale; the same inputs: the same measured maxima, to rounding
           CHECK(c.quantizer.global_scale() == g.quantizer.global_scale());
           CHECK(g.input_absmax == doctest::Approx(c.input_absmax).epsilon(1e-5));
         }
-        CHECK((g.input_absmax > 0.0f) == (format != FloatFormat::MxFp4));  // static scales only
+        CHECK((g.input_absmax > 0.0f) == (format == FloatFormat::NvFp4 || format == FloatFormat::Fp8));  // static scales only
       });
       const TuningStats &cs = cpu_reports[b].stats, &gs = gpu_reports[b].stats;
       MESSAGE("format " << static_cast<int>(format) << " block " << b << ": RTN loss CPU " << cs.rtn_loss << " GPU " << gs.rtn_loss
                         << ", best CPU " << cs.best_loss << " (step " << cs.best_step << ") GPU " << gs.best_loss << " (step "
                         << gs.best_step << "), codes equal for " << 100.0 * agreement << "%; CPU on inputs 1 ulp off: codes equal for "
-                        << 100.0 * floor << "%, best loss " << 100.0 * floor_loss << "% off");
+                        << 100.0 * floor << "%, RTN loss " << 100.0 * floor_rtn << "% and best loss " << 100.0 * floor_loss << "% off");
       CHECK(cs.best_loss < cs.rtn_loss);
       CHECK(gs.best_loss < gs.rtn_loss);
-      CHECK(gs.rtn_loss == doctest::Approx(cs.rtn_loss).epsilon(b == 0 ? 1e-3 : 0.03).scale(0));
+      CHECK(gs.rtn_loss == doctest::Approx(cs.rtn_loss).epsilon(b == 0 ? 1e-3 : std::max(0.03, 2.0 * floor_rtn)).scale(0));
       CHECK(gs.best_loss == doctest::Approx(cs.best_loss).epsilon(std::max(0.05, 2.0 * floor_loss)).scale(0));
       CHECK(agreement > std::min(b == 0 ? 0.9 : 0.6, floor - 0.15));
     }

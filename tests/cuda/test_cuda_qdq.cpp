@@ -22,7 +22,7 @@ QdqCase make_case(QuantSpec spec, long rows, long cols, unsigned seed) {
   std::student_t_distribution<float> heavy(3.0f);
   std::uniform_real_distribution<float> offset(-0.5f, 0.5f), clip(0.4f, 1.2f), unit(-1.0f, 1.0f);
   QdqCase c{spec, rows, cols, {}, {}, {}, {}, {}, 0.005f};
-  const GroupLayout layout(rows, cols, spec.group_size);
+  const GroupLayout layout(rows, cols, spec.group_size, spec.group_rows);
   for (long i = 0; i < rows * cols; ++i) {
     c.weight.push_back(0.02f * heavy(rng));
     c.rounding.push_back(offset(rng));
@@ -146,14 +146,15 @@ TEST_CASE("CUDA double quantization (GGUF k-quant schemes) equals DoubleQuantize
     }
 }
 
-TEST_CASE("CUDA floating-point formats (MXFP4, MXFP8, NVFP4, FP8) equal FloatQuantizer on the CPU bit for bit") {
+TEST_CASE("CUDA floating-point formats (MXFP4, MXFP8, NVFP4, FP8, FP8_BLOCK) equal FloatQuantizer on the CPU bit for bit") {
   unsigned seed = 200;
-  for (FloatFormat format : {FloatFormat::MxFp4, FloatFormat::MxFp8, FloatFormat::NvFp4, FloatFormat::Fp8})
+  for (FloatFormat format : {FloatFormat::MxFp4, FloatFormat::MxFp8, FloatFormat::NvFp4, FloatFormat::Fp8, FloatFormat::Fp8Block})
     for (long cols : {256L, 200L}) {  // 200: a short last group
       const QuantSpec spec = float_spec(format);
       CAPTURE(static_cast<int>(format));
       CAPTURE(cols);
-      QdqCase c = make_case(spec, 40, cols, seed++);
+      // FP8_BLOCK: 300 rows, tiles of 128, 128 and 44 rows
+      QdqCase c = make_case(spec, format == FloatFormat::Fp8Block ? 300 : 40, cols, seed++);
       for (long i = 0; i < cols; ++i) c.weight[static_cast<std::size_t>(i)] = 0.0f;  // an all-zero row: the zero-group paths
       c.weight[static_cast<std::size_t>(3 * cols + 5)] = 3.0f;                      // an outlier: elements under the smallest scales
       const RowMatrix w = Eigen::Map<const RowMatrix>(c.weight.data(), c.rows, c.cols);
@@ -169,12 +170,12 @@ TEST_CASE("CUDA activation quantization and its backward equal ActivationQuant's
   std::vector<float> x(static_cast<std::size_t>(rows * cols));
   for (float& v : x) v = heavy(rng);
   for (long c = 0; c < 40; ++c) x[static_cast<std::size_t>(c)] = 0.0f;  // zero groups
-  const FloatFormat formats[] = {FloatFormat::MxFp4, FloatFormat::MxFp8, FloatFormat::NvFp4, FloatFormat::Fp8, FloatFormat::MxFp4,
-                                 FloatFormat::MxFp8};
-  for (int k = 0; k < 6; ++k) {
+  const FloatFormat formats[] = {FloatFormat::MxFp4, FloatFormat::MxFp8, FloatFormat::NvFp4, FloatFormat::Fp8, FloatFormat::Fp8Block,
+                                 FloatFormat::MxFp4, FloatFormat::MxFp8};
+  for (int k = 0; k < 7; ++k) {
     const FloatFormat format = formats[k];
     QuantSpec spec = float_spec(format);
-    spec.act_rceil = k >= 4;  // the last two: MXFP4_RCEIL, MXFP8_RCEIL
+    spec.act_rceil = k >= 5;  // the last two: MXFP4_RCEIL, MXFP8_RCEIL
     CAPTURE(static_cast<int>(format));
     CAPTURE(spec.act_rceil);
     const float absmax = 9.5f;

@@ -8,7 +8,12 @@
 //   llm_compressor  compressed-tensors (quant_method "compressed-tensors", what vLLM and
 //               llm-compressor read) for MXFP4 / MXFP8 / NVFP4 / FP8_STATIC: the same tensors as
 //               auto_round writes for them (auto-round 0.16.1 uses one packer for both; FP8's
-//               weight_scale a column), another config.
+//               weight_scale a column), another config;
+//   fp8         FP8_BLOCK's tensors under quant_method "fp8" (transformers' FineGrainedFP8, which
+//               also serves DeepSeek-V3's checkpoints): auto-round's format "fp8". Its auto_round
+//               checkpoint (packing_format "auto_round:fp8", group_size [128, 128]) holds the same
+//               tensors, but transformers 5.17 refuses that config (AutoRoundConfig compares the
+//               list group_size with 0).
 // Tensors the reference leaves in full precision (embeddings, norms, lm_head, layers left out by
 // overrides or by shape) are written as float16. config.json carries `quantization_config` with
 // the reference's keys; tokenizer.json, tokenizer_config.json and generation_config.json make
@@ -36,13 +41,14 @@
 
 namespace autoround {
 
-enum class HfFormat { AutoRound, AutoGptq, AutoAwq, LlmCompressor };
+enum class HfFormat { AutoRound, AutoGptq, AutoAwq, LlmCompressor, Fp8 };
 
 inline const char* format_name(HfFormat f) {
   switch (f) {
     case HfFormat::AutoRound: return "auto_round";
     case HfFormat::AutoGptq: return "auto_gptq";
     case HfFormat::LlmCompressor: return "llm_compressor";
+    case HfFormat::Fp8: return "fp8";
     default: return "auto_awq";
   }
 }
@@ -278,8 +284,21 @@ class HfTensorWriter {
     }
     const Index out = qw.rows(), in = qw.cols();
     if constexpr (FloatCodeQuantizer<std::decay_t<decltype(qw.quantizer)>>) {  // MXFP4 / MXFP8 / NVFP4
-      detail::require(format_ == HfFormat::AutoRound || format_ == HfFormat::LlmCompressor,
-                      name + ": floating-point formats are written as auto_round or llm_compressor checkpoints");
+      const bool block = qw.quantizer.format() == FloatFormat::Fp8Block;
+      detail::require(format_ == HfFormat::AutoRound || format_ == HfFormat::LlmCompressor || (block && format_ == HfFormat::Fp8),
+                      name + ": floating-point formats are written as auto_round or llm_compressor checkpoints (FP8_BLOCK also as fp8)");
+      if (block) {  // FP8_BLOCK: E4M3 codes, one scale per 128 x 128 tile, [ceil(out / 128), ceil(in / 128)]
+        const std::vector<std::int64_t> tiles{qw.layout.row_bands(), qw.layout.groups_per_row()};
+        w.add<std::uint8_t>(name + ".weight", Dtype::F8_E4M3, {out, in}, qw.codes);
+        if (format_ == HfFormat::LlmCompressor) {  // the run's float32 scales, as auto-round's pack_layer keeps them
+          w.add<float>(name + ".weight_scale", Dtype::F32, tiles, qw.scales);
+        } else {  // the model's dtype, bfloat16: a multiplier despite the name (DeepSeek-V3's and auto-round's)
+          std::vector<std::uint16_t> bf16;
+          for (float sc : qw.scales) bf16.push_back(float_to_bf16_bits(sc));
+          w.add<std::uint16_t>(name + ".weight_scale_inv", Dtype::BF16, tiles, bf16);
+        }
+        return;
+      }
       const FloatTensors t = pack_float(qw, name);
       if (qw.quantizer.format() == FloatFormat::Fp8) {  // FP8_STATIC: compressed-tensors keeps the scale as a column
         w.add<std::uint8_t>(name + ".weight", Dtype::F8_E4M3, {out, in}, t.weight);
@@ -358,7 +377,16 @@ class HfTensorWriter {
     nlohmann::ordered_json qc = {{"bits", spec_.bits}, {"group_size", spec_.group_size}, {"sym", spec_.symmetry == Symmetric},
                                  {"data_type", data_type_name(spec_.data_type)}};
     const bool float_format = spec_.data_type == DataType::MxFp || spec_.data_type == DataType::NvFp;
-    const bool fp8_static = spec_.data_type == DataType::Fp;
+    const bool fp8_block = spec_.data_type == DataType::Fp && spec_.group_rows > 1;
+    const bool fp8_static = spec_.data_type == DataType::Fp && !fp8_block;
+    if (fp8_block) {  // FP8_BLOCK as auto-round writes it (its formats auto_round and fp8 share these keys)
+      qc["group_size"] = {spec_.group_rows, spec_.group_size};
+      if (spec_.act_bits <= 8)
+        qc.update({{"act_bits", 8}, {"act_data_type", "fp"}, {"act_dynamic", true}, {"act_group_size", spec_.group_size}, {"act_sym", true}});
+      qc["weight_block_size"] = {spec_.group_rows, spec_.group_size};
+      qc["fmt"] = "e4m3";
+      if (spec_.act_bits <= 8) qc["activation_scheme"] = "dynamic";
+    }
     if (fp8_static) {  // FP8_STATIC as auto-round writes it (its loader's torch_fp8_static matches these keys)
       qc["bits"] = 8;
       qc["group_size"] = -1;
@@ -392,12 +420,17 @@ class HfTensorWriter {
                                        : c_.hf_prefix + "layers";
     if (format_ == HfFormat::AutoRound) {
       qc["quant_method"] = "auto-round";
-      qc["packing_format"] = fp8_static     ? "auto_round:fp8_static"
+      qc["packing_format"] = fp8_block      ? "auto_round:fp8"
+                             : fp8_static   ? "auto_round:fp8_static"
                              : float_format ? "auto_round:llm_compressor"
                              : spec_.symmetry == Symmetric ? "auto_round:auto_gptq" : "auto_round";
       if (!extra_.empty()) qc["extra_config"] = extra_;
     } else if (format_ == HfFormat::LlmCompressor) {
       qc = compressed_tensors_config();
+    } else if (format_ == HfFormat::Fp8) {
+      detail::require(fp8_block, "fp8: the fp8 format holds FP8_BLOCK (128 x 128 tiles) checkpoints");
+      qc["quant_method"] = "fp8";
+      for (const std::string& name : not_converted_) qc["ignored_layers"].push_back(loader_name(name));
     } else if (format_ == HfFormat::AutoGptq) {
       if (!dynamic_.empty()) qc["dynamic"] = dynamic_;
       qc["lm_head"] = false;
@@ -474,6 +507,15 @@ class HfTensorWriter {
           {"moe_sparsity_config", nullptr}, {"provider", "auto-round"}, {"quant_method", "compressed-tensors"},
           {"quantization_status", "compressed"}};
     };
+    if (spec_.data_type == DataType::Fp && spec_.group_rows > 1) {  // FP8_BLOCK: tiles, inputs per token and 128 features
+      const nlohmann::ordered_json weights = {{"block_structure", {spec_.group_rows, spec_.group_size}}, {"dynamic", false},
+                                              {"group_size", nullptr}, {"num_bits", 8}, {"strategy", "block"},
+                                              {"symmetric", true}, {"type", "float"}};
+      nlohmann::ordered_json inputs = nullptr;
+      if (spec_.act_bits <= 8) inputs = {{"dynamic", true}, {"group_size", spec_.group_size}, {"num_bits", 8}, {"strategy", "group"},
+                                         {"symmetric", true}, {"type", "float"}};
+      return config("float-quantized", weights, inputs);
+    }
     if (spec_.data_type == DataType::Fp) {  // FP8_STATIC: per-channel weights, one static input scale
       const nlohmann::ordered_json weights = {{"dynamic", false}, {"group_size", nullptr}, {"num_bits", 8},
                                               {"strategy", "channel"}, {"symmetric", true}, {"type", "float"}};

@@ -51,6 +51,16 @@ inline RowMatrix permute_rows(const RowMatrix& w, const std::vector<Index>& from
 template <WeightQuantizer Q>
 QuantizedWeight<Q> permute_rows(const QuantizedWeight<Q>& q, const std::vector<Index>& from) {
   QuantizedWeight<Q> out = q;
+  if (q.layout.group_rows() > 1) {  // tiles (FP8_BLOCK): rows move within their tile, whose scale stays
+    const Index band = q.layout.group_rows();
+    for (Index r = 0; r < q.rows(); ++r) {
+      const Index src = from[static_cast<std::size_t>(r)];
+      detail::require(src / band == r / band, "permute_rows: row " + std::to_string(src) + " would leave its " + std::to_string(band) +
+                                                  "-row tile (heads must not straddle FP8_BLOCK's tiles)");
+      std::copy_n(q.codes.begin() + src * q.cols(), q.cols(), out.codes.begin() + r * q.cols());
+    }
+    return out;
+  }
   const auto move_row = [&](const auto& in, auto& to, std::size_t per_row, std::size_t src, std::size_t dst) {
     if (!in.empty()) std::copy_n(in.begin() + static_cast<long>(src * per_row), per_row, to.begin() + static_cast<long>(dst * per_row));
   };

@@ -1,6 +1,6 @@
 #pragma once
 // Activation quantization of the linear layers' inputs, for the W4A4 / W8A8 floating-point
-// schemes (MXFP4, MXFP8, NVFP4, FP8_STATIC): each input row is quantized in groups along its features before
+// schemes (MXFP4, MXFP8, NVFP4, FP8_STATIC, FP8_BLOCK): each input row is quantized in groups along its features before
 // the layer multiplies it, as auto-round's WrapperLinear does while tuning (act_bits <= 8) and its
 // inference modules do when they run the checkpoint (auto_round/experimental/qmodules/mx.py,
 // nvfp4.py). A block's four inputs: the normed hidden state (q, k, v), the attention result
@@ -12,6 +12,8 @@
 //   FP8_STATIC: one scale per input, s = max(max|input| / 448, 1 / (448 · 512)) from the same
 //          measurement, x -> E4M3(clamp(x / s, ±448)) · s (quant_fp8_sym with tensor_max). The
 //          reference also tunes a factor on max|input| (act_max_scale, initially 1); we keep it 1.
+//   FP8_BLOCK: dynamic, one scale per token and 128 features (the whole row below 128),
+//          s = max(max|x| / 448, 1 / (448 · 512)) (quant_fp8_sym with group_size 128).
 // The backward is autograd's through the reference's functions (`backward`): each element's
 // rounding straight through but its clamps and MX exponent as written, and the group's largest
 // magnitude's share through the scale; the CUDA block run computes the same (float_formulas.hpp).

@@ -92,6 +92,15 @@ inline CheckpointLayerScheme scheme_of(const nlohmann::json& qc, const std::stri
 /// "compressed-tensors") of MXFP4 / MXFP8 / NVFP4 as the auto-round config of the same tensors
 /// (both formats store them alike); any other config as it is.
 inline nlohmann::json auto_round_view(const nlohmann::json& qc) {
+  if (qc.value("quant_method", "") == "fp8") {  // transformers' FineGrainedFP8: E4M3 weights in tiles, dynamic inputs
+    const auto tile = qc.value("weight_block_size", nlohmann::json());
+    if (tile != nlohmann::json::array({128, 128}))
+      throw Error("quantization_config: quant_method fp8 with weight_block_size " + tile.dump() + " (128 x 128 tiles are supported)");
+    nlohmann::json r = {{"quant_method", "auto-round"}, {"packing_format", "auto_round:fp8"}, {"sym", true}, {"data_type", "fp"},
+                        {"bits", 8}, {"group_size", tile}};
+    if (qc.value("activation_scheme", "dynamic") == "dynamic") r.update({{"act_bits", 8}, {"act_data_type", "fp"}, {"act_dynamic", true}});
+    return r;
+  }
   if (qc.value("quant_method", "") != "compressed-tensors") return qc;
   const std::string format = qc.value("format", "");
   nlohmann::json r = {{"quant_method", "auto-round"}, {"packing_format", "auto_round:llm_compressor"}, {"sym", true}};
@@ -106,16 +115,24 @@ inline nlohmann::json auto_round_view(const nlohmann::json& qc) {
   if (groups.size() != 1) throw Error("quantization_config: compressed-tensors config with " + std::to_string(groups.size()) +
                                       " config_groups (one is supported)");
   const nlohmann::json& group = groups.begin().value();
+  bool block = false;
   if (format == "float-quantized") {
     const auto& w = group.value("weights", nlohmann::json::object());
-    if (w.value("strategy", "") != "channel" || w.value("num_bits", 0) != 8 || w.value("type", "") != "float")
-      throw Error("quantization_config: float-quantized weights other than FP8 per channel are not supported (strategy '" +
+    block = w.value("strategy", "") == "block";
+    if (block && w.value("block_structure", nlohmann::json()) != nlohmann::json::array({128, 128}))
+      throw Error("quantization_config: block weights of block_structure " + w.value("block_structure", nlohmann::json()).dump() +
+                  " (128 x 128 tiles are supported)");
+    if ((!block && w.value("strategy", "") != "channel") || w.value("num_bits", 0) != 8 || w.value("type", "") != "float")
+      throw Error("quantization_config: float-quantized weights other than FP8 per channel or in 128 x 128 blocks are not supported (strategy '" +
                   w.value("strategy", "") + "')");
+    if (block) r["group_size"] = {128, 128};
   }
   const auto& inputs = group.value("input_activations", nlohmann::json());
   if (inputs.is_object()) {
-    if (format == "float-quantized" && (inputs.value("strategy", "") != "tensor" || inputs.value("dynamic", nlohmann::json(true)) != false))
+    if (format == "float-quantized" && !block && (inputs.value("strategy", "") != "tensor" || inputs.value("dynamic", nlohmann::json(true)) != false))
       throw Error("quantization_config: FP8 input activations other than static per tensor are not supported");
+    if (block && (inputs.value("strategy", "") != "group" || inputs.value("group_size", 0) != 128 || inputs.value("dynamic", nlohmann::json(false)) != true))
+      throw Error("quantization_config: FP8_BLOCK's input activations other than dynamic in groups of 128 are not supported");
     r["act_bits"] = inputs.value("num_bits", 16);
     r["act_data_type"] = format == "nvfp4-pack-quantized" ? "nv_fp4_with_static_gs" : format == "float-quantized" ? "fp" : "mx_fp";
   }
@@ -139,8 +156,11 @@ inline std::optional<QuantSpec> float_scheme_of(const nlohmann::json& qc, const 
   if (type == "mx_fp") return with_acts(float_spec(bits == 8 ? FloatFormat::MxFp8 : FloatFormat::MxFp4));
   if (type == "nv_fp") return with_acts(float_spec(FloatFormat::NvFp4));
   if (type == "fp" || type == "fp8_e4m3") {
-    if (qc.value("group_size", -1) != -1 || bits != 8)
-      throw Error("quantization_config: data_type fp of " + layer + ": only FP8 per channel (bits 8, group_size -1) is supported");
+    const nlohmann::json group = qc.value("group_size", nlohmann::json(-1));
+    if (bits == 8 && group == nlohmann::json::array({128, 128})) return with_acts(float_spec(FloatFormat::Fp8Block));
+    if (group != -1 || bits != 8)
+      throw Error("quantization_config: data_type fp of " + layer + ": only FP8 per channel (bits 8, group_size -1) or in 128 x 128 "
+                  "tiles (group_size [128, 128]) is supported, not group_size " + group.dump());
     return with_acts(float_spec(FloatFormat::Fp8));
   }
   if (type != "int") throw Error("quantization_config: data_type '" + type + "' of " + layer + " is not supported (int, mx_fp, nv_fp, fp)");
@@ -150,6 +170,20 @@ inline std::optional<QuantSpec> float_scheme_of(const nlohmann::json& qc, const 
 /// An MXFP4 / MXFP8 / NVFP4 layer in compressed-tensors' tensors (pack/float_tensors.hpp), dequantized.
 inline RowMatrix load_float_linear(const SafetensorsCheckpoint& ckpt, const QuantSpec& spec, const std::string& name, Index out, Index in) {
   DynamicFloatQuantizer q(spec);
+  if (q.format() == FloatFormat::Fp8Block) {  // E4M3 codes, a scale per 128 x 128 tile: weight_scale_inv (BF16), or
+                                              // compressed-tensors' weight_scale (F32 as auto-round writes it, or BF16)
+    QuantizedWeight<DynamicFloatQuantizer> w{q, group_layout_for(q, out, in), {}, {}, {}, {}, {}, {}, {}};
+    w.codes = copy_tensor<std::uint8_t>(ckpt, name + ".weight", Dtype::F8_E4M3, {out, in});
+    const std::vector<std::int64_t> tiles{w.layout.row_bands(), w.layout.groups_per_row()};
+    const std::string scale = ckpt.contains(name + ".weight_scale_inv") ? name + ".weight_scale_inv" : name + ".weight_scale";
+    if (ckpt.tensor(scale).dtype == Dtype::F32) {
+      w.scales = copy_tensor<float>(ckpt, scale, Dtype::F32, tiles);
+    } else {
+      for (std::uint16_t b : copy_tensor<std::uint16_t>(ckpt, scale, Dtype::BF16, tiles)) w.scales.push_back(bf16_bits_to_float(b));
+    }
+    w.zeros.assign(w.scales.size(), 0);
+    return w.dequantize();
+  }
   if (spec.data_type == DataType::Fp) {  // FP8 per channel: E4M3 codes, a bfloat16 scale per row ([out] or [out, 1])
     const auto codes = copy_tensor<std::uint8_t>(ckpt, name + ".weight", Dtype::F8_E4M3, {out, in});
     const SafetensorsTensor& st = ckpt.tensor(name + ".weight_scale");
@@ -263,8 +297,10 @@ class HfModelSource {
     const std::string prefix = c.hf_prefix + "layers." + std::to_string(b) + ".";
     const bool sparse = moe_ && moe_->sparse[static_cast<std::size_t>(b)];
     const auto linear = [&](const std::string& tensor, Index rows, Index cols) {
-      // MXFP8 layers keep the name "weight" for their E4M3 codes (with a weight_scale beside them)
-      const bool plain = ckpt_->contains(tensor + ".weight") && !ckpt_->contains(tensor + ".weight_scale");
+      // MXFP8 and FP8 layers keep the name "weight" for their E4M3 codes (with a weight_scale, or
+      // FP8_BLOCK's weight_scale_inv, beside them)
+      const bool plain = ckpt_->contains(tensor + ".weight") && !ckpt_->contains(tensor + ".weight_scale") &&
+                         !ckpt_->contains(tensor + ".weight_scale_inv");
       return plain ? load(tensor + ".weight", rows, cols) : detail::load_quantized_linear(*ckpt_, qc_, tensor, rows, cols);
     };
     if (c.model_type == "phi3") {  // fused layers: qkv_proj = [q; k; v], gate_up_proj = [gate; up] (rows)
@@ -332,7 +368,7 @@ class HfModelSource {
         {LinearInput::Mlp, phi3 ? "mlp.gate_up_proj" : "mlp.gate_proj"}, {LinearInput::MlpProduct, "mlp.down_proj"}};
     for (const auto& [input, layer] : inputs) {
       const auto i = static_cast<std::size_t>(input);
-      if (spec->data_type == DataType::Fp)
+      if (spec->data_type == DataType::Fp && spec->group_rows == 1)  // FP8_STATIC (FP8_BLOCK's inputs are dynamic)
         a.input_scale[i] = bf16_bits_to_float(detail::copy_tensor<std::uint16_t>(*ckpt_, prefix + layer + ".input_scale", Dtype::BF16, {1})[0]);
       else if (spec->data_type == DataType::NvFp && ckpt_->contains(prefix + layer + ".input_global_scale"))
         a.global_scale[i] = detail::copy_tensor<float>(*ckpt_, prefix + layer + ".input_global_scale", Dtype::F32, {1})[0];

@@ -65,6 +65,7 @@ class DoubleQuantizer {
     };
     detail::require(spec.data_type == DataType::Int, "data_type: a floating-point format needs a FloatQuantizer");
     detail::require(spec.act_bits == 16, "act_bits = " + std::to_string(spec.act_bits) + ": integer schemes quantize weights only (16)");
+    detail::require(spec.group_rows == 1, "group_rows = " + std::to_string(spec.group_rows) + ": integer groups are runs of one row (1)");
     fixed(spec.bits, Bits, "bits");
     fixed(spec.group_size, GroupSize, "group_size");
     fixed(spec.super_group_size, SuperGroupSize, "super_group_size");

@@ -27,6 +27,7 @@ enum class FloatFormat : int {
   MxFp8 = 1,  ///< MXFP8: E4M3 elements, E8M0 scale per 32
   NvFp4 = 2,  ///< NVFP4: E2M1 elements, E4M3 scale per 16, float32 global scale per tensor
   Fp8 = 3,    ///< FP8 per output channel (FP8_STATIC's weights): E4M3 elements, float32 scale per row
+  Fp8Block = 4,  ///< FP8_BLOCK: FP8's formula per 128 x 128 weight tile; inputs per token per 128 features
 };
 
 namespace float_formulas {

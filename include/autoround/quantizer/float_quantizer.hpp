@@ -12,6 +12,11 @@
 //     files store s (E4M3), gs (float32) and the codes.
 //   FP8 (fp, per output channel): sc = max(max|w| · max_scale / 448, 1 / (448 · 512)),
 //     q = e4m3(clamp(w / sc + v, ±448)),  w_qdq = q · sc.
+//   FP8_BLOCK (fp, group_size (128, 128): quant_block_fp_sym): FP8's formula with one scale per
+//     128 x 128 tile of the weight; its inputs dynamically, one scale per token and 128 features.
+//     The reference's tuning fails on a dimension that is not a multiple of 128 (its max_scale
+//     has floor(dim / 128) entries per dimension, its scales ceil); ours tunes any shape, the last
+//     tiles shorter, as its round-to-nearest does.
 //
 // v is added in the code domain (units of the scale), as the reference adds it. min_scale is
 // unused by every floating-point format (its gradient is 0: SignSGD leaves it at 1, as the
@@ -53,13 +58,16 @@ constexpr QuantSpec float_spec(FloatFormat f) {
     case FloatFormat::MxFp8: return {8, 32, Symmetric, 0, 0, DataType::MxFp, 8};
     case FloatFormat::NvFp4: return {4, 16, Symmetric, 0, 0, DataType::NvFp, 4};
     case FloatFormat::Fp8: return {8, PerChannel, Symmetric, 0, 0, DataType::Fp, 8};  // FP8_STATIC
+    case FloatFormat::Fp8Block: return {8, 128, Symmetric, 0, 0, DataType::Fp, 8, false, 128};
   }
   return {};
 }
 inline FloatFormat float_format(const QuantSpec& spec) {
   const auto bad = [&](const std::string& why) {
     return Error("data_type " + std::string(spec.data_type == DataType::MxFp ? "mx_fp" : spec.data_type == DataType::NvFp ? "nv_fp" : spec.data_type == DataType::Fp ? "fp" : "int") +
-                 ", bits = " + std::to_string(spec.bits) + ", group_size = " + std::to_string(spec.group_size) + ": " + why);
+                 ", bits = " + std::to_string(spec.bits) + ", group_size = " +
+                 (spec.group_rows > 1 ? "(" + std::to_string(spec.group_rows) + ", " : "") + std::to_string(spec.group_size) +
+                 (spec.group_rows > 1 ? ")" : "") + ": " + why);
   };
   if (spec.super_group_size != 0 || spec.super_bits != 0) throw bad("floating-point formats have no second level");
   FloatFormat f;
@@ -74,13 +82,13 @@ inline FloatFormat float_format(const QuantSpec& spec) {
       break;
     case DataType::Fp:
       if (spec.bits != 8) throw bad("fp has 8 bits (FP8 E4M3)");
-      f = FloatFormat::Fp8;
+      f = spec.group_rows > 1 ? FloatFormat::Fp8Block : FloatFormat::Fp8;
       break;
     default: throw bad("an integer scheme needs an IntQuantizer");
   }
-  if (spec.group_size != float_spec(f).group_size)
+  if (spec.group_size != float_spec(f).group_size || spec.group_rows != float_spec(f).group_rows)
     throw bad("the format's group size is " + std::to_string(float_spec(f).group_size) +
-              (f == FloatFormat::Fp8 ? " (one per output channel)" : ""));
+              (f == FloatFormat::Fp8 ? " (one per output channel)" : f == FloatFormat::Fp8Block ? " x 128 rows (FP8_BLOCK's tiles)" : ""));
   if (spec.act_rceil && (spec.data_type != DataType::MxFp || spec.act_bits > 8))
     throw bad("act_rceil (mx_fp_rceil) rounds MX activations' shared exponent: an MXFP4 / MXFP8 scheme with its activations quantized");
   if (spec.act_bits != 16 && spec.act_bits != float_spec(f).act_bits)
@@ -126,6 +134,7 @@ class FloatQuantizer {
   FloatFormat format() const { return format_; }
   int bits() const { return float_spec(format_).bits; }
   int group_size() const { return float_spec(format_).group_size; }
+  int group_rows() const { return float_spec(format_).group_rows; }  ///< 128: FP8_BLOCK's tiles
   Symmetry symmetry() const { return Symmetric; }
   QuantSpec spec() const {
     QuantSpec s = float_spec(format_);
@@ -213,6 +222,7 @@ using MxFp4Quantizer = FloatQuantizer<FloatFormat::MxFp4>;
 using MxFp8Quantizer = FloatQuantizer<FloatFormat::MxFp8>;
 using NvFp4Quantizer = FloatQuantizer<FloatFormat::NvFp4>;
 using Fp8Quantizer = FloatQuantizer<FloatFormat::Fp8>;
+using Fp8BlockQuantizer = FloatQuantizer<FloatFormat::Fp8Block>;
 using DynamicFloatQuantizer = FloatQuantizer<Dynamic>;
 
 static_assert(Quantizer<DynamicFloatQuantizer> && Quantizer<MxFp4Quantizer>);

@@ -44,6 +44,9 @@ struct QuantSpec {
   /// MX activations' shared exponent rounded up, ceil(log2(max|x| / max element)), instead of
   /// the weights' floor rule (the reference's act_data_type mx_fp_rceil: MXFP4_RCEIL, MXFP8_RCEIL).
   bool act_rceil = false;
+  /// Rows one weight group spans: 1 (a group is `group_size` inputs of one output row), or 128
+  /// with group_size 128 for FP8_BLOCK's 128 x 128 tiles (the reference's group_size (128, 128)).
+  int group_rows = 1;
   friend bool operator==(const QuantSpec&, const QuantSpec&) = default;
 };
 
@@ -111,6 +114,7 @@ class IntQuantizer {
   explicit IntQuantizer(QuantSpec spec) : spec_(spec) {
     detail::require(spec.data_type == DataType::Int, "data_type: a floating-point format needs a FloatQuantizer");
     detail::require(spec.act_bits == 16, "act_bits = " + std::to_string(spec.act_bits) + ": integer schemes quantize weights only (16)");
+    detail::require(spec.group_rows == 1, "group_rows = " + std::to_string(spec.group_rows) + ": integer groups are runs of one row (1)");
     detail::require(spec.super_group_size == 0 && spec.super_bits == 0,
                     "super_group_size / super_bits: double quantization needs a DoubleQuantizer");
     detail::require(spec.bits >= 2 && spec.bits <= 8, detail::bits_error(spec.bits));

@@ -28,7 +28,8 @@ struct QuantizedWeight {
   Q quantizer;
   GroupLayout layout;               ///< rows = out_features, cols = in_features
   std::vector<std::uint8_t> codes;  ///< [rows, cols] row-major, each in [0, 2^bits - 1] (FloatQuantizer: E2M1 / E4M3 codes)
-  std::vector<float> scales;        ///< [rows, groups_per_row]; fp16-representable, except double-quantized ones
+  std::vector<float> scales;        ///< [row_bands, groups_per_row] (row_bands = rows but for FP8_BLOCK's tiles);
+                                    ///< fp16-representable, except double-quantized ones
                                     ///< (FloatQuantizer: the group scale as its format stores it: 2^E, E4M3, float32)
   std::vector<std::int32_t> zeros;  ///< [rows, groups_per_row]; sym: 2^(bits-1) everywhere
   TuningStats stats;
@@ -56,7 +57,7 @@ struct QuantizedWeight {
       const std::uint8_t* code_row = codes.data() + static_cast<std::size_t>(r * cols());
       float* out = w.data() + r * cols();
       for (Index g = 0; g < per_row; ++g) {
-        const std::size_t i = static_cast<std::size_t>(r * per_row + g);
+        const auto i = static_cast<std::size_t>(layout.group_index(r, g));
         const float scale = scales[i], zero = static_cast<float>(zeros[i]), m = mins.empty() ? 0.0f : mins[i];
         const Index end = std::min(cols(), (g + 1) * group);
         if constexpr (FloatCodeQuantizer<Q>) {  // FloatQuantizer's element codes
@@ -72,7 +73,7 @@ struct QuantizedWeight {
 
  private:
   std::size_t group_index(Index row, Index col) const {
-    return static_cast<std::size_t>(row * layout.groups_per_row() + col / layout.group_size());
+    return static_cast<std::size_t>(layout.group_index(row, col / layout.group_size()));
   }
 };
 
@@ -85,10 +86,14 @@ QuantizedWeight<Q> stack_rows(const std::vector<const QuantizedWeight<Q>*>& part
   const QuantizedWeight<Q>& first = *parts.front();
   QuantizedWeight<Q> out{first.quantizer, first.layout, {}, {}, {}, first.stats, {}, {}, {}};
   Index rows = 0;
-  for (const QuantizedWeight<Q>* p : parts) {
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    const QuantizedWeight<Q>* p = parts[i];
     detail::require(p->cols() == first.cols() && p->layout.group_size() == first.layout.group_size() &&
                         p->quantizer.spec() == first.quantizer.spec(),
                     name + ": its fused parts were quantized with different schemes or shapes; one tensor holds one scheme");
+    detail::require(p->rows() % first.layout.group_rows() == 0 || i + 1 == parts.size(),
+                    name + ": a fused part of " + std::to_string(p->rows()) + " rows splits a " +
+                        std::to_string(first.layout.group_rows()) + "-row tile (FP8_BLOCK needs each part a multiple of its tiles)");
     if constexpr (requires { p->quantizer.global_scale(); })
       detail::require(p->quantizer.global_scale() == first.quantizer.global_scale(),
                       name + ": its fused parts have different global scales (NVFP4 shares one across q/k/v and gate/up)");
@@ -102,7 +107,7 @@ QuantizedWeight<Q> stack_rows(const std::vector<const QuantizedWeight<Q>*>& part
     append(out.super_scales, p->super_scales);
     append(out.super_mins, p->super_mins);
   }
-  out.layout = GroupLayout(rows, first.cols(), static_cast<int>(first.layout.group_size()));
+  out.layout = GroupLayout(rows, first.cols(), static_cast<int>(first.layout.group_size()), static_cast<int>(first.layout.group_rows()));
   return out;
 }
 

@@ -91,6 +91,16 @@ concept SuperGroupQuantizer = std::copy_constructible<Q> &&
 template <class Q>
 concept WeightQuantizer = Quantizer<Q> || SuperGroupQuantizer<Q>;
 
+/// The quantizer one layer's weight is tuned with: one with a per-tensor scale (FloatQuantizer's
+/// NVFP4) takes it from that weight unless it has one already (fused layers share theirs); any
+/// other as it is. (TunableWeight and both CUDA runs set their layers up with it.)
+template <class Q, class Weight>
+Q set_up_for_weight(const Q& quantizer, const Weight& weight) {
+  if constexpr (requires { { quantizer.for_weight(weight) } -> std::same_as<Q>; })
+    if (!quantizer.global_scale()) return quantizer.for_weight(weight);
+  return quantizer;
+}
+
 /// A quantizer whose codes index a floating-point element grid (FloatQuantizer: E2M1 / E4M3
 /// elements under an E8M0, E4M3 or float scale) rather than evenly spaced integers: its results
 /// pack as compressed-tensors' or ggml's MXFP4 tensors, and its layers' inputs may be quantized.

@@ -236,7 +236,8 @@ bool scale_grid_searched(const Q& quantizer, const ClipSearch& search) {
 template <WeightQuantizer Q, class ParallelFor>
 void search_clip_scales(const Q& quantizer, MatrixView weight, std::span<const float> importance, const ParallelFor& parallel_for,
                         std::span<float> min_scale, std::span<float> max_scale, const ClipSearch& search = {}) {
-  const GroupLayout layout(weight.rows(), weight.cols(), quantizer.group_size());
+  const GroupLayout layout = group_layout_for(quantizer, weight.rows(), weight.cols());
+  detail::require(layout.group_rows() == 1, "search_clip_scales: groups of one row only (not FP8_BLOCK's tiles)");
   detail::require(static_cast<Index>(min_scale.size()) == layout.group_count() &&
                       static_cast<Index>(max_scale.size()) == layout.group_count(),
                   "search_clip_scales: one min_scale and max_scale per group");

@@ -135,7 +135,8 @@ class RunCheckpoint {
         if constexpr (requires { q->quantizer.global_scale(); }) global_scale = q->quantizer.global_scale();
         writer.set_metadata(name + ".float", std::to_string(static_cast<int>(spec.data_type)) + " " + detail::exact_text(global_scale) +
                                                  " " + detail::exact_text(q->input_absmax) + " " + std::to_string(spec.act_bits) +
-                                                 " " + std::to_string(static_cast<int>(spec.act_rceil)));
+                                                 " " + std::to_string(static_cast<int>(spec.act_rceil)) + " " +
+                                                 std::to_string(spec.group_rows));
       }
     }
     const BlockReport& r = block.report;
@@ -184,8 +185,11 @@ class RunCheckpoint {
           throw Error(file + ": layer " + name + ": unreadable format metadata");
         spec.act_rceil = rceil == 1;
         spec.data_type = static_cast<DataType>(data_type);
+        int group_rows = 1;  // absent in a checkpoint written before FP8_BLOCK
+        if (fl >> group_rows) spec.group_rows = group_rows;
+        if (spec.group_rows < 1) throw Error(file + ": layer " + name + ": unreadable format metadata");
       }
-      QuantizedWeight<Q> q{Q(spec), GroupLayout(rows, cols, spec.group_size), {}, {}, {}, stats, {}, {}, {}};
+      QuantizedWeight<Q> q{Q(spec), GroupLayout(rows, cols, spec.group_size, spec.group_rows), {}, {}, {}, stats, {}, {}, {}};
       q.input_absmax = input_absmax;
       if constexpr (requires { q.quantizer.with_global_scale(1.0f); })
         if (global_scale != 0.0f) q.quantizer = q.quantizer.with_global_scale(global_scale);
@@ -205,7 +209,7 @@ class RunCheckpoint {
       q.super_mins = floats("super_mins");
       const auto zeros = f.view_as<std::int32_t>(name + ".zeros", Dtype::I32);
       q.zeros.assign(zeros.begin(), zeros.end());
-      const auto groups = static_cast<std::size_t>(rows * q.layout.groups_per_row());
+      const auto groups = static_cast<std::size_t>(q.layout.group_count());
       if (q.scales.size() != groups || q.zeros.size() != groups) throw Error(file + ": layer " + name + ": scales or zeros of the wrong size");
       out.results[i] = std::move(q);
     }

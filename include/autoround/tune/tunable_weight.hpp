@@ -37,7 +37,7 @@ class TunableWeight {
 
  public:
   TunableWeight(const Q& quantizer, MatrixView weight, const std::string& name = "weight")
-      : quantizer_(quantizer), weight_(weight), layout_(weight.rows(), weight.cols(), quantizer.group_size()) {
+      : quantizer_(set_up_for_weight(quantizer, weight)), weight_(weight), layout_(group_layout_for(quantizer, weight.rows(), weight.cols())) {
     if constexpr (super_groups) {
       super_ = quantizer.super_group_size();
       detail::require(super_ >= 1 && super_ <= static_cast<Index>(max_super_group),
@@ -51,13 +51,14 @@ class TunableWeight {
       supers_.resize(static_cast<std::size_t>(layout_.group_count() / super_));
     }
     detail::require_finite(weight, name);
-    // a quantizer with a per-tensor scale (FloatQuantizer's NVFP4) takes it from this weight
-    if constexpr (requires { { quantizer.for_weight(weight) } -> std::same_as<Q>; })
-      if (!quantizer.global_scale()) quantizer_ = quantizer.for_weight(weight);
-    ranges_.resize(static_cast<std::size_t>(layout_.group_count()));
+    ranges_.resize(static_cast<std::size_t>(layout_.group_count()));  // {0, 0}: a tile's rows widen it
     for (Index r = 0; r < layout_.rows(); ++r)
-      for (Index g = 0; g < layout_.groups_per_row(); ++g)
-        ranges_[static_cast<std::size_t>(r * layout_.groups_per_row() + g)] = group_range(row_group(weight_, r, g));
+      for (Index g = 0; g < layout_.groups_per_row(); ++g) {
+        const GroupRange row = group_range(row_group(weight_, r, g));
+        GroupRange& range = ranges_[group_index(r, g)];
+        range.wmin = std::min(range.wmin, row.wmin);
+        range.wmax = std::max(range.wmax, row.wmax);
+      }
     rounding.assign(static_cast<std::size_t>(weight.size()), 0.0f);
     min_scale.assign(ranges_.size(), 1.0f);
     max_scale.assign(ranges_.size(), 1.0f);
@@ -83,14 +84,18 @@ class TunableWeight {
   template <HostBackend B>
   void forward(const B& backend, MutableMatrixView out) {
     clamp_scales();
+    if constexpr (!super_groups)  // first, as one group may span several rows
+      backend.parallel_for(layout_.row_bands(), [&](Index b) {
+        for (Index g = 0; g < layout_.groups_per_row(); ++g) {
+          const auto k = static_cast<std::size_t>(b * layout_.groups_per_row() + g);
+          quants_[k] = quantizer_.group_quant(ranges_[k], min_scale[k], max_scale[k]);
+        }
+      });
     backend.parallel_for(layout_.rows(), [&](Index r) {
       for (Index g = 0; g < layout_.groups_per_row(); ++g) {
         const auto k = group_index(r, g);
-        if constexpr (super_groups) {
+        if constexpr (super_groups)
           if (g % super_ == 0) supers_[k / static_cast<std::size_t>(super_)] = quantize_super_group(k);
-        } else {
-          quants_[k] = quantizer_.group_quant(ranges_[k], min_scale[k], max_scale[k]);
-        }
         quantizer_.fake_quantize(row_group(weight_, r, g), row_group(rounding, r, g), quants_[k],
                                  row_group(out, r, g));
       }
@@ -122,6 +127,32 @@ class TunableWeight {
           for (std::size_t j = 0; j < n; ++j) {
             grad_min_scale[k + j] = sg[j].min_scale;
             grad_max_scale[k + j] = sg[j].max_scale;
+          }
+        }
+      });
+    } else if (layout_.group_rows() > 1) {
+      // a tile's rows gathered into one span, so its scale gradient sums all its elements
+      backend.parallel_for(layout_.row_bands(), [&](Index b) {
+        const Index first = b * layout_.group_rows(), last = std::min(layout_.rows(), first + layout_.group_rows());
+        std::vector<float> w, v, gr;
+        for (Index g = 0; g < layout_.groups_per_row(); ++g) {
+          w.clear(), v.clear(), gr.clear();
+          for (Index r = first; r < last; ++r) {
+            const auto wr = row_group(weight_, r, g), vr = row_group(rounding, r, g);
+            const auto grow = row_group(grad, r, g);
+            w.insert(w.end(), wr.begin(), wr.end());
+            v.insert(v.end(), vr.begin(), vr.end());
+            gr.insert(gr.end(), grow.begin(), grow.end());
+          }
+          const auto k = group_index(first, g);
+          const ScaleGrad sg = quantizer_.backward(w, v, ranges_[k], min_scale[k], max_scale[k], quants_[k], gr, gr);
+          grad_min_scale[k] = sg.min_scale;
+          grad_max_scale[k] = sg.max_scale;
+          const float* from = gr.data();
+          for (Index r = first; r < last; ++r) {
+            const auto grow = row_group(grad, r, g);
+            std::copy(from, from + grow.size(), grow.begin());
+            from += grow.size();
           }
         }
       });
@@ -183,7 +214,7 @@ class TunableWeight {
   std::vector<float> max_scale;  ///< one per group
 
  private:
-  std::size_t group_index(Index r, Index g) const { return static_cast<std::size_t>(r * layout_.groups_per_row() + g); }
+  std::size_t group_index(Index r, Index g) const { return static_cast<std::size_t>(layout_.group_index(r, g)); }
 
   /// The super-group whose first group is k: fills quants_[k, k + super_) and returns its d / dmin.
   SuperQuant quantize_super_group(std::size_t k) {

@@ -408,7 +408,6 @@ class BlockTuningRun {
     lap(times_.importance);
   }
 
-
   // A row-major device matrix: float32, and in bf16 mode a bf16 copy (the GEMM operand). A
   // matrix that is only ever a GEMM operand has no float32 values in bf16 mode (float_too false).
   struct Tensor {
@@ -525,10 +524,7 @@ class BlockTuningRun {
       check(cudaMemcpy(weight_scratch_.data(), host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice), "copy a weight to the device");
       return to_bf16(weight_scratch_.data(), layer.weight.h.data(), w.size());
     }
-    layer.quantizer = *quantizer;
-    // a quantizer with a per-tensor scale (NVFP4) takes it from this weight unless given one (fused layers share it)
-    if constexpr (requires { { quantizer->for_weight(view(w)) } -> std::same_as<Q>; })
-      if (!quantizer->global_scale()) layer.quantizer = quantizer->for_weight(view(w));
+    layer.quantizer = set_up_for_weight(*quantizer, view(w));
     layer.qdq.emplace(quantizer->spec(), w.rows(), w.cols(), DeviceBuffer<float>(host), stream());  // the unquantized weight
     if constexpr (FloatCodeQuantizer<Q>) layer.qdq->set_global_scale(layer.quantizer->global_scale());
     nonfinite_kernel<><<<1024, 256, 0, stream()>>>(layer.qdq->weight().data(), w.size(), nonfinite_.data() + static_cast<long>(l));    // until the first step the block computes with the unquantized weight (targets, importance)

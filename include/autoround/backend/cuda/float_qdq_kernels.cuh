@@ -1,10 +1,11 @@
 #pragma once
 // CUDA kernels of AutoRound's inner loop for the floating-point formats (MXFP4, MXFP8, NVFP4,
-// FP8 per channel): the quantize-dequantize forward, autograd's backward to v and max_scale,
+// FP8 per channel and per 128 x 128 tile): the quantize-dequantize forward, autograd's backward to v and max_scale,
 // and the activation quantization of the W4A4 / W8A8 schemes. Every formula is
 // float_formulas.hpp's, the functions FloatQuantizer calls on the host, compiled here for the
-// device: results are bit-identical to the CPU path. As qdq_kernels.cuh, a warp owns a group and
-// its double sums take the elements' terms in element order (the CPU's order).
+// device: results are bit-identical to the CPU path. As qdq_kernels.cuh, a warp owns a group (an
+// FP8_BLOCK tile: its rows one after the other) and its double sums take the elements' terms in
+// element order (the CPU's order).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -33,12 +34,15 @@ __global__ void float_qdq_forward_kernel(QdqShape s, float_formulas::FloatParams
     quants[g] = q;
   }
   const float multiplier = p.dequant_multiplier(q);
-  const bool fp4 = p.format != FloatFormat::MxFp8 && p.format != FloatFormat::Fp8;
-  const long at = s.begin(g), length = s.length(g);
-  for (long i = lane; i < length; i += 32) {
-    const float e = p.element(w[at + i], v[at + i], q);
-    if (out) out[at + i] = e * multiplier;
-    if (codes) codes[at + i] = fp4 ? minifloat::e2m1_code(e) : minifloat::e4m3_code(e);
+  const bool fp4 = p.format == FloatFormat::MxFp4 || p.format == FloatFormat::NvFp4;
+  const long length = s.length(g);
+  for (long row = 0; row < s.rows_of(g); ++row) {  // one row but for FP8_BLOCK's tiles
+    const long at = s.begin(g) + row * s.cols;
+    for (long i = lane; i < length; i += 32) {
+      const float e = p.element(w[at + i], v[at + i], q);
+      if (out) out[at + i] = e * multiplier;
+      if (codes) codes[at + i] = fp4 ? minifloat::e2m1_code(e) : minifloat::e4m3_code(e);
+    }
   }
 }
 
@@ -53,20 +57,23 @@ __global__ void float_qdq_backward_kernel(QdqShape s, float_formulas::FloatParam
   if (g >= s.groups()) return;
   const GroupQuant q = quants[g];
   double sum_a = 0.0, sum_b = 0.0;
-  const long at = s.begin(g), length = s.length(g);
-  for (long base = 0; base < length; base += 32) {
-    const long i = base + lane;
-    double a = 0.0, b = 0.0;
-    if (i < length) {
-      const auto e = p.element_backward(w[at + i], v[at + i], q, grad[at + i]);
-      grad[at + i] = e.grad_v;
-      a = e.a;
-      b = e.b;
-    }
-    const int count = length - base < 32 ? static_cast<int>(length - base) : 32;
-    for (int k = 0; k < count; ++k) {
-      sum_a = __dadd_rn(sum_a, __shfl_sync(0xffffffffu, a, k));
-      sum_b = __dadd_rn(sum_b, __shfl_sync(0xffffffffu, b, k));
+  const long length = s.length(g);
+  for (long row = 0; row < s.rows_of(g); ++row) {  // a tile's rows in order: the CPU's element order
+    const long at = s.begin(g) + row * s.cols;
+    for (long base = 0; base < length; base += 32) {
+      const long i = base + lane;
+      double a = 0.0, b = 0.0;
+      if (i < length) {
+        const auto e = p.element_backward(w[at + i], v[at + i], q, grad[at + i]);
+        grad[at + i] = e.grad_v;
+        a = e.a;
+        b = e.b;
+      }
+      const int count = length - base < 32 ? static_cast<int>(length - base) : 32;
+      for (int k = 0; k < count; ++k) {
+        sum_a = __dadd_rn(sum_a, __shfl_sync(0xffffffffu, a, k));
+        sum_b = __dadd_rn(sum_b, __shfl_sync(0xffffffffu, b, k));
+      }
     }
   }
   if (lane != 0) return;

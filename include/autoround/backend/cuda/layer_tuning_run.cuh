@@ -47,9 +47,7 @@ class LayerTuningRun {
         inputs_(host_copy(inputs)), fp_inputs_(separate_fp_ ? host_copy(*fp_inputs) : std::vector<float>{}),
         sampler_(inputs.rows() / seqlen_, std::min(options.batch_size, inputs.rows() / seqlen_), options.seed),
         tracker_(options) {
-    // a quantizer with a per-tensor scale (NVFP4) takes it from this weight, as TunableWeight
-    if constexpr (requires { { quantizer.for_weight(weight) } -> std::same_as<Q>; })
-      if (!quantizer.global_scale()) quantizer_ = quantizer.for_weight(weight);
+    quantizer_ = set_up_for_weight(quantizer, weight);
     if constexpr (FloatCodeQuantizer<Q>) layer_.set_global_scale(quantizer_.global_scale());
     batch_rows_ = std::min(options.batch_size, inputs.rows() / seqlen_) * seqlen_;
     const auto n = static_cast<std::size_t>(rows_ * cols_), groups = static_cast<std::size_t>(layer_.shape().groups());

@@ -29,9 +29,15 @@ struct QdqShape {
   int super_group = 0;        ///< DoubleQuantizer: groups per super-group (0: none)
   int super_bits = 0;         ///< DoubleQuantizer: bits of the scales' codes
   float ceiling = 1.0f;       ///< clipping scales are clamped to [0, ceiling] (ClipSearch::ceiling)
-  __host__ __device__ long groups() const { return rows * groups_per_row; }
+  long group_rows = 1;        ///< rows a group spans (FP8_BLOCK's tiles: 128; GroupLayout::group_rows)
+  __host__ __device__ long groups() const { return (rows + group_rows - 1) / group_rows * groups_per_row; }
   __host__ __device__ long supers() const { return super_group > 0 ? groups() / super_group : 0; }
-  __host__ __device__ long begin(long g) const { return (g / groups_per_row) * cols + (g % groups_per_row) * group_size; }
+  /// Where group g's first row starts; a tile's next rows follow `cols` apart (rows_of(g) of them).
+  __host__ __device__ long begin(long g) const { return (g / groups_per_row) * group_rows * cols + (g % groups_per_row) * group_size; }
+  __host__ __device__ long rows_of(long g) const {
+    const long left = rows - (g / groups_per_row) * group_rows;
+    return left < group_rows ? left : group_rows;
+  }
   __host__ __device__ long length(long g) const {
     const long start = (g % groups_per_row) * group_size;
     return cols - start < group_size ? cols - start : group_size;
@@ -68,11 +74,13 @@ template <int = 0>  // a template: header-defined kernels, one definition per pr
 __global__ void group_range_kernel(QdqShape s, const float* w, GroupRange* ranges) {
   const long g = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
   if (g >= s.groups()) return;
-  const float* x = w + s.begin(g);
   GroupRange r;
-  for (long i = 0; i < s.length(g); ++i) {
-    r.wmin = fminf(r.wmin, x[i]);
-    r.wmax = fmaxf(r.wmax, x[i]);
+  for (long row = 0; row < s.rows_of(g); ++row) {  // one row but for FP8_BLOCK's tiles
+    const float* x = w + s.begin(g) + row * s.cols;
+    for (long i = 0; i < s.length(g); ++i) {
+      r.wmin = fminf(r.wmin, x[i]);
+      r.wmax = fmaxf(r.wmax, x[i]);
+    }
   }
   ranges[g] = r;
 }

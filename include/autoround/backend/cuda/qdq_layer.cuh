@@ -36,7 +36,7 @@ class QdqLayer {
     floating_ = spec.data_type != DataType::Int;
     if (floating_) {
       float_.format = float_format(spec);  // validates the floating-point spec
-      spec.group_size = float_spec(float_.format).group_size;
+      shape_.group_rows = spec.group_rows;  // FP8_BLOCK's tiles
     } else {
       const DynamicDoubleQuantizer validated(spec);  // validates bits / group size / super-groups
       (void)validated;
@@ -144,7 +144,7 @@ class QdqLayer {
   QuantizedWeight<Q> result(const Q& quantizer, const TuningStats& stats) {
     DeviceBuffer<std::uint8_t> codes(static_cast<std::size_t>(shape_.rows * shape_.cols));
     encode(codes.data());
-    QuantizedWeight<Q> q{quantizer, GroupLayout(shape_.rows, shape_.cols, quantizer.group_size()), codes.download(), {}, {}, stats,
+    QuantizedWeight<Q> q{quantizer, group_layout_for(quantizer, shape_.rows, shape_.cols), codes.download(), {}, {}, stats,
                          {}, {}, {}};
     for (const GroupQuant& gq : quants()) {
       q.scales.push_back(gq.scale);
