@@ -138,6 +138,17 @@ TEST_CASE("FP8_BLOCK as a scheme: the preset, its tiles, what refuses it") {
   bad.group_rows = 128;
   CHECK_THROWS_WITH(static_cast<void>(DynamicFloatQuantizer(bad)), doctest::Contains("group size is 32"));
 
+  // a negative weight that rounds to zero: +0 and code 0x00, as the reference's straight-through
+  // cast (e4m3(x) - x) + x gives (torch: quant_block_fp_sym of [1, -1e-6] -> [1, +0])
+  RowMatrix tiny = RowMatrix::Zero(1, 2);
+  tiny << 1.0f, -1e-6f;
+  TunableWeight<Fp8BlockQuantizer> tw(Fp8BlockQuantizer{}, view(tiny));
+  RowMatrix q(1, 2);
+  tw.forward(Cpu{1}, mutable_view(q));
+  CHECK(q(0, 1) == 0.0f);
+  CHECK_FALSE(std::signbit(q(0, 1)));
+  CHECK(tw.encode().codes == std::vector<std::uint8_t>{0x7e, 0x00});  // 448 (the maximum's code), +0
+
   // a fused tensor (Phi-3's qkv_proj) stacks whole tiles only: a 200-row part would split one
   RowMatrix w = RowMatrix::Constant(200, 128, 0.01f);
   const QuantizedWeight<Fp8BlockQuantizer> part = TunableWeight<Fp8BlockQuantizer>(Fp8BlockQuantizer{}, view(w)).encode();

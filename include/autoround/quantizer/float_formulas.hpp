@@ -79,6 +79,10 @@ AUTOROUND_HOST_DEVICE inline float nv_cast_fp4(float cx, float* Q) {
   return clamp(q, -6.0f, 6.0f) * sign_of(cx);
 }
 
+/// The reference's FP8 straight-through cast, (e4m3(x) − x) + x, is e4m3(x) except that a
+/// negative x that rounds to −0 comes out +0: so do ours (its files never hold the code 0x80).
+AUTOROUND_HOST_DEVICE inline float fp8_ste(float q) { return q + 0.0f; }
+
 /// A format with its tensor's global scale (NVFP4's 2688 / max|W|; unused by the others).
 struct FloatParams {
   FloatFormat format = FloatFormat::MxFp4;
@@ -150,7 +154,7 @@ struct FloatParams {
       float Q;
       return nv_cast_fp4(clamp(w * gq.inverse + v, -6.0f, 6.0f), &Q);
     }
-    return e4m3_round(clamp(w / gq.scale + v, -e4m3_max, e4m3_max));
+    return fp8_ste(e4m3_round(clamp(w / gq.scale + v, -e4m3_max, e4m3_max)));
   }
   /// What an element is multiplied by to dequantize: the scale; NVFP4: 1/(1/d), not d.
   AUTOROUND_HOST_DEVICE float dequant_multiplier(GroupQuant gq) const {
@@ -284,7 +288,7 @@ AUTOROUND_HOST_DEVICE inline float fp8_static_backward(float x, float s, float g
 }
 
 /// FP8_STATIC's quantize-dequantize of an input value under its static scale s.
-AUTOROUND_HOST_DEVICE inline float fp8_static_qdq(float x, float s) { return e4m3_round(clamp(x / s, -e4m3_max, e4m3_max)) * s; }
+AUTOROUND_HOST_DEVICE inline float fp8_static_qdq(float x, float s) { return fp8_ste(e4m3_round(clamp(x / s, -e4m3_max, e4m3_max))) * s; }
 
 }  // namespace float_formulas
 }  // namespace autoround
