@@ -46,8 +46,85 @@ TEST_CASE("every gguf:TYPE: llama-quantize's block type for each tensor, and its
     }
     CHECK(differing == 0);
     CHECK(fs::file_size(path) == expected["bytes"].get<std::uintmax_t>());
+    CHECK(gguf_file_size(source, gguf_scheme(name), model.config).total() == expected["bytes"].get<std::uint64_t>());
   }
   fs::remove(path);
+}
+
+TEST_CASE("a size budget (gguf_budget.hpp): at llama-quantize's Q2_K size, the chosen types fit, are written, and score better") {
+  const GgufFile source(test_assets::model());
+  const GgufModelSource model_source(test_assets::model());
+  const LlamaConfig& config = model_source.config();
+  const std::vector<std::int32_t> calibration = read_token_file(test_assets::calibration_tokens());
+  std::vector<TokenSequence> samples;
+  for (int s = 0; s < 4; ++s) samples.emplace_back(calibration.begin() + s * 256, calibration.begin() + (s + 1) * 256);
+  const ModelFisher fisher = measure_fisher(model_source, samples, 2);
+  const GgufScheme q2_k = gguf_scheme("q2_k");
+  const std::uint64_t budget = parse_gguf_budget("q2_k", source, config);
+  CHECK(budget == gguf_file_size(source, q2_k, config).total());
+  // the source is Q4_1: re-encoding in Q4_1 is lossless, and the estimate finds it free (checked
+  // below); llama-quantize's mixes never pick it, so the comparison leaves it out
+  std::vector<ggml::Type> allowed = parse_gguf_budget_types("q2_k,q3_k,q4_0,q4_k,q5_0,q5_k,q5_1,q6_k,q8_0");
+  CHECK(allowed.size() == 9);
+  const GgufBudgetPlan plan = plan_gguf_budget(source, model_source, q2_k, fisher, budget, allowed);
+  CHECK(plan.file_bytes <= budget);
+  CHECK(plan.file_bytes >= budget - budget / 1000);  // the budget is spent (the smallest step is ~10 KB)
+  REQUIRE(plan.tensors.size() == static_cast<std::size_t>(7 * config.layers + 1));  // the linears and the tied embedding
+  // the estimate at llama-quantize's own types: the choice is a cheaper point of the same budget
+  double rule = 0;
+  for (const GgufTensorSensitivity& t : plan.tensors) {
+    const ggml::Type type = gguf_output_type(source, *source.find_tensor(t.name), q2_k, config, {});
+    const auto k = std::find(t.types.begin(), t.types.end(), type);
+    REQUIRE(k != t.types.end());
+    rule += t.loss_rise[static_cast<std::size_t>(k - t.types.begin())];
+    // 8.5 bits cost less than 4.5 (between neighbours the order may turn: from the source's
+    // Q4_1 grid Q5_0 can land closer than Q5_1)
+    const auto q4_0 = std::find(t.types.begin(), t.types.end(), ggml::Type::Q4_0);
+    const auto q8_0 = std::find(t.types.begin(), t.types.end(), ggml::Type::Q8_0);
+    REQUIRE((q4_0 != t.types.end() && q8_0 != t.types.end()));
+    CHECK_MESSAGE(t.loss_rise[static_cast<std::size_t>(q8_0 - t.types.begin())] < t.loss_rise[static_cast<std::size_t>(q4_0 - t.types.begin())], t.name);
+  }
+  CHECK(plan.loss_rise < rule);
+  {  // Q4_1 allowed: block 0's q re-encodes exactly, an estimate of 0
+    const GgufBudgetPlan with_q4_1 = plan_gguf_budget(source, model_source, q2_k, fisher, budget);
+    const auto it = std::find_if(with_q4_1.tensors.begin(), with_q4_1.tensors.end(),
+                                 [](const GgufTensorSensitivity& t) { return t.name == "blk.0.attn_q.weight"; });
+    REQUIRE(it != with_q4_1.tensors.end());
+    const GgufTensorSensitivity& q = *it;
+    const auto k = std::find(q.types.begin(), q.types.end(), ggml::Type::Q4_1);
+    REQUIRE(k != q.types.end());
+    CHECK(q.loss_rise[static_cast<std::size_t>(k - q.types.begin())] == 0.0);
+  }
+  MESSAGE("estimated loss rise: chosen " << plan.loss_rise << ", llama-quantize's q2_k types " << rule);
+  // written (round to nearest, as llama-quantize would with these types): the size and types as
+  // planned, and a lower perplexity than the q2_k mix on text the Fisher never saw
+  const LlamaModel model = load_llama_gguf(test_assets::model());
+  const std::vector<BlockResults> none;
+  const ModelQuantOptions options;
+  const QuantizedLlama quantized{model, none, options};
+  GgufScheme budgeted = q2_k;
+  budgeted.tensor_types = plan.types;
+  const fs::path chosen_path = fs::temp_directory_path() / "autoround_test_gguf_budget.gguf";
+  const fs::path rule_path = fs::temp_directory_path() / "autoround_test_gguf_budget_rule.gguf";
+  const auto choices = export_gguf_model(quantized, source, budgeted, chosen_path);
+  export_gguf_model(quantized, source, q2_k, rule_path);
+  CHECK(fs::file_size(chosen_path) == plan.file_bytes);
+  CHECK(fs::file_size(rule_path) == budget);
+  for (const GgufTensorChoice& c : choices)
+    if (plan.types.count(c.name)) CHECK(c.type == plan.types.at(c.name));
+  const std::vector<std::int32_t> eval = read_token_file(test_assets::evaluation_tokens());
+  const double chosen_ppl = perplexity(load_llama_gguf(chosen_path.string()), eval, 512, 8).perplexity;
+  const double rule_ppl = perplexity(load_llama_gguf(rule_path.string()), eval, 512, 8).perplexity;
+  MESSAGE("kjv-eval, 8 windows: chosen types " << chosen_ppl << ", llama-quantize's q2_k " << rule_ppl);
+  CHECK(chosen_ppl < rule_ppl);
+  fs::remove(chosen_path);
+  fs::remove(rule_path);
+  // a budget below every tensor's smallest type is refused with both sizes
+  CHECK_THROWS_WITH_AS(plan_gguf_budget(source, model_source, q2_k, fisher, budget / 4), doctest::Contains("the file takes at least"), Error);
+  CHECK_THROWS_WITH_AS(parse_gguf_budget("12 parsecs", source, config), doctest::Contains("unknown unit ' parsecs'"), Error);
+  CHECK_THROWS_WITH_AS(parse_gguf_budget("q9_k", source, config), doctest::Contains("unknown GGUF type"), Error);
+  CHECK_THROWS_WITH_AS(parse_gguf_budget_types("q4_k,iq2_xs"), doctest::Contains("'IQ2_XS' is not one of"), Error);
+  CHECK(parse_gguf_budget("84MiB", source, config) == 84ull * 1048576);
 }
 
 TEST_CASE("llama-quantize's types where every row holds k-quant blocks: 32 layers (8B-like) and 80 (70B class)") {

@@ -5,6 +5,7 @@
 //                      [--recipe default|fast|best|light|rtn] [--layer 'REGEX=BITS[:GROUP[:sym|asym]]|fp']...
 //                      [--scheme MXFP4|MXFP8|NVFP4|W4A16|...]
 //                      [--format auto_round,auto_gptq,auto_awq,llm_compressor,gguf:q4_0|gguf:mxfp4|...]
+//                      [--gguf-budget BYTES|SIZEMiB|Nbpw|TYPE|mix] [--budget-types q4_k,q5_k,...] [--budget-samples 16]
 //                      [--eval E.tokens|E.txt] [--overwrite] [--resume]
 //                      [--tokenizer tokenizer.model] [--device cpu|cuda] [--gemm bf16|fp32]
 //                      [--gpu-memory GiB] [--gpu-streams auto|device|host] [--stream-dtype fp32|bf16]
@@ -325,7 +326,9 @@ std::vector<TuningPass> plan_passes(const std::vector<OutputFormat>& formats, co
 }
 
 std::string describe(const TuningPass& pass) {
-  if (pass.tuned_for) return "each linear layer tuned for its " + pass.tuned_for->name + " block type (llama-quantize's choice)";
+  if (pass.tuned_for)
+    return "each linear layer tuned for its " + pass.tuned_for->name + " block type (" +
+           (pass.tuned_for->tensor_types.empty() ? "llama-quantize's choice)" : "chosen at the size budget)");
   const QuantSpec& s = pass.options.spec;
   if (s.data_type != DataType::Int)
     return describe_scheme(s) + (pass.options.overrides.empty() ? "" : " with " + std::to_string(pass.options.overrides.size()) + " --layer overrides");
@@ -475,6 +478,69 @@ PassResult run_pass(const TuningPass& pass, const AnyModelSource& source, const 
   return r;
 }
 
+/// --gguf-budget: the GGUF format's tensor types chosen by measured sensitivity at a file size.
+struct SizeBudget {
+  std::string size;   ///< as given (bytes, MiB, bpw or a type's name); empty: the mix's own rules
+  Index samples = 16; ///< calibration samples the Fisher information is measured on (the reference's AutoScheme: 16)
+  std::string types;  ///< the ggml types to choose among (empty: all of gguf_budget_types)
+};
+
+/// Choose each budgeted GGUF format's tensor types (export/gguf_budget.hpp) and report them: one
+/// gguf:TYPE at the size given, or with "mix" every gguf:TYPE at its own llama-quantize size (one
+/// measurement of the sensitivities for all).
+void plan_size_budget(const SizeBudget& size_budget, std::vector<OutputFormat>& formats, const AnyModelSource& source,
+                      const GgufFile* source_gguf, const std::vector<TokenSequence>& samples, nlohmann::json& report) {
+  std::vector<OutputFormat*> targets;
+  for (OutputFormat& f : formats)
+    if (f.gguf) {
+      if (f.gguf->mix == GgufMix::MXFP4) throw Error("--gguf-budget: chooses among integer ggml types; not with gguf:mxfp4");
+      targets.push_back(&f);
+    }
+  if (targets.empty()) throw Error("--gguf-budget: needs a --format gguf:TYPE (the file whose tensor types it chooses)");
+  const bool own_sizes = size_budget.size == "mix";
+  if (targets.size() > 1 && !own_sizes)
+    throw Error("--gguf-budget " + size_budget.size + ": one gguf:TYPE at a time (" + targets[0]->name + " and " + targets[1]->name +
+                "), or --gguf-budget mix: each at the size of llama-quantize's file of its type");
+  const LlamaConfig& config = source.config();
+  const std::vector<ggml::Type> allowed = size_budget.types.empty() ? std::vector<ggml::Type>{} : parse_gguf_budget_types(size_budget.types);
+  const auto start = std::chrono::steady_clock::now();
+  const std::size_t n = std::min(samples.size(), static_cast<std::size_t>(std::max<Index>(1, size_budget.samples)));
+  const ModelFisher fisher = measure_fisher(source, std::span<const TokenSequence>(samples.data(), n));
+  std::printf("sensitivities: Fisher information on %zu samples of %zu tokens (float loss %.4f), %.1f s\n", n, samples.front().size(),
+              fisher.loss, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  for (OutputFormat* target : targets) {
+    const std::uint64_t rule_bytes = gguf_file_size(*source_gguf, *target->gguf, config).total();
+    const std::uint64_t budget = own_sizes ? rule_bytes : parse_gguf_budget(size_budget.size, *source_gguf, config);
+    const GgufBudgetPlan plan = plan_gguf_budget(*source_gguf, source, *target->gguf, fisher, budget, allowed);
+    // the same estimate for the types llama-quantize's rules give, for comparison
+    double rule_rise = 0;
+    nlohmann::json tensors = nlohmann::json::array();
+    std::map<std::string, int> counts;
+    for (const GgufTensorSensitivity& t : plan.tensors) {
+      const ggml::Type rule = gguf_output_type(*source_gguf, *source_gguf->find_tensor(t.name), *target->gguf, config, GgufExperts{});
+      nlohmann::json entry = {{"name", t.name}, {"type", ggml::traits(t.types[t.chosen]).name}, {"rule_type", ggml::traits(rule).name}};
+      for (std::size_t k = 0; k < t.types.size(); ++k) {
+        entry["loss_rise"][ggml::traits(t.types[k]).name] = t.loss_rise[k];
+        if (t.types[k] == rule) rule_rise += t.loss_rise[k];
+      }
+      tensors.push_back(entry);
+      ++counts[ggml::traits(t.types[t.chosen]).name];
+    }
+    std::printf("%s at %llu bytes (llama-quantize's %s: %llu): chosen %llu bytes, estimated loss rise %.6f nats/token "
+                "(llama-quantize's types: %.6f); types:",
+                target->name.c_str(), static_cast<unsigned long long>(budget), target->gguf->name.c_str(),
+                static_cast<unsigned long long>(rule_bytes), static_cast<unsigned long long>(plan.file_bytes), plan.loss_rise, rule_rise);
+    for (const auto& [name, count] : counts) std::printf(" %s x%d", name.c_str(), count);
+    std::printf("\n");
+    target->gguf->tensor_types = plan.types;
+    report["gguf_budget"][target->name] = {
+        {"budget", size_budget.size}, {"budget_bytes", budget},       {"file_bytes", plan.file_bytes},
+        {"rule_file_bytes", rule_bytes}, {"samples", n},             {"float_loss", fisher.loss},
+        {"loss_rise", plan.loss_rise}, {"rule_loss_rise", rule_rise}, {"types", size_budget.types.empty() ? "all" : size_budget.types},
+        {"tensors", tensors}};
+  }
+}
+
 /// A run that stops before any block finished leaves no DIR.resume: there is nothing to
 /// continue, and its presence would refuse the next run without --resume.
 void drop_if_nothing_finished(const fs::path& resume_dir) {
@@ -489,7 +555,7 @@ void drop_if_nothing_finished(const fs::path& resume_dir) {
 
 int quantize(const std::string& model_path, const std::string& calibration_path, const std::string& eval_path,
              const std::string& tokenizer_path, const fs::path& output, bool overwrite, bool resume, ModelQuantOptions options,
-             Index eval_windows, const std::vector<OutputFormat>& formats, Device device) {
+             Index eval_windows, std::vector<OutputFormat> formats, Device device, const SizeBudget& size_budget) {
   if (fs::exists(output) && !overwrite)
     throw Error(output.string() + ": already exists (pass --overwrite to replace it)");
   // Each finished block is kept in DIR.resume until the run completes (tune/run_checkpoint.hpp)
@@ -541,9 +607,15 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
     before = perplexity(load_model(source), evaluation, 512, eval_windows);
     std::printf("perplexity before: %.4f (%ld tokens)\n", before->perplexity, before->tokens_scored);
   }
+  nlohmann::json budget_report;
+  if (!size_budget.size.empty()) {
+    if (!source_gguf) throw Error("--gguf-budget: needs a GGUF source model");
+    if (experts) throw Error("--gguf-budget: a mixture-of-experts model's sensitivities are not measured yet (issue #27)");
+    plan_size_budget(size_budget, formats, source, source_gguf, samples, budget_report);
+  }
   const std::vector<TuningPass> passes = plan_passes(formats, options, config, gguf_expert_counts);
 
-  nlohmann::json report;
+  nlohmann::json report = budget_report;
   report["model"] = model_path;
   report["iters"] = options.tune.iters;
   report["nsamples"] = options.nsamples;
@@ -683,6 +755,7 @@ int main(int argc, char** argv) {
   double gpu_memory_gib = 0;
   bool overwrite = false, resume = false, sym = false;
   ModelQuantOptions options;
+  SizeBudget size_budget;
   std::string streams = "two";
   std::string clip_init = "search";
   std::string clip_sym = "grid";
@@ -755,6 +828,14 @@ int main(int argc, char** argv) {
   q->add_option("--layer", layer_overrides, "per-layer override REGEX=BITS[:GROUP[:sym|asym]] or REGEX=fp");
   q->add_flag("--parse-special", parse_special_tokens,
               "control tokens written in the text (\"<|im_start|>\") are those tokens (default: plain text)");
+  q->add_option("--gguf-budget", size_budget.size,
+                "the gguf:TYPE file's size: bytes (88201792, 84MiB), bits per weight (3.2bpw), a type's size (q3_k_m), or mix "
+                "(each gguf:TYPE at its own type's size); each linear layer's, the LM head's and the embedding's ggml type "
+                "chosen by measured sensitivity to fit it");
+  q->add_option("--budget-types", size_budget.types,
+                "comma-separated ggml types --gguf-budget chooses among (default: q2_k,q3_k,q4_0,q4_k,q4_1,q5_0,q5_k,q5_1,q6_k,q8_0)");
+  q->add_option("--budget-samples", size_budget.samples, "calibration samples the sensitivities are measured on (--gguf-budget)")
+      ->check(CLI::PositiveNumber);
   q->add_option("--eval", eval_path, "text or token ids (.tokens) to measure perplexity on before and after")->check(CLI::ExistingFile);
   q->add_option("--eval-windows", eval_windows, "512-token windows to score (0: all)")->check(CLI::NonNegativeNumber);
   q->add_option("--threads", threads, "CPU threads (0: all)")->check(CLI::NonNegativeNumber);
@@ -880,7 +961,7 @@ int main(int argc, char** argv) {
     if (device.cuda) throw Error("--device cuda: this autoround was built without CUDA (rebuild where nvcc is found)");
 #endif
     return quantize(model_path, calibration_path, eval_path, tokenizer_path, output, overwrite, resume, options, eval_windows, formats,
-                    device);
+                    device, size_budget);
   } catch (const Interrupted&) {
     const std::string kept = output + ".resume";
     if (std::filesystem::exists(kept))

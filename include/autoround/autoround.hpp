@@ -43,6 +43,7 @@
 #include "model/llama_block.hpp"
 #include "model/llama_forward.hpp"
 #include "model/llama_model.hpp"
+#include "model/model_backward.hpp"
 #include "model/model_source.hpp"
 #include "model/perplexity.hpp"
 #include "model/token_file.hpp"
@@ -52,7 +53,9 @@
 #include "backend/cuda.hpp"  // the policy's name only; the GPU runs: backend/cuda/cuda_runs.cuh (nvcc)
 
 #include "tune/block_tuning_run.hpp"
+#include "tune/budget_allocation.hpp"
 #include "tune/calibration_inputs.hpp"
+#include "tune/fisher_factors.hpp"
 #include "tune/index_sampler.hpp"
 #include "tune/layer_tuner.hpp"
 #include "tune/layer_tuning_run.hpp"
@@ -62,6 +65,7 @@
 #include "tune/tunable_weight.hpp"
 #include "tune/tune_options.hpp"
 
+#include "export/gguf_budget.hpp"
 #include "export/gguf_model.hpp"
 #include "export/hf_checkpoint.hpp"
 #include "export/quantized_llama.hpp"

@@ -24,6 +24,7 @@
 // `--tensor-type` overrides give them (MXFP4_MOE alone leaves a dense model's linears in Q8_0).
 // Not reproduced: --imatrix's Q4_0/Q5_0 ffn_down rule, --pure.
 #include <algorithm>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -41,6 +42,9 @@ struct GgufScheme {
   GgufMix mix;                 ///< which of llama-quantize's file types
   ggml::Type base;             ///< the type of most tensors
   std::uint32_t file_type = 0; ///< LLAMA_FTYPE_MOSTLY_*, stored as general.file_type
+  /// Types chosen per tensor (by GGUF name) ahead of the mix's rules: a size budget's choice
+  /// (export/gguf_budget.hpp), as llama-quantize's --tensor-type overrides are.
+  std::map<std::string, ggml::Type> tensor_types = {};
 };
 
 /// A --format gguf:TYPE name (llama-quantize's names, lower case; q3_k, q4_k, q5_k are its

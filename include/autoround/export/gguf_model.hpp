@@ -63,6 +63,11 @@ inline GgufExperts gguf_experts(const GgufFile& file) {
   return {m.experts, m.expert_intermediate, m.shared_intermediate};
 }
 
+/// A dense block's linear layer's tensor name in GGUF: "blk.3.attn_q.weight".
+inline std::string gguf_layer_name(Index block, Linear l) {
+  return "blk." + std::to_string(block) + "." + std::string(gguf_name(l)) + ".weight";
+}
+
 namespace detail {
 inline std::string escaped_dots(const std::string& name) {
   std::string r;
@@ -84,7 +89,10 @@ inline std::vector<LayerOverride> gguf_tuning_overrides(const GgufScheme& scheme
   std::vector<LayerOverride> overrides;
   for (Index b = 0; b < config.layers; ++b) {
     for (Linear l : all_linears) {
-      const ggml::Type type = gguf_tensor_type(scheme, linear_shape(config, l).second, b, l, config, false, experts.count);
+      const auto chosen = scheme.tensor_types.find(gguf_layer_name(b, l));
+      const ggml::Type type = chosen != scheme.tensor_types.end()
+                                  ? chosen->second
+                                  : gguf_tensor_type(scheme, linear_shape(config, l).second, b, l, config, false, experts.count);
       overrides.push_back({"^" + detail::escaped_dots(layer_name(b, l)) + "$", exact_spec_for(type)});
     }
     if (experts.count == 0) continue;
@@ -116,6 +124,19 @@ inline bool needs_double_quant(const std::vector<LayerOverride>& overrides) {
   return std::any_of(overrides.begin(), overrides.end(), [](const LayerOverride& o) { return o.spec && o.spec->super_group_size > 0; });
 }
 
+/// The type source tensor `t` is written as under `scheme`: the scheme's own choice for it
+/// (tensor_types) if any, else llama-quantize's rule; norms F32 (F16 if the source has them so),
+/// routers copied in their type.
+inline ggml::Type gguf_output_type(const GgufFile& source, const GgufTensor& t, const GgufScheme& scheme, const LlamaConfig& config,
+                                   const GgufExperts& experts) {
+  const GgufTensorSite site = gguf_tensor_site(t.name);
+  if (site.keep_type) return t.type;  // a router: copied as it is
+  if (const auto chosen = scheme.tensor_types.find(t.name); chosen != scheme.tensor_types.end()) return chosen->second;
+  if (t.dims.size() < 2) return t.type == ggml::Type::F16 ? ggml::Type::F16 : ggml::Type::F32;  // norms: as llama-quantize
+  const bool is_output = t.name == "output.weight" || (t.name == "token_embd.weight" && !source.find_tensor("output.weight"));
+  return gguf_tensor_type(scheme, t.cols(), site.block, site.linear, config, is_output, experts.count);
+}
+
 /// How each tensor of an export was stored: for the report and the tests.
 struct GgufTensorChoice {
   std::string name;
@@ -140,17 +161,10 @@ class GgufBlockWriter {
     header_.set_u32("general.file_type", scheme.file_type);
     header_.set_u32("general.quantization_version", 2);
     for (const GgufTensor& t : source.tensors()) {
-      ggml::Type type = t.type == ggml::Type::F16 ? ggml::Type::F16 : ggml::Type::F32;  // norms: as llama-quantize
-      const GgufTensorSite site = gguf_tensor_site(t.name);
-      if (site.keep_type) {
-        type = t.type;  // a router: copied as it is
-      } else if (t.dims.size() > 1) {
-        const bool is_output = t.name == "output.weight" || (t.name == "token_embd.weight" && !source.find_tensor("output.weight"));
-        type = gguf_tensor_type(scheme, t.cols(), site.block, site.linear, config, is_output, experts_.count);
-      }
+      const ggml::Type type = gguf_output_type(source, t, scheme, config, experts_);
       header_.declare_tensor(t.name, t.dims, type);
       choices_.push_back({t.name, type});
-      sites_.push_back(site);
+      sites_.push_back(gguf_tensor_site(t.name));
     }
     encoded_.resize(choices_.size());
     finished_.assign(static_cast<std::size_t>(config.layers), false);
