@@ -7,7 +7,8 @@ consecutive windows of SEQLEN tokens of the calibration token file (the same win
 [1, seqlen] token tensors), everything else the reference's defaults (amp on CUDA, SignSGD,
 lr 1/iters, best step, two activation streams). Writes the auto_round format to OUT and prints
 the tuning wall time.
-usage: parity_reference.py ASSETS_DIR OUT (--bits B --group-size G [--sym] | --scheme MXFP4|NVFP4|...)
+usage: parity_reference.py ASSETS_DIR OUT (--bits B --group-size G [--sym] | --scheme MXFP4|NVFP4|...
+                                          | --auto-scheme AVG_BITS:W2A16,W3A16[:ignore_scale_zp_bits])
        [--iters 200] [--nsamples 96] [--seqlen 512] [--batch-size 8] [--seed 42] [--disable-opt-rtn] [--enable-alg-ext]
 """
 import argparse
@@ -28,6 +29,7 @@ def main():
     p.add_argument("--bits", type=int)
     p.add_argument("--group-size", type=int)
     p.add_argument("--scheme", help="the reference's preset (MXFP4, NVFP4, ...) instead of bits / group size / sym")
+    p.add_argument("--auto-scheme", help="AVG_BITS:OPTION,OPTION[:ignore_scale_zp_bits]: the reference's AutoScheme (mixed precision)")
     p.add_argument("--disable-opt-rtn", action="store_true", help="iters 0: plain round-to-nearest, not its scale search")
     p.add_argument("--enable-alg-ext", action="store_true", help="the reference's SignRoundV2 extensions (enable_alg_ext=True)")
     p.add_argument("--sym", action="store_true")
@@ -48,6 +50,11 @@ def main():
     from auto_round import AutoRound
     start = time.time()
     scheme = {"scheme": a.scheme} if a.scheme else {"bits": a.bits, "group_size": a.group_size, "sym": a.sym}
+    if a.auto_scheme:  # its scoring data is the compressor's dataset: the same windows
+        from auto_round import AutoScheme
+        fields = a.auto_scheme.split(":")
+        scheme = {"scheme": AutoScheme(avg_bits=float(fields[0]), options=tuple(fields[1].split(",")),
+                                       ignore_scale_zp_bits=len(fields) > 2 and fields[2] == "ignore_scale_zp_bits")}
     extra = {"disable_opt_rtn": True} if a.disable_opt_rtn else {}
     if a.enable_alg_ext:
         extra["enable_alg_ext"] = True

@@ -49,4 +49,68 @@ given = json.load(open(os.path.join(sys.argv[1], "given", "quantization_report.j
 assert given["clip_sym"] == "grid" and abs(given["lr"] - 0.004) < 1e-6, given
 print("cli_formats: GGUF-only runs default to the scale grid and lr 0.001; given flags win")
 PY
-rm -rf "$work" "$work.log"
+# a size budget: 85 MB for q2_k (llama-quantize's is 88.2), types chosen on 2 samples' sensitivities;
+# two files at their own types' sizes with "mix"; refusals name the flag
+model="$assets/smollm2-135m-instruct-q4_1.gguf"
+"$autoround" quantize --model "$model" --calibration "$assets/kjv-calib.tokens" --iters 1 --nsamples 2 --seqlen 32 \
+  --batch-size 2 --format gguf:q2_k --gguf-budget 85MB --budget-types q4_0,q4_k,q5_0,q6_k,q8_0 --output "$work/budget" \
+  2>/dev/null >"$work.log"
+"$autoround" quantize --model "$model" --calibration "$assets/kjv-calib.tokens" --iters 0 --nsamples 2 --seqlen 32 \
+  --format gguf:q2_k,gguf:q4_k_m --gguf-budget mix --output "$work/mix" 2>/dev/null >"$work.log"
+python3 - "$work" "$fixtures/llama_quantize_types.json" <<'PY'
+import json, os, sys
+work, fixture = sys.argv[1], json.load(open(sys.argv[2]))
+report = json.load(open(os.path.join(work, "budget", "quantization_report.json")))
+plan = report["gguf_budget"]["gguf:q2_k"]
+size = os.path.getsize(os.path.join(work, "budget", "gguf-q2_k", "model-q2_k.gguf"))
+assert size == plan["file_bytes"] and 84_900_000 < size <= 85_000_000, (size, plan["file_bytes"])
+assert plan["budget_bytes"] == 85_000_000 and plan["rule_file_bytes"] == fixture["types"]["q2_k"]["bytes"], plan
+assert len(plan["tensors"]) == 30 * 7 + 1 and {t["type"] for t in plan["tensors"]} <= {"Q4_0", "Q4_K", "Q5_0", "Q6_K", "Q8_0"}, plan
+assert report["runs"][0]["formats"]["gguf:q2_k"]["tensors_with_tuned_values"] == 30 * 7, report["runs"][0]
+assert "size budget" in report["runs"][0]["scheme"], report["runs"][0]["scheme"]
+mix = json.load(open(os.path.join(work, "mix", "quantization_report.json")))
+for name in ("q2_k", "q4_k_m"):
+    size = os.path.getsize(os.path.join(work, "mix", f"gguf-{name}", f"model-{name}.gguf"))
+    assert mix["gguf_budget"][f"gguf:{name}"]["file_bytes"] == size <= fixture["types"][name]["bytes"], name
+print("cli_formats: --gguf-budget files fit their budgets, hold the chosen types, tuned")
+PY
+for bad in "--format gguf:q2_k,gguf:q4_0 --gguf-budget 80MB|one gguf:TYPE at a time" \
+           "--format auto_round --gguf-budget 80MB|needs a --format gguf:TYPE" \
+           "--format gguf:q2_k --gguf-budget 10MB|the file takes at least" \
+           "--format gguf:q2_k --gguf-budget 80MB --budget-types q4_k,iq1_s|'IQ1_S' is not one of"; do
+  flags=${bad%%|*} expected=${bad#*|}
+  # shellcheck disable=SC2086
+  if "$autoround" quantize --model "$model" --calibration "$assets/kjv-calib.tokens" --iters 0 --nsamples 2 --seqlen 32 \
+       $flags --output "$work/bad" 2>"$work.err" >/dev/null; then
+    echo "cli_formats: $flags was accepted"; exit 1
+  fi
+  grep -q -- "$expected" "$work.err" || { echo "cli_formats: $flags: expected '$expected', got:"; cat "$work.err"; exit 1; }
+done
+echo "cli_formats: --gguf-budget's refusals name the problem"
+# --avg-bits 3 among W2A16 / W4A16 (weights' bits alone): the checkpoint holds the chosen schemes,
+# and at round to nearest it scores better than the same average spent on every other block
+"$autoround" quantize --model "$model" --calibration "$assets/kjv-calib.tokens" --iters 0 --nsamples 4 --seqlen 256 \
+  --avg-bits 3 --options W2A16,W4A16 --ignore-scale-zp-bits --format auto_round --eval "$assets/kjv-eval.tokens" \
+  --eval-windows 4 --output "$work/avg" 2>/dev/null >"$work.log"
+"$autoround" quantize --model "$model" --calibration "$assets/kjv-calib.tokens" --iters 0 --nsamples 4 --seqlen 256 \
+  --scheme W2A16 --layer 'model\.layers\.[0-9]*[02468]\.=4:128:sym' --format auto_round --eval "$assets/kjv-eval.tokens" \
+  --eval-windows 4 --output "$work/alternate" 2>/dev/null >"$work.log"
+python3 - "$work" <<'PY'
+import json, os, sys
+work = sys.argv[1]
+report = json.load(open(os.path.join(work, "avg", "quantization_report.json")))
+plan = report["avg_bits"]
+assert 2.9 < plan["chosen"] <= 3.0 and plan["scale_zp_bits_counted"] is False, plan
+four = {l["name"] for l in plan["layers"] if l["scheme"] == "W4A16"}
+assert len(plan["layers"]) == 210 and 0 < len(four) < 210, len(four)
+config = json.load(open(os.path.join(work, "avg", "auto_round", "config.json")))["quantization_config"]
+assert config["bits"] == 2 and config["group_size"] == 128 and config["sym"] is True, config
+extra = {name for name, e in config.get("extra_config", {}).items() if e.get("bits") == 4}
+assert extra == four, (len(extra), len(four))
+chosen = report["runs"][0]["perplexity_after"]
+alternate = json.load(open(os.path.join(work, "alternate", "quantization_report.json")))["runs"][0]["perplexity_after"]
+assert chosen < alternate, (chosen, alternate)
+print(f"cli_formats: --avg-bits 3: {len(four)} of 210 layers at W4A16, perplexity {chosen:.2f} against {alternate:.2f} "
+      "with every other block at W4A16")
+PY
+rm -rf "$work" "$work.log" "$work.err"

@@ -5,6 +5,7 @@
 //                      [--recipe default|fast|best|light|rtn] [--layer 'REGEX=BITS[:GROUP[:sym|asym]]|fp']...
 //                      [--scheme MXFP4|MXFP8|NVFP4|W4A16|...]
 //                      [--format auto_round,auto_gptq,auto_awq,llm_compressor,gguf:q4_0|gguf:mxfp4|...]
+//                      [--avg-bits 2.5 --options W2A16,W3A16 [--ignore-scale-zp-bits]]
 //                      [--gguf-budget BYTES|SIZEMiB|Nbpw|TYPE|mix] [--budget-types q4_k,q5_k,...] [--budget-samples 16]
 //                      [--eval E.tokens|E.txt] [--overwrite] [--resume]
 //                      [--tokenizer tokenizer.model] [--device cpu|cuda] [--gemm bf16|fp32]
@@ -26,6 +27,7 @@
 // block's step is split into micro-batches and attention chunks as needed to fit).
 #include <CLI/CLI.hpp>
 #include <autoround/autoround.hpp>
+#include <cctype>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -163,6 +165,16 @@ LayerOverride parse_override(const std::string& text, const QuantSpec& base) {
   }
   DynamicIntQuantizer check(*o.spec);  // validates bits and group size with a clear message
   return o;
+}
+
+/// One --options entry: the reference's preset (W2A16, W3A16, W4A16, W8A16: group 128,
+/// symmetric) or BITS:GROUP:sym|asym.
+QuantSpec parse_scheme_option(const std::string& text, const QuantSpec& base) {
+  if (text.size() == 5 && text[0] == 'W' && text.substr(2) == "A16" && std::isdigit(static_cast<unsigned char>(text[1])))
+    return QuantSpec{text[1] - '0', 128, Symmetric};
+  const LayerOverride o = parse_override(".=" + text, base);
+  if (!o.spec) throw Error("--options '" + text + "': expected W2A16, W3A16, W4A16, W8A16 or BITS:GROUP:sym|asym");
+  return *o.spec;
 }
 
 void write_atomically(const fs::path& path, const std::string& text) {
@@ -481,7 +493,7 @@ PassResult run_pass(const TuningPass& pass, const AnyModelSource& source, const 
 /// --gguf-budget: the GGUF format's tensor types chosen by measured sensitivity at a file size.
 struct SizeBudget {
   std::string size;   ///< as given (bytes, MiB, bpw or a type's name); empty: the mix's own rules
-  Index samples = 16; ///< calibration samples the Fisher information is measured on (the reference's AutoScheme: 16)
+  Index samples = 16; ///< calibration samples the Fisher information is measured on (the reference's AutoScheme: 16; also --avg-bits')
   std::string types;  ///< the ggml types to choose among (empty: all of gguf_budget_types)
 };
 
@@ -541,6 +553,45 @@ void plan_size_budget(const SizeBudget& size_budget, std::vector<OutputFormat>& 
   }
 }
 
+/// --avg-bits: each block linear layer's scheme among --options by measured sensitivity.
+struct BitsBudget {
+  double avg_bits = 0;             ///< 0: off
+  std::vector<std::string> options;
+  bool weights_only = false;       ///< --ignore-scale-zp-bits
+};
+
+/// Choose the layers' schemes (tune/scheme_budget.hpp) into `options` and report them.
+void plan_bits_budget(const BitsBudget& bits, const SizeBudget& size_budget, ModelQuantOptions& options, const AnyModelSource& source,
+                      const std::vector<TokenSequence>& samples, nlohmann::json& report) {
+  if (bits.options.size() < 2) throw Error("--avg-bits: give at least two --options to choose among (e.g. W2A16,W3A16)");
+  if (!options.overrides.empty()) throw Error("--avg-bits: chooses every layer's scheme; not with --layer");
+  std::vector<QuantSpec> specs;
+  for (const std::string& o : bits.options) specs.push_back(parse_scheme_option(o, options.spec));
+  const auto start = std::chrono::steady_clock::now();
+  const std::size_t n = std::min(samples.size(), static_cast<std::size_t>(std::max<Index>(1, size_budget.samples)));
+  const ModelFisher fisher = measure_fisher(source, std::span<const TokenSequence>(samples.data(), n));
+  const SchemePlan plan = plan_avg_bits(source, fisher, specs, bits.avg_bits, bits.weights_only);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::vector<int> counts(specs.size(), 0);
+  nlohmann::json layers = nlohmann::json::array();
+  for (const LayerSchemeChoice& l : plan.layers) {
+    ++counts[l.chosen];
+    nlohmann::json entry = {{"name", l.name}, {"scheme", bits.options[l.chosen]}};
+    for (std::size_t k = 0; k < specs.size(); ++k) entry["loss_rise"][bits.options[k]] = l.loss_rise[k];
+    layers.push_back(entry);
+  }
+  std::printf("--avg-bits %.3f (%s scales and zero points): %.4f bits per weight chosen, estimated loss rise %.6f nats/token; "
+              "Fisher information on %zu samples of %zu tokens, %.1f s; layers:",
+              bits.avg_bits, bits.weights_only ? "without" : "with", plan.avg_bits, plan.loss_rise, n, samples.front().size(), seconds);
+  for (std::size_t k = 0; k < specs.size(); ++k) std::printf(" %s x%d", bits.options[k].c_str(), counts[k]);
+  std::printf("\n");
+  options.spec = specs.front();
+  options.overrides = plan.overrides;
+  report["avg_bits"] = {{"asked", bits.avg_bits}, {"chosen", plan.avg_bits}, {"options", bits.options},
+                        {"scale_zp_bits_counted", !bits.weights_only}, {"samples", n}, {"float_loss", fisher.loss},
+                        {"loss_rise", plan.loss_rise}, {"seconds", seconds}, {"layers", layers}};
+}
+
 /// A run that stops before any block finished leaves no DIR.resume: there is nothing to
 /// continue, and its presence would refuse the next run without --resume.
 void drop_if_nothing_finished(const fs::path& resume_dir) {
@@ -555,7 +606,8 @@ void drop_if_nothing_finished(const fs::path& resume_dir) {
 
 int quantize(const std::string& model_path, const std::string& calibration_path, const std::string& eval_path,
              const std::string& tokenizer_path, const fs::path& output, bool overwrite, bool resume, ModelQuantOptions options,
-             Index eval_windows, std::vector<OutputFormat> formats, Device device, const SizeBudget& size_budget) {
+             Index eval_windows, std::vector<OutputFormat> formats, Device device, const SizeBudget& size_budget,
+             const BitsBudget& bits_budget) {
   if (fs::exists(output) && !overwrite)
     throw Error(output.string() + ": already exists (pass --overwrite to replace it)");
   // Each finished block is kept in DIR.resume until the run completes (tune/run_checkpoint.hpp)
@@ -612,6 +664,12 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
     if (!source_gguf) throw Error("--gguf-budget: needs a GGUF source model");
     if (experts) throw Error("--gguf-budget: a mixture-of-experts model's sensitivities are not measured yet (issue #27)");
     plan_size_budget(size_budget, formats, source, source_gguf, samples, budget_report);
+  }
+  if (bits_budget.avg_bits > 0) {
+    if (experts) throw Error("--avg-bits: a mixture-of-experts model's sensitivities are not measured yet (issue #27)");
+    if (options.spec.data_type != DataType::Int) throw Error("--avg-bits: chooses among integer schemes (--options); not with --scheme " + describe_scheme(options.spec));
+    plan_bits_budget(bits_budget, size_budget, options, source, samples, budget_report);
+    check_formats(formats, options, gguf_source);  // the chosen schemes, as the formats hold them
   }
   const std::vector<TuningPass> passes = plan_passes(formats, options, config, gguf_expert_counts);
 
@@ -756,6 +814,8 @@ int main(int argc, char** argv) {
   bool overwrite = false, resume = false, sym = false;
   ModelQuantOptions options;
   SizeBudget size_budget;
+  BitsBudget bits_budget;
+  std::string scheme_options;
   std::string streams = "two";
   std::string clip_init = "search";
   std::string clip_sym = "grid";
@@ -832,9 +892,17 @@ int main(int argc, char** argv) {
                 "the gguf:TYPE file's size: bytes (88201792, 84MiB), bits per weight (3.2bpw), a type's size (q3_k_m), or mix "
                 "(each gguf:TYPE at its own type's size); each linear layer's, the LM head's and the embedding's ggml type "
                 "chosen by measured sensitivity to fit it");
+  q->add_option("--avg-bits", bits_budget.avg_bits,
+                "average bits per weight of the blocks' linear layers: each layer's scheme chosen among --options by measured "
+                "sensitivity (the reference's AutoScheme)")
+      ->check(CLI::PositiveNumber);
+  q->add_option("--options", scheme_options, "comma-separated schemes --avg-bits chooses among: W2A16, W3A16, W4A16, W8A16 or "
+                                             "BITS:GROUP:sym|asym; the first is the checkpoint's own");
+  q->add_flag("--ignore-scale-zp-bits", bits_budget.weights_only,
+              "--avg-bits counts the weights' bits alone (default: also a 16-bit scale and a zero point per group, as the reference)");
   q->add_option("--budget-types", size_budget.types,
                 "comma-separated ggml types --gguf-budget chooses among (default: q2_k,q3_k,q4_0,q4_k,q4_1,q5_0,q5_k,q5_1,q6_k,q8_0)");
-  q->add_option("--budget-samples", size_budget.samples, "calibration samples the sensitivities are measured on (--gguf-budget)")
+  q->add_option("--budget-samples", size_budget.samples, "calibration samples the sensitivities are measured on (--gguf-budget, --avg-bits)")
       ->check(CLI::PositiveNumber);
   q->add_option("--eval", eval_path, "text or token ids (.tokens) to measure perplexity on before and after")->check(CLI::ExistingFile);
   q->add_option("--eval-windows", eval_windows, "512-token windows to score (0: all)")->check(CLI::NonNegativeNumber);
@@ -960,8 +1028,15 @@ int main(int argc, char** argv) {
 #else
     if (device.cuda) throw Error("--device cuda: this autoround was built without CUDA (rebuild where nvcc is found)");
 #endif
+    {
+      std::istringstream in(scheme_options);
+      for (std::string item; std::getline(in, item, ',');) bits_budget.options.push_back(item);
+    }
+    if (bits_budget.avg_bits > 0 && (!scheme.empty() || bits_option->count() + group_option->count() + sym_option->count() > 0))
+      throw Error("--avg-bits: the schemes come from --options; not with --scheme, --bits, --group-size or --sym");
+    if (bits_budget.avg_bits == 0 && !bits_budget.options.empty()) throw Error("--options: needs --avg-bits");
     return quantize(model_path, calibration_path, eval_path, tokenizer_path, output, overwrite, resume, options, eval_windows, formats,
-                    device, size_budget);
+                    device, size_budget, bits_budget);
   } catch (const Interrupted&) {
     const std::string kept = output + ".resume";
     if (std::filesystem::exists(kept))

@@ -62,6 +62,7 @@
 #include "tune/model_quantizer.hpp"
 #include "tune/python_random.hpp"
 #include "tune/run_checkpoint.hpp"
+#include "tune/scheme_budget.hpp"
 #include "tune/tunable_weight.hpp"
 #include "tune/tune_options.hpp"
 
