@@ -8,12 +8,12 @@
 # usage: scripts/gguf-ood-sweep.sh AUTOROUND LLAMA_BIN_DIR ASSETS OUT 'label|flags' ...
 #        TYPES (default "q2_k q3_k_m"), TEXTS (default "botchan.txt kjv-eval.txt"), NSAMPLES/SEQLEN (96/512),
 #        CALIB: the calibration's name in ASSETS, NAME.tokens for autoround, NAME.txt for llama-imatrix
-#        (default kjv-calib; mixed-calib is the three-domain text, docs/assets.md)
+#        (default kjv-calib; mixed-calib is the three-domain text, docs/assets.md), DEVICE (cuda; cpu)
 set -euo pipefail
 autoround=$1 bin=$2 assets=$3 out=$4
 shift 4
 types=${TYPES:-q2_k q3_k_m} texts=${TEXTS:-botchan.txt kjv-eval.txt}
-threads=${THREADS:-4} calib=${CALIB:-kjv-calib}
+threads=${THREADS:-4} calib=${CALIB:-kjv-calib} device=${DEVICE:-cuda}
 nsamples=${NSAMPLES:-96} seqlen=${SEQLEN:-512}
 model=$assets/smollm2-135m-instruct-q4_1.gguf
 formats=$(for t in $types; do printf 'gguf:%s,' "$t"; done)
@@ -34,7 +34,7 @@ for variant in "$@"; do
   else
     # shellcheck disable=SC2086
     "$autoround" quantize --model "$model" --calibration "$assets/$calib.tokens" --nsamples "$nsamples" \
-        --seqlen "$seqlen" --format "${formats%,}" --output "$out/$label" --overwrite --device cuda $flags \
+        --seqlen "$seqlen" --format "${formats%,}" --output "$out/$label" --overwrite --device "$device" $flags \
         >"$out/$label.log" 2>&1
   fi
   echo "made $label ($flags, $calib, $nsamples x $seqlen): $(( $(date +%s) - start )) s" >&2
