@@ -56,7 +56,8 @@ model="$assets/smollm2-135m-instruct-q4_1.gguf"
   --batch-size 2 --format gguf:q2_k --gguf-budget 85MB --budget-types q4_0,q4_k,q5_0,q6_k,q8_0 --output "$work/budget" \
   2>/dev/null >"$work.log"
 "$autoround" quantize --model "$model" --calibration "$assets/kjv-calib.tokens" --iters 0 --nsamples 2 --seqlen 32 \
-  --format gguf:q2_k,gguf:q4_k_m --gguf-budget mix --output "$work/mix" 2>/dev/null >"$work.log"
+  --format gguf:q2_k,gguf:q4_k_m --gguf-budget mix --budget-types q4_0,q5_0,q8_0,q4_k,q6_k --output "$work/mix" \
+  2>/dev/null >"$work.log"
 python3 - "$work" "$fixtures/llama_quantize_types.json" <<'PY'
 import json, os, sys
 work, fixture = sys.argv[1], json.load(open(sys.argv[2]))
@@ -88,11 +89,11 @@ for bad in "--format gguf:q2_k,gguf:q4_0 --gguf-budget 80MB|one gguf:TYPE at a t
 done
 echo "cli_formats: --gguf-budget's refusals name the problem"
 # --avg-bits 3 among W2A16 / W4A16 (weights' bits alone): the checkpoint holds the chosen schemes,
-# and at round to nearest it scores better than the same average spent on every other block
-"$autoround" quantize --model "$model" --calibration "$assets/kjv-calib.tokens" --iters 0 --nsamples 4 --seqlen 256 \
+# and at plain round to nearest it scores better than the same average spent on every other block
+"$autoround" quantize --model "$model" --calibration "$assets/kjv-calib.tokens" --iters 0 --clip-init unit --nsamples 4 --seqlen 256 \
   --avg-bits 3 --options W2A16,W4A16 --ignore-scale-zp-bits --format auto_round --eval "$assets/kjv-eval.tokens" \
   --eval-windows 4 --output "$work/avg" 2>/dev/null >"$work.log"
-"$autoround" quantize --model "$model" --calibration "$assets/kjv-calib.tokens" --iters 0 --nsamples 4 --seqlen 256 \
+"$autoround" quantize --model "$model" --calibration "$assets/kjv-calib.tokens" --iters 0 --clip-init unit --nsamples 4 --seqlen 256 \
   --scheme W2A16 --layer 'model\.layers\.[0-9]*[02468]\.=4:128:sym' --format auto_round --eval "$assets/kjv-eval.tokens" \
   --eval-windows 4 --output "$work/alternate" 2>/dev/null >"$work.log"
 python3 - "$work" <<'PY'

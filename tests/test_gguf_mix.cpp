@@ -85,15 +85,11 @@ TEST_CASE("a size budget (gguf_budget.hpp): at llama-quantize's Q2_K size, the c
     CHECK_MESSAGE(t.loss_rise[static_cast<std::size_t>(q8_0 - t.types.begin())] < t.loss_rise[static_cast<std::size_t>(q4_0 - t.types.begin())], t.name);
   }
   CHECK(plan.loss_rise < rule);
-  {  // Q4_1 allowed: block 0's q re-encodes exactly, an estimate of 0
-    const GgufBudgetPlan with_q4_1 = plan_gguf_budget(source, model_source, q2_k, fisher, budget);
-    const auto it = std::find_if(with_q4_1.tensors.begin(), with_q4_1.tensors.end(),
-                                 [](const GgufTensorSensitivity& t) { return t.name == "blk.0.attn_q.weight"; });
-    REQUIRE(it != with_q4_1.tensors.end());
-    const GgufTensorSensitivity& q = *it;
-    const auto k = std::find(q.types.begin(), q.types.end(), ggml::Type::Q4_1);
-    REQUIRE(k != q.types.end());
-    CHECK(q.loss_rise[static_cast<std::size_t>(k - q.types.begin())] == 0.0);
+  {  // Q4_1, the source's own type, re-encodes block 0's q exactly: an estimate of 0
+    const LlamaBlock b0 = model_source.block(0);
+    const RowMatrix& w = b0[Linear::Query];
+    CHECK(fisher.of(0, Linear::Query).loss_rise(w, detail::ggml_round_trip(ggml::Type::Q4_1, w)) == 0.0);
+    CHECK(fisher.of(0, Linear::Query).loss_rise(w, detail::ggml_round_trip(ggml::Type::Q4_0, w)) > 0.0);
   }
   MESSAGE("estimated loss rise: chosen " << plan.loss_rise << ", llama-quantize's q2_k types " << rule);
   // written (round to nearest, as llama-quantize would with these types): the size and types as

@@ -157,6 +157,9 @@ GgufBudgetPlan plan_gguf_budget(const GgufFile& file, const S& source, GgufSchem
   std::uint64_t smallest = 0;
   for (const auto& s : items) smallest += *std::min_element(s.bytes.begin(), s.bytes.end());
   const std::uint64_t rest = gguf_file_size(file, scheme, c).total() - smallest;
+  if (budget < rest + smallest)  // before the candidates' errors are computed
+    throw Error("size budget of " + std::to_string(budget) + " bytes: the file takes at least " + std::to_string(rest + smallest) +
+                " bytes (every linear layer, the LM head and the embedding at their smallest types)");
   // each candidate's estimated loss rise
   std::map<std::string, std::size_t> item_of;
   for (std::size_t k = 0; k < items.size(); ++k) item_of[items[k].name] = k;
@@ -187,9 +190,6 @@ GgufBudgetPlan plan_gguf_budget(const GgufFile& file, const S& source, GgufSchem
   }
   for (const auto& s : items)
     detail::require(s.loss_rise.size() == s.types.size(), s.name + ": a tensor of the file that the model source does not hold");
-  if (budget < rest + smallest)
-    throw Error("size budget of " + std::to_string(budget) + " bytes: the file takes at least " + std::to_string(rest + smallest) +
-                " bytes (every linear layer, the LM head and the embedding at their smallest types)");
   std::vector<std::vector<BudgetOption>> options(items.size());
   for (std::size_t k = 0; k < items.size(); ++k)
     for (std::size_t j = 0; j < items[k].types.size(); ++j) options[k].push_back({items[k].bytes[j], items[k].loss_rise[j]});
