@@ -52,6 +52,25 @@ def main():
     scheme = {"scheme": a.scheme} if a.scheme else {"bits": a.bits, "group_size": a.group_size, "sym": a.sym}
     if a.auto_scheme:  # its scoring data is the compressor's dataset: the same windows
         from auto_round import AutoScheme
+        import auto_round.auto_scheme.delta_loss as delta_loss
+
+        # AutoScheme accepts only a dataset's name (offline here): its loader gets the calibration
+        # tokens cut into windows of the length it asks for, in order, as ours reads them.
+        def calibration_windows(tokenizer, seqlen, dataset_name=None, seed=42, bs=1, nsamples=16):
+            n = min(nsamples, len(tokens) // seqlen)
+            rows = [tokens[i * seqlen:(i + 1) * seqlen] for i in range(n)]
+            return [{"input_ids": torch.tensor(rows[i:i + bs])} for i in range(0, n, bs)]
+        delta_loss.get_dataloader = calibration_windows
+        import auto_round.auto_scheme.gen_auto_scheme as gen_auto_scheme
+        check = gen_auto_scheme.GenScheme._check_configs
+
+        def check_with_windows(self):  # it insists on a name; the windows go on to the loader above
+            dataset, self.dataset = self.dataset, "kjv-calib"
+            try:
+                check(self)
+            finally:
+                self.dataset = dataset
+        gen_auto_scheme.GenScheme._check_configs = check_with_windows
         fields = a.auto_scheme.split(":")
         scheme = {"scheme": AutoScheme(avg_bits=float(fields[0]), options=tuple(fields[1].split(",")),
                                        ignore_scale_zp_bits=len(fields) > 2 and fields[2] == "ignore_scale_zp_bits")}

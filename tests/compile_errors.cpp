@@ -1,5 +1,7 @@
 // Each block must fail to compile with a message a person can act on (see tests/CMakeLists.txt).
-#include <autoround/autoround.hpp>
+// The two headers the snippets need, not the umbrella: 2 s of compiling each instead of 14.
+#include <autoround/quantizer/int_quantizer.hpp>
+#include <autoround/tune/layer_tuner.hpp>
 
 #if defined(CHECK_bits_out_of_range)
 autoround::IntQuantizer<9, 128, autoround::Asymmetric> q;

@@ -190,6 +190,9 @@ TEST_CASE("the Fisher factors: the second moments of the forward's inputs and th
   // the embedding's rows: one per token id that occurs
   std::set<std::int32_t> seen(ids.begin(), ids.end());
   CHECK(fisher.embedding_rows.size() == seen.size());
+  CHECK(fisher.embedding_counts.size() == seen.size());
+  for (std::int32_t id : seen)
+    CHECK(fisher.embedding_counts.at(id) == static_cast<Index>(std::count(ids.begin(), ids.end(), id)));
 }
 
 TEST_CASE("the loss-rise estimate: ½ Σ out_r in_i (w − q)² / tokens, by hand") {
@@ -207,5 +210,22 @@ TEST_CASE("the loss-rise estimate: ½ Σ out_r in_i (w − q)² / tokens, by han
   m.embedding_rows[1] = Eigen::Vector3d(1.0, 0.0, 2.0);
   RowMatrix e = RowMatrix::Zero(3, 3), eq = RowMatrix::Zero(3, 3);
   eq(1, 0) = 1, eq(1, 2) = -2, eq(0, 0) = 100;  // row 0 is never looked up: it does not count
-  CHECK(m.embedding_loss_rise(e, eq) == doctest::Approx(0.5 * (1.0 + 8.0)));
+  CHECK(m.embedding_loss_rise(e, eq) == doctest::Approx(0.5 * (1.0 + 8.0)));  // no counts: no unseen estimate
+}
+
+TEST_CASE("the embedding's unseen rows: Good–Turing's share of the positions at the mean observed F, by hand") {
+  ModelFisher m;
+  m.embedding_rows[1] = Eigen::Vector2d(1.0, 3.0);  // id 1 at two positions
+  m.embedding_rows[2] = Eigen::Vector2d(2.0, 0.0);  // id 2 at one
+  m.embedding_counts = {{1, 2}, {2, 1}};
+  RowMatrix e = RowMatrix::Zero(4, 2), q = RowMatrix::Zero(4, 2);
+  q << 2, 0,   // row 0 unseen
+      1, 0,    // row 1: 1 · 1 = 1
+      0, 1,    // row 2: 0 · 1 = 0
+      0, -1;   // row 3 unseen
+  // 3 positions, 1 id seen once, 2 unseen rows: each (1/2) position at the mean F (3, 3)/3 = (1, 1),
+  // so F = (0.5, 0.5): row 0 0.5 · 4 = 2, row 3 0.5 · 1 = 0.5
+  CHECK(m.embedding_loss_rise(e, q) == doctest::Approx(0.5 * (1.0 + 0.0 + 2.0 + 0.5)));
+  m.embedding_counts = {{1, 2}, {2, 2}};  // no id seen once: nothing estimated for the unseen rows
+  CHECK(m.embedding_loss_rise(e, q) == doctest::Approx(0.5 * 1.0));
 }

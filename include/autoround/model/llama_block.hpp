@@ -385,17 +385,24 @@ inline void block_forward(const BlockWeights& w, const LlamaConfig& c, std::span
 }
 
 namespace detail {
+/// grads[l] += d_yᵀ x, unless grads[l] is empty: a weight whose gradient is not wanted
+/// (measure_fisher needs only the gradients at the linear layers' outputs) costs no GEMM.
+inline void accumulate_weight_gradient(std::array<RowMatrix, 7>& grads, Linear l, const RowMatrix& d_y, const RowMatrix& x) {
+  RowMatrix& g = grads[static_cast<std::size_t>(l)];
+  if (g.size() != 0) g.noalias() += d_y.transpose() * x;
+}
+
 /// The attention half's backward from z.d_h = dL/dh (h = x + attention(rms(x))): dL/dW of q, k,
 /// v and o into `grads`.
 inline void attention_backward(const BlockWeights& w, const LlamaConfig& c, const BlockCache& cache, std::array<RowMatrix, 7>& grads,
                                BlockBackwardScratch& z, bool keep_scratch) {
-  auto grad = [&](Linear l) -> RowMatrix& { return grads[static_cast<std::size_t>(l)]; };
+  auto accumulate = [&](Linear l, const RowMatrix& d_y, const RowMatrix& x) { detail::accumulate_weight_gradient(grads, l, d_y, x); };
   const Index tokens = z.d_h.rows(), d = c.head_dim, group = c.heads / c.kv_heads;
   const Index length = cache.seqlen > 0 ? cache.seqlen : tokens, sequences = tokens / length;
   // attention output projection (through Gemma's post norm first)
   if (w.has_post_attn_norm()) z.d_attention_out = detail::rms_norm_backward(cache.attention_out, *w.post_attn_norm, c.rms_eps, z.d_h);
   const RowMatrix& d_o_all = w.has_post_attn_norm() ? z.d_attention_out : z.d_h;
-  grad(Linear::Output).noalias() += d_o_all.transpose() * cache.output_in;
+  accumulate(Linear::Output, d_o_all, cache.output_in);
   z.d_attention.noalias() = d_o_all * w[Linear::Output];
   if (w.act) w.act->backward(cache.output_in_float, z.d_attention, LinearInput::AttentionOutput);
   z.d_q.resize(tokens, c.heads * d);
@@ -441,25 +448,25 @@ inline void attention_backward(const BlockWeights& w, const LlamaConfig& c, cons
     z.d_q = detail::head_rms_norm_backward(cache.q_projected, c.heads, d, *w.q_norm, c.rms_eps, z.d_q);
     z.d_k = detail::head_rms_norm_backward(cache.k_projected, c.kv_heads, d, *w.k_norm, c.rms_eps, z.d_k);
   }
-  grad(Linear::Query).noalias() += z.d_q.transpose() * cache.attention_in;
-  grad(Linear::Key).noalias() += z.d_k.transpose() * cache.attention_in;
-  grad(Linear::Value).noalias() += z.d_v.transpose() * cache.attention_in;
+  accumulate(Linear::Query, z.d_q, cache.attention_in);
+  accumulate(Linear::Key, z.d_k, cache.attention_in);
+  accumulate(Linear::Value, z.d_v, cache.attention_in);
 }
 }  // namespace detail
 
-/// Accumulate dL/dW for the seven weights into `grads` (each [out, in], added to), given
-/// dL/d(block output) for the sequences whose forward filled `cache`. `scratch` (optional)
+/// Accumulate dL/dW for the seven weights into `grads` (each [out, in], added to; an empty entry is
+/// skipped), given dL/d(block output) for the sequences whose forward filled `cache`. `scratch` (optional)
 /// keeps the temporaries' memory from call to call.
 inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const BlockCache& cache, const RowMatrix& d_out,
                            std::array<RowMatrix, 7>& grads, BlockBackwardScratch* scratch = nullptr) {
-  auto grad = [&](Linear l) -> RowMatrix& { return grads[static_cast<std::size_t>(l)]; };
+  auto accumulate = [&](Linear l, const RowMatrix& d_y, const RowMatrix& x) { detail::accumulate_weight_gradient(grads, l, d_y, x); };
   const Index tokens = d_out.rows();
   BlockBackwardScratch local;
   BlockBackwardScratch& z = scratch ? *scratch : local;
   // MLP (through Gemma's post norm first)
   if (w.has_post_ffn_norm()) z.d_mlp = detail::rms_norm_backward(cache.mlp_out, *w.post_ffn_norm, c.rms_eps, d_out);
   const RowMatrix& d_mlp = w.has_post_ffn_norm() ? z.d_mlp : d_out;
-  grad(Linear::Down).noalias() += d_mlp.transpose() * cache.down_in;
+  accumulate(Linear::Down, d_mlp, cache.down_in);
   z.d_act.noalias() = d_mlp * w[Linear::Down];
   if (w.act) w.act->backward(cache.down_in_float, z.d_act, LinearInput::MlpProduct);
   z.d_gate.resize(cache.gate.rows(), cache.gate.cols());
@@ -481,8 +488,8 @@ inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const Bl
       z.d_gate.row(t) = da * cache.up.row(t).array() * sigma * (1.0f + g * (1.0f - sigma));
     });
   }
-  grad(Linear::Gate).noalias() += z.d_gate.transpose() * cache.mlp_in;
-  grad(Linear::Up).noalias() += z.d_up.transpose() * cache.mlp_in;
+  accumulate(Linear::Gate, z.d_gate, cache.mlp_in);
+  accumulate(Linear::Up, z.d_up, cache.mlp_in);
   z.d_yn.noalias() = z.d_gate * w[Linear::Gate];
   z.d_yn.noalias() += z.d_up * w[Linear::Up];
   if (w.act) w.act->backward(cache.mlp_in_float, z.d_yn, LinearInput::Mlp);

@@ -27,6 +27,17 @@ struct BudgetOption {
   double cost = 0;
 };
 
+/// What the items take at their smallest options: the least any allocation needs.
+inline std::uint64_t smallest_total(const std::vector<std::vector<BudgetOption>>& items) {
+  std::uint64_t total = 0;
+  for (const auto& options : items) {
+    std::uint64_t least = options.empty() ? 0 : options.front().bytes;
+    for (const BudgetOption& o : options) least = std::min(least, o.bytes);
+    total += least;
+  }
+  return total;
+}
+
 /// The chosen option's index for each item; throws when even the smallest options exceed
 /// `budget`.
 inline std::vector<std::size_t> allocate_budget(const std::vector<std::vector<BudgetOption>>& items, std::uint64_t budget) {

@@ -7,7 +7,12 @@
 //     F_r,i ≈ (Σ_t g_t,r²) (Σ_t x_t,i²) / tokens
 // — the output gradients' and the inputs' second moments (the latter is llama.cpp's importance
 // matrix), taken as independent over tokens: the approximation this estimate rests on.
-// An embedding is looked up, not multiplied: its rows' F is kept exactly, per token id seen.
+// An embedding is looked up, not multiplied: its rows' F is kept exactly, per token id seen. The
+// rows the calibration never looks up (most of a vocabulary, for a few thousand tokens) still
+// carry loss on other text: Good–Turing estimates the share of tokens that are ids unseen in the
+// sample as (ids seen once) / (tokens looked up), spread evenly over the unseen rows, each
+// occurrence as sensitive as the mean observed one — a second approximation, for the embedding
+// only (a tied LM head's share is measured at every position: its softmax touches every row).
 //
 // measure_fisher() walks a model from a ModelSource forward over the calibration samples, then
 // backward from the LM head block by block (model/model_backward.hpp), in full precision, reading
@@ -58,17 +63,39 @@ struct ModelFisher {
   std::vector<std::array<FisherFactors, 7>> blocks;  ///< [block][Linear]
   FisherFactors head;                                ///< the LM head (the embedding, when tied)
   std::map<std::int32_t, Eigen::VectorXd> embedding_rows;  ///< token id -> Σ over its positions of (dL/d embedding row)²
+  std::map<std::int32_t, Index> embedding_counts;          ///< token id -> its positions in the samples
   double loss = 0;                                   ///< the float model's mean next-token loss on the samples
   Index tokens = 0;                                  ///< positions scored
 
   const FisherFactors& of(Index block, Linear l) const { return blocks.at(static_cast<std::size_t>(block))[static_cast<std::size_t>(l)]; }
 
-  /// The estimated rise of the loss when the embedding's looked-up rows change from `embedding` to
-  /// `quantized` (both [vocab, hidden]; only the rows the calibration used count): ½ Σ F (w − q)².
+  /// The estimated rise of the loss when the embedding changes from `embedding` to `quantized`
+  /// (both [vocab, hidden]): ½ Σ F (w − q)², F measured on the rows the calibration looked up and
+  /// Good–Turing's estimate on the others (see above).
   double embedding_loss_rise(const RowMatrix& embedding, const RowMatrix& quantized) const {
+    detail::require(embedding.rows() == quantized.rows() && embedding.cols() == quantized.cols(),
+                    "ModelFisher::embedding_loss_rise: embeddings of different shapes");
     double total = 0;
-    for (const auto& [id, f] : embedding_rows)
+    Eigen::VectorXd observed;  // Σ over every looked-up position of (dL/d row)²
+    for (const auto& [id, f] : embedding_rows) {
       total += (f.array() * (embedding.row(id) - quantized.row(id)).transpose().cast<double>().array().square()).sum();
+      observed = observed.size() == 0 ? f : Eigen::VectorXd(observed + f);
+    }
+    Index positions = 0, once = 0;
+    for (const auto& [id, n] : embedding_counts) {
+      positions += n;
+      once += n == 1 ? 1 : 0;
+    }
+    const Index unseen = embedding.rows() - static_cast<Index>(embedding_rows.size());
+    if (unseen > 0 && once > 0 && positions > 0) {
+      // each unseen row: (once / unseen) expected positions, each with the mean observed F
+      const Eigen::VectorXd f = observed * (static_cast<double>(once) / static_cast<double>(unseen) / static_cast<double>(positions));
+      double rest = 0;
+      for (Index r = 0; r < embedding.rows(); ++r)
+        if (!embedding_rows.count(static_cast<std::int32_t>(r)))
+          rest += (f.array() * (embedding.row(r) - quantized.row(r)).transpose().cast<double>().array().square()).sum();
+      total += rest;
+    }
     return 0.5 * total;
   }
 };
@@ -103,7 +130,7 @@ ModelFisher measure_fisher(const S& source, std::span<const TokenSequence> sampl
   std::vector<RowMatrix> inputs(static_cast<std::size_t>(c.layers));  // each block's input, for its backward
   BlockCache cache;
   BlockBackwardScratch scratch;
-  std::array<RowMatrix, 7> grads;
+  std::array<RowMatrix, 7> grads;  // left empty: block_backward then skips the weights' gradients (a third of it)
   for (Index first = 0; first < samples_n; first += batch) {
     const Index n = std::min(batch, samples_n - first);
     std::vector<std::int32_t> ids;
@@ -131,7 +158,6 @@ ModelFisher measure_fisher(const S& source, std::span<const TokenSequence> sampl
       const BlockWeights w = BlockWeights::of(block);
       RowMatrix x = inputs[static_cast<std::size_t>(b)];
       block_forward(w, c, x, &cache, seqlen);
-      for (Linear l : all_linears) grads[static_cast<std::size_t>(l)].setZero(block[l].rows(), block[l].cols());
       block_backward(w, c, cache, d, grads, &scratch);
       auto& factors = fisher.blocks[static_cast<std::size_t>(b)];
       for (Linear l : all_linears) {
@@ -145,6 +171,7 @@ ModelFisher measure_fisher(const S& source, std::span<const TokenSequence> sampl
     if (c.embedding_scale != 1.0f) d *= c.embedding_scale;  // h0 = scale · embedding row
     for (std::size_t t = 0; t < ids.size(); ++t) {
       Eigen::VectorXd& row = fisher.embedding_rows[ids[t]];
+      ++fisher.embedding_counts[ids[t]];
       if (row.size() == 0) row = Eigen::VectorXd::Zero(c.hidden);
       row += d.row(static_cast<Index>(t)).transpose().cast<double>().array().square().matrix();
     }

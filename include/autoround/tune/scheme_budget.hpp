@@ -89,22 +89,11 @@ SchemePlan plan_avg_bits(const S& source, const ModelFisher& fisher, const std::
     }
   }
   const auto budget = static_cast<std::uint64_t>(avg_bits * static_cast<double>(weights));
-  std::vector<std::size_t> chosen;
-  try {
-    chosen = allocate_budget(items, budget);
-  } catch (const Error&) {
+  if (smallest_total(items) > budget)
     throw Error("--avg-bits " + std::to_string(avg_bits) + ": below what the smallest option takes (" +
-                std::to_string(static_cast<double>([&] {
-                  std::uint64_t least = 0;
-                  for (const auto& item : items) {
-                    std::uint64_t m = item[0].bytes;
-                    for (const auto& o : item) m = std::min(m, o.bytes);
-                    least += m;
-                  }
-                  return least;
-                }()) / static_cast<double>(weights)) +
+                std::to_string(static_cast<double>(smallest_total(items)) / static_cast<double>(weights)) +
                 " bits per weight, counted " + (weights_only ? "without" : "with") + " scales and zero points)");
-  }
+  const std::vector<std::size_t> chosen = allocate_budget(items, budget);
   std::uint64_t used = 0;
   for (std::size_t k = 0; k < plan.layers.size(); ++k) {
     LayerSchemeChoice& layer = plan.layers[k];
