@@ -18,7 +18,7 @@ if [ ! -f "$model" ]; then
 fi
 rm -rf "$work" && mkdir -p "$work"
 # (--clip-init unit: the clipping search is a function of the block's inputs, which the replay
-# restores; without it each run is half the time, and the test runs five)
+# restores; with it each run takes half the time, and the test runs five)
 settings=(--model "$model" --calibration "$assets/kjv-calib.tokens" --nsamples 4 --seqlen 64 --batch-size 2 --iters 2
           --clip-init unit --format auto_round,gguf:q4_0 --threads 2)
 quantize() { "$autoround" quantize "${settings[@]}" "$@"; }
