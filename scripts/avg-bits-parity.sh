@@ -34,9 +34,11 @@ for bits in "$@"; do
     --nsamples "$nsamples" --seqlen "$seqlen" --batch-size 8 --seed "$seed" >"$out/$tag.log" 2>&1 ||
     { echo "$tag failed:"; tail -20 "$out/$tag.log"; continue; }
   awk -v a="$start" -v b="$EPOCHREALTIME" -v t="$tag" 'BEGIN { printf "%s seconds %.1f\n", t, b - a }'
-  python3 - "$out/$tag/config.json" <<'PY' || true
-import collections, json, sys
-q = json.load(open(sys.argv[1]))["quantization_config"]
+  python3 - "$out/$tag" <<'PY' || true
+import collections, json, pathlib, sys
+d = pathlib.Path(sys.argv[1])  # the reference saves into a sub-folder named after the model
+config = d / "config.json" if (d / "config.json").exists() else next(d.glob("*/config.json"))
+q = json.load(open(config))["quantization_config"]
 bits = collections.Counter(str(v.get("bits", q["bits"])) for v in q.get("extra_config", {}).values())
 print("  reference: top-level bits", q["bits"], "group", q["group_size"], "; extra_config bits:", dict(bits))
 PY

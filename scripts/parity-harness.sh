@@ -14,7 +14,8 @@
 #         refpar the reference's runs, all at once (their wall times are then not comparable)
 #   ROW:  BITS:GROUP:asym|sym[:SEED][:streams]   e.g. 2:64:asym:42  4:128:asym  2:64:asym:42:quantized
 # Environment: NSAMPLES (96), SEQLEN (512), ITERS (200), GEMM (bf16: the reference's amp),
-#   OURS_FLAGS: more flags for our runs (e.g. "--clip-init search"), OURS_TAG: a suffix naming them.
+#   OURS_FLAGS: more flags for our runs (e.g. "--clip-init search"), OURS_TAG: a suffix naming them;
+#   REF_FLAGS, REF_TAG: the same for the reference's (e.g. "--enable-alg-ext", parity_reference.py's flags).
 # Prints one line per run (name, seconds) and then, per run, the perplexity on both texts.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -47,10 +48,10 @@ for row in "$@"; do
       fi
       ;;
     ref|refpar)
-      tag="ref-$name"
+      tag="ref-$name${REF_TAG:+-$REF_TAG}"
       run_ref() {
         python3 "$here/parity_reference.py" "$assets" "$out/$tag" --bits "$bits" --group-size "$group" "${symflag[@]}" \
-          --iters "$iters" --nsamples "$nsamples" --seqlen "$seqlen" --batch-size 8 --seed "$seed" >"$out/$tag.log" 2>&1
+          --iters "$iters" --nsamples "$nsamples" --seqlen "$seqlen" --batch-size 8 --seed "$seed" ${REF_FLAGS:-} >"$out/$tag.log" 2>&1
         echo "$tag $(grep 'reference seconds' "$out/$tag.log")"
       }
       if [ "$what" = ref ]; then run_ref; else run_ref & pids+=($!); fi

@@ -73,7 +73,10 @@ def main():
         gen_auto_scheme.GenScheme._check_configs = check_with_windows
         fields = a.auto_scheme.split(":")
         scheme = {"scheme": AutoScheme(avg_bits=float(fields[0]), options=tuple(fields[1].split(",")),
-                                       ignore_scale_zp_bits=len(fields) > 2 and fields[2] == "ignore_scale_zp_bits")}
+                                       ignore_scale_zp_bits=len(fields) > 2 and fields[2] == "ignore_scale_zp_bits",
+                                       # its default offloads blocks to disk and reloads them from the model
+                                       # directory's safetensors; ours is a GGUF loaded into memory
+                                       low_cpu_mem_usage=False)}
     extra = {"disable_opt_rtn": True} if a.disable_opt_rtn else {}
     if a.enable_alg_ext:
         extra["enable_alg_ext"] = True

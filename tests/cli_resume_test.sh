@@ -20,7 +20,7 @@ rm -rf "$work" && mkdir -p "$work"
 # (--clip-init unit: the clipping search is a function of the block's inputs, which the replay
 # restores; with it and 2 steps instead of 3 the test took 45 s instead of 143 s on 2 cores)
 settings=(--model "$model" --calibration "$assets/kjv-calib.tokens" --nsamples 4 --seqlen 64 --batch-size 2 --iters 2
-          --clip-init unit --format auto_round,gguf:q4_0 --threads 2)
+          --clip-init unit --format auto_round,gguf:q4_0)
 quantize() { "$autoround" quantize "${settings[@]}" "$@"; }
 same_files() {  # every file of $1 in $2, the same bytes, and no other file
   local a=$1 b=$2

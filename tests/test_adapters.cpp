@@ -1,7 +1,8 @@
 // Eigen (any layout), xtensor and raw spans are accepted; row-major memory is not copied.
 #include <doctest/doctest.h>
 
-#include <autoround/autoround.hpp>
+#include <autoround/quantizer/int_quantizer.hpp>
+#include <autoround/tune/layer_tuner.hpp>
 #include <vector>
 #include <xtensor/xtensor.hpp>
 

@@ -3,7 +3,12 @@
 // the tuning runs starting from the searched scales.
 #include <doctest/doctest.h>
 
-#include <autoround/autoround.hpp>
+#include <autoround/backend/cpu.hpp>
+#include <autoround/optimizer/sign_sgd.hpp>
+#include <autoround/quantizer/double_quantizer.hpp>
+#include <autoround/quantizer/int_quantizer.hpp>
+#include <autoround/tune/block_tuning_run.hpp>
+#include <autoround/tune/clip_search.hpp>
 #include <cmath>
 #include <random>
 #include <vector>

@@ -6,7 +6,7 @@
 // allocator on one side, plain malloc on the other. No GPU needed.
 #include <doctest/doctest.h>
 
-#include <autoround/autoround.hpp>
+#include <autoround/model/llama_model.hpp>
 #include <random>
 
 #include "eigen_boundary/device_side.hpp"

@@ -4,7 +4,12 @@
 // the element formats against their definitions.
 #include <doctest/doctest.h>
 
-#include <autoround/autoround.hpp>
+#include <autoround/backend/cpu.hpp>
+#include <autoround/core/fp16.hpp>
+#include <autoround/model/activation_quant.hpp>
+#include <autoround/quantizer/float_quantizer.hpp>
+#include <autoround/quantizer/int_quantizer.hpp>
+#include <autoround/tune/tunable_weight.hpp>
 #include <autoround/pack/float_tensors.hpp>
 #include <cmath>
 #include <cstdint>

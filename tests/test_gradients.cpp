@@ -5,7 +5,10 @@
 //    (round(x) -> x + (round(x0) - x0)). Its exact gradient is what autograd's STE computes.
 #include <doctest/doctest.h>
 
-#include <autoround/autoround.hpp>
+#include <autoround/core/fp16.hpp>
+#include <autoround/quantizer/int_quantizer.hpp>
+#include <autoround/backend/cpu.hpp>
+#include <autoround/tune/tunable_weight.hpp>
 #include <cmath>
 #include <random>
 #include <string>

@@ -3,7 +3,9 @@
 #include <doctest/doctest.h>
 
 #include <array>
-#include <autoround/autoround.hpp>
+#include <autoround/quantizer/int_quantizer.hpp>
+#include <autoround/quantizer/quantized_weight.hpp>
+#include <autoround/tune/layer_tuner.hpp>
 #include <cstdint>
 #include <vector>
 

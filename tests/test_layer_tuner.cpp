@@ -1,7 +1,9 @@
 // LayerTuner behaviour on small synthetic layers (accuracy on real weights: test_real_layers).
 #include <doctest/doctest.h>
 
-#include <autoround/autoround.hpp>
+#include <autoround/optimizer/adam.hpp>
+#include <autoround/quantizer/int_quantizer.hpp>
+#include <autoround/tune/layer_tuner.hpp>
 #include <cmath>
 #include <random>
 

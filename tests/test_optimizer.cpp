@@ -1,7 +1,10 @@
 // Optimizer policies against their defining formulas, worked by hand.
 #include <doctest/doctest.h>
 
-#include <autoround/autoround.hpp>
+#include <autoround/optimizer/adam.hpp>
+#include <autoround/optimizer/schedule.hpp>
+#include <autoround/optimizer/sign_sgd.hpp>
+#include <autoround/tune/tune_options.hpp>
 #include <cmath>
 #include <vector>
 

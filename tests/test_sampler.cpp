@@ -2,7 +2,9 @@
 // Expected values printed by CPython 3.11: random.seed(42); l = list(range(10)); random.shuffle(l)
 #include <doctest/doctest.h>
 
-#include <autoround/autoround.hpp>
+#include <autoround/model/calibration_samples.hpp>
+#include <autoround/tune/index_sampler.hpp>
+#include <autoround/tune/python_random.hpp>
 #include <numeric>
 #include <vector>
 

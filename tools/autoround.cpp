@@ -690,6 +690,7 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
     report["clip_sym"] = options.tune.clip_search.symmetric == SymmetricSearch::ScaleGrid ? "scales" : "grid";
     report["clip_ceiling"] = options.tune.clip_search.ceiling;
   }
+  if (options.tune.outlier_fraction > 0) report["outlier_fraction"] = options.tune.outlier_fraction;  // SignRoundV2's loss filtering
   report["device"] = device.cuda ? (device.backend.precision == GemmPrecision::BFloat16 ? "cuda (bf16 GEMMs)" : "cuda (float32 GEMMs)") : "cpu";
   // what a resumed run must share with the run it continues: every setting above, the exact
   // calibration, each pass's scheme and formats, and what else changes the floats
@@ -883,6 +884,10 @@ int main(int argc, char** argv) {
                     "largest clipping ratio a group searched by --clip-sym scales may start at and be tuned to (default 1, "
                     "the reference's clamp; GGUF-only runs: 1.25; the scales reach 1.13 at 4 bits)")
           ->check(CLI::Range(1.0f, 4.0f));
+  q->add_option("--outlier-fraction", options.tune.outlier_fraction,
+                "leave each step's largest block-output errors, this fraction of them, out of the block loss and its gradient "
+                "(SignRoundV2's loss filtering: 0.001 under the reference's enable_alg_ext for bits < 4; default 0)")
+      ->check(CLI::Range(0.0, 0.5));
   q->add_flag("--no-loss-mask", no_loss_mask, "count every position in the block loss (the reference skips the last and padding)");
   q->add_option("--pad-token", pad_token, "pad token id the loss skips (default: the model's, if it has one)");
   q->add_option("--layer", layer_overrides, "per-layer override REGEX=BITS[:GROUP[:sym|asym]] or REGEX=fp");

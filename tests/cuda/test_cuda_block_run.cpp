@@ -327,6 +327,39 @@ TEST_CASE("a split step (micro-batches, attention chunks) tunes as the whole min
   }
 }
 
+TEST_CASE("outlier_fraction (SignRoundV2's loss filtering): the GPU's radix selection drops the CPU's errors") {
+  // The minibatch's largest 1% of |block output error| leave the loss: the GPU selects them by
+  // radix passes over the floats' bits, the CPU by nth_element; the same elements, so the same
+  // losses step for step (to rounding) until SignSGD's paths part. Split into micro-batches, each
+  // part drops its own largest (an approximation): the first loss stays close.
+  const LlamaConfig c = small_config();
+  std::mt19937 rng(9);
+  const LlamaBlock block = random_block(c, false, rng);
+  const std::vector<RowMatrix> inputs = outlier_inputs(c, rng);
+  std::array<std::optional<DynamicIntQuantizer>, 7> quantizers;
+  for (Linear l : all_linears) quantizers[static_cast<std::size_t>(l)] = DynamicIntQuantizer(QuantSpec{2, 32, Symmetric});
+  TuneOptions o;
+  o.iters = 12;
+  o.batch_size = 4;
+  const GpuBlockRun plain = run_block_on_gpu(o, quantizers, block, c, inputs, false);
+  o.outlier_fraction = 0.01;
+  BlockTuningRun<DynamicIntQuantizer, SignSGD<>, Cpu> cpu(o, as_slots(quantizers), SignSGD<>{}, Cpu{}, block, c, inputs, "cpu");
+  std::vector<double> losses;
+  while (cpu.running()) losses.push_back(cpu.step());
+  const GpuBlockRun gpu = run_block_on_gpu(o, quantizers, block, c, inputs, false);
+  REQUIRE(gpu.losses.size() == losses.size());
+  double early = 0;
+  for (std::size_t s = 0; s < 6; ++s) early = std::max(early, std::fabs(gpu.losses[s] / losses[s] - 1.0));
+  const GpuBlockRun split = run_block_on_gpu(o, quantizers, block, c, inputs, false, BlockMemoryPlan{1, 0});
+  MESSAGE("W2G32 sym first-step loss: plain " << plain.losses[0] << ", filtered CPU " << losses[0] << " GPU " << gpu.losses[0]
+                                              << ", per micro-batch " << split.losses[0] << "; largest relative difference over 6 steps "
+                                              << early);
+  CHECK(gpu.losses[0] == doctest::Approx(losses[0]).epsilon(1e-5).scale(0));
+  CHECK(early < 1e-4);
+  CHECK(losses[0] < 0.97 * plain.losses[0]);
+  CHECK(split.losses[0] == doctest::Approx(losses[0]).epsilon(0.05).scale(0));
+}
+
 TEST_CASE("a NaN or an infinity in a tuned weight stops the GPU run, naming the layer") {
   const LlamaConfig c = small_config();
   std::mt19937 rng(2);

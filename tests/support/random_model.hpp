@@ -1,7 +1,9 @@
 #pragma once
 // Small LLaMA-family blocks and models with random weights, for tests of the implementation
 // (pipelines, CPU against GPU), never of accuracy.
-#include <autoround/autoround.hpp>
+#include <autoround/model/calibration_samples.hpp>
+#include <autoround/model/llama_block.hpp>
+#include <autoround/model/llama_model.hpp>
 #include <cmath>
 #include <random>
 

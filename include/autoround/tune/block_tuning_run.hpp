@@ -8,7 +8,8 @@
 // over all the minibatch's rows; attention per sequence), loss = mean((mask · (block_q(x_q) − target))²)
 // over the batch (target: the full-precision block on the full-precision stream, see
 // block_calibration.hpp; the mean divides by every position, masked or not, as the
-// reference's), backward (of loss_scale × loss, as the reference) through the
+// reference's; with TuneOptions::outlier_fraction, the minibatch's largest errors are left out
+// first, tune/outlier_loss.hpp), backward (of loss_scale × loss, as the reference) through the
 // block to every tuned weight, straight-through backward to v / min_scale / max_scale, one
 // optimizer step per layer (each with the learning rate for its own bit width). The parameters
 // of the lowest-loss step are kept.
@@ -38,6 +39,7 @@
 #include "block_calibration.hpp"
 #include "clip_search.hpp"
 #include "index_sampler.hpp"
+#include "outlier_loss.hpp"
 #include "tunable_weight.hpp"
 #include "tune_options.hpp"
 
@@ -139,14 +141,16 @@ class BlockTuningRun {
     // the minibatch as one stack of sequences: each linear layer runs once over all its rows
     RowMatrix out = stack(samples, inputs_);
     block_forward(weights, config_, out, &cache_, seqlen);
-    double loss = 0;
     for (std::size_t i = 0; i < samples.size(); ++i) {
-      const auto s = static_cast<std::size_t>(samples[i]);
       auto diff = out.middleRows(static_cast<Index>(i) * seqlen, seqlen);
-      diff -= targets_[s];
+      diff -= targets_[static_cast<std::size_t>(samples[i])];
       apply_mask(samples[i], diff);
-      loss += static_cast<double>(diff.squaredNorm());
     }
+    if (options_.outlier_fraction > 0.0)  // the whole minibatch's largest errors, as the reference
+      drop_largest_errors(std::span<float>(out.data(), static_cast<std::size_t>(out.size())), options_.outlier_fraction, outlier_scratch_);
+    double loss = 0;
+    for (std::size_t i = 0; i < samples.size(); ++i)
+      loss += static_cast<double>(out.middleRows(static_cast<Index>(i) * seqlen, seqlen).squaredNorm());
     out *= static_cast<float>(options_.loss_scale * 2.0 / count);  // d (loss_scale · mean(diff^2)) / d out
     if (moe_) {
       block_backward(weights, config_, cache_, out, grads, expert_grads_, &scratch_);
@@ -305,6 +309,7 @@ class BlockTuningRun {
   // a step's intermediates and gradients, kept for their memory from step to step
   BlockCache cache_;
   BlockBackwardScratch scratch_;
+  std::vector<float> outlier_scratch_;  // drop_largest_errors' magnitudes
   std::array<RowMatrix, 7> grads_;                       // the block's own layers'
   std::vector<std::array<RowMatrix, 3>> expert_grads_;  // per routed expert (the shared one last): gate, up, down
   std::vector<Index> expert_tokens_;

@@ -79,7 +79,8 @@ struct ModelFisher {
     Eigen::VectorXd observed;  // Σ over every looked-up position of (dL/d row)²
     for (const auto& [id, f] : embedding_rows) {
       total += (f.array() * (embedding.row(id) - quantized.row(id)).transpose().cast<double>().array().square()).sum();
-      observed = observed.size() == 0 ? f : Eigen::VectorXd(observed + f);
+      if (observed.size() == 0) observed = Eigen::VectorXd::Zero(f.size());
+      observed += f;
     }
     Index positions = 0, once = 0;
     for (const auto& [id, n] : embedding_counts) {

@@ -51,6 +51,10 @@ struct TuneOptions {
   /// DoubleQuantizer: autograd carries them through the fp16 scale) flushes to zero below
   /// 6e-8, so the factor decides which clipping scales move.
   float loss_scale = 1000.0f;
+  /// The fraction of each step's largest block-output errors left out of the block loss and its
+  /// gradient (SignRoundV2's loss filtering, tune/outlier_loss.hpp; the reference's 0.001 for
+  /// bits < 4 under enable_alg_ext). 0: the plain mean squared error.
+  double outlier_fraction = 0.0;
   ClipInit clip_init = ClipInit::Unit;  ///< where min_scale / max_scale start
   ClipSearch clip_search;               ///< how ClipInit::WeightedSearch searches
 

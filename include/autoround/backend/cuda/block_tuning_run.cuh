@@ -34,6 +34,9 @@
 // recomputes each chunk's probabilities (the same GEMM and softmax, so the same values) instead
 // of keeping them, as flash attention does. The default plan (no split) is one pass per
 // minibatch with every probability kept: the fastest, and the results of the unsplit code.
+// TuneOptions::outlier_fraction selects each micro-batch's own largest errors
+// (outlier_select.cuh): the minibatch's, as on the CPU, when it runs in one pass; split, the
+// dropped elements are the largest of each part (an approximation of the minibatch's selection).
 //
 // Floating-point formats (Q = FloatQuantizer: MXFP4, MXFP8, NVFP4, FP8) use float_qdq_kernels.cuh
 // and start at max_scale = 1 (no clipping search, as the reference). Their W4A4 / W8A8 presets
@@ -73,6 +76,7 @@
 #include "blas.hpp"
 #include "block_kernels.cuh"
 #include "layer_tuning_run.cuh"
+#include "outlier_select.cuh"
 #include "qdq_layer.cuh"
 
 namespace autoround::cuda {
@@ -156,6 +160,8 @@ class BlockTuningRun {
       }
       if (bf16_) forward<__nv_bfloat16>(mb); else forward<float>(mb);
       if (!host_masks_.empty()) mask_rows(d_out_.f.data(), target_.data(), mask_.data(), rows * hidden);
+      if (options_.outlier_fraction > 0.0)  // per micro-batch: the minibatch's own selection when micro_ = batch
+        drop_largest_errors(d_out_.f.data(), target_.data(), rows * hidden, options_.outlier_fraction, outlier_histogram_, stream());
       sum += squared_error(d_out_.f.data(), target_.data(), rows * hidden, stream());
       scaled_difference_kernel<><<<blocks_for(rows * hidden, 256), 256, 0, stream()>>>(
           d_out_.f.data(), target_.data(), d_out_.f.data(), d_out_.bf16_out(), factor, rows * hidden);
@@ -933,6 +939,7 @@ class BlockTuningRun {
   ActivationStream inputs_, targets_;   // all samples, when uploaded or computed here
   DeviceBuffer<float> masks_;
   DeviceBuffer<float> weight_scratch_;
+  DeviceBuffer<unsigned> outlier_histogram_;  // drop_largest_errors' 256 bins
   DeviceBuffer<int> nonfinite_;  // per layer: its weight holds a NaN or an infinity  // bf16 mode: a weight's float32 values before their bf16 copy
   const ActivationStream* in_ = nullptr;  // the inputs: inputs_, or the caller's stream
   ActivationStream* tgt_ = nullptr;       // the targets: targets_, or the caller's full-precision stream
