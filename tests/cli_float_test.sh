@@ -14,17 +14,18 @@ autoround=$1 assets=$2 fixtures=$3 work=$4
 model=$assets/smollm2-135m-instruct-q4_1.gguf
 [ -f "$model" ] || { echo "cli_float: $model missing (scripts/fetch-assets.sh)"; exit 77; }
 rm -rf "$work" && mkdir -p "$work"
-# MXFP8 tuned two steps on half batches (at a small learning rate: 1/iters would be 0.5), the 4-bit ones at
-# round-to-nearest (W4A4 on a 135M model is far from its float perplexity either way)
+# MXFP8 tuned two steps on half batches (at a small learning rate: 1/iters would be 0.5), the others at
+# round-to-nearest on 4 samples (W4A4 on a 135M model is far from its float perplexity either way; the
+# samples only set the input scales and the report's loss)
 for scheme in MXFP8 MXFP4 NVFP4 FP8_STATIC FP8_BLOCK; do
-  steps=(--iters 0)
-  [ $scheme = MXFP8 ] && steps=(--iters 2 --lr 0.005 --batch-size 4)
+  steps=(--iters 0 --nsamples 4)
+  [ $scheme = MXFP8 ] && steps=(--iters 2 --lr 0.005 --nsamples 8 --batch-size 4)
   formats=auto_round
   [ $scheme = NVFP4 ] || [ $scheme = FP8_STATIC ] && formats=auto_round,llm_compressor
   [ $scheme = MXFP4 ] && formats=auto_round,llm_compressor,gguf:mxfp4
   [ $scheme = FP8_BLOCK ] && formats=auto_round,llm_compressor,fp8
   "$autoround" quantize --model "$model" --calibration "$assets/kjv-calib.tokens" --scheme $scheme --output "$work/$scheme" \
-    --nsamples 8 --seqlen 128 "${steps[@]}" --format $formats --eval "$assets/kjv-eval.tokens" --eval-windows 2 >"$work/$scheme.log" 2>&1 ||
+    --seqlen 128 "${steps[@]}" --format $formats --eval "$assets/kjv-eval.tokens" --eval-windows 2 >"$work/$scheme.log" 2>&1 ||
     { echo "cli_float: quantize $scheme failed"; cat "$work/$scheme.log"; exit 1; }
   for f in ${formats//,/ }; do
     [ "${f#gguf}" = "$f" ] || continue

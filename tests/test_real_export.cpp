@@ -1,6 +1,6 @@
-// Written formats read back: the real model is quantized (a few tuning steps), exported as
-// auto_round, auto_gptq, auto_awq and GGUF, and each output is loaded again (our Hugging Face and
-// GGUF loaders). Every quantized linear layer must come back bit-identical to the in-memory
+// Written formats read back: the real model (its first 6 blocks: test_assets::short_model) is
+// quantized (a few tuning steps), exported as auto_round, auto_gptq, auto_awq and GGUF, and each
+// output is loaded again (our Hugging Face and GGUF loaders). Every quantized linear layer must come back bit-identical to the in-memory
 // quantized model (after undoing GGUF's q/k row order), and perplexity must agree.
 #include <doctest/doctest.h>
 
@@ -22,7 +22,7 @@ struct Quantized {
 };
 
 Quantized quantize(QuantSpec spec) {
-  Quantized q{load_llama_gguf(test_assets::model()), {}, {}, 0};
+  Quantized q{load_llama_gguf(test_assets::short_model()), {}, {}, 0};
   q.options.spec = spec;
   q.options.nsamples = 8;
   q.options.seqlen = 64;
@@ -52,7 +52,7 @@ double ppl_of(const LlamaModel& m) { return perplexity(m, read_token_file(test_a
 
 TEST_CASE("W4G32 sym: auto_round, auto_gptq, auto_awq and gguf:q4_0 read back bit for bit") {
   const Quantized q = quantize({4, 32, Symmetric});
-  const GgufFile source(test_assets::model());
+  const GgufFile source(test_assets::short_model());
   const QuantizedLlama view{q.model, q.layers, q.options};
   const fs::path dir = fs::temp_directory_path() / "autoround_test_export";
   fs::remove_all(dir);
@@ -66,7 +66,9 @@ TEST_CASE("W4G32 sym: auto_round, auto_gptq, auto_awq and gguf:q4_0 read back bi
     check_same_linears(q, back, true);
     const double ppl = ppl_of(back);
     MESSAGE(name << ": perplexity in memory " << q.ppl << ", read back " << ppl);
-    CHECK(ppl == doctest::Approx(q.ppl).epsilon(2e-3));  // norms and embeddings stored as fp16
+    // norms and embeddings stored as fp16: 0.21% on the cut model, whose perplexity (~7e6) magnifies
+    // any change of its logits (the linear layers are checked bit for bit above)
+    CHECK(ppl == doctest::Approx(q.ppl).epsilon(5e-3));
   }
   const fs::path gguf = dir / "model-q4_0.gguf";
   const auto choices = export_gguf_model(view, source, gguf_scheme("q4_0"), gguf);
@@ -83,7 +85,7 @@ TEST_CASE("W4G32 sym: auto_round, auto_gptq, auto_awq and gguf:q4_0 read back bi
 
 TEST_CASE("W4G32 asym: auto_round (zero points stored) and gguf:q4_1 read back") {
   const Quantized q = quantize({4, 32, Asymmetric});
-  const GgufFile source(test_assets::model());
+  const GgufFile source(test_assets::short_model());
   const QuantizedLlama view{q.model, q.layers, q.options};
   const fs::path dir = fs::temp_directory_path() / "autoround_test_export_asym";
   fs::remove_all(dir);
@@ -102,7 +104,7 @@ TEST_CASE("gguf:q4_k_m tuned: every linear layer tuned for its block type and wr
   // ffn_down of the use_more_bits layers) through int_sym_dq, and the rows that cannot hold
   // k-quants (576 = 2.25 x 256 here) through the fallback type's scheme (Q5_0, Q8_0).
   const GgufScheme scheme = gguf_scheme("q4_k_m");
-  LlamaModel model = load_llama_gguf(test_assets::model());
+  LlamaModel model = load_llama_gguf(test_assets::short_model());
   ModelQuantOptions options;
   options.overrides = gguf_tuning_overrides(scheme, model);
   REQUIRE(needs_double_quant(options.overrides));
@@ -112,7 +114,7 @@ TEST_CASE("gguf:q4_k_m tuned: every linear layer tuned for its block type and wr
   options.tune.iters = 2;
   const auto layers = quantize_model<SignSGD<LinearDecay>, Cpu, DynamicDoubleQuantizer>(
       model, read_token_file(test_assets::calibration_tokens()), options);
-  const GgufFile source(test_assets::model());
+  const GgufFile source(test_assets::short_model());
   const QuantizedLlama view{model, layers, options};
   const fs::path path = fs::temp_directory_path() / "autoround_test_export_q4_k_m.gguf";
   const auto choices = export_gguf_model(view, source, scheme, path);

@@ -14,6 +14,8 @@ inline std::string dir() {
   return AUTOROUND_ASSETS_DIR;
 }
 inline std::string model() { return dir() + "/smollm2-135m-instruct-q4_1.gguf"; }
+/// model()'s first 6 of 30 blocks, byte for byte: for tests of files and formats, not of accuracy
+inline std::string short_model() { return dir() + "/smollm2-135m-6l.gguf"; }
 inline std::string calibration_tokens() { return dir() + "/kjv-calib.tokens"; }
 inline std::string evaluation_tokens() { return dir() + "/kjv-eval.tokens"; }
 inline std::string sentencepiece_model() { return dir() + "/spm-test_model.model"; }
@@ -26,7 +28,7 @@ inline std::string vocab(const std::string& name) { return dir() + "/vocab/ggml-
 
 /// Call first in main(): exits when an asset is missing.
 inline void require_all() {
-  for (const std::string& path : {model(), calibration_tokens(), evaluation_tokens(), sentencepiece_model(), sentencepiece_text(),
+  for (const std::string& path : {model(), short_model(), calibration_tokens(), evaluation_tokens(), sentencepiece_model(), sentencepiece_text(),
                                    vocab("llama-bpe"), gemma_model(), evaluation_text()}) {
     if (std::filesystem::exists(path)) continue;
     const bool in_ci = std::getenv("CI") != nullptr;
