@@ -36,6 +36,10 @@ TEST_CASE("GgufModelSource: a block and embedding rows as load_llama_gguf reads 
   for (std::size_t i = 0; i < tokens.size(); ++i) CHECK(rows.row(static_cast<Index>(i)) == model.embedding.row(tokens[i]));
   CHECK_THROWS_WITH(source.embedding_rows(std::vector<std::int32_t>{49152}), doctest::Contains("outside the vocabulary"));
   CHECK_THROWS_WITH(source.block(6), doctest::Contains("no block 6"));
+  // the cut model's blocks are the whole model's (scripts/make_short_model.py copies their bytes)
+  const LlamaBlock whole = GgufModelSource(test_assets::model()).block(4);
+  for (Linear l : all_linears) CHECK(block[l] == whole[l]);
+  CHECK(block.ffn_norm == whole.ffn_norm);
 }
 
 TEST_CASE("quantize_model_streaming + HfShardWriter write what quantize_model + export_hf_checkpoint write") {
