@@ -292,3 +292,32 @@ TEST_CASE("SymmetricSearch::ScaleGrid reaches the Q4_0 layers of a GGUF mix (a D
   CHECK(hi == dhi);
   CHECK(std::any_of(lo.begin(), lo.end(), [](float r) { return r != 1.0f; }));
 }
+
+TEST_CASE("SymmetricSearch::DivisorGrid: SignRoundV2's scales max|w| / d, by hand") {
+  // 2-bit sym (codes -2 .. 1, the largest |w| at -2), one group {-1.0, 0.9}, weights 1. The full
+  // range (d = 2): scale 0.5, 0.9 clamps to 0.5: error 0.16. For d in [1.1, 1.5): -1 rounds to
+  // code -1 and 0.9 to 1, error (1 - 1/d)² + (0.9 - 1/d)², least at the grid's end d = 1.1 (0.00835;
+  // d in [1.5, 2): at least 0.165). So the ratio 2 / 1.1 = 1.818 when the ceiling allows it; below
+  // ceiling 1 no candidate beats the full range.
+  const std::vector<float> w{-1.0f, 0.9f}, a{1.0f, 1.0f};
+  const DynamicIntQuantizer q(QuantSpec{2, 2, Symmetric});
+  std::vector<float> lo(1), hi(1);
+  const ClipSearch divisors{.symmetric = SymmetricSearch::DivisorGrid, .ceiling = 2.0f};
+  CHECK(scale_grid_searched(q, divisors));
+  search_clip_scales(q, MatrixView(w.data(), 1, 2), a, serial, lo, hi, divisors);
+  CHECK(lo[0] == doctest::Approx(2.0 / 1.1).epsilon(1e-6));
+  CHECK(hi[0] == lo[0]);
+  const GroupQuant gq = q.group_quant(group_range(w), lo[0], hi[0]);
+  std::vector<float> out(2);
+  q.fake_quantize(w, std::vector<float>(2, 0.0f), gq, out);
+  CHECK(out[0] == doctest::Approx(-1.0 / 1.1).epsilon(1e-3));  // code -1 at scale 1/1.1 (fp16)
+  CHECK(out[1] == doctest::Approx(1.0 / 1.1).epsilon(1e-3));
+  search_clip_scales(q, MatrixView(w.data(), 1, 2), a, serial, lo, hi, ClipSearch{.symmetric = SymmetricSearch::DivisorGrid});
+  CHECK(lo[0] == 1.0f);
+  CHECK(hi[0] == 1.0f);
+  // 4 bits: the grid d = 8 ± 0.06 k spans [2, 14]; a group on the full range's own grid stays there
+  const std::vector<float> on_grid{-0.8f, -0.3f, 0.2f, 0.7f};
+  const DynamicIntQuantizer q4(QuantSpec{4, 4, Symmetric});
+  search_clip_scales(q4, MatrixView(on_grid.data(), 1, 4), std::vector<float>(4, 1.0f), serial, lo, hi, divisors);
+  CHECK(lo[0] == 1.0f);
+}

@@ -687,7 +687,9 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   if (options.tune.clip_init == ClipInit::WeightedSearch) {
     report["clip_refits"] = options.tune.clip_search.refits;
     report["clip_magnitude"] = options.tune.clip_search.magnitude_weighted;
-    report["clip_sym"] = options.tune.clip_search.symmetric == SymmetricSearch::ScaleGrid ? "scales" : "grid";
+    report["clip_sym"] = options.tune.clip_search.symmetric == SymmetricSearch::ScaleGrid     ? "scales"
+                         : options.tune.clip_search.symmetric == SymmetricSearch::DivisorGrid ? "divisors"
+                                                                                              : "grid";
     report["clip_ceiling"] = options.tune.clip_search.ceiling;
   }
   if (options.tune.outlier_fraction > 0) report["outlier_fraction"] = options.tune.outlier_fraction;  // SignRoundV2's loss filtering
@@ -877,11 +879,12 @@ int main(int argc, char** argv) {
       q->add_option("--clip-sym", clip_sym,
                     "how symmetric groups (Q4_0, Q5_0, Q8_0, sym schemes) are searched: grid (the clipping grid; default for "
                     "Hugging Face formats) or scales (llama.cpp's make_qx_quants: 19 code grids around the full range's, each "
-                    "at its least-squares scale; default for GGUF-only runs)")
-          ->check(CLI::IsMember({"grid", "scales"}));
+                    "at its least-squares scale; default for GGUF-only runs) or divisors (SignRoundV2's search under the "
+                    "reference's enable_alg_ext: scales max|w| / d on a fine grid of d around 2^(bits-1), each at its own value)")
+          ->check(CLI::IsMember({"grid", "scales", "divisors"}));
   auto* ceiling_option =
       q->add_option("--clip-ceiling", options.tune.clip_search.ceiling,
-                    "largest clipping ratio a group searched by --clip-sym scales may start at and be tuned to (default 1, "
+                    "largest clipping ratio a group searched by --clip-sym scales or divisors may start at and be tuned to (default 1, "
                     "the reference's clamp; GGUF-only runs: 1.25; the scales reach 1.13 at 4 bits)")
           ->check(CLI::Range(1.0f, 4.0f));
   q->add_option("--outlier-fraction", options.tune.outlier_fraction,
@@ -1012,7 +1015,9 @@ int main(int argc, char** argv) {
       if (!ceiling_option->count()) options.tune.clip_search.ceiling = 1.25f;
       if (!lr_option->count() && recipe == "default") options.tune.lr = 0.001f;
     }
-    options.tune.clip_search.symmetric = clip_sym == "scales" ? SymmetricSearch::ScaleGrid : SymmetricSearch::ClippingGrid;
+    options.tune.clip_search.symmetric = clip_sym == "scales"     ? SymmetricSearch::ScaleGrid
+                                         : clip_sym == "divisors" ? SymmetricSearch::DivisorGrid
+                                                                  : SymmetricSearch::ClippingGrid;
     const bool scheme_flags = bits_option->count() + group_option->count() + sym_option->count() > 0 || !layer_overrides.empty();
     if (scheme_flags && std::none_of(formats.begin(), formats.end(), [](const OutputFormat& f) { return f.hf.has_value(); }))
       std::fprintf(stderr, "autoround: warning: --bits/--group-size/--sym/--layer apply to the Hugging Face formats; each "

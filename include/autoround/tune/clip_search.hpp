@@ -214,14 +214,38 @@ inline float scale_grid_ratio(std::span<const float> w, std::span<const float> w
   return best_num < 0 ? 1.0f : static_cast<float>(std::fabs(best_scale) * n / amax);
 }
 
+/// SymmetricSearch::DivisorGrid for one symmetric group, as SignRoundV2 searches a group's scale
+/// (auto-round 0.16.1 data_type/int.py search_scales): with n = 2^(bits-1), the scales max|w| / d
+/// for d = n ± 0.01·k, k = 1..90 at 2 bits (d in [1.1, 2.9]), d = n ± 0.0075·n·k, k = 1..100
+/// otherwise (d in [0.25n, 1.75n]), each scored by the weighted error of its own codes (no
+/// least-squares fit), the full range's (d = n) kept unless one is strictly better. `error(r)`
+/// scores clipping ratio r = n / d with the quantizer's own arithmetic; ratios above `ceiling`
+/// are not tried. Returns the best ratio.
+template <class Error>
+float divisor_grid_ratio(int bits, float ceiling, const Error& error) {
+  const float n = static_cast<float>(1 << (bits - 1));
+  const float step = bits == 2 ? 0.01f : 0.0075f * n;
+  const int half = bits == 2 ? 90 : 100;
+  float best_ratio = 1.0f;
+  double best = error(1.0f);
+  for (int k = -half; k <= half; ++k) {
+    if (k == 0) continue;
+    const float ratio = n / (n - step * static_cast<float>(k));
+    if (ratio > ceiling) continue;
+    const double e = error(ratio);
+    if (e < best) best = e, best_ratio = ratio;
+  }
+  return best_ratio;
+}
+
 }  // namespace detail
 
-/// Whether search_clip_scales searches `quantizer`'s groups with SymmetricSearch::ScaleGrid (its
-/// symmetric integer groups; k-quants keep the grid): those groups, and only those, may start and
-/// be tuned up to ClipSearch::ceiling.
+/// Whether search_clip_scales searches `quantizer`'s groups with SymmetricSearch::ScaleGrid or
+/// DivisorGrid (its symmetric integer groups; k-quants keep the grid): those groups, and only
+/// those, may start and be tuned up to ClipSearch::ceiling.
 template <WeightQuantizer Q>
 bool scale_grid_searched(const Q& quantizer, const ClipSearch& search) {
-  if (search.symmetric != SymmetricSearch::ScaleGrid || quantizer.symmetry() != Symmetric) return false;
+  if (search.symmetric == SymmetricSearch::ClippingGrid || quantizer.symmetry() != Symmetric) return false;
   if constexpr (requires { quantizer.double_quantized(); })
     return !quantizer.double_quantized();  // a DoubleQuantizer without a second level (GGUF mixes' Q4_0 ...)
   else
@@ -275,7 +299,10 @@ void search_clip_scales(const Q& quantizer, MatrixView weight, std::span<const f
       };
       const auto k = static_cast<std::size_t>(r * layout.groups_per_row() + g);
       if (scale_grid) {
-        min_scale[k] = max_scale[k] = std::min(detail::scale_grid_ratio(w, weights, quantizer.bits()), search.ceiling);
+        min_scale[k] = max_scale[k] =
+            search.symmetric == SymmetricSearch::DivisorGrid
+                ? detail::divisor_grid_ratio(quantizer.bits(), search.ceiling, [&](float r) { return error(r, r); })
+                : std::min(detail::scale_grid_ratio(w, weights, quantizer.bits()), search.ceiling);
         continue;
       }
       float lo = 1.0f, hi = 1.0f;

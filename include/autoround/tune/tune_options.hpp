@@ -18,6 +18,8 @@ enum class SymmetricSearch {
   ClippingGrid,  ///< the clipping grid, as asymmetric groups (ClipSearch::lowest / steps / refits)
   ScaleGrid,     ///< llama.cpp's make_qx_quants: 19 code grids around the full range's, each
                  ///< scored at its codes' weighted least-squares scale (may exceed the full range's)
+  DivisorGrid,   ///< SignRoundV2's search_scales (the reference's enable_alg_ext): scales
+                 ///< max|w| / d for d on a fine grid around 2^(bits-1), each at its own value
 };
 
 /// How search_clip_scales weighs errors and refines its grid. The defaults are the plain grid
@@ -29,7 +31,7 @@ struct ClipSearch {
   bool magnitude_weighted = false; ///< ω_j = a_j·sqrt(σ² + w_j²) (llama.cpp's) rather than a_j
   int refits = 0;                  ///< least-squares refits of scale (and offset) to the codes
   SymmetricSearch symmetric = SymmetricSearch::ClippingGrid;
-  /// The largest clipping ratio a ScaleGrid-searched group may start at and be tuned to (the runs
+  /// The largest clipping ratio a ScaleGrid- or DivisorGrid-searched group may start at and be tuned to (the runs
   /// clamp its scales to [0, ceiling]; every other group keeps the reference's [0, 1]). Its
   /// least-squares scales reach 1.13 of the full range at 4 bits, 1.06 at 5.
   float ceiling = 1.0f;

@@ -807,8 +807,8 @@ class BlockTuningRun {
   // ClipInit::WeightedSearch: the full-precision block (the layers hold their unquantized weights
   // until the first step) runs over every calibration input to collect each linear's input
   // importance; the search runs on the device for integer quantizers (clip_search_kernel: the
-  // host's choices), on the host for double-quantized ones and SymmetricSearch::ScaleGrid; its
-  // scales are where tuning starts.
+  // host's choices), on the host for double-quantized ones and SymmetricSearch::ScaleGrid /
+  // DivisorGrid; its scales are where tuning starts.
   void search_clipping(const LlamaBlock& block) {
     if (bf16_) search_clipping<__nv_bfloat16>(block); else search_clipping<float>(block);
   }

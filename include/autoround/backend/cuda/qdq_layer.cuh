@@ -122,7 +122,7 @@ class QdqLayer {
   void search_clipping(const float* importance, const ClipSearch& search = {}) {
     detail::require(!floating_, "QdqLayer::search_clipping: the floating-point formats start at max_scale = 1, as the reference's");
     detail::require(!double_quantized() && search.symmetric == SymmetricSearch::ClippingGrid,
-                    "QdqLayer::search_clipping: double-quantized layers and SymmetricSearch::ScaleGrid are searched on the host");
+                    "QdqLayer::search_clipping: double-quantized layers and SymmetricSearch::ScaleGrid / DivisorGrid are searched on the host");
     clip_search_kernel<><<<warp_blocks(), 32 * kWarpsPerBlock, 0, stream_>>>(shape_, weight_.data(), ranges_.data(), importance,
                                                                              search.lowest, search.steps, search.magnitude_weighted,
                                                                              search.refits, min_scale_.data(), max_scale_.data());
