@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
   std::vector<RowMatrix> inputs(static_cast<std::size_t>(samples), RowMatrix(seqlen, c.hidden));
   for (RowMatrix& x : inputs)
     for (Index i = 0; i < x.size(); ++i) x.data()[i] = noise();
-  std::array<std::optional<DynamicIntQuantizer>, 7> quantizers;
+  std::vector<std::optional<DynamicIntQuantizer>> quantizers(all_linears.size());  // per linear slot
   for (auto& q : quantizers) q = DynamicIntQuantizer({4, 128, Asymmetric});
 
   // FLOPs of the GEMMs one step runs: forward projections, weight gradients of all seven, input

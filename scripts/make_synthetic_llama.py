@@ -10,7 +10,12 @@ untied LM head, rope_theta 500000). Tensors are generated on the GPU when there 
 the same checkpoint every time) and written one shard at a time.
 
 usage: make_synthetic_llama.py OUT_DIR [--layers 32] [--hidden 4096] [--intermediate 14336]
-       [--heads 32] [--kv-heads 8] [--vocab 128256] [--tokens 262144] [--seed 0]
+       [--heads 32] [--kv-heads 8] [--head-dim HIDDEN/HEADS] [--vocab 128256] [--tokens 262144] [--seed 0]
+       [--experts N --top-k K --expert-intermediate I]
+With --experts, a Qwen3-MoE checkpoint (qwen3_moe: q/k norms, every layer's MLP N routed SwiGLU
+experts of intermediate I, softmax top-K routing renormalized, experts stored one by one as the
+hub's Qwen3-30B-A3B stores them); Qwen3-30B-A3B's shape is --hidden 2048 --heads 32 --kv-heads 4
+--head-dim 128 --experts 128 --top-k 8 --expert-intermediate 768 --vocab 151936.
 OUT_DIR/calib.tokens holds --tokens random token ids (one per line), the calibration both
 autoround and the reference read (scripts/synthetic-8b.sh).
 """
@@ -33,6 +38,10 @@ def main():
     p.add_argument("--intermediate", type=int, default=14336)
     p.add_argument("--heads", type=int, default=32)
     p.add_argument("--kv-heads", type=int, default=8)
+    p.add_argument("--head-dim", type=int, default=0)
+    p.add_argument("--experts", type=int, default=0)
+    p.add_argument("--top-k", type=int, default=8)
+    p.add_argument("--expert-intermediate", type=int, default=768)
     p.add_argument("--vocab", type=int, default=128256)
     p.add_argument("--tokens", type=int, default=262144)
     p.add_argument("--seed", type=int, default=0)
@@ -41,7 +50,8 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     gen = torch.Generator(device=device).manual_seed(a.seed)
-    h, i, hd = a.hidden, a.intermediate, a.hidden // a.heads
+    h, i, hd = a.hidden, a.intermediate, a.head_dim or a.hidden // a.heads
+    moe = a.experts > 0
 
     def uniform(shape, bound):
         return ((torch.rand(shape, generator=gen, device=device) * 2 - 1) * bound).to(torch.bfloat16).cpu()
@@ -61,10 +71,21 @@ def main():
             yield q + "self_attn.k_proj.weight", linear(a.kv_heads * hd, h)
             yield q + "self_attn.v_proj.weight", linear(a.kv_heads * hd, h)
             yield q + "self_attn.o_proj.weight", linear(h, a.heads * hd)
+            if moe:
+                yield q + "self_attn.q_norm.weight", norm(hd)
+                yield q + "self_attn.k_norm.weight", norm(hd)
             yield q + "post_attention_layernorm.weight", norm(h)
-            yield q + "mlp.gate_proj.weight", linear(i, h)
-            yield q + "mlp.up_proj.weight", linear(i, h)
-            yield q + "mlp.down_proj.weight", linear(h, i)
+            if not moe:
+                yield q + "mlp.gate_proj.weight", linear(i, h)
+                yield q + "mlp.up_proj.weight", linear(i, h)
+                yield q + "mlp.down_proj.weight", linear(h, i)
+                continue
+            yield q + "mlp.gate.weight", linear(a.experts, h)
+            ei = a.expert_intermediate
+            for e in range(a.experts):
+                yield q + f"mlp.experts.{e}.gate_proj.weight", linear(ei, h)
+                yield q + f"mlp.experts.{e}.up_proj.weight", linear(ei, h)
+                yield q + f"mlp.experts.{e}.down_proj.weight", linear(h, ei)
         yield "model.norm.weight", norm(h)
         yield "lm_head.weight", linear(a.vocab, h)
 
@@ -95,6 +116,15 @@ def main():
         "hidden_act": "silu", "tie_word_embeddings": False, "torch_dtype": "bfloat16",
         "bos_token_id": 1, "eos_token_id": 2, "attention_bias": False, "mlp_bias": False,
     }
+    if moe:
+        config.update({
+            "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "rope_theta": 1000000.0,
+            "rms_norm_eps": 1e-6, "num_experts": a.experts, "num_experts_per_tok": a.top_k,
+            "moe_intermediate_size": a.expert_intermediate, "norm_topk_prob": True, "decoder_sparse_step": 1,
+            "mlp_only_layers": [], "router_aux_loss_coef": 0.001, "output_router_logits": False,
+            "max_position_embeddings": 40960,
+        })
+        del config["mlp_bias"]
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     # a word-level tokenizer "<t0>".."<tN>": the reference wants one; the calibration is token ids anyway
     from tokenizers import Tokenizer, models, pre_tokenizers

@@ -12,6 +12,8 @@
 # env: AUTOROUND (default build/tools/autoround), PYTHON (default python3),
 #      SHAPE=8b (default: Llama-3-8B) or 70b (Llama-3-70B: hidden 8192, intermediate 28672,
 #      64 heads, 8 KV heads; each layer is 1.7 GB of bf16, so 2-4 layers fit a 64 GB disk)
+#      or 30b-a3b (Qwen3-30B-A3B: qwen3_moe, hidden 2048, 32 heads of 128, 4 KV heads, 128 experts
+#      of intermediate 768, top 8; each layer is 1.2 GB of bf16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$1 phase=$2 layers=$3
@@ -19,7 +21,9 @@ shape=${SHAPE:-8b}
 case $shape in
   8b) shape_args=() ;;
   70b) shape_args=(--hidden 8192 --intermediate 28672 --heads 64 --kv-heads 8) ;;
-  *) echo "unknown SHAPE $shape (8b or 70b)" >&2; exit 2 ;;
+  30b-a3b) shape_args=(--hidden 2048 --intermediate 6144 --heads 32 --kv-heads 4 --head-dim 128 --experts 128 --top-k 8
+                       --expert-intermediate 768 --vocab 151936) ;;
+  *) echo "unknown SHAPE $shape (8b, 70b or 30b-a3b)" >&2; exit 2 ;;
 esac
 model=$work/llama$shape-$layers
 autoround=${AUTOROUND:-build/tools/autoround}

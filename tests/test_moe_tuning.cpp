@@ -15,6 +15,7 @@ using namespace autoround;
 
 namespace {
 
+using test_models::random_matrix;
 using Run = BlockTuningRun<DynamicIntQuantizer, SignSGD<LinearDecay>, Cpu>;
 
 LlamaConfig moe_config() {
@@ -24,39 +25,10 @@ LlamaConfig moe_config() {
   return c;
 }
 
-RowMatrix random_matrix(Index rows, Index cols, float scale, std::mt19937& rng) {
-  std::normal_distribution<float> normal;
-  RowMatrix m(rows, cols);
-  for (Index i = 0; i < m.size(); ++i) m.data()[i] = scale * normal(rng);
-  return m;
-}
-
-ExpertWeights random_expert(Index inter, Index hidden, std::mt19937& rng) {
-  const float s = 1.0f / std::sqrt(static_cast<float>(hidden));
-  return {random_matrix(inter, hidden, s, rng), random_matrix(inter, hidden, s, rng), random_matrix(hidden, inter, s, rng), {}, {}, {}};
-}
-
 // A dense random block whose MLP becomes 4 experts (intermediate 64, top 2, renormalized) and,
-// with `shared`, a gated shared expert (Qwen2-MoE). With `starve_last`, the router's column 0
-// keeps expert 3 out of every token's top 2 (see starved_inputs).
+// with `shared`, a gated shared expert (Qwen2-MoE); `starve_last`: see random_moe_block.
 LlamaBlock moe_block(const LlamaConfig& c, std::mt19937& rng, bool shared, bool starve_last) {
-  LlamaBlock block = test_models::random_block(c, false, rng);
-  for (Linear l : {Linear::Gate, Linear::Up, Linear::Down}) block[l] = RowMatrix();
-  MoeFeedForward moe;
-  moe.spec.top_k = 2;
-  moe.spec.normalize = true;
-  moe.weights.router = random_matrix(4, c.hidden, 0.3f, rng);
-  for (int e = 0; e < 4; ++e) moe.weights.experts.push_back(random_expert(64, c.hidden, rng));
-  if (shared) {
-    moe.weights.shared = random_expert(32, c.hidden, rng);
-    moe.weights.shared_gate = random_matrix(c.hidden, 1, 0.3f, rng).col(0);
-  }
-  if (starve_last) {
-    moe.weights.router.col(0) << 0.05f, 0.05f, 0.05f, -1.0f;
-    block.ffn_norm(0) = 20.0f;
-  }
-  block.moe = moe;
-  return block;
+  return test_models::random_moe_block(c, rng, shared, starve_last);
 }
 
 // Samples whose channel 0 is a large positive constant: after the ffn norm it dominates the

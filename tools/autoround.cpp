@@ -627,11 +627,9 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   const AnyModelSource source = gguf ? AnyModelSource(*gguf) : AnyModelSource(*hf);
   const GgufFile* source_gguf = gguf ? &gguf->file() : nullptr;
   const LlamaConfig& config = source.config();
-  // mixture-of-experts models tune on the CPU (issue #25: the GPU's tuning of them is not built yet)
+  // mixture-of-experts models tune on either device (the GPU: softmax routing, cuda::BlockTuningRun refuses the rest by name)
   const GgufExperts gguf_expert_counts = source_gguf ? gguf_experts(*source_gguf) : GgufExperts{};
   const bool experts = config.model_type.find("moe") != std::string::npos || config.model_type == "mixtral" || gguf_expert_counts.count > 0;
-  if (experts && device.cuda)
-    throw Error(model_path + ": a mixture-of-experts model: the GPU does not tune these yet (issue #25); run with --device cpu");
   if (!config.llama_shaped() && device.cuda)
     throw Error(model_path + ": a " + config.model_type + " model (a block beyond LLaMA's: GeGLU, sandwich norms, sliding windows, "
                 "soft-capping, partial or LongRoPE): the GPU does not tune these yet (issue #25); run with --device cpu");

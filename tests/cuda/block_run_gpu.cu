@@ -6,7 +6,7 @@
 
 using namespace autoround;
 
-GpuBlockRun run_block_on_gpu(const TuneOptions& options, const std::array<std::optional<DynamicIntQuantizer>, 7>& quantizers,
+GpuBlockRun run_block_on_gpu(const TuneOptions& options, const std::vector<std::optional<DynamicIntQuantizer>>& quantizers,
                              const LlamaBlock& block, const LlamaConfig& config, std::span<const RowMatrix> inputs,
                              bool bf16_gemms, BlockMemoryPlan plan) {
   // the shared template with the Cuda policy: the same class the CPU side instantiates with Cpu
@@ -15,7 +15,7 @@ GpuBlockRun run_block_on_gpu(const TuneOptions& options, const std::array<std::o
   BlockTuningRun<DynamicIntQuantizer, SignSGD<>, Cuda> run(options, quantizers, SignSGD<>{}, backend, block, config, inputs, "gpu");
   std::vector<double> losses;
   while (run.running()) losses.push_back(run.step());
-  GpuBlockRun out{run.result(), losses, run.evaluate()};
+  GpuBlockRun out{run.result(), losses, run.evaluate(), run.expert_tokens()};
   return out;
 }
 

@@ -19,16 +19,25 @@
 using ModelResults = std::vector<autoround::LayerResults<autoround::DynamicIntQuantizer>>;  // per block, per linear slot
 
 struct GpuBlockRun {
-  std::array<std::optional<autoround::QuantizedWeight<autoround::DynamicIntQuantizer>>, 7> result;
+  autoround::LayerResults<autoround::DynamicIntQuantizer> result;  ///< per linear slot
   std::vector<double> losses;
   double final_loss = 0;  ///< evaluate() after result(): all samples, kept parameters
+  std::vector<autoround::Index> expert_tokens;  ///< a mixture of experts: tokens per routed expert over the steps
 };
 
-/// BlockTuningRun<DynamicIntQuantizer, SignSGD<>, Cuda> run to the end, its step split as `plan` says.
-GpuBlockRun run_block_on_gpu(const autoround::TuneOptions& options,
-                             const std::array<std::optional<autoround::DynamicIntQuantizer>, 7>& quantizers,
+/// BlockTuningRun<DynamicIntQuantizer, SignSGD<>, Cuda> run to the end, its step split as `plan`
+/// says; one quantizer per linear slot (linear_slots).
+GpuBlockRun run_block_on_gpu(const autoround::TuneOptions& options, const std::vector<std::optional<autoround::DynamicIntQuantizer>>& quantizers,
                              const autoround::LlamaBlock& block, const autoround::LlamaConfig& config,
                              std::span<const autoround::RowMatrix> inputs, bool bf16_gemms, autoround::BlockMemoryPlan plan = {});
+/// The same for a dense block's seven.
+inline GpuBlockRun run_block_on_gpu(const autoround::TuneOptions& options,
+                                    const std::array<std::optional<autoround::DynamicIntQuantizer>, 7>& quantizers,
+                                    const autoround::LlamaBlock& block, const autoround::LlamaConfig& config,
+                                    std::span<const autoround::RowMatrix> inputs, bool bf16_gemms, autoround::BlockMemoryPlan plan = {}) {
+  return run_block_on_gpu(options, std::vector<std::optional<autoround::DynamicIntQuantizer>>(quantizers.begin(), quantizers.end()), block,
+                          config, inputs, bf16_gemms, plan);
+}
 
 /// quantize_model<SignSGD<>, Cuda> with the policy as given.
 ModelResults quantize_model_with(autoround::LlamaModel& model, std::span<const std::int32_t> calibration,

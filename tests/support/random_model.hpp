@@ -37,6 +37,47 @@ inline LlamaBlock random_block(const LlamaConfig& c, bool qwen, std::mt19937& rn
   return b;
 }
 
+/// [rows, cols] of normal values × scale.
+inline RowMatrix random_matrix(Index rows, Index cols, float scale, std::mt19937& rng) {
+  std::normal_distribution<float> normal;
+  RowMatrix m(rows, cols);
+  for (Index i = 0; i < m.size(); ++i) m.data()[i] = scale * normal(rng);
+  return m;
+}
+
+/// A SwiGLU expert of intermediate size `inter`, weights scaled by 1/sqrt(hidden).
+inline ExpertWeights random_expert(Index inter, Index hidden, std::mt19937& rng) {
+  const float s = 1.0f / std::sqrt(static_cast<float>(hidden));
+  return {random_matrix(inter, hidden, s, rng), random_matrix(inter, hidden, s, rng), random_matrix(hidden, inter, s, rng), {}, {}, {}};
+}
+
+/// A random_block whose MLP becomes `experts` experts (intermediate 64, top `top_k`, renormalized
+/// when `normalize`; router weights normal × router_scale) and, with `shared`, a gated shared expert of intermediate 32 (Qwen2-MoE).
+/// With `starve_last`, the router's column 0 keeps the last expert out of every token's top
+/// choices when the inputs' channel 0 is a large positive constant (it dominates the logits after
+/// the ffn norm, whose channel 0 is 20).
+inline LlamaBlock random_moe_block(const LlamaConfig& c, std::mt19937& rng, bool shared, bool starve_last, int experts = 4, Index top_k = 2,
+                                   bool normalize = true, float router_scale = 0.3f) {
+  LlamaBlock block = random_block(c, false, rng);
+  for (Linear l : {Linear::Gate, Linear::Up, Linear::Down}) block[l] = RowMatrix();
+  MoeFeedForward moe;
+  moe.spec.top_k = top_k;
+  moe.spec.normalize = normalize;
+  moe.weights.router = random_matrix(experts, c.hidden, router_scale, rng);
+  for (int e = 0; e < experts; ++e) moe.weights.experts.push_back(random_expert(64, c.hidden, rng));
+  if (shared) {
+    moe.weights.shared = random_expert(32, c.hidden, rng);
+    moe.weights.shared_gate = random_matrix(c.hidden, 1, 0.3f, rng).col(0);
+  }
+  if (starve_last) {
+    moe.weights.router.col(0).setConstant(0.05f);
+    moe.weights.router(experts - 1, 0) = -1.0f;
+    block.ffn_norm(0) = 20.0f;
+  }
+  block.moe = moe;
+  return block;
+}
+
 /// A LLaMA model of `layers` blocks (hidden 64, GQA 4:1) with random weights, for the pipeline tests.
 inline LlamaModel small_random_model(std::mt19937& rng, Index layers = 2) {
   LlamaModel model;

@@ -60,6 +60,7 @@
 
 #include "../../core/matrix.hpp"
 #include "../../model/activation_quant.hpp"
+#include "../../model/linear_slots.hpp"
 #include "../../model/llama_block.hpp"
 #include "../../optimizer/sign_sgd.hpp"
 #include "../../quantizer/float_quantizer.hpp"
@@ -76,6 +77,7 @@
 #include "blas.hpp"
 #include "block_kernels.cuh"
 #include "layer_tuning_run.cuh"
+#include "moe_kernels.cuh"
 #include "outlier_select.cuh"
 #include "qdq_layer.cuh"
 
@@ -93,11 +95,25 @@ struct DeviceCalibration {
   PythonRandom* random = nullptr;        ///< the sampler's stream (null: seeded with TuneOptions::seed)
 };
 
+/// What a mixture-of-experts block adds to a run's workspace: its routed experts, the experts per
+/// token, a routed expert's intermediate size and the shared expert's (0: none). All 0: a dense block.
+struct MoeShape {
+  long experts = 0, top_k = 0, intermediate = 0, shared_intermediate = 0;
+  static MoeShape of(const LlamaBlock& block) {
+    if (!block.moe || block.moe->weights.experts.empty()) return {};
+    const MoeWeights& w = block.moe->weights;
+    return {static_cast<long>(w.experts.size()), static_cast<long>(block.moe->spec.top_k), static_cast<long>(w.experts[0].gate.rows()),
+            w.shared ? static_cast<long>(w.shared->gate.rows()) : 0L};
+  }
+};
+
 template <class Q = DynamicIntQuantizer>
 class BlockTuningRun {
  public:
-  using LayerQuantizers = std::array<std::optional<Q>, 7>;  ///< nullopt: layer stays in full precision
-  using LayerResults = std::array<std::optional<QuantizedWeight<Q>>, 7>;
+  /// Per linear slot (model/linear_slots.hpp; a dense block's slot i is Linear i); nullopt: the
+  /// layer stays in full precision; empty: no layer is tuned (a forward-only run).
+  using LayerQuantizers = std::vector<std::optional<Q>>;
+  using LayerResults = std::vector<std::optional<QuantizedWeight<Q>>>;
 
   /// `inputs`: one [seqlen, hidden] matrix per calibration sample; copied to the device.
   BlockTuningRun(const TuneOptions& options, const LayerQuantizers& quantizers, const LlamaBlock& block,
@@ -149,6 +165,8 @@ class BlockTuningRun {
     const long n = nb * seqlen_ * hidden;  // the loss is the mean over the whole minibatch
     const float factor = static_cast<float>(options_.loss_scale * 2.0 / static_cast<double>(n));
     refresh_weights();
+    for (std::size_t i = 4; moe_ && i < slots_.size(); ++i)  // routed experts add up from 0: one may see no token in a micro-batch
+      if (layers_[i].qdq && slots_[i].routed()) check(cudaMemsetAsync(layers_[i].grad.data(), 0, layers_[i].grad.size() * sizeof(float), stream()), "zero a gradient");
     double sum = 0;
     for (long first = 0; first < nb; first += micro_) {  // micro-batches: gradients add up
       const long mb = std::min(micro_, nb - first), rows = mb * seqlen_, sample_floats = seqlen_ * hidden;
@@ -159,6 +177,7 @@ class BlockTuningRun {
         if (!host_masks_.empty()) copy_floats(mask_.data() + i * seqlen_, masks_.data() + s * seqlen_, seqlen_);
       }
       if (bf16_) forward<__nv_bfloat16>(mb); else forward<float>(mb);
+      for (std::size_t e = 0; e < expert_tokens_.size(); ++e) expert_tokens_[e] += counts_host_[e];
       if (!host_masks_.empty()) mask_rows(d_out_.f.data(), target_.data(), mask_.data(), rows * hidden);
       if (options_.outlier_fraction > 0.0)  // per micro-batch: the minibatch's own selection when micro_ = batch
         drop_largest_errors(d_out_.f.data(), target_.data(), rows * hidden, options_.outlier_fraction, outlier_histogram_, stream());
@@ -185,6 +204,13 @@ class BlockTuningRun {
 
   bool running() const { return tracker_.running(); }
   const TuningStats& stats() const { return tracker_.stats(); }
+
+  /// The block's linear slots, in the order of the quantizers and the results.
+  const std::vector<LinearSlot>& slots() const { return slots_; }
+
+  /// A mixture-of-experts block: per routed expert, the tokens routed to it summed over the steps
+  /// run (0: never reached, left at its start, as on the CPU); empty for a dense block.
+  const std::vector<Index>& expert_tokens() const { return expert_tokens_; }
 
   /// Loss over every calibration sample under the current parameters (no update): the block
   /// error a round-to-nearest run (iters = 0) reports.
@@ -213,11 +239,11 @@ class BlockTuningRun {
   /// Encode every tuned layer with the kept (best) parameters.
   LayerResults result() {
     load_best();
-    LayerResults results;
+    LayerResults results(layers_.size());
     for (std::size_t i = 0; i < layers_.size(); ++i)
       if (layers_[i].qdq) {
         results[i] = layers_[i].qdq->result(*layers_[i].quantizer, tracker_.stats());
-        if (measure_inputs_) results[i]->input_absmax = input_absmax_[i];
+        if (measure_inputs_ && i < input_absmax_.size()) results[i]->input_absmax = input_absmax_[i];
       }
     return results;
   }
@@ -242,10 +268,25 @@ class BlockTuningRun {
   /// Device memory of the block's weights and tuning state when every linear layer is tuned
   /// with `spec`'s group layout (fewer tuned layers need less).
   static std::size_t state_bytes(const LlamaConfig& c, long seqlen, GemmPrecision precision, long group_size) {
+    std::vector<std::pair<Index, Index>> shapes;
+    for (Linear l : all_linears) shapes.push_back(linear_shape(c, l));
+    return state_bytes(shapes, c, seqlen, precision, group_size);
+  }
+  /// The same for `block` as it is (a mixture of experts: every expert's layers, and the router).
+  static std::size_t state_bytes(const LlamaBlock& block, const LlamaConfig& c, long seqlen, GemmPrecision precision, long group_size) {
+    std::vector<std::pair<Index, Index>> shapes;
+    for (const LinearSlot& s : linear_slots(block)) {
+      const RowMatrix& w = slot_weight(block, s);
+      shapes.push_back(w.size() > 0 ? std::pair<Index, Index>{w.rows(), w.cols()} : linear_shape(c, s.role));
+    }
+    const std::size_t router = block.moe ? static_cast<std::size_t>(block.moe->weights.router.size()) * 6 : 0;
+    return state_bytes(shapes, c, seqlen, precision, group_size) + router;
+  }
+  static std::size_t state_bytes(std::span<const std::pair<Index, Index>> shapes, const LlamaConfig& c, long seqlen, GemmPrecision precision,
+                                 long group_size) {
     const bool bf16 = precision == GemmPrecision::BFloat16;
     std::size_t total = 0, largest = 0;
-    for (Linear l : all_linears) {
-      const auto [out, in] = linear_shape(c, l);
+    for (const auto& [out, in] : shapes) {
       const auto n = static_cast<std::size_t>(out * in);
       const auto groups = n / static_cast<std::size_t>(group_size > 0 ? group_size : in) + 1;
       largest = std::max(largest, n);
@@ -262,12 +303,13 @@ class BlockTuningRun {
   /// `quantized_inputs`: the linear inputs are quantized (W4A4 / W8A8), which keeps three of them
   /// also before quantization (for the backward) and, in bf16 mode, float32 values of three.
   static std::size_t workspace_bytes(const LlamaConfig& c, long batch, long seqlen, GemmPrecision precision, BlockMemoryPlan plan,
-                                     bool quantized_inputs = false) {
+                                     bool quantized_inputs = false, const MoeShape& moe = {}) {
     const bool bf16 = precision == GemmPrecision::BFloat16;
     const long micro = plan.micro_batch > 0 ? std::min(plan.micro_batch, batch) : batch;
     const long pairs = plan.attention_pairs > 0 ? std::min(plan.attention_pairs, micro * c.heads) : micro * c.heads;
     const auto rows = static_cast<std::size_t>(micro * seqlen), hidden = static_cast<std::size_t>(c.hidden),
-               inter = static_cast<std::size_t>(c.intermediate), q = static_cast<std::size_t>(c.heads * c.head_dim),
+               inter = static_cast<std::size_t>(moe.experts > 0 ? moe.shared_intermediate : c.intermediate),
+               q = static_cast<std::size_t>(c.heads * c.head_dim),
                kv = static_cast<std::size_t>(c.kv_heads * c.head_dim);
     const std::size_t both = bf16 ? 6 : 4, operand = bf16 ? 2 : 4;  // float32 + bf16 copy; GEMM operand only
     std::size_t per_row = 5 * 4 * hidden + 3 * 4 * inter + 2 * 4 * q + 2 * 4;  // x, target, h, d_yn, d_out; gate, up, d_act; dk/dv per head; 1/rms
@@ -275,7 +317,12 @@ class BlockTuningRun {
     per_row += 4 * (2 * q + kv + static_cast<std::size_t>(c.heads + c.kv_heads));  // QK-norm scratch (counted whether used or not)
     if (bf16 && quantized_inputs) per_row += 4 * (2 * hidden + inter);
     if (quantized_inputs) per_row += 4 * (q + hidden + inter);
-    const auto square = static_cast<std::size_t>(pairs) * static_cast<std::size_t>(seqlen * seqlen);
+    if (moe.experts > 0) {  // per token: its top_k routed rows, the router's scores, the shared expert's output
+      const auto k = static_cast<std::size_t>(moe.top_k), e = static_cast<std::size_t>(moe.experts),
+                 expert_inter = static_cast<std::size_t>(moe.intermediate);
+      per_row += k * (hidden * (2 * operand + 4) + expert_inter * (12 + 3 * operand) + 4 * 5) + e * (4 + both);
+      if (moe.shared_intermediate > 0) per_row += hidden * (4 + operand) + 8;
+    }    const auto square = static_cast<std::size_t>(pairs) * static_cast<std::size_t>(seqlen * seqlen);
     return rows * per_row + square * (operand + both) + static_cast<std::size_t>(micro * c.heads) * 18 * sizeof(void*) + (1u << 20);
   }
 
@@ -285,12 +332,12 @@ class BlockTuningRun {
   /// the last resort: their attention GEMMs are too small to fill the GPU (at seqlen 2048 one
   /// pair's product is ~5 µs of an H200), a smaller micro-batch costs less.
   static std::optional<BlockMemoryPlan> plan_for(const LlamaConfig& c, long batch, long seqlen, GemmPrecision precision,
-                                                 std::size_t bytes, bool quantized_inputs = false) {
-    if (workspace_bytes(c, batch, seqlen, precision, {}, quantized_inputs) <= bytes) return BlockMemoryPlan{};
+                                                 std::size_t bytes, bool quantized_inputs = false, const MoeShape& moe = {}) {
+    if (workspace_bytes(c, batch, seqlen, precision, {}, quantized_inputs, moe) <= bytes) return BlockMemoryPlan{};
     for (const long smallest : {8L, 1L})
       for (long micro = batch; micro >= 1; --micro)
         for (long pairs = std::min(micro * c.heads, static_cast<long>(c.heads)); pairs >= std::min(smallest, micro * c.heads); pairs /= 2)
-          if (workspace_bytes(c, batch, seqlen, precision, {micro, pairs}, quantized_inputs) <= bytes) return BlockMemoryPlan{micro, pairs};
+          if (workspace_bytes(c, batch, seqlen, precision, {micro, pairs}, quantized_inputs, moe) <= bytes) return BlockMemoryPlan{micro, pairs};
     return std::nullopt;
   }
 
@@ -331,20 +378,29 @@ class BlockTuningRun {
         micro_(plan.micro_batch > 0 ? std::min(plan.micro_batch, batch_) : batch_),
         pairs_(plan.attention_pairs > 0 ? std::min(plan.attention_pairs, micro_ * config.heads) : micro_ * config.heads),
         sampler_(random ? IndexSampler(samples_, batch_, *random) : IndexSampler(samples_, batch_, options.seed)),
-        tracker_(options) {
+        tracker_(options), slots_(linear_slots(block)), moe_shape_(MoeShape::of(block)) {
     detail::require(config.heads > 0 && config.kv_heads > 0 && config.heads % config.kv_heads == 0 && config.head_dim % 2 == 0,
                     name + ": heads must be a multiple of kv_heads and head_dim even");
-    for (Linear l : all_linears) {
-      const auto [out, in] = linear_shape(config, l);
-      detail::require(block[l].rows() == out && block[l].cols() == in,
-                      name + "." + hf_name(l) + ": weight shape does not match the configuration");
+    detail::require(quantizers.empty() || quantizers.size() == slots_.size(),
+                    name + ": " + std::to_string(quantizers.size()) + " quantizers for " + std::to_string(slots_.size()) +
+                        " linear layers (linear_slots)");
+    if (block.moe) check_moe(block, name);
+    mlp_base_ = moe_ ? 4 + 3 * static_cast<std::size_t>(moe_shape_.experts) : 4;
+    mlp_inter_ = moe_ ? moe_shape_.shared_intermediate : config.intermediate;
+    std::size_t largest = 0;
+    for (const LinearSlot& s : slots_) {
+      const RowMatrix& w = slot_weight(block, s);
+      auto [out, in] = linear_shape(config, s.role);
+      if (s.expert != LinearSlot::own) {  // an expert's: [its intermediate, hidden] or the transpose
+        const long inter = s.routed() ? moe_shape_.intermediate : moe_shape_.shared_intermediate;
+        out = s.role == Linear::Down ? config.hidden : inter;
+        in = s.role == Linear::Down ? inter : config.hidden;
+      }
+      detail::require(w.rows() == out && w.cols() == in, name + "." + hf_name(s, config.model_type) + ": weight shape does not match the configuration");
+      largest = std::max(largest, static_cast<std::size_t>(w.size()));
     }
     upload_constants(block);
-    if (bf16_) {  // the float32 values of a weight (qdq output, or the upload) before their bf16 copy
-      std::size_t largest = 0;
-      for (Linear l : all_linears) largest = std::max(largest, static_cast<std::size_t>(block[l].size()));
-      weight_scratch_ = DeviceBuffer<float>(largest);
-    }
+    if (bf16_) weight_scratch_ = DeviceBuffer<float>(largest);  // a weight's float32 values (qdq output, or the upload) before their bf16 copy
     target_input_quant_ = block.act_quant;
     input_quant_ = target_input_quant_ ? &*target_input_quant_ : nullptr;
     input_floats_ = target_input_quant_.has_value();
@@ -354,11 +410,13 @@ class BlockTuningRun {
           input_floats_ = input_floats_ || q->spec().act_bits <= 8;
           measure_inputs_ = measure_inputs_ || q->static_input_scale();
         }
-    nonfinite_ = DeviceBuffer<int>(std::vector<int>(all_linears.size(), 0));
-    for (Linear l : all_linears) setup_layer(l, block[l], quantizers[static_cast<std::size_t>(l)], name);
+    nonfinite_ = DeviceBuffer<int>(std::vector<int>(slots_.size(), 0));
+    layers_.resize(slots_.size());
+    for (std::size_t i = 0; i < slots_.size(); ++i)
+      setup_layer(i, slot_weight(block, slots_[i]), quantizers.empty() ? std::optional<Q>{} : quantizers[i], name);
     const std::vector<int> nonfinite = nonfinite_.download();  // checked on the device: a host pass over 218 M weights took 1.9 s
-    for (Linear l : all_linears)
-      detail::require(nonfinite[static_cast<std::size_t>(l)] == 0, name + "." + hf_name(l) + ": weight has NaN or Inf values");
+    for (std::size_t i = 0; i < slots_.size(); ++i)
+      detail::require(nonfinite[i] == 0, name + "." + hf_name(slots_[i], config.model_type) + ": weight has NaN or Inf values");
     allocate();
     build_attention_batches();
     lap(times_.weights);
@@ -517,10 +575,61 @@ class BlockTuningRun {
       }
     }
     rope_ = DeviceBuffer<float2>(std::span<const float2>(table));
+    if (!moe_) return;
+    const MoeWeights& w = block.moe->weights;
+    router_ = operand(w.router.data(), w.router.size());  // full precision (never tuned), in the GEMM precision
+    if (w.shared_gate.size() > 0) {
+      shared_gate_ = upload(w.shared_gate);
+      shared_gate_operand_ = operand(w.shared_gate.data(), w.shared_gate.size());
+    }
+    normalize_ = block.moe->spec.normalize;
   }
 
-  void setup_layer(Linear l, const RowMatrix& w, const std::optional<Q>& quantizer, const std::string& name) {
-    Layer& layer = layers_[static_cast<std::size_t>(l)];
+  // a constant GEMM operand: float32, or its bf16 copy in bf16 mode
+  Tensor operand(const float* host, long n) {
+    Tensor t;
+    t.allocate(n, bf16_, false);
+    const std::span<const float> values(host, static_cast<std::size_t>(n));
+    if (!bf16_) {
+      t.f.upload(values);
+      return t;
+    }
+    const DeviceBuffer<float> scratch(values);
+    to_bf16(scratch.data(), t.h.data(), n);
+    stream_.synchronize();
+    return t;
+  }
+
+  // What the device's mixture of experts computes (moe_kernels.cuh): softmax top-k routing over
+  // SwiGLU experts of one intermediate size, without biases, under integer schemes. The rest is
+  // refused by name: it tunes on the CPU.
+  void check_moe(const LlamaBlock& block, const std::string& name) {
+    const MoeFeedForward& m = *block.moe;
+    const MoeWeights& w = m.weights;
+    auto refuse = [&](const std::string& what) {
+      throw Error(name + ": a mixture of experts with " + what + ": the GPU does not tune it yet (issue #25); run with --device cpu");
+    };
+    if (m.spec.scoring == RouterScoring::SigmoidGrouped) refuse("sigmoid grouped routing (DeepSeek-V3)");
+    if (m.spec.scoring == RouterScoring::TopKSoftmax) refuse("softmax over the top-k logits (GPT-OSS)");
+    if (m.spec.activation != ExpertActivation::SwiGlu) refuse("clamped SwiGLU experts (GPT-OSS)");
+    if (w.router_bias.size() > 0 || w.correction_bias.size() > 0) refuse("router biases");
+    auto biased = [](const ExpertWeights& e) { return e.gate_bias.size() > 0 || e.up_bias.size() > 0 || e.down_bias.size() > 0; };
+    for (const ExpertWeights& e : w.experts) {
+      if (biased(e)) refuse("expert biases (GPT-OSS)");
+      detail::require(e.gate.rows() == moe_shape_.intermediate, name + ": routed experts of different intermediate sizes");
+    }
+    if (w.shared && biased(*w.shared)) refuse("shared expert biases");
+    if (FloatCodeQuantizer<Q> || block.act_quant) refuse("a floating-point scheme (MXFP / NVFP / FP8)");
+    detail::require(moe_shape_.experts > 0 && moe_shape_.top_k >= 1 && moe_shape_.top_k <= moe_shape_.experts &&
+                        w.router.rows() == moe_shape_.experts && w.router.cols() == config_.hidden,
+                    name + ": the router is not [experts, hidden] or top_k is not between 1 and the expert count");
+    moe_ = true;
+    expert_tokens_.assign(static_cast<std::size_t>(moe_shape_.experts), 0);
+    counts_host_.assign(static_cast<std::size_t>(moe_shape_.experts), 0);
+  }
+
+  void setup_layer(std::size_t l, const RowMatrix& w, const std::optional<Q>& quantizer, const std::string& name) {
+    Layer& layer = layers_[l];
     layer.rows = w.rows();
     layer.cols = w.cols();
     const std::span<const float> host(w.data(), static_cast<std::size_t>(w.size()));
@@ -548,10 +657,11 @@ class BlockTuningRun {
   }
 
   void allocate() {
-    const long rows = micro_ * seqlen_, hidden = config_.hidden, inter = config_.intermediate;
+    const long rows = micro_ * seqlen_, hidden = config_.hidden, inter = mlp_inter_;
     const long q_cols = config_.heads * config_.head_dim, kv_cols = config_.kv_heads * config_.head_dim;
     const long scores = pairs_ * seqlen_ * seqlen_;
     auto floats = [](long n) { return DeviceBuffer<float>(static_cast<std::size_t>(n)); };
+    if (moe_) allocate_moe(rows);
     x_ = floats(rows * hidden);
     target_ = floats(rows * hidden);
     h_ = floats(rows * hidden);
@@ -586,6 +696,39 @@ class BlockTuningRun {
     // mode the float32 square is only the GEMM output (S, then dP) and P, dS are kept in bf16
     p_.allocate(scores, bf16_, false);
     ds_.allocate(scores, bf16_);
+  }
+
+  // a mixture of experts' workspace for `rows` tokens (moe_forward / moe_backward)
+  void allocate_moe(long rows) {
+    const long hidden = config_.hidden, experts = moe_shape_.experts, n = rows * moe_shape_.top_k, inter = moe_shape_.intermediate;
+    auto floats = [](long count) { return DeviceBuffer<float>(static_cast<std::size_t>(count)); };
+    auto ints = [](long count) { return DeviceBuffer<int>(static_cast<std::size_t>(count)); };
+    probabilities_ = floats(rows * experts);
+    d_logits_.allocate(rows * experts, bf16_);
+    chosen_ = ints(n);
+    order_ = ints(n);
+    position_ = ints(n);
+    counts_ = ints(experts);
+    offsets_ = ints(experts + 1);
+    route_weight_ = floats(n);
+    d_weight_ = floats(n);
+    xe_.allocate(n * hidden, bf16_, false);  // GEMM operands only
+    dye_.allocate(n * hidden, bf16_, false);
+    eact_.allocate(n * inter, bf16_, false);
+    d_eg_.allocate(n * inter, bf16_, false);
+    d_eu_.allocate(n * inter, bf16_, false);
+    expert_out_ = floats(n * hidden);
+    eg_ = floats(n * inter);
+    eu_ = floats(n * inter);
+    d_eact_ = floats(n * inter);
+    if (moe_shape_.shared_intermediate > 0) {
+      shared_out_ = floats(rows * hidden);
+      d_shared_.allocate(rows * hidden, bf16_, false);
+      if (shared_gate_.size() > 0) {
+        shared_weight_ = floats(rows);
+        d_shared_gate_ = floats(rows);
+      }
+    }
   }
 
   // Pointer arrays for the six attention GEMMs, one entry per (sample, query head) of a pass,
@@ -645,24 +788,29 @@ class BlockTuningRun {
                           reinterpret_cast<const T* const*>(g.b.data()) + first, ldb, 0.0f, g.c.data() + first, ldc, count);
   }
 
+  // the slot of the attention's layers and of the MLP's (a dense block's, or the shared expert's)
+  std::size_t slot(Linear l) const {
+    return l < Linear::Gate ? static_cast<std::size_t>(l) : mlp_base_ + projection_index(l);
+  }
+
   // y [rows, out] (= or +=) x [rows, in] · W^T
   template <class T>
   void project(Linear l, long rows, const Tensor& x, float* y, float beta = 0.0f) {
-    const Layer& layer = layers_[static_cast<std::size_t>(l)];
+    const Layer& layer = layers_[slot(l)];
     blas_.gemm<T>(false, true, rows, layer.rows, layer.cols, 1.0f, x.template as<T>(), layer.cols, layer.weight.template as<T>(),
                   layer.cols, beta, y, layer.rows);
   }
   // dx [rows, in] (= or +=) dy [rows, out] · W
   template <class T>
   void project_back(Linear l, long rows, const Tensor& dy, float* dx, float beta = 0.0f) {
-    const Layer& layer = layers_[static_cast<std::size_t>(l)];
+    const Layer& layer = layers_[slot(l)];
     blas_.gemm<T>(false, false, rows, layer.cols, layer.rows, 1.0f, dy.template as<T>(), layer.rows,
                   layer.weight.template as<T>(), layer.cols, beta, dx, layer.cols);
   }
   // dW [out, in] (= or, for a later micro-batch, +=) dy^T · x, for tuned layers only
   template <class T>
   void weight_gradient(Linear l, long rows, const Tensor& dy, const Tensor& x, bool accumulate) {
-    Layer& layer = layers_[static_cast<std::size_t>(l)];
+    Layer& layer = layers_[slot(l)];
     if (!layer.qdq) return;
     blas_.gemm<T>(true, false, layer.rows, layer.cols, rows, 1.0f, dy.template as<T>(), layer.rows, x.template as<T>(), layer.cols,
                   accumulate ? 1.0f : 0.0f, layer.grad.data(), layer.cols);
@@ -677,7 +825,7 @@ class BlockTuningRun {
   // Block forward on the first nb samples of x_: output into d_out_.f, intermediates kept.
   template <class T>
   void forward(long nb) {
-    const long rows = nb * seqlen_, hidden = config_.hidden, inter = config_.intermediate, d = config_.head_dim;
+    const long rows = nb * seqlen_, hidden = config_.hidden, inter = mlp_inter_, d = config_.head_dim;
     const long heads = config_.heads, kv_heads = config_.kv_heads, q_cols = heads * d, kv_cols = kv_heads * d;
     rms_norm_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(x_.data(), attn_norm_.data(), xn_.float_out(), xn_.bf16_out(),
                                                                    inv_rms1_.data(), hidden, config_.rms_eps);
@@ -721,6 +869,7 @@ class BlockTuningRun {
       copy_floats(yn_float_.data(), yn_.f.data(), rows * hidden);
       quantize_input(yn_, LinearInput::Mlp, rows, hidden);
     }
+    if (moe_) return moe_forward<T>(rows);
     project<T>(Linear::Gate, rows, yn_, gate_.data());
     project<T>(Linear::Up, rows, yn_, up_.data());
     swiglu_kernel<><<<blocks_for(rows * inter, 256), 256, 0, stream()>>>(gate_.data(), up_.data(), act_.float_out(), act_.bf16_out(),
@@ -744,23 +893,151 @@ class BlockTuningRun {
       causal_softmax_kernel<><<<static_cast<unsigned>(count * seqlen_), kRowThreads, 0, stream()>>>(p_.f.data(), true, nullptr, seqlen_);
   }
 
-  // Block backward from dL/d(out) in d_out_ to the tuned layers' weight gradients (added to
-  // them when `accumulate`: a later micro-batch of the minibatch).
+  // The gated MLP's backward (a dense block's, or the shared expert's) from dL/d(its output) `dy`:
+  // its weight gradients, and dL/d(its input) into d_yn_ (= or, when `add`, +=).
   template <class T>
-  void backward(long nb, bool accumulate) {
-    const long rows = nb * seqlen_, hidden = config_.hidden, inter = config_.intermediate, d = config_.head_dim;
-    const long heads = config_.heads, kv_heads = config_.kv_heads, q_cols = heads * d, kv_cols = kv_heads * d;
-    weight_gradient<T>(Linear::Down, rows, d_out_, act_, accumulate);
-    project_back<T>(Linear::Down, rows, d_out_, d_act_.data());
+  void mlp_backward(long rows, const Tensor& dy, bool accumulate, bool add = false) {
+    const long inter = mlp_inter_;
+    weight_gradient<T>(Linear::Down, rows, dy, act_, accumulate);
+    project_back<T>(Linear::Down, rows, dy, d_act_.data());
     if (input_quant_) input_backward(act_float_.data(), d_act_.data(), LinearInput::MlpProduct, rows, inter);
     swiglu_backward_kernel<><<<blocks_for(rows * inter, 256), 256, 0, stream()>>>(gate_.data(), up_.data(), d_act_.data(), d_gate_.float_out(),
                                                                      d_up_.float_out(), d_gate_.bf16_out(), d_up_.bf16_out(),
                                                                      rows * inter);
     weight_gradient<T>(Linear::Gate, rows, d_gate_, yn_, accumulate);
     weight_gradient<T>(Linear::Up, rows, d_up_, yn_, accumulate);
-    project_back<T>(Linear::Gate, rows, d_gate_, d_yn_.data());
+    project_back<T>(Linear::Gate, rows, d_gate_, d_yn_.data(), add ? 1.0f : 0.0f);
     project_back<T>(Linear::Up, rows, d_up_, d_yn_.data(), 1.0f);
-    if (input_quant_) input_backward(yn_float_.data(), d_yn_.data(), LinearInput::Mlp, rows, hidden);
+  }
+
+  // f(expert, first sorted row, rows) for every expert the last forward routed a token to
+  template <class F>
+  void for_each_expert(F&& f) {
+    long first = 0;
+    for (std::size_t e = 0; e < counts_host_.size(); ++e) {
+      const long count = counts_host_[e];
+      if (count > 0) f(e, first, count);
+      first += count;
+    }
+  }
+  const Layer& expert_layer(std::size_t e, Linear role) const { return layers_[expert_slot_index(static_cast<Index>(e), role)]; }
+  Layer& expert_layer(std::size_t e, Linear role) { return layers_[expert_slot_index(static_cast<Index>(e), role)]; }
+
+  // The mixture of experts on yn_ (rows tokens): the router and its softmax top-k, the tokens'
+  // rows sorted by expert and gathered, each expert's three GEMMs over its rows, the shared
+  // expert on every row, and out = h + the weighted sum, into d_out_.f. Each expert's row count
+  // sizes its GEMMs: the counts come to the host, the one synchronisation of a step.
+  template <class T>
+  void moe_forward(long rows) {
+    const long hidden = config_.hidden, experts = moe_shape_.experts, k = moe_shape_.top_k, n = rows * k, inter = moe_shape_.intermediate;
+    // the router's logits in the GEMM precision (the reference's autocast computes its router in bf16)
+    blas_.gemm<T>(false, true, rows, experts, hidden, 1.0f, yn_.template as<T>(), hidden, router_.template as<T>(), hidden, 0.0f,
+                  probabilities_.data(), experts);
+    softmax_route_kernel<><<<blocks_for(rows, 128), 128, 0, stream()>>>(probabilities_.data(), rows, static_cast<int>(experts),
+                                                                       static_cast<int>(k), normalize_, chosen_.data(), route_weight_.data());
+    check(cudaMemsetAsync(counts_.data(), 0, counts_.size() * sizeof(int), stream()), "zero the expert counts");
+    count_assignments_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(chosen_.data(), n, counts_.data());
+    expert_offsets_kernel<><<<1, 1, 0, stream()>>>(counts_.data(), static_cast<int>(experts), offsets_.data());
+    expert_rows_kernel<><<<static_cast<unsigned>(experts), kRowThreads, 0, stream()>>>(chosen_.data(), n, offsets_.data(), order_.data(),
+                                                                                     position_.data());
+    gather_routed_rows_kernel<T><<<blocks_for(n * hidden, 256), 256, 0, stream()>>>(yn_.template as<T>(), order_.data(), static_cast<int>(k),
+                                                                                    n, hidden, xe_.template as<T>());
+    const std::vector<int> counts = counts_.download();  // waits for the queue (Stream: blocking)
+    counts_host_.assign(counts.begin(), counts.end());
+    for_each_expert([&](std::size_t e, long first, long count) {
+      const T* x = xe_.template as<T>() + first * hidden;
+      blas_.gemm<T>(false, true, count, inter, hidden, 1.0f, x, hidden, expert_layer(e, Linear::Gate).weight.template as<T>(), hidden, 0.0f,
+                    eg_.data() + first * inter, inter);
+      blas_.gemm<T>(false, true, count, inter, hidden, 1.0f, x, hidden, expert_layer(e, Linear::Up).weight.template as<T>(), hidden, 0.0f,
+                    eu_.data() + first * inter, inter);
+    });
+    swiglu_kernel<><<<blocks_for(n * inter, 256), 256, 0, stream()>>>(eg_.data(), eu_.data(), eact_.float_out(), eact_.bf16_out(), n * inter);
+    for_each_expert([&](std::size_t e, long first, long count) {
+      blas_.gemm<T>(false, true, count, hidden, inter, 1.0f, eact_.template as<T>() + first * inter, inter,
+                    expert_layer(e, Linear::Down).weight.template as<T>(), inter, 0.0f, expert_out_.data() + first * hidden, hidden);
+    });
+    const bool shared = moe_shape_.shared_intermediate > 0, gated = shared_gate_.size() > 0;
+    if (shared) {  // the shared expert on every token (the MLP's slots are its), and its gate
+      project<T>(Linear::Gate, rows, yn_, gate_.data());
+      project<T>(Linear::Up, rows, yn_, up_.data());
+      swiglu_kernel<><<<blocks_for(rows * mlp_inter_, 256), 256, 0, stream()>>>(gate_.data(), up_.data(), act_.float_out(), act_.bf16_out(),
+                                                                                rows * mlp_inter_);
+      project<T>(Linear::Down, rows, act_, shared_out_.data());
+      if (gated) {
+        blas_.gemm<T>(false, true, rows, 1, hidden, 1.0f, yn_.template as<T>(), hidden, shared_gate_operand_.template as<T>(), hidden, 0.0f,
+                      shared_weight_.data(), 1);
+        sigmoid_kernel<><<<blocks_for(rows, 256), 256, 0, stream()>>>(shared_weight_.data(), rows);
+      }
+    }
+    moe_combine_kernel<><<<blocks_for(rows * hidden, 256), 256, 0, stream()>>>(
+        h_.data(), expert_out_.data(), chosen_.data(), route_weight_.data(), position_.data(), static_cast<int>(k),
+        shared ? shared_out_.data() : nullptr, gated ? shared_weight_.data() : nullptr, rows, hidden, d_out_.f.data());
+  }
+
+  // The mixture of experts' backward from dL/d(block output) in d_out_ (the residual passes it to
+  // the MLP's output unchanged): every tuned expert's weight gradients (routed experts' add up
+  // from 0: step() zeroes them) and dL/d yn into d_yn_, through the experts, the shared expert and
+  // its gate, and the router (full precision, not tuned).
+  template <class T>
+  void moe_backward(long rows, bool accumulate) {
+    const long hidden = config_.hidden, experts = moe_shape_.experts, k = moe_shape_.top_k, n = rows * k, inter = moe_shape_.intermediate;
+    moe_output_grad_kernel<><<<static_cast<unsigned>(n), kRowThreads, 0, stream()>>>(d_out_.f.data(), expert_out_.data(), order_.data(),
+                                                                                    route_weight_.data(), static_cast<int>(k), hidden,
+                                                                                    d_weight_.data(), dye_.float_out(), dye_.bf16_out());
+    for_each_expert([&](std::size_t e, long first, long count) {
+      Layer& down = expert_layer(e, Linear::Down);
+      const T* dy = dye_.template as<T>() + first * hidden;
+      if (down.qdq)
+        blas_.gemm<T>(true, false, hidden, inter, count, 1.0f, dy, hidden, eact_.template as<T>() + first * inter, inter, 1.0f,
+                      down.grad.data(), inter);
+      blas_.gemm<T>(false, false, count, inter, hidden, 1.0f, dy, hidden, down.weight.template as<T>(), inter, 0.0f,
+                    d_eact_.data() + first * inter, inter);
+    });
+    swiglu_backward_kernel<><<<blocks_for(n * inter, 256), 256, 0, stream()>>>(eg_.data(), eu_.data(), d_eact_.data(), d_eg_.float_out(),
+                                                                                d_eu_.float_out(), d_eg_.bf16_out(), d_eu_.bf16_out(), n * inter);
+    float* dx = expert_out_.data();  // the experts' outputs are spent (read above): their input gradients go there
+    for_each_expert([&](std::size_t e, long first, long count) {
+      Layer& gate = expert_layer(e, Linear::Gate);
+      Layer& up = expert_layer(e, Linear::Up);
+      const T* x = xe_.template as<T>() + first * hidden;
+      const T* dg = d_eg_.template as<T>() + first * inter;
+      const T* du = d_eu_.template as<T>() + first * inter;
+      if (gate.qdq) blas_.gemm<T>(true, false, inter, hidden, count, 1.0f, dg, inter, x, hidden, 1.0f, gate.grad.data(), hidden);
+      if (up.qdq) blas_.gemm<T>(true, false, inter, hidden, count, 1.0f, du, inter, x, hidden, 1.0f, up.grad.data(), hidden);
+      blas_.gemm<T>(false, false, count, hidden, inter, 1.0f, dg, inter, gate.weight.template as<T>(), hidden, 0.0f, dx + first * hidden, hidden);
+      blas_.gemm<T>(false, false, count, hidden, inter, 1.0f, du, inter, up.weight.template as<T>(), hidden, 1.0f, dx + first * hidden, hidden);
+    });
+    moe_scatter_grad_kernel<><<<blocks_for(rows * hidden, 256), 256, 0, stream()>>>(dx, chosen_.data(), position_.data(), static_cast<int>(k),
+                                                                                   rows, hidden, false, d_yn_.data());
+    if (moe_shape_.shared_intermediate > 0) {
+      const bool gated = shared_gate_.size() > 0;
+      shared_expert_grad_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(
+          d_out_.f.data(), shared_out_.data(), gated ? shared_weight_.data() : nullptr, hidden, d_shared_.float_out(), d_shared_.bf16_out(),
+          d_shared_gate_.data());
+      mlp_backward<T>(rows, d_shared_, accumulate, true);
+      if (gated)
+        add_outer_kernel<><<<blocks_for(rows * hidden, 256), 256, 0, stream()>>>(d_yn_.data(), d_shared_gate_.data(), shared_gate_.data(), rows,
+                                                                                hidden);
+    }
+    softmax_route_backward_kernel<><<<blocks_for(rows, 128), 128, 0, stream()>>>(
+        probabilities_.data(), chosen_.data(), route_weight_.data(), d_weight_.data(), rows, static_cast<int>(experts), static_cast<int>(k),
+        normalize_, d_logits_.float_out(), d_logits_.bf16_out());
+    blas_.gemm<T>(false, false, rows, hidden, experts, 1.0f, d_logits_.template as<T>(), experts, router_.template as<T>(), hidden, 1.0f,
+                  d_yn_.data(), hidden);
+  }
+
+  // Block backward from dL/d(out) in d_out_ to the tuned layers' weight gradients (added to
+  // them when `accumulate`: a later micro-batch of the minibatch).
+  template <class T>
+  void backward(long nb, bool accumulate) {
+    const long rows = nb * seqlen_, hidden = config_.hidden, d = config_.head_dim;
+    const long heads = config_.heads, kv_heads = config_.kv_heads, q_cols = heads * d, kv_cols = kv_heads * d;
+    if (moe_) {
+      moe_backward<T>(rows, accumulate);
+    } else {
+      mlp_backward<T>(rows, d_out_, accumulate);
+      if (input_quant_) input_backward(yn_float_.data(), d_yn_.data(), LinearInput::Mlp, rows, hidden);
+    }
     rms_norm_backward_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(
         h_.data(), ffn_norm_.data(), inv_rms2_.data(), d_yn_.data(), d_out_.f.data(), d_h_.float_out(), d_h_.bf16_out(), hidden);
     weight_gradient<T>(Linear::Output, rows, d_h_, attention_, accumulate);
@@ -814,18 +1091,30 @@ class BlockTuningRun {
   }
   template <class T>
   void search_clipping(const LlamaBlock& block) {
-    const long hidden = config_.hidden, q_cols = config_.heads * config_.head_dim, inter = config_.intermediate;
+    const long hidden = config_.hidden, q_cols = config_.heads * config_.head_dim, inter = mlp_inter_;
+    const long experts = moe_shape_.experts, expert_inter = moe_shape_.intermediate;
     auto zeros = [](long n) { return DeviceBuffer<float>(std::vector<float>(static_cast<std::size_t>(n), 0.0f)); };
+    // the block's four linear inputs (a mixture of experts: the shared expert's), each expert's two
     DeviceBuffer<float> sums[4] = {zeros(hidden), zeros(q_cols), zeros(hidden), zeros(inter)};
     const Tensor* inputs[4] = {&xn_, &attention_, &yn_, &act_};
     const long cols[4] = {hidden, q_cols, hidden, inter};
+    DeviceBuffer<float> expert_in = zeros(experts * hidden), expert_act = zeros(experts * expert_inter);
+    std::vector<long> expert_rows(static_cast<std::size_t>(experts), 0);
     for (long first = 0; first < samples_; first += micro_) {
       const long nb = std::min(micro_, samples_ - first);
       in_->load(first, nb, x_.data(), stream());
       forward<T>(nb);
       for (int j = 0; j < 4; ++j)
-        column_square_sum_kernel<T><<<blocks_for(cols[j], 128), 128, 0, stream()>>>(inputs[j]->template as<T>(), nb * seqlen_,
-                                                                                   cols[j], sums[j].data());
+        if (cols[j] > 0 && (j < 3 || !moe_ || moe_shape_.shared_intermediate > 0))
+          column_square_sum_kernel<T><<<blocks_for(cols[j], 128), 128, 0, stream()>>>(inputs[j]->template as<T>(), nb * seqlen_,
+                                                                                     cols[j], sums[j].data());
+      for_each_expert([&](std::size_t e, long from, long count) {  // an expert's inputs: the tokens routed to it
+        column_square_sum_kernel<T><<<blocks_for(hidden, 128), 128, 0, stream()>>>(xe_.template as<T>() + from * hidden, count, hidden,
+                                                                                   expert_in.data() + static_cast<long>(e) * hidden);
+        column_square_sum_kernel<T><<<blocks_for(expert_inter, 128), 128, 0, stream()>>>(
+            eact_.template as<T>() + from * expert_inter, count, expert_inter, expert_act.data() + static_cast<long>(e) * expert_inter);
+        expert_rows[e] += count;
+      });
     }
     check(cudaGetLastError(), "input importance");
     const float tokens = static_cast<float>(samples_ * seqlen_);
@@ -835,20 +1124,39 @@ class BlockTuningRun {
       mean[j] = sums[j].download();
       for (float& m : mean[j]) m /= tokens;
     }
+    const std::vector<float> expert_in_sums = expert_in.download(), expert_act_sums = expert_act.download();
     const Cpu host;
     std::array<DeviceBuffer<float>, 4> importance;
-    for (Linear l : all_linears) {
-      Layer& layer = layers_[static_cast<std::size_t>(l)];
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
+      Layer& layer = layers_[i];
       if (!layer.qdq) continue;
+      const LinearSlot& s = slots_[i];
+      const Linear l = s.role;
       const int input = l == Linear::Output ? 1 : l == Linear::Gate || l == Linear::Up ? 2 : l == Linear::Down ? 3 : 0;
+      std::vector<float> expert_mean;  // a routed expert's, over its tokens; empty when none reached it (every channel weighs 1, as on the CPU)
+      if (s.routed()) {
+        const auto e = static_cast<std::size_t>(s.expert);
+        const long width = l == Linear::Down ? expert_inter : hidden;
+        const std::vector<float>& all = l == Linear::Down ? expert_act_sums : expert_in_sums;
+        if (expert_rows[e] > 0)
+          for (long c = 0; c < width; ++c)
+            expert_mean.push_back(all[e * static_cast<std::size_t>(width) + static_cast<std::size_t>(c)] / static_cast<float>(expert_rows[e]));
+      }
+      const std::vector<float>& weights = s.routed() ? expert_mean : mean[input];
       const bool scale_grid = scale_grid_searched(*layer.quantizer, options_.clip_search);
       if (scale_grid) layer.qdq->set_ceiling(options_.clip_search.ceiling);
       if (!SuperGroupQuantizer<Q> && !scale_grid) {  // integer quantizers' grid: on the device, the host's arithmetic
+        if (s.routed()) {
+          const DeviceBuffer<float> own(weights.empty() ? std::vector<float>(static_cast<std::size_t>(layer.cols), 1.0f) : weights);
+          layer.qdq->search_clipping(own.data(), options_.clip_search);
+          stream_.synchronize();  // before `own` goes
+          continue;
+        }
         if (importance[input].size() == 0) importance[input] = DeviceBuffer<float>(std::span<const float>(mean[input]));
         layer.qdq->search_clipping(importance[input].data(), options_.clip_search);
       } else {  // double quantization and the scale grid: searched on the host (k-quants a group at a time)
         std::vector<float> lo(layer.qdq->min_scale().size()), hi(lo.size());
-        search_clip_scales(*layer.quantizer, view(block[l]), mean[input], [&](Index n, auto&& f) { host.parallel_for(n, f); }, lo, hi,
+        search_clip_scales(*layer.quantizer, view(slot_weight(block, s)), weights, [&](Index n, auto&& f) { host.parallel_for(n, f); }, lo, hi,
                            options_.clip_search);
         layer.qdq->min_scale().upload(lo);
         layer.qdq->max_scale().upload(hi);
@@ -930,8 +1238,13 @@ class BlockTuningRun {
   SetupTimes times_;
   IndexSampler sampler_;
   BestStepTracker tracker_;
+  std::vector<LinearSlot> slots_;  // the block's linear layers (linear_slots), and layers_'s order
+  MoeShape moe_shape_;
+  bool moe_ = false;               // the MLP is a mixture of experts
+  std::size_t mlp_base_ = 4;       // the slot of the MLP's gate: a dense block's, or the shared expert's
+  long mlp_inter_ = 0;             // that MLP's intermediate size (0: a mixture of experts without a shared expert)
   Blas blas_{stream_.get()};
-  std::array<Layer, 7> layers_;
+  std::vector<Layer> layers_;
   DeviceBuffer<float> attn_norm_, ffn_norm_, q_norm_, k_norm_;
   std::array<DeviceBuffer<float>, 3> bias_;
   bool qk_norm_ = false;
@@ -956,6 +1269,17 @@ class BlockTuningRun {
   bool measure_inputs_ = false;               // NVFP4 / FP8_STATIC: input_absmax_ measured before tuning
   std::array<float, 7> input_absmax_{};       // per linear
   Tensor xn_, q_, k_, v_, p_, attention_, yn_, act_, d_out_, d_gate_, d_up_, d_h_, d_attention_, ds_, dq_, dk_, dv_;
+  // a mixture of experts (moe_forward): the router, its probabilities [rows, experts] and choices
+  // [rows, top_k], the choices sorted by expert (order_: assignment at each sorted row, position_:
+  // the inverse), the experts' rows (xe_: inputs, eg_/eu_: gate/up, eact_: activation, expert_out_:
+  // outputs, then input gradients), and the shared expert's output and gate
+  Tensor router_, shared_gate_operand_, d_logits_, xe_, dye_, eact_, d_eg_, d_eu_, d_shared_;
+  DeviceBuffer<float> shared_gate_, probabilities_, route_weight_, d_weight_, expert_out_, eg_, eu_, d_eact_, shared_out_, shared_weight_,
+      d_shared_gate_;
+  DeviceBuffer<int> chosen_, order_, position_, counts_, offsets_;
+  bool normalize_ = true;          // the chosen weights divided by their sum
+  std::vector<long> counts_host_;  // per expert: its rows in the last forward
+  std::vector<Index> expert_tokens_;  // per expert: its rows summed over the steps
   Batched scores_, context_, d_scores_, d_query_, d_key_, d_value_;
 };
 

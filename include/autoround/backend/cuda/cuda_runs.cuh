@@ -85,10 +85,11 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
   /// holds them (then `released` is called); quantize_model dequantizes the results back.
   FinishedBlock<Q> run(LlamaBlock& block, const LlamaConfig& config, Index b, const StepProgress& on_step,
                        const WeightsReleased& released = {}) {
-    if (!placed_) place(config);
+    if (!placed_) place(block, config);
     const auto start = std::chrono::steady_clock::now();
     BlockReport report;
-    const auto quantizers = dense_quantizers(block_quantizers<Q>(options_, block, b, report, config.model_type), b);
+    const auto quantizers = block_quantizers<Q>(options_, block, b, report, config.model_type);  // per linear slot
+    const std::vector<LinearSlot> slots = linear_slots(block);
     // Two: the quantized block on the quantized stream, the targets over the fp stream. The
     // one-stream modes: both on fp_, the targets into the run's own stream.
     const bool two = options_.streams == ActivationStreams::Two;
@@ -98,8 +99,8 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
       const auto setup = std::chrono::steady_clock::now();
       Run run(options_.tune, quantizers, block, config, calibration, "model.layers." + std::to_string(b), backend_.precision, plan_);
       report.setup_seconds = seconds_since(setup);
-      for (Linear l : all_linears)
-        if (quantizers[static_cast<std::size_t>(l)]) block[l] = RowMatrix();
+      for (std::size_t i = 0; i < slots.size(); ++i)
+        if (quantizers[i]) slot_weight(block, slots[i]) = RowMatrix();
       if (released) released();
       auto tuned = tune_block(run, options_, b, on_step, report);
       results.assign(std::make_move_iterator(tuned.begin()), std::make_move_iterator(tuned.end()));
@@ -119,7 +120,7 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
   /// over the quantized stream, which equals the tuning run's forward with its kept parameters
   /// when the dequantized values are the qdq kernels' values).
   void replay(LlamaBlock& block, const LlamaConfig& config, const FinishedBlock<Q>& finished) {
-    if (!placed_) place(config);
+    if (!placed_) place(block, config);
     TuneOptions forward_only = options_.tune;
     forward_only.iters = 0;
     forward_only.clip_init = ClipInit::Unit;
@@ -149,18 +150,8 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
  private:
   long count() const { return static_cast<long>(samples_.size()); }
 
-  // the device run's seven layers from block_quantizers' slots (a dense block's slot i is Linear i)
-  static typename Run::LayerQuantizers dense_quantizers(const std::vector<std::optional<Q>>& slots, Index b) {
-    if (slots.size() != all_linears.size())
-      throw Error("model.layers." + std::to_string(b) +
-                  ": a mixture-of-experts block: the GPU does not tune these yet (issue #25); run with --device cpu");
-    typename Run::LayerQuantizers quantizers;
-    std::copy(slots.begin(), slots.end(), quantizers.begin());
-    return quantizers;
-  }
-
   // the first block's shape says what a run needs: choose the streams' place and the plan
-  void place(const LlamaConfig& config) {
+  void place(const LlamaBlock& block, const LlamaConfig& config) {
     if (!config.llama_shaped())
       throw Error("a " + config.model_type + " model (a block beyond LLaMA's: GeGLU, sandwich norms, sliding windows, "
                   "soft-capping, partial or LongRoPE): the GPU does not tune these yet (issue #25); run with --device cpu");
@@ -175,11 +166,12 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
     }
     const long batch = std::min<long>(options_.tune.batch_size, count());
     const std::size_t streams = 2 * cuda::ActivationStream::bytes(count(), values, backend_.stream_dtype);
-    const std::size_t state = Run::state_bytes(config, seqlen, backend_.precision, options_.spec.group_size);
+    const std::size_t state = Run::state_bytes(block, config, seqlen, backend_.precision, options_.spec.group_size);
+    const cuda::MoeShape moe = cuda::MoeShape::of(block);  // planned on the first block: later ones of another shape are not
     const bool quantized_inputs = options_.spec.data_type != DataType::Int && options_.spec.act_bits <= 8;  // W4A4 / W8A8
     auto gib = [](std::size_t bytes) { return std::to_string(static_cast<double>(bytes) / static_cast<double>(1ull << 30)).substr(0, 5) + " GiB"; };
     auto plan_within = [&](std::size_t used) {
-      return used < budget ? Run::plan_for(config, batch, seqlen, backend_.precision, budget - used, quantized_inputs) : std::nullopt;
+      return used < budget ? Run::plan_for(config, batch, seqlen, backend_.precision, budget - used, quantized_inputs, moe) : std::nullopt;
     };
     std::optional<BlockMemoryPlan> plan;
     bool on_host = backend_.streams == StreamPlacement::Host;
@@ -187,14 +179,14 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
     if (!plan && backend_.streams == StreamPlacement::Device)
       throw Error("--gpu-memory: " + gib(budget) + " cannot hold the activation streams on the device (" + gib(streams) +
                   ") beside a block's tuning (" + gib(state) + " of weights and tuning state and at least " +
-                  gib(Run::workspace_bytes(config, batch, seqlen, backend_.precision, {1, 1}, quantized_inputs)) + " of workspace)");
+                  gib(Run::workspace_bytes(config, batch, seqlen, backend_.precision, {1, 1}, quantized_inputs, moe)) + " of workspace)");
     if (!plan) {
       on_host = true;
       plan = plan_within(state);
     }
     if (!plan)
       throw Error("--gpu-memory: " + gib(budget) + " cannot hold a block's tuning: " + gib(state) +
-                  " of weights and tuning state and at least " + gib(Run::workspace_bytes(config, batch, seqlen, backend_.precision, {1, 1}, quantized_inputs)) +
+                  " of weights and tuning state and at least " + gib(Run::workspace_bytes(config, batch, seqlen, backend_.precision, {1, 1}, quantized_inputs, moe)) +
                   " of workspace (one sample of " + std::to_string(seqlen) + " tokens, one attention head at a time)");
     plan_ = *plan;
     masks_ = options_.mask_loss ? loss_masks(samples_, options_.pad_token) : std::vector<LossMask>{};

@@ -1,0 +1,252 @@
+#pragma once
+// CUDA kernels of a mixture-of-experts MLP with softmax routing (Qwen3-MoE, Qwen2-MoE, Mixtral;
+// model/moe_mlp.hpp is the CPU original, every formula here is written as it is there). The
+// expert GEMMs are cuBLAS calls in cuda::BlockTuningRun, one per expert and projection over the
+// rows routed to it.
+//
+// Layout: a token's top_k choices are "assignments" t·top_k + j (j: rank of preference). They
+// are sorted by expert, stably (a block per expert walks the assignments in order), so each
+// expert's rows are contiguous and in ascending token order: `order[i]` is the assignment at
+// sorted row i, `position[a]` its inverse.
+// Every sum over a token's experts is taken in expert-index order (as the CPU's experts loop adds
+// them) by one thread: deterministic, no atomics on floats.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include "block_kernels.cuh"
+
+namespace autoround::cuda {
+
+/// Softmax routing, a thread per token: `scores` [tokens, experts] holds the router logits and
+/// gets the probabilities; `chosen` / `weights` [tokens, top_k] the token's top_k experts in
+/// order of preference (ties to the lower index) and their probabilities, divided by their sum
+/// when `normalize`.
+template <int = 0>
+__global__ void softmax_route_kernel(float* scores, long tokens, int experts, int top_k, bool normalize, int* chosen, float* weights) {
+  const long t = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (t >= tokens) return;
+  float* row = scores + t * experts;
+  float top = -INFINITY;
+  for (int e = 0; e < experts; ++e) top = fmaxf(top, row[e]);
+  float sum = 0.0f;
+  for (int e = 0; e < experts; ++e) {
+    row[e] = expf(__fsub_rn(row[e], top));
+    sum = __fadd_rn(sum, row[e]);
+  }
+  for (int e = 0; e < experts; ++e) row[e] = __fdiv_rn(row[e], sum);
+  int* c = chosen + t * top_k;
+  float* w = weights + t * top_k;
+  float chosen_sum = 0.0f;
+  for (int j = 0; j < top_k; ++j) {
+    int best = -1;
+    for (int e = 0; e < experts; ++e) {
+      bool taken = false;
+      for (int i = 0; i < j; ++i) taken = taken || c[i] == e;
+      if (!taken && (best < 0 || row[e] > row[best])) best = e;
+    }
+    c[j] = best;
+    w[j] = row[best];
+    chosen_sum = __fadd_rn(chosen_sum, row[best]);
+  }
+  if (normalize)
+    for (int j = 0; j < top_k; ++j) w[j] = __fdiv_rn(w[j], chosen_sum);
+}
+
+/// counts[e] += how many assignments chose expert e.
+template <int = 0>
+__global__ void count_assignments_kernel(const int* chosen, long n, int* counts) {
+  const long a = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (a < n) atomicAdd(counts + chosen[a], 1);  // integers: the counts are exact whatever the order
+}
+
+/// offsets[e] = Σ_{e' < e} counts[e'], offsets[experts] = the total (one thread: a few hundred experts).
+template <int = 0>
+__global__ void expert_offsets_kernel(const int* counts, int experts, int* offsets) {
+  if (blockIdx.x != 0 || threadIdx.x != 0) return;
+  int sum = 0;
+  for (int e = 0; e < experts; ++e) {
+    offsets[e] = sum;
+    sum += counts[e];
+  }
+  offsets[experts] = sum;
+}
+
+/// The stable sort by expert, a block (kRowThreads) per expert: it walks the assignments in
+/// order, numbering its own by a prefix sum, so expert e's rows start at offsets[e] in ascending
+/// assignment order: order[row] = a and position[a] = row.
+template <int = 0>
+__global__ void expert_rows_kernel(const int* chosen, long n, const int* offsets, int* order, int* position) {
+  __shared__ int scan[kRowThreads];
+  const int e = static_cast<int>(blockIdx.x);
+  int next = offsets[e];
+  for (long base = 0; base < n; base += kRowThreads) {
+    const long a = base + threadIdx.x;
+    const int mine = a < n && chosen[a] == e ? 1 : 0;
+    scan[threadIdx.x] = mine;
+    __syncthreads();
+    for (int stride = 1; stride < kRowThreads; stride *= 2) {  // inclusive prefix sum
+      const int add = threadIdx.x >= stride ? scan[threadIdx.x - stride] : 0;
+      __syncthreads();
+      scan[threadIdx.x] += add;
+      __syncthreads();
+    }
+    if (mine) {
+      const int row = next + scan[threadIdx.x] - 1;
+      order[row] = static_cast<int>(a);
+      position[a] = row;
+    }
+    next += scan[kRowThreads - 1];
+    __syncthreads();
+  }
+}
+
+/// out[i, c] = x[token of order[i], c]: each expert's input rows, gathered.
+template <class T>
+__global__ void gather_routed_rows_kernel(const T* x, const int* order, int top_k, long n, long cols, T* out) {
+  const long i = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (i >= n * cols) return;
+  const long r = i / cols, c = i % cols;
+  out[i] = x[static_cast<long>(order[r] / top_k) * cols + c];
+}
+
+namespace device {
+/// The token's choice with the next expert index above `last` (-1: the lowest): its rank j.
+__device__ inline int next_in_expert_order(const int* chosen, int top_k, int last) {
+  int j = -1;
+  for (int i = 0; i < top_k; ++i)
+    if (chosen[i] > last && (j < 0 || chosen[i] < chosen[j])) j = i;
+  return j;
+}
+}  // namespace device
+
+/// out[t, c] = h[t, c] + (Σ_j w_tj · expert_out[position(t, j), c] in expert order
+///             + g_t · shared_out[t, c]), g_t = shared_weight[t] (1 without one; no shared
+/// expert: shared_out null).
+template <int = 0>
+__global__ void moe_combine_kernel(const float* h, const float* expert_out, const int* chosen, const float* weights, const int* position,
+                                   int top_k, const float* shared_out, const float* shared_weight, long tokens, long hidden, float* out) {
+  const long i = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (i >= tokens * hidden) return;
+  const long t = i / hidden, c = i % hidden;
+  const int* mine = chosen + t * top_k;
+  float sum = 0.0f;
+  for (int k = 0, last = -1; k < top_k; ++k) {
+    const int j = device::next_in_expert_order(mine, top_k, last);
+    last = mine[j];
+    const long a = t * top_k + j;
+    sum = __fadd_rn(sum, __fmul_rn(weights[a], expert_out[static_cast<long>(position[a]) * hidden + c]));
+  }
+  if (shared_out) sum = __fadd_rn(sum, shared_weight ? __fmul_rn(shared_weight[t], shared_out[i]) : shared_out[i]);
+  out[i] = __fadd_rn(h[i], sum);
+}
+
+/// Per sorted row i (one block each; a = order[i], t its token): d_weight[a] = <d_out[t],
+/// expert_out[i]> and dy[i] = w_a · d_out[t] (the expert's output gradient), into float32 and/or
+/// a bf16 copy.
+template <int = 0>
+__global__ void moe_output_grad_kernel(const float* d_out, const float* expert_out, const int* order, const float* weights, int top_k,
+                                       long hidden, float* d_weight, float* dy, __nv_bfloat16* dy_copy) {
+  __shared__ float shared[kRowThreads];
+  const long i = blockIdx.x, a = order[i], t = a / top_k;
+  const float* g = d_out + t * hidden;
+  const float* y = expert_out + i * hidden;
+  const float w = weights[a];
+  float dot = 0.0f;
+  for (long c = threadIdx.x; c < hidden; c += kRowThreads) {
+    dot = __fadd_rn(dot, __fmul_rn(g[c], y[c]));
+    const float v = __fmul_rn(w, g[c]);
+    if (dy) dy[i * hidden + c] = v;
+    if (dy_copy) dy_copy[i * hidden + c] = __float2bfloat16_rn(v);
+  }
+  dot = device::block_sum(dot, shared);
+  if (threadIdx.x == 0) d_weight[a] = dot;
+}
+
+/// d_x[t, c] (= or +=) Σ_j dx_rows[position(t, j), c], in expert order: the experts' input
+/// gradients back on their tokens.
+template <int = 0>
+__global__ void moe_scatter_grad_kernel(const float* dx_rows, const int* chosen, const int* position, int top_k, long tokens, long hidden,
+                                        bool accumulate, float* d_x) {
+  const long i = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (i >= tokens * hidden) return;
+  const long t = i / hidden, c = i % hidden;
+  const int* mine = chosen + t * top_k;
+  float sum = accumulate ? d_x[i] : 0.0f;
+  for (int k = 0, last = -1; k < top_k; ++k) {
+    const int j = device::next_in_expert_order(mine, top_k, last);
+    last = mine[j];
+    sum = __fadd_rn(sum, dx_rows[static_cast<long>(position[t * top_k + j]) * hidden + c]);
+  }
+  d_x[i] = sum;
+}
+
+/// The router's backward, a thread per token: from dL/dw of its chosen experts (d_weight,
+/// [tokens, top_k]) through the normalization (w_j = p_j / S) and the softmax to the logits:
+/// d_logits[t, e] = p_e (dp_e − Σ_j p_j dp_j), into float32 and/or a bf16 copy.
+template <int = 0>
+__global__ void softmax_route_backward_kernel(const float* probabilities, const int* chosen, const float* weights, const float* d_weight,
+                                              long tokens, int experts, int top_k, bool normalize, float* d_logits,
+                                              __nv_bfloat16* d_logits_copy) {
+  const long t = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (t >= tokens) return;
+  const float* p = probabilities + t * experts;
+  const int* c = chosen + t * top_k;
+  const float* w = weights + t * top_k;
+  const float* dw = d_weight + t * top_k;
+  float sum = 0.0f, dot = 0.0f;
+  for (int j = 0; j < top_k; ++j) {
+    sum = __fadd_rn(sum, p[c[j]]);
+    dot = __fadd_rn(dot, __fmul_rn(dw[j], w[j]));
+  }
+  float pdp = 0.0f;  // Σ_j p_j dp_j over the chosen (dp is 0 elsewhere)
+  for (int j = 0; j < top_k; ++j) {
+    const float dp = normalize ? __fdiv_rn(__fsub_rn(dw[j], dot), sum) : dw[j];
+    pdp = __fadd_rn(pdp, __fmul_rn(p[c[j]], dp));
+  }
+  for (int e = 0; e < experts; ++e) {
+    float dp = 0.0f;
+    for (int j = 0; j < top_k; ++j)
+      if (c[j] == e) dp = normalize ? __fdiv_rn(__fsub_rn(dw[j], dot), sum) : dw[j];
+    const float d = __fmul_rn(p[e], __fsub_rn(dp, pdp));
+    if (d_logits) d_logits[t * experts + e] = d;
+    if (d_logits_copy) d_logits_copy[t * experts + e] = __float2bfloat16_rn(d);
+  }
+}
+
+/// x[i] = sigmoid(x[i]): the shared expert's gate (Qwen2-MoE) from its logits.
+template <int = 0>
+__global__ void sigmoid_kernel(float* x, long n) {
+  const long i = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (i < n) x[i] = __fdiv_rn(1.0f, __fadd_rn(1.0f, expf(-x[i])));
+}
+
+/// The gated shared expert's backward, a block per token t: dy[t] = g_t · d_out[t] (float32
+/// and/or bf16; g_t = 1 without a gate) and, with a gate, d_gate[t] = <d_out[t], shared_out[t]>
+/// g_t (1 − g_t), the gradient of its logit.
+template <int = 0>
+__global__ void shared_expert_grad_kernel(const float* d_out, const float* shared_out, const float* gate, long hidden, float* dy,
+                                          __nv_bfloat16* dy_copy, float* d_gate) {
+  __shared__ float shared[kRowThreads];
+  const long t = blockIdx.x;
+  const float g = gate ? gate[t] : 1.0f;
+  float dot = 0.0f;
+  for (long c = threadIdx.x; c < hidden; c += kRowThreads) {
+    const long i = t * hidden + c;
+    if (gate) dot = __fadd_rn(dot, __fmul_rn(d_out[i], shared_out[i]));
+    const float v = __fmul_rn(g, d_out[i]);
+    if (dy) dy[i] = v;
+    if (dy_copy) dy_copy[i] = __float2bfloat16_rn(v);
+  }
+  if (!gate) return;
+  dot = device::block_sum(dot, shared);
+  if (threadIdx.x == 0) d_gate[t] = __fmul_rn(dot, __fmul_rn(g, __fsub_rn(1.0f, g)));
+}
+
+/// d_x[t, c] += d_gate[t] · w[c]: the shared expert gate's logit gradient back to its input.
+template <int = 0>
+__global__ void add_outer_kernel(float* d_x, const float* d_gate, const float* w, long tokens, long hidden) {
+  const long i = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (i < tokens * hidden) d_x[i] = __fadd_rn(d_x[i], __fmul_rn(d_gate[i / hidden], w[i % hidden]));
+}
+
+}  // namespace autoround::cuda
