@@ -630,9 +630,9 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   // mixture-of-experts models tune on either device (the GPU: softmax routing, cuda::BlockTuningRun refuses the rest by name)
   const GgufExperts gguf_expert_counts = source_gguf ? gguf_experts(*source_gguf) : GgufExperts{};
   const bool experts = config.model_type.find("moe") != std::string::npos || config.model_type == "mixtral" || gguf_expert_counts.count > 0;
-  if (!config.llama_shaped() && device.cuda)
-    throw Error(model_path + ": a " + config.model_type + " model (a block beyond LLaMA's: GeGLU, sandwich norms, sliding windows, "
-                "soft-capping, partial or LongRoPE): the GPU does not tune these yet (issue #25); run with --device cpu");
+  if (config.attention_softcap > 0 && device.cuda)
+    throw Error(model_path + ": a " + config.model_type + " model: attention soft-capping (Gemma 2): the GPU does not tune it yet (issue #25); "
+                "run with --device cpu");
   // the loss skips padding as the reference does: the tokenizer's pad id, when the model names one
   if (!options.pad_token && source_gguf && source_gguf->find("tokenizer.ggml.padding_token_id"))
     options.pad_token = static_cast<std::int32_t>(source_gguf->get_uint("tokenizer.ggml.padding_token_id"));

@@ -73,7 +73,8 @@ struct LlamaConfig {
   bool vision_language = false;
 
   bool is_sliding(Index layer) const { return layer >= 0 && static_cast<std::size_t>(layer) < sliding.size() && sliding[static_cast<std::size_t>(layer)]; }
-  /// Whether the block is LLaMA's (what the CUDA backend computes): none of the Gemma settings.
+  /// Whether the block is LLaMA's: none of the Gemma / Phi-3 settings (the CUDA backend computes
+  /// all but Gemma 2's attention soft-capping).
   bool llama_shaped() const {
     return activation == MlpActivation::Silu && attention_scale == 0 && attention_softcap == 0 && logit_softcap == 0 &&
            embedding_scale == 1 && sliding_window == 0 && (rotary_dims == 0 || rotary_dims == head_dim) &&

@@ -96,11 +96,13 @@ __global__ void rms_norm_backward_kernel(const float* x, const float* g, const f
 }
 
 /// Rotate each head's pairs in place: rows are tokens (position = row % seqlen), `table` holds
-/// (cos, sin) per position and pair; direction −1 is the inverse (the backward).
+/// (cos, sin) per position and pair; direction −1 is the inverse (the backward). Only each
+/// head's first `rotary` dimensions rotate (partial rotary: Phi-4-mini), paired within them; the
+/// bf16 `copy` gets the rotated pairs only (with partial rotary the caller refreshes it whole).
 template <int = 0>
 __global__ void rope_kernel(float* x, __nv_bfloat16* copy, const float2* table, long rows, long heads, long head_dim,
-                            long seqlen, bool adjacent_pairs, float direction) {
-  const long half = head_dim / 2;
+                            long seqlen, bool adjacent_pairs, float direction, long rotary) {
+  const long half = rotary / 2;
   const long id = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
   if (id >= rows * heads * half) return;
   const long i = id % half, h = (id / half) % heads, r = id / (half * heads);
@@ -120,26 +122,27 @@ __global__ void rope_kernel(float* x, __nv_bfloat16* copy, const float2* table, 
 }
 
 /// Causal softmax of attention scores: one block per row of a [seqlen, seqlen] matrix (rows of
-/// all matrices stacked); entries after the row's own position become 0. The probabilities go
-/// to `scores` itself (float32, may be null: then `scores` is only scratch) and/or, in bf16, to
-/// `copy` (the next GEMMs' operand).
+/// all matrices stacked); entries after the row's own position become 0, and with a sliding
+/// `window` (> 0) those before t − window + 1 too. The probabilities go to `scores` itself
+/// (float32, may be null: then `scores` is only scratch) and/or, in bf16, to `copy` (the next
+/// GEMMs' operand). The backward (softmax_backward_kernel) needs no window: P is 0 outside it.
 template <int = 0>
-__global__ void causal_softmax_kernel(float* scores, bool keep_float, __nv_bfloat16* copy, long seqlen) {
+__global__ void causal_softmax_kernel(float* scores, bool keep_float, __nv_bfloat16* copy, long seqlen, long window = 0) {
   __shared__ float shared[kRowThreads];
-  const long t = blockIdx.x % seqlen;
+  const long t = blockIdx.x % seqlen, first = window > 0 && t - window + 1 > 0 ? t - window + 1 : 0;
   float* row = scores + blockIdx.x * seqlen;
   float max = -INFINITY;
-  for (long j = threadIdx.x; j <= t; j += kRowThreads) max = fmaxf(max, row[j]);
+  for (long j = first + threadIdx.x; j <= t; j += kRowThreads) max = fmaxf(max, row[j]);
   max = device::block_max(max, shared);
   float sum = 0.0f;
-  for (long j = threadIdx.x; j <= t; j += kRowThreads) {
+  for (long j = first + threadIdx.x; j <= t; j += kRowThreads) {
     const float e = expf(__fsub_rn(row[j], max));
     row[j] = e;
     sum = __fadd_rn(sum, e);
   }
   sum = device::block_sum(sum, shared);
   for (long j = threadIdx.x; j < seqlen; j += kRowThreads) {
-    const float p = j <= t ? __fdiv_rn(row[j], sum) : 0.0f;
+    const float p = j >= first && j <= t ? __fdiv_rn(row[j], sum) : 0.0f;
     if (keep_float) row[j] = p;
     if (copy) copy[blockIdx.x * seqlen + j] = __float2bfloat16_rn(p);
   }
@@ -187,6 +190,46 @@ __global__ void swiglu_backward_kernel(const float* gate, const float* up, const
   if (d_gate) d_gate[i] = dg;
   if (d_up_copy) d_up_copy[i] = __float2bfloat16_rn(du);
   if (d_gate_copy) d_gate_copy[i] = __float2bfloat16_rn(dg);
+}
+
+/// GeGLU (Gemma): act = gelu_tanh(gate) ⊙ up, gelu_tanh(g) = ½ g (1 + tanh(√(2/π)(g + 0.044715 g³))),
+/// into `act` and/or, in bf16, `copy`.
+template <int = 0>
+__global__ void geglu_kernel(const float* gate, const float* up, float* act, __nv_bfloat16* copy, long n) {
+  const long i = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  const float g = gate[i];
+  const float th = tanhf(__fmul_rn(0.7978845608028654f, __fadd_rn(g, __fmul_rn(__fmul_rn(__fmul_rn(0.044715f, g), g), g))));
+  const float a = __fmul_rn(__fmul_rn(__fmul_rn(0.5f, g), __fadd_rn(1.0f, th)), up[i]);
+  if (act) act[i] = a;
+  if (copy) copy[i] = __float2bfloat16_rn(a);
+}
+
+/// GeGLU's backward: d_up = d_act · gelu_tanh(g); d_gate = d_act · up · (½ (1 + t) + ½ g (1 − t²)
+/// √(2/π) (1 + 3·0.044715 g²)), t the forward's tanh (recomputed). Outputs as swiglu_backward_kernel's.
+template <int = 0>
+__global__ void geglu_backward_kernel(const float* gate, const float* up, const float* d_act, float* d_gate, float* d_up,
+                                      __nv_bfloat16* d_gate_copy, __nv_bfloat16* d_up_copy, long n) {
+  const long i = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  const float g = gate[i], k0 = 0.7978845608028654f, k1 = 0.044715f;
+  const float th = tanhf(__fmul_rn(k0, __fadd_rn(g, __fmul_rn(__fmul_rn(__fmul_rn(k1, g), g), g))));
+  const float du = __fmul_rn(__fmul_rn(__fmul_rn(d_act[i], 0.5f), g), __fadd_rn(1.0f, th));
+  const float slope = __fadd_rn(__fmul_rn(0.5f, __fadd_rn(1.0f, th)),
+                                __fmul_rn(__fmul_rn(__fmul_rn(__fmul_rn(0.5f, g), __fsub_rn(1.0f, __fmul_rn(th, th))), k0),
+                                          __fadd_rn(1.0f, __fmul_rn(__fmul_rn(__fmul_rn(3.0f, k1), g), g))));
+  const float dg = __fmul_rn(__fmul_rn(d_act[i], up[i]), slope);
+  if (d_up) d_up[i] = du;
+  if (d_gate) d_gate[i] = dg;
+  if (d_up_copy) d_up_copy[i] = __float2bfloat16_rn(du);
+  if (d_gate_copy) d_gate_copy[i] = __float2bfloat16_rn(dg);
+}
+
+/// out[i] = a[i] + b[i] (a sandwich norm's output back onto the residual).
+template <int = 0>
+__global__ void add_kernel(const float* a, const float* b, float* out, long n) {
+  const long i = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (i < n) out[i] = __fadd_rn(a[i], b[i]);
 }
 
 /// x[r, c] += bias[c] (Qwen2's q/k/v projection biases).

@@ -95,15 +95,23 @@ struct DeviceCalibration {
   PythonRandom* random = nullptr;        ///< the sampler's stream (null: seeded with TuneOptions::seed)
 };
 
-/// What a mixture-of-experts block adds to a run's workspace: its routed experts, the experts per
-/// token, a routed expert's intermediate size and the shared expert's (0: none). All 0: a dense block.
-struct MoeShape {
+/// What a block adds to a LLaMA block's workspace: a mixture of experts (its routed experts, the
+/// experts per token, a routed expert's intermediate size and the shared expert's, 0: none; all 0:
+/// a dense MLP) and Gemma's sandwich norms (the attention's and the MLP's outputs kept before
+/// their norms).
+struct BlockShape {
   long experts = 0, top_k = 0, intermediate = 0, shared_intermediate = 0;
-  static MoeShape of(const LlamaBlock& block) {
-    if (!block.moe || block.moe->weights.experts.empty()) return {};
+  bool sandwich_norms = false;
+  static BlockShape of(const LlamaBlock& block) {
+    BlockShape shape;
+    shape.sandwich_norms = block.post_attn_norm.size() > 0 || block.post_ffn_norm.size() > 0;
+    if (!block.moe || block.moe->weights.experts.empty()) return shape;
     const MoeWeights& w = block.moe->weights;
-    return {static_cast<long>(w.experts.size()), static_cast<long>(block.moe->spec.top_k), static_cast<long>(w.experts[0].gate.rows()),
-            w.shared ? static_cast<long>(w.shared->gate.rows()) : 0L};
+    shape.experts = static_cast<long>(w.experts.size());
+    shape.top_k = static_cast<long>(block.moe->spec.top_k);
+    shape.intermediate = static_cast<long>(w.experts[0].gate.rows());
+    shape.shared_intermediate = w.shared ? static_cast<long>(w.shared->gate.rows()) : 0L;
+    return shape;
   }
 };
 
@@ -303,12 +311,12 @@ class BlockTuningRun {
   /// `quantized_inputs`: the linear inputs are quantized (W4A4 / W8A8), which keeps three of them
   /// also before quantization (for the backward) and, in bf16 mode, float32 values of three.
   static std::size_t workspace_bytes(const LlamaConfig& c, long batch, long seqlen, GemmPrecision precision, BlockMemoryPlan plan,
-                                     bool quantized_inputs = false, const MoeShape& moe = {}) {
+                                     bool quantized_inputs = false, const BlockShape& shape = {}) {
     const bool bf16 = precision == GemmPrecision::BFloat16;
     const long micro = plan.micro_batch > 0 ? std::min(plan.micro_batch, batch) : batch;
     const long pairs = plan.attention_pairs > 0 ? std::min(plan.attention_pairs, micro * c.heads) : micro * c.heads;
     const auto rows = static_cast<std::size_t>(micro * seqlen), hidden = static_cast<std::size_t>(c.hidden),
-               inter = static_cast<std::size_t>(moe.experts > 0 ? moe.shared_intermediate : c.intermediate),
+               inter = static_cast<std::size_t>(shape.experts > 0 ? shape.shared_intermediate : c.intermediate),
                q = static_cast<std::size_t>(c.heads * c.head_dim),
                kv = static_cast<std::size_t>(c.kv_heads * c.head_dim);
     const std::size_t both = bf16 ? 6 : 4, operand = bf16 ? 2 : 4;  // float32 + bf16 copy; GEMM operand only
@@ -317,12 +325,14 @@ class BlockTuningRun {
     per_row += 4 * (2 * q + kv + static_cast<std::size_t>(c.heads + c.kv_heads));  // QK-norm scratch (counted whether used or not)
     if (bf16 && quantized_inputs) per_row += 4 * (2 * hidden + inter);
     if (quantized_inputs) per_row += 4 * (q + hidden + inter);
-    if (moe.experts > 0) {  // per token: its top_k routed rows, the router's scores, the shared expert's output
-      const auto k = static_cast<std::size_t>(moe.top_k), e = static_cast<std::size_t>(moe.experts),
-                 expert_inter = static_cast<std::size_t>(moe.intermediate);
+    if (shape.experts > 0) {  // per token: its top_k routed rows, the router's scores, the shared expert's output
+      const auto k = static_cast<std::size_t>(shape.top_k), e = static_cast<std::size_t>(shape.experts),
+                 expert_inter = static_cast<std::size_t>(shape.intermediate);
       per_row += k * (hidden * (2 * operand + 4) + expert_inter * (12 + 3 * operand) + 4 * 5) + e * (4 + both);
-      if (moe.shared_intermediate > 0) per_row += hidden * (4 + operand) + 8;
-    }    const auto square = static_cast<std::size_t>(pairs) * static_cast<std::size_t>(seqlen * seqlen);
+      if (shape.shared_intermediate > 0) per_row += hidden * (4 + operand) + 8;
+    }
+    if (shape.sandwich_norms) per_row += hidden * (16 + 2 * operand) + 8;  // both outputs, a normed scratch, their gradients, d_h
+    const auto square = static_cast<std::size_t>(pairs) * static_cast<std::size_t>(seqlen * seqlen);
     return rows * per_row + square * (operand + both) + static_cast<std::size_t>(micro * c.heads) * 18 * sizeof(void*) + (1u << 20);
   }
 
@@ -332,12 +342,12 @@ class BlockTuningRun {
   /// the last resort: their attention GEMMs are too small to fill the GPU (at seqlen 2048 one
   /// pair's product is ~5 µs of an H200), a smaller micro-batch costs less.
   static std::optional<BlockMemoryPlan> plan_for(const LlamaConfig& c, long batch, long seqlen, GemmPrecision precision,
-                                                 std::size_t bytes, bool quantized_inputs = false, const MoeShape& moe = {}) {
-    if (workspace_bytes(c, batch, seqlen, precision, {}, quantized_inputs, moe) <= bytes) return BlockMemoryPlan{};
+                                                 std::size_t bytes, bool quantized_inputs = false, const BlockShape& shape = {}) {
+    if (workspace_bytes(c, batch, seqlen, precision, {}, quantized_inputs, shape) <= bytes) return BlockMemoryPlan{};
     for (const long smallest : {8L, 1L})
       for (long micro = batch; micro >= 1; --micro)
         for (long pairs = std::min(micro * c.heads, static_cast<long>(c.heads)); pairs >= std::min(smallest, micro * c.heads); pairs /= 2)
-          if (workspace_bytes(c, batch, seqlen, precision, {micro, pairs}, quantized_inputs, moe) <= bytes) return BlockMemoryPlan{micro, pairs};
+          if (workspace_bytes(c, batch, seqlen, precision, {micro, pairs}, quantized_inputs, shape) <= bytes) return BlockMemoryPlan{micro, pairs};
     return std::nullopt;
   }
 
@@ -378,21 +388,23 @@ class BlockTuningRun {
         micro_(plan.micro_batch > 0 ? std::min(plan.micro_batch, batch_) : batch_),
         pairs_(plan.attention_pairs > 0 ? std::min(plan.attention_pairs, micro_ * config.heads) : micro_ * config.heads),
         sampler_(random ? IndexSampler(samples_, batch_, *random) : IndexSampler(samples_, batch_, options.seed)),
-        tracker_(options), slots_(linear_slots(block)), moe_shape_(MoeShape::of(block)) {
+        tracker_(options), slots_(linear_slots(block)), shape_(BlockShape::of(block)) {
     detail::require(config.heads > 0 && config.kv_heads > 0 && config.heads % config.kv_heads == 0 && config.head_dim % 2 == 0,
                     name + ": heads must be a multiple of kv_heads and head_dim even");
     detail::require(quantizers.empty() || quantizers.size() == slots_.size(),
                     name + ": " + std::to_string(quantizers.size()) + " quantizers for " + std::to_string(slots_.size()) +
                         " linear layers (linear_slots)");
+    if (config.attention_softcap > 0)
+      throw Error(name + ": attention soft-capping (Gemma 2): the GPU does not tune it yet (issue #25); run with --device cpu");
     if (block.moe) check_moe(block, name);
-    mlp_base_ = moe_ ? 4 + 3 * static_cast<std::size_t>(moe_shape_.experts) : 4;
-    mlp_inter_ = moe_ ? moe_shape_.shared_intermediate : config.intermediate;
+    mlp_base_ = moe_ ? 4 + 3 * static_cast<std::size_t>(shape_.experts) : 4;
+    mlp_inter_ = moe_ ? shape_.shared_intermediate : config.intermediate;
     std::size_t largest = 0;
     for (const LinearSlot& s : slots_) {
       const RowMatrix& w = slot_weight(block, s);
       auto [out, in] = linear_shape(config, s.role);
       if (s.expert != LinearSlot::own) {  // an expert's: [its intermediate, hidden] or the transpose
-        const long inter = s.routed() ? moe_shape_.intermediate : moe_shape_.shared_intermediate;
+        const long inter = s.routed() ? shape_.intermediate : shape_.shared_intermediate;
         out = s.role == Linear::Down ? config.hidden : inter;
         in = s.role == Linear::Down ? inter : config.hidden;
       }
@@ -564,17 +576,26 @@ class BlockTuningRun {
       q_norm_ = upload(block.q_norm);
       k_norm_ = upload(block.k_norm);
     }
-    // RoPE (cos, sin) per position and pair, computed as the CPU does (double angle, float result)
-    const long half = config_.head_dim / 2;
+    // RoPE (cos, sin) per position and pair, computed as the CPU does (double angle, float result):
+    // a sliding layer's own base (Gemma), LongRoPE's divisors for this length and its factor (Phi-3)
+    LlamaConfig local;
+    const LlamaConfig& rc = detail::rope_config(config_, block.sliding, local);
+    const long half = config_.rotary() / 2;
+    const float factor = config_.rope_attention_factor;
     std::vector<float2> table(static_cast<std::size_t>(seqlen_ * half));
     for (long i = 0; i < half; ++i) {
-      const double frequency = detail::rope_frequency(config_, i);
+      const double frequency = detail::rope_frequency(rc, i, seqlen_);
       for (long t = 0; t < seqlen_; ++t) {
         const double angle = static_cast<double>(t) * frequency;
-        table[static_cast<std::size_t>(t * half + i)] = {static_cast<float>(std::cos(angle)), static_cast<float>(std::sin(angle))};
+        float2 cs{static_cast<float>(std::cos(angle)), static_cast<float>(std::sin(angle))};
+        if (factor != 1.0f) cs.x *= factor, cs.y *= factor;
+        table[static_cast<std::size_t>(t * half + i)] = cs;
       }
     }
     rope_ = DeviceBuffer<float2>(std::span<const float2>(table));
+    window_ = block.sliding ? config_.sliding_window : 0;
+    if (block.post_attn_norm.size() > 0) post_attn_norm_ = upload(block.post_attn_norm);
+    if (block.post_ffn_norm.size() > 0) post_ffn_norm_ = upload(block.post_ffn_norm);
     if (!moe_) return;
     const MoeWeights& w = block.moe->weights;
     router_ = operand(w.router.data(), w.router.size());  // full precision (never tuned), in the GEMM precision
@@ -616,16 +637,17 @@ class BlockTuningRun {
     auto biased = [](const ExpertWeights& e) { return e.gate_bias.size() > 0 || e.up_bias.size() > 0 || e.down_bias.size() > 0; };
     for (const ExpertWeights& e : w.experts) {
       if (biased(e)) refuse("expert biases (GPT-OSS)");
-      detail::require(e.gate.rows() == moe_shape_.intermediate, name + ": routed experts of different intermediate sizes");
+      detail::require(e.gate.rows() == shape_.intermediate, name + ": routed experts of different intermediate sizes");
     }
     if (w.shared && biased(*w.shared)) refuse("shared expert biases");
     if (FloatCodeQuantizer<Q> || block.act_quant) refuse("a floating-point scheme (MXFP / NVFP / FP8)");
-    detail::require(moe_shape_.experts > 0 && moe_shape_.top_k >= 1 && moe_shape_.top_k <= moe_shape_.experts &&
-                        w.router.rows() == moe_shape_.experts && w.router.cols() == config_.hidden,
+    if (shape_.sandwich_norms) refuse("sandwich norms");
+    detail::require(shape_.experts > 0 && shape_.top_k >= 1 && shape_.top_k <= shape_.experts &&
+                        w.router.rows() == shape_.experts && w.router.cols() == config_.hidden,
                     name + ": the router is not [experts, hidden] or top_k is not between 1 and the expert count");
     moe_ = true;
-    expert_tokens_.assign(static_cast<std::size_t>(moe_shape_.experts), 0);
-    counts_host_.assign(static_cast<std::size_t>(moe_shape_.experts), 0);
+    expert_tokens_.assign(static_cast<std::size_t>(shape_.experts), 0);
+    counts_host_.assign(static_cast<std::size_t>(shape_.experts), 0);
   }
 
   void setup_layer(std::size_t l, const RowMatrix& w, const std::optional<Q>& quantizer, const std::string& name) {
@@ -682,7 +704,20 @@ class BlockTuningRun {
     }
     d_out_.allocate(rows * hidden, bf16_);
     for (Tensor* t : {&xn_, &yn_}) t->allocate(rows * hidden, bf16_, input_floats_);  // quantized inputs: from float32 values
-    d_h_.allocate(rows * hidden, bf16_, false);
+    d_h_.allocate(rows * hidden, bf16_, shape_.sandwich_norms);  // the post-attention norm's backward reads it in float32
+    if (shape_.sandwich_norms) {
+      normed_ = floats(rows * hidden);
+      if (post_attn_norm_.size() > 0) {
+        attention_out_ = floats(rows * hidden);
+        inv_rms_post_attn_ = floats(rows);
+        d_attention_out_.allocate(rows * hidden, bf16_, false);
+      }
+      if (post_ffn_norm_.size() > 0) {
+        mlp_out_ = floats(rows * hidden);
+        inv_rms_post_ffn_ = floats(rows);
+        d_mlp_.allocate(rows * hidden, bf16_, false);
+      }
+    }
     for (Tensor* t : {&q_, &attention_, &d_attention_, &dq_}) t->allocate(rows * q_cols, bf16_);
     for (Tensor* t : {&k_, &v_, &dk_, &dv_}) t->allocate(rows * kv_cols, bf16_);
     act_.allocate(rows * inter, bf16_, input_floats_);
@@ -700,7 +735,7 @@ class BlockTuningRun {
 
   // a mixture of experts' workspace for `rows` tokens (moe_forward / moe_backward)
   void allocate_moe(long rows) {
-    const long hidden = config_.hidden, experts = moe_shape_.experts, n = rows * moe_shape_.top_k, inter = moe_shape_.intermediate;
+    const long hidden = config_.hidden, experts = shape_.experts, n = rows * shape_.top_k, inter = shape_.intermediate;
     auto floats = [](long count) { return DeviceBuffer<float>(static_cast<std::size_t>(count)); };
     auto ints = [](long count) { return DeviceBuffer<int>(static_cast<std::size_t>(count)); };
     probabilities_ = floats(rows * experts);
@@ -721,7 +756,7 @@ class BlockTuningRun {
     eg_ = floats(n * inter);
     eu_ = floats(n * inter);
     d_eact_ = floats(n * inter);
-    if (moe_shape_.shared_intermediate > 0) {
+    if (shape_.shared_intermediate > 0) {
       shared_out_ = floats(rows * hidden);
       d_shared_.allocate(rows * hidden, bf16_, false);
       if (shared_gate_.size() > 0) {
@@ -816,10 +851,15 @@ class BlockTuningRun {
                   accumulate ? 1.0f : 0.0f, layer.grad.data(), layer.cols);
   }
 
-  void rope(float* x, __nv_bfloat16* copy, long rows, long heads, float direction) {
-    const long n = rows * heads * (config_.head_dim / 2);
-    rope_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(x, copy, rope_.data(), rows, heads, config_.head_dim, seqlen_,
-                                                config_.rope_style == RopeStyle::AdjacentPairs, direction);
+  // RoPE on t's first rows (heads per row), its bf16 copy refreshed when `copy` (partial rotary:
+  // the whole copy, the pass-through dimensions too)
+  void rope(Tensor& t, bool copy, long rows, long heads, float direction) {
+    const long rotary = config_.rotary(), n = rows * heads * (rotary / 2);
+    const bool partial = rotary < config_.head_dim;
+    rope_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(t.f.data(), copy && !partial ? t.bf16_out() : nullptr, rope_.data(), rows, heads,
+                                                           config_.head_dim, seqlen_, config_.rope_style == RopeStyle::AdjacentPairs,
+                                                           direction, rotary);
+    if (copy && partial) t.refresh(stream(), rows * heads * config_.head_dim);
   }
 
   // Block forward on the first nb samples of x_: output into d_out_.f, intermediates kept.
@@ -847,8 +887,8 @@ class BlockTuningRun {
       rms_norm_kernel<><<<static_cast<unsigned>(rows * kv_heads), kRowThreads, 0, stream()>>>(k_projected_.data(), k_norm_.data(), k_.f.data(),
                                                                                 nullptr, inv_rms_k_.data(), d, config_.rms_eps);
     }
-    rope(q_.f.data(), q_.bf16_out(), rows, heads, 1.0f);
-    rope(k_.f.data(), k_.bf16_out(), rows, kv_heads, 1.0f);
+    rope(q_, true, rows, heads, 1.0f);
+    rope(k_, true, rows, kv_heads, 1.0f);
     v_.refresh(stream(), rows * kv_cols);
     for (long first = 0; first < nb * heads; first += pairs_) {
       const long count = std::min(pairs_, nb * heads - first);
@@ -861,8 +901,13 @@ class BlockTuningRun {
     } else {
       attention_.refresh(stream(), rows * q_cols);
     }
-    copy_floats(h_.data(), x_.data(), rows * hidden);
-    project<T>(Linear::Output, rows, attention_, h_.data(), 1.0f);  // h = x + attention Wo^T
+    if (post_attn_norm_.size() > 0) {  // Gemma: h = x + rms(attention Wo^T) · g
+      project<T>(Linear::Output, rows, attention_, attention_out_.data());
+      add_normed(attention_out_.data(), post_attn_norm_.data(), inv_rms_post_attn_.data(), x_.data(), h_.data(), rows);
+    } else {
+      copy_floats(h_.data(), x_.data(), rows * hidden);
+      project<T>(Linear::Output, rows, attention_, h_.data(), 1.0f);  // h = x + attention Wo^T
+    }
     rms_norm_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(h_.data(), ffn_norm_.data(), yn_.float_out(), yn_.bf16_out(),
                                                                    inv_rms2_.data(), hidden, config_.rms_eps);
     if (input_quant_) {
@@ -872,25 +917,56 @@ class BlockTuningRun {
     if (moe_) return moe_forward<T>(rows);
     project<T>(Linear::Gate, rows, yn_, gate_.data());
     project<T>(Linear::Up, rows, yn_, up_.data());
-    swiglu_kernel<><<<blocks_for(rows * inter, 256), 256, 0, stream()>>>(gate_.data(), up_.data(), act_.float_out(), act_.bf16_out(),
-                                                            rows * inter);
+    gated_activation(rows * inter);
     if (input_quant_) {
       copy_floats(act_float_.data(), act_.f.data(), rows * inter);
       quantize_input(act_, LinearInput::MlpProduct, rows, inter);
     }
+    if (post_ffn_norm_.size() > 0) {  // Gemma: out = h + rms(act Wd^T) · g
+      project<T>(Linear::Down, rows, act_, mlp_out_.data());
+      add_normed(mlp_out_.data(), post_ffn_norm_.data(), inv_rms_post_ffn_.data(), h_.data(), d_out_.f.data(), rows);
+      return;
+    }
     copy_floats(d_out_.f.data(), h_.data(), rows * hidden);
     project<T>(Linear::Down, rows, act_, d_out_.f.data(), 1.0f);  // out = h + act Wd^T
+  }
+
+  // out = residual + rms(x) · g (a sandwich norm; x kept for the backward, 1/rms into inv_rms)
+  void add_normed(const float* x, const float* g, float* inv_rms, const float* residual, float* out, long rows) {
+    const long n = rows * config_.hidden;
+    rms_norm_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(x, g, normed_.data(), nullptr, inv_rms, config_.hidden,
+                                                                                config_.rms_eps);
+    add_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(residual, normed_.data(), out, n);
+  }
+
+  // the MLP's gated activation of gate_ and up_ into act_: SwiGLU, or GeGLU (Gemma); a mixture
+  // of experts' shared expert is SwiGLU
+  void gated_activation(long n) {
+    if (config_.activation == MlpActivation::GeluTanh && !moe_)
+      geglu_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(gate_.data(), up_.data(), act_.float_out(), act_.bf16_out(), n);
+    else
+      swiglu_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(gate_.data(), up_.data(), act_.float_out(), act_.bf16_out(), n);
+  }
+  void gated_activation_backward(long n) {
+    if (config_.activation == MlpActivation::GeluTanh && !moe_)
+      geglu_backward_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(gate_.data(), up_.data(), d_act_.data(), d_gate_.float_out(),
+                                                                       d_up_.float_out(), d_gate_.bf16_out(), d_up_.bf16_out(), n);
+    else
+      swiglu_backward_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(gate_.data(), up_.data(), d_act_.data(), d_gate_.float_out(),
+                                                                        d_up_.float_out(), d_gate_.bf16_out(), d_up_.bf16_out(), n);
   }
 
   // P = causal softmax(Q K^T / sqrt(d)) of pairs [first, first + count) into their slots
   template <class T>
   void probabilities(long first, long count) {
     const long d = config_.head_dim, q_cols = config_.heads * d, kv_cols = config_.kv_heads * d;
-    batched<T>(scores_, false, true, seqlen_, seqlen_, d, 1.0f / std::sqrt(static_cast<float>(d)), q_cols, kv_cols, seqlen_, first, count);
+    batched<T>(scores_, false, true, seqlen_, seqlen_, d, detail::attention_scale(config_), q_cols, kv_cols, seqlen_, first, count);
     if (bf16_)
-      causal_softmax_kernel<><<<static_cast<unsigned>(count * seqlen_), kRowThreads, 0, stream()>>>(ds_.f.data(), false, p_.h.data(), seqlen_);
+      causal_softmax_kernel<><<<static_cast<unsigned>(count * seqlen_), kRowThreads, 0, stream()>>>(ds_.f.data(), false, p_.h.data(), seqlen_,
+                                                                                                 window_);
     else
-      causal_softmax_kernel<><<<static_cast<unsigned>(count * seqlen_), kRowThreads, 0, stream()>>>(p_.f.data(), true, nullptr, seqlen_);
+      causal_softmax_kernel<><<<static_cast<unsigned>(count * seqlen_), kRowThreads, 0, stream()>>>(p_.f.data(), true, nullptr, seqlen_,
+                                                                                                 window_);
   }
 
   // The gated MLP's backward (a dense block's, or the shared expert's) from dL/d(its output) `dy`:
@@ -901,9 +977,7 @@ class BlockTuningRun {
     weight_gradient<T>(Linear::Down, rows, dy, act_, accumulate);
     project_back<T>(Linear::Down, rows, dy, d_act_.data());
     if (input_quant_) input_backward(act_float_.data(), d_act_.data(), LinearInput::MlpProduct, rows, inter);
-    swiglu_backward_kernel<><<<blocks_for(rows * inter, 256), 256, 0, stream()>>>(gate_.data(), up_.data(), d_act_.data(), d_gate_.float_out(),
-                                                                     d_up_.float_out(), d_gate_.bf16_out(), d_up_.bf16_out(),
-                                                                     rows * inter);
+    gated_activation_backward(rows * inter);
     weight_gradient<T>(Linear::Gate, rows, d_gate_, yn_, accumulate);
     weight_gradient<T>(Linear::Up, rows, d_up_, yn_, accumulate);
     project_back<T>(Linear::Gate, rows, d_gate_, d_yn_.data(), add ? 1.0f : 0.0f);
@@ -929,7 +1003,7 @@ class BlockTuningRun {
   // sizes its GEMMs: the counts come to the host, the one synchronisation of a step.
   template <class T>
   void moe_forward(long rows) {
-    const long hidden = config_.hidden, experts = moe_shape_.experts, k = moe_shape_.top_k, n = rows * k, inter = moe_shape_.intermediate;
+    const long hidden = config_.hidden, experts = shape_.experts, k = shape_.top_k, n = rows * k, inter = shape_.intermediate;
     // the router's logits in the GEMM precision (the reference's autocast computes its router in bf16)
     blas_.gemm<T>(false, true, rows, experts, hidden, 1.0f, yn_.template as<T>(), hidden, router_.template as<T>(), hidden, 0.0f,
                   probabilities_.data(), experts);
@@ -956,7 +1030,7 @@ class BlockTuningRun {
       blas_.gemm<T>(false, true, count, hidden, inter, 1.0f, eact_.template as<T>() + first * inter, inter,
                     expert_layer(e, Linear::Down).weight.template as<T>(), inter, 0.0f, expert_out_.data() + first * hidden, hidden);
     });
-    const bool shared = moe_shape_.shared_intermediate > 0, gated = shared_gate_.size() > 0;
+    const bool shared = shape_.shared_intermediate > 0, gated = shared_gate_.size() > 0;
     if (shared) {  // the shared expert on every token (the MLP's slots are its), and its gate
       project<T>(Linear::Gate, rows, yn_, gate_.data());
       project<T>(Linear::Up, rows, yn_, up_.data());
@@ -980,7 +1054,7 @@ class BlockTuningRun {
   // its gate, and the router (full precision, not tuned).
   template <class T>
   void moe_backward(long rows, bool accumulate) {
-    const long hidden = config_.hidden, experts = moe_shape_.experts, k = moe_shape_.top_k, n = rows * k, inter = moe_shape_.intermediate;
+    const long hidden = config_.hidden, experts = shape_.experts, k = shape_.top_k, n = rows * k, inter = shape_.intermediate;
     moe_output_grad_kernel<><<<static_cast<unsigned>(n), kRowThreads, 0, stream()>>>(d_out_.f.data(), expert_out_.data(), order_.data(),
                                                                                     route_weight_.data(), static_cast<int>(k), hidden,
                                                                                     d_weight_.data(), dye_.float_out(), dye_.bf16_out());
@@ -1009,7 +1083,7 @@ class BlockTuningRun {
     });
     moe_scatter_grad_kernel<><<<blocks_for(rows * hidden, 256), 256, 0, stream()>>>(dx, chosen_.data(), position_.data(), static_cast<int>(k),
                                                                                    rows, hidden, false, d_yn_.data());
-    if (moe_shape_.shared_intermediate > 0) {
+    if (shape_.shared_intermediate > 0) {
       const bool gated = shared_gate_.size() > 0;
       shared_expert_grad_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(
           d_out_.f.data(), shared_out_.data(), gated ? shared_weight_.data() : nullptr, hidden, d_shared_.float_out(), d_shared_.bf16_out(),
@@ -1034,17 +1108,30 @@ class BlockTuningRun {
     const long heads = config_.heads, kv_heads = config_.kv_heads, q_cols = heads * d, kv_cols = kv_heads * d;
     if (moe_) {
       moe_backward<T>(rows, accumulate);
+    } else if (post_ffn_norm_.size() > 0) {  // through Gemma's norm of the MLP's output first
+      rms_norm_backward_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(
+          mlp_out_.data(), post_ffn_norm_.data(), inv_rms_post_ffn_.data(), d_out_.f.data(), nullptr, d_mlp_.float_out(), d_mlp_.bf16_out(),
+          hidden);
+      mlp_backward<T>(rows, d_mlp_, accumulate);
+      if (input_quant_) input_backward(yn_float_.data(), d_yn_.data(), LinearInput::Mlp, rows, hidden);
     } else {
       mlp_backward<T>(rows, d_out_, accumulate);
       if (input_quant_) input_backward(yn_float_.data(), d_yn_.data(), LinearInput::Mlp, rows, hidden);
     }
     rms_norm_backward_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(
         h_.data(), ffn_norm_.data(), inv_rms2_.data(), d_yn_.data(), d_out_.f.data(), d_h_.float_out(), d_h_.bf16_out(), hidden);
-    weight_gradient<T>(Linear::Output, rows, d_h_, attention_, accumulate);
-    project_back<T>(Linear::Output, rows, d_h_, d_attention_.f.data());
+    const Tensor* d_o = &d_h_;
+    if (post_attn_norm_.size() > 0) {  // through Gemma's norm of the attention's output first
+      rms_norm_backward_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(
+          attention_out_.data(), post_attn_norm_.data(), inv_rms_post_attn_.data(), d_h_.f.data(), nullptr, d_attention_out_.float_out(),
+          d_attention_out_.bf16_out(), hidden);
+      d_o = &d_attention_out_;
+    }
+    weight_gradient<T>(Linear::Output, rows, *d_o, attention_, accumulate);
+    project_back<T>(Linear::Output, rows, *d_o, d_attention_.f.data());
     if (input_quant_) input_backward(attention_float_.data(), d_attention_.f.data(), LinearInput::AttentionOutput, rows, q_cols);
     d_attention_.refresh(stream(), rows * q_cols);
-    const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+    const float scale = detail::attention_scale(config_);
     const bool recompute = pairs_ < nb * heads;  // the forward's last chunk overwrote the others' probabilities
     for (long first = 0; first < nb * heads; first += pairs_) {
       const long count = std::min(pairs_, nb * heads - first);
@@ -1063,8 +1150,8 @@ class BlockTuningRun {
     const long group = heads / kv_heads;
     sum_head_groups_kernel<><<<blocks_for(rows * kv_cols, 256), 256, 0, stream()>>>(dk_heads_.data(), dk_.f.data(), rows, kv_heads, group, d);
     sum_head_groups_kernel<><<<blocks_for(rows * kv_cols, 256), 256, 0, stream()>>>(dv_heads_.data(), dv_.f.data(), rows, kv_heads, group, d);
-    rope(dq_.f.data(), qk_norm_ ? nullptr : dq_.bf16_out(), rows, heads, -1.0f);
-    rope(dk_.f.data(), qk_norm_ ? nullptr : dk_.bf16_out(), rows, kv_heads, -1.0f);
+    rope(dq_, !qk_norm_, rows, heads, -1.0f);
+    rope(dk_, !qk_norm_, rows, kv_heads, -1.0f);
     if (qk_norm_) {  // the norms' backward, into scratch (float32 mode: copied back) or the bf16 operand
       rms_norm_backward_kernel<><<<static_cast<unsigned>(rows * heads), kRowThreads, 0, stream()>>>(
           q_projected_.data(), q_norm_.data(), inv_rms_q_.data(), dq_.f.data(), nullptr, norm_scratch_.data(), dq_.bf16_out(), d);
@@ -1092,7 +1179,7 @@ class BlockTuningRun {
   template <class T>
   void search_clipping(const LlamaBlock& block) {
     const long hidden = config_.hidden, q_cols = config_.heads * config_.head_dim, inter = mlp_inter_;
-    const long experts = moe_shape_.experts, expert_inter = moe_shape_.intermediate;
+    const long experts = shape_.experts, expert_inter = shape_.intermediate;
     auto zeros = [](long n) { return DeviceBuffer<float>(std::vector<float>(static_cast<std::size_t>(n), 0.0f)); };
     // the block's four linear inputs (a mixture of experts: the shared expert's), each expert's two
     DeviceBuffer<float> sums[4] = {zeros(hidden), zeros(q_cols), zeros(hidden), zeros(inter)};
@@ -1105,7 +1192,7 @@ class BlockTuningRun {
       in_->load(first, nb, x_.data(), stream());
       forward<T>(nb);
       for (int j = 0; j < 4; ++j)
-        if (cols[j] > 0 && (j < 3 || !moe_ || moe_shape_.shared_intermediate > 0))
+        if (cols[j] > 0 && (j < 3 || !moe_ || shape_.shared_intermediate > 0))
           column_square_sum_kernel<T><<<blocks_for(cols[j], 128), 128, 0, stream()>>>(inputs[j]->template as<T>(), nb * seqlen_,
                                                                                      cols[j], sums[j].data());
       for_each_expert([&](std::size_t e, long from, long count) {  // an expert's inputs: the tokens routed to it
@@ -1239,7 +1326,7 @@ class BlockTuningRun {
   IndexSampler sampler_;
   BestStepTracker tracker_;
   std::vector<LinearSlot> slots_;  // the block's linear layers (linear_slots), and layers_'s order
-  MoeShape moe_shape_;
+  BlockShape shape_;
   bool moe_ = false;               // the MLP is a mixture of experts
   std::size_t mlp_base_ = 4;       // the slot of the MLP's gate: a dense block's, or the shared expert's
   long mlp_inter_ = 0;             // that MLP's intermediate size (0: a mixture of experts without a shared expert)
@@ -1269,6 +1356,11 @@ class BlockTuningRun {
   bool measure_inputs_ = false;               // NVFP4 / FP8_STATIC: input_absmax_ measured before tuning
   std::array<float, 7> input_absmax_{};       // per linear
   Tensor xn_, q_, k_, v_, p_, attention_, yn_, act_, d_out_, d_gate_, d_up_, d_h_, d_attention_, ds_, dq_, dk_, dv_;
+  // Gemma: sliding-window attention (0: causal only), and the sandwich norms (post_attn_norm_,
+  // post_ffn_norm_): the attention's and the MLP's outputs before them, 1/rms, their gradients
+  long window_ = 0;
+  DeviceBuffer<float> post_attn_norm_, post_ffn_norm_, attention_out_, mlp_out_, normed_, inv_rms_post_attn_, inv_rms_post_ffn_;
+  Tensor d_attention_out_, d_mlp_;
   // a mixture of experts (moe_forward): the router, its probabilities [rows, experts] and choices
   // [rows, top_k], the choices sorted by expert (order_: assignment at each sorted row, position_:
   // the inverse), the experts' rows (xe_: inputs, eg_/eu_: gate/up, eact_: activation, expert_out_:

@@ -152,9 +152,8 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
 
   // the first block's shape says what a run needs: choose the streams' place and the plan
   void place(const LlamaBlock& block, const LlamaConfig& config) {
-    if (!config.llama_shaped())
-      throw Error("a " + config.model_type + " model (a block beyond LLaMA's: GeGLU, sandwich norms, sliding windows, "
-                  "soft-capping, partial or LongRoPE): the GPU does not tune these yet (issue #25); run with --device cpu");
+    if (config.attention_softcap > 0)
+      throw Error("a " + config.model_type + " model: attention soft-capping (Gemma 2): the GPU does not tune it yet (issue #25); run with --device cpu");
     placed_ = true;
     const long seqlen = static_cast<long>(samples_[0].size()), values = seqlen * config.hidden;
     std::size_t budget = backend_.memory_budget;
@@ -167,7 +166,7 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
     const long batch = std::min<long>(options_.tune.batch_size, count());
     const std::size_t streams = 2 * cuda::ActivationStream::bytes(count(), values, backend_.stream_dtype);
     const std::size_t state = Run::state_bytes(block, config, seqlen, backend_.precision, options_.spec.group_size);
-    const cuda::MoeShape moe = cuda::MoeShape::of(block);  // planned on the first block: later ones of another shape are not
+    const cuda::BlockShape moe = cuda::BlockShape::of(block);  // planned on the first block: later ones of another shape are not
     const bool quantized_inputs = options_.spec.data_type != DataType::Int && options_.spec.act_bits <= 8;  // W4A4 / W8A8
     auto gib = [](std::size_t bytes) { return std::to_string(static_cast<double>(bytes) / static_cast<double>(1ull << 30)).substr(0, 5) + " GiB"; };
     auto plan_within = [&](std::size_t used) {
