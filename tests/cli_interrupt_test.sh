@@ -15,13 +15,23 @@ rm -rf "$work" && mkdir -p "$work/previous"
 echo "an earlier run's output" >"$work/previous/keep.txt"
 for signal in INT TERM; do
   for out in "$work/new" "$work/previous"; do
+    rm -f "$work/log"  # the run's shell truncates it after the fork: the last run's "step" must not be read as this one's
     "$autoround" quantize --model "$assets/smollm2-135m-instruct-q4_1.gguf" --calibration "$assets/kjv-calib.tokens" \
       --iters 100000 --nsamples 2 --seqlen 32 --batch-size 2 --format auto_round,gguf:q4_0 --output "$out" --overwrite \
       >"$work/log" 2>&1 &
     pid=$!
-    # wait until it is tuning (the progress bar shows), then interrupt it
-    for _ in $(seq 1 600); do grep -q "step" "$work/log" && break; sleep 0.1; done
-    grep -q "step" "$work/log" || { echo "cli_interrupt: the run never started tuning"; cat "$work/log"; exit 1; }
+    # wait until it is tuning (the progress bar shows), then interrupt it; by the clock, and only
+    # while the run is alive
+    deadline=$((SECONDS + 120))
+    until grep -q "step" "$work/log" 2>/dev/null; do
+      if ! kill -0 $pid 2>/dev/null; then
+        status=0
+        wait $pid || status=$?
+        echo "cli_interrupt: the run ended (status $status) before tuning"; cat "$work/log"; exit 1
+      fi
+      [ $SECONDS -lt $deadline ] || { echo "cli_interrupt: the run never started tuning (120 s)"; cat "$work/log"; exit 1; }
+      sleep 0.1
+    done
     kill -s $signal $pid
     status=0
     wait $pid || status=$?

@@ -73,6 +73,36 @@ double code_agreement(const LayerResults<Q>& cpu, const LayerResults<Q>& gpu, Ea
   return static_cast<double>(same) / static_cast<double>(total);
 }
 
+/// One block tuned to the end on the CPU and on the GPU (float32 GEMMs), and how far apart their
+/// per-step losses are: the largest relative difference over the first `equal_steps` steps, and
+/// every step's (for the messages).
+struct BothRuns {
+  std::vector<double> cpu_losses;
+  LayerResults<DynamicIntQuantizer> cpu_result;
+  double cpu_final = 0;  ///< evaluate() after result()
+  std::vector<Index> cpu_expert_tokens;
+  GpuBlockRun gpu;
+  double early = 0;
+  std::string trajectory;
+};
+BothRuns run_on_both(const TuneOptions& o, const std::vector<std::optional<DynamicIntQuantizer>>& quantizers, const LlamaBlock& block,
+                     const LlamaConfig& c, const std::vector<RowMatrix>& inputs, std::size_t equal_steps) {
+  BothRuns both;
+  BlockTuningRun<DynamicIntQuantizer, SignSGD<>, Cpu> cpu(o, quantizers, SignSGD<>{}, Cpu{}, block, c, inputs, "cpu");
+  while (cpu.running()) both.cpu_losses.push_back(cpu.step());
+  both.cpu_result = cpu.result();
+  both.cpu_final = cpu.evaluate();
+  both.cpu_expert_tokens = cpu.expert_tokens();
+  both.gpu = run_block_on_gpu(o, quantizers, block, c, inputs, false);
+  REQUIRE(both.cpu_losses.size() == both.gpu.losses.size());
+  for (std::size_t s = 0; s < both.cpu_losses.size(); ++s) {
+    const double d = both.gpu.losses[s] / both.cpu_losses[s] - 1.0;
+    if (s < equal_steps) both.early = std::max(both.early, std::fabs(d));
+    both.trajectory.append(" ").append(std::to_string(d));
+  }
+  return both;
+}
+
 }  // namespace
 
 TEST_CASE("GPU block tuning follows the CPU run step for step") {
@@ -197,19 +227,8 @@ TEST_CASE("Gemma 3 and Phi-3 blocks (GeGLU, sandwich norms, sliding windows, loc
     o.batch_size = 4;
     o.clip_init = ClipInit::WeightedSearch;
 
-    BlockTuningRun<DynamicIntQuantizer, SignSGD<>, Cpu> cpu(o, as_slots(quantizers), SignSGD<>{}, Cpu{}, block, c, inputs, "cpu");
-    std::vector<double> losses;
-    while (cpu.running()) losses.push_back(cpu.step());
-    const auto cpu_result = cpu.result();
-    const double cpu_final = cpu.evaluate();
-    const GpuBlockRun gpu = run_block_on_gpu(o, quantizers, block, c, inputs, false);
-    REQUIRE(losses.size() == gpu.losses.size());
-    double early = 0;
-    std::string trajectory;
-    for (std::size_t s = 0; s < 25; ++s) {
-      if (s < test.equal_steps) early = std::max(early, std::fabs(gpu.losses[s] / losses[s] - 1.0));
-      trajectory.append(" ").append(std::to_string(gpu.losses[s] / losses[s] - 1.0));
-    }
+    const BothRuns both = run_on_both(o, as_slots(quantizers), block, c, inputs, test.equal_steps);
+    const auto& [losses, cpu_result, cpu_final, cpu_tokens, gpu, early, trajectory] = both;
     const double agreement = code_agreement(cpu_result, gpu.result, [](const auto&, const auto&) {});
     const TuningStats& cs = cpu_result[1]->stats;
     const TuningStats& gs = gpu.result[1]->stats;
@@ -270,20 +289,8 @@ TEST_CASE("a mixture-of-experts block (softmax top-k routing, a gated shared exp
     o.batch_size = 4;
     o.clip_init = test.clip_init;  // searched: each expert's importance from its own tokens (none reached: every channel 1)
 
-    BlockTuningRun<DynamicIntQuantizer, SignSGD<>, Cpu> cpu(o, quantizers, SignSGD<>{}, Cpu{}, block, c, inputs, "cpu");
-    std::vector<double> losses;
-    while (cpu.running()) losses.push_back(cpu.step());
-    const auto cpu_result = cpu.result();
-    const double cpu_final = cpu.evaluate();
-    const GpuBlockRun gpu = run_block_on_gpu(o, quantizers, block, c, inputs, false);
-
-    REQUIRE(losses.size() == gpu.losses.size());
-    double early = 0;
-    std::string trajectory;
-    for (std::size_t s = 0; s < losses.size(); ++s) {
-      if (s < 6) early = std::max(early, std::fabs(gpu.losses[s] / losses[s] - 1.0));
-      trajectory.append(" ").append(std::to_string(gpu.losses[s] / losses[s] - 1.0));
-    }
+    const BothRuns both = run_on_both(o, quantizers, block, c, inputs, 6);
+    const auto& [losses, cpu_result, cpu_final, cpu_tokens, gpu, early, trajectory] = both;
     REQUIRE(gpu.result.size() == slots.size());
     std::size_t same = 0, total = 0;
     for (std::size_t i = 0; i < slots.size(); ++i) {
@@ -303,10 +310,10 @@ TEST_CASE("a mixture-of-experts block (softmax top-k routing, a gated shared exp
     const double agreement = static_cast<double>(same) / static_cast<double>(total);
     // the routing: every token to top_k experts at every step, spread over the experts as on the CPU
     Index routed = 0, apart = 0;
-    REQUIRE(gpu.expert_tokens.size() == cpu.expert_tokens().size());
+    REQUIRE(gpu.expert_tokens.size() == cpu_tokens.size());
     for (std::size_t e = 0; e < gpu.expert_tokens.size(); ++e) {
       routed += gpu.expert_tokens[e];
-      apart += std::abs(gpu.expert_tokens[e] - cpu.expert_tokens()[e]);
+      apart += std::abs(gpu.expert_tokens[e] - cpu_tokens[e]);
     }
     const TuningStats& cs = cpu_result[1]->stats;
     const TuningStats& gs = gpu.result[1]->stats;
