@@ -7,11 +7,19 @@
 //
 // One step: gather the minibatch (batch_size samples × seqlen tokens, processed together as one
 // [batch·seqlen, hidden] matrix), fake-quantize the tuned layers (qdq kernels, bit-identical to
-// the CPU's), the block forward (cuBLAS GEMMs for the seven projections and, per sample and
-// head, the attention products; kernels of block_kernels.cuh for the rest), the mean squared
-// error against the targets, the backward to the seven weights, the straight-through backward to
-// v / min_scale / max_scale and SignSGD. Input gradients of the q/k/v projections are not
-// computed: the block input is a constant of block-wise tuning.
+// the CPU's), the block forward (cuBLAS GEMMs for the projections and, per sample and head, the
+// attention products; kernels of block_kernels.cuh for the rest), the mean squared error against
+// the targets, the backward to the weights, the straight-through backward to v / min_scale /
+// max_scale and SignSGD. Input gradients of the q/k/v projections are not computed: the block
+// input is a constant of block-wise tuning.
+//
+// The layers are the block's linear slots (model/linear_slots.hpp), as on the CPU. The block is
+// what LlamaBlock and LlamaConfig describe: LLaMA's, Qwen2's biases, Qwen3's q/k norms, Gemma 3's
+// GeGLU, sandwich norms, attention scale, sliding windows and local RoPE base, Phi-3's partial
+// rotary and LongRoPE, and a mixture of experts with softmax routing (moe_forward / moe_backward
+// with moe_kernels.cuh: every expert on its routed rows, one GEMM per expert and projection).
+// Refused by name: Gemma 2's attention soft-capping, DeepSeek-V3's and GPT-OSS's routing, expert
+// biases, floating-point schemes on MoE blocks.
 //
 // GEMM precision: float32 (the CPU backend's numerics; results differ from it only by
 // summation order), or bf16 operands with float32 accumulation (GemmPrecision::BFloat16: the

@@ -152,8 +152,6 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
 
   // the first block's shape says what a run needs: choose the streams' place and the plan
   void place(const LlamaBlock& block, const LlamaConfig& config) {
-    if (config.attention_softcap > 0)
-      throw Error("a " + config.model_type + " model: attention soft-capping (Gemma 2): the GPU does not tune it yet (issue #25); run with --device cpu");
     placed_ = true;
     const long seqlen = static_cast<long>(samples_[0].size()), values = seqlen * config.hidden;
     std::size_t budget = backend_.memory_budget;
@@ -166,11 +164,11 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
     const long batch = std::min<long>(options_.tune.batch_size, count());
     const std::size_t streams = 2 * cuda::ActivationStream::bytes(count(), values, backend_.stream_dtype);
     const std::size_t state = Run::state_bytes(block, config, seqlen, backend_.precision, options_.spec.group_size);
-    const cuda::BlockShape moe = cuda::BlockShape::of(block);  // planned on the first block: later ones of another shape are not
+    const cuda::BlockShape shape = cuda::BlockShape::of(block);  // planned on the first block: later ones of another shape are not
     const bool quantized_inputs = options_.spec.data_type != DataType::Int && options_.spec.act_bits <= 8;  // W4A4 / W8A8
     auto gib = [](std::size_t bytes) { return std::to_string(static_cast<double>(bytes) / static_cast<double>(1ull << 30)).substr(0, 5) + " GiB"; };
     auto plan_within = [&](std::size_t used) {
-      return used < budget ? Run::plan_for(config, batch, seqlen, backend_.precision, budget - used, quantized_inputs, moe) : std::nullopt;
+      return used < budget ? Run::plan_for(config, batch, seqlen, backend_.precision, budget - used, quantized_inputs, shape) : std::nullopt;
     };
     std::optional<BlockMemoryPlan> plan;
     bool on_host = backend_.streams == StreamPlacement::Host;
@@ -178,14 +176,14 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
     if (!plan && backend_.streams == StreamPlacement::Device)
       throw Error("--gpu-memory: " + gib(budget) + " cannot hold the activation streams on the device (" + gib(streams) +
                   ") beside a block's tuning (" + gib(state) + " of weights and tuning state and at least " +
-                  gib(Run::workspace_bytes(config, batch, seqlen, backend_.precision, {1, 1}, quantized_inputs, moe)) + " of workspace)");
+                  gib(Run::workspace_bytes(config, batch, seqlen, backend_.precision, {1, 1}, quantized_inputs, shape)) + " of workspace)");
     if (!plan) {
       on_host = true;
       plan = plan_within(state);
     }
     if (!plan)
       throw Error("--gpu-memory: " + gib(budget) + " cannot hold a block's tuning: " + gib(state) +
-                  " of weights and tuning state and at least " + gib(Run::workspace_bytes(config, batch, seqlen, backend_.precision, {1, 1}, quantized_inputs, moe)) +
+                  " of weights and tuning state and at least " + gib(Run::workspace_bytes(config, batch, seqlen, backend_.precision, {1, 1}, quantized_inputs, shape)) +
                   " of workspace (one sample of " + std::to_string(seqlen) + " tokens, one attention head at a time)");
     plan_ = *plan;
     masks_ = options_.mask_loss ? loss_masks(samples_, options_.pad_token) : std::vector<LossMask>{};
