@@ -13,7 +13,7 @@ if [ ! -f "$assets/smollm2-135m-instruct-q4_1.gguf" ]; then
 fi
 rm -rf "$work" && mkdir -p "$work/previous"
 pid=
-trap '[ -z "$pid" ] || kill -9 $pid 2>/dev/null; true' EXIT  # a failed check leaves no run behind (--iters 100000)
+trap 'if [ -n "$pid" ]; then kill -9 $pid 2>/dev/null || true; fi' EXIT  # a failed check leaves no run behind (--iters 100000)
 echo "an earlier run's output" >"$work/previous/keep.txt"
 for signal in INT TERM; do
   for out in "$work/new" "$work/previous"; do
