@@ -53,6 +53,20 @@ that a setting that is not read shows):
                logits of the first 32 tokens alone (LongRoPE's short factors).
 (the router margin is then not defined: "none").
 
+  gpt_oss      GptOssForCausalLM: 8 experts, top 2 (router logits + bias, softmax over the two),
+               the experts' biases (2-D, zero at initialization) moved by N(0, 0.2) too,
+               q/k/v/o biases, attention sinks (moved by N(0, 1.5) more, so that they matter),
+               layers [sliding, full] with an 8-token window, YaRN RoPE (factor 8, original 4096,
+               beta 32 / 1, truncate false: a ramp from pair 2.43 to 5.23, attention factor
+               1 + 0.1 ln 8), experts' gate_up_proj × 6 so that the clamps at ±7 bind; saved as
+               transformers holds it: mlp.experts.gate_up_proj [E, H, 2I] (gate/up interleaved) etc.
+  gpt_oss_mxfp4  the same model with its experts' two weights in MXFP4 as the released checkpoints
+               store them (…_blocks U8 [E, out, in/32, 16], …_scales U8 [E, out, in/32], written by
+               this script: scale = floor(log2 max|x|) − 2 + 127, codes the nearest E2M1 value,
+               low nibble first) and quantization_config {quant_method: mxfp4}; its logits come from
+               transformers reading that directory (Mxfp4Config(dequantize=True): its own unpacking).
+               Made with gpt_oss (both or neither).
+
 Each directory is about 0.6 MB. Needs python3 with torch, transformers (5.x) and safetensors.
 usage: make_family_fixtures.py OUT_DIR [FAMILY ...]    (e.g. tests/fixtures/families gemma3_text)
 """
@@ -98,6 +112,11 @@ def families():
                       rope_parameters={"rope_type": "longrope", "rope_theta": THETA, "partial_rotary_factor": 0.5,
                                        "original_max_position_embeddings": 32,
                                        "short_factor": [1.0, 1.3, 2.1, 3.7], "long_factor": [1.1, 2.9, 5.3, 9.7]})),
+        "gpt_oss": (tf.GptOssConfig, tf.GptOssForCausalLM,
+                    dict(num_local_experts=8, intermediate_size=32, attention_bias=True, sliding_window=8,
+                         layer_types=["sliding_attention", "full_attention"], max_position_embeddings=32768,
+                         rope_parameters={"rope_type": "yarn", "rope_theta": THETA, "factor": 8.0, "beta_fast": 32.0,
+                                          "beta_slow": 1.0, "original_max_position_embeddings": 4096, "truncate": False})),
         "gemma2": (tf.Gemma2Config, tf.Gemma2ForCausalLM,
                    dict(hidden_size=72, intermediate_size=96, num_hidden_layers=3, tie_word_embeddings=True,
                         hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=24, sliding_window=8,
@@ -134,11 +153,11 @@ def moe_blocks(model):
     out = []
     for i, layer in enumerate(model.model.layers):
         block = getattr(layer, "block_sparse_moe", None) or getattr(layer, "mlp", None)
-        gate = getattr(block, "gate", None)
+        gate = getattr(block, "gate", None) or getattr(block, "router", None)  # GPT-OSS: mlp.router, with a bias
         weight = getattr(gate, "weight", None)
         experts = getattr(model.config, "num_experts", None) or getattr(model.config, "num_local_experts", None)
         if weight is not None and tuple(weight.shape) == (experts, model.config.hidden_size):
-            out.append((i, block, weight, model.config.num_experts_per_tok))
+            out.append((i, block, weight, getattr(gate, "bias", None), model.config.num_experts_per_tok))
     return out
 
 
@@ -146,10 +165,11 @@ def logits_of(model, tokens):
     """Logits [T, vocab], hidden states [layers + 1, T, hidden], smallest router margin."""
     margins = []
     hooks = []
-    for _, block, weight, k in moe_blocks(model):
-        def pre(module, args, kwargs, weight=weight, k=k):
+    for _, block, weight, bias, k in moe_blocks(model):
+        def pre(module, args, kwargs, weight=weight, bias=bias, k=k):
             x = (args[0] if args else kwargs["hidden_states"]).reshape(-1, weight.shape[1]).double()
-            r = torch.sort(x @ weight.double().T, dim=-1, descending=True).values
+            scores = x @ weight.double().T + (bias.double() if bias is not None else 0)
+            r = torch.sort(scores, dim=-1, descending=True).values
             margins.append(float((r[:, k - 1] - r[:, k]).min()))
         hooks.append(block.register_forward_pre_hook(pre, with_kwargs=True))
     with torch.no_grad():
@@ -176,6 +196,12 @@ def main(out_root, only):
             for name, p in model.named_parameters():
                 if p.dim() == 1:
                     p.add_(0.2 * torch.randn_like(p))
+                if family == "gpt_oss" and name.endswith("proj_bias"):  # the experts' biases are 2-D ([E, 2I], [E, H])
+                    p.add_(0.2 * torch.randn_like(p))
+                if family == "gpt_oss" and name.endswith("sinks"):
+                    p.add_(1.5 * torch.randn_like(p))
+                if family == "gpt_oss" and name.endswith("gate_up_proj"):
+                    p.mul_(6.0)
         directory = os.path.join(out_root, family)
         os.makedirs(directory, exist_ok=True)
         for f in os.listdir(directory):
@@ -212,6 +238,62 @@ def main(out_root, only):
                             "seed": str(SEED), "router_margin": margin, "top2_gap": f"{gap:.6g}"})
         with open(os.path.join(directory, "text.tokens"), "w") as f:
             f.write(" ".join(str(t) for t in tokens) + "\n")
+        if family == "gpt_oss":
+            write_mxfp4_twin(directory, os.path.join(out_root, "gpt_oss_mxfp4"), tokens)
+
+
+E2M1 = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0]
+
+
+def mxfp4_pack(w):
+    """[E, out, in] float -> blocks U8 [E, out, in/32, 16], scales U8 [E, out, in/32] (low nibble: even element)."""
+    E, rows, cols = w.shape
+    g = w.reshape(E, rows, cols // 32, 32).double()
+    amax = g.abs().amax(-1)
+    e = torch.where(amax > 0, torch.floor(torch.log2(amax.clamp_min(1e-30))) - 2 + 127, torch.zeros_like(amax)).clamp(0, 254)
+    unit = torch.pow(2.0, e - 127).unsqueeze(-1)
+    table = torch.tensor(E2M1, dtype=torch.float64)
+    codes = (g / unit).unsqueeze(-1).sub(table).abs().argmin(-1)  # the nearest E2M1 value (ties: the lower code)
+    codes = codes.to(torch.uint8)
+    blocks = codes[..., 0::2] | (codes[..., 1::2] << 4)
+    return blocks.contiguous(), e.to(torch.uint8).contiguous()
+
+
+def write_mxfp4_twin(float_dir, directory, tokens):
+    import transformers
+    from safetensors.torch import load_file
+    os.makedirs(directory, exist_ok=True)
+    for f in os.listdir(directory):
+        os.remove(os.path.join(directory, f))
+    tensors = load_file(os.path.join(float_dir, "model.safetensors"))
+    out = {}
+    for name, t in tensors.items():
+        if name.endswith("experts.gate_up_proj") or name.endswith("experts.down_proj"):
+            blocks, scales = mxfp4_pack(t.transpose(1, 2))  # stored as [E, out, in]
+            out[name + "_blocks"], out[name + "_scales"] = blocks, scales
+        else:
+            out[name] = t
+    save_file(out, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(float_dir, "config.json")) as f:
+        config = json.load(f)
+    config["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                                                                      "model.embed_tokens", "lm_head"]}
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    back = transformers.GptOssForCausalLM.from_pretrained(directory, quantization_config=transformers.Mxfp4Config(dequantize=True),
+                                                          attn_implementation="eager", dtype=torch.float32).float().eval()
+    print(f"== gpt_oss_mxfp4: experts' dtypes after loading: {back.model.layers[0].mlp.experts.gate_up_proj.dtype}")
+    logits, hidden, margin = logits_of(back, tokens)
+    top2 = torch.topk(logits, 2, dim=-1).values
+    gap = float((top2[:, 0] - top2[:, 1]).min())
+    margin = "none" if margin is None else f"{margin:.6g}"
+    print(f"  max |logit| {float(logits.abs().max()):.4g}; smallest router margin {margin}; smallest top-1/top-2 logit gap {gap:.4g}")
+    save_file({"tokens": torch.tensor(tokens, dtype=torch.int32), "logits": logits.contiguous(), "hidden": hidden.contiguous()},
+              os.path.join(directory, "logits.safetensors"),
+              metadata={"reference": f"transformers {transformers.__version__} GptOssForCausalLM from MXFP4 (Mxfp4Config dequantize), float32, eager, CPU",
+                        "seed": str(SEED), "router_margin": margin, "top2_gap": f"{gap:.6g}"})
+    with open(os.path.join(directory, "text.tokens"), "w") as f:
+        f.write(" ".join(str(t) for t in tokens) + "\n")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 // with Qwen2's q/k/v biases and Qwen3's q/k norms in the half-split case; Gemma 3's block: sandwich
 // norms, GeGLU, q/k norms, a sliding window with its own RoPE base, scaled linear RoPE, another
 // attention scale; Gemma 2's: soft-capped attention scores in a sliding window; Phi-3's partial
-// rotary embedding with LongRoPE's attention factor) against central
+// rotary embedding with LongRoPE's attention factor; GPT-OSS's attention sinks, o_proj bias and
+// YaRN) against central
 // finite differences of its forward, on a small random block; with quantized linear inputs,
 // against torch's autograd through auto-round's activation quantizers.
 #include <doctest/doctest.h>
@@ -65,7 +66,16 @@ TEST_CASE_TEMPLATE_DEFINE("block backward matches finite differences", Style, bl
     c.sliding_window = 4;
     block.sliding = true;
   }
-  if (c.rope_style == RopeStyle::HalfSplit && Style::gemma != 2 && Style::gemma != 4) {  // Qwen2's q/k/v biases and Qwen3's q/k norms (half-split RoPE)
+  if (Style::gemma == 5) {  // GPT-OSS's attention: sinks, q/k/v/o biases, YaRN's divisors and factor, a window on this layer
+    block.sinks = 1.5f * random_block(c, rng)[Linear::Query].col(0).head(c.heads);
+    block.output_bias = 0.3f * random_block(c, rng)[Linear::Output].col(0);
+    for (std::size_t j = 0; j < 3; ++j) block.qkv_bias[j] = 0.3f * random_block(c, rng)[all_linears[j]].col(0);
+    c.rope_divisors = rope_yarn_divisors(100.0, c.head_dim, 8.0, 32.0, 1.0, 64.0, false);
+    c.rope_attention_factor = rope_yarn_attention_factor(8.0);
+    c.sliding_window = 4;
+    block.sliding = true;
+  }
+  if (c.rope_style == RopeStyle::HalfSplit && Style::gemma != 2 && Style::gemma != 4 && Style::gemma != 5) {  // Qwen2's q/k/v biases and Qwen3's q/k norms (half-split RoPE)
     for (std::size_t j = 0; j < 3; ++j) block.qkv_bias[j] = 0.3f * random_block(c, rng)[all_linears[j]].col(0);
     block.q_norm = Eigen::VectorXf::Ones(c.head_dim) + 0.3f * random_block(c, rng)[Linear::Query].col(0).head(c.head_dim);
     block.k_norm = Eigen::VectorXf::Ones(c.head_dim) + 0.3f * random_block(c, rng)[Linear::Key].col(0).head(c.head_dim);
@@ -117,12 +127,16 @@ TEST_CASE_TEMPLATE_DEFINE("block backward matches finite differences", Style, bl
       minus[l] -= small * direction;
       return (loss(plus) - loss(minus)) / (2.0 * small);
     };
-    const double fd = (4.0 * central(8e-3f) - central(1.6e-2f)) / 3.0;
+    // GPT-OSS's case bends harder still along attn_q (YaRN's attention factor sharpens the scores:
+    // central differences at 1e-3 … 1.6e-2 were -1.9913, -2.0065, -2.0800, -2.3556, -3.4881 against
+    // the analytic -1.9850): there the extrapolation starts at 1e-3 (-1.9862, 6e-4 from it).
+    const float h0 = Style::gemma == 5 ? 1e-3f : 8e-3f;
+    const double fd = (4.0 * central(h0) - central(2 * h0)) / 3.0;
     const double analytic = static_cast<double>(g.cwiseProduct(direction).sum());
     // Phi-3's case bends hard along attn_q's direction (central differences at 1e-3 … 1.6e-2:
     // -0.1984, -0.1974, -0.1934, -0.1766, -0.1088 on a 2-core AMD EPYC), so its extrapolation
     // keeps ~0.7% of curvature and float32 noise, depending on the CPU's summation order: 1e-2 there.
-    CHECK(analytic == doctest::Approx(fd).epsilon(Style::gemma == 4 ? 1e-2 : 1e-3));
+    CHECK(analytic == doctest::Approx(fd).epsilon(Style::gemma == 4 ? 1e-2 : Style::gemma == 5 ? 2e-3 : 1e-3));
   }
 }
 struct Adjacent {
@@ -145,7 +159,38 @@ struct Phi3 {
   static constexpr RopeStyle value = RopeStyle::HalfSplit;
   static constexpr int gemma = 4;  // not Gemma: Phi-3's RoPE settings
 };
-TEST_CASE_TEMPLATE_INVOKE(block_gradient_test, Adjacent, HalfSplit, Gemma3, Gemma2, Phi3);
+struct GptOss {
+  static constexpr RopeStyle value = RopeStyle::HalfSplit;
+  static constexpr int gemma = 5;  // not Gemma: GPT-OSS's attention
+};
+TEST_CASE_TEMPLATE_INVOKE(block_gradient_test, Adjacent, HalfSplit, Gemma3, Gemma2, Phi3, GptOss);
+
+TEST_CASE("attention sinks: each row's probabilities sum to 1 − the sink's share, as softmax over the scores and the sink") {
+  LlamaConfig c;
+  c.hidden = 16, c.heads = 4, c.kv_heads = 2, c.head_dim = 4, c.intermediate = 24, c.rope_theta = 100.0f;
+  std::mt19937 rng(17);
+  std::normal_distribution<float> normal;
+  LlamaBlock block = random_block(c, rng);
+  block.sinks = Eigen::Vector4f(-1.0f, 0.5f, 2.0f, 30.0f);  // the last: nearly all the mass goes to the sink
+  RowMatrix x(5, c.hidden);
+  for (Index i = 0; i < x.size(); ++i) x.data()[i] = normal(rng);
+  RowMatrix h = x;
+  BlockCache cache;
+  block_forward(block, c, h, &cache);
+  const Index d = c.head_dim;
+  for (Index head = 0; head < c.heads; ++head) {
+    const RowMatrix& p = cache.probabilities[static_cast<std::size_t>(head)];
+    const auto q = cache.q.middleCols(head * d, d), k = cache.k.middleCols(head / 2 * d, d);
+    for (Index t = 0; t < 5; ++t) {  // by hand, in double: exp(s_j) / (Σ_j exp(s_j) + exp(sink))
+      double denominator = std::exp(static_cast<double>(block.sinks(head)));
+      for (Index j = 0; j <= t; ++j) denominator += std::exp(static_cast<double>(q.row(t).dot(k.row(j))) / 2.0);
+      for (Index j = 0; j <= t; ++j)
+        CHECK(p(t, j) == doctest::Approx(std::exp(static_cast<double>(q.row(t).dot(k.row(j))) / 2.0) / denominator).epsilon(1e-5));
+      CHECK(p.row(t).sum() < 1.0f);
+    }
+  }
+  CHECK(cache.probabilities[3].maxCoeff() < 1e-9f);  // sink 30: the head attends to nothing
+}
 
 TEST_CASE("Gemma's sliding window: a query sees itself and window − 1 tokens before it; a sliding layer's own RoPE") {
   LlamaConfig c;

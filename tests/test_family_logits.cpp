@@ -14,9 +14,16 @@
 //                sliding layers' theta 5000, final logit soft-capping 20, tied embeddings
 //   gemma2       Gemma2ForCausalLM: its alternation (sliding, full, sliding), window 8, attention
 //                soft-capping 2 and final 3, no q/k norms
+//   gpt_oss      GptOssForCausalLM: 8 experts top 2 (top-k of the biased router logits, softmax over
+//                them), clamped SwiGLU experts with biases (gate_up × 6: the ±7 clamps bind), q/k/v/o
+//                biases, attention sinks, [sliding, full] with an 8-token window, YaRN (truncate
+//                false); gpt_oss_mxfp4 the same with its experts in MXFP4 as released checkpoints hold them
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <autoround/autoround.hpp>
+#include <cmath>
+#include <filesystem>
 #include <string>
 
 using namespace autoround;
@@ -122,6 +129,109 @@ TEST_CASE("phi3: logits equal transformers' Phi3ForCausalLM (fused qkv / gate_up
   const double worst = (logits - expected).cwiseAbs().maxCoeff();
   MESSAGE("phi3, 32 tokens (short factors): max |logit difference| " << worst);
   CHECK(worst <= 5e-6 * expected.cwiseAbs().maxCoeff());
+}
+
+TEST_CASE("gpt_oss: logits equal transformers' GptOssForCausalLM (sinks, biases, YaRN, top-k softmax, clamped SwiGLU)") {
+  const LlamaModel model = load_llama(family_dir("gpt_oss"));
+  const LlamaConfig& c = model.config;
+  CHECK(c.sliding == std::vector<bool>{true, false});
+  CHECK(c.sliding_window == 8);
+  REQUIRE(c.rope_divisors.size() == 8);
+  // YaRN, truncate false: correction dims 16 ln(4096 / (2π β)) / (2 ln 20000) for β = 32, 1: a ramp
+  // from 2.4338 to 5.2314 (pairs ≤ 2 keep their frequency, ≥ 6 are divided by 8)
+  const double pi = 3.14159265358979323846;
+  const double low = 16 * std::log(4096 / (2 * pi * 32)) / (2 * std::log(20000.0)), high = 16 * std::log(4096 / (2 * pi)) / (2 * std::log(20000.0));
+  for (Index i = 0; i < 8; ++i) {
+    const double ramp = std::clamp((static_cast<double>(i) - low) / (high - low), 0.0, 1.0);
+    CHECK(c.rope_divisors[static_cast<std::size_t>(i)] == doctest::Approx(1 / (ramp / 8 + 1 - ramp)).epsilon(1e-6));
+  }
+  CHECK(c.rope_divisors[2] == 1.0f);
+  CHECK(c.rope_divisors[6] == 8.0f);
+  CHECK(c.rope_attention_factor == doctest::Approx(1 + 0.1 * std::log(8.0)));
+  REQUIRE(model.blocks.size() == 2);
+  const LlamaBlock& b = model.blocks[0];
+  CHECK(b.sinks.size() == 4);
+  CHECK(b.output_bias.size() == 64);
+  CHECK(b.qkv_bias[1].size() == 32);
+  REQUIRE(b.moe.has_value());
+  CHECK(b.moe->spec.scoring == RouterScoring::TopKSoftmax);
+  CHECK(b.moe->spec.activation == ExpertActivation::ClampedSwiGlu);
+  CHECK(b.moe->weights.router_bias.size() == 8);
+  CHECK(b.moe->weights.experts[3].gate_bias.size() == 32);
+  CHECK(b.moe->weights.experts[3].down_bias.size() == 64);
+  check_logits("gpt_oss", model);
+}
+
+TEST_CASE("gpt_oss: MXFP4 experts as the released checkpoints store them, read as transformers unpacks them") {
+  // the same model with its experts packed (scripts/make_family_fixtures.py); transformers computed
+  // the logits from that directory with its own MXFP4 unpacking
+  const LlamaModel packed = load_llama(family_dir("gpt_oss_mxfp4"));
+  const LlamaModel plain = load_llama(family_dir("gpt_oss"));
+  const ExpertWeights& e = packed.blocks[1].moe->weights.experts[5];
+  // every value is an E2M1 code times a power of two, within an MXFP4 step of the float weight
+  const ExpertWeights& f = plain.blocks[1].moe->weights.experts[5];
+  for (Index i = 0; i < e.gate.cols(); ++i) {
+    const float v = e.gate(7, i), w = f.gate(7, i);
+    int exponent = 0;
+    const float mantissa = std::frexp(std::abs(v), &exponent);  // E2M1: 0, 0.5 (×2^k), 0.75
+    CHECK((v == 0 || mantissa == 0.5f || mantissa == 0.75f));
+    CHECK(std::abs(v - w) <= 0.26f * f.gate.row(7).segment(i / 32 * 32, 32).cwiseAbs().maxCoeff() + 1e-6f);
+  }
+  CHECK(e.gate_bias == f.gate_bias);  // biases stay as they are
+  check_logits("gpt_oss_mxfp4", packed);
+}
+
+TEST_CASE("gpt_oss: MXFP4 blocks or scales of the wrong shape or type are refused, naming the tensor") {
+  namespace fs = std::filesystem;
+  const fs::path source = family_dir("gpt_oss_mxfp4");
+  const SafetensorsFile original((source / "model.safetensors").string());
+  const std::string scales = "model.layers.1.mlp.experts.down_proj_scales", blocks = "model.layers.0.mlp.experts.gate_up_proj_blocks";
+  const auto broken = [&](const std::string& name, Dtype dtype, std::vector<std::int64_t> shape, const std::string& dir) {
+    const fs::path d = fs::temp_directory_path() / dir;
+    fs::remove_all(d);
+    fs::create_directories(d);
+    fs::copy_file(source / "config.json", d / "config.json");
+    SafetensorsWriter w;
+    for (const SafetensorsTensor& t : original.tensors()) {
+      if (t.name != name) {
+        w.add(t.name, t.dtype, t.shape, t.data);
+        continue;
+      }
+      std::int64_t n = 1;
+      for (auto v : shape) n *= v;
+      w.add(t.name, dtype, shape, std::vector<std::byte>(static_cast<std::size_t>(n) * dtype_size(dtype), std::byte{127}));
+    }
+    w.write(d / "model.safetensors");
+    return d;
+  };
+  // one group too few per row (a truncated tensor), then bytes of another type
+  const fs::path a = broken(scales, Dtype::U8, {8, 64, 0}, "autoround_gpt_oss_scales");
+  CHECK_THROWS_WITH(load_llama(a), doctest::Contains(scales.c_str()));
+  const fs::path b = broken(blocks, Dtype::F16, {8, 64, 2, 8}, "autoround_gpt_oss_blocks");
+  CHECK_THROWS_WITH(load_llama(b), doctest::Contains(blocks.c_str()));
+  fs::remove_all(a);
+  fs::remove_all(b);
+}
+
+TEST_CASE("gpt_oss: sinks, the o_proj bias, the router bias, the expert biases and YaRN each change the logits") {
+  const SafetensorsFile fixture(family_dir("gpt_oss") + "/logits.safetensors");
+  const auto tokens = fixture.view_as<std::int32_t>("tokens", Dtype::I32);
+  const RowMatrix expected = fixture.to_float("logits");
+  const LlamaModel original = load_llama(family_dir("gpt_oss"));
+  const auto distance = [&](auto&& change) {
+    LlamaModel m = original;
+    change(m);
+    return static_cast<double>((forward_logits(m, tokens) - expected).cwiseAbs().maxCoeff());
+  };
+  CHECK(distance([](LlamaModel&) {}) < 1e-4);
+  CHECK(distance([](LlamaModel& m) { for (auto& b : m.blocks) b.sinks.resize(0); }) > 1e-2);
+  CHECK(distance([](LlamaModel& m) { for (auto& b : m.blocks) b.output_bias.resize(0); }) > 1e-2);
+  CHECK(distance([](LlamaModel& m) { for (auto& b : m.blocks) b.moe->weights.router_bias.resize(0); }) > 1e-2);
+  CHECK(distance([](LlamaModel& m) { for (auto& b : m.blocks) for (auto& e : b.moe->weights.experts) e.down_bias.resize(0); }) > 1e-2);
+  CHECK(distance([](LlamaModel& m) { for (auto& b : m.blocks) b.moe->spec.limit = 1e9f; }) > 1e-2);  // the clamps bind
+  CHECK(distance([](LlamaModel& m) { m.config.rope_divisors.clear(); }) > 1e-2);
+  CHECK(distance([](LlamaModel& m) { m.config.rope_attention_factor = 1; }) > 1e-2);
+  CHECK(distance([](LlamaModel& m) { m.config.sliding_window = 0; }) > 1e-2);
 }
 
 TEST_CASE("Gemma's settings each change the logits (each is read and computed, none is inert here)") {

@@ -629,7 +629,8 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   const LlamaConfig& config = source.config();
   // mixture-of-experts models tune on either device (the GPU: softmax routing, cuda::BlockTuningRun refuses the rest by name)
   const GgufExperts gguf_expert_counts = source_gguf ? gguf_experts(*source_gguf) : GgufExperts{};
-  const bool experts = config.model_type.find("moe") != std::string::npos || config.model_type == "mixtral" || gguf_expert_counts.count > 0;
+  const bool experts = config.model_type.find("moe") != std::string::npos || config.model_type == "mixtral" || config.model_type == "gpt_oss" ||
+                       gguf_expert_counts.count > 0;
   if (config.attention_softcap > 0 && device.cuda)
     throw Error(model_path + ": a " + config.model_type + " model: attention soft-capping (Gemma 2): the GPU does not tune it yet (issue #25); "
                 "run with --device cpu");

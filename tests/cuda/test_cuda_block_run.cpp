@@ -256,7 +256,33 @@ TEST_CASE("Gemma 3 and Phi-3 blocks (GeGLU, sandwich norms, sliding windows, loc
 // of a discontinuous loss. Measured on an H100 (2026-12-06): steps 0-5 agree within 1e-6 in
 // every case below, the first difference over 1e-4 comes at steps 6-9, the kept losses then
 // differ by up to 17% either way, the routed rows by under 1.3%.
-TEST_CASE("a mixture-of-experts block (softmax top-k routing, a gated shared expert) tunes on the GPU as on the CPU") {
+// GPT-OSS's block on a random MoE block: softmax over the top-k of the biased router logits,
+// clamped SwiGLU experts (at `limit`; 1.5: the clamps bind for a good share of these unit-sized
+// values) with biases, q/k/v/o biases, attention sinks, YaRN, a sliding window.
+void make_gpt_oss_like(LlamaBlock& block, LlamaConfig& c, std::mt19937& rng, float limit) {
+  MoeFeedForward& m = *block.moe;
+  m.spec.scoring = RouterScoring::TopKSoftmax;
+  m.spec.activation = ExpertActivation::ClampedSwiGlu;
+  m.spec.limit = limit;
+  const auto vector = [&](Index n, float scale) { return Eigen::VectorXf(test_models::random_matrix(n, 1, scale, rng).col(0)); };
+  m.weights.router_bias = vector(static_cast<Index>(m.weights.experts.size()), 0.5f);
+  for (ExpertWeights& e : m.weights.experts) {
+    e.gate_bias = vector(e.gate.rows(), 0.3f);
+    e.up_bias = vector(e.up.rows(), 0.3f);
+    e.down_bias = vector(e.down.rows(), 0.3f);
+  }
+  for (std::size_t j = 0; j < 3; ++j) block.qkv_bias[j] = vector(linear_shape(c, all_linears[j]).first, 0.3f);
+  block.output_bias = vector(c.hidden, 0.3f);
+  block.sinks = vector(c.heads, 1.5f);
+  c.model_type = "gpt_oss";
+  c.rope_divisors = rope_yarn_divisors(c.rope_theta, c.head_dim, 8.0, 32.0, 1.0, 64.0, false);
+  c.rope_attention_factor = rope_yarn_attention_factor(8.0);
+  c.sliding_window = 7;
+  c.sliding.assign(1, true);
+  block.sliding = true;
+}
+
+TEST_CASE("a mixture-of-experts block (softmax top-k routing, a gated shared expert; GPT-OSS's) tunes on the GPU as on the CPU") {
   struct MoeCase {
     std::string name;
     int experts;
@@ -264,19 +290,25 @@ TEST_CASE("a mixture-of-experts block (softmax top-k routing, a gated shared exp
     bool normalize, shared, starve;
     float router_scale;
     ClipInit clip_init;
+    bool gpt_oss = false;
+    float limit = 7.0f;  // GPT-OSS's clamp
   };
   for (const MoeCase& test :
        {MoeCase{"qwen3-moe-like: 8 experts, top 2, renormalized", 8, 2, true, false, false, 0.3f, ClipInit::Unit},
         MoeCase{"qwen2-moe-like: gated shared expert, last expert starved, clipping searched", 4, 2, true, true, true, 0.3f,
                 ClipInit::WeightedSearch},
         MoeCase{"top 1 of 4", 4, 1, true, false, false, 0.3f, ClipInit::Unit},
-        MoeCase{"top 2 not renormalized, gated shared expert, clipping searched", 4, 2, false, true, false, 3.0f, ClipInit::WeightedSearch}}) {
+        MoeCase{"top 2 not renormalized, gated shared expert, clipping searched", 4, 2, false, true, false, 3.0f, ClipInit::WeightedSearch},
+        MoeCase{"gpt-oss-like: top-k softmax, router and expert biases, SwiGLU clamped at 100 (never binds), sinks, o_proj bias, YaRN, a window",
+                8, 2, true, false, false, 0.3f, ClipInit::WeightedSearch, true, 100.0f},
+        MoeCase{"gpt-oss-like, the clamps at 1.5 (they bind)", 8, 2, true, false, false, 0.3f, ClipInit::WeightedSearch, true, 1.5f}}) {
     CAPTURE(test.name);
     LlamaConfig c = small_config();
     c.model_type = "qwen2_moe";
     std::mt19937 rng(21);
-    const LlamaBlock block =
+    LlamaBlock block =
         test_models::random_moe_block(c, rng, test.shared, test.starve, test.experts, test.top_k, test.normalize, test.router_scale);
+    if (test.gpt_oss) make_gpt_oss_like(block, c, rng, test.limit);
     std::vector<RowMatrix> inputs = outlier_inputs(c, rng);
     if (test.starve)
       for (RowMatrix& x : inputs) x.col(0).setConstant(8.0f);
@@ -289,7 +321,10 @@ TEST_CASE("a mixture-of-experts block (softmax top-k routing, a gated shared exp
     o.batch_size = 4;
     o.clip_init = test.clip_init;  // searched: each expert's importance from its own tokens (none reached: every channel 1)
 
-    const BothRuns both = run_on_both(o, quantizers, block, c, inputs, 6);
+    // steps that agree before a near tie (a routing, GPT-OSS's clamps) sends the runs apart:
+    // measured 6-9 for softmax routing, 5 for the GPT-OSS-like block (step 5 at 2.7e-4, H100)
+    const std::size_t agreeing = test.limit < 7.0f ? 5 : 6;
+    const BothRuns both = run_on_both(o, quantizers, block, c, inputs, agreeing);
     const auto& [losses, cpu_result, cpu_final, cpu_tokens, gpu, early, trajectory] = both;
     REQUIRE(gpu.result.size() == slots.size());
     std::size_t same = 0, total = 0;
@@ -335,14 +370,25 @@ TEST_CASE("a mixture-of-experts block (softmax top-k routing, a gated shared exp
     const GpuBlockRun bf16 = run_block_on_gpu(o, quantizers, block, c, inputs, true);
     const TuningStats& bs = bf16.result[1]->stats;
     MESSAGE(test.name << " bf16 GEMMs: RTN loss " << bs.rtn_loss << ", best " << bs.best_loss);
-    CHECK(bs.rtn_loss == doctest::Approx(cs.rtn_loss).epsilon(3e-2).scale(0));
+    // bf16 rounding moves the RTN loss by 0-2.3% on the softmax-routed blocks, 3.8% / 2.8% on the
+    // GPT-OSS-like ones (H100, 2026-12-06)
+    CHECK(bs.rtn_loss == doctest::Approx(cs.rtn_loss).epsilon(test.gpt_oss ? 5e-2 : 3e-2).scale(0));
     CHECK(bs.best_loss < 0.9 * bs.rtn_loss);
 
     // a step split in micro-batches (gradients added up; an expert may see no token in one): the
     // same until a near tie is routed the other way (cuBLAS sums a smaller GEMM in another order)
     const GpuBlockRun split = run_block_on_gpu(o, quantizers, block, c, inputs, false, BlockMemoryPlan{1, 2});
+    // (with GPT-OSS's clamps binding at 1.5 the split parts from step 2, 1.7e-4: a gate value at the
+    // clamp in one summation order and not in the other switches its derivative off; the same block
+    // clamped at 100 agrees for all 10 steps)
+    const std::size_t split_agreeing = test.limit < 7.0f ? 2 : agreeing;
     double split_early = 0;
-    for (std::size_t s = 0; s < 6; ++s) split_early = std::max(split_early, std::fabs(split.losses[s] / gpu.losses[s] - 1.0));
+    std::string split_steps;
+    for (std::size_t s = 0; s < 10; ++s) {
+      if (s < split_agreeing) split_early = std::max(split_early, std::fabs(split.losses[s] / gpu.losses[s] - 1.0));
+      split_steps += " " + std::to_string(split.losses[s] / gpu.losses[s] - 1.0);
+    }
+    MESSAGE(test.name << " split in micro-batches against the whole step, relative loss differences:" << split_steps);
     CHECK(split_early < 1e-4);
     CHECK(split.result[1]->stats.best_loss < 0.9 * split.result[1]->stats.rtn_loss);
   }

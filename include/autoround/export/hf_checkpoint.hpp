@@ -215,7 +215,21 @@ class HfTensorWriter {
     for (std::size_t k = 0; k < 3; ++k)  // Qwen2's q/k/v biases, float16 as the reference's QuantLinear keeps them
       if (block.qkv_bias[k].size() > 0)
         detail::add_f16(w, prefix + hf_name(all_linears[k]) + ".bias", block.qkv_bias[k].data(), {block.qkv_bias[k].size()});
-    if (block.moe) {
+    if (block.output_bias.size() > 0)  // GPT-OSS
+      detail::add_f16(w, prefix + hf_name(Linear::Output) + ".bias", block.output_bias.data(), {block.output_bias.size()});
+    if (block.sinks.size() > 0) detail::add_f16(w, prefix + "self_attn.sinks", block.sinks.data(), {block.sinks.size()});
+    if (block.moe && c.model_type == "gpt_oss") {  // its router is not a Linear (nothing to list as float); experts' biases
+      const MoeWeights& m = block.moe->weights;
+      detail::add_f16(w, prefix + "mlp.router.weight", m.router.data(), {m.router.rows(), m.router.cols()});
+      detail::add_f16(w, prefix + "mlp.router.bias", m.router_bias.data(), {m.router_bias.size()});
+      for (std::size_t e = 0; e < m.experts.size(); ++e) {
+        const ExpertWeights& ex = m.experts[e];
+        const std::string q = prefix + "mlp.experts." + std::to_string(e) + ".";
+        detail::add_f16(w, q + "gate_proj.bias", ex.gate_bias.data(), {ex.gate_bias.size()});
+        detail::add_f16(w, q + "up_proj.bias", ex.up_bias.data(), {ex.up_bias.size()});
+        detail::add_f16(w, q + "down_proj.bias", ex.down_bias.data(), {ex.down_bias.size()});
+      }
+    } else if (block.moe) {
       detail::require(!source_.gguf, "model.layers." + std::to_string(b) +
                                          ": a mixture-of-experts model read from GGUF cannot be written as a Hugging Face checkpoint yet "
                                          "(its config.json); use a Hugging Face directory as the source, or --format gguf");

@@ -92,6 +92,8 @@ inline CheckpointLayerScheme scheme_of(const nlohmann::json& qc, const std::stri
 /// "compressed-tensors") of MXFP4 / MXFP8 / NVFP4 as the auto-round config of the same tensors
 /// (both formats store them alike); any other config as it is.
 inline nlohmann::json auto_round_view(const nlohmann::json& qc) {
+  // GPT-OSS's released MXFP4 experts: read from their blocks by load_moe (hf_moe.hpp); nothing else is quantized
+  if (qc.value("quant_method", "") == "mxfp4") return nlohmann::json::object();
   if (qc.value("quant_method", "") == "fp8") {  // transformers' FineGrainedFP8: E4M3 weights in tiles, dynamic inputs
     const auto tile = qc.value("weight_block_size", nlohmann::json());
     if (tile != nlohmann::json::array({128, 128}))
@@ -323,12 +325,17 @@ class HfModelSource {
       block.moe = MoeFeedForward{moe_->spec, load_moe(*ckpt_, *moe_, b, c.hidden, c.hf_prefix, [this](const std::string& layer, Index out, Index in) {
                                    return detail::load_quantized_linear(*ckpt_, qc_, layer, out, in);
                                  })};
-    if (c.model_type == "qwen2" || c.model_type == "qwen2_moe")  // q/k/v projections carry biases
+    const bool gpt_oss = c.model_type == "gpt_oss";
+    if (c.model_type == "qwen2" || c.model_type == "qwen2_moe" || gpt_oss)  // q/k/v projections carry biases
       for (std::size_t k = 0; k < 3; ++k) {
         const Linear l = all_linears[k];
         const RowMatrix bias = load(prefix + hf_name(l) + ".bias", 1, linear_shape(c, l).first);
         block.qkv_bias[k] = bias.row(0).transpose();
       }
+    if (gpt_oss) {  // and o_proj's; a sink logit per head
+      block.output_bias = load(prefix + hf_name(Linear::Output) + ".bias", 1, c.hidden).row(0).transpose();
+      block.sinks = load(prefix + "self_attn.sinks", 1, c.heads).row(0).transpose();
+    }
     if (c.model_type == "qwen3" || c.model_type == "qwen3_moe") {  // per-head RMSNorm of q and k
       block.q_norm = load(prefix + "self_attn.q_norm.weight", 1, c.head_dim).row(0).transpose();
       block.k_norm = load(prefix + "self_attn.k_norm.weight", 1, c.head_dim).row(0).transpose();
@@ -445,15 +452,16 @@ class HfModelSource {
     if (qwen_vl) type = "qwen2";  // Qwen2.5-VL's language model is Qwen2's (its mrope is Qwen2's RoPE on text-only positions)
     config_.vision_language = vlm;
     tie_from_tensors_ = vlm && !root.contains("tie_word_embeddings");
-    const bool moe = type == "qwen3_moe" || type == "qwen2_moe" || type == "mixtral";
+    const bool gpt_oss = type == "gpt_oss";
+    const bool moe = type == "qwen3_moe" || type == "qwen2_moe" || type == "mixtral" || gpt_oss;
     const bool gemma = type == "gemma3_text" || type == "gemma2";
     if (type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3" && type != "phi3" && !moe && !gemma)
       throw Error(config_path.string() + ": model_type '" + type +
-                  "' is not supported (llama, mistral, qwen2, qwen3, phi3, qwen3_moe, qwen2_moe, mixtral, gemma3_text, gemma2; "
+                  "' is not supported (llama, mistral, qwen2, qwen3, phi3, qwen3_moe, qwen2_moe, mixtral, gpt_oss, gemma3_text, gemma2; "
                   "the vision-language gemma3, qwen2_5_vl, mistral3, llava)");
     if (j.value("use_sliding_window", false))
       throw Error(config_path.string() + ": sliding-window attention is not supported");
-    if (j.value("attention_bias", false) || j.value("mlp_bias", false))
+    if ((j.value("attention_bias", false) && !gpt_oss) || j.value("mlp_bias", false))  // GPT-OSS: q/k/v/o biases, read below
       throw Error(config_path.string() + ": attention/MLP biases are not supported yet");
     LlamaConfig& c = config_;
     c.model_type = type;
@@ -477,6 +485,7 @@ class HfModelSource {
       c.tied_embeddings = vlm ? root.value("tie_word_embeddings", true) : j.value("tie_word_embeddings", gemma);
       if (moe) moe_ = moe_layout(j, c.layers);
       if (gemma) read_gemma(j);
+      if (gpt_oss) read_layer_types(j, 2);  // its alternation: sliding, full, ...; window 128
     } catch (const nlohmann::json::exception& e) {
       throw Error(config_path.string() + ": " + e.what());
     } catch (const Error& e) {
@@ -519,8 +528,20 @@ class HfModelSource {
         c.rope_attention_factor = r.contains("attention_factor") && !r["attention_factor"].is_null()
                                       ? r["attention_factor"].get<float>()
                                       : stretch <= 1 ? 1.0f : static_cast<float>(std::sqrt(1 + std::log(stretch) / std::log(original)));
+      } else if (kind == "yarn") {  // GPT-OSS (transformers' _compute_yarn_parameters)
+        const Index rotary = static_cast<Index>(static_cast<double>(c.head_dim) * r.value("partial_rotary_factor", j.value("partial_rotary_factor", 1.0)));
+        // transformers 5.17: without a factor, max_position_embeddings / original_max_position_embeddings
+        const bool has_original = r.contains("original_max_position_embeddings") && !r["original_max_position_embeddings"].is_null();
+        const double original = has_original ? r["original_max_position_embeddings"].get<double>() : j.value("max_position_embeddings", 4096.0);
+        const double stretch = r.contains("factor") && !r["factor"].is_null() ? factor : j.value("max_position_embeddings", original) / original;
+        const auto number = [&](const char* key, double fallback) { return r.contains(key) && !r[key].is_null() ? r[key].get<double>() : fallback; };
+        c.rope_divisors = rope_yarn_divisors(c.rope_theta, rotary, stretch, number("beta_fast", 32), number("beta_slow", 1), original,
+                                             r.value("truncate", true));
+        c.rope_attention_factor = r.contains("attention_factor") && !r["attention_factor"].is_null()
+                                      ? r["attention_factor"].get<float>()
+                                      : rope_yarn_attention_factor(stretch, number("mscale", 0), number("mscale_all_dim", 0));
       } else if (kind != "default" && !(qwen_vl && kind == "mrope")) {  // mrope on text-only positions: plain RoPE
-        throw Error(config_path.string() + ": " + scaling + " type '" + kind + "' is not supported (linear, llama3, longrope)");
+        throw Error(config_path.string() + ": " + scaling + " type '" + kind + "' is not supported (linear, llama3, longrope, yarn)");
       }
     }
     // partial rotary embedding (Phi-4-mini: 0.75 of each head rotates), in RoPE's settings or at the top
@@ -562,22 +583,7 @@ class HfModelSource {
     c.attention_softcap = number("attn_logit_softcapping");
     c.logit_softcap = number("final_logit_softcapping");
     // which layers slide: layer_types, else the old pattern (Gemma 3: every 6th layer full; Gemma 2: every 2nd)
-    c.sliding.assign(static_cast<std::size_t>(c.layers), false);
-    if (j.contains("layer_types") && j["layer_types"].is_array()) {
-      const auto& types = j["layer_types"];
-      if (types.size() != static_cast<std::size_t>(c.layers)) throw Error("layer_types has " + std::to_string(types.size()) + " entries, not num_hidden_layers");
-      for (std::size_t i = 0; i < types.size(); ++i) {
-        const std::string t = types[i].get<std::string>();
-        if (t != "sliding_attention" && t != "full_attention") throw Error("layer_types: '" + t + "' is not supported");
-        c.sliding[i] = t == "sliding_attention";
-      }
-    } else {
-      const Index pattern = j.value("sliding_window_pattern", g3 ? Index{6} : Index{2});
-      for (Index i = 0; i < c.layers; ++i) c.sliding[static_cast<std::size_t>(i)] = pattern > 0 && (i + 1) % pattern != 0;
-    }
-    const bool any_sliding = std::find(c.sliding.begin(), c.sliding.end(), true) != c.sliding.end();
-    c.sliding_window = any_sliding ? j.at("sliding_window").get<Index>() : 0;
-    if (any_sliding && c.sliding_window <= 0) throw Error("sliding_window must be positive");
+    read_layer_types(j, g3 ? 6 : 2);
     // RoPE: transformers 5 keeps one parameter set per layer type; 4.x rope_theta (+ rope_scaling)
     // for full layers and rope_local_base_freq for sliding ones (Gemma 2: one base for both)
     nlohmann::json full = nlohmann::json::object(), local = nlohmann::json::object();
@@ -602,6 +608,28 @@ class HfModelSource {
     if (local_kind != "default") throw Error("sliding-attention RoPE type '" + local_kind + "' is not supported (default)");
     c.sliding_rope_theta = local.contains("rope_theta") && !local["rope_theta"].is_null() ? local["rope_theta"].get<float>()
                            : g3 ? 10000.0f : 0.0f;
+  }
+
+  /// Which layers slide: config.json's layer_types ("sliding_attention" / "full_attention"), else
+  /// every layer but each `pattern`-th (sliding_window_pattern where given); and the window.
+  void read_layer_types(const nlohmann::json& j, Index pattern) {
+    LlamaConfig& c = config_;
+    c.sliding.assign(static_cast<std::size_t>(c.layers), false);
+    if (j.contains("layer_types") && j["layer_types"].is_array()) {
+      const auto& types = j["layer_types"];
+      if (types.size() != static_cast<std::size_t>(c.layers)) throw Error("layer_types has " + std::to_string(types.size()) + " entries, not num_hidden_layers");
+      for (std::size_t i = 0; i < types.size(); ++i) {
+        const std::string t = types[i].get<std::string>();
+        if (t != "sliding_attention" && t != "full_attention") throw Error("layer_types: '" + t + "' is not supported");
+        c.sliding[i] = t == "sliding_attention";
+      }
+    } else {
+      pattern = j.value("sliding_window_pattern", pattern);
+      for (Index i = 0; i < c.layers; ++i) c.sliding[static_cast<std::size_t>(i)] = pattern > 0 && (i + 1) % pattern != 0;
+    }
+    const bool any_sliding = std::find(c.sliding.begin(), c.sliding.end(), true) != c.sliding.end();
+    c.sliding_window = any_sliding ? j.at("sliding_window").get<Index>() : 0;
+    if (any_sliding && c.sliding_window <= 0) throw Error("sliding_window must be positive");
   }
 
   std::filesystem::path dir_;

@@ -8,15 +8,24 @@
 //                         (gate, up, down), or the same under mlp.
 //   deepseek_v3           mlp.gate.weight, mlp.gate.e_score_correction_bias,
 //                         mlp.experts.E.{gate,up,down}_proj, mlp.shared_experts.{gate,up,down}_proj
+//   gpt_oss               mlp.router.{weight,bias}; mlp.experts.gate_up_proj [E, H, 2·I] used as
+//                         x·W (gate the even columns, up the odd ones) with gate_up_proj_bias
+//                         [E, 2·I], down_proj [E, I, H] with down_proj_bias [E, H]; the released
+//                         checkpoints hold the two weights in MXFP4 instead (…_blocks [E, out, in/32,
+//                         16] bytes, two E2M1 codes each, low nibble first; …_scales [E, out, in/32]
+//                         E8M0 bytes: value = code · 2^(scale − 127), rows out = 2·I interleaved
+//                         gate/up, or H); what we export, per expert: mlp.experts.E.{gate,up,down}_proj
+//                         with .bias (the reference's unfused modules).
 // Checkpoints transformers 5 saved fused (save_original_format=False) hold
 // mlp.experts.gate_up_proj [E, 2·I, H] (each expert's gate rows, then its up rows) and
-// mlp.experts.down_proj [E, H, I]; both layouts are read. (GPT-OSS ships its experts in MXFP4:
-// not read yet. DeepSeek-V3's released weights are FP8 blocks: to_float names the dtype it
-// cannot convert.)
+// mlp.experts.down_proj [E, H, I]; both layouts are read. (DeepSeek-V3's released weights are FP8
+// blocks: to_float names the dtype it cannot convert.)
 // Which layers are sparse: Qwen, layer i unless i is in mlp_only_layers or (i + 1) is not a
 // multiple of decoder_sparse_step; DeepSeek-V3, i ≥ first_k_dense_replace; Mixtral, all.
-#include <functional>
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -87,8 +96,14 @@ inline MoeLayout moe_layout(const nlohmann::json& config, Index layers) {
     m.spec.scale = detail::config_value<float>(config, "routed_scaling_factor", 1.0f);
     const Index first_sparse = detail::config_value<Index>(config, "first_k_dense_replace", 0);
     for (Index i = 0; i < std::min(first_sparse, layers); ++i) m.sparse[static_cast<std::size_t>(i)] = false;
+  } else if (f == "gpt_oss") {  // alpha 1.702 and limit 7 are transformers' constants (it reads no swiglu_limit)
+    m.experts = detail::config_required<Index>(config, "num_local_experts", f);
+    m.expert_intermediate = detail::config_required<Index>(config, "intermediate_size", f);
+    m.spec.scoring = RouterScoring::TopKSoftmax;
+    m.spec.activation = ExpertActivation::ClampedSwiGlu;
+    m.spec.normalize = false;  // the softmax over the k chosen logits sums to 1 already
   } else {
-    throw Error("config.json: model_type '" + f + "' has no mixture-of-experts layout here (qwen3_moe, qwen2_moe, mixtral, deepseek_v3)");
+    throw Error("config.json: model_type '" + f + "' has no mixture-of-experts layout here (qwen3_moe, qwen2_moe, mixtral, deepseek_v3, gpt_oss)");
   }
   detail::require(m.experts > 0 && m.expert_intermediate > 0 && m.spec.top_k >= 1 && m.spec.top_k <= m.experts,
                   "config.json (" + f + "): inconsistent expert counts (" + std::to_string(m.experts) + " experts, top " +
@@ -96,9 +111,108 @@ inline MoeLayout moe_layout(const nlohmann::json& config, Index layers) {
   return m;
 }
 
+namespace detail {
+/// An MXFP4 tensor as GPT-OSS's checkpoints store it (transformers' convert_moe_packed_tensors):
+/// `blocks` U8 [E, rows, groups, 16], `scales` U8 [E, rows, groups]; element 32 g + 2 j of a row is
+/// the E2M1 code in byte j's low nibble, 32 g + 2 j + 1 its high one, times 2^(scale − 127).
+/// Returns [E · rows, groups · 32] float32, each expert's rows in turn.
+inline RowMatrix mxfp4_experts(const SafetensorsCheckpoint& ckpt, const std::string& blocks, const std::string& scales, Index experts,
+                               Index rows, Index cols) {
+  const SafetensorsTensor& b = ckpt.tensor(blocks);
+  const SafetensorsTensor& s = ckpt.tensor(scales);
+  const Index groups = cols / 32;
+  auto shape = [](const std::vector<std::int64_t>& v) {
+    std::string r;
+    for (auto d : v) r += (r.empty() ? "" : ", ") + std::to_string(d);
+    return "[" + r + "]";
+  };
+  if (cols % 32 != 0) throw Error("tensor '" + blocks + "': MXFP4 rows of " + std::to_string(cols) + " values are not groups of 32");
+  if (b.dtype != Dtype::U8 || b.shape != std::vector<std::int64_t>{experts, rows, groups, 16})
+    throw Error("tensor '" + blocks + "' is " + dtype_name(b.dtype) + " " + shape(b.shape) + ", expected U8 " +
+                shape({experts, rows, groups, 16}));
+  if (s.dtype != Dtype::U8 || s.shape != std::vector<std::int64_t>{experts, rows, groups})
+    throw Error("tensor '" + scales + "' is " + dtype_name(s.dtype) + " " + shape(s.shape) + ", expected U8 " + shape({experts, rows, groups}));
+  static constexpr float e2m1[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f, -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+  RowMatrix out(experts * rows, cols);
+  const auto* code = reinterpret_cast<const std::uint8_t*>(b.data.data());
+  const auto* scale = reinterpret_cast<const std::uint8_t*>(s.data.data());
+  for (Index r = 0; r < experts * rows; ++r)
+    for (Index g = 0; g < groups; ++g) {
+      const float unit = std::ldexp(1.0f, static_cast<int>(scale[r * groups + g]) - 127);
+      const std::uint8_t* bytes = code + (r * groups + g) * 16;
+      for (Index j = 0; j < 16; ++j) {
+        out(r, g * 32 + 2 * j) = e2m1[bytes[j] & 0xF] * unit;
+        out(r, g * 32 + 2 * j + 1) = e2m1[bytes[j] >> 4] * unit;
+      }
+    }
+  ckpt.release(blocks);
+  ckpt.release(scales);
+  return out;
+}
+}  // namespace detail
+
 /// Reads a quantized linear layer (name without ".weight", [out, in]) as float32: how a checkpoint
 /// we or the reference wrote (auto_round / GPTQ / AWQ experts) is read back (hf_loader.hpp's).
 using QuantizedLinearReader = std::function<RowMatrix(const std::string& layer, Index out, Index in)>;
+
+namespace detail {
+/// GPT-OSS's experts (the layouts in this file's header): fused, fused in MXFP4, or per expert as
+/// exported; `load(name, rows, cols)` and `vector(name, size)` read and check one tensor.
+template <class Load, class Vector>
+MoeWeights load_gpt_oss_moe(const SafetensorsCheckpoint& ckpt, const std::string& p, Index e_count, Index inter, Index hidden, Load& load,
+                            Vector& vector) {
+  MoeWeights w;
+  w.router = load(p + "router.weight", e_count, hidden);
+  w.router_bias = vector(p + "router.bias", e_count);
+  w.experts.resize(static_cast<std::size_t>(e_count));
+  const std::string x = p + "experts.";
+  if (!ckpt.contains(x + "gate_up_proj") && !ckpt.contains(x + "gate_up_proj_blocks")) {  // per expert, as we export
+    for (Index e = 0; e < e_count; ++e) {
+      ExpertWeights& ex = w.experts[static_cast<std::size_t>(e)];
+      const std::string q = x + std::to_string(e) + ".";
+      ex.gate = load(q + "gate_proj.weight", inter, hidden);
+      ex.up = load(q + "up_proj.weight", inter, hidden);
+      ex.down = load(q + "down_proj.weight", hidden, inter);
+      ex.gate_bias = vector(q + "gate_proj.bias", inter);
+      ex.up_bias = vector(q + "up_proj.bias", inter);
+      ex.down_bias = vector(q + "down_proj.bias", hidden);
+    }
+    return w;
+  }
+  // [E · 2I, H] and [E · H, I] as rows = outputs: the MXFP4 blocks are stored so, the float
+  // tensors (x·W, [E, H, 2I] and [E, I, H]) transposed per expert
+  RowMatrix gate_up, down;
+  if (ckpt.contains(x + "gate_up_proj_blocks")) {
+    gate_up = mxfp4_experts(ckpt, x + "gate_up_proj_blocks", x + "gate_up_proj_scales", e_count, 2 * inter, hidden);
+    down = mxfp4_experts(ckpt, x + "down_proj_blocks", x + "down_proj_scales", e_count, hidden, inter);
+  } else {
+    const RowMatrix gu = load(x + "gate_up_proj", e_count * hidden, 2 * inter), dn = load(x + "down_proj", e_count * inter, hidden);
+    gate_up.resize(e_count * 2 * inter, hidden);
+    down.resize(e_count * hidden, inter);
+    for (Index e = 0; e < e_count; ++e) {
+      gate_up.middleRows(e * 2 * inter, 2 * inter) = gu.middleRows(e * hidden, hidden).transpose();
+      down.middleRows(e * hidden, hidden) = dn.middleRows(e * inter, inter).transpose();
+    }
+  }
+  const RowMatrix gate_up_bias = load(x + "gate_up_proj_bias", e_count, 2 * inter), down_bias = load(x + "down_proj_bias", e_count, hidden);
+  for (Index e = 0; e < e_count; ++e) {
+    ExpertWeights& ex = w.experts[static_cast<std::size_t>(e)];
+    ex.gate.resize(inter, hidden);
+    ex.up.resize(inter, hidden);
+    ex.gate_bias.resize(inter);
+    ex.up_bias.resize(inter);
+    for (Index i = 0; i < inter; ++i) {  // interleaved: gate i is row 2i, up i row 2i + 1
+      ex.gate.row(i) = gate_up.row(e * 2 * inter + 2 * i);
+      ex.up.row(i) = gate_up.row(e * 2 * inter + 2 * i + 1);
+      ex.gate_bias(i) = gate_up_bias(e, 2 * i);
+      ex.up_bias(i) = gate_up_bias(e, 2 * i + 1);
+    }
+    ex.down = down.middleRows(e * hidden, hidden);
+    ex.down_bias = down_bias.row(e).transpose();
+  }
+  return w;
+}
+}  // namespace detail
 
 /// Layer `layer`'s MoE weights in float32 (`hidden`: the model's hidden size; `prefix`: where the
 /// language model's tensors are, LlamaConfig::hf_prefix), each tensor's
@@ -125,6 +239,8 @@ inline MoeWeights load_moe(const SafetensorsCheckpoint& ckpt, const MoeLayout& m
   };
   const Index e_count = m.experts, inter = m.expert_intermediate;
   MoeWeights w;
+  auto vector = [&](const std::string& name, Index size) -> Eigen::VectorXf { return load(name, 1, size).row(0).transpose(); };
+  if (m.family == "gpt_oss") return detail::load_gpt_oss_moe(ckpt, p, e_count, inter, hidden, load, vector);
   w.router = load(p + "gate.weight", e_count, hidden);
   if (m.spec.scoring == RouterScoring::SigmoidGrouped)
     w.correction_bias = load(p + "gate.e_score_correction_bias", 1, e_count).row(0).transpose();

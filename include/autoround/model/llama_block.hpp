@@ -39,6 +39,8 @@ struct BlockWeights {
   const Eigen::VectorXf* attn_norm = nullptr;
   const Eigen::VectorXf* ffn_norm = nullptr;
   std::array<const Eigen::VectorXf*, 3> qkv_bias{};  ///< may point to empty vectors (no bias)
+  const Eigen::VectorXf* output_bias = nullptr;       ///< GPT-OSS; may point to an empty vector
+  const Eigen::VectorXf* sinks = nullptr;             ///< GPT-OSS's attention sinks [heads]; may point to an empty vector
   const Eigen::VectorXf* q_norm = nullptr;            ///< Qwen3; may point to an empty vector
   const Eigen::VectorXf* k_norm = nullptr;
   const MoeFeedForward* moe = nullptr;                ///< the MLP as a mixture of experts (its experts may be fake-quantized copies)
@@ -49,12 +51,16 @@ struct BlockWeights {
   bool has_post_attn_norm() const { return post_attn_norm && post_attn_norm->size() > 0; }
   bool has_post_ffn_norm() const { return post_ffn_norm && post_ffn_norm->size() > 0; }
   bool has_qk_norm() const { return q_norm && q_norm->size() > 0; }
+  bool has_output_bias() const { return output_bias && output_bias->size() > 0; }
+  bool has_sinks() const { return sinks && sinks->size() > 0; }
   const RowMatrix& operator[](Linear l) const { return *linear[static_cast<std::size_t>(l)]; }
 
   static BlockWeights of(const LlamaBlock& b) {
     BlockWeights w;
     for (Linear l : all_linears) w.linear[static_cast<std::size_t>(l)] = &b[l];
     for (std::size_t j = 0; j < 3; ++j) w.qkv_bias[j] = &b.qkv_bias[j];
+    w.output_bias = &b.output_bias;
+    w.sinks = &b.sinks;
     w.q_norm = &b.q_norm;
     w.k_norm = &b.k_norm;
     w.attn_norm = &b.attn_norm;
@@ -281,12 +287,17 @@ inline void attention_forward(const BlockWeights& w, const LlamaConfig& c, RowMa
     p.noalias() = m.q.block(row, h * d, length, d) * m.k.block(row, kv * d, length, d).transpose();
     p *= scale;
     if (cap > 0) p = (p.array() / cap).tanh() * cap;  // Gemma 2's soft-capping, before the mask
+    // GPT-OSS's sink: one more logit per head in every row's softmax, whose probability is dropped
+    // (the row sums to less than 1). The backward needs nothing more: dS = P ⊙ (dP − Σ dP·P) over
+    // the kept columns holds as it is, the sink's column having no dP.
+    const bool sunk = w.has_sinks();
+    const float sink = sunk ? (*w.sinks)(h) : 0.0f;
     for (Index t = 0; t < length; ++t) {
       auto r = p.row(t);
       const Index lo = first_visible(t, window), n = t + 1 - lo;
-      const float max = r.segment(lo, n).maxCoeff();
+      const float max = sunk ? std::max(r.segment(lo, n).maxCoeff(), sink) : r.segment(lo, n).maxCoeff();
       r.segment(lo, n) = (r.segment(lo, n).array() - max).exp();
-      r.segment(lo, n) /= r.segment(lo, n).sum();
+      r.segment(lo, n) /= r.segment(lo, n).sum() + (sunk ? std::exp(sink - max) : 0.0f);
       r.head(lo).setZero();              // sliding window: no attention to tokens before it
       r.tail(length - t - 1).setZero();  // causal: no attention to later tokens
     }
@@ -297,10 +308,12 @@ inline void attention_forward(const BlockWeights& w, const LlamaConfig& c, RowMa
   if (w.act) w.act->apply(m.output_in, LinearInput::AttentionOutput);
   if (w.has_post_attn_norm()) {  // Gemma: the attention's output normed before the residual add
     m.attention_out.noalias() = m.output_in * w[Linear::Output].transpose();
+    if (w.has_output_bias()) m.attention_out.rowwise() += w.output_bias->transpose();
     hidden += detail::rms_norm(m.attention_out, *w.post_attn_norm, c.rms_eps);
     return;
   }
   hidden.noalias() += m.output_in * w[Linear::Output].transpose();
+  if (w.has_output_bias()) hidden.rowwise() += w.output_bias->transpose();  // GPT-OSS: a constant shift
 }
 }  // namespace detail
 

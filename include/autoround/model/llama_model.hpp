@@ -5,6 +5,7 @@
 // RoPE: llama.cpp's converter permutes the rows of attn_q / attn_k so that rotating *adjacent*
 // pairs (x[2i], x[2i+1]) is equivalent to Hugging Face's rotate-half; weights read from GGUF
 // therefore use RopeStyle::AdjacentPairs, weights read from a Hugging Face checkpoint HalfSplit.
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <optional>
@@ -104,6 +105,36 @@ inline std::vector<float> rope_llama3_divisors(float theta, Index head_dim, doub
   return divisors;
 }
 
+/// YaRN's RoPE scaling (transformers' _compute_yarn_parameters; GPT-OSS, DeepSeek-V3), as divisors
+/// of the unscaled frequencies of the `rotary` rotated dimensions: pair i's frequency blends the
+/// interpolated f/factor and the original f by a ramp that runs from the pair that turns
+/// beta_fast times over original_max positions (kept: f) to the one that turns beta_slow times
+/// (interpolated: f/factor); `truncate` rounds the ramp's ends outward to whole pairs first.
+inline std::vector<float> rope_yarn_divisors(double theta, Index rotary, double factor, double beta_fast, double beta_slow,
+                                             double original_max_positions, bool truncate) {
+  constexpr double pi = 3.14159265358979323846;
+  const double dim = static_cast<double>(rotary);
+  auto correction_dim = [&](double rotations) { return dim * std::log(original_max_positions / (rotations * 2 * pi)) / (2 * std::log(theta)); };
+  double low = correction_dim(beta_fast), high = correction_dim(beta_slow);
+  if (truncate) low = std::floor(low), high = std::ceil(high);
+  low = std::max(low, 0.0), high = std::min(high, dim - 1);
+  if (low == high) high += 0.001;
+  std::vector<float> divisors(static_cast<std::size_t>(rotary / 2));
+  for (Index i = 0; i < rotary / 2; ++i) {
+    const double ramp = std::clamp((static_cast<double>(i) - low) / (high - low), 0.0, 1.0);  // 0: keep f, 1: f / factor
+    const double keep = 1 - ramp;
+    divisors[static_cast<std::size_t>(i)] = static_cast<float>(1.0 / ((1 - keep) / factor + keep));
+  }
+  return divisors;
+}
+
+/// YaRN's attention factor when the configuration gives none: 0.1 ln(factor) + 1 (1 for factor ≤ 1),
+/// or with DeepSeek's mscale and mscale_all_dim the ratio of two such terms.
+inline float rope_yarn_attention_factor(double factor, double mscale = 0, double mscale_all_dim = 0) {
+  auto m = [&](double s) { return factor <= 1 ? 1.0 : 0.1 * s * std::log(factor) + 1.0; };
+  return static_cast<float>(mscale != 0 && mscale_all_dim != 0 ? m(mscale) / m(mscale_all_dim) : m(1.0));
+}
+
 /// The seven linear layers of a block, in execution order.
 enum class Linear { Query, Key, Value, Output, Gate, Up, Down };
 inline constexpr std::array<Linear, 7> all_linears{Linear::Query, Linear::Key,  Linear::Value, Linear::Output,
@@ -144,6 +175,8 @@ struct LlamaBlock {
   std::array<RowMatrix, 7> linear;  ///< [out, in] each, indexed by Linear; gate/up/down empty with `moe`
   Eigen::VectorXf attn_norm, ffn_norm;
   std::array<Eigen::VectorXf, 3> qkv_bias;  ///< Qwen2's q/k/v projection biases; empty when absent (LLaMA)
+  Eigen::VectorXf output_bias;              ///< GPT-OSS's o_proj bias [hidden]; empty when absent
+  Eigen::VectorXf sinks;                    ///< GPT-OSS's attention sinks [heads]: a logit per head every query's softmax also spreads over; empty: none
   Eigen::VectorXf q_norm, k_norm;           ///< Qwen3's per-head RMSNorm of q and k [head_dim]; empty when absent
   std::optional<MoeFeedForward> moe;        ///< the MLP as a mixture of experts, when it is one
   Eigen::VectorXf post_attn_norm, post_ffn_norm;  ///< Gemma's norms of the attention's and the MLP's outputs; empty when absent

@@ -126,14 +126,20 @@ __global__ void rope_kernel(float* x, __nv_bfloat16* copy, const float2* table, 
 /// `window` (> 0) those before t − window + 1 too. The probabilities go to `scores` itself
 /// (float32, may be null: then `scores` is only scratch) and/or, in bf16, to `copy` (the next
 /// GEMMs' operand). The backward (softmax_backward_kernel) needs no window: P is 0 outside it.
+/// `sinks` (GPT-OSS; null: none): one more logit per head in each row's softmax whose
+/// probability is dropped; row r belongs to (sequence, head) pair first_pair + r / seqlen, head
+/// = pair % heads. The backward needs nothing more (the sink's column has no dP).
 template <int = 0>
-__global__ void causal_softmax_kernel(float* scores, bool keep_float, __nv_bfloat16* copy, long seqlen, long window = 0) {
+__global__ void causal_softmax_kernel(float* scores, bool keep_float, __nv_bfloat16* copy, long seqlen, long window = 0,
+                                      const float* sinks = nullptr, long heads = 1, long first_pair = 0) {
   __shared__ float shared[kRowThreads];
   const long t = blockIdx.x % seqlen, first = window > 0 && t - window + 1 > 0 ? t - window + 1 : 0;
   float* row = scores + blockIdx.x * seqlen;
   float max = -INFINITY;
   for (long j = first + threadIdx.x; j <= t; j += kRowThreads) max = fmaxf(max, row[j]);
   max = device::block_max(max, shared);
+  const float sink = sinks ? sinks[(first_pair + static_cast<long>(blockIdx.x) / seqlen) % heads] : 0.0f;
+  if (sinks) max = fmaxf(max, sink);
   float sum = 0.0f;
   for (long j = first + threadIdx.x; j <= t; j += kRowThreads) {
     const float e = expf(__fsub_rn(row[j], max));
@@ -141,6 +147,7 @@ __global__ void causal_softmax_kernel(float* scores, bool keep_float, __nv_bfloa
     sum = __fadd_rn(sum, e);
   }
   sum = device::block_sum(sum, shared);
+  if (sinks) sum = __fadd_rn(sum, expf(__fsub_rn(sink, max)));
   for (long j = threadIdx.x; j < seqlen; j += kRowThreads) {
     const float p = j >= first && j <= t ? __fdiv_rn(row[j], sum) : 0.0f;
     if (keep_float) row[j] = p;

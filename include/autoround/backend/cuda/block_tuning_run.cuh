@@ -16,9 +16,11 @@
 // The layers are the block's linear slots (model/linear_slots.hpp), as on the CPU. The block is
 // what LlamaBlock and LlamaConfig describe: LLaMA's, Qwen2's biases, Qwen3's q/k norms, Gemma 3's
 // GeGLU, sandwich norms, attention scale, sliding windows and local RoPE base, Phi-3's partial
-// rotary and LongRoPE, and a mixture of experts with softmax routing (moe_forward / moe_backward
-// with moe_kernels.cuh: every expert on its routed rows, one GEMM per expert and projection).
-// Refused by name: Gemma 2's attention soft-capping, DeepSeek-V3's and GPT-OSS's routing, expert
+// rotary and LongRoPE, GPT-OSS's attention sinks and o_proj bias, and a mixture of experts with
+// softmax routing or GPT-OSS's (top-k softmax, router and expert biases, clamped SwiGLU)
+// (moe_forward / moe_backward with moe_kernels.cuh: every expert on its routed rows, one GEMM per
+// expert and projection).
+// Refused by name: Gemma 2's attention soft-capping, DeepSeek-V3's routing, shared-expert
 // biases, floating-point schemes on MoE blocks.
 //
 // GEMM precision: float32 (the CPU backend's numerics; results differ from it only by
@@ -579,6 +581,8 @@ class BlockTuningRun {
     attn_norm_ = upload(block.attn_norm);
     ffn_norm_ = upload(block.ffn_norm);
     for (std::size_t j = 0; j < 3; ++j) bias_[j] = upload(block.qkv_bias[j]);
+    if (block.output_bias.size() > 0) o_bias_ = upload(block.output_bias);
+    if (block.sinks.size() > 0) sinks_ = upload(block.sinks);
     qk_norm_ = block.q_norm.size() > 0;
     if (qk_norm_) {
       q_norm_ = upload(block.q_norm);
@@ -612,6 +616,21 @@ class BlockTuningRun {
       shared_gate_operand_ = operand(w.shared_gate.data(), w.shared_gate.size());
     }
     normalize_ = block.moe->spec.normalize;
+    topk_softmax_ = block.moe->spec.scoring == RouterScoring::TopKSoftmax;
+    clamped_ = block.moe->spec.activation == ExpertActivation::ClampedSwiGlu;
+    limit_ = block.moe->spec.limit, alpha_ = block.moe->spec.alpha;
+    if (w.router_bias.size() > 0) router_bias_ = upload(w.router_bias);
+    if (!w.experts.empty() && w.experts[0].gate_bias.size() > 0) {  // every expert's (check_moe), stacked
+      const long experts = shape_.experts, inter = shape_.intermediate, hidden = config_.hidden;
+      Eigen::VectorXf gate(experts * inter), up(experts * inter), down(experts * hidden);
+      for (long e = 0; e < experts; ++e) {
+        const ExpertWeights& ex = w.experts[static_cast<std::size_t>(e)];
+        gate.segment(e * inter, inter) = ex.gate_bias;
+        up.segment(e * inter, inter) = ex.up_bias;
+        down.segment(e * hidden, hidden) = ex.down_bias;
+      }
+      expert_bias_ = {upload(gate), upload(up), upload(down)};
+    }
   }
 
   // a constant GEMM operand: float32, or its bf16 copy in bf16 mode
@@ -630,8 +649,9 @@ class BlockTuningRun {
   }
 
   // What the device's mixture of experts computes (moe_kernels.cuh): softmax top-k routing over
-  // SwiGLU experts of one intermediate size, without biases, under integer schemes. The rest is
-  // refused by name: it tunes on the CPU.
+  // SwiGLU experts of one intermediate size, or GPT-OSS's (top-k softmax with a router bias,
+  // clamped SwiGLU experts with biases), under integer schemes. The rest is refused by name: it
+  // tunes on the CPU.
   void check_moe(const LlamaBlock& block, const std::string& name) {
     const MoeFeedForward& m = *block.moe;
     const MoeWeights& w = m.weights;
@@ -639,15 +659,18 @@ class BlockTuningRun {
       throw Error(name + ": a mixture of experts with " + what + ": the GPU does not tune it yet (issue #25); run with --device cpu");
     };
     if (m.spec.scoring == RouterScoring::SigmoidGrouped) refuse("sigmoid grouped routing (DeepSeek-V3)");
-    if (m.spec.scoring == RouterScoring::TopKSoftmax) refuse("softmax over the top-k logits (GPT-OSS)");
-    if (m.spec.activation != ExpertActivation::SwiGlu) refuse("clamped SwiGLU experts (GPT-OSS)");
-    if (w.router_bias.size() > 0 || w.correction_bias.size() > 0) refuse("router biases");
+    if (w.correction_bias.size() > 0) refuse("a router correction bias");
     auto biased = [](const ExpertWeights& e) { return e.gate_bias.size() > 0 || e.up_bias.size() > 0 || e.down_bias.size() > 0; };
+    const bool any_bias = !w.experts.empty() && biased(w.experts[0]);
     for (const ExpertWeights& e : w.experts) {
-      if (biased(e)) refuse("expert biases (GPT-OSS)");
       detail::require(e.gate.rows() == shape_.intermediate, name + ": routed experts of different intermediate sizes");
+      if (biased(e) != any_bias || (any_bias && (e.gate_bias.size() != shape_.intermediate || e.up_bias.size() != shape_.intermediate ||
+                                                 e.down_bias.size() != config_.hidden)))
+        refuse("biases on some experts only, or of other sizes");
     }
+    if (w.router_bias.size() > 0 && w.router_bias.size() != shape_.experts) refuse("a router bias of another size than the expert count");
     if (w.shared && biased(*w.shared)) refuse("shared expert biases");
+    if (w.shared && m.spec.activation != ExpertActivation::SwiGlu) refuse("a shared expert beside clamped SwiGLU experts");
     if (FloatCodeQuantizer<Q> || block.act_quant) refuse("a floating-point scheme (MXFP / NVFP / FP8)");
     if (shape_.sandwich_norms) refuse("sandwich norms");
     detail::require(shape_.experts > 0 && shape_.top_k >= 1 && shape_.top_k <= shape_.experts &&
@@ -911,10 +934,12 @@ class BlockTuningRun {
     }
     if (post_attn_norm_.size() > 0) {  // Gemma: h = x + rms(attention Wo^T) · g
       project<T>(Linear::Output, rows, attention_, attention_out_.data());
+      if (o_bias_.size() > 0) add_bias_kernel<><<<blocks_for(rows * hidden, 256), 256, 0, stream()>>>(attention_out_.data(), o_bias_.data(), rows, hidden);
       add_normed(attention_out_.data(), post_attn_norm_.data(), inv_rms_post_attn_.data(), x_.data(), h_.data(), rows);
     } else {
       copy_floats(h_.data(), x_.data(), rows * hidden);
       project<T>(Linear::Output, rows, attention_, h_.data(), 1.0f);  // h = x + attention Wo^T
+      if (o_bias_.size() > 0) add_bias_kernel<><<<blocks_for(rows * hidden, 256), 256, 0, stream()>>>(h_.data(), o_bias_.data(), rows, hidden);
     }
     rms_norm_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(h_.data(), ffn_norm_.data(), yn_.float_out(), yn_.bf16_out(),
                                                                    inv_rms2_.data(), hidden, config_.rms_eps);
@@ -969,12 +994,13 @@ class BlockTuningRun {
   void probabilities(long first, long count) {
     const long d = config_.head_dim, q_cols = config_.heads * d, kv_cols = config_.kv_heads * d;
     batched<T>(scores_, false, true, seqlen_, seqlen_, d, detail::attention_scale(config_), q_cols, kv_cols, seqlen_, first, count);
+    const float* sinks = sinks_.size() > 0 ? sinks_.data() : nullptr;
     if (bf16_)
       causal_softmax_kernel<><<<static_cast<unsigned>(count * seqlen_), kRowThreads, 0, stream()>>>(ds_.f.data(), false, p_.h.data(), seqlen_,
-                                                                                                 window_);
+                                                                                                 window_, sinks, config_.heads, first);
     else
       causal_softmax_kernel<><<<static_cast<unsigned>(count * seqlen_), kRowThreads, 0, stream()>>>(p_.f.data(), true, nullptr, seqlen_,
-                                                                                                 window_);
+                                                                                                 window_, sinks, config_.heads, first);
   }
 
   // The gated MLP's backward (a dense block's, or the shared expert's) from dL/d(its output) `dy`:
@@ -1015,8 +1041,14 @@ class BlockTuningRun {
     // the router's logits in the GEMM precision (the reference's autocast computes its router in bf16)
     blas_.gemm<T>(false, true, rows, experts, hidden, 1.0f, yn_.template as<T>(), hidden, router_.template as<T>(), hidden, 0.0f,
                   probabilities_.data(), experts);
-    softmax_route_kernel<><<<blocks_for(rows, 128), 128, 0, stream()>>>(probabilities_.data(), rows, static_cast<int>(experts),
-                                                                       static_cast<int>(k), normalize_, chosen_.data(), route_weight_.data());
+    if (router_bias_.size() > 0)
+      add_bias_kernel<><<<blocks_for(rows * experts, 256), 256, 0, stream()>>>(probabilities_.data(), router_bias_.data(), rows, experts);
+    if (topk_softmax_)  // GPT-OSS: the logits stay; the softmax is over the chosen
+      topk_softmax_route_kernel<><<<blocks_for(rows, 128), 128, 0, stream()>>>(probabilities_.data(), rows, static_cast<int>(experts),
+                                                                              static_cast<int>(k), chosen_.data(), route_weight_.data());
+    else
+      softmax_route_kernel<><<<blocks_for(rows, 128), 128, 0, stream()>>>(probabilities_.data(), rows, static_cast<int>(experts),
+                                                                         static_cast<int>(k), normalize_, chosen_.data(), route_weight_.data());
     check(cudaMemsetAsync(counts_.data(), 0, counts_.size() * sizeof(int), stream()), "zero the expert counts");
     count_assignments_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(chosen_.data(), n, counts_.data());
     expert_offsets_kernel<><<<1, 1, 0, stream()>>>(counts_.data(), static_cast<int>(experts), offsets_.data());
@@ -1033,11 +1065,25 @@ class BlockTuningRun {
       blas_.gemm<T>(false, true, count, inter, hidden, 1.0f, x, hidden, expert_layer(e, Linear::Up).weight.template as<T>(), hidden, 0.0f,
                     eu_.data() + first * inter, inter);
     });
-    swiglu_kernel<><<<blocks_for(n * inter, 256), 256, 0, stream()>>>(eg_.data(), eu_.data(), eact_.float_out(), eact_.bf16_out(), n * inter);
+    const bool biased = expert_bias_[0].size() > 0;
+    if (biased) {  // GPT-OSS: each row its expert's biases
+      add_expert_bias_kernel<><<<blocks_for(n * inter, 256), 256, 0, stream()>>>(eg_.data(), expert_bias_[0].data(), chosen_.data(),
+                                                                                order_.data(), n, inter);
+      add_expert_bias_kernel<><<<blocks_for(n * inter, 256), 256, 0, stream()>>>(eu_.data(), expert_bias_[1].data(), chosen_.data(),
+                                                                                order_.data(), n, inter);
+    }
+    if (clamped_)
+      clamped_swiglu_kernel<><<<blocks_for(n * inter, 256), 256, 0, stream()>>>(eg_.data(), eu_.data(), eact_.float_out(), eact_.bf16_out(),
+                                                                               n * inter, limit_, alpha_);
+    else
+      swiglu_kernel<><<<blocks_for(n * inter, 256), 256, 0, stream()>>>(eg_.data(), eu_.data(), eact_.float_out(), eact_.bf16_out(), n * inter);
     for_each_expert([&](std::size_t e, long first, long count) {
       blas_.gemm<T>(false, true, count, hidden, inter, 1.0f, eact_.template as<T>() + first * inter, inter,
                     expert_layer(e, Linear::Down).weight.template as<T>(), inter, 0.0f, expert_out_.data() + first * hidden, hidden);
     });
+    if (biased)
+      add_expert_bias_kernel<><<<blocks_for(n * hidden, 256), 256, 0, stream()>>>(expert_out_.data(), expert_bias_[2].data(), chosen_.data(),
+                                                                                 order_.data(), n, hidden);
     const bool shared = shape_.shared_intermediate > 0, gated = shared_gate_.size() > 0;
     if (shared) {  // the shared expert on every token (the MLP's slots are its), and its gate
       project<T>(Linear::Gate, rows, yn_, gate_.data());
@@ -1075,7 +1121,12 @@ class BlockTuningRun {
       blas_.gemm<T>(false, false, count, inter, hidden, 1.0f, dy, hidden, down.weight.template as<T>(), inter, 0.0f,
                     d_eact_.data() + first * inter, inter);
     });
-    swiglu_backward_kernel<><<<blocks_for(n * inter, 256), 256, 0, stream()>>>(eg_.data(), eu_.data(), d_eact_.data(), d_eg_.float_out(),
+    if (clamped_)
+      clamped_swiglu_backward_kernel<><<<blocks_for(n * inter, 256), 256, 0, stream()>>>(
+          eg_.data(), eu_.data(), d_eact_.data(), d_eg_.float_out(), d_eu_.float_out(), d_eg_.bf16_out(), d_eu_.bf16_out(), n * inter, limit_,
+          alpha_);
+    else
+      swiglu_backward_kernel<><<<blocks_for(n * inter, 256), 256, 0, stream()>>>(eg_.data(), eu_.data(), d_eact_.data(), d_eg_.float_out(),
                                                                                 d_eu_.float_out(), d_eg_.bf16_out(), d_eu_.bf16_out(), n * inter);
     float* dx = expert_out_.data();  // the experts' outputs are spent (read above): their input gradients go there
     for_each_expert([&](std::size_t e, long first, long count) {
@@ -1101,9 +1152,14 @@ class BlockTuningRun {
         add_outer_kernel<><<<blocks_for(rows * hidden, 256), 256, 0, stream()>>>(d_yn_.data(), d_shared_gate_.data(), shared_gate_.data(), rows,
                                                                                 hidden);
     }
-    softmax_route_backward_kernel<><<<blocks_for(rows, 128), 128, 0, stream()>>>(
-        probabilities_.data(), chosen_.data(), route_weight_.data(), d_weight_.data(), rows, static_cast<int>(experts), static_cast<int>(k),
-        normalize_, d_logits_.float_out(), d_logits_.bf16_out());
+    if (topk_softmax_)
+      topk_softmax_route_backward_kernel<><<<blocks_for(rows, 128), 128, 0, stream()>>>(
+          chosen_.data(), route_weight_.data(), d_weight_.data(), rows, static_cast<int>(experts), static_cast<int>(k), d_logits_.float_out(),
+          d_logits_.bf16_out());
+    else
+      softmax_route_backward_kernel<><<<blocks_for(rows, 128), 128, 0, stream()>>>(
+          probabilities_.data(), chosen_.data(), route_weight_.data(), d_weight_.data(), rows, static_cast<int>(experts), static_cast<int>(k),
+          normalize_, d_logits_.float_out(), d_logits_.bf16_out());
     blas_.gemm<T>(false, false, rows, hidden, experts, 1.0f, d_logits_.template as<T>(), experts, router_.template as<T>(), hidden, 1.0f,
                   d_yn_.data(), hidden);
   }
@@ -1342,6 +1398,7 @@ class BlockTuningRun {
   std::vector<Layer> layers_;
   DeviceBuffer<float> attn_norm_, ffn_norm_, q_norm_, k_norm_;
   std::array<DeviceBuffer<float>, 3> bias_;
+  DeviceBuffer<float> o_bias_, sinks_;  // GPT-OSS: o_proj's bias [hidden], the attention sinks [heads] (empty: none)
   bool qk_norm_ = false;
   DeviceBuffer<float2> rope_;
   ActivationStream inputs_, targets_;   // all samples, when uploaded or computed here
@@ -1378,6 +1435,12 @@ class BlockTuningRun {
       d_shared_gate_;
   DeviceBuffer<int> chosen_, order_, position_, counts_, offsets_;
   bool normalize_ = true;          // the chosen weights divided by their sum
+  // GPT-OSS: softmax over the top-k logits (router_bias_ added), clamped SwiGLU experts with
+  // biases ([experts, intermediate] gate / up, [experts, hidden] down; empty: none)
+  bool topk_softmax_ = false, clamped_ = false;
+  float limit_ = 7.0f, alpha_ = 1.702f;
+  DeviceBuffer<float> router_bias_;
+  std::array<DeviceBuffer<float>, 3> expert_bias_;
   std::vector<long> counts_host_;  // per expert: its rows in the last forward
   std::vector<Index> expert_tokens_;  // per expert: its rows summed over the steps
   Batched scores_, context_, d_scores_, d_query_, d_key_, d_value_;

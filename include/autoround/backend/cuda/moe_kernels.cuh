@@ -1,5 +1,6 @@
 #pragma once
 // CUDA kernels of a mixture-of-experts MLP with softmax routing (Qwen3-MoE, Qwen2-MoE, Mixtral;
+// GPT-OSS's top-k softmax, expert biases and clamped SwiGLU;
 // model/moe_mlp.hpp is the CPU original, every formula here is written as it is there). The
 // expert GEMMs are cuBLAS calls in cuda::BlockTuningRun, one per expert and projection over the
 // rows routed to it.
@@ -50,6 +51,96 @@ __global__ void softmax_route_kernel(float* scores, long tokens, int experts, in
   }
   if (normalize)
     for (int j = 0; j < top_k; ++j) w[j] = __fdiv_rn(w[j], chosen_sum);
+}
+
+/// GPT-OSS's routing, a thread per token: `logits` [tokens, experts] (the router's, its bias
+/// added) stay as they are; `chosen` the token's top_k experts by logit (ties to the lower index)
+/// and `weights` the softmax over those k logits.
+template <int = 0>
+__global__ void topk_softmax_route_kernel(const float* logits, long tokens, int experts, int top_k, int* chosen, float* weights) {
+  const long t = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (t >= tokens) return;
+  const float* row = logits + t * experts;
+  int* c = chosen + t * top_k;
+  float* w = weights + t * top_k;
+  for (int j = 0; j < top_k; ++j) {
+    int best = -1;
+    for (int e = 0; e < experts; ++e) {
+      bool taken = false;
+      for (int i = 0; i < j; ++i) taken = taken || c[i] == e;
+      if (!taken && (best < 0 || row[e] > row[best])) best = e;
+    }
+    c[j] = best;
+  }
+  const float top = row[c[0]];
+  float sum = 0.0f;
+  for (int j = 0; j < top_k; ++j) {
+    w[j] = expf(__fsub_rn(row[c[j]], top));
+    sum = __fadd_rn(sum, w[j]);
+  }
+  for (int j = 0; j < top_k; ++j) w[j] = __fdiv_rn(w[j], sum);
+}
+
+/// Its backward, a thread per token: d logit_k = w_k (dw_k − Σ_j w_j dw_j) for the chosen, 0 for
+/// the rest (float32 and/or a bf16 copy).
+template <int = 0>
+__global__ void topk_softmax_route_backward_kernel(const int* chosen, const float* weights, const float* d_weight, long tokens, int experts,
+                                                   int top_k, float* d_logits, __nv_bfloat16* d_logits_copy) {
+  const long t = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (t >= tokens) return;
+  const int* c = chosen + t * top_k;
+  const float* w = weights + t * top_k;
+  const float* dw = d_weight + t * top_k;
+  float wdw = 0.0f;
+  for (int j = 0; j < top_k; ++j) wdw = __fadd_rn(wdw, __fmul_rn(w[j], dw[j]));
+  for (int e = 0; e < experts; ++e) {
+    float d = 0.0f;
+    for (int j = 0; j < top_k; ++j)
+      if (c[j] == e) d = __fmul_rn(w[j], __fsub_rn(dw[j], wdw));
+    if (d_logits) d_logits[t * experts + e] = d;
+    if (d_logits_copy) d_logits_copy[t * experts + e] = __float2bfloat16_rn(d);
+  }
+}
+
+/// x[i, c] += bias[expert of sorted row i, c]: each routed row gets its own expert's bias
+/// (`bias` [experts, cols]; GPT-OSS's expert biases).
+template <int = 0>
+__global__ void add_expert_bias_kernel(float* x, const float* bias, const int* chosen, const int* order, long n, long cols) {
+  const long i = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (i >= n * cols) return;
+  const long r = i / cols;
+  x[i] = __fadd_rn(x[i], bias[static_cast<long>(chosen[order[r]]) * cols + i % cols]);
+}
+
+/// GPT-OSS's clamped SwiGLU (moe_mlp.hpp's gated_unit): g' = min(g, limit), u' = clamp(u, ±limit),
+/// act = (u' + 1) · g' σ(alpha g'), into `act` and/or, in bf16, `copy`.
+template <int = 0>
+__global__ void clamped_swiglu_kernel(const float* gate, const float* up, float* act, __nv_bfloat16* copy, long n, float limit, float alpha) {
+  const long i = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  const float gc = fminf(gate[i], limit), uc = fminf(fmaxf(up[i], -limit), limit);
+  const float sigma = __fdiv_rn(1.0f, __fadd_rn(1.0f, expf(-__fmul_rn(alpha, gc))));
+  const float a = __fmul_rn(__fadd_rn(uc, 1.0f), __fmul_rn(gc, sigma));
+  if (act) act[i] = a;
+  if (copy) copy[i] = __float2bfloat16_rn(a);
+}
+
+/// Its backward: d_gate = d_act (u' + 1)(σ + alpha g' σ (1 − σ)) where g ≤ limit (else 0), d_up =
+/// d_act g' σ where |u| ≤ limit (else 0). Outputs as swiglu_backward_kernel's.
+template <int = 0>
+__global__ void clamped_swiglu_backward_kernel(const float* gate, const float* up, const float* d_act, float* d_gate, float* d_up,
+                                               __nv_bfloat16* d_gate_copy, __nv_bfloat16* d_up_copy, long n, float limit, float alpha) {
+  const long i = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  const float g = gate[i], u = up[i], gc = fminf(g, limit), uc = fminf(fmaxf(u, -limit), limit);
+  const float sigma = __fdiv_rn(1.0f, __fadd_rn(1.0f, expf(-__fmul_rn(alpha, gc))));
+  const float slope = __fadd_rn(sigma, __fmul_rn(__fmul_rn(__fmul_rn(alpha, gc), sigma), __fsub_rn(1.0f, sigma)));
+  const float dg = g <= limit ? __fmul_rn(d_act[i], __fmul_rn(__fadd_rn(uc, 1.0f), slope)) : 0.0f;
+  const float du = fabsf(u) <= limit ? __fmul_rn(d_act[i], __fmul_rn(gc, sigma)) : 0.0f;
+  if (d_up) d_up[i] = du;
+  if (d_gate) d_gate[i] = dg;
+  if (d_up_copy) d_up_copy[i] = __float2bfloat16_rn(du);
+  if (d_gate_copy) d_gate_copy[i] = __float2bfloat16_rn(dg);
 }
 
 /// counts[e] += how many assignments chose expert e.
