@@ -214,8 +214,8 @@ TEST_CASE("bad checkpoint directories are refused with the reason") {
   CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("has no tensor named 'model.layers.0.self_attn.q_norm.weight'"), Error);
   with("\"llama\"", "\"qwen2\"");  // a Qwen2 checkpoint without its biases
   CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("has no tensor named 'model.layers.0.self_attn.q_proj.bias'"), Error);
-  with("\"vocab_size\": 96", "\"vocab_size\": 96, \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0}");
-  CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("rope_scaling type 'yarn' is not supported"), Error);
+  with("\"vocab_size\": 96", "\"vocab_size\": 96, \"rope_scaling\": {\"rope_type\": \"dynamic\", \"factor\": 4.0}");
+  CHECK_THROWS_WITH_AS(load_llama_hf(dir), doctest::Contains("rope_scaling type 'dynamic' is not supported"), Error);
   with("\"vocab_size\": 96", "\"vocab_size\": 96, \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 4.0}");
   CHECK(load_llama_hf(dir).config.rope_divisors == std::vector<float>(8, 4.0f));
   // transformers 5 writes RoPE's theta and scaling as rope_parameters (no top-level rope_theta)

@@ -60,6 +60,13 @@ std::size_t block_state_bytes(const LlamaConfig& c, long seqlen, GemmPrecision p
 std::size_t block_workspace_bytes(const LlamaConfig& c, long batch, long seqlen, GemmPrecision precision, BlockMemoryPlan plan) {
   return cuda::BlockTuningRun<DynamicIntQuantizer>::workspace_bytes(c, batch, seqlen, precision, plan);
 }
+std::size_t block_state_bytes(const LlamaBlock& block, const LlamaConfig& c, long seqlen, GemmPrecision precision, long group_size) {
+  return cuda::BlockTuningRun<DynamicIntQuantizer>::state_bytes(block, c, seqlen, precision, group_size);
+}
+std::size_t block_workspace_bytes(const LlamaBlock& block, const LlamaConfig& c, long batch, long seqlen, GemmPrecision precision,
+                                  BlockMemoryPlan plan) {
+  return cuda::BlockTuningRun<DynamicIntQuantizer>::workspace_bytes(c, batch, seqlen, precision, plan, false, cuda::BlockShape::of(block));
+}
 
 ModelResults quantize_streaming_on_gpu(const LlamaModel& model, std::span<const TokenSequence> samples, const ModelQuantOptions& options,
                                        std::vector<BlockReport>& reports, const std::string& checkpoint_dir, Index stop_after,

@@ -62,6 +62,11 @@ std::size_t gpu_memory_free();
 std::size_t block_state_bytes(const autoround::LlamaConfig& c, long seqlen, autoround::GemmPrecision precision, long group_size);
 std::size_t block_workspace_bytes(const autoround::LlamaConfig& c, long batch, long seqlen, autoround::GemmPrecision precision,
                                   autoround::BlockMemoryPlan plan);
+/// The same for `block` itself (a mixture of experts: its experts' state and rows).
+std::size_t block_state_bytes(const autoround::LlamaBlock& block, const autoround::LlamaConfig& c, long seqlen,
+                              autoround::GemmPrecision precision, long group_size);
+std::size_t block_workspace_bytes(const autoround::LlamaBlock& block, const autoround::LlamaConfig& c, long batch, long seqlen,
+                                  autoround::GemmPrecision precision, autoround::BlockMemoryPlan plan);
 
 /// quantize_model<SignSGD<>, Cuda> (float32 GEMMs), the activation streams placed as `streams` says.
 ModelResults quantize_model_on_gpu(autoround::LlamaModel& model, std::span<const std::int32_t> calibration,

@@ -719,6 +719,42 @@ TEST_CASE("quantize_model within a GPU memory budget: the streams go to the host
   CHECK_THROWS_WITH_AS(quantize_model_with(tiny_model, tokens, options, tiny_reports, tiny), doctest::Contains("--gpu-memory"), Error);
 }
 
+TEST_CASE("quantize_model within a GPU memory budget: a mixture-of-experts block after a dense one gets a plan of its own") {
+  // The plan is chosen at the first block; a larger later block (dense layers before MoE ones:
+  // DeepSeek-V3, Qwen's mlp_only_layers) must be planned again, or it overruns the budget.
+  std::mt19937 rng(37);
+  LlamaModel model = small_random_model(rng);
+  const LlamaConfig& c = model.config;
+  model.blocks[1] = test_models::random_moe_block(c, rng, false, false, 8, 2, true, 0.3f);
+  std::vector<std::int32_t> tokens(8 * 32);
+  for (auto& t : tokens) t = static_cast<std::int32_t>(rng() % static_cast<unsigned>(c.vocab));
+  ModelQuantOptions options;
+  options.spec = {4, 32, Asymmetric};
+  options.nsamples = 8;
+  options.seqlen = 32;
+  options.tune.iters = 10;
+  options.tune.batch_size = 4;
+  const auto f32 = GemmPrecision::Float32;
+  const std::size_t dense = block_state_bytes(model.blocks[0], c, 32, f32, 32) + block_workspace_bytes(model.blocks[0], c, 4, 32, f32, {});
+  const std::size_t moe_whole = block_state_bytes(model.blocks[1], c, 32, f32, 32) + block_workspace_bytes(model.blocks[1], c, 4, 32, f32, {});
+  const std::size_t moe_split = block_state_bytes(model.blocks[1], c, 32, f32, 32) + block_workspace_bytes(model.blocks[1], c, 4, 32, f32, {1, 2});
+  Cuda bounded{f32};
+  bounded.streams = StreamPlacement::Host;  // the budget is the blocks' alone
+  bounded.memory_budget = std::max(dense, moe_split);
+  REQUIRE(dense <= bounded.memory_budget);     // the dense block runs its whole minibatch at once
+  REQUIRE(moe_whole > bounded.memory_budget);  // the MoE block cannot
+  const std::size_t before = gpu_memory_now();
+  gpu_memory_reset_peak();
+  std::vector<BlockReport> reports;
+  quantize_model_with(model, tokens, options, reports, bounded);
+  const std::size_t peak = gpu_memory_peak() - before;
+  MESSAGE("budget " << bounded.memory_budget << " bytes (dense block, whole step " << dense << "; MoE block whole " << moe_whole
+                    << ", split " << moe_split << "): peak " << peak);
+  CHECK(peak <= bounded.memory_budget);
+  REQUIRE(reports.size() == 2);
+  for (const BlockReport& r : reports) CHECK(r.stats.best_loss < r.stats.rtn_loss);
+}
+
 TEST_CASE("the Llama-3-8B block shape, 128 x 2048 calibration, in a 6 GiB budget") {
   // One block of the 8B shape with random weights (time and memory only), the reference's
   // calibration (128 samples of 2048 tokens, batch 8) and bf16 GEMMs; a few steps.

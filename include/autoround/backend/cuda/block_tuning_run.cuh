@@ -112,6 +112,7 @@ struct DeviceCalibration {
 struct BlockShape {
   long experts = 0, top_k = 0, intermediate = 0, shared_intermediate = 0;
   bool sandwich_norms = false;
+  friend bool operator==(const BlockShape&, const BlockShape&) = default;
   static BlockShape of(const LlamaBlock& block) {
     BlockShape shape;
     shape.sandwich_norms = block.post_attn_norm.size() > 0 || block.post_ffn_norm.size() > 0;

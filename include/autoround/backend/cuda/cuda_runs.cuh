@@ -9,6 +9,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../../tune/block_tuning_run.hpp"
@@ -71,7 +72,9 @@ namespace detail {
 /// (BlockTuningRun::state_bytes), and the rest for the step's workspace, whose BlockMemoryPlan
 /// (micro-batches, attention chunks) is the fastest that fits (BlockTuningRun::plan_for). Device
 /// streams with a smaller plan are preferred over host streams with a larger one: a micro-batch
-/// costs little, the bus a lot.
+/// costs little, the bus a lot. A later block of another shape or size (dense blocks before
+/// mixture-of-experts ones: DeepSeek-V3's first_k_dense_replace, Qwen's mlp_only_layers; Gemma's
+/// two kinds of layer) gets the fastest plan that fits it beside the streams where they are.
 template <WeightQuantizer Q>
 class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
  public:
@@ -86,6 +89,7 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
   FinishedBlock<Q> run(LlamaBlock& block, const LlamaConfig& config, Index b, const StepProgress& on_step,
                        const WeightsReleased& released = {}) {
     if (!placed_) place(block, config);
+    fit(block, config, b);
     const auto start = std::chrono::steady_clock::now();
     BlockReport report;
     const auto quantizers = block_quantizers<Q>(options_, block, b, report, config.model_type);  // per linear slot
@@ -121,6 +125,7 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
   /// when the dequantized values are the qdq kernels' values).
   void replay(LlamaBlock& block, const LlamaConfig& config, const FinishedBlock<Q>& finished) {
     if (!placed_) place(block, config);
+    fit(block, config, -1);
     TuneOptions forward_only = options_.tune;
     forward_only.iters = 0;
     forward_only.clip_init = ClipInit::Unit;
@@ -164,7 +169,7 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
     const long batch = std::min<long>(options_.tune.batch_size, count());
     const std::size_t streams = 2 * cuda::ActivationStream::bytes(count(), values, backend_.stream_dtype);
     const std::size_t state = Run::state_bytes(block, config, seqlen, backend_.precision, options_.spec.group_size);
-    const cuda::BlockShape shape = cuda::BlockShape::of(block);  // planned on the first block: later ones of another shape are not
+    const cuda::BlockShape shape = cuda::BlockShape::of(block);  // the first block; fit() plans again for others
     const bool quantized_inputs = options_.spec.data_type != DataType::Int && options_.spec.act_bits <= 8;  // W4A4 / W8A8
     auto gib = [](std::size_t bytes) { return std::to_string(static_cast<double>(bytes) / static_cast<double>(1ull << 30)).substr(0, 5) + " GiB"; };
     auto plan_within = [&](std::size_t used) {
@@ -186,6 +191,10 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
                   " of weights and tuning state and at least " + gib(Run::workspace_bytes(config, batch, seqlen, backend_.precision, {1, 1}, quantized_inputs, shape)) +
                   " of workspace (one sample of " + std::to_string(seqlen) + " tokens, one attention head at a time)");
     plan_ = *plan;
+    budget_ = budget;
+    stream_bytes_ = on_host ? 0 : streams;
+    quantized_inputs_ = quantized_inputs;
+    planned_ = {state, shape};
     masks_ = options_.mask_loss ? loss_masks(samples_, options_.pad_token) : std::vector<LossMask>{};
     fp_ = cuda::ActivationStream(count(), values, backend_.stream_dtype, on_host);
     {
@@ -200,12 +209,35 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
     }
   }
 
+  // block b (-1: a replayed one) of another shape or size than the last one planned for: the
+  // fastest plan that fits it beside the streams
+  void fit(const LlamaBlock& block, const LlamaConfig& config, Index b) {
+    const long seqlen = static_cast<long>(samples_[0].size()), batch = std::min<long>(options_.tune.batch_size, count());
+    const std::size_t state = Run::state_bytes(block, config, seqlen, backend_.precision, options_.spec.group_size);
+    const cuda::BlockShape shape = cuda::BlockShape::of(block);
+    if (state == planned_.first && shape == planned_.second) return;
+    planned_ = {state, shape};
+    const std::size_t used = stream_bytes_ + state;
+    const auto plan = used < budget_ ? Run::plan_for(config, batch, seqlen, backend_.precision, budget_ - used, quantized_inputs_, shape)
+                                     : std::nullopt;
+    auto gib = [](std::size_t bytes) { return std::to_string(static_cast<double>(bytes) / static_cast<double>(1ull << 30)).substr(0, 5) + " GiB"; };
+    if (!plan)
+      throw Error("--gpu-memory: " + gib(budget_) + " cannot hold block " + (b >= 0 ? std::to_string(b) : std::string("(replayed)")) +
+                  "'s tuning beside the streams placed for the first block (" + gib(stream_bytes_) + " on the device): " + gib(state) +
+                  " of weights and tuning state and at least " +
+                  gib(Run::workspace_bytes(config, batch, seqlen, backend_.precision, {1, 1}, quantized_inputs_, shape)) + " of workspace");
+    plan_ = *plan;
+  }
+
   const ModelQuantOptions& options_;
   Cuda backend_;
   std::span<const TokenSequence> samples_;  // quantize_model's, alive for the whole loop
   Embedder embed_;                          // the fp stream's start, called sample by sample when placed
   bool placed_ = false;
   BlockMemoryPlan plan_;
+  std::size_t budget_ = 0, stream_bytes_ = 0;       // the budget, and the streams' part of it (0: on the host)
+  bool quantized_inputs_ = false;
+  std::pair<std::size_t, cuda::BlockShape> planned_;  // the state bytes and shape plan_ was chosen for
   cuda::ActivationStream fp_, quantized_;  // the full-precision and the quantized stream
   std::vector<LossMask> masks_;
   PythonRandom random_{options_.tune.seed};  // the minibatch order continues from block to block

@@ -18,6 +18,21 @@
 
 namespace autoround::cuda {
 
+namespace device {
+/// c[0..top_k): the experts with the highest scores in `row`, best first (ties to the lower index).
+__device__ inline void choose_top_k(const float* row, int experts, int top_k, int* c) {
+  for (int j = 0; j < top_k; ++j) {
+    int best = -1;
+    for (int e = 0; e < experts; ++e) {
+      bool taken = false;
+      for (int i = 0; i < j; ++i) taken = taken || c[i] == e;
+      if (!taken && (best < 0 || row[e] > row[best])) best = e;
+    }
+    c[j] = best;
+  }
+}
+}  // namespace device
+
 /// Softmax routing, a thread per token: `scores` [tokens, experts] holds the router logits and
 /// gets the probabilities; `chosen` / `weights` [tokens, top_k] the token's top_k experts in
 /// order of preference (ties to the lower index) and their probabilities, divided by their sum
@@ -37,17 +52,11 @@ __global__ void softmax_route_kernel(float* scores, long tokens, int experts, in
   for (int e = 0; e < experts; ++e) row[e] = __fdiv_rn(row[e], sum);
   int* c = chosen + t * top_k;
   float* w = weights + t * top_k;
+  device::choose_top_k(row, experts, top_k, c);
   float chosen_sum = 0.0f;
   for (int j = 0; j < top_k; ++j) {
-    int best = -1;
-    for (int e = 0; e < experts; ++e) {
-      bool taken = false;
-      for (int i = 0; i < j; ++i) taken = taken || c[i] == e;
-      if (!taken && (best < 0 || row[e] > row[best])) best = e;
-    }
-    c[j] = best;
-    w[j] = row[best];
-    chosen_sum = __fadd_rn(chosen_sum, row[best]);
+    w[j] = row[c[j]];
+    chosen_sum = __fadd_rn(chosen_sum, w[j]);
   }
   if (normalize)
     for (int j = 0; j < top_k; ++j) w[j] = __fdiv_rn(w[j], chosen_sum);
@@ -63,15 +72,7 @@ __global__ void topk_softmax_route_kernel(const float* logits, long tokens, int 
   const float* row = logits + t * experts;
   int* c = chosen + t * top_k;
   float* w = weights + t * top_k;
-  for (int j = 0; j < top_k; ++j) {
-    int best = -1;
-    for (int e = 0; e < experts; ++e) {
-      bool taken = false;
-      for (int i = 0; i < j; ++i) taken = taken || c[i] == e;
-      if (!taken && (best < 0 || row[e] > row[best])) best = e;
-    }
-    c[j] = best;
-  }
+  device::choose_top_k(row, experts, top_k, c);
   const float top = row[c[0]];
   float sum = 0.0f;
   for (int j = 0; j < top_k; ++j) {
