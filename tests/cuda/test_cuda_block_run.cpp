@@ -743,14 +743,25 @@ TEST_CASE("quantize_model within a GPU memory budget: a mixture-of-experts block
   bounded.memory_budget = std::max(dense, moe_split);
   REQUIRE(dense <= bounded.memory_budget);     // the dense block runs its whole minibatch at once
   REQUIRE(moe_whole > bounded.memory_budget);  // the MoE block cannot
-  const std::size_t before = gpu_memory_now();
+  // the same run without a budget: every block's whole minibatch at once (the estimates are
+  // conservative, so the budget alone might hold even an unsplit MoE step: the peaks tell)
+  Cuda unbounded{f32};
+  unbounded.streams = StreamPlacement::Host;
+  std::size_t before = gpu_memory_now();
+  gpu_memory_reset_peak();
+  LlamaModel whole_model = model;
+  std::vector<BlockReport> whole_reports;
+  quantize_model_with(whole_model, tokens, options, whole_reports, unbounded);
+  const std::size_t whole_peak = gpu_memory_peak() - before;
+  before = gpu_memory_now();
   gpu_memory_reset_peak();
   std::vector<BlockReport> reports;
   quantize_model_with(model, tokens, options, reports, bounded);
   const std::size_t peak = gpu_memory_peak() - before;
   MESSAGE("budget " << bounded.memory_budget << " bytes (dense block, whole step " << dense << "; MoE block whole " << moe_whole
-                    << ", split " << moe_split << "): peak " << peak);
+                    << ", split " << moe_split << "): peak " << peak << ", unbounded " << whole_peak);
   CHECK(peak <= bounded.memory_budget);
+  CHECK(peak < whole_peak);  // the MoE block's step was split
   REQUIRE(reports.size() == 2);
   for (const BlockReport& r : reports) CHECK(r.stats.best_loss < r.stats.rtn_loss);
 }
