@@ -66,6 +66,13 @@ that a setting that is not read shows):
                low nibble first) and quantization_config {quant_method: mxfp4}; its logits come from
                transformers reading that directory (Mxfp4Config(dequantize=True): its own unpacking).
                Made with gpt_oss (both or neither).
+  glm4_moe     Glm4MoeForCausalLM (GLM-4.5 / 4.6 / 4.7): 3 layers, the first dense (first_k_dense_replace
+               1, intermediate 96), then DeepSeek-V3's MoE: 8 experts in n_group 2, topk_group 1, top 2,
+               sigmoid scores, choice on score + e_score_correction_bias (a buffer, zero at
+               initialization: set to N(0, 0.3) here so that it changes choices), renormalized ×
+               routed_scaling_factor 2.5, one shared expert (mlp.shared_experts.*, no gate); q/k/v
+               biases (attention_bias), q/k norms (use_qk_norm), partial_rotary_factor 0.5,
+               num_nextn_predict_layers 0 (transformers builds no MTP layer anyway).
 
 Each directory is about 0.6 MB. Needs python3 with torch, transformers (5.x) and safetensors.
 usage: make_family_fixtures.py OUT_DIR [FAMILY ...]    (e.g. tests/fixtures/families gemma3_text)
@@ -117,6 +124,11 @@ def families():
                          layer_types=["sliding_attention", "full_attention"], max_position_embeddings=32768,
                          rope_parameters={"rope_type": "yarn", "rope_theta": THETA, "factor": 8.0, "beta_fast": 32.0,
                                           "beta_slow": 1.0, "original_max_position_embeddings": 4096, "truncate": False})),
+        "glm4_moe": (tf.Glm4MoeConfig, tf.Glm4MoeForCausalLM,
+                     dict(num_hidden_layers=3, n_routed_experts=8, moe_intermediate_size=32, intermediate_size=96,
+                          n_shared_experts=1, n_group=2, topk_group=1, first_k_dense_replace=1, routed_scaling_factor=2.5,
+                          norm_topk_prob=True, use_qk_norm=True, attention_bias=True, num_nextn_predict_layers=0,
+                          partial_rotary_factor=0.5)),
         "gemma2": (tf.Gemma2Config, tf.Gemma2ForCausalLM,
                    dict(hidden_size=72, intermediate_size=96, num_hidden_layers=3, tie_word_embeddings=True,
                         hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=24, sliding_window=8,
@@ -202,6 +214,9 @@ def main(out_root, only):
                     p.add_(1.5 * torch.randn_like(p))
                 if family == "gpt_oss" and name.endswith("gate_up_proj"):
                     p.mul_(6.0)
+            for name, b in model.named_buffers():  # GLM: the routing choice's bias (a buffer, zero at initialization)
+                if name.endswith("e_score_correction_bias"):
+                    b.copy_(0.3 * torch.randn_like(b))
         directory = os.path.join(out_root, family)
         os.makedirs(directory, exist_ok=True)
         for f in os.listdir(directory):

@@ -280,3 +280,42 @@ TEST_CASE("llama-perplexity's window scoring: BOS first, the second half of each
   CHECK(r.mean_nll == doctest::Approx(nll / 21).epsilon(1e-6));
   CHECK_THROWS_WITH(perplexity(model, tokens, 16, 0, WindowScoring{15, {}}), doctest::Contains("outside a window"));
 }
+
+TEST_CASE("glm4_moe: logits equal transformers' Glm4MoeForCausalLM (sigmoid grouped routing, shared expert, dense first layer)") {
+  // GLM-4.5's block: q/k/v biases, q/k norms, partial rotary 0.5; its MoE is DeepSeek-V3's
+  // (sigmoid scores, choice on score + e_score_correction_bias within the best n_group groups,
+  // weights renormalized × routed_scaling_factor 2.5, a shared expert), first_k_dense_replace 1
+  const LlamaModel model = load_llama(family_dir("glm4_moe"));
+  const LlamaConfig& c = model.config;
+  CHECK(c.rope_theta == 20000.0f);
+  CHECK(c.rotary_dims == 8);
+  REQUIRE(model.blocks.size() == 3);
+  CHECK(!model.blocks[0].moe.has_value());
+  CHECK(model.blocks[0][Linear::Gate].rows() == 96);
+  const LlamaBlock& b = model.blocks[2];
+  REQUIRE(b.moe.has_value());
+  const MoeSpec& spec = b.moe->spec;
+  CHECK(spec.scoring == RouterScoring::SigmoidGrouped);
+  CHECK((spec.groups == 2 && spec.top_groups == 1 && spec.top_k == 2 && spec.normalize && spec.scale == 2.5f));
+  CHECK(b.moe->weights.correction_bias.size() == 8);
+  REQUIRE(b.moe->weights.shared.has_value());
+  CHECK(b.moe->weights.shared->gate.rows() == 32);
+  CHECK(b.qkv_bias[2].size() == 32);
+  CHECK(b.q_norm.size() == 16);
+  check_logits("glm4_moe", model);
+  // each setting moves the logits (the fixture's correction bias is N(0, 0.3): it changes choices)
+  const SafetensorsFile fixture(family_dir("glm4_moe") + "/logits.safetensors");
+  const auto tokens = fixture.view_as<std::int32_t>("tokens", Dtype::I32);
+  const RowMatrix expected = fixture.to_float("logits");
+  const auto distance = [&](auto&& change) {
+    LlamaModel m = model;
+    change(m);
+    return static_cast<double>((forward_logits(m, tokens) - expected).cwiseAbs().maxCoeff());
+  };
+  CHECK(distance([](LlamaModel& m) { for (auto& k : m.blocks) if (k.moe) k.moe->weights.correction_bias.setZero(); }) > 1e-2);
+  CHECK(distance([](LlamaModel& m) { for (auto& k : m.blocks) if (k.moe) k.moe->spec.groups = k.moe->spec.top_groups = 1; }) > 1e-2);
+  CHECK(distance([](LlamaModel& m) { for (auto& k : m.blocks) if (k.moe) k.moe->spec.scale = 1; }) > 1e-2);
+  CHECK(distance([](LlamaModel& m) { for (auto& k : m.blocks) if (k.moe) k.moe->weights.shared.reset(); }) > 1e-2);
+  CHECK(distance([](LlamaModel& m) { m.config.rotary_dims = 0; }) > 1e-2);
+  CHECK(distance([](LlamaModel& m) { for (auto& k : m.blocks) k.qkv_bias[0].setZero(); }) > 1e-2);
+}

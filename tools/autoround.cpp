@@ -388,8 +388,6 @@ class PassWriters {
     if constexpr (!std::is_same_v<Q, DynamicDoubleQuantizer>)  // a k-quant run writes GGUF only
       for (auto& h : hf_) h.writer->add_block(b, block, results);
     for (auto& g : gguf_) g.writer->add_block(b, results);
-    for (const auto& r : results) quantized_layers_ += r.has_value();
-    layers_ += results.size();
     if (keep_) {  // the block's quantized weights come released: --eval needs their values
       (*keep_)->blocks.push_back(block);
       detail::dequantize_released((*keep_)->blocks.back(), results);
@@ -402,7 +400,7 @@ class PassWriters {
     for (auto& h : hf_) {
       h.writer->finish(source_);
       const auto& fp_layers = h.writer->not_converted();
-      const std::size_t dropped = fp_layers.size() - (layers_ - quantized_layers_);
+      const std::size_t dropped = h.writer->unfitting();  // (routers and shared-expert gates are float by design)
       report[h.format.name]["float16_layers"] = fp_layers;
       if (dropped > 0)
         std::printf("warning: %s cannot hold %zu quantized layers (shape does not fit its packing); they are written as float16 of their quantized values\n",
@@ -449,7 +447,6 @@ class PassWriters {
   std::optional<LlamaModel>* keep_;
   std::vector<Hf> hf_;
   std::vector<Gguf> gguf_;
-  std::size_t quantized_layers_ = 0, layers_ = 0;
 };
 
 /// One tuning run, streamed: each block is read from the source, tuned (CPU or GPU) and handed

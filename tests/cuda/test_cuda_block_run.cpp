@@ -282,7 +282,24 @@ void make_gpt_oss_like(LlamaBlock& block, LlamaConfig& c, std::mt19937& rng, flo
   block.sliding = true;
 }
 
-TEST_CASE("a mixture-of-experts block (softmax top-k routing, a gated shared expert; GPT-OSS's) tunes on the GPU as on the CPU") {
+// GLM-4.5 / DeepSeek-V3's MoE on `block`: sigmoid scores, 4 groups of 2 experts of which the best
+// 2 are kept, the choice on score + a correction bias, weights renormalized × 2.5, the shared
+// expert without a gate; GLM's attention: q/k/v biases, half the head rotated.
+void make_glm_like(LlamaBlock& block, LlamaConfig& c, std::mt19937& rng) {
+  MoeFeedForward& m = *block.moe;
+  m.spec.scoring = RouterScoring::SigmoidGrouped;
+  m.spec.groups = 4;
+  m.spec.top_groups = 2;
+  m.spec.scale = 2.5f;
+  const auto vector = [&](Index n, float scale) { return Eigen::VectorXf(test_models::random_matrix(n, 1, scale, rng).col(0)); };
+  m.weights.correction_bias = vector(static_cast<Index>(m.weights.experts.size()), 0.3f);
+  m.weights.shared_gate.resize(0);
+  for (std::size_t j = 0; j < 3; ++j) block.qkv_bias[j] = vector(linear_shape(c, all_linears[j]).first, 0.3f);
+  c.model_type = "glm4_moe";
+  c.rotary_dims = c.head_dim / 2;
+}
+
+TEST_CASE("a mixture-of-experts block (softmax top-k routing, a gated shared expert; GPT-OSS's; GLM's) tunes on the GPU as on the CPU") {
   struct MoeCase {
     std::string name;
     int experts;
@@ -292,6 +309,7 @@ TEST_CASE("a mixture-of-experts block (softmax top-k routing, a gated shared exp
     ClipInit clip_init;
     bool gpt_oss = false;
     float limit = 7.0f;  // GPT-OSS's clamp
+    bool glm = false;
   };
   for (const MoeCase& test :
        {MoeCase{"qwen3-moe-like: 8 experts, top 2, renormalized", 8, 2, true, false, false, 0.3f, ClipInit::Unit},
@@ -301,7 +319,9 @@ TEST_CASE("a mixture-of-experts block (softmax top-k routing, a gated shared exp
         MoeCase{"top 2 not renormalized, gated shared expert, clipping searched", 4, 2, false, true, false, 3.0f, ClipInit::WeightedSearch},
         MoeCase{"gpt-oss-like: top-k softmax, router and expert biases, SwiGLU clamped at 100 (never binds), sinks, o_proj bias, YaRN, a window",
                 8, 2, true, false, false, 0.3f, ClipInit::WeightedSearch, true, 100.0f},
-        MoeCase{"gpt-oss-like, the clamps at 1.5 (they bind)", 8, 2, true, false, false, 0.3f, ClipInit::WeightedSearch, true, 1.5f}}) {
+        MoeCase{"gpt-oss-like, the clamps at 1.5 (they bind)", 8, 2, true, false, false, 0.3f, ClipInit::WeightedSearch, true, 1.5f},
+        MoeCase{"glm-like: sigmoid scores, 2 of 4 groups, a correction bias, x 2.5, an ungated shared expert, q/k/v biases, partial RoPE",
+                8, 2, true, true, false, 0.3f, ClipInit::WeightedSearch, false, 7.0f, true}}) {
     CAPTURE(test.name);
     LlamaConfig c = small_config();
     c.model_type = "qwen2_moe";
@@ -309,6 +329,7 @@ TEST_CASE("a mixture-of-experts block (softmax top-k routing, a gated shared exp
     LlamaBlock block =
         test_models::random_moe_block(c, rng, test.shared, test.starve, test.experts, test.top_k, test.normalize, test.router_scale);
     if (test.gpt_oss) make_gpt_oss_like(block, c, rng, test.limit);
+    if (test.glm) make_glm_like(block, c, rng);
     std::vector<RowMatrix> inputs = outlier_inputs(c, rng);
     if (test.starve)
       for (RowMatrix& x : inputs) x.col(0).setConstant(8.0f);
@@ -322,8 +343,10 @@ TEST_CASE("a mixture-of-experts block (softmax top-k routing, a gated shared exp
     o.clip_init = test.clip_init;  // searched: each expert's importance from its own tokens (none reached: every channel 1)
 
     // steps that agree before a near tie (a routing, GPT-OSS's clamps) sends the runs apart:
-    // measured 6-9 for softmax routing, 5 for the GPT-OSS-like block (step 5 at 2.7e-4, H100)
-    const std::size_t agreeing = test.limit < 7.0f ? 5 : 6;
+    // measured 6-9 for softmax routing, 5 for the GPT-OSS-like block (step 5 at 2.7e-4, H100), 5
+    // for the GLM-like one (steps 0-3 within 1e-6, step 4 at 2.8e-5, step 5 at 5.5e-3: the group
+    // choice adds ties of its own; H100, 2026-12-06)
+    const std::size_t agreeing = test.limit < 7.0f || test.glm ? 5 : 6;
     const BothRuns both = run_on_both(o, quantizers, block, c, inputs, agreeing);
     const auto& [losses, cpu_result, cpu_final, cpu_tokens, gpu, early, trajectory] = both;
     REQUIRE(gpu.result.size() == slots.size());

@@ -278,6 +278,7 @@ class HfTensorWriter {
     // what the quantized model computes (the reference would leave them unquantized).
     const bool fits = format_ != HfFormat::AutoAwq || !quantized || quantized->cols() % quantized->layout.group_size() == 0;
     if (!quantized || !fits) {
+      if (quantized) ++unfitting_;
       // a quantized layer's weight is its results' (a streaming run's sink gets it released)
       const RowMatrix weight = quantized ? quantized->dequantize() : values;
       detail::add_f16(w, name + ".weight", weight.data(), {weight.rows(), weight.cols()});
@@ -381,8 +382,11 @@ class HfTensorWriter {
     add_layer(w, name, static_cast<const QW*>(nullptr), values);
   }
 
-  /// Linear layers written in float16 (left in full precision, or not fitting the format).
+  /// Linear layers written in float16 (left in full precision, or not fitting the format; a
+  /// mixture of experts' routers and shared-expert gates too).
   const std::vector<std::string>& not_converted() const { return not_converted_; }
+  /// Of those, the quantized layers whose shape the format cannot hold (AWQ: a short last group).
+  std::size_t unfitting() const { return unfitting_; }
 
   /// config.json (with quantization_config), quantization_config.json and the tokenizer files.
   void write_metadata(const std::filesystem::path& dir) const {
@@ -566,6 +570,7 @@ class HfTensorWriter {
   bool gguf_rope_;
   nlohmann::ordered_json extra_ = nlohmann::ordered_json::object(), dynamic_ = nlohmann::ordered_json::object();
   std::vector<std::string> not_converted_;
+  std::size_t unfitting_ = 0;
 };
 
 /// Write `q` into the existing directory `dir` in `format`, every tensor in one model.safetensors.
@@ -623,6 +628,7 @@ class HfShardWriter {
   }
 
   const std::vector<std::string>& not_converted() const { return writer_.not_converted(); }
+  std::size_t unfitting() const { return writer_.unfitting(); }
 
   /// Shard k's file name (0-based) in a checkpoint of n shards.
   static std::string shard_name(std::size_t k, std::size_t n) {

@@ -326,7 +326,7 @@ class HfModelSource {
                                    return detail::load_quantized_linear(*ckpt_, qc_, layer, out, in);
                                  })};
     const bool gpt_oss = c.model_type == "gpt_oss";
-    if (c.model_type == "qwen2" || c.model_type == "qwen2_moe" || gpt_oss)  // q/k/v projections carry biases
+    if (c.model_type == "qwen2" || c.model_type == "qwen2_moe" || gpt_oss || glm_qkv_bias_)  // q/k/v projections carry biases
       for (std::size_t k = 0; k < 3; ++k) {
         const Linear l = all_linears[k];
         const RowMatrix bias = load(prefix + hf_name(l) + ".bias", 1, linear_shape(c, l).first);
@@ -336,7 +336,7 @@ class HfModelSource {
       block.output_bias = load(prefix + hf_name(Linear::Output) + ".bias", 1, c.hidden).row(0).transpose();
       block.sinks = load(prefix + "self_attn.sinks", 1, c.heads).row(0).transpose();
     }
-    if (c.model_type == "qwen3" || c.model_type == "qwen3_moe") {  // per-head RMSNorm of q and k
+    if (c.model_type == "qwen3" || c.model_type == "qwen3_moe" || glm_qk_norm_) {  // per-head RMSNorm of q and k
       block.q_norm = load(prefix + "self_attn.q_norm.weight", 1, c.head_dim).row(0).transpose();
       block.k_norm = load(prefix + "self_attn.k_norm.weight", 1, c.head_dim).row(0).transpose();
     }
@@ -453,16 +453,19 @@ class HfModelSource {
     config_.vision_language = vlm;
     tie_from_tensors_ = vlm && !root.contains("tie_word_embeddings");
     const bool gpt_oss = type == "gpt_oss";
-    const bool moe = type == "qwen3_moe" || type == "qwen2_moe" || type == "mixtral" || gpt_oss;
+    const bool glm = type == "glm4_moe";  // GLM-4.5 / 4.6 / 4.7: DeepSeek-V3's routing and shared expert beside GQA attention
+    const bool moe = type == "qwen3_moe" || type == "qwen2_moe" || type == "mixtral" || gpt_oss || glm;
     const bool gemma = type == "gemma3_text" || type == "gemma2";
     if (type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3" && type != "phi3" && !moe && !gemma)
       throw Error(config_path.string() + ": model_type '" + type +
-                  "' is not supported (llama, mistral, qwen2, qwen3, phi3, qwen3_moe, qwen2_moe, mixtral, gpt_oss, gemma3_text, gemma2; "
+                  "' is not supported (llama, mistral, qwen2, qwen3, phi3, qwen3_moe, qwen2_moe, mixtral, gpt_oss, glm4_moe, gemma3_text, gemma2; "
                   "the vision-language gemma3, qwen2_5_vl, mistral3, llava)");
     if (j.value("use_sliding_window", false))
       throw Error(config_path.string() + ": sliding-window attention is not supported");
-    if ((j.value("attention_bias", false) && !gpt_oss) || j.value("mlp_bias", false))  // GPT-OSS: q/k/v/o biases, read below
+    if ((j.value("attention_bias", false) && !gpt_oss && !glm) || j.value("mlp_bias", false))  // GPT-OSS: q/k/v/o biases, GLM: q/k/v's, read below
       throw Error(config_path.string() + ": attention/MLP biases are not supported yet");
+    glm_qkv_bias_ = glm && j.value("attention_bias", false);
+    glm_qk_norm_ = glm && j.value("use_qk_norm", false);
     LlamaConfig& c = config_;
     c.model_type = type;
     try {
@@ -635,6 +638,7 @@ class HfModelSource {
   std::filesystem::path dir_;
   LlamaConfig config_;
   std::optional<MoeLayout> moe_;  // qwen3_moe, qwen2_moe, mixtral: which layers are sparse, how they route
+  bool glm_qkv_bias_ = false, glm_qk_norm_ = false;  // glm4_moe's attention_bias (q/k/v only) and use_qk_norm
   bool tie_from_tensors_ = false;  // a vision-language config without tie_word_embeddings: tied when no LM head is stored
   nlohmann::json qc_;
   std::optional<SafetensorsCheckpoint> ckpt_;

@@ -6,7 +6,7 @@
 //                         qwen2_moe: mlp.shared_expert.{gate,up,down}_proj, mlp.shared_expert_gate
 //   mixtral               block_sparse_moe.gate.weight, block_sparse_moe.experts.E.{w1,w3,w2}
 //                         (gate, up, down), or the same under mlp.
-//   deepseek_v3           mlp.gate.weight, mlp.gate.e_score_correction_bias,
+//   deepseek_v3, glm4_moe mlp.gate.weight, mlp.gate.e_score_correction_bias,
 //                         mlp.experts.E.{gate,up,down}_proj, mlp.shared_experts.{gate,up,down}_proj
 //   gpt_oss               mlp.router.{weight,bias}; mlp.experts.gate_up_proj [E, H, 2·I] used as
 //                         x·W (gate the even columns, up the odd ones) with gate_up_proj_bias
@@ -21,9 +21,8 @@
 // mlp.experts.down_proj [E, H, I]; both layouts are read. (DeepSeek-V3's released weights are FP8
 // blocks: to_float names the dtype it cannot convert.)
 // Which layers are sparse: Qwen, layer i unless i is in mlp_only_layers or (i + 1) is not a
-// multiple of decoder_sparse_step; DeepSeek-V3, i ≥ first_k_dense_replace; Mixtral, all.
+// multiple of decoder_sparse_step; DeepSeek-V3 and GLM, i ≥ first_k_dense_replace; Mixtral, all.
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -32,6 +31,7 @@
 
 #include "../core/error.hpp"
 #include "../format/safetensors.hpp"
+#include "../quantizer/minifloat.hpp"
 #include "moe_mlp.hpp"
 
 namespace autoround {
@@ -83,12 +83,12 @@ inline MoeLayout moe_layout(const nlohmann::json& config, Index layers) {
     m.experts = detail::config_required<Index>(config, "num_local_experts", f);
     m.expert_intermediate = detail::config_required<Index>(config, "intermediate_size", f);
     m.spec.normalize = true;
-  } else if (f == "deepseek_v3") {
+  } else if (f == "deepseek_v3" || f == "glm4_moe") {  // GLM-4.5's MoE is DeepSeek-V3's (its own names for the same keys)
     m.experts = detail::config_required<Index>(config, "n_routed_experts", f);
     m.expert_intermediate = detail::config_required<Index>(config, "moe_intermediate_size", f);
     m.shared_intermediate = detail::config_value<Index>(config, "n_shared_experts", 0) * m.expert_intermediate;
     const std::string scoring = detail::config_value<std::string>(config, "scoring_func", "sigmoid");
-    detail::require(scoring == "sigmoid", "config.json (deepseek_v3): scoring_func '" + scoring + "' is not supported (sigmoid)");
+    detail::require(scoring == "sigmoid", "config.json (" + f + "): scoring_func '" + scoring + "' is not supported (sigmoid)");
     m.spec.scoring = RouterScoring::SigmoidGrouped;
     m.spec.normalize = detail::config_value<bool>(config, "norm_topk_prob", true);
     m.spec.groups = detail::config_value<Index>(config, "n_group", 1);
@@ -103,7 +103,7 @@ inline MoeLayout moe_layout(const nlohmann::json& config, Index layers) {
     m.spec.activation = ExpertActivation::ClampedSwiGlu;
     m.spec.normalize = false;  // the softmax over the k chosen logits sums to 1 already
   } else {
-    throw Error("config.json: model_type '" + f + "' has no mixture-of-experts layout here (qwen3_moe, qwen2_moe, mixtral, deepseek_v3, gpt_oss)");
+    throw Error("config.json: model_type '" + f + "' has no mixture-of-experts layout here (qwen3_moe, qwen2_moe, mixtral, deepseek_v3, glm4_moe, gpt_oss)");
   }
   detail::require(m.experts > 0 && m.expert_intermediate > 0 && m.spec.top_k >= 1 && m.spec.top_k <= m.experts,
                   "config.json (" + f + "): inconsistent expert counts (" + std::to_string(m.experts) + " experts, top " +
@@ -132,17 +132,16 @@ inline RowMatrix mxfp4_experts(const SafetensorsCheckpoint& ckpt, const std::str
                 shape({experts, rows, groups, 16}));
   if (s.dtype != Dtype::U8 || s.shape != std::vector<std::int64_t>{experts, rows, groups})
     throw Error("tensor '" + scales + "' is " + dtype_name(s.dtype) + " " + shape(s.shape) + ", expected U8 " + shape({experts, rows, groups}));
-  static constexpr float e2m1[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f, -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
   RowMatrix out(experts * rows, cols);
   const auto* code = reinterpret_cast<const std::uint8_t*>(b.data.data());
   const auto* scale = reinterpret_cast<const std::uint8_t*>(s.data.data());
   for (Index r = 0; r < experts * rows; ++r)
     for (Index g = 0; g < groups; ++g) {
-      const float unit = std::ldexp(1.0f, static_cast<int>(scale[r * groups + g]) - 127);
+      const float unit = minifloat::e8m0_value(scale[r * groups + g]);
       const std::uint8_t* bytes = code + (r * groups + g) * 16;
       for (Index j = 0; j < 16; ++j) {
-        out(r, g * 32 + 2 * j) = e2m1[bytes[j] & 0xF] * unit;
-        out(r, g * 32 + 2 * j + 1) = e2m1[bytes[j] >> 4] * unit;
+        out(r, g * 32 + 2 * j) = minifloat::e2m1_value(static_cast<std::uint8_t>(bytes[j] & 0xF)) * unit;
+        out(r, g * 32 + 2 * j + 1) = minifloat::e2m1_value(static_cast<std::uint8_t>(bytes[j] >> 4)) * unit;
       }
     }
   ckpt.release(blocks);

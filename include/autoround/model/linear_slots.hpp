@@ -72,7 +72,7 @@ inline RowMatrix& expert_weight(MoeFeedForward& moe, const LinearSlot& s) { retu
 inline std::string hf_name(const LinearSlot& s, const std::string& model_type = {}) {
   if (s.expert == LinearSlot::own) return hf_name(s.role);
   const char* projection = s.role == Linear::Gate ? "gate_proj" : s.role == Linear::Up ? "up_proj" : "down_proj";
-  if (s.expert == LinearSlot::shared) return std::string(model_type == "deepseek_v3" ? "mlp.shared_experts." : "mlp.shared_expert.") + projection;
+  if (s.expert == LinearSlot::shared) return std::string(model_type == "deepseek_v3" || model_type == "glm4_moe" ? "mlp.shared_experts." : "mlp.shared_expert.") + projection;
   return "mlp.experts." + std::to_string(s.expert) + "." + projection;
 }
 

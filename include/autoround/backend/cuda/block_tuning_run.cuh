@@ -17,11 +17,12 @@
 // what LlamaBlock and LlamaConfig describe: LLaMA's, Qwen2's biases, Qwen3's q/k norms, Gemma 3's
 // GeGLU, sandwich norms, attention scale, sliding windows and local RoPE base, Phi-3's partial
 // rotary and LongRoPE, GPT-OSS's attention sinks and o_proj bias, and a mixture of experts with
-// softmax routing or GPT-OSS's (top-k softmax, router and expert biases, clamped SwiGLU)
+// softmax routing, GPT-OSS's (top-k softmax, router and expert biases, clamped SwiGLU) or
+// DeepSeek-V3's / GLM-4.5's (sigmoid scores, expert groups, a correction bias for the choice)
 // (moe_forward / moe_backward with moe_kernels.cuh: every expert on its routed rows, one GEMM per
 // expert and projection).
-// Refused by name: Gemma 2's attention soft-capping, DeepSeek-V3's routing, shared-expert
-// biases, floating-point schemes on MoE blocks.
+// Refused by name: Gemma 2's attention soft-capping, shared-expert biases, floating-point
+// schemes on MoE blocks.
 //
 // GEMM precision: float32 (the CPU backend's numerics; results differ from it only by
 // summation order), or bf16 operands with float32 accumulation (GemmPrecision::BFloat16: the
@@ -618,6 +619,10 @@ class BlockTuningRun {
     }
     normalize_ = block.moe->spec.normalize;
     topk_softmax_ = block.moe->spec.scoring == RouterScoring::TopKSoftmax;
+    grouped_ = block.moe->spec.scoring == RouterScoring::SigmoidGrouped;
+    groups_ = static_cast<int>(block.moe->spec.groups), top_groups_ = static_cast<int>(block.moe->spec.top_groups);
+    route_scale_ = block.moe->spec.scale;
+    if (w.correction_bias.size() > 0) correction_bias_ = upload(w.correction_bias);
     clamped_ = block.moe->spec.activation == ExpertActivation::ClampedSwiGlu;
     limit_ = block.moe->spec.limit, alpha_ = block.moe->spec.alpha;
     if (w.router_bias.size() > 0) router_bias_ = upload(w.router_bias);
@@ -659,8 +664,12 @@ class BlockTuningRun {
     auto refuse = [&](const std::string& what) {
       throw Error(name + ": a mixture of experts with " + what + ": the GPU does not tune it yet (issue #25); run with --device cpu");
     };
-    if (m.spec.scoring == RouterScoring::SigmoidGrouped) refuse("sigmoid grouped routing (DeepSeek-V3)");
-    if (w.correction_bias.size() > 0) refuse("a router correction bias");
+    const bool grouped = m.spec.scoring == RouterScoring::SigmoidGrouped;
+    if (grouped && (m.spec.groups < 1 || m.spec.groups > 64 || shape_.experts % m.spec.groups != 0 || m.spec.top_groups < 1 ||
+                    m.spec.top_groups > m.spec.groups || shape_.top_k > m.spec.top_groups * (shape_.experts / m.spec.groups)))
+      refuse("expert groups that do not divide the experts (at most 64 groups) or kept groups that hold fewer than top_k experts");
+    if (w.correction_bias.size() > 0 && (!grouped || w.correction_bias.size() != shape_.experts))
+      refuse("a router correction bias without sigmoid grouped routing or of another size than the expert count");
     auto biased = [](const ExpertWeights& e) { return e.gate_bias.size() > 0 || e.up_bias.size() > 0 || e.down_bias.size() > 0; };
     const bool any_bias = !w.experts.empty() && biased(w.experts[0]);
     for (const ExpertWeights& e : w.experts) {
@@ -1047,6 +1056,10 @@ class BlockTuningRun {
     if (topk_softmax_)  // GPT-OSS: the logits stay; the softmax is over the chosen
       topk_softmax_route_kernel<><<<blocks_for(rows, 128), 128, 0, stream()>>>(probabilities_.data(), rows, static_cast<int>(experts),
                                                                               static_cast<int>(k), chosen_.data(), route_weight_.data());
+    else if (grouped_)  // DeepSeek-V3, GLM-4.5: sigmoid scores, the choice among the best groups on the corrected scores
+      sigmoid_grouped_route_kernel<><<<blocks_for(rows, 128), 128, 0, stream()>>>(
+          probabilities_.data(), correction_bias_.size() > 0 ? correction_bias_.data() : nullptr, rows, static_cast<int>(experts), groups_,
+          top_groups_, static_cast<int>(k), normalize_, route_scale_, chosen_.data(), route_weight_.data());
     else
       softmax_route_kernel<><<<blocks_for(rows, 128), 128, 0, stream()>>>(probabilities_.data(), rows, static_cast<int>(experts),
                                                                          static_cast<int>(k), normalize_, chosen_.data(), route_weight_.data());
@@ -1157,6 +1170,10 @@ class BlockTuningRun {
       topk_softmax_route_backward_kernel<><<<blocks_for(rows, 128), 128, 0, stream()>>>(
           chosen_.data(), route_weight_.data(), d_weight_.data(), rows, static_cast<int>(experts), static_cast<int>(k), d_logits_.float_out(),
           d_logits_.bf16_out());
+    else if (grouped_)
+      sigmoid_grouped_route_backward_kernel<><<<blocks_for(rows, 128), 128, 0, stream()>>>(
+          probabilities_.data(), chosen_.data(), route_weight_.data(), d_weight_.data(), rows, static_cast<int>(experts), static_cast<int>(k),
+          normalize_, route_scale_, d_logits_.float_out(), d_logits_.bf16_out());
     else
       softmax_route_backward_kernel<><<<blocks_for(rows, 128), 128, 0, stream()>>>(
           probabilities_.data(), chosen_.data(), route_weight_.data(), d_weight_.data(), rows, static_cast<int>(experts), static_cast<int>(k),
@@ -1441,6 +1458,12 @@ class BlockTuningRun {
   bool topk_softmax_ = false, clamped_ = false;
   float limit_ = 7.0f, alpha_ = 1.702f;
   DeviceBuffer<float> router_bias_;
+  // DeepSeek-V3, GLM-4.5: sigmoid scores, `groups_` expert groups of which the best `top_groups_`
+  // are kept, the choice on score + correction_bias_ (empty: none), weights × route_scale_
+  bool grouped_ = false;
+  int groups_ = 1, top_groups_ = 1;
+  float route_scale_ = 1.0f;
+  DeviceBuffer<float> correction_bias_;
   std::array<DeviceBuffer<float>, 3> expert_bias_;
   std::vector<long> counts_host_;  // per expert: its rows in the last forward
   std::vector<Index> expert_tokens_;  // per expert: its rows summed over the steps

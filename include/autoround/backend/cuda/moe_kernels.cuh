@@ -1,6 +1,7 @@
 #pragma once
 // CUDA kernels of a mixture-of-experts MLP with softmax routing (Qwen3-MoE, Qwen2-MoE, Mixtral;
-// GPT-OSS's top-k softmax, expert biases and clamped SwiGLU;
+// GPT-OSS's top-k softmax, expert biases and clamped SwiGLU; DeepSeek-V3's / GLM-4.5's sigmoid
+// grouped routing;
 // model/moe_mlp.hpp is the CPU original, every formula here is written as it is there). The
 // expert GEMMs are cuBLAS calls in cuda::BlockTuningRun, one per expert and projection over the
 // rows routed to it.
@@ -98,6 +99,92 @@ __global__ void topk_softmax_route_backward_kernel(const int* chosen, const floa
     float d = 0.0f;
     for (int j = 0; j < top_k; ++j)
       if (c[j] == e) d = __fmul_rn(w[j], __fsub_rn(dw[j], wdw));
+    if (d_logits) d_logits[t * experts + e] = d;
+    if (d_logits_copy) d_logits_copy[t * experts + e] = __float2bfloat16_rn(d);
+  }
+}
+
+/// DeepSeek-V3's and GLM-4.5's routing, a thread per token: `scores` [tokens, experts] holds the
+/// router logits and gets s = sigmoid(logit); the choice is made on s + `correction` (the
+/// e_score_correction_bias, [experts]; null: none): the experts in `groups` equal groups, each
+/// scored by the sum of its two best, the `top_groups` best groups kept, then the top_k experts
+/// among theirs (ties to the lower index, groups and experts alike). `weights` = the chosen s,
+/// divided by (their sum + 1e-20) when `normalize`, times `scale` (routed_scaling_factor).
+template <int = 0>
+__global__ void sigmoid_grouped_route_kernel(float* scores, const float* correction, long tokens, int experts, int groups, int top_groups,
+                                             int top_k, bool normalize, float scale, int* chosen, float* weights) {
+  const long t = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (t >= tokens) return;
+  float* row = scores + t * experts;
+  for (int e = 0; e < experts; ++e) row[e] = __fdiv_rn(1.0f, __fadd_rn(1.0f, expf(-row[e])));
+  auto key = [&](int e) { return correction ? __fadd_rn(row[e], correction[e]) : row[e]; };
+  const int per = experts / groups;
+  unsigned long long kept = ~0ull;  // groups kept (all with one group)
+  if (groups > 1) {
+    kept = 0;
+    for (int j = 0; j < top_groups; ++j) {
+      int best = -1;
+      float best_score = 0.0f;
+      for (int g = 0; g < groups; ++g) {
+        if (kept >> g & 1ull) continue;
+        float first = -INFINITY, second = -INFINITY;
+        for (int e = g * per; e < (g + 1) * per; ++e) {
+          const float k = key(e);
+          if (k > first) second = first, first = k;
+          else if (k > second) second = k;
+        }
+        const float score = per > 1 ? __fadd_rn(first, second) : first;
+        if (best < 0 || score > best_score) best = g, best_score = score;
+      }
+      kept |= 1ull << best;
+    }
+  }
+  int* c = chosen + t * top_k;
+  float* w = weights + t * top_k;
+  for (int j = 0; j < top_k; ++j) {
+    int best = -1;
+    for (int e = 0; e < experts; ++e) {
+      if (!(kept >> (e / per) & 1ull)) continue;
+      bool taken = false;
+      for (int i = 0; i < j; ++i) taken = taken || c[i] == e;
+      if (!taken && (best < 0 || key(e) > key(best))) best = e;
+    }
+    c[j] = best;
+  }
+  float sum = 0.0f;
+  for (int j = 0; j < top_k; ++j) {
+    w[j] = row[c[j]];
+    sum = __fadd_rn(sum, w[j]);
+  }
+  for (int j = 0; j < top_k; ++j) {
+    if (normalize) w[j] = __fdiv_rn(w[j], __fadd_rn(sum, 1e-20f));
+    w[j] = __fmul_rn(w[j], scale);
+  }
+}
+
+/// Its backward, a thread per token: w_k = scale s_k / S (S = Σ s_chosen + 1e-20) gives
+/// dp_k = (scale dw_k − Σ_j dw_j w_j) / S (without `normalize`: scale dw_k), and the sigmoid
+/// d logit_e = dp_e s_e (1 − s_e); 0 for the experts not chosen (float32 and/or a bf16 copy).
+template <int = 0>
+__global__ void sigmoid_grouped_route_backward_kernel(const float* scores, const int* chosen, const float* weights, const float* d_weight,
+                                                      long tokens, int experts, int top_k, bool normalize, float scale, float* d_logits,
+                                                      __nv_bfloat16* d_logits_copy) {
+  const long t = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (t >= tokens) return;
+  const float* s = scores + t * experts;
+  const int* c = chosen + t * top_k;
+  const float* w = weights + t * top_k;
+  const float* dw = d_weight + t * top_k;
+  float sum = 1e-20f, dot = 0.0f;
+  for (int j = 0; j < top_k; ++j) {
+    sum = __fadd_rn(sum, s[c[j]]);
+    dot = __fadd_rn(dot, __fmul_rn(dw[j], w[j]));
+  }
+  for (int e = 0; e < experts; ++e) {
+    float dp = 0.0f;
+    for (int j = 0; j < top_k; ++j)
+      if (c[j] == e) dp = normalize ? __fdiv_rn(__fsub_rn(__fmul_rn(scale, dw[j]), dot), sum) : __fmul_rn(scale, dw[j]);
+    const float d = __fmul_rn(__fmul_rn(dp, s[e]), __fsub_rn(1.0f, s[e]));
     if (d_logits) d_logits[t * experts + e] = d;
     if (d_logits_copy) d_logits_copy[t * experts + e] = __float2bfloat16_rn(d);
   }
