@@ -7,8 +7,12 @@ top 2 renormalized; the tokenizer and every other setting copied; matrices F16, 
 qwen3moe adds per-head q/k norms of ones and uses llama.cpp's qwen3moe graph (NEOX RoPE on the
 same weights: a different model, the same for both tools); qwen2moe adds zero q/k/v biases and a
 shared expert (the dense MLP with its down halved) behind a random sigmoid gate (NEOX RoPE too).
+glm4moe (GLM-4.5) keeps block 0 dense (leading_dense_block_count 1), routes by sigmoid scores with
+a random correction bias (exp_probs_b) in 2 groups of which 1 is kept, renormalized × 1.5, adds an
+ungated shared expert (the dense MLP with its down halved), zero q/k/v biases, q/k norms of ones,
+the norm before the MLP as post_attention_norm, and rotates half of each head (rope.dimension_count).
 Needs gguf-py and numpy.
-usage: python make_moe_from_dense_gguf.py SOURCE.gguf OUT.gguf ARCH(llama|qwen3moe|qwen2moe) [LAYERS=0] [EXPERTS=4]"""
+usage: python make_moe_from_dense_gguf.py SOURCE.gguf OUT.gguf ARCH(llama|qwen3moe|qwen2moe|glm4moe) [LAYERS=0] [EXPERTS=4]"""
 import sys
 
 import numpy as np
@@ -51,12 +55,21 @@ w.add_head_count(heads)
 w.add_head_count_kv(kv_heads)
 w.add_layer_norm_rms_eps(float(value(f"{src_arch}.attention.layer_norm_rms_epsilon")))
 w.add_rope_freq_base(float(value(f"{src_arch}.rope.freq_base")))
-w.add_rope_dimension_count(hidden // heads)
+w.add_rope_dimension_count(hidden // heads // (2 if arch == "glm4moe" else 1))
 w.add_vocab_size(int(value(f"{src_arch}.vocab_size")))
 w.add_expert_count(experts)
 w.add_expert_used_count(2)
-if arch in ("qwen3moe", "qwen2moe"):
+if arch in ("qwen3moe", "qwen2moe", "glm4moe"):
     w.add_expert_feed_forward_length(ff)
+if arch == "glm4moe":
+    w.add_expert_shared_count(1)
+    w.add_leading_dense_block_count(1)
+    w.add_uint32("glm4moe.expert_gating_func", 2)  # sigmoid (ExpertGatingFuncType.SIGMOID)
+    w.add_expert_weights_scale(1.5)
+    w.add_expert_weights_norm(True)
+    w.add_uint32("glm4moe.expert_group_count", 2)
+    w.add_uint32("glm4moe.expert_group_used_count", 1)
+    w.add_uint32("glm4moe.nextn_predict_layers", 0)
 if arch == "qwen2moe":
     w.add_expert_shared_feed_forward_length(ff)
 w.add_file_type(1)
@@ -69,7 +82,18 @@ elif arch == "qwen2moe":  # llama.cpp's qwen2moe graph needs its own LM head: th
 for b in range(layers):
     p = f"blk.{b}."
     for name in ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm"):
-        w.add_tensor(p + name + ".weight", tensor(p + name + ".weight"))
+        out_name = "post_attention_norm" if arch == "glm4moe" and name == "ffn_norm" else name
+        w.add_tensor(p + out_name + ".weight", tensor(p + name + ".weight"))
+    if arch == "glm4moe":
+        hd = hidden // heads
+        for name, n in (("attn_q", heads * hd), ("attn_k", kv_heads * hd), ("attn_v", kv_heads * hd)):
+            w.add_tensor(p + name + ".bias", np.zeros(n, np.float32))
+        w.add_tensor(p + "attn_q_norm.weight", np.ones(hd, np.float32))
+        w.add_tensor(p + "attn_k_norm.weight", np.ones(hd, np.float32))
+        if b == 0:  # dense
+            for name in ("ffn_gate", "ffn_up", "ffn_down"):
+                w.add_tensor(p + name + ".weight", tensor(p + name + ".weight"))
+            continue
     if arch == "qwen3moe":
         w.add_tensor(p + "attn_q_norm.weight", np.ones(hidden // heads, np.float32))
         w.add_tensor(p + "attn_k_norm.weight", np.ones(hidden // heads, np.float32))
@@ -83,8 +107,11 @@ for b in range(layers):
     w.add_tensor(p + "ffn_gate_exps.weight", np.stack([s * gate for s in scales]))
     w.add_tensor(p + "ffn_up_exps.weight", np.stack([s * up for s in scales]))
     w.add_tensor(p + "ffn_down_exps.weight", np.stack([down for _ in scales]))
-    if arch == "qwen2moe":
-        w.add_tensor(p + "ffn_gate_inp_shexp.weight", (rng.standard_normal(hidden) / np.sqrt(hidden)).astype(np.float32))
+    if arch == "glm4moe":
+        w.add_tensor(p + "exp_probs_b.bias", (0.1 * rng.standard_normal(experts)).astype(np.float32))
+    if arch in ("qwen2moe", "glm4moe"):
+        if arch == "qwen2moe":
+            w.add_tensor(p + "ffn_gate_inp_shexp.weight", (rng.standard_normal(hidden) / np.sqrt(hidden)).astype(np.float32))
         w.add_tensor(p + "ffn_gate_shexp.weight", gate)
         w.add_tensor(p + "ffn_up_shexp.weight", up)
         w.add_tensor(p + "ffn_down_shexp.weight", (down * np.float16(0.5)).astype(np.float16))

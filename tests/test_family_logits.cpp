@@ -319,3 +319,27 @@ TEST_CASE("glm4_moe: logits equal transformers' Glm4MoeForCausalLM (sigmoid grou
   CHECK(distance([](LlamaModel& m) { m.config.rotary_dims = 0; }) > 1e-2);
   CHECK(distance([](LlamaModel& m) { for (auto& k : m.blocks) k.qkv_bias[0].setZero(); }) > 1e-2);
 }
+
+TEST_CASE("glm4_moe: the GGUF that llama.cpp's converter writes of it reads to transformers' logits") {
+  // model.gguf: scripts/convert_family_gguf.py (llama.cpp 0.3.36's convert_hf_to_gguf.py, float32,
+  // a stand-in vocabulary): arch glm4moe, leading_dense_block_count 1, expert_group_count 2,
+  // expert_weights_scale 2.5, exp_probs_b.bias, ffn_*_shexp, post_attention_norm before the MLP,
+  // rope.dimension_count 8 (NEOX pairs within the first 8 of 16)
+  const LlamaModel model = load_llama(family_dir("glm4_moe") + "/model.gguf");
+  const LlamaConfig& c = model.config;
+  CHECK(c.model_type == "glm4moe");
+  CHECK(c.rotary_dims == 8);
+  REQUIRE(model.blocks.size() == 3);
+  CHECK(!model.blocks[0].moe.has_value());
+  REQUIRE(model.blocks[1].moe.has_value());
+  const MoeFeedForward& m = *model.blocks[1].moe;
+  CHECK((m.spec.scoring == RouterScoring::SigmoidGrouped && m.spec.groups == 2 && m.spec.top_groups == 1 && m.spec.normalize &&
+         m.spec.scale == 2.5f));
+  CHECK(m.weights.correction_bias.size() == 8);
+  REQUIRE(m.weights.shared.has_value());
+  CHECK(m.weights.shared->down.cols() == 32);
+  check_logits("glm4_moe", model);
+  const LlamaModel hf = load_llama(family_dir("glm4_moe"));  // the same weights as the checkpoint's
+  CHECK(model.blocks[2].moe->weights.correction_bias == hf.blocks[2].moe->weights.correction_bias);
+  CHECK(model.blocks[1].ffn_norm == hf.blocks[1].ffn_norm);
+}

@@ -229,3 +229,41 @@ TEST_CASE("a qwen3moe GGUF model evaluates: experts that all equal a dense Qwen3
   fs::remove(dense_path);
   fs::remove(moe_path);
 }
+
+TEST_CASE("glm4moe GGUF: DeepSeek-V3's routing from the metadata, leading dense blocks, MTP blocks left out, bad keys refused") {
+  const auto glm = [](std::uint32_t gating, std::uint32_t groups, std::uint32_t kept, std::uint32_t mtp) {
+    GgufWriter w;
+    w.set_string("general.architecture", "glm4moe");
+    w.set_u32("glm4moe.block_count", 4 + mtp);
+    w.set_u32("glm4moe.nextn_predict_layers", mtp);
+    w.set_u32("glm4moe.expert_count", 8);
+    w.set_u32("glm4moe.expert_used_count", 2);
+    w.set_u32("glm4moe.expert_feed_forward_length", 48);
+    w.set_u32("glm4moe.expert_shared_count", 2);
+    w.set_u32("glm4moe.leading_dense_block_count", 1);
+    w.set_u32("glm4moe.expert_gating_func", gating);
+    w.set_u32("glm4moe.expert_group_count", groups);
+    w.set_u32("glm4moe.expert_group_used_count", kept);
+    w.set_f32("glm4moe.expert_weights_scale", 2.5f);
+    w.set_bool("glm4moe.expert_weights_norm", true);
+    return w;
+  };
+  const GgufFile file = written(glm(2, 4, 2, 1), "autoround_test_glm4moe.gguf");
+  const MoeLayout m = gguf_moe_layout(file);
+  CHECK(m.sparse == std::vector<bool>{false, true, true, true});  // the MTP block (the fifth) is not part of the forward
+  CHECK((m.spec.scoring == RouterScoring::SigmoidGrouped && m.spec.groups == 4 && m.spec.top_groups == 2 && m.spec.normalize));
+  CHECK(m.spec.scale == 2.5f);
+  CHECK((m.shared_intermediate == 96 && !m.shared_gate));
+  fs::remove(file.path());
+  const GgufFile softmax = written(glm(1, 4, 2, 0), "autoround_test_glm4moe_softmax.gguf");
+  CHECK_THROWS_WITH_AS(gguf_moe_layout(softmax), doctest::Contains("glm4moe.expert_gating_func 1 is not supported"), Error);
+  fs::remove(softmax.path());
+  const GgufFile groups = written(glm(2, 3, 1, 0), "autoround_test_glm4moe_groups.gguf");  // 3 groups do not divide 8 experts
+  CHECK_THROWS_WITH_AS(gguf_moe_layout(groups), doctest::Contains("expert groups that do not divide the experts"), Error);
+  fs::remove(groups.path());
+  GgufWriter only_mtp = glm(2, 1, 1, 0);
+  only_mtp.set_u32("glm4moe.nextn_predict_layers", 4);  // every one of the 4 blocks a draft block
+  const GgufFile mtp = written(only_mtp, "autoround_test_glm4moe_mtp.gguf");
+  CHECK_THROWS_WITH_AS(gguf_moe_layout(mtp), doctest::Contains("glm4moe.nextn_predict_layers is not below block_count"), Error);
+  fs::remove(mtp.path());
+}

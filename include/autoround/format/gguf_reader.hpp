@@ -92,6 +92,11 @@ class GgufFile {
     if (v.kind == GgufValue::Kind::Float) return v.f;
     throw Error(path() + ": metadata '" + key + "' is not a float");
   }
+  bool get_bool(const std::string& key) const {
+    const GgufValue& v = require_key(key);
+    if (v.kind == GgufValue::Kind::Bool) return v.b;
+    throw Error(path() + ": metadata '" + key + "' is not a bool");
+  }
   std::string get_string(const std::string& key) const {
     const GgufValue& v = require_key(key);
     if (v.kind == GgufValue::Kind::String) return v.s;

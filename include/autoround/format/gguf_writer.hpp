@@ -50,6 +50,13 @@ class GgufWriter {
     v.u = x;
     set(key, std::move(v));
   }
+  void set_bool(const std::string& key, bool x) {
+    GgufValue v;
+    v.kind = GgufValue::Kind::Bool;
+    v.type = GgufType::Bool;
+    v.b = x;
+    set(key, std::move(v));
+  }
   void set_f32(const std::string& key, float x) {
     GgufValue v;
     v.kind = GgufValue::Kind::Float;

@@ -7,12 +7,19 @@
 //   blk.N.ffn_up_exps.weight    ne {hidden, expert_ff, experts}
 //   blk.N.ffn_down_exps.weight  ne {expert_ff, hidden, experts}       expert e's down: rows e·H ..
 //   qwen2moe also: ffn_{gate,up,down}_shexp (the shared expert), ffn_gate_inp_shexp (its gate)
-// Architectures: qwen3moe, qwen2moe, and llama with {arch}.expert_count > 0 (Mixtral). Routing is
+//   glm4moe also: ffn_{gate,up,down}_shexp (ungated, expert_shared_count experts wide) and
+//                 exp_probs_b.bias (the choice's correction bias)
+// glm4moe (GLM-4.5) routes as DeepSeek-V3 (build_moe_ffn with expert_gating_func 2 = sigmoid,
+// exp_probs_b, expert_group_count / expert_group_used_count, expert_weights_norm and
+// expert_weights_scale), its first leading_dense_block_count blocks dense, and its
+// nextn_predict_layers MTP blocks after the others (llama.cpp runs them only to draft: not read).
+// Architectures: qwen3moe, qwen2moe, glm4moe, and llama with {arch}.expert_count > 0 (Mixtral). Routing is
 // llama.cpp's graphs (src/models/*.cpp, build_moe_ffn's norm_w): softmax over the experts, top-k,
 // the chosen weights renormalized for qwen3moe and llama (Mixtral), not for qwen2moe; these graphs
 // read no {arch}.expert_weights_norm, so neither do we. (Found by llama-perplexity:
 // scripts/moe-llama-check.sh's qwen2moe model scored 8% apart while we renormalized it.) Expert size: {arch}.expert_feed_forward_length,
 // else {arch}.feed_forward_length (Mixtral's is the per-expert size).
+#include <algorithm>
 #include <string>
 
 #include "../core/error.hpp"
@@ -22,14 +29,22 @@
 
 namespace autoround {
 
-/// The MoE layout of a GGUF file's metadata (every layer sparse: these architectures have no
-/// dense layers between).
+/// Blocks of a GGUF file's forward: {arch}.block_count less glm4moe's MTP blocks.
+inline Index gguf_forward_blocks(const GgufFile& file, const std::string& arch) {
+  const auto all = static_cast<Index>(file.get_uint(arch + ".block_count"));
+  const std::string nextn = arch + ".nextn_predict_layers";
+  const Index mtp = file.find(nextn) ? static_cast<Index>(file.get_uint(nextn)) : 0;
+  detail::require(mtp >= 0 && mtp < all, file.path() + ": " + nextn + " is not below block_count");
+  return all - mtp;
+}
+
+/// The MoE layout of a GGUF file's metadata (every layer sparse but glm4moe's leading dense ones).
 inline MoeLayout gguf_moe_layout(const GgufFile& file) {
   const std::string arch = file.get_string("general.architecture");
   MoeLayout m;
   m.family = arch;
-  if (arch != "qwen3moe" && arch != "qwen2moe" && arch != "llama")
-    throw Error(file.path() + ": architecture '" + arch + "' has no mixture-of-experts layout here (qwen3moe, qwen2moe, llama with experts)");
+  if (arch != "qwen3moe" && arch != "qwen2moe" && arch != "glm4moe" && arch != "llama")
+    throw Error(file.path() + ": architecture '" + arch + "' has no mixture-of-experts layout here (qwen3moe, qwen2moe, glm4moe, llama with experts)");
   if (!file.find(arch + ".expert_count") || file.get_uint(arch + ".expert_count") == 0)
     throw Error(file.path() + ": " + arch + ".expert_count is missing or 0: not a mixture-of-experts model");
   m.experts = static_cast<Index>(file.get_uint(arch + ".expert_count"));
@@ -41,7 +56,25 @@ inline MoeLayout gguf_moe_layout(const GgufFile& file) {
     m.shared_intermediate = static_cast<Index>(file.get_uint(arch + ".expert_shared_feed_forward_length"));
     m.shared_gate = true;
   }
-  m.sparse.assign(static_cast<std::size_t>(file.get_uint(arch + ".block_count")), true);
+  m.sparse.assign(static_cast<std::size_t>(gguf_forward_blocks(file, arch)), true);
+  if (arch == "glm4moe") {
+    const auto number = [&](const std::string& key, double fallback) { return file.find(key) ? file.get_float(key) : fallback; };
+    const auto count = [&](const std::string& key, Index fallback) { return file.find(key) ? static_cast<Index>(file.get_uint(key)) : fallback; };
+    const Index gating = count(arch + ".expert_gating_func", 2);
+    if (gating != 2) throw Error(file.path() + ": " + arch + ".expert_gating_func " + std::to_string(gating) + " is not supported (2: sigmoid)");
+    m.spec.scoring = RouterScoring::SigmoidGrouped;
+    m.spec.normalize = file.find(arch + ".expert_weights_norm") && file.get_bool(arch + ".expert_weights_norm");
+    const double scale = number(arch + ".expert_weights_scale", 0.0);  // llama.cpp: 0 (absent) means none
+    m.spec.scale = scale == 0.0 ? 1.0f : static_cast<float>(scale);
+    m.spec.groups = std::max<Index>(1, count(arch + ".expert_group_count", 1));
+    m.spec.top_groups = m.spec.groups > 1 ? count(arch + ".expert_group_used_count", 1) : 1;
+    m.shared_intermediate = count(arch + ".expert_shared_count", 0) * m.expert_intermediate;
+    const Index dense = count(arch + ".leading_dense_block_count", 0);
+    for (Index i = 0; i < std::min<Index>(dense, static_cast<Index>(m.sparse.size())); ++i) m.sparse[static_cast<std::size_t>(i)] = false;
+    detail::require(m.experts % m.spec.groups == 0 && m.spec.top_groups >= 1 && m.spec.top_groups <= m.spec.groups &&
+                        m.spec.top_k <= m.spec.top_groups * (m.experts / m.spec.groups),
+                    file.path() + ": expert groups that do not divide the experts or kept groups that hold fewer than the used experts");
+  }
   detail::require(m.spec.top_k >= 1 && m.spec.top_k <= m.experts && m.expert_intermediate > 0,
                   file.path() + ": inconsistent expert metadata (" + std::to_string(m.experts) + " experts, " + std::to_string(m.spec.top_k) +
                       " used, expert size " + std::to_string(m.expert_intermediate) + ")");
@@ -68,6 +101,8 @@ inline MoeWeights load_gguf_moe(const GgufFile& file, const MoeLayout& m, Index 
              E = static_cast<std::uint64_t>(m.experts);
   MoeWeights w;
   w.router = load(p + "ffn_gate_inp.weight", {H, E});
+  if (m.spec.scoring == RouterScoring::SigmoidGrouped && file.find_tensor(p + "exp_probs_b.bias"))
+    w.correction_bias = load(p + "exp_probs_b.bias", {E}).row(0).transpose();
   const RowMatrix gate = load(p + "ffn_gate_exps.weight", {H, I, E}), up = load(p + "ffn_up_exps.weight", {H, I, E});
   const RowMatrix down = load(p + "ffn_down_exps.weight", {I, H, E});
   const Index inter = m.expert_intermediate;

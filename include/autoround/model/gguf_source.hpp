@@ -1,9 +1,9 @@
 #pragma once
 // A LLaMA-family model in a GGUF file (llama.cpp's names: token_embd, blk.N.attn_q ...,
 // output_norm, output), read block by block from the memory-mapped file; any tensor type the
-// reader dequantizes (F32, F16, BF16, Q4_0 ... Q8_0, Q2_K ... Q6_K). qwen3moe, qwen2moe and
-// Mixtral (llama with experts) load with LlamaBlock::moe (model/gguf_moe.hpp): evaluated, and
-// tuned on the CPU. gemma3 and gemma2 load with LlamaConfig's Gemma settings as llama.cpp's graphs
+// reader dequantizes (F32, F16, BF16, Q4_0 ... Q8_0, Q2_K ... Q6_K). qwen3moe, qwen2moe, glm4moe
+// (GLM-4.5: dense leading blocks, q/k/v biases, q/k norms, partial NEOX RoPE) and Mixtral (llama
+// with experts) load with LlamaBlock::moe (model/gguf_moe.hpp). gemma3 and gemma2 load with LlamaConfig's Gemma settings as llama.cpp's graphs
 // compute them (norm weights stored as 1 + w by its converter; llama.cpp's sliding-window
 // patterns, local RoPE base and attention scales).
 #include <cmath>
@@ -32,23 +32,27 @@ class GgufModelSource {
     const LlamaConfig& c = config_;
     LlamaBlock block;
     const std::string prefix = "blk." + std::to_string(b) + ".";
+    const bool glm = c.model_type == "glm4moe";
+    const bool sparse = moe_ && moe_->sparse[static_cast<std::size_t>(b)];
     for (Linear l : all_linears) {
-      if (moe_ && (l == Linear::Gate || l == Linear::Up || l == Linear::Down)) continue;  // the experts instead
+      if (sparse && (l == Linear::Gate || l == Linear::Up || l == Linear::Down)) continue;  // the experts instead
       const auto [rows, cols] = linear_shape(c, l);
       block[l] = load(prefix + gguf_name(l) + ".weight", rows, cols);
     }
-    if (moe_) block.moe = MoeFeedForward{moe_->spec, load_gguf_moe(file_, *moe_, b, c.hidden)};
-    if (c.model_type == "qwen2" || c.model_type == "qwen2moe")
+    if (sparse) block.moe = MoeFeedForward{moe_->spec, load_gguf_moe(file_, *moe_, b, c.hidden)};
+    // q/k/v biases: Qwen2's; GLM's where its converter wrote them (attention_bias)
+    if (c.model_type == "qwen2" || c.model_type == "qwen2moe" || (glm && file_.find_tensor(prefix + "attn_q.bias")))
       for (int j = 0; j < 3; ++j) {
         const Linear l = all_linears[static_cast<std::size_t>(j)];
         block.qkv_bias[static_cast<std::size_t>(j)] = load_vector(prefix + gguf_name(l) + ".bias", linear_shape(c, l).first);
       }
-    if (c.model_type == "qwen3" || c.model_type == "qwen3moe" || c.model_type == "gemma3") {
+    if (c.model_type == "qwen3" || c.model_type == "qwen3moe" || c.model_type == "gemma3" || (glm && file_.find_tensor(prefix + "attn_q_norm.weight"))) {
       block.q_norm = load_vector(prefix + "attn_q_norm.weight", c.head_dim);
       block.k_norm = load_vector(prefix + "attn_k_norm.weight", c.head_dim);
     }
     block.attn_norm = load_vector(prefix + "attn_norm.weight", c.hidden);
-    block.ffn_norm = load_vector(prefix + "ffn_norm.weight", c.hidden);
+    // glm4moe's converter maps the norm before the MLP (post_attention_layernorm) to post_attention_norm
+    block.ffn_norm = load_vector(prefix + (glm ? "post_attention_norm.weight" : "ffn_norm.weight"), c.hidden);
     if (c.model_type == "gemma3" || c.model_type == "gemma2") {  // sandwich norms
       block.post_attn_norm = load_vector(prefix + "post_attention_norm.weight", c.hidden);
       block.post_ffn_norm = load_vector(prefix + "post_ffw_norm.weight", c.hidden);
@@ -101,13 +105,15 @@ class GgufModelSource {
     const GgufFile& file = file_;
     const std::string path = file.path();
     const std::string arch = file.get_string("general.architecture");
-    if (arch != "llama" && arch != "qwen2" && arch != "qwen3" && arch != "qwen3moe" && arch != "qwen2moe" && arch != "gemma3" && arch != "gemma2")
-      throw Error(path + ": architecture '" + arch + "' is not supported (llama, qwen2, qwen3, qwen3moe, qwen2moe, gemma3, gemma2)");
-    // experts (qwen3moe, qwen2moe, Mixtral as llama with experts): model/gguf_moe.hpp
-    if (arch == "qwen3moe" || arch == "qwen2moe" || (arch == "llama" && file.find("llama.expert_count") && file.get_uint("llama.expert_count") > 0))
+    if (arch != "llama" && arch != "qwen2" && arch != "qwen3" && arch != "qwen3moe" && arch != "qwen2moe" && arch != "glm4moe" &&
+        arch != "gemma3" && arch != "gemma2")
+      throw Error(path + ": architecture '" + arch + "' is not supported (llama, qwen2, qwen3, qwen3moe, qwen2moe, glm4moe, gemma3, gemma2)");
+    // experts (qwen3moe, qwen2moe, glm4moe, Mixtral as llama with experts): model/gguf_moe.hpp
+    if (arch == "qwen3moe" || arch == "qwen2moe" || arch == "glm4moe" ||
+        (arch == "llama" && file.find("llama.expert_count") && file.get_uint("llama.expert_count") > 0))
       moe_ = gguf_moe_layout(file);
     LlamaConfig& c = config_;
-    c.layers = static_cast<Index>(file.get_uint(arch + ".block_count"));
+    c.layers = gguf_forward_blocks(file, arch);  // (glm4moe's MTP blocks are not part of it)
     c.hidden = static_cast<Index>(file.get_uint(arch + ".embedding_length"));
     // a MoE file may leave out the dense size (its blocks have none); a dense one must say it
     c.intermediate = moe_ && !file.find(arch + ".feed_forward_length") ? 0 : static_cast<Index>(file.get_uint(arch + ".feed_forward_length"));
@@ -119,6 +125,12 @@ class GgufModelSource {
     c.head_dim = file.find(arch + ".attention.key_length") ? static_cast<Index>(file.get_uint(arch + ".attention.key_length"))
                                                            : c.hidden / c.heads;
     if (file.find(arch + ".rope.freq_base")) c.rope_theta = static_cast<float>(file.get_float(arch + ".rope.freq_base"));
+    if (arch == "glm4moe" && file.find(arch + ".rope.dimension_count")) {  // partial rotary: NEOX pairs within the first n_rot dimensions
+      const auto rot = static_cast<Index>(file.get_uint(arch + ".rope.dimension_count"));
+      if (rot <= 0 || rot > c.head_dim || rot % 2 != 0)
+        throw Error(path + ": " + arch + ".rope.dimension_count " + std::to_string(rot) + " is not an even count up to the head size");
+      if (rot < c.head_dim) c.rotary_dims = rot;
+    }
     c.rms_eps = static_cast<float>(file.get_float(arch + ".attention.layer_norm_rms_epsilon"));
     c.model_type = arch;
     // llama.cpp's converter permutes LLaMA's q/k rows for adjacent-pair RoPE; Qwen2 keeps the

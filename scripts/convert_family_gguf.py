@@ -1,0 +1,33 @@
+#!/usr/bin/env python3
+"""A family fixture (tests/fixtures/families/<family>: config.json + model.safetensors, no tokenizer)
+converted to GGUF by llama.cpp's own convert_hf_to_gguf.py (the copy vendored in llama-cpp-python
+0.3.36: the judge's names, shapes, permutations and metadata), float32 tensors. The fixtures ship
+no tokenizer, which the converter requires: a stand-in byte-level BPE vocabulary of vocab_size
+tokens "t0", "t1", ... without merges is written instead (the logits do not depend on it; the
+fixture's text.tokens are token ids).
+usage: python convert_family_gguf.py LLAMA_CPP_DIR FAMILY_DIR OUT.gguf   (needs torch, numpy, safetensors)"""
+import runpy
+import sys
+
+llama, family, out = sys.argv[1:4]
+sys.path.insert(0, llama)
+sys.path.insert(1, llama + "/gguf-py")
+import gguf  # noqa: E402
+from conversion import get_model_architecture, get_model_class  # noqa: E402
+from conversion.base import ModelBase, ModelType  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+def stand_in_vocab(self):
+    n = self.hparams["vocab_size"]
+    self.gguf_writer.add_tokenizer_model("gpt2")
+    self.gguf_writer.add_tokenizer_pre("default")
+    self.gguf_writer.add_token_list([f"t{i}" for i in range(n)])
+    self.gguf_writer.add_token_types([gguf.TokenType.NORMAL] * n)
+    self.gguf_writer.add_token_merges([])
+
+
+hparams = ModelBase.load_hparams(Path(family), False)
+get_model_class(get_model_architecture(hparams, ModelType.TEXT)).set_vocab = stand_in_vocab
+sys.argv = ["convert_hf_to_gguf.py", family, "--outfile", out, "--outtype", "f32"]
+runpy.run_path(llama + "/convert_hf_to_gguf.py", run_name="__main__")
