@@ -9,10 +9,14 @@ same weights: a different model, the same for both tools); qwen2moe adds zero q/
 shared expert (the dense MLP with its down halved) behind a random sigmoid gate (NEOX RoPE too).
 glm4moe (GLM-4.5) keeps block 0 dense (leading_dense_block_count 1), routes by sigmoid scores with
 a random correction bias (exp_probs_b) in 2 groups of which 1 is kept, renormalized × 1.5, adds an
-ungated shared expert (the dense MLP with its down halved), zero q/k/v biases, q/k norms of ones,
-the norm before the MLP as post_attention_norm, and rotates half of each head (rope.dimension_count).
+ungated shared expert (the dense MLP with its down halved), zero q/k/v biases, the norm before the
+MLP as post_attention_norm, q/k norms of ones, and rotates half of each head (rope.dimension_count):
+GLM's options, on rows that llama.cpp's converter permuted for adjacent-pair RoPE (a model far from a
+language model: perplexity ~7e7 on kjv-eval; the same for both tools). With ROT=full it un-permutes
+q/k, rotates whole heads and has no q/k norms instead: the asset's attention under NEOX RoPE.
 Needs gguf-py and numpy.
 usage: python make_moe_from_dense_gguf.py SOURCE.gguf OUT.gguf ARCH(llama|qwen3moe|qwen2moe|glm4moe) [LAYERS=0] [EXPERTS=4]"""
+import os
 import sys
 
 import numpy as np
@@ -55,7 +59,8 @@ w.add_head_count(heads)
 w.add_head_count_kv(kv_heads)
 w.add_layer_norm_rms_eps(float(value(f"{src_arch}.attention.layer_norm_rms_epsilon")))
 w.add_rope_freq_base(float(value(f"{src_arch}.rope.freq_base")))
-w.add_rope_dimension_count(hidden // heads // (2 if arch == "glm4moe" else 1))
+half = arch == "glm4moe" and os.environ.get("ROT", "half") != "full"
+w.add_rope_dimension_count(hidden // heads // (2 if half else 1))
 w.add_vocab_size(int(value(f"{src_arch}.vocab_size")))
 w.add_expert_count(experts)
 w.add_expert_used_count(2)
@@ -83,13 +88,18 @@ for b in range(layers):
     p = f"blk.{b}."
     for name in ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm"):
         out_name = "post_attention_norm" if arch == "glm4moe" and name == "ffn_norm" else name
-        w.add_tensor(p + out_name + ".weight", tensor(p + name + ".weight"))
+        x = tensor(p + name + ".weight")
+        if arch == "glm4moe" and not half and name in ("attn_q", "attn_k") and src_arch == "llama":  # undo the converter's permute
+            n = heads if name == "attn_q" else kv_heads
+            x = x.reshape(n, x.shape[0] // n // 2, 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
+        w.add_tensor(p + out_name + ".weight", x)
     if arch == "glm4moe":
         hd = hidden // heads
         for name, n in (("attn_q", heads * hd), ("attn_k", kv_heads * hd), ("attn_v", kv_heads * hd)):
             w.add_tensor(p + name + ".bias", np.zeros(n, np.float32))
-        w.add_tensor(p + "attn_q_norm.weight", np.ones(hd, np.float32))
-        w.add_tensor(p + "attn_k_norm.weight", np.ones(hd, np.float32))
+        if half:
+            w.add_tensor(p + "attn_q_norm.weight", np.ones(hd, np.float32))
+            w.add_tensor(p + "attn_k_norm.weight", np.ones(hd, np.float32))
         if b == 0:  # dense
             for name in ("ffn_gate", "ffn_up", "ffn_down"):
                 w.add_tensor(p + name + ".weight", tensor(p + name + ".weight"))
