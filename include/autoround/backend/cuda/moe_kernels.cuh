@@ -20,17 +20,24 @@
 namespace autoround::cuda {
 
 namespace device {
-/// c[0..top_k): the experts with the highest scores in `row`, best first (ties to the lower index).
-__device__ inline void choose_top_k(const float* row, int experts, int top_k, int* c) {
+/// c[0..top_k): of the experts `allowed(e)`, those with the highest `key(e)`, best first (ties to
+/// the lower index).
+template <class Key, class Allowed>
+__device__ void choose_top_k(int experts, int top_k, int* c, Key key, Allowed allowed) {
   for (int j = 0; j < top_k; ++j) {
     int best = -1;
     for (int e = 0; e < experts; ++e) {
+      if (!allowed(e)) continue;
       bool taken = false;
       for (int i = 0; i < j; ++i) taken = taken || c[i] == e;
-      if (!taken && (best < 0 || row[e] > row[best])) best = e;
+      if (!taken && (best < 0 || key(e) > key(best))) best = e;
     }
     c[j] = best;
   }
+}
+/// c[0..top_k): the experts with the highest scores in `row`, best first (ties to the lower index).
+__device__ inline void choose_top_k(const float* row, int experts, int top_k, int* c) {
+  choose_top_k(experts, top_k, c, [row](int e) { return row[e]; }, [](int) { return true; });
 }
 }  // namespace device
 
@@ -141,16 +148,7 @@ __global__ void sigmoid_grouped_route_kernel(float* scores, const float* correct
   }
   int* c = chosen + t * top_k;
   float* w = weights + t * top_k;
-  for (int j = 0; j < top_k; ++j) {
-    int best = -1;
-    for (int e = 0; e < experts; ++e) {
-      if (!(kept >> (e / per) & 1ull)) continue;
-      bool taken = false;
-      for (int i = 0; i < j; ++i) taken = taken || c[i] == e;
-      if (!taken && (best < 0 || key(e) > key(best))) best = e;
-    }
-    c[j] = best;
-  }
+  device::choose_top_k(experts, top_k, c, key, [&](int e) { return (kept >> (e / per) & 1ull) != 0; });
   float sum = 0.0f;
   for (int j = 0; j < top_k; ++j) {
     w[j] = row[c[j]];
