@@ -6,6 +6,8 @@
 #include <vector>
 #include <xtensor/xtensor.hpp>
 
+namespace test_adapters {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 
 TEST_CASE("views share memory when the layout allows it") {
@@ -46,3 +48,4 @@ TEST_CASE("the tuner takes Eigen and xtensor arguments directly, with the same r
   CHECK(from_eigen.codes == from_views.codes);
   CHECK(from_xtensor.codes == from_views.codes);
 }
+}  // namespace test_adapters

@@ -4,6 +4,8 @@
 #include <autoround/autoround.hpp>
 #include <limits>
 
+namespace test_bad_input {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 
 TEST_CASE("run-time configuration is validated, naming the parameter") {
@@ -77,3 +79,4 @@ TEST_CASE("a failed write names its reason, and an atomic write leaves nothing b
                        doctest::Contains("streamed.gguf.tmp: write failed: No space left on device"), Error);
   fs::remove_all(dir);
 }
+}  // namespace test_bad_input

@@ -14,6 +14,8 @@
 #include <random>
 #include <string>
 
+namespace test_block_gradients {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 
 namespace {
@@ -391,3 +393,4 @@ TEST_CASE("block backward through quantized linear inputs equals autograd's thro
     }
   }
 }
+}  // namespace test_block_gradients

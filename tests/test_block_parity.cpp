@@ -14,6 +14,8 @@
 
 #include "support/assets.hpp"
 
+namespace test_block_parity {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 
 namespace {
@@ -210,3 +212,4 @@ TEST_CASE("block tuning step by step against auto-round 0.16.1") {
     CHECK(with_reference >= with_floor - 0.05);
   }
 }
+}  // namespace test_block_parity

@@ -8,6 +8,8 @@
 #include <limits>
 #include <random>
 
+namespace test_budget_allocation {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 
 namespace {
@@ -99,3 +101,4 @@ TEST_CASE("allocate_budget: a budget below the smallest options names both sizes
   CHECK(allocate_budget(items, 25) == std::vector<std::size_t>{1, 0});
   CHECK_THROWS_WITH_AS(allocate_budget({{}}, 100), doctest::Contains("item 0 has no options"), Error);
 }
+}  // namespace test_budget_allocation

@@ -15,6 +15,8 @@
 
 #include "support/random_model.hpp"
 
+namespace test_clip_search {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 
 namespace {
@@ -321,3 +323,4 @@ TEST_CASE("SymmetricSearch::DivisorGrid: SignRoundV2's scales max|w| / d, by han
   search_clip_scales(q4, MatrixView(on_grid.data(), 1, 4), std::vector<float>(4, 1.0f), serial, lo, hi, divisors);
   CHECK(lo[0] == 1.0f);
 }
+}  // namespace test_clip_search

@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+namespace test_double_quantizer {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 
 static_assert(SuperGroupQuantizer<Q4KQuantizer> && !Quantizer<Q4KQuantizer>);
@@ -210,3 +212,4 @@ TEST_CASE("DoubleQuantizer without a second level is IntQuantizer") {
     CHECK(a.mins.empty());
   }
 }
+}  // namespace test_double_quantizer

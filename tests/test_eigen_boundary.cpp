@@ -12,6 +12,8 @@
 #include "eigen_boundary/device_side.hpp"
 #include "support/random_model.hpp"
 
+namespace test_eigen_boundary {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 
 TEST_CASE("Eigen matrices cross between -march=native code and the SIMD-less library") {
@@ -26,3 +28,4 @@ TEST_CASE("Eigen matrices cross between -march=native code and the SIMD-less lib
   }                                                               // the rest freed here
   MESSAGE("Eigen heap alignment in this program: " << EIGEN_DEFAULT_ALIGN_BYTES << " bytes");
 }
+}  // namespace test_eigen_boundary

@@ -26,6 +26,8 @@
 #include <filesystem>
 #include <string>
 
+namespace test_family_logits {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 
 namespace {
@@ -129,6 +131,41 @@ TEST_CASE("phi3: logits equal transformers' Phi3ForCausalLM (fused qkv / gate_up
   const double worst = (logits - expected).cwiseAbs().maxCoeff();
   MESSAGE("phi3, 32 tokens (short factors): max |logit difference| " << worst);
   CHECK(worst <= 5e-6 * expected.cwiseAbs().maxCoeff());
+}
+
+TEST_CASE("phi3: the GGUF that llama.cpp's converter writes of it reads to transformers' logits") {
+  // model.gguf: scripts/convert_family_gguf.py (llama.cpp 0.3.36's convert_hf_to_gguf.py, float32,
+  // a stand-in vocabulary): arch phi3, blk.N.attn_qkv [Q | K | V] and ffn_up [gate | up] fused,
+  // rope_factors_short / _long, rope.scaling.original_context_length 32, rope.scaling.attn_factor,
+  // rope.dimension_count 8, attention.sliding_window 40 — which llama.cpp ignores (phi3's sliding
+  // window is disabled there: full causal attention), so the GGUF reads without it and agrees with
+  // transformers' logits up to position 40, where the window starts to matter
+  const LlamaModel model = load_llama(family_dir("phi3") + "/model.gguf");
+  LlamaModel hf = load_llama(family_dir("phi3"));
+  const LlamaConfig& c = model.config;
+  CHECK(c.model_type == "phi3");
+  CHECK(c.rope_style == RopeStyle::HalfSplit);
+  CHECK(c.rotary_dims == hf.config.rotary_dims);
+  CHECK(c.rope_divisors == hf.config.rope_divisors);
+  CHECK(c.rope_long_divisors == hf.config.rope_long_divisors);
+  CHECK(c.rope_long_after == hf.config.rope_long_after);
+  CHECK(c.rope_attention_factor == doctest::Approx(hf.config.rope_attention_factor).epsilon(1e-6));
+  CHECK(c.sliding_window == 0);
+  for (std::size_t b = 0; b < 2; ++b)
+    for (Linear l : all_linears) CHECK(model.blocks[b][l] == hf.blocks[b][l]);  // the fused tensors split as the checkpoint's
+  const SafetensorsFile fixture(family_dir("phi3") + "/logits.safetensors");
+  const auto tokens = fixture.view_as<std::int32_t>("tokens", Dtype::I32);
+  const RowMatrix logits = forward_logits(model, tokens);  // 48 tokens: the long factors
+  const RowMatrix expected = fixture.to_float("logits");
+  const double unwindowed = (logits - expected).topRows(40).cwiseAbs().maxCoeff();
+  MESSAGE("phi3 GGUF: max |logit difference| over the first 40 of 48 positions " << unwindowed);
+  CHECK(unwindowed <= 5e-6 * expected.cwiseAbs().maxCoeff());
+  CHECK((logits - expected).bottomRows(8).cwiseAbs().maxCoeff() > 1e-3);  // the window mattered in transformers' run
+  for (LlamaBlock& block : hf.blocks) block.sliding = false;  // the checkpoint computed as llama.cpp computes phi3
+  CHECK((logits - forward_logits(hf, tokens)).cwiseAbs().maxCoeff() <= 1e-6 * expected.cwiseAbs().maxCoeff());
+  const RowMatrix short_expected = fixture.to_float("logits_short");  // 32 tokens: the short factors
+  const RowMatrix short_logits = forward_logits(model, std::span<const std::int32_t>(tokens.data(), 32));
+  CHECK((short_logits - short_expected).cwiseAbs().maxCoeff() <= 5e-6 * short_expected.cwiseAbs().maxCoeff());
 }
 
 TEST_CASE("gpt_oss: logits equal transformers' GptOssForCausalLM (sinks, biases, YaRN, top-k softmax, clamped SwiGLU)") {
@@ -343,3 +380,4 @@ TEST_CASE("glm4_moe: the GGUF that llama.cpp's converter writes of it reads to t
   CHECK(model.blocks[2].moe->weights.correction_bias == hf.blocks[2].moe->weights.correction_bias);
   CHECK(model.blocks[1].ffn_norm == hf.blocks[1].ffn_norm);
 }
+}  // namespace test_family_logits

@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+namespace test_float_quantizer {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 
 namespace {
@@ -337,3 +339,4 @@ TEST_CASE("FP8_STATIC: the static per-tensor input quantization and the bfloat16
   CHECK(pack_float(q, "fp8").bf16_input_scale == 0x3F80);
   CHECK(q.dequantize()(0, 0) == doctest::Approx(0.1f));  // code 0x38 = 1.0
 }
+}  // namespace test_float_quantizer

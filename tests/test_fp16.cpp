@@ -8,6 +8,8 @@
 #include <limits>
 #include <random>
 
+namespace test_fp16 {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using autoround::float_to_half_bits;
 using autoround::half_bits_to_float;
 
@@ -54,3 +56,4 @@ TEST_CASE("float -> half agrees with the compiler's _Float16 on a million floats
   CHECK(checked == 1000000);
 }
 #endif
+}  // namespace test_fp16

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+namespace test_fp8_block {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 
 namespace {
@@ -171,3 +173,4 @@ TEST_CASE("FP8_BLOCK as a scheme: the preset, its tiles, what refuses it") {
   from[0] = 200;
   CHECK_THROWS_WITH(static_cast<void>(permute_rows(whole, from)), doctest::Contains("would leave its 128-row tile"));
 }
+}  // namespace test_fp8_block

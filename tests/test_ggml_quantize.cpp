@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+namespace test_ggml_quantize {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 
 namespace {
@@ -193,3 +195,4 @@ TEST_CASE("MXFP4 (ggml type 39): gguf-py's blocks byte for byte, its dequantizat
   std::vector<float> out(32);
   CHECK_THROWS_WITH(ggml::dequantize(ggml::Type::MXFP4, bad, out), doctest::Contains("255"));
 }
+}  // namespace test_ggml_quantize

@@ -11,6 +11,8 @@
 
 #include "support/assets.hpp"
 
+namespace test_gguf_mix {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 namespace fs = std::filesystem;
 
@@ -178,3 +180,4 @@ TEST_CASE("llama-quantize's types where every row holds k-quant blocks: 32 layer
     }
   }
 }
+}  // namespace test_gguf_mix

@@ -12,6 +12,8 @@
 #include <filesystem>
 #include <random>
 
+namespace test_gguf_moe {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 namespace fs = std::filesystem;
 
@@ -267,3 +269,4 @@ TEST_CASE("glm4moe GGUF: DeepSeek-V3's routing from the metadata, leading dense 
   CHECK_THROWS_WITH_AS(gguf_moe_layout(mtp), doctest::Contains("glm4moe.nextn_predict_layers is not below block_count"), Error);
   fs::remove(mtp.path());
 }
+}  // namespace test_gguf_moe

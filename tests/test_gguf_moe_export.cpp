@@ -11,6 +11,8 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+namespace test_gguf_moe_export {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 namespace fs = std::filesystem;
 
@@ -244,3 +246,4 @@ TEST_CASE("our types for MoE GGUF files equal llama-quantize's, tensor by tensor
     }
   }
 }
+}  // namespace test_gguf_moe_export

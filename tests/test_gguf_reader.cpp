@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+namespace test_gguf_reader {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 
 namespace {
@@ -165,3 +167,4 @@ TEST_CASE("a file written by the reference writer (gguf-py, scripts/make_gguf_se
   CHECK(q(0, 20) == doctest::Approx(-0.71313477).epsilon(1e-7));
   CHECK(q(1, 31) == doctest::Approx(1.9688721).epsilon(1e-7));
 }
+}  // namespace test_gguf_reader

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+namespace test_gradients {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 
 TEST_CASE("asym 2-bit backward, worked by hand") {
@@ -210,3 +212,4 @@ TEST_CASE("layer loss gradient: tuner pieces against finite differences of the m
       CHECK(grad(r, c) == doctest::Approx(dl_dwq * gq.scale * inside).epsilon(1e-3).scale(1e-7));
     }
 }
+}  // namespace test_gradients

@@ -9,6 +9,8 @@
 #include <fstream>
 #include <random>
 
+namespace test_hf_checkpoint {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 namespace fs = std::filesystem;
 
@@ -543,3 +545,4 @@ TEST_CASE("compressed-tensors configs: MX / NV / FP8 per channel and in tiles re
   qc["config_groups"]["group_1"] = qc["config_groups"]["group_0"];
   CHECK_THROWS_WITH_AS(detail::auto_round_view(qc), doctest::Contains("2 config_groups"), Error);
 }
+}  // namespace test_hf_checkpoint

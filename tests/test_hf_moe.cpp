@@ -9,6 +9,8 @@
 #include <random>
 #include <string>
 
+namespace test_hf_moe {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 namespace fs = std::filesystem;
 
@@ -184,3 +186,4 @@ TEST_CASE("MoE layouts refuse what they cannot describe") {
                                    {"moe_intermediate_size", 4}, {"scoring_func", "softmax"}}, 2),
                        doctest::Contains("scoring_func 'softmax' is not supported"), Error);
 }
+}  // namespace test_hf_moe

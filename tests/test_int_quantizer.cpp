@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <vector>
 
+namespace test_int_quantizer {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 
 namespace {
@@ -130,3 +132,4 @@ TEST_CASE("per-channel (-1) and rows shorter than a group are one group per row"
   CHECK(per_channel.code(0, 5) == 0);
   CHECK(per_channel.code(0, 4) == 8 + 7);  // 5 / 0.75 = 6.67 -> 7
 }
+}  // namespace test_int_quantizer

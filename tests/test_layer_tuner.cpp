@@ -7,6 +7,8 @@
 #include <cmath>
 #include <random>
 
+namespace test_layer_tuner {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 
 namespace {
@@ -154,3 +156,4 @@ TEST_CASE("separate full-precision inputs: target from fp inputs, prediction fro
   const auto plain = LayerTuner<Q>(small_options(1)).tune(view(p.weight), view(p.inputs));
   CHECK(same.stats.rtn_loss == doctest::Approx(plain.stats.rtn_loss).epsilon(1e-3).scale(0));  // relative
 }
+}  // namespace test_layer_tuner

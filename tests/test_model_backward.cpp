@@ -13,6 +13,8 @@
 #include "support/memory_source.hpp"
 #include "support/random_model.hpp"
 
+namespace test_model_backward {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 using test_models::MemorySource;
 
@@ -229,3 +231,4 @@ TEST_CASE("the embedding's unseen rows: Good–Turing's share of the positions a
   m.embedding_counts = {{1, 2}, {2, 2}};  // no id seen once: nothing estimated for the unseen rows
   CHECK(m.embedding_loss_rise(e, q) == doctest::Approx(0.5 * 1.0));
 }
+}  // namespace test_model_backward

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+namespace test_moe_mlp {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 
 namespace {
@@ -399,3 +401,4 @@ TEST_CASE("GPT-OSS's MoE: top-k of the biased logits, softmax over them, clamped
   }
   check_input_gradient(x, d_x, [&](const RowMatrix& input) { return loss(w, input); });
 }
+}  // namespace test_moe_mlp

@@ -11,6 +11,8 @@
 #include "support/memory_source.hpp"
 #include "support/random_model.hpp"
 
+namespace test_moe_tuning {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 
 namespace {
@@ -255,3 +257,4 @@ TEST_CASE("a MoE block of one expert tunes as the dense block whose MLP is that 
     CHECK(static_cast<double>(same) >= 0.99 * static_cast<double>(x[i]->codes.size()));
   }
 }
+}  // namespace test_moe_tuning

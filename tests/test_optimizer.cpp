@@ -8,6 +8,8 @@
 #include <cmath>
 #include <vector>
 
+namespace test_optimizer {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 
 TEST_CASE("SignSGD moves by lr against the sign, and not at all for a zero gradient") {
@@ -68,3 +70,4 @@ TEST_CASE("Adam: two AdamW steps (weight decay 0) worked by hand") {
   opt.update(p, std::vector<float>{-0.4f}, 0.1f, state);
   CHECK(p[0] == doctest::Approx(expected).epsilon(1e-5));
 }
+}  // namespace test_optimizer

@@ -16,6 +16,8 @@
 
 #include "support/random_model.hpp"
 
+namespace test_outlier_loss {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 
 TEST_CASE("outlier_count: max(1, floor(n * fraction)), none at fraction 0") {
@@ -87,3 +89,4 @@ TEST_CASE("a block step's loss with outlier_fraction: the minibatch's largest er
   CHECK(filtered_loss < 0.97 * plain_loss);  // the largest 1% hold more than 3% of the squared error (Gaussian: 8%)
   MESSAGE("W2G32 sym block loss: " << plain_loss << ", the largest 1% of errors left out: " << filtered_loss);
 }
+}  // namespace test_outlier_loss

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+namespace test_packing {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 
 namespace {
@@ -149,3 +151,4 @@ TEST_CASE("shapes the formats cannot hold are refused with the layer's name") {
   truncated.qweight.pop_back();
   CHECK_THROWS_WITH_AS(unpack_gptq(truncated, Asymmetric, "x"), doctest::Contains("sizes do not match"), Error);
 }
+}  // namespace test_packing

@@ -10,6 +10,8 @@
 
 #include "support/assets.hpp"
 
+namespace test_real_export {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 namespace fs = std::filesystem;
 
@@ -142,3 +144,4 @@ TEST_CASE("gguf:q4_k_m tuned: every linear layer tuned for its block type and wr
   CHECK(read_back == doctest::Approx(in_memory).epsilon(5e-3));
   fs::remove(path);
 }
+}  // namespace test_real_export

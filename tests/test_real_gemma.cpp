@@ -13,6 +13,8 @@
 
 #include "support/assets.hpp"
 
+namespace test_real_gemma {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 
 TEST_CASE("gemma-3-270m: llama.cpp's Gemma 3 settings, and llama-perplexity's figure within 1%") {
@@ -52,3 +54,4 @@ TEST_CASE("gemma-3-270m: llama.cpp's Gemma 3 settings, and llama-perplexity's fi
   CHECK(std::abs(r.perplexity / theirs - 1) < 0.015);
   CHECK(r.perplexity < 20);  // a language model: the Gospel of John, not noise
 }
+}  // namespace test_real_gemma

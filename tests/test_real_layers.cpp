@@ -9,6 +9,8 @@
 
 #include "support/assets.hpp"
 
+namespace test_real_layers {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 
 namespace {
@@ -53,3 +55,4 @@ TEST_CASE("W2G64 asym beats RTN by far on held-out activations") {
   check_beats_rtn<IntQuantizer<2, 64, Asymmetric>>(Linear::Query, 0.5);
   check_beats_rtn<IntQuantizer<2, 64, Asymmetric>>(Linear::Down, 0.7);
 }
+}  // namespace test_real_layers

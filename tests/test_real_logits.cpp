@@ -8,6 +8,8 @@
 
 #include "support/assets.hpp"
 
+namespace test_real_logits {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 
 TEST_CASE("logits equal transformers' on the real model, all 64 positions") {
@@ -41,3 +43,4 @@ TEST_CASE("logits equal transformers' on the real model, all 64 positions") {
   CHECK(worst_lse < 5e-4);
   CHECK(argmax_agree == logits.rows());
 }
+}  // namespace test_real_logits

@@ -12,6 +12,8 @@
 
 #include "support/assets.hpp"
 
+namespace test_real_model {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 
 TEST_CASE("GGUF tensors dequantize to the values gguf-py gives") {
@@ -66,3 +68,4 @@ TEST_CASE("SmolLM2-135M loads with its published configuration") {
     CHECK(perplexity(wrong, tokens, 512, 1).perplexity > 2 * r.perplexity);
   }
 }
+}  // namespace test_real_model

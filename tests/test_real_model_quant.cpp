@@ -7,6 +7,8 @@
 
 #include "support/assets.hpp"
 
+namespace test_real_model_quant {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 
 namespace {
@@ -58,3 +60,4 @@ TEST_CASE("W2G64 asym: AutoRound far below RTN, which collapses; from the search
   CHECK(searched.tuned < searched.rtn);
   CHECK(searched.tuned < unit.tuned);
 }
+}  // namespace test_real_model_quant

@@ -14,6 +14,8 @@
 #include "support/memory_source.hpp"
 #include "support/random_model.hpp"
 
+namespace test_run_checkpoint {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 namespace fs = std::filesystem;
 
@@ -201,3 +203,4 @@ TEST_CASE("a streaming run interrupted after a block and resumed from its checkp
     }
   }
 }
+}  // namespace test_run_checkpoint

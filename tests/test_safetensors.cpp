@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+namespace test_safetensors {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 namespace fs = std::filesystem;
 
@@ -188,3 +190,4 @@ TEST_CASE("sharded checkpoints through model.safetensors.index.json") {
   CHECK_THROWS_WITH_AS(SafetensorsCheckpoint{dir}, doctest::Contains("tensor 'z' is not in"), Error);
   fs::remove_all(dir);
 }
+}  // namespace test_safetensors

@@ -8,6 +8,8 @@
 #include <numeric>
 #include <vector>
 
+namespace test_sampler {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 
 TEST_CASE("PythonRandom reproduces CPython's random.shuffle and getrandbits") {
@@ -72,3 +74,4 @@ TEST_CASE("consecutive_windows: non-overlapping windows from the start of one st
   CHECK(w[2] == TokenSequence{6, 7, 8});
   CHECK_THROWS_WITH_AS(consecutive_windows(tokens, 4, 3), doctest::Contains("needs more than the 10 calibration tokens"), Error);
 }
+}  // namespace test_sampler

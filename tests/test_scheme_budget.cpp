@@ -11,6 +11,8 @@
 #include "support/memory_source.hpp"
 #include "support/random_model.hpp"
 
+namespace test_scheme_budget {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 
 TEST_CASE("scheme_bits: the reference's count, by hand") {
@@ -63,3 +65,4 @@ TEST_CASE("plan_avg_bits: within the budget, the overrides are exactly the layer
   CHECK_THROWS_WITH_AS(plan_avg_bits(source, fisher, {QuantSpec{4, 32, Asymmetric}, float_spec(FloatFormat::MxFp4)}, 4.0),
                        doctest::Contains("integer schemes only"), Error);
 }
+}  // namespace test_scheme_budget

@@ -13,6 +13,8 @@
 
 #include "support/assets.hpp"
 
+namespace test_streaming {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 namespace fs = std::filesystem;
 
@@ -179,8 +181,10 @@ TEST_CASE("GgufBlockWriter: an unfinished file leaves nothing; blocks out of ran
 // A host backend that lets quantize_model_streaming read and write beside the tuning, as it does
 // for the Cuda policy: the overlapping loop, testable without a GPU.
 struct ThreadedCpu : Cpu {};
+}  // namespace test_streaming
 template <>
-inline constexpr bool autoround::detail::overlap_host_work<ThreadedCpu> = true;
+inline constexpr bool autoround::detail::overlap_host_work<test_streaming::ThreadedCpu> = true;
+namespace test_streaming {
 
 TEST_CASE("quantize_model_streaming beside the tuning (device backends): the same results, the sink in order, errors passed on") {
   const auto calibration = read_token_file(test_assets::calibration_tokens());
@@ -228,3 +232,4 @@ TEST_CASE("quantize_model_streaming beside the tuning (device backends): the sam
   CHECK_THROWS_WITH_AS(failing_run(), doctest::Contains("disk full at block 3"), Error);
   CHECK(last_tuned == 4);  // block 4 tuned while block 3 was written; the error seen before block 5
 }
+}  // namespace test_streaming

@@ -10,6 +10,8 @@
 
 #include "support/random_model.hpp"
 
+namespace test_streams {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 using test_models::small_random_model;
 
@@ -87,3 +89,4 @@ TEST_CASE("loss masks: the last position, and padding by the pad id or by traili
   CHECK(without[1] == LossMask{1, 1, 1, 0});
   CHECK(without[2] == LossMask{1, 0, 0, 0});  // 6 6 6 at the end: repeats of the last token
 }
+}  // namespace test_streams

@@ -8,6 +8,8 @@
 #include <autoround/autoround.hpp>
 #include <string>
 
+namespace test_vlm {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
+
 using namespace autoround;
 
 namespace {
@@ -40,3 +42,4 @@ TEST_CASE("qwen2_5_vl (Qwen2_5_VLForConditionalGeneration): Qwen2's block, mrope
 }
 TEST_CASE("mistral3 (Mistral3ForConditionalGeneration)") { check_vlm("mistral3", "language_model.model.", "mistral", false); }
 TEST_CASE("llava (LlavaForConditionalGeneration)") { check_vlm("llava", "language_model.model.", "llama", false); }
+}  // namespace test_vlm

@@ -128,6 +128,9 @@ GgufBudgetPlan plan_gguf_budget(const GgufFile& file, const S& source, GgufSchem
                                 const std::vector<ggml::Type>& allowed = {}) {
   const LlamaConfig& c = source.config();
   detail::require(gguf_experts(file).count == 0, source.name() + ": a size budget for a mixture of experts is not built yet (issue #27)");
+  for (const GgufTensor& t : file.tensors())
+    detail::require(gguf_fused_layers(t.name, c.model_type).empty(),
+                    source.name() + ": " + t.name + ": a size budget for tensors of several layers (phi3's attn_qkv, ffn_up) is not built yet");
   detail::require(static_cast<Index>(fisher.blocks.size()) == c.layers, "plan_gguf_budget: the Fisher information is of another model");
   scheme.tensor_types.clear();
   const std::uint64_t alignment = file.find("general.alignment") ? file.get_uint("general.alignment") : 32;

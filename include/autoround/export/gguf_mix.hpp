@@ -27,6 +27,8 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "../core/error.hpp"
 #include "../format/ggml_blocks.hpp"
@@ -117,8 +119,32 @@ inline GgufTensorSite gguf_tensor_site(const std::string& name) {
       if (rest == std::string(gguf_name(l)) + "_shexp.weight") site.linear = l, site.owner = GgufTensorSite::Owner::SharedExpert;
     }
   }
+  // phi3's fused attn_qkv: llama-quantize counts it as an attn_v and gives it attn_v's type
+  // (llama-quant.cpp's category_is_attn_v; its own attn_qkv rule comes after and is never reached)
+  if (rest == "attn_qkv.weight") site.linear = Linear::Value;
   site.keep_type = rest.find("ffn_gate_inp") != std::string::npos;
   return site;
+}
+
+/// The linear layers a GGUF tensor of a block holds, in its row order, where it holds several:
+/// attn_qkv [Q | K | V]; phi3's ffn_up [gate | up] (llama.cpp's phi3 graph has no ffn_gate).
+/// Empty for a tensor of one layer.
+inline std::vector<Linear> gguf_fused_layers(const std::string& name, const std::string& arch) {
+  const GgufTensorSite site = gguf_tensor_site(name);
+  if (!site.block || !site.linear || site.owner != GgufTensorSite::Owner::Block) return {};
+  const std::string rest = name.substr(name.find('.', 4) + 1);
+  if (rest == "attn_qkv.weight") return {Linear::Query, Linear::Key, Linear::Value};
+  if (arch == "phi3" && rest == "ffn_up.weight") return {Linear::Gate, Linear::Up};
+  return {};
+}
+
+/// The GGUF tensor (within its block) that holds linear layer `l` of an `arch` model, and the
+/// layer whose llama-quantize rule gives its type: phi3's q and k are in attn_qkv (attn_v's rule),
+/// its gate in ffn_up.
+inline std::pair<std::string, Linear> gguf_tensor_of(Linear l, const std::string& arch) {
+  if (arch == "phi3" && (l == Linear::Query || l == Linear::Key || l == Linear::Value)) return {"attn_qkv", Linear::Value};
+  if (arch == "phi3" && (l == Linear::Gate || l == Linear::Up)) return {"ffn_up", Linear::Up};
+  return {gguf_name(l), l};
 }
 
 /// The block type llama-quantize gives a 2-D (or an experts' 3-D) tensor of a LLaMA-family model

@@ -14,7 +14,9 @@
 //   - a mixture of experts' 3-D ffn_{gate,up,down}_exps hold every routed expert's tuned codes,
 //     expert after expert (each expert's [rows, cols] encoded as a 2-D tensor), when every
 //     expert's scheme is the block type; the shared expert's ffn_*_shexp as 2-D layers; the
-//     routers (ffn_gate_inp) are copied in the source's type, as llama-quantize leaves them.
+//     routers (ffn_gate_inp) are copied in the source's type, as llama-quantize leaves them;
+//   - a tensor of several layers (phi3's attn_qkv and ffn_up, gguf_fused_layers) holds their
+//     tuned codes one layer's rows after another, when each layer's scheme is the block type.
 #include <algorithm>
 #include <filesystem>
 #include <optional>
@@ -89,10 +91,11 @@ inline std::vector<LayerOverride> gguf_tuning_overrides(const GgufScheme& scheme
   std::vector<LayerOverride> overrides;
   for (Index b = 0; b < config.layers; ++b) {
     for (Linear l : all_linears) {
-      const auto chosen = scheme.tensor_types.find(gguf_layer_name(b, l));
+      const auto [tensor, rule] = gguf_tensor_of(l, config.model_type);  // phi3's fused layers: one tensor's type for each
+      const auto chosen = scheme.tensor_types.find("blk." + std::to_string(b) + "." + tensor + ".weight");
       const ggml::Type type = chosen != scheme.tensor_types.end()
                                   ? chosen->second
-                                  : gguf_tensor_type(scheme, linear_shape(config, l).second, b, l, config, false, experts.count);
+                                  : gguf_tensor_type(scheme, linear_shape(config, l).second, b, rule, config, false, experts.count);
       overrides.push_back({"^" + detail::escaped_dots(layer_name(b, l)) + "$", exact_spec_for(type)});
     }
     if (experts.count == 0) continue;
@@ -156,7 +159,7 @@ class GgufBlockWriter {
  public:
   GgufBlockWriter(const GgufFile& source, const GgufScheme& scheme, const LlamaConfig& config, const std::filesystem::path& path)
       : source_(source), header_(source.find("general.alignment") ? source.get_uint("general.alignment") : 32),
-        experts_(gguf_experts(source)) {
+        experts_(gguf_experts(source)), arch_(source.find("general.architecture") ? source.get_string("general.architecture") : "llama") {
     for (const std::string& key : source.metadata_order()) header_.set(key, source.metadata().at(key));
     header_.set_u32("general.file_type", scheme.file_type);
     header_.set_u32("general.quantization_version", 2);
@@ -195,6 +198,8 @@ class GgufBlockWriter {
         for (Index e = 0; e < experts_.count; ++e) parts.push_back(moe ? as_pointer(result_at(results, expert_slot_index(e, l))) : nullptr);
       else if (site.owner == GgufTensorSite::Owner::SharedExpert)
         parts.push_back(moe ? as_pointer(result_at(results, expert_slot_index(experts_.count, l))) : nullptr);
+      else if (const std::vector<Linear> fused = gguf_fused_layers(choices_[i].name, arch_); !fused.empty())
+        for (Linear f : fused) parts.push_back(moe && f >= Linear::Gate ? nullptr : as_pointer(result_at(results, static_cast<std::size_t>(f))));
       else
         parts.push_back(moe && static_cast<int>(l) >= static_cast<int>(Linear::Gate) ? nullptr
                                                                                      : as_pointer(result_at(results, static_cast<std::size_t>(l))));
@@ -266,6 +271,7 @@ class GgufBlockWriter {
   static const QuantizedWeight<Q>* as_pointer(const std::optional<QuantizedWeight<Q>>& q) { return q ? &*q : nullptr; }
 
   GgufExperts experts_;
+  std::string arch_;
   std::vector<GgufTensorSite> sites_;
   std::vector<std::optional<std::vector<std::byte>>> encoded_;
   std::vector<bool> finished_;

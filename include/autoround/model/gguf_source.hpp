@@ -3,7 +3,8 @@
 // output_norm, output), read block by block from the memory-mapped file; any tensor type the
 // reader dequantizes (F32, F16, BF16, Q4_0 ... Q8_0, Q2_K ... Q6_K). qwen3moe, qwen2moe, glm4moe
 // (GLM-4.5: dense leading blocks, q/k/v biases, q/k norms, partial NEOX RoPE) and Mixtral (llama
-// with experts) load with LlamaBlock::moe (model/gguf_moe.hpp). gemma3 and gemma2 load with LlamaConfig's Gemma settings as llama.cpp's graphs
+// with experts) load with LlamaBlock::moe (model/gguf_moe.hpp). phi3 (fused attn_qkv and ffn_up,
+// LongRoPE, partial rotary) loads split into the seven linears. gemma3 and gemma2 load with LlamaConfig's Gemma settings as llama.cpp's graphs
 // compute them (norm weights stored as 1 + w by its converter; llama.cpp's sliding-window
 // patterns, local RoPE base and attention scales).
 #include <cmath>
@@ -34,11 +35,28 @@ class GgufModelSource {
     const std::string prefix = "blk." + std::to_string(b) + ".";
     const bool glm = c.model_type == "glm4moe";
     const bool sparse = moe_ && moe_->sparse[static_cast<std::size_t>(b)];
+    // phi3: attn_qkv holds q, k and v (rows [Q | K | V]), ffn_up gate and up (rows [gate | up])
+    const bool fused_qkv = file_.find_tensor(prefix + "attn_qkv.weight") != nullptr, fused_gate_up = c.model_type == "phi3";
     for (Linear l : all_linears) {
       if (sparse && (l == Linear::Gate || l == Linear::Up || l == Linear::Down)) continue;  // the experts instead
+      if (fused_qkv && (l == Linear::Query || l == Linear::Key || l == Linear::Value)) continue;
+      if (fused_gate_up && (l == Linear::Gate || l == Linear::Up)) continue;
       const auto [rows, cols] = linear_shape(c, l);
       block[l] = load(prefix + gguf_name(l) + ".weight", rows, cols);
     }
+    const auto split = [&](const std::string& tensor, std::initializer_list<Linear> parts) {
+      Index rows = 0;
+      for (Linear l : parts) rows += linear_shape(c, l).first;
+      const RowMatrix fused = load(prefix + tensor, rows, c.hidden);
+      Index first = 0;
+      for (Linear l : parts) {
+        const Index n = linear_shape(c, l).first;
+        block[l] = fused.middleRows(first, n);
+        first += n;
+      }
+    };
+    if (fused_qkv) split("attn_qkv.weight", {Linear::Query, Linear::Key, Linear::Value});
+    if (fused_gate_up) split("ffn_up.weight", {Linear::Gate, Linear::Up});
     if (sparse) block.moe = MoeFeedForward{moe_->spec, load_gguf_moe(file_, *moe_, b, c.hidden)};
     // q/k/v biases: Qwen2's; GLM's where its converter wrote them (attention_bias)
     if (c.model_type == "qwen2" || c.model_type == "qwen2moe" || (glm && file_.find_tensor(prefix + "attn_q.bias")))
@@ -106,8 +124,8 @@ class GgufModelSource {
     const std::string path = file.path();
     const std::string arch = file.get_string("general.architecture");
     if (arch != "llama" && arch != "qwen2" && arch != "qwen3" && arch != "qwen3moe" && arch != "qwen2moe" && arch != "glm4moe" &&
-        arch != "gemma3" && arch != "gemma2")
-      throw Error(path + ": architecture '" + arch + "' is not supported (llama, qwen2, qwen3, qwen3moe, qwen2moe, glm4moe, gemma3, gemma2)");
+        arch != "gemma3" && arch != "gemma2" && arch != "phi3")
+      throw Error(path + ": architecture '" + arch + "' is not supported (llama, qwen2, qwen3, qwen3moe, qwen2moe, glm4moe, gemma3, gemma2, phi3)");
     // experts (qwen3moe, qwen2moe, glm4moe, Mixtral as llama with experts): model/gguf_moe.hpp
     if (arch == "qwen3moe" || arch == "qwen2moe" || arch == "glm4moe" ||
         (arch == "llama" && file.find("llama.expert_count") && file.get_uint("llama.expert_count") > 0))
@@ -125,7 +143,7 @@ class GgufModelSource {
     c.head_dim = file.find(arch + ".attention.key_length") ? static_cast<Index>(file.get_uint(arch + ".attention.key_length"))
                                                            : c.hidden / c.heads;
     if (file.find(arch + ".rope.freq_base")) c.rope_theta = static_cast<float>(file.get_float(arch + ".rope.freq_base"));
-    if (arch == "glm4moe" && file.find(arch + ".rope.dimension_count")) {  // partial rotary: NEOX pairs within the first n_rot dimensions
+    if ((arch == "glm4moe" || arch == "phi3") && file.find(arch + ".rope.dimension_count")) {  // partial rotary: NEOX pairs within the first n_rot dimensions
       const auto rot = static_cast<Index>(file.get_uint(arch + ".rope.dimension_count"));
       if (rot <= 0 || rot > c.head_dim || rot % 2 != 0)
         throw Error(path + ": " + arch + ".rope.dimension_count " + std::to_string(rot) + " is not an even count up to the head size");
@@ -149,6 +167,7 @@ class GgufModelSource {
       const RowMatrix f = file.to_float(*freqs);
       c.rope_divisors.assign(f.data(), f.data() + f.size());
     }
+    if (arch == "phi3") read_phi3();
     const GgufTensor& embedding = file.tensor("token_embd.weight");
     if (embedding.cols() != c.hidden)
       throw Error(path + ": token_embd.weight has " + std::to_string(embedding.cols()) + " columns, expected " +
@@ -192,6 +211,34 @@ class GgufModelSource {
       }
     }
     c.sliding_rope_theta = number(arch + ".rope.freq_base_swa", g3 ? 10000.0f : 0.0f);  // 0: gemma2's sliding layers rotate as its full ones
+  }
+
+  /// Phi-3 as llama.cpp's phi3 graph computes it: LongRoPE's per-pair divisors from
+  /// rope_factors_short / rope_factors_long (the long ones past
+  /// phi3.rope.scaling.original_context_length tokens, as transformers switches by the sequence's
+  /// length; llama.cpp by its context size: the same for windows up to that length), cos and sin ×
+  /// phi3.rope.scaling.attn_factor, full causal attention.
+  void read_phi3() {
+    const GgufFile& file = file_;
+    LlamaConfig& c = config_;
+    const GgufTensor* short_factors = file.find_tensor("rope_factors_short.weight");
+    const GgufTensor* long_factors = file.find_tensor("rope_factors_long.weight");
+    if (short_factors || long_factors) {
+      const auto pairs = static_cast<std::uint64_t>(c.rotary() / 2);
+      for (const GgufTensor* t : {short_factors, long_factors})
+        if (!t || t->element_count != pairs)
+          throw Error(file.path() + ": LongRoPE needs rope_factors_short.weight and rope_factors_long.weight of " + std::to_string(pairs) +
+                      " values (one per rotated pair)");
+      const RowMatrix s = file.to_float(*short_factors), l = file.to_float(*long_factors);
+      c.rope_divisors.assign(s.data(), s.data() + s.size());
+      c.rope_long_divisors.assign(l.data(), l.data() + l.size());
+      const std::string original = "phi3.rope.scaling.original_context_length";
+      detail::require(file.find(original) != nullptr, file.path() + ": LongRoPE factors without " + original);
+      c.rope_long_after = static_cast<Index>(file.get_uint(original));
+    }
+    if (file.find("phi3.rope.scaling.attn_factor")) c.rope_attention_factor = static_cast<float>(file.get_float("phi3.rope.scaling.attn_factor"));
+    // phi3.attention.sliding_window is read and set aside: llama.cpp computes phi3 with full causal
+    // attention ("Phi SWA is currently disabled", its PR #13676), and the file is what it runs
   }
 
   GgufFile file_;
