@@ -79,7 +79,10 @@ w.add_tensor("rope_factors_short.weight", np.linspace(1.0, 1.25, pairs, dtype=np
 for name in ("token_embd.weight", "output_norm.weight", "output.weight"):
     if name in tensors:
         x, qtype = rows(name)
-        add(name, x, qtype, int(tensors[name].shape[0]))
+        if len(tensors[name].shape) == 1:
+            w.add_tensor(name, x.reshape(-1))
+        else:
+            add(name, x, qtype, int(tensors[name].shape[0]))
 for b in range(layers):
     p = f"blk.{b}."
     for name in ("attn_norm", "ffn_norm"):

@@ -186,6 +186,57 @@ TEST_CASE("llama-quantize's types for experts: ffn_*_exps as ffn_*, the 8-expert
   CHECK(gguf_tensor_site("blk.2.ffn_gate_inp_shexp.weight").keep_type);
 }
 
+TEST_CASE("phi3's fused tensors: attn_qkv typed as llama-quantize types it (attn_v's rules), each layer tuned for its tensor's type") {
+  LlamaConfig c;
+  c.layers = 16, c.hidden = 256, c.intermediate = 256, c.heads = 8, c.kv_heads = 2, c.head_dim = 32, c.model_type = "phi3";
+  using T = ggml::Type;
+  const GgufTensorSite qkv = gguf_tensor_site("blk.4.attn_qkv.weight");
+  CHECK(qkv.block == 4);
+  CHECK(qkv.linear == Linear::Value);
+  CHECK(gguf_fused_layers("blk.4.attn_qkv.weight", "phi3") == std::vector<Linear>{Linear::Query, Linear::Key, Linear::Value});
+  CHECK(gguf_fused_layers("blk.4.ffn_up.weight", "phi3") == std::vector<Linear>{Linear::Gate, Linear::Up});
+  CHECK(gguf_fused_layers("blk.4.ffn_up.weight", "llama").empty());  // a llama ffn_up is up alone
+  CHECK(gguf_fused_layers("blk.4.attn_output.weight", "phi3").empty());
+  // Q4_K_M: attn_qkv Q6_K on use_more_bits layers (0, 1, 4, 7, 10, 13, 14, 15 of 16), else Q4_K
+  const auto qkv_type = [&](Index b) { return gguf_tensor_type(gguf_scheme("q4_k_m"), c.hidden, b, qkv.linear, c, false); };
+  CHECK(qkv_type(0) == T::Q6_K);
+  CHECK(qkv_type(3) == T::Q4_K);
+  CHECK(qkv_type(4) == T::Q6_K);
+  CHECK(qkv_type(15) == T::Q6_K);
+  // the tuning schemes: q, k and v each for attn_qkv's type, gate for ffn_up's (a llama model's q and k: the base type)
+  const auto spec_of = [](const std::vector<LayerOverride>& overrides, Index b, Linear l) {
+    const std::string pattern = "^" + detail::escaped_dots(layer_name(b, l)) + "$";
+    const auto o = std::find_if(overrides.begin(), overrides.end(), [&](const LayerOverride& x) { return x.pattern == pattern; });
+    REQUIRE(o != overrides.end());
+    return o->spec;
+  };
+  const auto phi3 = gguf_tuning_overrides(gguf_scheme("q4_k_m"), c);
+  for (Linear l : {Linear::Query, Linear::Key, Linear::Value}) {
+    CHECK(spec_of(phi3, 4, l) == exact_spec_for(T::Q6_K));
+    CHECK(spec_of(phi3, 3, l) == exact_spec_for(T::Q4_K));
+  }
+  CHECK(spec_of(phi3, 4, Linear::Gate) == exact_spec_for(T::Q4_K));
+  c.model_type = "llama";
+  CHECK(spec_of(gguf_tuning_overrides(gguf_scheme("q4_k_m"), c), 4, Linear::Query) == exact_spec_for(T::Q4_K));
+}
+
+TEST_CASE("a norm stored 2-D ([n, 1]) stays float in a quantized GGUF, as llama-quantize keeps every *_norm.weight") {
+  const fs::path path = fs::temp_directory_path() / "autoround_gguf_2d_norm.gguf";
+  GgufWriter w;
+  w.set_string("general.architecture", "llama");
+  const RowMatrix norm = RowMatrix::Ones(1, 256), weight = RowMatrix::Constant(256, 256, 0.01f);
+  w.add_tensor("output_norm.weight", {256, 1}, ggml::Type::F32, f32_bytes(norm));
+  w.add_tensor("blk.0.attn_output.weight", {256, 256}, ggml::Type::F32, f32_bytes(weight));
+  w.write(path);
+  const GgufFile file(path.string());
+  LlamaConfig c;
+  c.layers = 1, c.hidden = 256, c.heads = 8, c.kv_heads = 8, c.head_dim = 32;
+  const GgufScheme scheme = gguf_scheme("q4_k_m");
+  CHECK(gguf_output_type(file, file.tensor("output_norm.weight"), scheme, c, {}) == ggml::Type::F32);
+  CHECK(gguf_output_type(file, file.tensor("blk.0.attn_output.weight"), scheme, c, {}) == ggml::Type::Q4_K);
+  fs::remove(path);
+}
+
 TEST_CASE("gguf:q4_k_m of a qwen3moe model: experts tuned as Q4_K / Q6_K through the double quantization") {
   Shape s;
   s.hidden = 256, s.inter = 256, s.blocks = 2, s.heads = 4, s.kv_heads = 2;
