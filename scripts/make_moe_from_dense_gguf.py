@@ -14,8 +14,16 @@ MLP as post_attention_norm, q/k norms of ones, and rotates half of each head (ro
 GLM's options, on rows that llama.cpp's converter permuted for adjacent-pair RoPE (a model far from a
 language model: perplexity ~7e7 on kjv-eval; the same for both tools). With ROT=full it un-permutes
 q/k, rotates whole heads and has no q/k norms instead: the asset's attention under NEOX RoPE.
+gpt-oss (GPT-OSS) un-permutes q/k (NEOX), adds zero q/k/v/o biases, attention sinks of -20 (their
+share of each softmax ~e-20 of the rest), the norm before the MLP as post_attention_norm, YaRN
+(factor 32 of 4096: the low-frequency pairs stretched), a 128-token window on even layers, a zero
+router bias, rope.scaling.attn_factor 1 / 1.35 (cancelling YaRN's magnitude factor, so that q.k keeps
+its scale; both tools multiply it in), and experts through swiglu_oai written so that they compute the dense MLP's SwiGLU
+where no clamp binds: gate / 1.702 (so g' sigma(1.702 g') = silu(g) / 1.702), down x 1.702, up
+bias -1 (cancelling its "+ 1"), zero gate / down biases (a language model still; the window and
+YaRN perturb it; the same for both tools).
 Needs gguf-py and numpy.
-usage: python make_moe_from_dense_gguf.py SOURCE.gguf OUT.gguf ARCH(llama|qwen3moe|qwen2moe|glm4moe) [LAYERS=0] [EXPERTS=4]"""
+usage: python make_moe_from_dense_gguf.py SOURCE.gguf OUT.gguf ARCH(llama|qwen3moe|qwen2moe|glm4moe|gpt-oss) [LAYERS=0] [EXPERTS=4]"""
 import os
 import sys
 
@@ -59,12 +67,22 @@ w.add_head_count(heads)
 w.add_head_count_kv(kv_heads)
 w.add_layer_norm_rms_eps(float(value(f"{src_arch}.attention.layer_norm_rms_epsilon")))
 w.add_rope_freq_base(float(value(f"{src_arch}.rope.freq_base")))
+oss = arch == "gpt-oss"
+if oss:
+    from gguf import RopeScalingType
+    w.add_key_length(hidden // heads)
+    w.add_value_length(hidden // heads)
+    w.add_sliding_window(128)
+    w.add_rope_scaling_type(RopeScalingType.YARN)
+    w.add_rope_scaling_factor(32.0)
+    w.add_rope_scaling_orig_ctx_len(4096)
+    w.add_rope_scaling_attn_factors(1 / (0.1 * np.log(32.0) + 1))  # undoes YaRN's 1.35 on cos and sin (llama.cpp multiplies both)
 half = arch == "glm4moe" and os.environ.get("ROT", "half") != "full"
 w.add_rope_dimension_count(hidden // heads // (2 if half else 1))
 w.add_vocab_size(int(value(f"{src_arch}.vocab_size")))
 w.add_expert_count(experts)
 w.add_expert_used_count(2)
-if arch in ("qwen3moe", "qwen2moe", "glm4moe"):
+if arch in ("qwen3moe", "qwen2moe", "glm4moe", "gpt-oss"):
     w.add_expert_feed_forward_length(ff)
 if arch == "glm4moe":
     w.add_expert_shared_count(1)
@@ -82,14 +100,14 @@ w.add_tensor("token_embd.weight", tensor("token_embd.weight"))
 w.add_tensor("output_norm.weight", tensor("output_norm.weight"))
 if any(t.name == "output.weight" for t in reader.tensors):
     w.add_tensor("output.weight", tensor("output.weight"))
-elif arch == "qwen2moe":  # llama.cpp's qwen2moe graph needs its own LM head: the tied one, copied
+elif arch in ("qwen2moe", "gpt-oss"):  # llama.cpp's qwen2moe and gpt-oss graphs need their own LM head: the tied one, copied
     w.add_tensor("output.weight", tensor("token_embd.weight"))
 for b in range(layers):
     p = f"blk.{b}."
     for name in ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm"):
-        out_name = "post_attention_norm" if arch == "glm4moe" and name == "ffn_norm" else name
+        out_name = "post_attention_norm" if arch in ("glm4moe", "gpt-oss") and name == "ffn_norm" else name
         x = tensor(p + name + ".weight")
-        if arch == "glm4moe" and not half and name in ("attn_q", "attn_k") and src_arch == "llama":  # undo the converter's permute
+        if (oss or (arch == "glm4moe" and not half)) and name in ("attn_q", "attn_k") and src_arch == "llama":  # undo the converter's permute
             n = heads if name == "attn_q" else kv_heads
             x = x.reshape(n, x.shape[0] // n // 2, 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
         w.add_tensor(p + out_name + ".weight", x)
@@ -104,6 +122,11 @@ for b in range(layers):
             for name in ("ffn_gate", "ffn_up", "ffn_down"):
                 w.add_tensor(p + name + ".weight", tensor(p + name + ".weight"))
             continue
+    if oss:
+        hd = hidden // heads
+        for name, n in (("attn_q", heads * hd), ("attn_k", kv_heads * hd), ("attn_v", kv_heads * hd), ("attn_output", hidden)):
+            w.add_tensor(p + name + ".bias", np.zeros(n, np.float32))
+        w.add_tensor(p + "attn_sinks.weight", np.full(heads, -20.0, np.float32))
     if arch == "qwen3moe":
         w.add_tensor(p + "attn_q_norm.weight", np.ones(hidden // heads, np.float32))
         w.add_tensor(p + "attn_k_norm.weight", np.ones(hidden // heads, np.float32))
@@ -114,6 +137,12 @@ for b in range(layers):
     gate, up, down = tensor(p + "ffn_gate.weight"), tensor(p + "ffn_up.weight"), tensor(p + "ffn_down.weight")
     scales = [np.float16(1 + e / 16) for e in range(experts)]
     w.add_tensor(p + "ffn_gate_inp.weight", (rng.standard_normal((experts, hidden)) * 4 / np.sqrt(hidden)).astype(np.float32))
+    if oss:  # swiglu_oai(g', u') = min(g', 7) sigma(1.702 min(g', 7)) (clamp(u', +-7) + 1) with g' = g / 1.702, u' = u - 1
+        gate, down = (gate.astype(np.float32) / 1.702).astype(np.float16), (down.astype(np.float32) * 1.702).astype(np.float16)
+        w.add_tensor(p + "ffn_gate_inp.bias", np.zeros(experts, np.float32))
+        w.add_tensor(p + "ffn_gate_exps.bias", np.zeros((experts, ff), np.float32))
+        w.add_tensor(p + "ffn_up_exps.bias", np.full((experts, ff), -1.0, np.float32))
+        w.add_tensor(p + "ffn_down_exps.bias", np.zeros((experts, hidden), np.float32))
     w.add_tensor(p + "ffn_gate_exps.weight", np.stack([s * gate for s in scales]))
     w.add_tensor(p + "ffn_up_exps.weight", np.stack([s * up for s in scales]))
     w.add_tensor(p + "ffn_down_exps.weight", np.stack([down for _ in scales]))

@@ -5,7 +5,8 @@
 # the reference's unfused modules (mlp.experts.E.{gate,up,down}_proj with their biases), the router
 # (weight and bias), the sinks and the o_proj bias kept in float; the checkpoint reads back (our
 # reader) to a perplexity within 10% of the float model's (W4G32 on random weights: 5.7% measured). The same model with MXFP4 experts (gpt_oss_mxfp4, as released
-# checkpoints store them) quantizes too, and its config.json no longer claims MXFP4.
+# checkpoints store them) quantizes too, and its config.json no longer claims MXFP4. From the GGUF of
+# it that llama.cpp's converter writes: gguf:q8_0 / gguf:q4_k_m from tuned codes, read back.
 # usage: cli_gpt_oss_test.sh AUTOROUND FIXTURES_DIR WORK_DIR
 set -euo pipefail
 autoround=$1 fixtures=$2/families work=$3
@@ -47,5 +48,25 @@ config = json.load(open(f"{work}/mxfp4/auto_round/config.json"))
 assert config["quantization_config"]["quant_method"] == "auto-round", config["quantization_config"]
 print("cli_gpt_oss: 2 blocks x 8 experts tuned and written per expert with biases; perplexity %.4f float, %.4f read back from the checkpoint"
       % (before, after))
+PY
+# from the GGUF llama.cpp's converter writes of the MXFP4 checkpoint (gpt_oss_mxfp4/model.gguf: arch
+# gpt-oss, MXFP4 experts, 2-D expert biases): gguf:q8_0 and gguf:q4_k_m, every linear tensor from
+# tuned codes (4 attention + 3 experts' per block; biases, sinks, norms and routers kept float),
+# read back near the source
+mx=$fixtures/gpt_oss_mxfp4
+"$autoround" quantize --model "$mx/model.gguf" --calibration "$model/text.tokens" --output "$work/gguf" --format gguf:q8_0,gguf:q4_k_m \
+  --nsamples 3 --seqlen 16 --iters 5 --batch-size 1 >"$work/gguf.log" 2>&1 || { echo "cli_gpt_oss: quantize from GGUF failed"; cat "$work/gguf.log"; exit 1; }
+for f in q8_0 q4_k_m; do
+  grep -q "^gguf:$f: 14 of " "$work/gguf.log" || { echo "cli_gpt_oss: gguf:$f not from tuned codes"; cat "$work/gguf.log"; exit 1; }
+done
+for f in "$mx/model.gguf" "$work/gguf/gguf-q8_0/model-q8_0.gguf" "$work/gguf/gguf-q4_k_m/model-q4_k_m.gguf"; do
+  "$autoround" eval --model "$f" --text "$model/text.tokens" --context 16 >>"$work/gguf-eval.log" 2>&1 ||
+    { echo "cli_gpt_oss: eval of $f failed"; cat "$work/gguf-eval.log"; exit 1; }
+done
+python3 - "$work/gguf-eval.log" <<'PY'
+import re, sys
+src, q8, q4 = [float(v) for v in re.findall(r"^perplexity ([0-9.]+) over", open(sys.argv[1]).read(), re.M)]
+assert abs(q8 / src - 1) < 0.01 and q8 != src and abs(q4 / src - 1) < 0.1, (src, q8, q4)
+print("cli_gpt_oss: GGUF source %.4f, its gguf:q8_0 %.4f, gguf:q4_k_m %.4f (our reader)" % (src, q8, q4))
 PY
 rm -rf "$work"

@@ -168,6 +168,57 @@ TEST_CASE("phi3: the GGUF that llama.cpp's converter writes of it reads to trans
   CHECK((short_logits - short_expected).cwiseAbs().maxCoeff() <= 5e-6 * short_expected.cwiseAbs().maxCoeff());
 }
 
+TEST_CASE("gpt_oss: the GGUF files llama.cpp's converter writes of it (float and MXFP4 experts) read as llama.cpp computes them") {
+  // model.gguf of gpt_oss and gpt_oss_mxfp4: scripts/convert_family_gguf.py (llama.cpp 0.3.36's
+  // convert_hf_to_gguf.py; the MXFP4 experts repacked into ggml's MXFP4 blocks): arch gpt-oss,
+  // attn_{q,k,v,output}.bias, attn_sinks, post_attention_norm, ffn_gate_inp.bias, ffn_*_exps.bias,
+  // rope.scaling.type yarn (factor 8 of 4096), attention.sliding_window 8 (even layers). llama.cpp's
+  // YaRN floors / ceils the correction range (transformers' truncate = true) where the checkpoint
+  // says truncate = false: the same model with those divisors is what the file must read to.
+  for (const std::string family : {"gpt_oss", "gpt_oss_mxfp4"}) {
+    CAPTURE(family);
+    const LlamaModel model = load_llama(family_dir(family) + "/model.gguf");
+    LlamaModel hf = load_llama(family_dir(family));
+    const LlamaConfig& c = model.config;
+    CHECK(c.model_type == "gpt-oss");
+    CHECK(c.rope_style == RopeStyle::HalfSplit);
+    CHECK(c.sliding == hf.config.sliding);
+    CHECK(c.sliding_window == hf.config.sliding_window);
+    CHECK(c.rope_attention_factor == doctest::Approx(hf.config.rope_attention_factor).epsilon(1e-6));
+    CHECK(c.rope_divisors != hf.config.rope_divisors);  // truncate = false in the checkpoint
+    const std::vector<float> truncated = rope_yarn_divisors(20000.0, 16, 8.0, 32.0, 1.0, 4096.0, true);
+    REQUIRE(c.rope_divisors.size() == truncated.size());
+    for (std::size_t i = 0; i < truncated.size(); ++i) CHECK(c.rope_divisors[i] == doctest::Approx(truncated[i]).epsilon(1e-6));
+    for (std::size_t b = 0; b < 2; ++b) {
+      const LlamaBlock &g = model.blocks[b], &h = hf.blocks[b];
+      for (Linear l : {Linear::Query, Linear::Key, Linear::Value, Linear::Output}) CHECK(g[l] == h[l]);
+      for (std::size_t j = 0; j < 3; ++j) CHECK(g.qkv_bias[j] == h.qkv_bias[j]);
+      CHECK(g.output_bias == h.output_bias);
+      CHECK(g.sinks == h.sinks);
+      CHECK(g.ffn_norm == h.ffn_norm);
+      REQUIRE((g.moe && h.moe));
+      CHECK(g.moe->spec.scoring == RouterScoring::TopKSoftmax);
+      CHECK(g.moe->spec.activation == ExpertActivation::ClampedSwiGlu);
+      CHECK(g.moe->weights.router == h.moe->weights.router);
+      CHECK(g.moe->weights.router_bias == h.moe->weights.router_bias);
+      for (std::size_t e = 0; e < 8; ++e) {
+        const ExpertWeights &x = g.moe->weights.experts[e], &y = h.moe->weights.experts[e];
+        CHECK((x.gate == y.gate && x.up == y.up && x.down == y.down));  // MXFP4: the same decoded values
+        CHECK((x.gate_bias == y.gate_bias && x.up_bias == y.up_bias && x.down_bias == y.down_bias));
+      }
+    }
+    hf.config.rope_divisors = truncated;
+    const SafetensorsFile fixture(family_dir(family) + "/logits.safetensors");
+    const auto tokens = fixture.view_as<std::int32_t>("tokens", Dtype::I32);
+    const RowMatrix logits = forward_logits(model, tokens), expected = fixture.to_float("logits");
+    CHECK((logits - forward_logits(hf, tokens)).cwiseAbs().maxCoeff() <= 1e-6 * expected.cwiseAbs().maxCoeff());
+    // against transformers' own run (truncate = false): apart only by the YaRN range's rounding
+    const double apart = (logits - expected).cwiseAbs().maxCoeff();
+    MESSAGE(family << " GGUF against transformers (truncate = false): max |logit difference| " << apart);
+    CHECK(apart < 0.05 * expected.cwiseAbs().maxCoeff());
+  }
+}
+
 TEST_CASE("gpt_oss: logits equal transformers' GptOssForCausalLM (sinks, biases, YaRN, top-k softmax, clamped SwiGLU)") {
   const LlamaModel model = load_llama(family_dir("gpt_oss"));
   const LlamaConfig& c = model.config;

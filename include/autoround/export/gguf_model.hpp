@@ -135,9 +135,10 @@ inline ggml::Type gguf_output_type(const GgufFile& source, const GgufTensor& t, 
   const GgufTensorSite site = gguf_tensor_site(t.name);
   if (site.keep_type) return t.type;  // a router: copied as it is
   if (const auto chosen = scheme.tensor_types.find(t.name); chosen != scheme.tensor_types.end()) return chosen->second;
-  // norms, whatever their shape (llama-quantize: 1-D tensors and every *_norm.weight), as F32 (F16 if so in the source)
-  const bool norm = t.name.size() >= 12 && t.name.compare(t.name.size() - 12, 12, "_norm.weight") == 0;
-  if (t.dims.size() < 2 || norm) return t.type == ggml::Type::F16 ? ggml::Type::F16 : ggml::Type::F32;
+  // norms, whatever their shape (llama-quantize: 1-D tensors and every *_norm.weight), as F32 (F16 if so in the source),
+  // and, as llama-quantize quantizes only "*weight" tensors, biases too (gpt-oss's ffn_*_exps.bias are 2-D)
+  const auto ends_with = [&](const std::string& tail) { return t.name.size() >= tail.size() && t.name.compare(t.name.size() - tail.size(), tail.size(), tail) == 0; };
+  if (t.dims.size() < 2 || ends_with("_norm.weight") || !ends_with("weight")) return t.type == ggml::Type::F16 ? ggml::Type::F16 : ggml::Type::F32;
   const bool is_output = t.name == "output.weight" || (t.name == "token_embd.weight" && !source.find_tensor("output.weight"));
   return gguf_tensor_type(scheme, t.cols(), site.block, site.linear, config, is_output, experts.count);
 }

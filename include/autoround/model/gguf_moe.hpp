@@ -13,6 +13,9 @@
 // exp_probs_b, expert_group_count / expert_group_used_count, expert_weights_norm and
 // expert_weights_scale), its first leading_dense_block_count blocks dense, and its
 // nextn_predict_layers MTP blocks after the others (llama.cpp runs them only to draft: not read).
+// gpt-oss (GPT-OSS) also: ffn_gate_inp.bias and ffn_{gate,up,down}_exps.bias (ne {I or H, experts}),
+// routed as top-k of the biased logits with a softmax over the k, experts through swiglu_oai
+// (min(g, 7) σ(1.702 min(g, 7)) (clamp(u, ±7) + 1)); its experts may be MXFP4 as released.
 // Architectures: qwen3moe, qwen2moe, glm4moe, and llama with {arch}.expert_count > 0 (Mixtral). Routing is
 // llama.cpp's graphs (src/models/*.cpp, build_moe_ffn's norm_w): softmax over the experts, top-k,
 // the chosen weights renormalized for qwen3moe and llama (Mixtral), not for qwen2moe; these graphs
@@ -43,8 +46,9 @@ inline MoeLayout gguf_moe_layout(const GgufFile& file) {
   const std::string arch = file.get_string("general.architecture");
   MoeLayout m;
   m.family = arch;
-  if (arch != "qwen3moe" && arch != "qwen2moe" && arch != "glm4moe" && arch != "llama")
-    throw Error(file.path() + ": architecture '" + arch + "' has no mixture-of-experts layout here (qwen3moe, qwen2moe, glm4moe, llama with experts)");
+  if (arch != "qwen3moe" && arch != "qwen2moe" && arch != "glm4moe" && arch != "gpt-oss" && arch != "llama")
+    throw Error(file.path() + ": architecture '" + arch +
+                "' has no mixture-of-experts layout here (qwen3moe, qwen2moe, glm4moe, gpt-oss, llama with experts)");
   if (!file.find(arch + ".expert_count") || file.get_uint(arch + ".expert_count") == 0)
     throw Error(file.path() + ": " + arch + ".expert_count is missing or 0: not a mixture-of-experts model");
   m.experts = static_cast<Index>(file.get_uint(arch + ".expert_count"));
@@ -52,6 +56,11 @@ inline MoeLayout gguf_moe_layout(const GgufFile& file) {
   m.expert_intermediate = static_cast<Index>(file.find(arch + ".expert_feed_forward_length") ? file.get_uint(arch + ".expert_feed_forward_length")
                                                                                             : file.get_uint(arch + ".feed_forward_length"));
   m.spec.normalize = arch != "qwen2moe";
+  if (arch == "gpt-oss") {  // build_moe_ffn: top-k of the biased logits, softmax over those k; swiglu_oai(1.702, 7)
+    m.spec.scoring = RouterScoring::TopKSoftmax;
+    m.spec.activation = ExpertActivation::ClampedSwiGlu;
+    m.spec.normalize = false;
+  }
   if (arch == "qwen2moe" && file.find(arch + ".expert_shared_feed_forward_length")) {
     m.shared_intermediate = static_cast<Index>(file.get_uint(arch + ".expert_shared_feed_forward_length"));
     m.shared_gate = true;
@@ -101,6 +110,8 @@ inline MoeWeights load_gguf_moe(const GgufFile& file, const MoeLayout& m, Index 
              E = static_cast<std::uint64_t>(m.experts);
   MoeWeights w;
   w.router = load(p + "ffn_gate_inp.weight", {H, E});
+  const bool biased = m.family == "gpt-oss";  // the router's and every expert projection's biases
+  if (biased) w.router_bias = load(p + "ffn_gate_inp.bias", {E}).row(0).transpose();
   if (m.spec.scoring == RouterScoring::SigmoidGrouped && file.find_tensor(p + "exp_probs_b.bias"))
     w.correction_bias = load(p + "exp_probs_b.bias", {E}).row(0).transpose();
   const RowMatrix gate = load(p + "ffn_gate_exps.weight", {H, I, E}), up = load(p + "ffn_up_exps.weight", {H, I, E});
@@ -108,6 +119,14 @@ inline MoeWeights load_gguf_moe(const GgufFile& file, const MoeLayout& m, Index 
   const Index inter = m.expert_intermediate;
   for (Index e = 0; e < m.experts; ++e)
     w.experts.push_back({gate.middleRows(e * inter, inter), up.middleRows(e * inter, inter), down.middleRows(e * hidden, hidden), {}, {}, {}});
+  if (biased) {  // ne {I, E} / {H, E}: expert e's bias is row e
+    const RowMatrix gate_bias = load(p + "ffn_gate_exps.bias", {I, E}), up_bias = load(p + "ffn_up_exps.bias", {I, E});
+    const RowMatrix down_bias = load(p + "ffn_down_exps.bias", {H, E});
+    for (Index e = 0; e < m.experts; ++e) {
+      ExpertWeights& x = w.experts[static_cast<std::size_t>(e)];
+      x.gate_bias = gate_bias.row(e).transpose(), x.up_bias = up_bias.row(e).transpose(), x.down_bias = down_bias.row(e).transpose();
+    }
+  }
   if (m.shared_intermediate > 0) {
     const auto S = static_cast<std::uint64_t>(m.shared_intermediate);
     w.shared = ExpertWeights{load(p + "ffn_gate_shexp.weight", {H, S}), load(p + "ffn_up_shexp.weight", {H, S}),

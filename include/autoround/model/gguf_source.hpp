@@ -4,7 +4,9 @@
 // reader dequantizes (F32, F16, BF16, Q4_0 ... Q8_0, Q2_K ... Q6_K). qwen3moe, qwen2moe, glm4moe
 // (GLM-4.5: dense leading blocks, q/k/v biases, q/k norms, partial NEOX RoPE) and Mixtral (llama
 // with experts) load with LlamaBlock::moe (model/gguf_moe.hpp). phi3 (fused attn_qkv and ffn_up,
-// LongRoPE, partial rotary) loads split into the seven linears. gemma3 and gemma2 load with LlamaConfig's Gemma settings as llama.cpp's graphs
+// LongRoPE, partial rotary) loads split into the seven linears. gpt-oss (GPT-OSS: q/k/v/o biases,
+// attention sinks, YaRN as llama.cpp computes it, even layers sliding, biased router and experts,
+// MXFP4 experts as released) loads with its experts. gemma3 and gemma2 load with LlamaConfig's Gemma settings as llama.cpp's graphs
 // compute them (norm weights stored as 1 + w by its converter; llama.cpp's sliding-window
 // patterns, local RoPE base and attention scales).
 #include <cmath>
@@ -33,7 +35,7 @@ class GgufModelSource {
     const LlamaConfig& c = config_;
     LlamaBlock block;
     const std::string prefix = "blk." + std::to_string(b) + ".";
-    const bool glm = c.model_type == "glm4moe";
+    const bool glm = c.model_type == "glm4moe", gpt_oss = c.model_type == "gpt-oss";
     const bool sparse = moe_ && moe_->sparse[static_cast<std::size_t>(b)];
     // phi3: attn_qkv holds q, k and v (rows [Q | K | V]), ffn_up gate and up (rows [gate | up])
     const bool fused_qkv = file_.find_tensor(prefix + "attn_qkv.weight") != nullptr, fused_gate_up = c.model_type == "phi3";
@@ -58,8 +60,8 @@ class GgufModelSource {
     if (fused_qkv) split("attn_qkv.weight", {Linear::Query, Linear::Key, Linear::Value});
     if (fused_gate_up) split("ffn_up.weight", {Linear::Gate, Linear::Up});
     if (sparse) block.moe = MoeFeedForward{moe_->spec, load_gguf_moe(file_, *moe_, b, c.hidden)};
-    // q/k/v biases: Qwen2's; GLM's where its converter wrote them (attention_bias)
-    if (c.model_type == "qwen2" || c.model_type == "qwen2moe" || (glm && file_.find_tensor(prefix + "attn_q.bias")))
+    // q/k/v biases: Qwen2's and GPT-OSS's; GLM's where its converter wrote them (attention_bias)
+    if (c.model_type == "qwen2" || c.model_type == "qwen2moe" || gpt_oss || (glm && file_.find_tensor(prefix + "attn_q.bias")))
       for (int j = 0; j < 3; ++j) {
         const Linear l = all_linears[static_cast<std::size_t>(j)];
         block.qkv_bias[static_cast<std::size_t>(j)] = load_vector(prefix + gguf_name(l) + ".bias", linear_shape(c, l).first);
@@ -68,9 +70,13 @@ class GgufModelSource {
       block.q_norm = load_vector(prefix + "attn_q_norm.weight", c.head_dim);
       block.k_norm = load_vector(prefix + "attn_k_norm.weight", c.head_dim);
     }
+    if (gpt_oss) {  // o_proj's bias and a sink logit per head
+      block.output_bias = load_vector(prefix + "attn_output.bias", c.hidden);
+      block.sinks = load_vector(prefix + "attn_sinks.weight", c.heads);
+    }
     block.attn_norm = load_vector(prefix + "attn_norm.weight", c.hidden);
-    // glm4moe's converter maps the norm before the MLP (post_attention_layernorm) to post_attention_norm
-    block.ffn_norm = load_vector(prefix + (glm ? "post_attention_norm.weight" : "ffn_norm.weight"), c.hidden);
+    // glm4moe's and gpt-oss's converters map the norm before the MLP (post_attention_layernorm) to post_attention_norm
+    block.ffn_norm = load_vector(prefix + (glm || gpt_oss ? "post_attention_norm.weight" : "ffn_norm.weight"), c.hidden);
     if (c.model_type == "gemma3" || c.model_type == "gemma2") {  // sandwich norms
       block.post_attn_norm = load_vector(prefix + "post_attention_norm.weight", c.hidden);
       block.post_ffn_norm = load_vector(prefix + "post_ffw_norm.weight", c.hidden);
@@ -124,10 +130,11 @@ class GgufModelSource {
     const std::string path = file.path();
     const std::string arch = file.get_string("general.architecture");
     if (arch != "llama" && arch != "qwen2" && arch != "qwen3" && arch != "qwen3moe" && arch != "qwen2moe" && arch != "glm4moe" &&
-        arch != "gemma3" && arch != "gemma2" && arch != "phi3")
-      throw Error(path + ": architecture '" + arch + "' is not supported (llama, qwen2, qwen3, qwen3moe, qwen2moe, glm4moe, gemma3, gemma2, phi3)");
-    // experts (qwen3moe, qwen2moe, glm4moe, Mixtral as llama with experts): model/gguf_moe.hpp
-    if (arch == "qwen3moe" || arch == "qwen2moe" || arch == "glm4moe" ||
+        arch != "gemma3" && arch != "gemma2" && arch != "phi3" && arch != "gpt-oss")
+      throw Error(path + ": architecture '" + arch +
+                  "' is not supported (llama, qwen2, qwen3, qwen3moe, qwen2moe, glm4moe, gpt-oss, gemma3, gemma2, phi3)");
+    // experts (qwen3moe, qwen2moe, glm4moe, gpt-oss, Mixtral as llama with experts): model/gguf_moe.hpp
+    if (arch == "qwen3moe" || arch == "qwen2moe" || arch == "glm4moe" || arch == "gpt-oss" ||
         (arch == "llama" && file.find("llama.expert_count") && file.get_uint("llama.expert_count") > 0))
       moe_ = gguf_moe_layout(file);
     LlamaConfig& c = config_;
@@ -157,8 +164,20 @@ class GgufModelSource {
     const std::string scaling = file.find(arch + ".rope.scaling.type") ? file.get_string(arch + ".rope.scaling.type") : "none";
     if (scaling == "linear") {
       c.rope_divisors.assign(static_cast<std::size_t>(c.head_dim / 2), static_cast<float>(file.get_float(arch + ".rope.scaling.factor")));
+    } else if (scaling == "yarn") {
+      // as llama.cpp computes YaRN (ggml's rope_yarn; llama-context.cpp's attn_factor): the
+      // correction range floored / ceiled (transformers' truncate = true, whatever the checkpoint
+      // said: GPT-OSS's truncate = false parts from it on the pairs inside the range), betas 32 and 1
+      // (the {arch}.rope.scaling.yarn_beta_* keys are read by llama.cpp for other archs only), cos and
+      // sin × (0.1 ln factor + 1) × rope.scaling.attn_factor
+      const double factor = file.get_float(arch + ".rope.scaling.factor");
+      const std::string original = arch + ".rope.scaling.original_context_length";
+      detail::require(file.find(original) != nullptr, path + ": YaRN RoPE without " + original);
+      c.rope_divisors = rope_yarn_divisors(c.rope_theta, c.rotary(), factor, 32, 1, static_cast<double>(file.get_uint(original)), true);
+      c.rope_attention_factor = rope_yarn_attention_factor(factor);
+      if (file.find(arch + ".rope.scaling.attn_factor")) c.rope_attention_factor *= static_cast<float>(file.get_float(arch + ".rope.scaling.attn_factor"));
     } else if (scaling != "none") {
-      throw Error(path + ": RoPE scaling '" + scaling + "' is not supported (linear; llama3 comes as rope_freqs.weight)");
+      throw Error(path + ": RoPE scaling '" + scaling + "' is not supported (linear, yarn; llama3 comes as rope_freqs.weight)");
     }
     if (const GgufTensor* freqs = file.find_tensor("rope_freqs.weight")) {  // llama3 scaling, precomputed
       if (freqs->element_count != static_cast<std::uint64_t>(c.head_dim / 2))
@@ -168,6 +187,7 @@ class GgufModelSource {
       c.rope_divisors.assign(f.data(), f.data() + f.size());
     }
     if (arch == "phi3") read_phi3();
+    if (arch == "gpt-oss") read_sliding_pattern(arch, 2);  // even layers slide, odd ones attend to everything
     const GgufTensor& embedding = file.tensor("token_embd.weight");
     if (embedding.cols() != c.hidden)
       throw Error(path + ": token_embd.weight has " + std::to_string(embedding.cols()) + " columns, expected " +
@@ -239,6 +259,27 @@ class GgufModelSource {
     if (file.find("phi3.rope.scaling.attn_factor")) c.rope_attention_factor = static_cast<float>(file.get_float("phi3.rope.scaling.attn_factor"));
     // phi3.attention.sliding_window is read and set aside: llama.cpp computes phi3 with full causal
     // attention ("Phi SWA is currently disabled", its PR #13676), and the file is what it runs
+  }
+
+  /// Sliding-window layers as llama.cpp's load_swa_pattern sets them: {arch}.attention.sliding_window
+  /// (required) and {arch}.attention.sliding_window_pattern (one bool per layer, or n: a layer
+  /// slides unless it is every n-th), else `pattern`; a key is visible iff 0 <= query − key < window.
+  void read_sliding_pattern(const std::string& arch, Index pattern) {
+    const GgufFile& file = file_;
+    LlamaConfig& c = config_;
+    c.sliding_window = static_cast<Index>(file.get_uint(arch + ".attention.sliding_window"));
+    c.sliding.assign(static_cast<std::size_t>(c.layers), false);
+    if (c.sliding_window <= 0) return;
+    const std::string key = arch + ".attention.sliding_window_pattern";
+    const GgufValue* v = file.find(key);
+    if (v && v->kind == GgufValue::Kind::Array) {
+      if (v->array.size() != static_cast<std::size_t>(c.layers) || v->element_type != GgufType::Bool)
+        throw Error(file.path() + ": " + key + " is not one bool per layer");
+      for (std::size_t i = 0; i < v->array.size(); ++i) c.sliding[i] = v->array[i].b;
+      return;
+    }
+    if (v) pattern = static_cast<Index>(file.get_uint(key));
+    for (Index i = 0; i < c.layers; ++i) c.sliding[static_cast<std::size_t>(i)] = pattern == 0 || i % pattern < pattern - 1;
   }
 
   GgufFile file_;
