@@ -8,7 +8,7 @@
 # `autoround eval --llama-perplexity` (the same windows: BOS rule, second half of each 512-token
 # window) on kjv-eval.txt. Prints one line per file: ours, llama.cpp's, their ratio.
 # usage: scripts/moe-llama-check.sh AUTOROUND LLAMA_BIN_DIR ASSETS WORK [CHUNKS=8] [THREADS=2]
-#        env: ITERS (10), NSAMPLES (8): the tuning's settings (256-token samples); ARCHS (llama qwen3moe qwen2moe; also gemma3 gemma2 glm4moe phi3)
+#        env: ITERS (10), NSAMPLES (8): the tuning's settings (256-token samples); ARCHS (llama qwen3moe qwen2moe; also gemma3 gemma2 glm4moe gpt-oss phi3)
 #        (LLAMA_BIN_DIR: scripts/build-llama-cpp.sh's build/bin; ASSETS: scripts/fetch-assets.sh's,
 #        with pyenv/ holding gguf-py)
 set -euo pipefail
