@@ -47,17 +47,7 @@ for b in range(3):
         assert f"{p}mlp.shared_experts.{proj}.qweight" in header, proj
 print("cli_glm: 1 dense + 2 MoE blocks (8 experts + a shared one) tuned and written unfused; perplexity %.4f float, %.4f read back" % (before, after))
 PY
-# from the GGUF llama.cpp's converter wrote (model.gguf): gguf:q8_0 and gguf:q4_k_m written, read back
-"$autoround" quantize --model "$model/model.gguf" --calibration "$model/text.tokens" --output "$work/gguf" --format gguf:q8_0,gguf:q4_k_m \
-  --nsamples 3 --seqlen 16 --iters 5 --batch-size 1 >"$work/gguf.log" 2>&1 || { echo "cli_glm: quantize from GGUF failed"; cat "$work/gguf.log"; exit 1; }
-for f in "$model/model.gguf" "$work/gguf/gguf-q8_0/model-q8_0.gguf" "$work/gguf/gguf-q4_k_m/model-q4_k_m.gguf"; do
-  "$autoround" eval --model "$f" --text "$model/text.tokens" --context 16 >>"$work/gguf-eval.log" 2>&1 ||
-    { echo "cli_glm: eval of $f failed"; cat "$work/gguf-eval.log"; exit 1; }
-done
-python3 - "$work/gguf-eval.log" <<'PY'
-import re, sys
-f32, q8, q4 = [float(v) for v in re.findall(r"^perplexity ([0-9.]+) over", open(sys.argv[1]).read(), re.M)]
-assert abs(q8 / f32 - 1) < 0.01 and q8 != f32 and abs(q4 / f32 - 1) < 0.1, (f32, q8, q4)
-print("cli_glm: GGUF source %.4f, its gguf:q8_0 %.4f, gguf:q4_k_m %.4f (our reader)" % (f32, q8, q4))
-PY
+# from the GGUF llama.cpp's converter wrote (model.gguf): gguf:q8_0 and gguf:q4_k_m, every linear tensor from
+# tuned codes (the dense block's 7, each MoE block's 4 attention + 3 experts' + 3 shared expert's), read back
+bash "$(dirname "$0")/support/gguf_family_readback.sh" cli_glm "$autoround" "$model/model.gguf" "$model/text.tokens" "$work" 27
 rm -rf "$work"

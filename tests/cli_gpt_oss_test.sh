@@ -54,19 +54,5 @@ PY
 # tuned codes (4 attention + 3 experts' per block; biases, sinks, norms and routers kept float),
 # read back near the source
 mx=$fixtures/gpt_oss_mxfp4
-"$autoround" quantize --model "$mx/model.gguf" --calibration "$model/text.tokens" --output "$work/gguf" --format gguf:q8_0,gguf:q4_k_m \
-  --nsamples 3 --seqlen 16 --iters 5 --batch-size 1 >"$work/gguf.log" 2>&1 || { echo "cli_gpt_oss: quantize from GGUF failed"; cat "$work/gguf.log"; exit 1; }
-for f in q8_0 q4_k_m; do
-  grep -q "^gguf:$f: 14 of " "$work/gguf.log" || { echo "cli_gpt_oss: gguf:$f not from tuned codes"; cat "$work/gguf.log"; exit 1; }
-done
-for f in "$mx/model.gguf" "$work/gguf/gguf-q8_0/model-q8_0.gguf" "$work/gguf/gguf-q4_k_m/model-q4_k_m.gguf"; do
-  "$autoround" eval --model "$f" --text "$model/text.tokens" --context 16 >>"$work/gguf-eval.log" 2>&1 ||
-    { echo "cli_gpt_oss: eval of $f failed"; cat "$work/gguf-eval.log"; exit 1; }
-done
-python3 - "$work/gguf-eval.log" <<'PY'
-import re, sys
-src, q8, q4 = [float(v) for v in re.findall(r"^perplexity ([0-9.]+) over", open(sys.argv[1]).read(), re.M)]
-assert abs(q8 / src - 1) < 0.01 and q8 != src and abs(q4 / src - 1) < 0.1, (src, q8, q4)
-print("cli_gpt_oss: GGUF source %.4f, its gguf:q8_0 %.4f, gguf:q4_k_m %.4f (our reader)" % (src, q8, q4))
-PY
+bash "$(dirname "$0")/support/gguf_family_readback.sh" cli_gpt_oss "$autoround" "$mx/model.gguf" "$model/text.tokens" "$work" 14
 rm -rf "$work"

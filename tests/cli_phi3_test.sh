@@ -38,19 +38,5 @@ PY
 # from the GGUF llama.cpp's converter wrote (model.gguf: attn_qkv, ffn_up holding gate and up):
 # gguf:q8_0 and gguf:q4_k_m, each fused tensor holding its layers' tuned codes (4 per block; the
 # 9 others are embeddings, norms, LongRoPE's factors), read back near the source
-"$autoround" quantize --model "$model/model.gguf" --calibration "$model/text.tokens" --output "$work/gguf" --format gguf:q8_0,gguf:q4_k_m \
-  --nsamples 3 --seqlen 16 --iters 5 --batch-size 1 >"$work/gguf.log" 2>&1 || { echo "cli_phi3: quantize from GGUF failed"; cat "$work/gguf.log"; exit 1; }
-for f in q8_0 q4_k_m; do
-  grep -q "^gguf:$f: 8 of 17 tensors hold AutoRound-tuned values" "$work/gguf.log" || { echo "cli_phi3: gguf:$f not from tuned codes"; cat "$work/gguf.log"; exit 1; }
-done
-for f in "$model/model.gguf" "$work/gguf/gguf-q8_0/model-q8_0.gguf" "$work/gguf/gguf-q4_k_m/model-q4_k_m.gguf"; do
-  "$autoround" eval --model "$f" --text "$model/text.tokens" --context 16 >>"$work/gguf-eval.log" 2>&1 ||
-    { echo "cli_phi3: eval of $f failed"; cat "$work/gguf-eval.log"; exit 1; }
-done
-python3 - "$work/gguf-eval.log" <<'PY'
-import re, sys
-f32, q8, q4 = [float(v) for v in re.findall(r"^perplexity ([0-9.]+) over", open(sys.argv[1]).read(), re.M)]
-assert abs(q8 / f32 - 1) < 0.01 and q8 != f32 and abs(q4 / f32 - 1) < 0.1, (f32, q8, q4)
-print("cli_phi3: GGUF source %.4f, its gguf:q8_0 %.4f, gguf:q4_k_m %.4f (our reader)" % (f32, q8, q4))
-PY
+bash "$(dirname "$0")/support/gguf_family_readback.sh" cli_phi3 "$autoround" "$model/model.gguf" "$model/text.tokens" "$work" 8
 rm -rf "$work"
