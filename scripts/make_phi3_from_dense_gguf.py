@@ -41,7 +41,7 @@ def unpermute(x, n_heads):  # llama.cpp's converter permuted each head's rows fo
     return x.reshape(n_heads, x.shape[0] // n_heads // 2, 2, x.shape[1]).swapaxes(1, 2).reshape(x.shape)
 
 
-def add(name, x, qtype, cols):
+def add(name, x, qtype):
     if qtype in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
         w.add_tensor(name, np.ascontiguousarray(x))
     else:  # whole rows of blocks, moved as bytes
@@ -82,7 +82,7 @@ for name in ("token_embd.weight", "output_norm.weight", "output.weight"):
         if len(tensors[name].shape) == 1:
             w.add_tensor(name, x.reshape(-1))
         else:
-            add(name, x, qtype, int(tensors[name].shape[0]))
+            add(name, x, qtype)
 for b in range(layers):
     p = f"blk.{b}."
     for name in ("attn_norm", "ffn_norm"):
@@ -92,15 +92,15 @@ for b in range(layers):
     k, kt = rows(p + "attn_k.weight")
     v, vt = rows(p + "attn_v.weight")
     assert qt == kt == vt, (qt, kt, vt)
-    add(p + "attn_qkv.weight", np.concatenate([unpermute(q, heads), unpermute(k, kv_heads), v]), qt, hidden)
+    add(p + "attn_qkv.weight", np.concatenate([unpermute(q, heads), unpermute(k, kv_heads), v]), qt)
     x, ot = rows(p + "attn_output.weight")
-    add(p + "attn_output.weight", x, ot, hidden)
+    add(p + "attn_output.weight", x, ot)
     g, gt = rows(p + "ffn_gate.weight")
     u, ut = rows(p + "ffn_up.weight")
     assert gt == ut
-    add(p + "ffn_up.weight", np.concatenate([g, u]), gt, hidden)
+    add(p + "ffn_up.weight", np.concatenate([g, u]), gt)
     d, dt = rows(p + "ffn_down.weight")
-    add(p + "ffn_down.weight", d, dt, ff)
+    add(p + "ffn_down.weight", d, dt)
 w.write_header_to_file()
 w.write_kv_data_to_file()
 w.write_tensors_to_file()

@@ -216,20 +216,7 @@ class GgufModelSource {
     };
     c.attention_softcap = g3 ? 0.0f : number(arch + ".attn_logit_softcapping", 50.0f);
     c.logit_softcap = number(arch + ".final_logit_softcapping", g3 ? 0.0f : 30.0f);
-    c.sliding_window = file.find(arch + ".attention.sliding_window") ? static_cast<Index>(file.get_uint(arch + ".attention.sliding_window"))
-                       : g3 ? 0 : 4096;
-    c.sliding.assign(static_cast<std::size_t>(c.layers), false);
-    if (c.sliding_window > 0) {
-      const std::string key = arch + ".attention.sliding_window_pattern";
-      if (const GgufValue* v = file.find(key); v && v->kind == GgufValue::Kind::Array) {  // one flag per layer
-        if (v->array.size() != static_cast<std::size_t>(c.layers) || v->element_type != GgufType::Bool)
-          throw Error(file.path() + ": " + key + " is not one bool per layer");
-        for (std::size_t i = 0; i < v->array.size(); ++i) c.sliding[i] = v->array[i].b;
-      } else {
-        const Index pattern = v ? static_cast<Index>(file.get_uint(key)) : g3 ? 6 : 2;
-        for (Index i = 0; i < c.layers; ++i) c.sliding[static_cast<std::size_t>(i)] = pattern == 0 || i % pattern < pattern - 1;
-      }
-    }
+    read_sliding_pattern(arch, g3 ? 6 : 2, g3 ? 0 : 4096);
     c.sliding_rope_theta = number(arch + ".rope.freq_base_swa", g3 ? 10000.0f : 0.0f);  // 0: gemma2's sliding layers rotate as its full ones
   }
 
@@ -262,12 +249,14 @@ class GgufModelSource {
   }
 
   /// Sliding-window layers as llama.cpp's load_swa_pattern sets them: {arch}.attention.sliding_window
-  /// (required) and {arch}.attention.sliding_window_pattern (one bool per layer, or n: a layer
-  /// slides unless it is every n-th), else `pattern`; a key is visible iff 0 <= query − key < window.
-  void read_sliding_pattern(const std::string& arch, Index pattern) {
+  /// (required where `window` < 0, else `window` when absent) and {arch}.attention.sliding_window_pattern
+  /// (one bool per layer, or n: a layer slides unless it is every n-th), else `pattern`; a key is
+  /// visible iff 0 <= query − key < window.
+  void read_sliding_pattern(const std::string& arch, Index pattern, Index window = -1) {
     const GgufFile& file = file_;
     LlamaConfig& c = config_;
-    c.sliding_window = static_cast<Index>(file.get_uint(arch + ".attention.sliding_window"));
+    const std::string window_key = arch + ".attention.sliding_window";
+    c.sliding_window = window < 0 || file.find(window_key) ? static_cast<Index>(file.get_uint(window_key)) : window;
     c.sliding.assign(static_cast<std::size_t>(c.layers), false);
     if (c.sliding_window <= 0) return;
     const std::string key = arch + ".attention.sliding_window_pattern";
