@@ -73,6 +73,13 @@ that a setting that is not read shows):
                routed_scaling_factor 2.5, one shared expert (mlp.shared_experts.*, no gate); q/k/v
                biases (attention_bias), q/k norms (use_qk_norm), partial_rotary_factor 0.5,
                num_nextn_predict_layers 0 (transformers builds no MTP layer anyway).
+  deepseek_v3  DeepseekV3ForCausalLM: 3 layers, the first dense, then GLM's MoE above (8 experts, 2 groups,
+               top group 1, top 2, a shared expert); multi-head latent attention: q_a_proj (q_lora_rank 32)
+               → q_a_layernorm → q_b_proj, kv_a_proj_with_mqa → [latent 32 | one roped key part 32]
+               → kv_a_layernorm(latent) → kv_b_proj → per head [key 8 | value 16]; 4 heads; RoPE on
+               adjacent pairs (rope_interleave); YaRN factor 4 from 16 positions with mscale 1 and
+               mscale_all_dim 0.8 (so both the cos/sin factor and the score scale differ from 1);
+               rms_norm_eps 1e-5 (the latent norms keep transformers' built-in 1e-6).
 
 Each directory is about 0.6 MB. Needs python3 with torch, transformers (5.x) and safetensors.
 usage: make_family_fixtures.py OUT_DIR [FAMILY ...]    (e.g. tests/fixtures/families gemma3_text)
@@ -129,6 +136,15 @@ def families():
                           n_shared_experts=1, n_group=2, topk_group=1, first_k_dense_replace=1, routed_scaling_factor=2.5,
                           norm_topk_prob=True, use_qk_norm=True, attention_bias=True, num_nextn_predict_layers=0,
                           partial_rotary_factor=0.5)),
+        "deepseek_v3": (tf.DeepseekV3Config, tf.DeepseekV3ForCausalLM,
+                        dict(num_hidden_layers=3, num_key_value_heads=4, head_dim=None, rms_norm_eps=1e-5,
+                             q_lora_rank=32, kv_lora_rank=32, qk_nope_head_dim=8, qk_rope_head_dim=32, v_head_dim=16,
+                             n_routed_experts=8, moe_intermediate_size=32, intermediate_size=96, n_shared_experts=1,
+                             n_group=2, topk_group=1, first_k_dense_replace=1, routed_scaling_factor=2.5,
+                             norm_topk_prob=True, rope_interleave=True, attention_bias=False, num_mtp_layers=0,
+                             rope_parameters={"rope_type": "yarn", "rope_theta": THETA, "factor": 4.0, "beta_fast": 32.0,
+                                              "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 0.8,
+                                              "original_max_position_embeddings": 16})),
         "gemma2": (tf.Gemma2Config, tf.Gemma2ForCausalLM,
                    dict(hidden_size=72, intermediate_size=96, num_hidden_layers=3, tie_word_embeddings=True,
                         hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=24, sliding_window=8,
@@ -137,7 +153,7 @@ def families():
 
 
 def make_config(config_class, extra):
-    kwargs = dict(COMMON, **extra)
+    kwargs = {k: v for k, v in dict(COMMON, **extra).items() if v is not None}  # None: the family derives it (DeepSeek's head_dim)
     if "rope_parameters" in kwargs:  # per layer type (Gemma 3)
         return config_class(**kwargs)
     try:  # transformers 5: RoPE settings live in rope_parameters

@@ -18,6 +18,9 @@
 //                them), clamped SwiGLU experts with biases (gate_up × 6: the ±7 clamps bind), q/k/v/o
 //                biases, attention sinks, [sliding, full] with an 8-token window, YaRN (truncate
 //                false); gpt_oss_mxfp4 the same with its experts in MXFP4 as released checkpoints hold them
+//   deepseek_v3  DeepseekV3ForCausalLM: latent attention (q_lora_rank 32, kv_lora_rank 32, qk_nope 8,
+//                qk_rope 32, v_head 16), YaRN ×4 with mscale / mscale_all_dim, a dense first layer,
+//                then 8 experts in 2 groups (top group 1, top 2), a shared expert
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -406,6 +409,52 @@ TEST_CASE("glm4_moe: logits equal transformers' Glm4MoeForCausalLM (sigmoid grou
   CHECK(distance([](LlamaModel& m) { for (auto& k : m.blocks) if (k.moe) k.moe->weights.shared.reset(); }) > 1e-2);
   CHECK(distance([](LlamaModel& m) { m.config.rotary_dims = 0; }) > 1e-2);
   CHECK(distance([](LlamaModel& m) { for (auto& k : m.blocks) k.qkv_bias[0].setZero(); }) > 1e-2);
+}
+
+TEST_CASE("deepseek_v3: logits equal transformers' DeepseekV3ForCausalLM (latent attention, YaRN with mscale, grouped routing)") {
+  // DeepSeek-V3's block at small sizes: q_a (32) → norm → q_b, kv_a → [latent 32 | shared roped key 32]
+  // → norm → kv_b → per head [key 8 | value 16]; RoPE on adjacent pairs (rope_interleave); YaRN ×4
+  // with mscale 1 / mscale_all_dim 0.8 (cos and sin × their ratio, scores × (0.1·0.8·ln 4 + 1)²);
+  // a dense first layer, then its MoE (GLM's, above)
+  const LlamaModel model = load_llama(family_dir("deepseek_v3"));
+  const LlamaConfig& c = model.config;
+  CHECK(c.latent_attention());
+  CHECK((c.q_lora_rank == 32 && c.kv_lora_rank == 32 && c.qk_nope_dim == 8 && c.head_dim == 32 && c.v_head_dim == 16));
+  CHECK(c.rope_style == RopeStyle::AdjacentPairs);
+  const double mscale = 0.1 * 0.8 * std::log(4.0) + 1.0;
+  CHECK(c.attention_scale == doctest::Approx(mscale * mscale / std::sqrt(40.0)).epsilon(1e-6));
+  CHECK(c.rope_attention_factor == doctest::Approx((0.1 * std::log(4.0) + 1.0) / mscale).epsilon(1e-6));
+  REQUIRE(model.blocks.size() == 3);
+  CHECK(!model.blocks[0].moe.has_value());
+  for (const LlamaBlock& b : model.blocks) {
+    REQUIRE(b.mla.has_value());
+    CHECK((b.mla->query_a.rows() == 32 && b.mla->query_a.cols() == 64));
+    CHECK((b[Linear::Query].rows() == 160 && b[Linear::Query].cols() == 32));
+    CHECK((b[Linear::Key].rows() == 64 && b[Linear::Value].rows() == 96 && b[Linear::Value].cols() == 32));
+    CHECK(b[Linear::Output].cols() == 64);
+  }
+  const std::vector<LinearSlot> slots = linear_slots(model.blocks[2]);
+  CHECK(slots.back() == LinearSlot{Linear::Query, LinearSlot::latent});
+  CHECK(hf_name(slots.back(), c.model_type) == "self_attn.q_a_proj");
+  CHECK(hf_name(slots[2], c.model_type) == "self_attn.kv_b_proj");
+  CHECK(slots.size() == 4 + 3 * 8 + 3 + 1);
+  check_logits("deepseek_v3", model);
+  const SafetensorsFile fixture(family_dir("deepseek_v3") + "/logits.safetensors");
+  const auto tokens = fixture.view_as<std::int32_t>("tokens", Dtype::I32);
+  const RowMatrix expected = fixture.to_float("logits");
+  const auto distance = [&](auto&& change) {
+    LlamaModel m = model;
+    change(m);
+    return static_cast<double>((forward_logits(m, tokens) - expected).cwiseAbs().maxCoeff());
+  };
+  // each part of the attention is read and computed: none is inert on this fixture
+  CHECK(distance([](LlamaModel& m) { m.config.rope_style = RopeStyle::HalfSplit; }) > 1e-2);
+  CHECK(distance([](LlamaModel& m) { m.config.rope_divisors.clear(); }) > 1e-2);
+  CHECK(distance([](LlamaModel& m) { m.config.rope_attention_factor = 1; }) > 1e-2);
+  CHECK(distance([](LlamaModel& m) { m.config.attention_scale = 1 / std::sqrt(40.0f); }) > 1e-2);
+  CHECK(distance([](LlamaModel& m) { for (auto& b : m.blocks) b.mla->query_a_norm.setOnes(); }) > 1e-2);
+  CHECK(distance([](LlamaModel& m) { for (auto& b : m.blocks) b.mla->kv_a_norm.setOnes(); }) > 1e-2);
+  CHECK(distance([](LlamaModel& m) { for (auto& k : m.blocks) if (k.moe) k.moe->weights.correction_bias.setZero(); }) > 1e-2);
 }
 
 TEST_CASE("glm4_moe: the GGUF that llama.cpp's converter writes of it reads to transformers' logits") {

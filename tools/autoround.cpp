@@ -627,9 +627,13 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   // mixture-of-experts models tune on either device (the GPU: softmax routing, cuda::BlockTuningRun refuses the rest by name)
   const GgufExperts gguf_expert_counts = source_gguf ? gguf_experts(*source_gguf) : GgufExperts{};
   const bool experts = config.model_type.find("moe") != std::string::npos || config.model_type == "mixtral" || config.model_type == "gpt_oss" ||
+                       config.model_type == "deepseek_v3" ||
                        gguf_expert_counts.count > 0;
   if (config.attention_softcap > 0 && device.cuda)
     throw Error(model_path + ": a " + config.model_type + " model: attention soft-capping (Gemma 2): the GPU does not tune it yet (issue #25); "
+                "run with --device cpu");
+  if (config.latent_attention() && device.cuda)
+    throw Error(model_path + ": a " + config.model_type + " model: latent attention (DeepSeek-V3's MLA): the GPU does not tune it yet (issue #25); "
                 "run with --device cpu");
   // the loss skips padding as the reference does: the tokenizer's pad id, when the model names one
   if (!options.pad_token && source_gguf && source_gguf->find("tokenizer.ggml.padding_token_id"))

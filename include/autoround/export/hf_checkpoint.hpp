@@ -208,6 +208,10 @@ class HfTensorWriter {
     } else {
       add_norm(w, prefix + "post_attention_layernorm.weight", block.ffn_norm);
     }
+    if (block.mla) {  // DeepSeek-V3's latent norms (q_a_proj is a slot, below)
+      if (block.mla->query_a_norm.size() > 0) add_norm(w, prefix + "self_attn.q_a_layernorm.weight", block.mla->query_a_norm);
+      add_norm(w, prefix + "self_attn.kv_a_layernorm.weight", block.mla->kv_a_norm);
+    }
     if (block.q_norm.size() > 0) {  // Qwen3, Gemma 3
       add_norm(w, prefix + "self_attn.q_norm.weight", block.q_norm);
       add_norm(w, prefix + "self_attn.k_norm.weight", block.k_norm);

@@ -9,6 +9,7 @@
 // tuned on the CPU, tune/block_tuning_run.hpp);
 // gemma3_text and gemma2 (sandwich norms, GeGLU, sliding-window layers, soft-capping: the Gemma
 // settings of LlamaConfig; their (1 + w) norm weights are held as 1 + w);
+// deepseek_v3 (its latent attention: LlamaBlock::mla, model/latent_attention.hpp; its MoE as GLM's);
 // RoPE scaling linear and llama3; sliding-window attention only where the family alternates it
 // (Gemma), not Mistral/Qwen's use_sliding_window.
 #include <algorithm>
@@ -319,7 +320,14 @@ class HfModelSource {
       if (sparse && (l == Linear::Gate || l == Linear::Up || l == Linear::Down)) continue;  // the experts instead
       if (c.model_type == "phi3" && l != Linear::Output && l != Linear::Down) continue;  // read fused above
       const auto [rows, cols] = linear_shape(c, l);
-      block[l] = linear(prefix + hf_name(l), rows, cols);
+      block[l] = linear(prefix + hf_name(l, c.model_type), rows, cols);
+    }
+    if (c.latent_attention()) {  // DeepSeek-V3: q_a_proj and the two latent norms beside q_b / kv_a / kv_b / o
+      LatentAttention a;
+      a.query_a = linear(prefix + "self_attn.q_a_proj", c.q_lora_rank, c.hidden);
+      a.query_a_norm = norm(prefix + "self_attn.q_a_layernorm.weight", c.q_lora_rank);
+      a.kv_a_norm = norm(prefix + "self_attn.kv_a_layernorm.weight", c.kv_lora_rank);
+      block.mla = std::move(a);
     }
     if (sparse)
       block.moe = MoeFeedForward{moe_->spec, load_moe(*ckpt_, *moe_, b, c.hidden, c.hf_prefix, [this](const std::string& layer, Index out, Index in) {
@@ -428,6 +436,22 @@ class HfModelSource {
   }
   bool gemma() const { return config_.model_type == "gemma3_text" || config_.model_type == "gemma2"; }
 
+  /// DeepSeek-V3's latent attention dimensions; head_dim becomes the roped part (qk_rope_head_dim),
+  /// as transformers sets it (the released config.json has no head_dim key).
+  void read_latent_attention(const nlohmann::json& j) {
+    LlamaConfig& c = config_;
+    if (!j.contains("q_lora_rank") || j["q_lora_rank"].is_null())
+      throw Error("q_lora_rank null (a q_proj without query compression, DeepSeek-V2-Lite's layout) is not supported for deepseek_v3");
+    c.q_lora_rank = j.at("q_lora_rank").get<Index>();
+    c.kv_lora_rank = j.at("kv_lora_rank").get<Index>();
+    c.qk_nope_dim = j.at("qk_nope_head_dim").get<Index>();
+    c.head_dim = j.at("qk_rope_head_dim").get<Index>();
+    c.v_head_dim = j.at("v_head_dim").get<Index>();
+    if (c.q_lora_rank <= 0 || c.kv_lora_rank <= 0 || c.qk_nope_dim <= 0 || c.head_dim <= 0 || c.head_dim % 2 != 0 || c.v_head_dim <= 0)
+      throw Error("inconsistent latent attention sizes (q_lora_rank, kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim even, v_head_dim)");
+    c.latent_norm_eps = 1e-6f;  // DeepseekV3RMSNorm's default: transformers does not pass rms_norm_eps to q_a/kv_a_layernorm
+  }
+
   void read_config(const std::filesystem::path& dir) {
     const auto config_path = dir / "config.json";
     std::ifstream in(config_path);
@@ -454,11 +478,12 @@ class HfModelSource {
     tie_from_tensors_ = vlm && !root.contains("tie_word_embeddings");
     const bool gpt_oss = type == "gpt_oss";
     const bool glm = type == "glm4_moe";  // GLM-4.5 / 4.6 / 4.7: DeepSeek-V3's routing and shared expert beside GQA attention
-    const bool moe = type == "qwen3_moe" || type == "qwen2_moe" || type == "mixtral" || gpt_oss || glm;
+    const bool deepseek = type == "deepseek_v3";  // its MoE is GLM's; its attention latent (MLA)
+    const bool moe = type == "qwen3_moe" || type == "qwen2_moe" || type == "mixtral" || gpt_oss || glm || deepseek;
     const bool gemma = type == "gemma3_text" || type == "gemma2";
     if (type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3" && type != "phi3" && !moe && !gemma)
       throw Error(config_path.string() + ": model_type '" + type +
-                  "' is not supported (llama, mistral, qwen2, qwen3, phi3, qwen3_moe, qwen2_moe, mixtral, gpt_oss, glm4_moe, gemma3_text, gemma2; "
+                  "' is not supported (llama, mistral, qwen2, qwen3, phi3, qwen3_moe, qwen2_moe, mixtral, gpt_oss, glm4_moe, deepseek_v3, gemma3_text, gemma2; "
                   "the vision-language gemma3, qwen2_5_vl, mistral3, llava)");
     if (j.value("use_sliding_window", false))
       throw Error(config_path.string() + ": sliding-window attention is not supported");
@@ -489,6 +514,7 @@ class HfModelSource {
       if (moe) moe_ = moe_layout(j, c.layers);
       if (gemma) read_gemma(j);
       if (gpt_oss) read_layer_types(j, 2);  // its alternation: sliding, full, ...; window 128
+      if (deepseek) read_latent_attention(j);
     } catch (const nlohmann::json::exception& e) {
       throw Error(config_path.string() + ": " + e.what());
     } catch (const Error& e) {
@@ -496,7 +522,7 @@ class HfModelSource {
     }
     if (c.heads <= 0 || c.kv_heads <= 0 || c.heads % c.kv_heads != 0 || c.head_dim <= 0 || c.layers <= 0)
       throw Error(config_path.string() + ": inconsistent head counts or layer count");
-    c.rope_style = RopeStyle::HalfSplit;
+    c.rope_style = deepseek && j.value("rope_interleave", true) ? RopeStyle::AdjacentPairs : RopeStyle::HalfSplit;
     if (gemma) {  // RoPE per layer type, read by read_gemma
       qc_ = quantization_config_of(root, config_path);
       return;
@@ -551,6 +577,17 @@ class HfModelSource {
     const double partial = scaling ? j[scaling].value("partial_rotary_factor", j.value("partial_rotary_factor", 1.0))
                                    : j.value("partial_rotary_factor", 1.0);
     if (partial < 1.0) c.rotary_dims = static_cast<Index>(static_cast<double>(c.head_dim) * partial);
+    if (deepseek) {  // transformers' yarn_apply_mscale: (qk_nope + qk_rope)^−½ × mscale(factor, mscale_all_dim)², with a scaling
+      double scale = 1.0 / std::sqrt(static_cast<double>(c.qk_head_dim()));
+      if (scaling) {
+        const auto& r = j[scaling];
+        const std::string kind = r.value("rope_type", r.value("type", std::string("default")));
+        const double all_dim = r.contains("mscale_all_dim") && !r["mscale_all_dim"].is_null() ? r["mscale_all_dim"].get<double>() : 0.0;
+        const double factor = r.value("factor", 1.0);
+        if (kind != "default" && all_dim != 0 && factor > 1) scale *= std::pow(0.1 * all_dim * std::log(factor) + 1.0, 2);
+      }
+      c.attention_scale = static_cast<float>(scale);
+    }
     if (type == "phi3" && j.contains("sliding_window") && !j["sliding_window"].is_null()) {  // Phi-3: every layer slides
       c.sliding_window = j["sliding_window"].get<Index>();
       c.sliding.assign(static_cast<std::size_t>(c.layers), true);

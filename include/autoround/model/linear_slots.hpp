@@ -4,7 +4,8 @@
 // Linear in order (slot i is Linear i); a mixture-of-experts block has its attention's four
 // (q, k, v, o: slots 0-3, as in a dense block), then each routed expert's gate, up and down, then
 // the shared expert's. The router and the shared expert's gate are not slots: the reference keeps
-// them in full precision (docs/block-descriptions.md).
+// them in full precision (docs/block-descriptions.md). A latent-attention block (DeepSeek-V3) has
+// one more, q_a_proj, last (so that the others keep their places).
 #include <string>
 #include <vector>
 
@@ -16,9 +17,12 @@ namespace autoround {
 struct LinearSlot {
   static constexpr Index own = -1;     ///< the block's attention or dense MLP
   static constexpr Index shared = -2;  ///< the MoE's shared expert
+  static constexpr Index latent = -3;  ///< a latent attention's query compression q_a_proj (role Query)
   Linear role = Linear::Query;         ///< an expert's layers are Gate, Up or Down
   Index expert = own;                  ///< own, shared, or the routed expert's index
   bool routed() const { return expert >= 0; }
+  /// A routed or the shared expert's layer (held in the MoE's weights, not the block's own).
+  bool of_expert() const { return expert >= 0 || expert == shared; }
   friend bool operator==(const LinearSlot&, const LinearSlot&) = default;
 };
 
@@ -27,14 +31,15 @@ inline std::vector<LinearSlot> linear_slots(const LlamaBlock& block) {
   std::vector<LinearSlot> slots;
   if (!block.moe) {
     for (Linear l : all_linears) slots.push_back({l, LinearSlot::own});
-    return slots;
+  } else {
+    for (Linear l : {Linear::Query, Linear::Key, Linear::Value, Linear::Output}) slots.push_back({l, LinearSlot::own});
+    const auto experts = static_cast<Index>(block.moe->weights.experts.size());
+    for (Index e = 0; e < experts; ++e)
+      for (Linear l : {Linear::Gate, Linear::Up, Linear::Down}) slots.push_back({l, e});
+    if (block.moe->weights.shared)
+      for (Linear l : {Linear::Gate, Linear::Up, Linear::Down}) slots.push_back({l, LinearSlot::shared});
   }
-  for (Linear l : {Linear::Query, Linear::Key, Linear::Value, Linear::Output}) slots.push_back({l, LinearSlot::own});
-  const auto experts = static_cast<Index>(block.moe->weights.experts.size());
-  for (Index e = 0; e < experts; ++e)
-    for (Linear l : {Linear::Gate, Linear::Up, Linear::Down}) slots.push_back({l, e});
-  if (block.moe->weights.shared)
-    for (Linear l : {Linear::Gate, Linear::Up, Linear::Down}) slots.push_back({l, LinearSlot::shared});
+  if (block.mla && block.mla->query_a.size() > 0) slots.push_back({Linear::Query, LinearSlot::latent});
   return slots;
 }
 
@@ -56,6 +61,7 @@ auto& expert_weight_of(Ffn& moe, const LinearSlot& s) {
 template <class Block>
 auto& slot_weight_of(Block& block, const LinearSlot& s) {
   if (s.expert == LinearSlot::own) return block[s.role];
+  if (s.expert == LinearSlot::latent) return block.mla.value().query_a;
   return expert_weight_of(block.moe.value(), s);
 }
 }  // namespace detail
@@ -68,9 +74,11 @@ inline RowMatrix& expert_weight(MoeFeedForward& moe, const LinearSlot& s) { retu
 
 /// The slot's Hugging Face name within its layer, as transformers names the unfused module (and
 /// the reference exports it): "self_attn.q_proj", "mlp.down_proj", "mlp.experts.3.gate_proj",
-/// "mlp.shared_expert.up_proj" ("mlp.shared_experts." for DeepSeek-V3, `model_type`).
+/// "mlp.shared_expert.up_proj" ("mlp.shared_experts." for DeepSeek-V3, `model_type`; its latent
+/// attention's "self_attn.q_a_proj", "self_attn.q_b_proj", ...).
 inline std::string hf_name(const LinearSlot& s, const std::string& model_type = {}) {
-  if (s.expert == LinearSlot::own) return hf_name(s.role);
+  if (s.expert == LinearSlot::latent) return "self_attn.q_a_proj";
+  if (s.expert == LinearSlot::own) return hf_name(s.role, model_type);
   const char* projection = s.role == Linear::Gate ? "gate_proj" : s.role == Linear::Up ? "up_proj" : "down_proj";
   if (s.expert == LinearSlot::shared) return std::string(model_type == "deepseek_v3" || model_type == "glm4_moe" ? "mlp.shared_experts." : "mlp.shared_expert.") + projection;
   return "mlp.experts." + std::to_string(s.expert) + "." + projection;

@@ -28,6 +28,8 @@
 
 #include "../core/error.hpp"
 #include "../core/matrix.hpp"
+#include "block_math.hpp"
+#include "latent_attention.hpp"
 #include "llama_model.hpp"
 
 namespace autoround {
@@ -48,6 +50,14 @@ struct BlockWeights {
   const Eigen::VectorXf* post_ffn_norm = nullptr;
   bool sliding = false;                               ///< sliding-window attention (LlamaConfig::sliding_window)
   const ActivationQuant* act = nullptr;               ///< the linear inputs' quantization (W4A4 schemes); none: float inputs
+  /// DeepSeek-V3's latent attention (LlamaConfig::latent_attention): q_a_proj (null or empty: none)
+  /// and the two latent norms; the linears Query, Key, Value are then q_b, kv_a and kv_b.
+  const RowMatrix* query_a = nullptr;
+  const Eigen::VectorXf* query_a_norm = nullptr;
+  const Eigen::VectorXf* kv_a_norm = nullptr;
+  LatentAttentionWeights latent() const {
+    return {query_a, linear[0], linear[1], linear[2], query_a_norm, kv_a_norm};
+  }
   bool has_post_attn_norm() const { return post_attn_norm && post_attn_norm->size() > 0; }
   bool has_post_ffn_norm() const { return post_ffn_norm && post_ffn_norm->size() > 0; }
   bool has_qk_norm() const { return q_norm && q_norm->size() > 0; }
@@ -70,6 +80,7 @@ struct BlockWeights {
     w.post_ffn_norm = &b.post_ffn_norm;
     w.sliding = b.sliding;
     if (b.act_quant) w.act = &*b.act_quant;
+    if (b.mla) w.query_a = &b.mla->query_a, w.query_a_norm = &b.mla->query_a_norm, w.kv_a_norm = &b.mla->kv_a_norm;
     return w;
   }
 };
@@ -109,153 +120,49 @@ struct BlockCache {
   /// before the quantization, which the backward passes through (q/k/v's needs none: nothing
   /// before it is tuned).
   RowMatrix output_in_float, mlp_in_float, down_in_float;
+  LatentAttentionCache mla;              ///< DeepSeek-V3's latent attention's intermediates (attention_in is its input)
   Index seqlen = 0;                      ///< tokens per sequence
-  const RowMatrix& of(Linear l) const { return input_of(*this, l); }
+  /// Linear l's input; a latent attention's q_b and kv_b read its latents, q_a attention_in.
+  const RowMatrix& of(Linear l) const {
+    if (l == Linear::Query && mla.query_latent.size() > 0) return mla.query_latent;
+    if (l == Linear::Value && mla.kv_latent.size() > 0) return mla.kv_latent;
+    return input_of(*this, l);
+  }
 };
 
 /// The backward's temporaries, kept between calls for their memory (block_backward).
 struct BlockBackwardScratch {
   RowMatrix d_act, d_gate, d_up, d_yn, d_h, d_attention, d_q, d_k, d_v, d_mlp, d_attention_out;
   std::vector<RowMatrix> d_k_head, d_v_head, d_s;
+  LatentAttentionScratch mla;
 };
 
-namespace detail {
-
-// Row loops over a batch: independent rows, a static schedule (the same rows per thread every
-// run), so the floats do not depend on the thread count.
-template <class F>
-void for_each_row(Index rows, F&& f) {
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (rows >= 64)
-#endif
-  for (Index t = 0; t < rows; ++t) f(t);
-}
-
-inline RowMatrix rms_norm(const RowMatrix& x, const Eigen::VectorXf& weight, float eps) {
-  RowMatrix out(x.rows(), x.cols());
-  for_each_row(x.rows(), [&](Index t) {
-    const float mean_square = x.row(t).squaredNorm() / static_cast<float>(x.cols());
-    out.row(t) = x.row(t).cwiseProduct(weight.transpose()) * (1.0f / std::sqrt(mean_square + eps));
-  });
-  return out;
-}
-
-/// d rms_norm(x) given d out: with r = 1/sqrt(mean(x²)+eps), u = g ⊙ dy:
-/// dx = r u − x r³ (u·x) / d.
-inline RowMatrix rms_norm_backward(const RowMatrix& x, const Eigen::VectorXf& weight, float eps, const RowMatrix& dy) {
-  RowMatrix dx(x.rows(), x.cols());
-  const float d = static_cast<float>(x.cols());
-  for_each_row(x.rows(), [&](Index t) {
-    const float r = 1.0f / std::sqrt(x.row(t).squaredNorm() / d + eps);
-    const Eigen::RowVectorXf u = dy.row(t).cwiseProduct(weight.transpose());
-    dx.row(t) = r * u - x.row(t) * (r * r * r * u.dot(x.row(t)) / d);
-  });
-  return dx;
-}
-
-/// RMSNorm of each head's slice (Qwen3's q_norm / k_norm), and its backward.
-inline RowMatrix head_rms_norm(const RowMatrix& x, Index heads, Index head_dim, const Eigen::VectorXf& weight, float eps) {
-  RowMatrix out(x.rows(), x.cols());
-  for (Index h = 0; h < heads; ++h) out.middleCols(h * head_dim, head_dim) = rms_norm(x.middleCols(h * head_dim, head_dim), weight, eps);
-  return out;
-}
-inline RowMatrix head_rms_norm_backward(const RowMatrix& x, Index heads, Index head_dim, const Eigen::VectorXf& weight, float eps,
-                                        const RowMatrix& dy) {
-  RowMatrix dx(x.rows(), x.cols());
-  for (Index h = 0; h < heads; ++h)
-    dx.middleCols(h * head_dim, head_dim) = rms_norm_backward(x.middleCols(h * head_dim, head_dim), weight, eps,
-                                                              dy.middleCols(h * head_dim, head_dim));
-  return dx;
-}
-
-/// Rotation frequency of pair i: theta^(-2i/head_dim), over the scaling divisor if any (double,
-/// as every RoPE here computes its angles).
-/// `length`: the sequence's tokens (LongRoPE's divisors depend on it; 0: the short ones).
-inline double rope_frequency(const LlamaConfig& c, Index i, Index length = 0) {
-  double frequency = std::pow(static_cast<double>(c.rope_theta), -2.0 * static_cast<double>(i) / static_cast<double>(c.rotary()));
-  const bool long_rope = !c.rope_long_divisors.empty() && length > c.rope_long_after;
-  const std::vector<float>& divisors = long_rope ? c.rope_long_divisors : c.rope_divisors;
-  if (!divisors.empty()) frequency /= static_cast<double>(divisors[static_cast<std::size_t>(i)]);
-  return frequency;
-}
-
-/// Rotate each head's pairs by direction · position · theta^(-2i/head_dim) (over the scaling
-/// divisor, if any); direction -1 undoes it, which is also the backward (a rotation's transpose
-/// is its inverse). Row r is position r mod seqlen (sequences stacked); seqlen 0: one sequence.
-inline void apply_rope(RowMatrix& x, Index heads, const LlamaConfig& c, float direction = 1.0f, Index seqlen = 0) {
-  const Index half = c.rotary() / 2, positions = seqlen > 0 ? std::min(seqlen, x.rows()) : x.rows();
-  // cos and sin of every (position, pair), computed in double once for all sequences; LongRoPE
-  // scales both (so the backward, direction −1, is the scaled rotation's transpose too)
-  RowMatrix cos_table(positions, half), sin_table(positions, half);
-  const float factor = c.rope_attention_factor;
-  for (Index i = 0; i < half; ++i) {
-    const double frequency = rope_frequency(c, i, positions);
-    for (Index t = 0; t < positions; ++t) {
-      const double angle = static_cast<double>(t) * frequency;
-      cos_table(t, i) = static_cast<float>(std::cos(angle));
-      sin_table(t, i) = direction * static_cast<float>(std::sin(angle));
-      if (factor != 1.0f) cos_table(t, i) *= factor, sin_table(t, i) *= factor;
-    }
-  }
-  const bool adjacent = c.rope_style == RopeStyle::AdjacentPairs;
-  for_each_row(x.rows(), [&](Index r) {
-    const Index t = r % positions;
-    for (Index h = 0; h < heads; ++h) {
-      float* head = x.row(r).data() + h * c.head_dim;
-      for (Index i = 0; i < half; ++i) {
-        const Index a = adjacent ? 2 * i : i, b = adjacent ? 2 * i + 1 : i + half;
-        const float cos_a = cos_table(t, i), sin_a = sin_table(t, i);
-        const float x0 = head[a], x1 = head[b];
-        head[a] = x0 * cos_a - x1 * sin_a;
-        head[b] = x0 * sin_a + x1 * cos_a;
-      }
-    }
-  });
-}
-
-/// The RoPE a block's attention uses: a sliding layer's own base (Gemma's local RoPE, unscaled)
-/// where the model has one, else the model's.
-inline const LlamaConfig& rope_config(const LlamaConfig& c, bool sliding, LlamaConfig& local) {
-  if (!sliding || c.sliding_rope_theta <= 0) return c;
-  local = c;
-  local.rope_theta = c.sliding_rope_theta;
-  local.rope_divisors.clear();
-  return local;
-}
-
-inline float attention_scale(const LlamaConfig& c) {
-  return c.attention_scale > 0 ? c.attention_scale : 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-}
-
-/// The first key position query t may see: 0, or with a sliding window of w tokens, t − w + 1.
-inline Index first_visible(Index t, Index window) { return window > 0 ? std::max<Index>(0, t - window + 1) : 0; }
-
-/// gelu_tanh(g) = ½ g (1 + tanh(√(2/π)(g + 0.044715 g³))) (transformers' gelu_pytorch_tanh); its
-/// derivative from the tanh t: ½ (1 + t) + ½ g (1 − t²) √(2/π) (1 + 3·0.044715 g²).
-inline constexpr float gelu_k0 = 0.7978845608028654f, gelu_k1 = 0.044715f;
-inline float gelu_tanh_derivative(float g, float t) {
-  return 0.5f * (1.0f + t) + 0.5f * g * (1.0f - t * t) * gelu_k0 * (1.0f + 3.0f * gelu_k1 * g * g);
-}
-
-/// Tokens per sequence of a batch of `rows` rows (0: one sequence), checked.
-inline Index sequence_length(Index rows, Index seqlen) {
-  if (seqlen <= 0) return rows;
-  if (rows % seqlen != 0)
-    throw Error("block batch: " + std::to_string(rows) + " rows are not whole sequences of " + std::to_string(seqlen) + " tokens");
-  return seqlen;
-}
-
-}  // namespace detail
 
 namespace detail {
+inline void attention_core_forward(const BlockWeights& w, const LlamaConfig& c, BlockCache& m, bool keep, Index length);
+inline void output_projection_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix& hidden, BlockCache& m, bool keep);
+
 /// The block's first half: hidden += attention(rms(hidden)), into `m`'s matrices (`keep`: also
 /// the input and the probabilities, for the backward).
+
 inline void attention_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix& hidden, BlockCache& m, bool keep, Index seqlen) {
-  const Index tokens = hidden.rows(), d = c.head_dim, group = c.heads / c.kv_heads;
-  const Index length = detail::sequence_length(tokens, seqlen), sequences = tokens > 0 ? tokens / length : 0;
+  const Index length = detail::sequence_length(hidden.rows(), seqlen);
   m.seqlen = length;
   if (keep) m.x = hidden;
   m.attention_in = detail::rms_norm(hidden, *w.attn_norm, c.rms_eps);
+  if (c.latent_attention()) {  // DeepSeek-V3 (model/latent_attention.hpp); then o_proj as below
+    detail::require(!w.act, "latent attention (DeepSeek-V3) with quantized activations is not supported");
+    latent_attention_forward(w.latent(), c, m.attention_in, m.mla, m.output_in, keep, length);
+    m.probabilities.clear();
+  } else {
+    attention_core_forward(w, c, m, keep, length);
+  }
+  output_projection_forward(w, c, hidden, m, keep);
+}
+
+/// Multi-head (GQA) attention of the normed state m.attention_in into m.output_in.
+inline void attention_core_forward(const BlockWeights& w, const LlamaConfig& c, BlockCache& m, bool keep, Index length) {
+  const Index tokens = m.attention_in.rows(), d = c.head_dim, group = c.heads / c.kv_heads, sequences = tokens > 0 ? tokens / length : 0;
   if (w.act) w.act->apply(m.attention_in, LinearInput::Attention);  // the cache keeps the quantized inputs (dW = dY^T q(x))
   LlamaConfig local;
   const LlamaConfig& rc = rope_config(c, w.sliding, local);
@@ -304,6 +211,10 @@ inline void attention_forward(const BlockWeights& w, const LlamaConfig& c, RowMa
     m.output_in.block(row, h * d, length, d).noalias() = p * m.v.block(row, kv * d, length, d);
   }
   if (!keep) m.probabilities.clear();
+}
+
+/// hidden += o_proj(m.output_in) (through Gemma's post norm; GPT-OSS's bias).
+inline void output_projection_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix& hidden, BlockCache& m, bool keep) {
   if (w.act && keep) m.output_in_float = m.output_in;
   if (w.act) w.act->apply(m.output_in, LinearInput::AttentionOutput);
   if (w.has_post_attn_norm()) {  // Gemma: the attention's output normed before the residual add
@@ -406,9 +317,9 @@ inline void accumulate_weight_gradient(std::array<RowMatrix, 7>& grads, Linear l
 }
 
 /// The attention half's backward from z.d_h = dL/dh (h = x + attention(rms(x))): dL/dW of q, k,
-/// v and o into `grads`.
+/// v and o into `grads` (a latent attention's: q_b, kv_a, kv_b and o; q_a's into `query_a_grad`).
 inline void attention_backward(const BlockWeights& w, const LlamaConfig& c, const BlockCache& cache, std::array<RowMatrix, 7>& grads,
-                               BlockBackwardScratch& z, bool keep_scratch) {
+                               BlockBackwardScratch& z, bool keep_scratch, RowMatrix* query_a_grad) {
   auto accumulate = [&](Linear l, const RowMatrix& d_y, const RowMatrix& x) { detail::accumulate_weight_gradient(grads, l, d_y, x); };
   const Index tokens = z.d_h.rows(), d = c.head_dim, group = c.heads / c.kv_heads;
   const Index length = cache.seqlen > 0 ? cache.seqlen : tokens, sequences = tokens / length;
@@ -418,6 +329,13 @@ inline void attention_backward(const BlockWeights& w, const LlamaConfig& c, cons
   accumulate(Linear::Output, d_o_all, cache.output_in);
   z.d_attention.noalias() = d_o_all * w[Linear::Output];
   if (w.act) w.act->backward(cache.output_in_float, z.d_attention, LinearInput::AttentionOutput);
+  if (c.latent_attention()) {
+    const auto at = [&](Linear l) { return &grads[static_cast<std::size_t>(l)]; };
+    latent_attention_backward(w.latent(), c, cache.attention_in, cache.mla, z.d_attention,
+                              {query_a_grad, at(Linear::Query), at(Linear::Key), at(Linear::Value)}, z.mla, length);
+    if (!keep_scratch) z.mla.d_s.clear();
+    return;
+  }
   z.d_q.resize(tokens, c.heads * d);
   z.d_k.setZero(tokens, c.kv_heads * d);
   z.d_v.setZero(tokens, c.kv_heads * d);
@@ -469,9 +387,10 @@ inline void attention_backward(const BlockWeights& w, const LlamaConfig& c, cons
 
 /// Accumulate dL/dW for the seven weights into `grads` (each [out, in], added to; an empty entry is
 /// skipped), given dL/d(block output) for the sequences whose forward filled `cache`. `scratch` (optional)
-/// keeps the temporaries' memory from call to call.
+/// keeps the temporaries' memory from call to call. A latent attention's q_a_proj: into `query_a_grad`
+/// (null or empty: not wanted).
 inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const BlockCache& cache, const RowMatrix& d_out,
-                           std::array<RowMatrix, 7>& grads, BlockBackwardScratch* scratch = nullptr) {
+                           std::array<RowMatrix, 7>& grads, BlockBackwardScratch* scratch = nullptr, RowMatrix* query_a_grad = nullptr) {
   auto accumulate = [&](Linear l, const RowMatrix& d_y, const RowMatrix& x) { detail::accumulate_weight_gradient(grads, l, d_y, x); };
   const Index tokens = d_out.rows();
   BlockBackwardScratch local;
@@ -507,7 +426,7 @@ inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const Bl
   z.d_yn.noalias() += z.d_up * w[Linear::Up];
   if (w.act) w.act->backward(cache.mlp_in_float, z.d_yn, LinearInput::Mlp);
   z.d_h = d_out + detail::rms_norm_backward(cache.h, *w.ffn_norm, c.rms_eps, z.d_yn);
-  detail::attention_backward(w, c, cache, grads, z, scratch != nullptr);
+  detail::attention_backward(w, c, cache, grads, z, scratch != nullptr, query_a_grad);
 }
 
 /// Accumulate dL/dW into `grads` for the attention's four weights (q, k, v, o; the MLP's three
@@ -517,14 +436,14 @@ inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const Bl
 /// attention through the experts, the router (kept in full precision) and the ffn norm.
 inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const BlockCache& cache, const RowMatrix& d_out,
                            std::array<RowMatrix, 7>& grads, std::vector<std::array<RowMatrix, 3>>& expert_grads,
-                           BlockBackwardScratch* scratch = nullptr) {
+                           BlockBackwardScratch* scratch = nullptr, RowMatrix* query_a_grad = nullptr) {
   detail::require(w.moe != nullptr, "block_backward: expert gradients of a block without a mixture of experts");
   BlockBackwardScratch local;
   BlockBackwardScratch& z = scratch ? *scratch : local;
   if (w.has_post_ffn_norm()) z.d_mlp = detail::rms_norm_backward(cache.mlp_out, *w.post_ffn_norm, c.rms_eps, d_out);
   moe_backward(w.moe->weights, w.moe->spec, cache.moe, cache.mlp_in, w.has_post_ffn_norm() ? z.d_mlp : d_out, expert_grads, &z.d_yn);
   z.d_h = d_out + detail::rms_norm_backward(cache.h, *w.ffn_norm, c.rms_eps, z.d_yn);
-  detail::attention_backward(w, c, cache, grads, z, scratch != nullptr);
+  detail::attention_backward(w, c, cache, grads, z, scratch != nullptr, query_a_grad);
 }
 
 /// The block's forward with its own weights (dense or mixture of experts).

@@ -73,13 +73,26 @@ struct LlamaConfig {
   std::string hf_lm_head = "lm_head.weight";
   bool vision_language = false;
 
+  // DeepSeek-V3's multi-head latent attention (MLA; kv_lora_rank > 0, model/latent_attention.hpp):
+  // queries through a low-rank q_a → RMSNorm → q_b (rank q_lora_rank), keys and values from one
+  // latent per token (kv_a → [latent kv_lora_rank | shared roped key] → RMSNorm(latent) → kv_b →
+  // per head [key qk_nope_dim | value v_head_dim]). head_dim is then the roped part of a query /
+  // key head (qk_rope_head_dim), as transformers sets it; attention_scale is (qk_nope + qk_rope)^−½
+  // × YaRN's mscale², set by the loader.
+  Index q_lora_rank = 0, kv_lora_rank = 0, qk_nope_dim = 0, v_head_dim = 0;
+  /// q_a_layernorm's and kv_a_layernorm's epsilon: transformers builds them with RMSNorm's default
+  /// 1e-6 whatever rms_norm_eps says; llama.cpp's deepseek2 uses the model's epsilon.
+  float latent_norm_eps = 1e-6f;
+  bool latent_attention() const { return kv_lora_rank > 0; }
+  Index qk_head_dim() const { return qk_nope_dim + head_dim; }
+
   bool is_sliding(Index layer) const { return layer >= 0 && static_cast<std::size_t>(layer) < sliding.size() && sliding[static_cast<std::size_t>(layer)]; }
   /// Whether the block is LLaMA's: none of the Gemma / Phi-3 settings (the CUDA backend computes
   /// all but Gemma 2's attention soft-capping).
   bool llama_shaped() const {
     return activation == MlpActivation::Silu && attention_scale == 0 && attention_softcap == 0 && logit_softcap == 0 &&
            embedding_scale == 1 && sliding_window == 0 && (rotary_dims == 0 || rotary_dims == head_dim) &&
-           rope_attention_factor == 1 && rope_long_divisors.empty();
+           rope_attention_factor == 1 && rope_long_divisors.empty() && !latent_attention();
   }
   Index rotary() const { return rotary_dims > 0 ? rotary_dims : head_dim; }
 };
@@ -149,8 +162,24 @@ inline const char* hf_name(Linear l) {
   return names[static_cast<int>(l)];
 }
 
+/// A latent-attention block's (DeepSeek-V3) Hugging Face names of its attention slots: Query is
+/// q_b_proj, Key kv_a_proj_with_mqa (the latent and the shared roped key), Value kv_b_proj (every
+/// head's key and value from the latent); q_a_proj is LinearSlot::latent (model/linear_slots.hpp).
+inline const char* hf_name(Linear l, const std::string& model_type) {
+  if (model_type != "deepseek_v3") return hf_name(l);
+  constexpr const char* names[] = {"self_attn.q_b_proj", "self_attn.kv_a_proj_with_mqa", "self_attn.kv_b_proj", "self_attn.o_proj"};
+  return static_cast<int>(l) < 4 ? names[static_cast<int>(l)] : hf_name(l);
+}
+
 /// [out, in] of each linear layer of a block.
 inline std::pair<Index, Index> linear_shape(const LlamaConfig& c, Linear l) {
+  if (c.latent_attention()) switch (l) {  // DeepSeek-V3's five attention layers (q_a_proj: [q_lora_rank, hidden])
+      case Linear::Query: return {c.heads * c.qk_head_dim(), c.q_lora_rank > 0 ? c.q_lora_rank : c.hidden};
+      case Linear::Key: return {c.kv_lora_rank + c.head_dim, c.hidden};
+      case Linear::Value: return {c.heads * (c.qk_nope_dim + c.v_head_dim), c.kv_lora_rank};
+      case Linear::Output: return {c.hidden, c.heads * c.v_head_dim};
+      default: break;
+    }
   const Index q_out = c.heads * c.head_dim, kv_out = c.kv_heads * c.head_dim;
   switch (l) {
     case Linear::Query: return {q_out, c.hidden};
@@ -171,6 +200,13 @@ struct MoeFeedForward {
   MoeWeights weights;
 };
 
+/// What a latent-attention block (DeepSeek-V3's MLA) holds beyond its four attention slots.
+struct LatentAttention {
+  RowMatrix query_a;              ///< q_a_proj [q_lora_rank, hidden]; empty: Query (q_proj) reads the normed hidden state
+  Eigen::VectorXf query_a_norm;   ///< q_a_layernorm [q_lora_rank] (empty with no query_a)
+  Eigen::VectorXf kv_a_norm;      ///< kv_a_layernorm [kv_lora_rank]
+};
+
 struct LlamaBlock {
   std::array<RowMatrix, 7> linear;  ///< [out, in] each, indexed by Linear; gate/up/down empty with `moe`
   Eigen::VectorXf attn_norm, ffn_norm;
@@ -182,6 +218,7 @@ struct LlamaBlock {
   Eigen::VectorXf post_attn_norm, post_ffn_norm;  ///< Gemma's norms of the attention's and the MLP's outputs; empty when absent
   bool sliding = false;                     ///< sliding-window attention (LlamaConfig::sliding_window, sliding_rope_theta)
   std::optional<ActivationQuant> act_quant; ///< its linear layers' inputs quantized (MXFP4/MXFP8/NVFP4 models); none in float
+  std::optional<LatentAttention> mla;      ///< DeepSeek-V3's latent attention (LlamaConfig::latent_attention)
   RowMatrix& operator[](Linear l) { return linear[static_cast<std::size_t>(l)]; }
   const RowMatrix& operator[](Linear l) const { return linear[static_cast<std::size_t>(l)]; }
 };

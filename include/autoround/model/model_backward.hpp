@@ -78,7 +78,7 @@ inline HeadGradient head_backward(const RowMatrix& hidden, std::span<const std::
 /// its input): the residual's z.d_h plus what reaches the input through q, k, v and the
 /// attention norm.
 inline RowMatrix block_input_gradient(const BlockWeights& w, const LlamaConfig& c, const BlockCache& cache, const BlockBackwardScratch& z) {
-  detail::require(!w.moe && !w.act, "block_input_gradient: a dense block with float inputs only");
+  detail::require(!w.moe && !w.act && !c.latent_attention(), "block_input_gradient: a dense block with float inputs and GQA attention only");
   RowMatrix d_normed;
   d_normed.noalias() = z.d_q * w[Linear::Query];
   d_normed.noalias() += z.d_k * w[Linear::Key];

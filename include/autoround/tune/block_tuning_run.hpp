@@ -113,7 +113,7 @@ class BlockTuningRun {
                              [&](Index n, auto&& f) { backend_.parallel_for(n, f); }, layer.tunable.min_scale,
                              layer.tunable.max_scale, options.clip_search);
       }
-      if (slots_[i].expert == LinearSlot::own) layer.qweight.resize(weight.rows(), weight.cols());
+      if (!slots_[i].of_expert()) layer.qweight.resize(weight.rows(), weight.cols());
       layer.rounding_state = optimizer_.make_state(layer.tunable.rounding.size());
       layer.min_state = optimizer_.make_state(layer.tunable.min_scale.size());
       layer.max_state = optimizer_.make_state(layer.tunable.max_scale.size());
@@ -130,9 +130,10 @@ class BlockTuningRun {
     const BlockWeights weights = quantized_weights();
     std::array<RowMatrix, 7>& grads = grads_;
     for (Linear l : all_linears) grads[static_cast<std::size_t>(l)].setZero(block_[l].rows(), block_[l].cols());
+    if (block_.mla) query_a_grad_.setZero(block_.mla->query_a.rows(), block_.mla->query_a.cols());
     if (moe_)
       for (std::size_t i = 0; i < slots_.size(); ++i)
-        if (slots_[i].expert != LinearSlot::own) {
+        if (slots_[i].of_expert()) {
           const RowMatrix& w = slot_weight(block_, slots_[i]);
           gradient(i).setZero(w.rows(), w.cols());
         }
@@ -153,10 +154,10 @@ class BlockTuningRun {
       loss += static_cast<double>(out.middleRows(static_cast<Index>(i) * seqlen, seqlen).squaredNorm());
     out *= static_cast<float>(options_.loss_scale * 2.0 / count);  // d (loss_scale · mean(diff^2)) / d out
     if (moe_) {
-      block_backward(weights, config_, cache_, out, grads, expert_grads_, &scratch_);
+      block_backward(weights, config_, cache_, out, grads, expert_grads_, &scratch_, &query_a_grad_);
       for (std::size_t e = 0; e < expert_tokens_.size(); ++e) expert_tokens_[e] += cache_.moe.tokens[e];
     } else {
-      block_backward(weights, config_, cache_, out, grads, &scratch_);
+      block_backward(weights, config_, cache_, out, grads, &scratch_, &query_a_grad_);
     }
     loss /= count;
     if (tracker_.record(loss, detail::unmasked_positions(masks_, samples))) snapshot();
@@ -243,12 +244,13 @@ class BlockTuningRun {
     if (moe_) weights.moe = &*moe_;
     for (std::size_t i = 0; i < layers_.size(); ++i) {
       if (!layers_[i]) continue;
-      if (slots_[i].expert != LinearSlot::own) {  // into the experts' working copy
+      if (slots_[i].of_expert()) {  // into the experts' working copy
         layers_[i]->tunable.forward(backend_, mutable_view(expert_weight(*moe_, slots_[i])));
         continue;
       }
       layers_[i]->tunable.forward(backend_, mutable_view(layers_[i]->qweight));
-      weights.linear[static_cast<std::size_t>(slots_[i].role)] = &layers_[i]->qweight;
+      if (slots_[i].expert == LinearSlot::latent) weights.query_a = &layers_[i]->qweight;
+      else weights.linear[static_cast<std::size_t>(slots_[i].role)] = &layers_[i]->qweight;
     }
     return weights;
   }
@@ -257,6 +259,7 @@ class BlockTuningRun {
   RowMatrix& gradient(std::size_t i) {
     const LinearSlot& s = slots_[i];
     if (s.expert == LinearSlot::own) return grads_[static_cast<std::size_t>(s.role)];
+    if (s.expert == LinearSlot::latent) return query_a_grad_;
     auto& triple = s.expert == LinearSlot::shared ? expert_grads_.back() : expert_grads_[static_cast<std::size_t>(s.expert)];
     return triple[projection_index(s.role)];
   }
@@ -311,6 +314,7 @@ class BlockTuningRun {
   BlockBackwardScratch scratch_;
   std::vector<float> outlier_scratch_;  // drop_largest_errors' magnitudes
   std::array<RowMatrix, 7> grads_;                       // the block's own layers'
+  RowMatrix query_a_grad_;                               // a latent attention's q_a_proj
   std::vector<std::array<RowMatrix, 3>> expert_grads_;  // per routed expert (the shared one last): gate, up, down
   std::vector<Index> expert_tokens_;
   std::vector<float> input_absmax_;  // per slot, where measured (NVFP4)

@@ -408,6 +408,8 @@ class BlockTuningRun {
                         " linear layers (linear_slots)");
     if (config.attention_softcap > 0)
       throw Error(name + ": attention soft-capping (Gemma 2): the GPU does not tune it yet (issue #25); run with --device cpu");
+    if (config.latent_attention())
+      throw Error(name + ": latent attention (DeepSeek-V3's MLA): the GPU does not tune it yet (issue #25); run with --device cpu");
     if (block.moe) check_moe(block, name);
     mlp_base_ = moe_ ? 4 + 3 * static_cast<std::size_t>(shape_.experts) : 4;
     mlp_inter_ = moe_ ? shape_.shared_intermediate : config.intermediate;
@@ -415,7 +417,7 @@ class BlockTuningRun {
     for (const LinearSlot& s : slots_) {
       const RowMatrix& w = slot_weight(block, s);
       auto [out, in] = linear_shape(config, s.role);
-      if (s.expert != LinearSlot::own) {  // an expert's: [its intermediate, hidden] or the transpose
+      if (s.of_expert()) {  // an expert's: [its intermediate, hidden] or the transpose
         const long inter = s.routed() ? shape_.intermediate : shape_.shared_intermediate;
         out = s.role == Linear::Down ? config.hidden : inter;
         in = s.role == Linear::Down ? inter : config.hidden;

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# CTest's cli_deepseek: the DeepSeek-V3 fixture (transformers 5.17's DeepseekV3ForCausalLM, random and
+# small: tests/fixtures/families/deepseek_v3: multi-head latent attention in every layer, a dense first
+# layer, then the grouped sigmoid routing with a shared expert) tuned by `autoround quantize` on the
+# CPU into auto_round: all five attention layers (q_a_proj, q_b_proj, kv_a_proj_with_mqa, kv_b_proj,
+# o_proj), every routed expert and the shared expert in the block loss, written under transformers'
+# names beside the two latent norms; the router and its e_score_correction_bias kept; the checkpoint
+# reads back (our reader) to the perplexity the run measured, within 10% of the float model's. The
+# GPU refuses the latent attention by name.
+# usage: cli_deepseek_test.sh AUTOROUND FIXTURES_DIR WORK_DIR
+set -euo pipefail
+autoround=$1 model=$2/families/deepseek_v3 work=$3
+rm -rf "$work" && mkdir -p "$work"
+"$autoround" quantize --model "$model" --calibration "$model/text.tokens" --output "$work/out" --format auto_round \
+  --nsamples 3 --seqlen 16 --iters 20 --batch-size 1 --group-size 32 \
+  >"$work/quantize.log" 2>&1 || { echo "cli_deepseek: quantize failed"; cat "$work/quantize.log"; exit 1; }
+! grep -q "cannot hold" "$work/quantize.log" || { echo "cli_deepseek: a false 'cannot hold' warning"; grep "cannot hold" "$work/quantize.log"; exit 1; }
+for m in "$model" "$work/out/auto_round"; do
+  "$autoround" eval --model "$m" --text "$model/text.tokens" --context 16 >>"$work/eval.log" 2>&1 ||
+    { echo "cli_deepseek: eval of $m failed"; cat "$work/eval.log"; exit 1; }
+done
+if "$autoround" quantize --model "$model" --calibration "$model/text.tokens" --output "$work/gpu" --format auto_round \
+     --nsamples 1 --seqlen 16 --iters 1 --device cuda >"$work/gpu.log" 2>&1; then
+  echo "cli_deepseek: --device cuda ran a latent attention"; exit 1
+fi
+if grep -q "no CUDA device found\|built without CUDA" "$work/gpu.log"; then
+  echo "cli_deepseek: no GPU here: the GPU's refusal of the latent attention is not checked (it is on a GPU machine)"
+else
+  grep -q "latent attention (DeepSeek-V3's MLA): the GPU does not tune it yet" "$work/gpu.log" ||
+    { echo "cli_deepseek: --device cuda did not refuse by name"; cat "$work/gpu.log"; exit 1; }
+fi
+python3 - "$work" <<'PY' || { cat "$work/quantize.log"; exit 1; }
+import json, re, struct, sys
+work = sys.argv[1]
+report = json.load(open(f"{work}/out/quantization_report.json"))
+blocks = report["runs"][0]["blocks"]
+assert len(blocks) == 3 and "experts" not in blocks[0] and all(b["experts"] == 8 for b in blocks[1:]), blocks
+assert all(b["best_loss"] < 0.8 * b["rtn_loss"] for b in blocks), blocks
+before, after = [float(v) for v in re.findall(r"^perplexity ([0-9.]+) over", open(f"{work}/eval.log").read(), re.M)]
+assert after != before and abs(after / before - 1) < 0.1, (before, after)
+with open(f"{work}/out/auto_round/model.safetensors", "rb") as f:
+    header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+extra = json.load(open(f"{work}/out/auto_round/config.json"))["quantization_config"].get("extra_config", {})
+for b in range(3):
+    p = f"model.layers.{b}.self_attn."
+    for layer in ("q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj"):
+        assert p + layer + ".qweight" in header, (p + layer, sorted(k for k in header if k.startswith(p)))
+    for norm in ("q_a_layernorm.weight", "kv_a_layernorm.weight"):
+        assert header[p + norm]["shape"] == [32], (p + norm, header.get(p + norm))
+    assert not any(k.startswith(p + "q_proj") or k.startswith(p + "k_proj") for k in header)
+    m = f"model.layers.{b}.mlp."
+    if b == 0:
+        assert m + "gate_proj.qweight" in header
+        continue
+    assert header[m + "gate.e_score_correction_bias"]["dtype"] == "F32"
+    assert extra.get(m + "gate") == {"bits": 16, "data_type": "float"}, extra
+    for e in range(8):
+        assert f"{m}experts.{e}.down_proj.qweight" in header, e
+    for proj in ("gate_proj", "up_proj", "down_proj"):
+        assert f"{m}shared_experts.{proj}.qweight" in header, proj
+print("cli_deepseek: 3 latent-attention blocks (5 attention layers each; 2 MoE blocks of 8 experts + a shared one) tuned and"
+      " written; perplexity %.4f float, %.4f read back" % (before, after))
+PY
+rm -rf "$work"
