@@ -142,6 +142,7 @@ def families():
                              n_routed_experts=8, moe_intermediate_size=32, intermediate_size=96, n_shared_experts=1,
                              n_group=2, topk_group=1, first_k_dense_replace=1, routed_scaling_factor=2.5,
                              norm_topk_prob=True, rope_interleave=True, attention_bias=False, num_mtp_layers=0,
+                             scoring_func="sigmoid", topk_method="noaux_tc",  # as the released config.json (llama.cpp reads scoring_func)
                              rope_parameters={"rope_type": "yarn", "rope_theta": THETA, "factor": 4.0, "beta_fast": 32.0,
                                               "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 0.8,
                                               "original_max_position_embeddings": 16})),

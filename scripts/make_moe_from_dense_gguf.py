@@ -22,8 +22,18 @@ its scale; both tools multiply it in), and experts through swiglu_oai written so
 where no clamp binds: gate / 1.702 (so g' sigma(1.702 g') = silu(g) / 1.702), down x 1.702, up
 bias -1 (cancelling its "+ 1"), zero gate / down biases (a language model still; the window and
 YaRN perturb it; the same for both tools).
+deepseek2 (DeepSeek-V3) routes and shares an expert as glm4moe (its block 0 dense) and turns each
+attention into multi-head latent attention computing the asset's attention without RoPE (one roped
+key part per token cannot hold 3 KV heads' rotations) plus a small roped term: attn_norm of ones,
+attn_q_a and the latent part of attn_kv_a_mqa identities (q_lora_rank = kv_lora_rank = hidden), both
+latent norms the asset's attn_norm (so q_b and kv_b read its normed state), attn_q_b per head
+[the asset's q rows x c | DR random rows], attn_k_b / attn_v_b per head the asset's k / v rows of
+the head's KV head (kv_b split as llama.cpp's converter splits it), DR random rows for the shared
+roped key; YaRN x4 from 512 positions with yarn_log_multiplier 0.1 (mscale_all_dim 1); c undoes the
+score scale (1 + 0.1 ln 4)^2 / sqrt(64 + DR) so that q.k is the asset's / 8. A NoPE model: far from
+the asset's perplexity, the same for both tools.
 Needs gguf-py and numpy.
-usage: python make_moe_from_dense_gguf.py SOURCE.gguf OUT.gguf ARCH(llama|qwen3moe|qwen2moe|glm4moe|gpt-oss) [LAYERS=0] [EXPERTS=4]"""
+usage: python make_moe_from_dense_gguf.py SOURCE.gguf OUT.gguf ARCH(llama|qwen3moe|qwen2moe|glm4moe|gpt-oss|deepseek2) [LAYERS=0] [EXPERTS=4]"""
 import os
 import sys
 
@@ -64,7 +74,7 @@ w.add_context_length(int(value(f"{src_arch}.context_length")))
 w.add_embedding_length(hidden)
 w.add_feed_forward_length(ff)
 w.add_head_count(heads)
-w.add_head_count_kv(kv_heads)
+w.add_head_count_kv(1 if arch == "deepseek2" else kv_heads)
 w.add_layer_norm_rms_eps(float(value(f"{src_arch}.attention.layer_norm_rms_epsilon")))
 w.add_rope_freq_base(float(value(f"{src_arch}.rope.freq_base")))
 oss = arch == "gpt-oss"
@@ -78,21 +88,36 @@ if oss:
     w.add_rope_scaling_orig_ctx_len(4096)
     w.add_rope_scaling_attn_factors(1 / (0.1 * np.log(32.0) + 1))  # undoes YaRN's 1.35 on cos and sin (llama.cpp multiplies both)
 half = arch == "glm4moe" and os.environ.get("ROT", "half") != "full"
-w.add_rope_dimension_count(hidden // heads // (2 if half else 1))
+mla = arch == "deepseek2"
+DR = 32  # deepseek2: the roped dimensions of each query head and of the shared key
+if mla:
+    from gguf import RopeScalingType
+    hd = hidden // heads
+    w.add_uint32("deepseek2.attention.q_lora_rank", hidden)
+    w.add_uint32("deepseek2.attention.kv_lora_rank", hidden)
+    w.add_key_length(hidden + DR)
+    w.add_value_length(hidden)
+    w.add_uint32("deepseek2.attention.key_length_mla", hd + DR)
+    w.add_uint32("deepseek2.attention.value_length_mla", hd)
+    w.add_rope_scaling_type(RopeScalingType.YARN)
+    w.add_rope_scaling_factor(4.0)
+    w.add_rope_scaling_orig_ctx_len(512)
+    w.add_float32("deepseek2.rope.scaling.yarn_log_multiplier", 0.1)
+w.add_rope_dimension_count(DR if mla else hidden // heads // (2 if half else 1))
 w.add_vocab_size(int(value(f"{src_arch}.vocab_size")))
 w.add_expert_count(experts)
 w.add_expert_used_count(2)
-if arch in ("qwen3moe", "qwen2moe", "glm4moe", "gpt-oss"):
+if arch in ("qwen3moe", "qwen2moe", "glm4moe", "gpt-oss", "deepseek2"):
     w.add_expert_feed_forward_length(ff)
-if arch == "glm4moe":
+if arch in ("glm4moe", "deepseek2"):
     w.add_expert_shared_count(1)
     w.add_leading_dense_block_count(1)
-    w.add_uint32("glm4moe.expert_gating_func", 2)  # sigmoid (ExpertGatingFuncType.SIGMOID)
+    w.add_uint32(f"{arch}.expert_gating_func", 2)  # sigmoid (ExpertGatingFuncType.SIGMOID)
     w.add_expert_weights_scale(1.5)
     w.add_expert_weights_norm(True)
-    w.add_uint32("glm4moe.expert_group_count", 2)
-    w.add_uint32("glm4moe.expert_group_used_count", 1)
-    w.add_uint32("glm4moe.nextn_predict_layers", 0)
+    w.add_uint32(f"{arch}.expert_group_count", 2)
+    w.add_uint32(f"{arch}.expert_group_used_count", 1)
+    w.add_uint32(f"{arch}.nextn_predict_layers", 0)
 if arch == "qwen2moe":
     w.add_expert_shared_feed_forward_length(ff)
 w.add_file_type(1)
@@ -104,7 +129,29 @@ elif arch in ("qwen2moe", "gpt-oss"):  # llama.cpp's qwen2moe and gpt-oss graphs
     w.add_tensor("output.weight", tensor("token_embd.weight"))
 for b in range(layers):
     p = f"blk.{b}."
-    for name in ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm"):
+    if mla:  # latent attention computing the asset's (without RoPE) plus a small roped term
+        hd, group = hidden // heads, heads // kv_heads
+        g = tensor(p + "attn_norm.weight")
+        q, k, v = (tensor(p + n + ".weight").astype(np.float32) for n in ("attn_q", "attn_k", "attn_v"))
+        c = np.sqrt(hd + DR) / (8.0 * (0.1 * np.log(4.0) + 1) ** 2)
+        small = lambda r: (rng.standard_normal((r, hidden)) * 0.3 / np.sqrt(hidden)).astype(np.float32)
+        w.add_tensor(p + "attn_norm.weight", np.ones(hidden, np.float32))
+        w.add_tensor(p + "attn_q_a.weight", np.eye(hidden, dtype=np.float16))
+        w.add_tensor(p + "attn_q_a_norm.weight", g)
+        w.add_tensor(p + "attn_q_b.weight", np.concatenate(
+            [np.concatenate([q[h * hd:(h + 1) * hd] * c, small(DR)]) for h in range(heads)]).astype(np.float16))
+        w.add_tensor(p + "attn_kv_a_mqa.weight", np.concatenate([np.eye(hidden, dtype=np.float32), small(DR)]).astype(np.float16))
+        w.add_tensor(p + "attn_kv_a_norm.weight", g)
+        kv = lambda m, h: m[(h // group) * hd:(h // group + 1) * hd]  # head h's KV head's rows
+        w.add_tensor(p + "attn_k_b.weight", np.stack([kv(k, h).T for h in range(heads)]).astype(np.float16))  # [heads, rank, dn]
+        w.add_tensor(p + "attn_v_b.weight", np.stack([kv(v, h) for h in range(heads)]).astype(np.float16))  # [heads, dv, rank]
+        w.add_tensor(p + "attn_output.weight", tensor(p + "attn_output.weight"))
+        w.add_tensor(p + "ffn_norm.weight", tensor(p + "ffn_norm.weight"))
+        if b == 0:  # dense
+            for name in ("ffn_gate", "ffn_up", "ffn_down"):
+                w.add_tensor(p + name + ".weight", tensor(p + name + ".weight"))
+            continue
+    for name in ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm") if not mla else ():
         out_name = "post_attention_norm" if arch in ("glm4moe", "gpt-oss") and name == "ffn_norm" else name
         x = tensor(p + name + ".weight")
         if (oss or (arch == "glm4moe" and not half)) and name in ("attn_q", "attn_k") and src_arch == "llama":  # undo the converter's permute
@@ -146,9 +193,9 @@ for b in range(layers):
     w.add_tensor(p + "ffn_gate_exps.weight", np.stack([s * gate for s in scales]))
     w.add_tensor(p + "ffn_up_exps.weight", np.stack([s * up for s in scales]))
     w.add_tensor(p + "ffn_down_exps.weight", np.stack([down for _ in scales]))
-    if arch == "glm4moe":
+    if arch in ("glm4moe", "deepseek2"):
         w.add_tensor(p + "exp_probs_b.bias", (0.1 * rng.standard_normal(experts)).astype(np.float32))
-    if arch in ("qwen2moe", "glm4moe"):
+    if arch in ("qwen2moe", "glm4moe", "deepseek2"):
         if arch == "qwen2moe":
             w.add_tensor(p + "ffn_gate_inp_shexp.weight", (rng.standard_normal(hidden) / np.sqrt(hidden)).astype(np.float32))
         w.add_tensor(p + "ffn_gate_shexp.weight", gate)

@@ -457,6 +457,47 @@ TEST_CASE("deepseek_v3: logits equal transformers' DeepseekV3ForCausalLM (latent
   CHECK(distance([](LlamaModel& m) { for (auto& k : m.blocks) if (k.moe) k.moe->weights.correction_bias.setZero(); }) > 1e-2);
 }
 
+TEST_CASE("deepseek_v3: the GGUF that llama.cpp's converter writes of it (deepseek2, attn_k_b / attn_v_b) reads as llama.cpp computes it") {
+  // model.gguf: scripts/convert_family_gguf.py (llama.cpp 0.3.36's converter, float32): arch deepseek2,
+  // kv_b_proj split per head into attn_k_b (transposed) and attn_v_b, head_count_kv 1,
+  // key_length_mla 40 / value_length_mla 16, rope.scaling.yarn_log_multiplier 0.1 × mscale_all_dim
+  const LlamaModel model = load_llama(family_dir("deepseek_v3") + "/model.gguf");
+  LlamaModel hf = load_llama(family_dir("deepseek_v3"));
+  const LlamaConfig& c = model.config;
+  CHECK(c.model_type == "deepseek2");
+  CHECK((c.q_lora_rank == 32 && c.kv_lora_rank == 32 && c.qk_nope_dim == 8 && c.head_dim == 32 && c.v_head_dim == 16));
+  CHECK(c.rope_style == RopeStyle::AdjacentPairs);
+  CHECK(c.rope_divisors == hf.config.rope_divisors);
+  CHECK(c.attention_scale == doctest::Approx(hf.config.attention_scale).epsilon(1e-6));  // (1 + 0.1·0.8·ln 4)² / √40 both
+  // llama.cpp assumes mscale = mscale_all_dim where mscale_all_dim ≠ 1 (llama-context.cpp): cos and
+  // sin unscaled, where transformers scales them by m(4, 1) / m(4, 0.8) with this checkpoint's mscale 1
+  CHECK(c.rope_attention_factor == 1.0f);
+  CHECK(hf.config.rope_attention_factor > 1.02f);
+  CHECK(c.latent_norm_eps == c.rms_eps);
+  for (std::size_t b = 0; b < 3; ++b) {
+    CAPTURE(b);
+    for (const LinearSlot& s : linear_slots(hf.blocks[b])) CHECK(slot_weight(model.blocks[b], s) == slot_weight(hf.blocks[b], s));
+    CHECK(model.blocks[b].mla->kv_a_norm == hf.blocks[b].mla->kv_a_norm);
+    CHECK(model.blocks[b].mla->query_a_norm == hf.blocks[b].mla->query_a_norm);
+  }
+  const SafetensorsFile fixture(family_dir("deepseek_v3") + "/logits.safetensors");
+  const auto tokens = fixture.view_as<std::int32_t>("tokens", Dtype::I32);
+  const RowMatrix expected = fixture.to_float("logits");
+  const RowMatrix logits = forward_logits(model, tokens);
+  // the checkpoint computed as llama.cpp computes it (its cos/sin factor, its latent norms' epsilon)
+  hf.config.rope_attention_factor = c.rope_attention_factor;
+  hf.config.latent_norm_eps = c.latent_norm_eps;
+  const double same = (logits - forward_logits(hf, tokens)).cwiseAbs().maxCoeff();
+  const double apart = (logits - expected).cwiseAbs().maxCoeff();
+  MESSAGE("deepseek2 GGUF: max |logit difference| " << same << " from the checkpoint with llama.cpp's factors, " << apart
+                                                    << " from transformers' run (max |logit| " << expected.cwiseAbs().maxCoeff() << ")");
+  CHECK(same <= 1e-6 * expected.cwiseAbs().maxCoeff());
+  // transformers' cos/sin factor 1.025 moves these logits by up to 2.1 (max 3.3): llama.cpp computes
+  // another model than transformers here (equal for DeepSeek-V3's mscale = mscale_all_dim = 1);
+  // llama-perplexity itself judges the deepseek2 files (scripts/moe-llama-check.sh ARCHS=deepseek2)
+  CHECK(apart > 1e-2);
+}
+
 TEST_CASE("glm4_moe: the GGUF that llama.cpp's converter writes of it reads to transformers' logits") {
   // model.gguf: scripts/convert_family_gguf.py (llama.cpp 0.3.36's convert_hf_to_gguf.py, float32,
   // a stand-in vocabulary): arch glm4moe, leading_dense_block_count 1, expert_group_count 2,

@@ -168,7 +168,8 @@ TEST_CASE("llama-quantize's types where every row holds k-quant blocks: 32 layer
       REQUIRE(tensors.size() == static_cast<std::size_t>(7 * config.layers + 2));
       int differing = 0;
       for (const auto& [tensor, theirs] : tensors.items()) {
-        const auto [block, linear, owner, keep] = gguf_tensor_site(tensor);
+        const GgufTensorSite site = gguf_tensor_site(tensor);
+        const auto& [block, linear] = std::pair{site.block, site.linear};
         const Index cols = linear ? linear_shape(config, *linear).second : config.hidden;  // token_embd, output: hidden
         const ggml::Type ours = gguf_tensor_type(gguf_scheme(name), cols, block, linear, config, tensor == "output.weight");
         if (theirs.get<std::string>() != ggml::traits(ours).name) {

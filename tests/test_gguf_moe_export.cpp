@@ -261,8 +261,9 @@ TEST_CASE("gguf:q4_k_m of a qwen3moe model: experts tuned as Q4_K / Q6_K through
 }
 
 TEST_CASE("our types for MoE GGUF files equal llama-quantize's, tensor by tensor") {
-  // synthetic qwen3moe / Mixtral-like (8 experts) / qwen2moe (shared expert) files quantized by
-  // llama-quantize itself (scripts/make_llama_quantize_moe.py): every 2-D and 3-D tensor's type
+  // synthetic qwen3moe / Mixtral-like (8 experts) / qwen2moe (shared expert) / deepseek2 (latent
+  // attention: attn_q_a, attn_q_b, attn_kv_a_mqa, attn_k_b, attn_v_b; a dense first block) files
+  // quantized by llama-quantize itself (scripts/make_llama_quantize_moe.py): every 2-D and 3-D tensor's type
   std::ifstream in(std::string(AUTOROUND_FIXTURES_DIR) + "/llama_quantize_types_moe.json");
   REQUIRE(in.good());
   const nlohmann::json fixture = nlohmann::json::parse(in);
@@ -284,7 +285,7 @@ TEST_CASE("our types for MoE GGUF files equal llama-quantize's, tensor by tensor
         const GgufTensorSite site = gguf_tensor_site(tensor);
         const Index cols = theirs[1].get<Index>();
         const ggml::Type ours = site.keep_type ? ggml::Type::F32  // the router, F32 in the source
-                                               : gguf_tensor_type(gguf_scheme(name), cols, site.block, site.linear, config,
+                                               : gguf_tensor_type(gguf_scheme(name), cols, site.block, site.rule(), config,
                                                                   tensor == "output.weight", experts);
         exps += site.owner == GgufTensorSite::Owner::Experts;
         if (theirs[0].get<std::string>() != ggml::traits(ours).name) {
@@ -292,7 +293,7 @@ TEST_CASE("our types for MoE GGUF files equal llama-quantize's, tensor by tensor
           MESSAGE(tensor << ": ours " << std::string(ggml::traits(ours).name) << ", llama-quantize " << theirs[0].get<std::string>());
         }
       }
-      CHECK(exps == 3 * config.layers);
+      CHECK(exps == 3 * (config.layers - c.value("dense", Index{0})));
       CHECK(differing == 0);
     }
   }

@@ -97,12 +97,23 @@ inline bool use_more_bits(Index i, Index n) { return i < n / 8 || i >= 7 * n / 8
 
 /// Where a GGUF tensor sits: "blk.N.<linear>.weight" -> {N, linear}; other names -> {N or none, none}.
 /// "blk.N.ffn_gate_exps.weight" -> {N, Gate, experts}; "blk.N.ffn_down_shexp.weight" -> {N, Down, shared}.
+/// deepseek2's latent attention: "attn_q_a" -> {N, Query, latent}, "attn_q_b" Query, "attn_kv_a_mqa"
+/// Key, "attn_k_b" / "attn_v_b" the key / value rows of Value (kv_b), each typed by llama-quantize's
+/// OTHER rule (the scheme's base type); a legacy "attn_kv_b" is Value, typed as attn_v.
 struct GgufTensorSite {
   enum class Owner { Block, Experts, SharedExpert };
+  /// Which rows of the slot's layer the tensor holds: all, or (deepseek2) kv_b's key rows
+  /// transposed per head (attn_k_b) or its value rows (attn_v_b).
+  enum class Part { Whole, KeyRows, ValueRows };
   std::optional<Index> block;
   std::optional<Linear> linear;
   Owner owner = Owner::Block;  ///< a 3-D tensor of every routed expert, or the shared expert's
   bool keep_type = false;      ///< a router (ffn_gate_inp): llama-quantize never quantizes it
+  bool latent = false;         ///< the latent slot (q_a_proj: LinearSlot::latent), not `linear`'s own
+  Part part = Part::Whole;
+  bool other_rule = false;     ///< llama-quantize's category OTHER: the base type whatever `linear` is
+  /// The layer whose llama-quantize rule types the tensor (none: the base type).
+  std::optional<Linear> rule() const { return other_rule ? std::nullopt : linear; }
 };
 inline GgufTensorSite gguf_tensor_site(const std::string& name) {
   GgufTensorSite site;
@@ -122,6 +133,14 @@ inline GgufTensorSite gguf_tensor_site(const std::string& name) {
   // phi3's fused attn_qkv: llama-quantize counts it as an attn_v and gives it attn_v's type
   // (llama-quant.cpp's category_is_attn_v; its own attn_qkv rule comes after and is never reached)
   if (rest == "attn_qkv.weight") site.linear = Linear::Value;
+  // deepseek2 (tensor_get_category: these names match none of its patterns but attn_kv_b's)
+  using P = GgufTensorSite::Part;
+  if (rest == "attn_q_a.weight") site.linear = Linear::Query, site.latent = true, site.other_rule = true;
+  if (rest == "attn_q_b.weight") site.linear = Linear::Query, site.other_rule = true;
+  if (rest == "attn_kv_a_mqa.weight") site.linear = Linear::Key, site.other_rule = true;
+  if (rest == "attn_k_b.weight") site.linear = Linear::Value, site.part = P::KeyRows, site.other_rule = true;
+  if (rest == "attn_v_b.weight") site.linear = Linear::Value, site.part = P::ValueRows, site.other_rule = true;
+  if (rest == "attn_kv_b.weight") site.linear = Linear::Value;  // ATTENTION_KV_B: attn_v-like
   site.keep_type = rest.find("ffn_gate_inp") != std::string::npos;
   return site;
 }
@@ -139,13 +158,19 @@ inline std::vector<Linear> gguf_fused_layers(const std::string& name, const std:
 }
 
 /// The GGUF tensor (within its block) that holds linear layer `l` of an `arch` model, and the
-/// layer whose llama-quantize rule gives its type: phi3's q and k are in attn_qkv (attn_v's rule),
-/// its gate in ffn_up.
-inline std::pair<std::string, Linear> gguf_tensor_of(Linear l, const std::string& arch) {
+/// layer whose llama-quantize rule gives its type (none: the base type): phi3's q and k are in
+/// attn_qkv (attn_v's rule), its gate in ffn_up; deepseek2's q_b, kv_a and kv_b (tuned for its value
+/// rows' tensor, attn_v_b) are typed by the OTHER rule, its q_a too (gguf_latent_tensor).
+inline std::pair<std::string, std::optional<Linear>> gguf_tensor_of(Linear l, const std::string& arch) {
   if (arch == "phi3" && (l == Linear::Query || l == Linear::Key || l == Linear::Value)) return {"attn_qkv", Linear::Value};
   if (arch == "phi3" && (l == Linear::Gate || l == Linear::Up)) return {"ffn_up", Linear::Up};
+  if (arch == "deepseek2" && l == Linear::Query) return {"attn_q_b", std::nullopt};
+  if (arch == "deepseek2" && l == Linear::Key) return {"attn_kv_a_mqa", std::nullopt};
+  if (arch == "deepseek2" && l == Linear::Value) return {"attn_v_b", std::nullopt};
   return {gguf_name(l), l};
 }
+/// deepseek2's q_a_proj (LinearSlot::latent): its tensor, typed by the OTHER rule.
+inline constexpr const char* gguf_latent_tensor = "attn_q_a";
 
 /// The block type llama-quantize gives a 2-D (or an experts' 3-D) tensor of a LLaMA-family model
 /// under `scheme`. `linear`/`block`: set for a block's linear layers (an expert's gate/up/down as

@@ -90,14 +90,18 @@ inline std::string escaped_dots(const std::string& name) {
 inline std::vector<LayerOverride> gguf_tuning_overrides(const GgufScheme& scheme, const LlamaConfig& config, const GgufExperts& experts = {}) {
   std::vector<LayerOverride> overrides;
   for (Index b = 0; b < config.layers; ++b) {
+    const auto tuned_for = [&](const LinearSlot& slot, const std::string& tensor, std::optional<Linear> rule, Index cols) {
+      const auto chosen = scheme.tensor_types.find("blk." + std::to_string(b) + "." + tensor + ".weight");
+      const ggml::Type type = chosen != scheme.tensor_types.end() ? chosen->second
+                                                                 : gguf_tensor_type(scheme, cols, b, rule, config, false, experts.count);
+      overrides.push_back({"^" + detail::escaped_dots(layer_name(b, slot, config.model_type)) + "$", exact_spec_for(type)});
+    };
     for (Linear l : all_linears) {
       const auto [tensor, rule] = gguf_tensor_of(l, config.model_type);  // phi3's fused layers: one tensor's type for each
-      const auto chosen = scheme.tensor_types.find("blk." + std::to_string(b) + "." + tensor + ".weight");
-      const ggml::Type type = chosen != scheme.tensor_types.end()
-                                  ? chosen->second
-                                  : gguf_tensor_type(scheme, linear_shape(config, l).second, b, rule, config, false, experts.count);
-      overrides.push_back({"^" + detail::escaped_dots(layer_name(b, l)) + "$", exact_spec_for(type)});
+      tuned_for(LinearSlot{l, LinearSlot::own}, tensor, rule, linear_shape(config, l).second);
     }
+    if (config.latent_attention() && config.q_lora_rank > 0)  // deepseek2's q_a_proj
+      tuned_for(LinearSlot{Linear::Query, LinearSlot::latent}, gguf_latent_tensor, std::nullopt, config.hidden);
     if (experts.count == 0) continue;
     for (Linear l : {Linear::Gate, Linear::Up, Linear::Down}) {
       const Index cols = l == Linear::Down ? experts.intermediate : config.hidden;
@@ -140,7 +144,7 @@ inline ggml::Type gguf_output_type(const GgufFile& source, const GgufTensor& t, 
   const auto ends_with = [&](const std::string& tail) { return t.name.size() >= tail.size() && t.name.compare(t.name.size() - tail.size(), tail.size(), tail) == 0; };
   if (t.dims.size() < 2 || ends_with("_norm.weight") || !ends_with("weight")) return t.type == ggml::Type::F16 ? ggml::Type::F16 : ggml::Type::F32;
   const bool is_output = t.name == "output.weight" || (t.name == "token_embd.weight" && !source.find_tensor("output.weight"));
-  return gguf_tensor_type(scheme, t.cols(), site.block, site.linear, config, is_output, experts.count);
+  return gguf_tensor_type(scheme, t.cols(), site.block, site.rule(), config, is_output, experts.count);
 }
 
 /// How each tensor of an export was stored: for the report and the tests.
@@ -148,6 +152,7 @@ struct GgufTensorChoice {
   std::string name;
   ggml::Type type;
   bool tuned = false;  ///< AutoRound's codes and scales, unchanged
+  bool from_tuned_values = false;  ///< re-quantized from the tuned layer's values (deepseek2's attn_k_b: kv_b's key rows transposed)
 };
 
 /// A GGUF file written as the blocks of a model are quantized (quantize_model_streaming's sink;
@@ -162,7 +167,8 @@ class GgufBlockWriter {
  public:
   GgufBlockWriter(const GgufFile& source, const GgufScheme& scheme, const LlamaConfig& config, const std::filesystem::path& path)
       : source_(source), header_(source.find("general.alignment") ? source.get_uint("general.alignment") : 32),
-        experts_(gguf_experts(source)), arch_(source.find("general.architecture") ? source.get_string("general.architecture") : "llama") {
+        experts_(gguf_experts(source)), arch_(source.find("general.architecture") ? source.get_string("general.architecture") : "llama"),
+        config_(config) {
     for (const std::string& key : source.metadata_order()) header_.set(key, source.metadata().at(key));
     header_.set_u32("general.file_type", scheme.file_type);
     header_.set_u32("general.quantization_version", 2);
@@ -185,11 +191,13 @@ class GgufBlockWriter {
   void add_block(Index b, const LayerResults<Q>& results) {
     detail::require(b >= 0 && b < static_cast<Index>(finished_.size()) && !finished_[static_cast<std::size_t>(b)],
                     stream_->path().string() + ": block " + std::to_string(b) + " given twice or out of range");
-    // a dense block's slots are the seven Linear; a MoE block's its attention's four, then three per routed expert, then the shared expert's
-    const bool moe = results.size() > all_linears.size();
+    // a dense block's slots are the seven Linear; a MoE block's its attention's four, then three per routed expert, then the shared
+    // expert's; a latent attention's q_a_proj last (linear_slots)
+    const bool latent = config_.latent_attention() && config_.q_lora_rank > 0 && !results.empty();
+    const std::size_t own = results.size() - (latent ? 1 : 0);
+    const bool moe = own > all_linears.size();
     if (moe)
-      detail::require(results.size() == expert_slot_index(experts_.count, Linear::Gate) ||
-                          results.size() == expert_slot_index(experts_.count + 1, Linear::Gate),
+      detail::require(own == expert_slot_index(experts_.count, Linear::Gate) || own == expert_slot_index(experts_.count + 1, Linear::Gate),
                       stream_->path().string() + ": block " + std::to_string(b) + ": " + std::to_string(results.size()) +
                           " results for a block of " + std::to_string(experts_.count) + " experts");
     for (std::size_t i = 0; i < choices_.size(); ++i) {
@@ -197,7 +205,20 @@ class GgufBlockWriter {
       if (!site.block || *site.block != b || !site.linear || site.keep_type || source_.tensors()[i].dims.size() < 2) continue;
       const Linear l = *site.linear;
       std::vector<const QuantizedWeight<Q>*> parts;  // the slots this tensor holds, in its row order
-      if (site.owner == GgufTensorSite::Owner::Experts)
+      std::optional<QuantizedWeight<Q>> rows;         // deepseek2's attn_v_b: kv_b's value rows
+      if (site.latent)
+        parts.push_back(latent ? as_pointer(result_at(results, results.size() - 1)) : nullptr);
+      else if (site.part != GgufTensorSite::Part::Whole) {
+        const QuantizedWeight<Q>* kv_b = as_pointer(result_at(results, static_cast<std::size_t>(Linear::Value)));
+        if (!kv_b) continue;  // not quantized: from the source
+        if (site.part == GgufTensorSite::Part::KeyRows) {  // transposed per head: no tuned code fits; from the tuned values
+          encoded_[i] = requantize_key_rows(*kv_b, choices_[i].type);
+          choices_[i].from_tuned_values = true;
+          continue;
+        }
+        rows = kv_b_value_rows(*kv_b, choices_[i].name);
+        parts.push_back(&*rows);
+      } else if (site.owner == GgufTensorSite::Owner::Experts)
         for (Index e = 0; e < experts_.count; ++e) parts.push_back(moe ? as_pointer(result_at(results, expert_slot_index(e, l))) : nullptr);
       else if (site.owner == GgufTensorSite::Owner::SharedExpert)
         parts.push_back(moe ? as_pointer(result_at(results, expert_slot_index(experts_.count, l))) : nullptr);
@@ -273,8 +294,27 @@ class GgufBlockWriter {
   std::vector<GgufTensorChoice> choices_;
   static const QuantizedWeight<Q>* as_pointer(const std::optional<QuantizedWeight<Q>>& q) { return q ? &*q : nullptr; }
 
+  // deepseek2 splits kv_b_proj [heads·(qk_nope + v_head), kv_lora] per head: attn_v_b holds each
+  // head's value rows as they are (ne {kv_lora, v_head, heads}: tuned codes fit), attn_k_b its key
+  // rows transposed (ne {qk_nope, kv_lora, heads}: groups would run across kv_b's groups, so it is
+  // quantized from the tuned layer's values, as the reference's GGUF export recomputes it)
+  QuantizedWeight<Q> kv_b_value_rows(const QuantizedWeight<Q>& kv_b, const std::string& name) const {
+    const Index dn = config_.qk_nope_dim, dv = config_.v_head_dim;
+    std::vector<std::pair<Index, Index>> ranges;
+    for (Index h = 0; h < config_.heads; ++h) ranges.push_back({h * (dn + dv) + dn, dv});
+    return gather_rows(kv_b, ranges, name);
+  }
+  std::vector<std::byte> requantize_key_rows(const QuantizedWeight<Q>& kv_b, ggml::Type type) const {
+    const Index dn = config_.qk_nope_dim, dv = config_.v_head_dim, rank = config_.kv_lora_rank;
+    const RowMatrix w = kv_b.dequantize();
+    RowMatrix k_b(config_.heads * rank, dn);
+    for (Index h = 0; h < config_.heads; ++h) k_b.middleRows(h * rank, rank) = w.middleRows(h * (dn + dv), dn).transpose();
+    return ggml::quantize(type, std::span<const float>(k_b.data(), static_cast<std::size_t>(k_b.size())));
+  }
+
   GgufExperts experts_;
   std::string arch_;
+  LlamaConfig config_;
   std::vector<GgufTensorSite> sites_;
   std::vector<std::optional<std::vector<std::byte>>> encoded_;
   std::vector<bool> finished_;

@@ -16,7 +16,9 @@
 // gpt-oss (GPT-OSS) also: ffn_gate_inp.bias and ffn_{gate,up,down}_exps.bias (ne {I or H, experts}),
 // routed as top-k of the biased logits with a softmax over the k, experts through swiglu_oai
 // (min(g, 7) σ(1.702 min(g, 7)) (clamp(u, ±7) + 1)); its experts may be MXFP4 as released.
-// Architectures: qwen3moe, qwen2moe, glm4moe, and llama with {arch}.expert_count > 0 (Mixtral). Routing is
+// deepseek2 (DeepSeek-V3) routes as glm4moe; a file without expert_gating_func is DeepSeek-V2's
+// softmax to llama.cpp, which is refused here.
+// Architectures: qwen3moe, qwen2moe, glm4moe, deepseek2, and llama with {arch}.expert_count > 0 (Mixtral). Routing is
 // llama.cpp's graphs (src/models/*.cpp, build_moe_ffn's norm_w): softmax over the experts, top-k,
 // the chosen weights renormalized for qwen3moe and llama (Mixtral), not for qwen2moe; these graphs
 // read no {arch}.expert_weights_norm, so neither do we. (Found by llama-perplexity:
@@ -46,9 +48,9 @@ inline MoeLayout gguf_moe_layout(const GgufFile& file) {
   const std::string arch = file.get_string("general.architecture");
   MoeLayout m;
   m.family = arch;
-  if (arch != "qwen3moe" && arch != "qwen2moe" && arch != "glm4moe" && arch != "gpt-oss" && arch != "llama")
+  if (arch != "qwen3moe" && arch != "qwen2moe" && arch != "glm4moe" && arch != "gpt-oss" && arch != "deepseek2" && arch != "llama")
     throw Error(file.path() + ": architecture '" + arch +
-                "' has no mixture-of-experts layout here (qwen3moe, qwen2moe, glm4moe, gpt-oss, llama with experts)");
+                "' has no mixture-of-experts layout here (qwen3moe, qwen2moe, glm4moe, gpt-oss, deepseek2, llama with experts)");
   if (!file.find(arch + ".expert_count") || file.get_uint(arch + ".expert_count") == 0)
     throw Error(file.path() + ": " + arch + ".expert_count is missing or 0: not a mixture-of-experts model");
   m.experts = static_cast<Index>(file.get_uint(arch + ".expert_count"));
@@ -66,10 +68,10 @@ inline MoeLayout gguf_moe_layout(const GgufFile& file) {
     m.shared_gate = true;
   }
   m.sparse.assign(static_cast<std::size_t>(gguf_forward_blocks(file, arch)), true);
-  if (arch == "glm4moe") {
+  if (arch == "glm4moe" || arch == "deepseek2") {  // DeepSeek-V3's routing (deepseek2 without the gating key: llama.cpp's softmax, V2's)
     const auto number = [&](const std::string& key, double fallback) { return file.find(key) ? file.get_float(key) : fallback; };
     const auto count = [&](const std::string& key, Index fallback) { return file.find(key) ? static_cast<Index>(file.get_uint(key)) : fallback; };
-    const Index gating = count(arch + ".expert_gating_func", 2);
+    const Index gating = count(arch + ".expert_gating_func", arch == "deepseek2" ? 1 : 2);
     if (gating != 2) throw Error(file.path() + ": " + arch + ".expert_gating_func " + std::to_string(gating) + " is not supported (2: sigmoid)");
     m.spec.scoring = RouterScoring::SigmoidGrouped;
     m.spec.normalize = file.find(arch + ".expert_weights_norm") && file.get_bool(arch + ".expert_weights_norm");

@@ -6,7 +6,10 @@
 // with experts) load with LlamaBlock::moe (model/gguf_moe.hpp). phi3 (fused attn_qkv and ffn_up,
 // LongRoPE, partial rotary) loads split into the seven linears. gpt-oss (GPT-OSS: q/k/v/o biases,
 // attention sinks, YaRN as llama.cpp computes it, even layers sliding, biased router and experts,
-// MXFP4 experts as released) loads with its experts. gemma3 and gemma2 load with LlamaConfig's Gemma settings as llama.cpp's graphs
+// MXFP4 experts as released) loads with its experts. deepseek2 (DeepSeek-V3: latent attention from
+// attn_q_a / attn_q_b / attn_kv_a_mqa and kv_b put back together from llama.cpp's attn_k_b and
+// attn_v_b, or a legacy file's attn_kv_b; YaRN and the score scale as llama.cpp computes them;
+// GLM's MoE) loads with LlamaBlock::mla. gemma3 and gemma2 load with LlamaConfig's Gemma settings as llama.cpp's graphs
 // compute them (norm weights stored as 1 + w by its converter; llama.cpp's sliding-window
 // patterns, local RoPE base and attention scales).
 #include <cmath>
@@ -39,8 +42,10 @@ class GgufModelSource {
     const bool sparse = moe_ && moe_->sparse[static_cast<std::size_t>(b)];
     // phi3: attn_qkv holds q, k and v (rows [Q | K | V]), ffn_up gate and up (rows [gate | up])
     const bool fused_qkv = file_.find_tensor(prefix + "attn_qkv.weight") != nullptr, fused_gate_up = c.model_type == "phi3";
+    if (c.latent_attention()) read_latent_attention(prefix, block);
     for (Linear l : all_linears) {
       if (sparse && (l == Linear::Gate || l == Linear::Up || l == Linear::Down)) continue;  // the experts instead
+      if (c.latent_attention() && l != Linear::Output && static_cast<int>(l) < 4) continue;  // read above
       if (fused_qkv && (l == Linear::Query || l == Linear::Key || l == Linear::Value)) continue;
       if (fused_gate_up && (l == Linear::Gate || l == Linear::Up)) continue;
       const auto [rows, cols] = linear_shape(c, l);
@@ -75,7 +80,7 @@ class GgufModelSource {
       block.sinks = load_vector(prefix + "attn_sinks.weight", c.heads);
     }
     block.attn_norm = load_vector(prefix + "attn_norm.weight", c.hidden);
-    // glm4moe's and gpt-oss's converters map the norm before the MLP (post_attention_layernorm) to post_attention_norm
+    // glm4moe's and gpt-oss's converters map the norm before the MLP (post_attention_layernorm) to post_attention_norm (deepseek2's to ffn_norm)
     block.ffn_norm = load_vector(prefix + (glm || gpt_oss ? "post_attention_norm.weight" : "ffn_norm.weight"), c.hidden);
     if (c.model_type == "gemma3" || c.model_type == "gemma2") {  // sandwich norms
       block.post_attn_norm = load_vector(prefix + "post_attention_norm.weight", c.hidden);
@@ -130,11 +135,11 @@ class GgufModelSource {
     const std::string path = file.path();
     const std::string arch = file.get_string("general.architecture");
     if (arch != "llama" && arch != "qwen2" && arch != "qwen3" && arch != "qwen3moe" && arch != "qwen2moe" && arch != "glm4moe" &&
-        arch != "gemma3" && arch != "gemma2" && arch != "phi3" && arch != "gpt-oss")
+        arch != "gemma3" && arch != "gemma2" && arch != "phi3" && arch != "gpt-oss" && arch != "deepseek2")
       throw Error(path + ": architecture '" + arch +
-                  "' is not supported (llama, qwen2, qwen3, qwen3moe, qwen2moe, glm4moe, gpt-oss, gemma3, gemma2, phi3)");
-    // experts (qwen3moe, qwen2moe, glm4moe, gpt-oss, Mixtral as llama with experts): model/gguf_moe.hpp
-    if (arch == "qwen3moe" || arch == "qwen2moe" || arch == "glm4moe" || arch == "gpt-oss" ||
+                  "' is not supported (llama, qwen2, qwen3, qwen3moe, qwen2moe, glm4moe, gpt-oss, deepseek2, gemma3, gemma2, phi3)");
+    // experts (qwen3moe, qwen2moe, glm4moe, gpt-oss, deepseek2, Mixtral as llama with experts): model/gguf_moe.hpp
+    if (arch == "qwen3moe" || arch == "qwen2moe" || arch == "glm4moe" || arch == "gpt-oss" || arch == "deepseek2" ||
         (arch == "llama" && file.find("llama.expert_count") && file.get_uint("llama.expert_count") > 0))
       moe_ = gguf_moe_layout(file);
     LlamaConfig& c = config_;
@@ -144,6 +149,7 @@ class GgufModelSource {
     c.intermediate = moe_ && !file.find(arch + ".feed_forward_length") ? 0 : static_cast<Index>(file.get_uint(arch + ".feed_forward_length"));
     c.heads = static_cast<Index>(file.get_uint(arch + ".attention.head_count"));
     c.kv_heads = file.find(arch + ".attention.head_count_kv") ? static_cast<Index>(file.get_uint(arch + ".attention.head_count_kv")) : c.heads;
+    if (arch == "deepseek2") c.kv_heads = c.heads;  // head_count_kv 1: the latent is one "KV head" (MQA) in llama.cpp's absorbed graph
     if (c.heads <= 0 || c.kv_heads <= 0 || c.hidden % c.heads != 0 || c.heads % c.kv_heads != 0)
       throw Error(path + ": inconsistent head counts (" + std::to_string(c.heads) + " heads, " + std::to_string(c.kv_heads) +
                   " kv heads, hidden " + std::to_string(c.hidden) + ")");
@@ -187,6 +193,7 @@ class GgufModelSource {
       c.rope_divisors.assign(f.data(), f.data() + f.size());
     }
     if (arch == "phi3") read_phi3();
+    if (arch == "deepseek2") read_deepseek2();
     if (arch == "gpt-oss") read_sliding_pattern(arch, 2);  // even layers slide, odd ones attend to everything
     const GgufTensor& embedding = file.tensor("token_embd.weight");
     if (embedding.cols() != c.hidden)
@@ -246,6 +253,82 @@ class GgufModelSource {
     if (file.find("phi3.rope.scaling.attn_factor")) c.rope_attention_factor = static_cast<float>(file.get_float("phi3.rope.scaling.attn_factor"));
     // phi3.attention.sliding_window is read and set aside: llama.cpp computes phi3 with full causal
     // attention ("Phi SWA is currently disabled", its PR #13676), and the file is what it runs
+  }
+
+  /// DeepSeek-V3 as llama.cpp's deepseek2 graph computes it: attention.q_lora_rank (required: the
+  /// lite files without query compression are not read), kv_lora_rank, key_length_mla − the roped
+  /// dimensions (rope.dimension_count) per head for q·k without RoPE, value_length_mla (legacy files
+  /// without the _mla keys: key_length / value_length); RoPE on adjacent pairs (LLAMA_ROPE_TYPE_NORM,
+  /// no permutation in its converter); YaRN's factors as llama-context.cpp and deepseek2.cpp compute
+  /// them from rope.scaling.yarn_log_multiplier (m = mscale_all_dim = key / 0.1; llama.cpp assumes
+  /// mscale = 1, or m where m ≠ 1): cos and sin × A = [m(f, ms) / m(f, m), or m(f, 1) without the key]
+  /// × rope.scaling.attn_factor, scores × (A (1 + 0.1 m ln f))² / √(qk_nope + qk_rope), with
+  /// m(f, x) = 0.1 x ln f + 1. (transformers' cos/sin factor is m(f, mscale) / m(f, mscale_all_dim)
+  /// with the checkpoint's own mscale: the same for DeepSeek-V3's mscale = mscale_all_dim = 1.)
+  /// The latent norms use the model's epsilon.
+  void read_deepseek2() {
+    const GgufFile& file = file_;
+    LlamaConfig& c = config_;
+    const std::string a = "deepseek2.";
+    const auto count = [&](const std::string& key) { return static_cast<Index>(file.get_uint(a + key)); };
+    if (!file.find(a + "attention.q_lora_rank"))
+      throw Error(file.path() + ": deepseek2 without attention.q_lora_rank (no query compression: DeepSeek-V2-Lite's layout) is not supported");
+    c.q_lora_rank = count("attention.q_lora_rank");
+    c.kv_lora_rank = count("attention.kv_lora_rank");
+    c.head_dim = count("rope.dimension_count");
+    const bool mla = file.find(a + "attention.key_length_mla") && file.find(a + "attention.value_length_mla");
+    c.qk_nope_dim = count(mla ? "attention.key_length_mla" : "attention.key_length") - c.head_dim;
+    c.v_head_dim = count(mla ? "attention.value_length_mla" : "attention.value_length");
+    if (c.q_lora_rank <= 0 || c.kv_lora_rank <= 0 || c.head_dim <= 0 || c.head_dim % 2 != 0 || c.qk_nope_dim <= 0 || c.v_head_dim <= 0)
+      throw Error(file.path() + ": inconsistent latent attention sizes (q_lora_rank, kv_lora_rank, rope.dimension_count even, key/value lengths)");
+    c.latent_norm_eps = c.rms_eps;
+    c.rope_style = RopeStyle::AdjacentPairs;
+    c.rotary_dims = 0;
+    const std::string scaling = file.find(a + "rope.scaling.type") ? file.get_string(a + "rope.scaling.type") : "none";
+    const double key_factor = file.find(a + "rope.scaling.attn_factor") ? file.get_float(a + "rope.scaling.attn_factor") : 1.0;
+    double cos_factor = key_factor, log_mul = 0;
+    const double f = scaling == "yarn" ? file.get_float(a + "rope.scaling.factor") : 1.0;
+    const auto m = [&](double x) { return f <= 1 ? 1.0 : 0.1 * x * std::log(f) + 1.0; };
+    if (scaling == "yarn") {
+      c.rope_divisors = rope_yarn_divisors(c.rope_theta, c.head_dim, f, 32, 1,
+                                           static_cast<double>(file.get_uint(a + "rope.scaling.original_context_length")), true);
+      if (file.find(a + "rope.scaling.yarn_log_multiplier")) {
+        log_mul = file.get_float(a + "rope.scaling.yarn_log_multiplier") / 0.1;
+        cos_factor = m(log_mul != 1 ? log_mul : 1.0) / m(log_mul) * key_factor;
+      } else {
+        cos_factor = m(1.0) * key_factor;
+      }
+    }
+    c.rope_attention_factor = static_cast<float>(cos_factor);
+    const double mscale = cos_factor * (f <= 1 ? 1.0 : 1.0 + 0.1 * log_mul * std::log(f));
+    c.attention_scale = static_cast<float>(mscale * mscale / std::sqrt(static_cast<double>(c.qk_head_dim())));
+  }
+
+  /// A deepseek2 block's attention: q_a, q_b, kv_a as stored; kv_b = per head [key rows | value
+  /// rows] from attn_k_b (ne {qk_nope, kv_lora, heads}: kv_b transposed per head) and attn_v_b
+  /// (ne {kv_lora, v_head, heads}), as llama.cpp's converter split it, or a legacy attn_kv_b.
+  void read_latent_attention(const std::string& prefix, LlamaBlock& block) const {
+    const LlamaConfig& c = config_;
+    const Index heads = c.heads, dn = c.qk_nope_dim, dv = c.v_head_dim, rank = c.kv_lora_rank;
+    LatentAttention a;
+    a.query_a = load(prefix + "attn_q_a.weight", c.q_lora_rank, c.hidden);
+    a.query_a_norm = load_vector(prefix + "attn_q_a_norm.weight", c.q_lora_rank);
+    a.kv_a_norm = load_vector(prefix + "attn_kv_a_norm.weight", rank);
+    block.mla = std::move(a);
+    block[Linear::Query] = load(prefix + "attn_q_b.weight", heads * c.qk_head_dim(), c.q_lora_rank);
+    block[Linear::Key] = load(prefix + "attn_kv_a_mqa.weight", rank + c.head_dim, c.hidden);
+    if (file_.find_tensor(prefix + "attn_kv_b.weight")) {
+      block[Linear::Value] = load(prefix + "attn_kv_b.weight", heads * (dn + dv), rank);
+      return;
+    }
+    const RowMatrix k_b = load(prefix + "attn_k_b.weight", heads * rank, dn);  // row h·rank + c, column d
+    const RowMatrix v_b = load(prefix + "attn_v_b.weight", heads * dv, rank);  // row h·dv + j, column c
+    RowMatrix& kv_b = block[Linear::Value];
+    kv_b.resize(heads * (dn + dv), rank);
+    for (Index h = 0; h < heads; ++h) {
+      kv_b.middleRows(h * (dn + dv), dn) = k_b.middleRows(h * rank, rank).transpose();
+      kv_b.middleRows(h * (dn + dv) + dn, dv) = v_b.middleRows(h * dv, dv);
+    }
   }
 
   /// Sliding-window layers as llama.cpp's load_swa_pattern sets them: {arch}.attention.sliding_window

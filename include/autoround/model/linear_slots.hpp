@@ -39,7 +39,8 @@ inline std::vector<LinearSlot> linear_slots(const LlamaBlock& block) {
     if (block.moe->weights.shared)
       for (Linear l : {Linear::Gate, Linear::Up, Linear::Down}) slots.push_back({l, LinearSlot::shared});
   }
-  if (block.mla && block.mla->query_a.size() > 0) slots.push_back({Linear::Query, LinearSlot::latent});
+  // (by its norm: a streaming run's sink gets the block with its quantized weights released)
+  if (block.mla && block.mla->query_a_norm.size() > 0) slots.push_back({Linear::Query, LinearSlot::latent});
   return slots;
 }
 
@@ -80,7 +81,7 @@ inline std::string hf_name(const LinearSlot& s, const std::string& model_type = 
   if (s.expert == LinearSlot::latent) return "self_attn.q_a_proj";
   if (s.expert == LinearSlot::own) return hf_name(s.role, model_type);
   const char* projection = s.role == Linear::Gate ? "gate_proj" : s.role == Linear::Up ? "up_proj" : "down_proj";
-  if (s.expert == LinearSlot::shared) return std::string(model_type == "deepseek_v3" || model_type == "glm4_moe" ? "mlp.shared_experts." : "mlp.shared_expert.") + projection;
+  if (s.expert == LinearSlot::shared) return std::string(model_type == "deepseek_v3" || model_type == "deepseek2" || model_type == "glm4_moe" ? "mlp.shared_experts." : "mlp.shared_expert.") + projection;
   return "mlp.experts." + std::to_string(s.expert) + "." + projection;
 }
 

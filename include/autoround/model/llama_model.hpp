@@ -166,7 +166,7 @@ inline const char* hf_name(Linear l) {
 /// q_b_proj, Key kv_a_proj_with_mqa (the latent and the shared roped key), Value kv_b_proj (every
 /// head's key and value from the latent); q_a_proj is LinearSlot::latent (model/linear_slots.hpp).
 inline const char* hf_name(Linear l, const std::string& model_type) {
-  if (model_type != "deepseek_v3") return hf_name(l);
+  if (model_type != "deepseek_v3" && model_type != "deepseek2") return hf_name(l);
   constexpr const char* names[] = {"self_attn.q_b_proj", "self_attn.kv_a_proj_with_mqa", "self_attn.kv_b_proj", "self_attn.o_proj"};
   return static_cast<int>(l) < 4 ? names[static_cast<int>(l)] : hf_name(l);
 }
@@ -202,8 +202,8 @@ struct MoeFeedForward {
 
 /// What a latent-attention block (DeepSeek-V3's MLA) holds beyond its four attention slots.
 struct LatentAttention {
-  RowMatrix query_a;              ///< q_a_proj [q_lora_rank, hidden]; empty: Query (q_proj) reads the normed hidden state
-  Eigen::VectorXf query_a_norm;   ///< q_a_layernorm [q_lora_rank] (empty with no query_a)
+  RowMatrix query_a;              ///< q_a_proj [q_lora_rank, hidden] (released, empty, once a streaming run has quantized it)
+  Eigen::VectorXf query_a_norm;   ///< q_a_layernorm [q_lora_rank]; empty: no q_a, Query (q_proj) reads the normed hidden state
   Eigen::VectorXf kv_a_norm;      ///< kv_a_layernorm [kv_lora_rank]
 };
 

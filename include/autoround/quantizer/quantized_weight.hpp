@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "../core/error.hpp"
@@ -109,6 +111,37 @@ QuantizedWeight<Q> stack_rows(const std::vector<const QuantizedWeight<Q>*>& part
   }
   out.layout = GroupLayout(rows, first.cols(), static_cast<int>(first.layout.group_size()), static_cast<int>(first.layout.group_rows()));
   return out;
+}
+
+/// The rows [first, first + count) of a layer's results as a layer of their own (deepseek2's
+/// attn_v_b: each head's value rows of kv_b_proj): per-row codes, scales and zero points, so no
+/// value changes. Row groups (FP8_BLOCK's tiles) are not split.
+template <WeightQuantizer Q>
+QuantizedWeight<Q> slice_rows(const QuantizedWeight<Q>& q, Index first, Index count, const std::string& name) {
+  detail::require(first >= 0 && count > 0 && first + count <= q.rows() && q.layout.group_rows() == 1,
+                  name + ": rows " + std::to_string(first) + "+" + std::to_string(count) + " of a " + std::to_string(q.rows()) +
+                      "-row layer (of single-row groups) cannot be sliced");
+  const auto part = [&](const auto& v) {
+    using V = std::decay_t<decltype(v)>;
+    if (v.empty()) return V{};
+    const auto per_row = v.size() / static_cast<std::size_t>(q.rows());
+    return V(v.begin() + static_cast<long>(static_cast<std::size_t>(first) * per_row),
+             v.begin() + static_cast<long>(static_cast<std::size_t>(first + count) * per_row));
+  };
+  QuantizedWeight<Q> out{q.quantizer, GroupLayout(count, q.cols(), static_cast<int>(q.layout.group_size())), part(q.codes),
+                         part(q.scales), part(q.zeros), q.stats, part(q.mins), part(q.super_scales), part(q.super_mins)};
+  out.input_absmax = q.input_absmax;
+  return out;
+}
+
+/// Several layers' results stacked (stack_rows) from rows of one: `ranges` of [first, count).
+template <WeightQuantizer Q>
+QuantizedWeight<Q> gather_rows(const QuantizedWeight<Q>& q, const std::vector<std::pair<Index, Index>>& ranges, const std::string& name) {
+  std::vector<QuantizedWeight<Q>> parts;
+  for (const auto& [first, count] : ranges) parts.push_back(slice_rows(q, first, count, name));
+  std::vector<const QuantizedWeight<Q>*> pointers;
+  for (const auto& p : parts) pointers.push_back(&p);
+  return stack_rows(pointers, name);
 }
 
 }  // namespace autoround
