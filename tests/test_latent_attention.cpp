@@ -8,8 +8,14 @@
 
 #include <autoround/autoround.hpp>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <string>
+#include <tuple>
 
 namespace test_latent_attention {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
 
@@ -191,6 +197,80 @@ TEST_CASE("deepseek_v3: a latent-attention MoE block tunes all its layers, q_a_p
     count += static_cast<double>(full.size());
   }
   CHECK(sum / count == doctest::Approx(run.evaluate()).epsilon(1e-4));
+}
+
+namespace {
+std::string fixture_dir() { return std::string(AUTOROUND_FIXTURES_DIR) + "/families/deepseek_v3"; }
+
+// The fixture's GGUF rewritten: `drop` a key, `set` one, replace a tensor by `tensor` (name, dims, floats)
+std::string rewritten_gguf(const std::string& name, const std::string& drop, std::optional<std::pair<std::string, std::uint32_t>> set = {},
+                           std::optional<std::pair<std::string, std::vector<std::uint64_t>>> tensor = {}) {
+  const GgufFile source(fixture_dir() + "/model.gguf");
+  GgufWriter w;
+  for (const std::string& key : source.metadata_order())
+    if (key != drop) w.set(key, source.metadata().at(key));
+  if (set) w.set_u32(set->first, set->second);
+  for (const GgufTensor& t : source.tensors()) {
+    if (tensor && t.name == tensor->first) {
+      std::uint64_t n = 1;
+      for (auto d : tensor->second) n *= d;
+      const std::vector<float> zeros(n, 0.0f);
+      w.add_tensor(t.name, tensor->second, ggml::Type::F32, ggml::quantize(ggml::Type::F32, std::span<const float>(zeros)));
+      continue;
+    }
+    w.add_tensor(t.name, t.dims, t.type, std::vector<std::byte>(t.data.begin(), t.data.end()));
+  }
+  const std::string path = (std::filesystem::temp_directory_path() / ("autoround_test_mla_" + name + ".gguf")).string();
+  w.write(path);
+  return path;
+}
+}  // namespace
+
+TEST_CASE("deepseek2 / deepseek_v3 files that do not hold a latent attention we read are refused, naming the key or tensor") {
+  const auto refused = [](const std::string& path, const std::string& says) {
+    CAPTURE(path);
+    try {
+      (void)load_llama(path);
+      FAIL("loaded");
+    } catch (const Error& e) {
+      CAPTURE(e.what());
+      CHECK(std::string(e.what()).find(says) != std::string::npos);
+    }
+    if (path.find(".gguf") != std::string::npos) std::filesystem::remove(path);
+  };
+  refused(rewritten_gguf("q_lora", "deepseek2.attention.q_lora_rank"), "without attention.q_lora_rank");
+  refused(rewritten_gguf("rope", "", std::pair{std::string("deepseek2.rope.dimension_count"), 31u}), "inconsistent latent attention sizes");
+  // llama.cpp reads a deepseek2 file without the gating key as DeepSeek-V2's softmax routing
+  refused(rewritten_gguf("gating", "deepseek2.expert_gating_func"), "expert_gating_func 1 is not supported");
+  refused(rewritten_gguf("k_b", "", {}, std::pair{std::string("blk.1.attn_k_b.weight"), std::vector<std::uint64_t>{8, 32, 3}}),
+          "blk.1.attn_k_b.weight");
+  // Hugging Face: no query compression (DeepSeek-V2-Lite's q_proj), an odd roped width, a kv_b of the wrong shape
+  const auto hf_copy = [&](const std::string& name, auto&& edit) {
+    const std::filesystem::path dir = std::filesystem::temp_directory_path() / ("autoround_test_mla_" + name);
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    std::filesystem::copy_file(fixture_dir() + "/model.safetensors", dir / "model.safetensors");
+    std::ifstream in(fixture_dir() + "/config.json");
+    nlohmann::json config = nlohmann::json::parse(in);
+    edit(config);
+    std::ofstream(dir / "config.json") << config.dump();
+    return dir;
+  };
+  for (const auto& [name, says, edit] : std::vector<std::tuple<std::string, std::string, std::function<void(nlohmann::json&)>>>{
+           {"no_q_lora", "q_lora_rank null", [](nlohmann::json& j) { j["q_lora_rank"] = nullptr; }},
+           {"odd_rope", "inconsistent latent attention sizes", [](nlohmann::json& j) { j["qk_rope_head_dim"] = 31; }},
+           {"kv_b", "self_attn.kv_b_proj.weight", [](nlohmann::json& j) { j["v_head_dim"] = 12; }}}) {
+    const std::filesystem::path dir = hf_copy(name, edit);
+    CAPTURE(name);
+    try {
+      (void)load_llama(dir);
+      FAIL("loaded");
+    } catch (const Error& e) {
+      CAPTURE(e.what());
+      CHECK(std::string(e.what()).find(says) != std::string::npos);
+    }
+    std::filesystem::remove_all(dir);
+  }
 }
 
 }  // namespace test_latent_attention

@@ -302,8 +302,10 @@ std::vector<std::optional<QuantSpec>> layer_schemes(const ModelQuantOptions& opt
   for (Index b = 0; b < config.layers; ++b) {
     for (Linear l : all_linears) {
       const auto [rows, cols] = linear_shape(config, l);
-      add(layer_name(b, l), rows, cols);
+      add(layer_name(b, LinearSlot{l, LinearSlot::own}, config.model_type), rows, cols);
     }
+    if (config.latent_attention() && config.q_lora_rank > 0)  // DeepSeek-V3's q_a_proj
+      add(layer_name(b, LinearSlot{Linear::Query, LinearSlot::latent}, config.model_type), config.q_lora_rank, config.hidden);
     if (experts.count == 0) continue;
     for (Linear l : {Linear::Gate, Linear::Up, Linear::Down})
       for (const auto& [who, inter] : {std::pair{Index{0}, experts.intermediate}, std::pair{LinearSlot::shared, experts.shared_intermediate}})
