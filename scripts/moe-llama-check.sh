@@ -8,7 +8,9 @@
 # `autoround eval --llama-perplexity` (the same windows: BOS rule, second half of each 512-token
 # window) on kjv-eval.txt. Prints one line per file: ours, llama.cpp's, their ratio.
 # usage: scripts/moe-llama-check.sh AUTOROUND LLAMA_BIN_DIR ASSETS WORK [CHUNKS=8] [THREADS=2]
-#        env: ITERS (10), NSAMPLES (8): the tuning's settings (256-token samples); ARCHS (llama qwen3moe qwen2moe; also gemma3 gemma2 glm4moe gpt-oss phi3)
+#        env: ITERS (10), NSAMPLES (8): the tuning's settings (256-token samples); ARCHS (llama qwen3moe qwen2moe; also gemma3 gemma2 glm4moe gpt-oss phi3 deepseek2)
+#        (deepseek2: llama-perplexity runs with --no-repack: on a host with AMX its CPU weight repacking
+#        takes the F16 / Q8_0 attn_k_b, a 3-D tensor it has no kernel for, and aborts in ggml-backend.cpp)
 #        (LLAMA_BIN_DIR: scripts/build-llama-cpp.sh's build/bin; ASSETS: scripts/fetch-assets.sh's,
 #        with pyenv/ holding gguf-py)
 set -euo pipefail
@@ -31,7 +33,9 @@ for arch in ${ARCHS:-llama qwen3moe qwen2moe}; do
   fi
   for file in "$model" "$work/moe-$arch-q/gguf-q8_0/model-q8_0.gguf" "$work/moe-$arch-q/gguf-q4_k_m/model-q4_k_m.gguf"; do
     ours=$("$autoround" eval --model "$file" --text "$text" --llama-perplexity --windows "$chunks" --threads "$threads" | awk '/^perplexity/ { print $2 }')
-    theirs=$("$bin/llama-perplexity" -m "$file" -f "$text" -c 512 --chunks "$chunks" -t "$threads" 2>&1 |
+    repack=()
+    [ "$arch" = deepseek2 ] && repack=(--no-repack)
+    theirs=$("$bin/llama-perplexity" -m "$file" -f "$text" -c 512 --chunks "$chunks" -t "$threads" "${repack[@]}" 2>&1 |
       sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p')
     awk -v f="$(basename "$(dirname "$file")")/$(basename "$file")" -v a="$ours" -v b="$theirs" \
       'BEGIN { printf "%-40s ours %10.4f  llama.cpp %10.4f  ratio %.4f\n", f, a, b, a / b }'
