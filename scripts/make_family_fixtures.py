@@ -236,11 +236,12 @@ def main(out_root, only):
                     b.copy_(0.3 * torch.randn_like(b))
         directory = os.path.join(out_root, family)
         os.makedirs(directory, exist_ok=True)
-        for f in os.listdir(directory):
-            os.remove(os.path.join(directory, f))
+        for f in os.listdir(directory):  # (model.gguf is scripts/convert_family_gguf.py's: rerun it when the weights change)
+            if f != "model.gguf":
+                os.remove(os.path.join(directory, f))
         model.save_pretrained(directory)
         for f in os.listdir(directory):
-            if f not in ("config.json", "model.safetensors"):
+            if f not in ("config.json", "model.safetensors", "model.gguf"):
                 os.remove(os.path.join(directory, f))
         assert os.path.exists(os.path.join(directory, "model.safetensors")), os.listdir(directory)
         with safe_open(os.path.join(directory, "model.safetensors"), "pt") as f:
@@ -264,6 +265,8 @@ def main(out_root, only):
         tensors = {"tokens": torch.tensor(tokens, dtype=torch.int32), "logits": logits.contiguous(), "hidden": hidden.contiguous()}
         if family == "phi3":  # LongRoPE's short factors: the first 32 tokens alone (not beyond original_max_position_embeddings)
             tensors["logits_short"] = logits_of(back, tokens[:32])[0].contiguous()
+        if family == "gpt_oss":  # the same checkpoint with YaRN's correction range rounded (llama.cpp's YaRN)
+            tensors["logits_truncate"] = truncated_logits(model_class, directory, tokens).contiguous()
         save_file(tensors,
                   os.path.join(directory, "logits.safetensors"),
                   metadata={"reference": f"transformers {transformers.__version__} {model_class.__name__}, float32, eager, CPU",
@@ -291,12 +294,24 @@ def mxfp4_pack(w):
     return blocks.contiguous(), e.to(torch.uint8).contiguous()
 
 
+def truncated_logits(model_class, directory, tokens, **kwargs):
+    """The logits of the checkpoint in `directory` read with rope_parameters.truncate = true: YaRN's
+    correction range rounded to whole pairs, as llama.cpp computes every YaRN model (GPT-OSS's
+    GGUF files read to these)."""
+    import transformers
+    config = transformers.AutoConfig.from_pretrained(directory)
+    config.rope_parameters = dict(config.rope_parameters, truncate=True)
+    back = model_class.from_pretrained(directory, config=config, attn_implementation="eager", dtype=torch.float32, **kwargs).float().eval()
+    return logits_of(back, tokens)[0]
+
+
 def write_mxfp4_twin(float_dir, directory, tokens):
     import transformers
     from safetensors.torch import load_file
     os.makedirs(directory, exist_ok=True)
     for f in os.listdir(directory):
-        os.remove(os.path.join(directory, f))
+        if f != "model.gguf":
+            os.remove(os.path.join(directory, f))
     tensors = load_file(os.path.join(float_dir, "model.safetensors"))
     out = {}
     for name, t in tensors.items():
@@ -320,7 +335,10 @@ def write_mxfp4_twin(float_dir, directory, tokens):
     gap = float((top2[:, 0] - top2[:, 1]).min())
     margin = "none" if margin is None else f"{margin:.6g}"
     print(f"  max |logit| {float(logits.abs().max()):.4g}; smallest router margin {margin}; smallest top-1/top-2 logit gap {gap:.4g}")
-    save_file({"tokens": torch.tensor(tokens, dtype=torch.int32), "logits": logits.contiguous(), "hidden": hidden.contiguous()},
+    truncated = truncated_logits(transformers.GptOssForCausalLM, directory, tokens,
+                                 quantization_config=transformers.Mxfp4Config(dequantize=True))
+    save_file({"tokens": torch.tensor(tokens, dtype=torch.int32), "logits": logits.contiguous(), "hidden": hidden.contiguous(),
+               "logits_truncate": truncated.contiguous()},
               os.path.join(directory, "logits.safetensors"),
               metadata={"reference": f"transformers {transformers.__version__} GptOssForCausalLM from MXFP4 (Mxfp4Config dequantize), float32, eager, CPU",
                         "seed": str(SEED), "router_margin": margin, "top2_gap": f"{gap:.6g}"})
