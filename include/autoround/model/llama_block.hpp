@@ -8,6 +8,10 @@
 // mixture of experts (BlockWeights::moe) runs moe_forward (model/moe_mlp.hpp) in the MLP's place;
 // its backward gives the attention's four gradients and every expert's.
 //
+// DeepSeek-V3's blocks (LlamaConfig::latent_attention) run model/latent_attention.hpp between the
+// attention norm and o_proj in place of the GQA core; their q_a_proj's gradient comes out through
+// block_backward's `query_a_grad`.
+//
 // Gemma's blocks (LlamaConfig's Gemma settings) differ only in data: norms of the attention's and
 // the MLP's outputs (sandwich norms), GeGLU, the attention's scale, soft-capping and sliding window,
 // and the sliding layers' RoPE base; each is one branch here, in forward and backward.
