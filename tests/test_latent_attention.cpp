@@ -17,6 +17,8 @@
 #include <string>
 #include <tuple>
 
+#include "support/block_error.hpp"
+
 namespace test_latent_attention {  // this file's names: tests/CMakeLists.txt compiles several test files as one unit
 
 using namespace autoround;
@@ -188,15 +190,7 @@ TEST_CASE("deepseek_v3: a latent-attention MoE block tunes all its layers, q_a_p
   LlamaBlock quantized = block;
   detail::dequantize_into(quantized, results);
   CHECK(quantized.mla->query_a == results.back()->dequantize());
-  double sum = 0, count = 0;
-  for (const RowMatrix& x : inputs) {
-    RowMatrix full = x, q = x;
-    block_forward(block, c, full);
-    block_forward(quantized, c, q);
-    sum += static_cast<double>((full - q).squaredNorm());
-    count += static_cast<double>(full.size());
-  }
-  CHECK(sum / count == doctest::Approx(run.evaluate()).epsilon(1e-4));
+  CHECK(test_models::block_error(block, c, results, inputs) == doctest::Approx(run.evaluate()).epsilon(1e-4));
 }
 
 namespace {

@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "support/block_error.hpp"
 #include "support/memory_source.hpp"
 #include "support/random_model.hpp"
 
@@ -44,20 +45,7 @@ std::vector<RowMatrix> samples(const LlamaConfig& c, int count, Index seqlen, st
   return out;
 }
 
-// mean squared difference between the block with `results` put in and the full-precision block, over `inputs`
-double block_error(const LlamaBlock& block, const LlamaConfig& c, const Run::LayerResults& results, const std::vector<RowMatrix>& inputs) {
-  LlamaBlock quantized = block;
-  detail::dequantize_into(quantized, results);
-  double sum = 0, count = 0;
-  for (const RowMatrix& x : inputs) {
-    RowMatrix a = x, b = x;
-    block_forward(block, c, a);
-    block_forward(quantized, c, b);
-    sum += static_cast<double>((a - b).squaredNorm());
-    count += static_cast<double>(a.size());
-  }
-  return sum / count;
-}
+using test_models::block_error;
 
 }  // namespace
 
