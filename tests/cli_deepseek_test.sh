@@ -11,7 +11,8 @@
 # Then from the GGUF llama.cpp's converter wrote (model.gguf, arch deepseek2): gguf:q8_0 and
 # gguf:q4_k_m, 30 tensors from tuned codes (per block attn_q_a, attn_q_b, attn_kv_a_mqa, attn_v_b,
 # attn_output; the dense block's 3 ffn, each MoE block's 3 experts' and 3 shared expert's; attn_k_b
-# is re-quantized from the tuned kv_b's values), read back. The GPU refuses the latent attention by name.
+# is re-quantized from the tuned kv_b's values), read back. On a GPU machine also --device cuda (float32
+# GEMMs): the first block's round-to-nearest loss equals the CPU run's, and every block tunes.
 # usage: cli_deepseek_test.sh AUTOROUND FIXTURES_DIR WORK_DIR
 set -euo pipefail
 autoround=$1 model=$2/families/deepseek_v3 work=$3
@@ -24,17 +25,18 @@ for m in "$model" "$work/out/auto_round"; do
   "$autoround" eval --model "$m" --text "$model/text.tokens" --context 16 >>"$work/eval.log" 2>&1 ||
     { echo "cli_deepseek: eval of $m failed"; cat "$work/eval.log"; exit 1; }
 done
+# the GPU (where there is one): the same run with float32 GEMMs starts the first block from the CPU's
+# round-to-nearest loss (the same block and inputs, the summation order apart) and tunes every block
+gpu=0
 if "$autoround" quantize --model "$model" --calibration "$model/text.tokens" --output "$work/gpu" --format auto_round \
-     --nsamples 1 --seqlen 16 --iters 1 --device cuda >"$work/gpu.log" 2>&1; then
-  echo "cli_deepseek: --device cuda ran a latent attention"; exit 1
-fi
-if grep -q "no CUDA device found\|built without CUDA" "$work/gpu.log"; then
-  echo "cli_deepseek: no GPU here: the GPU's refusal of the latent attention is not checked (it is on a GPU machine)"
+     --nsamples 3 --seqlen 16 --iters 20 --batch-size 1 --group-size 32 --device cuda --gemm fp32 >"$work/gpu.log" 2>&1; then
+  gpu=1
+elif grep -q "no CUDA device found\|built without CUDA" "$work/gpu.log"; then
+  echo "cli_deepseek: no GPU here: the GPU's latent attention is not run (test_cuda_block_run checks it on a GPU machine)"
 else
-  grep -q "latent attention (DeepSeek-V3's MLA): the GPU does not tune it yet" "$work/gpu.log" ||
-    { echo "cli_deepseek: --device cuda did not refuse by name"; cat "$work/gpu.log"; exit 1; }
+  echo "cli_deepseek: --device cuda failed"; cat "$work/gpu.log"; exit 1
 fi
-python3 - "$work" <<'PY' || { cat "$work/quantize.log"; exit 1; }
+python3 - "$work" "$gpu" <<'PY' || { cat "$work/quantize.log"; exit 1; }
 import json, re, struct, sys
 work = sys.argv[1]
 report = json.load(open(f"{work}/out/quantization_report.json"))
@@ -63,6 +65,14 @@ for b in range(3):
         assert f"{m}experts.{e}.down_proj.qweight" in header, e
     for proj in ("gate_proj", "up_proj", "down_proj"):
         assert f"{m}shared_experts.{proj}.qweight" in header, proj
+if int(sys.argv[2]):
+    gpu = json.load(open(f"{work}/gpu/quantization_report.json"))["runs"][0]["blocks"]
+    # the first block's inputs are the same on both; later blocks' follow each device's tuned blocks
+    assert abs(gpu[0]["rtn_loss"] / blocks[0]["rtn_loss"] - 1) < 1e-4, (blocks[0], gpu[0])
+    for c, g in zip(blocks, gpu):
+        assert abs(g["rtn_loss"] / c["rtn_loss"] - 1) < 0.1 and g["best_loss"] < 0.8 * g["rtn_loss"], (c, g)
+    print("cli_deepseek: on the GPU, RTN losses", [b["rtn_loss"] for b in gpu], "(CPU", [b["rtn_loss"] for b in blocks],
+          "); tuned to", [round(b["best_loss"] / b["rtn_loss"], 3) for b in gpu], "of them")
 print("cli_deepseek: 3 latent-attention blocks (5 attention layers each; 2 MoE blocks of 8 experts + a shared one) tuned and"
       " written; perplexity %.4f float, %.4f read back" % (before, after))
 PY

@@ -8,8 +8,10 @@
 # config, read back alike. gguf:mxfp4 (the MXFP4 run): the file llama.cpp's llama-perplexity judged
 # (tests/fixtures/llama_perplexity_mxfp4.json, scripts/make_llama_perplexity_mxfp4.sh: same sha256)
 # and our llama-perplexity-style evaluation of it within 1% of llama.cpp's.
-# Evaluations over one 512-token window of kjv-eval (the gguf:mxfp4 one over llama.cpp's two): what
-# is checked is a read-back against the run's own figure on the same tokens, and CI's time counts.
+# Evaluations over one 512-token window of kjv-eval (the gguf:mxfp4 one over llama.cpp's two),
+# calibration 4 x 64 tokens: what is checked is a read-back against the run's own figure on the
+# same tokens, and CI's time counts. (Over 256-token windows FP8_BLOCK's read-back differs from the
+# run's figure by 2.35%, beyond the 2% allowed: the shorter window, not the calibration, moves it.)
 # usage: cli_float_test.sh AUTOROUND ASSETS_DIR FIXTURES_DIR WORK_DIR
 set -euo pipefail
 autoround=$1 assets=$2 fixtures=$3 work=$4
@@ -21,13 +23,13 @@ rm -rf "$work" && mkdir -p "$work"
 # samples only set the input scales and the report's loss)
 for scheme in MXFP8 MXFP4 NVFP4 FP8_STATIC FP8_BLOCK; do
   steps=(--iters 0 --nsamples 4)
-  [ $scheme = MXFP8 ] && steps=(--iters 2 --lr 0.005 --nsamples 8 --batch-size 4)
+  [ $scheme = MXFP8 ] && steps=(--iters 2 --lr 0.005 --nsamples 4 --batch-size 2)
   formats=auto_round
   [ $scheme = NVFP4 ] || [ $scheme = FP8_STATIC ] && formats=auto_round,llm_compressor
   [ $scheme = MXFP4 ] && formats=auto_round,llm_compressor,gguf:mxfp4
   [ $scheme = FP8_BLOCK ] && formats=auto_round,llm_compressor,fp8
   "$autoround" quantize --model "$model" --calibration "$assets/kjv-calib.tokens" --scheme $scheme --output "$work/$scheme" \
-    --seqlen 128 "${steps[@]}" --format $formats --eval "$assets/kjv-eval.tokens" --eval-windows 1 >"$work/$scheme.log" 2>&1 ||
+    --seqlen 64 "${steps[@]}" --format $formats --eval "$assets/kjv-eval.tokens" --eval-windows 1 >"$work/$scheme.log" 2>&1 ||
     { echo "cli_float: quantize $scheme failed"; cat "$work/$scheme.log"; exit 1; }
   for f in ${formats//,/ }; do
     [ "${f#gguf}" = "$f" ] || continue

@@ -634,9 +634,6 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   if (config.attention_softcap > 0 && device.cuda)
     throw Error(model_path + ": a " + config.model_type + " model: attention soft-capping (Gemma 2): the GPU does not tune it yet (issue #25); "
                 "run with --device cpu");
-  if (config.latent_attention() && device.cuda)
-    throw Error(model_path + ": a " + config.model_type + " model: latent attention (DeepSeek-V3's MLA): the GPU does not tune it yet (issue #25); "
-                "run with --device cpu");
   // the loss skips padding as the reference does: the tokenizer's pad id, when the model names one
   if (!options.pad_token && source_gguf && source_gguf->find("tokenizer.ggml.padding_token_id"))
     options.pad_token = static_cast<std::int32_t>(source_gguf->get_uint("tokenizer.ggml.padding_token_id"));

@@ -417,6 +417,92 @@ TEST_CASE("a mixture-of-experts block (softmax top-k routing, a gated shared exp
   }
 }
 
+// DeepSeek-V3's multi-head latent attention (model/latent_attention.hpp, latent_forward /
+// latent_backward on the GPU) against the CPU run: with query compression (q_a_proj, the last
+// slot, tuned too) and without (q_proj), YaRN RoPE on adjacent pairs, query/key heads [nope 16 |
+// roped 8] and value heads of width 12 (the attention GEMMs' two widths differ); a dense MLP, and
+// DeepSeek-V3's MoE (sigmoid scores, expert groups, a correction bias, a shared expert).
+TEST_CASE("a latent-attention block (DeepSeek-V3's MLA; q_a_proj or q_proj; dense or grouped sigmoid experts) tunes on the GPU as on the CPU") {
+  struct MlaCase {
+    std::string name;
+    Index q_lora_rank;
+    bool moe;
+  };
+  for (const MlaCase& test : {MlaCase{"q_a -> norm -> q_b, dense MLP", 32, false}, MlaCase{"q_proj, dense MLP", 0, false},
+                              MlaCase{"q_a -> norm -> q_b, 8 experts in 4 groups + a shared expert", 32, true}}) {
+    CAPTURE(test.name);
+    LlamaConfig c = small_config();
+    c.kv_heads = c.heads;
+    c.model_type = "deepseek_v3";
+    c.q_lora_rank = test.q_lora_rank, c.kv_lora_rank = 32, c.qk_nope_dim = 16, c.head_dim = 8, c.v_head_dim = 12;
+    c.rope_style = RopeStyle::AdjacentPairs;
+    c.rope_divisors = rope_yarn_divisors(c.rope_theta, c.head_dim, 4.0, 32.0, 1.0, 8.0, true);
+    c.rope_attention_factor = 1.1f;
+    c.attention_scale = 1.2f / std::sqrt(24.0f);
+    c.latent_norm_eps = 1e-6f;
+    std::mt19937 rng(31);
+    LlamaBlock block = test.moe ? test_models::random_moe_block(c, rng, true, false, 8, 2, true, 0.3f) : random_block(c, false, rng);
+    if (test.moe) {
+      make_glm_like(block, c, rng);  // DeepSeek-V3's routing; then back to its own names, no biases, full rotary
+      for (auto& bias : block.qkv_bias) bias.resize(0);
+      c.model_type = "deepseek_v3";
+      c.rotary_dims = 0;
+    }
+    LatentAttention latent;
+    auto around_one = [&](Index n) { return Eigen::VectorXf(1.0f + 0.2f * test_models::random_matrix(n, 1, 1.0f, rng).col(0).array()); };
+    if (test.q_lora_rank > 0) {
+      latent.query_a = test_models::random_matrix(c.q_lora_rank, c.hidden, 1.0f / std::sqrt(static_cast<float>(c.hidden)), rng);
+      latent.query_a_norm = around_one(c.q_lora_rank);
+    }
+    latent.kv_a_norm = around_one(c.kv_lora_rank);
+    block.mla = latent;
+    const std::vector<RowMatrix> inputs = outlier_inputs(c, rng);
+    const std::vector<LinearSlot> slots = linear_slots(block);
+    REQUIRE((slots.back() == LinearSlot{Linear::Query, LinearSlot::latent}) == (test.q_lora_rank > 0));
+    std::vector<std::optional<DynamicIntQuantizer>> quantizers(slots.size(), DynamicIntQuantizer(QuantSpec{4, 16, Asymmetric}));
+    quantizers[2] = DynamicIntQuantizer(QuantSpec{2, 16, Asymmetric});  // kv_b at 2 bits
+    TuneOptions o;
+    o.iters = 40;
+    o.batch_size = 4;
+    o.clip_init = ClipInit::WeightedSearch;  // q_b and kv_b weighted by their latents, q_a / kv_a by xn
+
+    const BothRuns both = run_on_both(o, quantizers, block, c, inputs, test.moe ? 5 : 20);
+    const auto& [losses, cpu_result, cpu_final, cpu_tokens, gpu, early, trajectory] = both;
+    REQUIRE(gpu.result.size() == slots.size());
+    std::size_t same = 0, total = 0;
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+      REQUIRE(cpu_result[i].has_value());
+      REQUIRE(gpu.result[i].has_value());
+      for (std::size_t k = 0; k < cpu_result[i]->codes.size(); ++k) same += cpu_result[i]->codes[k] == gpu.result[i]->codes[k];
+      total += cpu_result[i]->codes.size();
+    }
+    const double agreement = static_cast<double>(same) / static_cast<double>(total);
+    const TuningStats& cs = cpu_result[0]->stats;
+    const TuningStats& gs = gpu.result[0]->stats;
+    MESSAGE(test.name << ": RTN loss CPU " << cs.rtn_loss << " GPU " << gs.rtn_loss << ", best CPU " << cs.best_loss << " GPU "
+                      << gs.best_loss << ", all samples after tuning CPU " << cpu_final << " GPU " << gpu.final_loss
+                      << ", codes equal for " << 100.0 * agreement << "%; per-step relative loss differences:" << trajectory);
+    CHECK(gs.rtn_loss == doctest::Approx(cs.rtn_loss).epsilon(1e-5).scale(0));
+    CHECK(early < 1e-4);
+    CHECK(gs.best_loss == doctest::Approx(cs.best_loss).epsilon(0.1).scale(0));
+    CHECK(cs.best_loss < 0.9 * cs.rtn_loss);  // both tune
+    CHECK(gpu.final_loss < 0.9 * gs.rtn_loss);
+    CHECK(agreement > 0.75);
+
+    const GpuBlockRun bf16 = run_block_on_gpu(o, quantizers, block, c, inputs, true);
+    const TuningStats& bs = bf16.result[0]->stats;
+    MESSAGE(test.name << " bf16 GEMMs: RTN loss " << bs.rtn_loss << ", best " << bs.best_loss);
+    CHECK(bs.rtn_loss == doctest::Approx(cs.rtn_loss).epsilon(3e-2).scale(0));
+    CHECK(bs.best_loss < 0.9 * bs.rtn_loss);
+
+    // one sample and 2 (sample, head) pairs at a time: the probabilities recomputed in the backward
+    const GpuBlockRun split = run_block_on_gpu(o, quantizers, block, c, inputs, false, BlockMemoryPlan{1, 2});
+    double split_early = 0;
+    for (std::size_t s = 0; s < 5; ++s) split_early = std::max(split_early, std::fabs(split.losses[s] / gpu.losses[s] - 1.0));
+    CHECK(split_early < 1e-5);
+  }
+}
+
 TEST_CASE("quantize_model on the GPU: a mixture-of-experts model, an expert never reached keeps its round-to-nearest start") {
   LlamaConfig c = small_config();
   c.model_type = "qwen2_moe";

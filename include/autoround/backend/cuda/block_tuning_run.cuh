@@ -20,9 +20,12 @@
 // softmax routing, GPT-OSS's (top-k softmax, router and expert biases, clamped SwiGLU) or
 // DeepSeek-V3's / GLM-4.5's (sigmoid scores, expert groups, a correction bias for the choice)
 // (moe_forward / moe_backward with moe_kernels.cuh: every expert on its routed rows, one GEMM per
-// expert and projection).
+// expert and projection), and DeepSeek-V3's multi-head latent attention (latent_forward /
+// latent_backward with latent_attention_kernels.cuh: q_a → RMSNorm → q_b, kv_a → RMSNorm of the
+// latent → kv_b; its heads' keys [k_nope | one shared roped part] and values of their own width
+// enter the same attention GEMMs, whose query/key and value widths differ).
 // Refused by name: Gemma 2's attention soft-capping, shared-expert biases, floating-point
-// schemes on MoE blocks.
+// schemes on MoE blocks, quantized activations in a latent attention.
 //
 // GEMM precision: float32 (the CPU backend's numerics; results differ from it only by
 // summation order), or bf16 operands with float32 accumulation (GemmPrecision::BFloat16: the
@@ -87,6 +90,7 @@
 #include "activation_stream.cuh"
 #include "blas.hpp"
 #include "block_kernels.cuh"
+#include "latent_attention_kernels.cuh"
 #include "layer_tuning_run.cuh"
 #include "moe_kernels.cuh"
 #include "outlier_select.cuh"
@@ -290,6 +294,7 @@ class BlockTuningRun {
   static std::size_t state_bytes(const LlamaConfig& c, long seqlen, GemmPrecision precision, long group_size) {
     std::vector<std::pair<Index, Index>> shapes;
     for (Linear l : all_linears) shapes.push_back(linear_shape(c, l));
+    if (c.latent_attention() && c.q_lora_rank > 0) shapes.push_back({c.q_lora_rank, c.hidden});  // q_a_proj
     return state_bytes(shapes, c, seqlen, precision, group_size);
   }
   /// The same for `block` as it is (a mixture of experts: every expert's layers, and the router).
@@ -329,8 +334,8 @@ class BlockTuningRun {
     const long pairs = plan.attention_pairs > 0 ? std::min(plan.attention_pairs, micro * c.heads) : micro * c.heads;
     const auto rows = static_cast<std::size_t>(micro * seqlen), hidden = static_cast<std::size_t>(c.hidden),
                inter = static_cast<std::size_t>(shape.experts > 0 ? shape.shared_intermediate : c.intermediate),
-               q = static_cast<std::size_t>(c.heads * c.head_dim),
-               kv = static_cast<std::size_t>(c.kv_heads * c.head_dim);
+               head = static_cast<std::size_t>(std::max(query_key_dim(c), value_dim(c))),  // the wider of a head's two widths
+               q = static_cast<std::size_t>(c.heads) * head, kv = static_cast<std::size_t>(key_heads(c)) * head;
     const std::size_t both = bf16 ? 6 : 4, operand = bf16 ? 2 : 4;  // float32 + bf16 copy; GEMM operand only
     std::size_t per_row = 5 * 4 * hidden + 3 * 4 * inter + 2 * 4 * q + 2 * 4;  // x, target, h, d_yn, d_out; gate, up, d_act; dk/dv per head; 1/rms
     per_row += (bf16 ? 2 : 0) * hidden + 3 * operand * hidden + 4 * both * q + 4 * both * kv + 3 * operand * inter + 4;
@@ -344,9 +349,20 @@ class BlockTuningRun {
       if (shape.shared_intermediate > 0) per_row += hidden * (4 + operand) + 8;
     }
     if (shape.sandwich_norms) per_row += hidden * (16 + 2 * operand) + 8;  // both outputs, a normed scratch, their gradients, d_h
+    if (c.latent_attention()) {  // latent_forward / latent_backward's buffers
+      const auto query_rank = static_cast<std::size_t>(c.q_lora_rank), rank = static_cast<std::size_t>(c.kv_lora_rank),
+                 rope = static_cast<std::size_t>(c.head_dim), kv_b = static_cast<std::size_t>(c.heads * (c.qk_nope_dim + c.v_head_dim));
+      per_row += query_rank * (8 + 2 * both) + (rank + rope) * (4 + both) + rank * (12 + both) + rope * 8 + kv_b * (4 + both) + 8;
+    }
     const auto square = static_cast<std::size_t>(pairs) * static_cast<std::size_t>(seqlen * seqlen);
     return rows * per_row + square * (operand + both) + static_cast<std::size_t>(micro * c.heads) * 18 * sizeof(void*) + (1u << 20);
   }
+
+  /// A head's query/key and value widths, and the key/value heads the attention GEMMs read: a
+  /// latent attention's heads each have a key and value of their own (made from the shared latent).
+  static long query_key_dim(const LlamaConfig& c) { return c.latent_attention() ? c.qk_head_dim() : c.head_dim; }
+  static long value_dim(const LlamaConfig& c) { return c.latent_attention() ? c.v_head_dim : c.head_dim; }
+  static long key_heads(const LlamaConfig& c) { return c.latent_attention() ? c.heads : c.kv_heads; }
 
   /// The plan with the most samples per pass (then the most attention pairs) whose workspace
   /// fits in `bytes`; nullopt when not even one sample and one pair fit. The whole minibatch with
@@ -408,8 +424,6 @@ class BlockTuningRun {
                         " linear layers (linear_slots)");
     if (config.attention_softcap > 0)
       throw Error(name + ": attention soft-capping (Gemma 2): the GPU does not tune it yet (issue #25); run with --device cpu");
-    if (config.latent_attention())
-      throw Error(name + ": latent attention (DeepSeek-V3's MLA): the GPU does not tune it yet (issue #25); run with --device cpu");
     if (block.moe) check_moe(block, name);
     mlp_base_ = moe_ ? 4 + 3 * static_cast<std::size_t>(shape_.experts) : 4;
     mlp_inter_ = moe_ ? shape_.shared_intermediate : config.intermediate;
@@ -417,6 +431,7 @@ class BlockTuningRun {
     for (const LinearSlot& s : slots_) {
       const RowMatrix& w = slot_weight(block, s);
       auto [out, in] = linear_shape(config, s.role);
+      if (s.expert == LinearSlot::latent) out = config.q_lora_rank, in = config.hidden;  // q_a_proj
       if (s.of_expert()) {  // an expert's: [its intermediate, hidden] or the transpose
         const long inter = s.routed() ? shape_.intermediate : shape_.shared_intermediate;
         out = s.role == Linear::Down ? config.hidden : inter;
@@ -436,6 +451,8 @@ class BlockTuningRun {
           input_floats_ = input_floats_ || q->spec().act_bits <= 8;
           measure_inputs_ = measure_inputs_ || q->static_input_scale();
         }
+    if (mla_ && input_floats_)
+      throw Error(name + ": latent attention (DeepSeek-V3) with quantized activations is not supported; run a weight-only scheme");
     nonfinite_ = DeviceBuffer<int>(std::vector<int>(slots_.size(), 0));
     layers_.resize(slots_.size());
     for (std::size_t i = 0; i < slots_.size(); ++i)
@@ -479,7 +496,7 @@ class BlockTuningRun {
   void measure_inputs() {
     DeviceBuffer<unsigned> absmax(std::vector<unsigned>(4, 0u));
     Tensor* inputs[4] = {&xn_, &attention_, &yn_, &act_};
-    const long cols[4] = {config_.hidden, config_.heads * config_.head_dim, config_.hidden, config_.intermediate};
+    const long cols[4] = {config_.hidden, config_.heads * value_dim(config_), config_.hidden, config_.intermediate};
     for (long first = 0; first < samples_; first += micro_) {
       const long nb = std::min(micro_, samples_ - first);
       in_->load(first, nb, x_.data(), stream());
@@ -587,6 +604,14 @@ class BlockTuningRun {
     for (std::size_t j = 0; j < 3; ++j) bias_[j] = upload(block.qkv_bias[j]);
     if (block.output_bias.size() > 0) o_bias_ = upload(block.output_bias);
     if (block.sinks.size() > 0) sinks_ = upload(block.sinks);
+    if (block.mla) {  // DeepSeek-V3: the latents' norms; q_a_proj is the last slot (linear_slots)
+      mla_ = true;
+      kv_a_norm_ = upload(block.mla->kv_a_norm);
+      if (block.mla->query_a_norm.size() > 0) {
+        q_a_norm_ = upload(block.mla->query_a_norm);
+        latent_slot_ = slots_.size() - 1;
+      }
+    }
     qk_norm_ = block.q_norm.size() > 0;
     if (qk_norm_) {
       q_norm_ = upload(block.q_norm);
@@ -723,7 +748,8 @@ class BlockTuningRun {
 
   void allocate() {
     const long rows = micro_ * seqlen_, hidden = config_.hidden, inter = mlp_inter_;
-    const long q_cols = config_.heads * config_.head_dim, kv_cols = config_.kv_heads * config_.head_dim;
+    const long q_cols = config_.heads * query_key_dim(config_), kv_cols = key_heads(config_) * query_key_dim(config_);
+    const long o_cols = config_.heads * value_dim(config_), v_cols = key_heads(config_) * value_dim(config_);
     const long scores = pairs_ * seqlen_ * seqlen_;
     auto floats = [](long n) { return DeviceBuffer<float>(static_cast<std::size_t>(n)); };
     if (moe_) allocate_moe(rows);
@@ -735,7 +761,7 @@ class BlockTuningRun {
     d_act_ = floats(rows * inter);
     d_yn_ = floats(rows * hidden);
     dk_heads_ = floats(rows * q_cols);
-    dv_heads_ = floats(rows * q_cols);
+    dv_heads_ = floats(rows * o_cols);
     inv_rms1_ = floats(rows);
     inv_rms2_ = floats(rows);
     if (qk_norm_) {
@@ -761,11 +787,14 @@ class BlockTuningRun {
         d_mlp_.allocate(rows * hidden, bf16_, false);
       }
     }
-    for (Tensor* t : {&q_, &attention_, &d_attention_, &dq_}) t->allocate(rows * q_cols, bf16_);
-    for (Tensor* t : {&k_, &v_, &dk_, &dv_}) t->allocate(rows * kv_cols, bf16_);
+    for (Tensor* t : {&q_, &dq_}) t->allocate(rows * q_cols, bf16_);
+    for (Tensor* t : {&attention_, &d_attention_}) t->allocate(rows * o_cols, bf16_);
+    for (Tensor* t : {&k_, &dk_}) t->allocate(rows * kv_cols, bf16_);
+    for (Tensor* t : {&v_, &dv_}) t->allocate(rows * v_cols, bf16_);
+    if (mla_) allocate_latent(rows);
     act_.allocate(rows * inter, bf16_, input_floats_);
     if (input_floats_) {  // the quantized inputs before quantization, for their backward
-      attention_float_ = floats(rows * q_cols);
+      attention_float_ = floats(rows * o_cols);
       yn_float_ = floats(rows * hidden);
       act_float_ = floats(rows * inter);
     }
@@ -774,6 +803,31 @@ class BlockTuningRun {
     // mode the float32 square is only the GEMM output (S, then dP) and P, dS are kept in bf16
     p_.allocate(scores, bf16_, false);
     ds_.allocate(scores, bf16_);
+  }
+
+  // a latent attention's workspace for `rows` tokens (latent_forward / latent_backward)
+  void allocate_latent(long rows) {
+    const long query_rank = config_.q_lora_rank, rank = config_.kv_lora_rank, rope = config_.head_dim;
+    const long kv_b = config_.heads * (config_.qk_nope_dim + config_.v_head_dim);
+    auto floats = [](long n) { return DeviceBuffer<float>(static_cast<std::size_t>(n)); };
+    if (q_a_norm_.size() > 0) {
+      query_a_out_ = floats(rows * query_rank);
+      inv_rms_query_ = floats(rows);
+      d_query_latent_ = floats(rows * query_rank);
+      query_latent_.allocate(rows * query_rank, bf16_, false);  // GEMM operands only
+      d_query_a_.allocate(rows * query_rank, bf16_, false);
+    }
+    kv_a_out_ = floats(rows * (rank + rope));
+    latent_raw_ = floats(rows * rank);
+    inv_rms_latent_ = floats(rows);
+    d_latent_ = floats(rows * rank);
+    d_latent_normed_ = floats(rows * rank);
+    key_rope_ = floats(rows * rope);
+    d_key_rope_ = floats(rows * rope);
+    kv_b_out_ = floats(rows * kv_b);
+    latent_.allocate(rows * rank, bf16_, false);
+    d_kv_b_.allocate(rows * kv_b, bf16_, false);
+    d_kv_a_.allocate(rows * (rank + rope), bf16_, false);
   }
 
   // a mixture of experts' workspace for `rows` tokens (moe_forward / moe_backward)
@@ -817,8 +871,9 @@ class BlockTuningRun {
   }
   template <class T>
   void build_attention_batches() {
-    const long d = config_.head_dim, group = config_.heads / config_.kv_heads;
-    const long ldq = config_.heads * d, ldk = config_.kv_heads * d, square = seqlen_ * seqlen_;
+    const long d = query_key_dim(config_), dv = value_dim(config_), group = config_.heads / key_heads(config_);
+    const long ldq = config_.heads * d, ldk = key_heads(config_) * d, ldo = config_.heads * dv, ldv = key_heads(config_) * dv;
+    const long square = seqlen_ * seqlen_;
     const auto count = static_cast<std::size_t>(micro_ * config_.heads);
     auto make = [&](auto a_of, auto b_of, auto c_of) {
       std::vector<const void*> a(count), b(count);
@@ -836,26 +891,31 @@ class BlockTuningRun {
       batched.c = DeviceBuffer<float*>(std::span<float* const>(c));
       return batched;
     };
+    // a head's columns in a [tokens, heads·width] matrix: queries / keys (width d), the attention's
+    // output and values (width dv; a latent attention's differ from d)
     auto q_at = [&](Tensor& t, long s, long h) { return t.template as<T>() + s * seqlen_ * ldq + h * d; };
-    auto kv_at = [&](Tensor& t, long s, long kv) { return t.template as<T>() + s * seqlen_ * ldk + kv * d; };
+    auto k_at = [&](Tensor& t, long s, long kv) { return t.template as<T>() + s * seqlen_ * ldk + kv * d; };
+    auto v_at = [&](Tensor& t, long s, long kv) { return t.template as<T>() + s * seqlen_ * ldv + kv * dv; };
+    auto o_at = [&](Tensor& t, long s, long h) { return t.template as<T>() + s * seqlen_ * ldo + h * dv; };
     auto slot = [&](long s, long h) { return (s * config_.heads + h) % pairs_ * square; };
     auto square_at = [&](Tensor& t, long s, long h) { return t.template as<T>() + slot(s, h); };
     auto q_float = [&](float* base, long s, long h) { return base + s * seqlen_ * ldq + h * d; };
+    auto o_float = [&](float* base, long s, long h) { return base + s * seqlen_ * ldo + h * dv; };
     float* scores_out = bf16_ ? ds_.f.data() : p_.f.data();
-    scores_ = make([&](long s, long h, long) { return q_at(q_, s, h); }, [&](long s, long, long kv) { return kv_at(k_, s, kv); },
+    scores_ = make([&](long s, long h, long) { return q_at(q_, s, h); }, [&](long s, long, long kv) { return k_at(k_, s, kv); },
                    [&](long s, long h, long) { return scores_out + slot(s, h); });
-    context_ = make([&](long s, long h, long) { return square_at(p_, s, h); }, [&](long s, long, long kv) { return kv_at(v_, s, kv); },
-                    [&](long s, long h, long) { return q_float(attention_.f.data(), s, h); });
-    d_scores_ = make([&](long s, long h, long) { return q_at(d_attention_, s, h); },
-                     [&](long s, long, long kv) { return kv_at(v_, s, kv); },
+    context_ = make([&](long s, long h, long) { return square_at(p_, s, h); }, [&](long s, long, long kv) { return v_at(v_, s, kv); },
+                    [&](long s, long h, long) { return o_float(attention_.f.data(), s, h); });
+    d_scores_ = make([&](long s, long h, long) { return o_at(d_attention_, s, h); },
+                     [&](long s, long, long kv) { return v_at(v_, s, kv); },
                      [&](long s, long h, long) { return ds_.f.data() + slot(s, h); });
-    d_query_ = make([&](long s, long h, long) { return square_at(ds_, s, h); }, [&](long s, long, long kv) { return kv_at(k_, s, kv); },
+    d_query_ = make([&](long s, long h, long) { return square_at(ds_, s, h); }, [&](long s, long, long kv) { return k_at(k_, s, kv); },
                     [&](long s, long h, long) { return q_float(dq_.f.data(), s, h); });
     d_key_ = make([&](long s, long h, long) { return square_at(ds_, s, h); }, [&](long s, long h, long) { return q_at(q_, s, h); },
                   [&](long s, long h, long) { return q_float(dk_heads_.data(), s, h); });
     d_value_ = make([&](long s, long h, long) { return square_at(p_, s, h); },
-                    [&](long s, long h, long) { return q_at(d_attention_, s, h); },
-                    [&](long s, long h, long) { return q_float(dv_heads_.data(), s, h); });
+                    [&](long s, long h, long) { return o_at(d_attention_, s, h); },
+                    [&](long s, long h, long) { return o_float(dv_heads_.data(), s, h); });
   }
 
   // pairs [first, first + count) of a batched attention GEMM
@@ -871,10 +931,12 @@ class BlockTuningRun {
     return l < Linear::Gate ? static_cast<std::size_t>(l) : mlp_base_ + projection_index(l);
   }
 
-  // y [rows, out] (= or +=) x [rows, in] · W^T
+  // y [rows, out] (= or +=) x [rows, in] · W^T, for the layer in slot(l) or slot `i`
   template <class T>
-  void project(Linear l, long rows, const Tensor& x, float* y, float beta = 0.0f) {
-    const Layer& layer = layers_[slot(l)];
+  void project(Linear l, long rows, const Tensor& x, float* y, float beta = 0.0f) { project_slot<T>(slot(l), rows, x, y, beta); }
+  template <class T>
+  void project_slot(std::size_t i, long rows, const Tensor& x, float* y, float beta = 0.0f) {
+    const Layer& layer = layers_[i];
     blas_.gemm<T>(false, true, rows, layer.rows, layer.cols, 1.0f, x.template as<T>(), layer.cols, layer.weight.template as<T>(),
                   layer.cols, beta, y, layer.rows);
   }
@@ -888,7 +950,11 @@ class BlockTuningRun {
   // dW [out, in] (= or, for a later micro-batch, +=) dy^T · x, for tuned layers only
   template <class T>
   void weight_gradient(Linear l, long rows, const Tensor& dy, const Tensor& x, bool accumulate) {
-    Layer& layer = layers_[slot(l)];
+    weight_gradient_slot<T>(slot(l), rows, dy, x, accumulate);
+  }
+  template <class T>
+  void weight_gradient_slot(std::size_t i, long rows, const Tensor& dy, const Tensor& x, bool accumulate) {
+    Layer& layer = layers_[i];
     if (!layer.qdq) return;
     blas_.gemm<T>(true, false, layer.rows, layer.cols, rows, 1.0f, dy.template as<T>(), layer.rows, x.template as<T>(), layer.cols,
                   accumulate ? 1.0f : 0.0f, layer.grad.data(), layer.cols);
@@ -908,11 +974,32 @@ class BlockTuningRun {
   // Block forward on the first nb samples of x_: output into d_out_.f, intermediates kept.
   template <class T>
   void forward(long nb) {
-    const long rows = nb * seqlen_, hidden = config_.hidden, inter = mlp_inter_, d = config_.head_dim;
-    const long heads = config_.heads, kv_heads = config_.kv_heads, q_cols = heads * d, kv_cols = kv_heads * d;
+    const long rows = nb * seqlen_, hidden = config_.hidden, heads = config_.heads;
+    const long o_cols = heads * value_dim(config_), v_cols = key_heads(config_) * value_dim(config_);
     rms_norm_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(x_.data(), attn_norm_.data(), xn_.float_out(), xn_.bf16_out(),
                                                                    inv_rms1_.data(), hidden, config_.rms_eps);
     if (input_quant_) quantize_input(xn_, LinearInput::Attention, rows, hidden);  // kept quantized: dW = dY^T q(x)
+    if (mla_) latent_forward<T>(rows);
+    else project_queries_keys_values<T>(rows);
+    for (long first = 0; first < nb * heads; first += pairs_) {
+      const long count = std::min(pairs_, nb * heads - first);
+      probabilities<T>(first, count);
+      batched<T>(context_, false, false, seqlen_, value_dim(config_), seqlen_, 1.0f, seqlen_, v_cols, o_cols, first, count);
+    }
+    if (input_quant_) {
+      copy_floats(attention_float_.data(), attention_.f.data(), rows * o_cols);
+      quantize_input(attention_, LinearInput::AttentionOutput, rows, o_cols);
+    } else {
+      attention_.refresh(stream(), rows * o_cols);
+    }
+    forward_after_attention<T>(rows);
+  }
+
+  // q_, k_, v_ (their bf16 copies too) from xn_: the three projections (+ biases), Qwen3's
+  // per-head norms, RoPE
+  template <class T>
+  void project_queries_keys_values(long rows) {
+    const long d = config_.head_dim, heads = config_.heads, kv_heads = config_.kv_heads, q_cols = heads * d, kv_cols = kv_heads * d;
     Tensor* qkv[3] = {&q_, &k_, &v_};
     for (std::size_t j = 0; j < 3; ++j) {
       const Linear l = all_linears[j];
@@ -933,17 +1020,50 @@ class BlockTuningRun {
     rope(q_, true, rows, heads, 1.0f);
     rope(k_, true, rows, kv_heads, 1.0f);
     v_.refresh(stream(), rows * kv_cols);
-    for (long first = 0; first < nb * heads; first += pairs_) {
-      const long count = std::min(pairs_, nb * heads - first);
-      probabilities<T>(first, count);
-      batched<T>(context_, false, false, seqlen_, d, seqlen_, 1.0f, seqlen_, kv_cols, q_cols, first, count);
-    }
-    if (input_quant_) {
-      copy_floats(attention_float_.data(), attention_.f.data(), rows * q_cols);
-      quantize_input(attention_, LinearInput::AttentionOutput, rows, q_cols);
+  }
+
+  // DeepSeek-V3's latent attention from xn_ (model/latent_attention.hpp): the query through q_a,
+  // its norm and q_b (or q_proj alone); kv_a's [latent | key part], the latent's norm, kv_b; RoPE
+  // on each head's last head_dim query columns and on the one shared key part; then each head's
+  // key [k_nope | roped part] and value into k_ and v_ (bf16 copies of q_, k_, v_ refreshed)
+  template <class T>
+  void latent_forward(long rows) {
+    const long heads = config_.heads, nope = config_.qk_nope_dim, rope = config_.head_dim, value = config_.v_head_dim;
+    const long d = nope + rope, query_rank = config_.q_lora_rank, rank = config_.kv_lora_rank;
+    const bool adjacent = config_.rope_style == RopeStyle::AdjacentPairs;
+    const auto grid = [](long n) { return blocks_for(n, 256); };
+    if (q_a_norm_.size() > 0) {
+      project_slot<T>(latent_slot_, rows, xn_, query_a_out_.data());
+      rms_norm_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(query_a_out_.data(), q_a_norm_.data(), query_latent_.float_out(),
+                                                                                  query_latent_.bf16_out(), inv_rms_query_.data(), query_rank,
+                                                                                  config_.latent_norm_eps);
+      project<T>(Linear::Query, rows, query_latent_, q_.f.data());
     } else {
-      attention_.refresh(stream(), rows * q_cols);
+      project<T>(Linear::Query, rows, xn_, q_.f.data());
     }
+    project<T>(Linear::Key, rows, xn_, kv_a_out_.data());
+    split_columns_kernel<><<<grid(rows * (rank + rope)), 256, 0, stream()>>>(kv_a_out_.data(), rows, rank, rope, latent_raw_.data(),
+                                                                           key_rope_.data());
+    rms_norm_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(latent_raw_.data(), kv_a_norm_.data(), latent_.float_out(),
+                                                                                latent_.bf16_out(), inv_rms_latent_.data(), rank,
+                                                                                config_.latent_norm_eps);
+    project<T>(Linear::Value, rows, latent_, kv_b_out_.data());
+    rope_kernel<><<<grid(rows * heads * (rope / 2)), 256, 0, stream()>>>(q_.f.data() + nope, nullptr, rope_.data(), rows, heads, d, seqlen_,
+                                                                        adjacent, 1.0f, rope);
+    rope_kernel<><<<grid(rows * (rope / 2)), 256, 0, stream()>>>(key_rope_.data(), nullptr, rope_.data(), rows, 1, rope, seqlen_, adjacent,
+                                                                1.0f, rope);
+    latent_keys_values_kernel<><<<grid(rows * heads * (d + value)), 256, 0, stream()>>>(kv_b_out_.data(), key_rope_.data(), rows, heads,
+                                                                                       nope, rope, value, k_.f.data(), v_.f.data());
+    q_.refresh(stream(), rows * heads * d);
+    k_.refresh(stream(), rows * heads * d);
+    v_.refresh(stream(), rows * heads * value);
+  }
+
+  // From the attention's output (attention_, quantized where the scheme quantizes inputs): o_proj
+  // and the residual, the MLP's norm and the MLP (dense or a mixture of experts) into d_out_.f
+  template <class T>
+  void forward_after_attention(long rows) {
+    const long hidden = config_.hidden, inter = mlp_inter_;
     if (post_attn_norm_.size() > 0) {  // Gemma: h = x + rms(attention Wo^T) · g
       project<T>(Linear::Output, rows, attention_, attention_out_.data());
       if (o_bias_.size() > 0) add_bias_kernel<><<<blocks_for(rows * hidden, 256), 256, 0, stream()>>>(attention_out_.data(), o_bias_.data(), rows, hidden);
@@ -1004,7 +1124,7 @@ class BlockTuningRun {
   // P = causal softmax(Q K^T / sqrt(d)) of pairs [first, first + count) into their slots
   template <class T>
   void probabilities(long first, long count) {
-    const long d = config_.head_dim, q_cols = config_.heads * d, kv_cols = config_.kv_heads * d;
+    const long d = query_key_dim(config_), q_cols = config_.heads * d, kv_cols = key_heads(config_) * d;
     batched<T>(scores_, false, true, seqlen_, seqlen_, d, detail::attention_scale(config_), q_cols, kv_cols, seqlen_, first, count);
     const float* sinks = sinks_.size() > 0 ? sinks_.data() : nullptr;
     if (bf16_)
@@ -1188,8 +1308,9 @@ class BlockTuningRun {
   // them when `accumulate`: a later micro-batch of the minibatch).
   template <class T>
   void backward(long nb, bool accumulate) {
-    const long rows = nb * seqlen_, hidden = config_.hidden, d = config_.head_dim;
-    const long heads = config_.heads, kv_heads = config_.kv_heads, q_cols = heads * d, kv_cols = kv_heads * d;
+    const long rows = nb * seqlen_, hidden = config_.hidden, d = query_key_dim(config_), dv = value_dim(config_);
+    const long heads = config_.heads, kv_heads = key_heads(config_), q_cols = heads * d, kv_cols = kv_heads * d;
+    const long o_cols = heads * dv, v_cols = kv_heads * dv;
     if (moe_) {
       moe_backward<T>(rows, accumulate);
     } else if (post_ffn_norm_.size() > 0) {  // through Gemma's norm of the MLP's output first
@@ -1213,14 +1334,14 @@ class BlockTuningRun {
     }
     weight_gradient<T>(Linear::Output, rows, *d_o, attention_, accumulate);
     project_back<T>(Linear::Output, rows, *d_o, d_attention_.f.data());
-    if (input_quant_) input_backward(attention_float_.data(), d_attention_.f.data(), LinearInput::AttentionOutput, rows, q_cols);
-    d_attention_.refresh(stream(), rows * q_cols);
+    if (input_quant_) input_backward(attention_float_.data(), d_attention_.f.data(), LinearInput::AttentionOutput, rows, o_cols);
+    d_attention_.refresh(stream(), rows * o_cols);
     const float scale = detail::attention_scale(config_);
     const bool recompute = pairs_ < nb * heads;  // the forward's last chunk overwrote the others' probabilities
     for (long first = 0; first < nb * heads; first += pairs_) {
       const long count = std::min(pairs_, nb * heads - first);
       if (recompute) probabilities<T>(first, count);
-      batched<T>(d_scores_, false, true, seqlen_, seqlen_, d, 1.0f, q_cols, kv_cols, seqlen_, first, count);  // dP = dO V^T
+      batched<T>(d_scores_, false, true, seqlen_, seqlen_, dv, 1.0f, o_cols, v_cols, seqlen_, first, count);  // dP = dO V^T
       if (bf16_)
         softmax_backward_kernel<<<static_cast<unsigned>(count * seqlen_), kRowThreads, 0, stream()>>>(p_.h.data(), ds_.f.data(), false,
                                                                                          ds_.h.data(), seqlen_, scale);
@@ -1229,11 +1350,12 @@ class BlockTuningRun {
                                                                                          nullptr, seqlen_, scale);
       batched<T>(d_query_, false, false, seqlen_, d, seqlen_, 1.0f, seqlen_, kv_cols, q_cols, first, count);  // dQ = dS K
       batched<T>(d_key_, true, false, seqlen_, d, seqlen_, 1.0f, seqlen_, q_cols, q_cols, first, count);      // dK_h = dS^T Q
-      batched<T>(d_value_, true, false, seqlen_, d, seqlen_, 1.0f, seqlen_, q_cols, q_cols, first, count);    // dV_h = P^T dO
+      batched<T>(d_value_, true, false, seqlen_, dv, seqlen_, 1.0f, seqlen_, o_cols, o_cols, first, count);   // dV_h = P^T dO
     }
     const long group = heads / kv_heads;
     sum_head_groups_kernel<><<<blocks_for(rows * kv_cols, 256), 256, 0, stream()>>>(dk_heads_.data(), dk_.f.data(), rows, kv_heads, group, d);
-    sum_head_groups_kernel<><<<blocks_for(rows * kv_cols, 256), 256, 0, stream()>>>(dv_heads_.data(), dv_.f.data(), rows, kv_heads, group, d);
+    sum_head_groups_kernel<><<<blocks_for(rows * v_cols, 256), 256, 0, stream()>>>(dv_heads_.data(), dv_.f.data(), rows, kv_heads, group, dv);
+    if (mla_) return latent_backward<T>(rows, accumulate);
     rope(dq_, !qk_norm_, rows, heads, -1.0f);
     rope(dk_, !qk_norm_, rows, kv_heads, -1.0f);
     if (qk_norm_) {  // the norms' backward, into scratch (float32 mode: copied back) or the bf16 operand
@@ -1250,6 +1372,43 @@ class BlockTuningRun {
     weight_gradient<T>(Linear::Value, rows, dv_, xn_, accumulate);
   }
 
+  // latent_forward's backward from dq_, dk_ (per head [k_nope | roped part]) and dv_ (float32):
+  // RoPE undone on the queries' and the shared key part's gradients (every head's share added up
+  // first), kv_b's gradient, through the latent's norm into kv_a's (the key part's beside it),
+  // and q_b's, through q_a's norm into q_a's. Input gradients of xn are not needed.
+  template <class T>
+  void latent_backward(long rows, bool accumulate) {
+    const long heads = config_.heads, nope = config_.qk_nope_dim, rope = config_.head_dim, value = config_.v_head_dim;
+    const long d = nope + rope, query_rank = config_.q_lora_rank, rank = config_.kv_lora_rank;
+    const bool adjacent = config_.rope_style == RopeStyle::AdjacentPairs;
+    const auto grid = [](long n) { return blocks_for(n, 256); };
+    rope_kernel<><<<grid(rows * heads * (rope / 2)), 256, 0, stream()>>>(dq_.f.data() + nope, nullptr, rope_.data(), rows, heads, d, seqlen_,
+                                                                        adjacent, -1.0f, rope);
+    dq_.refresh(stream(), rows * heads * d);
+    latent_kv_gradient_kernel<><<<grid(rows * heads * (nope + value)), 256, 0, stream()>>>(dk_.f.data(), dv_.f.data(), rows, heads, nope, rope,
+                                                                                          value, d_kv_b_.float_out(), d_kv_b_.bf16_out());
+    latent_key_rope_gradient_kernel<><<<grid(rows * rope), 256, 0, stream()>>>(dk_.f.data(), rows, heads, nope, rope, d_key_rope_.data());
+    rope_kernel<><<<grid(rows * (rope / 2)), 256, 0, stream()>>>(d_key_rope_.data(), nullptr, rope_.data(), rows, 1, rope, seqlen_, adjacent,
+                                                                -1.0f, rope);
+    weight_gradient<T>(Linear::Value, rows, d_kv_b_, latent_, accumulate);
+    project_back<T>(Linear::Value, rows, d_kv_b_, d_latent_.data());
+    rms_norm_backward_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(latent_raw_.data(), kv_a_norm_.data(),
+                                                                                         inv_rms_latent_.data(), d_latent_.data(), nullptr,
+                                                                                         d_latent_normed_.data(), nullptr, rank);
+    join_columns_kernel<><<<grid(rows * (rank + rope)), 256, 0, stream()>>>(d_latent_normed_.data(), d_key_rope_.data(), rows, rank, rope,
+                                                                           d_kv_a_.float_out(), d_kv_a_.bf16_out());
+    weight_gradient<T>(Linear::Key, rows, d_kv_a_, xn_, accumulate);
+    if (q_a_norm_.size() == 0) return weight_gradient<T>(Linear::Query, rows, dq_, xn_, accumulate);
+    weight_gradient<T>(Linear::Query, rows, dq_, query_latent_, accumulate);
+    if (!layers_[latent_slot_].qdq) return;
+    project_back<T>(Linear::Query, rows, dq_, d_query_latent_.data());
+    rms_norm_backward_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(query_a_out_.data(), q_a_norm_.data(),
+                                                                                         inv_rms_query_.data(), d_query_latent_.data(), nullptr,
+                                                                                         d_query_a_.float_out(), d_query_a_.bf16_out(),
+                                                                                         query_rank);
+    weight_gradient_slot<T>(latent_slot_, rows, d_query_a_, xn_, accumulate);
+  }
+
   // Inputs, masks and targets on the device; targets not given are the full-precision block's
   // outputs on every sample, batch by batch.
   // ClipInit::WeightedSearch: the full-precision block (the layers hold their unquantized weights
@@ -1262,21 +1421,24 @@ class BlockTuningRun {
   }
   template <class T>
   void search_clipping(const LlamaBlock& block) {
-    const long hidden = config_.hidden, q_cols = config_.heads * config_.head_dim, inter = mlp_inter_;
+    const long hidden = config_.hidden, o_cols = config_.heads * value_dim(config_), inter = mlp_inter_;
     const long experts = shape_.experts, expert_inter = shape_.intermediate;
+    const long query_rank = q_a_norm_.size() > 0 ? config_.q_lora_rank : 0, rank = mla_ ? config_.kv_lora_rank : 0;
     auto zeros = [](long n) { return DeviceBuffer<float>(std::vector<float>(static_cast<std::size_t>(n), 0.0f)); };
-    // the block's four linear inputs (a mixture of experts: the shared expert's), each expert's two
-    DeviceBuffer<float> sums[4] = {zeros(hidden), zeros(q_cols), zeros(hidden), zeros(inter)};
-    const Tensor* inputs[4] = {&xn_, &attention_, &yn_, &act_};
-    const long cols[4] = {hidden, q_cols, hidden, inter};
+    // the block's four linear inputs (a mixture of experts: the shared expert's), a latent
+    // attention's two latents (q_b's and kv_b's inputs; width 0: none), each expert's two
+    constexpr int kInputs = 6;
+    DeviceBuffer<float> sums[kInputs] = {zeros(hidden), zeros(o_cols), zeros(hidden), zeros(inter), zeros(query_rank), zeros(rank)};
+    const Tensor* inputs[kInputs] = {&xn_, &attention_, &yn_, &act_, &query_latent_, &latent_};
+    const long cols[kInputs] = {hidden, o_cols, hidden, inter, query_rank, rank};
     DeviceBuffer<float> expert_in = zeros(experts * hidden), expert_act = zeros(experts * expert_inter);
     std::vector<long> expert_rows(static_cast<std::size_t>(experts), 0);
     for (long first = 0; first < samples_; first += micro_) {
       const long nb = std::min(micro_, samples_ - first);
       in_->load(first, nb, x_.data(), stream());
       forward<T>(nb);
-      for (int j = 0; j < 4; ++j)
-        if (cols[j] > 0 && (j < 3 || !moe_ || shape_.shared_intermediate > 0))
+      for (int j = 0; j < kInputs; ++j)
+        if (cols[j] > 0 && (j != 3 || !moe_ || shape_.shared_intermediate > 0))
           column_square_sum_kernel<T><<<blocks_for(cols[j], 128), 128, 0, stream()>>>(inputs[j]->template as<T>(), nb * seqlen_,
                                                                                      cols[j], sums[j].data());
       for_each_expert([&](std::size_t e, long from, long count) {  // an expert's inputs: the tokens routed to it
@@ -1290,20 +1452,22 @@ class BlockTuningRun {
     check(cudaGetLastError(), "input importance");
     const float tokens = static_cast<float>(samples_ * seqlen_);
     lap(times_.importance);
-    std::vector<float> mean[4];
-    for (int j = 0; j < 4; ++j) {
+    std::vector<float> mean[kInputs];
+    for (int j = 0; j < kInputs; ++j) {
       mean[j] = sums[j].download();
       for (float& m : mean[j]) m /= tokens;
     }
     const std::vector<float> expert_in_sums = expert_in.download(), expert_act_sums = expert_act.download();
     const Cpu host;
-    std::array<DeviceBuffer<float>, 4> importance;
+    std::array<DeviceBuffer<float>, kInputs> importance;
     for (std::size_t i = 0; i < slots_.size(); ++i) {
       Layer& layer = layers_[i];
       if (!layer.qdq) continue;
       const LinearSlot& s = slots_[i];
       const Linear l = s.role;
-      const int input = l == Linear::Output ? 1 : l == Linear::Gate || l == Linear::Up ? 2 : l == Linear::Down ? 3 : 0;
+      int input = l == Linear::Output ? 1 : l == Linear::Gate || l == Linear::Up ? 2 : l == Linear::Down ? 3 : 0;
+      if (mla_ && s.expert == LinearSlot::own && l == Linear::Query && query_rank > 0) input = 4;  // q_b reads the query latent
+      if (mla_ && s.expert == LinearSlot::own && l == Linear::Value) input = 5;                     // kv_b the normed latent
       std::vector<float> expert_mean;  // a routed expert's, over its tokens; empty when none reached it (every channel weighs 1, as on the CPU)
       if (s.routed()) {
         const auto e = static_cast<std::size_t>(s.expert);
@@ -1470,6 +1634,15 @@ class BlockTuningRun {
   std::vector<long> counts_host_;  // per expert: its rows in the last forward
   std::vector<Index> expert_tokens_;  // per expert: its rows summed over the steps
   Batched scores_, context_, d_scores_, d_query_, d_key_, d_value_;
+  // DeepSeek-V3's latent attention (latent_forward): q_a's output, 1/rms and normed latent (q_b's
+  // input; empty without query compression), kv_a's output split into the latent (before and after
+  // its norm: kv_b's input) and the shared key part, kv_b's output; their gradients. q_a_proj is
+  // slot latent_slot_ (the last).
+  bool mla_ = false;
+  std::size_t latent_slot_ = 0;
+  DeviceBuffer<float> q_a_norm_, kv_a_norm_, query_a_out_, inv_rms_query_, d_query_latent_, kv_a_out_, latent_raw_, inv_rms_latent_, d_latent_,
+      d_latent_normed_, key_rope_, d_key_rope_, kv_b_out_;
+  Tensor query_latent_, d_query_a_, latent_, d_kv_b_, d_kv_a_;
 };
 
 }  // namespace autoround::cuda
