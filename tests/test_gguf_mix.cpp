@@ -131,9 +131,9 @@ TEST_CASE("a size budget (gguf_budget.hpp): at llama-quantize's Q2_K size, the c
   for (const GgufTensorChoice& c : choices)
     if (plan.types.count(c.name)) CHECK(c.type == plan.types.at(c.name));
   const std::vector<std::int32_t> eval = read_token_file(test_assets::evaluation_tokens());
-  const double chosen_ppl = perplexity(load_llama_gguf(chosen_path.string()), eval, 512, 8).perplexity;
-  const double rule_ppl = perplexity(load_llama_gguf(rule_path.string()), eval, 512, 8).perplexity;
-  MESSAGE("kjv-eval, 8 windows: chosen types " << chosen_ppl << ", llama-quantize's q2_k " << rule_ppl);
+  const double chosen_ppl = perplexity(load_llama_gguf(chosen_path.string()), eval, 512, 4).perplexity;
+  const double rule_ppl = perplexity(load_llama_gguf(rule_path.string()), eval, 512, 4).perplexity;
+  MESSAGE("kjv-eval, 4 windows (8: 17.92 against 22.03, 2026-12-06): chosen types " << chosen_ppl << ", llama-quantize's q2_k " << rule_ppl);
   CHECK(chosen_ppl < rule_ppl);
   fs::remove(chosen_path);
   fs::remove(rule_path);

@@ -423,13 +423,17 @@ TEST_CASE("a mixture-of-experts block (softmax top-k routing, a gated shared exp
 // roped 8] and value heads of width 12 (the attention GEMMs' two widths differ); a dense MLP, and
 // DeepSeek-V3's MoE (sigmoid scores, expert groups, a correction bias, a shared expert).
 TEST_CASE("a latent-attention block (DeepSeek-V3's MLA; q_a_proj or q_proj; dense or grouped sigmoid experts) tunes on the GPU as on the CPU") {
+  // steps that agree before a gradient whose sign rounding decides sends SignSGD another way
+  // (measured on an H100, 2026-12-07: q_a dense within 1e-6 for 19 steps, 8e-6 at step 19;
+  // q_proj dense exact for steps 0-3, 9.7e-4 at step 4; the MoE block within 1e-6 for 7 steps)
   struct MlaCase {
     std::string name;
     Index q_lora_rank;
     bool moe;
+    std::size_t agreeing;
   };
-  for (const MlaCase& test : {MlaCase{"q_a -> norm -> q_b, dense MLP", 32, false}, MlaCase{"q_proj, dense MLP", 0, false},
-                              MlaCase{"q_a -> norm -> q_b, 8 experts in 4 groups + a shared expert", 32, true}}) {
+  for (const MlaCase& test : {MlaCase{"q_a -> norm -> q_b, dense MLP", 32, false, 19}, MlaCase{"q_proj, dense MLP", 0, false, 4},
+                              MlaCase{"q_a -> norm -> q_b, 8 experts in 4 groups + a shared expert", 32, true, 5}}) {
     CAPTURE(test.name);
     LlamaConfig c = small_config();
     c.kv_heads = c.heads;
@@ -466,7 +470,7 @@ TEST_CASE("a latent-attention block (DeepSeek-V3's MLA; q_a_proj or q_proj; dens
     o.batch_size = 4;
     o.clip_init = ClipInit::WeightedSearch;  // q_b and kv_b weighted by their latents, q_a / kv_a by xn
 
-    const BothRuns both = run_on_both(o, quantizers, block, c, inputs, test.moe ? 5 : 20);
+    const BothRuns both = run_on_both(o, quantizers, block, c, inputs, test.agreeing);
     const auto& [losses, cpu_result, cpu_final, cpu_tokens, gpu, early, trajectory] = both;
     REQUIRE(gpu.result.size() == slots.size());
     std::size_t same = 0, total = 0;

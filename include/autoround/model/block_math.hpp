@@ -133,6 +133,12 @@ inline float gelu_tanh_derivative(float g, float t) {
   return 0.5f * (1.0f + t) + 0.5f * g * (1.0f - t * t) * gelu_k0 * (1.0f + 3.0f * gelu_k1 * g * g);
 }
 
+/// g += d_yᵀ x, a linear layer's weight gradient, unless g is null or empty: a weight whose
+/// gradient is not wanted (not tuned, or measure_fisher's output gradients only) costs no GEMM.
+inline void add_weight_gradient(RowMatrix* g, const RowMatrix& d_y, const RowMatrix& x) {
+  if (g && g->size() != 0) g->noalias() += d_y.transpose() * x;
+}
+
 /// Tokens per sequence of a batch of `rows` rows (0: one sequence), checked.
 inline Index sequence_length(Index rows, Index seqlen) {
   if (seqlen <= 0) return rows;

@@ -59,12 +59,6 @@ struct LatentAttentionGradients {
   RowMatrix* kv_b = nullptr;
 };
 
-namespace detail {
-inline void add_weight_gradient(RowMatrix* g, const RowMatrix& d_y, const RowMatrix& x) {
-  if (g && g->size() != 0) g->noalias() += d_y.transpose() * x;
-}
-}  // namespace detail
-
 /// xn [tokens, hidden] (sequences of `length` tokens stacked) → O [tokens, heads·v_head_dim] in
 /// `out`; `keep`: the probabilities too (for the backward).
 inline void latent_attention_forward(const LatentAttentionWeights& w, const LlamaConfig& c, const RowMatrix& xn,

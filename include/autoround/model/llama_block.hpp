@@ -313,11 +313,9 @@ inline void block_forward(const BlockWeights& w, const LlamaConfig& c, std::span
 }
 
 namespace detail {
-/// grads[l] += d_yᵀ x, unless grads[l] is empty: a weight whose gradient is not wanted
-/// (measure_fisher needs only the gradients at the linear layers' outputs) costs no GEMM.
+/// grads[l] += d_yᵀ x, unless grads[l] is empty (add_weight_gradient)
 inline void accumulate_weight_gradient(std::array<RowMatrix, 7>& grads, Linear l, const RowMatrix& d_y, const RowMatrix& x) {
-  RowMatrix& g = grads[static_cast<std::size_t>(l)];
-  if (g.size() != 0) g.noalias() += d_y.transpose() * x;
+  add_weight_gradient(&grads[static_cast<std::size_t>(l)], d_y, x);
 }
 
 /// The attention half's backward from z.d_h = dL/dh (h = x + attention(rms(x))): dL/dW of q, k,
