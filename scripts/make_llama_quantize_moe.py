@@ -5,8 +5,9 @@ only shapes and hyperparameters matter), for tests/test_gguf_moe_export.cpp: a q
 a shared expert (ffn_*_shexp, and its ffn_gate_inp_shexp gate) and a deepseek2 model (DeepSeek-V3's
 latent attention as its converter writes it: attn_q_a, attn_q_b, attn_kv_a_mqa, attn_k_b whose
 128-wide rows cannot hold k-quants, attn_v_b; 8 experts, a dense first block, a shared expert). Writes
-tests/fixtures/llama_quantize_types_moe.json: per model its config and, per file type, every
-2-D and 3-D tensor's [type name, ne[0]] as llama-quantize wrote it.
+tests/fixtures/llama_quantize_types_moe.json: per model its config and, per file type (and
+gguf:mxfp4: MXFP4_MOE with the block linears overridden to mxfp4), every 2-D and 3-D tensor's
+[type name, ne[0]] as llama-quantize wrote it.
 usage: python make_llama_quantize_moe.py LLAMA_QUANTIZE OUT_JSON WORK_DIR
        (python: one with gguf-py and numpy, e.g. ~/.cache/autoround-cpp/pyenv/bin/python;
         LLAMA_QUANTIZE: scripts/build-llama-cpp.sh's build/bin/llama-quantize)"""
@@ -130,9 +131,12 @@ for name, c in CONFIGS.items():
     source = os.path.join(work, name + ".gguf")
     write_model(source, c)
     entry = {"config": c, "types": {}}
-    for t in TYPES:
+    for t in TYPES + ["mxfp4"]:
         target = os.path.join(work, f"{name}-{t}.gguf")
-        run = subprocess.run([quantize, source, target, t.upper(), "2"], capture_output=True, text=True)
+        # gguf:mxfp4: MXFP4_MOE with every block linear overridden to mxfp4 (as make_llama_quantize_fixture.sh)
+        overrides = ["--tensor-type", "attn_(q|k|v|output)=mxfp4", "--tensor-type", "ffn_(gate|up|down)=mxfp4"] if t == "mxfp4" else []
+        ftype = "MXFP4_MOE" if t == "mxfp4" else t.upper()
+        run = subprocess.run([quantize, *overrides, source, target, ftype, "2"], capture_output=True, text=True)
         if run.returncode != 0:
             sys.exit(f"llama-quantize {name} {t}: {run.stderr[-2000:]}")
         entry["types"][t] = {x.name: [x.tensor_type.name, int(x.shape[0])] for x in GGUFReader(target).tensors if len(x.shape) >= 2}

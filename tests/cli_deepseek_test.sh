@@ -11,8 +11,9 @@
 # Then from the GGUF llama.cpp's converter wrote (model.gguf, arch deepseek2): gguf:q8_0 and
 # gguf:q4_k_m, 30 tensors from tuned codes (per block attn_q_a, attn_q_b, attn_kv_a_mqa, attn_v_b,
 # attn_output; the dense block's 3 ffn, each MoE block's 3 experts' and 3 shared expert's; attn_k_b
-# is re-quantized from the tuned kv_b's values), read back. On a GPU machine also --device cuda (float32
-# GEMMs): the first block's round-to-nearest loss equals the CPU run's, and every block tunes.
+# is re-quantized from the tuned kv_b's values), read back; and gguf:mxfp4 (every block linear
+# MXFP4). On a GPU machine also --device cuda (float32 GEMMs): the first block's round-to-nearest
+# loss equals the CPU run's, and every block tunes.
 # usage: cli_deepseek_test.sh AUTOROUND FIXTURES_DIR WORK_DIR
 set -euo pipefail
 autoround=$1 model=$2/families/deepseek_v3 work=$3
@@ -78,4 +79,19 @@ print("cli_deepseek: 3 latent-attention blocks (5 attention layers each; 2 MoE b
       " written; perplexity %.4f float, %.4f read back" % (before, after))
 PY
 bash "$(dirname "$0")/support/gguf_family_readback.sh" cli_deepseek "$autoround" "$model/model.gguf" "$model/text.tokens" "$work" 30
+# gguf:mxfp4: its overrides' patterns cover the latent attention's tensors too (export/gguf_mix.hpp):
+# every block linear tuned as MXFP4 (weight-only) and written so, attn_k_b re-quantized from kv_b's values
+"$autoround" quantize --model "$model/model.gguf" --calibration "$model/text.tokens" --output "$work/mxfp4" --format gguf:mxfp4 \
+  --nsamples 3 --seqlen 16 --iters 5 --batch-size 1 >"$work/mxfp4.log" 2>&1 ||
+  { echo "cli_deepseek: quantize gguf:mxfp4 failed"; cat "$work/mxfp4.log"; exit 1; }
+grep -q "^gguf:mxfp4: 30 of " "$work/mxfp4.log" || { echo "cli_deepseek: gguf:mxfp4 does not hold 30 tuned tensors"; cat "$work/mxfp4.log"; exit 1; }
+"$autoround" eval --model "$work/mxfp4/gguf-mxfp4/model-mxfp4.gguf" --text "$model/text.tokens" --context 16 >"$work/mxfp4.eval" 2>&1 ||
+  { echo "cli_deepseek: eval of gguf:mxfp4 failed"; cat "$work/mxfp4.eval"; exit 1; }
+python3 - "$work/gguf-eval.log" "$work/mxfp4.eval" <<'PY'
+import re, sys
+source = float(re.findall(r"^perplexity ([0-9.]+) over", open(sys.argv[1]).read(), re.M)[0])
+mxfp4 = float(re.findall(r"^perplexity ([0-9.]+) over", open(sys.argv[2]).read(), re.M)[0])
+assert mxfp4 != source and abs(mxfp4 / source - 1) < 0.2, (source, mxfp4)
+print("cli_deepseek: gguf:mxfp4 %.4f (GGUF source %.4f; our reader)" % (mxfp4, source))
+PY
 rm -rf "$work"

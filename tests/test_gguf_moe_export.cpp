@@ -220,6 +220,35 @@ TEST_CASE("phi3's fused tensors: attn_qkv typed as llama-quantize types it (attn
   CHECK(spec_of(gguf_tuning_overrides(gguf_scheme("q4_k_m"), c), 4, Linear::Query) == exact_spec_for(T::Q4_K));
 }
 
+TEST_CASE("gguf:mxfp4 of a deepseek2 model: its overrides' patterns cover the latent attention's tensors, tuned as MXFP4") {
+  // gguf:mxfp4 = MXFP4_MOE with --tensor-type 'attn_(q|k|v|output)=mxfp4' 'ffn_(gate|up|down)=mxfp4';
+  // llama-quantize matches them anywhere in a name (std::regex_search): attn_q_a, attn_q_b
+  // ("attn_q"), attn_kv_a_mqa, attn_k_b ("attn_k") and attn_v_b ("attn_v") are MXFP4, where the
+  // k-quant mixes type them by the OTHER rule (the base type). (Before: Q8_0, and the run stopped on
+  // an integer scheme in a floating-point pass.)
+  LlamaConfig c;
+  c.layers = 4, c.hidden = 256, c.intermediate = 256, c.heads = 4, c.kv_heads = 4, c.head_dim = 32, c.model_type = "deepseek2";
+  c.q_lora_rank = 64, c.kv_lora_rank = 128, c.qk_nope_dim = 32, c.v_head_dim = 64;
+  using T = ggml::Type;
+  const GgufScheme mxfp4 = gguf_scheme("mxfp4"), q4_k_m = gguf_scheme("q4_k_m");
+  for (const char* tensor : {"attn_q_a", "attn_q_b", "attn_kv_a_mqa", "attn_k_b", "attn_v_b", "attn_output"}) {
+    CAPTURE(tensor);
+    const GgufTensorSite site = gguf_tensor_site(std::string("blk.2.") + tensor + ".weight");
+    CHECK(gguf_tensor_type(mxfp4, 128, site.block, site.rule(mxfp4.mix), c, false) == T::MXFP4);
+    if (site.other_rule) CHECK(gguf_tensor_type(q4_k_m, 256, site.block, site.rule(q4_k_m.mix), c, false) == T::Q4_K);
+  }
+  CHECK(gguf_tensor_type(mxfp4, 48, 2, Linear::Value, c, false) == T::F16);  // rows that hold no 32-blocks
+  const auto overrides = gguf_tuning_overrides(mxfp4, c);
+  for (const LinearSlot slot : {LinearSlot{Linear::Query}, LinearSlot{Linear::Key}, LinearSlot{Linear::Value}, LinearSlot{Linear::Output},
+                                LinearSlot{Linear::Query, LinearSlot::latent}}) {
+    const std::string pattern = "^" + detail::escaped_dots(layer_name(1, slot, c.model_type)) + "$";
+    const auto o = std::find_if(overrides.begin(), overrides.end(), [&](const LayerOverride& x) { return x.pattern == pattern; });
+    REQUIRE(o != overrides.end());
+    CAPTURE(pattern);
+    CHECK(o->spec == exact_spec_for(T::MXFP4));
+  }
+}
+
 TEST_CASE("a norm stored 2-D ([n, 1]) stays float in a quantized GGUF, as llama-quantize keeps every *_norm.weight") {
   const fs::path path = fs::temp_directory_path() / "autoround_gguf_2d_norm.gguf";
   GgufWriter w;
@@ -284,8 +313,9 @@ TEST_CASE("our types for MoE GGUF files equal llama-quantize's, tensor by tensor
       for (const auto& [tensor, theirs] : tensors.items()) {
         const GgufTensorSite site = gguf_tensor_site(tensor);
         const Index cols = theirs[1].get<Index>();
+        const GgufScheme scheme = gguf_scheme(name);
         const ggml::Type ours = site.keep_type ? ggml::Type::F32  // the router, F32 in the source
-                                               : gguf_tensor_type(gguf_scheme(name), cols, site.block, site.rule(), config,
+                                               : gguf_tensor_type(scheme, cols, site.block, site.rule(scheme.mix), config,
                                                                   tensor == "output.weight", experts);
         exps += site.owner == GgufTensorSite::Owner::Experts;
         if (theirs[0].get<std::string>() != ggml::traits(ours).name) {

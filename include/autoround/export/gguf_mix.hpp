@@ -21,7 +21,9 @@
 // routers (ffn_gate_inp) are never quantized: they keep the source's type.
 // MXFP4 (gguf:mxfp4): llama-quantize's MXFP4_MOE file type (output and every other 2-D tensor
 // Q8_0, the experts' 3-D tensors MXFP4) with every block's linear layers in MXFP4 too, as
-// `--tensor-type` overrides give them (MXFP4_MOE alone leaves a dense model's linears in Q8_0).
+// `--tensor-type 'attn_(q|k|v|output)=mxfp4' --tensor-type 'ffn_(gate|up|down)=mxfp4'` give them
+// (MXFP4_MOE alone leaves a dense model's linears in Q8_0); the patterns match anywhere in a name
+// (std::regex_search), so deepseek2's attn_q_a, attn_q_b, attn_kv_a_mqa, attn_k_b and attn_v_b too.
 // Not reproduced: --imatrix's Q4_0/Q5_0 ffn_down rule, --pure.
 #include <algorithm>
 #include <map>
@@ -114,6 +116,8 @@ struct GgufTensorSite {
   bool other_rule = false;     ///< llama-quantize's category OTHER: the base type whatever `linear` is
   /// The layer whose llama-quantize rule types the tensor (none: the base type).
   std::optional<Linear> rule() const { return other_rule ? std::nullopt : linear; }
+  /// The same under `mix`: gguf:mxfp4's overrides name the OTHER tensors' layers too.
+  std::optional<Linear> rule(GgufMix mix) const { return mix == GgufMix::MXFP4 ? linear : rule(); }
 };
 inline GgufTensorSite gguf_tensor_site(const std::string& name) {
   GgufTensorSite site;

@@ -91,6 +91,7 @@ inline std::vector<LayerOverride> gguf_tuning_overrides(const GgufScheme& scheme
   std::vector<LayerOverride> overrides;
   for (Index b = 0; b < config.layers; ++b) {
     const auto tuned_for = [&](const LinearSlot& slot, const std::string& tensor, std::optional<Linear> rule, Index cols) {
+      if (scheme.mix == GgufMix::MXFP4) rule = slot.role;  // its overrides cover deepseek2's OTHER tensors (GgufTensorSite::rule)
       const auto chosen = scheme.tensor_types.find("blk." + std::to_string(b) + "." + tensor + ".weight");
       const ggml::Type type = chosen != scheme.tensor_types.end() ? chosen->second
                                                                  : gguf_tensor_type(scheme, cols, b, rule, config, false, experts.count);
@@ -144,7 +145,7 @@ inline ggml::Type gguf_output_type(const GgufFile& source, const GgufTensor& t, 
   const auto ends_with = [&](const std::string& tail) { return t.name.size() >= tail.size() && t.name.compare(t.name.size() - tail.size(), tail.size(), tail) == 0; };
   if (t.dims.size() < 2 || ends_with("_norm.weight") || !ends_with("weight")) return t.type == ggml::Type::F16 ? ggml::Type::F16 : ggml::Type::F32;
   const bool is_output = t.name == "output.weight" || (t.name == "token_embd.weight" && !source.find_tensor("output.weight"));
-  return gguf_tensor_type(scheme, t.cols(), site.block, site.rule(), config, is_output, experts.count);
+  return gguf_tensor_type(scheme, t.cols(), site.block, site.rule(scheme.mix), config, is_output, experts.count);
 }
 
 /// How each tensor of an export was stored: for the report and the tests.
