@@ -4,7 +4,8 @@ converted to GGUF by llama.cpp's own convert_hf_to_gguf.py (the copy vendored in
 0.3.36: the judge's names, shapes, permutations and metadata), float32 tensors. The fixtures ship
 no tokenizer, which the converter requires: a stand-in byte-level BPE vocabulary of vocab_size
 tokens "t0", "t1", ... without merges is written instead (the logits do not depend on it; the
-fixture's text.tokens are token ids).
+fixture's text.tokens are token ids), and where Gemma's converter reads tokenizer.json for the
+vocabulary's size, a stand-in tokenizer.json in a temporary copy of the fixture.
 usage: python convert_family_gguf.py LLAMA_CPP_DIR FAMILY_DIR OUT.gguf   (needs torch, numpy, safetensors)"""
 import runpy
 import sys
@@ -27,6 +28,20 @@ def stand_in_vocab(self):
     self.gguf_writer.add_token_merges([])
 
 
+# Gemma's converter counts the real vocabulary in tokenizer.json (to drop padding rows of the
+# embedding): a copy of the fixture with a stand-in tokenizer.json of vocab_size tokens
+import json  # noqa: E402
+import os  # noqa: E402
+import tempfile  # noqa: E402
+if not os.path.exists(os.path.join(family, "tokenizer.json")):
+    with open(os.path.join(family, "config.json")) as f:
+        n = json.load(f)["vocab_size"]
+    copy = tempfile.mkdtemp(prefix="family-")
+    for name in ("config.json", "model.safetensors"):
+        os.symlink(os.path.abspath(os.path.join(family, name)), os.path.join(copy, name))
+    with open(os.path.join(copy, "tokenizer.json"), "w") as f:
+        json.dump({"model": {"vocab": {f"t{i}": i for i in range(n)}}, "added_tokens": []}, f)
+    family = copy
 hparams = ModelBase.load_hparams(Path(family), False)
 get_model_class(get_model_architecture(hparams, ModelType.TEXT)).set_vocab = stand_in_vocab
 sys.argv = ["convert_hf_to_gguf.py", family, "--outfile", out, "--outtype", "f32"]

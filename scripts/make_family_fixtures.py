@@ -34,6 +34,9 @@ Each directory holds:
                                   diagnosis only); metadata: the smallest router margin (the
                                   top-k-th minus the next router logit over all tokens and MoE layers)
                                   and the smallest top-1/top-2 logit gap, so a near tie is visible.
+                                  gemma4_text also logits_f64: the same model computed in float64
+                                  (rounded to float32), the reference its test compares with, within
+                                  twice transformers' own float32 error.
   text.tokens                     the same 48 ids, whitespace-separated.
 
 Dense families with Gemma's block (the settings each exercises, chosen away from the defaults so
@@ -43,6 +46,15 @@ that a setting that is not read shows):
                query_pre_attn_scalar 24, full layers' RoPE linear ×2 on theta 20000, sliding
                layers' theta 5000, q/k norms, sandwich norms (1 + w), GeGLU, tied embeddings,
                final_logit_softcapping 20.
+  gemma4_text  Gemma4ForCausalLM (Gemma 4 31B's dense layout): hidden 64 (every linear a multiple of
+               32 on both sides, so that the CLI test tunes them all), 4 layers [sliding, full,
+               sliding, full], window 8; sliding layers head_dim 16 with 2 KV heads and RoPE theta 5000;
+               full layers global_head_dim 32 with num_global_key_value_heads 1 and attention_k_eq_v
+               (no v_proj: the values are k_proj's output), proportional RoPE on theta 20000 with
+               partial_rotary_factor 0.25 (transformers also divides by a 'factor', which it
+               flags as unrecognized and llama.cpp's converter drops: none here); v_norm, q/k norms and sandwich norms (w, not
+               1 + w), attention scale 1, layer_scalar buffers moved to N(1, 0.4), no per-layer
+               embeddings (hidden_size_per_layer_input 0), final_logit_softcapping 20, tied.
   gemma2       Gemma2ForCausalLM: hidden 72, 3 layers (its default alternation: sliding, full,
                sliding), sliding_window 8, query_pre_attn_scalar 24, attn_logit_softcapping 2 and
                final_logit_softcapping 3 (small, so that tanh bends the scores), theta 20000, tied.
@@ -146,6 +158,15 @@ def families():
                              rope_parameters={"rope_type": "yarn", "rope_theta": THETA, "factor": 4.0, "beta_fast": 32.0,
                                               "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 0.8,
                                               "original_max_position_embeddings": 16})),
+        "gemma4_text": (tf.Gemma4TextConfig, tf.Gemma4ForCausalLM,
+                        dict(hidden_size=64, intermediate_size=96, num_hidden_layers=4, tie_word_embeddings=True,
+                             hidden_activation="gelu_pytorch_tanh", sliding_window=8, global_head_dim=32,
+                             num_global_key_value_heads=1, attention_k_eq_v=True, hidden_size_per_layer_input=0,
+                             layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+                             final_logit_softcapping=20.0,
+                             rope_parameters={"full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25,
+                                                                 "rope_theta": THETA},
+                                              "sliding_attention": {"rope_type": "default", "rope_theta": 5000.0}})),
         "gemma2": (tf.Gemma2Config, tf.Gemma2ForCausalLM,
                    dict(hidden_size=72, intermediate_size=96, num_hidden_layers=3, tie_word_embeddings=True,
                         hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=24, sliding_window=8,
@@ -234,6 +255,8 @@ def main(out_root, only):
             for name, b in model.named_buffers():  # GLM: the routing choice's bias (a buffer, zero at initialization)
                 if name.endswith("e_score_correction_bias"):
                     b.copy_(0.3 * torch.randn_like(b))
+                if name.endswith("layer_scalar"):  # Gemma 4's output scale per layer (a stored buffer, one at initialization)
+                    b.copy_(1.0 + 0.4 * torch.randn_like(b))
         directory = os.path.join(out_root, family)
         os.makedirs(directory, exist_ok=True)
         for f in os.listdir(directory):  # (model.gguf is scripts/convert_family_gguf.py's: rerun it when the weights change)
@@ -263,6 +286,11 @@ def main(out_root, only):
               f" max |logit| {float(logits.abs().max()):.4g}; smallest router margin {margin};"
               f" smallest top-1/top-2 logit gap {gap:.4g}")
         tensors = {"tokens": torch.tensor(tokens, dtype=torch.int32), "logits": logits.contiguous(), "hidden": hidden.contiguous()}
+        if family == "gemma4_text":  # its scores are not scaled (q/k norms, scale 1): float32 sums part by ~1e-5 of the logits
+            back64 = model_class.from_pretrained(directory, attn_implementation="eager", dtype=torch.float64).eval()
+            with torch.no_grad():
+                tensors["logits_f64"] = back64(torch.tensor([tokens])).logits[0].float().contiguous()
+            print(f"  float32 vs float64 (transformers): max |logit diff| {float((logits - tensors['logits_f64']).abs().max()):.3g}")
         if family == "phi3":  # LongRoPE's short factors: the first 32 tokens alone (not beyond original_max_position_embeddings)
             tensors["logits_short"] = logits_of(back, tokens[:32])[0].contiguous()
         if family == "gpt_oss":  # the same checkpoint with YaRN's correction range rounded (llama.cpp's YaRN)

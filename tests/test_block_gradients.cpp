@@ -3,7 +3,8 @@
 // norms, GeGLU, q/k norms, a sliding window with its own RoPE base, scaled linear RoPE, another
 // attention scale; Gemma 2's: soft-capped attention scores in a sliding window; Phi-3's partial
 // rotary embedding with LongRoPE's attention factor; GPT-OSS's attention sinks, o_proj bias and
-// YaRN) against central
+// YaRN; Gemma 4's full layer: its own head size and KV heads, values from k_proj, v_norm,
+// proportional RoPE, layer_scalar, and its sliding layer) against central
 // finite differences of its forward, on a small random block; with quantized linear inputs,
 // against torch's autograd through auto-round's activation quantizers.
 #include <doctest/doctest.h>
@@ -11,6 +12,7 @@
 #include <autoround/format/safetensors.hpp>
 #include <autoround/model/llama_block.hpp>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <string>
 
@@ -77,7 +79,33 @@ TEST_CASE_TEMPLATE_DEFINE("block backward matches finite differences", Style, bl
     c.sliding_window = 4;
     block.sliding = true;
   }
-  if (c.rope_style == RopeStyle::HalfSplit && Style::gemma != 2 && Style::gemma != 4 && Style::gemma != 5) {  // Qwen2's q/k/v biases and Qwen3's q/k norms (half-split RoPE)
+  if (Style::gemma == 6 || Style::gemma == 7) {  // Gemma 4: v_norm, plain-w q/k norms, scale 1, layer_scalar, sandwich norms
+    c.activation = MlpActivation::GeluTanh;
+    c.attention_scale = 1.0f;
+    c.value_norm = true;
+    c.sliding_window = 3;
+    c.sliding_rope_theta = 37.0f;
+    block.post_attn_norm = Eigen::VectorXf::Ones(c.hidden) + 0.3f * random_block(c, rng)[Linear::Down].col(0);
+    block.post_ffn_norm = Eigen::VectorXf::Ones(c.hidden) + 0.3f * random_block(c, rng)[Linear::Output].col(0);
+    block.layer_scalar = 0.7f;
+    block.sliding = Style::gemma == 7;
+    if (Style::gemma == 6) {  // a full layer: its own head size (8) and KV heads (1), values from k_proj, proportional RoPE
+      c.full_head_dim = 8, c.full_kv_heads = 1, c.full_values_from_keys = true;
+      c.rope_divisors = {2.0f, std::numeric_limits<float>::infinity(), std::numeric_limits<float>::infinity(),
+                         std::numeric_limits<float>::infinity()};
+      const LlamaBlock wide = random_block(layer_config(c, false), rng);
+      block[Linear::Query] = wide[Linear::Query];
+      block[Linear::Key] = wide[Linear::Key];
+      block[Linear::Value] = RowMatrix();
+      block[Linear::Output] = wide[Linear::Output];
+      block.values_from_keys = true;
+    }
+    const Index d = layer_config(c, block.sliding).head_dim;
+    block.q_norm = Eigen::VectorXf::Ones(d) + 0.3f * random_block(c, rng)[Linear::Query].col(0).head(d);
+    block.k_norm = Eigen::VectorXf::Ones(d) + 0.3f * random_block(c, rng)[Linear::Key].col(0).head(d);
+  }
+  if (c.rope_style == RopeStyle::HalfSplit && Style::gemma != 2 && Style::gemma != 4 && Style::gemma != 5 && Style::gemma != 6 &&
+      Style::gemma != 7) {  // Qwen2's q/k/v biases and Qwen3's q/k norms (half-split RoPE)
     for (std::size_t j = 0; j < 3; ++j) block.qkv_bias[j] = 0.3f * random_block(c, rng)[all_linears[j]].col(0);
     block.q_norm = Eigen::VectorXf::Ones(c.head_dim) + 0.3f * random_block(c, rng)[Linear::Query].col(0).head(c.head_dim);
     block.k_norm = Eigen::VectorXf::Ones(c.head_dim) + 0.3f * random_block(c, rng)[Linear::Key].col(0).head(c.head_dim);
@@ -103,7 +131,9 @@ TEST_CASE_TEMPLATE_DEFINE("block backward matches finite differences", Style, bl
   // that; along a random direction through a whole matrix the derivative is large and the
   // check is tight (1e-3 relative).
   const float step = 1e-2f;
+  CHECK(grads[static_cast<std::size_t>(Linear::Value)].size() == block[Linear::Value].size());  // none without v_proj
   for (Linear l : all_linears) {
+    if (block[l].size() == 0) continue;  // Gemma 4's full layer: no v_proj
     const RowMatrix& g = grads[static_cast<std::size_t>(l)];
     const std::string name = gguf_name(l);
     CAPTURE(name);
@@ -132,7 +162,9 @@ TEST_CASE_TEMPLATE_DEFINE("block backward matches finite differences", Style, bl
     // GPT-OSS's case bends harder still along attn_q (YaRN's attention factor sharpens the scores:
     // central differences at 1e-3 … 1.6e-2 were -1.9913, -2.0065, -2.0800, -2.3556, -3.4881 against
     // the analytic -1.9850): there the extrapolation starts at 1e-3 (-1.9862, 6e-4 from it).
-    const float h0 = Style::gemma == 5 ? 1e-3f : 8e-3f;
+    // Gemma 4's v_norm bends attn_v as hard (its sliding case: 30.35, 32.41, 32.96, 33.10, 33.14 at
+    // 1.6e-2 … 1e-3 against the analytic 33.151): there too from 1e-3.
+    const float h0 = Style::gemma == 5 || Style::gemma >= 6 ? 1e-3f : 8e-3f;
     const double fd = (4.0 * central(h0) - central(2 * h0)) / 3.0;
     const double analytic = static_cast<double>(g.cwiseProduct(direction).sum());
     // Phi-3's case bends hard along attn_q's direction (central differences at 1e-3 … 1.6e-2:
@@ -165,7 +197,15 @@ struct GptOss {
   static constexpr RopeStyle value = RopeStyle::HalfSplit;
   static constexpr int gemma = 5;  // not Gemma: GPT-OSS's attention
 };
-TEST_CASE_TEMPLATE_INVOKE(block_gradient_test, Adjacent, HalfSplit, Gemma3, Gemma2, Phi3, GptOss);
+struct Gemma4Full {
+  static constexpr RopeStyle value = RopeStyle::HalfSplit;
+  static constexpr int gemma = 6;  // Gemma 4's full-attention layer
+};
+struct Gemma4Sliding {
+  static constexpr RopeStyle value = RopeStyle::HalfSplit;
+  static constexpr int gemma = 7;  // Gemma 4's sliding layer
+};
+TEST_CASE_TEMPLATE_INVOKE(block_gradient_test, Adjacent, HalfSplit, Gemma3, Gemma2, Phi3, GptOss, Gemma4Full, Gemma4Sliding);
 
 TEST_CASE("attention sinks: each row's probabilities sum to 1 − the sink's share, as softmax over the scores and the sink") {
   LlamaConfig c;

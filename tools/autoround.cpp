@@ -301,7 +301,7 @@ std::vector<std::optional<QuantSpec>> layer_schemes(const ModelQuantOptions& opt
   };
   for (Index b = 0; b < config.layers; ++b) {
     for (Linear l : all_linears) {
-      const auto [rows, cols] = linear_shape(config, l);
+      const auto [rows, cols] = linear_shape(layer_config(config, config.is_sliding(b)), l);
       add(layer_name(b, LinearSlot{l, LinearSlot::own}, config.model_type), rows, cols);
     }
     if (config.latent_attention() && config.q_lora_rank > 0)  // DeepSeek-V3's q_a_proj
@@ -631,9 +631,8 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   const bool experts = config.model_type.find("moe") != std::string::npos || config.model_type == "mixtral" || config.model_type == "gpt_oss" ||
                        config.model_type == "deepseek_v3" ||
                        gguf_expert_counts.count > 0;
-  if (config.attention_softcap > 0 && device.cuda)
-    throw Error(model_path + ": a " + config.model_type + " model: attention soft-capping (Gemma 2): the GPU does not tune it yet (issue #25); "
-                "run with --device cpu");
+  if (const std::string reason = cuda_unsupported(config); device.cuda && !reason.empty())
+    throw Error(cuda_refusal(model_path + ": a " + config.model_type + " model", reason));
   // the loss skips padding as the reference does: the tokenizer's pad id, when the model names one
   if (!options.pad_token && source_gguf && source_gguf->find("tokenizer.ggml.padding_token_id"))
     options.pad_token = static_cast<std::int32_t>(source_gguf->get_uint("tokenizer.ggml.padding_token_id"));

@@ -50,6 +50,7 @@
 
 #include "backend/backend.hpp"
 #include "backend/cpu.hpp"
+#include "backend/cuda_support.hpp"
 #include "backend/cuda.hpp"  // the policy's name only; the GPU runs: backend/cuda/cuda_runs.cuh (nvcc)
 
 #include "tune/block_tuning_run.hpp"

@@ -11,7 +11,8 @@
 //   - attn_v, ffn_down and attn_output get more bits in some mixes (gguf_tensor_type below);
 //   - llama-quantize counts attn_v / ffn_down tensors as it visits them, in layer order (its
 //     weights map compares the numbers of blk.N numerically), so its "first eighth of the
-//     layers" and use_more_bits() are by layer number for a dense model;
+//     layers" and use_more_bits() are by layer number for a dense model (attn_v's: by the number
+//     of attn_v tensors, fewer than the layers in gemma4, whose full layers may have none);
 //   - rows that are not a multiple of 256 cannot hold k-quants: Q2_K / Q3_K -> Q4_0, Q4_K -> Q5_0,
 //     Q5_K -> Q5_1, Q6_K -> Q8_0, and F16 when not even a multiple of 32.
 // Experts ({arch}.expert_count > 1): the 3-D ffn_{gate,up,down}_exps (every routed expert of a
@@ -193,7 +194,12 @@ inline ggml::Type gguf_tensor_type(const GgufScheme& scheme, Index cols, std::op
     const bool fits = cols % static_cast<Index>(ggml::traits(scheme.base).block_weights) == 0;
     type = !fits || scheme.base == T::Q8_0 ? T::Q8_0 : T::Q6_K;
   } else if (block && linear == Linear::Value) {
-    const Index i = *block, n = config.layers;
+    Index i = *block, n = config.layers;
+    if (config.full_values_from_keys) {  // llama-quantize counts the attn_v tensors it visits: gemma4's full layers have none
+      i = n = 0;
+      for (Index b = 0; b < config.layers; ++b)
+        if (!config.values_from_keys(config.is_sliding(b))) i += b < *block, ++n;
+    }
     const bool gqa4 = config.kv_heads > 0 && config.heads / config.kv_heads >= 4;
     if (mix == M::Q2_K) type = gqa4 ? T::Q4_K : T::Q3_K;
     else if (mix == M::Q3_K_M) type = i < 2 ? T::Q5_K : T::Q4_K;

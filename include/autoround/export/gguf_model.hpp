@@ -97,9 +97,11 @@ inline std::vector<LayerOverride> gguf_tuning_overrides(const GgufScheme& scheme
                                                                  : gguf_tensor_type(scheme, cols, b, rule, config, false, experts.count);
       overrides.push_back({"^" + detail::escaped_dots(layer_name(b, slot, config.model_type)) + "$", exact_spec_for(type)});
     };
+    const LlamaConfig layer = layer_config(config, config.is_sliding(b));  // (gemma4's full layers: their own head size)
     for (Linear l : all_linears) {
+      if (l == Linear::Value && config.values_from_keys(config.is_sliding(b))) continue;  // (no v_proj)
       const auto [tensor, rule] = gguf_tensor_of(l, config.model_type);  // phi3's fused layers: one tensor's type for each
-      tuned_for(LinearSlot{l, LinearSlot::own}, tensor, rule, linear_shape(config, l).second);
+      tuned_for(LinearSlot{l, LinearSlot::own}, tensor, rule, linear_shape(layer, l).second);
     }
     if (config.latent_attention() && config.q_lora_rank > 0)  // deepseek2's q_a_proj
       tuned_for(LinearSlot{Linear::Query, LinearSlot::latent}, gguf_latent_tensor, std::nullopt, config.hidden);
@@ -225,9 +227,10 @@ class GgufBlockWriter {
         parts.push_back(moe ? as_pointer(result_at(results, expert_slot_index(experts_.count, l))) : nullptr);
       else if (const std::vector<Linear> fused = gguf_fused_layers(choices_[i].name, arch_); !fused.empty())
         for (Linear f : fused) parts.push_back(moe && f >= Linear::Gate ? nullptr : as_pointer(result_at(results, static_cast<std::size_t>(f))));
+      else if (const auto slot = own_slot_index(l, config_.values_from_keys(config_.is_sliding(b))))
+        parts.push_back(moe && static_cast<int>(l) >= static_cast<int>(Linear::Gate) ? nullptr : as_pointer(result_at(results, *slot)));
       else
-        parts.push_back(moe && static_cast<int>(l) >= static_cast<int>(Linear::Gate) ? nullptr
-                                                                                     : as_pointer(result_at(results, static_cast<std::size_t>(l))));
+        parts.push_back(nullptr);  // (no such slot: from the source)
       const bool exact = std::all_of(parts.begin(), parts.end(), [&](const QuantizedWeight<Q>* q) {
         return q && exact_spec_for(choices_[i].type) == q->quantizer.spec();
       });

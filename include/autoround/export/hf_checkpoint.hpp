@@ -222,6 +222,8 @@ class HfTensorWriter {
     if (block.output_bias.size() > 0)  // GPT-OSS
       detail::add_f16(w, prefix + hf_name(Linear::Output) + ".bias", block.output_bias.data(), {block.output_bias.size()});
     if (block.sinks.size() > 0) detail::add_f16(w, prefix + "self_attn.sinks", block.sinks.data(), {block.sinks.size()});
+    if (c.model_type == "gemma4_text")  // Gemma 4's output scale, a stored buffer
+      w.add(prefix + "layer_scalar", Dtype::F32, {1}, std::span<const float>(&block.layer_scalar, 1));
     if (block.moe && c.model_type == "gpt_oss") {  // its router is not a Linear (nothing to list as float); experts' biases
       const MoeWeights& m = block.moe->weights;
       detail::add_f16(w, prefix + "mlp.router.weight", m.router.data(), {m.router.rows(), m.router.cols()});

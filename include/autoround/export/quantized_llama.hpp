@@ -24,7 +24,9 @@ struct QuantizedLlama {
   const ModelQuantOptions& options;
 
   const std::optional<QuantizedWeight<Q>>& quantized(Index block, Linear l) const {
-    return result_at(layers.at(static_cast<std::size_t>(block)), static_cast<std::size_t>(l));
+    static const std::optional<QuantizedWeight<Q>> none;
+    const auto slot = own_slot_index(l, model.blocks.at(static_cast<std::size_t>(block)).values_from_keys);
+    return slot ? result_at(layers.at(static_cast<std::size_t>(block)), *slot) : none;
   }
 };
 

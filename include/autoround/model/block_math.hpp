@@ -109,13 +109,11 @@ inline void apply_rope(RowMatrix& x, Index heads, const LlamaConfig& c, float di
   });
 }
 
-/// The RoPE a block's attention uses: a sliding layer's own base (Gemma's local RoPE, unscaled)
-/// where the model has one, else the model's.
+/// The configuration a block's attention uses (layer_config: a sliding layer's own RoPE base, a
+/// full layer's own head size): `c` itself where nothing differs, else a copy made in `local`.
 inline const LlamaConfig& rope_config(const LlamaConfig& c, bool sliding, LlamaConfig& local) {
-  if (!sliding || c.sliding_rope_theta <= 0) return c;
-  local = c;
-  local.rope_theta = c.sliding_rope_theta;
-  local.rope_divisors.clear();
+  if (!has_layer_config(c, sliding)) return c;
+  local = layer_config(c, sliding);
   return local;
 }
 

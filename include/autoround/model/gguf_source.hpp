@@ -11,7 +11,9 @@
 // attn_v_b, or a legacy file's attn_kv_b; YaRN and the score scale as llama.cpp computes them;
 // GLM's MoE) loads with LlamaBlock::mla. gemma3 and gemma2 load with LlamaConfig's Gemma settings as llama.cpp's graphs
 // compute them (norm weights stored as 1 + w by its converter; llama.cpp's sliding-window
-// patterns, local RoPE base and attention scales).
+// patterns, local RoPE base and attention scales); gemma4 (dense: its full layers' own head size
+// and KV heads, keys as values, v_norm, proportional RoPE, layer_output_scale) too.
+#include <algorithm>
 #include <cmath>
 #include <optional>
 #include <span>
@@ -38,7 +40,12 @@ class GgufModelSource {
     const LlamaConfig& c = config_;
     LlamaBlock block;
     const std::string prefix = "blk." + std::to_string(b) + ".";
-    const bool glm = c.model_type == "glm4moe", gpt_oss = c.model_type == "gpt-oss";
+    const bool glm = c.model_type == "glm4moe", gpt_oss = c.model_type == "gpt-oss", gemma4 = c.model_type == "gemma4";
+    const LlamaConfig layer = layer_config(c, c.is_sliding(b));  // (gemma4's full layers: their own head size and KV heads)
+    block.values_from_keys = c.values_from_keys(c.is_sliding(b));
+    if (gemma4 && (file_.find_tensor(prefix + "attn_v.weight") != nullptr) == block.values_from_keys)
+      throw Error(name() + ": " + prefix + "attn_v.weight: gemma4's full layers must all have it or all lack it (keys as values), "
+                  "its sliding layers must have it");
     const bool sparse = moe_ && moe_->sparse[static_cast<std::size_t>(b)];
     // phi3: attn_qkv holds q, k and v (rows [Q | K | V]), ffn_up gate and up (rows [gate | up])
     const bool fused_qkv = file_.find_tensor(prefix + "attn_qkv.weight") != nullptr, fused_gate_up = c.model_type == "phi3";
@@ -48,7 +55,8 @@ class GgufModelSource {
       if (c.latent_attention() && l != Linear::Output && static_cast<int>(l) < 4) continue;  // read above
       if (fused_qkv && (l == Linear::Query || l == Linear::Key || l == Linear::Value)) continue;
       if (fused_gate_up && (l == Linear::Gate || l == Linear::Up)) continue;
-      const auto [rows, cols] = linear_shape(c, l);
+      if (l == Linear::Value && block.values_from_keys) continue;  // gemma4's full layers: V is attn_k's output
+      const auto [rows, cols] = linear_shape(layer, l);
       block[l] = load(prefix + gguf_name(l) + ".weight", rows, cols);
     }
     const auto split = [&](const std::string& tensor, std::initializer_list<Linear> parts) {
@@ -71,10 +79,12 @@ class GgufModelSource {
         const Linear l = all_linears[static_cast<std::size_t>(j)];
         block.qkv_bias[static_cast<std::size_t>(j)] = load_vector(prefix + gguf_name(l) + ".bias", linear_shape(c, l).first);
       }
-    if (c.model_type == "qwen3" || c.model_type == "qwen3moe" || c.model_type == "gemma3" || (glm && file_.find_tensor(prefix + "attn_q_norm.weight"))) {
-      block.q_norm = load_vector(prefix + "attn_q_norm.weight", c.head_dim);
-      block.k_norm = load_vector(prefix + "attn_k_norm.weight", c.head_dim);
+    if (c.model_type == "qwen3" || c.model_type == "qwen3moe" || c.model_type == "gemma3" || gemma4 ||
+        (glm && file_.find_tensor(prefix + "attn_q_norm.weight"))) {
+      block.q_norm = load_vector(prefix + "attn_q_norm.weight", layer.head_dim);
+      block.k_norm = load_vector(prefix + "attn_k_norm.weight", layer.head_dim);
     }
+    if (gemma4) block.layer_scalar = load_vector(prefix + "layer_output_scale.weight", 1)(0);
     if (gpt_oss) {  // o_proj's bias and a sink logit per head
       block.output_bias = load_vector(prefix + "attn_output.bias", c.hidden);
       block.sinks = load_vector(prefix + "attn_sinks.weight", c.heads);
@@ -82,7 +92,7 @@ class GgufModelSource {
     block.attn_norm = load_vector(prefix + "attn_norm.weight", c.hidden);
     // glm4moe's and gpt-oss's converters map the norm before the MLP (post_attention_layernorm) to post_attention_norm (deepseek2's to ffn_norm)
     block.ffn_norm = load_vector(prefix + (glm || gpt_oss ? "post_attention_norm.weight" : "ffn_norm.weight"), c.hidden);
-    if (c.model_type == "gemma3" || c.model_type == "gemma2") {  // sandwich norms
+    if (c.model_type == "gemma3" || c.model_type == "gemma2" || gemma4) {  // sandwich norms
       block.post_attn_norm = load_vector(prefix + "post_attention_norm.weight", c.hidden);
       block.post_ffn_norm = load_vector(prefix + "post_ffw_norm.weight", c.hidden);
     }
@@ -135,9 +145,9 @@ class GgufModelSource {
     const std::string path = file.path();
     const std::string arch = file.get_string("general.architecture");
     if (arch != "llama" && arch != "qwen2" && arch != "qwen3" && arch != "qwen3moe" && arch != "qwen2moe" && arch != "glm4moe" &&
-        arch != "gemma3" && arch != "gemma2" && arch != "phi3" && arch != "gpt-oss" && arch != "deepseek2")
+        arch != "gemma3" && arch != "gemma2" && arch != "gemma4" && arch != "phi3" && arch != "gpt-oss" && arch != "deepseek2")
       throw Error(path + ": architecture '" + arch +
-                  "' is not supported (llama, qwen2, qwen3, qwen3moe, qwen2moe, glm4moe, gpt-oss, deepseek2, gemma3, gemma2, phi3)");
+                  "' is not supported (llama, qwen2, qwen3, qwen3moe, qwen2moe, glm4moe, gpt-oss, deepseek2, gemma3, gemma2, gemma4, phi3)");
     // experts (qwen3moe, qwen2moe, glm4moe, gpt-oss, deepseek2, Mixtral as llama with experts): model/gguf_moe.hpp
     if (arch == "qwen3moe" || arch == "qwen2moe" || arch == "glm4moe" || arch == "gpt-oss" || arch == "deepseek2" ||
         (arch == "llama" && file.find("llama.expert_count") && file.get_uint("llama.expert_count") > 0))
@@ -148,7 +158,8 @@ class GgufModelSource {
     // a MoE file may leave out the dense size (its blocks have none); a dense one must say it
     c.intermediate = moe_ && !file.find(arch + ".feed_forward_length") ? 0 : static_cast<Index>(file.get_uint(arch + ".feed_forward_length"));
     c.heads = static_cast<Index>(file.get_uint(arch + ".attention.head_count"));
-    c.kv_heads = file.find(arch + ".attention.head_count_kv") ? static_cast<Index>(file.get_uint(arch + ".attention.head_count_kv")) : c.heads;
+    if (arch == "gemma4") read_sliding_pattern(arch, 0);  // (its KV heads and head sizes differ by layer type)
+    c.kv_heads = file.find(arch + ".attention.head_count_kv") ? kv_heads_of(arch) : c.heads;
     if (arch == "deepseek2") c.kv_heads = c.heads;  // head_count_kv 1: the latent is one "KV head" (MQA) in llama.cpp's absorbed graph
     if (c.heads <= 0 || c.kv_heads <= 0 || c.hidden % c.heads != 0 || c.heads % c.kv_heads != 0)
       throw Error(path + ": inconsistent head counts (" + std::to_string(c.heads) + " heads, " + std::to_string(c.kv_heads) +
@@ -185,10 +196,11 @@ class GgufModelSource {
     } else if (scaling != "none") {
       throw Error(path + ": RoPE scaling '" + scaling + "' is not supported (linear, yarn; llama3 comes as rope_freqs.weight)");
     }
-    if (const GgufTensor* freqs = file.find_tensor("rope_freqs.weight")) {  // llama3 scaling, precomputed
-      if (freqs->element_count != static_cast<std::uint64_t>(c.head_dim / 2))
-        throw Error(path + ": rope_freqs.weight has " + std::to_string(freqs->element_count) + " values, expected " +
-                    std::to_string(c.head_dim / 2));
+    if (arch == "gemma4") read_gemma4();
+    if (const GgufTensor* freqs = file.find_tensor("rope_freqs.weight")) {  // llama3 scaling, precomputed (gemma4: its full layers')
+      const Index pairs = (c.full_head_dim > 0 ? c.full_head_dim : c.head_dim) / 2;
+      if (freqs->element_count != static_cast<std::uint64_t>(pairs))
+        throw Error(path + ": rope_freqs.weight has " + std::to_string(freqs->element_count) + " values, expected " + std::to_string(pairs));
       const RowMatrix f = file.to_float(*freqs);
       c.rope_divisors.assign(f.data(), f.data() + f.size());
     }
@@ -201,7 +213,58 @@ class GgufModelSource {
                   std::to_string(c.hidden));
     c.vocab = embedding.rows();
     c.tied_embeddings = file.find_tensor("output.weight") == nullptr;
-    if (arch == "gemma3" || arch == "gemma2") read_gemma(arch);
+    if (arch == "gemma3" || arch == "gemma2" || arch == "gemma4") read_gemma(arch);
+  }
+
+  /// {arch}.attention.head_count_kv: one count, or (gemma4) one per layer, where the sliding layers
+  /// share one count and the full layers another (LlamaConfig::full_kv_heads).
+  Index kv_heads_of(const std::string& arch) {
+    const GgufFile& file = file_;
+    LlamaConfig& c = config_;
+    const std::string key = arch + ".attention.head_count_kv";
+    const GgufValue* v = file.find(key);
+    if (v->kind != GgufValue::Kind::Array) return static_cast<Index>(file.get_uint(key));
+    if (arch != "gemma4" || v->array.size() != static_cast<std::size_t>(c.layers))
+      throw Error(file.path() + ": " + key + ": one count per layer is read for gemma4 only, " + std::to_string(c.layers) + " of them");
+    Index sliding = 0, full = 0;
+    for (std::size_t i = 0; i < v->array.size(); ++i) {
+      const GgufValue& e = v->array[i];
+      const auto n = e.kind == GgufValue::Kind::Signed ? static_cast<Index>(e.i) : e.kind == GgufValue::Kind::Unsigned ? static_cast<Index>(e.u) : Index{-1};
+      Index& kind = c.is_sliding(static_cast<Index>(i)) ? sliding : full;
+      if (n <= 0 || (kind != 0 && kind != n))
+        throw Error(file.path() + ": " + key + ": layer " + std::to_string(i) + "'s count " + std::to_string(n) +
+                    " differs from the other layers of its kind (sliding or full)");
+      kind = n;
+    }
+    if (sliding == 0) sliding = full;
+    if (full != sliding) c.full_kv_heads = full;
+    return sliding;
+  }
+
+  /// Gemma 4 as llama.cpp's gemma4 graph computes it (src/models/gemma4.cpp): the full layers'
+  /// head size attention.key_length, the sliding layers' key_length_swa; V = attn_k's output where
+  /// a full layer has no attn_v (attention_k_eq_v), an RMSNorm without weight on V, scores × 1,
+  /// proportional RoPE on the full layers by rope_freqs.weight (1e30: the pair does not turn),
+  /// norms as stored (its converter adds no 1), each layer's output × layer_output_scale. Per-layer
+  /// embeddings (E2B / E4B), shared KV layers and experts (26B-A4B) are refused by name.
+  void read_gemma4() {
+    const GgufFile& file = file_;
+    LlamaConfig& c = config_;
+    const auto count = [&](const std::string& key) { return file.find("gemma4." + key) ? static_cast<Index>(file.get_uint("gemma4." + key)) : Index{0}; };
+    if (count("embedding_length_per_layer_input") > 0)
+      throw Error(file.path() + ": gemma4.embedding_length_per_layer_input > 0: Gemma 4's per-layer embeddings (E2B / E4B) are not supported yet (issue #25)");
+    if (count("attention.shared_kv_layers") > 0)
+      throw Error(file.path() + ": gemma4.attention.shared_kv_layers > 0: Gemma 4's shared key/value layers (E2B / E4B) are not supported yet (issue #25)");
+    if (count("expert_count") > 0)
+      throw Error(file.path() + ": gemma4.expert_count > 0: Gemma 4's mixture of experts (26B-A4B) is not supported yet (issue #25)");
+    const Index full = count("attention.key_length"), swa = count("attention.key_length_swa");
+    if (full <= 0 || swa <= 0 || full % 2 != 0 || swa % 2 != 0 || count("attention.value_length") != full || count("attention.value_length_swa") != swa)
+      throw Error(file.path() + ": gemma4 needs even attention.key_length / key_length_swa equal to value_length / value_length_swa");
+    c.head_dim = swa;
+    if (full != swa) c.full_head_dim = full;
+    c.value_norm = true;
+    const Index first_full = static_cast<Index>(std::find(c.sliding.begin(), c.sliding.end(), false) - c.sliding.begin());
+    c.full_values_from_keys = first_full < c.layers && !file.find_tensor("blk." + std::to_string(first_full) + ".attn_v.weight");
   }
 
   /// Gemma as llama.cpp's gemma2/gemma3 graphs compute it: embeddings × √hidden, GeGLU, queries
@@ -213,17 +276,17 @@ class GgufModelSource {
   void read_gemma(const std::string& arch) {
     const GgufFile& file = file_;
     LlamaConfig& c = config_;
-    const bool g3 = arch == "gemma3";
+    const bool g4 = arch == "gemma4", g3 = arch == "gemma3" || g4;
     c.activation = MlpActivation::GeluTanh;
     c.embedding_scale = std::sqrt(static_cast<float>(c.hidden));
-    const bool big = c.layers == (g3 ? 62 : 46);
-    c.attention_scale = 1.0f / std::sqrt(static_cast<float>(big ? c.hidden / c.heads : c.head_dim));
+    const bool big = !g4 && c.layers == (g3 ? 62 : 46);
+    c.attention_scale = g4 ? 1.0f : 1.0f / std::sqrt(static_cast<float>(big ? c.hidden / c.heads : c.head_dim));
     const auto number = [&](const std::string& key, float fallback) {
       return file.find(key) ? static_cast<float>(file.get_float(key)) : fallback;
     };
     c.attention_softcap = g3 ? 0.0f : number(arch + ".attn_logit_softcapping", 50.0f);
     c.logit_softcap = number(arch + ".final_logit_softcapping", g3 ? 0.0f : 30.0f);
-    read_sliding_pattern(arch, g3 ? 6 : 2, g3 ? 0 : 4096);
+    if (!g4) read_sliding_pattern(arch, g3 ? 6 : 2, g3 ? 0 : 4096);  // (gemma4's: read first, in read_config)
     c.sliding_rope_theta = number(arch + ".rope.freq_base_swa", g3 ? 10000.0f : 0.0f);  // 0: gemma2's sliding layers rotate as its full ones
   }
 

@@ -8,7 +8,8 @@
 // qwen3_moe, qwen2_moe (its shared expert) and mixtral (LlamaBlock::moe, read by model/hf_moe.hpp;
 // tuned on the CPU, tune/block_tuning_run.hpp);
 // gemma3_text and gemma2 (sandwich norms, GeGLU, sliding-window layers, soft-capping: the Gemma
-// settings of LlamaConfig; their (1 + w) norm weights are held as 1 + w);
+// settings of LlamaConfig; their (1 + w) norm weights are held as 1 + w); gemma4_text dense (its
+// full layers' own head size, keys as values, v_norm, proportional RoPE, layer_scalar);
 // deepseek_v3 (its latent attention: LlamaBlock::mla, model/latent_attention.hpp; its MoE as GLM's);
 // RoPE scaling linear and llama3; sliding-window attention only where the family alternates it
 // (Gemma), not Mistral/Qwen's use_sliding_window.
@@ -17,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <limits>
 #include <optional>
 #include <regex>
 #include <span>
@@ -295,9 +297,10 @@ class HfModelSource {
 
   LlamaBlock block(Index b) const {
     detail::require(b >= 0 && b < config_.layers, name() + ": no block " + std::to_string(b));
-    const LlamaConfig& c = config_;
+    const LlamaConfig c = layer_config(config_, config_.is_sliding(b));  // (Gemma 4's full layers: their own head size)
     LlamaBlock block;
     const std::string prefix = c.hf_prefix + "layers." + std::to_string(b) + ".";
+    block.values_from_keys = c.values_from_keys(config_.is_sliding(b));
     const bool sparse = moe_ && moe_->sparse[static_cast<std::size_t>(b)];
     const auto linear = [&](const std::string& tensor, Index rows, Index cols) {
       // MXFP8 and FP8 layers keep the name "weight" for their E4M3 codes (with a weight_scale, or
@@ -319,6 +322,7 @@ class HfModelSource {
     for (Linear l : all_linears) {
       if (sparse && (l == Linear::Gate || l == Linear::Up || l == Linear::Down)) continue;  // the experts instead
       if (c.model_type == "phi3" && l != Linear::Output && l != Linear::Down) continue;  // read fused above
+      if (l == Linear::Value && block.values_from_keys) continue;  // Gemma 4's full layers: no v_proj
       const auto [rows, cols] = linear_shape(c, l);
       block[l] = linear(prefix + hf_name(l, c.model_type), rows, cols);
     }
@@ -348,10 +352,11 @@ class HfModelSource {
       block.q_norm = load(prefix + "self_attn.q_norm.weight", 1, c.head_dim).row(0).transpose();
       block.k_norm = load(prefix + "self_attn.k_norm.weight", 1, c.head_dim).row(0).transpose();
     }
-    if (c.model_type == "gemma3_text") {  // per-head RMSNorm of q and k, (1 + w)
+    if (c.model_type == "gemma3_text" || c.model_type == "gemma4_text") {  // per-head RMSNorm of q and k (Gemma 3: 1 + w)
       block.q_norm = norm(prefix + "self_attn.q_norm.weight", c.head_dim);
       block.k_norm = norm(prefix + "self_attn.k_norm.weight", c.head_dim);
     }
+    if (c.model_type == "gemma4_text") block.layer_scalar = load(prefix + "layer_scalar", 1, 1)(0, 0);
     block.attn_norm = norm(prefix + "input_layernorm.weight", c.hidden);
     if (gemma()) {  // sandwich norms: Gemma's post_attention_layernorm norms the attention's output
       block.post_attn_norm = norm(prefix + "post_attention_layernorm.weight", c.hidden);
@@ -434,7 +439,7 @@ class HfModelSource {
     if (config_.norm_weight_plus_one) v.array() += 1.0f;
     return v;
   }
-  bool gemma() const { return config_.model_type == "gemma3_text" || config_.model_type == "gemma2"; }
+  bool gemma() const { return config_.model_type == "gemma3_text" || config_.model_type == "gemma2" || config_.model_type == "gemma4_text"; }
 
   /// DeepSeek-V3's latent attention dimensions; head_dim becomes the roped part (qk_rope_head_dim),
   /// as transformers sets it (the released config.json has no head_dim key).
@@ -466,12 +471,12 @@ class HfModelSource {
     // the vision tower and projector): the language model's config is text_config (Gemma 3,
     // Mistral 3, LLaVA, transformers 5's Qwen2.5-VL) or the top level (hub Qwen2.5-VL configs).
     const std::string outer = root.value("model_type", "");
-    const bool vlm = outer == "gemma3" || outer == "qwen2_5_vl" || outer == "qwen2_vl" || outer == "mistral3" || outer == "llava";
+    const bool vlm = outer == "gemma3" || outer == "gemma4" || outer == "qwen2_5_vl" || outer == "qwen2_vl" || outer == "mistral3" || outer == "llava";
     const bool nested = root.contains("text_config") && root["text_config"].is_object();
     if (vlm && !nested && outer != "qwen2_5_vl" && outer != "qwen2_vl")
       throw Error(config_path.string() + ": a " + outer + " vision-language config without text_config (its language model's settings)");
     const nlohmann::json& j = vlm && nested ? root["text_config"] : root;
-    std::string type = vlm && &j != &root ? j.value("model_type", outer == "gemma3" ? "gemma3_text" : outer == "mistral3" ? "mistral" : "llama") : outer;
+    std::string type = vlm && &j != &root ? j.value("model_type", outer == "gemma3" ? "gemma3_text" : outer == "gemma4" ? "gemma4_text" : outer == "mistral3" ? "mistral" : "llama") : outer;
     const bool qwen_vl = type == "qwen2_5_vl" || type == "qwen2_vl" || type == "qwen2_5_vl_text" || type == "qwen2_vl_text";
     if (qwen_vl) type = "qwen2";  // Qwen2.5-VL's language model is Qwen2's (its mrope is Qwen2's RoPE on text-only positions)
     config_.vision_language = vlm;
@@ -480,11 +485,11 @@ class HfModelSource {
     const bool glm = type == "glm4_moe";  // GLM-4.5 / 4.6 / 4.7: DeepSeek-V3's routing and shared expert beside GQA attention
     const bool deepseek = type == "deepseek_v3";  // its MoE is GLM's; its attention latent (MLA)
     const bool moe = type == "qwen3_moe" || type == "qwen2_moe" || type == "mixtral" || gpt_oss || glm || deepseek;
-    const bool gemma = type == "gemma3_text" || type == "gemma2";
+    const bool gemma = type == "gemma3_text" || type == "gemma2" || type == "gemma4_text";
     if (type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3" && type != "phi3" && !moe && !gemma)
       throw Error(config_path.string() + ": model_type '" + type +
-                  "' is not supported (llama, mistral, qwen2, qwen3, phi3, qwen3_moe, qwen2_moe, mixtral, gpt_oss, glm4_moe, deepseek_v3, gemma3_text, gemma2; "
-                  "the vision-language gemma3, qwen2_5_vl, mistral3, llava)");
+                  "' is not supported (llama, mistral, qwen2, qwen3, phi3, qwen3_moe, qwen2_moe, mixtral, gpt_oss, glm4_moe, deepseek_v3, gemma3_text, gemma2, gemma4_text; "
+                  "the vision-language gemma3, gemma4, qwen2_5_vl, mistral3, llava)");
     if (j.value("use_sliding_window", false))
       throw Error(config_path.string() + ": sliding-window attention is not supported");
     if ((j.value("attention_bias", false) && !gpt_oss && !glm) || j.value("mlp_bias", false))  // GPT-OSS: q/k/v/o biases, GLM: q/k/v's, read below
@@ -609,16 +614,19 @@ class HfModelSource {
   /// weights, query_pre_attn_scalar, soft-capping, sliding-window layers and their RoPE.
   void read_gemma(const nlohmann::json& j) {
     LlamaConfig& c = config_;
-    const bool g3 = c.model_type == "gemma3_text";
+    const bool g4 = c.model_type == "gemma4_text";
+    const bool g3 = c.model_type == "gemma3_text" || g4;  // Gemma 4's block is Gemma 3's with the differences read_gemma4 reads
     const std::string act = j.contains("hidden_activation") && !j["hidden_activation"].is_null() ? j["hidden_activation"].get<std::string>()
                                                                                                  : j.value("hidden_act", std::string("gelu_pytorch_tanh"));
     if (act != "gelu_pytorch_tanh" && act != "gelu_tanh")
       throw Error("hidden_activation '" + act + "' is not supported (gelu_pytorch_tanh)");
-    if (j.contains("use_bidirectional_attention") && j["use_bidirectional_attention"].is_boolean() && j["use_bidirectional_attention"].get<bool>())
+    if (j.contains("use_bidirectional_attention") &&
+        ((j["use_bidirectional_attention"].is_boolean() && j["use_bidirectional_attention"].get<bool>()) ||
+         (j["use_bidirectional_attention"].is_string() && j["use_bidirectional_attention"].get<std::string>() == "all")))
       throw Error("use_bidirectional_attention is not supported (a decoder's causal attention only)");
     c.activation = MlpActivation::GeluTanh;
-    c.norm_weight_plus_one = true;
-    c.attention_scale = 1.0f / std::sqrt(j.value("query_pre_attn_scalar", static_cast<float>(c.head_dim)));
+    c.norm_weight_plus_one = !g4;  // Gemma 4's norms multiply by w itself
+    c.attention_scale = g4 ? 1.0f : 1.0f / std::sqrt(j.value("query_pre_attn_scalar", static_cast<float>(c.head_dim)));
     const auto number = [&](const char* key) { return j.contains(key) && !j[key].is_null() ? j[key].get<float>() : 0.0f; };
     c.attention_softcap = number("attn_logit_softcapping");
     c.logit_softcap = number("final_logit_softcapping");
@@ -638,16 +646,63 @@ class HfModelSource {
     }
     const float default_theta = g3 ? 1000000.0f : 10000.0f;
     c.rope_theta = full.contains("rope_theta") && !full["rope_theta"].is_null() ? full["rope_theta"].get<float>() : default_theta;
+    if (g4) read_gemma4(j);
+    const Index full_dim = c.full_head_dim > 0 ? c.full_head_dim : c.head_dim;  // the full layers' RoPE turns their heads
     const std::string kind = full.value("rope_type", full.value("type", std::string("default")));
     if (kind == "linear") {
-      c.rope_divisors.assign(static_cast<std::size_t>(c.head_dim / 2), full.value("factor", 1.0f));
+      c.rope_divisors.assign(static_cast<std::size_t>(full_dim / 2), full.value("factor", 1.0f));
+    } else if (kind == "proportional") {
+      // Gemma 4 (transformers' _compute_proportional_rope_parameters): pair i < p·dim/2 turns at
+      // theta^(−2i/dim) / factor, the pairs beyond not at all (frequency 0: divisor ∞), rotate-half
+      // pairs (i, i + dim/2) over the whole head
+      const auto rotated = static_cast<Index>(full.value("partial_rotary_factor", 1.0) * static_cast<double>(full_dim) / 2.0);
+      c.rope_divisors.assign(static_cast<std::size_t>(full_dim / 2), std::numeric_limits<float>::infinity());
+      std::fill_n(c.rope_divisors.begin(), std::min(rotated, full_dim / 2), full.value("factor", 1.0f));
     } else if (kind != "default") {
-      throw Error("full-attention RoPE type '" + kind + "' is not supported (default, linear)");
+      throw Error("full-attention RoPE type '" + kind + "' is not supported (default, linear, proportional)");
     }
     const std::string local_kind = local.value("rope_type", local.value("type", std::string("default")));
     if (local_kind != "default") throw Error("sliding-attention RoPE type '" + local_kind + "' is not supported (default)");
     c.sliding_rope_theta = local.contains("rope_theta") && !local["rope_theta"].is_null() ? local["rope_theta"].get<float>()
                            : g3 ? 10000.0f : 0.0f;
+  }
+
+  /// Gemma 4's dense text model (31B's layout): its full-attention layers' own head size and KV
+  /// heads (transformers 5.17 writes them as per_layer_config, released configs as
+  /// global_head_dim / num_global_key_value_heads), keys as values (attention_k_eq_v), v_norm. The
+  /// per-layer embeddings and KV sharing of E2B / E4B and the 26B-A4B's experts are refused by name.
+  void read_gemma4(const nlohmann::json& j) {
+    LlamaConfig& c = config_;
+    const auto integer = [&](const char* key, Index fallback) { return j.contains(key) && !j[key].is_null() ? j[key].get<Index>() : fallback; };
+    if (integer("hidden_size_per_layer_input", 256) > 0)  // (transformers' default: 256)
+      throw Error("hidden_size_per_layer_input > 0: Gemma 4's per-layer embeddings (E2B / E4B) are not supported yet (issue #25)");
+    if (integer("num_kv_shared_layers", 0) > 0)
+      throw Error("num_kv_shared_layers > 0: Gemma 4's shared key/value layers (E2B / E4B) are not supported yet (issue #25)");
+    if (j.value("enable_moe_block", false))
+      throw Error("enable_moe_block: Gemma 4's mixture of experts beside the MLP (26B-A4B) is not supported yet (issue #25)");
+    c.value_norm = true;
+    c.full_values_from_keys = j.value("attention_k_eq_v", false);
+    c.full_head_dim = integer("global_head_dim", 512);
+    c.full_kv_heads = c.full_values_from_keys ? integer("num_global_key_value_heads", 0) : 0;
+    if (j.contains("per_layer_config") && j["per_layer_config"].is_object()) {  // {"layer": {"head_dim": .., "num_key_value_heads": ..}}
+      bool first = true;
+      for (const auto& [layer, entry] : j["per_layer_config"].items()) {
+        Index index = -1;
+        try {
+          index = std::stol(layer);
+        } catch (const std::exception&) {
+          throw Error("per_layer_config: '" + layer + "' is not a layer index");
+        }
+        if (index < 0 || index >= c.layers) throw Error("per_layer_config: no layer " + layer);
+        const Index dim = entry.value("head_dim", c.head_dim), kv = entry.value("num_key_value_heads", c.kv_heads);
+        if (c.is_sliding(index) ? dim != c.head_dim || kv != c.kv_heads : !first && (dim != c.full_head_dim || kv != c.full_kv_heads))
+          throw Error("per_layer_config: layer " + layer + "'s head_dim / num_key_value_heads differ from the other layers of its type");
+        if (!c.is_sliding(index)) c.full_head_dim = dim, c.full_kv_heads = kv, first = false;
+      }
+    }
+    if (c.full_kv_heads == c.kv_heads) c.full_kv_heads = 0;
+    if (c.full_head_dim <= 0 || c.full_head_dim % 2 != 0 || (c.full_kv_heads > 0 && c.heads % c.full_kv_heads != 0))
+      throw Error("inconsistent full-attention layer sizes (global_head_dim even, heads a multiple of num_global_key_value_heads)");
   }
 
   /// Which layers slide: config.json's layer_types ("sliding_attention" / "full_attention"), else

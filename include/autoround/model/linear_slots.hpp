@@ -1,11 +1,12 @@
 #pragma once
 // A block's quantizable linear layers as a list of slots: what the tuning runs, the results, the
 // checkpoints and the exports walk instead of a fixed array of seven. A dense block has the seven
-// Linear in order (slot i is Linear i); a mixture-of-experts block has its attention's four
+// Linear in order (slot i is Linear i; a Gemma 4 full layer without v_proj has six, no Value); a mixture-of-experts block has its attention's four
 // (q, k, v, o: slots 0-3, as in a dense block), then each routed expert's gate, up and down, then
 // the shared expert's. The router and the shared expert's gate are not slots: the reference keeps
 // them in full precision (docs/block-descriptions.md). A latent-attention block (DeepSeek-V3) has
 // one more, q_a_proj, last (so that the others keep their places).
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,10 +30,15 @@ struct LinearSlot {
 /// The slots of `block`, in the order above.
 inline std::vector<LinearSlot> linear_slots(const LlamaBlock& block) {
   std::vector<LinearSlot> slots;
+  const auto attention = [&] {  // (Gemma 4's full layers without v_proj: no Value slot)
+    for (Linear l : {Linear::Query, Linear::Key, Linear::Value, Linear::Output})
+      if (l != Linear::Value || !block.values_from_keys) slots.push_back({l, LinearSlot::own});
+  };
   if (!block.moe) {
-    for (Linear l : all_linears) slots.push_back({l, LinearSlot::own});
+    attention();
+    for (Linear l : {Linear::Gate, Linear::Up, Linear::Down}) slots.push_back({l, LinearSlot::own});
   } else {
-    for (Linear l : {Linear::Query, Linear::Key, Linear::Value, Linear::Output}) slots.push_back({l, LinearSlot::own});
+    attention();
     const auto experts = static_cast<Index>(block.moe->weights.experts.size());
     for (Index e = 0; e < experts; ++e)
       for (Linear l : {Linear::Gate, Linear::Up, Linear::Down}) slots.push_back({l, e});
@@ -42,6 +48,15 @@ inline std::vector<LinearSlot> linear_slots(const LlamaBlock& block) {
   // (by its norm: a streaming run's sink gets the block with its quantized weights released)
   if (block.mla && block.mla->query_a_norm.size() > 0) slots.push_back({Linear::Query, LinearSlot::latent});
   return slots;
+}
+
+/// Where a block's own linear `l` (attention, or a dense MLP's) sits in linear_slots: l's index,
+/// one less past Value in a block without v_proj (`values_from_keys`: Gemma 4's full layers),
+/// nullopt for Value there.
+inline std::optional<std::size_t> own_slot_index(Linear l, bool values_from_keys) {
+  if (!values_from_keys || l < Linear::Value) return static_cast<std::size_t>(l);
+  if (l == Linear::Value) return std::nullopt;
+  return static_cast<std::size_t>(l) - 1;
 }
 
 /// An expert's projection as an index: gate 0, up 1, down 2 (moe_backward's gradient triples).

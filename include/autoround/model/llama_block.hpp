@@ -59,6 +59,8 @@ struct BlockWeights {
   const RowMatrix* query_a = nullptr;
   const Eigen::VectorXf* query_a_norm = nullptr;
   const Eigen::VectorXf* kv_a_norm = nullptr;
+  bool values_from_keys = false;                      ///< Gemma 4's full layers: V is k_proj's output (linear[Value] unused)
+  float layer_scalar = 1;                             ///< Gemma 4: the block's output × this
   LatentAttentionWeights latent() const {
     return {query_a, linear[0], linear[1], linear[2], query_a_norm, kv_a_norm};
   }
@@ -85,6 +87,8 @@ struct BlockWeights {
     w.sliding = b.sliding;
     if (b.act_quant) w.act = &*b.act_quant;
     if (b.mla) w.query_a = &b.mla->query_a, w.query_a_norm = &b.mla->query_a_norm, w.kv_a_norm = &b.mla->kv_a_norm;
+    w.values_from_keys = b.values_from_keys;
+    w.layer_scalar = b.layer_scalar;
     return w;
   }
 };
@@ -118,6 +122,7 @@ struct BlockCache {
   RowMatrix gate_sigmoid;                ///< sigmoid(gate) (SwiGLU), or tanh(√(2/π)(g + 0.044715 g³)) (GeGLU): the backward needs it
   RowMatrix attention_out, mlp_out;      ///< the attention's and the MLP's outputs before Gemma's post norms (only with them)
   RowMatrix q_projected, k_projected;    ///< q and k before Qwen3's per-head norms (only with them)
+  RowMatrix v_projected;                 ///< v before Gemma 4's v_norm (only with it)
   std::vector<RowMatrix> probabilities;  ///< per sequence and query head (sequence-major) [T, T], causal
   MoeCache moe;                          ///< a mixture-of-experts MLP's routing and experts' intermediates (mlp_in is its input)
   /// With quantized inputs (BlockWeights::act): o_proj's, gate/up's and down_proj's inputs
@@ -137,6 +142,7 @@ struct BlockCache {
 /// The backward's temporaries, kept between calls for their memory (block_backward).
 struct BlockBackwardScratch {
   RowMatrix d_act, d_gate, d_up, d_yn, d_h, d_attention, d_q, d_k, d_v, d_mlp, d_attention_out;
+  RowMatrix d_out;  ///< dL/d(block output) × the block's layer_scalar (Gemma 4)
   std::vector<RowMatrix> d_k_head, d_v_head, d_s;
   LatentAttentionScratch mla;
 };
@@ -145,6 +151,7 @@ struct BlockBackwardScratch {
 namespace detail {
 inline void attention_core_forward(const BlockWeights& w, const LlamaConfig& c, BlockCache& m, bool keep, Index length);
 inline void output_projection_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix& hidden, BlockCache& m, bool keep);
+inline void mlp_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix& hidden, BlockCache& m, bool keep);
 
 /// The block's first half: hidden += attention(rms(hidden)), into `m`'s matrices (`keep`: also
 /// the input and the probabilities, for the backward).
@@ -165,27 +172,33 @@ inline void attention_forward(const BlockWeights& w, const LlamaConfig& c, RowMa
 }
 
 /// Multi-head (GQA) attention of the normed state m.attention_in into m.output_in.
-inline void attention_core_forward(const BlockWeights& w, const LlamaConfig& c, BlockCache& m, bool keep, Index length) {
+inline void attention_core_forward(const BlockWeights& w, const LlamaConfig& model, BlockCache& m, bool keep, Index length) {
+  LlamaConfig local;  // the layer's own RoPE and (Gemma 4's full layers) head size and KV heads
+  const LlamaConfig& c = rope_config(model, w.sliding, local);
   const Index tokens = m.attention_in.rows(), d = c.head_dim, group = c.heads / c.kv_heads, sequences = tokens > 0 ? tokens / length : 0;
   if (w.act) w.act->apply(m.attention_in, LinearInput::Attention);  // the cache keeps the quantized inputs (dW = dY^T q(x))
-  LlamaConfig local;
-  const LlamaConfig& rc = rope_config(c, w.sliding, local);
   const Index window = w.sliding ? c.sliding_window : 0;
   RowMatrix& q = w.has_qk_norm() ? m.q_projected : m.q;
   RowMatrix& k = w.has_qk_norm() ? m.k_projected : m.k;
   q.noalias() = m.attention_in * w[Linear::Query].transpose();
   k.noalias() = m.attention_in * w[Linear::Key].transpose();
-  m.v.noalias() = m.attention_in * w[Linear::Value].transpose();
+  if (!w.values_from_keys) m.v.noalias() = m.attention_in * w[Linear::Value].transpose();
   // Qwen2's projection biases: constants for tuning, they only shift the outputs
   RowMatrix* projected[3] = {&q, &k, &m.v};
   for (std::size_t j = 0; j < 3; ++j)
-    if (w.qkv_bias[j] && w.qkv_bias[j]->size() > 0) projected[j]->rowwise() += w.qkv_bias[j]->transpose();
+    if (w.qkv_bias[j] && w.qkv_bias[j]->size() > 0 && !(j == 2 && w.values_from_keys)) projected[j]->rowwise() += w.qkv_bias[j]->transpose();
+  if (w.values_from_keys) m.v = k;  // Gemma 4's full layers: the values are k_proj's output, before k_norm and RoPE
+  if (c.value_norm) {  // Gemma 4: per-head RMSNorm of v without a weight
+    RowMatrix normed = detail::head_rms_norm(m.v, c.kv_heads, d, Eigen::VectorXf::Ones(d), c.rms_eps);
+    if (keep) m.v_projected = std::move(m.v);
+    m.v = std::move(normed);
+  }
   if (w.has_qk_norm()) {  // Qwen3: RMSNorm over each head of q and k, before RoPE
     m.q = detail::head_rms_norm(q, c.heads, d, *w.q_norm, c.rms_eps);
     m.k = detail::head_rms_norm(k, c.kv_heads, d, *w.k_norm, c.rms_eps);
   }
-  detail::apply_rope(m.q, c.heads, rc, 1.0f, length);
-  detail::apply_rope(m.k, c.kv_heads, rc, 1.0f, length);
+  detail::apply_rope(m.q, c.heads, c, 1.0f, length);
+  detail::apply_rope(m.k, c.kv_heads, c, 1.0f, length);
   m.output_in.resize(tokens, c.heads * d);
   m.probabilities.resize(static_cast<std::size_t>(sequences * c.heads));
   const float scale = attention_scale(c), cap = c.attention_softcap;
@@ -237,10 +250,18 @@ inline void output_projection_forward(const BlockWeights& w, const LlamaConfig& 
 /// rows / seqlen sequences of `seqlen` tokens one after another (0: all rows are one sequence).
 inline void block_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix& hidden, BlockCache* cache = nullptr,
                           Index seqlen = 0) {
-  const Index tokens = hidden.rows();
   BlockCache local;
   BlockCache& m = cache ? *cache : local;  // everything is computed into the cache's matrices
   detail::attention_forward(w, c, hidden, m, cache != nullptr, seqlen);
+  detail::mlp_forward(w, c, hidden, m, cache != nullptr);
+  if (w.layer_scalar != 1.0f) hidden *= w.layer_scalar;  // Gemma 4: the whole output, residual included
+}
+
+namespace detail {
+/// The block's second half: hidden += MLP(rms(hidden)) (dense or mixture of experts).
+inline void mlp_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix& hidden, BlockCache& m, bool keep) {
+  BlockCache* cache = keep ? &m : nullptr;
+  const Index tokens = hidden.rows();
 
   if (cache) m.h = hidden;
   m.mlp_in = detail::rms_norm(hidden, *w.ffn_norm, c.rms_eps);
@@ -289,6 +310,7 @@ inline void block_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix
   }
   hidden.noalias() += m.down_in * w[Linear::Down].transpose();
 }
+}  // namespace detail
 
 
 /// Rows per batched forward where the caller does not choose: enough for the weights' packing to
@@ -313,6 +335,13 @@ inline void block_forward(const BlockWeights& w, const LlamaConfig& c, std::span
 }
 
 namespace detail {
+/// dL/d(the block's output before Gemma 4's layer_scalar): d_out × the scalar (in z), or d_out.
+inline const RowMatrix& scaled_output_gradient(const BlockWeights& w, const RowMatrix& d_out, BlockBackwardScratch& z) {
+  if (w.layer_scalar == 1.0f) return d_out;
+  z.d_out = d_out * w.layer_scalar;
+  return z.d_out;
+}
+
 /// grads[l] += d_yᵀ x, unless grads[l] is empty (add_weight_gradient)
 inline void accumulate_weight_gradient(std::array<RowMatrix, 7>& grads, Linear l, const RowMatrix& d_y, const RowMatrix& x) {
   add_weight_gradient(&grads[static_cast<std::size_t>(l)], d_y, x);
@@ -320,9 +349,11 @@ inline void accumulate_weight_gradient(std::array<RowMatrix, 7>& grads, Linear l
 
 /// The attention half's backward from z.d_h = dL/dh (h = x + attention(rms(x))): dL/dW of q, k,
 /// v and o into `grads` (a latent attention's: q_b, kv_a, kv_b and o; q_a's into `query_a_grad`).
-inline void attention_backward(const BlockWeights& w, const LlamaConfig& c, const BlockCache& cache, std::array<RowMatrix, 7>& grads,
+inline void attention_backward(const BlockWeights& w, const LlamaConfig& model, const BlockCache& cache, std::array<RowMatrix, 7>& grads,
                                BlockBackwardScratch& z, bool keep_scratch, RowMatrix* query_a_grad) {
   auto accumulate = [&](Linear l, const RowMatrix& d_y, const RowMatrix& x) { detail::accumulate_weight_gradient(grads, l, d_y, x); };
+  LlamaConfig local;  // the layer's own RoPE, head size and KV heads (as the forward's)
+  const LlamaConfig& c = detail::rope_config(model, w.sliding, local);
   const Index tokens = z.d_h.rows(), d = c.head_dim, group = c.heads / c.kv_heads;
   const Index length = cache.seqlen > 0 ? cache.seqlen : tokens, sequences = tokens / length;
   // attention output projection (through Gemma's post norm first)
@@ -373,17 +404,17 @@ inline void attention_backward(const BlockWeights& w, const LlamaConfig& c, cons
     z.d_v.block(row, kv * d, length, d) += z.d_v_head[static_cast<std::size_t>(j)];
   }
   if (!keep_scratch) z.d_s.clear();
-  LlamaConfig local;
-  const LlamaConfig& rc = detail::rope_config(c, w.sliding, local);
-  detail::apply_rope(z.d_q, c.heads, rc, -1.0f, length);
-  detail::apply_rope(z.d_k, c.kv_heads, rc, -1.0f, length);
+  detail::apply_rope(z.d_q, c.heads, c, -1.0f, length);
+  detail::apply_rope(z.d_k, c.kv_heads, c, -1.0f, length);
   if (w.has_qk_norm()) {
     z.d_q = detail::head_rms_norm_backward(cache.q_projected, c.heads, d, *w.q_norm, c.rms_eps, z.d_q);
     z.d_k = detail::head_rms_norm_backward(cache.k_projected, c.kv_heads, d, *w.k_norm, c.rms_eps, z.d_k);
   }
+  if (c.value_norm) z.d_v = detail::head_rms_norm_backward(cache.v_projected, c.kv_heads, d, Eigen::VectorXf::Ones(d), c.rms_eps, z.d_v);
+  if (w.values_from_keys) z.d_k += z.d_v;  // k_proj's output is both the keys and (Gemma 4's full layers) the values
   accumulate(Linear::Query, z.d_q, cache.attention_in);
   accumulate(Linear::Key, z.d_k, cache.attention_in);
-  accumulate(Linear::Value, z.d_v, cache.attention_in);
+  if (!w.values_from_keys) accumulate(Linear::Value, z.d_v, cache.attention_in);
 }
 }  // namespace detail
 
@@ -391,12 +422,13 @@ inline void attention_backward(const BlockWeights& w, const LlamaConfig& c, cons
 /// skipped), given dL/d(block output) for the sequences whose forward filled `cache`. `scratch` (optional)
 /// keeps the temporaries' memory from call to call. A latent attention's q_a_proj: into `query_a_grad`
 /// (null or empty: not wanted).
-inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const BlockCache& cache, const RowMatrix& d_out,
+inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const BlockCache& cache, const RowMatrix& d_block_out,
                            std::array<RowMatrix, 7>& grads, BlockBackwardScratch* scratch = nullptr, RowMatrix* query_a_grad = nullptr) {
   auto accumulate = [&](Linear l, const RowMatrix& d_y, const RowMatrix& x) { detail::accumulate_weight_gradient(grads, l, d_y, x); };
-  const Index tokens = d_out.rows();
+  const Index tokens = d_block_out.rows();
   BlockBackwardScratch local;
   BlockBackwardScratch& z = scratch ? *scratch : local;
+  const RowMatrix& d_out = detail::scaled_output_gradient(w, d_block_out, z);
   // MLP (through Gemma's post norm first)
   if (w.has_post_ffn_norm()) z.d_mlp = detail::rms_norm_backward(cache.mlp_out, *w.post_ffn_norm, c.rms_eps, d_out);
   const RowMatrix& d_mlp = w.has_post_ffn_norm() ? z.d_mlp : d_out;
@@ -436,12 +468,13 @@ inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const Bl
 /// [gate, up, down] per routed expert, the shared expert's last), given dL/d(block output) for the
 /// forward of a mixture-of-experts block (w.moe) that filled `cache`. The gradient reaches the
 /// attention through the experts, the router (kept in full precision) and the ffn norm.
-inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const BlockCache& cache, const RowMatrix& d_out,
+inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const BlockCache& cache, const RowMatrix& d_block_out,
                            std::array<RowMatrix, 7>& grads, std::vector<std::array<RowMatrix, 3>>& expert_grads,
                            BlockBackwardScratch* scratch = nullptr, RowMatrix* query_a_grad = nullptr) {
   detail::require(w.moe != nullptr, "block_backward: expert gradients of a block without a mixture of experts");
   BlockBackwardScratch local;
   BlockBackwardScratch& z = scratch ? *scratch : local;
+  const RowMatrix& d_out = detail::scaled_output_gradient(w, d_block_out, z);
   if (w.has_post_ffn_norm()) z.d_mlp = detail::rms_norm_backward(cache.mlp_out, *w.post_ffn_norm, c.rms_eps, d_out);
   moe_backward(w.moe->weights, w.moe->spec, cache.moe, cache.mlp_in, w.has_post_ffn_norm() ? z.d_mlp : d_out, expert_grads, &z.d_yn);
   z.d_h = d_out + detail::rms_norm_backward(cache.h, *w.ffn_norm, c.rms_eps, z.d_yn);

@@ -65,6 +65,16 @@ struct LlamaConfig {
   /// Hugging Face export subtracts the one again.
   bool norm_weight_plus_one = false;
 
+  // Gemma 4: its full-attention layers have a geometry of their own (global_head_dim and, with
+  // attention_k_eq_v, num_global_key_value_heads: layer_config() gives a layer's), their values
+  // may be the keys' projection itself (no v_proj: V = k_proj's output before k_norm and RoPE),
+  // and every layer's values pass a weightless per-head RMSNorm (v_norm). Each block's output is
+  // then multiplied by its LlamaBlock::layer_scalar.
+  Index full_head_dim = 0;        ///< a full-attention layer's head_dim (0: head_dim)
+  Index full_kv_heads = 0;        ///< a full-attention layer's KV heads (0: kv_heads)
+  bool full_values_from_keys = false;  ///< a full-attention layer has no v_proj: its values are k_proj's output
+  bool value_norm = false;        ///< V → per-head RMSNorm without weight (Gemma 4's v_norm)
+
   // Where the language model's tensors are in a Hugging Face checkpoint: "model." for a causal LM;
   // a vision-language checkpoint's ("language_model.model." as transformers saves Gemma 3,
   // Mistral 3 and LLaVA, "model.language_model." in its in-memory naming) keeps its vision tower
@@ -86,16 +96,37 @@ struct LlamaConfig {
   bool latent_attention() const { return kv_lora_rank > 0; }
   Index qk_head_dim() const { return qk_nope_dim + head_dim; }
 
+  /// Whether layer `layer`'s values come from its keys' projection (Gemma 4's full layers with attention_k_eq_v).
+  bool values_from_keys(bool sliding_layer) const { return full_values_from_keys && !sliding_layer; }
   bool is_sliding(Index layer) const { return layer >= 0 && static_cast<std::size_t>(layer) < sliding.size() && sliding[static_cast<std::size_t>(layer)]; }
   /// Whether the block is LLaMA's: none of the Gemma / Phi-3 settings (the CUDA backend computes
   /// all but Gemma 2's attention soft-capping).
   bool llama_shaped() const {
     return activation == MlpActivation::Silu && attention_scale == 0 && attention_softcap == 0 && logit_softcap == 0 &&
            embedding_scale == 1 && sliding_window == 0 && (rotary_dims == 0 || rotary_dims == head_dim) &&
-           rope_attention_factor == 1 && rope_long_divisors.empty() && !latent_attention();
+           rope_attention_factor == 1 && rope_long_divisors.empty() && !latent_attention() && full_head_dim == 0 &&
+           full_kv_heads == 0 && !full_values_from_keys && !value_norm;
   }
   Index rotary() const { return rotary_dims > 0 ? rotary_dims : head_dim; }
 };
+
+/// The configuration a layer's attention computes with: a sliding layer's own RoPE base (Gemma's
+/// local RoPE, unscaled) where the model has one; a full-attention layer's own head size and KV
+/// heads (Gemma 4). Everything else is the model's.
+inline LlamaConfig layer_config(const LlamaConfig& c, bool sliding) {
+  LlamaConfig l = c;
+  if (sliding && c.sliding_rope_theta > 0) {
+    l.rope_theta = c.sliding_rope_theta;
+    l.rope_divisors.clear();
+  }
+  if (!sliding && c.full_head_dim > 0) l.head_dim = c.full_head_dim;
+  if (!sliding && c.full_kv_heads > 0) l.kv_heads = c.full_kv_heads;
+  return l;
+}
+/// Whether layer_config(c, sliding) differs from c (the block math then works on a copy).
+inline bool has_layer_config(const LlamaConfig& c, bool sliding) {
+  return sliding ? c.sliding_rope_theta > 0 : c.full_head_dim > 0 || c.full_kv_heads > 0;
+}
 
 /// Llama 3.1's RoPE scaling (transformers' _compute_llama3_parameters), as divisors of the
 /// unscaled frequencies: wavelengths above original_max / low_freq_factor are divided by
@@ -219,6 +250,8 @@ struct LlamaBlock {
   bool sliding = false;                     ///< sliding-window attention (LlamaConfig::sliding_window, sliding_rope_theta)
   std::optional<ActivationQuant> act_quant; ///< its linear layers' inputs quantized (MXFP4/MXFP8/NVFP4 models); none in float
   std::optional<LatentAttention> mla;      ///< DeepSeek-V3's latent attention (LlamaConfig::latent_attention)
+  bool values_from_keys = false;            ///< no v_proj (linear[Value] empty, no slot): V is k_proj's output (Gemma 4's full layers)
+  float layer_scalar = 1;                   ///< Gemma 4: the block's whole output (residual included) × this
   RowMatrix& operator[](Linear l) { return linear[static_cast<std::size_t>(l)]; }
   const RowMatrix& operator[](Linear l) const { return linear[static_cast<std::size_t>(l)]; }
 };

@@ -24,8 +24,9 @@
 // latent_backward with latent_attention_kernels.cuh: q_a → RMSNorm → q_b, kv_a → RMSNorm of the
 // latent → kv_b; its heads' keys [k_nope | one shared roped part] and values of their own width
 // enter the same attention GEMMs, whose query/key and value widths differ).
-// Refused by name: Gemma 2's attention soft-capping, shared-expert biases, floating-point
-// schemes on MoE blocks, quantized activations in a latent attention.
+// Refused by name (backend/cuda_support.hpp and below): Gemma 2's attention soft-capping, Gemma 4's
+// attention and layer_scalar, shared-expert biases, floating-point schemes on MoE blocks, quantized
+// activations in a latent attention.
 //
 // GEMM precision: float32 (the CPU backend's numerics; results differ from it only by
 // summation order), or bf16 operands with float32 accumulation (GemmPrecision::BFloat16: the
@@ -87,6 +88,7 @@
 #include "../../tune/tune_options.hpp"
 #include "../cpu.hpp"
 #include "../cuda.hpp"
+#include "../cuda_support.hpp"
 #include "activation_stream.cuh"
 #include "blas.hpp"
 #include "block_kernels.cuh"
@@ -422,8 +424,8 @@ class BlockTuningRun {
     detail::require(quantizers.empty() || quantizers.size() == slots_.size(),
                     name + ": " + std::to_string(quantizers.size()) + " quantizers for " + std::to_string(slots_.size()) +
                         " linear layers (linear_slots)");
-    if (config.attention_softcap > 0)
-      throw Error(name + ": attention soft-capping (Gemma 2): the GPU does not tune it yet (issue #25); run with --device cpu");
+    if (const std::string reason = cuda_unsupported(config); !reason.empty()) throw Error(cuda_refusal(name, reason));
+    if (block.layer_scalar != 1.0f) throw Error(cuda_refusal(name, "a scaled block output (Gemma 4's layer_scalar)"));
     if (block.moe) check_moe(block, name);
     mlp_base_ = moe_ ? 4 + 3 * static_cast<std::size_t>(shape_.experts) : 4;
     mlp_inter_ = moe_ ? shape_.shared_intermediate : config.intermediate;

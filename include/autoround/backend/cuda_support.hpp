@@ -1,0 +1,23 @@
+#pragma once
+// What the CUDA block run (backend/cuda/block_tuning_run.cuh) does not compute yet, said once for
+// the CLI (which refuses before reading any weight) and the run (for library users).
+#include <string>
+
+#include "../model/llama_model.hpp"
+
+namespace autoround {
+
+/// Why the GPU cannot tune blocks of a model so configured (empty: it can).
+inline std::string cuda_unsupported(const LlamaConfig& c) {
+  if (c.attention_softcap > 0) return "attention soft-capping (Gemma 2)";
+  if (c.value_norm || c.full_head_dim > 0 || c.full_kv_heads > 0 || c.full_values_from_keys)
+    return "Gemma 4's attention (v_norm, the full layers' own head size, keys as values)";
+  return {};
+}
+
+/// The refusal's message: `what` names the model or block.
+inline std::string cuda_refusal(const std::string& what, const std::string& reason) {
+  return what + ": " + reason + ": the GPU does not tune it yet (issue #25); run with --device cpu";
+}
+
+}  // namespace autoround
