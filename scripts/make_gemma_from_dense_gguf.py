@@ -7,12 +7,17 @@ sandwich norms post_attention_norm and post_ffw_norm added with weight POST (lla
 Gemma's 1 + w), NEOX RoPE on the source's q/k rows put back in Hugging Face's order, a sliding window of WINDOW
 tokens in llama.cpp's default pattern (gemma3: 5 sliding layers then a full one, the sliding ones
 at RoPE base 10000; gemma2: alternating), gemma3's per-head q/k norms of ones, gemma2's soft-caps
-50 and 30 written out. A different model from the source, the same for both tools. Matrices F16,
-norms F32. Needs gguf-py and numpy.
+50 and 30 written out. gemma4 (llama.cpp's gemma4 graph, its 31B's dense layout): norms stored as
+w (no 1 +), the sliding pattern as one bool per layer (5 sliding, then a full one), the full
+layers without attn_v (their values are attn_k's output: attention_k_eq_v) and with proportional
+RoPE (rope_freqs.weight: a quarter of the pairs turn, the rest 1e30), head_count_kv one per layer,
+q/k norms of head_dim^-1/4 (its scores are not scaled: this gives the source's 1/√head_dim on
+unit-RMS heads), layer_output_scale 0.9, final soft-cap 30, no per-layer embeddings. A different
+model from the source, the same for both tools. Matrices F16, norms F32. Needs gguf-py and numpy.
 The result is no language model (llama.cpp and we agree on perplexities in the millions: the
 sandwich norms flatten the source's massive activations); a sharp model like that magnifies
 rounding differences between two tools with depth, so LAYERS (the first blocks only) is offered.
-usage: python make_gemma_from_dense_gguf.py SOURCE.gguf OUT.gguf ARCH(gemma3|gemma2) [WINDOW=128] [POST=0.5] [LAYERS=all]"""
+usage: python make_gemma_from_dense_gguf.py SOURCE.gguf OUT.gguf ARCH(gemma3|gemma2|gemma4) [WINDOW=128] [POST=0.5] [LAYERS=all]"""
 import sys
 
 import numpy as np
@@ -56,7 +61,20 @@ w.add_context_length(int(value(f"{src_arch}.context_length")))
 w.add_embedding_length(hidden)
 w.add_feed_forward_length(int(value(f"{src_arch}.feed_forward_length")))
 w.add_head_count(heads)
-w.add_head_count_kv(kv_heads)
+full = [b % 6 == 5 for b in range(layers)]  # gemma4: llama.cpp's default pattern, written out
+if arch == "gemma4":
+    w.add_head_count_kv([kv_heads] * layers)
+    w.add_key_length_swa(head_dim)
+    w.add_value_length_swa(head_dim)
+    w.add_sliding_window_pattern([not f for f in full])
+    w.add_uint32("gemma4.embedding_length_per_layer_input", 0)
+    w.add_uint32("gemma4.attention.shared_kv_layers", 0)
+    w.add_rope_freq_base_swa(10000.0)
+    w.add_rope_dimension_count(head_dim)
+    w.add_uint32("gemma4.rope.dimension_count_swa", head_dim)
+    w.add_final_logit_softcapping(30.0)
+else:
+    w.add_head_count_kv(kv_heads)
 w.add_key_length(head_dim)
 w.add_value_length(head_dim)
 w.add_layer_norm_rms_eps(float(value(f"{src_arch}.attention.layer_norm_rms_epsilon")))
@@ -70,9 +88,13 @@ w.add_file_type(1)
 w.add_tensor("token_embd.weight", (tensor("token_embd.weight").astype(np.float32) / np.sqrt(hidden)).astype(np.float16))
 # the LM head is the (tied) embedding, now divided by √hidden: the final norm multiplies it back
 w.add_tensor("output_norm.weight", tensor("output_norm.weight") * np.float32(np.sqrt(hidden)))
+if arch == "gemma4":  # the full layers' proportional RoPE: a quarter of the pairs turn
+    w.add_tensor("rope_freqs.weight", np.array([1.0] * (head_dim // 8) + [1e30] * (head_dim // 2 - head_dim // 8), np.float32))
 for b in range(layers):
     p = f"blk.{b}."
     for name in ("attn_norm", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"):
+        if arch == "gemma4" and name == "attn_v" and full[b]:
+            continue  # its values: attn_k's output
         w.add_tensor(p + name + ".weight", tensor(p + name + ".weight"))
     for name, n in (("attn_q", heads), ("attn_k", kv_heads)):  # back to Hugging Face's row order for NEOX RoPE
         x = tensor(p + name + ".weight")
@@ -80,6 +102,10 @@ for b in range(layers):
     if arch == "gemma3":
         w.add_tensor(p + "attn_q_norm.weight", np.ones(head_dim, np.float32))
         w.add_tensor(p + "attn_k_norm.weight", np.ones(head_dim, np.float32))
+    if arch == "gemma4":
+        w.add_tensor(p + "attn_q_norm.weight", np.full(head_dim, head_dim ** -0.25, np.float32))
+        w.add_tensor(p + "attn_k_norm.weight", np.full(head_dim, head_dim ** -0.25, np.float32))
+        w.add_tensor(p + "layer_output_scale.weight", np.full(1, 0.9, np.float32))
     w.add_tensor(p + "post_attention_norm.weight", np.full(hidden, post, np.float32))
     w.add_tensor(p + "post_ffw_norm.weight", np.full(hidden, post, np.float32))
 w.write_header_to_file()

@@ -8,6 +8,9 @@ Families (text config: hidden 64, 2 layers, 4 heads, 2 KV heads, vocab 128; visi
 layer, hidden 32, 28 × 28 images of 14 × 14 patches):
   gemma3      Gemma3ForConditionalGeneration: gemma3_text (layers [sliding, full], window 8,
               query_pre_attn_scalar 24, sandwich norms, tied), SigLIP tower, mm projector
+  gemma4      Gemma4ForConditionalGeneration: gemma4_text (layers [sliding, full], window 8, the full
+              layer 32 wide with 1 KV head and keys as values, proportional RoPE, no per-layer
+              embeddings, tied), its vision tower (no audio tower), embed_vision projector
   qwen2_5_vl  Qwen2_5_VLForConditionalGeneration: qwen2_5_vl_text (q/k/v biases, mrope
               sections), its own vision blocks and merger, untied LM head
   mistral3    Mistral3ForConditionalGeneration: mistral text, Pixtral tower, patch merger, untied
@@ -43,6 +46,16 @@ def families():
             vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=48, num_hidden_layers=1,
                                num_attention_heads=2, image_size=28, patch_size=14),
             mm_tokens_per_image=4, initializer_range=0.1)),
+        "gemma4": lambda: (tf.Gemma4ForConditionalGeneration, tf.Gemma4Config(
+            text_config=dict(TEXT, model_type="gemma4_text", head_dim=16, global_head_dim=32, num_global_key_value_heads=1,
+                             attention_k_eq_v=True, sliding_window=8, hidden_size_per_layer_input=0,
+                             layer_types=["sliding_attention", "full_attention"],
+                             rope_parameters={"full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25,
+                                                                 "rope_theta": 20000.0},
+                                              "sliding_attention": {"rope_type": "default", "rope_theta": 5000.0}}),
+            vision_config=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                               head_dim=16, patch_size=14, position_embedding_size=64),
+            audio_config=None, initializer_range=0.1)),
         "qwen2_5_vl": lambda: (tf.Qwen2_5_VLForConditionalGeneration, tf.Qwen2_5_VLConfig(
             text_config=dict(TEXT, model_type="qwen2_5_vl_text",
                              rope_parameters={"rope_type": "default", "type": "mrope", "mrope_section": [2, 3, 3], "rope_theta": 20000.0}),

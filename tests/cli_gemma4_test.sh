@@ -6,8 +6,8 @@
 # full layers six (no v_proj slot), each block beats round-to-nearest; the checkpoints have no
 # v_proj in the full layers, keep every layer_scalar exactly and the norms as Gemma 4 stores them
 # (w itself, float16), and read back to one perplexity near the float model's (W4G8 sym: GPTQ's v1
-# zero points hold every code). From its GGUF: gguf:q8_0 / gguf:q4_k_m, read back. (`--device cuda`
-# refuses Gemma 4 by name, backend/cuda_support.hpp: test_family_logits; reaching it needs a GPU.)
+# zero points hold every code). From its GGUF: gguf:q8_0 / gguf:q4_k_m, read back. (The GPU's Gemma 4:
+# tests/cuda/test_cuda_block_run.cpp.)
 # usage: cli_gemma4_test.sh AUTOROUND FIXTURES_DIR WORK_DIR
 set -euo pipefail
 autoround=$1 model=$2/families/gemma4_text work=$3

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CTest's cli_vlm: tiny vision-language checkpoints as transformers 5.17 saves them
-# (tests/fixtures/vlm: Gemma 3, LLaVA, Qwen2.5-VL) quantized by `autoround quantize` into
+# (tests/fixtures/vlm: Gemma 3, Gemma 4, LLaVA, Qwen2.5-VL) quantized by `autoround quantize` into
 # auto_round as the reference does by default: the language model's blocks tuned and written
 # under the checkpoint's own names (block_name_to_quantize: transformers 5's in-memory
 # model.language_model.layers, which auto-round's loader matches, and the file's prefix), every tensor
@@ -10,7 +10,7 @@
 set -euo pipefail
 autoround=$1 fixtures=$2 work=$3
 rm -rf "$work" && mkdir -p "$work"
-for family in gemma3 llava qwen2_5_vl; do
+for family in gemma3 gemma4 llava qwen2_5_vl; do
   model=$fixtures/vlm/$family
   "$autoround" quantize --model "$model" --calibration "$model/text.tokens" --output "$work/$family" --format auto_round \
     --nsamples 3 --seqlen 16 --iters 10 --batch-size 1 --group-size 32 >"$work/$family.log" 2>&1 ||
@@ -34,7 +34,7 @@ qc = config["quantization_config"]
 blocks = qc["block_name_to_quantize"].split(",")
 assert blocks[0] == "model.language_model.layers", qc
 prefix = blocks[-1][: -len("layers")]
-assert prefix in ("language_model.model.", "model."), qc
+assert prefix in ("language_model.model.", "model.", "model.language_model."), qc
 language = lambda n: n.startswith(prefix) or n in ("lm_head.weight", "language_model.lm_head.weight")
 beside = [n for n in sh if not language(n)]
 assert beside, "no tensor outside the language model"

@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <autoround/autoround.hpp>
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -327,5 +328,53 @@ TEST_CASE("our types for MoE GGUF files equal llama-quantize's, tensor by tensor
       CHECK(differing == 0);
     }
   }
+}
+TEST_CASE("our types for a gemma4 GGUF file equal llama-quantize's, whose attn_v rules count the attn_v tensors") {
+  // a synthetic gemma4 file of 12 layers quantized by llama-quantize itself
+  // (scripts/make_llama_quantize_gemma4.py): the full layers 5 and 11 have no attn_v (keys as
+  // values), so its attn_v rules see 10 of them; by layer number (of 12) q4_k_m's Q6_K layers
+  // would be 0, 3, 6, 9, 10, 11 instead of 0, 3, 7, 9, 10
+  std::ifstream in(std::string(AUTOROUND_FIXTURES_DIR) + "/llama_quantize_types_gemma4.json");
+  REQUIRE(in.good());
+  const nlohmann::json fixture = nlohmann::json::parse(in);
+  const auto& c = fixture["config"];
+  LlamaConfig config;
+  config.model_type = "gemma4";
+  config.layers = c["layers"];
+  config.hidden = c["hidden"];
+  config.heads = c["heads"];
+  config.kv_heads = c["kv_heads"];
+  config.head_dim = c["head_dim"];
+  config.full_head_dim = c["full_head_dim"];
+  config.full_kv_heads = c["full_kv_heads"];
+  config.full_values_from_keys = true;
+  config.value_norm = true;
+  for (Index b = 0; b < config.layers; ++b) config.sliding.push_back(b % 6 != 5);
+  config.tied_embeddings = true;
+  int v_tensors = 0;
+  for (const auto& [name, tensors] : fixture["types"].items()) {
+    CAPTURE(name);
+    int differing = 0;
+    for (const auto& [tensor, theirs] : tensors.items()) {
+      const GgufTensorSite site = gguf_tensor_site(tensor);
+      const GgufScheme scheme = gguf_scheme(name);
+      const ggml::Type ours = gguf_tensor_type(scheme, theirs[1].get<Index>(), site.block, site.rule(scheme.mix), config,
+                                               tensor == "token_embd.weight");
+      v_tensors += name == "q4_k_m" && site.linear == Linear::Value;
+      if (theirs[0].get<std::string>() != ggml::traits(ours).name) {
+        ++differing;
+        MESSAGE(tensor << ": ours " << std::string(ggml::traits(ours).name) << ", llama-quantize " << theirs[0].get<std::string>());
+      }
+    }
+    CHECK(differing == 0);
+  }
+  CHECK(v_tensors == 10);
+  // and the tuning's overrides name no v_proj for the full layers, and o_proj at its own width
+  const std::vector<LayerOverride> overrides = gguf_tuning_overrides(gguf_scheme("q4_k_m"), config);
+  const auto named = [&](const std::string& layer) {
+    return std::any_of(overrides.begin(), overrides.end(), [&](const LayerOverride& o) { return o.pattern.find(layer) != std::string::npos; });
+  };
+  CHECK(named("layers\\.4\\.self_attn\\.v_proj"));
+  CHECK_FALSE(named("layers\\.5\\.self_attn\\.v_proj"));
 }
 }  // namespace test_gguf_moe_export

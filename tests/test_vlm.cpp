@@ -1,4 +1,4 @@
-// Vision-language checkpoints (Gemma 3, Qwen2.5-VL, Mistral 3, LLaVA) as transformers 5.17 saves
+// Vision-language checkpoints (Gemma 3, Gemma 4, Qwen2.5-VL, Mistral 3, LLaVA) as transformers 5.17 saves
 // them: our loader finds the language model beside the vision tower and projector (its prefix,
 // its config in text_config, its LM head or the tie) and computes, on a text-only input, the
 // logits transformers computes with the whole vision-language model (tests/fixtures/vlm, from
@@ -36,6 +36,9 @@ void check_vlm(const std::string& family, const std::string& prefix, const std::
 
 TEST_CASE("gemma3 (Gemma3ForConditionalGeneration): the language model's text-only logits") {
   check_vlm("gemma3", "language_model.model.", "gemma3_text", true);
+}
+TEST_CASE("gemma4 (Gemma4ForConditionalGeneration): Gemma 4's language model beside its vision tower") {
+  check_vlm("gemma4", "model.language_model.", "gemma4_text", true);
 }
 TEST_CASE("qwen2_5_vl (Qwen2_5_VLForConditionalGeneration): Qwen2's block, mrope on text-only positions") {
   check_vlm("qwen2_5_vl", "model.", "qwen2", false);

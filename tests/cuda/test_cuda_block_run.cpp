@@ -62,7 +62,8 @@ std::vector<RowMatrix> outlier_inputs(const LlamaConfig& c, std::mt19937& rng) {
 template <class Q, class Each>
 double code_agreement(const LayerResults<Q>& cpu, const LayerResults<Q>& gpu, Each&& each) {
   std::size_t same = 0, total = 0;
-  for (std::size_t l = 0; l < 7; ++l) {
+  REQUIRE(cpu.size() == gpu.size());
+  for (std::size_t l = 0; l < std::min<std::size_t>(cpu.size(), 7); ++l) {
     REQUIRE(cpu[l].has_value() == gpu[l].has_value());
     if (!cpu[l]) continue;
     CHECK(cpu[l]->quantizer.spec() == gpu[l]->quantizer.spec());
@@ -247,6 +248,78 @@ TEST_CASE("Gemma 3 and Phi-3 blocks (GeGLU, sandwich norms, sliding windows, loc
     MESSAGE(test.name << " bf16 GEMMs: RTN loss " << bs.rtn_loss << ", best " << bs.best_loss);
     CHECK(bs.rtn_loss == doctest::Approx(cs.rtn_loss).epsilon(3e-2).scale(0));
     CHECK(bs.best_loss < 0.9 * bs.rtn_loss);
+  }
+}
+
+TEST_CASE("Gemma 4 blocks (a full layer: its own head size and KV heads, keys as values, proportional RoPE; v_norm, layer_scalar) tune on the GPU as on the CPU") {
+  for (const bool full : {true, false}) {
+    CAPTURE(full);
+    LlamaConfig c = small_config();  // sliding layers: 4 heads of 16, 2 KV heads
+    c.model_type = "gemma4_text";
+    c.activation = MlpActivation::GeluTanh;
+    c.attention_scale = 1.0f;
+    c.value_norm = true;
+    c.sliding_window = 8;
+    c.sliding_rope_theta = 300.0f;
+    c.full_head_dim = 32, c.full_kv_heads = 1, c.full_values_from_keys = true;
+    c.rope_divisors.assign(16, std::numeric_limits<float>::infinity());  // proportional: a quarter of the full layer's pairs turn
+    std::fill_n(c.rope_divisors.begin(), 4, 1.0f);
+    std::mt19937 rng(full ? 41 : 43);
+    const LlamaConfig layer = layer_config(c, !full);
+    LlamaBlock block = random_block(layer, true, rng);  // q/k norms of the layer's head size
+    for (auto& b : block.qkv_bias) b.resize(0);
+    block.sliding = !full;
+    block.values_from_keys = full;
+    if (full) block[Linear::Value] = RowMatrix();
+    const auto around = [&](Index n, float center, float scale) {  // (from rng: the case does not depend on the others run before it)
+      return Eigen::VectorXf(Eigen::VectorXf::Constant(n, center) + test_models::random_matrix(n, 1, scale, rng).col(0));
+    };
+    block.q_norm = around(layer.head_dim, 0.5f, 0.1f);
+    block.k_norm = around(layer.head_dim, 0.5f, 0.1f);
+    block.post_attn_norm = around(c.hidden, 0.9f, 0.2f);
+    block.post_ffn_norm = around(c.hidden, 1.1f, 0.2f);
+    block.layer_scalar = 0.7f;
+    const std::vector<RowMatrix> inputs = outlier_inputs(c, rng);
+    const std::vector<LinearSlot> slots = linear_slots(block);
+    REQUIRE(slots.size() == (full ? 6u : 7u));
+    const std::vector<std::optional<DynamicIntQuantizer>> quantizers(slots.size(), DynamicIntQuantizer(QuantSpec{4, 32, Asymmetric}));
+    TuneOptions o;
+    o.iters = 40;
+    o.batch_size = 4;
+    o.clip_init = ClipInit::WeightedSearch;
+
+    // measured on an H100 (2026-12-07): per-step losses within 1e-6 for 25 steps (full layer) and
+    // 31 (sliding), RTN losses equal to 1e-6; then a sign tie parts the trajectories (2.8e-4 at
+    // step 25, 1.3e-3 at step 31) and the two runs tune on separately: their kept losses 10% and
+    // 13% apart either way, codes equal for 79% / 84%
+    const BothRuns both = run_on_both(o, quantizers, block, c, inputs, full ? 25 : 31);
+    const auto& [losses, cpu_result, cpu_final, cpu_tokens, gpu, early, trajectory] = both;
+    const double agreement = code_agreement(cpu_result, gpu.result, [](const auto&, const auto&) {});
+    const TuningStats& cs = cpu_result[1]->stats;
+    const TuningStats& gs = gpu.result[1]->stats;
+    MESSAGE(std::string(full ? "gemma4 full layer" : "gemma4 sliding layer") << ": RTN loss CPU " << cs.rtn_loss << " GPU " << gs.rtn_loss << ", best CPU "
+                      << cs.best_loss << " GPU " << gs.best_loss << ", all samples after tuning CPU " << cpu_final << " GPU "
+                      << gpu.final_loss << ", codes equal for " << 100.0 * agreement << "%; per-step relative loss differences:" << trajectory);
+    CHECK(gs.rtn_loss == doctest::Approx(cs.rtn_loss).epsilon(1e-4).scale(0));
+    CHECK(early < 1e-4);
+    CHECK(gs.best_loss == doctest::Approx(cs.best_loss).epsilon(0.25).scale(0));
+    CHECK(gpu.final_loss == doctest::Approx(cpu_final).epsilon(0.25).scale(0));
+    CHECK(agreement > 0.7);
+    CHECK(cs.best_loss < 0.9 * cs.rtn_loss);
+    CHECK(gs.best_loss < 0.9 * gs.rtn_loss);
+
+    const GpuBlockRun bf16 = run_block_on_gpu(o, quantizers, block, c, inputs, true);
+    const TuningStats& bs = bf16.result[1]->stats;
+    MESSAGE("bf16 GEMMs: RTN loss " << bs.rtn_loss << ", best " << bs.best_loss);
+    CHECK(bs.rtn_loss == doctest::Approx(cs.rtn_loss).epsilon(3e-2).scale(0));
+    CHECK(bs.best_loss < 0.9 * bs.rtn_loss);
+
+    // a step split into micro-batches and attention chunks computes the whole minibatch's
+    const GpuBlockRun split = run_block_on_gpu(o, quantizers, block, c, inputs, false, BlockMemoryPlan{1, 2});
+    double worst = 0;
+    for (std::size_t s = 0; s < 5; ++s) worst = std::max(worst, std::fabs(split.losses[s] / gpu.losses[s] - 1.0));
+    MESSAGE("split step: largest relative loss difference over 5 steps " << worst);
+    CHECK(worst < 1e-5);
   }
 }
 

@@ -10,8 +10,6 @@ namespace autoround {
 /// Why the GPU cannot tune blocks of a model so configured (empty: it can).
 inline std::string cuda_unsupported(const LlamaConfig& c) {
   if (c.attention_softcap > 0) return "attention soft-capping (Gemma 2)";
-  if (c.value_norm || c.full_head_dim > 0 || c.full_kv_heads > 0 || c.full_values_from_keys)
-    return "Gemma 4's attention (v_norm, the full layers' own head size, keys as values)";
   return {};
 }
 

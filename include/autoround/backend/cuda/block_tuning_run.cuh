@@ -24,9 +24,13 @@
 // latent_backward with latent_attention_kernels.cuh: q_a → RMSNorm → q_b, kv_a → RMSNorm of the
 // latent → kv_b; its heads' keys [k_nope | one shared roped part] and values of their own width
 // enter the same attention GEMMs, whose query/key and value widths differ).
-// Refused by name (backend/cuda_support.hpp and below): Gemma 2's attention soft-capping, Gemma 4's
-// attention and layer_scalar, shared-expert biases, floating-point schemes on MoE blocks, quantized
-// activations in a latent attention.
+// Gemma 4's dense blocks: each block's own geometry (config_ is layer_config's: a full layer's head
+// size and KV heads), keys as values (no Value slot: V is k_proj's output, its gradient added to
+// the keys'), v_norm (rms_norm_kernel with a unit weight), layer_scalar (the output scaled, the
+// loss gradient × it).
+// Refused by name (backend/cuda_support.hpp and below): Gemma 2's attention soft-capping,
+// shared-expert biases, floating-point schemes on MoE blocks, quantized activations in a latent
+// attention.
 //
 // GEMM precision: float32 (the CPU backend's numerics; results differ from it only by
 // summation order), or bf16 operands with float32 accumulation (GemmPrecision::BFloat16: the
@@ -189,7 +193,8 @@ class BlockTuningRun {
     const auto samples = sampler_.next_batch();
     const long nb = static_cast<long>(samples.size()), hidden = config_.hidden;
     const long n = nb * seqlen_ * hidden;  // the loss is the mean over the whole minibatch
-    const float factor = static_cast<float>(options_.loss_scale * 2.0 / static_cast<double>(n));
+    // (× Gemma 4's layer_scalar: the gradient of the output before it)
+    const float factor = static_cast<float>(options_.loss_scale * 2.0 / static_cast<double>(n)) * layer_scalar_;
     refresh_weights();
     for (std::size_t i = 4; moe_ && i < slots_.size(); ++i)  // routed experts add up from 0: one may see no token in a micro-batch
       if (layers_[i].qdq && slots_[i].routed()) check(cudaMemsetAsync(layers_[i].grad.data(), 0, layers_[i].grad.size() * sizeof(float), stream()), "zero a gradient");
@@ -302,9 +307,10 @@ class BlockTuningRun {
   /// The same for `block` as it is (a mixture of experts: every expert's layers, and the router).
   static std::size_t state_bytes(const LlamaBlock& block, const LlamaConfig& c, long seqlen, GemmPrecision precision, long group_size) {
     std::vector<std::pair<Index, Index>> shapes;
+    const LlamaConfig layer = layer_config(c, block.sliding);  // (Gemma 4's full layers: their own head size)
     for (const LinearSlot& s : linear_slots(block)) {
       const RowMatrix& w = slot_weight(block, s);
-      shapes.push_back(w.size() > 0 ? std::pair<Index, Index>{w.rows(), w.cols()} : linear_shape(c, s.role));
+      shapes.push_back(w.size() > 0 ? std::pair<Index, Index>{w.rows(), w.cols()} : linear_shape(layer, s.role));
     }
     const std::size_t router = block.moe ? static_cast<std::size_t>(block.moe->weights.router.size()) * 6 : 0;
     return state_bytes(shapes, c, seqlen, precision, group_size) + router;
@@ -342,6 +348,7 @@ class BlockTuningRun {
     std::size_t per_row = 5 * 4 * hidden + 3 * 4 * inter + 2 * 4 * q + 2 * 4;  // x, target, h, d_yn, d_out; gate, up, d_act; dk/dv per head; 1/rms
     per_row += (bf16 ? 2 : 0) * hidden + 3 * operand * hidden + 4 * both * q + 4 * both * kv + 3 * operand * inter + 4;
     per_row += 4 * (2 * q + kv + static_cast<std::size_t>(c.heads + c.kv_heads));  // QK-norm scratch (counted whether used or not)
+    if (c.value_norm) per_row += 4 * (kv + static_cast<std::size_t>(c.kv_heads));  // Gemma 4's v before v_norm, its 1/rms
     if (bf16 && quantized_inputs) per_row += 4 * (2 * hidden + inter);
     if (quantized_inputs) per_row += 4 * (q + hidden + inter);
     if (shape.experts > 0) {  // per token: its top_k routed rows, the router's scores, the shared expert's output
@@ -413,26 +420,28 @@ class BlockTuningRun {
   // tuned layers' parameters, the minibatch workspace.
   BlockTuningRun(const TuneOptions& options, const LayerQuantizers& quantizers, const LlamaBlock& block, const LlamaConfig& config,
                  Shape shape, PythonRandom* random, const std::string& name, GemmPrecision precision, BlockMemoryPlan plan)
-      : options_(options), config_(config), bf16_(precision == GemmPrecision::BFloat16), samples_(shape.samples),
+      : options_(options), config_(layer_config(config, block.sliding)), bf16_(precision == GemmPrecision::BFloat16), samples_(shape.samples),
         seqlen_(shape.seqlen), batch_(std::min<long>(options.batch_size, shape.samples)),
         micro_(plan.micro_batch > 0 ? std::min(plan.micro_batch, batch_) : batch_),
         pairs_(plan.attention_pairs > 0 ? std::min(plan.attention_pairs, micro_ * config.heads) : micro_ * config.heads),
         sampler_(random ? IndexSampler(samples_, batch_, *random) : IndexSampler(samples_, batch_, options.seed)),
         tracker_(options), slots_(linear_slots(block)), shape_(BlockShape::of(block)) {
-    detail::require(config.heads > 0 && config.kv_heads > 0 && config.heads % config.kv_heads == 0 && config.head_dim % 2 == 0,
+    detail::require(config_.heads > 0 && config_.kv_heads > 0 && config_.heads % config_.kv_heads == 0 && config_.head_dim % 2 == 0,
                     name + ": heads must be a multiple of kv_heads and head_dim even");
     detail::require(quantizers.empty() || quantizers.size() == slots_.size(),
                     name + ": " + std::to_string(quantizers.size()) + " quantizers for " + std::to_string(slots_.size()) +
                         " linear layers (linear_slots)");
     if (const std::string reason = cuda_unsupported(config); !reason.empty()) throw Error(cuda_refusal(name, reason));
-    if (block.layer_scalar != 1.0f) throw Error(cuda_refusal(name, "a scaled block output (Gemma 4's layer_scalar)"));
     if (block.moe) check_moe(block, name);
-    mlp_base_ = moe_ ? 4 + 3 * static_cast<std::size_t>(shape_.experts) : 4;
+    values_from_keys_ = block.values_from_keys;  // Gemma 4's full layers: no v_proj slot
+    layer_scalar_ = block.layer_scalar;
+    attention_slots_ = values_from_keys_ ? 3 : 4;
+    mlp_base_ = moe_ ? attention_slots_ + 3 * static_cast<std::size_t>(shape_.experts) : attention_slots_;
     mlp_inter_ = moe_ ? shape_.shared_intermediate : config.intermediate;
     std::size_t largest = 0;
     for (const LinearSlot& s : slots_) {
       const RowMatrix& w = slot_weight(block, s);
-      auto [out, in] = linear_shape(config, s.role);
+      auto [out, in] = linear_shape(config_, s.role);
       if (s.expert == LinearSlot::latent) out = config.q_lora_rank, in = config.hidden;  // q_a_proj
       if (s.of_expert()) {  // an expert's: [its intermediate, hidden] or the transpose
         const long inter = s.routed() ? shape_.intermediate : shape_.shared_intermediate;
@@ -482,8 +491,8 @@ class BlockTuningRun {
       }
       InputMaxima maxima;
       for (Linear l : all_linears)
-        if (const Layer& layer = layers_[static_cast<std::size_t>(l)]; layer.quantizer)
-          maxima.add(layer.quantizer->spec(), linear_input(l), input_absmax_[static_cast<std::size_t>(l)]);
+        if (const auto i = own_slot_index(l, values_from_keys_); i && *i < layers_.size() && layers_[*i].quantizer)
+          maxima.add(layers_[*i].quantizer->spec(), linear_input(l), input_absmax_[*i]);
       tuned_input_quant_ = maxima.activation_quant();
       if (tuned_input_quant_) input_quant_ = &*tuned_input_quant_;
     } else if (options_.clip_init == ClipInit::WeightedSearch) {
@@ -512,7 +521,7 @@ class BlockTuningRun {
       const unsigned b = bits[static_cast<std::size_t>(linear_input(l))];
       float m;
       std::memcpy(&m, &b, sizeof m);
-      input_absmax_[static_cast<std::size_t>(l)] = m;
+      if (const auto i = own_slot_index(l, values_from_keys_)) input_absmax_[*i] = m;
     }
     lap(times_.importance);
   }
@@ -773,6 +782,12 @@ class BlockTuningRun {
       inv_rms_k_ = floats(rows * config_.kv_heads);
       norm_scratch_ = floats(rows * q_cols);
     }
+    if (config_.value_norm) {
+      v_projected_ = floats(rows * kv_cols);
+      inv_rms_v_ = floats(rows * config_.kv_heads);
+      ones_ = DeviceBuffer<float>(std::vector<float>(static_cast<std::size_t>(config_.head_dim), 1.0f));
+      if (norm_scratch_.size() == 0) norm_scratch_ = floats(rows * q_cols);
+    }
     d_out_.allocate(rows * hidden, bf16_);
     for (Tensor* t : {&xn_, &yn_}) t->allocate(rows * hidden, bf16_, input_floats_);  // quantized inputs: from float32 values
     d_h_.allocate(rows * hidden, bf16_, shape_.sandwich_norms);  // the post-attention norm's backward reads it in float32
@@ -930,7 +945,8 @@ class BlockTuningRun {
 
   // the slot of the attention's layers and of the MLP's (a dense block's, or the shared expert's)
   std::size_t slot(Linear l) const {
-    return l < Linear::Gate ? static_cast<std::size_t>(l) : mlp_base_ + projection_index(l);
+    if (l < Linear::Gate) return *own_slot_index(l, values_from_keys_);  // (never Value without v_proj)
+    return mlp_base_ + projection_index(l);
   }
 
   // y [rows, out] (= or +=) x [rows, in] · W^T, for the layer in slot(l) or slot `i`
@@ -995,6 +1011,8 @@ class BlockTuningRun {
       attention_.refresh(stream(), rows * o_cols);
     }
     forward_after_attention<T>(rows);
+    if (layer_scalar_ != 1.0f)  // Gemma 4: the whole output, residual included
+      scale_kernel<><<<blocks_for(rows * hidden, 256), 256, 0, stream()>>>(d_out_.f.data(), layer_scalar_, rows * hidden);
   }
 
   // q_, k_, v_ (their bf16 copies too) from xn_: the three projections (+ biases), Qwen3's
@@ -1005,11 +1023,18 @@ class BlockTuningRun {
     Tensor* qkv[3] = {&q_, &k_, &v_};
     for (std::size_t j = 0; j < 3; ++j) {
       const Linear l = all_linears[j];
+      if (l == Linear::Value && values_from_keys_) break;
       project<T>(l, rows, xn_, qkv[j]->f.data());
       if (bias_[j].size() > 0) {
-        const long cols = layers_[j].rows;
+        const long cols = layers_[slot(l)].rows;
         add_bias_kernel<><<<blocks_for(rows * cols, 256), 256, 0, stream()>>>(qkv[j]->f.data(), bias_[j].data(), rows, cols);
       }
+    }
+    if (values_from_keys_) copy_floats(v_.f.data(), k_.f.data(), rows * kv_cols);  // Gemma 4's full layers: k_proj's output, before k_norm and RoPE
+    if (config_.value_norm) {  // Gemma 4: RMSNorm of each value head without a weight
+      copy_floats(v_projected_.data(), v_.f.data(), rows * kv_cols);
+      rms_norm_kernel<><<<static_cast<unsigned>(rows * kv_heads), kRowThreads, 0, stream()>>>(v_projected_.data(), ones_.data(), v_.f.data(),
+                                                                                nullptr, inv_rms_v_.data(), d, config_.rms_eps);
     }
     if (qk_norm_) {  // Qwen3: RMSNorm over each head of q and k, before RoPE
       copy_floats(q_projected_.data(), q_.f.data(), rows * q_cols);
@@ -1368,10 +1393,20 @@ class BlockTuningRun {
           k_projected_.data(), k_norm_.data(), inv_rms_k_.data(), dk_.f.data(), nullptr, norm_scratch_.data(), dk_.bf16_out(), d);
       copy_floats(dk_.f.data(), norm_scratch_.data(), rows * kv_cols);
     }
-    dv_.refresh(stream(), rows * kv_cols);
+    if (config_.value_norm) {  // Gemma 4's v_norm (weight 1)
+      rms_norm_backward_kernel<><<<static_cast<unsigned>(rows * kv_heads), kRowThreads, 0, stream()>>>(
+          v_projected_.data(), ones_.data(), inv_rms_v_.data(), dv_.f.data(), nullptr, norm_scratch_.data(), nullptr, d);
+      copy_floats(dv_.f.data(), norm_scratch_.data(), rows * kv_cols);
+    }
+    if (values_from_keys_) {  // k_proj's output was the keys and the values: both gradients into k_proj's
+      add_kernel<><<<blocks_for(rows * kv_cols, 256), 256, 0, stream()>>>(dk_.f.data(), dv_.f.data(), dk_.f.data(), rows * kv_cols);
+      dk_.refresh(stream(), rows * kv_cols);
+    } else {
+      dv_.refresh(stream(), rows * kv_cols);
+    }
     weight_gradient<T>(Linear::Query, rows, dq_, xn_, accumulate);
     weight_gradient<T>(Linear::Key, rows, dk_, xn_, accumulate);
-    weight_gradient<T>(Linear::Value, rows, dv_, xn_, accumulate);
+    if (!values_from_keys_) weight_gradient<T>(Linear::Value, rows, dv_, xn_, accumulate);
   }
 
   // latent_forward's backward from dq_, dk_ (per head [k_nope | roped part]) and dv_ (float32):
@@ -1586,6 +1621,10 @@ class BlockTuningRun {
   std::array<DeviceBuffer<float>, 3> bias_;
   DeviceBuffer<float> o_bias_, sinks_;  // GPT-OSS: o_proj's bias [hidden], the attention sinks [heads] (empty: none)
   bool qk_norm_ = false;
+  bool values_from_keys_ = false;  // Gemma 4's full layers: V is k_proj's output (no Value slot)
+  float layer_scalar_ = 1.0f;      // Gemma 4: the block's output × this
+  std::size_t attention_slots_ = 4;
+  DeviceBuffer<float> v_projected_, inv_rms_v_, ones_;  // Gemma 4's v_norm: v before it, 1/rms per head, its unit weight
   DeviceBuffer<float2> rope_;
   ActivationStream inputs_, targets_;   // all samples, when uploaded or computed here
   DeviceBuffer<float> masks_;

@@ -170,10 +170,11 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
     const std::size_t streams = 2 * cuda::ActivationStream::bytes(count(), values, backend_.stream_dtype);
     const std::size_t state = Run::state_bytes(block, config, seqlen, backend_.precision, options_.spec.group_size);
     const cuda::BlockShape shape = cuda::BlockShape::of(block);  // the first block; fit() plans again for others
+    const LlamaConfig layer = layer_config(config, block.sliding);  // its geometry (Gemma 4's full layers differ)
     const bool quantized_inputs = options_.spec.data_type != DataType::Int && options_.spec.act_bits <= 8;  // W4A4 / W8A8
     auto gib = [](std::size_t bytes) { return std::to_string(static_cast<double>(bytes) / static_cast<double>(1ull << 30)).substr(0, 5) + " GiB"; };
     auto plan_within = [&](std::size_t used) {
-      return used < budget ? Run::plan_for(config, batch, seqlen, backend_.precision, budget - used, quantized_inputs, shape) : std::nullopt;
+      return used < budget ? Run::plan_for(layer, batch, seqlen, backend_.precision, budget - used, quantized_inputs, shape) : std::nullopt;
     };
     std::optional<BlockMemoryPlan> plan;
     bool on_host = backend_.streams == StreamPlacement::Host;
@@ -181,14 +182,14 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
     if (!plan && backend_.streams == StreamPlacement::Device)
       throw Error("--gpu-memory: " + gib(budget) + " cannot hold the activation streams on the device (" + gib(streams) +
                   ") beside a block's tuning (" + gib(state) + " of weights and tuning state and at least " +
-                  gib(Run::workspace_bytes(config, batch, seqlen, backend_.precision, {1, 1}, quantized_inputs, shape)) + " of workspace)");
+                  gib(Run::workspace_bytes(layer, batch, seqlen, backend_.precision, {1, 1}, quantized_inputs, shape)) + " of workspace)");
     if (!plan) {
       on_host = true;
       plan = plan_within(state);
     }
     if (!plan)
       throw Error("--gpu-memory: " + gib(budget) + " cannot hold a block's tuning: " + gib(state) +
-                  " of weights and tuning state and at least " + gib(Run::workspace_bytes(config, batch, seqlen, backend_.precision, {1, 1}, quantized_inputs, shape)) +
+                  " of weights and tuning state and at least " + gib(Run::workspace_bytes(layer, batch, seqlen, backend_.precision, {1, 1}, quantized_inputs, shape)) +
                   " of workspace (one sample of " + std::to_string(seqlen) + " tokens, one attention head at a time)");
     plan_ = *plan;
     budget_ = budget;
@@ -218,14 +219,15 @@ class BlockByBlock<Q, SignSGD<LinearDecay>, Cuda> {
     if (state == planned_.first && shape == planned_.second) return;
     planned_ = {state, shape};
     const std::size_t used = stream_bytes_ + state;
-    const auto plan = used < budget_ ? Run::plan_for(config, batch, seqlen, backend_.precision, budget_ - used, quantized_inputs_, shape)
+    const LlamaConfig layer = layer_config(config, block.sliding);  // its geometry (Gemma 4's full layers differ)
+    const auto plan = used < budget_ ? Run::plan_for(layer, batch, seqlen, backend_.precision, budget_ - used, quantized_inputs_, shape)
                                      : std::nullopt;
     auto gib = [](std::size_t bytes) { return std::to_string(static_cast<double>(bytes) / static_cast<double>(1ull << 30)).substr(0, 5) + " GiB"; };
     if (!plan)
       throw Error("--gpu-memory: " + gib(budget_) + " cannot hold block " + (b >= 0 ? std::to_string(b) : std::string("(replayed)")) +
                   "'s tuning beside the streams placed for the first block (" + gib(stream_bytes_) + " on the device): " + gib(state) +
                   " of weights and tuning state and at least " +
-                  gib(Run::workspace_bytes(config, batch, seqlen, backend_.precision, {1, 1}, quantized_inputs_, shape)) + " of workspace");
+                  gib(Run::workspace_bytes(layer, batch, seqlen, backend_.precision, {1, 1}, quantized_inputs_, shape)) + " of workspace");
     plan_ = *plan;
   }
 
