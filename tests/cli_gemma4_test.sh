@@ -20,29 +20,19 @@ for format in auto_round auto_gptq float; do
   if [ "$format" = float ]; then dir=$model; fi
   "$autoround" eval --model "$dir" --text "$model/text.tokens" --context 16 | awk '/^perplexity/ { print $2 }' >"$work/$format.ppl"
 done
-python3 - "$model" "$work" <<'PY' || { cat "$work/quantize.log"; exit 1; }
-import json, struct, sys
-src, work = sys.argv[1:]
-def read(path):
-    with open(path, "rb") as f:
-        size = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(size))
-        data = f.read()
-    header.pop("__metadata__", None)
-    def values(name):
-        h = header[name]
-        b, e = h["data_offsets"]
-        fmt = {"F32": "f", "F16": "e"}[h["dtype"]]
-        return struct.unpack("<%d%s" % ((e - b) // struct.calcsize(fmt), fmt), data[b:e])
-    return header, values
+python3 - "$model" "$work" "$(dirname "$0")/support" <<'PY' || { cat "$work/quantize.log"; exit 1; }
+import json, sys
+src, work = sys.argv[1:3]
+sys.path.insert(0, sys.argv[3])
+from safetensors_file import read
 report = json.load(open(work + "/out/quantization_report.json"))
 blocks = report["runs"][0]["blocks"]
 assert [b["quantized_layers"] for b in blocks] == [7, 6, 7, 6], blocks  # full layers: no v_proj
 for b in blocks:
     assert b["best_loss"] < 0.8 * b["rtn_loss"], b
-sh, sv = read(src + "/model.safetensors")
+sh, sv, _ = read(src + "/model.safetensors")
 for fmt in ("auto_round", "auto_gptq"):
-    qh, qv = read(f"{work}/out/{fmt}/model.safetensors")
+    qh, qv, _ = read(f"{work}/out/{fmt}/model.safetensors")
     for layer in range(4):
         p = f"model.layers.{layer}."
         assert (p + "self_attn.v_proj.qweight" in qh) == (layer % 2 == 0), (fmt, layer)

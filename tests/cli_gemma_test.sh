@@ -18,21 +18,11 @@ grep -Eq "^perplexity [0-9]+\.[0-9]+ over 2044 tokens" "$work/eval.log" || { ech
   >"$work/quantize.log" 2>&1 || { echo "cli_gemma: quantize failed"; cat "$work/quantize.log"; exit 1; }
 "$autoround" eval --model "$work/out/auto_round" --text "$work/model/text.tokens" --windows 2 >"$work/eval_out.log" 2>&1 ||
   { echo "cli_gemma: eval of the checkpoint failed"; cat "$work/eval_out.log"; exit 1; }
-python3 - "$work/model" "$work/out" "$work/eval_out.log" <<'PY' || { cat "$work/quantize.log"; exit 1; }
-import json, re, struct, sys
-src, out, eval_log = sys.argv[1:]
-def read(path):
-    with open(path, "rb") as f:
-        size = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(size))
-        data = f.read()
-    header.pop("__metadata__", None)
-    def values(name):
-        h = header[name]
-        b, e = h["data_offsets"]
-        fmt = {"F32": "f", "F16": "e"}[h["dtype"]]
-        return struct.unpack("<%d%s" % ((e - b) // struct.calcsize(fmt), fmt), data[b:e])
-    return header, values
+python3 - "$work/model" "$work/out" "$work/eval_out.log" "$(dirname "$0")/support" <<'PY' || { cat "$work/quantize.log"; exit 1; }
+import json, re, sys
+src, out, eval_log = sys.argv[1:4]
+sys.path.insert(0, sys.argv[4])
+from safetensors_file import read
 report = json.load(open(out + "/quantization_report.json"))
 blocks = report["runs"][0]["blocks"]
 assert len(blocks) == 3, blocks
@@ -40,8 +30,8 @@ for b in blocks:
     assert b["quantized_layers"] == 7, b
     assert b["best_loss"] < 0.8 * b["rtn_loss"], b
 # norms: float16 of the source's w (Gemma computes with 1 + w), every one of them
-sh, sv = read(src + "/model.safetensors")
-qh, qv = read(out + "/auto_round/model.safetensors")
+sh, sv, _ = read(src + "/model.safetensors")
+qh, qv, _ = read(out + "/auto_round/model.safetensors")
 norms = [n for n in sh if n.endswith("norm.weight")]
 assert len(norms) == 1 + 3 * 6, norms
 for n in norms:

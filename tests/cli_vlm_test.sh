@@ -17,18 +17,13 @@ for family in gemma3 gemma4 llava qwen2_5_vl; do
     { echo "cli_vlm: $family: quantize failed"; cat "$work/$family.log"; exit 1; }
   "$autoround" eval --model "$work/$family/auto_round" --text "$model/text.tokens" --context 16 >"$work/$family.eval" 2>&1 ||
     { echo "cli_vlm: $family: eval of the checkpoint failed"; cat "$work/$family.eval"; exit 1; }
-  python3 - "$model" "$work/$family/auto_round" <<'PY' || exit 1
-import json, struct, sys
-src, out = sys.argv[1:]
-def read(path):
-    with open(path, "rb") as f:
-        size = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(size))
-        data = f.read()
-    header.pop("__metadata__", None)
-    return header, data
-sh, sd = read(src + "/model.safetensors")
-qh, qd = read(out + "/model.safetensors")
+  python3 - "$model" "$work/$family/auto_round" "$(dirname "$0")/support" <<'PY' || exit 1
+import json, sys
+src, out = sys.argv[1:3]
+sys.path.insert(0, sys.argv[3])
+from safetensors_file import read
+sh, _, sd = read(src + "/model.safetensors")
+qh, _, qd = read(out + "/model.safetensors")
 config, source_config = json.load(open(out + "/config.json")), json.load(open(src + "/config.json"))
 qc = config["quantization_config"]
 blocks = qc["block_name_to_quantize"].split(",")
