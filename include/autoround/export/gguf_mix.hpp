@@ -117,9 +117,17 @@ struct GgufTensorSite {
   bool other_rule = false;     ///< llama-quantize's category OTHER: the base type whatever `linear` is
   /// The layer whose llama-quantize rule types the tensor (none: the base type).
   std::optional<Linear> rule() const { return other_rule ? std::nullopt : linear; }
-  /// The same under `mix`: gguf:mxfp4's overrides name the OTHER tensors' layers too.
-  std::optional<Linear> rule(GgufMix mix) const { return mix == GgufMix::MXFP4 ? linear : rule(); }
+  /// The same under `mix` (gguf_rule_under).
+  std::optional<Linear> rule(GgufMix mix) const;
 };
+
+/// The rule a tensor of layer `linear` is typed by under `mix`, `rule` being llama-quantize's own
+/// (none: OTHER, the base type): gguf:mxfp4's overrides (attn_(q|k|v|output), ffn_(gate|up|down),
+/// matched anywhere in a name) cover deepseek2's OTHER tensors too, so there every linear's own.
+inline std::optional<Linear> gguf_rule_under(GgufMix mix, std::optional<Linear> rule, Linear linear) {
+  return mix == GgufMix::MXFP4 ? std::optional<Linear>(linear) : rule;
+}
+inline std::optional<Linear> GgufTensorSite::rule(GgufMix mix) const { return linear ? gguf_rule_under(mix, rule(), *linear) : rule(); }
 inline GgufTensorSite gguf_tensor_site(const std::string& name) {
   GgufTensorSite site;
   if (name.rfind("blk.", 0) != 0) return site;

@@ -91,7 +91,7 @@ inline std::vector<LayerOverride> gguf_tuning_overrides(const GgufScheme& scheme
   std::vector<LayerOverride> overrides;
   for (Index b = 0; b < config.layers; ++b) {
     const auto tuned_for = [&](const LinearSlot& slot, const std::string& tensor, std::optional<Linear> rule, Index cols) {
-      if (scheme.mix == GgufMix::MXFP4) rule = slot.role;  // its overrides cover deepseek2's OTHER tensors (GgufTensorSite::rule)
+      rule = gguf_rule_under(scheme.mix, rule, slot.role);
       const auto chosen = scheme.tensor_types.find("blk." + std::to_string(b) + "." + tensor + ".weight");
       const ggml::Type type = chosen != scheme.tensor_types.end() ? chosen->second
                                                                  : gguf_tensor_type(scheme, cols, b, rule, config, false, experts.count);

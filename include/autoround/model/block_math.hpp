@@ -111,7 +111,7 @@ inline void apply_rope(RowMatrix& x, Index heads, const LlamaConfig& c, float di
 
 /// The configuration a block's attention uses (layer_config: a sliding layer's own RoPE base, a
 /// full layer's own head size): `c` itself where nothing differs, else a copy made in `local`.
-inline const LlamaConfig& rope_config(const LlamaConfig& c, bool sliding, LlamaConfig& local) {
+inline const LlamaConfig& attention_config(const LlamaConfig& c, bool sliding, LlamaConfig& local) {
   if (!has_layer_config(c, sliding)) return c;
   local = layer_config(c, sliding);
   return local;

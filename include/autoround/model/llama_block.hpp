@@ -174,7 +174,7 @@ inline void attention_forward(const BlockWeights& w, const LlamaConfig& c, RowMa
 /// Multi-head (GQA) attention of the normed state m.attention_in into m.output_in.
 inline void attention_core_forward(const BlockWeights& w, const LlamaConfig& model, BlockCache& m, bool keep, Index length) {
   LlamaConfig local;  // the layer's own RoPE and (Gemma 4's full layers) head size and KV heads
-  const LlamaConfig& c = rope_config(model, w.sliding, local);
+  const LlamaConfig& c = attention_config(model, w.sliding, local);
   const Index tokens = m.attention_in.rows(), d = c.head_dim, group = c.heads / c.kv_heads, sequences = tokens > 0 ? tokens / length : 0;
   if (w.act) w.act->apply(m.attention_in, LinearInput::Attention);  // the cache keeps the quantized inputs (dW = dY^T q(x))
   const Index window = w.sliding ? c.sliding_window : 0;
@@ -353,7 +353,7 @@ inline void attention_backward(const BlockWeights& w, const LlamaConfig& model, 
                                BlockBackwardScratch& z, bool keep_scratch, RowMatrix* query_a_grad) {
   auto accumulate = [&](Linear l, const RowMatrix& d_y, const RowMatrix& x) { detail::accumulate_weight_gradient(grads, l, d_y, x); };
   LlamaConfig local;  // the layer's own RoPE, head size and KV heads (as the forward's)
-  const LlamaConfig& c = detail::rope_config(model, w.sliding, local);
+  const LlamaConfig& c = detail::attention_config(model, w.sliding, local);
   const Index tokens = z.d_h.rows(), d = c.head_dim, group = c.heads / c.kv_heads;
   const Index length = cache.seqlen > 0 ? cache.seqlen : tokens, sequences = tokens / length;
   // attention output projection (through Gemma's post norm first)

@@ -631,7 +631,7 @@ class BlockTuningRun {
     // RoPE (cos, sin) per position and pair, computed as the CPU does (double angle, float result):
     // a sliding layer's own base (Gemma), LongRoPE's divisors for this length and its factor (Phi-3)
     LlamaConfig local;
-    const LlamaConfig& rc = detail::rope_config(config_, block.sliding, local);
+    const LlamaConfig& rc = detail::attention_config(config_, block.sliding, local);
     const long half = config_.rotary() / 2;
     const float factor = config_.rope_attention_factor;
     std::vector<float2> table(static_cast<std::size_t>(seqlen_ * half));
