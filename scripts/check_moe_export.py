@@ -12,31 +12,25 @@ usage: check_moe_export.py SOURCE_DIR CHECKPOINT_DIR
 """
 import json
 import math
-import struct
+import os
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "support"))
+import safetensors_file  # noqa: E402  (the CLI tests' reader)
 
 
 def read_safetensors(path):
-    with open(path, "rb") as f:
-        size = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(size))
-        data = f.read()
-    header.pop("__metadata__", None)
-    return header, data
+    header, numbers, _ = safetensors_file.read(path)
+
+    def values(name):
+        return list(numbers(name)), header[name]["shape"]
+    return header, values
 
 
-def values(header, data, name):
-    h = header[name]
-    begin, end = h["data_offsets"]
-    raw = data[begin:end]
-    fmt = {"F32": "f", "F16": "e", "I32": "i"}[h["dtype"]]
-    return list(struct.unpack("<%d%s" % (len(raw) // struct.calcsize(fmt), fmt), raw)), h["shape"]
-
-
-def dequantize(header, data, name, bits=4):
-    qweight, (rows, out) = values(header, data, name + ".qweight")
-    qzeros, (groups, _) = values(header, data, name + ".qzeros")
-    scales, _ = values(header, data, name + ".scales")
+def dequantize(values, name, bits=4):
+    qweight, (rows, out) = values(name + ".qweight")
+    qzeros, (groups, _) = values(name + ".qzeros")
+    scales, _ = values(name + ".scales")
     per = 32 // bits
     mask = (1 << bits) - 1
     inputs = rows * per
@@ -58,27 +52,27 @@ def relative_error(a, b):
 
 
 def main(source_dir, checkpoint_dir):
-    src_h, src_d = read_safetensors(source_dir + "/model.safetensors")
-    out_h, out_d = read_safetensors(checkpoint_dir + "/model.safetensors")
+    _, src = read_safetensors(source_dir + "/model.safetensors")
+    out_h, out = read_safetensors(checkpoint_dir + "/model.safetensors")
     config = json.load(open(source_dir + "/config.json"))
     experts, layers = config["num_experts"], config["num_hidden_layers"]
     failures = 0
     for layer in range(layers):
         p = "model.layers.%d.mlp." % layer
-        router, _ = values(out_h, out_d, p + "gate.weight")
-        source_router, _ = values(src_h, src_d, p + "gate.weight")
+        router, _ = out(p + "gate.weight")
+        source_router, _ = src(p + "gate.weight")
         if out_h[p + "gate.weight"]["dtype"] != "F16" or max(abs(a - b) for a, b in zip(router, source_router)) > 1e-3:
             print("FAIL %sgate.weight: not the source's router in float16" % p)
             failures += 1
         for proj in ("gate_proj", "up_proj", "down_proj"):
             for e in range(experts):
                 name = p + "experts.%d.%s" % (e, proj)
-                rows, shape = values(src_h, src_d, name + ".weight")
+                rows, shape = src(name + ".weight")
                 original = [rows[r * shape[1]:(r + 1) * shape[1]] for r in range(shape[0])]
                 other = (e + 1) % experts
-                rows, _ = values(src_h, src_d, p + "experts.%d.%s.weight" % (other, proj))
+                rows, _ = src(p + "experts.%d.%s.weight" % (other, proj))
                 neighbour = [rows[r * shape[1]:(r + 1) * shape[1]] for r in range(shape[0])]
-                w = dequantize(out_h, out_d, name)
+                w = dequantize(out, name)
                 own, theirs = relative_error(w, original), relative_error(w, neighbour)
                 ok = own < 0.25 and theirs > 0.8
                 failures += not ok

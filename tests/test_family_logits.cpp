@@ -227,6 +227,49 @@ TEST_CASE("gemma4_text: Gemma 4's per-layer embeddings, shared KV layers and exp
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("gemma4 GGUF: what the reader cannot compute is refused by name, the file named") {
+  // The converter's file rewritten with one change each (GgufWriter: its metadata and tensors
+  // copied, one key or tensor added or changed), as a hostile or newer file would come.
+  const GgufFile source(family_dir("gemma4_text") + "/model.gguf");
+  const std::filesystem::path path = std::filesystem::temp_directory_path() / "autoround_gemma4_hostile.gguf";
+  const auto refused = [&](const char* what, const auto& change, const std::string& expected) {
+    GgufWriter w;
+    for (const std::string& key : source.metadata_order()) w.set(key, source.metadata().at(key));
+    for (const GgufTensor& t : source.tensors()) w.add_tensor(t.name, t.dims, t.type, std::vector<std::byte>(t.data.begin(), t.data.end()));
+    change(w);
+    w.write(path);
+    CAPTURE(what);
+    CHECK_THROWS_WITH_AS(load_llama(path.string()), doctest::Contains(expected.c_str()), Error);
+    CHECK_THROWS_WITH_AS(load_llama(path.string()), doctest::Contains(path.string().c_str()), Error);
+  };
+  refused("per-layer embeddings", [](GgufWriter& w) { w.set_u32("gemma4.embedding_length_per_layer_input", 256); },
+          "gemma4.embedding_length_per_layer_input > 0: Gemma 4's per-layer embeddings");
+  refused("shared KV layers", [](GgufWriter& w) { w.set_u32("gemma4.attention.shared_kv_layers", 2); },
+          "gemma4.attention.shared_kv_layers > 0");
+  refused("experts", [](GgufWriter& w) { w.set_u32("gemma4.expert_count", 128); }, "gemma4.expert_count > 0");
+  refused("attn_v in one full layer only", [&](GgufWriter& w) {  // layers [s, f, s, f]: the full ones have none
+    const GgufTensor& k = source.tensor("blk.3.attn_k.weight");
+    w.add_tensor("blk.3.attn_v.weight", k.dims, k.type, std::vector<std::byte>(k.data.begin(), k.data.end()));
+  }, "blk.3.attn_v.weight: gemma4's full layers must all have it or all lack it");
+  const GgufValue kv = source.metadata().at("gemma4.attention.head_count_kv");  // [2, 1, 2, 1]
+  REQUIRE(kv.array.size() == 4);
+  refused("KV heads differing within the sliding layers", [&](GgufWriter& w) {
+    GgufValue v = kv;
+    v.array[2].u = 4, v.array[2].i = 4;
+    w.set("gemma4.attention.head_count_kv", v);
+  }, "layer 2's count 4 differs from the other layers of its kind");
+  refused("a KV count per layer, one short", [&](GgufWriter& w) {
+    GgufValue v = kv;
+    v.array.pop_back();
+    w.set("gemma4.attention.head_count_kv", v);
+  }, "one count per layer is read for gemma4 only, 4 of them");
+  refused("an odd key length", [](GgufWriter& w) { w.set_u32("gemma4.attention.key_length", 31); },
+          "gemma4 needs even attention.key_length");
+  refused("values longer than keys", [](GgufWriter& w) { w.set_u32("gemma4.attention.value_length_swa", 32); },
+          "equal to value_length / value_length_swa");
+  std::filesystem::remove(path);
+}
+
 TEST_CASE("gemma2: logits equal transformers' Gemma2ForCausalLM (attention and final soft-capping)") {
   const LlamaModel model = load_llama(family_dir("gemma2"));
   CHECK(model.config.attention_softcap == 2.0f);

@@ -71,6 +71,44 @@ TEST_CASE("E2M1, E4M3 and E8M0 as the formats define them") {
   CHECK(e8m0_value(130) == 8.0f);
 }
 
+TEST_CASE("the host's bit-level shortcuts equal the library functions they replace") {
+  // floor_log2 / even_integer / pow2 / frexp_exponent stand for floorf(log2f(u)), fmodf(t, 2) == 0,
+  // ldexpf(1, e) and frexpf in the per-element loops (all 2^32 floats were checked once; here:
+  // every float of [0.5, 8), the 4096 below every power of two, where log2f may round up onto it,
+  // and a spread of others).
+  long checked = 0, differing = 0;  // counted, not asserted one by one: tens of millions
+  auto check = [&](float u) {
+    const float t = u - 0.5f;
+    differing += float_formulas::floor_log2(u) != floorf(log2f(u));
+    differing += float_formulas::even_integer(t) != (fmodf(t, 2.0f) == 0.0f);
+    differing += float_formulas::even_integer(-t) != (fmodf(-t, 2.0f) == 0.0f);
+    ++checked;
+  };
+  for (float u = 0.5f; u < 8.0f; u = std::nextafter(u, 9.0f)) check(u);
+  int rounded_up = 0;  // powers of two whose predecessors log2f rounds onto them: the slow path's reason
+  for (int e = -125; e <= 127; ++e) {
+    float u = std::ldexp(1.0f, e);
+    for (int i = 0; i < 4096; ++i) {
+      u = std::nextafter(u, 0.0f);
+      check(u);
+      rounded_up += floorf(log2f(u)) == static_cast<float>(e);
+    }
+  }
+  CHECK(rounded_up > 0);
+  for (float u = 0x1p-149f; u < 0x1p127f; u = std::fmax(u * 1.0009765625f, std::nextafter(u, 1.0f))) check(u);  // subnormals too
+  CHECK(checked > 34'000'000);
+  CHECK(differing == 0);
+  for (int e = -126; e <= 127; ++e) REQUIRE(minifloat::pow2(e) == std::ldexp(1.0f, e));
+  for (int e = -125; e <= 128; ++e) {  // 0.75 * 2^e: normal
+    int expected = 0;
+    std::frexp(std::ldexp(1.5f, e - 1), &expected);
+    REQUIRE(minifloat::frexp_exponent(std::ldexp(1.5f, e - 1)) == expected);
+  }
+  CHECK(!float_formulas::even_integer(0x1p-149f));  // its half rounds to 0: not an integer's double
+  CHECK(!float_formulas::even_integer(INFINITY));
+  CHECK(float_formulas::even_integer(-0.0f));
+}
+
 TEST_CASE("values and gradients equal auto-round 0.16.1's (MXFP4, MXFP8, NVFP4, FP8 per channel)") {
   const nlohmann::json fx = fixture();
   const Index rows = fx["rows"], cols = fx["cols"];

@@ -13,7 +13,9 @@
 // calls), the device rounds a double-precision log2 to float; the two agree except within an
 // ulp of the rounding boundary, which the tests' data never meets (floor(log2 x) only changes
 // where log2 x rounds onto an integer).
+#include <bit>
 #include <cmath>
+#include <cstdint>
 
 #include "../core/config.hpp"
 #include "minifloat.hpp"
@@ -38,7 +40,15 @@ inline constexpr float one_sixth = 1.0f / 6.0f;                   // nvfp.py mul
 using minifloat::e4m3_max;
 using minifloat::e4m3_round;
 
-AUTOROUND_HOST_DEVICE inline float clamp(float x, float lo, float hi) { return fminf(fmaxf(x, lo), hi); }
+/// fminf(fmaxf(x, lo), hi) for lo < hi (NaN gives lo); the host compares (fminf / fmaxf are
+/// library calls there, in the per-element loops), with the same results.
+AUTOROUND_HOST_DEVICE inline float clamp(float x, float lo, float hi) {
+#if defined(__CUDA_ARCH__)
+  return fminf(fmaxf(x, lo), hi);
+#else
+  return x != x ? lo : (x < lo ? lo : (hi < x ? hi : x));
+#endif
+}
 AUTOROUND_HOST_DEVICE inline float sign_of(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : 0.0f); }
 AUTOROUND_HOST_DEVICE inline bool strictly_inside(float x, float bound) { return -bound < x && x < bound; }
 AUTOROUND_HOST_DEVICE inline float group_absmax(GroupRange r) { return fmaxf(r.wmax, -r.wmin); }
@@ -49,6 +59,25 @@ AUTOROUND_HOST_DEVICE inline float log2_of(float x) {
   return log2f(x);
 #endif
 }
+/// floorf(log2_of(u)) for u > 0. On the host, for a normal u not within 2^-11 (relative) below the
+/// next power of two, that is u's exponent field: log2f is within an ulp (<= 2^-16 here) of the
+/// true value, which lies in [k, k + 1 - 7e-4), so its floor is k. Elsewhere log2f itself decides
+/// (it may round up onto k + 1 there, and the reference's floor follows it). Checked against
+/// floorf(log2f(u)) on every positive float.
+AUTOROUND_HOST_DEVICE inline float floor_log2(float u) {
+#if !defined(__CUDA_ARCH__)
+  const auto bits = std::bit_cast<std::uint32_t>(u);
+  const std::uint32_t biased = bits >> 23, mantissa = bits & 0x7fffffu;
+  if (biased != 0 && biased != 255 && mantissa < 0x7ff000u) return static_cast<float>(static_cast<int>(biased) - 127);
+#endif
+  return floorf(log2_of(u));
+}
+/// fmodf(t, 2) == 0 (t an even integer, or ±0) without the division: t / 2 is an integer and
+/// exact (h + h == t excludes the smallest subnormals, whose half rounds to 0).
+AUTOROUND_HOST_DEVICE inline bool even_integer(float t) {
+  const float h = 0.5f * t;
+  return t - t == 0.0f && h + h == t && floorf(h) == h;  // t - t: 0 unless t is infinite or NaN
+}
 
 /// mx quant_element: round c to the element grid (ebits/mbits as mxfp.py counts them), ties to
 /// even, with subnormals below 2^min_exp; keeps what the backward needs.
@@ -58,12 +87,12 @@ struct MxElement {
 AUTOROUND_HOST_DEVICE inline MxElement mx_element(float c, float K, float min_exp, float max_norm) {
   MxElement e;
   e.u = fabsf(c) + (c == 0.0f ? 1.0f : 0.0f);
-  e.pe_raw = floorf(log2_of(e.u));
-  const float pe = fmaxf(e.pe_raw, min_exp);
-  e.P = ldexpf(1.0f, static_cast<int>(pe));
+  e.pe_raw = floor_log2(e.u);
+  const float pe = e.pe_raw > min_exp ? e.pe_raw : min_exp;  // fmaxf: neither is NaN; u <= max_norm: pe normal
+  e.P = minifloat::pow2(static_cast<int>(pe));
   e.y = (c / e.P) * K;
   const float ay = fabsf(e.y);
-  const float mask = fmodf(ay - 0.5f, 2.0f) == 0.0f ? 1.0f : 0.0f;  // a tie at an even value: round down
+  const float mask = even_integer(ay - 0.5f) ? 1.0f : 0.0f;  // a tie at an even value: round down
   e.r = sign_of(e.y) * (floorf(ay + 0.5f) - mask);
   e.z = (e.r / K) * e.P;
   e.q = clamp(e.z, -max_norm, max_norm);

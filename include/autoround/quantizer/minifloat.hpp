@@ -10,6 +10,7 @@
 // Rounding is to nearest, ties to even, as torch's float8 cast and the reference's element
 // rounding (auto_round/data_type/mxfp.py quant_element, nvfp.py cast_to_fp4) round.
 #include <array>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -43,19 +44,41 @@ AUTOROUND_HOST_DEVICE inline std::uint8_t e2m1_code(float x) {
   return static_cast<std::uint8_t>(best | (copysignf(1.0f, x) < 0.0f ? 8u : 0u));
 }
 
+/// 2^e for a normal float's exponent (-126 <= e <= 127): ldexpf(1, e), whose bits the host
+/// writes itself (ldexpf is a library call, and this sits in the quantizers' per-element loops).
+AUTOROUND_HOST_DEVICE inline float pow2(int e) {
+#if defined(__CUDA_ARCH__)
+  return ldexpf(1.0f, e);
+#else
+  return std::bit_cast<float>(static_cast<std::uint32_t>(e + 127) << 23);
+#endif
+}
+
+/// frexpf's exponent of a positive normal float a (a = m * 2^e, m in [0.5, 1)), from its bits.
+AUTOROUND_HOST_DEVICE inline int frexp_exponent(float a) {
+#if defined(__CUDA_ARCH__)
+  int e = 0;
+  frexpf(a, &e);
+  return e;
+#else
+  return static_cast<int>(std::bit_cast<std::uint32_t>(a) >> 23) - 126;
+#endif
+}
+
 /// x rounded to the nearest E4M3 value, ties to even, saturating at ±448 (torch's cast does so
 /// for the values the reference passes it: every caller clamps to ±448 first). Host and device
-/// (the CUDA kernels' activation and weight quantization): exact operations only.
+/// (the CUDA kernels' activation and weight quantization): exact operations only. (The bit-level
+/// pow2 / frexp_exponent equal ldexpf / frexpf on every float: checked exhaustively, all 2^32.)
 AUTOROUND_HOST_DEVICE inline float e4m3_round(float x) {
   if (x != x) return x;  // NaN
   const float a = fabsf(x);
   float q;
   if (a < 0x1p-6f) {  // subnormal: a multiple of 2^-9
     q = rintf(a * 512.0f) / 512.0f;
+  } else if (!(a < 0x1p100f)) {  // far above 448 (or infinite): saturates below
+    q = a;
   } else {  // a in [2^(e-1), 2^e): steps of 2^(e-4); division and product by powers of two are exact
-    int e = 0;
-    frexpf(a, &e);
-    const float step = ldexpf(1.0f, e - 4);
+    const float step = pow2(frexp_exponent(a) - 4);
     q = rintf(a / step) * step;
   }
   return copysignf(fminf(q, e4m3_max), x);
