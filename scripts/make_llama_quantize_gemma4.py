@@ -9,16 +9,15 @@ tests/fixtures/llama_quantize_types_gemma4.json: the config and, per file type, 
 usage: python make_llama_quantize_gemma4.py LLAMA_QUANTIZE OUT_JSON WORK_DIR
        (python: one with gguf-py and numpy, e.g. ~/.cache/autoround-cpp/pyenv/bin/python;
         LLAMA_QUANTIZE: scripts/build-llama-cpp.sh's build/bin/llama-quantize)"""
-import json
 import os
-import subprocess
 import sys
 
 import numpy as np
-from gguf import GGUFReader, GGUFWriter
+from gguf import GGUFWriter
+
+from llama_quantize_types import MADE_BY, TYPES, quantized_types, save, write_out
 
 quantize, out, work = sys.argv[1:]
-TYPES = ["q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k", "q4_0", "q8_0"]
 C = dict(arch="gemma4", layers=12, hidden=256, heads=4, kv_heads=2, head_dim=64, full_kv_heads=1, full_head_dim=128,
          ff=512, vocab=512, window=128)
 rng = np.random.default_rng(0)
@@ -75,24 +74,11 @@ def write_model(path):
         w.add_tensor(p + "ffn_down.weight", mat(H, C["ff"]))
         w.add_tensor(p + "post_ffw_norm.weight", ones(H))
         w.add_tensor(p + "layer_output_scale.weight", ones(1))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    write_out(w)
 
 
 source = os.path.join(work, "gemma4_12_layers.gguf")
 write_model(source)
-fixture = {"made_by": "llama-quantize of llama.cpp vendored in llama-cpp-python 0.3.36 on a synthetic gemma4 GGUF file "
-                      "(scripts/make_llama_quantize_gemma4.py)", "config": C, "types": {}}
-for t in TYPES:
-    target = os.path.join(work, f"gemma4-{t}.gguf")
-    run = subprocess.run([quantize, source, target, t.upper(), "2"], capture_output=True, text=True)
-    if run.returncode != 0:
-        sys.exit(f"llama-quantize {t}: {run.stderr[-2000:]}")
-    fixture["types"][t] = {x.name: [x.tensor_type.name, int(x.shape[0])] for x in GGUFReader(target).tensors if len(x.shape) >= 2}
-    os.remove(target)
-with open(out, "w") as f:
-    json.dump(fixture, f, indent=0, sort_keys=True)
-    f.write("\n")
-print("wrote", out)
+fixture = {"made_by": MADE_BY + "a synthetic gemma4 GGUF file (scripts/make_llama_quantize_gemma4.py)", "config": C,
+           "types": {t: quantized_types(quantize, source, os.path.join(work, f"gemma4-{t}.gguf"), t.upper()) for t in TYPES}}
+save(fixture, out)

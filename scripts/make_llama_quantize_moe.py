@@ -11,16 +11,15 @@ gguf:mxfp4: MXFP4_MOE with the block linears overridden to mxfp4), every 2-D and
 usage: python make_llama_quantize_moe.py LLAMA_QUANTIZE OUT_JSON WORK_DIR
        (python: one with gguf-py and numpy, e.g. ~/.cache/autoround-cpp/pyenv/bin/python;
         LLAMA_QUANTIZE: scripts/build-llama-cpp.sh's build/bin/llama-quantize)"""
-import json
 import os
-import subprocess
 import sys
 
 import numpy as np
-from gguf import GGUFReader, GGUFWriter
+from gguf import GGUFWriter
+
+from llama_quantize_types import MADE_BY, TYPES, quantized_types, save, write_out
 
 quantize, out, work = sys.argv[1:]
-TYPES = ["q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k", "q4_0", "q8_0"]
 CONFIGS = {
     "qwen3moe_8_layers_4_experts": dict(arch="qwen3moe", layers=8, hidden=256, heads=8, kv_heads=2, vocab=512,
                                         experts=4, used=2, expert_ff=384, shared_ff=0),
@@ -119,30 +118,16 @@ def write_model(path, c):
             w.add_tensor(p + "ffn_gate_shexp.weight", mat(S, H))
             w.add_tensor(p + "ffn_up_shexp.weight", mat(S, H))
             w.add_tensor(p + "ffn_down_shexp.weight", mat(H, S))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    write_out(w)
 
 
-fixture = {"made_by": "llama-quantize of llama.cpp vendored in llama-cpp-python 0.3.36 on synthetic MoE GGUF files "
-                      "(scripts/make_llama_quantize_moe.py)", "models": {}}
+fixture = {"made_by": MADE_BY + "synthetic MoE GGUF files (scripts/make_llama_quantize_moe.py)", "models": {}}
+# gguf:mxfp4: MXFP4_MOE with every block linear overridden to mxfp4 (as make_llama_quantize_fixture.sh)
+MXFP4 = ["--tensor-type", "attn_(q|k|v|output)=mxfp4", "--tensor-type", "ffn_(gate|up|down)=mxfp4"]
 for name, c in CONFIGS.items():
     source = os.path.join(work, name + ".gguf")
     write_model(source, c)
-    entry = {"config": c, "types": {}}
-    for t in TYPES + ["mxfp4"]:
-        target = os.path.join(work, f"{name}-{t}.gguf")
-        # gguf:mxfp4: MXFP4_MOE with every block linear overridden to mxfp4 (as make_llama_quantize_fixture.sh)
-        overrides = ["--tensor-type", "attn_(q|k|v|output)=mxfp4", "--tensor-type", "ffn_(gate|up|down)=mxfp4"] if t == "mxfp4" else []
-        ftype = "MXFP4_MOE" if t == "mxfp4" else t.upper()
-        run = subprocess.run([quantize, *overrides, source, target, ftype, "2"], capture_output=True, text=True)
-        if run.returncode != 0:
-            sys.exit(f"llama-quantize {name} {t}: {run.stderr[-2000:]}")
-        entry["types"][t] = {x.name: [x.tensor_type.name, int(x.shape[0])] for x in GGUFReader(target).tensors if len(x.shape) >= 2}
-        os.remove(target)
-    fixture["models"][name] = entry
-with open(out, "w") as f:
-    json.dump(fixture, f, indent=0, sort_keys=True)
-    f.write("\n")
-print("wrote", out)
+    fixture["models"][name] = {"config": c, "types": {
+        t: quantized_types(quantize, source, os.path.join(work, f"{name}-{t}.gguf"), "MXFP4_MOE" if t == "mxfp4" else t.upper(),
+                           MXFP4 if t == "mxfp4" else ()) for t in TYPES + ["mxfp4"]}}
+save(fixture, out)

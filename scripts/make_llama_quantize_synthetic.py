@@ -5,16 +5,15 @@ LLaMA-shaped GGUF files whose rows hold whole k-quant blocks (hidden 256), which
 layers with grouped-query attention (llama.cpp's 70B class). Random F16 weights (only the shapes
 and hyperparameters matter). Writes tests/fixtures/llama_quantize_types_synthetic.json.
 usage: python make_llama_quantize_synthetic.py LLAMA_QUANTIZE OUT_JSON WORK_DIR"""
-import json
 import os
-import subprocess
 import sys
 
 import numpy as np
-from gguf import GGUFReader, GGUFWriter
+from gguf import GGUFWriter
+
+from llama_quantize_types import MADE_BY, TYPES, quantized_types, save, write_out
 
 quantize, out, work = sys.argv[1:]
-TYPES = ["q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k", "q4_0", "q8_0"]
 CONFIGS = {
     "llama3_like_32_layers": dict(layers=32, hidden=256, intermediate=512, heads=8, kv_heads=2, vocab=512),
     "70b_like_80_layers": dict(layers=80, hidden=256, intermediate=512, heads=8, kv_heads=1, vocab=512),
@@ -51,25 +50,13 @@ def write_model(path, c):
         w.add_tensor(p + "ffn_gate.weight", mat(c["intermediate"], c["hidden"]))
         w.add_tensor(p + "ffn_up.weight", mat(c["intermediate"], c["hidden"]))
         w.add_tensor(p + "ffn_down.weight", mat(c["hidden"], c["intermediate"]))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    write_out(w)
 
 
-fixture = {"made_by": "llama-quantize of llama.cpp vendored in llama-cpp-python 0.3.36 on synthetic GGUF files "
-                      "(scripts/make_llama_quantize_synthetic.py)", "models": {}}
+fixture = {"made_by": MADE_BY + "synthetic GGUF files (scripts/make_llama_quantize_synthetic.py)", "models": {}}
 for name, c in CONFIGS.items():
     source = os.path.join(work, name + ".gguf")
     write_model(source, c)
-    entry = {"config": c, "types": {}}
-    for t in TYPES:
-        target = os.path.join(work, f"{name}-{t}.gguf")
-        subprocess.run([quantize, source, target, t.upper(), "2"], check=True, capture_output=True)
-        entry["types"][t] = {x.name: x.tensor_type.name for x in GGUFReader(target).tensors if len(x.shape) == 2}
-        os.remove(target)
-    fixture["models"][name] = entry
-with open(out, "w") as f:
-    json.dump(fixture, f, indent=0, sort_keys=True)
-    f.write("\n")
-print("wrote", out)
+    fixture["models"][name] = {"config": c, "types": {
+        t: quantized_types(quantize, source, os.path.join(work, f"{name}-{t}.gguf"), t.upper(), widths=False) for t in TYPES}}
+save(fixture, out)
