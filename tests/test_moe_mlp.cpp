@@ -1,11 +1,15 @@
 // The sparse MoE MLP (model/moe_mlp.hpp): routing against the formula computed here in double,
 // the forward against a token-by-token evaluation of Σ_k w_k f_{e_k}(x), and the backward
 // (experts' weights, and the input through the experts and the router) against central finite
-// differences of the forward, normalized (Mixtral, Qwen3 with norm_topk_prob) and not.
+// differences of the forward, normalized (Mixtral, Qwen3 with norm_topk_prob) and not; Gemma 4's
+// pieces (a router input of its own, per-expert scales, GeGLU experts) against transformers' own
+// modules (tests/fixtures/gemma4_moe.safetensors) and finite differences.
 #include <doctest/doctest.h>
 
+#include <autoround/format/safetensors.hpp>
 #include <autoround/model/moe_mlp.hpp>
 #include <cmath>
+#include <cstdint>
 #include <random>
 #include <string>
 #include <vector>
@@ -401,4 +405,107 @@ TEST_CASE("GPT-OSS's MoE: top-k of the biased logits, softmax over them, clamped
   }
   check_input_gradient(x, d_x, [&](const RowMatrix& input) { return loss(w, input); });
 }
+
+namespace {
+// Gemma 4's router input: RMSNorm without weight, × router.scale / √hidden (in double, rounded once)
+RowMatrix gemma4_router_input(const RowMatrix& h, const Eigen::VectorXf& scale, float eps) {
+  RowMatrix r(h.rows(), h.cols());
+  for (Index t = 0; t < h.rows(); ++t) {
+    double ms = 0;
+    for (Index j = 0; j < h.cols(); ++j) ms += static_cast<double>(h(t, j)) * h(t, j);
+    const double inv = 1.0 / std::sqrt(ms / static_cast<double>(h.cols()) + eps);
+    for (Index j = 0; j < h.cols(); ++j)
+      r(t, j) = static_cast<float>(h(t, j) * inv * scale(j) / std::sqrt(static_cast<double>(h.cols())));
+  }
+  return r;
+}
+}  // namespace
+
+TEST_CASE("Gemma 4's experts equal transformers' Gemma4TextRouter + Gemma4TextExperts (own router input, per-expert scale, GeGLU)") {
+  // tests/fixtures/gemma4_moe.safetensors: scripts/make_gemma4_moe_fixture.py (transformers 5.17's
+  // modules in float64 on float32 weights and inputs): 6 experts of width 8, top 2, hidden 16
+  const SafetensorsFile f(std::string(AUTOROUND_FIXTURES_DIR) + "/gemma4_moe.safetensors");
+  const Index e_count = 6, width = 8, h_size = 16;
+  MoeWeights w;
+  w.router = f.to_float("router.proj.weight");
+  w.expert_scale = f.to_float("router.per_expert_scale").row(0).transpose();
+  const RowMatrix gate_up = f.to_float("experts.gate_up_proj"), down = f.to_float("experts.down_proj");
+  REQUIRE(gate_up.rows() == e_count * 2 * width);
+  REQUIRE(down.rows() == e_count * h_size);
+  for (Index e = 0; e < e_count; ++e)  // each expert's gate rows, then its up rows
+    w.experts.push_back({gate_up.middleRows(e * 2 * width, width), gate_up.middleRows(e * 2 * width + width, width),
+                         down.middleRows(e * h_size, h_size), {}, {}, {}});
+  MoeSpec spec{2, true};
+  spec.activation = ExpertActivation::GeGlu;
+  const RowMatrix h = f.to_float("h"), x = f.to_float("x"), expected = f.to_float("out"), expected_weights = f.to_float("top_k_weights");
+  const RowMatrix router_x = gemma4_router_input(h, f.to_float("router.scale").row(0).transpose(), 1e-6f);
+  MoeCache cache;
+  RowMatrix out;
+  moe_forward(w, spec, x, out, &cache, &router_x);
+  const auto index = f.view_as<std::int32_t>("top_k_index", Dtype::I32);
+  for (Index t = 0; t < h.rows(); ++t)
+    for (Index k = 0; k < 2; ++k) {
+      CAPTURE(t);
+      CAPTURE(k);
+      CHECK(cache.chosen[static_cast<std::size_t>(t)][static_cast<std::size_t>(k)] == index[static_cast<std::size_t>(t * 2 + k)]);
+      CHECK(cache.weights[static_cast<std::size_t>(t)][static_cast<std::size_t>(k)] == doctest::Approx(expected_weights(t, k)).epsilon(1e-5));
+    }
+  CHECK((out - expected).cwiseAbs().maxCoeff() < 1e-5f * std::max(1.0f, expected.cwiseAbs().maxCoeff()));
+  // what each part is worth: without the per-expert scale, or with SwiGLU, or routed on x, it differs
+  MoeWeights unscaled = w;
+  unscaled.expert_scale.resize(0);
+  RowMatrix other;
+  moe_forward(unscaled, spec, x, other, nullptr, &router_x);
+  CHECK((other - expected).cwiseAbs().maxCoeff() > 1e-2f);
+  MoeSpec swiglu = spec;
+  swiglu.activation = ExpertActivation::SwiGlu;
+  moe_forward(w, swiglu, x, other, nullptr, &router_x);
+  CHECK((other - expected).cwiseAbs().maxCoeff() > 1e-2f);
+  moe_forward(w, spec, x, other);
+  CHECK((other - expected).cwiseAbs().maxCoeff() > 1e-2f);
+}
+
+TEST_CASE("MoE backward with its own router input, per-expert scales and GeGLU experts matches finite differences") {
+  std::mt19937 rng(11);
+  MoeWeights w = random_moe(rng);
+  w.expert_scale = Eigen::VectorXf(experts);
+  for (Index e = 0; e < experts; ++e) w.expert_scale(e) = 0.6f + 0.2f * static_cast<float>(e);
+  const RowMatrix x = random_matrix(tokens, hidden, 1.0f, rng), r = random_matrix(tokens, hidden, 1.0f, rng);
+  const RowMatrix c_loss = random_matrix(tokens, hidden, 1.0f, rng);  // L = Σ C ⊙ out
+  for (bool normalize : {true, false}) {
+    CAPTURE(normalize);
+    MoeSpec spec{2, normalize};
+    spec.activation = ExpertActivation::GeGlu;
+    auto loss = [&](const MoeWeights& weights, const RowMatrix& input, const RowMatrix& router_input) {
+      RowMatrix out;
+      moe_forward(weights, spec, input, out, nullptr, &router_input);
+      return static_cast<double>(out.cwiseProduct(c_loss).sum());
+    };
+    MoeCache cache;
+    RowMatrix out, d_x, d_r;
+    moe_forward(w, spec, x, out, &cache, &r);
+    REQUIRE(smallest_gap(cache, 2) > 1e-3);  // steps below keep every token's choice
+    std::vector<std::array<RowMatrix, 3>> grads(experts);
+    for (auto& g : grads) g = {RowMatrix::Zero(inter, hidden), RowMatrix::Zero(inter, hidden), RowMatrix::Zero(hidden, inter)};
+    moe_backward(w, spec, cache, x, c_loss, grads, &d_x, &d_r);
+    for (Index e = 0; e < experts; ++e)
+      for (int p = 0; p < 3; ++p) {
+        CAPTURE(e);
+        CAPTURE(p);
+        if (cache.tokens[static_cast<std::size_t>(e)] == 0) continue;
+        const RowMatrix& g = grads[static_cast<std::size_t>(e)][static_cast<std::size_t>(p)];
+        auto member = [&](MoeWeights& m) -> RowMatrix& {
+          ExpertWeights& ex = m.experts[static_cast<std::size_t>(e)];
+          return p == 0 ? ex.gate : p == 1 ? ex.up : ex.down;
+        };
+        const RowMatrix direction = random_matrix(g.rows(), g.cols(), 1.0f, rng);
+        const double fd = directional_difference(w, direction, member, [&](const MoeWeights& m) { return loss(m, x, r); });
+        CHECK(static_cast<double>(g.cwiseProduct(direction).sum()) == doctest::Approx(fd).epsilon(2e-3));
+      }
+    // the experts' input (the experts alone) and the router's input (the routing weights alone)
+    check_input_gradient(x, d_x, [&](const RowMatrix& input) { return loss(w, input, r); });
+    check_input_gradient(r, d_r, [&](const RowMatrix& input) { return loss(w, x, input); });
+  }
+}
+
 }  // namespace test_moe_mlp

@@ -12,9 +12,14 @@
 //     weights the softmax over those k logits;
 //   out = Σ_k w_k · down_e(silu(gate_e x) ⊙ up_e x)   for each token's chosen experts e
 //         (GPT-OSS: biases, and ExpertActivation::ClampedSwiGlu: g = min(gate x, limit),
-//         u = clamp(up x, ±limit), (u + 1) · g · sigmoid(alpha g)),
+//         u = clamp(up x, ±limit), (u + 1) · g · sigmoid(alpha g); ExpertActivation::GeGlu:
+//         gelu_tanh(gate x) ⊙ up x, Gemma 4's experts),
 //         + g(x) · shared(x) with a shared expert (Qwen2-MoE: g = sigmoid(x·shared_gate);
 //           DeepSeek-V3: no gate, g = 1).
+// Gemma 4's 26B-A4B routes on an input of its own (moe_forward's `router_x`: the residual stream
+// RMS-normed, × router.scale / √hidden, while the experts read another norm of it) and multiplies
+// each chosen weight, after the normalization, by its expert's scale (MoeWeights::expert_scale,
+// its router.per_expert_scale).
 // The router stays in full precision (the reference never quantizes it), so the backward gives
 // the experts' weight gradients and the gradient of the input, through both the experts and the
 // router (dL/dw → the top-k normalization → the softmax → x), as autograd does: block-wise
@@ -55,10 +60,11 @@ struct MoeWeights {
   Eigen::VectorXf correction_bias;    ///< [experts], SigmoidGrouped's e_score_correction_bias (choice only)
   std::optional<ExpertWeights> shared;  ///< an expert every token goes through
   Eigen::VectorXf shared_gate;        ///< [hidden]: the shared expert's sigmoid gate; empty: none (g = 1)
+  Eigen::VectorXf expert_scale;       ///< [experts]: each chosen weight × its expert's (Gemma 4's per_expert_scale); empty: 1
 };
 
 enum class RouterScoring { Softmax, SigmoidGrouped, TopKSoftmax };
-enum class ExpertActivation { SwiGlu, ClampedSwiGlu };
+enum class ExpertActivation { SwiGlu, ClampedSwiGlu, GeGlu };
 
 struct MoeSpec {
   Index top_k = 2;
@@ -86,6 +92,8 @@ struct MoeCache {
 namespace detail {
 inline float silu(float g) { return g / (1.0f + std::exp(-g)); }
 inline float sigmoid(float g) { return 1.0f / (1.0f + std::exp(-g)); }
+// gelu_tanh (transformers' gelu_pytorch_tanh) and its derivative, as block_math.hpp computes them
+inline constexpr float moe_gelu_k0 = 0.7978845608028654f, moe_gelu_k1 = 0.044715f;
 
 // token t's experts in order of preference: by score; SigmoidGrouped first keeps the best groups
 // (by the sum of their two best biased scores). Ties go to the lower index.
@@ -124,6 +132,11 @@ inline GatedUnit gated_unit(const MoeSpec& spec, float g, float u) {
   if (spec.activation == ExpertActivation::SwiGlu) {  // silu(g) u; d silu(g) = sigma (1 + g (1 − sigma))
     const float sigma = sigmoid(g);
     return {silu(g) * u, u * sigma * (1.0f + g * (1.0f - sigma)), silu(g)};
+  }
+  if (spec.activation == ExpertActivation::GeGlu) {  // ½ g (1 + t) u, t = tanh(k0 (g + k1 g³))
+    const float t = std::tanh(moe_gelu_k0 * (g + moe_gelu_k1 * g * g * g)), gelu = 0.5f * g * (1.0f + t);
+    const float d_gelu = 0.5f * (1.0f + t) + 0.5f * g * (1.0f - t * t) * moe_gelu_k0 * (1.0f + 3.0f * moe_gelu_k1 * g * g);
+    return {gelu * u, u * d_gelu, gelu};
   }
   // GPT-OSS: g' = min(g, limit), u' = clamp(u, ±limit), (u' + 1) g' sigmoid(alpha g')
   const float gc = std::min(g, spec.limit), uc = std::clamp(u, -spec.limit, spec.limit);
@@ -165,9 +178,16 @@ inline RowMatrix expert_backward(const MoeSpec& spec, const ExpertWeights& ex, c
 }  // namespace detail
 
 /// out = the MoE MLP of x ([tokens, hidden] each); `cache` (optional) keeps what moe_backward needs.
-inline void moe_forward(const MoeWeights& w, const MoeSpec& spec, const RowMatrix& x, RowMatrix& out, MoeCache* cache = nullptr) {
+/// `router_x` (optional, [tokens, router's columns]): what the router reads instead of x (Gemma 4).
+inline void moe_forward(const MoeWeights& w, const MoeSpec& spec, const RowMatrix& x, RowMatrix& out, MoeCache* cache = nullptr,
+                        const RowMatrix* router_x = nullptr) {
   const Index tokens = x.rows(), hidden = x.cols(), experts = static_cast<Index>(w.experts.size());
-  detail::require(w.router.rows() == experts && w.router.cols() == hidden, "moe_forward: router is not [experts, hidden]");
+  const RowMatrix& scored = router_x ? *router_x : x;
+  detail::require(w.router.rows() == experts && w.router.cols() == scored.cols(), "moe_forward: router is not [experts, hidden]");
+  detail::require(scored.rows() == tokens, "moe_forward: router_x has not one row per token");
+  detail::require(w.expert_scale.size() == 0 || w.expert_scale.size() == experts, "moe_forward: expert_scale is not [experts]");
+  detail::require(w.expert_scale.size() == 0 || spec.scoring != RouterScoring::TopKSoftmax,
+                  "moe_forward: expert_scale with TopKSoftmax routing is not implemented");
   detail::require(spec.top_k >= 1 && spec.top_k <= experts, "moe_forward: top_k must be between 1 and the expert count");
   MoeCache local;
   MoeCache& c = cache ? *cache : local;
@@ -180,7 +200,7 @@ inline void moe_forward(const MoeWeights& w, const MoeSpec& spec, const RowMatri
   const bool logits_first = spec.scoring == RouterScoring::TopKSoftmax;
   detail::require(w.shared_gate.size() == 0 || (w.shared && w.shared_gate.size() == hidden), "moe_forward: shared_gate needs a shared expert and [hidden] values");
   // router scores per token: softmax over all experts, sigmoid each, or the logits themselves
-  c.probabilities = x * w.router.transpose();
+  c.probabilities = scored * w.router.transpose();
   if (w.router_bias.size()) c.probabilities.rowwise() += w.router_bias.transpose();
   for (Index t = 0; t < tokens; ++t) {
     auto row = c.probabilities.row(t);
@@ -214,6 +234,8 @@ inline void moe_forward(const MoeWeights& w, const MoeSpec& spec, const RowMatri
       for (float& v : weights) v /= grouped ? sum + 1e-20f : sum;
     if (grouped)
       for (float& v : weights) v *= spec.scale;
+    if (w.expert_scale.size())
+      for (std::size_t k = 0; k < chosen.size(); ++k) weights[k] *= w.expert_scale(chosen[k]);
     for (Index k = 0; k < spec.top_k; ++k) {
       c.rows[static_cast<std::size_t>(chosen[static_cast<std::size_t>(k)])].push_back(t);
       c.slot[static_cast<std::size_t>(chosen[static_cast<std::size_t>(k)])].push_back(k);
@@ -249,9 +271,10 @@ inline void moe_forward(const MoeWeights& w, const MoeSpec& spec, const RowMatri
 /// Given dL/d out for the forward that filled `cache`: adds each expert's dL/d(gate, up, down)
 /// into `grads` (per expert, [3] = gate, up, down, each the weight's shape; an expert without
 /// tokens gets nothing added; with a shared expert, its triple is the last entry) and, if `d_x`,
-/// sets dL/dx (through the experts, the router and the shared expert's gate).
+/// sets dL/dx (through the experts, the router and the shared expert's gate). With the forward's
+/// `router_x`, the router's share goes to `d_router_x` (set, when given) instead of d_x.
 inline void moe_backward(const MoeWeights& w, const MoeSpec& spec, const MoeCache& c, const RowMatrix& x, const RowMatrix& d_out,
-                         std::vector<std::array<RowMatrix, 3>>& grads, RowMatrix* d_x = nullptr) {
+                         std::vector<std::array<RowMatrix, 3>>& grads, RowMatrix* d_x = nullptr, RowMatrix* d_router_x = nullptr) {
   const Index tokens = x.rows(), hidden = x.cols(), experts = static_cast<Index>(w.experts.size());
   detail::require(d_out.rows() == tokens && d_out.cols() == hidden, "moe_backward: d_out is not [tokens, hidden]");
   detail::require(grads.size() == w.experts.size() + (w.shared ? 1 : 0), "moe_backward: one gradient triple per expert (and the shared one last)");
@@ -288,7 +311,7 @@ inline void moe_backward(const MoeWeights& w, const MoeSpec& spec, const MoeCach
       }
     }
   }
-  if (!d_x) return;
+  if (!d_x && !d_router_x) return;
   // the router: dw → dp of the chosen (through the normalization) → softmax → logits → x
   RowMatrix d_logits = RowMatrix::Zero(tokens, experts);
   for (Index t = 0; t < tokens; ++t) {
@@ -303,12 +326,14 @@ inline void moe_backward(const MoeWeights& w, const MoeSpec& spec, const MoeCach
     }
     Eigen::VectorXf dp = Eigen::VectorXf::Zero(experts);
     const float scale = grouped ? spec.scale : 1.0f;
-    if (spec.normalize) {  // w_k = scale p_k / S: dp_k = scale (dw_k − Σ_j dw_j w_j / scale) / S
+    // c_k = scale × the expert's own scale (Gemma 4), w_k = c_k p_k / S: dp_k = (c_k dw_k − Σ_j dw_j w_j) / S
+    auto factor = [&](std::size_t k) { return w.expert_scale.size() ? scale * w.expert_scale(chosen[k]) : scale; };
+    if (spec.normalize) {
       float sum = grouped ? 1e-20f : 0.0f, dot = 0;
       for (std::size_t k = 0; k < chosen.size(); ++k) sum += c.probabilities(t, chosen[k]), dot += dw[k] * wt[k];
-      for (std::size_t k = 0; k < chosen.size(); ++k) dp(chosen[k]) = (scale * dw[k] - dot) / sum;
+      for (std::size_t k = 0; k < chosen.size(); ++k) dp(chosen[k]) = (factor(k) * dw[k] - dot) / sum;
     } else {
-      for (std::size_t k = 0; k < chosen.size(); ++k) dp(chosen[k]) = scale * dw[k];
+      for (std::size_t k = 0; k < chosen.size(); ++k) dp(chosen[k]) = factor(k) * dw[k];
     }
     if (grouped) {  // sigmoid: d logit_e = dp_e s_e (1 − s_e)
       for (Index e = 0; e < experts; ++e) d_logits(t, e) = dp(e) * c.probabilities(t, e) * (1.0f - c.probabilities(t, e));
@@ -318,7 +343,8 @@ inline void moe_backward(const MoeWeights& w, const MoeSpec& spec, const MoeCach
     for (Index e = 0; e < experts; ++e) pdp += c.probabilities(t, e) * dp(e);
     for (Index e = 0; e < experts; ++e) d_logits(t, e) = c.probabilities(t, e) * (dp(e) - pdp);
   }
-  d_x->noalias() += d_logits * w.router;
+  if (d_router_x) d_router_x->noalias() = d_logits * w.router;
+  else d_x->noalias() += d_logits * w.router;
 }
 
 }  // namespace autoround

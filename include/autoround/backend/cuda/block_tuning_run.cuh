@@ -719,6 +719,8 @@ class BlockTuningRun {
     if (w.router_bias.size() > 0 && w.router_bias.size() != shape_.experts) refuse("a router bias of another size than the expert count");
     if (w.shared && biased(*w.shared)) refuse("shared expert biases");
     if (w.shared && m.spec.activation != ExpertActivation::SwiGlu) refuse("a shared expert beside clamped SwiGLU experts");
+    if (m.spec.activation == ExpertActivation::GeGlu) refuse("GeGLU experts (Gemma 4)");
+    if (w.expert_scale.size() > 0) refuse("per-expert scales of the routing weights (Gemma 4)");
     if (FloatCodeQuantizer<Q> || block.act_quant) refuse("a floating-point scheme (MXFP / NVFP / FP8)");
     if (shape_.sandwich_norms) refuse("sandwich norms");
     detail::require(shape_.experts > 0 && shape_.top_k >= 1 && shape_.top_k <= shape_.experts &&
