@@ -505,6 +505,12 @@ TEST_CASE("MoE backward with its own router input, per-expert scales and GeGLU e
     // the experts' input (the experts alone) and the router's input (the routing weights alone)
     check_input_gradient(x, d_x, [&](const RowMatrix& input) { return loss(w, input, r); });
     check_input_gradient(r, d_r, [&](const RowMatrix& input) { return loss(w, x, input); });
+    // the router's gradient never lands on the wrong input: d_x alone, or d_router_x without router_x, is refused
+    CHECK_THROWS_WITH(moe_backward(w, spec, cache, x, c_loss, grads, &d_x), doctest::Contains("d_x needs d_router_x"));
+    MoeCache plain;
+    moe_forward(w, spec, x, out, &plain);
+    CHECK_THROWS_WITH(moe_backward(w, spec, plain, x, c_loss, grads, &d_x, &d_r), doctest::Contains("the forward's router read x"));
+    CHECK_NOTHROW(moe_backward(w, spec, cache, x, c_loss, grads));  // weight gradients only
   }
 }
 

@@ -11,6 +11,7 @@
 
 #include "../core/error.hpp"
 #include "../core/matrix.hpp"
+#include "gelu.hpp"
 #include "llama_model.hpp"
 
 namespace autoround {
@@ -123,13 +124,6 @@ inline float attention_scale(const LlamaConfig& c) {
 
 /// The first key position query t may see: 0, or with a sliding window of w tokens, t − w + 1.
 inline Index first_visible(Index t, Index window) { return window > 0 ? std::max<Index>(0, t - window + 1) : 0; }
-
-/// gelu_tanh(g) = ½ g (1 + tanh(√(2/π)(g + 0.044715 g³))) (transformers' gelu_pytorch_tanh); its
-/// derivative from the tanh t: ½ (1 + t) + ½ g (1 − t²) √(2/π) (1 + 3·0.044715 g²).
-inline constexpr float gelu_k0 = 0.7978845608028654f, gelu_k1 = 0.044715f;
-inline float gelu_tanh_derivative(float g, float t) {
-  return 0.5f * (1.0f + t) + 0.5f * g * (1.0f - t * t) * gelu_k0 * (1.0f + 3.0f * gelu_k1 * g * g);
-}
 
 /// g += d_yᵀ x, a linear layer's weight gradient, unless g is null or empty: a weight whose
 /// gradient is not wanted (not tuned, or measure_fisher's output gradients only) costs no GEMM.

@@ -287,7 +287,7 @@ inline void mlp_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix& 
   if (c.activation == MlpActivation::GeluTanh) {  // GeGLU: gelu_tanh(g) u, tanh kept for the backward
     detail::for_each_row(tokens, [&](Index t) {
       for (Index i = 0; i < m.gate.cols(); ++i) {
-        const float g = m.gate(t, i), th = std::tanh(detail::gelu_k0 * (g + detail::gelu_k1 * g * g * g));
+        const float g = m.gate(t, i), th = detail::gelu_tanh_inner(g);
         m.gate_sigmoid(t, i) = th;
         m.down_in(t, i) = 0.5f * g * (1.0f + th) * m.up(t, i);
       }

@@ -43,6 +43,7 @@
 
 #include "../core/error.hpp"
 #include "../core/matrix.hpp"
+#include "gelu.hpp"
 
 namespace autoround {
 
@@ -87,13 +88,12 @@ struct MoeCache {
   std::vector<Index> tokens;                ///< per expert: how many tokens it got
   RowMatrix shared_gate, shared_up, shared_act, shared_out;  ///< the shared expert on every token
   Eigen::VectorXf shared_weight;            ///< per token: g(x)
+  bool own_router_input = false;            ///< the router read moe_forward's router_x, not x
 };
 
 namespace detail {
 inline float silu(float g) { return g / (1.0f + std::exp(-g)); }
 inline float sigmoid(float g) { return 1.0f / (1.0f + std::exp(-g)); }
-// gelu_tanh (transformers' gelu_pytorch_tanh) and its derivative, as block_math.hpp computes them
-inline constexpr float moe_gelu_k0 = 0.7978845608028654f, moe_gelu_k1 = 0.044715f;
 
 // token t's experts in order of preference: by score; SigmoidGrouped first keeps the best groups
 // (by the sum of their two best biased scores). Ties go to the lower index.
@@ -134,9 +134,8 @@ inline GatedUnit gated_unit(const MoeSpec& spec, float g, float u) {
     return {silu(g) * u, u * sigma * (1.0f + g * (1.0f - sigma)), silu(g)};
   }
   if (spec.activation == ExpertActivation::GeGlu) {  // ½ g (1 + t) u, t = tanh(k0 (g + k1 g³))
-    const float t = std::tanh(moe_gelu_k0 * (g + moe_gelu_k1 * g * g * g)), gelu = 0.5f * g * (1.0f + t);
-    const float d_gelu = 0.5f * (1.0f + t) + 0.5f * g * (1.0f - t * t) * moe_gelu_k0 * (1.0f + 3.0f * moe_gelu_k1 * g * g);
-    return {gelu * u, u * d_gelu, gelu};
+    const float t = gelu_tanh_inner(g), gelu = 0.5f * g * (1.0f + t);
+    return {gelu * u, u * gelu_tanh_derivative(g, t), gelu};
   }
   // GPT-OSS: g' = min(g, limit), u' = clamp(u, ±limit), (u' + 1) g' sigmoid(alpha g')
   const float gc = std::min(g, spec.limit), uc = std::clamp(u, -spec.limit, spec.limit);
@@ -191,6 +190,7 @@ inline void moe_forward(const MoeWeights& w, const MoeSpec& spec, const RowMatri
   detail::require(spec.top_k >= 1 && spec.top_k <= experts, "moe_forward: top_k must be between 1 and the expert count");
   MoeCache local;
   MoeCache& c = cache ? *cache : local;
+  c.own_router_input = router_x != nullptr;
   const bool grouped = spec.scoring == RouterScoring::SigmoidGrouped;
   detail::require(!grouped || (spec.groups >= 1 && experts % spec.groups == 0 && spec.top_groups >= 1 &&
                                spec.top_groups <= spec.groups && spec.top_k <= spec.top_groups * (experts / spec.groups)),
@@ -272,13 +272,16 @@ inline void moe_forward(const MoeWeights& w, const MoeSpec& spec, const RowMatri
 /// into `grads` (per expert, [3] = gate, up, down, each the weight's shape; an expert without
 /// tokens gets nothing added; with a shared expert, its triple is the last entry) and, if `d_x`,
 /// sets dL/dx (through the experts, the router and the shared expert's gate). With the forward's
-/// `router_x`, the router's share goes to `d_router_x` (set, when given) instead of d_x.
+/// `router_x`, the router's share goes to `d_router_x` instead of d_x (d_x then needs d_router_x).
 inline void moe_backward(const MoeWeights& w, const MoeSpec& spec, const MoeCache& c, const RowMatrix& x, const RowMatrix& d_out,
                          std::vector<std::array<RowMatrix, 3>>& grads, RowMatrix* d_x = nullptr, RowMatrix* d_router_x = nullptr) {
   const Index tokens = x.rows(), hidden = x.cols(), experts = static_cast<Index>(w.experts.size());
   detail::require(d_out.rows() == tokens && d_out.cols() == hidden, "moe_backward: d_out is not [tokens, hidden]");
   detail::require(grads.size() == w.experts.size() + (w.shared ? 1 : 0), "moe_backward: one gradient triple per expert (and the shared one last)");
   const bool grouped = spec.scoring == RouterScoring::SigmoidGrouped, logits_first = spec.scoring == RouterScoring::TopKSoftmax;
+  // the router's gradient goes where its input came from: to d_router_x exactly when the forward had router_x
+  detail::require(!d_router_x || c.own_router_input, "moe_backward: d_router_x given, but the forward's router read x");
+  detail::require(!d_x || d_router_x || !c.own_router_input, "moe_backward: the forward's router read router_x, so d_x needs d_router_x beside it");
   if (d_x) *d_x = RowMatrix::Zero(tokens, hidden);
   // dL/dw for each token's chosen experts: <dL/d out_t, expert output on t>
   std::vector<std::vector<float>> d_weight(static_cast<std::size_t>(tokens), std::vector<float>(static_cast<std::size_t>(spec.top_k), 0.0f));
