@@ -55,6 +55,12 @@ that a setting that is not read shows):
                flags as unrecognized and llama.cpp's converter drops: none here); v_norm, q/k norms and sandwich norms (w, not
                1 + w), attention scale 1, layer_scalar buffers moved to N(1, 0.4), no per-layer
                embeddings (hidden_size_per_layer_input 0), final_logit_softcapping 20, tied.
+  gemma4_moe   Gemma4ForCausalLM with enable_moe_block (Gemma 4 26B-A4B's layout): gemma4_text's model
+               above, plus in every layer 8 experts (top_k_experts 2, moe_intermediate_size 32) beside
+               the dense MLP: router.proj / router.scale / router.per_expert_scale (the two scales
+               moved by N(0, 0.2) as every 1-D parameter), experts.gate_up_proj [8, 64, 64] and
+               experts.down_proj [8, 64, 32] (transformers saves them fused), pre_feedforward_layernorm_2,
+               post_feedforward_layernorm_1 / _2; its router margin is taken on router.proj's input.
   gemma2       Gemma2ForCausalLM: hidden 72, 3 layers (its default alternation: sliding, full,
                sliding), sliding_window 8, query_pre_attn_scalar 24, attn_logit_softcapping 2 and
                final_logit_softcapping 3 (small, so that tanh bends the scores), theta 20000, tied.
@@ -167,6 +173,16 @@ def families():
                              rope_parameters={"full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25,
                                                                  "rope_theta": THETA},
                                               "sliding_attention": {"rope_type": "default", "rope_theta": 5000.0}})),
+        "gemma4_moe": (tf.Gemma4TextConfig, tf.Gemma4ForCausalLM,
+                       dict(hidden_size=64, intermediate_size=96, num_hidden_layers=4, tie_word_embeddings=True,
+                            hidden_activation="gelu_pytorch_tanh", sliding_window=8, global_head_dim=32,
+                            num_global_key_value_heads=1, attention_k_eq_v=True, hidden_size_per_layer_input=0,
+                            layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+                            final_logit_softcapping=20.0, enable_moe_block=True, num_experts=8, top_k_experts=2,
+                            moe_intermediate_size=32,
+                            rope_parameters={"full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25,
+                                                                "rope_theta": THETA},
+                                             "sliding_attention": {"rope_type": "default", "rope_theta": 5000.0}})),
         "gemma2": (tf.Gemma2Config, tf.Gemma2ForCausalLM,
                    dict(hidden_size=72, intermediate_size=96, num_hidden_layers=3, tie_word_embeddings=True,
                         hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=24, sliding_window=8,
@@ -202,6 +218,10 @@ def moe_blocks(model):
     """(layer index, MoE module, router weight [experts, hidden], top_k) of every sparse layer."""
     out = []
     for i, layer in enumerate(model.model.layers):
+        router = getattr(layer, "router", None)
+        if router is not None and hasattr(router, "proj"):  # Gemma 4: beside the MLP, routing on an input of its own
+            out.append((i, router.proj, router.proj.weight, None, model.config.top_k_experts))
+            continue
         block = getattr(layer, "block_sparse_moe", None) or getattr(layer, "mlp", None)
         gate = getattr(block, "gate", None) or getattr(block, "router", None)  # GPT-OSS: mlp.router, with a bias
         weight = getattr(gate, "weight", None)
@@ -286,8 +306,10 @@ def main(out_root, only):
               f" max |logit| {float(logits.abs().max()):.4g}; smallest router margin {margin};"
               f" smallest top-1/top-2 logit gap {gap:.4g}")
         tensors = {"tokens": torch.tensor(tokens, dtype=torch.int32), "logits": logits.contiguous(), "hidden": hidden.contiguous()}
-        if family == "gemma4_text":  # its scores are not scaled (q/k norms, scale 1): float32 sums part by ~1e-5 of the logits
-            back64 = model_class.from_pretrained(directory, attn_implementation="eager", dtype=torch.float64).eval()
+        if family in ("gemma4_text", "gemma4_moe"):  # its scores are not scaled (q/k norms, scale 1): float32 sums part by ~1e-5 of the logits
+            # (experts: transformers' per-expert loop; its default grouped_mm has no float64)
+            extra = {"experts_implementation": "eager"} if family == "gemma4_moe" else {}
+            back64 = model_class.from_pretrained(directory, attn_implementation="eager", dtype=torch.float64, **extra).eval()
             with torch.no_grad():
                 tensors["logits_f64"] = back64(torch.tensor([tokens])).logits[0].float().contiguous()
             print(f"  float32 vs float64 (transformers): max |logit diff| {float((logits - tensors['logits_f64']).abs().max()):.3g}")

@@ -10,6 +10,7 @@
 #include <doctest/doctest.h>
 
 #include <autoround/format/safetensors.hpp>
+#include <autoround/model/linear_slots.hpp>
 #include <autoround/model/llama_block.hpp>
 #include <cmath>
 #include <limits>
@@ -323,7 +324,11 @@ TEST_CASE("a batch of sequences: each sequence's forward, and the sum of each se
   }
 }
 
-TEST_CASE("a mixture-of-experts block's backward matches finite differences: attention weights and experts") {
+namespace {
+// A mixture-of-experts block's backward against central finite differences: in the MLP's place
+// (Qwen3-MoE's), or beside the dense MLP (Gemma 4's 26B-A4B: GeGLU everywhere, sandwich norms, the
+// experts' and both branches' own norms, the router on rms(h) × its scale, per-expert scales).
+void check_moe_block_gradients(bool beside) {
   LlamaConfig c;
   c.hidden = 16, c.heads = 4, c.kv_heads = 2, c.head_dim = 4, c.intermediate = 24, c.rope_theta = 100.0f;
   c.rope_style = RopeStyle::HalfSplit;
@@ -335,12 +340,25 @@ TEST_CASE("a mixture-of-experts block's backward matches finite differences: att
     for (Index i = 0; i < m.size(); ++i) m.data()[i] = scale * normal(rng);
     return m;
   };
+  const auto norm = [&]() -> Eigen::VectorXf { return Eigen::VectorXf::Ones(c.hidden) + 0.3f * matrix(c.hidden, 1, 1.0f).col(0); };
   MoeFeedForward moe;
   moe.spec = {2, true};
   moe.weights.router = matrix(4, c.hidden, 0.8f);
   for (int e = 0; e < 4; ++e) moe.weights.experts.push_back({matrix(12, c.hidden, 0.3f), matrix(12, c.hidden, 0.3f), matrix(c.hidden, 12, 0.3f), {}, {}, {}});
+  if (beside) {
+    c.activation = MlpActivation::GeluTanh;
+    moe.spec.activation = ExpertActivation::GeGlu;
+    moe.weights.expert_scale = Eigen::Vector4f(0.7f, 1.3f, 0.9f, 1.6f);
+    moe.weights.router *= 3.0f;  // (the router's input is normed to about 1/√hidden per entry)
+    moe.beside_mlp = ExpertsBesideMlp{norm(), norm(), norm(), norm()};
+    block.post_attn_norm = norm();
+    block.post_ffn_norm = norm();
+  }
   block.moe = moe;
-  for (Linear l : {Linear::Gate, Linear::Up, Linear::Down}) block[l] = RowMatrix();
+  if (!beside)
+    for (Linear l : {Linear::Gate, Linear::Up, Linear::Down}) block[l] = RowMatrix();
+  REQUIRE(linear_slots(block).size() == (beside ? 7u : 4u) + 12u);
+  REQUIRE(first_expert_slot(block) == (beside ? 7u : 4u));
   const Index tokens = 6;
   const RowMatrix x = matrix(tokens, c.hidden, 1.0f), weights_of_loss = matrix(tokens, c.hidden, 1.0f);
   RowMatrix h = x;
@@ -357,7 +375,8 @@ TEST_CASE("a mixture-of-experts block's backward matches finite differences: att
     return static_cast<double>(out.cwiseProduct(weights_of_loss).sum());
   };
   std::array<RowMatrix, 7> grads;
-  for (Linear l : {Linear::Query, Linear::Key, Linear::Value, Linear::Output}) grads[static_cast<std::size_t>(l)] = RowMatrix::Zero(block[l].rows(), block[l].cols());
+  for (Linear l : all_linears)
+    if (block[l].size() > 0) grads[static_cast<std::size_t>(l)] = RowMatrix::Zero(block[l].rows(), block[l].cols());
   std::vector<std::array<RowMatrix, 3>> expert_grads(4);
   for (auto& g : expert_grads) g = {RowMatrix::Zero(12, c.hidden), RowMatrix::Zero(12, c.hidden), RowMatrix::Zero(c.hidden, 12)};
   block_backward(BlockWeights::of(block), c, cache, weights_of_loss, grads, expert_grads);
@@ -372,7 +391,8 @@ TEST_CASE("a mixture-of-experts block's backward matches finite differences: att
     const double fd = (4.0 * central(4e-3f) - central(8e-3f)) / 3.0;
     CHECK(static_cast<double>(g.cwiseProduct(direction).sum()) == doctest::Approx(fd).epsilon(2e-3));
   };
-  for (Linear l : {Linear::Query, Linear::Key, Linear::Value, Linear::Output}) {
+  for (Linear l : all_linears) {
+    if (block[l].size() == 0) continue;
     CAPTURE(std::string(gguf_name(l)));
     check_direction(grads[static_cast<std::size_t>(l)], [l](LlamaBlock& b) -> RowMatrix& { return b[l]; });
   }
@@ -386,6 +406,15 @@ TEST_CASE("a mixture-of-experts block's backward matches finite differences: att
         return p == 0 ? ex.gate : p == 1 ? ex.up : ex.down;
       });
     }
+}
+}  // namespace
+
+TEST_CASE("a mixture-of-experts block's backward matches finite differences: attention weights and experts") {
+  check_moe_block_gradients(false);
+}
+
+TEST_CASE("Gemma 4's experts beside the dense MLP: the block's backward matches finite differences (attention, MLP, experts)") {
+  check_moe_block_gradients(true);
 }
 
 // With quantized linear inputs (MXFP4 / MXFP8 / NVFP4 / FP8_STATIC / FP8_BLOCK W4A4-W8A8 schemes) the block is

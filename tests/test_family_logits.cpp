@@ -15,6 +15,9 @@
 //   gemma4_text  Gemma4ForCausalLM (31B's dense layout): full layers with their own head size (32 vs
 //                16) and KV heads (1 vs 2), their values k_proj's output (attention_k_eq_v), v_norm,
 //                proportional RoPE (a quarter of the pairs turn), plain-w norms, layer_scalar
+//   gemma4_moe   the same with enable_moe_block (the 26B-A4B's layout): 8 GeGLU experts top 2 beside
+//                every dense MLP, their own norms, the router on rms(h) × router.scale / √64, top-k
+//                renormalized × per_expert_scale; transformers saves the experts fused
 //   gemma2       Gemma2ForCausalLM: its alternation (sliding, full, sliding), window 8, attention
 //                soft-capping 2 and final 3, no q/k norms
 //   gpt_oss      GptOssForCausalLM: 8 experts top 2 (top-k of the biased router logits, softmax over
@@ -171,6 +174,45 @@ TEST_CASE("gemma4_text: logits equal transformers' Gemma4ForCausalLM (full layer
   CHECK(distance([](LlamaModel& m) { m.config.sliding_rope_theta = 0; }) > 1e-2);           // one RoPE base
 }
 
+TEST_CASE("gemma4_moe: logits equal transformers' Gemma4ForCausalLM with enable_moe_block (experts beside the MLP, 26B-A4B's layout)") {
+  const LlamaModel model = load_llama(family_dir("gemma4_moe"));
+  REQUIRE(model.blocks.size() == 4);
+  for (std::size_t b = 0; b < 4; ++b) {
+    CAPTURE(b);
+    const LlamaBlock& block = model.blocks[b];
+    REQUIRE(block.moe.has_value());
+    REQUIRE(block.moe->beside_mlp.has_value());
+    CHECK(block.moe->spec.top_k == 2);
+    CHECK(block.moe->spec.normalize);
+    CHECK(block.moe->spec.activation == ExpertActivation::GeGlu);
+    CHECK(block.moe->weights.experts.size() == 8);
+    CHECK(block.moe->weights.experts[7].down.cols() == 32);
+    CHECK(block.moe->weights.expert_scale.size() == 8);
+    CHECK(block.moe->beside_mlp->router_scale.size() == 64);
+    CHECK(block[Linear::Gate].rows() == 96);  // the dense MLP stays
+    // attention (3 without v_proj in the full layers), the MLP's 3, then 8 experts × 3
+    CHECK(linear_slots(block).size() == (block.values_from_keys ? 6u : 7u) + 24u);
+    CHECK(first_expert_slot(block) == (block.values_from_keys ? 6u : 7u));
+  }
+  check_logits("gemma4_moe", model);
+  // each piece is read and computed: without it the logits move far beyond the tolerance
+  const LogitShift distance(family_dir("gemma4_moe"), model);
+  const auto each = [](auto&& change) {
+    return [change](LlamaModel& m) {
+      for (LlamaBlock& b : m.blocks) change(*b.moe);
+    };
+  };
+  CHECK(distance(each([](MoeFeedForward& f) { f.beside_mlp->router_scale.setOnes(); })) > 1e-2);
+  CHECK(distance(each([](MoeFeedForward& f) { f.weights.expert_scale.resize(0); })) > 1e-2);
+  CHECK(distance(each([](MoeFeedForward& f) { f.beside_mlp->input_norm.setOnes(); })) > 1e-2);
+  CHECK(distance(each([](MoeFeedForward& f) { f.beside_mlp->mlp_norm.setOnes(); })) > 1e-2);
+  CHECK(distance(each([](MoeFeedForward& f) { f.beside_mlp->experts_norm.setOnes(); })) > 1e-2);
+  CHECK(distance(each([](MoeFeedForward& f) { f.spec.activation = ExpertActivation::SwiGlu; })) > 1e-2);
+  CHECK(distance([](LlamaModel& m) {  // the experts alone, the dense MLP gone
+    for (LlamaBlock& b : m.blocks) b.moe->beside_mlp.reset();
+  }) > 1e-2);
+}
+
 TEST_CASE("gemma4_text: the GGUF that llama.cpp's converter writes of it (gemma4) reads to transformers' logits") {
   // model.gguf: scripts/convert_family_gguf.py (llama.cpp 0.3.36's converter, float32): arch gemma4,
   // attention.head_count_kv [2, 1, 2, 1], key_length 32 / key_length_swa 16, no attn_v in the full
@@ -204,7 +246,7 @@ TEST_CASE("gemma4_text: the GGUF that llama.cpp's converter writes of it (gemma4
   check_logits("gemma4_text", model);
 }
 
-TEST_CASE("gemma4_text: Gemma 4's per-layer embeddings, shared KV layers and experts are refused by name") {
+TEST_CASE("gemma4_text: Gemma 4's per-layer embeddings and shared KV layers are refused by name, experts without their counts too") {
   const std::filesystem::path dir = std::filesystem::temp_directory_path() / "autoround_gemma4_refusals";
   std::filesystem::create_directories(dir);
   std::filesystem::copy_file(family_dir("gemma4_text") + "/model.safetensors", dir / "model.safetensors",
@@ -222,7 +264,7 @@ TEST_CASE("gemma4_text: Gemma 4's per-layer embeddings, shared KV layers and exp
   refused("hidden_size_per_layer_input", 256, "per-layer embeddings");
   refused("hidden_size_per_layer_input", nullptr, "per-layer embeddings");  // transformers' default is 256
   refused("num_kv_shared_layers", 2, "shared key/value layers");
-  refused("enable_moe_block", true, "mixture of experts");
+  refused("enable_moe_block", true, "no 'top_k_experts'");  // (the 26B-A4B's experts are read: gemma4_moe above)
   refused("use_bidirectional_attention", "all", "use_bidirectional_attention");
   std::filesystem::remove_all(dir);
 }

@@ -628,9 +628,7 @@ int quantize(const std::string& model_path, const std::string& calibration_path,
   const LlamaConfig& config = source.config();
   // mixture-of-experts models tune on either device (the GPU: softmax routing, cuda::BlockTuningRun refuses the rest by name)
   const GgufExperts gguf_expert_counts = source_gguf ? gguf_experts(*source_gguf) : GgufExperts{};
-  const bool experts = config.model_type.find("moe") != std::string::npos || config.model_type == "mixtral" || config.model_type == "gpt_oss" ||
-                       config.model_type == "deepseek_v3" ||
-                       gguf_expert_counts.count > 0;
+  const bool experts = config.experts > 0 || gguf_expert_counts.count > 0;
   if (const std::string reason = cuda_unsupported(config); device.cuda && !reason.empty())
     throw Error(cuda_refusal(model_path + ": a " + config.model_type + " model", reason));
   // the loss skips padding as the reference does: the tokenizer's pad id, when the model names one

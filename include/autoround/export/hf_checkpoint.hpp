@@ -205,6 +205,11 @@ class HfTensorWriter {
       add_norm(w, prefix + "post_attention_layernorm.weight", block.post_attn_norm);
       add_norm(w, prefix + "pre_feedforward_layernorm.weight", block.ffn_norm);
       add_norm(w, prefix + "post_feedforward_layernorm.weight", block.post_ffn_norm);
+      if (block.moe && block.moe->beside_mlp) {  // Gemma 4's experts beside the MLP: their norms
+        add_norm(w, prefix + "pre_feedforward_layernorm_2.weight", block.moe->beside_mlp->input_norm);
+        add_norm(w, prefix + "post_feedforward_layernorm_1.weight", block.moe->beside_mlp->mlp_norm);
+        add_norm(w, prefix + "post_feedforward_layernorm_2.weight", block.moe->beside_mlp->experts_norm);
+      }
     } else {
       add_norm(w, prefix + "post_attention_layernorm.weight", block.ffn_norm);
     }
@@ -235,6 +240,15 @@ class HfTensorWriter {
         detail::add_f16(w, q + "up_proj.bias", ex.up_bias.data(), {ex.up_bias.size()});
         detail::add_f16(w, q + "down_proj.bias", ex.down_bias.data(), {ex.down_bias.size()});
       }
+    } else if (block.moe && block.moe->beside_mlp) {  // Gemma 4: router.proj kept float (the reference quantizes it: its
+      // keep-list names only ".gate"; llama.cpp never quantizes ffn_gate_inp), its two scales in float32 as transformers holds them
+      const MoeWeights& m = block.moe->weights;
+      const Eigen::VectorXf& scale = block.moe->beside_mlp->router_scale;
+      detail::add_f16(w, prefix + "router.proj.weight", m.router.data(), {m.router.rows(), m.router.cols()});
+      keep_float(prefix + "router.proj");
+      w.add(prefix + "router.scale", Dtype::F32, {scale.size()}, std::span<const float>(scale.data(), static_cast<std::size_t>(scale.size())));
+      w.add(prefix + "router.per_expert_scale", Dtype::F32, {m.expert_scale.size()},
+            std::span<const float>(m.expert_scale.data(), static_cast<std::size_t>(m.expert_scale.size())));
     } else if (block.moe) {
       detail::require(!source_.gguf, "model.layers." + std::to_string(b) +
                                          ": a mixture-of-experts model read from GGUF cannot be written as a Hugging Face checkpoint yet "

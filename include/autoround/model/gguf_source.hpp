@@ -72,7 +72,7 @@ class GgufModelSource {
     };
     if (fused_qkv) split("attn_qkv.weight", {Linear::Query, Linear::Key, Linear::Value});
     if (fused_gate_up) split("ffn_up.weight", {Linear::Gate, Linear::Up});
-    if (sparse) block.moe = MoeFeedForward{moe_->spec, load_gguf_moe(file_, *moe_, b, c.hidden)};
+    if (sparse) block.moe = MoeFeedForward{moe_->spec, load_gguf_moe(file_, *moe_, b, c.hidden), {}};
     // q/k/v biases: Qwen2's and GPT-OSS's; GLM's where its converter wrote them (attention_bias)
     if (c.model_type == "qwen2" || c.model_type == "qwen2moe" || gpt_oss || (glm && file_.find_tensor(prefix + "attn_q.bias")))
       for (int j = 0; j < 3; ++j) {
@@ -153,6 +153,7 @@ class GgufModelSource {
         (arch == "llama" && file.find("llama.expert_count") && file.get_uint("llama.expert_count") > 0))
       moe_ = gguf_moe_layout(file);
     LlamaConfig& c = config_;
+    if (moe_) c.experts = moe_->experts;
     c.layers = gguf_forward_blocks(file, arch);  // (glm4moe's MTP blocks are not part of it)
     c.hidden = static_cast<Index>(file.get_uint(arch + ".embedding_length"));
     // a MoE file may leave out the dense size (its blocks have none); a dense one must say it

@@ -8,8 +8,9 @@
 // qwen3_moe, qwen2_moe (its shared expert) and mixtral (LlamaBlock::moe, read by model/hf_moe.hpp;
 // tuned on the CPU, tune/block_tuning_run.hpp);
 // gemma3_text and gemma2 (sandwich norms, GeGLU, sliding-window layers, soft-capping: the Gemma
-// settings of LlamaConfig; their (1 + w) norm weights are held as 1 + w); gemma4_text dense (its
-// full layers' own head size, keys as values, v_norm, proportional RoPE, layer_scalar);
+// settings of LlamaConfig; their (1 + w) norm weights are held as 1 + w); gemma4_text (its
+// full layers' own head size, keys as values, v_norm, proportional RoPE, layer_scalar; the
+// 26B-A4B's experts beside every dense MLP: MoeFeedForward::beside_mlp);
 // deepseek_v3 (its latent attention: LlamaBlock::mla, model/latent_attention.hpp; its MoE as GLM's);
 // RoPE scaling linear and llama3; sliding-window attention only where the family alternates it
 // (Gemma), not Mistral/Qwen's use_sliding_window.
@@ -302,6 +303,7 @@ class HfModelSource {
     const std::string prefix = c.hf_prefix + "layers." + std::to_string(b) + ".";
     block.values_from_keys = c.values_from_keys(config_.is_sliding(b));
     const bool sparse = moe_ && moe_->sparse[static_cast<std::size_t>(b)];
+    const bool gemma4 = c.model_type == "gemma4_text";  // (its 26B-A4B: the experts beside the dense MLP)
     const auto linear = [&](const std::string& tensor, Index rows, Index cols) {
       // MXFP8 and FP8 layers keep the name "weight" for their E4M3 codes (with a weight_scale, or
       // FP8_BLOCK's weight_scale_inv, beside them)
@@ -320,7 +322,7 @@ class HfModelSource {
       block[Linear::Up] = gate_up.bottomRows(c.intermediate);
     }
     for (Linear l : all_linears) {
-      if (sparse && (l == Linear::Gate || l == Linear::Up || l == Linear::Down)) continue;  // the experts instead
+      if (sparse && !gemma4 && (l == Linear::Gate || l == Linear::Up || l == Linear::Down)) continue;  // the experts instead
       if (c.model_type == "phi3" && l != Linear::Output && l != Linear::Down) continue;  // read fused above
       if (l == Linear::Value && block.values_from_keys) continue;  // Gemma 4's full layers: no v_proj
       const auto [rows, cols] = linear_shape(c, l);
@@ -336,7 +338,7 @@ class HfModelSource {
     if (sparse)
       block.moe = MoeFeedForward{moe_->spec, load_moe(*ckpt_, *moe_, b, c.hidden, c.hf_prefix, [this](const std::string& layer, Index out, Index in) {
                                    return detail::load_quantized_linear(*ckpt_, qc_, layer, out, in);
-                                 })};
+                                 }), {}};
     const bool gpt_oss = c.model_type == "gpt_oss";
     if (c.model_type == "qwen2" || c.model_type == "qwen2_moe" || gpt_oss || glm_qkv_bias_)  // q/k/v projections carry biases
       for (std::size_t k = 0; k < 3; ++k) {
@@ -362,6 +364,14 @@ class HfModelSource {
       block.post_attn_norm = norm(prefix + "post_attention_layernorm.weight", c.hidden);
       block.ffn_norm = norm(prefix + "pre_feedforward_layernorm.weight", c.hidden);
       block.post_ffn_norm = norm(prefix + "post_feedforward_layernorm.weight", c.hidden);
+      if (sparse && gemma4) {  // the experts' norms (their input, each branch's output) and the router's input scale
+        ExpertsBesideMlp beside;
+        beside.input_norm = norm(prefix + "pre_feedforward_layernorm_2.weight", c.hidden);
+        beside.mlp_norm = norm(prefix + "post_feedforward_layernorm_1.weight", c.hidden);
+        beside.experts_norm = norm(prefix + "post_feedforward_layernorm_2.weight", c.hidden);
+        beside.router_scale = load(prefix + "router.scale", 1, c.hidden).row(0).transpose();
+        block.moe->beside_mlp = std::move(beside);
+      }
     } else {
       block.ffn_norm = norm(prefix + "post_attention_layernorm.weight", c.hidden);
     }
@@ -516,7 +526,7 @@ class HfModelSource {
       // Gemma's configs tie by default; a vision-language model's tie is its top-level key (transformers
       // reads only that one), or where it has none, whether an LM head is stored
       c.tied_embeddings = vlm ? root.value("tie_word_embeddings", true) : j.value("tie_word_embeddings", gemma);
-      if (moe) moe_ = moe_layout(j, c.layers);
+      if (moe) moe_ = moe_layout(j, c.layers), c.experts = moe_->experts;
       if (gemma) read_gemma(j);
       if (gpt_oss) read_layer_types(j, 2);  // its alternation: sliding, full, ...; window 128
       if (deepseek) read_latent_attention(j);
@@ -670,7 +680,8 @@ class HfModelSource {
   /// Gemma 4's dense text model (31B's layout): its full-attention layers' own head size and KV
   /// heads (transformers 5.17 writes them as per_layer_config, released configs as
   /// global_head_dim / num_global_key_value_heads), keys as values (attention_k_eq_v), v_norm. The
-  /// per-layer embeddings and KV sharing of E2B / E4B and the 26B-A4B's experts are refused by name.
+  /// per-layer embeddings and KV sharing of E2B / E4B are refused by name; the 26B-A4B's experts
+  /// (enable_moe_block) read as a MoE layout (hf_moe.hpp).
   void read_gemma4(const nlohmann::json& j) {
     LlamaConfig& c = config_;
     const auto integer = [&](const char* key, Index fallback) { return j.contains(key) && !j[key].is_null() ? j[key].get<Index>() : fallback; };
@@ -678,8 +689,8 @@ class HfModelSource {
       throw Error("hidden_size_per_layer_input > 0: Gemma 4's per-layer embeddings (E2B / E4B) are not supported yet (issue #25)");
     if (integer("num_kv_shared_layers", 0) > 0)
       throw Error("num_kv_shared_layers > 0: Gemma 4's shared key/value layers (E2B / E4B) are not supported yet (issue #25)");
-    if (j.value("enable_moe_block", false))
-      throw Error("enable_moe_block: Gemma 4's mixture of experts beside the MLP (26B-A4B) is not supported yet (issue #25)");
+    if (j.value("enable_moe_block", false))  // the 26B-A4B: experts beside every dense MLP
+      moe_ = moe_layout(j, c.layers), c.experts = moe_->experts;
     c.value_norm = true;
     c.full_values_from_keys = j.value("attention_k_eq_v", false);
     c.full_head_dim = integer("global_head_dim", 512);

@@ -8,6 +8,9 @@
 //                         (gate, up, down), or the same under mlp.
 //   deepseek_v3, glm4_moe mlp.gate.weight, mlp.gate.e_score_correction_bias,
 //                         mlp.experts.E.{gate,up,down}_proj, mlp.shared_experts.{gate,up,down}_proj
+//   gemma4_text           router.{proj.weight,scale,per_expert_scale}, experts.gate_up_proj [E, 2·I, H]
+//                         (gate rows first), experts.down_proj [E, H, I] (no "mlp.": beside the dense
+//                         MLP, hf_loader.hpp's); exported per expert: experts.E.{gate,up,down}_proj
 //   gpt_oss               mlp.router.{weight,bias}; mlp.experts.gate_up_proj [E, H, 2·I] used as
 //                         x·W (gate the even columns, up the odd ones) with gate_up_proj_bias
 //                         [E, 2·I], down_proj [E, I, H] with down_proj_bias [E, H]; the released
@@ -62,9 +65,17 @@ inline MoeLayout moe_layout(const nlohmann::json& config, Index layers) {
   MoeLayout m;
   m.family = detail::config_value<std::string>(config, "model_type", "");
   const std::string& f = m.family;
-  m.spec.top_k = detail::config_required<Index>(config, "num_experts_per_tok", f);
   m.sparse.assign(static_cast<std::size_t>(layers), true);
-  if (f == "qwen3_moe" || f == "qwen2_moe") {
+  // Gemma 4: transformers 5.17 reads top_k_experts (llama.cpp's converter num_experts_per_tok first)
+  const bool gemma4 = f == "gemma4_text";
+  m.spec.top_k = detail::config_required<Index>(
+      config, gemma4 && (config.contains("top_k_experts") || !config.contains("num_experts_per_tok")) ? "top_k_experts" : "num_experts_per_tok", f);
+  if (gemma4) {  // the 26B-A4B (enable_moe_block): GeGLU experts beside every layer's dense MLP
+    m.experts = detail::config_required<Index>(config, "num_experts", f);
+    m.expert_intermediate = detail::config_required<Index>(config, "moe_intermediate_size", f);
+    m.spec.normalize = true;
+    m.spec.activation = ExpertActivation::GeGlu;
+  } else if (f == "qwen3_moe" || f == "qwen2_moe") {
     // transformers 5.17 saves qwen3_moe's expert count as num_local_experts
     if (!config.contains("num_experts") && !config.contains("num_local_experts"))
       throw Error("config.json (" + f + "): no 'num_experts' (nor 'num_local_experts')");
@@ -103,7 +114,7 @@ inline MoeLayout moe_layout(const nlohmann::json& config, Index layers) {
     m.spec.activation = ExpertActivation::ClampedSwiGlu;
     m.spec.normalize = false;  // the softmax over the k chosen logits sums to 1 already
   } else {
-    throw Error("config.json: model_type '" + f + "' has no mixture-of-experts layout here (qwen3_moe, qwen2_moe, mixtral, deepseek_v3, glm4_moe, gpt_oss)");
+    throw Error("config.json: model_type '" + f + "' has no mixture-of-experts layout here (qwen3_moe, qwen2_moe, mixtral, deepseek_v3, glm4_moe, gpt_oss, gemma4_text)");
   }
   detail::require(m.experts > 0 && m.expert_intermediate > 0 && m.spec.top_k >= 1 && m.spec.top_k <= m.experts,
                   "config.json (" + f + "): inconsistent expert counts (" + std::to_string(m.experts) + " experts, top " +
@@ -223,7 +234,8 @@ inline MoeWeights load_moe(const SafetensorsCheckpoint& ckpt, const MoeLayout& m
                   "load_moe: layer " + std::to_string(layer) + " has no mixture of experts");
   const std::string layer_prefix = prefix + "layers." + std::to_string(layer) + ".";
   const bool mixtral_names = m.family == "mixtral" && ckpt.contains(layer_prefix + "block_sparse_moe.gate.weight");
-  const std::string p = layer_prefix + (mixtral_names ? "block_sparse_moe." : "mlp.");
+  const bool gemma4 = m.family == "gemma4_text";  // (its router and experts beside the MLP, not in it)
+  const std::string p = layer_prefix + (gemma4 ? "" : mixtral_names ? "block_sparse_moe." : "mlp.");
   auto load = [&](const std::string& name, Index rows, Index cols) {
     const std::string suffix = ".weight";
     const bool linear = name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -240,7 +252,8 @@ inline MoeWeights load_moe(const SafetensorsCheckpoint& ckpt, const MoeLayout& m
   MoeWeights w;
   auto vector = [&](const std::string& name, Index size) -> Eigen::VectorXf { return load(name, 1, size).row(0).transpose(); };
   if (m.family == "gpt_oss") return detail::load_gpt_oss_moe(ckpt, p, e_count, inter, hidden, load, vector);
-  w.router = load(p + "gate.weight", e_count, hidden);
+  w.router = load(p + (gemma4 ? "router.proj.weight" : "gate.weight"), e_count, hidden);
+  if (gemma4) w.expert_scale = vector(p + "router.per_expert_scale", e_count);
   if (m.spec.scoring == RouterScoring::SigmoidGrouped)
     w.correction_bias = load(p + "gate.e_score_correction_bias", 1, e_count).row(0).transpose();
   w.experts.resize(static_cast<std::size_t>(e_count));

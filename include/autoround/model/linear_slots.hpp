@@ -1,9 +1,10 @@
 #pragma once
 // A block's quantizable linear layers as a list of slots: what the tuning runs, the results, the
 // checkpoints and the exports walk instead of a fixed array of seven. A dense block has the seven
-// Linear in order (slot i is Linear i; a Gemma 4 full layer without v_proj has six, no Value); a mixture-of-experts block has its attention's four
-// (q, k, v, o: slots 0-3, as in a dense block), then each routed expert's gate, up and down, then
-// the shared expert's. The router and the shared expert's gate are not slots: the reference keeps
+// Linear in order (slot i is Linear i; a Gemma 4 full layer without v_proj has six, no Value); a
+// mixture-of-experts block has its attention's four (q, k, v, o: slots 0-3, as in a dense block),
+// with experts beside a dense MLP (Gemma 4's 26B-A4B) the MLP's three, then each routed expert's
+// gate, up and down, then the shared expert's (first_expert_slot, expert_slot_index). The router and the shared expert's gate are not slots: the reference keeps
 // them in full precision (docs/block-descriptions.md). A latent-attention block (DeepSeek-V3) has
 // one more, q_a_proj, last (so that the others keep their places).
 #include <optional>
@@ -34,11 +35,10 @@ inline std::vector<LinearSlot> linear_slots(const LlamaBlock& block) {
     for (Linear l : {Linear::Query, Linear::Key, Linear::Value, Linear::Output})
       if (l != Linear::Value || !block.values_from_keys) slots.push_back({l, LinearSlot::own});
   };
-  if (!block.moe) {
-    attention();
+  attention();
+  if (!block.moe || block.moe->beside_mlp)  // a dense MLP (Gemma 4's 26B-A4B: and its experts beside it)
     for (Linear l : {Linear::Gate, Linear::Up, Linear::Down}) slots.push_back({l, LinearSlot::own});
-  } else {
-    attention();
+  if (block.moe) {
     const auto experts = static_cast<Index>(block.moe->weights.experts.size());
     for (Index e = 0; e < experts; ++e)
       for (Linear l : {Linear::Gate, Linear::Up, Linear::Down}) slots.push_back({l, e});
@@ -64,9 +64,18 @@ inline std::size_t projection_index(Linear role) {
   return static_cast<std::size_t>(role) - static_cast<std::size_t>(Linear::Gate);
 }
 
-/// Where routed expert `expert`'s projection `role` sits in a MoE block's slots (linear_slots);
-/// `expert` = the expert count gives the shared expert's.
-inline std::size_t expert_slot_index(Index expert, Linear role) { return 4 + 3 * static_cast<std::size_t>(expert) + projection_index(role); }
+/// Where a MoE block's first expert slot sits: after the attention's (four, three without v_proj)
+/// and, with experts beside a dense MLP (Gemma 4), the MLP's three.
+inline std::size_t first_expert_slot(const LlamaBlock& block) {
+  return (block.values_from_keys ? 3 : 4) + (block.moe && block.moe->beside_mlp ? 3 : 0);
+}
+
+/// Where routed expert `expert`'s projection `role` sits in a MoE block's slots (linear_slots), the
+/// experts starting at slot `first` (first_expert_slot); `expert` = the expert count gives the
+/// shared expert's.
+inline std::size_t expert_slot_index(Index expert, Linear role, std::size_t first = 4) {
+  return first + 3 * static_cast<std::size_t>(expert) + projection_index(role);
+}
 
 namespace detail {
 template <class Ffn>
@@ -91,13 +100,14 @@ inline RowMatrix& expert_weight(MoeFeedForward& moe, const LinearSlot& s) { retu
 /// The slot's Hugging Face name within its layer, as transformers names the unfused module (and
 /// the reference exports it): "self_attn.q_proj", "mlp.down_proj", "mlp.experts.3.gate_proj",
 /// "mlp.shared_expert.up_proj" ("mlp.shared_experts." for DeepSeek-V3, `model_type`; its latent
-/// attention's "self_attn.q_a_proj", "self_attn.q_b_proj", ...).
+/// attention's "self_attn.q_a_proj", "self_attn.q_b_proj", ...; Gemma 4's "experts.3.gate_proj").
 inline std::string hf_name(const LinearSlot& s, const std::string& model_type = {}) {
   if (s.expert == LinearSlot::latent) return "self_attn.q_a_proj";
   if (s.expert == LinearSlot::own) return hf_name(s.role, model_type);
   const char* projection = s.role == Linear::Gate ? "gate_proj" : s.role == Linear::Up ? "up_proj" : "down_proj";
   if (s.expert == LinearSlot::shared) return std::string(model_type == "deepseek_v3" || model_type == "deepseek2" || model_type == "glm4_moe" ? "mlp.shared_experts." : "mlp.shared_expert.") + projection;
-  return "mlp.experts." + std::to_string(s.expert) + "." + projection;
+  // (Gemma 4's experts sit beside the MLP, not in it: "experts.E.gate_proj")
+  return std::string(model_type == "gemma4_text" ? "experts." : "mlp.experts.") + std::to_string(s.expert) + "." + projection;
 }
 
 }  // namespace autoround

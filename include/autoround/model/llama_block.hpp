@@ -5,8 +5,9 @@
 // The forward can keep what the backward needs (BlockCache). The backward returns the gradient
 // of the loss with respect to the seven weight matrices (the input x is a constant here: block-
 // wise tuning differentiates only the block's own quantized weights). A block whose MLP is a
-// mixture of experts (BlockWeights::moe) runs moe_forward (model/moe_mlp.hpp) in the MLP's place;
-// its backward gives the attention's four gradients and every expert's.
+// mixture of experts (BlockWeights::moe) runs moe_forward (model/moe_mlp.hpp) in the MLP's place
+// (Gemma 4's 26B-A4B: beside it, MoeFeedForward::beside_mlp); its backward gives the attention's
+// four gradients (and the dense MLP's three) and every expert's.
 //
 // DeepSeek-V3's blocks (LlamaConfig::latent_attention) run model/latent_attention.hpp between the
 // attention norm and o_proj in place of the GQA core; their q_a_proj's gradient comes out through
@@ -124,13 +125,18 @@ struct BlockCache {
   RowMatrix q_projected, k_projected;    ///< q and k before Qwen3's per-head norms (only with them)
   RowMatrix v_projected;                 ///< v before Gemma 4's v_norm (only with it)
   std::vector<RowMatrix> probabilities;  ///< per sequence and query head (sequence-major) [T, T], causal
-  MoeCache moe;                          ///< a mixture-of-experts MLP's routing and experts' intermediates (mlp_in is its input)
+  MoeCache moe;                          ///< a mixture-of-experts MLP's routing and experts' intermediates (experts_input() is its input)
+  /// Gemma 4's experts beside the dense MLP: their own input, the router's, and the two branches'
+  /// outputs before their norms (mlp_out is then the sum of the normed branches)
+  RowMatrix experts_in, router_in, dense_out, experts_out;
   /// With quantized inputs (BlockWeights::act): o_proj's, gate/up's and down_proj's inputs
   /// before the quantization, which the backward passes through (q/k/v's needs none: nothing
   /// before it is tuned).
   RowMatrix output_in_float, mlp_in_float, down_in_float;
   LatentAttentionCache mla;              ///< DeepSeek-V3's latent attention's intermediates (attention_in is its input)
   Index seqlen = 0;                      ///< tokens per sequence
+  /// What the experts read: mlp_in, or their own normed input beside a dense MLP (Gemma 4).
+  const RowMatrix& experts_input() const { return experts_in.size() > 0 ? experts_in : mlp_in; }
   /// Linear l's input; a latent attention's q_b and kv_b read its latents, q_a attention_in.
   const RowMatrix& of(Linear l) const {
     if (l == Linear::Query && mla.query_latent.size() > 0) return mla.query_latent;
@@ -142,6 +148,7 @@ struct BlockCache {
 /// The backward's temporaries, kept between calls for their memory (block_backward).
 struct BlockBackwardScratch {
   RowMatrix d_act, d_gate, d_up, d_yn, d_h, d_attention, d_q, d_k, d_v, d_mlp, d_attention_out;
+  RowMatrix d_dense, d_experts, d_experts_in, d_router_in;  ///< Gemma 4's experts beside the dense MLP
   RowMatrix d_out;  ///< dL/d(block output) × the block's layer_scalar (Gemma 4)
   std::vector<RowMatrix> d_k_head, d_v_head, d_s;
   LatentAttentionScratch mla;
@@ -265,7 +272,8 @@ inline void mlp_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix& 
 
   if (cache) m.h = hidden;
   m.mlp_in = detail::rms_norm(hidden, *w.ffn_norm, c.rms_eps);
-  if (w.moe) {  // the experts on their routed rows (model/moe_mlp.hpp)
+  if (w.moe && !w.moe->beside_mlp) {  // the experts on their routed rows (model/moe_mlp.hpp)
+    m.experts_in.resize(0, 0);
     RowMatrix out;
     moe_forward(w.moe->weights, w.moe->spec, m.mlp_in, out, cache ? &m.moe : nullptr);
     if (w.has_post_ffn_norm()) {
@@ -303,6 +311,18 @@ inline void mlp_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix& 
   }
   if (w.act && cache) m.down_in_float = m.down_in;
   if (w.act) w.act->apply(m.down_in, LinearInput::MlpProduct);
+  if (w.moe) {  // Gemma 4: the experts beside the dense MLP, on the residual stream (hidden is still h)
+    detail::require(w.has_post_ffn_norm(), "block_forward: experts beside the MLP need the post-feedforward norm");
+    const ExpertsBesideMlp& beside = *w.moe->beside_mlp;
+    m.dense_out.noalias() = m.down_in * w[Linear::Down].transpose();
+    m.router_in = detail::rms_norm(hidden, beside.router_norm(), c.rms_eps);
+    m.experts_in = detail::rms_norm(hidden, beside.input_norm, c.rms_eps);
+    moe_forward(w.moe->weights, w.moe->spec, m.experts_in, m.experts_out, cache ? &m.moe : nullptr, &m.router_in);
+    m.mlp_out = detail::rms_norm(m.dense_out, beside.mlp_norm, c.rms_eps);
+    m.mlp_out += detail::rms_norm(m.experts_out, beside.experts_norm, c.rms_eps);
+    hidden += detail::rms_norm(m.mlp_out, *w.post_ffn_norm, c.rms_eps);
+    return;
+  }
   if (w.has_post_ffn_norm()) {  // Gemma: the MLP's output normed before the residual add
     m.mlp_out.noalias() = m.down_in * w[Linear::Down].transpose();
     hidden += detail::rms_norm(m.mlp_out, *w.post_ffn_norm, c.rms_eps);
@@ -416,22 +436,13 @@ inline void attention_backward(const BlockWeights& w, const LlamaConfig& model, 
   accumulate(Linear::Key, z.d_k, cache.attention_in);
   if (!w.values_from_keys) accumulate(Linear::Value, z.d_v, cache.attention_in);
 }
-}  // namespace detail
 
-/// Accumulate dL/dW for the seven weights into `grads` (each [out, in], added to; an empty entry is
-/// skipped), given dL/d(block output) for the sequences whose forward filled `cache`. `scratch` (optional)
-/// keeps the temporaries' memory from call to call. A latent attention's q_a_proj: into `query_a_grad`
-/// (null or empty: not wanted).
-inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const BlockCache& cache, const RowMatrix& d_block_out,
-                           std::array<RowMatrix, 7>& grads, BlockBackwardScratch* scratch = nullptr, RowMatrix* query_a_grad = nullptr) {
+/// The dense MLP's backward from dL/d(its output) `d_mlp`: gate, up and down's weight gradients
+/// into `grads`, dL/d(its normed input) into z.d_yn.
+inline void dense_mlp_backward(const BlockWeights& w, const LlamaConfig& c, const BlockCache& cache, const RowMatrix& d_mlp,
+                               std::array<RowMatrix, 7>& grads, BlockBackwardScratch& z) {
   auto accumulate = [&](Linear l, const RowMatrix& d_y, const RowMatrix& x) { detail::accumulate_weight_gradient(grads, l, d_y, x); };
-  const Index tokens = d_block_out.rows();
-  BlockBackwardScratch local;
-  BlockBackwardScratch& z = scratch ? *scratch : local;
-  const RowMatrix& d_out = detail::scaled_output_gradient(w, d_block_out, z);
-  // MLP (through Gemma's post norm first)
-  if (w.has_post_ffn_norm()) z.d_mlp = detail::rms_norm_backward(cache.mlp_out, *w.post_ffn_norm, c.rms_eps, d_out);
-  const RowMatrix& d_mlp = w.has_post_ffn_norm() ? z.d_mlp : d_out;
+  const Index tokens = d_mlp.rows();
   accumulate(Linear::Down, d_mlp, cache.down_in);
   z.d_act.noalias() = d_mlp * w[Linear::Down];
   if (w.act) w.act->backward(cache.down_in_float, z.d_act, LinearInput::MlpProduct);
@@ -459,15 +470,31 @@ inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const Bl
   z.d_yn.noalias() = z.d_gate * w[Linear::Gate];
   z.d_yn.noalias() += z.d_up * w[Linear::Up];
   if (w.act) w.act->backward(cache.mlp_in_float, z.d_yn, LinearInput::Mlp);
+}
+}  // namespace detail
+
+/// Accumulate dL/dW for the seven weights into `grads` (each [out, in], added to; an empty entry is
+/// skipped), given dL/d(block output) for the sequences whose forward filled `cache`. `scratch` (optional)
+/// keeps the temporaries' memory from call to call. A latent attention's q_a_proj: into `query_a_grad`
+/// (null or empty: not wanted).
+inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const BlockCache& cache, const RowMatrix& d_block_out,
+                           std::array<RowMatrix, 7>& grads, BlockBackwardScratch* scratch = nullptr, RowMatrix* query_a_grad = nullptr) {
+  BlockBackwardScratch local;
+  BlockBackwardScratch& z = scratch ? *scratch : local;
+  const RowMatrix& d_out = detail::scaled_output_gradient(w, d_block_out, z);
+  // MLP (through Gemma's post norm first)
+  if (w.has_post_ffn_norm()) z.d_mlp = detail::rms_norm_backward(cache.mlp_out, *w.post_ffn_norm, c.rms_eps, d_out);
+  detail::dense_mlp_backward(w, c, cache, w.has_post_ffn_norm() ? z.d_mlp : d_out, grads, z);
   z.d_h = d_out + detail::rms_norm_backward(cache.h, *w.ffn_norm, c.rms_eps, z.d_yn);
   detail::attention_backward(w, c, cache, grads, z, scratch != nullptr, query_a_grad);
 }
 
 /// Accumulate dL/dW into `grads` for the attention's four weights (q, k, v, o; the MLP's three
-/// entries are left alone) and into `expert_grads` for every expert's (moe_backward's layout:
-/// [gate, up, down] per routed expert, the shared expert's last), given dL/d(block output) for the
-/// forward of a mixture-of-experts block (w.moe) that filled `cache`. The gradient reaches the
-/// attention through the experts, the router (kept in full precision) and the ffn norm.
+/// entries are left alone, unless the experts run beside a dense MLP: then its three too) and into
+/// `expert_grads` for every expert's (moe_backward's layout: [gate, up, down] per routed expert,
+/// the shared expert's last), given dL/d(block output) for the forward of a mixture-of-experts
+/// block (w.moe) that filled `cache`. The gradient reaches the attention through the experts, the
+/// router (kept in full precision) and the norms of their inputs.
 inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const BlockCache& cache, const RowMatrix& d_block_out,
                            std::array<RowMatrix, 7>& grads, std::vector<std::array<RowMatrix, 3>>& expert_grads,
                            BlockBackwardScratch* scratch = nullptr, RowMatrix* query_a_grad = nullptr) {
@@ -476,6 +503,18 @@ inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const Bl
   BlockBackwardScratch& z = scratch ? *scratch : local;
   const RowMatrix& d_out = detail::scaled_output_gradient(w, d_block_out, z);
   if (w.has_post_ffn_norm()) z.d_mlp = detail::rms_norm_backward(cache.mlp_out, *w.post_ffn_norm, c.rms_eps, d_out);
+  if (w.moe->beside_mlp) {  // Gemma 4: both branches, then the three norms of h they read (ffn, experts', router's)
+    const ExpertsBesideMlp& beside = *w.moe->beside_mlp;
+    z.d_dense = detail::rms_norm_backward(cache.dense_out, beside.mlp_norm, c.rms_eps, z.d_mlp);
+    z.d_experts = detail::rms_norm_backward(cache.experts_out, beside.experts_norm, c.rms_eps, z.d_mlp);
+    moe_backward(w.moe->weights, w.moe->spec, cache.moe, cache.experts_in, z.d_experts, expert_grads, &z.d_experts_in, &z.d_router_in);
+    detail::dense_mlp_backward(w, c, cache, z.d_dense, grads, z);
+    z.d_h = d_out + detail::rms_norm_backward(cache.h, *w.ffn_norm, c.rms_eps, z.d_yn);
+    z.d_h += detail::rms_norm_backward(cache.h, beside.input_norm, c.rms_eps, z.d_experts_in);
+    z.d_h += detail::rms_norm_backward(cache.h, beside.router_norm(), c.rms_eps, z.d_router_in);
+    detail::attention_backward(w, c, cache, grads, z, scratch != nullptr, query_a_grad);
+    return;
+  }
   moe_backward(w.moe->weights, w.moe->spec, cache.moe, cache.mlp_in, w.has_post_ffn_norm() ? z.d_mlp : d_out, expert_grads, &z.d_yn);
   z.d_h = d_out + detail::rms_norm_backward(cache.h, *w.ffn_norm, c.rms_eps, z.d_yn);
   detail::attention_backward(w, c, cache, grads, z, scratch != nullptr, query_a_grad);

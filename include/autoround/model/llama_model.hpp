@@ -47,6 +47,7 @@ struct LlamaConfig {
   std::vector<float> rope_long_divisors;
   Index rope_long_after = 0;
   bool tied_embeddings = true;
+  Index experts = 0;  ///< routed experts of the mixture-of-experts layers (0: a dense model)
   std::string model_type = "llama";  ///< "llama" / "mistral", "qwen2" (q/k/v biases), "qwen3" (q/k norms), "gemma3_text" ...
 
   // What Gemma's blocks compute differently (the defaults are LLaMA's). With them the block is
@@ -223,12 +224,27 @@ inline std::pair<Index, Index> linear_shape(const LlamaConfig& c, Linear l) {
   }
 }
 
-/// A block's MLP as a mixture of experts (Qwen3-MoE, Qwen2-MoE, Mixtral, DeepSeek-V3's routing):
+/// Gemma 4 26B-A4B: the experts run beside the block's dense MLP rather than in its place, each
+/// branch with norms of its own, and the router reads the residual stream h itself:
+///   out = h + post_ffn_norm(mlp_norm(MLP(ffn_norm h)) + experts_norm(experts(input_norm h)))
+///   router input = rms(h) × router_scale / √hidden   (an RMSNorm without weight, then the scale)
+struct ExpertsBesideMlp {
+  Eigen::VectorXf input_norm;    ///< pre_feedforward_layernorm_2 (GGUF pre_ffw_norm_2): the experts' input
+  Eigen::VectorXf mlp_norm;      ///< post_feedforward_layernorm_1 (post_ffw_norm_1): the dense MLP's output
+  Eigen::VectorXf experts_norm;  ///< post_feedforward_layernorm_2 (post_ffw_norm_2): the experts' output
+  Eigen::VectorXf router_scale;  ///< router.scale (ffn_gate_inp.scale) [hidden], not a norm weight: never (1 + w)
+  /// The router's input as one RMSNorm weight: router_scale / √hidden.
+  Eigen::VectorXf router_norm() const { return router_scale / std::sqrt(static_cast<float>(router_scale.size())); }
+};
+
+/// A block's MLP as a mixture of experts (Qwen3-MoE, Qwen2-MoE, Mixtral, DeepSeek-V3's routing),
+/// or beside the dense MLP (Gemma 4):
 /// computed by block_forward; its experts are linear slots of the block (model/linear_slots.hpp),
 /// tuned on the CPU (docs/block-descriptions.md).
 struct MoeFeedForward {
   MoeSpec spec;
   MoeWeights weights;
+  std::optional<ExpertsBesideMlp> beside_mlp;  ///< Gemma 4: beside the block's dense MLP (its gate/up/down kept)
 };
 
 /// What a latent-attention block (DeepSeek-V3's MLA) holds beyond its four attention slots.
@@ -239,7 +255,7 @@ struct LatentAttention {
 };
 
 struct LlamaBlock {
-  std::array<RowMatrix, 7> linear;  ///< [out, in] each, indexed by Linear; gate/up/down empty with `moe`
+  std::array<RowMatrix, 7> linear;  ///< [out, in] each, indexed by Linear; gate/up/down empty with `moe` (unless beside_mlp)
   Eigen::VectorXf attn_norm, ffn_norm;
   std::array<Eigen::VectorXf, 3> qkv_bias;  ///< Qwen2's q/k/v projection biases; empty when absent (LLaMA)
   Eigen::VectorXf output_bias;              ///< GPT-OSS's o_proj bias [hidden]; empty when absent

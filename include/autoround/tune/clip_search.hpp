@@ -61,9 +61,9 @@ class ImportanceAccumulator {
       const LinearSlot& s = slots_[i];
       if (s.expert == LinearSlot::own) add_rows(i, cache.of(s.role));
       else if (s.expert == LinearSlot::latent) add_rows(i, cache.attention_in);  // q_a_proj reads the normed hidden state
-      else if (s.expert == LinearSlot::shared) add_rows(i, s.role == Linear::Down ? cache.moe.shared_act : cache.mlp_in);
+      else if (s.expert == LinearSlot::shared) add_rows(i, s.role == Linear::Down ? cache.moe.shared_act : cache.experts_input());
       else if (s.role == Linear::Down) add_rows(i, cache.moe.act[static_cast<std::size_t>(s.expert)]);
-      else add_rows(i, cache.mlp_in, cache.moe.rows[static_cast<std::size_t>(s.expert)]);
+      else add_rows(i, cache.experts_input(), cache.moe.rows[static_cast<std::size_t>(s.expert)]);
     }
   }
 

@@ -719,6 +719,7 @@ class BlockTuningRun {
     if (w.router_bias.size() > 0 && w.router_bias.size() != shape_.experts) refuse("a router bias of another size than the expert count");
     if (w.shared && biased(*w.shared)) refuse("shared expert biases");
     if (w.shared && m.spec.activation != ExpertActivation::SwiGlu) refuse("a shared expert beside clamped SwiGLU experts");
+    if (m.beside_mlp) refuse("experts beside the dense MLP (Gemma 4's 26B-A4B)");
     if (m.spec.activation == ExpertActivation::GeGlu) refuse("GeGLU experts (Gemma 4)");
     if (w.expert_scale.size() > 0) refuse("per-expert scales of the routing weights (Gemma 4)");
     if (FloatCodeQuantizer<Q> || block.act_quant) refuse("a floating-point scheme (MXFP / NVFP / FP8)");
