@@ -57,5 +57,54 @@ PY
 # random fixture's unscaled attention scores make it sensitive: gguf:q4_k_m (Q5_0 rows of 64) moves
 # its perplexity 16% even untuned (--iters 0: 210.1 against 181.1), hence a 20% bound there.
 bash "$(dirname "$0")/support/gguf_family_readback.sh" cli_gemma4 "$autoround" "$model/model.gguf" "$model/text.tokens" "$work" 26 0.2
+
+# The 26B-A4B's layout (tests/fixtures/families/gemma4_moe: 8 GeGLU experts, top 2, beside every
+# dense MLP): attention, the MLP and all 24 expert layers tuned in one block loss; the checkpoint
+# names the experts as the reference exports them (experts.E.{gate,up,down}_proj, no "mlp."),
+# keeps router.proj in float16 (listed as float) and router.scale / per_expert_scale exactly, the
+# experts' three norms, and reads back to a perplexity near the float model's. (transformers 5.17 +
+# auto-round 0.16.1's loader read it too: docs/block-descriptions.md.)
+moe=$2/families/gemma4_moe
+"$autoround" quantize --model "$moe" --calibration "$moe/text.tokens" --output "$work/moe" --format auto_round \
+  --nsamples 3 --seqlen 16 --iters 50 --batch-size 1 --bits 4 --group-size 32 --sym \
+  >"$work/moe.log" 2>&1 || { echo "cli_gemma4: quantize of gemma4_moe failed"; cat "$work/moe.log"; exit 1; }
+for dir in "$moe" "$work/moe/auto_round"; do
+  "$autoround" eval --model "$dir" --text "$moe/text.tokens" --context 16 | awk '/^perplexity/ { print $2 }'
+done >"$work/moe.ppl"
+python3 - "$moe" "$work" "$(dirname "$0")/support" <<'PY' || { cat "$work/moe.log"; exit 1; }
+import json, sys
+src, work = sys.argv[1:3]
+sys.path.insert(0, sys.argv[3])
+from safetensors_file import read
+report = json.load(open(work + "/moe/quantization_report.json"))
+run = report["runs"][0]
+blocks = run["blocks"]
+assert [b["quantized_layers"] for b in blocks] == [7 + 24, 6 + 24, 7 + 24, 6 + 24], blocks
+for b in blocks:
+    assert b["experts"] == 8 and b["experts_unreached"] == 0, b
+    assert b["best_loss"] < 0.5 * b["rtn_loss"], b
+sh, sv, _ = read(src + "/model.safetensors")
+qh, qv, _ = read(work + "/moe/auto_round/model.safetensors")
+extra = json.load(open(work + "/moe/auto_round/config.json"))["quantization_config"]["extra_config"]
+for layer in range(4):
+    p = f"model.layers.{layer}."
+    for e in range(8):
+        for proj in ("gate_proj", "up_proj", "down_proj"):
+            assert p + f"experts.{e}.{proj}.qweight" in qh, (layer, e, proj)
+    assert not any(n.startswith(p + "mlp.experts") for n in qh), layer
+    assert p + "mlp.gate_proj.qweight" in qh and p + "mlp.down_proj.qweight" in qh, layer  # the dense MLP beside them
+    assert qh[p + "router.proj.weight"]["dtype"] == "F16" and extra[p + "router.proj"] == {"bits": 16, "data_type": "float"}, layer
+    router = max(abs(a - b) for a, b in zip(sv(p + "router.proj.weight"), qv(p + "router.proj.weight")))
+    assert router <= 1e-3 * max(abs(a) for a in sv(p + "router.proj.weight")), (layer, router)
+    for n in ("router.scale", "router.per_expert_scale"):
+        assert qh[p + n]["dtype"] == "F32" and qv(p + n) == sv(p + n), (layer, n)
+    for n in ("pre_feedforward_layernorm_2", "post_feedforward_layernorm_1", "post_feedforward_layernorm_2"):
+        worst = max(abs(a - b) for a, b in zip(sv(p + n + ".weight"), qv(p + n + ".weight")))
+        assert worst <= 1e-3 * max(abs(a) for a in sv(p + n + ".weight")), (layer, n, worst)
+before, after = (float(x) for x in open(work + "/moe.ppl").read().split())
+assert abs(after / before - 1) < 0.05, (before, after)
+print("cli_gemma4: gemma4_moe: 31/30 layers per block, experts per expert, router and scales kept; perplexity %.4f float, "
+      "%.4f tuned; losses %s" % (before, after, [round(b["best_loss"] / b["rtn_loss"], 3) for b in blocks]))
+PY
 echo "cli_gemma4: ok"
 rm -rf "$work"
