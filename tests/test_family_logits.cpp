@@ -246,6 +246,40 @@ TEST_CASE("gemma4_text: the GGUF that llama.cpp's converter writes of it (gemma4
   check_logits("gemma4_text", model);
 }
 
+TEST_CASE("gemma4_moe: the GGUF that llama.cpp's converter writes of it reads to the same weights and transformers' logits") {
+  // model.gguf: scripts/convert_family_gguf.py (llama.cpp 0.3.36's converter, float32): expert_count 8,
+  // expert_used_count 2, expert_feed_forward_length 32; per layer ffn_gate_inp (+ .scale = router.scale),
+  // the fused ffn_gate_up_exps ne {64, 64, 8}, ffn_down_exps (+ .scale = per_expert_scale),
+  // pre_ffw_norm_2, post_ffw_norm_1, post_ffw_norm_2 beside the dense ffn_gate / ffn_up / ffn_down
+  const LlamaModel model = load_llama(family_dir("gemma4_moe") + "/model.gguf");
+  const LlamaModel hf = load_llama(family_dir("gemma4_moe"));
+  CHECK(model.config.experts == 8);
+  for (std::size_t b = 0; b < 4; ++b) {
+    CAPTURE(b);
+    const LlamaBlock &ours = model.blocks[b], &theirs = hf.blocks[b];
+    REQUIRE(ours.moe.has_value());
+    REQUIRE(ours.moe->beside_mlp.has_value());
+    CHECK(ours.moe->spec.top_k == 2);
+    CHECK(ours.moe->spec.activation == ExpertActivation::GeGlu);
+    CHECK(ours.moe->spec.normalize);
+    for (Linear l : all_linears) CHECK(ours[l] == theirs[l]);
+    const MoeWeights &w = ours.moe->weights, &v = theirs.moe->weights;
+    CHECK(w.router == v.router);
+    CHECK(w.expert_scale == v.expert_scale);
+    for (std::size_t e = 0; e < 8; ++e) {
+      CHECK(w.experts[e].gate == v.experts[e].gate);
+      CHECK(w.experts[e].up == v.experts[e].up);
+      CHECK(w.experts[e].down == v.experts[e].down);
+    }
+    const ExpertsBesideMlp &x = *ours.moe->beside_mlp, &y = *theirs.moe->beside_mlp;
+    CHECK(x.router_scale == y.router_scale);
+    CHECK(x.input_norm == y.input_norm);
+    CHECK(x.mlp_norm == y.mlp_norm);
+    CHECK(x.experts_norm == y.experts_norm);
+  }
+  check_logits("gemma4_moe", model);
+}
+
 TEST_CASE("gemma4_text: Gemma 4's per-layer embeddings and shared KV layers are refused by name, experts without their counts too") {
   const std::filesystem::path dir = std::filesystem::temp_directory_path() / "autoround_gemma4_refusals";
   std::filesystem::create_directories(dir);
@@ -288,7 +322,10 @@ TEST_CASE("gemma4 GGUF: what the reader cannot compute is refused by name, the f
           "gemma4.embedding_length_per_layer_input > 0: Gemma 4's per-layer embeddings");
   refused("shared KV layers", [](GgufWriter& w) { w.set_u32("gemma4.attention.shared_kv_layers", 2); },
           "gemma4.attention.shared_kv_layers > 0");
-  refused("experts", [](GgufWriter& w) { w.set_u32("gemma4.expert_count", 128); }, "gemma4.expert_count > 0");
+  refused("experts without routers", [](GgufWriter& w) {
+    w.set_u32("gemma4.expert_count", 128);
+    w.set_u32("gemma4.expert_used_count", 8);
+  }, "gemma4.expert_count > 0 but no layer has its router (ffn_gate_inp)");
   refused("attn_v in one full layer only", [&](GgufWriter& w) {  // layers [s, f, s, f]: the full ones have none
     const GgufTensor& k = source.tensor("blk.3.attn_k.weight");
     w.add_tensor("blk.3.attn_v.weight", k.dims, k.type, std::vector<std::byte>(k.data.begin(), k.data.end()));

@@ -18,6 +18,11 @@
 // (min(g, 7) σ(1.702 min(g, 7)) (clamp(u, ±7) + 1)); its experts may be MXFP4 as released.
 // deepseek2 (DeepSeek-V3) routes as glm4moe; a file without expert_gating_func is DeepSeek-V2's
 // softmax to llama.cpp, which is refused here.
+// gemma4 (Gemma 4 26B-A4B): its experts beside each dense MLP (model/gguf_source.hpp reads the
+// norms and ffn_gate_inp.scale); the fused blk.N.ffn_gate_up_exps.weight ne {hidden, 2·expert_ff,
+// experts} (each expert's gate rows, then its up rows; separate gate/up tensors load too) and
+// ffn_down_exps.scale ne {experts} (router.per_expert_scale: llama.cpp multiplies each expert's
+// output, the same as its routing weight); softmax, top-k renormalized, GeGLU.
 // Architectures: qwen3moe, qwen2moe, glm4moe, deepseek2, and llama with {arch}.expert_count > 0 (Mixtral). Routing is
 // llama.cpp's graphs (src/models/*.cpp, build_moe_ffn's norm_w): softmax over the experts, top-k,
 // the chosen weights renormalized for qwen3moe and llama (Mixtral), not for qwen2moe; these graphs
@@ -48,9 +53,10 @@ inline MoeLayout gguf_moe_layout(const GgufFile& file) {
   const std::string arch = file.get_string("general.architecture");
   MoeLayout m;
   m.family = arch;
-  if (arch != "qwen3moe" && arch != "qwen2moe" && arch != "glm4moe" && arch != "gpt-oss" && arch != "deepseek2" && arch != "llama")
+  if (arch != "qwen3moe" && arch != "qwen2moe" && arch != "glm4moe" && arch != "gpt-oss" && arch != "deepseek2" && arch != "llama" &&
+      arch != "gemma4")
     throw Error(file.path() + ": architecture '" + arch +
-                "' has no mixture-of-experts layout here (qwen3moe, qwen2moe, glm4moe, gpt-oss, deepseek2, llama with experts)");
+                "' has no mixture-of-experts layout here (qwen3moe, qwen2moe, glm4moe, gpt-oss, deepseek2, gemma4, llama with experts)");
   if (!file.find(arch + ".expert_count") || file.get_uint(arch + ".expert_count") == 0)
     throw Error(file.path() + ": " + arch + ".expert_count is missing or 0: not a mixture-of-experts model");
   m.experts = static_cast<Index>(file.get_uint(arch + ".expert_count"));
@@ -68,6 +74,12 @@ inline MoeLayout gguf_moe_layout(const GgufFile& file) {
     m.shared_gate = true;
   }
   m.sparse.assign(static_cast<std::size_t>(gguf_forward_blocks(file, arch)), true);
+  if (arch == "gemma4") {  // experts beside the dense MLP, GeGLU; llama.cpp's graph: a layer with ffn_gate_inp has them
+    m.spec.activation = ExpertActivation::GeGlu;
+    for (std::size_t i = 0; i < m.sparse.size(); ++i) m.sparse[i] = file.find_tensor("blk." + std::to_string(i) + ".ffn_gate_inp.weight") != nullptr;
+    detail::require(std::find(m.sparse.begin(), m.sparse.end(), true) != m.sparse.end(),
+                    file.path() + ": gemma4.expert_count > 0 but no layer has its router (ffn_gate_inp)");
+  }
   if (arch == "glm4moe" || arch == "deepseek2") {  // DeepSeek-V3's routing (deepseek2 without the gating key: llama.cpp's softmax, V2's)
     const auto number = [&](const std::string& key, double fallback) { return file.find(key) ? file.get_float(key) : fallback; };
     const auto count = [&](const std::string& key, Index fallback) { return file.find(key) ? static_cast<Index>(file.get_uint(key)) : fallback; };
@@ -116,11 +128,20 @@ inline MoeWeights load_gguf_moe(const GgufFile& file, const MoeLayout& m, Index 
   if (biased) w.router_bias = load(p + "ffn_gate_inp.bias", {E}).row(0).transpose();
   if (m.spec.scoring == RouterScoring::SigmoidGrouped && file.find_tensor(p + "exp_probs_b.bias"))
     w.correction_bias = load(p + "exp_probs_b.bias", {E}).row(0).transpose();
-  const RowMatrix gate = load(p + "ffn_gate_exps.weight", {H, I, E}), up = load(p + "ffn_up_exps.weight", {H, I, E});
-  const RowMatrix down = load(p + "ffn_down_exps.weight", {I, H, E});
   const Index inter = m.expert_intermediate;
-  for (Index e = 0; e < m.experts; ++e)
-    w.experts.push_back({gate.middleRows(e * inter, inter), up.middleRows(e * inter, inter), down.middleRows(e * hidden, hidden), {}, {}, {}});
+  const RowMatrix down = load(p + "ffn_down_exps.weight", {I, H, E});
+  if (file.find_tensor(p + "ffn_gate_up_exps.weight")) {  // gemma4's converter: ne {H, 2I, E}, each expert's gate rows, then its up rows
+    const RowMatrix gate_up = load(p + "ffn_gate_up_exps.weight", {H, 2 * I, E});
+    for (Index e = 0; e < m.experts; ++e)
+      w.experts.push_back({gate_up.middleRows(e * 2 * inter, inter), gate_up.middleRows(e * 2 * inter + inter, inter),
+                           down.middleRows(e * hidden, hidden), {}, {}, {}});
+  } else {
+    const RowMatrix gate = load(p + "ffn_gate_exps.weight", {H, I, E}), up = load(p + "ffn_up_exps.weight", {H, I, E});
+    for (Index e = 0; e < m.experts; ++e)
+      w.experts.push_back({gate.middleRows(e * inter, inter), up.middleRows(e * inter, inter), down.middleRows(e * hidden, hidden), {}, {}, {}});
+  }
+  if (m.family == "gemma4" && file.find_tensor(p + "ffn_down_exps.scale"))  // router.per_expert_scale: each expert's output × it
+    w.expert_scale = load(p + "ffn_down_exps.scale", {E}).row(0).transpose();
   if (biased) {  // ne {I, E} / {H, E}: expert e's bias is row e
     const RowMatrix gate_bias = load(p + "ffn_gate_exps.bias", {I, E}), up_bias = load(p + "ffn_up_exps.bias", {I, E});
     const RowMatrix down_bias = load(p + "ffn_down_exps.bias", {H, E});

@@ -11,8 +11,9 @@
 // attn_v_b, or a legacy file's attn_kv_b; YaRN and the score scale as llama.cpp computes them;
 // GLM's MoE) loads with LlamaBlock::mla. gemma3 and gemma2 load with LlamaConfig's Gemma settings as llama.cpp's graphs
 // compute them (norm weights stored as 1 + w by its converter; llama.cpp's sliding-window
-// patterns, local RoPE base and attention scales); gemma4 (dense: its full layers' own head size
-// and KV heads, keys as values, v_norm, proportional RoPE, layer_output_scale) too.
+// patterns, local RoPE base and attention scales); gemma4 (its full layers' own head size and KV
+// heads, keys as values, v_norm, proportional RoPE, layer_output_scale; the 26B-A4B's experts
+// beside the dense MLP: MoeFeedForward::beside_mlp) too.
 #include <algorithm>
 #include <cmath>
 #include <optional>
@@ -51,7 +52,7 @@ class GgufModelSource {
     const bool fused_qkv = file_.find_tensor(prefix + "attn_qkv.weight") != nullptr, fused_gate_up = c.model_type == "phi3";
     if (c.latent_attention()) read_latent_attention(prefix, block);
     for (Linear l : all_linears) {
-      if (sparse && (l == Linear::Gate || l == Linear::Up || l == Linear::Down)) continue;  // the experts instead
+      if (sparse && !gemma4 && (l == Linear::Gate || l == Linear::Up || l == Linear::Down)) continue;  // the experts instead
       if (c.latent_attention() && l != Linear::Output && static_cast<int>(l) < 4) continue;  // read above
       if (fused_qkv && (l == Linear::Query || l == Linear::Key || l == Linear::Value)) continue;
       if (fused_gate_up && (l == Linear::Gate || l == Linear::Up)) continue;
@@ -96,6 +97,9 @@ class GgufModelSource {
       block.post_attn_norm = load_vector(prefix + "post_attention_norm.weight", c.hidden);
       block.post_ffn_norm = load_vector(prefix + "post_ffw_norm.weight", c.hidden);
     }
+    if (sparse && gemma4)  // the experts beside the MLP: their input's norm, each branch's output norm, the router's input scale
+      block.moe->beside_mlp = ExpertsBesideMlp{load_vector(prefix + "pre_ffw_norm_2.weight", c.hidden), load_vector(prefix + "post_ffw_norm_1.weight", c.hidden),
+                                               load_vector(prefix + "post_ffw_norm_2.weight", c.hidden), load_vector(prefix + "ffn_gate_inp.scale", c.hidden)};
     block.sliding = c.is_sliding(b);
     return block;
   }
@@ -150,7 +154,7 @@ class GgufModelSource {
                   "' is not supported (llama, qwen2, qwen3, qwen3moe, qwen2moe, glm4moe, gpt-oss, deepseek2, gemma3, gemma2, gemma4, phi3)");
     // experts (qwen3moe, qwen2moe, glm4moe, gpt-oss, deepseek2, Mixtral as llama with experts): model/gguf_moe.hpp
     if (arch == "qwen3moe" || arch == "qwen2moe" || arch == "glm4moe" || arch == "gpt-oss" || arch == "deepseek2" ||
-        (arch == "llama" && file.find("llama.expert_count") && file.get_uint("llama.expert_count") > 0))
+        ((arch == "llama" || arch == "gemma4") && file.find(arch + ".expert_count") && file.get_uint(arch + ".expert_count") > 0))
       moe_ = gguf_moe_layout(file);
     LlamaConfig& c = config_;
     if (moe_) c.experts = moe_->experts;
@@ -246,8 +250,9 @@ class GgufModelSource {
   /// head size attention.key_length, the sliding layers' key_length_swa; V = attn_k's output where
   /// a full layer has no attn_v (attention_k_eq_v), an RMSNorm without weight on V, scores × 1,
   /// proportional RoPE on the full layers by rope_freqs.weight (1e30: the pair does not turn),
-  /// norms as stored (its converter adds no 1), each layer's output × layer_output_scale. Per-layer
-  /// embeddings (E2B / E4B), shared KV layers and experts (26B-A4B) are refused by name.
+  /// norms as stored (its converter adds no 1), each layer's output × layer_output_scale; the
+  /// 26B-A4B's experts beside the MLP (gemma4.expert_count: model/gguf_moe.hpp). Per-layer
+  /// embeddings (E2B / E4B) and shared KV layers are refused by name.
   void read_gemma4() {
     const GgufFile& file = file_;
     LlamaConfig& c = config_;
@@ -256,8 +261,6 @@ class GgufModelSource {
       throw Error(file.path() + ": gemma4.embedding_length_per_layer_input > 0: Gemma 4's per-layer embeddings (E2B / E4B) are not supported yet (issue #25)");
     if (count("attention.shared_kv_layers") > 0)
       throw Error(file.path() + ": gemma4.attention.shared_kv_layers > 0: Gemma 4's shared key/value layers (E2B / E4B) are not supported yet (issue #25)");
-    if (count("expert_count") > 0)
-      throw Error(file.path() + ": gemma4.expert_count > 0: Gemma 4's mixture of experts (26B-A4B) is not supported yet (issue #25)");
     const Index full = count("attention.key_length"), swa = count("attention.key_length_swa");
     if (full <= 0 || swa <= 0 || full % 2 != 0 || swa % 2 != 0 || count("attention.value_length") != full || count("attention.value_length_swa") != swa)
       throw Error(file.path() + ": gemma4 needs even attention.key_length / key_length_swa equal to value_length / value_length_swa");
