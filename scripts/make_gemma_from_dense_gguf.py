@@ -13,11 +13,17 @@ layers without attn_v (their values are attn_k's output: attention_k_eq_v) and w
 RoPE (rope_freqs.weight: a quarter of the pairs turn, the rest 1e30), head_count_kv one per layer,
 q/k norms of head_dim^-1/4 (its scores are not scaled: this gives the source's 1/√head_dim on
 unit-RMS heads), layer_output_scale 0.9, final soft-cap 30, no per-layer embeddings. A different
-model from the source, the same for both tools. Matrices F16, norms F32. Needs gguf-py and numpy.
+model from the source, the same for both tools. gemma4moe: that gemma4 model with the 26B-A4B's
+experts beside every dense MLP: 8 experts (expert_used_count 2), expert e the e-th 192-wide slice of
+the source's MLP (its gate and up rows fused into ffn_gate_up_exps, each expert's gate rows then its
+up rows, as llama.cpp's converter writes them; its down columns in ffn_down_exps), a router
+ffn_gate_inp of N(0, 1) entries (seeded) with ffn_gate_inp.scale of ones, per-expert scales
+(ffn_down_exps.scale) 0.6 ... 1.3, pre_ffw_norm_2 the source's ffn_norm, post_ffw_norm_1 / _2 of
+POST. Matrices F16, norms F32. Needs gguf-py and numpy.
 The result is no language model (llama.cpp and we agree on perplexities in the millions: the
 sandwich norms flatten the source's massive activations); a sharp model like that magnifies
 rounding differences between two tools with depth, so LAYERS (the first blocks only) is offered.
-usage: python make_gemma_from_dense_gguf.py SOURCE.gguf OUT.gguf ARCH(gemma3|gemma2|gemma4) [WINDOW=128] [POST=0.5] [LAYERS=all]"""
+usage: python make_gemma_from_dense_gguf.py SOURCE.gguf OUT.gguf ARCH(gemma3|gemma2|gemma4|gemma4moe) [WINDOW=128] [POST=0.5] [LAYERS=all]"""
 import sys
 
 import numpy as np
@@ -25,6 +31,10 @@ from gguf import GGUFReader, GGUFValueType, GGUFWriter
 from gguf.quants import dequantize
 
 source, out, arch = sys.argv[1:4]
+experts = arch == "gemma4moe"  # (llama.cpp's gemma4 with experts)
+if experts:
+    arch = "gemma4"
+EXPERTS, EXPERT_FF = 8, 192
 window = int(sys.argv[4]) if len(sys.argv) > 4 else 128
 post = float(sys.argv[5]) if len(sys.argv) > 5 else 0.5
 reader = GGUFReader(source)
@@ -73,6 +83,10 @@ if arch == "gemma4":
     w.add_rope_dimension_count(head_dim)
     w.add_uint32("gemma4.rope.dimension_count_swa", head_dim)
     w.add_final_logit_softcapping(30.0)
+    if experts:
+        w.add_expert_count(EXPERTS)
+        w.add_expert_used_count(2)
+        w.add_expert_feed_forward_length(EXPERT_FF)
 else:
     w.add_head_count_kv(kv_heads)
 w.add_key_length(head_dim)
@@ -108,6 +122,17 @@ for b in range(layers):
         w.add_tensor(p + "layer_output_scale.weight", np.full(1, 0.9, np.float32))
     w.add_tensor(p + "post_attention_norm.weight", np.full(hidden, post, np.float32))
     w.add_tensor(p + "post_ffw_norm.weight", np.full(hidden, post, np.float32))
+    if experts:  # numpy shapes are ne reversed: [experts, rows, cols]
+        gate, up, down = (tensor(p + n + ".weight") for n in ("ffn_gate", "ffn_up", "ffn_down"))
+        rows = [slice(e * EXPERT_FF, (e + 1) * EXPERT_FF) for e in range(EXPERTS)]
+        w.add_tensor(p + "ffn_gate_up_exps.weight", np.stack([np.concatenate([gate[r], up[r]]) for r in rows]))
+        w.add_tensor(p + "ffn_down_exps.weight", np.stack([np.ascontiguousarray(down[:, r]) for r in rows]))
+        w.add_tensor(p + "ffn_down_exps.scale", np.linspace(0.6, 1.3, EXPERTS).astype(np.float32))
+        w.add_tensor(p + "ffn_gate_inp.weight", np.random.default_rng(b).standard_normal((EXPERTS, hidden)).astype(np.float32))
+        w.add_tensor(p + "ffn_gate_inp.scale", np.ones(hidden, np.float32))
+        w.add_tensor(p + "pre_ffw_norm_2.weight", tensor(p + "ffn_norm.weight"))
+        w.add_tensor(p + "post_ffw_norm_1.weight", np.full(hidden, post, np.float32))
+        w.add_tensor(p + "post_ffw_norm_2.weight", np.full(hidden, post, np.float32))
 w.write_header_to_file()
 w.write_kv_data_to_file()
 w.write_tensors_to_file()

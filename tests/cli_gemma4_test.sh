@@ -106,5 +106,13 @@ assert abs(after / before - 1) < 0.05, (before, after)
 print("cli_gemma4: gemma4_moe: 31/30 layers per block, experts per expert, router and scales kept; perplexity %.4f float, "
       "%.4f tuned; losses %s" % (before, after, [round(b["best_loss"] / b["rtn_loss"], 3) for b in blocks]))
 PY
+# its GGUF (llama.cpp's converter: ffn_gate_inp + .scale, fused ffn_gate_up_exps, ffn_down_exps + .scale):
+# gguf:q8_0 / gguf:q4_k_m with all 34 linear tensors from tuned codes (per block attention 4 or 3,
+# the MLP's 3, ffn_gate_up_exps holding every expert's gate and up codes, ffn_down_exps). This
+# fixture's Q8_0 files move its perplexity 3.4% (RTN alone: 218.14 -> 210.90), nearly all of it the
+# tied 128 x 64 embedding's Q8_0 rows; transformers scores the same dequantized weights at our
+# figures to the last digit (scripts/check_gemma4_gguf_transformers.py: q8_0 210.9043, q4_k_m 200.2254).
+mkdir -p "$work/moe-gguf"
+bash "$(dirname "$0")/support/gguf_family_readback.sh" cli_gemma4 "$autoround" "$moe/model.gguf" "$moe/text.tokens" "$work/moe-gguf" 34 0.2 0.05
 echo "cli_gemma4: ok"
 rm -rf "$work"

@@ -17,7 +17,7 @@
 //     Q5_K -> Q5_1, Q6_K -> Q8_0, and F16 when not even a multiple of 32.
 // Experts ({arch}.expert_count > 1): the 3-D ffn_{gate,up,down}_exps (every routed expert of a
 // layer) and the shared expert's ffn_*_shexp follow ffn_gate/up/down's rules by their name, the
-// layer read from the name; with exactly 8 experts (Mixtral) attn_k and attn_v are Q8_0 and
+// layer read from the name (gemma4's fused ffn_gate_up_exps: ffn_gate's, by its name); with exactly 8 experts (Mixtral) attn_k and attn_v are Q8_0 and
 // attn_output Q5_K in the Q2_K, Q3_K_S, Q3_K_M, Q4_K_S and Q4_K_M mixes (and nothing else);
 // routers (ffn_gate_inp) are never quantized: they keep the source's type.
 // MXFP4 (gguf:mxfp4): llama-quantize's MXFP4_MOE file type (output and every other 2-D tensor
@@ -99,7 +99,8 @@ inline bool use_more_bits(Index i, Index n) { return i < n / 8 || i >= 7 * n / 8
 }  // namespace detail
 
 /// Where a GGUF tensor sits: "blk.N.<linear>.weight" -> {N, linear}; other names -> {N or none, none}.
-/// "blk.N.ffn_gate_exps.weight" -> {N, Gate, experts}; "blk.N.ffn_down_shexp.weight" -> {N, Down, shared}.
+/// "blk.N.ffn_gate_exps.weight" -> {N, Gate, experts}; "blk.N.ffn_down_shexp.weight" -> {N, Down, shared};
+/// gemma4's "blk.N.ffn_gate_up_exps.weight" -> {N, Gate, experts, gate_up}.
 /// deepseek2's latent attention: "attn_q_a" -> {N, Query, latent}, "attn_q_b" Query, "attn_kv_a_mqa"
 /// Key, "attn_k_b" / "attn_v_b" the key / value rows of Value (kv_b), each typed by llama-quantize's
 /// OTHER rule (the scheme's base type); a legacy "attn_kv_b" is Value, typed as attn_v.
@@ -114,6 +115,7 @@ struct GgufTensorSite {
   bool keep_type = false;      ///< a router (ffn_gate_inp): llama-quantize never quantizes it
   bool latent = false;         ///< the latent slot (q_a_proj: LinearSlot::latent), not `linear`'s own
   Part part = Part::Whole;
+  bool gate_up = false;        ///< gemma4's ffn_gate_up_exps (linear Gate, its category): each expert's gate rows, then its up rows
   bool other_rule = false;     ///< llama-quantize's category OTHER: the base type whatever `linear` is
   /// The layer whose llama-quantize rule types the tensor (none: the base type).
   std::optional<Linear> rule() const { return other_rule ? std::nullopt : linear; }
@@ -143,6 +145,8 @@ inline GgufTensorSite gguf_tensor_site(const std::string& name) {
       if (rest == std::string(gguf_name(l)) + "_shexp.weight") site.linear = l, site.owner = GgufTensorSite::Owner::SharedExpert;
     }
   }
+  // gemma4's fused experts: llama-quantize's category FFN_GATE (the name holds "ffn_gate", not "ffn_up")
+  if (rest == "ffn_gate_up_exps.weight") site.linear = Linear::Gate, site.owner = GgufTensorSite::Owner::Experts, site.gate_up = true;
   // phi3's fused attn_qkv: llama-quantize counts it as an attn_v and gives it attn_v's type
   // (llama-quant.cpp's category_is_attn_v; its own attn_qkv rule comes after and is never reached)
   if (rest == "attn_qkv.weight") site.linear = Linear::Value;

@@ -12,8 +12,8 @@
 //     (gguf_mix.hpp: output Q6_K, the _m mixes' attn_v / ffn_down, the fallbacks of rows that
 //     cannot hold k-quants, the 8-expert rules), so the file has llama-quantize's size to the byte;
 //   - a mixture of experts' 3-D ffn_{gate,up,down}_exps hold every routed expert's tuned codes,
-//     expert after expert (each expert's [rows, cols] encoded as a 2-D tensor), when every
-//     expert's scheme is the block type; the shared expert's ffn_*_shexp as 2-D layers; the
+//     expert after expert (each expert's [rows, cols] encoded as a 2-D tensor; gemma4's fused
+//     ffn_gate_up_exps each expert's gate, then its up), when every expert's scheme is the block type; the shared expert's ffn_*_shexp as 2-D layers; the
 //     routers (ffn_gate_inp) are copied in the source's type, as llama-quantize leaves them;
 //   - a tensor of several layers (phi3's attn_qkv and ffn_up, gguf_fused_layers) holds their
 //     tuned codes one layer's rows after another, when each layer's scheme is the block type.
@@ -110,7 +110,7 @@ inline std::vector<LayerOverride> gguf_tuning_overrides(const GgufScheme& scheme
       const Index cols = l == Linear::Down ? experts.intermediate : config.hidden;
       const ggml::Type type = gguf_tensor_type(scheme, cols, b, l, config, false, experts.count);
       // every routed expert's slot of this projection: model.layers.B.mlp.experts.E.gate_proj
-      std::string expert_zero = detail::escaped_dots(layer_name(b, LinearSlot{l, 0}));
+      std::string expert_zero = detail::escaped_dots(layer_name(b, LinearSlot{l, 0}, config.model_type));
       const std::string marker = "experts\\.0\\.";
       const std::string any_expert =
           "^" + expert_zero.replace(expert_zero.find(marker), marker.size(), "experts\\.[0-9]+\\.") + "$";
@@ -199,8 +199,11 @@ class GgufBlockWriter {
     const bool latent = config_.latent_attention() && config_.q_lora_rank > 0 && !results.empty();
     const std::size_t own = results.size() - (latent ? 1 : 0);
     const bool moe = own > all_linears.size();
+    // gemma4's experts run beside the dense MLP: its three slots stay, the experts' come after them (first_expert_slot)
+    const bool beside = moe && arch_ == "gemma4";
+    const std::size_t first = (config_.values_from_keys(config_.is_sliding(b)) ? 3 : 4) + (beside ? 3 : 0);
     if (moe)
-      detail::require(own == expert_slot_index(experts_.count, Linear::Gate) || own == expert_slot_index(experts_.count + 1, Linear::Gate),
+      detail::require(own == expert_slot_index(experts_.count, Linear::Gate, first) || own == expert_slot_index(experts_.count + 1, Linear::Gate, first),
                       stream_->path().string() + ": block " + std::to_string(b) + ": " + std::to_string(results.size()) +
                           " results for a block of " + std::to_string(experts_.count) + " experts");
     for (std::size_t i = 0; i < choices_.size(); ++i) {
@@ -221,14 +224,16 @@ class GgufBlockWriter {
         }
         rows = kv_b_value_rows(*kv_b, choices_[i].name);
         parts.push_back(&*rows);
-      } else if (site.owner == GgufTensorSite::Owner::Experts)
-        for (Index e = 0; e < experts_.count; ++e) parts.push_back(moe ? as_pointer(result_at(results, expert_slot_index(e, l))) : nullptr);
-      else if (site.owner == GgufTensorSite::Owner::SharedExpert)
-        parts.push_back(moe ? as_pointer(result_at(results, expert_slot_index(experts_.count, l))) : nullptr);
+      } else if (site.owner == GgufTensorSite::Owner::Experts) {
+        for (Index e = 0; e < experts_.count; ++e)
+          for (Linear role : site.gate_up ? std::vector<Linear>{Linear::Gate, Linear::Up} : std::vector<Linear>{l})
+            parts.push_back(moe ? as_pointer(result_at(results, expert_slot_index(e, role, first))) : nullptr);
+      } else if (site.owner == GgufTensorSite::Owner::SharedExpert)
+        parts.push_back(moe ? as_pointer(result_at(results, expert_slot_index(experts_.count, l, first))) : nullptr);
       else if (const std::vector<Linear> fused = gguf_fused_layers(choices_[i].name, arch_); !fused.empty())
         for (Linear f : fused) parts.push_back(moe && f >= Linear::Gate ? nullptr : as_pointer(result_at(results, static_cast<std::size_t>(f))));
       else if (const auto slot = own_slot_index(l, config_.values_from_keys(config_.is_sliding(b))))
-        parts.push_back(moe && static_cast<int>(l) >= static_cast<int>(Linear::Gate) ? nullptr : as_pointer(result_at(results, *slot)));
+        parts.push_back(moe && !beside && static_cast<int>(l) >= static_cast<int>(Linear::Gate) ? nullptr : as_pointer(result_at(results, *slot)));
       else
         parts.push_back(nullptr);  // (no such slot: from the source)
       const bool exact = std::all_of(parts.begin(), parts.end(), [&](const QuantizedWeight<Q>* q) {

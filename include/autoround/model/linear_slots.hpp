@@ -107,7 +107,8 @@ inline std::string hf_name(const LinearSlot& s, const std::string& model_type = 
   const char* projection = s.role == Linear::Gate ? "gate_proj" : s.role == Linear::Up ? "up_proj" : "down_proj";
   if (s.expert == LinearSlot::shared) return std::string(model_type == "deepseek_v3" || model_type == "deepseek2" || model_type == "glm4_moe" ? "mlp.shared_experts." : "mlp.shared_expert.") + projection;
   // (Gemma 4's experts sit beside the MLP, not in it: "experts.E.gate_proj")
-  return std::string(model_type == "gemma4_text" ? "experts." : "mlp.experts.") + std::to_string(s.expert) + "." + projection;
+  const bool beside = model_type == "gemma4_text" || model_type == "gemma4";  // (read from Hugging Face or GGUF)
+  return std::string(beside ? "experts." : "mlp.experts.") + std::to_string(s.expert) + "." + projection;
 }
 
 }  // namespace autoround
