@@ -27,7 +27,9 @@
 // Gemma 4's dense blocks: each block's own geometry (config_ is layer_config's: a full layer's head
 // size and KV heads), keys as values (no Value slot: V is k_proj's output, its gradient added to
 // the keys'), v_norm (rms_norm_kernel with a unit weight), layer_scalar (the output scaled, the
-// loss gradient × it).
+// loss gradient × it). Gemma 4's 26B-A4B (beside_forward / beside_backward): GeGLU experts beside
+// the dense MLP, on the residual stream normed their own way, the router on rms(h)·scale/√H, each
+// routing weight × its expert's scale, both branches normed and added before the post-feedforward norm.
 // Refused by name (backend/cuda_support.hpp and below): Gemma 2's attention soft-capping,
 // shared-expert biases, floating-point schemes on MoE blocks, quantized activations in a latent
 // attention.
@@ -123,6 +125,7 @@ struct DeviceCalibration {
 struct BlockShape {
   long experts = 0, top_k = 0, intermediate = 0, shared_intermediate = 0;
   bool sandwich_norms = false;
+  bool beside_mlp = false;  ///< the experts beside a dense MLP (Gemma 4's 26B-A4B: MoeFeedForward::beside_mlp)
   friend bool operator==(const BlockShape&, const BlockShape&) = default;
   static BlockShape of(const LlamaBlock& block) {
     BlockShape shape;
@@ -133,6 +136,7 @@ struct BlockShape {
     shape.top_k = static_cast<long>(block.moe->spec.top_k);
     shape.intermediate = static_cast<long>(w.experts[0].gate.rows());
     shape.shared_intermediate = w.shared ? static_cast<long>(w.shared->gate.rows()) : 0L;
+    shape.beside_mlp = block.moe->beside_mlp.has_value();
     return shape;
   }
 };
@@ -341,7 +345,7 @@ class BlockTuningRun {
     const long micro = plan.micro_batch > 0 ? std::min(plan.micro_batch, batch) : batch;
     const long pairs = plan.attention_pairs > 0 ? std::min(plan.attention_pairs, micro * c.heads) : micro * c.heads;
     const auto rows = static_cast<std::size_t>(micro * seqlen), hidden = static_cast<std::size_t>(c.hidden),
-               inter = static_cast<std::size_t>(shape.experts > 0 ? shape.shared_intermediate : c.intermediate),
+               inter = static_cast<std::size_t>(shape.experts > 0 && !shape.beside_mlp ? shape.shared_intermediate : c.intermediate),
                head = static_cast<std::size_t>(std::max(query_key_dim(c), value_dim(c))),  // the wider of a head's two widths
                q = static_cast<std::size_t>(c.heads) * head, kv = static_cast<std::size_t>(key_heads(c)) * head;
     const std::size_t both = bf16 ? 6 : 4, operand = bf16 ? 2 : 4;  // float32 + bf16 copy; GEMM operand only
@@ -358,6 +362,10 @@ class BlockTuningRun {
       if (shape.shared_intermediate > 0) per_row += hidden * (4 + operand) + 8;
     }
     if (shape.sandwich_norms) per_row += hidden * (16 + 2 * operand) + 8;  // both outputs, a normed scratch, their gradients, d_h
+    // beside a dense MLP: the experts' and the router's inputs, both branches' outputs, a second
+    // normed scratch, the experts' output gradient, both inputs' gradients, a chain scratch, the
+    // MLP's output gradient (float32 and its copy), d_mlp in float32 too, two 1/rms
+    if (shape.beside_mlp) per_row += hidden * (2 * both + 4 * 4 + 3 * 4 + both + 4) + 8;
     if (c.latent_attention()) {  // latent_forward / latent_backward's buffers
       const auto query_rank = static_cast<std::size_t>(c.q_lora_rank), rank = static_cast<std::size_t>(c.kv_lora_rank),
                  rope = static_cast<std::size_t>(c.head_dim), kv_b = static_cast<std::size_t>(c.heads * (c.qk_nope_dim + c.v_head_dim));
@@ -436,8 +444,10 @@ class BlockTuningRun {
     values_from_keys_ = block.values_from_keys;  // Gemma 4's full layers: no v_proj slot
     layer_scalar_ = block.layer_scalar;
     attention_slots_ = values_from_keys_ ? 3 : 4;
-    mlp_base_ = moe_ ? attention_slots_ + 3 * static_cast<std::size_t>(shape_.experts) : attention_slots_;
-    mlp_inter_ = moe_ ? shape_.shared_intermediate : config.intermediate;
+    beside_ = moe_ && shape_.beside_mlp;  // Gemma 4: the dense MLP's slots first, the experts' after them
+    first_expert_ = attention_slots_ + (beside_ ? 3 : 0);
+    mlp_base_ = moe_ && !beside_ ? attention_slots_ + 3 * static_cast<std::size_t>(shape_.experts) : attention_slots_;
+    mlp_inter_ = moe_ && !beside_ ? shape_.shared_intermediate : config.intermediate;
     std::size_t largest = 0;
     for (const LinearSlot& s : slots_) {
       const RowMatrix& w = slot_weight(block, s);
@@ -662,6 +672,15 @@ class BlockTuningRun {
     route_scale_ = block.moe->spec.scale;
     if (w.correction_bias.size() > 0) correction_bias_ = upload(w.correction_bias);
     clamped_ = block.moe->spec.activation == ExpertActivation::ClampedSwiGlu;
+    experts_geglu_ = block.moe->spec.activation == ExpertActivation::GeGlu;
+    if (w.expert_scale.size() > 0) expert_scale_ = upload(w.expert_scale);
+    if (beside_) {  // Gemma 4: the experts' input norm, the two branches' output norms, the router's input as one norm
+      const ExpertsBesideMlp& beside = *block.moe->beside_mlp;
+      experts_input_norm_ = upload(beside.input_norm);
+      mlp_branch_norm_ = upload(beside.mlp_norm);
+      experts_branch_norm_ = upload(beside.experts_norm);
+      router_input_norm_ = upload(beside.router_norm());
+    }
     limit_ = block.moe->spec.limit, alpha_ = block.moe->spec.alpha;
     if (w.router_bias.size() > 0) router_bias_ = upload(w.router_bias);
     if (!w.experts.empty() && w.experts[0].gate_bias.size() > 0) {  // every expert's (check_moe), stacked
@@ -719,11 +738,11 @@ class BlockTuningRun {
     if (w.router_bias.size() > 0 && w.router_bias.size() != shape_.experts) refuse("a router bias of another size than the expert count");
     if (w.shared && biased(*w.shared)) refuse("shared expert biases");
     if (w.shared && m.spec.activation != ExpertActivation::SwiGlu) refuse("a shared expert beside clamped SwiGLU experts");
-    if (m.beside_mlp) refuse("experts beside the dense MLP (Gemma 4's 26B-A4B)");
-    if (m.spec.activation == ExpertActivation::GeGlu) refuse("GeGLU experts (Gemma 4)");
-    if (w.expert_scale.size() > 0) refuse("per-expert scales of the routing weights (Gemma 4)");
+    if (w.expert_scale.size() > 0 && (m.spec.scoring != RouterScoring::Softmax || w.expert_scale.size() != shape_.experts))
+      refuse("per-expert scales of the routing weights beside other than softmax routing, or of another size than the expert count");
     if (FloatCodeQuantizer<Q> || block.act_quant) refuse("a floating-point scheme (MXFP / NVFP / FP8)");
-    if (shape_.sandwich_norms) refuse("sandwich norms");
+    if (shape_.sandwich_norms && !m.beside_mlp) refuse("sandwich norms (other than Gemma 4's experts beside the MLP)");
+    if (m.beside_mlp && block.post_ffn_norm.size() == 0) refuse("experts beside the MLP without the post-feedforward norm");
     detail::require(shape_.experts > 0 && shape_.top_k >= 1 && shape_.top_k <= shape_.experts &&
                         w.router.rows() == shape_.experts && w.router.cols() == config_.hidden,
                     name + ": the router is not [experts, hidden] or top_k is not between 1 and the expert count");
@@ -804,8 +823,16 @@ class BlockTuningRun {
       if (post_ffn_norm_.size() > 0) {
         mlp_out_ = floats(rows * hidden);
         inv_rms_post_ffn_ = floats(rows);
-        d_mlp_.allocate(rows * hidden, bf16_, false);
+        d_mlp_.allocate(rows * hidden, bf16_, beside_);  // (beside: both branches' norms read it in float32)
       }
+    }
+    if (beside_) {
+      for (Tensor* t : {&experts_in_, &router_in_}) t->allocate(rows * hidden, bf16_);
+      for (DeviceBuffer<float>* b : {&dense_out_, &experts_out_, &normed_branch_, &d_experts_out_, &d_experts_in_, &d_router_in_, &d_chain_})
+        *b = floats(rows * hidden);
+      inv_rms_dense_ = floats(rows);
+      inv_rms_experts_ = floats(rows);
+      d_dense_.allocate(rows * hidden, bf16_, false);
     }
     for (Tensor* t : {&q_, &dq_}) t->allocate(rows * q_cols, bf16_);
     for (Tensor* t : {&attention_, &d_attention_}) t->allocate(rows * o_cols, bf16_);
@@ -864,6 +891,7 @@ class BlockTuningRun {
     offsets_ = ints(experts + 1);
     route_weight_ = floats(n);
     d_weight_ = floats(n);
+    if (expert_scale_.size() > 0) scaled_weight_ = floats(n);
     xe_.allocate(n * hidden, bf16_, false);  // GEMM operands only
     dye_.allocate(n * hidden, bf16_, false);
     eact_.allocate(n * inter, bf16_, false);
@@ -1109,7 +1137,7 @@ class BlockTuningRun {
       copy_floats(yn_float_.data(), yn_.f.data(), rows * hidden);
       quantize_input(yn_, LinearInput::Mlp, rows, hidden);
     }
-    if (moe_) return moe_forward<T>(rows);
+    if (moe_ && !beside_) return moe_forward<T>(rows, yn_, yn_, h_.data(), d_out_.f.data());
     project<T>(Linear::Gate, rows, yn_, gate_.data());
     project<T>(Linear::Up, rows, yn_, up_.data());
     gated_activation(rows * inter);
@@ -1117,6 +1145,7 @@ class BlockTuningRun {
       copy_floats(act_float_.data(), act_.f.data(), rows * inter);
       quantize_input(act_, LinearInput::MlpProduct, rows, inter);
     }
+    if (beside_) return beside_forward<T>(rows);
     if (post_ffn_norm_.size() > 0) {  // Gemma: out = h + rms(act Wd^T) · g
       project<T>(Linear::Down, rows, act_, mlp_out_.data());
       add_normed(mlp_out_.data(), post_ffn_norm_.data(), inv_rms_post_ffn_.data(), h_.data(), d_out_.f.data(), rows);
@@ -1124,6 +1153,48 @@ class BlockTuningRun {
     }
     copy_floats(d_out_.f.data(), h_.data(), rows * hidden);
     project<T>(Linear::Down, rows, act_, d_out_.f.data(), 1.0f);  // out = h + act Wd^T
+  }
+
+  // Gemma 4's experts beside the dense MLP (whose gate/up activation is in act_): out = h +
+  // rms(rms(act Wd^T)·g1 + rms(experts(rms(h)·g_in))·g2)·g_post, the router on rms(h)·scale/√H.
+  // The three norms of h share h's 1/rms (inv_rms2_, the ffn norm's: the same row, the same eps).
+  template <class T>
+  void beside_forward(long rows) {
+    const long hidden = config_.hidden, n = rows * hidden;
+    project<T>(Linear::Down, rows, act_, dense_out_.data());
+    rms_norm_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(h_.data(), experts_input_norm_.data(), experts_in_.float_out(),
+                                                                                experts_in_.bf16_out(), inv_rms2_.data(), hidden, config_.rms_eps);
+    rms_norm_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(h_.data(), router_input_norm_.data(), router_in_.float_out(),
+                                                                                router_in_.bf16_out(), inv_rms2_.data(), hidden, config_.rms_eps);
+    moe_forward<T>(rows, experts_in_, router_in_, nullptr, experts_out_.data());
+    rms_norm_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(dense_out_.data(), mlp_branch_norm_.data(), normed_branch_.data(),
+                                                                                nullptr, inv_rms_dense_.data(), hidden, config_.rms_eps);
+    rms_norm_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(experts_out_.data(), experts_branch_norm_.data(), normed_.data(),
+                                                                                nullptr, inv_rms_experts_.data(), hidden, config_.rms_eps);
+    add_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(normed_branch_.data(), normed_.data(), mlp_out_.data(), n);
+    add_normed(mlp_out_.data(), post_ffn_norm_.data(), inv_rms_post_ffn_.data(), h_.data(), d_out_.f.data(), rows);
+  }
+
+  // beside_forward's backward from dL/d(out) in d_out_: both branches' gradients through their
+  // norms, the experts' (into d_experts_in_ and the router's d_router_in_) and the dense MLP's
+  // (into d_yn_), then the three norms of h chained into d_chain_ = d_out + the experts' input's
+  // and the router's input's shares (the ffn norm's is added by backward(), from d_chain_).
+  template <class T>
+  void beside_backward(long rows, bool accumulate) {
+    const long hidden = config_.hidden;
+    const auto row_blocks = static_cast<unsigned>(rows);
+    rms_norm_backward_kernel<><<<row_blocks, kRowThreads, 0, stream()>>>(mlp_out_.data(), post_ffn_norm_.data(), inv_rms_post_ffn_.data(),
+                                                                        d_out_.f.data(), nullptr, d_mlp_.float_out(), nullptr, hidden);
+    rms_norm_backward_kernel<><<<row_blocks, kRowThreads, 0, stream()>>>(dense_out_.data(), mlp_branch_norm_.data(), inv_rms_dense_.data(),
+                                                                        d_mlp_.f.data(), nullptr, d_dense_.float_out(), d_dense_.bf16_out(), hidden);
+    rms_norm_backward_kernel<><<<row_blocks, kRowThreads, 0, stream()>>>(experts_out_.data(), experts_branch_norm_.data(), inv_rms_experts_.data(),
+                                                                        d_mlp_.f.data(), nullptr, d_experts_out_.data(), nullptr, hidden);
+    moe_backward<T>(rows, accumulate, d_experts_out_.data(), d_experts_in_.data(), d_router_in_.data(), 0.0f);
+    mlp_backward<T>(rows, d_dense_, accumulate);
+    rms_norm_backward_kernel<><<<row_blocks, kRowThreads, 0, stream()>>>(h_.data(), experts_input_norm_.data(), inv_rms2_.data(),
+                                                                        d_experts_in_.data(), d_out_.f.data(), d_chain_.data(), nullptr, hidden);
+    rms_norm_backward_kernel<><<<row_blocks, kRowThreads, 0, stream()>>>(h_.data(), router_input_norm_.data(), inv_rms2_.data(),
+                                                                        d_router_in_.data(), d_chain_.data(), d_chain_.data(), nullptr, hidden);
   }
 
   // out = residual + rms(x) · g (a sandwich norm; x kept for the backward, 1/rms into inv_rms)
@@ -1134,16 +1205,16 @@ class BlockTuningRun {
     add_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(residual, normed_.data(), out, n);
   }
 
-  // the MLP's gated activation of gate_ and up_ into act_: SwiGLU, or GeGLU (Gemma); a mixture
-  // of experts' shared expert is SwiGLU
+  // the MLP's gated activation of gate_ and up_ into act_: SwiGLU, or GeGLU (Gemma, also the dense
+  // MLP beside Gemma 4's experts); a mixture of experts' shared expert is SwiGLU
   void gated_activation(long n) {
-    if (config_.activation == MlpActivation::GeluTanh && !moe_)
+    if (config_.activation == MlpActivation::GeluTanh && (!moe_ || beside_))
       geglu_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(gate_.data(), up_.data(), act_.float_out(), act_.bf16_out(), n);
     else
       swiglu_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(gate_.data(), up_.data(), act_.float_out(), act_.bf16_out(), n);
   }
   void gated_activation_backward(long n) {
-    if (config_.activation == MlpActivation::GeluTanh && !moe_)
+    if (config_.activation == MlpActivation::GeluTanh && (!moe_ || beside_))
       geglu_backward_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(gate_.data(), up_.data(), d_act_.data(), d_gate_.float_out(),
                                                                        d_up_.float_out(), d_gate_.bf16_out(), d_up_.bf16_out(), n);
     else
@@ -1190,18 +1261,19 @@ class BlockTuningRun {
       first += count;
     }
   }
-  const Layer& expert_layer(std::size_t e, Linear role) const { return layers_[expert_slot_index(static_cast<Index>(e), role)]; }
-  Layer& expert_layer(std::size_t e, Linear role) { return layers_[expert_slot_index(static_cast<Index>(e), role)]; }
+  const Layer& expert_layer(std::size_t e, Linear role) const { return layers_[expert_slot_index(static_cast<Index>(e), role, first_expert_)]; }
+  Layer& expert_layer(std::size_t e, Linear role) { return layers_[expert_slot_index(static_cast<Index>(e), role, first_expert_)]; }
 
-  // The mixture of experts on yn_ (rows tokens): the router and its softmax top-k, the tokens'
-  // rows sorted by expert and gathered, each expert's three GEMMs over its rows, the shared
-  // expert on every row, and out = h + the weighted sum, into d_out_.f. Each expert's row count
-  // sizes its GEMMs: the counts come to the host, the one synchronisation of a step.
+  // The mixture of experts on `x` (rows tokens; the router reads `router_x`: yn_ both, or Gemma 4's
+  // own inputs): the router and its softmax top-k, the tokens' rows sorted by expert and
+  // gathered, each expert's three GEMMs over its rows, the shared expert on every row, and out =
+  // residual (null: none) + the weighted sum. Each expert's row count sizes its GEMMs: the counts
+  // come to the host, the one synchronisation of a step.
   template <class T>
-  void moe_forward(long rows) {
+  void moe_forward(long rows, const Tensor& x_in, const Tensor& router_x, const float* residual, float* out) {
     const long hidden = config_.hidden, experts = shape_.experts, k = shape_.top_k, n = rows * k, inter = shape_.intermediate;
     // the router's logits in the GEMM precision (the reference's autocast computes its router in bf16)
-    blas_.gemm<T>(false, true, rows, experts, hidden, 1.0f, yn_.template as<T>(), hidden, router_.template as<T>(), hidden, 0.0f,
+    blas_.gemm<T>(false, true, rows, experts, hidden, 1.0f, router_x.template as<T>(), hidden, router_.template as<T>(), hidden, 0.0f,
                   probabilities_.data(), experts);
     if (router_bias_.size() > 0)
       add_bias_kernel<><<<blocks_for(rows * experts, 256), 256, 0, stream()>>>(probabilities_.data(), router_bias_.data(), rows, experts);
@@ -1220,7 +1292,10 @@ class BlockTuningRun {
     expert_offsets_kernel<><<<1, 1, 0, stream()>>>(counts_.data(), static_cast<int>(experts), offsets_.data());
     expert_rows_kernel<><<<static_cast<unsigned>(experts), kRowThreads, 0, stream()>>>(chosen_.data(), n, offsets_.data(), order_.data(),
                                                                                      position_.data());
-    gather_routed_rows_kernel<T><<<blocks_for(n * hidden, 256), 256, 0, stream()>>>(yn_.template as<T>(), order_.data(), static_cast<int>(k),
+    if (expert_scale_.size() > 0)  // Gemma 4: each chosen weight × its expert's scale, after the normalization
+      expert_scale_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(route_weight_.data(), chosen_.data(), expert_scale_.data(), n,
+                                                                     scaled_weight_.data());
+    gather_routed_rows_kernel<T><<<blocks_for(n * hidden, 256), 256, 0, stream()>>>(x_in.template as<T>(), order_.data(), static_cast<int>(k),
                                                                                     n, hidden, xe_.template as<T>());
     const std::vector<int> counts = counts_.download();  // waits for the queue (Stream: blocking)
     counts_host_.assign(counts.begin(), counts.end());
@@ -1241,6 +1316,8 @@ class BlockTuningRun {
     if (clamped_)
       clamped_swiglu_kernel<><<<blocks_for(n * inter, 256), 256, 0, stream()>>>(eg_.data(), eu_.data(), eact_.float_out(), eact_.bf16_out(),
                                                                                n * inter, limit_, alpha_);
+    else if (experts_geglu_)
+      geglu_kernel<><<<blocks_for(n * inter, 256), 256, 0, stream()>>>(eg_.data(), eu_.data(), eact_.float_out(), eact_.bf16_out(), n * inter);
     else
       swiglu_kernel<><<<blocks_for(n * inter, 256), 256, 0, stream()>>>(eg_.data(), eu_.data(), eact_.float_out(), eact_.bf16_out(), n * inter);
     for_each_expert([&](std::size_t e, long first, long count) {
@@ -1264,19 +1341,22 @@ class BlockTuningRun {
       }
     }
     moe_combine_kernel<><<<blocks_for(rows * hidden, 256), 256, 0, stream()>>>(
-        h_.data(), expert_out_.data(), chosen_.data(), route_weight_.data(), position_.data(), static_cast<int>(k),
-        shared ? shared_out_.data() : nullptr, gated ? shared_weight_.data() : nullptr, rows, hidden, d_out_.f.data());
+        residual, expert_out_.data(), chosen_.data(), used_weights(), position_.data(), static_cast<int>(k),
+        shared ? shared_out_.data() : nullptr, gated ? shared_weight_.data() : nullptr, rows, hidden, out);
   }
+  // the routing weights the experts' outputs are summed with: × each expert's scale (Gemma 4), or as routed
+  const float* used_weights() const { return expert_scale_.size() > 0 ? scaled_weight_.data() : route_weight_.data(); }
 
-  // The mixture of experts' backward from dL/d(block output) in d_out_ (the residual passes it to
-  // the MLP's output unchanged): every tuned expert's weight gradients (routed experts' add up
-  // from 0: step() zeroes them) and dL/d yn into d_yn_, through the experts, the shared expert and
-  // its gate, and the router (full precision, not tuned).
+  // The mixture of experts' backward from dL/d(its output) `d_moe` (d_out_: the residual passes it
+  // to the MLP's output unchanged): every tuned expert's weight gradients (routed experts' add up
+  // from 0: step() zeroes them) and dL/d(its input) into `d_x` (d_yn_; the shared expert and its
+  // gate add theirs there too), the router's (full precision, not tuned) added to `d_router_x`
+  // × router_beta (d_yn_ with 1; Gemma 4's own router input with 0).
   template <class T>
-  void moe_backward(long rows, bool accumulate) {
+  void moe_backward(long rows, bool accumulate, const float* d_moe, float* d_x, float* d_router_x, float router_beta) {
     const long hidden = config_.hidden, experts = shape_.experts, k = shape_.top_k, n = rows * k, inter = shape_.intermediate;
-    moe_output_grad_kernel<><<<static_cast<unsigned>(n), kRowThreads, 0, stream()>>>(d_out_.f.data(), expert_out_.data(), order_.data(),
-                                                                                    route_weight_.data(), static_cast<int>(k), hidden,
+    moe_output_grad_kernel<><<<static_cast<unsigned>(n), kRowThreads, 0, stream()>>>(d_moe, expert_out_.data(), order_.data(),
+                                                                                    used_weights(), static_cast<int>(k), hidden,
                                                                                     d_weight_.data(), dye_.float_out(), dye_.bf16_out());
     for_each_expert([&](std::size_t e, long first, long count) {
       Layer& down = expert_layer(e, Linear::Down);
@@ -1291,6 +1371,9 @@ class BlockTuningRun {
       clamped_swiglu_backward_kernel<><<<blocks_for(n * inter, 256), 256, 0, stream()>>>(
           eg_.data(), eu_.data(), d_eact_.data(), d_eg_.float_out(), d_eu_.float_out(), d_eg_.bf16_out(), d_eu_.bf16_out(), n * inter, limit_,
           alpha_);
+    else if (experts_geglu_)
+      geglu_backward_kernel<><<<blocks_for(n * inter, 256), 256, 0, stream()>>>(eg_.data(), eu_.data(), d_eact_.data(), d_eg_.float_out(),
+                                                                               d_eu_.float_out(), d_eg_.bf16_out(), d_eu_.bf16_out(), n * inter);
     else
       swiglu_backward_kernel<><<<blocks_for(n * inter, 256), 256, 0, stream()>>>(eg_.data(), eu_.data(), d_eact_.data(), d_eg_.float_out(),
                                                                                 d_eu_.float_out(), d_eg_.bf16_out(), d_eu_.bf16_out(), n * inter);
@@ -1307,17 +1390,19 @@ class BlockTuningRun {
       blas_.gemm<T>(false, false, count, hidden, inter, 1.0f, du, inter, up.weight.template as<T>(), hidden, 1.0f, dx + first * hidden, hidden);
     });
     moe_scatter_grad_kernel<><<<blocks_for(rows * hidden, 256), 256, 0, stream()>>>(dx, chosen_.data(), position_.data(), static_cast<int>(k),
-                                                                                   rows, hidden, false, d_yn_.data());
+                                                                                   rows, hidden, false, d_x);
     if (shape_.shared_intermediate > 0) {
       const bool gated = shared_gate_.size() > 0;
       shared_expert_grad_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(
-          d_out_.f.data(), shared_out_.data(), gated ? shared_weight_.data() : nullptr, hidden, d_shared_.float_out(), d_shared_.bf16_out(),
+          d_moe, shared_out_.data(), gated ? shared_weight_.data() : nullptr, hidden, d_shared_.float_out(), d_shared_.bf16_out(),
           d_shared_gate_.data());
       mlp_backward<T>(rows, d_shared_, accumulate, true);
       if (gated)
         add_outer_kernel<><<<blocks_for(rows * hidden, 256), 256, 0, stream()>>>(d_yn_.data(), d_shared_gate_.data(), shared_gate_.data(), rows,
                                                                                 hidden);
     }
+    if (expert_scale_.size() > 0)  // dL/d(the weight before its expert's scale) = scale · dL/d(the weight)
+      expert_scale_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(d_weight_.data(), chosen_.data(), expert_scale_.data(), n, d_weight_.data());
     if (topk_softmax_)
       topk_softmax_route_backward_kernel<><<<blocks_for(rows, 128), 128, 0, stream()>>>(
           chosen_.data(), route_weight_.data(), d_weight_.data(), rows, static_cast<int>(experts), static_cast<int>(k), d_logits_.float_out(),
@@ -1330,8 +1415,8 @@ class BlockTuningRun {
       softmax_route_backward_kernel<><<<blocks_for(rows, 128), 128, 0, stream()>>>(
           probabilities_.data(), chosen_.data(), route_weight_.data(), d_weight_.data(), rows, static_cast<int>(experts), static_cast<int>(k),
           normalize_, d_logits_.float_out(), d_logits_.bf16_out());
-    blas_.gemm<T>(false, false, rows, hidden, experts, 1.0f, d_logits_.template as<T>(), experts, router_.template as<T>(), hidden, 1.0f,
-                  d_yn_.data(), hidden);
+    blas_.gemm<T>(false, false, rows, hidden, experts, 1.0f, d_logits_.template as<T>(), experts, router_.template as<T>(), hidden,
+                  router_beta, d_router_x, hidden);
   }
 
   // Block backward from dL/d(out) in d_out_ to the tuned layers' weight gradients (added to
@@ -1341,8 +1426,10 @@ class BlockTuningRun {
     const long rows = nb * seqlen_, hidden = config_.hidden, d = query_key_dim(config_), dv = value_dim(config_);
     const long heads = config_.heads, kv_heads = key_heads(config_), q_cols = heads * d, kv_cols = kv_heads * d;
     const long o_cols = heads * dv, v_cols = kv_heads * dv;
-    if (moe_) {
-      moe_backward<T>(rows, accumulate);
+    if (beside_) {
+      beside_backward<T>(rows, accumulate);
+    } else if (moe_) {
+      moe_backward<T>(rows, accumulate, d_out_.f.data(), d_yn_.data(), d_yn_.data(), 1.0f);
     } else if (post_ffn_norm_.size() > 0) {  // through Gemma's norm of the MLP's output first
       rms_norm_backward_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(
           mlp_out_.data(), post_ffn_norm_.data(), inv_rms_post_ffn_.data(), d_out_.f.data(), nullptr, d_mlp_.float_out(), d_mlp_.bf16_out(),
@@ -1354,7 +1441,8 @@ class BlockTuningRun {
       if (input_quant_) input_backward(yn_float_.data(), d_yn_.data(), LinearInput::Mlp, rows, hidden);
     }
     rms_norm_backward_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(
-        h_.data(), ffn_norm_.data(), inv_rms2_.data(), d_yn_.data(), d_out_.f.data(), d_h_.float_out(), d_h_.bf16_out(), hidden);
+        h_.data(), ffn_norm_.data(), inv_rms2_.data(), d_yn_.data(), beside_ ? d_chain_.data() : d_out_.f.data(), d_h_.float_out(),
+        d_h_.bf16_out(), hidden);
     const Tensor* d_o = &d_h_;
     if (post_attn_norm_.size() > 0) {  // through Gemma's norm of the attention's output first
       rms_norm_backward_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(
@@ -1478,7 +1566,7 @@ class BlockTuningRun {
       in_->load(first, nb, x_.data(), stream());
       forward<T>(nb);
       for (int j = 0; j < kInputs; ++j)
-        if (cols[j] > 0 && (j != 3 || !moe_ || shape_.shared_intermediate > 0))
+        if (cols[j] > 0 && (j != 3 || !moe_ || beside_ || shape_.shared_intermediate > 0))
           column_square_sum_kernel<T><<<blocks_for(cols[j], 128), 128, 0, stream()>>>(inputs[j]->template as<T>(), nb * seqlen_,
                                                                                      cols[j], sums[j].data());
       for_each_expert([&](std::size_t e, long from, long count) {  // an expert's inputs: the tokens routed to it
@@ -1616,7 +1704,7 @@ class BlockTuningRun {
   std::vector<LinearSlot> slots_;  // the block's linear layers (linear_slots), and layers_'s order
   BlockShape shape_;
   bool moe_ = false;               // the MLP is a mixture of experts
-  std::size_t mlp_base_ = 4;       // the slot of the MLP's gate: a dense block's, or the shared expert's
+  std::size_t mlp_base_ = 4;       // the slot of the MLP's gate: a dense block's (Gemma 4's beside its experts), or the shared expert's
   long mlp_inter_ = 0;             // that MLP's intermediate size (0: a mixture of experts without a shared expert)
   Blas blas_{stream_.get()};
   std::vector<Layer> layers_;
@@ -1663,6 +1751,18 @@ class BlockTuningRun {
       d_shared_gate_;
   DeviceBuffer<int> chosen_, order_, position_, counts_, offsets_;
   bool normalize_ = true;          // the chosen weights divided by their sum
+  // Gemma 4's 26B-A4B: GeGLU experts, each chosen weight × its expert's scale (scaled_weight_:
+  // the weights the outputs are summed with); beside_: the experts run beside the dense MLP (its
+  // slots first, the experts' from first_expert_), on their own normed input (experts_in_) with
+  // the router on its own (router_in_), both branches' outputs (dense_out_, experts_out_) normed
+  // and added; their backward's buffers (beside_backward)
+  bool experts_geglu_ = false, beside_ = false;
+  std::size_t first_expert_ = 4;
+  DeviceBuffer<float> expert_scale_, scaled_weight_;
+  DeviceBuffer<float> experts_input_norm_, router_input_norm_, mlp_branch_norm_, experts_branch_norm_;
+  Tensor experts_in_, router_in_, d_dense_;
+  DeviceBuffer<float> dense_out_, experts_out_, normed_branch_, inv_rms_dense_, inv_rms_experts_, d_experts_out_, d_experts_in_,
+      d_router_in_, d_chain_;
   // GPT-OSS: softmax over the top-k logits (router_bias_ added), clamped SwiGLU experts with
   // biases ([experts, intermediate] gate / up, [experts, hidden] down; empty: none)
   bool topk_softmax_ = false, clamped_ = false;

@@ -298,7 +298,7 @@ __device__ inline int next_in_expert_order(const int* chosen, int top_k, int las
 
 /// out[t, c] = h[t, c] + (Σ_j w_tj · expert_out[position(t, j), c] in expert order
 ///             + g_t · shared_out[t, c]), g_t = shared_weight[t] (1 without one; no shared
-/// expert: shared_out null).
+/// expert: shared_out null; h null: no residual, Gemma 4's experts beside the MLP).
 template <int = 0>
 __global__ void moe_combine_kernel(const float* h, const float* expert_out, const int* chosen, const float* weights, const int* position,
                                    int top_k, const float* shared_out, const float* shared_weight, long tokens, long hidden, float* out) {
@@ -314,7 +314,15 @@ __global__ void moe_combine_kernel(const float* h, const float* expert_out, cons
     sum = __fadd_rn(sum, __fmul_rn(weights[a], expert_out[static_cast<long>(position[a]) * hidden + c]));
   }
   if (shared_out) sum = __fadd_rn(sum, shared_weight ? __fmul_rn(shared_weight[t], shared_out[i]) : shared_out[i]);
-  out[i] = __fadd_rn(h[i], sum);
+  out[i] = h ? __fadd_rn(h[i], sum) : sum;
+}
+
+/// out[a] = w[a] · scale[chosen[a]] (in place allowed): Gemma 4's per-expert scale of the routing
+/// weights after their normalization, and the same factor on their gradients in the backward.
+template <int = 0>
+__global__ void expert_scale_kernel(const float* w, const int* chosen, const float* scale, long n, float* out) {
+  const long a = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
+  if (a < n) out[a] = __fmul_rn(w[a], scale[chosen[a]]);
 }
 
 /// Per sorted row i (one block each; a = order[i], t its token): d_weight[a] = <d_out[t],
