@@ -251,34 +251,42 @@ TEST_CASE("Gemma 3 and Phi-3 blocks (GeGLU, sandwich norms, sliding windows, loc
   }
 }
 
+namespace {
+/// A Gemma 4 block of the small shape (sliding layers: 4 heads of 16, 2 KV heads; a full layer: its
+/// own 32-wide heads, 1 KV head, keys as values, proportional RoPE on a quarter of its pairs), q/k
+/// norms, sandwich norms and v_norm, its output × layer_scalar; its configuration beside it.
+/// Everything random is drawn from `rng` (a case does not depend on the others run before it).
+std::pair<LlamaConfig, LlamaBlock> gemma4_test_block(bool full, float layer_scalar, std::mt19937& rng) {
+  LlamaConfig c = small_config();
+  c.model_type = "gemma4_text";
+  c.activation = MlpActivation::GeluTanh;
+  c.attention_scale = 1.0f;
+  c.value_norm = true;
+  c.sliding_window = 8;
+  c.sliding_rope_theta = 300.0f;
+  c.full_head_dim = 32, c.full_kv_heads = 1, c.full_values_from_keys = true;
+  c.rope_divisors.assign(16, std::numeric_limits<float>::infinity());
+  std::fill_n(c.rope_divisors.begin(), 4, 1.0f);
+  const LlamaConfig layer = layer_config(c, !full);
+  LlamaBlock block = random_block(layer, true, rng);  // q/k norms of the layer's head size
+  for (auto& b : block.qkv_bias) b.resize(0);
+  block.sliding = !full;
+  block.values_from_keys = full;
+  if (full) block[Linear::Value] = RowMatrix();
+  block.q_norm = test_models::random_vector_around(layer.head_dim, 0.5f, 0.1f, rng);
+  block.k_norm = test_models::random_vector_around(layer.head_dim, 0.5f, 0.1f, rng);
+  block.post_attn_norm = test_models::random_vector_around(c.hidden, 0.9f, 0.2f, rng);
+  block.post_ffn_norm = test_models::random_vector_around(c.hidden, 1.1f, 0.2f, rng);
+  block.layer_scalar = layer_scalar;
+  return {c, block};
+}
+}  // namespace
+
 TEST_CASE("Gemma 4 blocks (a full layer: its own head size and KV heads, keys as values, proportional RoPE; v_norm, layer_scalar) tune on the GPU as on the CPU") {
   for (const bool full : {true, false}) {
     CAPTURE(full);
-    LlamaConfig c = small_config();  // sliding layers: 4 heads of 16, 2 KV heads
-    c.model_type = "gemma4_text";
-    c.activation = MlpActivation::GeluTanh;
-    c.attention_scale = 1.0f;
-    c.value_norm = true;
-    c.sliding_window = 8;
-    c.sliding_rope_theta = 300.0f;
-    c.full_head_dim = 32, c.full_kv_heads = 1, c.full_values_from_keys = true;
-    c.rope_divisors.assign(16, std::numeric_limits<float>::infinity());  // proportional: a quarter of the full layer's pairs turn
-    std::fill_n(c.rope_divisors.begin(), 4, 1.0f);
     std::mt19937 rng(full ? 41 : 43);
-    const LlamaConfig layer = layer_config(c, !full);
-    LlamaBlock block = random_block(layer, true, rng);  // q/k norms of the layer's head size
-    for (auto& b : block.qkv_bias) b.resize(0);
-    block.sliding = !full;
-    block.values_from_keys = full;
-    if (full) block[Linear::Value] = RowMatrix();
-    const auto around = [&](Index n, float center, float scale) {  // (from rng: the case does not depend on the others run before it)
-      return Eigen::VectorXf(Eigen::VectorXf::Constant(n, center) + test_models::random_matrix(n, 1, scale, rng).col(0));
-    };
-    block.q_norm = around(layer.head_dim, 0.5f, 0.1f);
-    block.k_norm = around(layer.head_dim, 0.5f, 0.1f);
-    block.post_attn_norm = around(c.hidden, 0.9f, 0.2f);
-    block.post_ffn_norm = around(c.hidden, 1.1f, 0.2f);
-    block.layer_scalar = 0.7f;
+    const auto [c, block] = gemma4_test_block(full, 0.7f, rng);
     const std::vector<RowMatrix> inputs = outlier_inputs(c, rng);
     const std::vector<LinearSlot> slots = linear_slots(block);
     REQUIRE(slots.size() == (full ? 6u : 7u));
@@ -496,31 +504,9 @@ TEST_CASE("a mixture-of-experts block (softmax top-k routing, a gated shared exp
 TEST_CASE("Gemma 4's experts beside the dense MLP (26B-A4B) tune on the GPU as on the CPU") {
   for (const bool full : {false, true}) {
     CAPTURE(full);
-    LlamaConfig c = small_config();
-    c.model_type = "gemma4_text";
-    c.activation = MlpActivation::GeluTanh;
-    c.attention_scale = 1.0f;
-    c.value_norm = true;
-    c.sliding_window = 8;
-    c.sliding_rope_theta = 300.0f;
-    c.full_head_dim = 32, c.full_kv_heads = 1, c.full_values_from_keys = true;
-    c.rope_divisors.assign(16, std::numeric_limits<float>::infinity());
-    std::fill_n(c.rope_divisors.begin(), 4, 1.0f);
     std::mt19937 rng(full ? 51 : 53);
-    const LlamaConfig layer = layer_config(c, !full);
-    LlamaBlock block = random_block(layer, true, rng);
-    for (auto& b : block.qkv_bias) b.resize(0);
-    block.sliding = !full;
-    block.values_from_keys = full;
-    if (full) block[Linear::Value] = RowMatrix();
-    const auto around = [&](Index n, float center, float scale) {
-      return Eigen::VectorXf(Eigen::VectorXf::Constant(n, center) + test_models::random_matrix(n, 1, scale, rng).col(0));
-    };
-    block.q_norm = around(layer.head_dim, 0.5f, 0.1f);
-    block.k_norm = around(layer.head_dim, 0.5f, 0.1f);
-    block.post_attn_norm = around(c.hidden, 0.9f, 0.2f);
-    block.post_ffn_norm = around(c.hidden, 1.1f, 0.2f);
-    block.layer_scalar = 0.8f;
+    auto [c, block] = gemma4_test_block(full, 0.8f, rng);
+    const auto around = [&](Index n, float center, float scale) { return test_models::random_vector_around(n, center, scale, rng); };
     MoeFeedForward moe;
     moe.spec.top_k = 2;
     moe.spec.activation = ExpertActivation::GeGlu;

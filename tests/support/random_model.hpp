@@ -46,6 +46,11 @@ inline RowMatrix random_matrix(Index rows, Index cols, float scale, std::mt19937
 }
 
 /// A SwiGLU expert of intermediate size `inter`, weights scaled by 1/sqrt(hidden).
+/// n values center + N(0, scale²) (norm weights, scales).
+inline Eigen::VectorXf random_vector_around(Index n, float center, float scale, std::mt19937& rng) {
+  return Eigen::VectorXf::Constant(n, center) + random_matrix(n, 1, scale, rng).col(0);
+}
+
 inline ExpertWeights random_expert(Index inter, Index hidden, std::mt19937& rng) {
   const float s = 1.0f / std::sqrt(static_cast<float>(hidden));
   return {random_matrix(inter, hidden, s, rng), random_matrix(inter, hidden, s, rng), random_matrix(hidden, inter, s, rng), {}, {}, {}};
