@@ -137,6 +137,35 @@ TEST_CASE("gemma3_text: logits equal transformers' Gemma3ForCausalLM (sandwich n
   check_logits("gemma3_text", model);
 }
 
+TEST_CASE("a bfloat16 Gemma checkpoint (as released) loads: √hidden rounded to bf16 as transformers scales the embedding") {
+  // the gemma3_text fixture rewritten with every float tensor in BF16 (round to nearest even, as
+  // torch's .to(torch.bfloat16)): √72 = 8.485 becomes 8.5 (a float32 checkpoint keeps 8.485);
+  // before ggml::quantize knew BF16, every bf16 Gemma checkpoint was refused at load
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / "autoround_gemma3_bf16";
+  std::filesystem::create_directories(dir);
+  std::filesystem::copy_file(family_dir("gemma3_text") + "/config.json", dir / "config.json", std::filesystem::copy_options::overwrite_existing);
+  const SafetensorsFile source(family_dir("gemma3_text") + "/model.safetensors");
+  SafetensorsWriter writer;
+  for (const SafetensorsTensor& t : source.tensors()) {
+    const RowMatrix values = source.to_float(t.name);
+    writer.add(t.name, Dtype::BF16, t.shape, ggml::quantize(ggml::Type::BF16, std::span<const float>(values.data(), static_cast<std::size_t>(values.size()))));
+  }
+  writer.write(dir / "model.safetensors");
+  const LlamaModel model = load_llama(dir.string());
+  CHECK(model.config.embedding_scale == 8.5f);
+  const LlamaModel float_model = load_llama(family_dir("gemma3_text"));
+  CHECK(float_model.config.embedding_scale == std::sqrt(72.0f));
+  // the bf16 weights' logits stay near the float32 model's (bf16 keeps 8 bits of mantissa)
+  const SafetensorsFile fixture(family_dir("gemma3_text") + "/logits.safetensors");
+  const auto tokens = fixture.view_as<std::int32_t>("tokens", Dtype::I32);
+  const RowMatrix expected = fixture.to_float("logits"), logits = forward_logits(model, tokens);
+  const double worst = (logits - expected).cwiseAbs().maxCoeff();
+  MESSAGE("bf16 gemma3_text: max |logit difference| from the float32 model's " << worst);
+  CHECK(worst < 0.1 * expected.cwiseAbs().maxCoeff());
+  CHECK(worst > 1e-4);  // (they are bf16 weights: not the float32 model)
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("gemma4_text: logits equal transformers' Gemma4ForCausalLM (full layers' own geometry, keys as values, v_norm, layer_scalar)") {
   const LlamaModel model = load_llama(family_dir("gemma4_text"));
   const LlamaConfig& c = model.config;

@@ -8,7 +8,10 @@
 #include <autoround/format/gguf_reader.hpp>
 #include <autoround/format/gguf_writer.hpp>
 #include <autoround/pack/ggml_quantize.hpp>
+#include <bit>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -48,6 +51,25 @@ TEST_CASE("our block quantizers reproduce gguf-py's and llama.cpp's blocks byte 
     for (std::size_t i = 0; i < ours.size(); ++i)
       if (ours[i] != expected.data[i]) { first_difference = i; break; }
     CHECK_MESSAGE(first_difference == ours.size(), "first different byte: " << first_difference << " of " << ours.size());
+  }
+}
+
+TEST_CASE("BF16: round to nearest even, as torch's .to(torch.bfloat16) (a bf16 Gemma checkpoint's embedding scale)") {
+  // hand-computed: 1 + 2^-8 lies halfway between bf16 1 (0x3F80) and 1 + 2^-7 (0x3F81): to the even
+  // 0x3F80; 1 + 3·2^-8 halfway between 0x3F81 and 0x3F82: to 0x3F82; √2816 = 53.0660 (0x42544395)
+  // rounds to 53.0 (0x4254), as transformers' Gemma scales a bf16 embedding; -0, inf stay
+  const std::vector<float> x = {1.0f, 1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, std::sqrt(2816.0f), -0.0f, INFINITY, -2.5f};
+  const std::vector<std::uint16_t> expected = {0x3F80, 0x3F80, 0x3F82, 0x4254, 0x8000, 0x7F80, 0xC020};
+  const std::vector<std::byte> bytes = ggml::quantize(ggml::Type::BF16, x);
+  REQUIRE(bytes.size() == 2 * x.size());
+  std::vector<float> back(x.size());
+  ggml::dequantize(ggml::Type::BF16, bytes, back);
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    CAPTURE(i);
+    std::uint16_t b;
+    std::memcpy(&b, bytes.data() + 2 * i, 2);
+    CHECK(b == expected[i]);
+    CHECK(std::bit_cast<std::uint32_t>(back[i]) == static_cast<std::uint32_t>(expected[i]) << 16);
   }
 }
 

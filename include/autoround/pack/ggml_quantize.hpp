@@ -503,7 +503,7 @@ inline std::size_t quantized_size(Type type, std::size_t n) {
   return n / t.block_weights * t.block_bytes;
 }
 
-/// Quantize float weights into ggml blocks of `type` (F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, MXFP4),
+/// Quantize float weights into ggml blocks of `type` (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, MXFP4),
 /// as llama.cpp's quantize_row_*_ref. `x.size()` must be a whole number of blocks.
 inline std::vector<std::byte> quantize(Type type, std::span<const float> x) {
   std::vector<std::byte> out(quantized_size(type, x.size()));
@@ -513,6 +513,12 @@ inline std::vector<std::byte> quantize(Type type, std::span<const float> x) {
       for (std::size_t i = 0; i < x.size(); ++i) {
         const std::uint16_t h = float_to_half_bits(x[i]);
         std::memcpy(out.data() + 2 * i, &h, 2);
+      }
+      break;
+    case Type::BF16:  // round to nearest even, as torch's .to(torch.bfloat16) and llama.cpp's ggml_fp32_to_bf16
+      for (std::size_t i = 0; i < x.size(); ++i) {
+        const std::uint16_t b = float_to_bf16_bits(x[i]);
+        std::memcpy(out.data() + 2 * i, &b, 2);
       }
       break;
     case Type::Q4_0: detail::quantize_blocks<BlockQ4_0>(x, out, 32, detail::quantize_q4_0); break;
