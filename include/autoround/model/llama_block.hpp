@@ -479,6 +479,7 @@ inline void dense_mlp_backward(const BlockWeights& w, const LlamaConfig& c, cons
 /// (null or empty: not wanted).
 inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const BlockCache& cache, const RowMatrix& d_block_out,
                            std::array<RowMatrix, 7>& grads, BlockBackwardScratch* scratch = nullptr, RowMatrix* query_a_grad = nullptr) {
+  detail::require(w.moe == nullptr, "block_backward: a mixture-of-experts block's backward is the overload with expert gradients");
   BlockBackwardScratch local;
   BlockBackwardScratch& z = scratch ? *scratch : local;
   const RowMatrix& d_out = detail::scaled_output_gradient(w, d_block_out, z);
