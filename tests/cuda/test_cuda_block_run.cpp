@@ -74,6 +74,31 @@ double code_agreement(const LayerResults<Q>& cpu, const LayerResults<Q>& gpu, Ea
   return static_cast<double>(same) / static_cast<double>(total);
 }
 
+/// The same tuning with bf16 GEMMs (the default precision): its RTN loss within `tolerance` of the
+/// float32 CPU run's `cpu_rtn`, and it tunes (its best loss below 0.9 × its RTN loss). `stats_of`:
+/// a slot the run quantizes (its stats are the run's).
+void check_bf16_gemms(const std::string& label, const TuneOptions& o, const std::vector<std::optional<DynamicIntQuantizer>>& quantizers,
+                      const LlamaBlock& block, const LlamaConfig& c, const std::vector<RowMatrix>& inputs, double cpu_rtn, double tolerance,
+                      std::size_t stats_of = 1) {
+  const GpuBlockRun bf16 = run_block_on_gpu(o, quantizers, block, c, inputs, true);
+  const TuningStats& bs = bf16.result[stats_of]->stats;
+  MESSAGE(label << " bf16 GEMMs: RTN loss " << bs.rtn_loss << ", best " << bs.best_loss << " (step " << bs.best_step << ")");
+  CHECK(bs.rtn_loss == doctest::Approx(cpu_rtn).epsilon(tolerance).scale(0));
+  CHECK(bs.best_loss < 0.9 * bs.rtn_loss);
+}
+
+/// A mixture of experts' routed rows over a run (the GPU's per-expert counts summed) and how many
+/// of them went to other experts than on the CPU (the per-expert counts' absolute differences).
+std::pair<Index, Index> routed_rows_apart(const std::vector<Index>& gpu, const std::vector<Index>& cpu) {
+  REQUIRE(gpu.size() == cpu.size());
+  Index routed = 0, apart = 0;
+  for (std::size_t e = 0; e < gpu.size(); ++e) {
+    routed += gpu[e];
+    apart += std::abs(gpu[e] - cpu[e]);
+  }
+  return {routed, apart};
+}
+
 /// One block tuned to the end on the CPU and on the GPU (float32 GEMMs), and how far apart their
 /// per-step losses are: the largest relative difference over the first `equal_steps` steps, and
 /// every step's (for the messages).
@@ -175,11 +200,7 @@ TEST_CASE("GPU block tuning follows the CPU run step for step") {
 
     // bf16 GEMM operands (the reference's amp precision): a coarser loss, so the path drifts;
     // it must still tune and start from nearly the float32 RTN loss.
-    const GpuBlockRun bf16 = run_block_on_gpu(o, quantizers, block, c, inputs, true);
-    const TuningStats& bs = bf16.result[1]->stats;
-    MESSAGE(test.name << " bf16 GEMMs: RTN loss " << bs.rtn_loss << ", best " << bs.best_loss << " (step " << bs.best_step << ")");
-    CHECK(bs.rtn_loss == doctest::Approx(cs.rtn_loss).epsilon(3e-2).scale(0));
-    CHECK(bs.best_loss < 0.9 * bs.rtn_loss);
+    check_bf16_gemms(test.name, o, as_slots(quantizers), block, c, inputs, cs.rtn_loss, 3e-2);
   }
 }
 
@@ -243,11 +264,7 @@ TEST_CASE("Gemma 3 and Phi-3 blocks (GeGLU, sandwich norms, sliding windows, loc
     CHECK(agreement > test.agreement);
     CHECK(cs.best_loss < 0.9 * cs.rtn_loss);
 
-    const GpuBlockRun bf16 = run_block_on_gpu(o, quantizers, block, c, inputs, true);
-    const TuningStats& bs = bf16.result[1]->stats;
-    MESSAGE(test.name << " bf16 GEMMs: RTN loss " << bs.rtn_loss << ", best " << bs.best_loss);
-    CHECK(bs.rtn_loss == doctest::Approx(cs.rtn_loss).epsilon(3e-2).scale(0));
-    CHECK(bs.best_loss < 0.9 * bs.rtn_loss);
+    check_bf16_gemms(test.name, o, as_slots(quantizers), block, c, inputs, cs.rtn_loss, 3e-2);
   }
 }
 
@@ -316,11 +333,7 @@ TEST_CASE("Gemma 4 blocks (a full layer: its own head size and KV heads, keys as
     CHECK(cs.best_loss < 0.9 * cs.rtn_loss);
     CHECK(gs.best_loss < 0.9 * gs.rtn_loss);
 
-    const GpuBlockRun bf16 = run_block_on_gpu(o, quantizers, block, c, inputs, true);
-    const TuningStats& bs = bf16.result[1]->stats;
-    MESSAGE("bf16 GEMMs: RTN loss " << bs.rtn_loss << ", best " << bs.best_loss);
-    CHECK(bs.rtn_loss == doctest::Approx(cs.rtn_loss).epsilon(3e-2).scale(0));
-    CHECK(bs.best_loss < 0.9 * bs.rtn_loss);
+    check_bf16_gemms(full ? "gemma4 full layer" : "gemma4 sliding layer", o, quantizers, block, c, inputs, cs.rtn_loss, 3e-2);
 
     // a step split into micro-batches and attention chunks computes the whole minibatch's
     const GpuBlockRun split = run_block_on_gpu(o, quantizers, block, c, inputs, false, BlockMemoryPlan{1, 2});
@@ -448,12 +461,7 @@ TEST_CASE("a mixture-of-experts block (softmax top-k routing, a gated shared exp
     }
     const double agreement = static_cast<double>(same) / static_cast<double>(total);
     // the routing: every token to top_k experts at every step, spread over the experts as on the CPU
-    Index routed = 0, apart = 0;
-    REQUIRE(gpu.expert_tokens.size() == cpu_tokens.size());
-    for (std::size_t e = 0; e < gpu.expert_tokens.size(); ++e) {
-      routed += gpu.expert_tokens[e];
-      apart += std::abs(gpu.expert_tokens[e] - cpu_tokens[e]);
-    }
+    const auto [routed, apart] = routed_rows_apart(gpu.expert_tokens, cpu_tokens);
     const TuningStats& cs = cpu_result[1]->stats;
     const TuningStats& gs = gpu.result[1]->stats;
     MESSAGE(test.name << ": RTN loss CPU " << cs.rtn_loss << " GPU " << gs.rtn_loss << ", best CPU " << cs.best_loss << " GPU "
@@ -471,13 +479,9 @@ TEST_CASE("a mixture-of-experts block (softmax top-k routing, a gated shared exp
     CHECK(gpu.final_loss < 0.9 * gs.rtn_loss);
     CHECK(agreement > 0.65);
 
-    const GpuBlockRun bf16 = run_block_on_gpu(o, quantizers, block, c, inputs, true);
-    const TuningStats& bs = bf16.result[1]->stats;
-    MESSAGE(test.name << " bf16 GEMMs: RTN loss " << bs.rtn_loss << ", best " << bs.best_loss);
     // bf16 rounding moves the RTN loss by 0-2.3% on the softmax-routed blocks, 3.8% / 2.8% on the
     // GPT-OSS-like ones (H100, 2026-12-06)
-    CHECK(bs.rtn_loss == doctest::Approx(cs.rtn_loss).epsilon(test.gpt_oss ? 5e-2 : 3e-2).scale(0));
-    CHECK(bs.best_loss < 0.9 * bs.rtn_loss);
+    check_bf16_gemms(test.name, o, quantizers, block, c, inputs, cs.rtn_loss, test.gpt_oss ? 5e-2 : 3e-2);
 
     // a step split in micro-batches (gradients added up; an expert may see no token in one): the
     // same until a near tie is routed the other way (cuBLAS sums a smaller GEMM in another order)
@@ -542,12 +546,7 @@ TEST_CASE("Gemma 4's experts beside the dense MLP (26B-A4B) tune on the GPU as o
       total += cpu_result[i]->codes.size();
     }
     const double agreement = static_cast<double>(same) / static_cast<double>(total);
-    Index routed = 0, apart = 0;
-    REQUIRE(gpu.expert_tokens.size() == cpu_tokens.size());
-    for (std::size_t e = 0; e < gpu.expert_tokens.size(); ++e) {
-      routed += gpu.expert_tokens[e];
-      apart += std::abs(gpu.expert_tokens[e] - cpu_tokens[e]);
-    }
+    const auto [routed, apart] = routed_rows_apart(gpu.expert_tokens, cpu_tokens);
     const TuningStats& cs = cpu_result[1]->stats;
     const TuningStats& gs = gpu.result[1]->stats;
     MESSAGE((full ? "gemma4 moe full layer" : "gemma4 moe sliding layer")
@@ -563,13 +562,9 @@ TEST_CASE("Gemma 4's experts beside the dense MLP (26B-A4B) tune on the GPU as o
     CHECK(gs.best_loss < 0.9 * gs.rtn_loss);
     CHECK(agreement > 0.65);
 
-    const GpuBlockRun bf16 = run_block_on_gpu(o, quantizers, block, c, inputs, true);
-    const TuningStats& bs = bf16.result[1]->stats;
-    MESSAGE("bf16 GEMMs: RTN loss " << bs.rtn_loss << ", best " << bs.best_loss);
     // bf16 router logits route some near ties elsewhere: 0.7% (sliding), 4.1% (full) off the
     // float32 RTN loss (H100, 2026-12-07)
-    CHECK(bs.rtn_loss == doctest::Approx(cs.rtn_loss).epsilon(5e-2).scale(0));
-    CHECK(bs.best_loss < 0.9 * bs.rtn_loss);
+    check_bf16_gemms(full ? "gemma4 moe full layer" : "gemma4 moe sliding layer", o, quantizers, block, c, inputs, cs.rtn_loss, 5e-2);
 
     // the split step agrees with the whole for 7 steps (sliding) and all 10 (full)
     const GpuBlockRun split = run_block_on_gpu(o, quantizers, block, c, inputs, false, BlockMemoryPlan{1, 2});
@@ -660,11 +655,7 @@ TEST_CASE("a latent-attention block (DeepSeek-V3's MLA; q_a_proj or q_proj; dens
     CHECK(gpu.final_loss < 0.9 * gs.rtn_loss);
     CHECK(agreement > 0.75);
 
-    const GpuBlockRun bf16 = run_block_on_gpu(o, quantizers, block, c, inputs, true);
-    const TuningStats& bs = bf16.result[0]->stats;
-    MESSAGE(test.name << " bf16 GEMMs: RTN loss " << bs.rtn_loss << ", best " << bs.best_loss);
-    CHECK(bs.rtn_loss == doctest::Approx(cs.rtn_loss).epsilon(3e-2).scale(0));
-    CHECK(bs.best_loss < 0.9 * bs.rtn_loss);
+    check_bf16_gemms(test.name, o, quantizers, block, c, inputs, cs.rtn_loss, 3e-2, 0);
 
     // one sample and 2 (sample, head) pairs at a time: the probabilities recomputed in the backward
     const GpuBlockRun split = run_block_on_gpu(o, quantizers, block, c, inputs, false, BlockMemoryPlan{1, 2});
