@@ -10,7 +10,11 @@
 // Random weights and inputs: shape-only timing (the work per step does not depend on values).
 //
 //   bench_cuda_block_step [seqlen=2048] [samples=128] [fp32-whole-block=0]
+//   PROFILE_STEP=1 bench_cuda_block_step: only one warm bf16 step, between cudaProfilerStart and
+//   cudaProfilerStop, for `ncu --profile-from-start off` (each kernel's time: scripts/ncu_kernel_table.py)
 #include <autoround/backend/cuda/cuda_runs.cuh>
+
+#include <cuda_profiler_api.h>
 
 #include <chrono>
 #include <cstdint>
@@ -78,15 +82,31 @@ int main(int argc, char** argv) {
 
   // FLOPs of the GEMMs one step runs: forward projections, weight gradients of all seven, input
   // gradients of o/gate/up/down (the block input is a constant: none for q/k/v), and per sample
-  // and head the attention products (S = QKᵀ, O = PV; dP, dQ, dK, dV), computed over the whole
-  // [seqlen, seqlen] square (the causal mask is applied by the softmax).
+  // and head the six attention products (S = QKᵀ, O = PV; dP, dQ, dK, dV) over the causal tiles'
+  // part of the [seqlen, seqlen] square (the run's default tiles; attention_tiles).
   const Index batch = 8;
   const double tokens = static_cast<double>(batch * seqlen);
-  const double flop = 2 * tokens * (2 * params + params_no_qkv) +
-                      12.0 * static_cast<double>(seqlen) * static_cast<double>(seqlen) * static_cast<double>(c.head_dim) *
-                          static_cast<double>(batch * c.heads);
+  const long tile = attention_tile_rows(seqlen);
+  const double share = attention_tile_share(seqlen, tile, 0);
+  const double flop = 2 * tokens * (2 * params + params_no_qkv) + 12.0 * share * static_cast<double>(seqlen) * static_cast<double>(seqlen) *
+                                                                     static_cast<double>(c.head_dim) * static_cast<double>(batch * c.heads);
+  std::printf("causal tiles of %ld query rows: %.3f of each attention square\n", tile, share);
 
   const std::span<const RowMatrix> one_batch(inputs.data(), static_cast<std::size_t>(batch));
+  if (const char* profile = std::getenv("PROFILE_STEP"); profile && std::atoi(profile) != 0) {
+    TuneOptions o;
+    o.iters = 1 << 30;
+    BlockTuningRun<DynamicIntQuantizer, SignSGD<>, Cuda> run(o, quantizers, SignSGD<>{}, Cuda{GemmPrecision::BFloat16}, block, c,
+                                                             one_batch, "bench");
+    run.step();
+    run.step();
+    cuda::check(cudaDeviceSynchronize(), "sync");
+    cuda::check(cudaProfilerStart(), "cudaProfilerStart");
+    const double ms = 1e3 * seconds([&] { run.step(); });
+    cuda::check(cudaProfilerStop(), "cudaProfilerStop");
+    std::printf("profiled step: %.1f ms\n", ms);
+    return 0;
+  }
   double step[2];
   const char* names[] = {"float32", "bf16 operands, float32 accumulation"};
   for (int p = 0; p < 2; ++p) {
@@ -135,11 +155,12 @@ int main(int argc, char** argv) {
                 step[p] * 1e3, flop / step[p] / 1e12, flop / step[p] / rate[1], flop / step[p] / rate[0]);
 
   // (a') split steps, bf16 GEMMs
-  std::printf("\n| bf16 step split by BlockMemoryPlan {micro-batch, attention pairs} | ms | / whole step | peak device memory GiB | estimate (state + inputs + workspace) GiB |\n");
+  std::printf("\n| bf16 step split by BlockMemoryPlan {micro-batch, attention pairs, tile rows} | ms | / whole step | peak device memory GiB | estimate (state + inputs + workspace) GiB |\n");
   std::printf("|---|---|---|---|---|\n");
   double whole_ms = 0;
-  for (const BlockMemoryPlan plan : {BlockMemoryPlan{}, BlockMemoryPlan{8, 32}, BlockMemoryPlan{4, 32}, BlockMemoryPlan{3, 16},
-                                     BlockMemoryPlan{2, 16}, BlockMemoryPlan{1, 8}}) {
+  for (const BlockMemoryPlan plan : {BlockMemoryPlan{}, BlockMemoryPlan{0, 0, seqlen}, BlockMemoryPlan{0, 0, seqlen / 4},
+                                     BlockMemoryPlan{0, 0, seqlen / 16}, BlockMemoryPlan{8, 32}, BlockMemoryPlan{4, 32},
+                                     BlockMemoryPlan{3, 16}, BlockMemoryPlan{2, 16}, BlockMemoryPlan{1, 8}}) {
     TuneOptions o;
     o.iters = 1 << 30;
     Cuda backend{GemmPrecision::BFloat16};
@@ -156,7 +177,7 @@ int main(int argc, char** argv) {
     }
     if (plan.micro_batch == 0) whole_ms = ms;
     const double gib = 1024.0 * 1024.0 * 1024.0;
-    std::printf("| {%ld, %ld} | %.1f | %.3f | %.2f | %.2f |\n", plan.micro_batch, plan.attention_pairs, ms, ms / whole_ms,
+    std::printf("| {%ld, %ld, %ld} | %.1f | %.3f | %.2f | %.2f |\n", plan.micro_batch, plan.attention_pairs, plan.attention_tile, ms, ms / whole_ms,
                 static_cast<double>(cuda::DeviceMemory::peak() - before) / gib,
                 static_cast<double>(cuda::BlockTuningRun<DynamicIntQuantizer>::workspace_bytes(c, batch, seqlen, GemmPrecision::BFloat16, plan) +
                                     cuda::BlockTuningRun<DynamicIntQuantizer>::state_bytes(c, seqlen, GemmPrecision::BFloat16, 128) +

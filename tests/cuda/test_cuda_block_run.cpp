@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <limits>
+#include <numeric>
 #include <random>
 #include <string>
 
@@ -57,21 +58,38 @@ std::vector<RowMatrix> outlier_inputs(const LlamaConfig& c, std::mt19937& rng) {
   return inputs;
 }
 
-/// The share of equal codes over the layers a CPU and a GPU run quantized in one block; both must
-/// have quantized the same layers, with the same scheme; `each(cpu, gpu)` checks more per layer.
-template <class Q, class Each>
-double code_agreement(const LayerResults<Q>& cpu, const LayerResults<Q>& gpu, Each&& each) {
-  std::size_t same = 0, total = 0;
+/// How many of two runs' codes are equal, layer by layer (0 for a layer both keep in full
+/// precision); both runs must have tuned the same layers with the same schemes.
+template <class Results>
+std::vector<std::size_t> equal_codes(const Results& cpu, const Results& gpu) {
   REQUIRE(cpu.size() == gpu.size());
-  for (std::size_t l = 0; l < std::min<std::size_t>(cpu.size(), 7); ++l) {
-    REQUIRE(cpu[l].has_value() == gpu[l].has_value());
-    if (!cpu[l]) continue;
-    CHECK(cpu[l]->quantizer.spec() == gpu[l]->quantizer.spec());
-    each(*cpu[l], *gpu[l]);
-    for (std::size_t k = 0; k < cpu[l]->codes.size(); ++k) same += cpu[l]->codes[k] == gpu[l]->codes[k];
-    total += cpu[l]->codes.size();
+  std::vector<std::size_t> same(cpu.size(), 0);
+  for (std::size_t i = 0; i < cpu.size(); ++i) {
+    REQUIRE(cpu[i].has_value() == gpu[i].has_value());
+    if (!cpu[i]) continue;
+    CHECK(cpu[i]->quantizer.spec() == gpu[i]->quantizer.spec());
+    for (std::size_t k = 0; k < cpu[i]->codes.size(); ++k) same[i] += cpu[i]->codes[k] == gpu[i]->codes[k];
   }
-  return static_cast<double>(same) / static_cast<double>(total);
+  return same;
+}
+
+/// The share of equal codes over the layers a CPU and a GPU run quantized in one block (every
+/// linear slot); both must have quantized the same layers, with the same scheme; `each(cpu, gpu)`
+/// checks more per layer.
+template <class Results, class Each>
+double code_agreement(const Results& cpu, const Results& gpu, Each&& each) {
+  const std::vector<std::size_t> same = equal_codes(cpu, gpu);
+  std::size_t total = 0;
+  for (std::size_t l = 0; l < cpu.size(); ++l)
+    if (cpu[l]) {
+      each(*cpu[l], *gpu[l]);
+      total += cpu[l]->codes.size();
+    }
+  return static_cast<double>(std::accumulate(same.begin(), same.end(), std::size_t{0})) / static_cast<double>(total);
+}
+template <class Results>
+double code_agreement(const Results& cpu, const Results& gpu) {
+  return code_agreement(cpu, gpu, [](const auto&, const auto&) {});
 }
 
 /// The same tuning with bf16 GEMMs (the default precision): its RTN loss within `tolerance` of the
@@ -174,16 +192,7 @@ TEST_CASE("GPU block tuning follows the CPU run step for step") {
       if (s < 25) early = std::max(early, d);
       trajectory.append(" ").append(std::to_string(d));
     }
-    std::size_t same = 0, total = 0;
-    for (Linear l : all_linears) {
-      const auto i = static_cast<std::size_t>(l);
-      REQUIRE(cpu_result[i].has_value() == gpu.result[i].has_value());
-      if (!cpu_result[i]) continue;
-      CHECK(cpu_result[i]->quantizer.spec().bits == gpu.result[i]->quantizer.spec().bits);
-      for (std::size_t k = 0; k < cpu_result[i]->codes.size(); ++k) same += cpu_result[i]->codes[k] == gpu.result[i]->codes[k];
-      total += cpu_result[i]->codes.size();
-    }
-    const double agreement = static_cast<double>(same) / static_cast<double>(total);
+    const double agreement = code_agreement(cpu_result, gpu.result);
     const TuningStats& cs = cpu_result[1]->stats;
     const TuningStats& gs = gpu.result[1]->stats;
     MESSAGE(test.name << ": RTN loss CPU " << cs.rtn_loss << " GPU " << gs.rtn_loss << ", best CPU " << cs.best_loss << " (step "
@@ -251,7 +260,7 @@ TEST_CASE("Gemma 3 and Phi-3 blocks (GeGLU, sandwich norms, sliding windows, loc
 
     const BothRuns both = run_on_both(o, as_slots(quantizers), block, c, inputs, test.equal_steps);
     const auto& [losses, cpu_result, cpu_final, cpu_tokens, gpu, early, trajectory] = both;
-    const double agreement = code_agreement(cpu_result, gpu.result, [](const auto&, const auto&) {});
+    const double agreement = code_agreement(cpu_result, gpu.result);
     const TuningStats& cs = cpu_result[1]->stats;
     const TuningStats& gs = gpu.result[1]->stats;
     MESSAGE(test.name << ": RTN loss CPU " << cs.rtn_loss << " GPU " << gs.rtn_loss << ", best CPU " << cs.best_loss << " GPU "
@@ -319,7 +328,7 @@ TEST_CASE("Gemma 4 blocks (a full layer: its own head size and KV heads, keys as
     // 13% apart either way, codes equal for 79% / 84%
     const BothRuns both = run_on_both(o, quantizers, block, c, inputs, full ? 25 : 31);
     const auto& [losses, cpu_result, cpu_final, cpu_tokens, gpu, early, trajectory] = both;
-    const double agreement = code_agreement(cpu_result, gpu.result, [](const auto&, const auto&) {});
+    const double agreement = code_agreement(cpu_result, gpu.result);
     const TuningStats& cs = cpu_result[1]->stats;
     const TuningStats& gs = gpu.result[1]->stats;
     MESSAGE(std::string(full ? "gemma4 full layer" : "gemma4 sliding layer") << ": RTN loss CPU " << cs.rtn_loss << " GPU " << gs.rtn_loss << ", best CPU "
@@ -335,8 +344,9 @@ TEST_CASE("Gemma 4 blocks (a full layer: its own head size and KV heads, keys as
 
     check_bf16_gemms(full ? "gemma4 full layer" : "gemma4 sliding layer", o, quantizers, block, c, inputs, cs.rtn_loss, 3e-2);
 
-    // a step split into micro-batches and attention chunks computes the whole minibatch's
-    const GpuBlockRun split = run_block_on_gpu(o, quantizers, block, c, inputs, false, BlockMemoryPlan{1, 2});
+    // a step split into micro-batches, attention chunks and causal tiles of 5 query rows (across
+    // the window of 8) computes the whole minibatch's
+    const GpuBlockRun split = run_block_on_gpu(o, quantizers, block, c, inputs, false, BlockMemoryPlan{1, 2, 5});
     double worst = 0;
     for (std::size_t s = 0; s < 5; ++s) worst = std::max(worst, std::fabs(split.losses[s] / gpu.losses[s] - 1.0));
     MESSAGE("split step: largest relative loss difference over 5 steps " << worst);
@@ -444,22 +454,14 @@ TEST_CASE("a mixture-of-experts block (softmax top-k routing, a gated shared exp
     const BothRuns both = run_on_both(o, quantizers, block, c, inputs, agreeing);
     const auto& [losses, cpu_result, cpu_final, cpu_tokens, gpu, early, trajectory] = both;
     REQUIRE(gpu.result.size() == slots.size());
-    std::size_t same = 0, total = 0;
-    for (std::size_t i = 0; i < slots.size(); ++i) {
-      REQUIRE(cpu_result[i].has_value() == gpu.result[i].has_value());
-      if (!cpu_result[i]) continue;
-      CHECK(cpu_result[i]->quantizer.spec() == gpu.result[i]->quantizer.spec());
-      std::size_t layer_same = 0;
-      for (std::size_t k = 0; k < cpu_result[i]->codes.size(); ++k) layer_same += cpu_result[i]->codes[k] == gpu.result[i]->codes[k];
-      same += layer_same;
-      total += cpu_result[i]->codes.size();
+    const std::vector<std::size_t> same = equal_codes(cpu_result, gpu.result);
+    for (std::size_t i = 0; i < slots.size(); ++i)
       if (test.starve && slots[i].expert == test.experts - 1) {  // never reached: its start, the same clipping search on both
         CAPTURE(hf_name(slots[i]));
-        CHECK(layer_same == cpu_result[i]->codes.size());
+        CHECK(same[i] == cpu_result[i]->codes.size());
         CHECK(cpu_result[i]->scales == gpu.result[i]->scales);
       }
-    }
-    const double agreement = static_cast<double>(same) / static_cast<double>(total);
+    const double agreement = code_agreement(cpu_result, gpu.result);
     // the routing: every token to top_k experts at every step, spread over the experts as on the CPU
     const auto [routed, apart] = routed_rows_apart(gpu.expert_tokens, cpu_tokens);
     const TuningStats& cs = cpu_result[1]->stats;
@@ -483,9 +485,10 @@ TEST_CASE("a mixture-of-experts block (softmax top-k routing, a gated shared exp
     // GPT-OSS-like ones (H100, 2026-12-06)
     check_bf16_gemms(test.name, o, quantizers, block, c, inputs, cs.rtn_loss, test.gpt_oss ? 5e-2 : 3e-2);
 
-    // a step split in micro-batches (gradients added up; an expert may see no token in one): the
-    // same until a near tie is routed the other way (cuBLAS sums a smaller GEMM in another order)
-    const GpuBlockRun split = run_block_on_gpu(o, quantizers, block, c, inputs, false, BlockMemoryPlan{1, 2});
+    // a step split in micro-batches (gradients added up; an expert may see no token in one), its
+    // attention in causal tiles of 5 query rows: the same until a near tie is routed the other way
+    // (cuBLAS sums a smaller GEMM in another order)
+    const GpuBlockRun split = run_block_on_gpu(o, quantizers, block, c, inputs, false, BlockMemoryPlan{1, 2, 5});
     // (with GPT-OSS's clamps binding at 1.5 the split parts from step 2, 1.7e-4: a gate value at the
     // clamp in one summation order and not in the other switches its derivative off; the same block
     // clamped at 100 agrees for all 10 steps)
@@ -538,14 +541,7 @@ TEST_CASE("Gemma 4's experts beside the dense MLP (26B-A4B) tune on the GPU as o
     const BothRuns both = run_on_both(o, quantizers, block, c, inputs, agreeing);
     const auto& [losses, cpu_result, cpu_final, cpu_tokens, gpu, early, trajectory] = both;
     REQUIRE(gpu.result.size() == slots.size());
-    std::size_t same = 0, total = 0;
-    for (std::size_t i = 0; i < slots.size(); ++i) {
-      REQUIRE(cpu_result[i].has_value() == gpu.result[i].has_value());
-      CHECK(cpu_result[i]->quantizer.spec() == gpu.result[i]->quantizer.spec());
-      for (std::size_t k = 0; k < cpu_result[i]->codes.size(); ++k) same += cpu_result[i]->codes[k] == gpu.result[i]->codes[k];
-      total += cpu_result[i]->codes.size();
-    }
-    const double agreement = static_cast<double>(same) / static_cast<double>(total);
+    const double agreement = code_agreement(cpu_result, gpu.result);
     const auto [routed, apart] = routed_rows_apart(gpu.expert_tokens, cpu_tokens);
     const TuningStats& cs = cpu_result[1]->stats;
     const TuningStats& gs = gpu.result[1]->stats;
@@ -566,8 +562,9 @@ TEST_CASE("Gemma 4's experts beside the dense MLP (26B-A4B) tune on the GPU as o
     // float32 RTN loss (H100, 2026-12-07)
     check_bf16_gemms(full ? "gemma4 moe full layer" : "gemma4 moe sliding layer", o, quantizers, block, c, inputs, cs.rtn_loss, 5e-2);
 
-    // the split step agrees with the whole for 7 steps (sliding) and all 10 (full)
-    const GpuBlockRun split = run_block_on_gpu(o, quantizers, block, c, inputs, false, BlockMemoryPlan{1, 2});
+    // the split step (causal tiles of 5 query rows too) agrees with the whole for 7 steps (sliding)
+    // and all 10 (full)
+    const GpuBlockRun split = run_block_on_gpu(o, quantizers, block, c, inputs, false, BlockMemoryPlan{1, 2, 5});
     double split_early = 0;
     std::string split_steps;
     for (std::size_t s = 0; s < 10; ++s) {
@@ -635,14 +632,8 @@ TEST_CASE("a latent-attention block (DeepSeek-V3's MLA; q_a_proj or q_proj; dens
     const BothRuns both = run_on_both(o, quantizers, block, c, inputs, test.agreeing);
     const auto& [losses, cpu_result, cpu_final, cpu_tokens, gpu, early, trajectory] = both;
     REQUIRE(gpu.result.size() == slots.size());
-    std::size_t same = 0, total = 0;
-    for (std::size_t i = 0; i < slots.size(); ++i) {
-      REQUIRE(cpu_result[i].has_value());
-      REQUIRE(gpu.result[i].has_value());
-      for (std::size_t k = 0; k < cpu_result[i]->codes.size(); ++k) same += cpu_result[i]->codes[k] == gpu.result[i]->codes[k];
-      total += cpu_result[i]->codes.size();
-    }
-    const double agreement = static_cast<double>(same) / static_cast<double>(total);
+    for (const auto& r : cpu_result) REQUIRE(r.has_value());
+    const double agreement = code_agreement(cpu_result, gpu.result);
     const TuningStats& cs = cpu_result[0]->stats;
     const TuningStats& gs = gpu.result[0]->stats;
     MESSAGE(test.name << ": RTN loss CPU " << cs.rtn_loss << " GPU " << gs.rtn_loss << ", best CPU " << cs.best_loss << " GPU "
@@ -657,8 +648,9 @@ TEST_CASE("a latent-attention block (DeepSeek-V3's MLA; q_a_proj or q_proj; dens
 
     check_bf16_gemms(test.name, o, quantizers, block, c, inputs, cs.rtn_loss, 3e-2, 0);
 
-    // one sample and 2 (sample, head) pairs at a time: the probabilities recomputed in the backward
-    const GpuBlockRun split = run_block_on_gpu(o, quantizers, block, c, inputs, false, BlockMemoryPlan{1, 2});
+    // one sample and 2 (sample, head) pairs at a time: the probabilities recomputed in the backward;
+    // causal tiles of 5 query rows
+    const GpuBlockRun split = run_block_on_gpu(o, quantizers, block, c, inputs, false, BlockMemoryPlan{1, 2, 5});
     double split_early = 0;
     for (std::size_t s = 0; s < 5; ++s) split_early = std::max(split_early, std::fabs(split.losses[s] / gpu.losses[s] - 1.0));
     CHECK(split_early < 1e-5);
@@ -846,9 +838,10 @@ TEST_CASE("quantize_model on the GPU: activation streams kept on the device give
   }
 }
 
-TEST_CASE("a split step (micro-batches, attention chunks) tunes as the whole minibatch at once") {
+TEST_CASE("a split step (micro-batches, attention chunks, causal tiles) tunes as the whole minibatch at once") {
   // BlockMemoryPlan: micro-batches add their weight gradients (another summation order), attention
-  // chunks recompute their probabilities in the backward (the same GEMM and softmax). The loss
+  // chunks recompute their probabilities in the backward (the same GEMM and softmax), causal tiles
+  // of 5 or 7 query rows (the last one ragged) compute only the square's unmasked part. The loss
   // before any update is the same computation; later steps drift as another summation order
   // makes them (SignSGD on gradients within rounding of 0), so the runs must agree early and
   // tune as well, not bit for bit.
@@ -863,10 +856,12 @@ TEST_CASE("a split step (micro-batches, attention chunks) tunes as the whole min
   o.batch_size = 4;
   for (const bool bf16 : {false, true}) {
     const GpuBlockRun whole = run_block_on_gpu(o, quantizers, block, c, inputs, bf16);
-    for (const BlockMemoryPlan plan : {BlockMemoryPlan{4, 3}, BlockMemoryPlan{1, 0}, BlockMemoryPlan{3, 2}}) {
+    for (const BlockMemoryPlan plan : {BlockMemoryPlan{4, 3}, BlockMemoryPlan{1, 0}, BlockMemoryPlan{3, 2}, BlockMemoryPlan{0, 0, 5},
+                                       BlockMemoryPlan{3, 2, 7}}) {
       CAPTURE(bf16);
       CAPTURE(plan.micro_batch);
       CAPTURE(plan.attention_pairs);
+      CAPTURE(plan.attention_tile);
       const GpuBlockRun split = run_block_on_gpu(o, quantizers, block, c, inputs, bf16, plan);
       REQUIRE(split.losses.size() == whole.losses.size());
       CHECK(split.losses[0] == doctest::Approx(whole.losses[0]).epsilon(1e-6).scale(0));
@@ -878,7 +873,7 @@ TEST_CASE("a split step (micro-batches, attention chunks) tunes as the whole min
         total += whole.result[l]->codes.size();
       }
       const double agreement = static_cast<double>(same) / static_cast<double>(total);
-      MESSAGE("plan {" << plan.micro_batch << ", " << plan.attention_pairs << "}" << (bf16 ? " bf16" : " fp32")
+      MESSAGE("plan {" << plan.micro_batch << ", " << plan.attention_pairs << ", " << plan.attention_tile << "}" << (bf16 ? " bf16" : " fp32")
                        << ": largest relative loss difference over the first 8 steps " << early << ", codes equal for "
                        << 100.0 * agreement << "%, final loss " << split.final_loss << " against " << whole.final_loss);
       CHECK(early < (bf16 ? 1e-2 : 1e-4));
@@ -1201,7 +1196,7 @@ TEST_CASE("quantize_model with floating-point schemes (MXFP4, NVFP4 W4A4, FP8_ST
         nudged_model, tokens, options, [&](const BlockReport& r, Index) { nudged_reports.push_back(r); });
     const auto gpu = quantize_float_model_on_gpu(gpu_model, tokens, options, gpu_reports);
     for (std::size_t b = 0; b < 2; ++b) {
-      const double floor = code_agreement(cpu[b], nudged[b], [](const auto&, const auto&) {});
+      const double floor = code_agreement(cpu[b], nudged[b]);
       const double floor_loss = std::abs(nudged_reports[b].stats.best_loss / cpu_reports[b].stats.best_loss - 1.0);
       // block 1's inputs come out of block 0's tuned codes: its RTN loss moves with them
       const double floor_rtn = std::abs(nudged_reports[b].stats.rtn_loss / cpu_reports[b].stats.rtn_loss - 1.0);

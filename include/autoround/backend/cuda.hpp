@@ -34,6 +34,7 @@ struct BlockMemoryPlan {
   long micro_batch = 0;      ///< samples per forward/backward (gradients summed over the minibatch's parts)
   long attention_pairs = 0;  ///< (sample, head) pairs whose [seqlen, seqlen] probabilities are held at once
                              ///< (fewer than a forward's: the backward recomputes them, chunk by chunk)
+  long attention_tile = 0;   ///< query rows per causal attention tile (0: about 8 tiles, a multiple of 64 rows)
 };
 
 struct Cuda {

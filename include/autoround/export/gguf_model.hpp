@@ -201,7 +201,7 @@ class GgufBlockWriter {
     const bool moe = own > all_linears.size();
     // gemma4's experts run beside the dense MLP: its three slots stay, the experts' come after them (first_expert_slot)
     const bool beside = moe && arch_ == "gemma4";
-    const std::size_t first = (config_.values_from_keys(config_.is_sliding(b)) ? 3 : 4) + (beside ? 3 : 0);
+    const std::size_t first = first_expert_slot(config_.values_from_keys(config_.is_sliding(b)), beside);
     if (moe)
       detail::require(own == expert_slot_index(experts_.count, Linear::Gate, first) || own == expert_slot_index(experts_.count + 1, Linear::Gate, first),
                       stream_->path().string() + ": block " + std::to_string(b) + ": " + std::to_string(results.size()) +

@@ -66,8 +66,11 @@ inline std::size_t projection_index(Linear role) {
 
 /// Where a MoE block's first expert slot sits: after the attention's (four, three without v_proj)
 /// and, with experts beside a dense MLP (Gemma 4), the MLP's three.
+inline std::size_t first_expert_slot(bool values_from_keys, bool beside_mlp) {
+  return (values_from_keys ? 3 : 4) + (beside_mlp ? 3 : 0);
+}
 inline std::size_t first_expert_slot(const LlamaBlock& block) {
-  return (block.values_from_keys ? 3 : 4) + (block.moe && block.moe->beside_mlp ? 3 : 0);
+  return first_expert_slot(block.values_from_keys, block.moe && block.moe->beside_mlp);
 }
 
 /// Where routed expert `expert`'s projection `role` sits in a MoE block's slots (linear_slots), the

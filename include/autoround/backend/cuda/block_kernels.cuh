@@ -11,6 +11,8 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "../attention_tiles.hpp"
+
 namespace autoround::cuda {
 
 namespace device {
@@ -42,17 +44,45 @@ __device__ inline float block_max(float value, float* shared) { return block_red
 
 constexpr int kRowThreads = 256;  ///< block size of the row kernels (block_sum assumes it)
 
-// sums[c] += Σ_r x[r, c]² over a row-major [rows, cols] matrix (input importance, clip_search.hpp).
+// sums[c] += Σ_r x[r, c]² over a row-major [rows, cols] matrix (input importance, clip_search.hpp),
+// in two passes with a fixed summation order (deterministic, no atomics): column_square_chunk_kernel
+// sums each chunk of kColumnChunkRows rows (a block of 32 columns × 8 row strides, the 8 partial
+// sums added in order), column_square_total_kernel adds a column's chunk sums in chunk order.
+// (One thread per column over every row left most of the GPU idle: 32 blocks at hidden 4096.)
+constexpr long kColumnChunkRows = 256;
 template <class T>
-__global__ void column_square_sum_kernel(const T* x, long rows, long cols, float* sums) {
+__global__ void column_square_chunk_kernel(const T* x, long rows, long cols, float* chunk_sums) {
+  __shared__ float partial[8][33];
+  const long c = static_cast<long>(blockIdx.x) * 32 + threadIdx.x, first = static_cast<long>(blockIdx.y) * kColumnChunkRows;
+  const long last = first + kColumnChunkRows < rows ? first + kColumnChunkRows : rows;
+  float s = 0.0f;
+  if (c < cols)
+    for (long r = first + threadIdx.y; r < last; r += 8) {
+      const float v = static_cast<float>(x[r * cols + c]);
+      s = __fadd_rn(s, __fmul_rn(v, v));
+    }
+  partial[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y != 0 || c >= cols) return;
+  for (int y = 1; y < 8; ++y) s = __fadd_rn(s, partial[y][threadIdx.x]);
+  chunk_sums[blockIdx.y * cols + c] = s;
+}
+template <int = 0>
+__global__ void column_square_total_kernel(const float* chunk_sums, long chunks, long cols, float* sums) {
   const long c = static_cast<long>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= cols) return;
   float s = 0.0f;
-  for (long r = 0; r < rows; ++r) {
-    const float v = static_cast<float>(x[r * cols + c]);
-    s += v * v;
-  }
-  sums[c] += s;
+  for (long k = 0; k < chunks; ++k) s = __fadd_rn(s, chunk_sums[k * cols + c]);
+  sums[c] = __fadd_rn(sums[c], s);
+}
+/// The two passes above on `stream`; `scratch` holds at least ⌈rows / kColumnChunkRows⌉ · cols floats.
+template <class T>
+void column_square_sum(const T* x, long rows, long cols, float* sums, float* scratch, cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return;
+  const long chunks = (rows + kColumnChunkRows - 1) / kColumnChunkRows;
+  column_square_chunk_kernel<T><<<dim3(static_cast<unsigned>((cols + 31) / 32), static_cast<unsigned>(chunks)), dim3(32, 8), 0, stream>>>(
+      x, rows, cols, scratch);
+  column_square_total_kernel<><<<static_cast<unsigned>((cols + 127) / 128), 128, 0, stream>>>(scratch, chunks, cols, sums);
 }
 
 /// out[r] = x[r] ⊙ g / sqrt(mean(x[r]²) + eps); inv_rms[r] keeps 1/sqrt(...) for the backward.
@@ -121,19 +151,32 @@ __global__ void rope_kernel(float* x, __nv_bfloat16* copy, const float2* table, 
   }
 }
 
+/// The part of row t of an attention square that the causal tiles' GEMMs write and read
+/// (backend/attention_tiles.hpp): the columns [lo, hi) of t's tile of `tile` rows, hi its last
+/// row + 1. tile = seqlen: the whole row.
+struct TileColumns {
+  long lo, hi;
+  __device__ TileColumns(long t, long seqlen, long tile, long window) {
+    const long first_row = t / tile * tile;
+    hi = first_row + tile < seqlen ? first_row + tile : seqlen;
+    lo = tile_first_key(first_row, tile, window);
+  }
+};
+
 /// Causal softmax of attention scores: one block per row of a [seqlen, seqlen] matrix (rows of
 /// all matrices stacked); entries after the row's own position become 0, and with a sliding
-/// `window` (> 0) those before t − window + 1 too. The probabilities go to `scores` itself
-/// (float32, may be null: then `scores` is only scratch) and/or, in bf16, to `copy` (the next
-/// GEMMs' operand). The backward (softmax_backward_kernel) needs no window: P is 0 outside it.
-/// `sinks` (GPT-OSS; null: none): one more logit per head in each row's softmax whose
-/// probability is dropped; row r belongs to (sequence, head) pair first_pair + r / seqlen, head
-/// = pair % heads. The backward needs nothing more (the sink's column has no dP).
+/// `window` (> 0) those before t − window + 1 too. Only the row's tile columns (TileColumns) are
+/// read and written: the rest of the square is never computed. The probabilities go to `scores`
+/// itself (float32, may be null: then `scores` is only scratch) and/or, in bf16, to `copy` (the
+/// next GEMMs' operand). `sinks` (GPT-OSS; null: none): one more logit per head in each row's
+/// softmax whose probability is dropped; row r belongs to (sequence, head) pair first_pair + r /
+/// seqlen, head = pair % heads. The backward needs nothing more (the sink's column has no dP).
 template <int = 0>
-__global__ void causal_softmax_kernel(float* scores, bool keep_float, __nv_bfloat16* copy, long seqlen, long window = 0,
+__global__ void causal_softmax_kernel(float* scores, bool keep_float, __nv_bfloat16* copy, long seqlen, long tile, long window = 0,
                                       const float* sinks = nullptr, long heads = 1, long first_pair = 0) {
   __shared__ float shared[kRowThreads];
   const long t = blockIdx.x % seqlen, first = window > 0 && t - window + 1 > 0 ? t - window + 1 : 0;
+  const TileColumns columns(t, seqlen, tile, window);
   float* row = scores + blockIdx.x * seqlen;
   float max = -INFINITY;
   for (long j = first + threadIdx.x; j <= t; j += kRowThreads) max = fmaxf(max, row[j]);
@@ -148,23 +191,27 @@ __global__ void causal_softmax_kernel(float* scores, bool keep_float, __nv_bfloa
   }
   sum = device::block_sum(sum, shared);
   if (sinks) sum = __fadd_rn(sum, expf(__fsub_rn(sink, max)));
-  for (long j = threadIdx.x; j < seqlen; j += kRowThreads) {
+  for (long j = columns.lo + threadIdx.x; j < columns.hi; j += kRowThreads) {
     const float p = j >= first && j <= t ? __fdiv_rn(row[j], sum) : 0.0f;
     if (keep_float) row[j] = p;
     if (copy) copy[blockIdx.x * seqlen + j] = __float2bfloat16_rn(p);
   }
 }
 
-/// Softmax backward: dS = scale · P ⊙ (dP − Σ_j P_j dP_j), row by row. dP comes in `dp`; dS
-/// goes back to `dp` (when keep_float) and/or, in bf16, to `copy`. P is float32 or bf16.
+/// Softmax backward: dS = scale · P ⊙ (dP − Σ_j P_j dP_j), row by row, over the row's tile
+/// columns (outside them dP was never computed; P is 0 there). dP comes in `dp`; dS goes back to
+/// `dp` (when keep_float) and/or, in bf16, to `copy`. P is float32 or bf16.
 template <class P>
-__global__ void softmax_backward_kernel(const P* p, float* dp, bool keep_float, __nv_bfloat16* copy, long seqlen, float scale) {
+__global__ void softmax_backward_kernel(const P* p, float* dp, bool keep_float, __nv_bfloat16* copy, long seqlen, long tile, long window,
+                                        float scale) {
   __shared__ float shared[kRowThreads];
   const long t = blockIdx.x % seqlen, base = blockIdx.x * seqlen;
+  const TileColumns columns(t, seqlen, tile, window);
   float dot = 0.0f;
-  for (long j = threadIdx.x; j <= t; j += kRowThreads) dot = __fadd_rn(dot, __fmul_rn(static_cast<float>(p[base + j]), dp[base + j]));
+  for (long j = columns.lo + threadIdx.x; j <= t; j += kRowThreads)
+    dot = __fadd_rn(dot, __fmul_rn(static_cast<float>(p[base + j]), dp[base + j]));
   dot = device::block_sum(dot, shared);
-  for (long j = threadIdx.x; j < seqlen; j += kRowThreads) {
+  for (long j = columns.lo + threadIdx.x; j < columns.hi; j += kRowThreads) {
     const float pj = static_cast<float>(p[base + j]);
     const float ds = j <= t ? __fmul_rn(__fsub_rn(__fmul_rn(pj, dp[base + j]), __fmul_rn(pj, dot)), scale) : 0.0f;
     if (keep_float) dp[base + j] = ds;

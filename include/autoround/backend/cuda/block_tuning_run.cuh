@@ -55,6 +55,10 @@
 // recomputes each chunk's probabilities (the same GEMM and softmax, so the same values) instead
 // of keeping them, as flash attention does. The default plan (no split) is one pass per
 // minibatch with every probability kept: the fastest, and the results of the unsplit code.
+// Attention runs in causal tiles (backend/attention_tiles.hpp: query rows in tiles, each reading
+// only the keys up to its last row and from its window's start): the GEMMs skip the masked part
+// of each square, as flash attention does (44% of its products and bytes at 8 tiles); the
+// squares keep their [seqlen, seqlen] layout, only the tiles' parts are written.
 // TuneOptions::outlier_fraction selects each micro-batch's own largest errors
 // (outlier_select.cuh): the minibatch's, as on the CPU, when it runs in one pass; split, the
 // dropped elements are the largest of each part (an approximation of the minibatch's selection).
@@ -82,6 +86,7 @@
 #include "../../core/matrix.hpp"
 #include "../../model/activation_quant.hpp"
 #include "../../model/linear_slots.hpp"
+#include "../attention_tiles.hpp"
 #include "../../model/llama_block.hpp"
 #include "../../optimizer/sign_sgd.hpp"
 #include "../../quantizer/float_quantizer.hpp"
@@ -432,6 +437,7 @@ class BlockTuningRun {
         seqlen_(shape.seqlen), batch_(std::min<long>(options.batch_size, shape.samples)),
         micro_(plan.micro_batch > 0 ? std::min(plan.micro_batch, batch_) : batch_),
         pairs_(plan.attention_pairs > 0 ? std::min(plan.attention_pairs, micro_ * config.heads) : micro_ * config.heads),
+        tile_(attention_tile_rows(shape.seqlen, plan.attention_tile)),
         sampler_(random ? IndexSampler(samples_, batch_, *random) : IndexSampler(samples_, batch_, options.seed)),
         tracker_(options), slots_(linear_slots(block)), shape_(BlockShape::of(block)) {
     detail::require(config_.heads > 0 && config_.kv_heads > 0 && config_.heads % config_.kv_heads == 0 && config_.head_dim % 2 == 0,
@@ -445,7 +451,7 @@ class BlockTuningRun {
     layer_scalar_ = block.layer_scalar;
     attention_slots_ = values_from_keys_ ? 3 : 4;
     beside_ = moe_ && shape_.beside_mlp;  // Gemma 4: the dense MLP's slots first, the experts' after them
-    first_expert_ = attention_slots_ + (beside_ ? 3 : 0);
+    first_expert_ = first_expert_slot(values_from_keys_, beside_);
     mlp_base_ = moe_ && !beside_ ? attention_slots_ + 3 * static_cast<std::size_t>(shape_.experts) : attention_slots_;
     mlp_inter_ = moe_ && !beside_ ? shape_.shared_intermediate : config.intermediate;
     std::size_t largest = 0;
@@ -911,9 +917,13 @@ class BlockTuningRun {
     }
   }
 
-  // Pointer arrays for the six attention GEMMs, one entry per (sample, query head) of a pass,
-  // sample-major so that a smaller final batch uses a prefix; pair i's square is slot
-  // i % pairs_, so a chunk of pairs_ consecutive pairs uses each slot once.
+  // The six attention GEMMs of one causal tile, as pointer arrays with one entry per (sample,
+  // query head) of a pass, sample-major so that a smaller final batch uses a prefix; pair i's
+  // square is slot i % pairs_, so a chunk of pairs_ consecutive pairs uses each slot once.
+  struct TileGemms {
+    AttentionTile tile;
+    Batched scores, context, d_scores, d_query, d_key, d_value;
+  };
   void build_attention_batches() {
     if (bf16_) build_attention_batches<__nv_bfloat16>(); else build_attention_batches<float>();
   }
@@ -939,31 +949,42 @@ class BlockTuningRun {
       batched.c = DeviceBuffer<float*>(std::span<float* const>(c));
       return batched;
     };
-    // a head's columns in a [tokens, heads·width] matrix: queries / keys (width d), the attention's
-    // output and values (width dv; a latent attention's differ from d)
-    auto q_at = [&](Tensor& t, long s, long h) { return t.template as<T>() + s * seqlen_ * ldq + h * d; };
-    auto k_at = [&](Tensor& t, long s, long kv) { return t.template as<T>() + s * seqlen_ * ldk + kv * d; };
-    auto v_at = [&](Tensor& t, long s, long kv) { return t.template as<T>() + s * seqlen_ * ldv + kv * dv; };
-    auto o_at = [&](Tensor& t, long s, long h) { return t.template as<T>() + s * seqlen_ * ldo + h * dv; };
-    auto slot = [&](long s, long h) { return (s * config_.heads + h) % pairs_ * square; };
-    auto square_at = [&](Tensor& t, long s, long h) { return t.template as<T>() + slot(s, h); };
-    auto q_float = [&](float* base, long s, long h) { return base + s * seqlen_ * ldq + h * d; };
-    auto o_float = [&](float* base, long s, long h) { return base + s * seqlen_ * ldo + h * dv; };
+    // a head's columns in a [tokens, heads·width] matrix from row r: queries / keys (width d),
+    // the attention's output and values (width dv; a latent attention's differ from d)
+    auto q_at = [&](Tensor& t, long s, long h, long r) { return t.template as<T>() + (s * seqlen_ + r) * ldq + h * d; };
+    auto k_at = [&](Tensor& t, long s, long kv, long r) { return t.template as<T>() + (s * seqlen_ + r) * ldk + kv * d; };
+    auto v_at = [&](Tensor& t, long s, long kv, long r) { return t.template as<T>() + (s * seqlen_ + r) * ldv + kv * dv; };
+    auto o_at = [&](Tensor& t, long s, long h, long r) { return t.template as<T>() + (s * seqlen_ + r) * ldo + h * dv; };
+    // a square's entry (r, c)
+    auto slot = [&](long s, long h, long r, long c) { return (s * config_.heads + h) % pairs_ * square + r * seqlen_ + c; };
+    auto square_at = [&](Tensor& t, long s, long h, long r, long c) { return t.template as<T>() + slot(s, h, r, c); };
+    auto q_float = [&](float* base, long s, long h, long r) { return base + (s * seqlen_ + r) * ldq + h * d; };
+    auto o_float = [&](float* base, long s, long h, long r) { return base + (s * seqlen_ + r) * ldo + h * dv; };
     float* scores_out = bf16_ ? ds_.f.data() : p_.f.data();
-    scores_ = make([&](long s, long h, long) { return q_at(q_, s, h); }, [&](long s, long, long kv) { return k_at(k_, s, kv); },
-                   [&](long s, long h, long) { return scores_out + slot(s, h); });
-    context_ = make([&](long s, long h, long) { return square_at(p_, s, h); }, [&](long s, long, long kv) { return v_at(v_, s, kv); },
-                    [&](long s, long h, long) { return o_float(attention_.f.data(), s, h); });
-    d_scores_ = make([&](long s, long h, long) { return o_at(d_attention_, s, h); },
-                     [&](long s, long, long kv) { return v_at(v_, s, kv); },
-                     [&](long s, long h, long) { return ds_.f.data() + slot(s, h); });
-    d_query_ = make([&](long s, long h, long) { return square_at(ds_, s, h); }, [&](long s, long, long kv) { return k_at(k_, s, kv); },
-                    [&](long s, long h, long) { return q_float(dq_.f.data(), s, h); });
-    d_key_ = make([&](long s, long h, long) { return square_at(ds_, s, h); }, [&](long s, long h, long) { return q_at(q_, s, h); },
-                  [&](long s, long h, long) { return q_float(dk_heads_.data(), s, h); });
-    d_value_ = make([&](long s, long h, long) { return square_at(p_, s, h); },
-                    [&](long s, long h, long) { return o_at(d_attention_, s, h); },
-                    [&](long s, long h, long) { return o_float(dv_heads_.data(), s, h); });
+    tiles_.clear();
+    for (const AttentionTile& t : attention_tiles(seqlen_, tile_, window_)) {
+      TileGemms g{t};
+      const long r0 = t.r0, lo = t.lo;
+      // query tile: rows r0.., keys lo..
+      g.scores = make([&](long s, long h, long) { return q_at(q_, s, h, r0); }, [&](long s, long, long kv) { return k_at(k_, s, kv, lo); },
+                      [&](long s, long h, long) { return scores_out + slot(s, h, r0, lo); });
+      g.context = make([&](long s, long h, long) { return square_at(p_, s, h, r0, lo); },
+                       [&](long s, long, long kv) { return v_at(v_, s, kv, lo); },
+                       [&](long s, long h, long) { return o_float(attention_.f.data(), s, h, r0); });
+      g.d_scores = make([&](long s, long h, long) { return o_at(d_attention_, s, h, r0); },
+                        [&](long s, long, long kv) { return v_at(v_, s, kv, lo); },
+                        [&](long s, long h, long) { return ds_.f.data() + slot(s, h, r0, lo); });
+      g.d_query = make([&](long s, long h, long) { return square_at(ds_, s, h, r0, lo); },
+                       [&](long s, long, long kv) { return k_at(k_, s, kv, lo); },
+                       [&](long s, long h, long) { return q_float(dq_.f.data(), s, h, r0); });
+      // key tile: keys r0.., query rows r0..q_end
+      g.d_key = make([&](long s, long h, long) { return square_at(ds_, s, h, r0, r0); }, [&](long s, long h, long) { return q_at(q_, s, h, r0); },
+                     [&](long s, long h, long) { return q_float(dk_heads_.data(), s, h, r0); });
+      g.d_value = make([&](long s, long h, long) { return square_at(p_, s, h, r0, r0); },
+                       [&](long s, long h, long) { return o_at(d_attention_, s, h, r0); },
+                       [&](long s, long h, long) { return o_float(dv_heads_.data(), s, h, r0); });
+      tiles_.push_back(std::move(g));
+    }
   }
 
   // pairs [first, first + count) of a batched attention GEMM
@@ -1033,7 +1054,10 @@ class BlockTuningRun {
     for (long first = 0; first < nb * heads; first += pairs_) {
       const long count = std::min(pairs_, nb * heads - first);
       probabilities<T>(first, count);
-      batched<T>(context_, false, false, seqlen_, value_dim(config_), seqlen_, 1.0f, seqlen_, v_cols, o_cols, first, count);
+      for (const TileGemms& g : tiles_) {  // O = P V
+        const AttentionTile& t = g.tile;
+        batched<T>(g.context, false, false, t.r1 - t.r0, value_dim(config_), t.r1 - t.lo, 1.0f, seqlen_, v_cols, o_cols, first, count);
+      }
     }
     if (input_quant_) {
       copy_floats(attention_float_.data(), attention_.f.data(), rows * o_cols);
@@ -1226,14 +1250,18 @@ class BlockTuningRun {
   template <class T>
   void probabilities(long first, long count) {
     const long d = query_key_dim(config_), q_cols = config_.heads * d, kv_cols = key_heads(config_) * d;
-    batched<T>(scores_, false, true, seqlen_, seqlen_, d, detail::attention_scale(config_), q_cols, kv_cols, seqlen_, first, count);
+    for (const TileGemms& g : tiles_) {  // S = Q K^T, the tile's part
+      const AttentionTile& t = g.tile;
+      batched<T>(g.scores, false, true, t.r1 - t.r0, t.r1 - t.lo, d, detail::attention_scale(config_), q_cols, kv_cols, seqlen_, first, count);
+    }
     const float* sinks = sinks_.size() > 0 ? sinks_.data() : nullptr;
+    const auto rows = static_cast<unsigned>(count * seqlen_);
     if (bf16_)
-      causal_softmax_kernel<><<<static_cast<unsigned>(count * seqlen_), kRowThreads, 0, stream()>>>(ds_.f.data(), false, p_.h.data(), seqlen_,
-                                                                                                 window_, sinks, config_.heads, first);
+      causal_softmax_kernel<><<<rows, kRowThreads, 0, stream()>>>(ds_.f.data(), false, p_.h.data(), seqlen_, tile_, window_, sinks,
+                                                                  config_.heads, first);
     else
-      causal_softmax_kernel<><<<static_cast<unsigned>(count * seqlen_), kRowThreads, 0, stream()>>>(p_.f.data(), true, nullptr, seqlen_,
-                                                                                                 window_, sinks, config_.heads, first);
+      causal_softmax_kernel<><<<rows, kRowThreads, 0, stream()>>>(p_.f.data(), true, nullptr, seqlen_, tile_, window_, sinks, config_.heads,
+                                                                  first);
   }
 
   // The gated MLP's backward (a dense block's, or the shared expert's) from dL/d(its output) `dy`:
@@ -1459,16 +1487,24 @@ class BlockTuningRun {
     for (long first = 0; first < nb * heads; first += pairs_) {
       const long count = std::min(pairs_, nb * heads - first);
       if (recompute) probabilities<T>(first, count);
-      batched<T>(d_scores_, false, true, seqlen_, seqlen_, dv, 1.0f, o_cols, v_cols, seqlen_, first, count);  // dP = dO V^T
+      for (const TileGemms& g : tiles_) {  // dP = dO V^T
+        const AttentionTile& t = g.tile;
+        batched<T>(g.d_scores, false, true, t.r1 - t.r0, t.r1 - t.lo, dv, 1.0f, o_cols, v_cols, seqlen_, first, count);
+      }
+      const auto rows_of_pairs = static_cast<unsigned>(count * seqlen_);
       if (bf16_)
-        softmax_backward_kernel<<<static_cast<unsigned>(count * seqlen_), kRowThreads, 0, stream()>>>(p_.h.data(), ds_.f.data(), false,
-                                                                                         ds_.h.data(), seqlen_, scale);
+        softmax_backward_kernel<<<rows_of_pairs, kRowThreads, 0, stream()>>>(p_.h.data(), ds_.f.data(), false, ds_.h.data(), seqlen_, tile_,
+                                                                             window_, scale);
       else
-        softmax_backward_kernel<<<static_cast<unsigned>(count * seqlen_), kRowThreads, 0, stream()>>>(p_.f.data(), ds_.f.data(), true,
-                                                                                         nullptr, seqlen_, scale);
-      batched<T>(d_query_, false, false, seqlen_, d, seqlen_, 1.0f, seqlen_, kv_cols, q_cols, first, count);  // dQ = dS K
-      batched<T>(d_key_, true, false, seqlen_, d, seqlen_, 1.0f, seqlen_, q_cols, q_cols, first, count);      // dK_h = dS^T Q
-      batched<T>(d_value_, true, false, seqlen_, dv, seqlen_, 1.0f, seqlen_, o_cols, o_cols, first, count);   // dV_h = P^T dO
+        softmax_backward_kernel<<<rows_of_pairs, kRowThreads, 0, stream()>>>(p_.f.data(), ds_.f.data(), true, nullptr, seqlen_, tile_,
+                                                                             window_, scale);
+      for (const TileGemms& g : tiles_) {
+        const AttentionTile& t = g.tile;
+        const long rows_in = t.r1 - t.r0, keys = t.r1 - t.lo, queries = t.q_end - t.r0;
+        batched<T>(g.d_query, false, false, rows_in, d, keys, 1.0f, seqlen_, kv_cols, q_cols, first, count);       // dQ = dS K
+        batched<T>(g.d_key, true, false, rows_in, d, queries, 1.0f, seqlen_, q_cols, q_cols, first, count);         // dK_h = dS^T Q
+        batched<T>(g.d_value, true, false, rows_in, dv, queries, 1.0f, seqlen_, o_cols, o_cols, first, count);      // dV_h = P^T dO
+      }
     }
     const long group = heads / kv_heads;
     sum_head_groups_kernel<><<<blocks_for(rows * kv_cols, 256), 256, 0, stream()>>>(dk_heads_.data(), dk_.f.data(), rows, kv_heads, group, d);
@@ -1561,19 +1597,21 @@ class BlockTuningRun {
     const long cols[kInputs] = {hidden, o_cols, hidden, inter, query_rank, rank};
     DeviceBuffer<float> expert_in = zeros(experts * hidden), expert_act = zeros(experts * expert_inter);
     std::vector<long> expert_rows(static_cast<std::size_t>(experts), 0);
+    const long widest = std::max({hidden, o_cols, inter, expert_inter, query_rank, rank});
+    // (a pass's chunk sums, 3.7 MB at the 8B shape; an expert has at most a row per token)
+    DeviceBuffer<float> chunk_sums(static_cast<std::size_t>((micro_ * seqlen_ + kColumnChunkRows - 1) / kColumnChunkRows * widest));
     for (long first = 0; first < samples_; first += micro_) {
       const long nb = std::min(micro_, samples_ - first);
       in_->load(first, nb, x_.data(), stream());
       forward<T>(nb);
       for (int j = 0; j < kInputs; ++j)
         if (cols[j] > 0 && (j != 3 || !moe_ || beside_ || shape_.shared_intermediate > 0))
-          column_square_sum_kernel<T><<<blocks_for(cols[j], 128), 128, 0, stream()>>>(inputs[j]->template as<T>(), nb * seqlen_,
-                                                                                     cols[j], sums[j].data());
+          column_square_sum(inputs[j]->template as<T>(), nb * seqlen_, cols[j], sums[j].data(), chunk_sums.data(), stream());
       for_each_expert([&](std::size_t e, long from, long count) {  // an expert's inputs: the tokens routed to it
-        column_square_sum_kernel<T><<<blocks_for(hidden, 128), 128, 0, stream()>>>(xe_.template as<T>() + from * hidden, count, hidden,
-                                                                                   expert_in.data() + static_cast<long>(e) * hidden);
-        column_square_sum_kernel<T><<<blocks_for(expert_inter, 128), 128, 0, stream()>>>(
-            eact_.template as<T>() + from * expert_inter, count, expert_inter, expert_act.data() + static_cast<long>(e) * expert_inter);
+        column_square_sum(xe_.template as<T>() + from * hidden, count, hidden, expert_in.data() + static_cast<long>(e) * hidden,
+                          chunk_sums.data(), stream());
+        column_square_sum(eact_.template as<T>() + from * expert_inter, count, expert_inter,
+                          expert_act.data() + static_cast<long>(e) * expert_inter, chunk_sums.data(), stream());
         expert_rows[e] += count;
       });
     }
@@ -1697,6 +1735,7 @@ class BlockTuningRun {
   bool bf16_;
   long samples_, seqlen_, batch_;
   long micro_, pairs_;  // samples per forward/backward, attention pairs held at once (BlockMemoryPlan)
+  long tile_;           // query rows per causal attention tile (attention_tile_rows)
   std::chrono::steady_clock::time_point lap_ = std::chrono::steady_clock::now();
   SetupTimes times_;
   IndexSampler sampler_;
@@ -1777,7 +1816,7 @@ class BlockTuningRun {
   std::array<DeviceBuffer<float>, 3> expert_bias_;
   std::vector<long> counts_host_;  // per expert: its rows in the last forward
   std::vector<Index> expert_tokens_;  // per expert: its rows summed over the steps
-  Batched scores_, context_, d_scores_, d_query_, d_key_, d_value_;
+  std::vector<TileGemms> tiles_;  // the attention GEMMs, tile by tile
   // DeepSeek-V3's latent attention (latent_forward): q_a's output, 1/rms and normed latent (q_b's
   // input; empty without query compression), kv_a's output split into the latent (before and after
   // its norm: kv_b's input) and the shared key part, kv_b's output; their gradients. q_a_proj is
