@@ -377,7 +377,9 @@ class BlockTuningRun {
       per_row += query_rank * (8 + 2 * both) + (rank + rope) * (4 + both) + rank * (12 + both) + rope * 8 + kv_b * (4 + both) + 8;
     }
     const auto square = static_cast<std::size_t>(pairs) * static_cast<std::size_t>(seqlen * seqlen);
-    return rows * per_row + square * (operand + both) + static_cast<std::size_t>(micro * c.heads) * 18 * sizeof(void*) + (1u << 20);
+    const long tile = attention_tile_rows(seqlen, plan.attention_tile);
+    const auto tiles = static_cast<std::size_t>((seqlen + tile - 1) / tile);  // each tile's six GEMMs: 3 pointers per pair
+    return rows * per_row + square * (operand + both) + static_cast<std::size_t>(micro * c.heads) * 18 * tiles * sizeof(void*) + (1u << 20);
   }
 
   /// A head's query/key and value widths, and the key/value heads the attention GEMMs read: a
