@@ -377,8 +377,8 @@ class BlockTuningRun {
       per_row += query_rank * (8 + 2 * both) + (rank + rope) * (4 + both) + rank * (12 + both) + rope * 8 + kv_b * (4 + both) + 8;
     }
     const auto square = static_cast<std::size_t>(pairs) * static_cast<std::size_t>(seqlen * seqlen);
-    const long tile = attention_tile_rows(seqlen, plan.attention_tile);
-    const auto tiles = static_cast<std::size_t>((seqlen + tile - 1) / tile);  // each tile's six GEMMs: 3 pointers per pair
+    // each tile's six GEMMs: 3 pointers per pair (the tile count does not depend on a window)
+    const std::size_t tiles = attention_tiles(seqlen, attention_tile_rows(seqlen, plan.attention_tile), 0).size();
     return rows * per_row + square * (operand + both) + static_cast<std::size_t>(micro * c.heads) * 18 * tiles * sizeof(void*) + (1u << 20);
   }
 
