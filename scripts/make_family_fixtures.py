@@ -34,7 +34,7 @@ Each directory holds:
                                   diagnosis only); metadata: the smallest router margin (the
                                   top-k-th minus the next router logit over all tokens and MoE layers)
                                   and the smallest top-1/top-2 logit gap, so a near tie is visible.
-                                  gemma4_text also logits_f64: the same model computed in float64
+                                  gemma4_text, gemma4_moe, gemma4_e2b also logits_f64: the same model computed in float64
                                   (rounded to float32), the reference its test compares with, within
                                   twice transformers' own float32 error.
   text.tokens                     the same 48 ids, whitespace-separated.
@@ -61,6 +61,14 @@ that a setting that is not read shows):
                moved by N(0, 0.2) as every 1-D parameter), experts.gate_up_proj [8, 64, 64] and
                experts.down_proj [8, 64, 32] (transformers saves them fused), pre_feedforward_layernorm_2,
                post_feedforward_layernorm_1 / _2; its router margin is taken on router.proj's input.
+  gemma4_e2b   Gemma4ForCausalLM with Gemma 4 E2B's pieces: 6 layers [sliding, full] × 3, window 8,
+               global_head_dim 32 (full layers' own k_proj / v_proj, 2 KV heads: no attention_k_eq_v),
+               per-layer embeddings of 32 (hidden_size_per_layer_input; embed_tokens_per_layer [128, 6·32],
+               per_layer_model_projection [192, 64], per_layer_projection_norm, and per layer
+               per_layer_input_gate [32, 64], per_layer_projection [64, 32], post_per_layer_input_norm),
+               num_kv_shared_layers 2 (layers 4 and 5 have no k/v projections and attend with layers 2's
+               and 3's keys and values) and use_double_wide_mlp (their MLP 192 wide), layer_scalar moved,
+               final_logit_softcapping 20, tied; also logits_f64.
   gemma2       Gemma2ForCausalLM: hidden 72, 3 layers (its default alternation: sliding, full,
                sliding), sliding_window 8, query_pre_attn_scalar 24, attn_logit_softcapping 2 and
                final_logit_softcapping 3 (small, so that tanh bends the scores), theta 20000, tied.
@@ -180,6 +188,16 @@ def families():
                             layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
                             final_logit_softcapping=20.0, enable_moe_block=True, num_experts=8, top_k_experts=2,
                             moe_intermediate_size=32,
+                            rope_parameters={"full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25,
+                                                                "rope_theta": THETA},
+                                             "sliding_attention": {"rope_type": "default", "rope_theta": 5000.0}})),
+        "gemma4_e2b": (tf.Gemma4TextConfig, tf.Gemma4ForCausalLM,
+                       dict(hidden_size=64, intermediate_size=96, num_hidden_layers=6, tie_word_embeddings=True,
+                            hidden_activation="gelu_pytorch_tanh", sliding_window=8, global_head_dim=32,
+                            attention_k_eq_v=False, hidden_size_per_layer_input=32, vocab_size_per_layer_input=VOCAB,
+                            num_kv_shared_layers=2, use_double_wide_mlp=True,
+                            layer_types=["sliding_attention", "full_attention"] * 3,
+                            final_logit_softcapping=20.0,
                             rope_parameters={"full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25,
                                                                 "rope_theta": THETA},
                                              "sliding_attention": {"rope_type": "default", "rope_theta": 5000.0}})),
@@ -306,7 +324,7 @@ def main(out_root, only):
               f" max |logit| {float(logits.abs().max()):.4g}; smallest router margin {margin};"
               f" smallest top-1/top-2 logit gap {gap:.4g}")
         tensors = {"tokens": torch.tensor(tokens, dtype=torch.int32), "logits": logits.contiguous(), "hidden": hidden.contiguous()}
-        if family in ("gemma4_text", "gemma4_moe"):  # its scores are not scaled (q/k norms, scale 1): float32 sums part by ~1e-5 of the logits
+        if family in ("gemma4_text", "gemma4_moe", "gemma4_e2b"):  # its scores are not scaled (q/k norms, scale 1): float32 sums part by ~1e-5 of the logits
             # (experts: transformers' per-expert loop; its default grouped_mm has no float64)
             extra = {"experts_implementation": "eager"} if family == "gemma4_moe" else {}
             back64 = model_class.from_pretrained(directory, attn_implementation="eager", dtype=torch.float64, **extra).eval()

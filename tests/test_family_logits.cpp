@@ -18,6 +18,8 @@
 //   gemma4_moe   the same with enable_moe_block (the 26B-A4B's layout): 8 GeGLU experts top 2 beside
 //                every dense MLP, their own norms, the router on rms(h) × router.scale / √64, top-k
 //                renormalized × per_expert_scale; transformers saves the experts fused
+//   gemma4_e2b   Gemma4ForCausalLM with E2B's pieces: per-layer embeddings (32 wide), the last 2 of 6
+//                layers attending with layers 2's and 3's keys and values, their MLPs double-wide
 //   gemma2       Gemma2ForCausalLM: its alternation (sliding, full, sliding), window 8, attention
 //                soft-capping 2 and final 3, no q/k norms
 //   gpt_oss      GptOssForCausalLM: 8 experts top 2 (top-k of the biased router logits, softmax over
@@ -203,6 +205,53 @@ TEST_CASE("gemma4_text: logits equal transformers' Gemma4ForCausalLM (full layer
   CHECK(distance([](LlamaModel& m) { m.config.sliding_rope_theta = 0; }) > 1e-2);           // one RoPE base
 }
 
+TEST_CASE("gemma4_e2b: logits equal transformers' Gemma4ForCausalLM with E2B's per-layer embeddings, shared KV layers and double-wide MLPs") {
+  const LlamaModel model = load_llama(family_dir("gemma4_e2b"));
+  const LlamaConfig& c = model.config;
+  CHECK(c.per_layer_input == 32);
+  CHECK(c.per_layer_vocab == 128);
+  CHECK(c.kv_shared_layers == 2);
+  CHECK(c.double_wide_mlp);
+  CHECK(c.kv_donor(4) == 2);  // [s, f] × 3: the last non-shared sliding layer is 2, the full one 3
+  CHECK(c.kv_donor(5) == 3);
+  CHECK(c.kv_donor(3) == -1);
+  CHECK(c.kv_donates(2));
+  CHECK(c.kv_donates(3));
+  CHECK_FALSE(c.kv_donates(1));
+  CHECK(cuda_unsupported(c) == "per-layer embeddings (Gemma 4 E2B / E4B)");
+  REQUIRE(model.blocks.size() == 6);
+  REQUIRE(model.per_layer.has_value());
+  CHECK(model.per_layer->table.rows() == 128);
+  CHECK(model.per_layer->table.cols() == 6 * 32);
+  CHECK(model.per_layer->projection.rows() == 6 * 32);
+  for (Index b = 0; b < 6; ++b) {
+    const LlamaBlock& block = model.blocks[static_cast<std::size_t>(b)];
+    CAPTURE(b);
+    REQUIRE(block.per_layer.has_value());
+    CHECK(block.per_layer->gate.rows() == 32);
+    CHECK(block.per_layer->projection.cols() == 32);
+    CHECK(block.kv_shared == (b >= 4));
+    CHECK(block[Linear::Key].size() == (b >= 4 ? 0 : block[Linear::Key].size()));
+    CHECK(block[Linear::Gate].rows() == (b >= 4 ? 192 : 96));  // double-wide in the shared layers
+  }
+  CHECK(model.blocks[4][Linear::Key].size() == 0);
+  CHECK(model.blocks[4][Linear::Value].size() == 0);
+  CHECK(model.blocks[4].k_norm.size() == 0);
+  check_logits("gemma4_e2b", model);
+  // each piece is read and computed: without it the logits move far beyond the tolerance
+  const LogitShift distance(family_dir("gemma4_e2b"), model);
+  CHECK(distance([](LlamaModel& m) { m.per_layer->norm.setOnes(); }) > 1e-2);
+  CHECK(distance([](LlamaModel& m) { m.per_layer->projection.setZero(); }) > 1e-2);
+  CHECK(distance([](LlamaModel& m) { m.per_layer->table.setZero(); }) > 1e-2);
+  CHECK(distance([](LlamaModel& m) { m.blocks[2].per_layer->post_norm.setOnes(); }) > 1e-2);
+  // a shared layer attending with its own kind's other layer (the full donor's keys for the sliding layer: another width, so
+  // the sliding donor's of the layer before it instead) moves them too
+  CHECK(distance([](LlamaModel& m) { m.config.kv_shared_layers = 0; m.blocks[4].kv_shared = false; m.blocks[5].kv_shared = false;
+                                      m.blocks[4][Linear::Key] = m.blocks[2][Linear::Key]; m.blocks[4][Linear::Value] = m.blocks[2][Linear::Value];
+                                      m.blocks[4].k_norm = m.blocks[2].k_norm; m.blocks[5][Linear::Key] = m.blocks[3][Linear::Key];
+                                      m.blocks[5][Linear::Value] = m.blocks[3][Linear::Value]; m.blocks[5].k_norm = m.blocks[3].k_norm; }) > 1e-2);
+}
+
 TEST_CASE("gemma4_moe: logits equal transformers' Gemma4ForCausalLM with enable_moe_block (experts beside the MLP, 26B-A4B's layout)") {
   const LlamaModel model = load_llama(family_dir("gemma4_moe"));
   REQUIRE(model.blocks.size() == 4);
@@ -309,7 +358,7 @@ TEST_CASE("gemma4_moe: the GGUF that llama.cpp's converter writes of it reads to
   check_logits("gemma4_moe", model);
 }
 
-TEST_CASE("gemma4_text: Gemma 4's per-layer embeddings and shared KV layers are refused by name, experts without their counts too") {
+TEST_CASE("gemma4_text: per-layer embeddings or shared KV layers a checkpoint cannot back are refused by name, experts without their counts too") {
   const std::filesystem::path dir = std::filesystem::temp_directory_path() / "autoround_gemma4_refusals";
   std::filesystem::create_directories(dir);
   std::filesystem::copy_file(family_dir("gemma4_text") + "/model.safetensors", dir / "model.safetensors",
@@ -324,9 +373,11 @@ TEST_CASE("gemma4_text: Gemma 4's per-layer embeddings and shared KV layers are 
     CAPTURE(key);
     CHECK_THROWS_WITH_AS(load_llama(dir), doctest::Contains(expected.c_str()), Error);
   };
-  refused("hidden_size_per_layer_input", 256, "per-layer embeddings");
-  refused("hidden_size_per_layer_input", nullptr, "per-layer embeddings");  // transformers' default is 256
-  refused("num_kv_shared_layers", 2, "shared key/value layers");
+  // (E2B / E4B are read: gemma4_e2b below; here the checkpoint lacks what the config asks for)
+  refused("hidden_size_per_layer_input", 256, "per_layer_input_gate");
+  refused("hidden_size_per_layer_input", nullptr, "per_layer_input_gate");  // transformers' default is 256
+  refused("num_kv_shared_layers", 3, "shared layer 1 has no earlier layer of its kind");  // [s, f, s, f]: layer 1 full, none before it
+  refused("num_kv_shared_layers", 4, "out of range");
   refused("enable_moe_block", true, "no 'top_k_experts'");  // (the 26B-A4B's experts are read: gemma4_moe above)
   refused("use_bidirectional_attention", "all", "use_bidirectional_attention");
   std::filesystem::remove_all(dir);

@@ -298,10 +298,13 @@ class HfModelSource {
 
   LlamaBlock block(Index b) const {
     detail::require(b >= 0 && b < config_.layers, name() + ": no block " + std::to_string(b));
-    const LlamaConfig c = layer_config(config_, config_.is_sliding(b));  // (Gemma 4's full layers: their own head size)
+    const LlamaConfig c = layer_config(config_, b);  // (Gemma 4's full layers: their own head size; E2B's double-wide MLPs)
     LlamaBlock block;
     const std::string prefix = c.hf_prefix + "layers." + std::to_string(b) + ".";
     block.values_from_keys = c.values_from_keys(config_.is_sliding(b));
+    // Gemma 4 E2B / E4B's kv-shared layers: no k_proj / v_proj / k_norm (released checkpoints may
+    // still hold them; transformers ignores them, and so do we)
+    block.kv_shared = config_.kv_shared(b);
     const bool sparse = moe_ && moe_->sparse[static_cast<std::size_t>(b)];
     const bool gemma4 = c.model_type == "gemma4_text";  // (its 26B-A4B: the experts beside the dense MLP)
     const auto linear = [&](const std::string& tensor, Index rows, Index cols) {
@@ -309,6 +312,8 @@ class HfModelSource {
       // FP8_BLOCK's weight_scale_inv, beside them)
       const bool plain = ckpt_->contains(tensor + ".weight") && !ckpt_->contains(tensor + ".weight_scale") &&
                          !ckpt_->contains(tensor + ".weight_scale_inv");
+      if (!plain && qc_.value("quant_method", "").empty())  // an unquantized checkpoint without the layer
+        throw Error(name() + ": tensor '" + tensor + ".weight' is missing");
       return plain ? load(tensor + ".weight", rows, cols) : detail::load_quantized_linear(*ckpt_, qc_, tensor, rows, cols);
     };
     if (c.model_type == "phi3") {  // fused layers: qkv_proj = [q; k; v], gate_up_proj = [gate; up] (rows)
@@ -325,6 +330,7 @@ class HfModelSource {
       if (sparse && !gemma4 && (l == Linear::Gate || l == Linear::Up || l == Linear::Down)) continue;  // the experts instead
       if (c.model_type == "phi3" && l != Linear::Output && l != Linear::Down) continue;  // read fused above
       if (l == Linear::Value && block.values_from_keys) continue;  // Gemma 4's full layers: no v_proj
+      if ((l == Linear::Key || l == Linear::Value) && block.kv_shared) continue;
       const auto [rows, cols] = linear_shape(c, l);
       block[l] = linear(prefix + hf_name(l, c.model_type), rows, cols);
     }
@@ -356,9 +362,16 @@ class HfModelSource {
     }
     if (c.model_type == "gemma3_text" || c.model_type == "gemma4_text") {  // per-head RMSNorm of q and k (Gemma 3: 1 + w)
       block.q_norm = norm(prefix + "self_attn.q_norm.weight", c.head_dim);
-      block.k_norm = norm(prefix + "self_attn.k_norm.weight", c.head_dim);
+      if (!block.kv_shared) block.k_norm = norm(prefix + "self_attn.k_norm.weight", c.head_dim);
     }
     if (c.model_type == "gemma4_text") block.layer_scalar = load(prefix + "layer_scalar", 1, 1)(0, 0);
+    if (c.per_layer_input > 0) {  // Gemma 4 E2B / E4B: the per-layer input's branch
+      PerLayerBranch branch;
+      branch.gate = linear(prefix + "per_layer_input_gate", c.per_layer_input, c.hidden);
+      branch.projection = linear(prefix + "per_layer_projection", c.hidden, c.per_layer_input);
+      branch.post_norm = norm(prefix + "post_per_layer_input_norm.weight", c.hidden);
+      block.per_layer = std::move(branch);
+    }
     block.attn_norm = norm(prefix + "input_layernorm.weight", c.hidden);
     if (gemma()) {  // sandwich norms: Gemma's post_attention_layernorm norms the attention's output
       block.post_attn_norm = norm(prefix + "post_attention_layernorm.weight", c.hidden);
@@ -414,6 +427,45 @@ class HfModelSource {
     return rows_of(config_.hf_lm_head, rows);
   }
   RowMatrix embedding() const { return ckpt_->to_float(config_.hf_prefix + "embed_tokens.weight"); }
+  /// Gemma 4 E2B / E4B's per-layer embedding: the table, the projection and its norm, whole (the
+  /// table is [per_layer_vocab, layers · P]: 9.4 GB in float32 at E2B; per_layer_rows reads a slice).
+  PerLayerEmbedding per_layer_embedding() const {
+    detail::require(config_.per_layer_input > 0, name() + ": the model has no per-layer embeddings");
+    PerLayerEmbedding e;
+    const Index width = config_.layers * config_.per_layer_input;
+    e.table = load(config_.hf_prefix + "embed_tokens_per_layer.weight", config_.per_layer_vocab, width);
+    e.projection = per_layer_projection();
+    e.norm = per_layer_norm();
+    return e;
+  }
+  /// The projection and its norm alone (what per_layer_input needs beside the table's rows).
+  RowMatrix per_layer_projection() const {
+    return load(config_.hf_prefix + "per_layer_model_projection.weight", config_.layers * config_.per_layer_input, config_.hidden);
+  }
+  Eigen::VectorXf per_layer_norm() const { return norm(config_.hf_prefix + "per_layer_projection_norm.weight", config_.per_layer_input); }
+  /// Layer `layer`'s slice of the per-layer table, the rows of `tokens` ([tokens, P]), converting only those.
+  RowMatrix per_layer_rows(std::span<const std::int32_t> tokens, Index layer) const {
+    const std::string tensor = config_.hf_prefix + "embed_tokens_per_layer.weight";
+    const SafetensorsTensor& t = ckpt_->tensor(tensor);
+    const Index p = config_.per_layer_input, width = config_.layers * p;
+    if (t.dtype != Dtype::F32 && t.dtype != Dtype::F16 && t.dtype != Dtype::BF16)
+      throw Error("tensor '" + tensor + "' is " + dtype_name(t.dtype) + ", not a float type");
+    if (t.shape.size() != 2 || t.shape[0] != config_.per_layer_vocab || t.shape[1] != width)
+      throw Error("tensor '" + tensor + "' is not [vocab_size_per_layer_input, layers · hidden_size_per_layer_input]");
+    const ggml::Type as = t.dtype == Dtype::F32 ? ggml::Type::F32 : t.dtype == Dtype::F16 ? ggml::Type::F16 : ggml::Type::BF16;
+    const std::size_t element = dtype_size(t.dtype), row_bytes = element * static_cast<std::size_t>(width);
+    RowMatrix h(static_cast<Index>(tokens.size()), p);
+    for (std::size_t i = 0; i < tokens.size(); ++i) {
+      if (tokens[i] < 0 || tokens[i] >= config_.per_layer_vocab)
+        throw Error("token id " + std::to_string(tokens[i]) + " is outside the per-layer embedding table of " +
+                    std::to_string(config_.per_layer_vocab) + " rows");
+      ggml::dequantize(as, t.data.subspan(static_cast<std::size_t>(tokens[i]) * row_bytes + element * static_cast<std::size_t>(layer * p),
+                                          element * static_cast<std::size_t>(p)),
+                       std::span<float>(h.data() + static_cast<Index>(i) * p, static_cast<std::size_t>(p)));
+    }
+    ckpt_->release(tensor);
+    return h;
+  }
   Eigen::VectorXf final_norm() const { return norm(config_.hf_prefix + "norm.weight", config_.hidden); }
   RowMatrix output() const { return config_.tied_embeddings ? RowMatrix() : load(config_.hf_lm_head, config_.vocab, config_.hidden); }
 
@@ -685,14 +737,24 @@ class HfModelSource {
   void read_gemma4(const nlohmann::json& j) {
     LlamaConfig& c = config_;
     const auto integer = [&](const char* key, Index fallback) { return j.contains(key) && !j[key].is_null() ? j[key].get<Index>() : fallback; };
-    if (integer("hidden_size_per_layer_input", 256) > 0)  // (transformers' default: 256)
-      throw Error("hidden_size_per_layer_input > 0: Gemma 4's per-layer embeddings (E2B / E4B) are not supported yet (issue #25)");
-    if (integer("num_kv_shared_layers", 0) > 0)
-      throw Error("num_kv_shared_layers > 0: Gemma 4's shared key/value layers (E2B / E4B) are not supported yet (issue #25)");
-    if (j.value("enable_moe_block", false))  // the 26B-A4B: experts beside every dense MLP
+    // E2B / E4B: per-layer embeddings (transformers' default width is 256: a config must say 0 to
+    // have none), the last layers' keys and values shared, their MLP double-wide
+    c.per_layer_input = integer("hidden_size_per_layer_input", 256);
+    c.per_layer_vocab = c.per_layer_input > 0 ? integer("vocab_size_per_layer_input", 262144) : 0;
+    c.kv_shared_layers = integer("num_kv_shared_layers", 0);
+    c.double_wide_mlp = c.kv_shared_layers > 0 && j.value("use_double_wide_mlp", false);
+    if (c.per_layer_input < 0 || c.kv_shared_layers < 0 || c.kv_shared_layers >= c.layers)
+      throw Error("hidden_size_per_layer_input / num_kv_shared_layers out of range");
+    if (j.value("enable_moe_block", false)) {  // the 26B-A4B: experts beside every dense MLP
+      if (c.per_layer_input > 0 || c.kv_shared_layers > 0)
+        throw Error("enable_moe_block with per-layer embeddings or shared key/value layers is not supported");
       moe_ = moe_layout(j, c.layers), c.experts = moe_->experts;
+    }
     c.value_norm = true;
     c.full_values_from_keys = j.value("attention_k_eq_v", false);
+    for (Index l = c.layers - c.kv_shared_layers; c.kv_shared_layers > 0 && l < c.layers; ++l)
+      if (c.kv_donor(l) < 0)
+        throw Error("num_kv_shared_layers: shared layer " + std::to_string(l) + " has no earlier layer of its kind to take keys and values from");
     c.full_head_dim = integer("global_head_dim", 512);
     c.full_kv_heads = c.full_values_from_keys ? integer("num_global_key_value_heads", 0) : 0;
     if (j.contains("per_layer_config") && j["per_layer_config"].is_object()) {  // {"layer": {"head_dim": .., "num_key_value_heads": ..}}

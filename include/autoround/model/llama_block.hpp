@@ -39,8 +39,17 @@
 
 namespace autoround {
 
+/// What a block reads beside its hidden state (Gemma 4 E2B / E4B), for the rows of one forward
+/// (sequences stacked as the hidden state's): the layer's per-layer inputs (model/per_layer_input.hpp)
+/// and, for a kv-shared layer, its donor's keys (after k_norm and RoPE) and values (after v_norm).
+struct BlockSideInputs {
+  RowMatrix per_layer;     ///< [tokens, P]; empty: none
+  RowMatrix keys, values;  ///< [tokens, kv_heads · head_dim] of the donor layer; empty: the block's own
+};
+
 /// The weights a block computes with (full precision or fake-quantized): the seven linears (the
-/// MLP's three unused with `moe`), its norms and biases, and its mixture of experts if it has one.
+/// MLP's three unused with `moe`), its norms and biases, and its mixture of experts if it has one;
+/// and the inputs beside the hidden state (`side`) where the block reads some.
 struct BlockWeights {
   std::array<const RowMatrix*, 7> linear{};
   const Eigen::VectorXf* attn_norm = nullptr;
@@ -62,6 +71,14 @@ struct BlockWeights {
   const Eigen::VectorXf* kv_a_norm = nullptr;
   bool values_from_keys = false;                      ///< Gemma 4's full layers: V is k_proj's output (linear[Value] unused)
   float layer_scalar = 1;                             ///< Gemma 4: the block's output × this
+  /// Gemma 4 E2B / E4B's per-layer branch (LlamaBlock::per_layer): gate, projection (null: none), post norm
+  const RowMatrix* per_layer_gate = nullptr;
+  const RowMatrix* per_layer_projection = nullptr;
+  const Eigen::VectorXf* per_layer_norm = nullptr;
+  bool kv_shared = false;                             ///< attends with side->keys / values (no k_proj, v_proj)
+  const BlockSideInputs* side = nullptr;              ///< this forward's per-layer inputs and donor keys / values
+  BlockSideInputs* donate = nullptr;                  ///< a donor layer's forward writes its keys and values here
+  bool has_per_layer() const { return per_layer_gate != nullptr; }
   LatentAttentionWeights latent() const {
     return {query_a, linear[0], linear[1], linear[2], query_a_norm, kv_a_norm};
   }
@@ -90,6 +107,9 @@ struct BlockWeights {
     if (b.mla) w.query_a = &b.mla->query_a, w.query_a_norm = &b.mla->query_a_norm, w.kv_a_norm = &b.mla->kv_a_norm;
     w.values_from_keys = b.values_from_keys;
     w.layer_scalar = b.layer_scalar;
+    if (b.per_layer)
+      w.per_layer_gate = &b.per_layer->gate, w.per_layer_projection = &b.per_layer->projection, w.per_layer_norm = &b.per_layer->post_norm;
+    w.kv_shared = b.kv_shared;
     return w;
   }
 };
@@ -134,6 +154,9 @@ struct BlockCache {
   /// before it is tuned).
   RowMatrix output_in_float, mlp_in_float, down_in_float;
   LatentAttentionCache mla;              ///< DeepSeek-V3's latent attention's intermediates (attention_in is its input)
+  /// Gemma 4 E2B / E4B's per-layer branch: its input (the stream after the MLP), the gate's output
+  /// and tanh (GELU's), gelu(gate) ⊙ ple (the projection's input), the projection's output
+  RowMatrix per_layer_in, per_layer_gate, per_layer_tanh, per_layer_product, per_layer_out;
   Index seqlen = 0;                      ///< tokens per sequence
   /// What the experts read: mlp_in, or their own normed input beside a dense MLP (Gemma 4).
   const RowMatrix& experts_input() const { return experts_in.size() > 0 ? experts_in : mlp_in; }
@@ -150,6 +173,7 @@ struct BlockBackwardScratch {
   RowMatrix d_act, d_gate, d_up, d_yn, d_h, d_attention, d_q, d_k, d_v, d_mlp, d_attention_out;
   RowMatrix d_dense, d_experts, d_experts_in, d_router_in;  ///< Gemma 4's experts beside the dense MLP
   RowMatrix d_out;  ///< dL/d(block output) × the block's layer_scalar (Gemma 4)
+  RowMatrix d_per_layer_out, d_per_layer_gate, d_after_mlp;  ///< Gemma 4 E2B / E4B's per-layer branch
   std::vector<RowMatrix> d_k_head, d_v_head, d_s;
   LatentAttentionScratch mla;
 };
@@ -159,6 +183,28 @@ namespace detail {
 inline void attention_core_forward(const BlockWeights& w, const LlamaConfig& c, BlockCache& m, bool keep, Index length);
 inline void output_projection_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix& hidden, BlockCache& m, bool keep);
 inline void mlp_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix& hidden, BlockCache& m, bool keep);
+
+/// Gemma 4 E2B / E4B: hidden += post_norm(projection(gelu_tanh(gate(hidden)) ⊙ ple)), ple = w.side->per_layer.
+inline void per_layer_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix& hidden, BlockCache& m, bool keep) {
+  const Index tokens = hidden.rows(), p = w.per_layer_gate->rows();
+  detail::require(w.side && w.side->per_layer.rows() == tokens && w.side->per_layer.cols() == p,
+                  "a block with a per-layer branch without its per-layer inputs for these rows");
+  detail::require(!w.act, "per-layer inputs (Gemma 4 E2B / E4B) with quantized activations are not supported");
+  if (keep) m.per_layer_in = hidden;
+  m.per_layer_gate.noalias() = hidden * w.per_layer_gate->transpose();
+  m.per_layer_tanh.resize(tokens, p);
+  m.per_layer_product.resize(tokens, p);
+  const RowMatrix& ple = w.side->per_layer;
+  for_each_row(tokens, [&](Index t) {
+    for (Index i = 0; i < p; ++i) {
+      const float g = m.per_layer_gate(t, i), th = gelu_tanh_inner(g);
+      m.per_layer_tanh(t, i) = th;
+      m.per_layer_product(t, i) = 0.5f * g * (1.0f + th) * ple(t, i);
+    }
+  });
+  m.per_layer_out.noalias() = m.per_layer_product * w.per_layer_projection->transpose();
+  hidden += rms_norm(m.per_layer_out, *w.per_layer_norm, c.rms_eps);
+}
 
 /// The block's first half: hidden += attention(rms(hidden)), into `m`'s matrices (`keep`: also
 /// the input and the probabilities, for the backward).
@@ -187,25 +233,37 @@ inline void attention_core_forward(const BlockWeights& w, const LlamaConfig& mod
   const Index window = w.sliding ? c.sliding_window : 0;
   RowMatrix& q = w.has_qk_norm() ? m.q_projected : m.q;
   RowMatrix& k = w.has_qk_norm() ? m.k_projected : m.k;
+  const bool shared = w.kv_shared;  // Gemma 4's kv-shared layers: the donor's keys and values, as they are
+  if (shared)
+    detail::require(w.side && w.side->keys.rows() == tokens && w.side->keys.cols() == c.kv_heads * d &&
+                        w.side->values.rows() == tokens && w.side->values.cols() == c.kv_heads * d,
+                    "a kv-shared layer's forward without its donor's keys and values for these rows");
   q.noalias() = m.attention_in * w[Linear::Query].transpose();
-  k.noalias() = m.attention_in * w[Linear::Key].transpose();
-  if (!w.values_from_keys) m.v.noalias() = m.attention_in * w[Linear::Value].transpose();
+  if (!shared) k.noalias() = m.attention_in * w[Linear::Key].transpose();
+  if (!w.values_from_keys && !shared) m.v.noalias() = m.attention_in * w[Linear::Value].transpose();
   // Qwen2's projection biases: constants for tuning, they only shift the outputs
   RowMatrix* projected[3] = {&q, &k, &m.v};
   for (std::size_t j = 0; j < 3; ++j)
-    if (w.qkv_bias[j] && w.qkv_bias[j]->size() > 0 && !(j == 2 && w.values_from_keys)) projected[j]->rowwise() += w.qkv_bias[j]->transpose();
+    if (w.qkv_bias[j] && w.qkv_bias[j]->size() > 0 && !(j == 2 && w.values_from_keys) && !(j > 0 && shared))
+      projected[j]->rowwise() += w.qkv_bias[j]->transpose();
   if (w.values_from_keys) m.v = k;  // Gemma 4's full layers: the values are k_proj's output, before k_norm and RoPE
-  if (c.value_norm) {  // Gemma 4: per-head RMSNorm of v without a weight
+  if (c.value_norm && !shared) {  // Gemma 4: per-head RMSNorm of v without a weight
     RowMatrix normed = detail::head_rms_norm(m.v, c.kv_heads, d, Eigen::VectorXf::Ones(d), c.rms_eps);
     if (keep) m.v_projected = std::move(m.v);
     m.v = std::move(normed);
   }
   if (w.has_qk_norm()) {  // Qwen3: RMSNorm over each head of q and k, before RoPE
     m.q = detail::head_rms_norm(q, c.heads, d, *w.q_norm, c.rms_eps);
-    m.k = detail::head_rms_norm(k, c.kv_heads, d, *w.k_norm, c.rms_eps);
+    if (!shared) m.k = detail::head_rms_norm(k, c.kv_heads, d, *w.k_norm, c.rms_eps);
   }
   detail::apply_rope(m.q, c.heads, c, 1.0f, length);
-  detail::apply_rope(m.k, c.kv_heads, c, 1.0f, length);
+  if (shared) {
+    m.k = w.side->keys;
+    m.v = w.side->values;
+  } else {
+    detail::apply_rope(m.k, c.kv_heads, c, 1.0f, length);
+  }
+  if (w.donate) w.donate->keys = m.k, w.donate->values = m.v;
   m.output_in.resize(tokens, c.heads * d);
   m.probabilities.resize(static_cast<std::size_t>(sequences * c.heads));
   const float scale = attention_scale(c), cap = c.attention_softcap;
@@ -261,6 +319,7 @@ inline void block_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix
   BlockCache& m = cache ? *cache : local;  // everything is computed into the cache's matrices
   detail::attention_forward(w, c, hidden, m, cache != nullptr, seqlen);
   detail::mlp_forward(w, c, hidden, m, cache != nullptr);
+  if (w.has_per_layer()) detail::per_layer_forward(w, c, hidden, m, cache != nullptr);
   if (w.layer_scalar != 1.0f) hidden *= w.layer_scalar;  // Gemma 4: the whole output, residual included
 }
 
@@ -425,14 +484,13 @@ inline void attention_backward(const BlockWeights& w, const LlamaConfig& model, 
   }
   if (!keep_scratch) z.d_s.clear();
   detail::apply_rope(z.d_q, c.heads, c, -1.0f, length);
+  if (w.has_qk_norm()) z.d_q = detail::head_rms_norm_backward(cache.q_projected, c.heads, d, *w.q_norm, c.rms_eps, z.d_q);
+  accumulate(Linear::Query, z.d_q, cache.attention_in);
+  if (w.kv_shared) return;  // the donor's keys and values: inputs of this block, nothing of it to tune behind them
   detail::apply_rope(z.d_k, c.kv_heads, c, -1.0f, length);
-  if (w.has_qk_norm()) {
-    z.d_q = detail::head_rms_norm_backward(cache.q_projected, c.heads, d, *w.q_norm, c.rms_eps, z.d_q);
-    z.d_k = detail::head_rms_norm_backward(cache.k_projected, c.kv_heads, d, *w.k_norm, c.rms_eps, z.d_k);
-  }
+  if (w.has_qk_norm()) z.d_k = detail::head_rms_norm_backward(cache.k_projected, c.kv_heads, d, *w.k_norm, c.rms_eps, z.d_k);
   if (c.value_norm) z.d_v = detail::head_rms_norm_backward(cache.v_projected, c.kv_heads, d, Eigen::VectorXf::Ones(d), c.rms_eps, z.d_v);
   if (w.values_from_keys) z.d_k += z.d_v;  // k_proj's output is both the keys and (Gemma 4's full layers) the values
-  accumulate(Linear::Query, z.d_q, cache.attention_in);
   accumulate(Linear::Key, z.d_k, cache.attention_in);
   if (!w.values_from_keys) accumulate(Linear::Value, z.d_v, cache.attention_in);
 }
@@ -471,18 +529,43 @@ inline void dense_mlp_backward(const BlockWeights& w, const LlamaConfig& c, cons
   z.d_yn.noalias() += z.d_up * w[Linear::Up];
   if (w.act) w.act->backward(cache.mlp_in_float, z.d_yn, LinearInput::Mlp);
 }
+
+/// The per-layer branch's backward (Gemma 4 E2B / E4B) from dL/d(its output) `d_out`: the gate's
+/// and the projection's weight gradients into (*grads)[0] and [1] (null or empty: not wanted);
+/// returns dL/d(its input, the stream after the MLP) (in z).
+inline const RowMatrix& per_layer_backward(const BlockWeights& w, const LlamaConfig& c, const BlockCache& cache, const RowMatrix& d_out,
+                                           std::array<RowMatrix, 2>* grads, BlockBackwardScratch& z) {
+  const Index tokens = d_out.rows(), p = w.per_layer_gate->rows();
+  z.d_per_layer_out = rms_norm_backward(cache.per_layer_out, *w.per_layer_norm, c.rms_eps, d_out);
+  if (grads) add_weight_gradient(&(*grads)[1], z.d_per_layer_out, cache.per_layer_product);
+  z.d_per_layer_gate.noalias() = z.d_per_layer_out * *w.per_layer_projection;  // dL/d(gelu(g) ⊙ ple)
+  const RowMatrix& ple = w.side->per_layer;
+  for_each_row(tokens, [&](Index t) {
+    for (Index i = 0; i < p; ++i) {
+      const float g = cache.per_layer_gate(t, i);
+      z.d_per_layer_gate(t, i) *= ple(t, i) * gelu_tanh_derivative(g, cache.per_layer_tanh(t, i));
+    }
+  });
+  if (grads) add_weight_gradient(&(*grads)[0], z.d_per_layer_gate, cache.per_layer_in);
+  z.d_after_mlp = d_out;
+  z.d_after_mlp.noalias() += z.d_per_layer_gate * *w.per_layer_gate;
+  return z.d_after_mlp;
+}
 }  // namespace detail
 
 /// Accumulate dL/dW for the seven weights into `grads` (each [out, in], added to; an empty entry is
 /// skipped), given dL/d(block output) for the sequences whose forward filled `cache`. `scratch` (optional)
 /// keeps the temporaries' memory from call to call. A latent attention's q_a_proj: into `query_a_grad`
-/// (null or empty: not wanted).
+/// (null or empty: not wanted); a per-layer branch's gate and projection (Gemma 4 E2B / E4B): into
+/// `per_layer_grads` [0] and [1] (the same).
 inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const BlockCache& cache, const RowMatrix& d_block_out,
-                           std::array<RowMatrix, 7>& grads, BlockBackwardScratch* scratch = nullptr, RowMatrix* query_a_grad = nullptr) {
+                           std::array<RowMatrix, 7>& grads, BlockBackwardScratch* scratch = nullptr, RowMatrix* query_a_grad = nullptr,
+                           std::array<RowMatrix, 2>* per_layer_grads = nullptr) {
   detail::require(w.moe == nullptr, "block_backward: a mixture-of-experts block's backward is the overload with expert gradients");
   BlockBackwardScratch local;
   BlockBackwardScratch& z = scratch ? *scratch : local;
-  const RowMatrix& d_out = detail::scaled_output_gradient(w, d_block_out, z);
+  const RowMatrix& d_scaled = detail::scaled_output_gradient(w, d_block_out, z);
+  const RowMatrix& d_out = w.has_per_layer() ? detail::per_layer_backward(w, c, cache, d_scaled, per_layer_grads, z) : d_scaled;
   // MLP (through Gemma's post norm first)
   if (w.has_post_ffn_norm()) z.d_mlp = detail::rms_norm_backward(cache.mlp_out, *w.post_ffn_norm, c.rms_eps, d_out);
   detail::dense_mlp_backward(w, c, cache, w.has_post_ffn_norm() ? z.d_mlp : d_out, grads, z);
@@ -500,6 +583,7 @@ inline void block_backward(const BlockWeights& w, const LlamaConfig& c, const Bl
                            std::array<RowMatrix, 7>& grads, std::vector<std::array<RowMatrix, 3>>& expert_grads,
                            BlockBackwardScratch* scratch = nullptr, RowMatrix* query_a_grad = nullptr) {
   detail::require(w.moe != nullptr, "block_backward: expert gradients of a block without a mixture of experts");
+  detail::require(!w.has_per_layer() && !w.kv_shared, "block_backward: per-layer inputs or shared keys and values in a mixture-of-experts block");
   BlockBackwardScratch local;
   BlockBackwardScratch& z = scratch ? *scratch : local;
   const RowMatrix& d_out = detail::scaled_output_gradient(w, d_block_out, z);

@@ -76,6 +76,16 @@ struct LlamaConfig {
   bool full_values_from_keys = false;  ///< a full-attention layer has no v_proj: its values are k_proj's output
   bool value_norm = false;        ///< V → per-head RMSNorm without weight (Gemma 4's v_norm)
 
+  // Gemma 4's small models (E2B, E4B). Per-layer embeddings: every layer also reads a [tokens,
+  // per_layer_input] input of its own, made from the tokens (PerLayerEmbedding), through a branch
+  // at its end (LlamaBlock::per_layer). KV sharing: the last kv_shared_layers layers have no
+  // k_proj / v_proj and attend with the keys and values of the last earlier layer of their kind
+  // (sliding or full: kv_donor); with double_wide_mlp their MLP is twice intermediate wide.
+  Index per_layer_input = 0;      ///< hidden_size_per_layer_input (0: no per-layer embeddings)
+  Index per_layer_vocab = 0;      ///< rows of the per-layer embedding table (vocab_size_per_layer_input)
+  Index kv_shared_layers = 0;     ///< num_kv_shared_layers
+  bool double_wide_mlp = false;   ///< use_double_wide_mlp
+
   // Where the language model's tensors are in a Hugging Face checkpoint: "model." for a causal LM;
   // a vision-language checkpoint's ("language_model.model." as transformers saves Gemma 3,
   // Mistral 3 and LLaVA, "model.language_model." in its in-memory naming) keeps its vision tower
@@ -106,9 +116,29 @@ struct LlamaConfig {
     return activation == MlpActivation::Silu && attention_scale == 0 && attention_softcap == 0 && logit_softcap == 0 &&
            embedding_scale == 1 && sliding_window == 0 && (rotary_dims == 0 || rotary_dims == head_dim) &&
            rope_attention_factor == 1 && rope_long_divisors.empty() && !latent_attention() && full_head_dim == 0 &&
-           full_kv_heads == 0 && !full_values_from_keys && !value_norm;
+           full_kv_heads == 0 && !full_values_from_keys && !value_norm && per_layer_input == 0 && kv_shared_layers == 0;
   }
   Index rotary() const { return rotary_dims > 0 ? rotary_dims : head_dim; }
+
+  /// Whether layer `layer` has no keys and values of its own (Gemma 4's KV sharing).
+  bool kv_shared(Index layer) const { return kv_shared_layers > 0 && layer >= layers - kv_shared_layers; }
+  /// The layer whose keys and values kv-shared layer `layer` attends with: the last layer before
+  /// the shared ones of the same kind, sliding or full (transformers' rule; llama.cpp hard-codes
+  /// the last two, which is the same for the released models); -1 where there is none.
+  Index kv_donor(Index layer) const {
+    if (!kv_shared(layer)) return -1;
+    for (Index d = layers - kv_shared_layers - 1; d >= 0; --d)
+      if (is_sliding(d) == is_sliding(layer)) return d;
+    return -1;
+  }
+  /// Whether some kv-shared layer attends with layer `layer`'s keys and values.
+  bool kv_donates(Index layer) const {
+    for (Index l = layers - kv_shared_layers; kv_shared_layers > 0 && l < layers; ++l)
+      if (kv_donor(l) == layer) return true;
+    return false;
+  }
+  /// Layer `layer`'s MLP width (Gemma 4 E2B's kv-shared layers: twice intermediate).
+  Index layer_intermediate(Index layer) const { return double_wide_mlp && kv_shared(layer) ? 2 * intermediate : intermediate; }
 };
 
 /// The configuration a layer's attention computes with: a sliding layer's own RoPE base (Gemma's
@@ -122,6 +152,13 @@ inline LlamaConfig layer_config(const LlamaConfig& c, bool sliding) {
   }
   if (!sliding && c.full_head_dim > 0) l.head_dim = c.full_head_dim;
   if (!sliding && c.full_kv_heads > 0) l.kv_heads = c.full_kv_heads;
+  return l;
+}
+/// Layer `layer`'s configuration: as above, and its own MLP width (Gemma 4 E2B's double-wide
+/// MLP in the kv-shared layers).
+inline LlamaConfig layer_config(const LlamaConfig& c, Index layer) {
+  LlamaConfig l = layer_config(c, c.is_sliding(layer));
+  l.intermediate = c.layer_intermediate(layer);
   return l;
 }
 /// Whether layer_config(c, sliding) differs from c (the block math then works on a copy).
@@ -254,6 +291,25 @@ struct LatentAttention {
   Eigen::VectorXf kv_a_norm;      ///< kv_a_layernorm [kv_lora_rank]
 };
 
+/// Gemma 4 E2B / E4B: the model's per-layer embeddings. Layer l's input, per token with ids t and
+/// scaled embedding x0 (embedding row × √hidden):
+///   ple_l = (RMSNorm(x0 · projection_lᵀ / √hidden; norm) + table[t]_l · √P) / √2
+/// where _l is the l-th slice of P columns (table) or rows (projection): per_layer_input().
+struct PerLayerEmbedding {
+  RowMatrix table;        ///< embed_tokens_per_layer [per_layer_vocab, layers · P]
+  RowMatrix projection;   ///< per_layer_model_projection [layers · P, hidden]
+  Eigen::VectorXf norm;   ///< per_layer_projection_norm [P]
+};
+
+/// A layer's per-layer input branch (Gemma 4 E2B / E4B), at the block's end, before layer_scalar:
+///   out = h + post_norm(projection(gelu_tanh(gate(h)) ⊙ ple_l))
+/// gate and projection are linear slots (tuned; LinearSlot::per_layer), post_norm is not.
+struct PerLayerBranch {
+  RowMatrix gate;             ///< per_layer_input_gate [P, hidden]
+  RowMatrix projection;       ///< per_layer_projection [hidden, P]
+  Eigen::VectorXf post_norm;  ///< post_per_layer_input_norm [hidden]
+};
+
 struct LlamaBlock {
   std::array<RowMatrix, 7> linear;  ///< [out, in] each, indexed by Linear; gate/up/down empty with `moe` (unless beside_mlp)
   Eigen::VectorXf attn_norm, ffn_norm;
@@ -268,6 +324,8 @@ struct LlamaBlock {
   std::optional<LatentAttention> mla;      ///< DeepSeek-V3's latent attention (LlamaConfig::latent_attention)
   bool values_from_keys = false;            ///< no v_proj (linear[Value] empty, no slot): V is k_proj's output (Gemma 4's full layers)
   float layer_scalar = 1;                   ///< Gemma 4: the block's whole output (residual included) × this
+  std::optional<PerLayerBranch> per_layer;  ///< Gemma 4 E2B / E4B: the per-layer input's branch
+  bool kv_shared = false;                   ///< no k_proj / v_proj (linear[Key], [Value] empty, no slots): the donor's keys and values (Gemma 4)
   RowMatrix& operator[](Linear l) { return linear[static_cast<std::size_t>(l)]; }
   const RowMatrix& operator[](Linear l) const { return linear[static_cast<std::size_t>(l)]; }
 };
@@ -287,6 +345,7 @@ struct LlamaModel {
   std::vector<LlamaBlock> blocks;
   Eigen::VectorXf final_norm;
   RowMatrix output;  ///< [vocab, hidden]; empty when tied to the embedding
+  std::optional<PerLayerEmbedding> per_layer;  ///< Gemma 4 E2B / E4B (LlamaConfig::per_layer_input)
   const RowMatrix& lm_head() const { return config.tied_embeddings ? embedding : output; }
 };
 

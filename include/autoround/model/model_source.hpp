@@ -28,6 +28,17 @@ concept ModelSource = requires(const S s, Index b, std::span<const std::int32_t>
   { s.name() } -> std::convertible_to<std::string>;            // the file or directory, for errors
 };
 
+/// A source that also reads Gemma 4 E2B / E4B's per-layer embeddings (HfModelSource): the whole
+/// table and projection (load_model), or a layer's slice of the table for some tokens and the
+/// projection with its norm (what a block-by-block run makes each layer's inputs from).
+template <class S>
+concept PerLayerEmbeddingSource = requires(const S s, Index b, std::span<const std::int32_t> tokens) {
+  { s.per_layer_embedding() } -> std::same_as<PerLayerEmbedding>;
+  { s.per_layer_rows(tokens, b) } -> std::same_as<RowMatrix>;
+  { s.per_layer_projection() } -> std::same_as<RowMatrix>;
+  { s.per_layer_norm() } -> std::same_as<Eigen::VectorXf>;
+};
+
 /// The whole model in float32 (what load_llama does).
 template <ModelSource S>
 LlamaModel load_model(const S& source) {
@@ -37,6 +48,10 @@ LlamaModel load_model(const S& source) {
   for (Index b = 0; b < m.config.layers; ++b) m.blocks.push_back(source.block(b));
   m.final_norm = source.final_norm();
   m.output = source.output();
+  if (m.config.per_layer_input > 0) {
+    if constexpr (PerLayerEmbeddingSource<S>) m.per_layer = source.per_layer_embedding();
+    else throw Error(source.name() + ": per-layer embeddings (Gemma 4 E2B / E4B) are not read from this source");
+  }
   return m;
 }
 
@@ -51,7 +66,14 @@ class AnyModelSource {
         rows_([&source](std::span<const std::int32_t> t) { return source.embedding_rows(t); }),
         embedding_([&source] { return source.embedding(); }), final_norm_([&source] { return source.final_norm(); }),
         output_([&source] { return source.output(); }),
-        output_rows_([&source](std::span<const std::int32_t> t) { return source.output_rows(t); }) {}
+        output_rows_([&source](std::span<const std::int32_t> t) { return source.output_rows(t); }) {
+    if constexpr (PerLayerEmbeddingSource<S>) {
+      per_layer_embedding_ = [&source] { return source.per_layer_embedding(); };
+      per_layer_rows_ = [&source](std::span<const std::int32_t> t, Index b) { return source.per_layer_rows(t, b); };
+      per_layer_projection_ = [&source] { return source.per_layer_projection(); };
+      per_layer_norm_ = [&source] { return source.per_layer_norm(); };
+    }
+  }
 
   const LlamaConfig& config() const { return config_; }
   std::string name() const { return name_; }
@@ -61,8 +83,18 @@ class AnyModelSource {
   Eigen::VectorXf final_norm() const { return final_norm_(); }
   RowMatrix output() const { return output_(); }
   RowMatrix output_rows(std::span<const std::int32_t> rows) const { return output_rows_(rows); }
+  PerLayerEmbedding per_layer_embedding() const { return per_layer(per_layer_embedding_)(); }
+  RowMatrix per_layer_rows(std::span<const std::int32_t> tokens, Index b) const { return per_layer(per_layer_rows_)(tokens, b); }
+  RowMatrix per_layer_projection() const { return per_layer(per_layer_projection_)(); }
+  Eigen::VectorXf per_layer_norm() const { return per_layer(per_layer_norm_)(); }
 
  private:
+  template <class F>
+  const F& per_layer(const F& f) const {
+    if (!f) throw Error(name_ + ": per-layer embeddings (Gemma 4 E2B / E4B) are not read from this source");
+    return f;
+  }
+
   LlamaConfig config_;
   std::string name_;
   std::function<LlamaBlock(Index)> block_;
@@ -71,9 +103,13 @@ class AnyModelSource {
   std::function<Eigen::VectorXf()> final_norm_;
   std::function<RowMatrix()> output_;
   std::function<RowMatrix(std::span<const std::int32_t>)> output_rows_;
+  std::function<PerLayerEmbedding()> per_layer_embedding_;
+  std::function<RowMatrix(std::span<const std::int32_t>, Index)> per_layer_rows_;
+  std::function<RowMatrix()> per_layer_projection_;
+  std::function<Eigen::VectorXf()> per_layer_norm_;
 };
 
-static_assert(ModelSource<AnyModelSource>);
+static_assert(ModelSource<AnyModelSource> && PerLayerEmbeddingSource<AnyModelSource>);
 
 namespace detail {
 inline void check_tokens(std::span<const std::int32_t> tokens, Index vocab) {
