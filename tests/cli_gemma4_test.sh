@@ -114,5 +114,44 @@ PY
 # figures to the last digit (scripts/check_gemma4_gguf_transformers.py: q8_0 210.9043, q4_k_m 200.2254).
 mkdir -p "$work/moe-gguf"
 bash "$(dirname "$0")/support/gguf_family_readback.sh" cli_gemma4 "$autoround" "$moe/model.gguf" "$moe/text.tokens" "$work/moe-gguf" 34 0.2 0.05
+# Gemma 4 E2B's pieces (tests/fixtures/families/gemma4_e2b: per-layer embeddings, layers 4 and 5
+# attending with layers 2's and 3's keys and values, their MLPs double-wide): tuned into auto_round,
+# the per-layer branch's gate and projection tuned as linear slots (9 per layer, 7 in the kv-shared
+# ones: no k_proj / v_proj), each block beating round to nearest; the checkpoint keeps the per-layer
+# table, projection and norms, writes no k_proj / v_proj / k_norm for the shared layers, and reads
+# back near the float model.
+e2b=$2/families/gemma4_e2b
+"$autoround" quantize --model "$e2b" --calibration "$e2b/text.tokens" --output "$work/e2b" --format auto_round \
+  --nsamples 3 --seqlen 16 --iters 50 --batch-size 1 --bits 4 --group-size 8 --sym \
+  >"$work/e2b.log" 2>&1 || { echo "cli_gemma4: quantize gemma4_e2b failed"; cat "$work/e2b.log"; exit 1; }
+for dir in "$work/e2b/auto_round" "$e2b"; do
+  "$autoround" eval --model "$dir" --text "$e2b/text.tokens" --context 16 | awk '/^perplexity/ { print $2 }'
+done >"$work/e2b.ppl"
+python3 - "$e2b" "$work" "$(dirname "$0")/support" <<'PY' || { cat "$work/e2b.log"; exit 1; }
+import json, sys
+src, work = sys.argv[1:3]
+sys.path.insert(0, sys.argv[3])
+from safetensors_file import read
+blocks = json.load(open(work + "/e2b/quantization_report.json"))["runs"][0]["blocks"]
+assert [b["quantized_layers"] for b in blocks] == [9, 9, 9, 9, 7, 7], blocks
+for b in blocks:
+    assert b["best_loss"] < 0.9 * b["rtn_loss"], b
+qh, qv, _ = read(work + "/e2b/auto_round/model.safetensors")
+sh, sv, _ = read(src + "/model.safetensors")
+for layer in range(6):
+    p = f"model.layers.{layer}."
+    shared = layer >= 4
+    for name in ("self_attn.k_proj.qweight", "self_attn.v_proj.qweight", "self_attn.k_norm.weight"):
+        assert (p + name in qh) == (not shared), (layer, name)
+    for name in ("per_layer_input_gate.qweight", "per_layer_projection.qweight", "post_per_layer_input_norm.weight", "mlp.gate_proj.qweight"):
+        assert p + name in qh, (layer, name)
+for n in ("model.embed_tokens_per_layer.weight", "model.per_layer_model_projection.weight", "model.per_layer_projection_norm.weight"):
+    worst = max(abs(a - b) for a, b in zip(sv(n), qv(n)))
+    assert qh[n]["shape"] == sh[n]["shape"] and worst <= 1e-3 * max(abs(a) for a in sv(n)), (n, worst)
+quantized, float_ = (float(x) for x in open(work + "/e2b.ppl").read().split())
+assert abs(quantized / float_ - 1) < 0.05, (quantized, float_)
+print("cli_gemma4: gemma4_e2b per-layer branch tuned, shared layers without k/v, per-layer embedding kept; perplexity %.4f float, "
+      "%.4f auto_round; losses %s" % (float_, quantized, [round(b["best_loss"] / b["rtn_loss"], 3) for b in blocks]))
+PY
 echo "cli_gemma4: ok"
 rm -rf "$work"

@@ -301,9 +301,13 @@ std::vector<std::optional<QuantSpec>> layer_schemes(const ModelQuantOptions& opt
   };
   for (Index b = 0; b < config.layers; ++b) {
     for (Linear l : all_linears) {
-      const auto [rows, cols] = linear_shape(layer_config(config, config.is_sliding(b)), l);
+      const auto [rows, cols] = linear_shape(layer_config(config, b), l);
       add(layer_name(b, LinearSlot{l, LinearSlot::own}, config.model_type), rows, cols);
     }
+    if (config.per_layer_input > 0)  // Gemma 4 E2B / E4B's per-layer branch
+      for (Linear l : {Linear::Gate, Linear::Down})
+        add(layer_name(b, LinearSlot{l, LinearSlot::per_layer}, config.model_type), l == Linear::Gate ? config.per_layer_input : config.hidden,
+            l == Linear::Gate ? config.hidden : config.per_layer_input);
     if (config.latent_attention() && config.q_lora_rank > 0)  // DeepSeek-V3's q_a_proj
       add(layer_name(b, LinearSlot{Linear::Query, LinearSlot::latent}, config.model_type), config.q_lora_rank, config.hidden);
     if (experts.count == 0) continue;

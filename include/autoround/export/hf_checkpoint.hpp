@@ -150,7 +150,36 @@ class HfTensorWriter {
     add_rows(c_.hf_prefix + "embed_tokens.weight", [&](std::span<const std::int32_t> ids) { return source.embedding_rows(ids); });
     add_norm(w, c_.hf_prefix + "norm.weight", source.final_norm());
     if (!c_.tied_embeddings) add_rows(c_.hf_lm_head, [&](std::span<const std::int32_t> ids) { return source.output_rows(ids); });
+    if (c_.per_layer_input > 0) {  // Gemma 4 E2B / E4B: the table a slice of rows at a time (all layers' columns), float16
+      if constexpr (PerLayerEmbeddingSource<S>) {
+        const Index p = c_.per_layer_input, width = c_.layers * p;
+        w.add_pieces(c_.hf_prefix + "embed_tokens_per_layer.weight", Dtype::F16, {c_.per_layer_vocab, width},
+                     static_cast<std::size_t>(c_.per_layer_vocab * width) * 2, [&](auto&& put) {
+                       std::vector<std::int32_t> ids;
+                       for (Index first = 0; first < c_.per_layer_vocab; first += 4096) {
+                         ids.resize(static_cast<std::size_t>(std::min<Index>(4096, c_.per_layer_vocab - first)));
+                         for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int32_t>(first + static_cast<Index>(i));
+                         RowMatrix rows(static_cast<Index>(ids.size()), width);
+                         for (Index l = 0; l < c_.layers; ++l) rows.middleCols(l * p, p) = source.per_layer_rows(ids, l);
+                         put(std::span<const std::byte>(ggml::quantize(ggml::Type::F16, std::span<const float>(rows.data(), static_cast<std::size_t>(rows.size())))));
+                       }
+                     });
+        add_per_layer_projection(w, source.per_layer_projection(), source.per_layer_norm());
+      } else {
+        throw Error(source.name() + ": per-layer embeddings (Gemma 4 E2B / E4B) are not read from this source");
+      }
+    }
     add_beside_language_model(w);
+  }
+
+  /// Gemma 4 E2B / E4B's per-layer embedding, held whole (float16, as the embedding).
+  void add_per_layer_embedding(SafetensorsWriter& w, const PerLayerEmbedding& e) const {
+    detail::add_f16(w, c_.hf_prefix + "embed_tokens_per_layer.weight", e.table.data(), {e.table.rows(), e.table.cols()});
+    add_per_layer_projection(w, e.projection, e.norm);
+  }
+  void add_per_layer_projection(SafetensorsWriter& w, const RowMatrix& projection, const Eigen::VectorXf& norm) const {
+    detail::add_f16(w, c_.hf_prefix + "per_layer_model_projection.weight", projection.data(), {projection.rows(), projection.cols()});
+    add_norm(w, c_.hf_prefix + "per_layer_projection_norm.weight", norm);
   }
 
   /// A vision-language checkpoint's tensors outside its language model (vision tower, projector),
@@ -217,10 +246,11 @@ class HfTensorWriter {
       if (block.mla->query_a_norm.size() > 0) add_norm(w, prefix + "self_attn.q_a_layernorm.weight", block.mla->query_a_norm);
       add_norm(w, prefix + "self_attn.kv_a_layernorm.weight", block.mla->kv_a_norm);
     }
-    if (block.q_norm.size() > 0) {  // Qwen3, Gemma 3
+    if (block.q_norm.size() > 0) {  // Qwen3, Gemma 3 (Gemma 4's kv-shared layers: no k_norm)
       add_norm(w, prefix + "self_attn.q_norm.weight", block.q_norm);
-      add_norm(w, prefix + "self_attn.k_norm.weight", block.k_norm);
+      if (block.k_norm.size() > 0) add_norm(w, prefix + "self_attn.k_norm.weight", block.k_norm);
     }
+    if (block.per_layer) add_norm(w, prefix + "post_per_layer_input_norm.weight", block.per_layer->post_norm);  // (its linears: slots)
     for (std::size_t k = 0; k < 3; ++k)  // Qwen2's q/k/v biases, float16 as the reference's QuantLinear keeps them
       if (block.qkv_bias[k].size() > 0)
         detail::add_f16(w, prefix + hf_name(all_linears[k]) + ".bias", block.qkv_bias[k].data(), {block.qkv_bias[k].size()});
@@ -603,6 +633,7 @@ inline std::vector<std::string> export_hf_checkpoint(const QuantizedLlama<>& q, 
   SafetensorsWriter w;
   w.set_metadata("format", "pt");
   writer.add_globals(w, m.embedding, m.final_norm, m.output);
+  if (m.per_layer) writer.add_per_layer_embedding(w, *m.per_layer);
   for (Index b = 0; b < m.config.layers; ++b) writer.add_block(w, b, m.blocks[static_cast<std::size_t>(b)], q.layers.at(static_cast<std::size_t>(b)));
   w.write(dir / "model.safetensors");
   writer.write_metadata(dir);

@@ -6,7 +6,8 @@
 // with experts beside a dense MLP (Gemma 4's 26B-A4B) the MLP's three, then each routed expert's
 // gate, up and down, then the shared expert's (first_expert_slot, expert_slot_index). The router and the shared expert's gate are not slots: the reference keeps
 // them in full precision (docs/block-descriptions.md). A latent-attention block (DeepSeek-V3) has
-// one more, q_a_proj, last (so that the others keep their places).
+// one more, q_a_proj, last (so that the others keep their places). Gemma 4 E2B / E4B: a kv-shared
+// layer has no Key and Value slots; the per-layer branch's gate and projection come last.
 #include <optional>
 #include <string>
 #include <vector>
@@ -20,6 +21,7 @@ struct LinearSlot {
   static constexpr Index own = -1;     ///< the block's attention or dense MLP
   static constexpr Index shared = -2;  ///< the MoE's shared expert
   static constexpr Index latent = -3;  ///< a latent attention's query compression q_a_proj (role Query)
+  static constexpr Index per_layer = -4;  ///< Gemma 4 E2B / E4B's per-layer branch: its gate (role Gate) and projection (role Down)
   Linear role = Linear::Query;         ///< an expert's layers are Gate, Up or Down
   Index expert = own;                  ///< own, shared, or the routed expert's index
   bool routed() const { return expert >= 0; }
@@ -33,7 +35,8 @@ inline std::vector<LinearSlot> linear_slots(const LlamaBlock& block) {
   std::vector<LinearSlot> slots;
   const auto attention = [&] {  // (Gemma 4's full layers without v_proj: no Value slot)
     for (Linear l : {Linear::Query, Linear::Key, Linear::Value, Linear::Output})
-      if (l != Linear::Value || !block.values_from_keys) slots.push_back({l, LinearSlot::own});
+      if ((l != Linear::Value || !block.values_from_keys) && ((l != Linear::Key && l != Linear::Value) || !block.kv_shared))
+        slots.push_back({l, LinearSlot::own});
   };
   attention();
   if (!block.moe || block.moe->beside_mlp)  // a dense MLP (Gemma 4's 26B-A4B: and its experts beside it)
@@ -47,13 +50,18 @@ inline std::vector<LinearSlot> linear_slots(const LlamaBlock& block) {
   }
   // (by its norm: a streaming run's sink gets the block with its quantized weights released)
   if (block.mla && block.mla->query_a_norm.size() > 0) slots.push_back({Linear::Query, LinearSlot::latent});
+  if (block.per_layer) slots.push_back({Linear::Gate, LinearSlot::per_layer}), slots.push_back({Linear::Down, LinearSlot::per_layer});
   return slots;
 }
 
 /// Where a block's own linear `l` (attention, or a dense MLP's) sits in linear_slots: l's index,
 /// one less past Value in a block without v_proj (`values_from_keys`: Gemma 4's full layers),
 /// nullopt for Value there.
-inline std::optional<std::size_t> own_slot_index(Linear l, bool values_from_keys) {
+inline std::optional<std::size_t> own_slot_index(Linear l, bool values_from_keys, bool kv_shared = false) {
+  if (kv_shared) {  // Gemma 4's kv-shared layers: no Key, no Value
+    if (l == Linear::Key || l == Linear::Value) return std::nullopt;
+    return l == Linear::Query ? std::size_t{0} : static_cast<std::size_t>(l) - 2;
+  }
   if (!values_from_keys || l < Linear::Value) return static_cast<std::size_t>(l);
   if (l == Linear::Value) return std::nullopt;
   return static_cast<std::size_t>(l) - 1;
@@ -90,6 +98,7 @@ template <class Block>
 auto& slot_weight_of(Block& block, const LinearSlot& s) {
   if (s.expert == LinearSlot::own) return block[s.role];
   if (s.expert == LinearSlot::latent) return block.mla.value().query_a;
+  if (s.expert == LinearSlot::per_layer) return s.role == Linear::Gate ? block.per_layer.value().gate : block.per_layer.value().projection;
   return expert_weight_of(block.moe.value(), s);
 }
 }  // namespace detail
@@ -106,6 +115,7 @@ inline RowMatrix& expert_weight(MoeFeedForward& moe, const LinearSlot& s) { retu
 /// attention's "self_attn.q_a_proj", "self_attn.q_b_proj", ...; Gemma 4's "experts.3.gate_proj").
 inline std::string hf_name(const LinearSlot& s, const std::string& model_type = {}) {
   if (s.expert == LinearSlot::latent) return "self_attn.q_a_proj";
+  if (s.expert == LinearSlot::per_layer) return s.role == Linear::Gate ? "per_layer_input_gate" : "per_layer_projection";
   if (s.expert == LinearSlot::own) return hf_name(s.role, model_type);
   const char* projection = s.role == Linear::Gate ? "gate_proj" : s.role == Linear::Up ? "up_proj" : "down_proj";
   if (s.expert == LinearSlot::shared) return std::string(model_type == "deepseek_v3" || model_type == "deepseek2" || model_type == "glm4_moe" ? "mlp.shared_experts." : "mlp.shared_expert.") + projection;

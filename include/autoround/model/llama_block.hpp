@@ -413,6 +413,36 @@ inline void block_forward(const BlockWeights& w, const LlamaConfig& c, std::span
   }
 }
 
+/// The side inputs of samples `samples` of `from`, stacked as their hidden states are (one under another).
+inline BlockSideInputs stack_side_inputs(std::span<const Index> samples, std::span<const BlockSideInputs> from) {
+  BlockSideInputs out;
+  const auto stack = [&](RowMatrix BlockSideInputs::*part) {
+    const RowMatrix& first = from[static_cast<std::size_t>(samples[0])].*part;
+    if (first.size() == 0) return;
+    RowMatrix& to = out.*part;
+    to.resize(static_cast<Index>(samples.size()) * first.rows(), first.cols());
+    for (std::size_t i = 0; i < samples.size(); ++i) to.middleRows(static_cast<Index>(i) * first.rows(), first.rows()) = from[static_cast<std::size_t>(samples[i])].*part;
+  };
+  stack(&BlockSideInputs::per_layer);
+  stack(&BlockSideInputs::keys);
+  stack(&BlockSideInputs::values);
+  return out;
+}
+
+/// As above, each sequence with its side inputs (`side[s]`; Gemma 4 E2B / E4B), one sequence per
+/// forward; a donor layer's keys and values of sequence s into donate[s] (`donate` empty: not kept).
+inline void block_forward(BlockWeights w, const LlamaConfig& c, std::span<RowMatrix> sequences, std::span<const BlockSideInputs> side,
+                          std::span<BlockSideInputs> donate) {
+  if (side.empty() && donate.empty()) return block_forward(w, c, sequences);
+  detail::require(side.size() == sequences.size() && (donate.empty() || donate.size() == sequences.size()),
+                  "block_forward: one side input (and kept keys and values) per sequence");
+  for (std::size_t s = 0; s < sequences.size(); ++s) {
+    w.side = &side[s];
+    w.donate = donate.empty() ? nullptr : &donate[s];
+    block_forward(w, c, sequences[s], nullptr, sequences[s].rows());
+  }
+}
+
 namespace detail {
 /// dL/d(the block's output before Gemma 4's layer_scalar): d_out × the scalar (in z), or d_out.
 inline const RowMatrix& scaled_output_gradient(const BlockWeights& w, const RowMatrix& d_out, BlockBackwardScratch& z) {

@@ -12,6 +12,7 @@
 
 #include "../core/error.hpp"
 #include "../core/matrix.hpp"
+#include "../model/llama_block.hpp"
 #include "python_random.hpp"
 
 namespace autoround {
@@ -31,6 +32,10 @@ struct BlockCalibration {
   /// one seeded with TuneOptions::seed. quantize_model passes one stream to every block, as the
   /// reference's samplers share Python's global `random`.
   PythonRandom* random = nullptr;
+  /// Per sample, what the block reads beside `inputs` (Gemma 4 E2B / E4B: its per-layer inputs
+  /// and, in a kv-shared layer, its donor's keys and values on the same stream); empty: nothing.
+  /// Own targets (no `targets`) are computed with them too.
+  std::span<const BlockSideInputs> side = {};
 };
 
 namespace detail {
@@ -49,6 +54,8 @@ inline void check_block_calibration(const BlockCalibration& c, Index hidden, con
     for (const RowMatrix& t : c.targets)
       require(t.rows() == seqlen && t.cols() == hidden, name + ": targets must be shaped as the calibration samples");
   }
+  require(c.side.empty() || c.side.size() == c.inputs.size(),
+          name + ": " + std::to_string(c.side.size()) + " side inputs for " + std::to_string(c.inputs.size()) + " calibration samples");
   if (!c.masks.empty()) {
     require(c.masks.size() == c.inputs.size(), name + ": " + std::to_string(c.masks.size()) + " loss masks for " +
                                                    std::to_string(c.inputs.size()) + " calibration samples");

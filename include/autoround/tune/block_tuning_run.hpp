@@ -67,7 +67,7 @@ class BlockTuningRun {
                  const LlamaBlock& block, const LlamaConfig& config, const BlockCalibration& calibration,
                  const std::string& name)
       : options_(options), optimizer_(optimizer), backend_(backend), block_(block), config_(config), slots_(linear_slots(block)),
-        inputs_(calibration.inputs), masks_(calibration.masks),
+        inputs_(calibration.inputs), masks_(calibration.masks), side_(calibration.side),
         sampler_(make_sampler(options, calibration)),
         tracker_(options) {
     detail::check_block_calibration(calibration, config.hidden, name);
@@ -80,7 +80,8 @@ class BlockTuningRun {
     }
     if (calibration.targets.empty()) {
       own_targets_.assign(inputs_.begin(), inputs_.end());
-      block_forward(BlockWeights::of(block), config, std::span<RowMatrix>(own_targets_), options.batch_size);
+      if (side_.empty()) block_forward(BlockWeights::of(block), config, std::span<RowMatrix>(own_targets_), options.batch_size);
+      else block_forward(BlockWeights::of(block), config, std::span<RowMatrix>(own_targets_), side_, {});
       targets_ = own_targets_;
     } else {
       targets_ = calibration.targets;
@@ -92,7 +93,7 @@ class BlockTuningRun {
     if constexpr (float_codes)
       for (const auto& q : quantizers) measure_inputs = measure_inputs || (q && q->static_input_scale());
     InputImportance importance;
-    if (search || measure_inputs) importance = input_importance(block, config, inputs_, measure_inputs ? &input_absmax_ : nullptr);
+    if (search || measure_inputs) importance = input_importance(block, config, inputs_, measure_inputs ? &input_absmax_ : nullptr, side_);
     if constexpr (float_codes) {  // W4A4 / W8A8 schemes: the layers' inputs are quantized in the tuned forward, as the reference's
       InputMaxima maxima;
       for (std::size_t i = 0; i < slots_.size(); ++i)
@@ -127,10 +128,16 @@ class BlockTuningRun {
   double step() {
     const int step = tracker_.next_step();
     const auto samples = sampler_.next_batch();
-    const BlockWeights weights = quantized_weights();
+    BlockWeights weights = quantized_weights();
     std::array<RowMatrix, 7>& grads = grads_;
     for (Linear l : all_linears) grads[static_cast<std::size_t>(l)].setZero(block_[l].rows(), block_[l].cols());
     if (block_.mla) query_a_grad_.setZero(block_.mla->query_a.rows(), block_.mla->query_a.cols());
+    if (block_.per_layer) {
+      per_layer_grads_[0].setZero(block_.per_layer->gate.rows(), block_.per_layer->gate.cols());
+      per_layer_grads_[1].setZero(block_.per_layer->projection.rows(), block_.per_layer->projection.cols());
+    }
+    BlockSideInputs side;  // the minibatch's per-layer inputs and donor keys, stacked as its samples (Gemma 4 E2B / E4B)
+    if (!side_.empty()) side = stack_side_inputs(samples, side_), weights.side = &side;
     if (moe_)
       for (std::size_t i = 0; i < slots_.size(); ++i)
         if (slots_[i].of_expert()) {
@@ -157,7 +164,7 @@ class BlockTuningRun {
       block_backward(weights, config_, cache_, out, grads, expert_grads_, &scratch_, &query_a_grad_);
       for (std::size_t e = 0; e < expert_tokens_.size(); ++e) expert_tokens_[e] += cache_.moe.tokens[e];
     } else {
-      block_backward(weights, config_, cache_, out, grads, &scratch_, &query_a_grad_);
+      block_backward(weights, config_, cache_, out, grads, &scratch_, &query_a_grad_, &per_layer_grads_);
     }
     loss /= count;
     if (tracker_.record(loss, detail::unmasked_positions(masks_, samples))) snapshot();
@@ -188,6 +195,8 @@ class BlockTuningRun {
       chunk.clear();
       for (Index s = first; s < std::min<Index>(first + batch, static_cast<Index>(inputs_.size())); ++s) chunk.push_back(s);
       RowMatrix out = stack(chunk, inputs_);
+      BlockSideInputs side;
+      if (!side_.empty()) side = stack_side_inputs(chunk, side_), weights.side = &side;
       block_forward(weights, config_, out, nullptr, seqlen);
       for (std::size_t i = 0; i < chunk.size(); ++i) {
         auto diff = out.middleRows(static_cast<Index>(i) * seqlen, seqlen);
@@ -250,6 +259,8 @@ class BlockTuningRun {
       }
       layers_[i]->tunable.forward(backend_, mutable_view(layers_[i]->qweight));
       if (slots_[i].expert == LinearSlot::latent) weights.query_a = &layers_[i]->qweight;
+      else if (slots_[i].expert == LinearSlot::per_layer)
+        (slots_[i].role == Linear::Gate ? weights.per_layer_gate : weights.per_layer_projection) = &layers_[i]->qweight;
       else weights.linear[static_cast<std::size_t>(slots_[i].role)] = &layers_[i]->qweight;
     }
     return weights;
@@ -260,6 +271,7 @@ class BlockTuningRun {
     const LinearSlot& s = slots_[i];
     if (s.expert == LinearSlot::own) return grads_[static_cast<std::size_t>(s.role)];
     if (s.expert == LinearSlot::latent) return query_a_grad_;
+    if (s.expert == LinearSlot::per_layer) return per_layer_grads_[s.role == Linear::Gate ? 0 : 1];
     auto& triple = s.expert == LinearSlot::shared ? expert_grads_.back() : expert_grads_[static_cast<std::size_t>(s.expert)];
     return triple[projection_index(s.role)];
   }
@@ -306,6 +318,7 @@ class BlockTuningRun {
   std::optional<MoeFeedForward> moe_;  // a mixture-of-experts block's experts as the forward computes with them
   std::span<const RowMatrix> inputs_, targets_;
   std::span<const LossMask> masks_;
+  std::span<const BlockSideInputs> side_;  // per sample (Gemma 4 E2B / E4B); empty: none
   std::vector<RowMatrix> own_targets_;  // when the caller gives none
   IndexSampler sampler_;
   std::vector<std::optional<Layer>> layers_;  // per slot
@@ -315,6 +328,7 @@ class BlockTuningRun {
   std::vector<float> outlier_scratch_;  // drop_largest_errors' magnitudes
   std::array<RowMatrix, 7> grads_;                       // the block's own layers'
   RowMatrix query_a_grad_;                               // a latent attention's q_a_proj
+  std::array<RowMatrix, 2> per_layer_grads_;             // the per-layer branch's gate and projection
   std::vector<std::array<RowMatrix, 3>> expert_grads_;  // per routed expert (the shared one last): gate, up, down
   std::vector<Index> expert_tokens_;
   std::vector<float> input_absmax_;  // per slot, where measured (NVFP4)
@@ -327,6 +341,12 @@ class BlockTuningRun {
 template <HostBackend B>
 void forward_block(const B&, const LlamaBlock& block, const LlamaConfig& config, std::span<RowMatrix> hidden) {
   block_forward(BlockWeights::of(block), config, hidden);
+}
+/// As above, each sample with its side inputs (Gemma 4 E2B / E4B), a donor's keys and values kept in `donate`.
+template <HostBackend B>
+void forward_block(const B&, const LlamaBlock& block, const LlamaConfig& config, std::span<RowMatrix> hidden,
+                   std::span<const BlockSideInputs> side, std::span<BlockSideInputs> donate) {
+  block_forward(BlockWeights::of(block), config, hidden, side, donate);
 }
 
 }  // namespace autoround

@@ -61,6 +61,7 @@ class ImportanceAccumulator {
       const LinearSlot& s = slots_[i];
       if (s.expert == LinearSlot::own) add_rows(i, cache.of(s.role));
       else if (s.expert == LinearSlot::latent) add_rows(i, cache.attention_in);  // q_a_proj reads the normed hidden state
+      else if (s.expert == LinearSlot::per_layer) add_rows(i, s.role == Linear::Gate ? cache.per_layer_in : cache.per_layer_product);
       else if (s.expert == LinearSlot::shared) add_rows(i, s.role == Linear::Down ? cache.moe.shared_act : cache.experts_input());
       else if (s.role == Linear::Down) add_rows(i, cache.moe.act[static_cast<std::size_t>(s.expert)]);
       else add_rows(i, cache.experts_input(), cache.moe.rows[static_cast<std::size_t>(s.expert)]);
@@ -105,7 +106,7 @@ class ImportanceAccumulator {
 /// The full-precision block's InputImportance on `inputs` (one [seqlen, hidden] matrix per sample);
 /// with `absmax`, also each slot's largest |input|.
 inline InputImportance input_importance(const LlamaBlock& block, const LlamaConfig& config, std::span<const RowMatrix> inputs,
-                                        std::vector<float>* absmax = nullptr) {
+                                        std::vector<float>* absmax = nullptr, std::span<const BlockSideInputs> side = {}) {
   ImportanceAccumulator accumulator(linear_slots(block));
   BlockCache cache;
   for (std::size_t first = 0, batch = 1; first < inputs.size(); first += batch) {
@@ -117,7 +118,16 @@ inline InputImportance input_importance(const LlamaBlock& block, const LlamaConf
       if (inputs[s].rows() != seqlen) throw Error("input_importance: samples of different lengths");
       h.middleRows(static_cast<Index>(s - first) * seqlen, seqlen) = inputs[s];
     }
-    block_forward(block, config, h, &cache, seqlen);
+    if (side.empty()) {
+      block_forward(block, config, h, &cache, seqlen);
+    } else {  // (Gemma 4 E2B / E4B: the samples' per-layer inputs and donor keys, stacked alike)
+      std::vector<Index> rows(end - first);
+      for (std::size_t s = first; s < end; ++s) rows[s - first] = static_cast<Index>(s);
+      const BlockSideInputs stacked = stack_side_inputs(rows, side);
+      BlockWeights w = BlockWeights::of(block);
+      w.side = &stacked;
+      block_forward(w, config, h, &cache, seqlen);
+    }
     accumulator.add(cache);
   }
   if (absmax) *absmax = accumulator.absmax();

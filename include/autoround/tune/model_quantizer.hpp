@@ -35,6 +35,7 @@
 #include "../model/calibration_samples.hpp"
 #include "../model/linear_slots.hpp"
 #include "../model/llama_forward.hpp"
+#include "../model/per_layer_input.hpp"
 #include "../model/model_source.hpp"
 #include "../optimizer/sign_sgd.hpp"
 #include "../quantizer/double_quantizer.hpp"
@@ -288,6 +289,10 @@ using WeightsReleased = std::function<void()>;
 /// each sample as it is embedded, so the host never holds them all).
 using Embedder = std::function<RowMatrix(const TokenSequence&)>;
 
+/// A calibration sample's per-layer inputs for one layer, [seqlen, P] (Gemma 4 E2B / E4B:
+/// model/per_layer_input.hpp); empty for a model without them.
+using PerLayerInputs = std::function<RowMatrix(const TokenSequence&, Index layer)>;
+
 /// The state that runs from block to block with both activation streams in host memory: the
 /// streams, the loss masks and the sampler's random stream. The CPU's BlockByBlock (the Cuda
 /// policy has its own, with cuda::ActivationStreams: backend/cuda/cuda_runs.cuh).
@@ -297,11 +302,14 @@ class HostBlockByBlock {
   /// `embed` gives a sample's embedding rows ([seqlen, hidden]); every sample is embedded here.
   HostBlockByBlock(const Embedder& embed, std::span<const TokenSequence> samples, const ModelQuantOptions& options, O optimizer,
                    B backend)
-      : options_(options), optimizer_(std::move(optimizer)), backend_(std::move(backend)), fp_(embed_all(embed, samples)),
+      : options_(options), optimizer_(std::move(optimizer)), backend_(std::move(backend)), fp_(embed_all(embed, samples)), samples_(samples),
         masks_(options.mask_loss ? loss_masks(samples, options.pad_token) : std::vector<LossMask>{}), random_(options.tune.seed) {
     // the quantized stream (ActivationStreams::Two) starts as a copy; the one-stream modes use `fp_` alone
     if (options.streams == ActivationStreams::Two) quantized_ = fp_;
   }
+
+  /// Gemma 4 E2B / E4B: what makes each layer's per-layer inputs (the samples are kept to make them).
+  void per_layer_inputs(PerLayerInputs f) { per_layer_ = std::move(f); }
 
   /// Tune block b (its linear weights become their dequantized values) and move both streams past
   /// it; `released` is called at the end (the host run reads the block's weights throughout).
@@ -310,11 +318,15 @@ class HostBlockByBlock {
     const auto start = std::chrono::steady_clock::now();
     BlockReport report;
     const auto quantizers = block_quantizers<Q>(options_, block, b, report, config.model_type);
+    next_block_ = b + 1;
+    prepare_side(config, b);
     BlockCalibration calibration{std::span<const RowMatrix>(fp_), {}, masks_, &random_};
+    calibration.side = fp_side_;
     if (options_.streams == ActivationStreams::Two) {
-      forward_block(backend_, block, config, std::span<RowMatrix>(fp_));  // fp_ now holds the targets
+      forward_stream(block, config, b, fp_, fp_side_, fp_donors_);  // fp_ now holds the targets
       calibration.inputs = quantized_;
       calibration.targets = fp_;
+      calibration.side = quantized_side_;
     }
     LayerResults<Q> results;
     {
@@ -324,7 +336,7 @@ class HostBlockByBlock {
       report.setup_seconds = seconds_since(setup);
       results = tune_block(run, options_, b, on_step, report);
     }
-    advance(block, config, results);
+    advance(block, config, b, results);
     report.seconds = seconds_since(start);
     if (released) released();
     return {std::move(results), report, random_.state()};
@@ -334,21 +346,58 @@ class HostBlockByBlock {
   /// `finished` results; both streams move past it, the same calls as run() makes, so the same
   /// floats): how a resumed run skips the blocks it kept.
   void replay(LlamaBlock& block, const LlamaConfig& config, const FinishedBlock<Q>& finished) {
-    if (options_.streams == ActivationStreams::Two) forward_block(backend_, block, config, std::span<RowMatrix>(fp_));  // the targets
-    advance(block, config, finished.results);
+    const Index b = next_block_++;  // (blocks come in order: this one follows the last run or replayed)
+    prepare_side(config, b);
+    if (options_.streams == ActivationStreams::Two) forward_stream(block, config, b, fp_, fp_side_, fp_donors_);  // the targets
+    advance(block, config, b, finished.results);
     random_.set_state(finished.random);
   }
 
  private:
   // after the tuning: the streams move past the block, whose weights become the results
-  void advance(LlamaBlock& block, const LlamaConfig& config, const LayerResults<Q>& results) {
+  void advance(LlamaBlock& block, const LlamaConfig& config, Index b, const LayerResults<Q>& results) {
     if (options_.streams == ActivationStreams::FullPrecision)  // the fp block feeds the next
-      forward_block(backend_, block, config, std::span<RowMatrix>(fp_));
+      forward_stream(block, config, b, fp_, fp_side_, fp_donors_);
     dequantize_into(block, results);
-    if (options_.streams == ActivationStreams::Two)
-      forward_block(backend_, block, config, std::span<RowMatrix>(quantized_));  // the quantized block feeds the next
+    if (options_.streams == ActivationStreams::Two)  // the quantized block feeds the next
+      forward_stream(block, config, b, quantized_, quantized_side_, quantized_donors_);
     else if (options_.streams == ActivationStreams::Quantized)
-      forward_block(backend_, block, config, std::span<RowMatrix>(fp_));
+      forward_stream(block, config, b, fp_, fp_side_, fp_donors_);
+  }
+
+  // One stream past block b: with its side inputs where the model has them (Gemma 4 E2B / E4B),
+  // keeping a donor layer's keys and values for the layers that share them.
+  void forward_stream(const LlamaBlock& block, const LlamaConfig& config, Index b, std::vector<RowMatrix>& stream,
+                      const std::vector<BlockSideInputs>& side, std::array<std::vector<BlockSideInputs>, 2>& donors) {
+    if (side.empty()) return forward_block(backend_, block, config, std::span<RowMatrix>(stream));
+    std::vector<BlockSideInputs>& kept = donors[config.is_sliding(b) ? 0 : 1];
+    if (config.kv_donates(b)) kept.resize(stream.size());
+    forward_block(backend_, block, config, std::span<RowMatrix>(stream), std::span<const BlockSideInputs>(side),
+                  config.kv_donates(b) ? std::span<BlockSideInputs>(kept) : std::span<BlockSideInputs>());
+  }
+
+  // Block b's side inputs on both streams: its per-layer inputs (the same on both), a kv-shared
+  // layer's donor's keys and values (each stream its own donor's).
+  void prepare_side(const LlamaConfig& config, Index b) {
+    fp_side_.clear(), quantized_side_.clear();
+    if (config.per_layer_input == 0 && config.kv_shared_layers == 0) return;
+    require(config.per_layer_input == 0 || static_cast<bool>(per_layer_), "a model with per-layer inputs, but no per-layer embedding given to the run");
+    const bool two = options_.streams == ActivationStreams::Two;
+    fp_side_.resize(fp_.size());
+    if (two) quantized_side_.resize(fp_.size());
+    const std::size_t kind = config.is_sliding(b) ? 0 : 1;
+    for (std::size_t s = 0; s < fp_.size(); ++s) {
+      if (config.per_layer_input > 0) fp_side_[s].per_layer = per_layer_(samples_[s], b);
+      if (config.kv_shared(b)) {
+        require(fp_donors_[kind].size() == fp_.size(), "layer " + std::to_string(b) + ": its donor layer's keys and values were not kept");
+        fp_side_[s].keys = fp_donors_[kind][s].keys, fp_side_[s].values = fp_donors_[kind][s].values;
+      }
+      if (two) {
+        quantized_side_[s].per_layer = fp_side_[s].per_layer;
+        if (config.kv_shared(b))
+          quantized_side_[s].keys = quantized_donors_[kind][s].keys, quantized_side_[s].values = quantized_donors_[kind][s].values;
+      }
+    }
   }
 
   static std::vector<RowMatrix> embed_all(const Embedder& embed, std::span<const TokenSequence> samples) {
@@ -361,6 +410,13 @@ class HostBlockByBlock {
   O optimizer_;
   B backend_;
   std::vector<RowMatrix> fp_, quantized_;  // the full-precision and the quantized stream
+  std::span<const TokenSequence> samples_;
+  PerLayerInputs per_layer_;
+  Index next_block_ = 0;
+  // Gemma 4 E2B / E4B: the block's side inputs per stream and sample, and the donor layers' keys
+  // and values per stream ([0] the sliding layers', [1] the full ones'), per sample
+  std::vector<BlockSideInputs> fp_side_, quantized_side_;
+  std::array<std::vector<BlockSideInputs>, 2> fp_donors_, quantized_donors_;
   std::vector<LossMask> masks_;
   PythonRandom random_;  // the minibatch order continues from block to block
 };
@@ -397,6 +453,14 @@ std::vector<LayerResults<Q>> quantize_model(LlamaModel& model, std::span<const T
   detail::check_samples(samples);
   detail::BlockByBlock<Q, O, B> run([&model](const TokenSequence& sample) { return embed(model, sample); }, samples, options,
                                     std::move(optimizer), std::move(backend));
+  if (model.config.per_layer_input > 0) {  // Gemma 4 E2B / E4B
+    detail::require(model.per_layer.has_value(), "quantize_model: a model with per-layer inputs without its per-layer embedding");
+    if constexpr (requires { run.per_layer_inputs(detail::PerLayerInputs{}); })
+      run.per_layer_inputs([&model](const TokenSequence& sample, Index b) {
+        return per_layer_input(embed(model, sample), per_layer_table_rows(*model.per_layer, model.config, sample, b), *model.per_layer,
+                               model.config, b);
+      });
+  }
   std::vector<LayerResults<Q>> all;
   const Index blocks = static_cast<Index>(model.blocks.size());
   for (Index b = 0; b < blocks; ++b) {
@@ -447,6 +511,22 @@ void quantize_model_streaming(const S& source, std::span<const TokenSequence> sa
       samples, options,
                                     std::move(optimizer), std::move(backend));
   const LlamaConfig& config = source.config();
+  if (config.per_layer_input > 0) {  // Gemma 4 E2B / E4B: each layer's inputs from the tokens, the table read a slice at a time
+    if constexpr (PerLayerEmbeddingSource<S> && requires { run.per_layer_inputs(detail::PerLayerInputs{}); }) {
+      auto projection = std::make_shared<PerLayerEmbedding>();
+      projection->projection = source.per_layer_projection();
+      projection->norm = source.per_layer_norm();
+      run.per_layer_inputs([&source, projection](const TokenSequence& sample, Index b) {
+        RowMatrix x0 = source.embedding_rows(sample);
+        scale_embeddings(x0, source.config());
+        return per_layer_input(x0, source.per_layer_rows(sample, b), *projection, source.config(), b);
+      });
+    } else if constexpr (!PerLayerEmbeddingSource<S>) {
+      throw Error(source.name() + ": per-layer embeddings (Gemma 4 E2B / E4B) are not read from this source");
+    } else {
+      throw Error(source.name() + ": per-layer embeddings (Gemma 4 E2B / E4B): the GPU does not tune them yet (issue #25); run with --device cpu");
+    }
+  }
   const Index kept = std::min<Index>(checkpoint.finished(), config.layers);
   // block b: replayed from the checkpoint, or tuned and kept there; then reported; its
   // quantized weights released (`released` is called once the run no longer reads them)
