@@ -324,6 +324,42 @@ TEST_CASE("gemma4_text: the GGUF that llama.cpp's converter writes of it (gemma4
   check_logits("gemma4_text", model);
 }
 
+TEST_CASE("gemma4_e2b: the GGUF that llama.cpp's converter writes of it reads to the same weights and transformers' logits") {
+  // model.gguf: scripts/convert_family_gguf.py (llama.cpp 0.3.36's converter, float32): gemma4 with
+  // embedding_length_per_layer_input 32, attention.shared_kv_layers 2, feed_forward_length one
+  // width per layer [96 × 4, 192 × 2], per_layer_token_embd / per_layer_model_proj /
+  // per_layer_proj_norm, blk.N.inp_gate / proj / post_norm, no attn_k / attn_v in blocks 4 and 5
+  const LlamaModel model = load_llama(family_dir("gemma4_e2b") + "/model.gguf");
+  const LlamaModel hf = load_llama(family_dir("gemma4_e2b"));
+  const LlamaConfig& c = model.config;
+  CHECK(c.model_type == "gemma4");
+  CHECK(c.per_layer_input == 32);
+  CHECK(c.per_layer_vocab == 128);
+  CHECK(c.kv_shared_layers == 2);
+  CHECK(c.double_wide_mlp);
+  CHECK(c.intermediate == 96);
+  REQUIRE(model.per_layer.has_value());
+  CHECK(model.per_layer->table == hf.per_layer->table);
+  CHECK(model.per_layer->projection == hf.per_layer->projection);
+  CHECK(model.per_layer->norm == hf.per_layer->norm);
+  for (std::size_t b = 0; b < 6; ++b) {
+    CAPTURE(b);
+    CHECK(model.blocks[b].kv_shared == hf.blocks[b].kv_shared);
+    CHECK(model.blocks[b].k_norm == hf.blocks[b].k_norm);
+    REQUIRE(model.blocks[b].per_layer.has_value());
+    CHECK(model.blocks[b].per_layer->gate == hf.blocks[b].per_layer->gate);
+    CHECK(model.blocks[b].per_layer->projection == hf.blocks[b].per_layer->projection);
+    CHECK(model.blocks[b].per_layer->post_norm == hf.blocks[b].per_layer->post_norm);
+    for (Linear l : all_linears) CHECK(model.blocks[b][l] == hf.blocks[b][l]);
+  }
+  check_logits("gemma4_e2b", model);
+  // read a slice at a time (what a streaming run does) the table's rows are the whole table's
+  const GgufModelSource source(family_dir("gemma4_e2b") + "/model.gguf");
+  const std::vector<std::int32_t> ids{5, 0, 127};
+  const RowMatrix rows = source.per_layer_rows(ids, 3);
+  for (std::size_t i = 0; i < ids.size(); ++i) CHECK(rows.row(static_cast<Index>(i)) == hf.per_layer->table.row(ids[i]).segment(3 * 32, 32));
+}
+
 TEST_CASE("gemma4_moe: the GGUF that llama.cpp's converter writes of it reads to the same weights and transformers' logits") {
   // model.gguf: scripts/convert_family_gguf.py (llama.cpp 0.3.36's converter, float32): expert_count 8,
   // expert_used_count 2, expert_feed_forward_length 32; per layer ffn_gate_inp (+ .scale = router.scale),
@@ -398,10 +434,13 @@ TEST_CASE("gemma4 GGUF: what the reader cannot compute is refused by name, the f
     CHECK_THROWS_WITH_AS(load_llama(path.string()), doctest::Contains(expected.c_str()), Error);
     CHECK_THROWS_WITH_AS(load_llama(path.string()), doctest::Contains(path.string().c_str()), Error);
   };
-  refused("per-layer embeddings", [](GgufWriter& w) { w.set_u32("gemma4.embedding_length_per_layer_input", 256); },
-          "gemma4.embedding_length_per_layer_input > 0: Gemma 4's per-layer embeddings");
-  refused("shared KV layers", [](GgufWriter& w) { w.set_u32("gemma4.attention.shared_kv_layers", 2); },
-          "gemma4.attention.shared_kv_layers > 0");
+  // (E2B / E4B files are read: gemma4_e2b above; here the file lacks what its keys ask for)
+  refused("per-layer embeddings without their tensors", [](GgufWriter& w) { w.set_u32("gemma4.embedding_length_per_layer_input", 256); },
+          "no tensor named 'per_layer_token_embd.weight'");
+  refused("shared KV layers whose donors llama.cpp would choose otherwise", [](GgufWriter& w) { w.set_u32("gemma4.attention.shared_kv_layers", 3); },
+          "layer 1's keys and values would come from another layer in llama.cpp than in transformers");
+  refused("more shared KV layers than layers", [](GgufWriter& w) { w.set_u32("gemma4.attention.shared_kv_layers", 4); },
+          "gemma4.attention.shared_kv_layers is out of range");
   refused("experts without routers", [](GgufWriter& w) {
     w.set_u32("gemma4.expert_count", 128);
     w.set_u32("gemma4.expert_used_count", 8);

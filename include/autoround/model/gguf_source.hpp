@@ -42,9 +42,10 @@ class GgufModelSource {
     LlamaBlock block;
     const std::string prefix = "blk." + std::to_string(b) + ".";
     const bool glm = c.model_type == "glm4moe", gpt_oss = c.model_type == "gpt-oss", gemma4 = c.model_type == "gemma4";
-    const LlamaConfig layer = layer_config(c, c.is_sliding(b));  // (gemma4's full layers: their own head size and KV heads)
+    const LlamaConfig layer = layer_config(c, b);  // (gemma4's full layers: their own head size and KV heads; E2B's double-wide MLPs)
     block.values_from_keys = c.values_from_keys(c.is_sliding(b));
-    if (gemma4 && (file_.find_tensor(prefix + "attn_v.weight") != nullptr) == block.values_from_keys)
+    block.kv_shared = c.kv_shared(b);  // (gemma4 E2B / E4B: no attn_k / attn_v; a converted release may hold unused ones)
+    if (gemma4 && !block.kv_shared && (file_.find_tensor(prefix + "attn_v.weight") != nullptr) == block.values_from_keys)
       throw Error(name() + ": " + prefix + "attn_v.weight: gemma4's full layers must all have it or all lack it (keys as values), "
                   "its sliding layers must have it");
     const bool sparse = moe_ && moe_->sparse[static_cast<std::size_t>(b)];
@@ -57,6 +58,7 @@ class GgufModelSource {
       if (fused_qkv && (l == Linear::Query || l == Linear::Key || l == Linear::Value)) continue;
       if (fused_gate_up && (l == Linear::Gate || l == Linear::Up)) continue;
       if (l == Linear::Value && block.values_from_keys) continue;  // gemma4's full layers: V is attn_k's output
+      if ((l == Linear::Key || l == Linear::Value) && block.kv_shared) continue;
       const auto [rows, cols] = linear_shape(layer, l);
       block[l] = load(prefix + gguf_name(l) + ".weight", rows, cols);
     }
@@ -83,9 +85,12 @@ class GgufModelSource {
     if (c.model_type == "qwen3" || c.model_type == "qwen3moe" || c.model_type == "gemma3" || gemma4 ||
         (glm && file_.find_tensor(prefix + "attn_q_norm.weight"))) {
       block.q_norm = load_vector(prefix + "attn_q_norm.weight", layer.head_dim);
-      block.k_norm = load_vector(prefix + "attn_k_norm.weight", layer.head_dim);
+      if (!block.kv_shared) block.k_norm = load_vector(prefix + "attn_k_norm.weight", layer.head_dim);
     }
     if (gemma4) block.layer_scalar = load_vector(prefix + "layer_output_scale.weight", 1)(0);
+    if (c.per_layer_input > 0)  // gemma4 E2B / E4B: the per-layer input's branch
+      block.per_layer = PerLayerBranch{load(prefix + "inp_gate.weight", c.per_layer_input, c.hidden),
+                                       load(prefix + "proj.weight", c.hidden, c.per_layer_input), load_vector(prefix + "post_norm.weight", c.hidden)};
     if (gpt_oss) {  // o_proj's bias and a sink logit per head
       block.output_bias = load_vector(prefix + "attn_output.bias", c.hidden);
       block.sinks = load_vector(prefix + "attn_sinks.weight", c.heads);
@@ -115,6 +120,42 @@ class GgufModelSource {
   RowMatrix embedding() const { return load("token_embd.weight", config_.vocab, config_.hidden); }
   Eigen::VectorXf final_norm() const { return load_vector("output_norm.weight", config_.hidden); }
   RowMatrix output() const { return config_.tied_embeddings ? RowMatrix() : load("output.weight", config_.vocab, config_.hidden); }
+
+  /// gemma4 E2B / E4B's per-layer embedding (PerLayerEmbeddingSource): per_layer_token_embd (ne
+  /// {layers · P, vocab}: a token's row holds every layer's P values, layer-major, stored unscaled),
+  /// per_layer_model_proj (ne {hidden, layers · P}) and per_layer_proj_norm, as Hugging Face holds them.
+  PerLayerEmbedding per_layer_embedding() const {
+    detail::require(config_.per_layer_input > 0, name() + ": the model has no per-layer embeddings");
+    return {load("per_layer_token_embd.weight", config_.per_layer_vocab, config_.layers * config_.per_layer_input), per_layer_projection(),
+            per_layer_norm()};
+  }
+  RowMatrix per_layer_projection() const {
+    return load("per_layer_model_proj.weight", config_.layers * config_.per_layer_input, config_.hidden);
+  }
+  Eigen::VectorXf per_layer_norm() const { return load_vector("per_layer_proj_norm.weight", config_.per_layer_input); }
+  /// Layer `layer`'s P columns of the table, the rows of `tokens`, dequantizing only those blocks
+  /// (P is a whole number of the type's blocks: llama.cpp's types for it are).
+  RowMatrix per_layer_rows(std::span<const std::int32_t> tokens, Index layer) const {
+    const GgufTensor& t = file_.tensor("per_layer_token_embd.weight");
+    const Index p = config_.per_layer_input;
+    if (t.rows() != config_.per_layer_vocab || t.cols() != config_.layers * p)
+      throw Error(name() + ": tensor 'per_layer_token_embd.weight' is not [per-layer vocab, layers · embedding_length_per_layer_input]");
+    const ggml::TypeTraits traits = ggml::traits(t.type);
+    if (static_cast<std::size_t>(p) % traits.block_weights != 0)
+      throw Error(name() + ": tensor 'per_layer_token_embd.weight': its type's blocks do not divide a layer's " + std::to_string(p) + " values");
+    const std::size_t row_bytes = t.data.size() / static_cast<std::size_t>(t.rows());
+    const std::size_t slice = static_cast<std::size_t>(p) / traits.block_weights * traits.block_bytes;
+    RowMatrix h(static_cast<Index>(tokens.size()), p);
+    for (std::size_t i = 0; i < tokens.size(); ++i) {
+      if (tokens[i] < 0 || tokens[i] >= config_.per_layer_vocab)
+        throw Error("token id " + std::to_string(tokens[i]) + " is outside the per-layer embedding table of " +
+                    std::to_string(config_.per_layer_vocab) + " rows");
+      ggml::dequantize(t.type, t.data.subspan(static_cast<std::size_t>(tokens[i]) * row_bytes + static_cast<std::size_t>(layer) * slice, slice),
+                       std::span<float>(h.data() + static_cast<Index>(i) * p, static_cast<std::size_t>(p)));
+    }
+    file_.release(t);
+    return h;
+  }
 
  private:
   RowMatrix rows_of(const std::string& tensor, std::span<const std::int32_t> tokens) const {
@@ -161,7 +202,15 @@ class GgufModelSource {
     c.layers = gguf_forward_blocks(file, arch);  // (glm4moe's MTP blocks are not part of it)
     c.hidden = static_cast<Index>(file.get_uint(arch + ".embedding_length"));
     // a MoE file may leave out the dense size (its blocks have none); a dense one must say it
-    c.intermediate = moe_ && !file.find(arch + ".feed_forward_length") ? 0 : static_cast<Index>(file.get_uint(arch + ".feed_forward_length"));
+    const GgufValue* ff = file.find(arch + ".feed_forward_length");
+    if (ff && ff->kind == GgufValue::Kind::Array) {  // gemma4 E2B: one width per layer (the kv-shared layers' double): read_gemma4 checks them
+      if (arch != "gemma4" || ff->array.empty()) throw Error(path + ": " + arch + ".feed_forward_length: one width per layer is read for gemma4 only");
+      for (const GgufValue& e : ff->array)
+        layer_widths_.push_back(e.kind == GgufValue::Kind::Signed ? static_cast<Index>(e.i) : e.kind == GgufValue::Kind::Unsigned ? static_cast<Index>(e.u) : Index{-1});
+      c.intermediate = layer_widths_[0];
+    } else {
+      c.intermediate = moe_ && !ff ? 0 : static_cast<Index>(file.get_uint(arch + ".feed_forward_length"));
+    }
     c.heads = static_cast<Index>(file.get_uint(arch + ".attention.head_count"));
     if (arch == "gemma4") read_sliding_pattern(arch, 0);  // (its KV heads and head sizes differ by layer type)
     c.kv_heads = file.find(arch + ".attention.head_count_kv") ? kv_heads_of(arch) : c.heads;
@@ -257,10 +306,29 @@ class GgufModelSource {
     const GgufFile& file = file_;
     LlamaConfig& c = config_;
     const auto count = [&](const std::string& key) { return file.find("gemma4." + key) ? static_cast<Index>(file.get_uint("gemma4." + key)) : Index{0}; };
-    if (count("embedding_length_per_layer_input") > 0)
-      throw Error(file.path() + ": gemma4.embedding_length_per_layer_input > 0: Gemma 4's per-layer embeddings (E2B / E4B) are not supported yet (issue #25)");
-    if (count("attention.shared_kv_layers") > 0)
-      throw Error(file.path() + ": gemma4.attention.shared_kv_layers > 0: Gemma 4's shared key/value layers (E2B / E4B) are not supported yet (issue #25)");
+    // E2B / E4B: per-layer embeddings (per_layer_token_embd, per_layer_model_proj, per_layer_proj_norm;
+    // per layer inp_gate, proj, post_norm) and the last shared_kv_layers layers without attn_k / attn_v
+    c.per_layer_input = count("embedding_length_per_layer_input");
+    if (c.per_layer_input > 0) c.per_layer_vocab = file_.tensor("per_layer_token_embd.weight").rows();
+    c.kv_shared_layers = count("attention.shared_kv_layers");
+    if (c.kv_shared_layers < 0 || c.kv_shared_layers >= c.layers)
+      throw Error(file.path() + ": gemma4.attention.shared_kv_layers is out of range");
+    // llama.cpp's donors are fixed (src/llama-model.cpp: a shared sliding layer takes the keys of
+    // layer n − 2, a full one of n − 1, n the first shared): read where they are transformers' (the
+    // last earlier layer of the same kind), as in the released E2B / E4B
+    const Index first_shared = c.layers - c.kv_shared_layers;
+    for (Index l = first_shared; c.kv_shared_layers > 0 && l < c.layers; ++l)
+      if (first_shared < 2 || c.kv_donor(l) != first_shared - (c.is_sliding(l) ? 2 : 1))
+        throw Error(file.path() + ": gemma4.attention.shared_kv_layers: layer " + std::to_string(l) +
+                    "'s keys and values would come from another layer in llama.cpp than in transformers (the last two layers "
+                    "before the shared ones must be sliding, then full)");
+    if (!layer_widths_.empty()) {  // a width per layer: the kv-shared layers' twice the others' (use_double_wide_mlp)
+      c.double_wide_mlp = c.kv_shared_layers > 0 && layer_widths_.back() == 2 * c.intermediate;
+      for (Index l = 0; l < c.layers; ++l)
+        if (static_cast<std::size_t>(l) >= layer_widths_.size() || layer_widths_[static_cast<std::size_t>(l)] != c.layer_intermediate(l))
+          throw Error(file.path() + ": gemma4.feed_forward_length: layer " + std::to_string(l) +
+                      "'s width is not the others' (or, in a kv-shared layer, twice theirs)");
+    }
     const Index full = count("attention.key_length"), swa = count("attention.key_length_swa");
     if (full <= 0 || swa <= 0 || full % 2 != 0 || swa % 2 != 0 || count("attention.value_length") != full || count("attention.value_length_swa") != swa)
       throw Error(file.path() + ": gemma4 needs even attention.key_length / key_length_swa equal to value_length / value_length_swa");
@@ -424,6 +492,7 @@ class GgufModelSource {
   GgufFile file_;
   LlamaConfig config_;
   std::optional<MoeLayout> moe_;  // every block's MLP is a mixture of experts
+  std::vector<Index> layer_widths_;  // gemma4 E2B: feed_forward_length per layer (empty: one for all)
 };
 
 static_assert(ModelSource<GgufModelSource>);
