@@ -19,11 +19,18 @@ the source's MLP (its gate and up rows fused into ffn_gate_up_exps, each expert'
 up rows, as llama.cpp's converter writes them; its down columns in ffn_down_exps), a router
 ffn_gate_inp of N(0, 1) entries (seeded) with ffn_gate_inp.scale of ones, per-expert scales
 (ffn_down_exps.scale) 0.6 ... 1.3, pre_ffw_norm_2 the source's ffn_norm, post_ffw_norm_1 / _2 of
-POST. Matrices F16, norms F32. Needs gguf-py and numpy.
+POST. gemma4e2b: that gemma4 model with Gemma 4 E2B's pieces: per-layer embeddings of P = 64
+(per_layer_token_embd [vocab, layers · 64] and per_layer_model_proj [layers · 64, hidden] of
+N(0, 0.02) and N(0, 0.05) entries, per_layer_proj_norm of ones; per layer inp_gate [64, hidden] of
+N(0, 0.05), proj [hidden, 64] of N(0, 0.05), post_norm of POST; seeded) and, from the last layer
+(6 or later) whose two predecessors are [sliding, full] on (of 30 layers: 24; of 12: 6), the layers
+attending with those two layers' keys and
+values (attention.shared_kv_layers; no attn_k / attn_v / attn_k_norm), their MLPs as wide as the
+others' (E4B's). Matrices F16, norms F32. Needs gguf-py and numpy.
 The result is no language model (llama.cpp and we agree on perplexities in the millions: the
 sandwich norms flatten the source's massive activations); a sharp model like that magnifies
 rounding differences between two tools with depth, so LAYERS (the first blocks only) is offered.
-usage: python make_gemma_from_dense_gguf.py SOURCE.gguf OUT.gguf ARCH(gemma3|gemma2|gemma4|gemma4moe) [WINDOW=128] [POST=0.5] [LAYERS=all]"""
+usage: python make_gemma_from_dense_gguf.py SOURCE.gguf OUT.gguf ARCH(gemma3|gemma2|gemma4|gemma4moe|gemma4e2b) [WINDOW=128] [POST=0.5] [LAYERS=all]"""
 import sys
 
 import numpy as np
@@ -32,8 +39,10 @@ from gguf.quants import dequantize
 
 source, out, arch = sys.argv[1:4]
 experts = arch == "gemma4moe"  # (llama.cpp's gemma4 with experts)
-if experts:
+e2b = arch == "gemma4e2b"  # (llama.cpp's gemma4 with per-layer embeddings and shared KV layers)
+if experts or e2b:
     arch = "gemma4"
+PER_LAYER = 64
 EXPERTS, EXPERT_FF = 8, 192
 window = int(sys.argv[4]) if len(sys.argv) > 4 else 128
 post = float(sys.argv[5]) if len(sys.argv) > 5 else 0.5
@@ -72,13 +81,19 @@ w.add_embedding_length(hidden)
 w.add_feed_forward_length(int(value(f"{src_arch}.feed_forward_length")))
 w.add_head_count(heads)
 full = [b % 6 == 5 for b in range(layers)]  # gemma4: llama.cpp's default pattern, written out
+first_shared = layers
+if e2b:  # the first layer (from 6 on) whose two predecessors are [sliding, full]: the rest share their keys and values
+    candidates = [b for b in range(6, layers) if full[b - 1] and not full[b - 2]]
+    first_shared = candidates[-1] if candidates else layers  # the last such layer: most layers keep their own keys
+shared = [b >= first_shared for b in range(layers)]
+rng = np.random.default_rng(7)
 if arch == "gemma4":
     w.add_head_count_kv([kv_heads] * layers)
     w.add_key_length_swa(head_dim)
     w.add_value_length_swa(head_dim)
     w.add_sliding_window_pattern([not f for f in full])
-    w.add_uint32("gemma4.embedding_length_per_layer_input", 0)
-    w.add_uint32("gemma4.attention.shared_kv_layers", 0)
+    w.add_uint32("gemma4.embedding_length_per_layer_input", PER_LAYER if e2b else 0)
+    w.add_uint32("gemma4.attention.shared_kv_layers", layers - first_shared)
     w.add_rope_freq_base_swa(10000.0)
     w.add_rope_dimension_count(head_dim)
     w.add_uint32("gemma4.rope.dimension_count_swa", head_dim)
@@ -104,13 +119,20 @@ w.add_tensor("token_embd.weight", (tensor("token_embd.weight").astype(np.float32
 w.add_tensor("output_norm.weight", tensor("output_norm.weight") * np.float32(np.sqrt(hidden)))
 if arch == "gemma4":  # the full layers' proportional RoPE: a quarter of the pairs turn
     w.add_tensor("rope_freqs.weight", np.array([1.0] * (head_dim // 8) + [1e30] * (head_dim // 2 - head_dim // 8), np.float32))
+if e2b:
+    vocab = int(value(f"{src_arch}.vocab_size"))
+    w.add_tensor("per_layer_token_embd.weight", (0.02 * rng.standard_normal((vocab, layers * PER_LAYER))).astype(np.float16))
+    w.add_tensor("per_layer_model_proj.weight", (0.05 * rng.standard_normal((layers * PER_LAYER, hidden))).astype(np.float16))
+    w.add_tensor("per_layer_proj_norm.weight", np.ones(PER_LAYER, np.float32))
 for b in range(layers):
     p = f"blk.{b}."
     for name in ("attn_norm", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"):
-        if arch == "gemma4" and name == "attn_v" and full[b]:
-            continue  # its values: attn_k's output
+        if arch == "gemma4" and name == "attn_v" and (full[b] or shared[b]):
+            continue  # its values: attn_k's output, or (shared) another layer's
         w.add_tensor(p + name + ".weight", tensor(p + name + ".weight"))
     for name, n in (("attn_q", heads), ("attn_k", kv_heads)):  # back to Hugging Face's row order for NEOX RoPE
+        if name == "attn_k" and shared[b]:
+            continue
         x = tensor(p + name + ".weight")
         w.add_tensor(p + name + ".weight", unpermute(x, n) if src_arch == "llama" else x)
     if arch == "gemma3":
@@ -118,8 +140,13 @@ for b in range(layers):
         w.add_tensor(p + "attn_k_norm.weight", np.ones(head_dim, np.float32))
     if arch == "gemma4":
         w.add_tensor(p + "attn_q_norm.weight", np.full(head_dim, head_dim ** -0.25, np.float32))
-        w.add_tensor(p + "attn_k_norm.weight", np.full(head_dim, head_dim ** -0.25, np.float32))
+        if not shared[b]:
+            w.add_tensor(p + "attn_k_norm.weight", np.full(head_dim, head_dim ** -0.25, np.float32))
         w.add_tensor(p + "layer_output_scale.weight", np.full(1, 0.9, np.float32))
+    if e2b:
+        w.add_tensor(p + "inp_gate.weight", (0.05 * rng.standard_normal((PER_LAYER, hidden))).astype(np.float16))
+        w.add_tensor(p + "proj.weight", (0.05 * rng.standard_normal((hidden, PER_LAYER))).astype(np.float16))
+        w.add_tensor(p + "post_norm.weight", np.full(hidden, post, np.float32))
     w.add_tensor(p + "post_attention_norm.weight", np.full(hidden, post, np.float32))
     w.add_tensor(p + "post_ffw_norm.weight", np.full(hidden, post, np.float32))
     if experts:  # numpy shapes are ne reversed: [experts, rows, cols]

@@ -377,4 +377,67 @@ TEST_CASE("our types for a gemma4 GGUF file equal llama-quantize's, whose attn_v
   CHECK(named("layers\\.4\\.self_attn\\.v_proj"));
   CHECK_FALSE(named("layers\\.5\\.self_attn\\.v_proj"));
 }
+TEST_CASE("our types for a gemma4 E2B-like GGUF file equal llama-quantize's: per-layer table, projection, branch, shared KV layers") {
+  // the same 12 layers with E2B's pieces (scripts/make_llama_quantize_gemma4.py ... E2B): layers 6-11
+  // share layers 4's and 5's keys and values (6 attn_v tensors), their MLPs 1024 wide (ffn_down's
+  // rows); per_layer_token_embd is typed as the tied output, per_layer_model_proj never quantized,
+  // inp_gate / proj by the base type (OTHER)
+  std::ifstream in(std::string(AUTOROUND_FIXTURES_DIR) + "/llama_quantize_types_gemma4_e2b.json");
+  REQUIRE(in.good());
+  const nlohmann::json fixture = nlohmann::json::parse(in);
+  const auto& c = fixture["config"];
+  LlamaConfig config;
+  config.model_type = "gemma4";
+  config.layers = c["layers"];
+  config.hidden = c["hidden"];
+  config.heads = c["heads"];
+  config.kv_heads = c["kv_heads"];
+  config.head_dim = c["head_dim"];
+  config.full_head_dim = c["full_head_dim"];
+  config.intermediate = c["ff"];
+  config.value_norm = true;
+  config.per_layer_input = c["per_layer"];
+  config.kv_shared_layers = c["shared_kv"];
+  config.double_wide_mlp = true;
+  for (Index b = 0; b < config.layers; ++b) config.sliding.push_back(b % 6 != 5);
+  config.tied_embeddings = true;
+  // a stand-in source holding the two global tensors whose types do not follow from the config alone
+  GgufWriter w;
+  w.set_string("general.architecture", "gemma4");
+  w.add_tensor("per_layer_model_proj.weight", {256, 3072}, ggml::Type::F16, std::vector<std::byte>(256 * 3072 * 2));
+  w.add_tensor("per_layer_token_embd.weight", {3072, 512}, ggml::Type::F16, std::vector<std::byte>(3072 * 512 * 2));
+  const std::filesystem::path path = std::filesystem::temp_directory_path() / "autoround_e2b_types.gguf";
+  w.write(path);
+  const GgufFile source(path.string());
+  int v_tensors = 0;
+  for (const auto& [name, tensors] : fixture["types"].items()) {
+    CAPTURE(name);
+    const GgufScheme scheme = gguf_scheme(name);
+    int differing = 0;
+    for (const auto& [tensor, theirs] : tensors.items()) {
+      const GgufTensorSite site = gguf_tensor_site(tensor);
+      ggml::Type ours;
+      if (const GgufTensor* t = source.find_tensor(tensor)) ours = gguf_output_type(source, *t, scheme, config, {});
+      else ours = gguf_tensor_type(scheme, theirs[1].get<Index>(), site.block, site.rule(scheme.mix), config, tensor == "token_embd.weight");
+      v_tensors += name == "q4_k_m" && site.linear == Linear::Value;
+      if (theirs[0].get<std::string>() != ggml::traits(ours).name) {
+        ++differing;
+        MESSAGE(tensor << ": ours " << std::string(ggml::traits(ours).name) << ", llama-quantize " << theirs[0].get<std::string>());
+      }
+    }
+    CHECK(differing == 0);
+  }
+  std::filesystem::remove(path);
+  CHECK(v_tensors == 6);
+  // the tuning's overrides: no k_proj / v_proj in the shared layers, the branch's two in every layer
+  const std::vector<LayerOverride> overrides = gguf_tuning_overrides(gguf_scheme("q4_k_m"), config);
+  const auto named = [&](const std::string& layer) {
+    return std::any_of(overrides.begin(), overrides.end(), [&](const LayerOverride& o) { return o.pattern.find(layer) != std::string::npos; });
+  };
+  CHECK(named("layers\\.5\\.self_attn\\.k_proj"));
+  CHECK_FALSE(named("layers\\.6\\.self_attn\\.k_proj"));
+  CHECK_FALSE(named("layers\\.6\\.self_attn\\.v_proj"));
+  CHECK(named("layers\\.11\\.per_layer_input_gate"));
+  CHECK(named("layers\\.11\\.per_layer_projection"));
+}
 }  // namespace test_gguf_moe_export

@@ -117,6 +117,7 @@ struct GgufTensorSite {
   Part part = Part::Whole;
   bool gate_up = false;        ///< gemma4's ffn_gate_up_exps (linear Gate, its category): each expert's gate rows, then its up rows
   bool other_rule = false;     ///< llama-quantize's category OTHER: the base type whatever `linear` is
+  bool per_layer = false;      ///< gemma4 E2B / E4B's per-layer branch: inp_gate (linear Gate), proj (linear Down); OTHER
   /// The layer whose llama-quantize rule types the tensor (none: the base type).
   std::optional<Linear> rule() const { return other_rule ? std::nullopt : linear; }
   /// The same under `mix` (gguf_rule_under).
@@ -158,6 +159,9 @@ inline GgufTensorSite gguf_tensor_site(const std::string& name) {
   if (rest == "attn_k_b.weight") site.linear = Linear::Value, site.part = P::KeyRows, site.other_rule = true;
   if (rest == "attn_v_b.weight") site.linear = Linear::Value, site.part = P::ValueRows, site.other_rule = true;
   if (rest == "attn_kv_b.weight") site.linear = Linear::Value;  // ATTENTION_KV_B: attn_v-like
+  // gemma4 E2B / E4B's per-layer branch (LinearSlot::per_layer): no category of llama-quantize's names them
+  if (rest == "inp_gate.weight") site.linear = Linear::Gate, site.per_layer = true, site.other_rule = true;
+  if (rest == "proj.weight") site.linear = Linear::Down, site.per_layer = true, site.other_rule = true;
   site.keep_type = rest.find("ffn_gate_inp") != std::string::npos;
   return site;
 }
@@ -207,10 +211,12 @@ inline ggml::Type gguf_tensor_type(const GgufScheme& scheme, Index cols, std::op
     type = !fits || scheme.base == T::Q8_0 ? T::Q8_0 : T::Q6_K;
   } else if (block && linear == Linear::Value) {
     Index i = *block, n = config.layers;
-    if (config.full_values_from_keys) {  // llama-quantize counts the attn_v tensors it visits: gemma4's full layers have none
+    if (config.full_values_from_keys || config.kv_shared_layers > 0) {
+      // llama-quantize counts the attn_v tensors it visits: gemma4's full layers with keys as values
+      // have none, nor have E2B / E4B's kv-shared layers
       i = n = 0;
       for (Index b = 0; b < config.layers; ++b)
-        if (!config.values_from_keys(config.is_sliding(b))) i += b < *block, ++n;
+        if (!config.values_from_keys(config.is_sliding(b)) && !config.kv_shared(b)) i += b < *block, ++n;
     }
     const bool gqa4 = config.kv_heads > 0 && config.heads / config.kv_heads >= 4;
     if (mix == M::Q2_K) type = gqa4 ? T::Q4_K : T::Q3_K;

@@ -97,11 +97,16 @@ inline std::vector<LayerOverride> gguf_tuning_overrides(const GgufScheme& scheme
                                                                  : gguf_tensor_type(scheme, cols, b, rule, config, false, experts.count);
       overrides.push_back({"^" + detail::escaped_dots(layer_name(b, slot, config.model_type)) + "$", exact_spec_for(type)});
     };
-    const LlamaConfig layer = layer_config(config, config.is_sliding(b));  // (gemma4's full layers: their own head size)
+    const LlamaConfig layer = layer_config(config, b);  // (gemma4's full layers: their own head size; E2B's double-wide MLPs)
     for (Linear l : all_linears) {
       if (l == Linear::Value && config.values_from_keys(config.is_sliding(b))) continue;  // (no v_proj)
+      if ((l == Linear::Key || l == Linear::Value) && config.kv_shared(b)) continue;    // (gemma4 E2B / E4B: no k_proj / v_proj)
       const auto [tensor, rule] = gguf_tensor_of(l, config.model_type);  // phi3's fused layers: one tensor's type for each
       tuned_for(LinearSlot{l, LinearSlot::own}, tensor, rule, linear_shape(layer, l).second);
+    }
+    if (config.per_layer_input > 0) {  // gemma4 E2B / E4B's per-layer branch: inp_gate, proj (llama-quantize's OTHER)
+      tuned_for(LinearSlot{Linear::Gate, LinearSlot::per_layer}, "inp_gate", std::nullopt, config.hidden);
+      tuned_for(LinearSlot{Linear::Down, LinearSlot::per_layer}, "proj", std::nullopt, config.per_layer_input);
     }
     if (config.latent_attention() && config.q_lora_rank > 0)  // deepseek2's q_a_proj
       tuned_for(LinearSlot{Linear::Query, LinearSlot::latent}, gguf_latent_tensor, std::nullopt, config.hidden);
@@ -140,13 +145,15 @@ inline bool needs_double_quant(const std::vector<LayerOverride>& overrides) {
 inline ggml::Type gguf_output_type(const GgufFile& source, const GgufTensor& t, const GgufScheme& scheme, const LlamaConfig& config,
                                    const GgufExperts& experts) {
   const GgufTensorSite site = gguf_tensor_site(t.name);
-  if (site.keep_type) return t.type;  // a router: copied as it is
+  if (site.keep_type || t.name == "per_layer_model_proj.weight") return t.type;  // a router, gemma4's per-layer projection: as they are
   if (const auto chosen = scheme.tensor_types.find(t.name); chosen != scheme.tensor_types.end()) return chosen->second;
   // norms, whatever their shape (llama-quantize: 1-D tensors and every *_norm.weight), as F32 (F16 if so in the source),
   // and, as llama-quantize quantizes only "*weight" tensors, biases too (gpt-oss's ffn_*_exps.bias are 2-D)
   const auto ends_with = [&](const std::string& tail) { return t.name.size() >= tail.size() && t.name.compare(t.name.size() - tail.size(), tail.size(), tail) == 0; };
   if (t.dims.size() < 2 || ends_with("_norm.weight") || !ends_with("weight")) return t.type == ggml::Type::F16 ? ggml::Type::F16 : ggml::Type::F32;
-  const bool is_output = t.name == "output.weight" || (t.name == "token_embd.weight" && !source.find_tensor("output.weight"));
+  // (llama-quantize: gemma4's per-layer table is a token embedding too, typed as the output where that is tied)
+  const bool is_output = t.name == "output.weight" ||
+                         ((t.name == "token_embd.weight" || t.name == "per_layer_token_embd.weight") && !source.find_tensor("output.weight"));
   return gguf_tensor_type(scheme, t.cols(), site.block, site.rule(scheme.mix), config, is_output, experts.count);
 }
 
@@ -197,7 +204,8 @@ class GgufBlockWriter {
     // a dense block's slots are the seven Linear; a MoE block's its attention's four, then three per routed expert, then the shared
     // expert's; a latent attention's q_a_proj last (linear_slots)
     const bool latent = config_.latent_attention() && config_.q_lora_rank > 0 && !results.empty();
-    const std::size_t own = results.size() - (latent ? 1 : 0);
+    const std::size_t per_layer = config_.per_layer_input > 0 && !results.empty() ? 2 : 0;  // gemma4 E2B / E4B: inp_gate, proj last
+    const std::size_t own = results.size() - (latent ? 1 : 0) - per_layer;
     const bool moe = own > all_linears.size();
     // gemma4's experts run beside the dense MLP: its three slots stay, the experts' come after them (first_expert_slot)
     const bool beside = moe && arch_ == "gemma4";
@@ -214,6 +222,8 @@ class GgufBlockWriter {
       std::optional<QuantizedWeight<Q>> rows;         // deepseek2's attn_v_b: kv_b's value rows
       if (site.latent)
         parts.push_back(latent ? as_pointer(result_at(results, results.size() - 1)) : nullptr);
+      else if (site.per_layer)
+        parts.push_back(per_layer ? as_pointer(result_at(results, results.size() - (l == Linear::Gate ? 2 : 1))) : nullptr);
       else if (site.part != GgufTensorSite::Part::Whole) {
         const QuantizedWeight<Q>* kv_b = as_pointer(result_at(results, static_cast<std::size_t>(Linear::Value)));
         if (!kv_b) continue;  // not quantized: from the source
@@ -232,7 +242,7 @@ class GgufBlockWriter {
         parts.push_back(moe ? as_pointer(result_at(results, expert_slot_index(experts_.count, l, first))) : nullptr);
       else if (const std::vector<Linear> fused = gguf_fused_layers(choices_[i].name, arch_); !fused.empty())
         for (Linear f : fused) parts.push_back(moe && f >= Linear::Gate ? nullptr : as_pointer(result_at(results, static_cast<std::size_t>(f))));
-      else if (const auto slot = own_slot_index(l, config_.values_from_keys(config_.is_sliding(b))))
+      else if (const auto slot = own_slot_index(l, config_.values_from_keys(config_.is_sliding(b)), config_.kv_shared(b)))
         parts.push_back(moe && !beside && static_cast<int>(l) >= static_cast<int>(Linear::Gate) ? nullptr : as_pointer(result_at(results, *slot)));
       else
         parts.push_back(nullptr);  // (no such slot: from the source)

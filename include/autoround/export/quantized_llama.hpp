@@ -25,7 +25,8 @@ struct QuantizedLlama {
 
   const std::optional<QuantizedWeight<Q>>& quantized(Index block, Linear l) const {
     static const std::optional<QuantizedWeight<Q>> none;
-    const auto slot = own_slot_index(l, model.blocks.at(static_cast<std::size_t>(block)).values_from_keys);
+    const LlamaBlock& b = model.blocks.at(static_cast<std::size_t>(block));
+    const auto slot = own_slot_index(l, b.values_from_keys, b.kv_shared);
     return slot ? result_at(layers.at(static_cast<std::size_t>(block)), *slot) : none;
   }
 };

@@ -116,6 +116,9 @@ template <ModelSource S>
 ModelFisher measure_fisher(const S& source, std::span<const TokenSequence> samples, Index batch = 4) {
   const LlamaConfig& c = source.config();
   detail::require(!samples.empty(), source.name() + ": no calibration samples to measure the Fisher information on");
+  detail::require(c.per_layer_input == 0 && c.kv_shared_layers == 0,
+                  source.name() + ": sensitivities (--avg-bits, --gguf-budget) of a model with per-layer embeddings or shared key/value "
+                                  "layers (Gemma 4 E2B / E4B) are not measured yet");
   const Index seqlen = static_cast<Index>(samples.front().size());
   for (const TokenSequence& s : samples)
     detail::require(static_cast<Index>(s.size()) == seqlen && seqlen >= 2,
