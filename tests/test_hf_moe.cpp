@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <autoround/model/hf_moe.hpp>
+#include <autoround/model/linear_slots.hpp>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -123,6 +124,20 @@ TEST_CASE("Mixtral: block_sparse_moe's w1/w3/w2 are gate/up/down; the top-k alwa
     c.add(p + "w2.weight", expected.experts[static_cast<std::size_t>(e)].down);
   }
   check_same(load_moe(c.write(), m, 0, hidden), expected);
+  // as the reference (auto-round 0.16.1) exports Mixtral: its unfused experts' gate_proj / up_proj /
+  // down_proj under block_sparse_moe (read on a checkpoint it wrote: docs/block-descriptions.md)
+  Checkpoint r("autoround_test_mixtral_reference");
+  r.add("model.layers.0.block_sparse_moe.gate.weight", expected.router);
+  for (Index e = 0; e < experts; ++e) {
+    const std::string p = "model.layers.0.block_sparse_moe.experts." + std::to_string(e) + ".";
+    r.add(p + "gate_proj.weight", expected.experts[static_cast<std::size_t>(e)].gate);
+    r.add(p + "up_proj.weight", expected.experts[static_cast<std::size_t>(e)].up);
+    r.add(p + "down_proj.weight", expected.experts[static_cast<std::size_t>(e)].down);
+  }
+  check_same(load_moe(r.write(), m, 0, hidden), expected);
+  // and our exports name them so
+  CHECK(hf_name(LinearSlot{Linear::Up, 3}, "mixtral") == "block_sparse_moe.experts.3.up_proj");
+  CHECK(hf_name(LinearSlot{Linear::Up, 3}, "qwen3_moe") == "mlp.experts.3.up_proj");
 }
 
 TEST_CASE("transformers 5's fused experts: gate_up_proj [E, 2I, H] (gate rows first), down_proj [E, H, I]") {

@@ -198,6 +198,9 @@ class HfTensorWriter {
   /// A layer's name as auto-round's loader looks it up in extra_config: a vision-language model's
   /// under transformers 5's in-memory prefix (model.language_model.), others as written.
   std::string loader_name(const std::string& name) const {
+    if (c_.model_type == "mixtral")  // saved under block_sparse_moe, named "mlp" in memory (as the reference's extra_config)
+      if (const auto at = name.find(".block_sparse_moe."); at != std::string::npos)
+        return name.substr(0, at) + ".mlp." + name.substr(at + std::string(".block_sparse_moe.").size());
     if (!c_.vision_language || name.rfind(c_.hf_prefix, 0) != 0) return name;
     return "model.language_model." + name.substr(c_.hf_prefix.size());
   }
@@ -284,8 +287,9 @@ class HfTensorWriter {
                                          ": a mixture-of-experts model read from GGUF cannot be written as a Hugging Face checkpoint yet "
                                          "(its config.json); use a Hugging Face directory as the source, or --format gguf");
       const MoeWeights& m = block.moe->weights;
-      detail::add_f16(w, prefix + "mlp.gate.weight", m.router.data(), {m.router.rows(), m.router.cols()});
-      keep_float(prefix + "mlp.gate");  // a Linear inside the block: loaders must be told it stays float, as the reference does
+      const std::string router = prefix + (c.model_type == "mixtral" ? "block_sparse_moe.gate" : "mlp.gate");  // (as the reference saves it)
+      detail::add_f16(w, router + ".weight", m.router.data(), {m.router.rows(), m.router.cols()});
+      keep_float(router);  // a Linear inside the block: loaders must be told it stays float, as the reference does
       if (m.correction_bias.size() > 0)
         w.add(prefix + "mlp.gate.e_score_correction_bias", Dtype::F32, {m.correction_bias.size()},
               std::span<const float>(m.correction_bias.data(), static_cast<std::size_t>(m.correction_bias.size())));

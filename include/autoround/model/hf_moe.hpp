@@ -4,7 +4,8 @@
 // float32 (load_moe) for model/moe_mlp.hpp. Families and the names they use on disk:
 //   qwen3_moe, qwen2_moe  mlp.gate.weight, mlp.experts.E.{gate,up,down}_proj.weight;
 //                         qwen2_moe: mlp.shared_expert.{gate,up,down}_proj, mlp.shared_expert_gate
-//   mixtral               block_sparse_moe.gate.weight, block_sparse_moe.experts.E.{w1,w3,w2}
+//   mixtral               block_sparse_moe.gate.weight, block_sparse_moe.experts.E.{w1,w3,w2} (or, as the
+//                         reference exports it, .{gate,up,down}_proj)
 //                         (gate, up, down), or the same under mlp.
 //   deepseek_v3, glm4_moe mlp.gate.weight, mlp.gate.e_score_correction_bias,
 //                         mlp.experts.E.{gate,up,down}_proj, mlp.shared_experts.{gate,up,down}_proj
@@ -268,7 +269,9 @@ inline MoeWeights load_moe(const SafetensorsCheckpoint& ckpt, const MoeLayout& m
     }
   } else {
     const char* names[3] = {"gate_proj", "up_proj", "down_proj"};
-    if (mixtral_names || (m.family == "mixtral" && ckpt.contains(p + "experts.0.w1.weight"))) names[0] = "w1", names[1] = "w3", names[2] = "w2";
+    // Mixtral as transformers saves it: w1 / w3 / w2; as the reference saves its unfused experts: gate_proj / up_proj / down_proj
+    const std::string first = p + "experts.0.w1";
+    if (m.family == "mixtral" && (ckpt.contains(first + ".weight") || ckpt.contains(first + ".qweight"))) names[0] = "w1", names[1] = "w3", names[2] = "w2";
     for (Index e = 0; e < e_count; ++e) {
       ExpertWeights& ex = w.experts[static_cast<std::size_t>(e)];
       const std::string q = p + "experts." + std::to_string(e) + ".";

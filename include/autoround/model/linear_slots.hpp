@@ -121,7 +121,10 @@ inline std::string hf_name(const LinearSlot& s, const std::string& model_type = 
   if (s.expert == LinearSlot::shared) return std::string(model_type == "deepseek_v3" || model_type == "deepseek2" || model_type == "glm4_moe" ? "mlp.shared_experts." : "mlp.shared_expert.") + projection;
   // (Gemma 4's experts sit beside the MLP, not in it: "experts.E.gate_proj")
   const bool beside = model_type == "gemma4_text" || model_type == "gemma4";  // (read from Hugging Face or GGUF)
-  return std::string(beside ? "experts." : "mlp.experts.") + std::to_string(s.expert) + "." + projection;
+  // Mixtral: the reference saves its unfused experts under the checkpoint's block_sparse_moe (transformers 5's
+  // in-memory "mlp", renamed back on save), projections named gate_proj / up_proj / down_proj (not w1 / w3 / w2)
+  const char* moe = beside ? "experts." : model_type == "mixtral" ? "block_sparse_moe.experts." : "mlp.experts.";
+  return std::string(moe) + std::to_string(s.expert) + "." + projection;
 }
 
 }  // namespace autoround
