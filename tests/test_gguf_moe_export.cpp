@@ -329,15 +329,9 @@ TEST_CASE("our types for MoE GGUF files equal llama-quantize's, tensor by tensor
     }
   }
 }
-TEST_CASE("our types for a gemma4 GGUF file equal llama-quantize's, whose attn_v rules count the attn_v tensors") {
-  // a synthetic gemma4 file of 12 layers quantized by llama-quantize itself
-  // (scripts/make_llama_quantize_gemma4.py): the full layers 5 and 11 have no attn_v (keys as
-  // values), so its attn_v rules see 10 of them; by layer number (of 12) q4_k_m's Q6_K layers
-  // would be 0, 3, 6, 9, 10, 11 instead of 0, 3, 7, 9, 10
-  std::ifstream in(std::string(AUTOROUND_FIXTURES_DIR) + "/llama_quantize_types_gemma4.json");
-  REQUIRE(in.good());
-  const nlohmann::json fixture = nlohmann::json::parse(in);
-  const auto& c = fixture["config"];
+/// A synthetic gemma4 file's configuration as scripts/make_llama_quantize_gemma4.py wrote it (its
+/// fixture's "config"): sizes, a full layer every 6th, v_norm, tied embeddings.
+LlamaConfig gemma4_fixture_config(const nlohmann::json& c) {
   LlamaConfig config;
   config.model_type = "gemma4";
   config.layers = c["layers"];
@@ -346,11 +340,22 @@ TEST_CASE("our types for a gemma4 GGUF file equal llama-quantize's, whose attn_v
   config.kv_heads = c["kv_heads"];
   config.head_dim = c["head_dim"];
   config.full_head_dim = c["full_head_dim"];
-  config.full_kv_heads = c["full_kv_heads"];
-  config.full_values_from_keys = true;
   config.value_norm = true;
   for (Index b = 0; b < config.layers; ++b) config.sliding.push_back(b % 6 != 5);
   config.tied_embeddings = true;
+  return config;
+}
+TEST_CASE("our types for a gemma4 GGUF file equal llama-quantize's, whose attn_v rules count the attn_v tensors") {
+  // a synthetic gemma4 file of 12 layers quantized by llama-quantize itself
+  // (scripts/make_llama_quantize_gemma4.py): the full layers 5 and 11 have no attn_v (keys as
+  // values), so its attn_v rules see 10 of them; by layer number (of 12) q4_k_m's Q6_K layers
+  // would be 0, 3, 6, 9, 10, 11 instead of 0, 3, 7, 9, 10
+  std::ifstream in(std::string(AUTOROUND_FIXTURES_DIR) + "/llama_quantize_types_gemma4.json");
+  REQUIRE(in.good());
+  const nlohmann::json fixture = nlohmann::json::parse(in);
+  LlamaConfig config = gemma4_fixture_config(fixture["config"]);
+  config.full_kv_heads = fixture["config"]["full_kv_heads"];
+  config.full_values_from_keys = true;
   int v_tensors = 0;
   for (const auto& [name, tensors] : fixture["types"].items()) {
     CAPTURE(name);
@@ -386,21 +391,11 @@ TEST_CASE("our types for a gemma4 E2B-like GGUF file equal llama-quantize's: per
   REQUIRE(in.good());
   const nlohmann::json fixture = nlohmann::json::parse(in);
   const auto& c = fixture["config"];
-  LlamaConfig config;
-  config.model_type = "gemma4";
-  config.layers = c["layers"];
-  config.hidden = c["hidden"];
-  config.heads = c["heads"];
-  config.kv_heads = c["kv_heads"];
-  config.head_dim = c["head_dim"];
-  config.full_head_dim = c["full_head_dim"];
+  LlamaConfig config = gemma4_fixture_config(c);
   config.intermediate = c["ff"];
-  config.value_norm = true;
   config.per_layer_input = c["per_layer"];
   config.kv_shared_layers = c["shared_kv"];
   config.double_wide_mlp = true;
-  for (Index b = 0; b < config.layers; ++b) config.sliding.push_back(b % 6 != 5);
-  config.tied_embeddings = true;
   // a stand-in source holding the two global tensors whose types do not follow from the config alone
   GgufWriter w;
   w.set_string("general.architecture", "gemma4");

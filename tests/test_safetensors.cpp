@@ -5,6 +5,7 @@
 
 #include <autoround/format/safetensors.hpp>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -75,6 +76,24 @@ TEST_CASE("the reference package's file reads back with its values, zero-copy") 
   CHECK(f.to_float("empty").size() == 0);  // no bytes, no copy (found by the fuzzer under UBSan)
   CHECK_THROWS_WITH_AS(f.view_as<float>("lm_head.codes", Dtype::F32), doctest::Contains("is U8, not F32"), Error);
   CHECK_THROWS_WITH_AS(f.tensor("nope"), doctest::Contains("no tensor named 'nope'"), Error);
+}
+
+TEST_CASE("a tensor's bytes copied out without mapping them equal the mapped bytes; a wrong size is an error") {
+  // (what the embedding's rows are read with: MappedFile::copy, pread at the view's offset)
+  const auto check = [](const SafetensorsFile& f) {
+    const std::span<const std::byte> q = f.tensor("model.layers.0.self_attn.q_proj.qweight").data;
+    std::vector<std::byte> out(q.size() - 8);
+    f.copy(q.subspan(4, out.size()), out);
+    CHECK(std::equal(out.begin(), out.end(), q.begin() + 4));
+    std::vector<std::byte> small(3);
+    CHECK_THROWS_WITH_AS(f.copy(q.subspan(0, 4), small), doctest::Contains("copy: 4 bytes into 3"), Error);
+  };
+  check(SafetensorsFile(fixture));  // mapped: read with pread
+  std::ifstream in(fixture, std::ios::binary);
+  const std::vector<char> chars((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<std::byte> bytes(chars.size());
+  std::memcpy(bytes.data(), chars.data(), chars.size());
+  check(SafetensorsFile("in memory", std::move(bytes)));  // in memory: copied
 }
 
 TEST_CASE("our writer reproduces the reference file byte for byte, and writes atomically") {

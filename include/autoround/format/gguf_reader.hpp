@@ -116,6 +116,8 @@ class GgufFile {
   RowMatrix to_float(const std::string& name) const { return to_float(tensor(name)); }
   /// Drop the tensor's mapped pages from memory (MappedFile::release): for streaming readers.
   void release(const GgufTensor& t) const { file_.release(t.data); }
+  /// Copy `part` (a view into a tensor's bytes) out without mapping it (MappedFile::copy).
+  void copy(std::span<const std::byte> part, std::span<std::byte> out) const { file_.copy(part, out); }
 
  private:
   // A bounds-checked reader over the mapped bytes.

@@ -112,6 +112,8 @@ class SafetensorsFile {
 
   /// Drop the tensor's mapped pages from memory (MappedFile::release): for streaming readers.
   void release(const std::string& name) const { file_.release(tensor(name).data); }
+  /// Copy `part` (a view into tensor bytes of this file) out without mapping it (MappedFile::copy).
+  void copy(std::span<const std::byte> part, std::span<std::byte> out) const { file_.copy(part, out); }
 
  private:
   void parse() {
@@ -228,6 +230,8 @@ class SafetensorsCheckpoint {
   const SafetensorsTensor& tensor(const std::string& name) const { return file_of(name).tensor(name); }
   RowMatrix to_float(const std::string& name) const { return file_of(name).to_float(name); }
   void release(const std::string& name) const { file_of(name).release(name); }
+  /// Copy `part` of tensor `name`'s bytes out without mapping them (MappedFile::copy).
+  void copy(const std::string& name, std::span<const std::byte> part, std::span<std::byte> out) const { file_of(name).copy(part, out); }
   std::vector<std::string> names() const {
     std::vector<std::string> n;
     for (const auto& [name, file] : where_) n.push_back(name);

@@ -146,14 +146,14 @@ class GgufModelSource {
     const std::size_t row_bytes = t.data.size() / static_cast<std::size_t>(t.rows());
     const std::size_t slice = static_cast<std::size_t>(p) / traits.block_weights * traits.block_bytes;
     RowMatrix h(static_cast<Index>(tokens.size()), p);
+    std::vector<std::byte> bytes(slice);  // read, not mapped (MappedFile::copy)
     for (std::size_t i = 0; i < tokens.size(); ++i) {
       if (tokens[i] < 0 || tokens[i] >= config_.per_layer_vocab)
         throw Error("token id " + std::to_string(tokens[i]) + " is outside the per-layer embedding table of " +
                     std::to_string(config_.per_layer_vocab) + " rows");
-      ggml::dequantize(t.type, t.data.subspan(static_cast<std::size_t>(tokens[i]) * row_bytes + static_cast<std::size_t>(layer) * slice, slice),
-                       std::span<float>(h.data() + static_cast<Index>(i) * p, static_cast<std::size_t>(p)));
+      file_.copy(t.data.subspan(static_cast<std::size_t>(tokens[i]) * row_bytes + static_cast<std::size_t>(layer) * slice, slice), bytes);
+      ggml::dequantize(t.type, bytes, std::span<float>(h.data() + static_cast<Index>(i) * p, static_cast<std::size_t>(p)));
     }
-    file_.release(t);
     return h;
   }
 
@@ -165,10 +165,11 @@ class GgufModelSource {
       throw Error(name() + ": tensor '" + tensor + "' is not [vocab, hidden]");
     const std::size_t row_bytes = t.data.size() / static_cast<std::size_t>(t.rows());
     RowMatrix h(static_cast<Index>(tokens.size()), config_.hidden);
-    for (std::size_t i = 0; i < tokens.size(); ++i)
-      ggml::dequantize(t.type, t.data.subspan(static_cast<std::size_t>(tokens[i]) * row_bytes, row_bytes),
-                       std::span<float>(h.data() + static_cast<Index>(i) * config_.hidden, static_cast<std::size_t>(config_.hidden)));
-    file_.release(t);
+    std::vector<std::byte> row(row_bytes);  // read, not mapped: rows at random over the table (MappedFile::copy)
+    for (std::size_t i = 0; i < tokens.size(); ++i) {
+      file_.copy(t.data.subspan(static_cast<std::size_t>(tokens[i]) * row_bytes, row_bytes), row);
+      ggml::dequantize(t.type, row, std::span<float>(h.data() + static_cast<Index>(i) * config_.hidden, static_cast<std::size_t>(config_.hidden)));
+    }
     return h;
   }
   RowMatrix load(const std::string& tensor, Index rows, Index cols) const {

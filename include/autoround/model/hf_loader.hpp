@@ -455,15 +455,15 @@ class HfModelSource {
     const ggml::Type as = t.dtype == Dtype::F32 ? ggml::Type::F32 : t.dtype == Dtype::F16 ? ggml::Type::F16 : ggml::Type::BF16;
     const std::size_t element = dtype_size(t.dtype), row_bytes = element * static_cast<std::size_t>(width);
     RowMatrix h(static_cast<Index>(tokens.size()), p);
+    std::vector<std::byte> slice(element * static_cast<std::size_t>(p));  // read, not mapped (MappedFile::copy)
     for (std::size_t i = 0; i < tokens.size(); ++i) {
       if (tokens[i] < 0 || tokens[i] >= config_.per_layer_vocab)
         throw Error("token id " + std::to_string(tokens[i]) + " is outside the per-layer embedding table of " +
                     std::to_string(config_.per_layer_vocab) + " rows");
-      ggml::dequantize(as, t.data.subspan(static_cast<std::size_t>(tokens[i]) * row_bytes + element * static_cast<std::size_t>(layer * p),
-                                          element * static_cast<std::size_t>(p)),
-                       std::span<float>(h.data() + static_cast<Index>(i) * p, static_cast<std::size_t>(p)));
+      ckpt_->copy(tensor, t.data.subspan(static_cast<std::size_t>(tokens[i]) * row_bytes + element * static_cast<std::size_t>(layer * p), slice.size()),
+                  slice);
+      ggml::dequantize(as, slice, std::span<float>(h.data() + static_cast<Index>(i) * p, static_cast<std::size_t>(p)));
     }
-    ckpt_->release(tensor);
     return h;
   }
   Eigen::VectorXf final_norm() const { return norm(config_.hf_prefix + "norm.weight", config_.hidden); }
@@ -480,10 +480,11 @@ class HfModelSource {
     const ggml::Type as = t.dtype == Dtype::F32 ? ggml::Type::F32 : t.dtype == Dtype::F16 ? ggml::Type::F16 : ggml::Type::BF16;
     const std::size_t row_bytes = dtype_size(t.dtype) * static_cast<std::size_t>(config_.hidden);
     RowMatrix h(static_cast<Index>(tokens.size()), config_.hidden);
-    for (std::size_t i = 0; i < tokens.size(); ++i)
-      ggml::dequantize(as, t.data.subspan(static_cast<std::size_t>(tokens[i]) * row_bytes, row_bytes),
-                       std::span<float>(h.data() + static_cast<Index>(i) * config_.hidden, static_cast<std::size_t>(config_.hidden)));
-    ckpt_->release(tensor);
+    std::vector<std::byte> row(row_bytes);  // read, not mapped: rows at random over the table (MappedFile::copy)
+    for (std::size_t i = 0; i < tokens.size(); ++i) {
+      ckpt_->copy(tensor, t.data.subspan(static_cast<std::size_t>(tokens[i]) * row_bytes, row_bytes), row);
+      ggml::dequantize(as, row, std::span<float>(h.data() + static_cast<Index>(i) * config_.hidden, static_cast<std::size_t>(config_.hidden)));
+    }
     return h;
   }
   RowMatrix load(const std::string& tensor, Index rows, Index cols) const {
