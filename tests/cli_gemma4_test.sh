@@ -120,10 +120,13 @@ bash "$(dirname "$0")/support/gguf_family_readback.sh" cli_gemma4 "$autoround" "
 # ones: no k_proj / v_proj), each block beating round to nearest; the checkpoint keeps the per-layer
 # table, projection and norms, writes no k_proj / v_proj / k_norm for the shared layers, and reads
 # back near the float model.
+# (--eval: the tuned model kept in memory with its per-layer embedding, scored on 512 random ids)
 e2b=$2/families/gemma4_e2b
+python3 -c "import random; random.seed(1); print(' '.join(str(random.randrange(128)) for _ in range(600)))" >"$work/e2b-eval.tokens"
 "$autoround" quantize --model "$e2b" --calibration "$e2b/text.tokens" --output "$work/e2b" --format auto_round \
-  --nsamples 3 --seqlen 16 --iters 50 --batch-size 1 --bits 4 --group-size 8 --sym \
+  --nsamples 3 --seqlen 16 --iters 50 --batch-size 1 --bits 4 --group-size 8 --sym --eval "$work/e2b-eval.tokens" --eval-windows 1 \
   >"$work/e2b.log" 2>&1 || { echo "cli_gemma4: quantize gemma4_e2b failed"; cat "$work/e2b.log"; exit 1; }
+grep -q "^perplexity after:" "$work/e2b.log" || { echo "cli_gemma4: gemma4_e2b --eval printed no perplexity after"; cat "$work/e2b.log"; exit 1; }
 for dir in "$work/e2b/auto_round" "$e2b"; do
   "$autoround" eval --model "$dir" --text "$e2b/text.tokens" --context 16 | awk '/^perplexity/ { print $2 }'
 done >"$work/e2b.ppl"

@@ -434,6 +434,7 @@ class PassWriters {
       m.embedding = source_.embedding();
       m.final_norm = source_.final_norm();
       m.output = source_.output();
+      if (m.config.per_layer_input > 0) m.per_layer = source_.per_layer_embedding();  // (Gemma 4 E2B / E4B)
     }
     return report;
   }
