@@ -1,11 +1,12 @@
 // The main job on the real model: block-wise AutoRound beats round-to-nearest in perplexity on
-// held-out text, at W2G64 and W4G128 (10 steps at the learning rate of 20 — 0.05; the default
-// 1/iters would double it —, 8 x 64 calibration tokens, one 512-token evaluation window, so that
+// held-out text, at W2G64 and W4G128 (6 steps at the learning rate of 20 — 0.05; the default
+// 1/iters would triple it —, 8 x 64 calibration tokens, one 512-token evaluation window, so that
 // it runs in CI; the full settings and their numbers are in docs/accuracy.md). Measured 2026-12-07
 // over that window (the same runs by the CLI: `autoround quantize ... --nsamples 8 --seqlen 64
-// --batch-size 4 --iters 10 --lr 0.05 [--streams quantized] --clip-init unit|search`): W4G128 RTN
-// 19.49, tuned 16.80; W2G64 RTN 312709, tuned 753.2; from the searched clipping RTN 456.3, tuned
-// 174.0. (At 20 steps: 16.30, 472.6, 257.0 — twice the time for CI.)
+// --batch-size 4 --iters 6 --lr 0.05 [--streams quantized] --clip-init unit|search --eval
+// kjv-eval.tokens --eval-windows 1`): W4G128 RTN 19.49, tuned 17.44; W2G64 RTN 312709, tuned
+// 3546; from the searched clipping RTN 456.3, tuned 112.4. (At 10 steps: 16.80, 753.2, 174.0 —
+// two thirds more time for CI.)
 #include <doctest/doctest.h>
 
 #include <autoround/autoround.hpp>
@@ -49,18 +50,18 @@ TEST_CASE("W4G128 asym: AutoRound perplexity below RTN's") {
   // W4G128 does not beat RTN on this asset: measured 22.96 against RTN 22.64 (20.58 without the
   // loss masks, 17.75 with one stream: docs/accuracy.md). That gap is the
   // open accuracy question; W2G64 below runs the reference's default.
-  const Outcome o = perplexities({4, 128, Asymmetric}, 10, ActivationStreams::Quantized);
-  MESSAGE("W4G128 asym, one stream, 10 iters, 8 x 64 calibration tokens: perplexity RTN " << o.rtn << ", AutoRound " << o.tuned);
+  const Outcome o = perplexities({4, 128, Asymmetric}, 6, ActivationStreams::Quantized);
+  MESSAGE("W4G128 asym, one stream, 6 iters, 8 x 64 calibration tokens: perplexity RTN " << o.rtn << ", AutoRound " << o.tuned);
   CHECK(o.tuned < o.rtn);
 }
 
 TEST_CASE("W2G64 asym: AutoRound far below RTN, which collapses; from the searched clipping lower still") {
-  const Outcome unit = perplexities({2, 64, Asymmetric}, 10);
-  MESSAGE("W2G64 asym, 10 iters, 8 x 64 calibration tokens: perplexity RTN " << unit.rtn << ", AutoRound " << unit.tuned);
+  const Outcome unit = perplexities({2, 64, Asymmetric}, 6);
+  MESSAGE("W2G64 asym, 6 iters, 8 x 64 calibration tokens: perplexity RTN " << unit.rtn << ", AutoRound " << unit.tuned);
   CHECK(unit.rtn > 1000);
   CHECK(unit.tuned < 0.5 * unit.rtn);
   // ClipInit::WeightedSearch against the reference's full-range start (above), same settings
-  const Outcome searched = perplexities({2, 64, Asymmetric}, 10, ActivationStreams::Two, ClipInit::WeightedSearch);
+  const Outcome searched = perplexities({2, 64, Asymmetric}, 6, ActivationStreams::Two, ClipInit::WeightedSearch);
   MESSAGE("from the searched clipping: RTN " << searched.rtn << ", AutoRound " << searched.tuned);
   CHECK(searched.rtn < 0.01 * unit.rtn);
   CHECK(searched.tuned < searched.rtn);
