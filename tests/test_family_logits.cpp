@@ -358,6 +358,17 @@ TEST_CASE("gemma4_e2b: the GGUF that llama.cpp's converter writes of it reads to
   const std::vector<std::int32_t> ids{5, 0, 127};
   const RowMatrix rows = source.per_layer_rows(ids, 3);
   for (std::size_t i = 0; i < ids.size(); ++i) CHECK(rows.row(static_cast<Index>(i)) == hf.per_layer->table.row(ids[i]).segment(3 * 32, 32));
+  // the same from the Hugging Face directory (both sources share one table reader each with the embedding)
+  const HfModelSource hf_source(family_dir("gemma4_e2b"));
+  const RowMatrix hf_rows = hf_source.per_layer_rows(ids, 3);
+  for (std::size_t i = 0; i < ids.size(); ++i) CHECK(hf_rows.row(static_cast<Index>(i)) == hf.per_layer->table.row(ids[i]).segment(3 * 32, 32));
+  CHECK(hf_source.embedding_rows(ids) == source.embedding_rows(ids));
+  // a token beyond the per-layer table is refused by name, from either source
+  const std::vector<std::int32_t> beyond{1, static_cast<std::int32_t>(c.per_layer_vocab)};
+  for (const char* what : {"outside the per-layer embedding table of", "at position 1"}) {
+    CHECK_THROWS_WITH_AS(source.per_layer_rows(beyond, 0), doctest::Contains(what), Error);
+    CHECK_THROWS_WITH_AS(hf_source.per_layer_rows(beyond, 0), doctest::Contains(what), Error);
+  }
 }
 
 TEST_CASE("gemma4_moe: the GGUF that llama.cpp's converter writes of it reads to the same weights and transformers' logits") {

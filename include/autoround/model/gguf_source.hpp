@@ -136,39 +136,35 @@ class GgufModelSource {
   /// Layer `layer`'s P columns of the table, the rows of `tokens`, dequantizing only those blocks
   /// (P is a whole number of the type's blocks: llama.cpp's types for it are).
   RowMatrix per_layer_rows(std::span<const std::int32_t> tokens, Index layer) const {
-    const GgufTensor& t = file_.tensor("per_layer_token_embd.weight");
+    detail::check_tokens(tokens, config_.per_layer_vocab, "the per-layer embedding table");
     const Index p = config_.per_layer_input;
-    if (t.rows() != config_.per_layer_vocab || t.cols() != config_.layers * p)
-      throw Error(name() + ": tensor 'per_layer_token_embd.weight' is not [per-layer vocab, layers · embedding_length_per_layer_input]");
-    const ggml::TypeTraits traits = ggml::traits(t.type);
-    if (static_cast<std::size_t>(p) % traits.block_weights != 0)
-      throw Error(name() + ": tensor 'per_layer_token_embd.weight': its type's blocks do not divide a layer's " + std::to_string(p) + " values");
-    const std::size_t row_bytes = t.data.size() / static_cast<std::size_t>(t.rows());
-    const std::size_t slice = static_cast<std::size_t>(p) / traits.block_weights * traits.block_bytes;
-    RowMatrix h(static_cast<Index>(tokens.size()), p);
-    std::vector<std::byte> bytes(slice);  // read, not mapped (MappedFile::copy)
-    for (std::size_t i = 0; i < tokens.size(); ++i) {
-      if (tokens[i] < 0 || tokens[i] >= config_.per_layer_vocab)
-        throw Error("token id " + std::to_string(tokens[i]) + " is outside the per-layer embedding table of " +
-                    std::to_string(config_.per_layer_vocab) + " rows");
-      file_.copy(t.data.subspan(static_cast<std::size_t>(tokens[i]) * row_bytes + static_cast<std::size_t>(layer) * slice, slice), bytes);
-      ggml::dequantize(t.type, bytes, std::span<float>(h.data() + static_cast<Index>(i) * p, static_cast<std::size_t>(p)));
-    }
-    return h;
+    return table_rows("per_layer_token_embd.weight", tokens, config_.per_layer_vocab, config_.layers * p, layer * p, p,
+                      "[per-layer vocab, layers · embedding_length_per_layer_input]");
   }
 
  private:
   RowMatrix rows_of(const std::string& tensor, std::span<const std::int32_t> tokens) const {
     detail::check_tokens(tokens, config_.vocab);
+    return table_rows(tensor, tokens, config_.vocab, config_.hidden, 0, config_.hidden, "[vocab, hidden]");
+  }
+  /// Columns [first, first + count) of the rows `tokens` (checked by the caller) of a table [rows,
+  /// cols], dequantizing only their blocks: read, not mapped (MappedFile::copy), since the rows lie
+  /// at random over the table.
+  RowMatrix table_rows(const std::string& tensor, std::span<const std::int32_t> tokens, Index rows, Index cols, Index first,
+                       Index count, const char* shape) const {
     const GgufTensor& t = file_.tensor(tensor);
-    if (t.rows() != config_.vocab || t.cols() != config_.hidden)
-      throw Error(name() + ": tensor '" + tensor + "' is not [vocab, hidden]");
+    if (t.rows() != rows || t.cols() != cols) throw Error(name() + ": tensor '" + tensor + "' is not " + shape);
+    const ggml::TypeTraits traits = ggml::traits(t.type);
+    if (static_cast<std::size_t>(first) % traits.block_weights != 0 || static_cast<std::size_t>(count) % traits.block_weights != 0)
+      throw Error(name() + ": tensor '" + tensor + "': its type's blocks do not divide a slice of " + std::to_string(count) + " values");
     const std::size_t row_bytes = t.data.size() / static_cast<std::size_t>(t.rows());
-    RowMatrix h(static_cast<Index>(tokens.size()), config_.hidden);
-    std::vector<std::byte> row(row_bytes);  // read, not mapped: rows at random over the table (MappedFile::copy)
+    const std::size_t offset = static_cast<std::size_t>(first) / traits.block_weights * traits.block_bytes;
+    const std::size_t bytes = static_cast<std::size_t>(count) / traits.block_weights * traits.block_bytes;
+    RowMatrix h(static_cast<Index>(tokens.size()), count);
+    std::vector<std::byte> slice(bytes);
     for (std::size_t i = 0; i < tokens.size(); ++i) {
-      file_.copy(t.data.subspan(static_cast<std::size_t>(tokens[i]) * row_bytes, row_bytes), row);
-      ggml::dequantize(t.type, row, std::span<float>(h.data() + static_cast<Index>(i) * config_.hidden, static_cast<std::size_t>(config_.hidden)));
+      file_.copy(t.data.subspan(static_cast<std::size_t>(tokens[i]) * row_bytes + offset, bytes), slice);
+      ggml::dequantize(t.type, slice, std::span<float>(h.data() + static_cast<Index>(i) * count, static_cast<std::size_t>(count)));
     }
     return h;
   }

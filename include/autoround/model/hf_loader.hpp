@@ -445,26 +445,10 @@ class HfModelSource {
   Eigen::VectorXf per_layer_norm() const { return norm(config_.hf_prefix + "per_layer_projection_norm.weight", config_.per_layer_input); }
   /// Layer `layer`'s slice of the per-layer table, the rows of `tokens` ([tokens, P]), converting only those.
   RowMatrix per_layer_rows(std::span<const std::int32_t> tokens, Index layer) const {
-    const std::string tensor = config_.hf_prefix + "embed_tokens_per_layer.weight";
-    const SafetensorsTensor& t = ckpt_->tensor(tensor);
-    const Index p = config_.per_layer_input, width = config_.layers * p;
-    if (t.dtype != Dtype::F32 && t.dtype != Dtype::F16 && t.dtype != Dtype::BF16)
-      throw Error("tensor '" + tensor + "' is " + dtype_name(t.dtype) + ", not a float type");
-    if (t.shape.size() != 2 || t.shape[0] != config_.per_layer_vocab || t.shape[1] != width)
-      throw Error("tensor '" + tensor + "' is not [vocab_size_per_layer_input, layers · hidden_size_per_layer_input]");
-    const ggml::Type as = t.dtype == Dtype::F32 ? ggml::Type::F32 : t.dtype == Dtype::F16 ? ggml::Type::F16 : ggml::Type::BF16;
-    const std::size_t element = dtype_size(t.dtype), row_bytes = element * static_cast<std::size_t>(width);
-    RowMatrix h(static_cast<Index>(tokens.size()), p);
-    std::vector<std::byte> slice(element * static_cast<std::size_t>(p));  // read, not mapped (MappedFile::copy)
-    for (std::size_t i = 0; i < tokens.size(); ++i) {
-      if (tokens[i] < 0 || tokens[i] >= config_.per_layer_vocab)
-        throw Error("token id " + std::to_string(tokens[i]) + " is outside the per-layer embedding table of " +
-                    std::to_string(config_.per_layer_vocab) + " rows");
-      ckpt_->copy(tensor, t.data.subspan(static_cast<std::size_t>(tokens[i]) * row_bytes + element * static_cast<std::size_t>(layer * p), slice.size()),
-                  slice);
-      ggml::dequantize(as, slice, std::span<float>(h.data() + static_cast<Index>(i) * p, static_cast<std::size_t>(p)));
-    }
-    return h;
+    detail::check_tokens(tokens, config_.per_layer_vocab, "the per-layer embedding table");
+    const Index p = config_.per_layer_input;
+    return table_rows(config_.hf_prefix + "embed_tokens_per_layer.weight", tokens, config_.per_layer_vocab, config_.layers * p,
+                      layer * p, p, "[vocab_size_per_layer_input, layers · hidden_size_per_layer_input]");
   }
   Eigen::VectorXf final_norm() const { return norm(config_.hf_prefix + "norm.weight", config_.hidden); }
   RowMatrix output() const { return config_.tied_embeddings ? RowMatrix() : load(config_.hf_lm_head, config_.vocab, config_.hidden); }
@@ -472,18 +456,24 @@ class HfModelSource {
  private:
   RowMatrix rows_of(const std::string& tensor, std::span<const std::int32_t> tokens) const {
     detail::check_tokens(tokens, config_.vocab);
+    return table_rows(tensor, tokens, config_.vocab, config_.hidden, 0, config_.hidden, "[vocab, hidden]");
+  }
+  /// Columns [first, first + count) of the rows `tokens` (checked by the caller) of a float table
+  /// [rows, cols]: read, not mapped (MappedFile::copy), since the rows lie at random over the table.
+  RowMatrix table_rows(const std::string& tensor, std::span<const std::int32_t> tokens, Index rows, Index cols, Index first,
+                       Index count, const char* shape) const {
     const SafetensorsTensor& t = ckpt_->tensor(tensor);
     if (t.dtype != Dtype::F32 && t.dtype != Dtype::F16 && t.dtype != Dtype::BF16)
       throw Error("tensor '" + tensor + "' is " + dtype_name(t.dtype) + ", not a float type");
-    if (t.shape.size() != 2 || t.shape[0] != config_.vocab || t.shape[1] != config_.hidden)
-      throw Error("tensor '" + tensor + "' is not [vocab, hidden]");
+    if (t.shape.size() != 2 || t.shape[0] != rows || t.shape[1] != cols) throw Error("tensor '" + tensor + "' is not " + shape);
     const ggml::Type as = t.dtype == Dtype::F32 ? ggml::Type::F32 : t.dtype == Dtype::F16 ? ggml::Type::F16 : ggml::Type::BF16;
-    const std::size_t row_bytes = dtype_size(t.dtype) * static_cast<std::size_t>(config_.hidden);
-    RowMatrix h(static_cast<Index>(tokens.size()), config_.hidden);
-    std::vector<std::byte> row(row_bytes);  // read, not mapped: rows at random over the table (MappedFile::copy)
+    const std::size_t element = dtype_size(t.dtype), row_bytes = element * static_cast<std::size_t>(cols);
+    RowMatrix h(static_cast<Index>(tokens.size()), count);
+    std::vector<std::byte> slice(element * static_cast<std::size_t>(count));
     for (std::size_t i = 0; i < tokens.size(); ++i) {
-      ckpt_->copy(tensor, t.data.subspan(static_cast<std::size_t>(tokens[i]) * row_bytes, row_bytes), row);
-      ggml::dequantize(as, row, std::span<float>(h.data() + static_cast<Index>(i) * config_.hidden, static_cast<std::size_t>(config_.hidden)));
+      ckpt_->copy(tensor, t.data.subspan(static_cast<std::size_t>(tokens[i]) * row_bytes + element * static_cast<std::size_t>(first), slice.size()),
+                  slice);
+      ggml::dequantize(as, slice, std::span<float>(h.data() + static_cast<Index>(i) * count, static_cast<std::size_t>(count)));
     }
     return h;
   }

@@ -112,11 +112,11 @@ class AnyModelSource {
 static_assert(ModelSource<AnyModelSource> && PerLayerEmbeddingSource<AnyModelSource>);
 
 namespace detail {
-inline void check_tokens(std::span<const std::int32_t> tokens, Index vocab) {
+inline void check_tokens(std::span<const std::int32_t> tokens, Index vocab, const char* table = "the vocabulary") {
   for (std::size_t t = 0; t < tokens.size(); ++t)
     if (tokens[t] < 0 || tokens[t] >= vocab)
-      throw Error("token id " + std::to_string(tokens[t]) + " at position " + std::to_string(t) +
-                  " is outside the vocabulary of " + std::to_string(vocab));
+      throw Error("token id " + std::to_string(tokens[t]) + " at position " + std::to_string(t) + " is outside " + table +
+                  " of " + std::to_string(vocab));
 }
 }  // namespace detail
 
