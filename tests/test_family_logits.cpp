@@ -547,6 +547,102 @@ TEST_CASE("phi3: the GGUF that llama.cpp's converter writes of it reads to trans
   CHECK((short_logits - short_expected).cwiseAbs().maxCoeff() <= 5e-6 * short_expected.cwiseAbs().maxCoeff());
 }
 
+namespace {
+RowMatrix rounded_to_half(const RowMatrix& m) { return m.unaryExpr([](float x) { return round_to_half(x); }); }
+Eigen::VectorXf rounded_to_half(const Eigen::VectorXf& v) { return v.unaryExpr([](float x) { return round_to_half(x); }); }
+
+// every weight of `written` (a checkpoint we wrote, float16) is the one of `hf` (transformers'
+// float32 checkpoint) rounded to float16: names, shapes, expert order and q/k row order
+void check_weights_rounded(const LlamaModel& written, const LlamaModel& hf) {
+  CHECK(written.embedding == rounded_to_half(hf.embedding));
+  CHECK(written.output == rounded_to_half(hf.output));
+  CHECK(written.final_norm == rounded_to_half(hf.final_norm));
+  REQUIRE(written.blocks.size() == hf.blocks.size());
+  for (std::size_t b = 0; b < hf.blocks.size(); ++b) {
+    CAPTURE(b);
+    const LlamaBlock &w = written.blocks[b], &h = hf.blocks[b];
+    for (Linear l : all_linears) CHECK(w[l] == rounded_to_half(h[l]));
+    CHECK(w.attn_norm == rounded_to_half(h.attn_norm));
+    CHECK(w.ffn_norm == rounded_to_half(h.ffn_norm));
+    CHECK(w.q_norm == rounded_to_half(h.q_norm));
+    CHECK(w.k_norm == rounded_to_half(h.k_norm));
+    for (std::size_t k = 0; k < 3; ++k) CHECK(w.qkv_bias[k] == rounded_to_half(h.qkv_bias[k]));
+    REQUIRE(w.moe.has_value());
+    REQUIRE(h.moe.has_value());
+    const MoeWeights &wm = w.moe->weights, &hm = h.moe->weights;
+    CHECK(w.moe->spec.top_k == h.moe->spec.top_k);
+    CHECK(w.moe->spec.normalize == h.moe->spec.normalize);
+    CHECK(wm.router == rounded_to_half(hm.router));
+    REQUIRE(wm.experts.size() == hm.experts.size());
+    for (std::size_t e = 0; e < hm.experts.size(); ++e) {
+      CHECK(wm.experts[e].gate == rounded_to_half(hm.experts[e].gate));
+      CHECK(wm.experts[e].up == rounded_to_half(hm.experts[e].up));
+      CHECK(wm.experts[e].down == rounded_to_half(hm.experts[e].down));
+    }
+    REQUIRE(wm.shared.has_value() == hm.shared.has_value());
+    if (hm.shared) {
+      CHECK(wm.shared->gate == rounded_to_half(hm.shared->gate));
+      CHECK(wm.shared->down == rounded_to_half(hm.shared->down));
+    }
+    CHECK(wm.shared_gate == rounded_to_half(hm.shared_gate));
+  }
+}
+}  // namespace
+
+TEST_CASE("qwen3_moe, qwen2_moe, mixtral: the GGUF llama.cpp's converter writes reads to transformers' logits; written "
+          "as a Hugging Face checkpoint, it is transformers' own in float16 with the config.json keys transformers wrote") {
+  // model.gguf: scripts/convert_family_gguf.py (llama.cpp 0.3.36's convert_hf_to_gguf.py, float32, a
+  // stand-in vocabulary): qwen3moe, qwen2moe (its shared-expert gate as ne {64, 1}), and Mixtral as
+  // llama with experts (q/k rows permuted for adjacent-pair RoPE). Nothing in the written
+  // checkpoint is quantized here (no layer results): every tensor float16.
+  for (const std::string family : {"qwen3_moe", "qwen2_moe", "mixtral"}) {
+    CAPTURE(family);
+    const std::string gguf_path = family_dir(family) + "/model.gguf";
+    const LlamaModel model = load_llama(gguf_path);
+    check_logits(family, model);
+    const auto dir = std::filesystem::temp_directory_path() / ("autoround_gguf_to_hf_" + family);
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    const GgufFile gguf(gguf_path);
+    const std::vector<LayerResults<>> none(model.blocks.size());  // (no block has results)
+    const ModelQuantOptions options;
+    export_hf_checkpoint(QuantizedLlama<>{model, none, options}, HfFormat::AutoRound, dir, {&gguf, {}});
+    check_weights_rounded(load_llama(dir), load_llama(family_dir(family)));
+    // config.json: what transformers wrote of the same model, key by key where GGUF carries it (the
+    // expert count under either name: 5.17 saves qwen3_moe's as num_local_experts)
+    const auto read = [](const std::filesystem::path& p) { return nlohmann::json::parse(std::ifstream(p)); };
+    const nlohmann::json ours = read(dir / "config.json"), theirs = read(family_dir(family) + "/config.json");
+    for (const char* key : {"architectures", "model_type", "hidden_size", "num_attention_heads", "num_key_value_heads",
+                            "num_hidden_layers", "head_dim", "vocab_size", "tie_word_embeddings", "num_experts_per_tok",
+                            "moe_intermediate_size", "norm_topk_prob", "shared_expert_intermediate_size", "qkv_bias",
+                            "attention_bias", "intermediate_size", "decoder_sparse_step", "mlp_only_layers"}) {
+      CAPTURE(key);
+      if (theirs.contains(key) && !theirs[key].is_null()) CHECK(ours.at(key) == theirs[key]);
+    }
+    CHECK(ours.at("rms_norm_eps").get<double>() == doctest::Approx(theirs.at("rms_norm_eps").get<double>()));
+    CHECK(ours.at("rope_parameters").at("rope_theta") == theirs.at("rope_parameters").at("rope_theta"));
+    const auto experts = [](const nlohmann::json& c) { return c.contains("num_experts") ? c["num_experts"] : c["num_local_experts"]; };
+    CHECK(experts(ours) == experts(theirs));
+    std::filesystem::remove_all(dir);
+  }
+  // the GGUF families whose config.json is not written yet are refused by name, nothing left behind
+  for (const std::string family : {"glm4_moe", "deepseek_v3", "gpt_oss"}) {
+    CAPTURE(family);
+    const std::string gguf_path = family_dir(family) + "/model.gguf";
+    const LlamaModel model = load_llama(gguf_path);
+    const GgufFile gguf(gguf_path);
+    const std::vector<LayerResults<>> none(model.blocks.size());
+    const ModelQuantOptions options;
+    const auto dir = std::filesystem::temp_directory_path() / ("autoround_gguf_to_hf_" + family);
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    CHECK_THROWS_WITH_AS(export_hf_checkpoint(QuantizedLlama<>{model, none, options}, HfFormat::AutoRound, dir, {&gguf, {}}),
+                         doctest::Contains("read from GGUF cannot be written as a Hugging Face checkpoint yet"), Error);
+    CHECK(std::filesystem::is_empty(dir));
+    std::filesystem::remove_all(dir);
+  }
+}
+
 TEST_CASE("gpt_oss: the GGUF files llama.cpp's converter writes of it (float and MXFP4 experts) read as llama.cpp computes them") {
   // model.gguf of gpt_oss and gpt_oss_mxfp4: scripts/convert_family_gguf.py (llama.cpp 0.3.36's
   // convert_hf_to_gguf.py; the MXFP4 experts repacked into ggml's MXFP4 blocks): arch gpt-oss,

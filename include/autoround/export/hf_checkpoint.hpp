@@ -31,6 +31,7 @@
 #include "../core/fp16.hpp"
 #include "../format/gguf_reader.hpp"
 #include "../format/safetensors.hpp"
+#include "../model/gguf_moe.hpp"
 #include "../model/model_source.hpp"
 #include "../pack/awq.hpp"
 #include "../pack/float_tensors.hpp"
@@ -96,6 +97,15 @@ inline std::string exact_regex(const std::string& name) {
   return r;
 }
 
+/// config.json's model_type of a model read from GGUF: llama.cpp's architecture name, or the
+/// Hugging Face family's where it differs (to llama.cpp, Mixtral is llama with experts).
+inline std::string hf_model_type(const LlamaConfig& c) {
+  if (c.model_type == "qwen3moe") return "qwen3_moe";
+  if (c.model_type == "qwen2moe") return "qwen2_moe";
+  if (c.model_type == "llama" && c.experts > 0) return "mixtral";
+  return c.model_type;
+}
+
 }  // namespace detail
 
 /// Where the model came from: a GGUF file (tokenizer files are rebuilt from its metadata) or a
@@ -122,7 +132,9 @@ class HfTensorWriter {
  public:
   HfTensorWriter(HfFormat format, const LlamaConfig& config, const ModelQuantOptions& options, const ExportSource& source)
       : format_(format), c_(config), options_(options), spec_(options.spec), source_(source),
-        gguf_rope_(config.rope_style == RopeStyle::AdjacentPairs) {}
+        gguf_rope_(config.rope_style == RopeStyle::AdjacentPairs) {
+    if (source_.gguf) c_.model_type = detail::hf_model_type(c_);  // (names the experts' tensors: Mixtral's block_sparse_moe)
+  }
 
   /// The embedding, final norm and LM head (float16).
   void add_globals(SafetensorsWriter& w, const RowMatrix& embedding, const Eigen::VectorXf& final_norm, const RowMatrix& output) const {
@@ -283,9 +295,10 @@ class HfTensorWriter {
       w.add(prefix + "router.per_expert_scale", Dtype::F32, {m.expert_scale.size()},
             std::span<const float>(m.expert_scale.data(), static_cast<std::size_t>(m.expert_scale.size())));
     } else if (block.moe) {
-      detail::require(!source_.gguf, "model.layers." + std::to_string(b) +
-                                         ": a mixture-of-experts model read from GGUF cannot be written as a Hugging Face checkpoint yet "
-                                         "(its config.json); use a Hugging Face directory as the source, or --format gguf");
+      detail::require(!source_.gguf || c.model_type == "qwen3_moe" || c.model_type == "qwen2_moe" || c.model_type == "mixtral",
+                      "model.layers." + std::to_string(b) + ": a " + c.model_type +
+                          " mixture-of-experts model read from GGUF cannot be written as a Hugging Face checkpoint yet (its "
+                          "config.json: qwen3moe, qwen2moe and Mixtral's can); use a Hugging Face directory as the source, or --format gguf");
       const MoeWeights& m = block.moe->weights;
       const std::string router = prefix + (c.model_type == "mixtral" ? "block_sparse_moe.gate" : "mlp.gate");  // (as the reference saves it)
       detail::add_f16(w, router + ".weight", m.router.data(), {m.router.rows(), m.router.cols()});
@@ -525,19 +538,7 @@ class HfTensorWriter {
       detail::require(c_.rope_divisors.empty(), gguf.path() + ": RoPE scaling stored as rope_freqs / linear factors cannot be "
                                                              "written as a config.json rope_scaling yet");
       const TokenizerFiles tok = tokenizer_files_from_gguf(gguf);
-      const bool qwen2 = c_.model_type == "qwen2", qwen3 = c_.model_type == "qwen3";
-      config = {{"architectures", {qwen2 ? "Qwen2ForCausalLM" : qwen3 ? "Qwen3ForCausalLM" : "LlamaForCausalLM"}},
-                {"model_type", qwen2 || qwen3 ? c_.model_type : "llama"},
-                {"hidden_size", c_.hidden},
-                {"intermediate_size", c_.intermediate}, {"num_attention_heads", c_.heads}, {"num_key_value_heads", c_.kv_heads},
-                {"num_hidden_layers", c_.layers}, {"head_dim", c_.head_dim}, {"hidden_act", "silu"}, {"rms_norm_eps", detail::short_float(c_.rms_eps)},
-                {"rope_theta", detail::short_float(c_.rope_theta)}, {"vocab_size", c_.vocab}, {"tie_word_embeddings", c_.tied_embeddings},
-                {"attention_bias", false}, {"mlp_bias", false}};
-      if (qwen2 || qwen3) {
-        config.erase("attention_bias");
-        config.erase("mlp_bias");
-        config["use_sliding_window"] = false;
-      }
+      config = gguf_model_config(gguf);
       const std::string arch = gguf.find("general.architecture") ? gguf.get_string("general.architecture") : "llama";
       if (gguf.find(arch + ".context_length")) config["max_position_embeddings"] = gguf.get_uint(arch + ".context_length");
       for (const char* key : {"bos_token_id", "eos_token_id"})
@@ -560,6 +561,60 @@ class HfTensorWriter {
     config["quantization_config"] = qc;
     detail::write_json(dir / "config.json", config);
     detail::write_json(dir / "quantization_config.json", qc);
+  }
+
+  /// config.json of a model read from GGUF, as transformers 5.17 writes it for the family (RoPE
+  /// theta also under the older top-level key). What GGUF does not store is what llama.cpp's graph
+  /// computes: SiLU; every layer a mixture of experts; the chosen experts' weights renormalized
+  /// for qwen3moe and Mixtral, not for qwen2moe (build_moe_ffn's norm_w, hard-coded per graph);
+  /// no sliding window; attention biases where the file has them.
+  nlohmann::ordered_json gguf_model_config(const GgufFile& gguf) const {
+    const std::string& type = c_.model_type;
+    const bool qwen2 = type == "qwen2", qwen3 = type == "qwen3", mixtral = type == "mixtral";
+    const bool qwen2_moe = type == "qwen2_moe", qwen3_moe = type == "qwen3_moe", moe = c_.experts > 0;
+    detail::require(type == "llama" || qwen2 || qwen3 || mixtral || qwen2_moe || qwen3_moe,
+                    gguf.path() + ": a " + type + " model read from GGUF cannot be written as a Hugging Face checkpoint yet (its config.json)");
+    const bool biased = gguf.find_tensor("blk.0.attn_q.bias") != nullptr;
+    detail::require(!biased || qwen2 || qwen2_moe || qwen3_moe,
+                    gguf.path() + ": attention biases (blk.0.attn_q.bias) have no config.json key in a " + type + " checkpoint");
+    static const std::map<std::string, std::string> architectures = {
+        {"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}, {"qwen3", "Qwen3ForCausalLM"},
+        {"mixtral", "MixtralForCausalLM"}, {"qwen2_moe", "Qwen2MoeForCausalLM"}, {"qwen3_moe", "Qwen3MoeForCausalLM"}};
+    nlohmann::ordered_json config = {
+        {"architectures", {architectures.at(type)}}, {"model_type", type}, {"hidden_size", c_.hidden},
+        {"intermediate_size", c_.intermediate}, {"num_attention_heads", c_.heads}, {"num_key_value_heads", c_.kv_heads},
+        {"num_hidden_layers", c_.layers}, {"head_dim", c_.head_dim}, {"hidden_act", "silu"}, {"rms_norm_eps", detail::short_float(c_.rms_eps)},
+        {"rope_theta", detail::short_float(c_.rope_theta)},
+        {"rope_parameters", {{"rope_theta", detail::short_float(c_.rope_theta)}, {"rope_type", "default"}}},
+        {"vocab_size", c_.vocab}, {"tie_word_embeddings", c_.tied_embeddings}};
+    if (type == "llama") config["attention_bias"] = false, config["mlp_bias"] = false;
+    if (qwen2 || qwen3 || qwen2_moe || qwen3_moe) config["use_sliding_window"] = false, config["sliding_window"] = nullptr;
+    if (mixtral) config["sliding_window"] = nullptr;
+    if (!moe) return config;
+    const MoeLayout m = gguf_moe_layout(gguf);
+    config["num_experts_per_tok"] = m.spec.top_k;
+    if (mixtral) {  // its feed_forward_length is the expert's; the top-k always renormalized
+      config["intermediate_size"] = m.expert_intermediate;
+      config["num_local_experts"] = m.experts;
+      return config;
+    }
+    if (c_.intermediate <= 0) config.erase("intermediate_size");  // (no dense MLP: a size nothing reads)
+    config["moe_intermediate_size"] = m.expert_intermediate;
+    config["num_experts"] = m.experts;
+    config["norm_topk_prob"] = m.spec.normalize;
+    config["decoder_sparse_step"] = 1;
+    config["mlp_only_layers"] = nlohmann::ordered_json::array();
+    if (qwen3_moe) {
+      detail::require(m.shared_intermediate == 0, gguf.path() + ": a shared expert has no config.json key in a qwen3_moe checkpoint");
+      config["attention_bias"] = biased;
+      return config;
+    }
+    detail::require(m.shared_intermediate > 0 && m.shared_gate,  // transformers' Qwen2-MoE always has a gated shared expert
+                    gguf.path() + ": a qwen2moe model without a gated shared expert (ffn_*_shexp, ffn_gate_inp_shexp) has no "
+                                  "Hugging Face configuration");
+    config["shared_expert_intermediate_size"] = m.shared_intermediate;
+    config["qkv_bias"] = biased;
+    return config;
   }
 
   /// compressed-tensors' quantization_config for an MXFP4 / MXFP8 / NVFP4 / FP8_STATIC checkpoint, as

@@ -108,9 +108,15 @@ inline MoeLayout gguf_moe_layout(const GgufFile& file) {
 inline MoeWeights load_gguf_moe(const GgufFile& file, const MoeLayout& m, Index layer, Index hidden) {
   detail::require(layer >= 0 && layer < static_cast<Index>(m.sparse.size()), file.path() + ": no block " + std::to_string(layer));
   const std::string p = "blk." + std::to_string(layer) + ".";
+  // shapes compared as llama.cpp's loader does: trailing 1s do not count (its converter writes
+  // qwen2moe's shared-expert gate as ne {hidden, 1})
+  const auto trimmed = [](std::vector<std::uint64_t> d) {
+    while (d.size() > 1 && d.back() == 1) d.pop_back();
+    return d;
+  };
   auto load = [&](const std::string& name, std::initializer_list<std::uint64_t> dims) {
     const GgufTensor& t = file.tensor(name);
-    if (t.dims != std::vector<std::uint64_t>(dims)) {
+    if (trimmed(t.dims) != trimmed(std::vector<std::uint64_t>(dims))) {
       std::string have, want;
       for (auto d : t.dims) have += (have.empty() ? "" : ", ") + std::to_string(d);
       for (auto d : dims) want += (want.empty() ? "" : ", ") + std::to_string(d);
