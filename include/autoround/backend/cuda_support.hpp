@@ -9,7 +9,6 @@ namespace autoround {
 
 /// Why the GPU cannot tune blocks of a model so configured (empty: it can).
 inline std::string cuda_unsupported(const LlamaConfig& c) {
-  if (c.attention_softcap > 0) return "attention soft-capping (Gemma 2)";
   if (c.per_layer_input > 0) return "per-layer embeddings (Gemma 4 E2B / E4B)";
   if (c.kv_shared_layers > 0) return "layers sharing keys and values (Gemma 4 E2B / E4B)";
   return {};

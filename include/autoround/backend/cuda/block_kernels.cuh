@@ -171,15 +171,22 @@ struct TileColumns {
 /// next GEMMs' operand). `sinks` (GPT-OSS; null: none): one more logit per head in each row's
 /// softmax whose probability is dropped; row r belongs to (sequence, head) pair first_pair + r /
 /// seqlen, head = pair % heads. The backward needs nothing more (the sink's column has no dP).
+/// `cap` > 0 (Gemma 2's attention soft-capping): each score s becomes cap · tanh(s / cap) first,
+/// and the row's log-sum-exp goes to `lse[row]`, from which the backward recovers the capped
+/// scores (log P + lse) and so tanh's derivative without keeping another square.
 template <int = 0>
 __global__ void causal_softmax_kernel(float* scores, bool keep_float, __nv_bfloat16* copy, long seqlen, long tile, long window = 0,
-                                      const float* sinks = nullptr, long heads = 1, long first_pair = 0) {
+                                      const float* sinks = nullptr, long heads = 1, long first_pair = 0, float cap = 0.0f,
+                                      float* lse = nullptr) {
   __shared__ float shared[kRowThreads];
   const long t = blockIdx.x % seqlen, first = window > 0 && t - window + 1 > 0 ? t - window + 1 : 0;
   const TileColumns columns(t, seqlen, tile, window);
   float* row = scores + blockIdx.x * seqlen;
   float max = -INFINITY;
-  for (long j = first + threadIdx.x; j <= t; j += kRowThreads) max = fmaxf(max, row[j]);
+  for (long j = first + threadIdx.x; j <= t; j += kRowThreads) {  // (each thread reads back only the entries it capped)
+    if (cap > 0.0f) row[j] = __fmul_rn(cap, tanhf(__fdiv_rn(row[j], cap)));
+    max = fmaxf(max, row[j]);
+  }
   max = device::block_max(max, shared);
   const float sink = sinks ? sinks[(first_pair + static_cast<long>(blockIdx.x) / seqlen) % heads] : 0.0f;
   if (sinks) max = fmaxf(max, sink);
@@ -191,6 +198,7 @@ __global__ void causal_softmax_kernel(float* scores, bool keep_float, __nv_bfloa
   }
   sum = device::block_sum(sum, shared);
   if (sinks) sum = __fadd_rn(sum, expf(__fsub_rn(sink, max)));
+  if (lse && threadIdx.x == 0) lse[blockIdx.x] = __fadd_rn(max, logf(sum));
   for (long j = columns.lo + threadIdx.x; j < columns.hi; j += kRowThreads) {
     const float p = j >= first && j <= t ? __fdiv_rn(row[j], sum) : 0.0f;
     if (keep_float) row[j] = p;
@@ -200,10 +208,12 @@ __global__ void causal_softmax_kernel(float* scores, bool keep_float, __nv_bfloa
 
 /// Softmax backward: dS = scale · P ⊙ (dP − Σ_j P_j dP_j), row by row, over the row's tile
 /// columns (outside them dP was never computed; P is 0 there). dP comes in `dp`; dS goes back to
-/// `dp` (when keep_float) and/or, in bf16, to `copy`. P is float32 or bf16.
+/// `dp` (when keep_float) and/or, in bf16, to `copy`. P is float32 or bf16. With soft-capping
+/// (`cap` > 0, `lse` from causal_softmax_kernel), also × tanh's derivative 1 − (c / cap)² at the
+/// capped score c = log P + lse (where P is 0 the product is 0 whatever the factor).
 template <class P>
 __global__ void softmax_backward_kernel(const P* p, float* dp, bool keep_float, __nv_bfloat16* copy, long seqlen, long tile, long window,
-                                        float scale) {
+                                        float scale, float cap = 0.0f, const float* lse = nullptr) {
   __shared__ float shared[kRowThreads];
   const long t = blockIdx.x % seqlen, base = blockIdx.x * seqlen;
   const TileColumns columns(t, seqlen, tile, window);
@@ -213,7 +223,11 @@ __global__ void softmax_backward_kernel(const P* p, float* dp, bool keep_float, 
   dot = device::block_sum(dot, shared);
   for (long j = columns.lo + threadIdx.x; j < columns.hi; j += kRowThreads) {
     const float pj = static_cast<float>(p[base + j]);
-    const float ds = j <= t ? __fmul_rn(__fsub_rn(__fmul_rn(pj, dp[base + j]), __fmul_rn(pj, dot)), scale) : 0.0f;
+    float ds = j <= t ? __fmul_rn(__fsub_rn(__fmul_rn(pj, dp[base + j]), __fmul_rn(pj, dot)), scale) : 0.0f;
+    if (cap > 0.0f && pj > 0.0f) {
+      const float capped = __fdiv_rn(__fadd_rn(logf(pj), lse[blockIdx.x]), cap);
+      ds = __fmul_rn(ds, __fsub_rn(1.0f, __fmul_rn(capped, capped)));
+    }
     if (keep_float) dp[base + j] = ds;
     if (copy) copy[base + j] = __float2bfloat16_rn(ds);
   }

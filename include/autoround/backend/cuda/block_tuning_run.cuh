@@ -30,8 +30,9 @@
 // loss gradient × it). Gemma 4's 26B-A4B (beside_forward / beside_backward): GeGLU experts beside
 // the dense MLP, on the residual stream normed their own way, the router on rms(h)·scale/√H, each
 // routing weight × its expert's scale, both branches normed and added before the post-feedforward norm.
-// Refused by name (backend/cuda_support.hpp and below): Gemma 2's attention soft-capping,
-// shared-expert biases, floating-point schemes on MoE blocks, quantized activations in a latent
+// Gemma 2's attention soft-capping: the softmax kernel caps the scores (cap · tanh(s / cap)) and
+// keeps each row's log-sum-exp, from which the backward recovers tanh's derivative.
+// Refused by name (backend/cuda_support.hpp and below): shared-expert biases, floating-point schemes on MoE blocks, quantized activations in a latent
 // attention.
 //
 // GEMM precision: float32 (the CPU backend's numerics; results differ from it only by
@@ -379,7 +380,8 @@ class BlockTuningRun {
     const auto square = static_cast<std::size_t>(pairs) * static_cast<std::size_t>(seqlen * seqlen);
     // each tile's six GEMMs: 3 pointers per pair (the tile count does not depend on a window)
     const std::size_t tiles = attention_tiles(seqlen, attention_tile_rows(seqlen, plan.attention_tile), 0).size();
-    return rows * per_row + square * (operand + both) + static_cast<std::size_t>(micro * c.heads) * 18 * tiles * sizeof(void*) + (1u << 20);
+    const std::size_t lse = c.attention_softcap > 0 ? static_cast<std::size_t>(pairs * seqlen) * 4 : 0;  // soft-capping's row sums
+    return rows * per_row + square * (operand + both) + lse + static_cast<std::size_t>(micro * c.heads) * 18 * tiles * sizeof(void*) + (1u << 20);
   }
 
   /// A head's query/key and value widths, and the key/value heads the attention GEMMs read: a
@@ -858,6 +860,7 @@ class BlockTuningRun {
     // mode the float32 square is only the GEMM output (S, then dP) and P, dS are kept in bf16
     p_.allocate(scores, bf16_, false);
     ds_.allocate(scores, bf16_);
+    if (config_.attention_softcap > 0) lse_ = floats(pairs_ * seqlen_);  // each probability row's log-sum-exp
   }
 
   // a latent attention's workspace for `rows` tokens (latent_forward / latent_backward)
@@ -1258,12 +1261,13 @@ class BlockTuningRun {
     }
     const float* sinks = sinks_.size() > 0 ? sinks_.data() : nullptr;
     const auto rows = static_cast<unsigned>(count * seqlen_);
+    float* lse = lse_.size() > 0 ? lse_.data() : nullptr;  // (soft-capping only)
     if (bf16_)
       causal_softmax_kernel<><<<rows, kRowThreads, 0, stream()>>>(ds_.f.data(), false, p_.h.data(), seqlen_, tile_, window_, sinks,
-                                                                  config_.heads, first);
+                                                                  config_.heads, first, config_.attention_softcap, lse);
     else
       causal_softmax_kernel<><<<rows, kRowThreads, 0, stream()>>>(p_.f.data(), true, nullptr, seqlen_, tile_, window_, sinks, config_.heads,
-                                                                  first);
+                                                                  first, config_.attention_softcap, lse);
   }
 
   // The gated MLP's backward (a dense block's, or the shared expert's) from dL/d(its output) `dy`:
@@ -1494,12 +1498,13 @@ class BlockTuningRun {
         batched<T>(g.d_scores, false, true, t.r1 - t.r0, t.r1 - t.lo, dv, 1.0f, o_cols, v_cols, seqlen_, first, count);
       }
       const auto rows_of_pairs = static_cast<unsigned>(count * seqlen_);
+      const float* lse = lse_.size() > 0 ? lse_.data() : nullptr;
       if (bf16_)
         softmax_backward_kernel<<<rows_of_pairs, kRowThreads, 0, stream()>>>(p_.h.data(), ds_.f.data(), false, ds_.h.data(), seqlen_, tile_,
-                                                                             window_, scale);
+                                                                             window_, scale, config_.attention_softcap, lse);
       else
         softmax_backward_kernel<<<rows_of_pairs, kRowThreads, 0, stream()>>>(p_.f.data(), ds_.f.data(), true, nullptr, seqlen_, tile_,
-                                                                             window_, scale);
+                                                                             window_, scale, config_.attention_softcap, lse);
       for (const TileGemms& g : tiles_) {
         const AttentionTile& t = g.tile;
         const long rows_in = t.r1 - t.r0, keys = t.r1 - t.lo, queries = t.q_end - t.r0;
@@ -1752,6 +1757,7 @@ class BlockTuningRun {
   DeviceBuffer<float> attn_norm_, ffn_norm_, q_norm_, k_norm_;
   std::array<DeviceBuffer<float>, 3> bias_;
   DeviceBuffer<float> o_bias_, sinks_;  // GPT-OSS: o_proj's bias [hidden], the attention sinks [heads] (empty: none)
+  DeviceBuffer<float> lse_;  // Gemma 2's soft-capping: the log-sum-exp of each probability row of pairs_ squares (empty: none)
   bool qk_norm_ = false;
   bool values_from_keys_ = false;  // Gemma 4's full layers: V is k_proj's output (no Value slot)
   float layer_scalar_ = 1.0f;      // Gemma 4: the block's output × this
