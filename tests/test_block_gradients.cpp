@@ -547,4 +547,66 @@ TEST_CASE("block backward through quantized linear inputs equals autograd's thro
     }
   }
 }
+
+// The same fixture with the MLP as a mixture of experts: one routed expert, top 1 (its weight is
+// exactly 1, the router's gradient 0), that is the dense MLP — or an ungated shared expert that is,
+// beside a routed expert whose down projection is 0. The experts' linear inputs are quantized as
+// the reference's wrapped expert Linears quantize them (gate and up read q(x), down q(product)), so
+// the output and every gradient are autograd's through auto-round's quantizers on the dense block.
+TEST_CASE("a mixture of experts' linear inputs are quantized as the dense MLP's: autograd's values through auto-round's quantizers") {
+  const SafetensorsFile file{std::string(AUTOROUND_FIXTURES_DIR) + "/act_quant_block.safetensors"};
+  LlamaConfig c;
+  c.hidden = 64, c.heads = 4, c.kv_heads = 2, c.head_dim = 16, c.intermediate = 96, c.rope_theta = 10000.0f, c.rms_eps = 1e-5f;
+  c.rope_style = RopeStyle::HalfSplit;
+  const char* names[7] = {"q", "k", "v", "o", "gate", "up", "down"};
+  LlamaBlock dense;
+  for (Linear l : all_linears) dense[l] = file.to_float(names[static_cast<std::size_t>(l)]);
+  dense.attn_norm = file.to_float("attn_norm").row(0).transpose();
+  dense.ffn_norm = file.to_float("ffn_norm").row(0).transpose();
+  const RowMatrix x = file.to_float("x"), R = file.to_float("R"), absmax_row = file.to_float("absmax");
+  const std::array<float, 4> absmax{absmax_row(0, 0), absmax_row(0, 1), absmax_row(0, 2), absmax_row(0, 3)};
+  const ExpertWeights mlp{dense[Linear::Gate], dense[Linear::Up], dense[Linear::Down], {}, {}, {}};
+  for (const bool shared : {false, true}) {
+    CAPTURE(shared);
+    LlamaBlock block = dense;
+    for (Linear l : {Linear::Gate, Linear::Up, Linear::Down}) block[l] = RowMatrix();
+    MoeFeedForward ffn;
+    ffn.spec.top_k = 1;
+    ffn.weights.router = RowMatrix::Constant(1, c.hidden, 0.1f);
+    ExpertWeights routed = mlp;
+    if (shared) {
+      routed.down.setZero();
+      ffn.weights.shared = mlp;
+    }
+    ffn.weights.experts.push_back(routed);
+    block.moe = ffn;
+    const std::size_t owner = shared ? 1 : 0;  // where the dense MLP's gradients must appear
+    for (const auto& [scheme, format] : {std::pair<const char*, FloatFormat>{"mxfp4", FloatFormat::MxFp4}, {"nvfp4", FloatFormat::NvFp4},
+                                         {"fp8_block", FloatFormat::Fp8Block}}) {
+      CAPTURE(std::string(scheme));
+      block.act_quant = activation_quant_for(float_spec(format), absmax);
+      RowMatrix h = x;
+      BlockCache cache;
+      block_forward(block, c, h, &cache, 12);
+      const RowMatrix expected_out = file.to_float(std::string(scheme) + ".out");
+      CHECK((h - expected_out).norm() <= 1e-4f * expected_out.norm());
+      std::array<RowMatrix, 7> grads;
+      for (Linear l : all_linears) grads[static_cast<std::size_t>(l)] = RowMatrix::Zero(block[l].rows(), block[l].cols());
+      std::vector<std::array<RowMatrix, 3>> expert_grads(shared ? 2 : 1);
+      for (auto& g : expert_grads)
+        g = {RowMatrix::Zero(mlp.gate.rows(), mlp.gate.cols()), RowMatrix::Zero(mlp.up.rows(), mlp.up.cols()),
+             RowMatrix::Zero(mlp.down.rows(), mlp.down.cols())};
+      block_backward(BlockWeights::of(block), c, cache, R, grads, expert_grads);
+      for (Linear l : all_linears) {
+        const std::string name = names[static_cast<std::size_t>(l)];
+        CAPTURE(name);
+        const RowMatrix exact = file.to_float(std::string(scheme) + ".exact." + name);
+        const bool expert = l == Linear::Gate || l == Linear::Up || l == Linear::Down;
+        const RowMatrix& ours = expert ? expert_grads[owner][static_cast<std::size_t>(l) - static_cast<std::size_t>(Linear::Gate)]
+                                       : grads[static_cast<std::size_t>(l)];
+        CHECK((ours - exact).norm() <= 1e-4f * exact.norm());
+      }
+    }
+  }
+}
 }  // namespace test_block_gradients

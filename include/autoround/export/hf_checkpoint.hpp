@@ -221,6 +221,8 @@ class HfTensorWriter {
   /// it must not replace (extra_config bits 16, GPTQ's dynamic "-:", AWQ's modules_to_not_convert).
   void keep_float(const std::string& name) {
     extra_[loader_name(name)] = {{"bits", 16}, {"data_type", "float"}};
+    if (spec_.act_bits <= 8)  // (a W4A4 scheme's float layer: without these its loader looks for a 16-bit kernel with 4-bit inputs)
+      extra_[loader_name(name)]["act_bits"] = 16, extra_[loader_name(name)]["act_data_type"] = "float";
     dynamic_["-:" + detail::exact_regex(name)] = nlohmann::ordered_json::object();
     not_converted_.push_back(name);
   }

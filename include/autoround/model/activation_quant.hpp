@@ -18,8 +18,14 @@
 // rounding straight through but its clamps and MX exponent as written, and the group's largest
 // magnitude's share through the scale; the CUDA block run computes the same (float_formulas.hpp).
 // Not done: FP8_STATIC's tuned factor on the calibrated maximum (act_max_scale, one per layer in
-// the reference; ours stays 1). A mixture of experts' router sees the unquantized input, as the
-// reference's (an unwrapped Linear); its experts' inputs are left unquantized here (not yet done).
+// the reference; ours stays 1). A mixture of experts' router (and a shared expert's gate) sees the
+// unquantized input, as the reference's (unwrapped Linears); every expert's gate and up read the
+// quantized one and its down its quantized product (model/moe_mlp.hpp: the reference's unfused
+// expert Linears, each wrapped). Approximation: NVFP4's global scale and FP8_STATIC's input scale
+// are one per input kind while tuning (the largest |input| any of the block's layers of that kind
+// saw): for a dense block the same as the reference's per-layer ones (the layers of a kind share
+// their input), for experts the largest over all of them where the reference uses each expert's
+// own (the checkpoint stores each layer's own). The CUDA block run refuses these schemes on MoE blocks.
 #include <algorithm>
 #include <array>
 #include <optional>

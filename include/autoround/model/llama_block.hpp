@@ -334,7 +334,7 @@ inline void mlp_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix& 
   if (w.moe && !w.moe->beside_mlp) {  // the experts on their routed rows (model/moe_mlp.hpp)
     m.experts_in.resize(0, 0);
     RowMatrix out;
-    moe_forward(w.moe->weights, w.moe->spec, m.mlp_in, out, cache ? &m.moe : nullptr);
+    moe_forward(w.moe->weights, w.moe->spec, m.mlp_in, out, cache ? &m.moe : nullptr, nullptr, w.act);  // (w.act: its experts' inputs)
     if (w.has_post_ffn_norm()) {
       m.mlp_out = std::move(out);
       hidden += detail::rms_norm(m.mlp_out, *w.post_ffn_norm, c.rms_eps);
@@ -344,7 +344,7 @@ inline void mlp_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix& 
     return;
   }
   if (w.act && cache) m.mlp_in_float = m.mlp_in;
-  if (w.act) w.act->apply(m.mlp_in, LinearInput::Mlp);  // (a mixture of experts' router reads it unquantized: above)
+  if (w.act) w.act->apply(m.mlp_in, LinearInput::Mlp);
   m.gate.noalias() = m.mlp_in * w[Linear::Gate].transpose();
   m.up.noalias() = m.mlp_in * w[Linear::Up].transpose();
   // SwiGLU: silu(g) u = g / (1 + exp(−g)) · u, with libm's expf: the values the per-sample code
@@ -376,7 +376,7 @@ inline void mlp_forward(const BlockWeights& w, const LlamaConfig& c, RowMatrix& 
     m.dense_out.noalias() = m.down_in * w[Linear::Down].transpose();
     m.router_in = detail::rms_norm(hidden, beside.router_norm(), c.rms_eps);
     m.experts_in = detail::rms_norm(hidden, beside.input_norm, c.rms_eps);
-    moe_forward(w.moe->weights, w.moe->spec, m.experts_in, m.experts_out, cache ? &m.moe : nullptr, &m.router_in);
+    moe_forward(w.moe->weights, w.moe->spec, m.experts_in, m.experts_out, cache ? &m.moe : nullptr, &m.router_in, w.act);
     m.mlp_out = detail::rms_norm(m.dense_out, beside.mlp_norm, c.rms_eps);
     m.mlp_out += detail::rms_norm(m.experts_out, beside.experts_norm, c.rms_eps);
     hidden += detail::rms_norm(m.mlp_out, *w.post_ffn_norm, c.rms_eps);

@@ -96,8 +96,8 @@ class BlockTuningRun {
     if (search || measure_inputs) importance = input_importance(block, config, inputs_, measure_inputs ? &input_absmax_ : nullptr, side_);
     if constexpr (float_codes) {  // W4A4 / W8A8 schemes: the layers' inputs are quantized in the tuned forward, as the reference's
       InputMaxima maxima;
-      for (std::size_t i = 0; i < slots_.size(); ++i)
-        if (quantizers[i] && slots_[i].expert == LinearSlot::own)
+      for (std::size_t i = 0; i < slots_.size(); ++i)  // (a mixture of experts': every expert's inputs, one maximum per kind)
+        if (quantizers[i] && (slots_[i].expert == LinearSlot::own || slots_[i].of_expert()))
           maxima.add(quantizers[i]->spec(), linear_input(slots_[i].role), i < input_absmax_.size() ? input_absmax_[i] : 0.0f);
       act_ = maxima.activation_quant();
     }

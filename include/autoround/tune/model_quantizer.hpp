@@ -242,7 +242,7 @@ std::optional<ActivationQuant> activation_quant_of(const LlamaBlock& block, cons
     const std::vector<LinearSlot> slots = linear_slots(block);
     InputMaxima maxima;
     for (std::size_t i = 0; i < slots.size(); ++i)
-      if (const auto& q = result_at(results, i); q && slots[i].expert == LinearSlot::own)
+      if (const auto& q = result_at(results, i); q && (slots[i].expert == LinearSlot::own || slots[i].of_expert()))
         maxima.add(q->quantizer.spec(), linear_input(slots[i].role), q->input_absmax);
     return maxima.activation_quant();
   }
