@@ -21,11 +21,10 @@
 // the reference; ours stays 1). A mixture of experts' router (and a shared expert's gate) sees the
 // unquantized input, as the reference's (unwrapped Linears); every expert's gate and up read the
 // quantized one and its down its quantized product (model/moe_mlp.hpp: the reference's unfused
-// expert Linears, each wrapped). Approximation: NVFP4's global scale and FP8_STATIC's input scale
-// are one per input kind while tuning (the largest |input| any of the block's layers of that kind
-// saw): for a dense block the same as the reference's per-layer ones (the layers of a kind share
-// their input), for experts the largest over all of them where the reference uses each expert's
-// own (the checkpoint stores each layer's own). The CUDA block run refuses these schemes on MoE blocks.
+// expert Linears, each wrapped). NVFP4's global scale and FP8_STATIC's input scale are the
+// reference's per layer: one per input kind for the block's own layers (the layers of a kind share
+// their input), each expert's own for the experts (ActivationQuant::experts, from its measured
+// inputs or the checkpoint's scales). The CUDA block run refuses these schemes on MoE blocks.
 #include <algorithm>
 #include <array>
 #include <optional>
@@ -40,13 +39,53 @@ namespace autoround {
 /// The four inputs of a block's linear layers, in order.
 enum class LinearInput : int { Attention = 0, AttentionOutput = 1, Mlp = 2, MlpProduct = 3 };
 
+/// A mixture of experts' expert's own static input scales (NVFP4's global scale, FP8_STATIC's
+/// scale), [0] for its gate/up input, [1] for its down input; 0: none (the block's are used); and
+/// whether that input stays float (the layers reading it are not quantized: the reference
+/// quantizes a Linear's input only where it quantizes the Linear; gate and up: quantized when
+/// either is).
+struct ExpertInputScales {
+  std::array<float, 2> global_scale{}, input_scale{};
+  std::array<bool, 2> float_input{};
+};
+
 struct ActivationQuant {
   DynamicFloatQuantizer quantizer{float_spec(FloatFormat::MxFp4)};
   std::array<float, 4> global_scale{};  ///< NVFP4: per LinearInput, 2688 / its calibration max |x|
   std::array<float, 4> input_scale{};   ///< FP8_STATIC: per LinearInput, max(max |x| / 448, 1 / (448 · 512))
+  /// A mixture of experts: each expert's own (routed 0 .. E−1, then a shared one), as the
+  /// reference's inference modules hold one per Linear; empty: every expert uses the block's.
+  std::vector<ExpertInputScales> experts;
+  std::array<bool, 4> float_input{};  ///< per LinearInput: left unquantized (apply and backward do nothing)
+
+  /// Expert e's quantization: the block's, with e's own static scales for Mlp and MlpProduct.
+  ActivationQuant for_expert(std::size_t e) const {
+    ActivationQuant a{quantizer, global_scale, input_scale, {}, float_input};
+    if (e >= experts.size()) return a;
+    const auto set = [](float& to, float from) { to = from > 0.0f ? from : to; };
+    for (std::size_t k = 0; k < 2; ++k) {
+      const auto i = static_cast<std::size_t>(k == 0 ? LinearInput::Mlp : LinearInput::MlpProduct);
+      set(a.global_scale[i], experts[e].global_scale[k]);
+      set(a.input_scale[i], experts[e].input_scale[k]);
+      a.float_input[i] = experts[e].float_input[k];
+    }
+    return a;
+  }
+
+  /// Expert e's static scales from its inputs' largest |x| (gate/up's, down's), as activation_quant_for.
+  void set_expert_maxima(std::size_t e, float mlp_absmax, float product_absmax) {
+    if (experts.size() <= e) experts.resize(e + 1);
+    const float absmax[2] = {mlp_absmax, product_absmax};
+    for (std::size_t k = 0; k < 2; ++k) {
+      if (absmax[k] <= 0.0f) continue;
+      experts[e].global_scale[k] = 2688.0f * (1.0f / absmax[k]);
+      experts[e].input_scale[k] = fp8_input_scale(absmax[k]);
+    }
+  }
 
   /// Quantize-dequantize x's rows in place.
   void apply(RowMatrix& x, LinearInput input) const {
+    if (float_input[static_cast<std::size_t>(input)]) return;
     const float_formulas::FloatParams p = params(input);
     const float s = static_scale(input);
     for_each_group(x.rows(), x.cols(), [&](Index at, Index n) {
@@ -63,6 +102,7 @@ struct ActivationQuant {
   /// dL/dx from dL/d apply(x), in place in `grad` (x: the input before apply, same shape).
   void backward(const RowMatrix& x, RowMatrix& grad, LinearInput input) const {
     detail::require(x.rows() == grad.rows() && x.cols() == grad.cols(), "ActivationQuant::backward: input and gradient shapes differ");
+    if (float_input[static_cast<std::size_t>(input)]) return;
     const float_formulas::FloatParams p = params(input);
     const float s = static_scale(input);
     for_each_group(x.rows(), x.cols(), [&](Index at, Index n) {
@@ -107,7 +147,7 @@ struct ActivationQuant {
 /// FP8); `input_absmax` per LinearInput.
 inline std::optional<ActivationQuant> activation_quant_for(const QuantSpec& weights, const std::array<float, 4>& input_absmax = {}) {
   if (weights.data_type == DataType::Int || weights.act_bits > 8) return std::nullopt;
-  ActivationQuant a{DynamicFloatQuantizer(weights), {}, {}};
+  ActivationQuant a{DynamicFloatQuantizer(weights), {}, {}, {}, {}};
   for (std::size_t i = 0; i < 4; ++i) {
     a.global_scale[i] = input_absmax[i] > 0.0f ? 2688.0f * (1.0f / input_absmax[i]) : 1.0f;
     a.input_scale[i] = fp8_input_scale(input_absmax[i]);
@@ -125,13 +165,36 @@ class InputMaxima {
     float& m = absmax_[static_cast<std::size_t>(input)];
     m = std::max(m, absmax);
   }
+  /// A mixture of experts' expert count (routed and shared): an expert none of whose layers is
+  /// added keeps its inputs in float.
+  void experts(std::size_t n) { experts_.resize(std::max(experts_.size(), n)); }
+  /// A quantized layer of an expert (`expert`: routed 0 .. E−1, then a shared one): its own maxima.
+  void add_expert(const QuantSpec& spec, std::size_t expert, LinearInput input, float absmax) {
+    spec_ = spec;
+    if (experts_.size() <= expert) experts_.resize(expert + 1);
+    const std::size_t k = input == LinearInput::MlpProduct ? 1 : 0;
+    experts_[expert].absmax[k] = std::max(experts_[expert].absmax[k], absmax);
+    experts_[expert].quantized[k] = true;
+  }
   std::optional<ActivationQuant> activation_quant() const {
-    return spec_ ? activation_quant_for(*spec_, absmax_) : std::nullopt;
+    if (!spec_) return std::nullopt;
+    auto a = activation_quant_for(*spec_, absmax_);
+    if (!a) return a;
+    for (std::size_t e = 0; e < experts_.size(); ++e) {
+      a->set_expert_maxima(e, experts_[e].absmax[0], experts_[e].absmax[1]);
+      for (std::size_t k = 0; k < 2; ++k) a->experts[e].float_input[k] = !experts_[e].quantized[k];
+    }
+    return a;
   }
 
  private:
+  struct Expert {
+    std::array<float, 2> absmax{};
+    std::array<bool, 2> quantized{};
+  };
   std::optional<QuantSpec> spec_;
   std::array<float, 4> absmax_{};
+  std::vector<Expert> experts_;
 };
 
 }  // namespace autoround

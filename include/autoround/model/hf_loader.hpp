@@ -31,6 +31,7 @@
 #include "hf_moe.hpp"
 #include "../pack/gptq.hpp"
 #include "gguf_source.hpp"
+#include "linear_slots.hpp"
 #include "llama_model.hpp"
 #include "model_source.hpp"
 
@@ -389,32 +390,65 @@ class HfModelSource {
       block.ffn_norm = norm(prefix + "post_attention_layernorm.weight", c.hidden);
     }
     block.sliding = c.is_sliding(b);
-    block.act_quant = activation_quant(prefix);
+    block.act_quant = activation_quant(prefix, block);
     return block;
   }
 
   /// A W4A4 / W8A8 checkpoint's activation quantization of a block's linear inputs (act_bits <= 8
-  /// with mx_fp or nv_fp4_with_static_gs activations; NVFP4: each input's input_global_scale).
-  std::optional<ActivationQuant> activation_quant(const std::string& prefix) const {
+  /// with mx_fp or nv_fp4_with_static_gs activations; NVFP4: each input's input_global_scale, and
+  /// in a mixture of experts each expert's own).
+  std::optional<ActivationQuant> activation_quant(const std::string& prefix, const LlamaBlock& block) const {
     if (qc_.value("quant_method", "") != "auto-round" || qc_.value("act_bits", 16) > 8) return std::nullopt;
     const std::string type = qc_.value("act_data_type", "");
     const auto spec = detail::float_scheme_of(qc_, prefix + hf_name(Linear::Output));
     if (!spec || (type != "mx_fp" && type != "mx_fp_rceil" && type != "nv_fp4_with_static_gs" && type != "fp"))
       throw Error(name() + ": quantization_config: activations act_data_type '" + type + "' with act_bits " +
                   std::to_string(qc_.value("act_bits", 16)) + " are not supported (mx_fp, mx_fp_rceil, nv_fp4_with_static_gs, fp)");
-    ActivationQuant a{DynamicFloatQuantizer(*spec), {}, {}};
+    ActivationQuant a{DynamicFloatQuantizer(*spec), {}, {}, {}, {}};
     // the static input scales (NVFP4: input_global_scale F32; FP8_STATIC: input_scale BF16), one
     // per LinearInput, stored with the first layer that reads that input
     const bool phi3 = config_.model_type == "phi3";
     const std::pair<LinearInput, std::string> inputs[] = {
         {LinearInput::Attention, phi3 ? "self_attn.qkv_proj" : "self_attn.q_proj"}, {LinearInput::AttentionOutput, "self_attn.o_proj"},
         {LinearInput::Mlp, phi3 ? "mlp.gate_up_proj" : "mlp.gate_proj"}, {LinearInput::MlpProduct, "mlp.down_proj"}};
+    const bool fp8_static = spec->data_type == DataType::Fp && spec->group_rows == 1;  // (FP8_BLOCK's inputs are dynamic)
+    const bool sparse = block.moe && !block.moe->beside_mlp;  // no dense MLP: its inputs' scales are the experts'
     for (const auto& [input, layer] : inputs) {
       const auto i = static_cast<std::size_t>(input);
-      if (spec->data_type == DataType::Fp && spec->group_rows == 1)  // FP8_STATIC (FP8_BLOCK's inputs are dynamic)
+      if (sparse && (input == LinearInput::Mlp || input == LinearInput::MlpProduct)) continue;
+      if (fp8_static)
         a.input_scale[i] = bf16_bits_to_float(detail::copy_tensor<std::uint16_t>(*ckpt_, prefix + layer + ".input_scale", Dtype::BF16, {1})[0]);
       else if (spec->data_type == DataType::NvFp && ckpt_->contains(prefix + layer + ".input_global_scale"))
         a.global_scale[i] = detail::copy_tensor<float>(*ckpt_, prefix + layer + ".input_global_scale", Dtype::F32, {1})[0];
+    }
+    if (block.moe) {  // which experts' inputs stay float: those whose layers are stored in float
+      const std::size_t routed = block.moe->weights.experts.size();
+      a.experts.resize(routed + (block.moe->weights.shared ? 1 : 0));
+      for (ExpertInputScales& e : a.experts) e.float_input = {true, true};
+      for (const LinearSlot& slot : linear_slots(block)) {
+        const std::string layer = prefix + hf_name(slot, config_.model_type);
+        const bool plain = ckpt_->contains(layer + ".weight") && !ckpt_->contains(layer + ".weight_scale") &&
+                           !ckpt_->contains(layer + ".weight_scale_inv");
+        if (slot.of_expert() && !plain)
+          a.experts[slot.routed() ? static_cast<std::size_t>(slot.expert) : routed].float_input[slot.role == Linear::Down ? 1 : 0] = false;
+      }
+    }
+    if (block.moe && (fp8_static || spec->data_type == DataType::NvFp)) {
+      // each expert's own static scales (gate's and up's: the one for the larger input), and the
+      // block's for an expert without its own (a sparse block stores none): the largest input's
+      const std::size_t routed = block.moe->weights.experts.size();
+      const auto keep = [&](float& to, float v) { to = to == 0.0f ? v : fp8_static ? std::max(to, v) : std::min(to, v); };
+      for (const LinearSlot& slot : linear_slots(block)) {
+        const std::string layer = prefix + hf_name(slot, config_.model_type) + (fp8_static ? ".input_scale" : ".input_global_scale");
+        if (!slot.of_expert() || !ckpt_->contains(layer)) continue;
+        const std::size_t e = slot.routed() ? static_cast<std::size_t>(slot.expert) : routed, k = slot.role == Linear::Down ? 1 : 0;
+        if (a.experts.size() <= e) a.experts.resize(e + 1);
+        const float v = fp8_static ? bf16_bits_to_float(detail::copy_tensor<std::uint16_t>(*ckpt_, layer, Dtype::BF16, {1})[0])
+                                   : detail::copy_tensor<float>(*ckpt_, layer, Dtype::F32, {1})[0];
+        const auto i = static_cast<std::size_t>(k == 0 ? LinearInput::Mlp : LinearInput::MlpProduct);
+        keep(fp8_static ? a.experts[e].input_scale[k] : a.experts[e].global_scale[k], v);
+        if (sparse) keep(fp8_static ? a.input_scale[i] : a.global_scale[i], v);
+      }
     }
     return a;
   }

@@ -240,7 +240,10 @@ inline MoeWeights load_moe(const SafetensorsCheckpoint& ckpt, const MoeLayout& m
   auto load = [&](const std::string& name, Index rows, Index cols) {
     const std::string suffix = ".weight";
     const bool linear = name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
-    if (!ckpt.contains(name) && linear && quantized) return quantized(name.substr(0, name.size() - suffix.size()), rows, cols);
+    const std::string layer = linear ? name.substr(0, name.size() - suffix.size()) : std::string();
+    // MXFP8 / FP8 layers keep the name "weight" for their E4M3 codes, a weight_scale (or FP8_BLOCK's weight_scale_inv) beside them
+    const bool codes = linear && (ckpt.contains(layer + ".weight_scale") || ckpt.contains(layer + ".weight_scale_inv"));
+    if ((!ckpt.contains(name) || codes) && linear && quantized) return quantized(layer, rows, cols);
     if (!ckpt.contains(name)) throw Error("checkpoint: no tensor named '" + name + "'");
     RowMatrix w = ckpt.to_float(name);
     ckpt.release(name);

@@ -90,12 +90,13 @@ struct MoeCache {
   RowMatrix shared_gate, shared_up, shared_act, shared_out;  ///< the shared expert on every token
   Eigen::VectorXf shared_weight;            ///< per token: g(x)
   bool own_router_input = false;            ///< the router read moe_forward's router_x, not x
-  // quantized inputs (moe_forward's `act`; null: float inputs): the experts read q(x) (the router
-  // and the shared expert's gate x itself), each down projection q(act); act above stays float
+  // quantized inputs (moe_forward's `act`; null: float inputs): each expert's gate and up read its
+  // rows of x quantized, its down q(act) (act above stays float); the router and the shared
+  // expert's gate read x itself
   const ActivationQuant* act_quant = nullptr;
-  RowMatrix x_quantized;                      ///< q(x), what every expert's gate and up read
-  std::vector<RowMatrix> act_quantized;       ///< per expert: q(act), what its down projection read
-  RowMatrix shared_act_quantized;
+  std::vector<RowMatrix> input_quantized;     ///< per expert: q_e(its rows of x), what its gate and up read
+  std::vector<RowMatrix> act_quantized;       ///< per expert: q_e(act), what its down projection read
+  RowMatrix shared_input_quantized, shared_act_quantized;
 };
 
 namespace detail {
@@ -194,9 +195,10 @@ inline RowMatrix expert_backward(const MoeSpec& spec, const ExpertWeights& ex, c
 /// out = the MoE MLP of x ([tokens, hidden] each); `cache` (optional) keeps what moe_backward needs.
 /// `router_x` (optional, [tokens, router's columns]): what the router reads instead of x (Gemma 4).
 /// `act` (optional: the W4A4 / W8A8 schemes): every expert's linear layers read quantized inputs, as
-/// the reference's wrapped expert Linears do while tuning — gate and up q(x) (x's rows are quantized
-/// alone, so quantizing x once is quantizing each expert's rows), down q(its product); the router
-/// and a shared expert's gate, kept in float as the reference keeps them, read x itself.
+/// the reference's wrapped expert Linears do while tuning — gate and up its rows of x, down its
+/// product, each under the expert's own static scales (ActivationQuant::for_expert; the dynamic
+/// formats quantize each row alone, so there the rows are those of q(x)); the router and a shared
+/// expert's gate, kept in float as the reference keeps them, read x itself.
 inline void moe_forward(const MoeWeights& w, const MoeSpec& spec, const RowMatrix& x, RowMatrix& out, MoeCache* cache = nullptr,
                         const RowMatrix* router_x = nullptr, const ActivationQuant* act = nullptr) {
   const Index tokens = x.rows(), hidden = x.cols(), experts = static_cast<Index>(w.experts.size());
@@ -211,13 +213,6 @@ inline void moe_forward(const MoeWeights& w, const MoeSpec& spec, const RowMatri
   MoeCache& c = cache ? *cache : local;
   c.own_router_input = router_x != nullptr;
   c.act_quant = act;
-  if (act) {
-    c.x_quantized = x;
-    act->apply(c.x_quantized, LinearInput::Mlp);
-  } else {
-    c.x_quantized.resize(0, 0);
-  }
-  const RowMatrix& xq = act ? c.x_quantized : x;  // what the experts read
   const bool grouped = spec.scoring == RouterScoring::SigmoidGrouped;
   detail::require(!grouped || (spec.groups >= 1 && experts % spec.groups == 0 && spec.top_groups >= 1 &&
                                spec.top_groups <= spec.groups && spec.top_k <= spec.top_groups * (experts / spec.groups)),
@@ -274,6 +269,7 @@ inline void moe_forward(const MoeWeights& w, const MoeSpec& spec, const RowMatri
   c.act.assign(static_cast<std::size_t>(experts), {});
   c.out.assign(static_cast<std::size_t>(experts), {});
   c.act_quantized.assign(act ? static_cast<std::size_t>(experts) : 0, {});
+  c.input_quantized.assign(act ? static_cast<std::size_t>(experts) : 0, {});
   c.tokens.assign(static_cast<std::size_t>(experts), 0);
   for (Index e = 0; e < experts; ++e) {
     const auto& rows = c.rows[static_cast<std::size_t>(e)];
@@ -281,15 +277,30 @@ inline void moe_forward(const MoeWeights& w, const MoeSpec& spec, const RowMatri
     c.tokens[i] = static_cast<Index>(rows.size());
     if (rows.empty()) continue;
     RowMatrix xe(static_cast<Index>(rows.size()), hidden);
-    for (std::size_t r = 0; r < rows.size(); ++r) xe.row(static_cast<Index>(r)) = xq.row(rows[r]);
-    detail::expert_forward(spec, w.experts[i], xe, c.gate[i], c.up[i], c.act[i], c.out[i], act, act ? &c.act_quantized[i] : nullptr);
+    for (std::size_t r = 0; r < rows.size(); ++r) xe.row(static_cast<Index>(r)) = x.row(rows[r]);
+    if (act) {
+      const ActivationQuant q = act->for_expert(i);
+      q.apply(xe, LinearInput::Mlp);
+      detail::expert_forward(spec, w.experts[i], xe, c.gate[i], c.up[i], c.act[i], c.out[i], &q, &c.act_quantized[i]);
+      c.input_quantized[i] = std::move(xe);
+    } else {
+      detail::expert_forward(spec, w.experts[i], xe, c.gate[i], c.up[i], c.act[i], c.out[i]);
+    }
     for (std::size_t r = 0; r < rows.size(); ++r) {
       const float weight = c.weights[static_cast<std::size_t>(rows[r])][static_cast<std::size_t>(c.slot[i][r])];
       out.row(rows[r]) += weight * c.out[i].row(static_cast<Index>(r));
     }
   }
   if (w.shared) {  // after the routed experts, as transformers adds it
-    detail::expert_forward(spec, *w.shared, xq, c.shared_gate, c.shared_up, c.shared_act, c.shared_out, act, &c.shared_act_quantized);
+    if (act) {
+      const ActivationQuant q = act->for_expert(static_cast<std::size_t>(experts));
+      c.shared_input_quantized = x;
+      q.apply(c.shared_input_quantized, LinearInput::Mlp);
+      detail::expert_forward(spec, *w.shared, c.shared_input_quantized, c.shared_gate, c.shared_up, c.shared_act, c.shared_out, &q,
+                             &c.shared_act_quantized);
+    } else {
+      detail::expert_forward(spec, *w.shared, x, c.shared_gate, c.shared_up, c.shared_act, c.shared_out);
+    }
     c.shared_weight = w.shared_gate.size() ? Eigen::VectorXf((x * w.shared_gate).unaryExpr([](float v) { return detail::sigmoid(v); }))
                                            : Eigen::VectorXf::Ones(tokens);
     out += c.shared_weight.asDiagonal() * c.shared_out;
@@ -311,14 +322,9 @@ inline void moe_backward(const MoeWeights& w, const MoeSpec& spec, const MoeCach
   detail::require(!d_router_x || c.own_router_input, "moe_backward: d_router_x given, but the forward's router read x");
   detail::require(!d_x || d_router_x || !c.own_router_input, "moe_backward: the forward's router read router_x, so d_x needs d_router_x beside it");
   if (d_x) *d_x = RowMatrix::Zero(tokens, hidden);
-  // with quantized inputs the experts read q(x): their share of dL/dx is gathered apart and goes
-  // back through the quantizer (the router's and the shared gate's come to x directly)
+  // with quantized inputs each expert read q_e(its rows): its share of dL/dx goes back through
+  // its quantizer (the router's and the shared gate's come to x directly)
   const ActivationQuant* quant = c.act_quant;
-  detail::require(!quant || (c.x_quantized.rows() == tokens && c.x_quantized.cols() == hidden), "moe_backward: the cache's q(x) is not x's shape");
-  const RowMatrix& xq = quant ? c.x_quantized : x;
-  RowMatrix d_experts_x;
-  RowMatrix* d_xq = d_x;
-  if (quant && d_x) d_experts_x = RowMatrix::Zero(tokens, hidden), d_xq = &d_experts_x;
   // dL/dw for each token's chosen experts: <dL/d out_t, expert output on t>
   std::vector<std::vector<float>> d_weight(static_cast<std::size_t>(tokens), std::vector<float>(static_cast<std::size_t>(spec.top_k), 0.0f));
   for (Index e = 0; e < experts; ++e) {
@@ -330,20 +336,33 @@ inline void moe_backward(const MoeWeights& w, const MoeSpec& spec, const MoeCach
     for (Index r = 0; r < n; ++r) {
       const Index t = rows[static_cast<std::size_t>(r)], k = c.slot[i][static_cast<std::size_t>(r)];
       dy.row(r) = c.weights[static_cast<std::size_t>(t)][static_cast<std::size_t>(k)] * d_out.row(t);
-      xe.row(r) = xq.row(t);
+      xe.row(r) = x.row(t);
       d_weight[static_cast<std::size_t>(t)][static_cast<std::size_t>(k)] = d_out.row(t).dot(c.out[i].row(r));
     }
-    const RowMatrix dxe = detail::expert_backward(spec, w.experts[i], xe, c.gate[i], c.up[i], c.act[i], dy, grads[i], quant,
-                                                  quant ? &c.act_quantized[i] : nullptr);
+    RowMatrix dxe;
+    if (quant) {
+      const ActivationQuant q = quant->for_expert(i);
+      dxe = detail::expert_backward(spec, w.experts[i], c.input_quantized[i], c.gate[i], c.up[i], c.act[i], dy, grads[i], &q, &c.act_quantized[i]);
+      if (d_x) q.backward(xe, dxe, LinearInput::Mlp);
+    } else {
+      dxe = detail::expert_backward(spec, w.experts[i], xe, c.gate[i], c.up[i], c.act[i], dy, grads[i]);
+    }
     if (d_x)
-      for (Index r = 0; r < n; ++r) d_xq->row(rows[static_cast<std::size_t>(r)]) += dxe.row(r);
+      for (Index r = 0; r < n; ++r) d_x->row(rows[static_cast<std::size_t>(r)]) += dxe.row(r);
   }
   if (w.shared) {
     const RowMatrix dy = c.shared_weight.asDiagonal() * d_out;
-    const RowMatrix dxs = detail::expert_backward(spec, *w.shared, xq, c.shared_gate, c.shared_up, c.shared_act, dy, grads.back(), quant,
-                                                  &c.shared_act_quantized);
+    RowMatrix dxs;
+    if (quant) {
+      const ActivationQuant q = quant->for_expert(static_cast<std::size_t>(experts));
+      dxs = detail::expert_backward(spec, *w.shared, c.shared_input_quantized, c.shared_gate, c.shared_up, c.shared_act, dy, grads.back(), &q,
+                                    &c.shared_act_quantized);
+      if (d_x) q.backward(x, dxs, LinearInput::Mlp);
+    } else {
+      dxs = detail::expert_backward(spec, *w.shared, x, c.shared_gate, c.shared_up, c.shared_act, dy, grads.back());
+    }
     if (d_x) {
-      *d_xq += dxs;
+      *d_x += dxs;
       if (w.shared_gate.size()) {  // g = sigmoid(x · w_g): dx += <d_out, shared(x)> g (1 − g) w_g
         for (Index t = 0; t < tokens; ++t) {
           const float g = c.shared_weight(t), dg = d_out.row(t).dot(c.shared_out.row(t)) * g * (1.0f - g);
@@ -351,10 +370,6 @@ inline void moe_backward(const MoeWeights& w, const MoeSpec& spec, const MoeCach
         }
       }
     }
-  }
-  if (quant && d_x) {
-    quant->backward(x, d_experts_x, LinearInput::Mlp);
-    *d_x += d_experts_x;
   }
   if (!d_x && !d_router_x) return;
   // the router: dw → dp of the chosen (through the normalization) → softmax → logits → x

@@ -96,9 +96,15 @@ class BlockTuningRun {
     if (search || measure_inputs) importance = input_importance(block, config, inputs_, measure_inputs ? &input_absmax_ : nullptr, side_);
     if constexpr (float_codes) {  // W4A4 / W8A8 schemes: the layers' inputs are quantized in the tuned forward, as the reference's
       InputMaxima maxima;
-      for (std::size_t i = 0; i < slots_.size(); ++i)  // (a mixture of experts': every expert's inputs, one maximum per kind)
-        if (quantizers[i] && (slots_[i].expert == LinearSlot::own || slots_[i].of_expert()))
-          maxima.add(quantizers[i]->spec(), linear_input(slots_[i].role), i < input_absmax_.size() ? input_absmax_[i] : 0.0f);
+      const std::size_t routed = block.moe ? block.moe->weights.experts.size() : 0;
+      if (block.moe) maxima.experts(routed + (block.moe->weights.shared ? 1 : 0));
+      for (std::size_t i = 0; i < slots_.size(); ++i) {
+        const LinearSlot& s = slots_[i];
+        if (!quantizers[i] || (s.expert != LinearSlot::own && !s.of_expert())) continue;
+        const float absmax = i < input_absmax_.size() ? input_absmax_[i] : 0.0f;
+        maxima.add(quantizers[i]->spec(), linear_input(s.role), absmax);  // (for experts: the block's, where one has none of its own)
+        if (s.of_expert()) maxima.add_expert(quantizers[i]->spec(), s.routed() ? static_cast<std::size_t>(s.expert) : routed, linear_input(s.role), absmax);
+      }
       act_ = maxima.activation_quant();
     }
     layers_.resize(slots_.size());

@@ -241,9 +241,15 @@ std::optional<ActivationQuant> activation_quant_of(const LlamaBlock& block, cons
   if constexpr (FloatCodeQuantizer<Q>) {
     const std::vector<LinearSlot> slots = linear_slots(block);
     InputMaxima maxima;
-    for (std::size_t i = 0; i < slots.size(); ++i)
-      if (const auto& q = result_at(results, i); q && (slots[i].expert == LinearSlot::own || slots[i].of_expert()))
-        maxima.add(q->quantizer.spec(), linear_input(slots[i].role), q->input_absmax);
+    const std::size_t routed = block.moe ? block.moe->weights.experts.size() : 0;
+    if (block.moe) maxima.experts(routed + (block.moe->weights.shared ? 1 : 0));
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+      const auto& q = result_at(results, i);
+      const LinearSlot& s = slots[i];
+      if (!q || (s.expert != LinearSlot::own && !s.of_expert())) continue;
+      maxima.add(q->quantizer.spec(), linear_input(s.role), q->input_absmax);
+      if (s.of_expert()) maxima.add_expert(q->quantizer.spec(), s.routed() ? static_cast<std::size_t>(s.expert) : routed, linear_input(s.role), q->input_absmax);
+    }
     return maxima.activation_quant();
   }
   return std::nullopt;
