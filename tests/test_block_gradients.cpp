@@ -507,18 +507,38 @@ TEST_CASE("Gemma 4's experts beside the dense MLP: the block's backward matches 
 // autograd through auto-round 0.16.1's own activation quantizers on the same block
 // (tests/fixtures/act_quant_block.safetensors, scripts/make_act_quant_block_fixture.py), and the
 // same forward with a plain straight-through backward, which the block's backward must be far from.
-TEST_CASE("block backward through quantized linear inputs equals autograd's through auto-round's quantizers") {
-  const SafetensorsFile file{std::string(AUTOROUND_FIXTURES_DIR) + "/act_quant_block.safetensors"};
+namespace {
+const char* const act_quant_names[7] = {"q", "k", "v", "o", "gate", "up", "down"};
+
+/// tests/fixtures/act_quant_block.safetensors: its dense block, configuration, input x, output
+/// gradient R and the calibration maxima of the four linear inputs.
+struct ActQuantFixture {
+  SafetensorsFile file{std::string(AUTOROUND_FIXTURES_DIR) + "/act_quant_block.safetensors"};
   LlamaConfig c;
-  c.hidden = 64, c.heads = 4, c.kv_heads = 2, c.head_dim = 16, c.intermediate = 96, c.rope_theta = 10000.0f, c.rms_eps = 1e-5f;
-  c.rope_style = RopeStyle::HalfSplit;
-  const char* names[7] = {"q", "k", "v", "o", "gate", "up", "down"};
   LlamaBlock block;
-  for (Linear l : all_linears) block[l] = file.to_float(names[static_cast<std::size_t>(l)]);
-  block.attn_norm = file.to_float("attn_norm").row(0).transpose();
-  block.ffn_norm = file.to_float("ffn_norm").row(0).transpose();
-  const RowMatrix x = file.to_float("x"), R = file.to_float("R"), absmax_row = file.to_float("absmax");
-  const std::array<float, 4> absmax{absmax_row(0, 0), absmax_row(0, 1), absmax_row(0, 2), absmax_row(0, 3)};
+  RowMatrix x, R;
+  std::array<float, 4> absmax{};
+  ActQuantFixture() {
+    c.hidden = 64, c.heads = 4, c.kv_heads = 2, c.head_dim = 16, c.intermediate = 96, c.rope_theta = 10000.0f, c.rms_eps = 1e-5f;
+    c.rope_style = RopeStyle::HalfSplit;
+    for (Linear l : all_linears) block[l] = file.to_float(act_quant_names[static_cast<std::size_t>(l)]);
+    block.attn_norm = file.to_float("attn_norm").row(0).transpose();
+    block.ffn_norm = file.to_float("ffn_norm").row(0).transpose();
+    x = file.to_float("x"), R = file.to_float("R");
+    const RowMatrix row = file.to_float("absmax");
+    absmax = {row(0, 0), row(0, 1), row(0, 2), row(0, 3)};
+  }
+};
+}  // namespace
+
+TEST_CASE("block backward through quantized linear inputs equals autograd's through auto-round's quantizers") {
+  ActQuantFixture f;
+  const SafetensorsFile& file = f.file;
+  const LlamaConfig& c = f.c;
+  LlamaBlock& block = f.block;
+  const RowMatrix &x = f.x, &R = f.R;
+  const std::array<float, 4>& absmax = f.absmax;
+  const char* const* names = act_quant_names;
   const std::pair<const char*, FloatFormat> schemes[] = {
       {"mxfp4", FloatFormat::MxFp4}, {"mxfp8", FloatFormat::MxFp8}, {"nvfp4", FloatFormat::NvFp4}, {"fp8_static", FloatFormat::Fp8},
       {"fp8_block", FloatFormat::Fp8Block}};
@@ -556,17 +576,13 @@ TEST_CASE("block backward through quantized linear inputs equals autograd's thro
 // NVFP4's static global scales are each expert's own (ActivationQuant::experts; the block's are
 // made wrong here, so using them would move the output).
 TEST_CASE("a mixture of experts' linear inputs are quantized as the dense MLP's: autograd's values through auto-round's quantizers") {
-  const SafetensorsFile file{std::string(AUTOROUND_FIXTURES_DIR) + "/act_quant_block.safetensors"};
-  LlamaConfig c;
-  c.hidden = 64, c.heads = 4, c.kv_heads = 2, c.head_dim = 16, c.intermediate = 96, c.rope_theta = 10000.0f, c.rms_eps = 1e-5f;
-  c.rope_style = RopeStyle::HalfSplit;
-  const char* names[7] = {"q", "k", "v", "o", "gate", "up", "down"};
-  LlamaBlock dense;
-  for (Linear l : all_linears) dense[l] = file.to_float(names[static_cast<std::size_t>(l)]);
-  dense.attn_norm = file.to_float("attn_norm").row(0).transpose();
-  dense.ffn_norm = file.to_float("ffn_norm").row(0).transpose();
-  const RowMatrix x = file.to_float("x"), R = file.to_float("R"), absmax_row = file.to_float("absmax");
-  const std::array<float, 4> absmax{absmax_row(0, 0), absmax_row(0, 1), absmax_row(0, 2), absmax_row(0, 3)};
+  const ActQuantFixture f;
+  const SafetensorsFile& file = f.file;
+  const LlamaConfig& c = f.c;
+  const LlamaBlock& dense = f.block;
+  const RowMatrix &x = f.x, &R = f.R;
+  const std::array<float, 4>& absmax = f.absmax;
+  const char* const* names = act_quant_names;
   const ExpertWeights mlp{dense[Linear::Gate], dense[Linear::Up], dense[Linear::Down], {}, {}, {}};
   for (const bool shared : {false, true}) {
     CAPTURE(shared);
