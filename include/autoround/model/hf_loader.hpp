@@ -421,30 +421,26 @@ class HfModelSource {
       else if (spec->data_type == DataType::NvFp && ckpt_->contains(prefix + layer + ".input_global_scale"))
         a.global_scale[i] = detail::copy_tensor<float>(*ckpt_, prefix + layer + ".input_global_scale", Dtype::F32, {1})[0];
     }
-    if (block.moe) {  // which experts' inputs stay float: those whose layers are stored in float
+    if (block.moe) {
+      // per expert: whether its inputs stay float (its layers stored in float) and its own static
+      // scales (gate's and up's: the one for the larger input); the block's, for an expert without
+      // its own (a sparse block stores none): the largest input's
       const std::size_t routed = block.moe->weights.experts.size();
       a.experts.resize(routed + (block.moe->weights.shared ? 1 : 0));
       for (ExpertInputScales& e : a.experts) e.float_input = {true, true};
-      for (const LinearSlot& slot : linear_slots(block)) {
-        const std::string layer = prefix + hf_name(slot, config_.model_type);
-        const bool plain = ckpt_->contains(layer + ".weight") && !ckpt_->contains(layer + ".weight_scale") &&
-                           !ckpt_->contains(layer + ".weight_scale_inv");
-        if (slot.of_expert() && !plain)
-          a.experts[slot.routed() ? static_cast<std::size_t>(slot.expert) : routed].float_input[slot.role == Linear::Down ? 1 : 0] = false;
-      }
-    }
-    if (block.moe && (fp8_static || spec->data_type == DataType::NvFp)) {
-      // each expert's own static scales (gate's and up's: the one for the larger input), and the
-      // block's for an expert without its own (a sparse block stores none): the largest input's
-      const std::size_t routed = block.moe->weights.experts.size();
+      const bool static_scales = fp8_static || spec->data_type == DataType::NvFp;
       const auto keep = [&](float& to, float v) { to = to == 0.0f ? v : fp8_static ? std::max(to, v) : std::min(to, v); };
       for (const LinearSlot& slot : linear_slots(block)) {
-        const std::string layer = prefix + hf_name(slot, config_.model_type) + (fp8_static ? ".input_scale" : ".input_global_scale");
-        if (!slot.of_expert() || !ckpt_->contains(layer)) continue;
+        if (!slot.of_expert()) continue;
+        const std::string layer = prefix + hf_name(slot, config_.model_type);
         const std::size_t e = slot.routed() ? static_cast<std::size_t>(slot.expert) : routed, k = slot.role == Linear::Down ? 1 : 0;
-        if (a.experts.size() <= e) a.experts.resize(e + 1);
-        const float v = fp8_static ? bf16_bits_to_float(detail::copy_tensor<std::uint16_t>(*ckpt_, layer, Dtype::BF16, {1})[0])
-                                   : detail::copy_tensor<float>(*ckpt_, layer, Dtype::F32, {1})[0];
+        const bool plain = ckpt_->contains(layer + ".weight") && !ckpt_->contains(layer + ".weight_scale") &&
+                           !ckpt_->contains(layer + ".weight_scale_inv");
+        if (!plain) a.experts[e].float_input[k] = false;
+        const std::string scale = layer + (fp8_static ? ".input_scale" : ".input_global_scale");
+        if (!static_scales || !ckpt_->contains(scale)) continue;
+        const float v = fp8_static ? bf16_bits_to_float(detail::copy_tensor<std::uint16_t>(*ckpt_, scale, Dtype::BF16, {1})[0])
+                                   : detail::copy_tensor<float>(*ckpt_, scale, Dtype::F32, {1})[0];
         const auto i = static_cast<std::size_t>(k == 0 ? LinearInput::Mlp : LinearInput::MlpProduct);
         keep(fp8_static ? a.experts[e].input_scale[k] : a.experts[e].global_scale[k], v);
         if (sparse) keep(fp8_static ? a.input_scale[i] : a.global_scale[i], v);

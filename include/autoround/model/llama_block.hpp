@@ -35,6 +35,7 @@
 #include "../core/matrix.hpp"
 #include "block_math.hpp"
 #include "latent_attention.hpp"
+#include "linear_slots.hpp"
 #include "llama_model.hpp"
 
 namespace autoround {
@@ -122,6 +123,15 @@ inline LinearInput linear_input(Linear l) {
     case Linear::Gate: case Linear::Up: return LinearInput::Mlp;
     default: return LinearInput::MlpProduct;
   }
+}
+
+/// A quantized layer in `slot` of a block whose mixture of experts has `routed` routed experts,
+/// added to `maxima`: to the block's (for an expert too: where one has none of its own), and to an
+/// expert's own (its index: the routed one's, or `routed` for the shared one).
+inline void add_slot_maxima(InputMaxima& maxima, const QuantSpec& spec, const LinearSlot& slot, std::size_t routed, float absmax) {
+  if (slot.expert != LinearSlot::own && !slot.of_expert()) return;
+  maxima.add(spec, linear_input(slot.role), absmax);
+  if (slot.of_expert()) maxima.add_expert(spec, slot.routed() ? static_cast<std::size_t>(slot.expert) : routed, linear_input(slot.role), absmax);
 }
 
 /// Which input of the block a linear layer reads: q/k/v the normed hidden state, the output

@@ -98,13 +98,8 @@ class BlockTuningRun {
       InputMaxima maxima;
       const std::size_t routed = block.moe ? block.moe->weights.experts.size() : 0;
       if (block.moe) maxima.experts(routed + (block.moe->weights.shared ? 1 : 0));
-      for (std::size_t i = 0; i < slots_.size(); ++i) {
-        const LinearSlot& s = slots_[i];
-        if (!quantizers[i] || (s.expert != LinearSlot::own && !s.of_expert())) continue;
-        const float absmax = i < input_absmax_.size() ? input_absmax_[i] : 0.0f;
-        maxima.add(quantizers[i]->spec(), linear_input(s.role), absmax);  // (for experts: the block's, where one has none of its own)
-        if (s.of_expert()) maxima.add_expert(quantizers[i]->spec(), s.routed() ? static_cast<std::size_t>(s.expert) : routed, linear_input(s.role), absmax);
-      }
+      for (std::size_t i = 0; i < slots_.size(); ++i)
+        if (quantizers[i]) add_slot_maxima(maxima, quantizers[i]->spec(), slots_[i], routed, i < input_absmax_.size() ? input_absmax_[i] : 0.0f);
       act_ = maxima.activation_quant();
     }
     layers_.resize(slots_.size());

@@ -243,13 +243,8 @@ std::optional<ActivationQuant> activation_quant_of(const LlamaBlock& block, cons
     InputMaxima maxima;
     const std::size_t routed = block.moe ? block.moe->weights.experts.size() : 0;
     if (block.moe) maxima.experts(routed + (block.moe->weights.shared ? 1 : 0));
-    for (std::size_t i = 0; i < slots.size(); ++i) {
-      const auto& q = result_at(results, i);
-      const LinearSlot& s = slots[i];
-      if (!q || (s.expert != LinearSlot::own && !s.of_expert())) continue;
-      maxima.add(q->quantizer.spec(), linear_input(s.role), q->input_absmax);
-      if (s.of_expert()) maxima.add_expert(q->quantizer.spec(), s.routed() ? static_cast<std::size_t>(s.expert) : routed, linear_input(s.role), q->input_absmax);
-    }
+    for (std::size_t i = 0; i < slots.size(); ++i)
+      if (const auto& q = result_at(results, i)) add_slot_maxima(maxima, q->quantizer.spec(), slots[i], routed, q->input_absmax);
     return maxima.activation_quant();
   }
   return std::nullopt;
