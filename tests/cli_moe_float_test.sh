@@ -21,6 +21,14 @@ for scheme in MXFP4 NVFP4 FP8_STATIC FP8_BLOCK; do
   "$autoround" eval --model "$work/$scheme/auto_round" --text "$model/text.tokens" --context 16 >"$work/$scheme.eval" 2>&1 ||
     { echo "cli_moe_float: eval of the $scheme checkpoint failed"; cat "$work/$scheme.eval"; exit 1; }
 done
+# a layer kept float under W8A8 (`--layer 'o_proj=fp'`): its input stays float, as the reference
+# quantizes a Linear's input only where it quantizes the Linear; the checkpoint stores no
+# input_scale for it, and reading it back must not ask for one
+"$autoround" quantize --model "$model" --calibration "$model/text.tokens" --output "$work/keep" --scheme FP8_STATIC --layer 'o_proj=fp' \
+  --nsamples 3 --seqlen 16 --iters 20 --batch-size 1 >"$work/keep.log" 2>&1 ||
+  { echo "cli_moe_float: quantize --scheme FP8_STATIC --layer o_proj=fp failed"; cat "$work/keep.log"; exit 1; }
+"$autoround" eval --model "$work/keep/auto_round" --text "$model/text.tokens" --context 16 >"$work/keep.eval" 2>&1 ||
+  { echo "cli_moe_float: eval of the FP8_STATIC checkpoint with a float o_proj failed"; cat "$work/keep.eval"; exit 1; }
 python3 - "$work" <<'PY'
 import json, re, struct, sys
 work = sys.argv[1]
@@ -43,5 +51,15 @@ for scheme in ("MXFP4", "NVFP4", "FP8_STATIC", "FP8_BLOCK"):
                 for proj in ("gate_proj", "up_proj", "down_proj"):
                     assert f"model.layers.{b}.mlp.experts.{e}.{proj}.{scale}" in header, (scheme, b, e, proj)
     print(f"cli_moe_float: {scheme}: read back {after:.4f} (float {before:.4f})")
+kept = ppl("keep")
+assert kept != before and abs(kept / before - 1) < 0.1, (before, kept)
+qc = json.load(open(f"{work}/keep/auto_round/config.json"))["quantization_config"]
+with open(f"{work}/keep/auto_round/model.safetensors", "rb") as f:
+    header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+for b in range(2):
+    assert qc["extra_config"][f"model.layers.{b}.self_attn.o_proj"].get("act_bits") == 16, qc["extra_config"]
+    assert f"model.layers.{b}.self_attn.o_proj.input_scale" not in header
+    assert f"model.layers.{b}.self_attn.q_proj.input_scale" in header
+print(f"cli_moe_float: FP8_STATIC with o_proj float: read back {kept:.4f}")
 PY
 rm -rf "$work"

@@ -533,12 +533,7 @@ struct ActQuantFixture {
 
 TEST_CASE("block backward through quantized linear inputs equals autograd's through auto-round's quantizers") {
   ActQuantFixture f;
-  const SafetensorsFile& file = f.file;
-  const LlamaConfig& c = f.c;
-  LlamaBlock& block = f.block;
-  const RowMatrix &x = f.x, &R = f.R;
-  const std::array<float, 4>& absmax = f.absmax;
-  const char* const* names = act_quant_names;
+  auto& [file, c, block, x, R, absmax] = f;
   const std::pair<const char*, FloatFormat> schemes[] = {
       {"mxfp4", FloatFormat::MxFp4}, {"mxfp8", FloatFormat::MxFp8}, {"nvfp4", FloatFormat::NvFp4}, {"fp8_static", FloatFormat::Fp8},
       {"fp8_block", FloatFormat::Fp8Block}};
@@ -555,7 +550,7 @@ TEST_CASE("block backward through quantized linear inputs equals autograd's thro
     for (Linear l : all_linears) grads[static_cast<std::size_t>(l)] = RowMatrix::Zero(block[l].rows(), block[l].cols());
     block_backward(BlockWeights::of(block), c, cache, R, grads);
     for (Linear l : all_linears) {
-      const std::string name = names[static_cast<std::size_t>(l)];
+      const std::string name = act_quant_names[static_cast<std::size_t>(l)];
       CAPTURE(name);
       const RowMatrix exact = file.to_float(std::string(scheme) + ".exact." + name);
       const RowMatrix ste = file.to_float(std::string(scheme) + ".ste." + name);
@@ -577,12 +572,7 @@ TEST_CASE("block backward through quantized linear inputs equals autograd's thro
 // made wrong here, so using them would move the output).
 TEST_CASE("a mixture of experts' linear inputs are quantized as the dense MLP's: autograd's values through auto-round's quantizers") {
   const ActQuantFixture f;
-  const SafetensorsFile& file = f.file;
-  const LlamaConfig& c = f.c;
-  const LlamaBlock& dense = f.block;
-  const RowMatrix &x = f.x, &R = f.R;
-  const std::array<float, 4>& absmax = f.absmax;
-  const char* const* names = act_quant_names;
+  const auto& [file, c, dense, x, R, absmax] = f;
   const ExpertWeights mlp{dense[Linear::Gate], dense[Linear::Up], dense[Linear::Down], {}, {}, {}};
   for (const bool shared : {false, true}) {
     CAPTURE(shared);
@@ -620,7 +610,7 @@ TEST_CASE("a mixture of experts' linear inputs are quantized as the dense MLP's:
              RowMatrix::Zero(mlp.down.rows(), mlp.down.cols())};
       block_backward(BlockWeights::of(block), c, cache, R, grads, expert_grads);
       for (Linear l : all_linears) {
-        const std::string name = names[static_cast<std::size_t>(l)];
+        const std::string name = act_quant_names[static_cast<std::size_t>(l)];
         CAPTURE(name);
         const RowMatrix exact = file.to_float(std::string(scheme) + ".exact." + name);
         const bool expert = l == Linear::Gate || l == Linear::Up || l == Linear::Down;

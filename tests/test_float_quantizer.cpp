@@ -377,4 +377,26 @@ TEST_CASE("FP8_STATIC: the static per-tensor input quantization and the bfloat16
   CHECK(pack_float(q, "fp8").bf16_input_scale == 0x3F80);
   CHECK(q.dequantize()(0, 0) == doctest::Approx(0.1f));  // code 0x38 = 1.0
 }
+
+TEST_CASE("InputMaxima: an input no quantized layer reads stays float, as the reference quantizes only a quantized Linear's input") {
+  // W4A4 (MXFP4) with down_proj kept float (`--layer 'down_proj=fp'`): q/k/v, o, gate/up read
+  // quantized inputs, down's product stays float; with every layer float there is nothing to quantize
+  InputMaxima maxima;
+  const QuantSpec mx = float_spec(FloatFormat::MxFp4);
+  for (LinearInput in : {LinearInput::Attention, LinearInput::AttentionOutput, LinearInput::Mlp}) maxima.add(mx, in, 3.0f);
+  const auto act = maxima.activation_quant();
+  REQUIRE(act.has_value());
+  CHECK(act->float_input == std::array<bool, 4>{false, false, false, true});
+  RowMatrix x(1, 32), product(1, 32);
+  for (Index i = 0; i < 32; ++i) x(0, i) = product(0, i) = 0.37f * static_cast<float>(i) - 5.1f;
+  const RowMatrix before = x;
+  act->apply(x, LinearInput::Mlp);
+  act->apply(product, LinearInput::MlpProduct);
+  CHECK(x != before);  // on the E2M1 grid: 0.37 · i − 5.1 is not
+  CHECK(product == before);
+  RowMatrix grad = RowMatrix::Constant(1, 32, 0.25f);
+  act->backward(before, grad, LinearInput::MlpProduct);
+  CHECK(grad == RowMatrix::Constant(1, 32, 0.25f));  // the identity's gradient
+  CHECK_FALSE(InputMaxima{}.activation_quant().has_value());
+}
 }  // namespace test_float_quantizer

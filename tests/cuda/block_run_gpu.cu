@@ -19,6 +19,17 @@ GpuBlockRun run_block_on_gpu(const TuneOptions& options, const std::vector<std::
   return out;
 }
 
+GpuFloatBlockRun run_float_block_on_gpu(const TuneOptions& options, const std::vector<std::optional<DynamicFloatQuantizer>>& quantizers,
+                                        const LlamaBlock& block, const LlamaConfig& config, std::span<const RowMatrix> inputs, bool bf16_gemms) {
+  Cuda backend{bf16_gemms ? GemmPrecision::BFloat16 : GemmPrecision::Float32};
+  BlockTuningRun<DynamicFloatQuantizer, SignSGD<>, Cuda> run(options, quantizers, SignSGD<>{}, backend, block, config, inputs, "gpu");
+  GpuFloatBlockRun out;
+  while (run.running()) out.losses.push_back(run.step());
+  out.result = run.result();
+  out.expert_tokens = run.expert_tokens();
+  return out;
+}
+
 ModelResults quantize_model_on_gpu(LlamaModel& model, std::span<const std::int32_t> calibration, const ModelQuantOptions& options,
                                    std::vector<BlockReport>& reports, StreamPlacement streams) {
   return quantize_model<SignSGD<>, Cuda>(

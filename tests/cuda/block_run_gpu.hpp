@@ -39,6 +39,18 @@ inline GpuBlockRun run_block_on_gpu(const autoround::TuneOptions& options,
                           config, inputs, bf16_gemms, plan);
 }
 
+/// The same with floating-point schemes (BlockTuningRun<DynamicFloatQuantizer, SignSGD<>, Cuda>):
+/// MXFP4 / NVFP4 / FP8 weights, their presets' activation quantization inside the tuned forward.
+struct GpuFloatBlockRun {
+  autoround::LayerResults<autoround::DynamicFloatQuantizer> result;  ///< per linear slot
+  std::vector<double> losses;
+  std::vector<autoround::Index> expert_tokens;
+};
+GpuFloatBlockRun run_float_block_on_gpu(const autoround::TuneOptions& options,
+                                        const std::vector<std::optional<autoround::DynamicFloatQuantizer>>& quantizers,
+                                        const autoround::LlamaBlock& block, const autoround::LlamaConfig& config,
+                                        std::span<const autoround::RowMatrix> inputs, bool bf16_gemms);
+
 /// quantize_model<SignSGD<>, Cuda> with the policy as given.
 ModelResults quantize_model_with(autoround::LlamaModel& model, std::span<const std::int32_t> calibration,
                                  const autoround::ModelQuantOptions& options, std::vector<autoround::BlockReport>& reports,

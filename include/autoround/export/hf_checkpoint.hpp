@@ -80,6 +80,17 @@ inline void add_f16(SafetensorsWriter& w, const std::string& name, const float* 
   w.add(name, Dtype::F16, std::move(shape), ggml::quantize(ggml::Type::F16, std::span<const float>(data, n)));
 }
 
+/// The dtype a Hugging Face config.json names ("dtype", transformers 5; else "torch_dtype"):
+/// float32, bfloat16 or (otherwise) float16.
+inline Dtype config_dtype(const std::filesystem::path& config) {
+  std::ifstream in(config);
+  const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return Dtype::F16;  // (the reader has refused a bad config.json already)
+  const auto named = j.contains("dtype") && j["dtype"].is_string() ? j["dtype"] : j.value("torch_dtype", nlohmann::json("float16"));
+  const std::string name = named.is_string() ? named.get<std::string>() : "float16";
+  return name == "float32" ? Dtype::F32 : name == "bfloat16" ? Dtype::BF16 : Dtype::F16;
+}
+
 /// A float as JSON shows it in a config written by Python: 1e-05, not 9.999999747378752e-06.
 inline double short_float(float x) {
   char buffer[32];
@@ -134,6 +145,7 @@ class HfTensorWriter {
       : format_(format), c_(config), options_(options), spec_(options.spec), source_(source),
         gguf_rope_(config.rope_style == RopeStyle::AdjacentPairs) {
     if (source_.gguf) c_.model_type = detail::hf_model_type(c_);  // (names the experts' tensors: Mixtral's block_sparse_moe)
+    else model_dtype_ = detail::config_dtype(source_.hf_dir / "config.json");
   }
 
   /// The embedding, final norm and LM head (float16).
@@ -303,7 +315,7 @@ class HfTensorWriter {
                           "config.json: qwen3moe, qwen2moe and Mixtral's can); use a Hugging Face directory as the source, or --format gguf");
       const MoeWeights& m = block.moe->weights;
       const std::string router = prefix + (c.model_type == "mixtral" ? "block_sparse_moe.gate" : "mlp.gate");  // (as the reference saves it)
-      detail::add_f16(w, router + ".weight", m.router.data(), {m.router.rows(), m.router.cols()});
+      add_float(w, router + ".weight", m.router.data(), {m.router.rows(), m.router.cols()});
       keep_float(router);  // a Linear inside the block: loaders must be told it stays float, as the reference does
       if (m.correction_bias.size() > 0)
         w.add(prefix + "mlp.gate.e_score_correction_bias", Dtype::F32, {m.correction_bias.size()},
@@ -338,6 +350,22 @@ class HfTensorWriter {
     }
   }
 
+  /// A float tensor: float16, but where transformers 5 renames the key on load (Mixtral's
+  /// block_sparse_moe. -> mlp.) it keeps the stored dtype in a pre-quantized checkpoint instead of
+  /// taking the model's: there in the model's dtype (config.json's), as the reference keeps its
+  /// source's (a float16 router in a float32 model stops Mixtral's forward: "expected m1 and m2
+  /// to have the same dtype").
+  void add_float(SafetensorsWriter& w, const std::string& name, const float* data, std::vector<std::int64_t> shape) const {
+    if (c_.model_type != "mixtral" || name.find(".block_sparse_moe.") == std::string::npos || model_dtype_ == Dtype::F16)
+      return detail::add_f16(w, name, data, std::move(shape));
+    std::size_t n = 1;
+    for (auto d : shape) n *= static_cast<std::size_t>(d);
+    if (model_dtype_ == Dtype::F32) return w.add(name, Dtype::F32, std::move(shape), std::span<const float>(data, n));
+    std::vector<std::uint16_t> bits(n);
+    for (std::size_t i = 0; i < n; ++i) bits[i] = float_to_bf16_bits(data[i]);
+    w.add<std::uint16_t>(name, Dtype::BF16, std::move(shape), bits);
+  }
+
   /// One linear layer: packed in the format, or float16 where it stayed in full precision
   /// (`quantized` null: `values`) or does not fit the format.
   template <class QW>
@@ -350,7 +378,7 @@ class HfTensorWriter {
       if (quantized) ++unfitting_;
       // a quantized layer's weight is its results' (a streaming run's sink gets it released)
       const RowMatrix weight = quantized ? quantized->dequantize() : values;
-      detail::add_f16(w, name + ".weight", weight.data(), {weight.rows(), weight.cols()});
+      add_float(w, name + ".weight", weight.data(), {weight.rows(), weight.cols()});
       keep_float(name);
       return;
     }
@@ -678,6 +706,7 @@ class HfTensorWriter {
   const ModelQuantOptions& options_;
   QuantSpec spec_;
   ExportSource source_;
+  Dtype model_dtype_ = Dtype::F16;  // the model's dtype in the source's config.json (add_float)
   bool gguf_rope_;
   nlohmann::ordered_json extra_ = nlohmann::ordered_json::object(), dynamic_ = nlohmann::ordered_json::object();
   std::vector<std::string> not_converted_;

@@ -24,13 +24,14 @@
 // expert Linears, each wrapped). NVFP4's global scale and FP8_STATIC's input scale are the
 // reference's per layer: one per input kind for the block's own layers (the layers of a kind share
 // their input), each expert's own for the experts (ActivationQuant::experts, from its measured
-// inputs or the checkpoint's scales). The CUDA block run refuses these schemes on MoE blocks.
+// inputs or the checkpoint's scales); the CUDA block run computes the same.
 #include <algorithm>
 #include <array>
 #include <optional>
 #include <span>
 #include <vector>
 
+#include "../core/fp16.hpp"
 #include "../core/matrix.hpp"
 #include "../quantizer/float_quantizer.hpp"
 
@@ -57,10 +58,14 @@ struct ActivationQuant {
   /// reference's inference modules hold one per Linear; empty: every expert uses the block's.
   std::vector<ExpertInputScales> experts;
   std::array<bool, 4> float_input{};  ///< per LinearInput: left unquantized (apply and backward do nothing)
+  /// FP8_STATIC read from an auto-round checkpoint: each quantized value (E4M3 code × scale)
+  /// rounded to bfloat16, as auto-round 0.16.1's runtime Linear computes it in any model dtype
+  /// (tuning, as the reference's, keeps float32)
+  bool bf16_product = false;
 
   /// Expert e's quantization: the block's, with e's own static scales for Mlp and MlpProduct.
   ActivationQuant for_expert(std::size_t e) const {
-    ActivationQuant a{quantizer, global_scale, input_scale, {}, float_input};
+    ActivationQuant a{quantizer, global_scale, input_scale, {}, float_input, bf16_product};
     if (e >= experts.size()) return a;
     const auto set = [](float& to, float from) { to = from > 0.0f ? from : to; };
     for (std::size_t k = 0; k < 2; ++k) {
@@ -92,6 +97,8 @@ struct ActivationQuant {
       const std::span<float> g(x.data() + at, static_cast<std::size_t>(n));
       if (s > 0.0f) {
         for (float& v : g) v = float_formulas::fp8_static_qdq(v, s);
+        if (bf16_product)
+          for (float& v : g) v = bf16_bits_to_float(float_to_bf16_bits(v));
         return;
       }
       const GroupQuant gq = p.activation_group_quant(group_range(g));
@@ -147,7 +154,7 @@ struct ActivationQuant {
 /// FP8); `input_absmax` per LinearInput.
 inline std::optional<ActivationQuant> activation_quant_for(const QuantSpec& weights, const std::array<float, 4>& input_absmax = {}) {
   if (weights.data_type == DataType::Int || weights.act_bits > 8) return std::nullopt;
-  ActivationQuant a{DynamicFloatQuantizer(weights), {}, {}, {}, {}};
+  ActivationQuant a{DynamicFloatQuantizer(weights), {}, {}, {}, {}, false};
   for (std::size_t i = 0; i < 4; ++i) {
     a.global_scale[i] = input_absmax[i] > 0.0f ? 2688.0f * (1.0f / input_absmax[i]) : 1.0f;
     a.input_scale[i] = fp8_input_scale(input_absmax[i]);
@@ -156,7 +163,12 @@ inline std::optional<ActivationQuant> activation_quant_for(const QuantSpec& weig
 }
 
 /// What a block's activation quantization is made from, gathered layer by layer: the scheme of
-/// its quantized linear layers and, per LinearInput, the largest |input| measured for them.
+/// its quantized linear layers and, per LinearInput, the largest |input| measured for them; an
+/// input no quantized layer reads stays float (the reference quantizes a Linear's input only
+/// where it quantizes the Linear: `--layer 'down_proj=fp'` under W4A4 keeps down_proj's input).
+/// An input read by quantized and float layers alike (q_proj float beside k/v quantized) is
+/// quantized for all of them here: an approximation of the reference, which feeds the float one
+/// the float input.
 /// (The tuning runs, CPU and CUDA, and the dequantized results all build it this way.)
 class InputMaxima {
  public:
@@ -164,6 +176,7 @@ class InputMaxima {
     spec_ = spec;
     float& m = absmax_[static_cast<std::size_t>(input)];
     m = std::max(m, absmax);
+    quantized_[static_cast<std::size_t>(input)] = true;
   }
   /// A mixture of experts' expert count (routed and shared): an expert none of whose layers is
   /// added keeps its inputs in float.
@@ -180,6 +193,7 @@ class InputMaxima {
     if (!spec_) return std::nullopt;
     auto a = activation_quant_for(*spec_, absmax_);
     if (!a) return a;
+    for (std::size_t i = 0; i < 4; ++i) a->float_input[i] = !quantized_[i];  // no quantized layer reads it
     for (std::size_t e = 0; e < experts_.size(); ++e) {
       a->set_expert_maxima(e, experts_[e].absmax[0], experts_[e].absmax[1]);
       for (std::size_t k = 0; k < 2; ++k) a->experts[e].float_input[k] = !experts_[e].quantized[k];
@@ -194,6 +208,7 @@ class InputMaxima {
   };
   std::optional<QuantSpec> spec_;
   std::array<float, 4> absmax_{};
+  std::array<bool, 4> quantized_{};
   std::vector<Expert> experts_;
 };
 

@@ -175,7 +175,11 @@ inline std::optional<QuantSpec> float_scheme_of(const nlohmann::json& qc, const 
 }
 
 /// An MXFP4 / MXFP8 / NVFP4 layer in compressed-tensors' tensors (pack/float_tensors.hpp), dequantized.
-inline RowMatrix load_float_linear(const SafetensorsCheckpoint& ckpt, const QuantSpec& spec, const std::string& name, Index out, Index in) {
+/// `bf16_dequant` (an auto-round FP8_STATIC checkpoint): each code × its row scale rounded to
+/// bfloat16, as auto-round 0.16.1's runtime Linear (WeightFP8ActFP8StaticQuantLinear) computes it
+/// whatever the model's dtype (its default dtype bfloat16; from_original does not pass the model's).
+inline RowMatrix load_float_linear(const SafetensorsCheckpoint& ckpt, const QuantSpec& spec, const std::string& name, Index out, Index in,
+                                   bool bf16_dequant = false) {
   DynamicFloatQuantizer q(spec);
   if (q.format() == FloatFormat::Fp8Block) {  // E4M3 codes, a scale per 128 x 128 tile: weight_scale_inv (BF16), or
                                               // compressed-tensors' weight_scale (F32 as auto-round writes it, or BF16)
@@ -200,7 +204,10 @@ inline RowMatrix load_float_linear(const SafetensorsCheckpoint& ckpt, const Quan
     RowMatrix w(out, in);
     for (Index r = 0; r < out; ++r) {
       const float sc = bf16_bits_to_float(scales[static_cast<std::size_t>(r)]);
-      for (Index c = 0; c < in; ++c) w(r, c) = minifloat::e4m3_value(codes[static_cast<std::size_t>(r * in + c)]) * sc;
+      for (Index c = 0; c < in; ++c) {
+        const float v = minifloat::e4m3_value(codes[static_cast<std::size_t>(r * in + c)]) * sc;
+        w(r, c) = bf16_dequant ? bf16_bits_to_float(float_to_bf16_bits(v)) : v;
+      }
     }
     return w;
   }
@@ -230,7 +237,10 @@ inline RowMatrix load_float_linear(const SafetensorsCheckpoint& ckpt, const Quan
 
 inline RowMatrix load_quantized_linear(const SafetensorsCheckpoint& ckpt, const nlohmann::json& qc, const std::string& name,
                                        Index out, Index in) {
-  if (const auto fp = float_scheme_of(qc, name)) return load_float_linear(ckpt, *fp, name, out, in);
+  if (const auto fp = float_scheme_of(qc, name)) {
+    const bool fp8_static = fp->data_type == DataType::Fp && fp->group_rows == 1 && fp->act_bits <= 8;
+    return load_float_linear(ckpt, *fp, name, out, in, fp8_static && qc.value("quant_method", "") == "auto-round");
+  }
   const CheckpointLayerScheme s = scheme_of(qc, name);
   const Index group = s.group_size == -1 ? in : std::min<Index>(s.group_size, in);
   const Index groups = (in + group - 1) / group;
@@ -400,26 +410,53 @@ class HfModelSource {
   std::optional<ActivationQuant> activation_quant(const std::string& prefix, const LlamaBlock& block) const {
     if (qc_.value("quant_method", "") != "auto-round" || qc_.value("act_bits", 16) > 8) return std::nullopt;
     const std::string type = qc_.value("act_data_type", "");
-    const auto spec = detail::float_scheme_of(qc_, prefix + hf_name(Linear::Output));
+    // the scheme of the block's first layer not kept in float (the checkpoint's, if all are)
+    std::string representative;
+    for (Linear l : all_linears) {
+      const std::string layer = prefix + hf_name(l, config_.model_type);
+      const bool kept = qc_.contains("extra_config") && qc_["extra_config"].contains(layer) && qc_["extra_config"][layer].value("bits", 4) >= 16;
+      if (!kept && ckpt_->contains(layer + ".weight_scale")) {
+        representative = layer;
+        break;
+      }
+    }
+    const auto spec = detail::float_scheme_of(qc_, representative);
     if (!spec || (type != "mx_fp" && type != "mx_fp_rceil" && type != "nv_fp4_with_static_gs" && type != "fp"))
       throw Error(name() + ": quantization_config: activations act_data_type '" + type + "' with act_bits " +
                   std::to_string(qc_.value("act_bits", 16)) + " are not supported (mx_fp, mx_fp_rceil, nv_fp4_with_static_gs, fp)");
-    ActivationQuant a{DynamicFloatQuantizer(*spec), {}, {}, {}, {}};
+    ActivationQuant a{DynamicFloatQuantizer(*spec), {}, {}, {}, {}, false};
+    // a layer stored in float (no scales beside its weight): its input stays float
+    const auto plain = [&](const std::string& layer) {
+      return ckpt_->contains(layer + ".weight") && !ckpt_->contains(layer + ".weight_scale") && !ckpt_->contains(layer + ".weight_scale_inv");
+    };
     // the static input scales (NVFP4: input_global_scale F32; FP8_STATIC: input_scale BF16), one
-    // per LinearInput, stored with the first layer that reads that input
+    // per LinearInput, stored with each quantized layer that reads that input (the first one's
+    // read); an input only float layers read stays float, as the reference leaves it
     const bool phi3 = config_.model_type == "phi3";
-    const std::pair<LinearInput, std::string> inputs[] = {
-        {LinearInput::Attention, phi3 ? "self_attn.qkv_proj" : "self_attn.q_proj"}, {LinearInput::AttentionOutput, "self_attn.o_proj"},
-        {LinearInput::Mlp, phi3 ? "mlp.gate_up_proj" : "mlp.gate_proj"}, {LinearInput::MlpProduct, "mlp.down_proj"}};
+    const std::pair<LinearInput, std::vector<std::string>> inputs[] = {
+        {LinearInput::Attention, phi3 ? std::vector<std::string>{"self_attn.qkv_proj"}
+                                      : std::vector<std::string>{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}},
+        {LinearInput::AttentionOutput, {"self_attn.o_proj"}},
+        {LinearInput::Mlp, phi3 ? std::vector<std::string>{"mlp.gate_up_proj"} : std::vector<std::string>{"mlp.gate_proj", "mlp.up_proj"}},
+        {LinearInput::MlpProduct, {"mlp.down_proj"}}};
     const bool fp8_static = spec->data_type == DataType::Fp && spec->group_rows == 1;  // (FP8_BLOCK's inputs are dynamic)
+    a.bf16_product = fp8_static;  // (as its runtime Linear: load_float_linear's bf16_dequant)
     const bool sparse = block.moe && !block.moe->beside_mlp;  // no dense MLP: its inputs' scales are the experts'
-    for (const auto& [input, layer] : inputs) {
+    for (const auto& [input, layers] : inputs) {
       const auto i = static_cast<std::size_t>(input);
       if (sparse && (input == LinearInput::Mlp || input == LinearInput::MlpProduct)) continue;
+      const auto quantized = std::find_if(layers.begin(), layers.end(), [&](const std::string& l) {
+        return (ckpt_->contains(prefix + l + ".weight") || ckpt_->contains(prefix + l + ".weight_packed")) && !plain(prefix + l);
+      });
+      if (quantized == layers.end()) {
+        a.float_input[i] = true;
+        continue;
+      }
+      const std::string layer = prefix + *quantized;
       if (fp8_static)
-        a.input_scale[i] = bf16_bits_to_float(detail::copy_tensor<std::uint16_t>(*ckpt_, prefix + layer + ".input_scale", Dtype::BF16, {1})[0]);
-      else if (spec->data_type == DataType::NvFp && ckpt_->contains(prefix + layer + ".input_global_scale"))
-        a.global_scale[i] = detail::copy_tensor<float>(*ckpt_, prefix + layer + ".input_global_scale", Dtype::F32, {1})[0];
+        a.input_scale[i] = bf16_bits_to_float(detail::copy_tensor<std::uint16_t>(*ckpt_, layer + ".input_scale", Dtype::BF16, {1})[0]);
+      else if (spec->data_type == DataType::NvFp && ckpt_->contains(layer + ".input_global_scale"))
+        a.global_scale[i] = detail::copy_tensor<float>(*ckpt_, layer + ".input_global_scale", Dtype::F32, {1})[0];
     }
     if (block.moe) {
       // per expert: whether its inputs stay float (its layers stored in float) and its own static
@@ -434,9 +471,7 @@ class HfModelSource {
         if (!slot.of_expert()) continue;
         const std::string layer = prefix + hf_name(slot, config_.model_type);
         const std::size_t e = slot.routed() ? static_cast<std::size_t>(slot.expert) : routed, k = slot.role == Linear::Down ? 1 : 0;
-        const bool plain = ckpt_->contains(layer + ".weight") && !ckpt_->contains(layer + ".weight_scale") &&
-                           !ckpt_->contains(layer + ".weight_scale_inv");
-        if (!plain) a.experts[e].float_input[k] = false;
+        if (!plain(layer)) a.experts[e].float_input[k] = false;
         const std::string scale = layer + (fp8_static ? ".input_scale" : ".input_global_scale");
         if (!static_scales || !ckpt_->contains(scale)) continue;
         const float v = fp8_static ? bf16_bits_to_float(detail::copy_tensor<std::uint16_t>(*ckpt_, scale, Dtype::BF16, {1})[0])

@@ -32,8 +32,7 @@
 // routing weight × its expert's scale, both branches normed and added before the post-feedforward norm.
 // Gemma 2's attention soft-capping: the softmax kernel caps the scores (cap · tanh(s / cap)) and
 // keeps each row's log-sum-exp, from which the backward recovers tanh's derivative.
-// Refused by name (backend/cuda_support.hpp and below): shared-expert biases, floating-point schemes on MoE blocks, quantized activations in a latent
-// attention.
+// Refused by name (backend/cuda_support.hpp and below): shared-expert biases, quantized activations in a latent attention.
 //
 // GEMM precision: float32 (the CPU backend's numerics; results differ from it only by
 // summation order), or bf16 operands with float32 accumulation (GemmPrecision::BFloat16: the
@@ -73,6 +72,11 @@
 // FP8_STATIC's static input scales come from the largest |input| over the calibration, measured
 // on the block as given before tuning. The targets and a block that carries its own activation
 // quantization (LlamaBlock::act_quant: a dequantized W4A4 block being replayed) use that one.
+// In a mixture of experts, as on the CPU (moe_forward's `act`): the router and a shared expert's
+// gate read yn_ in float; each expert's gate/up read its gathered rows quantized with its own
+// scales (ActivationQuant::for_expert, a kernel per expert's rows), its down its quantized
+// product; the shared expert its own quantized copy of yn_ (shared_in_); NVFP4 / FP8_STATIC's
+// maxima are measured per expert on its routed rows.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -366,6 +370,10 @@ class BlockTuningRun {
                  expert_inter = static_cast<std::size_t>(shape.intermediate);
       per_row += k * (hidden * (2 * operand + 4) + expert_inter * (12 + 3 * operand) + 4 * 5) + e * (4 + both);
       if (shape.shared_intermediate > 0) per_row += hidden * (4 + operand) + 8;
+      if (quantized_inputs) {  // the rows and products before quantization (and float32 values of both in bf16 mode); the shared expert's input
+        per_row += k * (hidden + expert_inter) * (bf16 ? 8 : 4);
+        if (shape.shared_intermediate > 0) per_row += hidden * (both + 4);
+      }
     }
     if (shape.sandwich_norms) per_row += hidden * (16 + 2 * operand) + 8;  // both outputs, a normed scratch, their gradients, d_h
     // beside a dense MLP: the experts' and the router's inputs, both branches' outputs, a second
@@ -484,6 +492,7 @@ class BlockTuningRun {
         }
     if (mla_ && input_floats_)
       throw Error(name + ": latent attention (DeepSeek-V3) with quantized activations is not supported; run a weight-only scheme");
+    input_absmax_.assign(slots_.size(), 0.0f);
     nonfinite_ = DeviceBuffer<int>(std::vector<int>(slots_.size(), 0));
     layers_.resize(slots_.size());
     for (std::size_t i = 0; i < slots_.size(); ++i)
@@ -510,9 +519,10 @@ class BlockTuningRun {
         if (bf16_) measure_inputs<__nv_bfloat16>(); else measure_inputs<float>();
       }
       InputMaxima maxima;
-      for (Linear l : all_linears)
-        if (const auto i = own_slot_index(l, values_from_keys_); i && *i < layers_.size() && layers_[*i].quantizer)
-          maxima.add(layers_[*i].quantizer->spec(), linear_input(l), input_absmax_[*i]);
+      const std::size_t routed = moe_ ? static_cast<std::size_t>(shape_.experts) : 0;
+      if (moe_) maxima.experts(routed + (shape_.shared_intermediate > 0 ? 1 : 0));
+      for (std::size_t i = 0; i < slots_.size(); ++i)
+        if (layers_[i].quantizer) add_slot_maxima(maxima, layers_[i].quantizer->spec(), slots_[i], routed, input_absmax_[i]);
       tuned_input_quant_ = maxima.activation_quant();
       if (tuned_input_quant_) input_quant_ = &*tuned_input_quant_;
     } else if (options_.clip_init == ClipInit::WeightedSearch) {
@@ -521,27 +531,40 @@ class BlockTuningRun {
     snapshot();
   }
 
-  // input_absmax_[l] = the largest |input| of linear l over every calibration sample, the block
-  // computing as given (what the static input scales are made from)
+  // input_absmax_[i] = the largest |input| of linear slot i over every calibration sample, the
+  // block computing as given (what the static input scales are made from): the block's four
+  // inputs, and each routed expert's rows of its gate/up input and of its product (a shared
+  // expert reads the block's MLP input and the MLP product buffer)
   template <class T>
   void measure_inputs() {
-    DeviceBuffer<unsigned> absmax(std::vector<unsigned>(4, 0u));
+    const long experts = moe_ ? shape_.experts : 0, hidden = config_.hidden, inter = shape_.intermediate;
+    DeviceBuffer<unsigned> absmax(std::vector<unsigned>(static_cast<std::size_t>(4 + 2 * experts), 0u));
     Tensor* inputs[4] = {&xn_, &attention_, &yn_, &act_};
-    const long cols[4] = {config_.hidden, config_.heads * value_dim(config_), config_.hidden, config_.intermediate};
+    const long cols[4] = {hidden, config_.heads * value_dim(config_), hidden, mlp_inter_};
     for (long first = 0; first < samples_; first += micro_) {
       const long nb = std::min(micro_, samples_ - first);
       in_->load(first, nb, x_.data(), stream());
       forward<T>(nb);
       for (int j = 0; j < 4; ++j)
-        absmax_kernel<><<<256, 256, 0, stream()>>>(inputs[j]->f.data(), nb * seqlen_ * cols[j], absmax.data() + j);
+        if (cols[j] > 0) absmax_kernel<><<<256, 256, 0, stream()>>>(inputs[j]->f.data(), nb * seqlen_ * cols[j], absmax.data() + j);
+      if (moe_) {  // (for_each_expert: the counts of this forward, on the host)
+        const float* product = input_quant_ ? eact_float_.data() : eact_.f.data();
+        for_each_expert([&](std::size_t e, long at, long count) {
+          absmax_kernel<><<<256, 256, 0, stream()>>>(xe_float_.data() + at * hidden, count * hidden, absmax.data() + 4 + 2 * e);
+          absmax_kernel<><<<256, 256, 0, stream()>>>(product + at * inter, count * inter, absmax.data() + 5 + 2 * e);
+        });
+      }
     }
     check(cudaGetLastError(), "input absmax");
     const std::vector<unsigned> bits = absmax.download();
-    for (Linear l : all_linears) {
-      const unsigned b = bits[static_cast<std::size_t>(linear_input(l))];
-      float m;
-      std::memcpy(&m, &b, sizeof m);
-      if (const auto i = own_slot_index(l, values_from_keys_)) input_absmax_[*i] = m;
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
+      const LinearSlot& s = slots_[i];
+      const std::size_t k = s.role == Linear::Down ? 1 : 0;
+      std::size_t at;
+      if (s.expert == LinearSlot::own || s.expert == LinearSlot::shared) at = static_cast<std::size_t>(linear_input(s.role));
+      else if (s.routed()) at = 4 + 2 * static_cast<std::size_t>(s.expert) + k;
+      else continue;  // (latent attention: refused with quantized inputs)
+      std::memcpy(&input_absmax_[i], &bits[at], sizeof(float));
     }
     lap(times_.importance);
   }
@@ -581,24 +604,35 @@ class BlockTuningRun {
     float lr = 0, minmax_lr = 0;
   };
 
-  // ActivationQuant::apply on the device: t's first rows x cols values quantized in place, its
-  // bf16 copy (bf16 mode) refreshed from them
+  // ActivationQuant::apply on the device: rows x cols float32 values at f quantized in place by
+  // `q` (an input it keeps in float stays), their bf16 copy at h (bf16 mode) refreshed from them
+  void quantize_rows(const ActivationQuant& q, LinearInput input, float* f, __nv_bfloat16* h, long rows, long cols) {
+    if (q.float_input[static_cast<std::size_t>(input)]) {
+      if (h) to_bf16(f, h, rows * cols);
+      return;
+    }
+    const float fixed = q.static_scale(input);  // FP8_STATIC: one scale, any grouping
+    const long group = input_group(q, fixed), n = rows * ((cols + group - 1) / group);
+    activation_qdq_kernel<><<<blocks_for(n, 128), 128, 0, stream()>>>(q.params(input), fixed, f, h, rows, cols, group, q.bf16_product);
+  }
+  // the block's own input t (its first rows x cols values)
   void quantize_input(Tensor& t, LinearInput input, long rows, long cols) {
-    const float fixed = input_quant_->static_scale(input);  // FP8_STATIC: one scale, any grouping
-    const long group = input_group(fixed), n = rows * ((cols + group - 1) / group);
-    activation_qdq_kernel<><<<blocks_for(n, 128), 128, 0, stream()>>>(input_quant_->params(input), fixed, t.f.data(), t.bf16_out(), rows,
-                                                                      cols, group);
+    quantize_rows(*input_quant_, input, t.f.data(), t.bf16_out(), rows, cols);
   }
 
   // ActivationQuant::backward on the device: dL/d q(x) in `grad` becomes dL/dx (x: before quantization)
+  void rows_backward(const ActivationQuant& q, LinearInput input, const float* x, float* grad, long rows, long cols) {
+    if (q.float_input[static_cast<std::size_t>(input)]) return;
+    const float fixed = q.static_scale(input);
+    const long group = input_group(q, fixed), n = rows * ((cols + group - 1) / group);
+    activation_backward_kernel<><<<blocks_for(n, 128), 128, 0, stream()>>>(q.params(input), fixed, x, grad, rows, cols, group);
+  }
   void input_backward(const float* x, float* grad, LinearInput input, long rows, long cols) {
-    const float fixed = input_quant_->static_scale(input);
-    const long group = input_group(fixed), n = rows * ((cols + group - 1) / group);
-    activation_backward_kernel<><<<blocks_for(n, 128), 128, 0, stream()>>>(input_quant_->params(input), fixed, x, grad, rows, cols, group);
+    rows_backward(*input_quant_, input, x, grad, rows, cols);
   }
 
   // the kernels' thread per group: the format's groups, or runs of 32 under FP8_STATIC's one scale
-  long input_group(float static_scale) const { return static_scale > 0.0f ? 32 : input_quant_->quantizer.group_size(); }
+  static long input_group(const ActivationQuant& q, float static_scale) { return static_scale > 0.0f ? 32 : q.quantizer.group_size(); }
 
   // Device pointer arrays of one batched attention GEMM (per sample and query head).
   struct Batched {
@@ -723,7 +757,8 @@ class BlockTuningRun {
 
   // What the device's mixture of experts computes (moe_kernels.cuh): softmax top-k routing over
   // SwiGLU experts of one intermediate size, or GPT-OSS's (top-k softmax with a router bias,
-  // clamped SwiGLU experts with biases), under integer schemes. The rest is refused by name: it
+  // clamped SwiGLU experts with biases), DeepSeek-V3's / GLM's grouped sigmoid routing, Gemma 4's
+  // experts beside the MLP; integer and floating-point schemes. The rest is refused by name: it
   // tunes on the CPU.
   void check_moe(const LlamaBlock& block, const std::string& name) {
     const MoeFeedForward& m = *block.moe;
@@ -750,7 +785,6 @@ class BlockTuningRun {
     if (w.shared && m.spec.activation != ExpertActivation::SwiGlu) refuse("a shared expert beside clamped SwiGLU experts");
     if (w.expert_scale.size() > 0 && (m.spec.scoring != RouterScoring::Softmax || w.expert_scale.size() != shape_.experts))
       refuse("per-expert scales of the routing weights beside other than softmax routing, or of another size than the expert count");
-    if (FloatCodeQuantizer<Q> || block.act_quant) refuse("a floating-point scheme (MXFP / NVFP / FP8)");
     if (shape_.sandwich_norms && !m.beside_mlp) refuse("sandwich norms (other than Gemma 4's experts beside the MLP)");
     if (m.beside_mlp && block.post_ffn_norm.size() == 0) refuse("experts beside the MLP without the post-feedforward norm");
     detail::require(shape_.experts > 0 && shape_.top_k >= 1 && shape_.top_k <= shape_.experts &&
@@ -903,9 +937,13 @@ class BlockTuningRun {
     route_weight_ = floats(n);
     d_weight_ = floats(n);
     if (expert_scale_.size() > 0) scaled_weight_ = floats(n);
-    xe_.allocate(n * hidden, bf16_, false);  // GEMM operands only
+    xe_.allocate(n * hidden, bf16_, input_floats_);  // GEMM operands only, or quantized from float32 values
     dye_.allocate(n * hidden, bf16_, false);
-    eact_.allocate(n * inter, bf16_, false);
+    eact_.allocate(n * inter, bf16_, input_floats_);
+    if (input_floats_) {  // the experts' inputs before quantization
+      xe_float_ = floats(n * hidden);
+      eact_float_ = floats(n * inter);
+    }
     d_eg_.allocate(n * inter, bf16_, false);
     d_eu_.allocate(n * inter, bf16_, false);
     expert_out_ = floats(n * hidden);
@@ -915,6 +953,10 @@ class BlockTuningRun {
     if (shape_.shared_intermediate > 0) {
       shared_out_ = floats(rows * hidden);
       d_shared_.allocate(rows * hidden, bf16_, false);
+      if (input_floats_) {  // its own quantized input, and the gradient there
+        shared_in_.allocate(rows * hidden, bf16_);
+        d_shared_in_ = floats(rows * hidden);
+      }
       if (shared_gate_.size() > 0) {
         shared_weight_ = floats(rows);
         d_shared_gate_ = floats(rows);
@@ -1162,11 +1204,11 @@ class BlockTuningRun {
     }
     rms_norm_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(h_.data(), ffn_norm_.data(), yn_.float_out(), yn_.bf16_out(),
                                                                    inv_rms2_.data(), hidden, config_.rms_eps);
+    if (moe_ && !beside_) return moe_forward<T>(rows, yn_, yn_, h_.data(), d_out_.f.data());  // (each expert quantizes its own rows)
     if (input_quant_) {
       copy_floats(yn_float_.data(), yn_.f.data(), rows * hidden);
       quantize_input(yn_, LinearInput::Mlp, rows, hidden);
     }
-    if (moe_ && !beside_) return moe_forward<T>(rows, yn_, yn_, h_.data(), d_out_.f.data());
     project<T>(Linear::Gate, rows, yn_, gate_.data());
     project<T>(Linear::Up, rows, yn_, up_.data());
     gated_activation(rows * inter);
@@ -1220,6 +1262,7 @@ class BlockTuningRun {
                                                                         d_mlp_.f.data(), nullptr, d_experts_out_.data(), nullptr, hidden);
     moe_backward<T>(rows, accumulate, d_experts_out_.data(), d_experts_in_.data(), d_router_in_.data(), 0.0f);
     mlp_backward<T>(rows, d_dense_, accumulate);
+    if (input_quant_) input_backward(yn_float_.data(), d_yn_.data(), LinearInput::Mlp, rows, hidden);
     rms_norm_backward_kernel<><<<row_blocks, kRowThreads, 0, stream()>>>(h_.data(), experts_input_norm_.data(), inv_rms2_.data(),
                                                                         d_experts_in_.data(), d_out_.f.data(), d_chain_.data(), nullptr, hidden);
     rms_norm_backward_kernel<><<<row_blocks, kRowThreads, 0, stream()>>>(h_.data(), router_input_norm_.data(), inv_rms2_.data(),
@@ -1271,18 +1314,23 @@ class BlockTuningRun {
   }
 
   // The gated MLP's backward (a dense block's, or the shared expert's) from dL/d(its output) `dy`:
-  // its weight gradients, and dL/d(its input) into d_yn_ (= or, when `add`, +=).
+  // its weight gradients, and dL/d(its input) into d_yn_ (= or, when `add`, +=). A shared expert
+  // under quantized inputs: its input `x` (its own quantization of yn_), its quantization `quant`
+  // (of the product; the block's by default), dL/d x into `d_x`.
   template <class T>
-  void mlp_backward(long rows, const Tensor& dy, bool accumulate, bool add = false) {
+  void mlp_backward(long rows, const Tensor& dy, bool accumulate, bool add = false, const Tensor* x = nullptr,
+                    const ActivationQuant* quant = nullptr, float* d_x = nullptr) {
     const long inter = mlp_inter_;
+    const Tensor& in = x ? *x : yn_;
+    float* d_in = d_x ? d_x : d_yn_.data();
     weight_gradient<T>(Linear::Down, rows, dy, act_, accumulate);
     project_back<T>(Linear::Down, rows, dy, d_act_.data());
-    if (input_quant_) input_backward(act_float_.data(), d_act_.data(), LinearInput::MlpProduct, rows, inter);
+    if (const ActivationQuant* q = quant ? quant : input_quant_) rows_backward(*q, LinearInput::MlpProduct, act_float_.data(), d_act_.data(), rows, inter);
     gated_activation_backward(rows * inter);
-    weight_gradient<T>(Linear::Gate, rows, d_gate_, yn_, accumulate);
-    weight_gradient<T>(Linear::Up, rows, d_up_, yn_, accumulate);
-    project_back<T>(Linear::Gate, rows, d_gate_, d_yn_.data(), add ? 1.0f : 0.0f);
-    project_back<T>(Linear::Up, rows, d_up_, d_yn_.data(), 1.0f);
+    weight_gradient<T>(Linear::Gate, rows, d_gate_, in, accumulate);
+    weight_gradient<T>(Linear::Up, rows, d_up_, in, accumulate);
+    project_back<T>(Linear::Gate, rows, d_gate_, d_in, add ? 1.0f : 0.0f);
+    project_back<T>(Linear::Up, rows, d_up_, d_in, 1.0f);
   }
 
   // f(expert, first sorted row, rows) for every expert the last forward routed a token to
@@ -1331,8 +1379,20 @@ class BlockTuningRun {
                                                                      scaled_weight_.data());
     gather_routed_rows_kernel<T><<<blocks_for(n * hidden, 256), 256, 0, stream()>>>(x_in.template as<T>(), order_.data(), static_cast<int>(k),
                                                                                     n, hidden, xe_.template as<T>());
+    if (input_floats_)  // the rows before quantization (the backward's, and measure_inputs')
+      gather_routed_rows_kernel<float><<<blocks_for(n * hidden, 256), 256, 0, stream()>>>(x_in.f.data(), order_.data(), static_cast<int>(k), n,
+                                                                                          hidden, xe_float_.data());
     const std::vector<int> counts = counts_.download();  // waits for the queue (Stream: blocking)
     counts_host_.assign(counts.begin(), counts.end());
+    const bool quant = input_quant_ != nullptr;
+    if (quant)  // each expert's rows quantized as its wrapped gate / up Linears quantize them (their own static scales)
+      for_each_expert([&](std::size_t e, long first, long count) {
+        const ActivationQuant q = input_quant_->for_expert(e);
+        if (q.float_input[static_cast<std::size_t>(LinearInput::Mlp)]) return;  // its layers stay float: the gathered rows stand
+        float* rows_f = xe_.f.data() + first * hidden;
+        copy_floats(rows_f, xe_float_.data() + first * hidden, count * hidden);
+        quantize_rows(q, LinearInput::Mlp, rows_f, xe_.bf16_out() ? xe_.bf16_out() + first * hidden : nullptr, count, hidden);
+      });
     for_each_expert([&](std::size_t e, long first, long count) {
       const T* x = xe_.template as<T>() + first * hidden;
       blas_.gemm<T>(false, true, count, inter, hidden, 1.0f, x, hidden, expert_layer(e, Linear::Gate).weight.template as<T>(), hidden, 0.0f,
@@ -1354,6 +1414,13 @@ class BlockTuningRun {
       geglu_kernel<><<<blocks_for(n * inter, 256), 256, 0, stream()>>>(eg_.data(), eu_.data(), eact_.float_out(), eact_.bf16_out(), n * inter);
     else
       swiglu_kernel<><<<blocks_for(n * inter, 256), 256, 0, stream()>>>(eg_.data(), eu_.data(), eact_.float_out(), eact_.bf16_out(), n * inter);
+    if (quant) {  // each down projection reads its expert's quantized product
+      copy_floats(eact_float_.data(), eact_.f.data(), n * inter);
+      for_each_expert([&](std::size_t e, long first, long count) {
+        quantize_rows(input_quant_->for_expert(e), LinearInput::MlpProduct, eact_.f.data() + first * inter,
+                      eact_.bf16_out() ? eact_.bf16_out() + first * inter : nullptr, count, inter);
+      });
+    }
     for_each_expert([&](std::size_t e, long first, long count) {
       blas_.gemm<T>(false, true, count, hidden, inter, 1.0f, eact_.template as<T>() + first * inter, inter,
                     expert_layer(e, Linear::Down).weight.template as<T>(), inter, 0.0f, expert_out_.data() + first * hidden, hidden);
@@ -1362,11 +1429,23 @@ class BlockTuningRun {
       add_expert_bias_kernel<><<<blocks_for(n * hidden, 256), 256, 0, stream()>>>(expert_out_.data(), expert_bias_[2].data(), chosen_.data(),
                                                                                  order_.data(), n, hidden);
     const bool shared = shape_.shared_intermediate > 0, gated = shared_gate_.size() > 0;
-    if (shared) {  // the shared expert on every token (the MLP's slots are its), and its gate
-      project<T>(Linear::Gate, rows, yn_, gate_.data());
-      project<T>(Linear::Up, rows, yn_, up_.data());
+    if (shared) {  // the shared expert on every token (the MLP's slots are its), and its gate (on float yn_)
+      const Tensor* shared_x = &yn_;
+      std::optional<ActivationQuant> q;
+      if (quant) {  // its own quantization of yn_, and of its product
+        q = input_quant_->for_expert(static_cast<std::size_t>(experts));
+        copy_floats(shared_in_.f.data(), yn_.f.data(), rows * hidden);
+        quantize_rows(*q, LinearInput::Mlp, shared_in_.f.data(), shared_in_.bf16_out(), rows, hidden);
+        shared_x = &shared_in_;
+      }
+      project<T>(Linear::Gate, rows, *shared_x, gate_.data());
+      project<T>(Linear::Up, rows, *shared_x, up_.data());
       swiglu_kernel<><<<blocks_for(rows * mlp_inter_, 256), 256, 0, stream()>>>(gate_.data(), up_.data(), act_.float_out(), act_.bf16_out(),
                                                                                 rows * mlp_inter_);
+      if (quant) {
+        copy_floats(act_float_.data(), act_.f.data(), rows * mlp_inter_);
+        quantize_rows(*q, LinearInput::MlpProduct, act_.f.data(), act_.bf16_out(), rows, mlp_inter_);
+      }
       project<T>(Linear::Down, rows, act_, shared_out_.data());
       if (gated) {
         blas_.gemm<T>(false, true, rows, 1, hidden, 1.0f, yn_.template as<T>(), hidden, shared_gate_operand_.template as<T>(), hidden, 0.0f,
@@ -1400,6 +1479,9 @@ class BlockTuningRun {
                       down.grad.data(), inter);
       blas_.gemm<T>(false, false, count, inter, hidden, 1.0f, dy, hidden, down.weight.template as<T>(), inter, 0.0f,
                     d_eact_.data() + first * inter, inter);
+      if (input_quant_)  // through the expert's quantization of its product
+        rows_backward(input_quant_->for_expert(e), LinearInput::MlpProduct, eact_float_.data() + first * inter, d_eact_.data() + first * inter,
+                      count, inter);
     });
     if (clamped_)
       clamped_swiglu_backward_kernel<><<<blocks_for(n * inter, 256), 256, 0, stream()>>>(
@@ -1422,6 +1504,8 @@ class BlockTuningRun {
       if (up.qdq) blas_.gemm<T>(true, false, inter, hidden, count, 1.0f, du, inter, x, hidden, 1.0f, up.grad.data(), hidden);
       blas_.gemm<T>(false, false, count, hidden, inter, 1.0f, dg, inter, gate.weight.template as<T>(), hidden, 0.0f, dx + first * hidden, hidden);
       blas_.gemm<T>(false, false, count, hidden, inter, 1.0f, du, inter, up.weight.template as<T>(), hidden, 1.0f, dx + first * hidden, hidden);
+      if (input_quant_)  // through the expert's quantization of its rows
+        rows_backward(input_quant_->for_expert(e), LinearInput::Mlp, xe_float_.data() + first * hidden, dx + first * hidden, count, hidden);
     });
     moe_scatter_grad_kernel<><<<blocks_for(rows * hidden, 256), 256, 0, stream()>>>(dx, chosen_.data(), position_.data(), static_cast<int>(k),
                                                                                    rows, hidden, false, d_x);
@@ -1430,10 +1514,16 @@ class BlockTuningRun {
       shared_expert_grad_kernel<><<<static_cast<unsigned>(rows), kRowThreads, 0, stream()>>>(
           d_moe, shared_out_.data(), gated ? shared_weight_.data() : nullptr, hidden, d_shared_.float_out(), d_shared_.bf16_out(),
           d_shared_gate_.data());
-      mlp_backward<T>(rows, d_shared_, accumulate, true);
+      if (input_quant_) {  // through its own quantization of yn_: dL/d q(yn) into d_shared_in_, then to yn_
+        const ActivationQuant q = input_quant_->for_expert(static_cast<std::size_t>(experts));
+        mlp_backward<T>(rows, d_shared_, accumulate, false, &shared_in_, &q, d_shared_in_.data());
+        rows_backward(q, LinearInput::Mlp, yn_.f.data(), d_shared_in_.data(), rows, hidden);
+        add_kernel<><<<blocks_for(rows * hidden, 256), 256, 0, stream()>>>(d_x, d_shared_in_.data(), d_x, rows * hidden);
+      } else {
+        mlp_backward<T>(rows, d_shared_, accumulate, true);
+      }
       if (gated)
-        add_outer_kernel<><<<blocks_for(rows * hidden, 256), 256, 0, stream()>>>(d_yn_.data(), d_shared_gate_.data(), shared_gate_.data(), rows,
-                                                                                hidden);
+        add_outer_kernel<><<<blocks_for(rows * hidden, 256), 256, 0, stream()>>>(d_x, d_shared_gate_.data(), shared_gate_.data(), rows, hidden);
     }
     if (expert_scale_.size() > 0)  // dL/d(the weight before its expert's scale) = scale · dL/d(the weight)
       expert_scale_kernel<><<<blocks_for(n, 256), 256, 0, stream()>>>(d_weight_.data(), chosen_.data(), expert_scale_.data(), n, d_weight_.data());
@@ -1782,7 +1872,7 @@ class BlockTuningRun {
   const ActivationQuant* input_quant_ = nullptr;
   bool input_floats_ = false;                 // xn_, yn_, act_ keep float32 values in bf16 mode (quantized inputs)
   bool measure_inputs_ = false;               // NVFP4 / FP8_STATIC: input_absmax_ measured before tuning
-  std::array<float, 7> input_absmax_{};       // per linear
+  std::vector<float> input_absmax_;           // per linear slot
   Tensor xn_, q_, k_, v_, p_, attention_, yn_, act_, d_out_, d_gate_, d_up_, d_h_, d_attention_, ds_, dq_, dk_, dv_;
   // Gemma: sliding-window attention (0: causal only), and the sandwich norms (post_attn_norm_,
   // post_ffn_norm_): the attention's and the MLP's outputs before them, 1/rms, their gradients
@@ -1796,6 +1886,10 @@ class BlockTuningRun {
   Tensor router_, shared_gate_operand_, d_logits_, xe_, dye_, eact_, d_eg_, d_eu_, d_shared_;
   DeviceBuffer<float> shared_gate_, probabilities_, route_weight_, d_weight_, expert_out_, eg_, eu_, d_eact_, shared_out_, shared_weight_,
       d_shared_gate_;
+  // quantized inputs (W4A4 / W8A8): the experts' rows and products before quantization, the
+  // shared expert's quantized input and dL/d(it)
+  DeviceBuffer<float> xe_float_, eact_float_, d_shared_in_;
+  Tensor shared_in_;
   DeviceBuffer<int> chosen_, order_, position_, counts_, offsets_;
   bool normalize_ = true;          // the chosen weights divided by their sum
   // Gemma 4's 26B-A4B: GeGLU experts, each chosen weight × its expert's scale (scaled_weight_:

@@ -88,14 +88,17 @@ __global__ void float_qdq_backward_kernel(QdqShape s, float_formulas::FloatParam
 /// quantized values rounded to bf16 (the GEMM operand).
 template <int = 0>
 __global__ void activation_qdq_kernel(float_formulas::FloatParams p, float static_scale, float* x, __nv_bfloat16* copy,
-                                      long rows, long cols, long group) {
+                                      long rows, long cols, long group, bool bf16_product = false) {
   const long per_row = (cols + group - 1) / group;
   const long k = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x;
   if (k >= rows * per_row) return;
   float* row = x + (k / per_row) * cols;
   const long begin = (k % per_row) * group, end = begin + group < cols ? begin + group : cols;
   if (static_scale > 0.0f) {
-    for (long c = begin; c < end; ++c) row[c] = float_formulas::fp8_static_qdq(row[c], static_scale);
+    for (long c = begin; c < end; ++c) {
+      row[c] = float_formulas::fp8_static_qdq(row[c], static_scale);
+      if (bf16_product) row[c] = __bfloat162float(__float2bfloat16_rn(row[c]));  // (ActivationQuant::bf16_product)
+    }
   } else {
     GroupRange r;
     for (long c = begin; c < end; ++c) {
