@@ -16,8 +16,7 @@
 // Embeddings, norms and the LM head stay in full precision, as do layers whose shape is not a
 // multiple of 32 (the reference's rule), and a mixture of experts' router and shared-expert gate.
 // A block's layers are its linear slots (model/linear_slots.hpp): the seven of a dense block, or
-// the attention's four and every expert's three (tuned together on the CPU; the Cuda policy
-// tunes dense blocks only, for now).
+// the attention's four and every expert's three (tuned together, on the CPU or with the Cuda policy).
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
