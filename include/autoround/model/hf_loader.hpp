@@ -410,24 +410,9 @@ class HfModelSource {
   std::optional<ActivationQuant> activation_quant(const std::string& prefix, const LlamaBlock& block) const {
     if (qc_.value("quant_method", "") != "auto-round" || qc_.value("act_bits", 16) > 8) return std::nullopt;
     const std::string type = qc_.value("act_data_type", "");
-    // the scheme of the block's first layer not kept in float (the checkpoint's, if all are)
-    std::string representative;
-    for (Linear l : all_linears) {
-      const std::string layer = prefix + hf_name(l, config_.model_type);
-      const bool kept = qc_.contains("extra_config") && qc_["extra_config"].contains(layer) && qc_["extra_config"][layer].value("bits", 4) >= 16;
-      if (!kept && ckpt_->contains(layer + ".weight_scale")) {
-        representative = layer;
-        break;
-      }
-    }
-    const auto spec = detail::float_scheme_of(qc_, representative);
-    if (!spec || (type != "mx_fp" && type != "mx_fp_rceil" && type != "nv_fp4_with_static_gs" && type != "fp"))
-      throw Error(name() + ": quantization_config: activations act_data_type '" + type + "' with act_bits " +
-                  std::to_string(qc_.value("act_bits", 16)) + " are not supported (mx_fp, mx_fp_rceil, nv_fp4_with_static_gs, fp)");
-    ActivationQuant a{DynamicFloatQuantizer(*spec), {}, {}, {}, {}, false};
-    // a layer stored in float (no scales beside its weight): its input stays float
-    const auto plain = [&](const std::string& layer) {
-      return ckpt_->contains(layer + ".weight") && !ckpt_->contains(layer + ".weight_scale") && !ckpt_->contains(layer + ".weight_scale_inv");
+    // a layer stored quantized has scales beside its codes; one stored in float reads a float input
+    const auto stored_quantized = [&](const std::string& layer) {
+      return ckpt_->contains(layer + ".weight_scale") || ckpt_->contains(layer + ".weight_scale_inv");
     };
     // the static input scales (NVFP4: input_global_scale F32; FP8_STATIC: input_scale BF16), one
     // per LinearInput, stored with each quantized layer that reads that input (the first one's
@@ -439,20 +424,30 @@ class HfModelSource {
         {LinearInput::AttentionOutput, {"self_attn.o_proj"}},
         {LinearInput::Mlp, phi3 ? std::vector<std::string>{"mlp.gate_up_proj"} : std::vector<std::string>{"mlp.gate_proj", "mlp.up_proj"}},
         {LinearInput::MlpProduct, {"mlp.down_proj"}}};
+    const bool sparse = block.moe && !block.moe->beside_mlp;  // no dense MLP: its inputs' scales are the experts'
+    std::array<std::string, 4> reader;  // per LinearInput: its first quantized layer (empty: only float ones read it)
+    for (const auto& [input, layers] : inputs)
+      for (const std::string& l : layers)
+        if (stored_quantized(prefix + l)) {
+          reader[static_cast<std::size_t>(input)] = prefix + l;
+          break;
+        }
+    // the scheme of the block's first quantized layer (the checkpoint's, if none is)
+    const auto first = std::find_if(reader.begin(), reader.end(), [](const std::string& l) { return !l.empty(); });
+    const auto spec = detail::float_scheme_of(qc_, first == reader.end() ? std::string() : *first);
+    if (!spec || (type != "mx_fp" && type != "mx_fp_rceil" && type != "nv_fp4_with_static_gs" && type != "fp"))
+      throw Error(name() + ": quantization_config: activations act_data_type '" + type + "' with act_bits " +
+                  std::to_string(qc_.value("act_bits", 16)) + " are not supported (mx_fp, mx_fp_rceil, nv_fp4_with_static_gs, fp)");
+    ActivationQuant a{DynamicFloatQuantizer(*spec), {}, {}, {}, {}, false};
     const bool fp8_static = spec->data_type == DataType::Fp && spec->group_rows == 1;  // (FP8_BLOCK's inputs are dynamic)
     a.bf16_product = fp8_static;  // (as its runtime Linear: load_float_linear's bf16_dequant)
-    const bool sparse = block.moe && !block.moe->beside_mlp;  // no dense MLP: its inputs' scales are the experts'
-    for (const auto& [input, layers] : inputs) {
-      const auto i = static_cast<std::size_t>(input);
-      if (sparse && (input == LinearInput::Mlp || input == LinearInput::MlpProduct)) continue;
-      const auto quantized = std::find_if(layers.begin(), layers.end(), [&](const std::string& l) {
-        return (ckpt_->contains(prefix + l + ".weight") || ckpt_->contains(prefix + l + ".weight_packed")) && !plain(prefix + l);
-      });
-      if (quantized == layers.end()) {
+    for (std::size_t i = 0; i < reader.size(); ++i) {
+      if (sparse && (i == static_cast<std::size_t>(LinearInput::Mlp) || i == static_cast<std::size_t>(LinearInput::MlpProduct))) continue;
+      if (reader[i].empty()) {
         a.float_input[i] = true;
         continue;
       }
-      const std::string layer = prefix + *quantized;
+      const std::string& layer = reader[i];
       if (fp8_static)
         a.input_scale[i] = bf16_bits_to_float(detail::copy_tensor<std::uint16_t>(*ckpt_, layer + ".input_scale", Dtype::BF16, {1})[0]);
       else if (spec->data_type == DataType::NvFp && ckpt_->contains(layer + ".input_global_scale"))
@@ -471,7 +466,7 @@ class HfModelSource {
         if (!slot.of_expert()) continue;
         const std::string layer = prefix + hf_name(slot, config_.model_type);
         const std::size_t e = slot.routed() ? static_cast<std::size_t>(slot.expert) : routed, k = slot.role == Linear::Down ? 1 : 0;
-        if (!plain(layer)) a.experts[e].float_input[k] = false;
+        if (stored_quantized(layer)) a.experts[e].float_input[k] = false;
         const std::string scale = layer + (fp8_static ? ".input_scale" : ".input_global_scale");
         if (!static_scales || !ckpt_->contains(scale)) continue;
         const float v = fp8_static ? bf16_bits_to_float(detail::copy_tensor<std::uint16_t>(*ckpt_, scale, Dtype::BF16, {1})[0])
